@@ -1,0 +1,210 @@
+/* store.h -- the public face of the nadb storage engine.
+ *
+ * A store is a tree of inodes kept in a metadata index (LMDB behind the
+ * backend seam) whose regular files hold lists of content-addressed chunks
+ * kept in append-only pack segments.  fs/ (the FUSE daemon) and tools/ (the
+ * nadb command) talk to the engine only through this header; neither knows
+ * about LMDB, packs or chunks.
+ *
+ * Conventions:
+ *   - every function returns 0 (or a byte count) on success and a negative
+ *     errno on failure; errors worth a user's attention are logged once, in
+ *     one line, by the engine;
+ *   - inode numbers are the FUSE inode numbers: the root is NADB_ROOT_INO and
+ *     numbers are never reused, so a generation number is not needed;
+ *   - all functions are thread safe.
+ *
+ * Consistency model: every call that changes metadata is one atomic step of
+ * the index.  Steps are grouped and made durable by nadb_store_sync() (called
+ * by the background flusher every flush_interval seconds, by fsync and on
+ * close of the store).  A crash rolls the store back to the last durable
+ * group, never to the middle of a step.
+ */
+#ifndef NADB_STORE_H
+#define NADB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define NADB_ROOT_INO 1ULL
+#define NADB_NAME_MAX 255
+
+/* Directory levels: what a directory is, by where it sits. */
+enum nadb_level {
+	NADB_LEVEL_ROOT = 0,      /* "/": holds databases */
+	NADB_LEVEL_DB = 1,        /* "/DB": holds namespaces */
+	NADB_LEVEL_NAMESPACE = 2, /* "/DB/NS": holds keys and directories */
+	NADB_LEVEL_INNER = 3,     /* any directory below a namespace */
+};
+
+enum nadb_compress { NADB_COMPRESS_AUTO = 0, NADB_COMPRESS_OFF = 1 };
+
+struct nadb_options {
+	enum nadb_compress compress; /* auto: zlib where it saves >= 1/8 */
+	int compress_level;          /* zlib level 1..9 (default 1) */
+	unsigned buffer_mb;          /* bound on all write buffers together (default 64) */
+	unsigned flush_interval;     /* seconds between durable commits (default 5) */
+	unsigned chunk_kb;           /* chunk size for a NEW store (default 128); an
+	                                existing store keeps the size it was made with */
+	bool create;                 /* create STORE if missing (default true) */
+};
+
+/* Fill *o with the defaults above. */
+void nadb_options_default(struct nadb_options *o);
+
+struct nadb_attr {
+	uint64_t ino;
+	uint32_t mode; /* S_IFMT bits + permissions */
+	uint32_t nlink;
+	uint32_t uid, gid;
+	uint64_t rdev;
+	uint64_t size;
+	uint64_t blocks; /* 512-byte blocks, for st_blocks */
+	struct timespec atime, mtime, ctime, btime;
+	uint8_t level;   /* directories: enum nadb_level */
+};
+
+struct nadb_store;
+
+/* Open (and, with o->create, create with mode 0700) the store in directory
+ * DIR and lock it against every other process: -EBUSY if another process
+ * (a daemon or a tool) holds it; the log line names its pid. */
+int nadb_store_open(const char *dir, const struct nadb_options *o,
+		    struct nadb_store **out);
+/* Commit every open file, make everything durable and release the lock. */
+int nadb_store_close(struct nadb_store *st);
+/* Make every completed step durable (packs fdatasync'ed, then the index
+ * committed and synced).  Cheap when nothing changed. */
+int nadb_store_sync(struct nadb_store *st);
+/* Start/stop the background flusher thread (the daemon uses it; tools do
+ * not).  The flusher calls nadb_store_sync every flush_interval seconds. */
+int nadb_store_start_flusher(struct nadb_store *st);
+void nadb_store_stop_flusher(struct nadb_store *st);
+/* The store's chunk size in bytes (fixed at creation). */
+size_t nadb_store_chunk_size(const struct nadb_store *st);
+
+/* ---- names and the tree ---------------------------------------------- */
+
+/* Who is asking: owner of new inodes and setgid inheritance. */
+struct nadb_caller {
+	uint32_t uid, gid;
+	const uint32_t *groups; /* supplementary groups, may be NULL */
+	int ngroups;
+};
+
+/* Check NAME as a component under a directory of LEVEL, as the engine will:
+ * -EINVAL (empty, control characters, "." or ".."), -ENAMETOOLONG (>255),
+ * -EPERM (reserved at the root: "tags" and names starting with '.'). */
+int nadb_check_name(const char *name, enum nadb_level parent_level);
+
+int nadb_lookup(struct nadb_store *st, uint64_t parent, const char *name,
+		struct nadb_attr *out);
+int nadb_getattr(struct nadb_store *st, uint64_t ino, struct nadb_attr *out);
+
+/* setattr: which fields to change (bits of NADB_SET_*). */
+#define NADB_SET_MODE (1u << 0)
+#define NADB_SET_UID (1u << 1)
+#define NADB_SET_GID (1u << 2)
+#define NADB_SET_SIZE (1u << 3)
+#define NADB_SET_ATIME (1u << 4)
+#define NADB_SET_MTIME (1u << 5)
+#define NADB_SET_ATIME_NOW (1u << 6)
+#define NADB_SET_MTIME_NOW (1u << 7)
+#define NADB_SET_CTIME (1u << 8)
+/* Change attributes (permission checks are the kernel's: default_permissions).
+ * SIZE truncates or extends with zeros, also while the file is open. */
+int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in,
+		 unsigned to_set, struct nadb_attr *out);
+
+/* Make a node: regular file, directory, FIFO or socket (by MODE's type).
+ * Regular files are refused at levels ROOT and DB (-EPERM), directories get
+ * their level from their parent.  Ownership: caller's uid; gid from the
+ * caller, or from a setgid parent (which a new directory inherits). */
+int nadb_mknod(struct nadb_store *st, uint64_t parent, const char *name,
+	       uint32_t mode, uint64_t rdev, const struct nadb_caller *who,
+	       struct nadb_attr *out);
+int nadb_symlink(struct nadb_store *st, uint64_t parent, const char *name,
+		 const char *target, const struct nadb_caller *who,
+		 struct nadb_attr *out);
+/* Copy the target into BUF (NUL-terminated, truncated to SIZE-1). */
+int nadb_readlink(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
+int nadb_link(struct nadb_store *st, uint64_t ino, uint64_t newparent,
+	      const char *newname, struct nadb_attr *out);
+int nadb_unlink(struct nadb_store *st, uint64_t parent, const char *name);
+int nadb_rmdir(struct nadb_store *st, uint64_t parent, const char *name);
+
+#define NADB_RENAME_NOREPLACE (1u << 0)
+#define NADB_RENAME_EXCHANGE (1u << 1)
+/* Atomic rename; replaces an existing target atomically.  A directory may
+ * move only where its level stays the same (or between NAMESPACE and
+ * INNER): -EXDEV otherwise, so that mv falls back to copying. */
+int nadb_rename(struct nadb_store *st, uint64_t parent, const char *name,
+		uint64_t newparent, const char *newname, unsigned flags);
+
+/* ---- directories -------------------------------------------------------- */
+
+/* Called for each entry, in name order.  Return 0 to go on, 1 to stop
+ * (the entry was NOT consumed), negative errno to abort. */
+typedef int (*nadb_dirent_fn)(void *ctx, const char *name,
+			      const struct nadb_attr *attr);
+/* Stream the entries of directory INO whose names sort strictly after
+ * AFTER (NULL: from the first).  With WANT_ATTR, attr is complete;
+ * otherwise only attr->ino and attr->mode's type bits are filled.
+ * Returns 0 at the end or when fn stopped, negative errno otherwise. */
+int nadb_readdir(struct nadb_store *st, uint64_t ino, const char *after,
+		 bool want_attr, nadb_dirent_fn fn, void *ctx);
+/* Parent of directory INO ("..": the root is its own parent). */
+int nadb_parent(struct nadb_store *st, uint64_t ino, uint64_t *parent);
+
+/* ---- extended attributes (user.* only; others get -EOPNOTSUPP) --------- */
+
+#define NADB_XATTR_CREATE 1  /* XATTR_CREATE: -EEXIST if present */
+#define NADB_XATTR_REPLACE 2 /* XATTR_REPLACE: -ENODATA if absent */
+int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
+		  const void *value, size_t size, int flags);
+/* Copy the value to BUF and return its size; with SIZE 0 just return the
+ * size; -ERANGE if BUF is too small; -ENODATA if absent. */
+ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
+		      void *buf, size_t size);
+/* NUL-separated names, same size protocol as getxattr. */
+ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
+		       size_t size);
+int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name);
+
+/* ---- file contents ------------------------------------------------------ */
+
+/* An open regular file.  All handles of one inode share one buffer, so
+ * every reader sees every writer's bytes at once (as the kernel's page cache
+ * does); the store's committed value changes at nadb_file_commit. */
+struct nadb_file;
+
+#define NADB_OPEN_TRUNC 1 /* O_TRUNC: start from an empty value */
+int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
+		   struct nadb_file **out);
+ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off);
+ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
+			off_t off);
+/* Grow (mode 0 fallocate) to at least OFF+LEN bytes; never shrinks. */
+int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len);
+/* Make the file's current content the key's value, atomically (close). */
+int nadb_file_commit(struct nadb_file *f);
+/* Commit, then make the store durable before returning (fsync). */
+int nadb_file_fsync(struct nadb_file *f);
+/* Commit if needed and drop the handle (release). */
+int nadb_file_close(struct nadb_file *f);
+uint64_t nadb_file_ino(const struct nadb_file *f);
+
+/* ---- whole store -------------------------------------------------------- */
+
+struct nadb_statfs {
+	uint64_t bsize, blocks, bfree, bavail, files, ffree;
+};
+int nadb_statfs(struct nadb_store *st, struct nadb_statfs *out);
+
+/* Resolve a slash-separated PATH from the root (for tools). */
+int nadb_resolve(struct nadb_store *st, const char *path, struct nadb_attr *out);
+
+#endif
