@@ -11,7 +11,7 @@ PKGS     = fuse3 lmdb libxxhash zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
 CORE_SRC = $(wildcard core/*.c)
 CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)

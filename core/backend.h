@@ -1,0 +1,95 @@
+/* backend.h -- the seam between the engine and where its bytes live.
+ *
+ * The engine (store.c, file.c, chunk.c) keeps all metadata in a handful of
+ * ordered tables of byte-string keys, and all chunk bytes in an append-only
+ * blob area.  Both are reached only through the two interfaces below, so a
+ * second backend (Redis, for stores shared by several machines) implements
+ * these and nothing in fs/ or in the engine's logic changes.
+ *
+ * Metadata: changes are made in *steps* (one file-system operation each:
+ * all of a step or none of it) inside a *group* that sync() makes durable.
+ * A crash loses at most the steps since the last sync, never part of one.
+ */
+#ifndef NADB_BACKEND_H
+#define NADB_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum kv_table {
+	KV_META,     /* "format", "next_ino": store-wide settings and counters */
+	KV_INODES,   /* ino(be64) -> struct inode_rec + chunk hashes / link target */
+	KV_DIRENTS,  /* parent(be64) name -> struct dirent_val */
+	KV_XATTRS,   /* ino(be64) name -> value */
+	KV_CHUNKS,   /* hash(16) -> struct chunk_rec (location, refcount) */
+	KV_PENDING,  /* ino(be64) seq(be64) -> hash: refs held by unclosed files */
+	KV_ORPHANS,  /* ino(be64) -> "": unlinked inodes still open */
+	KV_SEGMENTS, /* seg(be32) -> live bytes in that pack segment */
+	KV_NTABLES
+};
+
+struct kv_val {
+	const void *data;
+	size_t len;
+};
+
+/* Called for each key >= the start key, in order; return 0 to go on,
+ * 1 to stop, a negative errno to abort the scan with that error. */
+typedef int (*kv_scan_fn)(void *ctx, const void *key, size_t klen,
+			  const void *val, size_t vlen);
+
+struct kv;
+struct kv_ops {
+	int (*step_begin)(struct kv *kv);
+	/* commit != 0: keep the step; 0: undo all of it. */
+	int (*step_end)(struct kv *kv, int commit);
+	/* Values returned by get and scan stay valid only until the next
+	 * put, del or step_end: copy what you keep. -ENOENT if absent. */
+	int (*get)(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   struct kv_val *out);
+	int (*put)(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   const void *val, size_t vlen);
+	int (*del)(struct kv *kv, enum kv_table t, const void *key, size_t klen);
+	int (*scan)(struct kv *kv, enum kv_table t, const void *start,
+		    size_t slen, kv_scan_fn fn, void *ctx);
+	/* Make every completed step durable.  Outside any step. */
+	int (*sync)(struct kv *kv);
+	/* Steps completed since the last sync (0: sync has nothing to do). */
+	uint64_t (*unsynced)(struct kv *kv);
+	void (*close)(struct kv *kv);
+};
+struct kv {
+	const struct kv_ops *ops;
+};
+
+/* The LMDB backend: tables in DIR/data.mdb (DIR is created). */
+int kv_lmdb_open(const char *dir, struct kv **out);
+
+/* Blob area: where chunk frames are appended and read back. */
+struct blob_loc {
+	uint32_t seg;
+	uint32_t len;
+	uint64_t off;
+};
+struct blobs;
+struct blob_ops {
+	int (*append)(struct blobs *b, const void *head, size_t hlen,
+		      const void *data, size_t dlen, struct blob_loc *out);
+	int (*read)(struct blobs *b, const struct blob_loc *loc, uint64_t off,
+		    void *buf, size_t len);
+	/* Make every appended byte durable (before the metadata that names
+	 * it is synced). */
+	int (*sync)(struct blobs *b);
+	/* Bytes in the whole area, for statistics and compaction. */
+	uint64_t (*size)(struct blobs *b);
+	void (*close)(struct blobs *b);
+};
+struct blobs {
+	const struct blob_ops *ops;
+};
+
+/* The pack backend: segment files DIR/NNNNNNNN.pack (DIR is created). */
+int blobs_pack_open(const char *dir, struct blobs **out);
+
+#endif

@@ -1,0 +1,341 @@
+/* chunk.c -- content-addressed chunk storage.
+ *
+ * A chunk's name is the XXH3-128 hash of its bytes (seeded with a small
+ * "variant" number, normally 0).  The chunk table maps a name to where its
+ * frame sits in the blob area and how many references it has; a value is
+ * a list of names.  XXH3 is fast but not collision-resistant against an
+ * attacker, so a chunk is shared only after comparing bytes: on a mismatch
+ * the next seed gives the newcomer a name of its own, and sharing another
+ * key's chunk on a forged collision cannot happen.
+ *
+ * Each frame starts with a header repeating the name and lengths, so that
+ * a read can tell a corrupted or misplaced frame from a good one.
+ */
+#include "chunk.h"
+#include "log.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zlib.h>
+
+#define FRAME_MAGIC 0x4e444243u /* "NDBC" */
+#define CHUNK_ZLIB 1
+#define MAX_VARIANT 16
+
+struct frame_head {
+	uint32_t magic;
+	uint8_t flags;
+	uint8_t variant;
+	uint16_t reserved;
+	uint32_t raw_len;
+	uint32_t stored_len;
+	uint8_t hash[CHUNK_HASH_LEN];
+};
+
+/* The chunk table's value. */
+struct chunk_rec {
+	uint32_t refs;
+	uint32_t seg;
+	uint64_t off;
+	uint32_t len; /* whole frame */
+	uint32_t raw_len;
+	uint8_t flags;
+	uint8_t variant;
+	uint8_t reserved[2];
+};
+
+static const uint8_t zero_hash[CHUNK_HASH_LEN];
+
+bool chunk_is_hole(const uint8_t hash[CHUNK_HASH_LEN])
+{
+	return memcmp(hash, zero_hash, CHUNK_HASH_LEN) == 0;
+}
+
+static void hash_bytes(const void *data, size_t len, uint8_t variant,
+		       uint8_t out[CHUNK_HASH_LEN])
+{
+	XXH128_hash_t h = XXH3_128bits_withSeed(data, len, variant);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	memcpy(out, c.digest, CHUNK_HASH_LEN);
+}
+
+/* Order-0 entropy of a sample, in bits per byte: random or already
+ * compressed data scores near 8 and is not worth a zlib pass. */
+static double sample_entropy(const uint8_t *p, size_t len)
+{
+	unsigned count[256] = {0};
+	size_t n = len < 4096 ? len : 4096;
+	for (size_t i = 0; i < n; i++)
+		count[p[i]]++;
+	double e = 0;
+	for (int i = 0; i < 256; i++) {
+		if (count[i]) {
+			double q = (double)count[i] / (double)n;
+			e -= q * log2(q);
+		}
+	}
+	return e;
+}
+
+int chunk_prepare(const struct chunker *c, const void *raw, size_t len,
+		  struct chunk_prep *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->raw = raw;
+	p->raw_len = (uint32_t)len;
+	hash_bytes(raw, len, 0, p->hash);
+	if (!c->compress || len < 128 || sample_entropy(raw, len) > 7.0)
+		return 0;
+	uLongf zlen = compressBound(len);
+	uint8_t *z = malloc(zlen);
+	if (!z)
+		return -ENOMEM;
+	if (compress2(z, &zlen, raw, len, c->level) != Z_OK ||
+	    zlen > len - len / 8) {
+		free(z);
+		return 0; /* does not pay: store raw */
+	}
+	p->z = z;
+	p->z_len = (uint32_t)zlen;
+	return 0;
+}
+
+void chunk_prep_release(struct chunk_prep *p)
+{
+	free(p->z);
+	p->z = NULL;
+}
+
+static int get_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		   struct chunk_rec *rec)
+{
+	struct kv_val v;
+	int rc = c->kv->ops->get(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, &v);
+	if (rc)
+		return rc;
+	if (v.len != sizeof(*rec)) {
+		nadb_log("chunk table: record of %zu bytes, expected %zu", v.len,
+			 sizeof(*rec));
+		return -EIO;
+	}
+	memcpy(rec, v.data, sizeof(*rec));
+	return 0;
+}
+
+static int put_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		   const struct chunk_rec *rec)
+{
+	return c->kv->ops->put(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, rec,
+			       sizeof(*rec));
+}
+
+/* Live bytes per segment: what compaction weighs against segment size. */
+static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
+{
+	uint32_t key = htobe32(seg);
+	uint64_t live = 0;
+	struct kv_val v;
+	int rc = c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v);
+	if (rc == 0 && v.len == sizeof(live))
+		memcpy(&live, v.data, sizeof(live));
+	else if (rc && rc != -ENOENT)
+		return rc;
+	live = (uint64_t)((int64_t)live + delta);
+	if (live == 0) {
+		rc = c->kv->ops->del(c->kv, KV_SEGMENTS, &key, sizeof(key));
+		return rc == -ENOENT ? 0 : rc;
+	}
+	return c->kv->ops->put(c->kv, KV_SEGMENTS, &key, sizeof(key), &live,
+			       sizeof(live));
+}
+
+static void loc_of_rec(const struct chunk_rec *r, struct chunk_loc *loc)
+{
+	loc->blob.seg = r->seg;
+	loc->blob.off = r->off;
+	loc->blob.len = r->len;
+	loc->raw_len = r->raw_len;
+	loc->flags = r->flags;
+	loc->variant = r->variant;
+}
+
+/* Does the stored chunk REC hold exactly P's bytes? */
+static int same_bytes(struct chunker *c, const struct chunk_rec *rec,
+		      const uint8_t hash[CHUNK_HASH_LEN], const struct chunk_prep *p)
+{
+	if (rec->raw_len != p->raw_len)
+		return 0;
+	uint8_t *buf = malloc(p->raw_len ? p->raw_len : 1);
+	if (!buf)
+		return -ENOMEM;
+	struct chunk_loc loc;
+	loc_of_rec(rec, &loc);
+	int rc = chunk_read(c, &loc, hash, 0, p->raw_len, buf);
+	int same = rc ? rc : memcmp(buf, p->raw, p->raw_len) == 0;
+	free(buf);
+	return same;
+}
+
+static int store_new(struct chunker *c, const struct chunk_prep *p,
+		     const uint8_t hash[CHUNK_HASH_LEN], uint8_t variant)
+{
+	struct frame_head h = {
+		.magic = htole32(FRAME_MAGIC),
+		.flags = p->z ? CHUNK_ZLIB : 0,
+		.variant = variant,
+		.raw_len = htole32(p->raw_len),
+		.stored_len = htole32(p->z ? p->z_len : p->raw_len),
+	};
+	memcpy(h.hash, hash, CHUNK_HASH_LEN);
+	struct blob_loc loc;
+	int rc = c->blobs->ops->append(c->blobs, &h, sizeof(h),
+				       p->z ? p->z : p->raw,
+				       p->z ? p->z_len : p->raw_len, &loc);
+	if (rc)
+		return rc;
+	struct chunk_rec rec = {
+		.refs = 1, .seg = loc.seg, .off = loc.off, .len = loc.len,
+		.raw_len = p->raw_len, .flags = h.flags, .variant = variant,
+	};
+	rc = put_rec(c, hash, &rec);
+	return rc ? rc : count_live(c, loc.seg, loc.len);
+}
+
+int chunk_put(struct chunker *c, const struct chunk_prep *p,
+	      uint8_t hash[CHUNK_HASH_LEN])
+{
+	memcpy(hash, p->hash, CHUNK_HASH_LEN);
+	for (uint8_t variant = 0; variant < MAX_VARIANT; variant++) {
+		if (variant)
+			hash_bytes(p->raw, p->raw_len, variant, hash);
+		if (chunk_is_hole(hash))
+			continue;
+		struct chunk_rec rec;
+		int rc = get_rec(c, hash, &rec);
+		if (rc == -ENOENT)
+			return store_new(c, p, hash, variant);
+		if (rc)
+			return rc;
+		rc = same_bytes(c, &rec, hash, p);
+		if (rc < 0)
+			return rc;
+		if (rc) {
+			rec.refs++;
+			return put_rec(c, hash, &rec);
+		}
+		nadb_log("chunk: hash collision between different bytes (variant %u); "
+			 "storing apart", variant);
+	}
+	nadb_log("chunk: %d colliding hashes in a row; refusing", MAX_VARIANT);
+	return -EIO;
+}
+
+int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc) {
+		if (rc == -ENOENT)
+			nadb_log("chunk: reference to a missing chunk");
+		return rc == -ENOENT ? -EIO : rc;
+	}
+	if (delta < 0 && rec.refs < (uint32_t)-delta) {
+		nadb_log("chunk: refcount below zero");
+		return -EIO;
+	}
+	rec.refs = (uint32_t)((int64_t)rec.refs + delta);
+	if (rec.refs)
+		return put_rec(c, hash, &rec);
+	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
+	return rc ? rc : count_live(c, rec.seg, -(int64_t)rec.len);
+}
+
+int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		 struct chunk_loc *out)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc == -ENOENT) {
+		nadb_log("chunk: a value names a chunk that is not stored");
+		return -EIO;
+	}
+	if (!rc)
+		loc_of_rec(&rec, out);
+	return rc;
+}
+
+int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+	       uint32_t *refs)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (!rc)
+		*refs = rec.refs;
+	return rc;
+}
+
+static int corrupt(const struct chunk_loc *loc, const char *why)
+{
+	nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,
+		 (unsigned long long)loc->blob.off, why);
+	return -EIO;
+}
+
+static int check_head(const struct chunk_loc *loc, const struct frame_head *h,
+		      const uint8_t hash[CHUNK_HASH_LEN])
+{
+	if (le32toh(h->magic) != FRAME_MAGIC)
+		return corrupt(loc, "bad frame header");
+	if (memcmp(h->hash, hash, CHUNK_HASH_LEN) || le32toh(h->raw_len) != loc->raw_len ||
+	    le32toh(h->stored_len) + sizeof(*h) != loc->blob.len)
+		return corrupt(loc, "frame header does not match the index");
+	return 0;
+}
+
+int chunk_read(struct chunker *c, const struct chunk_loc *loc,
+	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+	       void *dst)
+{
+	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
+		return corrupt(loc, "read beyond the chunk");
+	bool whole = off == 0 && len == loc->raw_len;
+	if (!(loc->flags & CHUNK_ZLIB) && !whole)
+		return c->blobs->ops->read(c->blobs, &loc->blob,
+					   sizeof(struct frame_head) + off, dst, len);
+	uint8_t *frame = malloc(loc->blob.len);
+	if (!frame)
+		return -ENOMEM;
+	int rc = c->blobs->ops->read(c->blobs, &loc->blob, 0, frame, loc->blob.len);
+	if (!rc)
+		rc = check_head(loc, (struct frame_head *)frame, hash);
+	const uint8_t *stored = frame + sizeof(struct frame_head);
+	size_t stored_len = loc->blob.len - sizeof(struct frame_head);
+	uint8_t *raw = NULL;
+	if (!rc && (loc->flags & CHUNK_ZLIB)) {
+		raw = whole ? dst : malloc(loc->raw_len ? loc->raw_len : 1);
+		uLongf rlen = loc->raw_len;
+		if (!raw)
+			rc = -ENOMEM;
+		else if (uncompress(raw, &rlen, stored, stored_len) != Z_OK ||
+			 rlen != loc->raw_len)
+			rc = corrupt(loc, "does not decompress");
+		stored = raw;
+	}
+	if (!rc) {
+		uint8_t check[CHUNK_HASH_LEN];
+		hash_bytes(stored, loc->raw_len, loc->variant, check);
+		if (memcmp(check, hash, CHUNK_HASH_LEN))
+			rc = corrupt(loc, "bytes do not match their hash");
+		else if (stored != dst)
+			memcpy(dst, stored + off, len);
+	}
+	if (raw && raw != dst)
+		free(raw);
+	free(frame);
+	return rc;
+}

@@ -1,0 +1,69 @@
+/* chunk.h -- content-addressed chunks: named by their XXH3-128 hash,
+ * stored once (refcounted) however many values hold them, zlib-compressed
+ * where that pays.  See chunk.c. */
+#ifndef NADB_CHUNK_H
+#define NADB_CHUNK_H
+
+#include "backend.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CHUNK_HASH_LEN 16
+
+struct chunker {
+	struct kv *kv;
+	struct blobs *blobs;
+	bool compress;
+	int level;
+};
+
+/* Where a chunk's bytes are and how to turn them back into the value. */
+struct chunk_loc {
+	struct blob_loc blob; /* the whole frame: header + stored bytes */
+	uint32_t raw_len;
+	uint8_t flags;   /* CHUNK_ZLIB */
+	uint8_t variant; /* hash seed: 0 unless two contents collided */
+};
+
+/* A chunk ready to be stored: hashed and maybe compressed.  Preparing
+ * needs no lock, so the expensive work happens outside the meta lock. */
+struct chunk_prep {
+	uint8_t hash[CHUNK_HASH_LEN];
+	const uint8_t *raw;
+	uint32_t raw_len;
+	uint8_t *z; /* compressed bytes, or NULL when stored raw */
+	uint32_t z_len;
+};
+
+/* An all-zero hash names no chunk: it marks a hole (a run of zeros). */
+bool chunk_is_hole(const uint8_t hash[CHUNK_HASH_LEN]);
+
+int chunk_prepare(const struct chunker *c, const void *raw, size_t len,
+		  struct chunk_prep *p);
+void chunk_prep_release(struct chunk_prep *p);
+
+/* The following run under the store's meta lock, inside a kv step. */
+
+/* Take one reference on the chunk holding P's bytes, storing it if it is
+ * new.  An existing chunk with the same hash is shared only if its bytes are
+ * equal; otherwise the next hash seed is tried.  HASH gets the final name. */
+int chunk_put(struct chunker *c, const struct chunk_prep *p,
+	      uint8_t hash[CHUNK_HASH_LEN]);
+/* Add DELTA (+1 or -1) references; at zero the chunk's record goes and its
+ * bytes become garbage in their segment. */
+int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
+int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		 struct chunk_loc *out);
+/* The reference count, for fsck. */
+int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+	       uint32_t *refs);
+
+/* Outside any lock: LEN bytes of the chunk's value from OFF into DST.
+ * A whole-chunk read is checked against the hash (-EIO and a log line on
+ * a mismatch). */
+int chunk_read(struct chunker *c, const struct chunk_loc *loc,
+	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+	       void *dst);
+
+#endif

@@ -1,0 +1,802 @@
+/* file.c -- open files: the write buffer between write() and close().
+ *
+ * Every open inode has one `struct ofile`, shared by all its handles, that
+ * holds the value as a list of chunk-sized slots: a hole (zeros), a clean
+ * slot naming a stored chunk, a dirty slot holding bytes in memory, or a
+ * spilled slot naming a chunk written early because the write buffers grew
+ * past buffer_mb.  Reads see the slots, so every handle sees every write at
+ * once, as the kernel's page cache does.  Commit (close, fsync) stores the
+ * dirty slots and swaps the inode's chunk list in one step: the key's
+ * value changes atomically, and a crash shows either the old value or the
+ * new one, never a mix.
+ *
+ * A spilled chunk is referenced before any inode names it, so the
+ * reference is recorded in the pending table in the same step; commit
+ * releases the file's pending references, and so does the next open of
+ * the store after a crash.  No chunk leaks.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum slot_state { SLOT_HOLE, SLOT_CLEAN, SLOT_DIRTY, SLOT_SPILLED };
+
+struct slot {
+	uint8_t state;
+	uint8_t hash[CHUNK_HASH_LEN]; /* CLEAN, SPILLED */
+	uint8_t *buf;                 /* DIRTY: bytes [0,len), zeros after */
+	uint32_t len, cap;
+};
+
+struct ofile {
+	struct ofile *next; /* hash chain: under files_lock */
+	uint64_t ino;       /* constant */
+	unsigned refs;      /* under files_lock */
+
+	/* lock: scope is the slots, size, dirty, loaded and pending_seq.
+	 * Taken before meta_lock. */
+	pthread_rwlock_t lock;
+	bool loaded, dirty;
+	uint64_t size;
+	struct slot *slots;
+	size_t nslots, cap;
+	uint64_t pending_seq;
+
+	/* attr_lock: scope is the copy of size and the times below, which
+	 * getattr reads without waiting for a writer.  A leaf lock. */
+	pthread_mutex_t attr_lock;
+	uint64_t a_size;
+	int64_t a_mtime, a_ctime;
+	bool a_changed; /* times/size differ from the stored inode */
+};
+
+struct nadb_file {
+	struct nadb_store *st;
+	struct ofile *of;
+};
+
+static size_t bucket_of(const struct nadb_store *st, uint64_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ULL) >> 40) % st->nfiles_buckets;
+}
+
+/* Under files_lock. */
+static struct ofile *find_ofile(struct nadb_store *st, uint64_t ino)
+{
+	for (struct ofile *of = st->files[bucket_of(st, ino)]; of; of = of->next)
+		if (of->ino == ino)
+			return of;
+	return NULL;
+}
+
+static struct ofile *new_ofile(uint64_t ino)
+{
+	struct ofile *of = calloc(1, sizeof(*of));
+	if (!of)
+		return NULL;
+	of->ino = ino;
+	pthread_rwlock_init(&of->lock, NULL);
+	pthread_mutex_init(&of->attr_lock, NULL);
+	return of;
+}
+
+static void free_slot(struct nadb_store *st, struct slot *s)
+{
+	if (s->buf) {
+		atomic_fetch_sub(&st->buffered, s->cap);
+		free(s->buf);
+	}
+	memset(s, 0, sizeof(*s));
+}
+
+static void free_ofile(struct nadb_store *st, struct ofile *of)
+{
+	for (size_t i = 0; i < of->nslots; i++)
+		free_slot(st, &of->slots[i]);
+	free(of->slots);
+	pthread_rwlock_destroy(&of->lock);
+	pthread_mutex_destroy(&of->attr_lock);
+	free(of);
+}
+
+static void publish_size(struct ofile *of, bool touch)
+{
+	int64_t now = touch ? now_ns() : 0;
+	pthread_mutex_lock(&of->attr_lock);
+	of->a_size = of->size;
+	if (touch) {
+		of->a_mtime = of->a_ctime = now;
+		of->a_changed = true;
+	}
+	pthread_mutex_unlock(&of->attr_lock);
+}
+
+/* Make room for N slots; new ones are holes.  Under of->lock. */
+static int resize_slots(struct nadb_store *st, struct ofile *of, size_t n)
+{
+	for (size_t i = n; i < of->nslots; i++)
+		free_slot(st, &of->slots[i]);
+	if (n > of->cap) {
+		size_t cap = of->cap ? of->cap : 1;
+		while (cap < n)
+			cap *= 2;
+		struct slot *s = realloc(of->slots, cap * sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		of->slots = s;
+		of->cap = cap;
+	}
+	if (n > of->nslots)
+		memset(of->slots + of->nslots, 0, (n - of->nslots) * sizeof(*of->slots));
+	of->nslots = n;
+	return 0;
+}
+
+static size_t slots_for(const struct nadb_store *st, uint64_t size)
+{
+	return (size_t)((size + st->chunk_size - 1) / st->chunk_size);
+}
+
+/* Read the inode's chunk list into slots.  Under of->lock (write). */
+static int load_ofile(struct nadb_store *st, struct ofile *of)
+{
+	struct inode in;
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = inode_get(st, of->ino, &in);
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc)
+		return rc;
+	if (!S_ISREG(in.r.mode)) {
+		inode_release(&in);
+		return S_ISDIR(in.r.mode) ? -EISDIR : -EINVAL;
+	}
+	size_t n = slots_for(st, in.r.size);
+	if (in.payload_len != n * CHUNK_HASH_LEN) {
+		nadb_log("inode %llu: chunk list does not match its size",
+			 (unsigned long long)of->ino);
+		inode_release(&in);
+		return -EIO;
+	}
+	rc = resize_slots(st, of, n);
+	for (size_t i = 0; !rc && i < n; i++) {
+		struct slot *s = &of->slots[i];
+		memcpy(s->hash, in.payload + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN);
+		s->state = chunk_is_hole(s->hash) ? SLOT_HOLE : SLOT_CLEAN;
+	}
+	of->size = in.r.size;
+	pthread_mutex_lock(&of->attr_lock);
+	of->a_size = in.r.size;
+	of->a_mtime = in.r.mtime;
+	of->a_ctime = in.r.ctime;
+	of->a_changed = false;
+	pthread_mutex_unlock(&of->attr_lock);
+	inode_release(&in);
+	if (!rc)
+		of->loaded = true;
+	return rc;
+}
+
+static int locate(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
+		  struct chunk_loc *loc)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = chunk_locate(&st->chunks, hash, loc);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
+/* Copy LEN bytes of slot S from OFF into DST. */
+static int read_slot(struct nadb_store *st, const struct slot *s, uint32_t off,
+		     uint32_t len, uint8_t *dst)
+{
+	if (s->state == SLOT_HOLE) {
+		memset(dst, 0, len);
+		return 0;
+	}
+	uint32_t have = 0;
+	if (s->state == SLOT_DIRTY) {
+		have = s->len > off ? s->len - off : 0;
+		if (have > len)
+			have = len;
+		memcpy(dst, s->buf + off, have);
+	} else {
+		struct chunk_loc loc;
+		int rc = locate(st, s->hash, &loc);
+		if (rc)
+			return rc;
+		have = loc.raw_len > off ? loc.raw_len - off : 0;
+		if (have > len)
+			have = len;
+		if (have && (rc = chunk_read(&st->chunks, &loc, s->hash, off, have, dst)))
+			return rc;
+	}
+	memset(dst + have, 0, len - have);
+	return 0;
+}
+
+static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need)
+{
+	if (need <= s->cap)
+		return 0;
+	uint32_t cap = s->cap ? s->cap : 4096;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *b = realloc(s->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	atomic_fetch_add(&st->buffered, cap - s->cap);
+	s->buf = b;
+	s->cap = cap;
+	return 0;
+}
+
+/* Bring slot S into memory so it can be changed.  Under of->lock (write). */
+static int make_dirty(struct nadb_store *st, struct slot *s)
+{
+	if (s->state == SLOT_DIRTY)
+		return 0;
+	if (s->state == SLOT_HOLE) {
+		s->state = SLOT_DIRTY;
+		s->len = 0;
+		return 0;
+	}
+	struct chunk_loc loc;
+	int rc = locate(st, s->hash, &loc);
+	if (!rc)
+		rc = grow_buf(st, s, loc.raw_len ? loc.raw_len : 1);
+	if (!rc)
+		rc = chunk_read(&st->chunks, &loc, s->hash, 0, loc.raw_len, s->buf);
+	if (rc)
+		return rc;
+	s->state = SLOT_DIRTY;
+	s->len = loc.raw_len;
+	return 0;
+}
+
+static int write_slot(struct nadb_store *st, struct slot *s, uint32_t off,
+		      const uint8_t *src, uint32_t len)
+{
+	int rc = make_dirty(st, s);
+	if (!rc)
+		rc = grow_buf(st, s, off + len);
+	if (rc)
+		return rc;
+	if (off > s->len)
+		memset(s->buf + s->len, 0, off - s->len);
+	memcpy(s->buf + off, src, len);
+	if (off + len > s->len)
+		s->len = off + len;
+	return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Write dirty slot I out now, holding a pending reference.  Under
+ * of->lock (write). */
+static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
+{
+	struct slot *s = &of->slots[i];
+	if (all_zero(s->buf, s->len)) {
+		free_slot(st, s);
+		return 0;
+	}
+	struct chunk_prep p;
+	int rc = chunk_prepare(&st->chunks, s->buf, s->len, &p);
+	if (rc)
+		return rc;
+	uint8_t hash[CHUNK_HASH_LEN];
+	uint8_t key[2 * INO_KEY_LEN];
+	ino_key(key, of->ino);
+	uint64_t seq = htobe64(of->pending_seq);
+	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
+	pthread_mutex_lock(&st->meta_lock);
+	if (!(rc = step_begin(st))) {
+		rc = chunk_put(&st->chunks, &p, hash);
+		if (!rc)
+			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
+					      CHUNK_HASH_LEN);
+		rc = step_end(st, rc);
+	}
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	chunk_prep_release(&p);
+	if (rc)
+		return rc;
+	of->pending_seq++;
+	free_slot(st, s);
+	s->state = SLOT_SPILLED;
+	memcpy(s->hash, hash, CHUNK_HASH_LEN);
+	return 0;
+}
+
+/* Past buffer_mb, write this file's dirty slots out early (all but KEEP,
+ * the one being written), until a quarter of the budget is free. */
+static int relieve_pressure(struct nadb_store *st, struct ofile *of, size_t keep)
+{
+	uint64_t limit = (uint64_t)st->opt.buffer_mb << 20;
+	if (atomic_load(&st->buffered) <= limit)
+		return 0;
+	for (size_t i = 0; i < of->nslots; i++) {
+		if (i == keep || of->slots[i].state != SLOT_DIRTY)
+			continue;
+		int rc = spill_slot(st, of, i);
+		if (rc)
+			return rc;
+		if (atomic_load(&st->buffered) <= limit - limit / 4)
+			break;
+	}
+	return 0;
+}
+
+/* Change the size to SIZE, cutting or extending with zeros. */
+static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t size)
+{
+	size_t n = slots_for(st, size);
+	int rc = resize_slots(st, of, n);
+	if (rc)
+		return rc;
+	uint32_t inner = (uint32_t)(size % st->chunk_size);
+	if (size < of->size && n && inner) {
+		struct slot *s = &of->slots[n - 1];
+		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED)
+			rc = make_dirty(st, s);
+		if (rc)
+			return rc;
+		if (s->state == SLOT_DIRTY && s->len > inner)
+			s->len = inner;
+	}
+	of->size = size;
+	of->dirty = true;
+	publish_size(of, true);
+	return 0;
+}
+
+struct pending_list {
+	uint8_t prefix[INO_KEY_LEN]; /* empty prefix: every entry */
+	size_t prefix_len;
+	uint8_t (*keys)[2 * INO_KEY_LEN];
+	uint8_t (*hashes)[CHUNK_HASH_LEN];
+	size_t n, cap;
+};
+
+static int collect_pending(void *ctx, const void *key, size_t klen,
+			   const void *val, size_t vlen)
+{
+	struct pending_list *l = ctx;
+	if (klen < l->prefix_len || memcmp(key, l->prefix, l->prefix_len))
+		return 1;
+	if (klen != 2 * INO_KEY_LEN || vlen != CHUNK_HASH_LEN)
+		return -EIO;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		void *k = realloc(l->keys, cap * sizeof(*l->keys));
+		if (!k)
+			return -ENOMEM;
+		l->keys = k;
+		void *h = realloc(l->hashes, cap * sizeof(*l->hashes));
+		if (!h)
+			return -ENOMEM;
+		l->hashes = h;
+		l->cap = cap;
+	}
+	memcpy(l->keys[l->n], key, klen);
+	memcpy(l->hashes[l->n++], val, vlen);
+	return 0;
+}
+
+/* Drop the pending references of INO (or of every inode, when ALL).
+ * Inside a step, under meta_lock. */
+static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
+{
+	struct pending_list l = {.prefix_len = all ? 0 : INO_KEY_LEN};
+	ino_key(l.prefix, ino);
+	int rc = st->kv->ops->scan(st->kv, KV_PENDING, l.prefix, l.prefix_len,
+				   collect_pending, &l);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		rc = chunk_ref(&st->chunks, l.hashes[i], -1);
+		if (!rc)
+			rc = st->kv->ops->del(st->kv, KV_PENDING, l.keys[i], 2 * INO_KEY_LEN);
+	}
+	free(l.keys);
+	free(l.hashes);
+	return rc;
+}
+
+int file_recover_pending(struct nadb_store *st)
+{
+	int rc = step_begin(st);
+	if (!rc)
+		rc = step_end(st, release_pending(st, 0, true));
+	return rc;
+}
+
+/* The new chunk list, in one step: take references on the new chunks
+ * first, then drop the old list's, so shared chunks never hit zero. */
+static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
+			   struct chunk_prep *prep, uint8_t *list)
+{
+	struct inode in;
+	int rc = inode_get(st, of->ino, &in);
+	if (rc)
+		return rc;
+	size_t old_n = in.payload_len / CHUNK_HASH_LEN;
+	bool *kept = calloc(old_n + 1, sizeof(bool));
+	if (!kept) {
+		inode_release(&in);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; !rc && i < of->nslots; i++) {
+		struct slot *s = &of->slots[i];
+		uint8_t *h = list + i * CHUNK_HASH_LEN;
+		switch (s->state) {
+		case SLOT_HOLE:
+			memset(h, 0, CHUNK_HASH_LEN);
+			break;
+		case SLOT_DIRTY:
+			rc = chunk_put(&st->chunks, &prep[i], h);
+			break;
+		case SLOT_CLEAN:
+			memcpy(h, s->hash, CHUNK_HASH_LEN);
+			if (i < old_n && !memcmp(in.payload + i * CHUNK_HASH_LEN, h,
+						 CHUNK_HASH_LEN)) {
+				kept[i] = true;
+				break;
+			}
+			/* named anew */
+			__attribute__((fallthrough));
+		case SLOT_SPILLED:
+			memcpy(h, s->hash, CHUNK_HASH_LEN);
+			rc = chunk_ref(&st->chunks, h, +1);
+			break;
+		}
+	}
+	for (size_t i = 0; !rc && i < old_n; i++) {
+		const uint8_t *h = in.payload + i * CHUNK_HASH_LEN;
+		if (!kept[i] && !chunk_is_hole(h))
+			rc = chunk_ref(&st->chunks, h, -1);
+	}
+	if (!rc)
+		rc = release_pending(st, of->ino, false);
+	if (!rc) {
+		pthread_mutex_lock(&of->attr_lock);
+		in.r.mtime = of->a_mtime;
+		in.r.ctime = of->a_ctime;
+		pthread_mutex_unlock(&of->attr_lock);
+		in.r.size = of->size;
+		rc = inode_put(st, of->ino, &in.r, list, of->nslots * CHUNK_HASH_LEN);
+	}
+	free(kept);
+	inode_release(&in);
+	return rc;
+}
+
+/* Under of->lock (write). */
+static int commit_locked(struct nadb_store *st, struct ofile *of)
+{
+	if (!of->dirty)
+		return 0;
+	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
+	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
+	int rc = prep && list ? 0 : -ENOMEM;
+	/* Hashing and compressing need no lock: do them first. */
+	for (size_t i = 0; !rc && i < of->nslots; i++) {
+		struct slot *s = &of->slots[i];
+		if (s->state != SLOT_DIRTY)
+			continue;
+		if (all_zero(s->buf, s->len))
+			free_slot(st, s); /* a hole */
+		else
+			rc = chunk_prepare(&st->chunks, s->buf, s->len, &prep[i]);
+	}
+	if (!rc) {
+		pthread_mutex_lock(&st->meta_lock);
+		if (!(rc = step_begin(st)))
+			rc = step_end(st, swap_chunk_list(st, of, prep, list));
+		store_note_step(st);
+		pthread_mutex_unlock(&st->meta_lock);
+	}
+	for (size_t i = 0; prep && i < of->nslots; i++)
+		chunk_prep_release(&prep[i]);
+	if (!rc) {
+		for (size_t i = 0; i < of->nslots; i++) {
+			struct slot *s = &of->slots[i];
+			if (s->state == SLOT_DIRTY || s->state == SLOT_SPILLED) {
+				free_slot(st, s);
+				memcpy(s->hash, list + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN);
+				s->state = SLOT_CLEAN;
+			}
+		}
+		of->dirty = false;
+		pthread_mutex_lock(&of->attr_lock);
+		of->a_changed = false;
+		pthread_mutex_unlock(&of->attr_lock);
+	} else {
+		nadb_log("inode %llu: cannot store the new value: %s",
+			 (unsigned long long)of->ino, strerror(-rc));
+	}
+	free(prep);
+	free(list);
+	return rc;
+}
+
+/* Drop a handle's reference; the last one out frees the ofile and, if the
+ * inode lost its last link while open, the inode. */
+static void put_ofile(struct nadb_store *st, struct ofile *of)
+{
+	pthread_mutex_lock(&st->files_lock);
+	bool last = --of->refs == 0;
+	if (last) {
+		struct ofile **p = &st->files[bucket_of(st, of->ino)];
+		while (*p != of)
+			p = &(*p)->next;
+		*p = of->next;
+	}
+	pthread_mutex_unlock(&st->files_lock);
+	if (!last)
+		return;
+	uint64_t ino = of->ino;
+	free_ofile(st, of);
+	pthread_mutex_lock(&st->meta_lock);
+	struct inode in;
+	if (!inode_get(st, ino, &in)) {
+		if (in.r.nlink == 0 && !file_is_open(st, ino) && !step_begin(st)) {
+			uint8_t key[INO_KEY_LEN];
+			int rc = inode_delete(st, ino);
+			if (!rc)
+				rc = st->kv->ops->del(st->kv, KV_ORPHANS, key, ino_key(key, ino));
+			step_end(st, rc);
+		}
+		inode_release(&in);
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+}
+
+int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
+		   struct nadb_file **out)
+{
+	struct nadb_file *f = malloc(sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_lock(&st->files_lock);
+	struct ofile *of = find_ofile(st, ino);
+	if (!of && (of = new_ofile(ino))) {
+		size_t b = bucket_of(st, ino);
+		of->next = st->files[b];
+		st->files[b] = of;
+	}
+	if (of)
+		of->refs++;
+	pthread_mutex_unlock(&st->files_lock);
+	if (!of) {
+		free(f);
+		return -ENOMEM;
+	}
+	pthread_rwlock_wrlock(&of->lock);
+	int rc = of->loaded ? 0 : load_ofile(st, of);
+	if (!rc && (flags & NADB_OPEN_TRUNC) && of->size)
+		rc = truncate_locked(st, of, 0);
+	else if (!rc && (flags & NADB_OPEN_TRUNC)) {
+		of->dirty = true;
+		publish_size(of, true);
+	}
+	pthread_rwlock_unlock(&of->lock);
+	if (rc) {
+		put_ofile(st, of);
+		free(f);
+		return rc;
+	}
+	f->st = st;
+	f->of = of;
+	*out = f;
+	return 0;
+}
+
+uint64_t nadb_file_ino(const struct nadb_file *f)
+{
+	return f->of->ino;
+}
+
+ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
+{
+	struct nadb_store *st = f->st;
+	struct ofile *of = f->of;
+	if (off < 0)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&of->lock);
+	uint64_t end = (uint64_t)off + size;
+	if (end > of->size)
+		end = of->size;
+	uint64_t pos = (uint64_t)off;
+	int rc = 0;
+	while (pos < end && !rc) {
+		size_t i = (size_t)(pos / st->chunk_size);
+		uint32_t inner = (uint32_t)(pos % st->chunk_size);
+		uint32_t n = (uint32_t)(st->chunk_size - inner);
+		if (n > end - pos)
+			n = (uint32_t)(end - pos);
+		rc = read_slot(st, &of->slots[i], inner, n, (uint8_t *)buf + (pos - (uint64_t)off));
+		pos += n;
+	}
+	pthread_rwlock_unlock(&of->lock);
+	if (rc)
+		return rc;
+	return pos > (uint64_t)off ? (ssize_t)(pos - (uint64_t)off) : 0;
+}
+
+#define FILE_SIZE_MAX (1ULL << 42) /* 4 TiB: chunk lists stay a few MiB */
+
+ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
+			off_t off)
+{
+	struct nadb_store *st = f->st;
+	struct ofile *of = f->of;
+	if (off < 0)
+		return -EINVAL;
+	uint64_t end = (uint64_t)off + size;
+	if (end > FILE_SIZE_MAX)
+		return -EFBIG;
+	if (size == 0)
+		return 0;
+	pthread_rwlock_wrlock(&of->lock);
+	int rc = 0;
+	if (end > of->size) {
+		rc = resize_slots(st, of, slots_for(st, end));
+		if (!rc)
+			of->size = end;
+	}
+	uint64_t pos = (uint64_t)off;
+	size_t last = 0;
+	while (pos < end && !rc) {
+		size_t i = (size_t)(pos / st->chunk_size);
+		uint32_t inner = (uint32_t)(pos % st->chunk_size);
+		uint32_t n = (uint32_t)(st->chunk_size - inner);
+		if (n > end - pos)
+			n = (uint32_t)(end - pos);
+		rc = write_slot(st, &of->slots[i], inner,
+				(const uint8_t *)buf + (pos - (uint64_t)off), n);
+		pos += n;
+		last = i;
+	}
+	if (pos > (uint64_t)off) {
+		of->dirty = true;
+		publish_size(of, true);
+	}
+	if (!rc)
+		rc = relieve_pressure(st, of, last);
+	pthread_rwlock_unlock(&of->lock);
+	return rc ? rc : (ssize_t)size;
+}
+
+int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len)
+{
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (end > FILE_SIZE_MAX)
+		return -EFBIG;
+	pthread_rwlock_wrlock(&f->of->lock);
+	int rc = end > f->of->size ? truncate_locked(f->st, f->of, end) : 0;
+	pthread_rwlock_unlock(&f->of->lock);
+	return rc;
+}
+
+int nadb_file_commit(struct nadb_file *f)
+{
+	pthread_rwlock_wrlock(&f->of->lock);
+	int rc = commit_locked(f->st, f->of);
+	pthread_rwlock_unlock(&f->of->lock);
+	return rc;
+}
+
+int nadb_file_fsync(struct nadb_file *f)
+{
+	int rc = nadb_file_commit(f);
+	return rc ? rc : nadb_store_sync(f->st);
+}
+
+int nadb_file_close(struct nadb_file *f)
+{
+	int rc = nadb_file_commit(f);
+	put_ofile(f->st, f->of);
+	free(f);
+	return rc;
+}
+
+int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size)
+{
+	if (size > FILE_SIZE_MAX)
+		return -EFBIG;
+	struct nadb_file *f;
+	int rc = nadb_file_open(st, ino, 0, &f);
+	if (rc)
+		return rc;
+	pthread_rwlock_wrlock(&f->of->lock);
+	rc = truncate_locked(st, f->of, size);
+	if (!rc)
+		rc = commit_locked(st, f->of);
+	pthread_rwlock_unlock(&f->of->lock);
+	int rc2 = nadb_file_close(f);
+	return rc ? rc : rc2;
+}
+
+bool file_is_open(struct nadb_store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->files_lock);
+	struct ofile *of = find_ofile(st, ino);
+	bool open = of && of->refs;
+	pthread_mutex_unlock(&st->files_lock);
+	return open;
+}
+
+void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
+		     int64_t ctime)
+{
+	pthread_mutex_lock(&st->files_lock);
+	struct ofile *of = find_ofile(st, ino);
+	if (of) {
+		pthread_mutex_lock(&of->attr_lock);
+		of->a_mtime = mtime;
+		of->a_ctime = ctime;
+		pthread_mutex_unlock(&of->attr_lock);
+	}
+	pthread_mutex_unlock(&st->files_lock);
+}
+
+static struct timespec ts_of(int64_t ns)
+{
+	return (struct timespec){.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+}
+
+void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a)
+{
+	if (!S_ISREG(a->mode))
+		return;
+	pthread_mutex_lock(&st->files_lock);
+	struct ofile *of = find_ofile(st, a->ino);
+	if (of) {
+		pthread_mutex_lock(&of->attr_lock);
+		if (of->a_changed) {
+			a->size = of->a_size;
+			a->blocks = (a->size + 511) / 512;
+			a->mtime = ts_of(of->a_mtime);
+			a->ctime = ts_of(of->a_ctime);
+		}
+		pthread_mutex_unlock(&of->attr_lock);
+	}
+	pthread_mutex_unlock(&st->files_lock);
+}
+
+int file_commit_all(struct nadb_store *st)
+{
+	int rc = 0;
+	for (size_t b = 0; b < st->nfiles_buckets; b++) {
+		for (;;) {
+			pthread_mutex_lock(&st->files_lock);
+			struct ofile *of = st->files[b];
+			while (of && !of->dirty)
+				of = of->next;
+			if (of)
+				of->refs++;
+			pthread_mutex_unlock(&st->files_lock);
+			if (!of)
+				break;
+			struct nadb_file f = {.st = st, .of = of};
+			pthread_rwlock_wrlock(&of->lock);
+			int e = commit_locked(st, of);
+			of->dirty = false; /* logged; do not loop on a failure */
+			pthread_rwlock_unlock(&of->lock);
+			put_ofile(st, f.of);
+			if (e && !rc)
+				rc = e;
+		}
+	}
+	return rc;
+}

@@ -1,0 +1,273 @@
+/* kv_lmdb.c -- the metadata tables of backend.h, kept in LMDB.
+ *
+ * LMDB allows one write transaction at a time and pays two fdatasync()s per
+ * durable commit.  Committing every file-system operation would cost a disk
+ * flush per create, so instead one long-lived write transaction (the
+ * *group*) collects operations, each run in a nested transaction (a *step*)
+ * so that a failed operation is undone alone.  sync() commits the group:
+ * LMDB writes the data pages, syncs, then flips the meta page and syncs,
+ * so a crash at any moment leaves the last committed group, whole.
+ *
+ * The caller serialises every call (the store's meta_lock); the store lock
+ * file already keeps other processes out, so LMDB's own lock file is off
+ * (MDB_NOLOCK) and the transactions may move between threads.
+ */
+#include "backend.h"
+#include "log.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAP_SIZE (256ULL << 30) /* address space only; the file grows as used */
+
+static const char *const table_names[KV_NTABLES] = {
+	[KV_META] = "meta",         [KV_INODES] = "inodes",
+	[KV_DIRENTS] = "dirents",   [KV_XATTRS] = "xattrs",
+	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
+	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
+};
+
+struct kv_lmdb {
+	struct kv kv;
+	MDB_env *env;
+	MDB_dbi dbi[KV_NTABLES];
+	MDB_txn *group; /* open group transaction, or NULL */
+	MDB_txn *step;  /* open step inside the group, or NULL */
+	uint64_t unsynced;
+};
+
+static int errno_of_mdb(int rc)
+{
+	switch (rc) {
+	case 0: return 0;
+	case MDB_NOTFOUND: return -ENOENT;
+	case MDB_KEYEXIST: return -EEXIST;
+	case MDB_MAP_FULL: return -ENOSPC;
+	case MDB_BAD_VALSIZE: return -ENAMETOOLONG;
+	case MDB_TXN_FULL: return -ENOSPC;
+	default: return rc > 0 && rc < 4096 ? -rc : -EIO;
+	}
+}
+
+static int fail(const char *what, int rc)
+{
+	nadb_log("lmdb: %s: %s", what, mdb_strerror(rc));
+	return errno_of_mdb(rc);
+}
+
+static int begin_group(struct kv_lmdb *l)
+{
+	if (l->group)
+		return 0;
+	int rc = mdb_txn_begin(l->env, NULL, 0, &l->group);
+	return rc ? fail("begin", rc) : 0;
+}
+
+/* The transaction reads and writes go to: the step if one is open. */
+static MDB_txn *current(struct kv_lmdb *l)
+{
+	if (l->step)
+		return l->step;
+	return begin_group(l) ? NULL : l->group;
+}
+
+static int lmdb_step_begin(struct kv *kv)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	int rc = begin_group(l);
+	if (rc)
+		return rc;
+	rc = mdb_txn_begin(l->env, l->group, 0, &l->step);
+	return rc ? fail("begin step", rc) : 0;
+}
+
+static int lmdb_step_end(struct kv *kv, int commit)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	MDB_txn *step = l->step;
+	l->step = NULL;
+	if (!step)
+		return 0;
+	if (!commit) {
+		mdb_txn_abort(step);
+		return 0;
+	}
+	int rc = mdb_txn_commit(step);
+	if (rc)
+		return fail("commit step", rc);
+	l->unsynced++;
+	return 0;
+}
+
+static int lmdb_get(struct kv *kv, enum kv_table t, const void *key,
+		    size_t klen, struct kv_val *out)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	MDB_txn *txn = current(l);
+	if (!txn)
+		return -EIO;
+	MDB_val k = {klen, (void *)key}, v;
+	int rc = mdb_get(txn, l->dbi[t], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return fail("get", rc);
+	out->data = v.mv_data;
+	out->len = v.mv_size;
+	return 0;
+}
+
+static int lmdb_put(struct kv *kv, enum kv_table t, const void *key,
+		    size_t klen, const void *val, size_t vlen)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	MDB_txn *txn = current(l);
+	if (!txn)
+		return -EIO;
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+	int rc = mdb_put(txn, l->dbi[t], &k, &v, 0);
+	if (!l->step && !rc)
+		l->unsynced++;
+	return rc ? fail("put", rc) : 0;
+}
+
+static int lmdb_del(struct kv *kv, enum kv_table t, const void *key,
+		    size_t klen)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	MDB_txn *txn = current(l);
+	if (!txn)
+		return -EIO;
+	MDB_val k = {klen, (void *)key};
+	int rc = mdb_del(txn, l->dbi[t], &k, NULL);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (!l->step && !rc)
+		l->unsynced++;
+	return rc ? fail("del", rc) : 0;
+}
+
+static int lmdb_scan(struct kv *kv, enum kv_table t, const void *start,
+		     size_t slen, kv_scan_fn fn, void *ctx)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	MDB_txn *txn = current(l);
+	if (!txn)
+		return -EIO;
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(txn, l->dbi[t], &c);
+	if (rc)
+		return fail("cursor", rc);
+	MDB_val k = {slen, (void *)start}, v;
+	rc = slen ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+		  : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	int ret = 0;
+	while (rc == 0) {
+		ret = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (ret)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (ret < 0)
+		return ret;
+	if (rc && rc != MDB_NOTFOUND)
+		return fail("scan", rc);
+	return 0;
+}
+
+static int lmdb_sync(struct kv *kv)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	if (!l->group)
+		return 0;
+	MDB_txn *g = l->group;
+	l->group = NULL;
+	int rc = mdb_txn_commit(g);
+	if (rc)
+		return fail("commit", rc);
+	l->unsynced = 0;
+	return 0;
+}
+
+static uint64_t lmdb_unsynced(struct kv *kv)
+{
+	return ((struct kv_lmdb *)kv)->unsynced;
+}
+
+static void lmdb_close(struct kv *kv)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	if (l->step)
+		mdb_txn_abort(l->step);
+	if (l->group)
+		mdb_txn_abort(l->group);
+	mdb_env_close(l->env);
+	free(l);
+}
+
+static const struct kv_ops lmdb_ops = {
+	.step_begin = lmdb_step_begin,
+	.step_end = lmdb_step_end,
+	.get = lmdb_get,
+	.put = lmdb_put,
+	.del = lmdb_del,
+	.scan = lmdb_scan,
+	.sync = lmdb_sync,
+	.unsynced = lmdb_unsynced,
+	.close = lmdb_close,
+};
+
+static int open_tables(struct kv_lmdb *l)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+	if (rc)
+		return fail("begin", rc);
+	for (int t = 0; t < KV_NTABLES; t++) {
+		rc = mdb_dbi_open(txn, table_names[t], MDB_CREATE, &l->dbi[t]);
+		if (rc) {
+			mdb_txn_abort(txn);
+			return fail(table_names[t], rc);
+		}
+	}
+	rc = mdb_txn_commit(txn);
+	return rc ? fail("commit tables", rc) : 0;
+}
+
+int kv_lmdb_open(const char *dir, struct kv **out)
+{
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		int e = errno;
+		nadb_log("%s: cannot create: %s", dir, strerror(e));
+		return -e;
+	}
+	struct kv_lmdb *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->kv.ops = &lmdb_ops;
+	int rc = mdb_env_create(&l->env);
+	if (!rc)
+		rc = mdb_env_set_maxdbs(l->env, KV_NTABLES + 8);
+	if (!rc)
+		rc = mdb_env_set_mapsize(l->env, MAP_SIZE);
+	if (!rc)
+		rc = mdb_env_open(l->env, dir, MDB_NOLOCK | MDB_NORDAHEAD, 0600);
+	if (rc) {
+		int e = fail(dir, rc);
+		mdb_env_close(l->env);
+		free(l);
+		return e;
+	}
+	rc = open_tables(l);
+	if (rc) {
+		mdb_env_close(l->env);
+		free(l);
+		return rc;
+	}
+	*out = &l->kv;
+	return 0;
+}

@@ -1,0 +1,10 @@
+/* log.h -- one line per event worth a user's attention, on stderr.
+ *
+ * The daemon points stderr at STORE/nadbfs.log once it runs in the
+ * background, so the engine needs no logging state of its own. */
+#ifndef NADB_LOG_H
+#define NADB_LOG_H
+
+__attribute__((format(printf, 1, 2))) void nadb_log(const char *fmt, ...);
+
+#endif

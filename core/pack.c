@@ -1,0 +1,267 @@
+/* pack.c -- the blob area of backend.h as append-only segment files.
+ *
+ * A million small chunks must not be a million files, so chunk frames are
+ * appended to segment files (DIR/00000001.pack, ...) of up to SEG_MAX bytes
+ * and named by (segment, offset, length).  Segments are never rewritten in
+ * place: bytes past the last synced metadata are garbage after a crash,
+ * never a torn chunk that something points to, and compaction (later) can
+ * copy the live frames of a mostly-dead segment elsewhere and delete it.
+ */
+#include "backend.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SEG_MAX (256u << 20)
+
+struct packs {
+	struct blobs blobs;
+	int dirfd;
+	/* lock: scope is everything below (the append point, the fd table and
+	 * the dirty marks); reads and writes of frame bytes happen outside. */
+	pthread_mutex_t lock;
+	uint32_t cur;      /* segment appended to */
+	uint64_t cur_size; /* its size, where the next frame goes */
+	uint64_t total;    /* bytes in all segments */
+	int *fds;          /* fds[seg], -1 when not open yet */
+	bool *dirty;       /* dirty[seg]: appended to since the last sync */
+	uint32_t nfds;
+	bool dir_dirty;    /* a segment file was created since the last sync */
+};
+
+static void seg_name(uint32_t seg, char name[32])
+{
+	snprintf(name, 32, "%08u.pack", seg);
+}
+
+static int grow_table(struct packs *p, uint32_t seg)
+{
+	if (seg < p->nfds)
+		return 0;
+	uint32_t n = p->nfds ? p->nfds : 16;
+	while (n <= seg)
+		n *= 2;
+	int *fds = realloc(p->fds, n * sizeof(*fds));
+	if (!fds)
+		return -ENOMEM;
+	p->fds = fds;
+	bool *dirty = realloc(p->dirty, n * sizeof(*dirty));
+	if (!dirty)
+		return -ENOMEM;
+	p->dirty = dirty;
+	for (uint32_t i = p->nfds; i < n; i++) {
+		fds[i] = -1;
+		dirty[i] = false;
+	}
+	p->nfds = n;
+	return 0;
+}
+
+/* The fd of segment SEG, opened (and with CREATE made) on first use.
+ * Called with p->lock held. */
+static int seg_fd(struct packs *p, uint32_t seg, bool create)
+{
+	int rc = grow_table(p, seg);
+	if (rc)
+		return rc;
+	if (p->fds[seg] >= 0)
+		return p->fds[seg];
+	char name[32];
+	seg_name(seg, name);
+	int fd = openat(p->dirfd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0) {
+		int e = errno;
+		nadb_log("pack %s: cannot open: %s", name, strerror(e));
+		return -e;
+	}
+	if (create)
+		p->dir_dirty = true;
+	p->fds[seg] = fd;
+	return fd;
+}
+
+static int pack_append(struct blobs *b, const void *head, size_t hlen,
+		       const void *data, size_t dlen, struct blob_loc *out)
+{
+	struct packs *p = (struct packs *)b;
+	size_t len = hlen + dlen;
+	pthread_mutex_lock(&p->lock);
+	if (p->cur_size && p->cur_size + len > SEG_MAX) {
+		p->cur++;
+		p->cur_size = 0;
+	}
+	int fd = seg_fd(p, p->cur, true);
+	if (fd < 0) {
+		pthread_mutex_unlock(&p->lock);
+		return fd;
+	}
+	struct blob_loc loc = {.seg = p->cur, .off = p->cur_size, .len = (uint32_t)len};
+	struct iovec iov[2] = {{(void *)head, hlen}, {(void *)data, dlen}};
+	ssize_t n = pwritev(fd, iov, 2, (off_t)loc.off);
+	int rc = 0;
+	if (n != (ssize_t)len) {
+		rc = n < 0 ? -errno : -ENOSPC;
+		nadb_log("pack %08u.pack: cannot append %zu bytes: %s", loc.seg, len,
+			 strerror(-rc));
+		/* Drop a partial frame so the segment stays a clean sequence. */
+		if (ftruncate(fd, (off_t)loc.off))
+			nadb_log("pack %08u.pack: cannot trim: %s", loc.seg, strerror(errno));
+	} else {
+		p->cur_size += len;
+		p->total += len;
+		p->dirty[loc.seg] = true;
+		*out = loc;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
+		     void *buf, size_t len)
+{
+	struct packs *p = (struct packs *)b;
+	if (off + len > loc->len)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	int fd = seg_fd(p, loc->seg, false);
+	pthread_mutex_unlock(&p->lock);
+	if (fd < 0)
+		return fd;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(loc->off + off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			nadb_log("pack %08u.pack: short read at %llu: %s", loc->seg,
+				 (unsigned long long)(loc->off + off + done), strerror(e));
+			return -e;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pack_sync(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	int rc = 0;
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t s = 0; s < p->nfds; s++) {
+		if (!p->dirty[s])
+			continue;
+		if (fdatasync(p->fds[s])) {
+			rc = -errno;
+			nadb_log("pack %08u.pack: fdatasync: %s", s, strerror(errno));
+			break;
+		}
+		p->dirty[s] = false;
+	}
+	if (!rc && p->dir_dirty) {
+		if (fsync(p->dirfd)) {
+			rc = -errno;
+			nadb_log("packs: fsync of the directory: %s", strerror(errno));
+		} else {
+			p->dir_dirty = false;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+static uint64_t pack_size(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	pthread_mutex_lock(&p->lock);
+	uint64_t total = p->total;
+	pthread_mutex_unlock(&p->lock);
+	return total;
+}
+
+static void pack_close(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	for (uint32_t s = 0; s < p->nfds; s++)
+		if (p->fds[s] >= 0)
+			close(p->fds[s]);
+	free(p->fds);
+	free(p->dirty);
+	close(p->dirfd);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+static const struct blob_ops pack_ops = {
+	.append = pack_append,
+	.read = pack_read,
+	.sync = pack_sync,
+	.size = pack_size,
+	.close = pack_close,
+};
+
+/* Find the newest segment (appends continue there) and the total size. */
+static int scan_segments(struct packs *p)
+{
+	int fd = dup(p->dirfd);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	struct dirent *e;
+	p->cur = 1;
+	while ((e = readdir(d))) {
+		unsigned seg;
+		char tail[8];
+		if (sscanf(e->d_name, "%8u.%7s", &seg, tail) != 2 || strcmp(tail, "pack"))
+			continue;
+		struct stat st;
+		if (fstatat(p->dirfd, e->d_name, &st, 0))
+			continue;
+		p->total += (uint64_t)st.st_size;
+		if (seg >= p->cur) {
+			p->cur = seg;
+			p->cur_size = (uint64_t)st.st_size;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+int blobs_pack_open(const char *dir, struct blobs **out)
+{
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		int e = errno;
+		nadb_log("%s: cannot create: %s", dir, strerror(e));
+		return -e;
+	}
+	struct packs *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->blobs.ops = &pack_ops;
+	pthread_mutex_init(&p->lock, NULL);
+	p->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = p->dirfd < 0 ? -errno : scan_segments(p);
+	if (rc) {
+		nadb_log("%s: %s", dir, strerror(-rc));
+		if (p->dirfd >= 0)
+			close(p->dirfd);
+		free(p);
+		return rc;
+	}
+	*out = &p->blobs;
+	return 0;
+}

@@ -1,0 +1,116 @@
+/* store_int.h -- what the engine's own files share and nobody else sees:
+ * the store context, the inode record, and the key encodings of the
+ * metadata tables (backend.h names the tables). */
+#ifndef NADB_STORE_INT_H
+#define NADB_STORE_INT_H
+
+#include "backend.h"
+#include "chunk.h"
+#include "store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* The inode table's value, followed by the payload: a regular file's chunk
+ * hashes (CHUNK_HASH_LEN each, one per chunk_size bytes of size; all-zero
+ * for a hole) or a symlink's target. */
+struct inode_rec {
+	uint32_t mode, uid, gid, nlink;
+	uint64_t rdev, size;
+	uint64_t parent; /* directories: ".."; others: 0 */
+	int64_t atime, mtime, ctime, btime; /* ns since the epoch */
+	uint64_t expires;                   /* ns since the epoch, 0: never */
+	uint32_t flags;
+	uint8_t level; /* directories: enum nadb_level */
+	uint8_t reserved[3];
+};
+
+struct inode {
+	struct inode_rec r;
+	uint8_t *payload; /* malloc'd copy, or NULL */
+	size_t payload_len;
+};
+
+/* The directory-entry table's value. */
+struct dirent_val {
+	uint64_t ino;
+	uint32_t mode; /* type bits, for readdir without a second lookup */
+};
+
+struct ofile;
+
+struct nadb_store {
+	char *dir;
+	int lock_fd;
+	struct nadb_options opt;
+	size_t chunk_size;
+	struct kv *kv;
+	struct blobs *blobs;
+	struct chunker chunks;
+
+	/* meta_lock: scope is every kv call (the open group of steps), the
+	 * chunker and next_ino.  Taken after an ofile's lock, before
+	 * files_lock. */
+	pthread_mutex_t meta_lock;
+	uint64_t next_ino;
+
+	/* files_lock: scope is the open-file table below and each ofile's
+	 * refs.  Innermost but for ofile->attr_lock. */
+	pthread_mutex_t files_lock;
+	struct ofile **files;
+	size_t nfiles_buckets;
+
+	atomic_uint_fast64_t buffered; /* bytes held in write buffers */
+
+	/* flush_lock: scope is the flusher's start/stop state. */
+	pthread_mutex_t flush_lock;
+	pthread_cond_t flush_cond;
+	pthread_t flusher;
+	bool flusher_running, flusher_stop;
+};
+
+/* Key encodings: a big-endian inode number first, so that one inode's
+ * entries sort together and a directory lists in name order. */
+#define INO_KEY_LEN 8
+#define NAME_KEY_MAX (INO_KEY_LEN + NADB_NAME_MAX)
+size_t ino_key(uint8_t key[INO_KEY_LEN], uint64_t ino);
+size_t name_key(uint8_t key[NAME_KEY_MAX], uint64_t ino, const char *name);
+
+int64_t now_ns(void);
+
+/* Inode records; callers hold meta_lock and run inside a step for writes. */
+int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out);
+int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,
+	      const void *payload, size_t len);
+void inode_release(struct inode *in);
+void attr_of_inode(const struct nadb_store *st, uint64_t ino,
+		   const struct inode_rec *r, struct nadb_attr *a);
+/* Delete every key of table T that starts with INO's key, calling EACH
+ * (if not NULL) on each value first. */
+int delete_prefixed(struct nadb_store *st, enum kv_table t, uint64_t ino,
+		    int (*each)(struct nadb_store *, const void *val, size_t vlen));
+/* Remove an inode whose last link went (chunks, xattrs and record). */
+int inode_delete(struct nadb_store *st, uint64_t ino);
+
+/* Change a file's size, open or not (file.c). */
+int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size);
+
+/* Open files (file.c).  file_is_open is called with meta_lock held. */
+bool file_is_open(struct nadb_store *st, uint64_t ino);
+/* setattr changed INO's times: an open file must not undo that on commit. */
+void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
+		     int64_t ctime);
+/* Overlay the live size and times of an open file onto A. */
+void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a);
+/* Commit every open file (store close). */
+int file_commit_all(struct nadb_store *st);
+/* Release references held by files that were open at a crash. */
+int file_recover_pending(struct nadb_store *st);
+
+/* Run a step: begin it, and end it committing iff RC is 0. */
+int step_begin(struct nadb_store *st);
+int step_end(struct nadb_store *st, int rc);
+/* After a step: wake the flusher early when the group has grown big. */
+void store_note_step(struct nadb_store *st);
+
+#endif

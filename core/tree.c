@@ -1,0 +1,731 @@
+/* tree.c -- the namespace: databases, namespaces, keys and directories.
+ *
+ * A directory entry is a row (parent, name) -> inode in an ordered table,
+ * so a directory lists in name order straight from a cursor and a lookup
+ * is one index probe.  Every change here is one step: a rename that
+ * replaces a key removes the victim and moves the source in the same
+ * step, so no reader and no crash sees the key missing.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SYMLINK_MAX 4095
+
+int nadb_check_name(const char *name, enum nadb_level parent_level)
+{
+	size_t n = strlen(name);
+	if (n == 0 || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	if (n > NADB_NAME_MAX)
+		return -ENAMETOOLONG;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x20 || c == 0x7f || c == '/')
+			return -EINVAL;
+	}
+	if (parent_level == NADB_LEVEL_ROOT && (name[0] == '.' || !strcmp(name, "tags")))
+		return -EPERM;
+	return 0;
+}
+
+static enum nadb_level child_level(enum nadb_level parent)
+{
+	return parent >= NADB_LEVEL_NAMESPACE ? NADB_LEVEL_INNER : parent + 1;
+}
+
+static int get_dir(struct nadb_store *st, uint64_t ino, struct inode *dir)
+{
+	int rc = inode_get(st, ino, dir);
+	if (!rc && !S_ISDIR(dir->r.mode)) {
+		inode_release(dir);
+		rc = -ENOTDIR;
+	}
+	return rc;
+}
+
+static int find_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		      struct dirent_val *out)
+{
+	uint8_t key[NAME_KEY_MAX];
+	struct kv_val v;
+	int rc = st->kv->ops->get(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &v);
+	if (rc)
+		return rc;
+	if (v.len != sizeof(*out)) {
+		nadb_log("directory %llu: entry '%s' is damaged", (unsigned long long)parent,
+			 name);
+		return -EIO;
+	}
+	memcpy(out, v.data, sizeof(*out));
+	return 0;
+}
+
+static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		     uint64_t ino, uint32_t mode)
+{
+	uint8_t key[NAME_KEY_MAX];
+	struct dirent_val v = {.ino = ino, .mode = mode & S_IFMT};
+	return st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name),
+				&v, sizeof(v));
+}
+
+static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
+{
+	uint8_t key[NAME_KEY_MAX];
+	return st->kv->ops->del(st->kv, KV_DIRENTS, key, name_key(key, parent, name));
+}
+
+static int alloc_ino(struct nadb_store *st, uint64_t *ino)
+{
+	uint64_t next = st->next_ino + 1;
+	int rc = st->kv->ops->put(st->kv, KV_META, "next_ino", 8, &next, sizeof(next));
+	if (!rc)
+		*ino = st->next_ino++;
+	return rc;
+}
+
+/* A directory's contents changed: its mtime and ctime move, and its link
+ * count by NLINK_DELTA (subdirectories' ".." links). */
+static int dir_changed(struct nadb_store *st, uint64_t ino, struct inode *dir,
+		       int nlink_delta, int64_t now)
+{
+	dir->r.mtime = dir->r.ctime = now;
+	dir->r.nlink = (uint32_t)((int64_t)dir->r.nlink + nlink_delta);
+	return inode_put(st, ino, &dir->r, dir->payload, dir->payload_len);
+}
+
+static bool in_groups(const struct nadb_caller *who, uint32_t gid)
+{
+	if (who->gid == gid)
+		return true;
+	for (int i = 0; i < who->ngroups; i++)
+		if (who->groups && who->groups[i] == gid)
+			return true;
+	return false;
+}
+
+static void lock_meta(struct nadb_store *st)
+{
+	pthread_mutex_lock(&st->meta_lock);
+}
+
+static void unlock_meta(struct nadb_store *st)
+{
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+}
+
+int nadb_lookup(struct nadb_store *st, uint64_t parent, const char *name,
+		struct nadb_attr *out)
+{
+	if (strlen(name) > NADB_NAME_MAX)
+		return -ENAMETOOLONG;
+	lock_meta(st);
+	struct dirent_val e;
+	struct inode in;
+	int rc = find_entry(st, parent, name, &e);
+	if (!rc)
+		rc = inode_get(st, e.ino, &in);
+	if (!rc) {
+		attr_of_inode(st, e.ino, &in.r, out);
+		inode_release(&in);
+	}
+	unlock_meta(st);
+	if (!rc)
+		file_overlay_attr(st, out);
+	return rc;
+}
+
+int nadb_getattr(struct nadb_store *st, uint64_t ino, struct nadb_attr *out)
+{
+	lock_meta(st);
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (!rc) {
+		attr_of_inode(st, ino, &in.r, out);
+		inode_release(&in);
+	}
+	unlock_meta(st);
+	if (!rc)
+		file_overlay_attr(st, out);
+	return rc;
+}
+
+int nadb_parent(struct nadb_store *st, uint64_t ino, uint64_t *parent)
+{
+	lock_meta(st);
+	struct inode in;
+	int rc = get_dir(st, ino, &in);
+	if (!rc) {
+		*parent = in.r.parent;
+		inode_release(&in);
+	}
+	unlock_meta(st);
+	return rc;
+}
+
+/* Make the inode and its entry; the caller holds meta_lock. */
+static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
+		     uint32_t mode, uint64_t rdev, const char *target,
+		     const struct nadb_caller *who, struct nadb_attr *out)
+{
+	struct inode dir;
+	int rc = get_dir(st, parent, &dir);
+	if (rc)
+		return rc;
+	struct dirent_val e;
+	rc = nadb_check_name(name, dir.r.level);
+	if (!rc && !S_ISDIR(mode) && dir.r.level < NADB_LEVEL_NAMESPACE) {
+		nadb_log("'%s': keys live in a namespace (/DB/NS/KEY), not in %s", name,
+			 dir.r.level == NADB_LEVEL_ROOT ? "the root" : "a database");
+		rc = -EPERM;
+	}
+	if (!rc && dir.r.nlink == 0)
+		rc = -ENOENT; /* removed while we were looking */
+	if (!rc) {
+		rc = find_entry(st, parent, name, &e);
+		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
+	}
+	if (rc) {
+		inode_release(&dir);
+		return rc;
+	}
+	int64_t now = now_ns();
+	struct inode_rec r = {
+		.mode = mode, .uid = who->uid, .gid = who->gid,
+		.nlink = S_ISDIR(mode) ? 2 : 1, .rdev = rdev,
+		.atime = now, .mtime = now, .ctime = now, .btime = now,
+	};
+	if (dir.r.mode & S_ISGID) {
+		r.gid = dir.r.gid;
+		if (S_ISDIR(mode))
+			r.mode |= S_ISGID;
+		else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) &&
+			 who->uid != 0 && !in_groups(who, r.gid))
+			r.mode &= ~(uint32_t)S_ISGID;
+	}
+	if (S_ISDIR(mode)) {
+		r.parent = parent;
+		r.level = child_level(dir.r.level);
+	}
+	size_t tlen = target ? strlen(target) : 0;
+	r.size = tlen;
+	uint64_t ino = 0;
+	rc = step_begin(st);
+	if (rc) {
+		inode_release(&dir);
+		return rc;
+	}
+	rc = alloc_ino(st, &ino);
+	if (!rc)
+		rc = inode_put(st, ino, &r, target, tlen);
+	if (!rc)
+		rc = put_entry(st, parent, name, ino, mode);
+	if (!rc)
+		rc = dir_changed(st, parent, &dir, S_ISDIR(mode) ? 1 : 0, now);
+	rc = step_end(st, rc);
+	inode_release(&dir);
+	if (!rc)
+		attr_of_inode(st, ino, &r, out);
+	return rc;
+}
+
+int nadb_mknod(struct nadb_store *st, uint64_t parent, const char *name,
+	       uint32_t mode, uint64_t rdev, const struct nadb_caller *who,
+	       struct nadb_attr *out)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFIFO: case S_IFSOCK:
+		break;
+	case 0:
+		mode |= S_IFREG;
+		break;
+	default:
+		nadb_log("'%s': device nodes are not stored (only FIFOs and sockets)", name);
+		return -EPERM;
+	}
+	if (!S_ISFIFO(mode) && !S_ISSOCK(mode))
+		rdev = 0;
+	lock_meta(st);
+	int rc = make_node(st, parent, name, mode, rdev, NULL, who, out);
+	unlock_meta(st);
+	return rc;
+}
+
+int nadb_symlink(struct nadb_store *st, uint64_t parent, const char *name,
+		 const char *target, const struct nadb_caller *who,
+		 struct nadb_attr *out)
+{
+	size_t n = strlen(target);
+	if (n == 0)
+		return -ENOENT;
+	if (n > SYMLINK_MAX)
+		return -ENAMETOOLONG;
+	lock_meta(st);
+	int rc = make_node(st, parent, name, S_IFLNK | 0777, 0, target, who, out);
+	unlock_meta(st);
+	return rc;
+}
+
+int nadb_readlink(struct nadb_store *st, uint64_t ino, char *buf, size_t size)
+{
+	lock_meta(st);
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (!rc && !S_ISLNK(in.r.mode))
+		rc = -EINVAL;
+	if (!rc && size) {
+		size_t n = in.payload_len < size - 1 ? in.payload_len : size - 1;
+		memcpy(buf, in.payload, n);
+		buf[n] = 0;
+	}
+	if (!rc || rc == -EINVAL)
+		inode_release(&in);
+	unlock_meta(st);
+	return rc;
+}
+
+int nadb_link(struct nadb_store *st, uint64_t ino, uint64_t newparent,
+	      const char *newname, struct nadb_attr *out)
+{
+	lock_meta(st);
+	struct inode in, dir;
+	struct dirent_val e;
+	int rc = inode_get(st, ino, &in);
+	if (rc) {
+		unlock_meta(st);
+		return rc;
+	}
+	rc = S_ISDIR(in.r.mode) ? -EPERM : in.r.nlink == 0 ? -ENOENT : 0;
+	if (!rc)
+		rc = get_dir(st, newparent, &dir);
+	if (rc) {
+		inode_release(&in);
+		unlock_meta(st);
+		return rc;
+	}
+	rc = nadb_check_name(newname, dir.r.level);
+	if (!rc && dir.r.level < NADB_LEVEL_NAMESPACE)
+		rc = -EPERM;
+	if (!rc) {
+		rc = find_entry(st, newparent, newname, &e);
+		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
+	}
+	int64_t now = now_ns();
+	if (!rc && !(rc = step_begin(st))) {
+		in.r.nlink++;
+		in.r.ctime = now;
+		rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+		if (!rc)
+			rc = put_entry(st, newparent, newname, ino, in.r.mode);
+		if (!rc)
+			rc = dir_changed(st, newparent, &dir, 0, now);
+		rc = step_end(st, rc);
+	}
+	if (!rc)
+		attr_of_inode(st, ino, &in.r, out);
+	inode_release(&in);
+	inode_release(&dir);
+	unlock_meta(st);
+	if (!rc)
+		file_overlay_attr(st, out);
+	return rc;
+}
+
+/* Drop one link of INO (its entry is already gone); when it was the last,
+ * the inode goes too, or waits for its last close.  Inside a step. */
+static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
+{
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (rc)
+		return rc;
+	if (S_ISDIR(in.r.mode) || in.r.nlink <= 1) {
+		if (!S_ISDIR(in.r.mode) && file_is_open(st, ino)) {
+			uint8_t key[INO_KEY_LEN];
+			in.r.nlink = 0;
+			in.r.ctime = now;
+			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+			if (!rc)
+				rc = st->kv->ops->put(st->kv, KV_ORPHANS, key,
+						      ino_key(key, ino), "", 0);
+		} else {
+			rc = inode_delete(st, ino);
+		}
+	} else {
+		in.r.nlink--;
+		in.r.ctime = now;
+		rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+	}
+	inode_release(&in);
+	return rc;
+}
+
+static int dir_is_empty_cb(void *ctx, const void *key, size_t klen,
+			   const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	const uint8_t *prefix = ctx;
+	/* First key at or after the prefix: ours means not empty. */
+	return klen >= INO_KEY_LEN && !memcmp(key, prefix, INO_KEY_LEN) ? -ENOTEMPTY : 1;
+}
+
+static int check_empty(struct nadb_store *st, uint64_t ino)
+{
+	uint8_t prefix[INO_KEY_LEN];
+	ino_key(prefix, ino);
+	return st->kv->ops->scan(st->kv, KV_DIRENTS, prefix, INO_KEY_LEN,
+				 dir_is_empty_cb, prefix);
+}
+
+int nadb_unlink(struct nadb_store *st, uint64_t parent, const char *name)
+{
+	lock_meta(st);
+	struct inode dir;
+	struct dirent_val e;
+	int rc = get_dir(st, parent, &dir);
+	if (rc) {
+		unlock_meta(st);
+		return rc;
+	}
+	rc = find_entry(st, parent, name, &e);
+	if (!rc && S_ISDIR(e.mode))
+		rc = -EISDIR;
+	int64_t now = now_ns();
+	if (!rc && !(rc = step_begin(st))) {
+		rc = del_entry(st, parent, name);
+		if (!rc)
+			rc = drop_link(st, e.ino, now);
+		if (!rc)
+			rc = dir_changed(st, parent, &dir, 0, now);
+		rc = step_end(st, rc);
+	}
+	inode_release(&dir);
+	unlock_meta(st);
+	return rc;
+}
+
+int nadb_rmdir(struct nadb_store *st, uint64_t parent, const char *name)
+{
+	lock_meta(st);
+	struct inode dir;
+	struct dirent_val e;
+	int rc = get_dir(st, parent, &dir);
+	if (rc) {
+		unlock_meta(st);
+		return rc;
+	}
+	rc = find_entry(st, parent, name, &e);
+	if (!rc && !S_ISDIR(e.mode))
+		rc = -ENOTDIR;
+	if (!rc)
+		rc = check_empty(st, e.ino);
+	int64_t now = now_ns();
+	if (!rc && !(rc = step_begin(st))) {
+		rc = del_entry(st, parent, name);
+		if (!rc)
+			rc = inode_delete(st, e.ino);
+		if (!rc)
+			rc = dir_changed(st, parent, &dir, -1, now);
+		rc = step_end(st, rc);
+	}
+	inode_release(&dir);
+	unlock_meta(st);
+	return rc;
+}
+
+/* Is directory ANCESTOR on the way from DIR up to the root? */
+static int is_ancestor(struct nadb_store *st, uint64_t ancestor, uint64_t dir)
+{
+	for (int depth = 0; depth < 4096; depth++) {
+		if (dir == ancestor)
+			return 1;
+		if (dir == NADB_ROOT_INO)
+			return 0;
+		struct inode in;
+		int rc = get_dir(st, dir, &in);
+		if (rc)
+			return rc;
+		dir = in.r.parent;
+		inode_release(&in);
+	}
+	return -ELOOP;
+}
+
+/* May a node of mode MODE (a directory of level LEVEL) sit in a directory
+ * of level TO?  Directories keep their kind: a database stays a database;
+ * namespaces and inner directories may trade places, since what they hold
+ * is valid in both.  Anything else is -EXDEV, so mv copies instead. */
+static int check_move(uint32_t mode, uint8_t level, uint8_t to)
+{
+	if (!S_ISDIR(mode))
+		return to >= NADB_LEVEL_NAMESPACE ? 0 : -EPERM;
+	uint8_t now = child_level(to);
+	if (now == level || (now >= NADB_LEVEL_NAMESPACE && level >= NADB_LEVEL_NAMESPACE))
+		return 0;
+	return -EXDEV;
+}
+
+struct rename_side {
+	uint64_t parent;
+	const char *name;
+	struct inode dir;
+	struct dirent_val e;
+	struct inode node;
+	bool exists;
+};
+
+static int load_side(struct nadb_store *st, struct rename_side *s)
+{
+	int rc = get_dir(st, s->parent, &s->dir);
+	if (rc)
+		return rc;
+	rc = find_entry(st, s->parent, s->name, &s->e);
+	if (rc == -ENOENT)
+		return 0;
+	if (!rc)
+		rc = inode_get(st, s->e.ino, &s->node);
+	s->exists = rc == 0;
+	return rc;
+}
+
+/* Point (side's parent, name) at NODE and fix the node's parent/level. */
+static int place(struct nadb_store *st, struct rename_side *to,
+		 uint64_t ino, struct inode *node, int64_t now)
+{
+	int rc = put_entry(st, to->parent, to->name, ino, node->r.mode);
+	if (rc)
+		return rc;
+	node->r.ctime = now;
+	if (S_ISDIR(node->r.mode)) {
+		node->r.parent = to->parent;
+		node->r.level = child_level(to->dir.r.level);
+	}
+	return inode_put(st, ino, &node->r, node->payload, node->payload_len);
+}
+
+static int rename_locked(struct nadb_store *st, struct rename_side *a,
+			 struct rename_side *b, unsigned flags)
+{
+	int rc = load_side(st, a);
+	if (!rc && !a->exists)
+		rc = -ENOENT;
+	if (!rc)
+		rc = load_side(st, b);
+	if (!rc)
+		rc = nadb_check_name(b->name, b->dir.r.level);
+	if (rc)
+		return rc;
+	bool same_dir = a->parent == b->parent;
+	if (b->exists && a->e.ino == b->e.ino)
+		return (flags & NADB_RENAME_NOREPLACE) ? -EEXIST : 0;
+	if ((flags & NADB_RENAME_NOREPLACE) && b->exists)
+		return -EEXIST;
+	if ((flags & NADB_RENAME_EXCHANGE) && !b->exists)
+		return -ENOENT;
+	bool a_dir = S_ISDIR(a->node.r.mode);
+	bool b_dir = b->exists && S_ISDIR(b->node.r.mode);
+	if (!(flags & NADB_RENAME_EXCHANGE) && b->exists) {
+		if (a_dir && !b_dir)
+			return -ENOTDIR;
+		if (!a_dir && b_dir)
+			return -EISDIR;
+		if (b_dir && (rc = check_empty(st, b->e.ino)))
+			return rc;
+	}
+	if (a_dir && (rc = is_ancestor(st, a->e.ino, b->parent)))
+		return rc < 0 ? rc : -EINVAL;
+	if ((flags & NADB_RENAME_EXCHANGE) && b_dir &&
+	    (rc = is_ancestor(st, b->e.ino, a->parent)))
+		return rc < 0 ? rc : -EINVAL;
+	rc = check_move(a->node.r.mode, a->node.r.level, b->dir.r.level);
+	if (!rc && (flags & NADB_RENAME_EXCHANGE))
+		rc = check_move(b->node.r.mode, b->node.r.level, a->dir.r.level);
+	if (rc) {
+		if (rc == -EPERM)
+			nadb_log("rename '%s': keys live in a namespace (/DB/NS/KEY)", a->name);
+		return rc;
+	}
+	int64_t now = now_ns();
+	int a_links = 0, b_links = 0; /* changes to the parents' link counts */
+	if ((rc = step_begin(st)))
+		return rc;
+	if (flags & NADB_RENAME_EXCHANGE) {
+		rc = place(st, b, a->e.ino, &a->node, now);
+		if (!rc)
+			rc = place(st, a, b->e.ino, &b->node, now);
+		a_links = (b_dir ? 1 : 0) - (a_dir ? 1 : 0);
+		b_links = -a_links;
+	} else {
+		if (b->exists)
+			rc = b_dir ? inode_delete(st, b->e.ino) : drop_link(st, b->e.ino, now);
+		if (!rc)
+			rc = del_entry(st, a->parent, a->name);
+		if (!rc)
+			rc = place(st, b, a->e.ino, &a->node, now);
+		a_links = a_dir ? -1 : 0;
+		b_links = (a_dir ? 1 : 0) - (b_dir ? 1 : 0);
+	}
+	if (same_dir) {
+		if (!rc)
+			rc = dir_changed(st, a->parent, &a->dir, a_links + b_links, now);
+	} else {
+		if (!rc)
+			rc = dir_changed(st, a->parent, &a->dir, a_links, now);
+		if (!rc)
+			rc = dir_changed(st, b->parent, &b->dir, b_links, now);
+	}
+	return step_end(st, rc);
+}
+
+int nadb_rename(struct nadb_store *st, uint64_t parent, const char *name,
+		uint64_t newparent, const char *newname, unsigned flags)
+{
+	if ((flags & NADB_RENAME_NOREPLACE) && (flags & NADB_RENAME_EXCHANGE))
+		return -EINVAL;
+	struct rename_side a = {.parent = parent, .name = name};
+	struct rename_side b = {.parent = newparent, .name = newname};
+	lock_meta(st);
+	int rc = rename_locked(st, &a, &b, flags);
+	unlock_meta(st);
+	inode_release(&a.dir);
+	inode_release(&a.node);
+	inode_release(&b.dir);
+	inode_release(&b.node);
+	return rc;
+}
+
+struct readdir_ctx {
+	struct nadb_store *st;
+	uint8_t start[NAME_KEY_MAX];
+	size_t start_len;
+	bool skip_start;
+	bool want_attr;
+	nadb_dirent_fn fn;
+	void *ctx;
+};
+
+static int readdir_cb(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	struct readdir_ctx *r = ctx;
+	if (klen <= INO_KEY_LEN || klen > NAME_KEY_MAX || memcmp(key, r->start, INO_KEY_LEN))
+		return 1; /* past this directory */
+	if (r->skip_start && klen == r->start_len && !memcmp(key, r->start, klen))
+		return 0;
+	struct dirent_val e;
+	if (vlen != sizeof(e))
+		return -EIO;
+	memcpy(&e, val, sizeof(e));
+	char name[NADB_NAME_MAX + 1];
+	memcpy(name, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
+	name[klen - INO_KEY_LEN] = 0;
+	struct nadb_attr a = {.ino = e.ino, .mode = e.mode};
+	if (r->want_attr) {
+		struct inode in;
+		int rc = inode_get(r->st, e.ino, &in);
+		if (rc)
+			return rc == -ENOENT ? -EIO : rc;
+		attr_of_inode(r->st, e.ino, &in.r, &a);
+		inode_release(&in);
+		file_overlay_attr(r->st, &a);
+	}
+	return r->fn(r->ctx, name, &a);
+}
+
+int nadb_readdir(struct nadb_store *st, uint64_t ino, const char *after,
+		 bool want_attr, nadb_dirent_fn fn, void *ctx)
+{
+	struct readdir_ctx r = {.st = st, .want_attr = want_attr, .fn = fn, .ctx = ctx};
+	r.start_len = after ? name_key(r.start, ino, after) : ino_key(r.start, ino);
+	r.skip_start = after != NULL;
+	lock_meta(st);
+	struct inode dir;
+	int rc = get_dir(st, ino, &dir);
+	if (!rc) {
+		inode_release(&dir);
+		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, r.start, r.start_len,
+				       readdir_cb, &r);
+	}
+	unlock_meta(st);
+	return rc < 0 ? rc : 0;
+}
+
+int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in,
+		 unsigned to_set, struct nadb_attr *out)
+{
+	int rc = 0;
+	if (to_set & NADB_SET_SIZE) {
+		rc = file_set_size(st, ino, in->size);
+		if (rc)
+			return rc;
+	}
+	lock_meta(st);
+	struct inode node;
+	rc = inode_get(st, ino, &node);
+	if (rc) {
+		unlock_meta(st);
+		return rc;
+	}
+	int64_t now = now_ns();
+	struct inode_rec *r = &node.r;
+	if (to_set & NADB_SET_MODE)
+		r->mode = (r->mode & S_IFMT) | (in->mode & 07777);
+	if (to_set & NADB_SET_UID)
+		r->uid = in->uid;
+	if (to_set & NADB_SET_GID)
+		r->gid = in->gid;
+	if (to_set & NADB_SET_ATIME_NOW)
+		r->atime = now;
+	else if (to_set & NADB_SET_ATIME)
+		r->atime = (int64_t)in->atime.tv_sec * 1000000000 + in->atime.tv_nsec;
+	if (to_set & NADB_SET_MTIME_NOW)
+		r->mtime = now;
+	else if (to_set & NADB_SET_MTIME)
+		r->mtime = (int64_t)in->mtime.tv_sec * 1000000000 + in->mtime.tv_nsec;
+	if (to_set & NADB_SET_CTIME)
+		r->ctime = (int64_t)in->ctime.tv_sec * 1000000000 + in->ctime.tv_nsec;
+	else
+		r->ctime = now;
+	if (!(rc = step_begin(st))) {
+		rc = inode_put(st, ino, r, node.payload, node.payload_len);
+		rc = step_end(st, rc);
+	}
+	if (!rc)
+		attr_of_inode(st, ino, r, out);
+	inode_release(&node);
+	unlock_meta(st);
+	if (!rc) {
+		file_note_times(st, ino, r->mtime, r->ctime);
+		file_overlay_attr(st, out);
+	}
+	return rc;
+}
+
+int nadb_resolve(struct nadb_store *st, const char *path, struct nadb_attr *out)
+{
+	int rc = nadb_getattr(st, NADB_ROOT_INO, out);
+	char name[NADB_NAME_MAX + 1];
+	while (!rc && *path) {
+		while (*path == '/')
+			path++;
+		size_t n = strcspn(path, "/");
+		if (n == 0)
+			break;
+		if (n > NADB_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (!S_ISDIR(out->mode))
+			return -ENOTDIR;
+		memcpy(name, path, n);
+		name[n] = 0;
+		path += n;
+		rc = nadb_lookup(st, out->ino, name, out);
+	}
+	return rc;
+}

@@ -1,0 +1,160 @@
+/* xattr.c -- user.* extended attributes, kept per inode as rows
+ * (ino, name) -> value, so listing them is one short cursor walk and they
+ * go with the inode when its last link does.  Other namespaces (trusted.,
+ * security., system.) are not ours to keep: -EOPNOTSUPP. */
+#include "store_int.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define XATTR_VALUE_MAX 65536
+
+static int check_xattr_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (strncmp(name, "user.", 5))
+		return -EOPNOTSUPP;
+	if (n == 5)
+		return -EINVAL;
+	return n > NADB_NAME_MAX ? -ERANGE : 0;
+}
+
+/* The inode must exist: -ENOENT otherwise.  Under meta_lock. */
+static int check_inode(struct nadb_store *st, uint64_t ino)
+{
+	uint8_t key[INO_KEY_LEN];
+	struct kv_val v;
+	return st->kv->ops->get(st->kv, KV_INODES, key, ino_key(key, ino), &v);
+}
+
+/* Setting an xattr changes the inode's ctime. */
+static int touch_ctime(struct nadb_store *st, uint64_t ino)
+{
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (rc)
+		return rc;
+	in.r.ctime = now_ns();
+	rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+	inode_release(&in);
+	return rc;
+}
+
+int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
+		  const void *value, size_t size, int flags)
+{
+	int rc = check_xattr_name(name);
+	if (rc)
+		return rc;
+	if (size > XATTR_VALUE_MAX)
+		return -E2BIG;
+	uint8_t key[NAME_KEY_MAX];
+	size_t klen = name_key(key, ino, name);
+	pthread_mutex_lock(&st->meta_lock);
+	struct kv_val v;
+	rc = check_inode(st, ino);
+	if (!rc) {
+		int have = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
+		if (have && have != -ENOENT)
+			rc = have;
+		else if ((flags & NADB_XATTR_CREATE) && have == 0)
+			rc = -EEXIST;
+		else if ((flags & NADB_XATTR_REPLACE) && have == -ENOENT)
+			rc = -ENODATA;
+	}
+	if (!rc && !(rc = step_begin(st))) {
+		rc = st->kv->ops->put(st->kv, KV_XATTRS, key, klen, value, size);
+		if (!rc)
+			rc = touch_ctime(st, ino);
+		rc = step_end(st, rc);
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
+ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
+		      void *buf, size_t size)
+{
+	int rc = check_xattr_name(name);
+	if (rc)
+		return rc == -EOPNOTSUPP ? -ENODATA : rc;
+	uint8_t key[NAME_KEY_MAX];
+	size_t klen = name_key(key, ino, name);
+	struct kv_val v;
+	pthread_mutex_lock(&st->meta_lock);
+	ssize_t ret = check_inode(st, ino);
+	if (!ret) {
+		ret = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
+		if (ret == -ENOENT)
+			ret = -ENODATA;
+		else if (!ret && size && v.len > size)
+			ret = -ERANGE;
+		else if (!ret) {
+			if (size)
+				memcpy(buf, v.data, v.len);
+			ret = (ssize_t)v.len;
+		}
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	return ret;
+}
+
+struct list_ctx {
+	uint8_t prefix[INO_KEY_LEN];
+	char *buf;
+	size_t size, used;
+	int err;
+};
+
+static int list_cb(void *ctx, const void *key, size_t klen, const void *val,
+		   size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct list_ctx *l = ctx;
+	if (klen <= INO_KEY_LEN || memcmp(key, l->prefix, INO_KEY_LEN))
+		return 1;
+	size_t n = klen - INO_KEY_LEN;
+	if (l->size && l->used + n + 1 > l->size)
+		return -ERANGE;
+	if (l->size) {
+		memcpy(l->buf + l->used, (const uint8_t *)key + INO_KEY_LEN, n);
+		l->buf[l->used + n] = 0;
+	}
+	l->used += n + 1;
+	return 0;
+}
+
+ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
+		       size_t size)
+{
+	struct list_ctx l = {.buf = buf, .size = size};
+	ino_key(l.prefix, ino);
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = check_inode(st, ino);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc ? rc : (ssize_t)l.used;
+}
+
+int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
+{
+	int rc = check_xattr_name(name);
+	if (rc)
+		return rc == -EOPNOTSUPP ? -ENODATA : rc;
+	uint8_t key[NAME_KEY_MAX];
+	size_t klen = name_key(key, ino, name);
+	pthread_mutex_lock(&st->meta_lock);
+	rc = check_inode(st, ino);
+	if (!rc && !(rc = step_begin(st))) {
+		rc = st->kv->ops->del(st->kv, KV_XATTRS, key, klen);
+		if (rc == -ENOENT)
+			rc = -ENODATA;
+		if (!rc)
+			rc = touch_ctime(st, ino);
+		rc = step_end(st, rc);
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}

@@ -1,0 +1,150 @@
+/* test_store.c -- the engine without FUSE: tree operations, values,
+ * dedup, persistence across close/open, and refcounts after overwrite. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond)                                                           \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
+				__LINE__, #cond);                             \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static const struct nadb_caller root = {0, 0, NULL, 0};
+
+static uint64_t mkdir_at(struct nadb_store *st, uint64_t parent, const char *name)
+{
+	struct nadb_attr a;
+	int rc = nadb_mknod(st, parent, name, S_IFDIR | 0755, 0, &root, &a);
+	CHECK(rc == 0);
+	return rc ? 0 : a.ino;
+}
+
+static uint64_t put_value(struct nadb_store *st, uint64_t parent, const char *name,
+			  const void *val, size_t len)
+{
+	struct nadb_attr a;
+	int rc = nadb_mknod(st, parent, name, S_IFREG | 0644, 0, &root, &a);
+	if (rc == -EEXIST)
+		rc = nadb_lookup(st, parent, name, &a);
+	CHECK(rc == 0);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, a.ino, NADB_OPEN_TRUNC, &f) == 0);
+	CHECK(nadb_file_write(f, val, len, 0) == (ssize_t)len);
+	CHECK(nadb_file_close(f) == 0);
+	return a.ino;
+}
+
+static void check_value(struct nadb_store *st, const char *path, const void *val,
+			size_t len)
+{
+	struct nadb_attr a;
+	CHECK(nadb_resolve(st, path, &a) == 0);
+	CHECK(a.size == len);
+	char *buf = malloc(len + 16);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
+	CHECK(nadb_file_read(f, buf, len + 16, 0) == (ssize_t)len);
+	CHECK(memcmp(buf, val, len) == 0);
+	CHECK(nadb_file_close(f) == 0);
+	free(buf);
+}
+
+static int count_cb(void *ctx, const char *name, const struct nadb_attr *a)
+{
+	(void)name;
+	(void)a;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/nadb-unit-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char store[300];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	struct nadb_options o;
+	nadb_options_default(&o);
+	o.chunk_kb = 64;
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+
+	/* A second opener is refused while the first holds the store. */
+	struct nadb_store *st2;
+	CHECK(nadb_store_open(store, &o, &st2) == -EBUSY);
+
+	uint64_t db = mkdir_at(st, NADB_ROOT_INO, "app");
+	uint64_t ns = mkdir_at(st, db, "users");
+	struct nadb_attr a;
+	CHECK(nadb_mknod(st, NADB_ROOT_INO, "k", S_IFREG | 0644, 0, &root, &a) == -EPERM);
+	CHECK(nadb_mknod(st, db, "k", S_IFREG | 0644, 0, &root, &a) == -EPERM);
+	CHECK(nadb_mknod(st, NADB_ROOT_INO, "tags", S_IFDIR | 0755, 0, &root, &a) == -EPERM);
+	CHECK(nadb_mknod(st, ns, "bad\x01", S_IFREG | 0644, 0, &root, &a) == -EINVAL);
+	put_value(st, ns, "theme:123", "dark", 4);
+	check_value(st, "/app/users/theme:123", "dark", 4);
+
+	/* A big value over several chunks, then the same bytes under 50 keys. */
+	size_t big = 1 << 20;
+	unsigned char *v = malloc(big);
+	for (size_t i = 0; i < big; i++)
+		v[i] = (unsigned char)(rand() >> 7);
+	char name[32];
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "copy%02d", i);
+		put_value(st, ns, name, v, big);
+	}
+	check_value(st, "/app/users/copy07", v, big);
+	CHECK(nadb_rmdir(st, db, "users") == -ENOTEMPTY);
+	int n = 0;
+	CHECK(nadb_readdir(st, ns, NULL, true, count_cb, &n) == 0);
+	CHECK(n == 51);
+	n = 0;
+	CHECK(nadb_readdir(st, ns, "copy48", false, count_cb, &n) == 0);
+	CHECK(n == 2); /* copy49, theme:123 */
+
+	/* Rename over an existing key replaces it. */
+	CHECK(nadb_rename(st, ns, "copy00", ns, "theme:123", 0) == 0);
+	check_value(st, "/app/users/theme:123", v, big);
+	CHECK(nadb_rename(st, ns, "copy01", ns, "copy02", NADB_RENAME_NOREPLACE) == -EEXIST);
+	CHECK(nadb_unlink(st, ns, "copy01") == 0);
+	CHECK(nadb_lookup(st, ns, "copy01", &a) == -ENOENT);
+
+	/* Sparse growth reads back zeros. */
+	CHECK(nadb_resolve(st, "/app/users/copy03", &a) == 0);
+	struct nadb_attr set = {.size = 3 << 20};
+	CHECK(nadb_setattr(st, a.ino, &set, NADB_SET_SIZE, &a) == 0);
+	CHECK(a.size == 3u << 20);
+	CHECK(nadb_store_close(st) == 0);
+
+	/* Everything is there after reopening. */
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	check_value(st, "/app/users/copy49", v, big);
+	CHECK(nadb_resolve(st, "/app/users/copy03", &a) == 0);
+	CHECK(a.size == 3u << 20);
+	struct nadb_file *f;
+	char tail[100];
+	CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
+	CHECK(nadb_file_read(f, tail, sizeof(tail), (2 << 20)) == sizeof(tail));
+	for (size_t i = 0; i < sizeof(tail); i++)
+		CHECK(tail[i] == 0);
+	CHECK(nadb_file_close(f) == 0);
+	CHECK(nadb_store_close(st) == 0);
+
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	free(v);
+	if (failures)
+		fprintf(stderr, "%d checks failed\n", failures);
+	return failures ? 1 : 0;
+}
