@@ -279,6 +279,30 @@ int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc;
 }
 
+struct scan_ctx {
+	chunk_scan_fn fn;
+	void *ctx;
+};
+
+static int scan_row(void *ctx, const void *key, size_t klen, const void *val,
+		    size_t vlen)
+{
+	struct scan_ctx *s = ctx;
+	struct chunk_rec rec;
+	if (klen != CHUNK_HASH_LEN || vlen != sizeof(rec))
+		return -EIO;
+	memcpy(&rec, val, sizeof(rec));
+	struct chunk_loc loc;
+	loc_of_rec(&rec, &loc);
+	return s->fn(s->ctx, key, rec.refs, &loc);
+}
+
+int chunk_scan(struct chunker *c, chunk_scan_fn fn, void *ctx)
+{
+	struct scan_ctx s = {fn, ctx};
+	return c->kv->ops->scan(c->kv, KV_CHUNKS, NULL, 0, scan_row, &s);
+}
+
 static int corrupt(const struct chunk_loc *loc, const char *why)
 {
 	nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,

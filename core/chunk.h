@@ -59,6 +59,11 @@ int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	       uint32_t *refs);
 
+/* Call FN on every stored chunk, in hash order (fsck, statistics). */
+typedef int (*chunk_scan_fn)(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			     uint32_t refs, const struct chunk_loc *loc);
+int chunk_scan(struct chunker *c, chunk_scan_fn fn, void *ctx);
+
 /* Outside any lock: LEN bytes of the chunk's value from OFF into DST.
  * A whole-chunk read is checked against the hash (-EIO and a log line on
  * a mismatch). */

@@ -234,14 +234,18 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	int rc = check_options(o);
 	if (rc)
 		return rc;
-	if (mkdir(dir, 0700) && (errno != EEXIST || !o->create)) {
-		if (errno != EEXIST) {
-			int e = errno;
-			nadb_log("%s: cannot create the store: %s", dir, strerror(e));
-			return -e;
-		}
-	}
 	struct stat sb;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/meta/data.mdb", dir);
+	if (!o->create && stat(path, &sb)) {
+		nadb_log("%s: no store here", dir);
+		return -ENOENT;
+	}
+	if (o->create && mkdir(dir, 0700) && errno != EEXIST) {
+		int e = errno;
+		nadb_log("%s: cannot create the store: %s", dir, strerror(e));
+		return -e;
+	}
 	if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
 		nadb_log("%s: not a directory", dir);
 		return -ENOTDIR;
@@ -262,7 +266,6 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 		free_store(st);
 		return -ENOMEM;
 	}
-	char path[4096];
 	rc = lock_store(st);
 	if (!rc) {
 		snprintf(path, sizeof(path), "%s/meta", dir);

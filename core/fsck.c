@@ -1,0 +1,349 @@
+/* fsck.c -- an offline consistency check of a whole store (fsck.h).
+ *
+ * It rebuilds from the inode table what the chunk and directory tables
+ * should say -- how many references each chunk has, how many links each
+ * inode has -- and compares.  It reads every chunk back and checks it
+ * against its hash, so a flipped bit in a pack is found too.  Memory is
+ * two hash maps: one entry per inode and one per chunk.
+ */
+#include "fsck.h"
+#include "log.h"
+#include "store_int.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* An open-addressing map from a 16-byte key to counters. */
+struct entry {
+	uint8_t key[16];
+	uint32_t used;
+	uint32_t count;  /* references seen (chunks) / links seen (inodes) */
+	uint32_t subdirs;
+	uint32_t mode, nlink;
+	uint64_t parent;
+};
+
+struct map {
+	struct entry *e;
+	size_t cap, n;
+};
+
+static uint64_t key_hash(const uint8_t key[16])
+{
+	uint64_t a, b;
+	memcpy(&a, key, 8);
+	memcpy(&b, key + 8, 8);
+	return (a ^ (b * 0x9E3779B97F4A7C15ULL)) * 0xff51afd7ed558ccdULL;
+}
+
+static int map_grow(struct map *m)
+{
+	size_t cap = m->cap ? m->cap * 2 : 1024;
+	struct entry *e = calloc(cap, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->cap; i++) {
+		if (!m->e[i].used)
+			continue;
+		size_t j = key_hash(m->e[i].key) & (cap - 1);
+		while (e[j].used)
+			j = (j + 1) & (cap - 1);
+		e[j] = m->e[i];
+	}
+	free(m->e);
+	m->e = e;
+	m->cap = cap;
+	return 0;
+}
+
+static struct entry *map_get(struct map *m, const uint8_t key[16], bool add)
+{
+	if (add && (m->n + 1) * 2 > m->cap && map_grow(m))
+		return NULL;
+	if (!m->cap)
+		return NULL;
+	size_t j = key_hash(key) & (m->cap - 1);
+	while (m->e[j].used) {
+		if (!memcmp(m->e[j].key, key, 16))
+			return &m->e[j];
+		j = (j + 1) & (m->cap - 1);
+	}
+	if (!add)
+		return NULL;
+	memcpy(m->e[j].key, key, 16);
+	m->e[j].used = 1;
+	m->n++;
+	return &m->e[j];
+}
+
+static void ino_map_key(uint8_t key[16], uint64_t ino)
+{
+	memset(key, 0, 16);
+	memcpy(key, &ino, sizeof(ino));
+}
+
+struct fsck {
+	struct nadb_store *st;
+	struct map inodes, chunks;
+	nadb_fsck_report_fn report;
+	void *ctx;
+	struct nadb_fsck_result *res;
+	uint64_t *seg_live; /* live bytes per segment, as the chunks say */
+	size_t nsegs;
+};
+
+__attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
+							  const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	f->res->problems++;
+	if (f->report)
+		f->report(f->ctx, line);
+}
+
+static uint64_t be64_at(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return be64toh(v);
+}
+
+static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	struct fsck *f = ctx;
+	if (klen != INO_KEY_LEN || vlen < sizeof(struct inode_rec)) {
+		problem(f, "inode table: malformed row");
+		return 0;
+	}
+	uint64_t ino = be64_at(key);
+	struct inode_rec r;
+	memcpy(&r, val, sizeof(r));
+	uint8_t k[16];
+	ino_map_key(k, ino);
+	struct entry *e = map_get(&f->inodes, k, true);
+	if (!e)
+		return -ENOMEM;
+	e->mode = r.mode;
+	e->nlink = r.nlink;
+	e->parent = r.parent;
+	f->res->inodes++;
+	if (!S_ISREG(r.mode))
+		return 0;
+	const uint8_t *list = (const uint8_t *)val + sizeof(r);
+	size_t n = (vlen - sizeof(r)) / CHUNK_HASH_LEN;
+	size_t want = (size_t)((r.size + f->st->chunk_size - 1) / f->st->chunk_size);
+	if (n != want || (vlen - sizeof(r)) % CHUNK_HASH_LEN)
+		problem(f, "inode %llu: %zu chunks for %llu bytes", (unsigned long long)ino,
+			n, (unsigned long long)r.size);
+	for (size_t i = 0; i < n; i++) {
+		if (chunk_is_hole(list + i * CHUNK_HASH_LEN))
+			continue;
+		struct entry *c = map_get(&f->chunks, list + i * CHUNK_HASH_LEN, true);
+		if (!c)
+			return -ENOMEM;
+		c->count++;
+	}
+	return 0;
+}
+
+static int scan_pending(void *ctx, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	struct fsck *f = ctx;
+	if (vlen != CHUNK_HASH_LEN)
+		return 0;
+	struct entry *c = map_get(&f->chunks, val, true);
+	if (!c)
+		return -ENOMEM;
+	c->count++;
+	return 0;
+}
+
+static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
+		       size_t vlen)
+{
+	struct fsck *f = ctx;
+	f->res->dirents++;
+	struct dirent_val d;
+	if (klen <= INO_KEY_LEN || vlen != sizeof(d)) {
+		problem(f, "directory table: malformed row");
+		return 0;
+	}
+	memcpy(&d, val, sizeof(d));
+	uint64_t parent = be64_at(key);
+	int nlen = (int)(klen - INO_KEY_LEN);
+	const char *name = (const char *)key + INO_KEY_LEN;
+	uint8_t k[16];
+	ino_map_key(k, parent);
+	struct entry *p = map_get(&f->inodes, k, false);
+	if (!p || !S_ISDIR(p->mode))
+		problem(f, "entry '%.*s' is in %llu, which is not a directory", nlen, name,
+			(unsigned long long)parent);
+	ino_map_key(k, d.ino);
+	struct entry *c = map_get(&f->inodes, k, false);
+	if (!c) {
+		problem(f, "entry '%.*s' in %llu names missing inode %llu", nlen, name,
+			(unsigned long long)parent, (unsigned long long)d.ino);
+		return 0;
+	}
+	c->count++;
+	if (S_ISDIR(c->mode)) {
+		if (p)
+			p->subdirs++;
+		if (c->parent != parent)
+			problem(f, "directory %llu says its parent is %llu, but it is in %llu",
+				(unsigned long long)d.ino, (unsigned long long)c->parent,
+				(unsigned long long)parent);
+	}
+	return 0;
+}
+
+static int fix_nlink(struct fsck *f, uint64_t ino, uint32_t nlink)
+{
+	struct inode in;
+	int rc = inode_get(f->st, ino, &in);
+	if (rc)
+		return rc;
+	in.r.nlink = nlink;
+	rc = step_begin(f->st);
+	if (!rc)
+		rc = step_end(f->st, inode_put(f->st, ino, &in.r, in.payload, in.payload_len));
+	inode_release(&in);
+	return rc;
+}
+
+static int check_links(struct fsck *f, bool repair)
+{
+	for (size_t i = 0; i < f->inodes.cap; i++) {
+		struct entry *e = &f->inodes.e[i];
+		if (!e->used)
+			continue;
+		uint64_t ino;
+		memcpy(&ino, e->key, sizeof(ino));
+		uint32_t want = S_ISDIR(e->mode) ? 2 + e->subdirs : e->count;
+		if (ino != NADB_ROOT_INO && e->count == 0) {
+			problem(f, "inode %llu is in no directory", (unsigned long long)ino);
+			continue;
+		}
+		if (e->nlink == want)
+			continue;
+		problem(f, "inode %llu has link count %u, but %u links", (unsigned long long)ino,
+			e->nlink, want);
+		if (repair && !fix_nlink(f, ino, want))
+			f->res->repaired++;
+	}
+	return 0;
+}
+
+struct chunk_row {
+	uint8_t hash[CHUNK_HASH_LEN];
+	uint32_t refs;
+	struct chunk_loc loc;
+};
+
+struct chunk_rows {
+	struct chunk_row *rows;
+	size_t n, cap;
+};
+
+/* Chunk rows are read first, then checked: reading a chunk back must not
+ * happen inside the table scan. */
+static int collect_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			 uint32_t refs, const struct chunk_loc *loc)
+{
+	struct chunk_rows *l = ctx;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 1024;
+		void *r = realloc(l->rows, cap * sizeof(*l->rows));
+		if (!r)
+			return -ENOMEM;
+		l->rows = r;
+		l->cap = cap;
+	}
+	struct chunk_row *row = &l->rows[l->n++];
+	memcpy(row->hash, hash, CHUNK_HASH_LEN);
+	row->refs = refs;
+	row->loc = *loc;
+	return 0;
+}
+
+static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t have,
+		    uint32_t want)
+{
+	int rc = step_begin(f->st);
+	int delta = want > have ? 1 : -1;
+	for (uint32_t n = have; !rc && n != want; n += (uint32_t)delta)
+		rc = chunk_ref(&f->st->chunks, hash, delta);
+	return step_end(f->st, rc);
+}
+
+static int check_chunks(struct fsck *f, bool repair)
+{
+	struct chunk_rows l = {0};
+	int rc = chunk_scan(&f->st->chunks, collect_chunk, &l);
+	uint8_t *buf = malloc(f->st->chunk_size);
+	if (!buf)
+		rc = -ENOMEM;
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		struct chunk_row *row = &l.rows[i];
+		f->res->chunks++;
+		f->res->chunk_bytes += row->loc.blob.len;
+		struct entry *e = map_get(&f->chunks, row->hash, false);
+		uint32_t want = e ? e->count : 0;
+		if (e)
+			e->used = 2; /* found in the chunk table */
+		if (row->loc.raw_len > f->st->chunk_size ||
+		    chunk_read(&f->st->chunks, &row->loc, row->hash, 0, row->loc.raw_len, buf))
+			problem(f, "chunk at %08u.pack:%llu is damaged (does not match its hash)",
+				row->loc.blob.seg, (unsigned long long)row->loc.blob.off);
+		if (row->refs != want) {
+			problem(f, "chunk at %08u.pack:%llu has refcount %u, but %u references%s",
+				row->loc.blob.seg, (unsigned long long)row->loc.blob.off,
+				row->refs, want, want ? "" : " (orphan)");
+			if (repair && !set_refs(f, row->hash, row->refs, want))
+				f->res->repaired++;
+		}
+	}
+	for (size_t i = 0; !rc && i < f->chunks.cap; i++)
+		if (f->chunks.e[i].used == 1)
+			problem(f, "a value names a chunk that is not stored (%u references)",
+				f->chunks.e[i].count);
+	free(buf);
+	free(l.rows);
+	return rc;
+}
+
+int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
+	      void *ctx, struct nadb_fsck_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	struct fsck f = {.st = st, .report = report, .ctx = ctx, .res = res};
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = st->kv->ops->scan(st->kv, KV_INODES, NULL, 0, scan_inode, &f);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_PENDING, NULL, 0, scan_pending, &f);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, NULL, 0, scan_dirent, &f);
+	if (!rc)
+		rc = check_links(&f, repair);
+	if (!rc)
+		rc = check_chunks(&f, repair);
+	pthread_mutex_unlock(&st->meta_lock);
+	free(f.inodes.e);
+	free(f.chunks.e);
+	if (!rc && repair)
+		rc = nadb_store_sync(st);
+	return rc;
+}
