@@ -55,8 +55,13 @@ test: all
 
 sanitize:
 	$(MAKE) BUILD=build-san CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1$(SAN_LOG) \
+	UBSAN_OPTIONS=print_stacktrace=1$(SAN_LOG) \
 	  tools/run-tests $(abspath build-san)
+
+# With NADB_ASAN_DIR set (CI), sanitizer reports of every process -- the
+# daemon's too, whose stderr is its log -- land there, to be checked after.
+SAN_LOG = $(if $(NADB_ASAN_DIR),:log_path=$(NADB_ASAN_DIR)/report)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
