@@ -64,13 +64,14 @@ static void hash_bytes(const void *data, size_t len, uint8_t variant,
 	memcpy(out, c.digest, CHUNK_HASH_LEN);
 }
 
-/* Order-0 entropy of a sample, in bits per byte: random or already
- * compressed data scores near 8 and is not worth a zlib pass. */
+/* Order-0 entropy of about 1 KiB sampled across the chunk, in bits per
+ * byte: random or already compressed data scores near 8 (a 1 KiB sample of
+ * random bytes scores about 7.8) and is not worth a zlib pass. */
 static double sample_entropy(const uint8_t *p, size_t len)
 {
 	unsigned count[256] = {0};
-	size_t n = len < 4096 ? len : 4096;
-	for (size_t i = 0; i < n; i++)
+	size_t stride = len > 1024 ? len / 1024 : 1, n = 0;
+	for (size_t i = 0; i < len; i += stride, n++)
 		count[p[i]]++;
 	double e = 0;
 	for (int i = 0; i < 256; i++) {
@@ -89,7 +90,7 @@ int chunk_prepare(const struct chunker *c, const void *raw, size_t len,
 	p->raw = raw;
 	p->raw_len = (uint32_t)len;
 	hash_bytes(raw, len, 0, p->hash);
-	if (!c->compress || len < 128 || sample_entropy(raw, len) > 7.0)
+	if (!c->compress || len < 128 || sample_entropy(raw, len) > 7.2)
 		return 0;
 	uLongf zlen = compressBound(len);
 	uint8_t *z = malloc(zlen);

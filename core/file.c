@@ -85,11 +85,36 @@ static struct ofile *new_ofile(uint64_t ino)
 	return of;
 }
 
+/* A whole-chunk buffer, from the pool when one is free. */
+static void *take_chunk_buf(struct nadb_store *st)
+{
+	void *b = NULL;
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->npool)
+		b = st->pool[--st->npool];
+	pthread_mutex_unlock(&st->pool_lock);
+	return b ? b : malloc(st->chunk_size);
+}
+
+static void give_chunk_buf(struct nadb_store *st, void *b)
+{
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->npool < sizeof(st->pool) / sizeof(st->pool[0])) {
+		st->pool[st->npool++] = b;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&st->pool_lock);
+	free(b);
+}
+
 static void free_slot(struct nadb_store *st, struct slot *s)
 {
 	if (s->buf) {
 		atomic_fetch_sub(&st->buffered, s->cap);
-		free(s->buf);
+		if (s->cap == st->chunk_size)
+			give_chunk_buf(st, s->buf);
+		else
+			free(s->buf);
 	}
 	memset(s, 0, sizeof(*s));
 }
@@ -219,6 +244,8 @@ static int read_slot(struct nadb_store *st, const struct slot *s, uint32_t off,
 	return 0;
 }
 
+/* Room for NEED bytes in S's buffer: small values grow by doubling, big
+ * ones get a whole chunk-sized buffer at once. */
 static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need)
 {
 	if (need <= s->cap)
@@ -226,7 +253,17 @@ static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need)
 	uint32_t cap = s->cap ? s->cap : 4096;
 	while (cap < need)
 		cap *= 2;
-	uint8_t *b = realloc(s->buf, cap);
+	uint8_t *b;
+	if (cap >= st->chunk_size / 2) {
+		cap = (uint32_t)st->chunk_size;
+		b = take_chunk_buf(st);
+		if (b && s->buf) {
+			memcpy(b, s->buf, s->len);
+			free(s->buf);
+		}
+	} else {
+		b = realloc(s->buf, cap);
+	}
 	if (!b)
 		return -ENOMEM;
 	atomic_fetch_add(&st->buffered, cap - s->cap);

@@ -205,6 +205,9 @@ static void free_store(struct nadb_store *st)
 	pthread_mutex_destroy(&st->meta_lock);
 	pthread_mutex_destroy(&st->files_lock);
 	pthread_mutex_destroy(&st->flush_lock);
+	while (st->npool)
+		free(st->pool[--st->npool]);
+	pthread_mutex_destroy(&st->pool_lock);
 	pthread_cond_destroy(&st->flush_cond);
 	free(st->files);
 	free(st->dir);
@@ -258,6 +261,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	pthread_mutex_init(&st->meta_lock, NULL);
 	pthread_mutex_init(&st->files_lock, NULL);
 	pthread_mutex_init(&st->flush_lock, NULL);
+	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_cond_init(&st->flush_cond, NULL);
 	st->nfiles_buckets = 1024;
 	st->files = calloc(st->nfiles_buckets, sizeof(*st->files));

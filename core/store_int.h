@@ -62,6 +62,13 @@ struct nadb_store {
 
 	atomic_uint_fast64_t buffered; /* bytes held in write buffers */
 
+	/* pool_lock: scope is the pool of free chunk-sized buffers, kept so
+	 * that big writes reuse mapped memory instead of faulting in fresh
+	 * pages for every chunk.  A leaf lock. */
+	pthread_mutex_t pool_lock;
+	void *pool[32];
+	unsigned npool;
+
 	/* flush_lock: scope is the flusher's start/stop state. */
 	pthread_mutex_t flush_lock;
 	pthread_cond_t flush_cond;
