@@ -26,6 +26,7 @@ enum kv_table {
 	KV_PENDING,  /* ino(be64) seq(be64) -> hash: refs held by unclosed files */
 	KV_ORPHANS,  /* ino(be64) -> "": unlinked inodes still open */
 	KV_SEGMENTS, /* seg(be32) -> live bytes in that pack segment */
+	KV_LINKS,    /* ino(be64) parent(be64) name -> "": an inode's names */
 	KV_NTABLES
 };
 

@@ -199,6 +199,13 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 		return 0;
 	}
 	c->count++;
+	uint8_t lkey[LINK_KEY_MAX];
+	struct kv_val lv;
+	ino_key(lkey, d.ino);
+	memcpy(lkey + INO_KEY_LEN, key, klen);
+	if (f->st->kv->ops->get(f->st->kv, KV_LINKS, lkey, INO_KEY_LEN + klen, &lv))
+		problem(f, "entry '%.*s' in %llu is missing from the links table", nlen, name,
+			(unsigned long long)parent);
 	if (S_ISDIR(c->mode)) {
 		if (p)
 			p->subdirs++;
@@ -207,6 +214,17 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 				(unsigned long long)d.ino, (unsigned long long)c->parent,
 				(unsigned long long)parent);
 	}
+	return 0;
+}
+
+static int count_link(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	(*(uint64_t *)ctx)++;
 	return 0;
 }
 
@@ -336,6 +354,12 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		rc = st->kv->ops->scan(st->kv, KV_PENDING, NULL, 0, scan_pending, &f);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, NULL, 0, scan_dirent, &f);
+	uint64_t links = 0;
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_LINKS, NULL, 0, count_link, &links);
+	if (!rc && links != res->dirents)
+		problem(&f, "%llu rows in the links table for %llu directory entries",
+			(unsigned long long)links, (unsigned long long)res->dirents);
 	if (!rc)
 		rc = check_links(&f, repair);
 	if (!rc)

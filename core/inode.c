@@ -115,7 +115,7 @@ void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 }
 
 struct key_list {
-	uint8_t (*keys)[NAME_KEY_MAX];
+	uint8_t (*keys)[LINK_KEY_MAX];
 	size_t *lens;
 	size_t n, cap;
 	uint8_t prefix[INO_KEY_LEN];
@@ -129,7 +129,7 @@ static int collect_prefixed(void *ctx, const void *key, size_t klen,
 	struct key_list *l = ctx;
 	if (klen < INO_KEY_LEN || memcmp(key, l->prefix, INO_KEY_LEN))
 		return 1;
-	if (klen > NAME_KEY_MAX)
+	if (klen > LINK_KEY_MAX)
 		return 0;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 8;
@@ -185,6 +185,8 @@ int inode_delete(struct nadb_store *st, uint64_t ino)
 	inode_release(&in);
 	if (!rc)
 		rc = delete_prefixed(st, KV_XATTRS, ino, NULL);
+	if (!rc)
+		rc = delete_prefixed(st, KV_LINKS, ino, NULL);
 	uint8_t key[INO_KEY_LEN];
 	if (!rc)
 		rc = st->kv->ops->del(st->kv, KV_INODES, key, ino_key(key, ino));

@@ -80,6 +80,7 @@ struct nadb_store {
  * entries sort together and a directory lists in name order. */
 #define INO_KEY_LEN 8
 #define NAME_KEY_MAX (INO_KEY_LEN + NADB_NAME_MAX)
+#define LINK_KEY_MAX (INO_KEY_LEN + NAME_KEY_MAX)
 size_t ino_key(uint8_t key[INO_KEY_LEN], uint64_t ino);
 size_t name_key(uint8_t key[NAME_KEY_MAX], uint64_t ino, const char *name);
 

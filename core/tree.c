@@ -65,19 +65,54 @@ static int find_entry(struct nadb_store *st, uint64_t parent, const char *name,
 	return 0;
 }
 
+/* The links table: (ino, parent, name) for every directory entry, so that
+ * a key found by inode (expiry, tags) can be found by name too. */
+static size_t link_key(uint8_t key[LINK_KEY_MAX], uint64_t ino, uint64_t parent,
+		       const char *name)
+{
+	ino_key(key, ino);
+	return INO_KEY_LEN + name_key(key + INO_KEY_LEN, parent, name);
+}
+
+static int set_link(struct nadb_store *st, uint64_t ino, uint64_t parent,
+		    const char *name, bool present)
+{
+	uint8_t key[LINK_KEY_MAX];
+	size_t klen = link_key(key, ino, parent, name);
+	if (present)
+		return st->kv->ops->put(st->kv, KV_LINKS, key, klen, "", 0);
+	int rc = st->kv->ops->del(st->kv, KV_LINKS, key, klen);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* Point (parent, name) at INO, replacing whatever it named. */
 static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		     uint64_t ino, uint32_t mode)
 {
+	struct dirent_val old;
+	int rc = find_entry(st, parent, name, &old);
+	if (!rc && old.ino != ino)
+		rc = set_link(st, old.ino, parent, name, false);
+	else if (rc == -ENOENT)
+		rc = 0;
+	if (rc)
+		return rc;
 	uint8_t key[NAME_KEY_MAX];
 	struct dirent_val v = {.ino = ino, .mode = mode & S_IFMT};
-	return st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name),
-				&v, sizeof(v));
+	rc = st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &v,
+			      sizeof(v));
+	return rc ? rc : set_link(st, ino, parent, name, true);
 }
 
 static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
 {
+	struct dirent_val old;
+	int rc = find_entry(st, parent, name, &old);
+	if (rc)
+		return rc;
 	uint8_t key[NAME_KEY_MAX];
-	return st->kv->ops->del(st->kv, KV_DIRENTS, key, name_key(key, parent, name));
+	rc = st->kv->ops->del(st->kv, KV_DIRENTS, key, name_key(key, parent, name));
+	return rc ? rc : set_link(st, old.ino, parent, name, false);
 }
 
 static int alloc_ino(struct nadb_store *st, uint64_t *ino)

@@ -1,5 +1,6 @@
 /* test_store.c -- the engine without FUSE: tree operations, values,
  * dedup, persistence across close/open, and refcounts after overwrite. */
+#include "fsck.h"
 #include "store.h"
 
 #include <errno.h>
@@ -138,6 +139,19 @@ int main(void)
 	for (size_t i = 0; i < sizeof(tail); i++)
 		CHECK(tail[i] == 0);
 	CHECK(nadb_file_close(f) == 0);
+
+	/* Hard links, then a consistency check of everything done above. */
+	uint64_t ns2;
+	CHECK(nadb_resolve(st, "/app/users", &a) == 0);
+	ns2 = a.ino;
+	CHECK(nadb_resolve(st, "/app/users/copy04", &a) == 0);
+	CHECK(nadb_link(st, a.ino, ns2, "copy04-link", &a) == 0);
+	CHECK(a.nlink == 2);
+	CHECK(nadb_rename(st, ns2, "copy05", ns2, "copy04", NADB_RENAME_EXCHANGE) == 0);
+	struct nadb_fsck_result res;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems == 0);
+	CHECK(res.chunks > 0);
 	CHECK(nadb_store_close(st) == 0);
 
 	char cmd[400];
