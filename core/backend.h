@@ -27,6 +27,7 @@ enum kv_table {
 	KV_ORPHANS,  /* ino(be64) -> "": unlinked inodes still open */
 	KV_SEGMENTS, /* seg(be32) -> live bytes in that pack segment */
 	KV_LINKS,    /* ino(be64) parent(be64) name -> "": an inode's names */
+	KV_EXPIRY,   /* expires(be64 ns) ino(be64) -> "": keys by expiry time */
 	KV_NTABLES
 };
 

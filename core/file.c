@@ -176,9 +176,9 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc)
 		return rc;
-	if (!S_ISREG(in.r.mode)) {
+	if (!S_ISREG(in.r.mode) || inode_expired(&in.r, now_ns())) {
 		inode_release(&in);
-		return S_ISDIR(in.r.mode) ? -EISDIR : -EINVAL;
+		return S_ISDIR(in.r.mode) ? -EISDIR : S_ISREG(in.r.mode) ? -ENOENT : -EINVAL;
 	}
 	size_t n = slots_for(st, in.r.size);
 	if (in.payload_len != n * CHUNK_HASH_LEN) {

@@ -112,6 +112,7 @@ void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 	a->ctime = ts_of_ns(r->ctime);
 	a->btime = ts_of_ns(r->btime);
 	a->level = r->level;
+	a->expires_ns = r->expires;
 }
 
 struct key_list {
@@ -176,7 +177,9 @@ int inode_delete(struct nadb_store *st, uint64_t ino)
 	int rc = inode_get(st, ino, &in);
 	if (rc)
 		return rc;
-	if (S_ISREG(in.r.mode)) {
+	if (in.r.expires)
+		rc = expiry_index(st, ino, in.r.expires, 0);
+	if (!rc && S_ISREG(in.r.mode)) {
 		for (size_t off = 0; !rc && off + CHUNK_HASH_LEN <= in.payload_len;
 		     off += CHUNK_HASH_LEN)
 			if (!chunk_is_hole(in.payload + off))

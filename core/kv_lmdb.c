@@ -28,7 +28,7 @@ static const char *const table_names[KV_NTABLES] = {
 	[KV_DIRENTS] = "dirents",   [KV_XATTRS] = "xattrs",
 	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
 	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
-	[KV_LINKS] = "links",
+	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
 };
 
 struct kv_lmdb {

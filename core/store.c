@@ -42,6 +42,7 @@ void nadb_options_default(struct nadb_options *o)
 	o->flush_interval = 5;
 	o->chunk_kb = 128;
 	o->create = true;
+	o->reap_interval_ms = 1000;
 }
 
 size_t nadb_store_chunk_size(const struct nadb_store *st)
@@ -209,6 +210,7 @@ static void free_store(struct nadb_store *st)
 		free(st->pool[--st->npool]);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_cond_destroy(&st->flush_cond);
+	pthread_cond_destroy(&st->reap_cond);
 	free(st->files);
 	free(st->dir);
 	free(st);
@@ -217,10 +219,10 @@ static void free_store(struct nadb_store *st)
 static int check_options(const struct nadb_options *o)
 {
 	if (o->compress_level < 1 || o->compress_level > 9 || o->buffer_mb < 1 ||
-	    o->flush_interval < 1 || o->chunk_kb < 4 || o->chunk_kb > 16384 ||
+	    o->flush_interval < 1 || o->reap_interval_ms < 10 || o->chunk_kb < 4 || o->chunk_kb > 16384 ||
 	    (o->chunk_kb & (o->chunk_kb - 1))) {
 		nadb_log("bad options: compress_level 1..9, buffer_mb >= 1, "
-			 "flush_interval >= 1, chunk_kb a power of two in 4..16384");
+			 "flush_interval >= 1, reap_interval_ms >= 10, chunk_kb a power of two in 4..16384");
 		return -EINVAL;
 	}
 	return 0;
@@ -263,6 +265,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	pthread_mutex_init(&st->flush_lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_cond_init(&st->flush_cond, NULL);
+	pthread_cond_init(&st->reap_cond, NULL);
 	st->nfiles_buckets = 1024;
 	st->files = calloc(st->nfiles_buckets, sizeof(*st->files));
 	st->dir = strdup(dir);
@@ -370,6 +373,7 @@ void nadb_store_stop_flusher(struct nadb_store *st)
 
 int nadb_store_close(struct nadb_store *st)
 {
+	nadb_store_stop_reaper(st);
 	nadb_store_stop_flusher(st);
 	int rc = file_commit_all(st);
 	int rc2 = nadb_store_sync(st);

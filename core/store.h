@@ -50,6 +50,7 @@ struct nadb_options {
 	unsigned chunk_kb;           /* chunk size for a NEW store (default 128); an
 	                                existing store keeps the size it was made with */
 	bool create;                 /* create STORE if missing (default true) */
+	unsigned reap_interval_ms;   /* reaper period (default 1000) */
 };
 
 /* Fill *o with the defaults above. */
@@ -65,6 +66,7 @@ struct nadb_attr {
 	uint64_t blocks; /* 512-byte blocks, for st_blocks */
 	struct timespec atime, mtime, ctime, btime;
 	uint8_t level;   /* directories: enum nadb_level */
+	int64_t expires_ns; /* keys: when they expire (ns since the epoch), 0: never */
 };
 
 struct nadb_store;
@@ -196,6 +198,24 @@ int nadb_file_fsync(struct nadb_file *f);
 /* Commit if needed and drop the handle (release). */
 int nadb_file_close(struct nadb_file *f);
 uint64_t nadb_file_ino(const struct nadb_file *f);
+
+/* ---- expiry --------------------------------------------------------------
+ * Keys expire through the xattrs user.ttl (seconds from now; on a
+ * directory: the default for keys made below it) and user.expires (Unix
+ * time, "S" or "S.NNNNNNNNN"), handled by nadb_setxattr and friends.  An
+ * expired key is gone at once for every call; the reaper deletes it. */
+
+/* Called for each name a reaped key had, so the daemon can tell the
+ * kernel's caches.  Runs with the engine's locks held: only queue work. */
+typedef void (*nadb_reaped_fn)(void *ctx, uint64_t parent, const char *name,
+			       uint64_t ino);
+/* Delete up to MAX keys expired by NOW (ns); *reaped gets how many. */
+int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn fn,
+	      void *ctx, unsigned *reaped);
+/* Start/stop the reaper thread: every reap_interval_ms it reaps in batches,
+ * releasing the engine between batches, and reports each name to FN. */
+int nadb_store_start_reaper(struct nadb_store *st, nadb_reaped_fn fn, void *ctx);
+void nadb_store_stop_reaper(struct nadb_store *st);
 
 /* ---- whole store -------------------------------------------------------- */
 

@@ -19,7 +19,8 @@ struct inode_rec {
 	uint64_t rdev, size;
 	uint64_t parent; /* directories: ".."; others: 0 */
 	int64_t atime, mtime, ctime, btime; /* ns since the epoch */
-	uint64_t expires;                   /* ns since the epoch, 0: never */
+	int64_t expires;     /* keys: ns since the epoch, 0: never */
+	int64_t ttl_default; /* directories: ns every new key below gets, 0: none */
 	uint32_t flags;
 	uint8_t level; /* directories: enum nadb_level */
 	uint8_t reserved[3];
@@ -69,11 +70,15 @@ struct nadb_store {
 	void *pool[32];
 	unsigned npool;
 
-	/* flush_lock: scope is the flusher's start/stop state. */
+	/* flush_lock: scope is the flusher's and the reaper's start/stop
+	 * state and the reaper's callback. */
 	pthread_mutex_t flush_lock;
-	pthread_cond_t flush_cond;
-	pthread_t flusher;
-	bool flusher_running, flusher_stop;
+	pthread_cond_t flush_cond, reap_cond;
+	pthread_t flusher, reaper;
+	bool flusher_running, flusher_stop, reaper_running, reaper_stop;
+	nadb_reaped_fn reaped_fn;
+	void *reaped_ctx;
+	atomic_uint_fast64_t reaped; /* keys reaped since the store opened */
 };
 
 /* Key encodings: a big-endian inode number first, so that one inode's
@@ -102,6 +107,30 @@ int inode_delete(struct nadb_store *st, uint64_t ino);
 
 /* Change a file's size, open or not (file.c). */
 int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size);
+
+/* Expiry (expiry.c).  A key whose time has come is gone for every
+ * operation at once, before the reaper deletes it. */
+static inline bool inode_expired(const struct inode_rec *r, int64_t now)
+{
+	return r->expires && r->expires <= now;
+}
+/* Is anything in the store past its expiry?  Lets readdir skip the check. */
+bool expiry_any_due(struct nadb_store *st, int64_t now);
+/* Move INO's row in the expiry index from OLD to NEW (0: none). */
+int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_);
+/* The default TTL for a key made in directory DIR (0: none). */
+int64_t expiry_default_for(struct nadb_store *st, uint64_t dir);
+/* Delete expired key INO now (all its names).  Inside a step. */
+int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx);
+/* The virtual xattrs user.ttl and user.expires. */
+int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
+		     const char *value, size_t size);
+ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
+			 char *buf, size_t size);
+int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
+/* Remove (parent, name) and what it names.  Inside a step (tree.c). */
+int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		      int64_t now);
 
 /* Open files (file.c).  file_is_open is called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);

@@ -167,6 +167,8 @@ int nadb_lookup(struct nadb_store *st, uint64_t parent, const char *name,
 	if (!rc)
 		rc = inode_get(st, e.ino, &in);
 	if (!rc) {
+		if (inode_expired(&in.r, now_ns()))
+			rc = -ENOENT;
 		attr_of_inode(st, e.ino, &in.r, out);
 		inode_release(&in);
 	}
@@ -182,6 +184,8 @@ int nadb_getattr(struct nadb_store *st, uint64_t ino, struct nadb_attr *out)
 	struct inode in;
 	int rc = inode_get(st, ino, &in);
 	if (!rc) {
+		if (inode_expired(&in.r, now_ns()))
+			rc = -ENOENT;
 		attr_of_inode(st, ino, &in.r, out);
 		inode_release(&in);
 	}
@@ -204,6 +208,17 @@ int nadb_parent(struct nadb_store *st, uint64_t ino, uint64_t *parent)
 	return rc;
 }
 
+/* Does entry E name a key whose time has come? */
+static bool entry_expired(struct nadb_store *st, const struct dirent_val *e, int64_t now)
+{
+	struct inode in;
+	if (S_ISDIR(e->mode) || inode_get(st, e->ino, &in))
+		return false;
+	bool expired = inode_expired(&in.r, now);
+	inode_release(&in);
+	return expired;
+}
+
 /* Make the inode and its entry; the caller holds meta_lock. */
 static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 		     uint32_t mode, uint64_t rdev, const char *target,
@@ -222,15 +237,21 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 	}
 	if (!rc && dir.r.nlink == 0)
 		rc = -ENOENT; /* removed while we were looking */
+	int64_t now = now_ns();
+	bool replace_expired = false;
 	if (!rc) {
 		rc = find_entry(st, parent, name, &e);
-		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
+		if (rc == 0) {
+			replace_expired = entry_expired(st, &e, now);
+			rc = replace_expired ? 0 : -EEXIST;
+		} else if (rc == -ENOENT) {
+			rc = 0;
+		}
 	}
 	if (rc) {
 		inode_release(&dir);
 		return rc;
 	}
-	int64_t now = now_ns();
 	struct inode_rec r = {
 		.mode = mode, .uid = who->uid, .gid = who->gid,
 		.nlink = S_ISDIR(mode) ? 2 : 1, .rdev = rdev,
@@ -247,6 +268,9 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 	if (S_ISDIR(mode)) {
 		r.parent = parent;
 		r.level = child_level(dir.r.level);
+	} else {
+		int64_t ttl = expiry_default_for(st, parent);
+		r.expires = ttl ? now + ttl : 0;
 	}
 	size_t tlen = target ? strlen(target) : 0;
 	r.size = tlen;
@@ -256,9 +280,14 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 		inode_release(&dir);
 		return rc;
 	}
-	rc = alloc_ino(st, &ino);
+	if (replace_expired)
+		rc = tree_remove_entry(st, parent, name, now);
+	if (!rc)
+		rc = alloc_ino(st, &ino);
 	if (!rc)
 		rc = inode_put(st, ino, &r, target, tlen);
+	if (!rc && r.expires)
+		rc = expiry_index(st, ino, 0, r.expires);
 	if (!rc)
 		rc = put_entry(st, parent, name, ino, mode);
 	if (!rc)
@@ -336,7 +365,8 @@ int nadb_link(struct nadb_store *st, uint64_t ino, uint64_t newparent,
 		unlock_meta(st);
 		return rc;
 	}
-	rc = S_ISDIR(in.r.mode) ? -EPERM : in.r.nlink == 0 ? -ENOENT : 0;
+	rc = S_ISDIR(in.r.mode) ? -EPERM
+	     : in.r.nlink == 0 || inode_expired(&in.r, now_ns()) ? -ENOENT : 0;
 	if (!rc)
 		rc = get_dir(st, newparent, &dir);
 	if (rc) {
@@ -419,29 +449,37 @@ static int check_empty(struct nadb_store *st, uint64_t ino)
 				 dir_is_empty_cb, prefix);
 }
 
-int nadb_unlink(struct nadb_store *st, uint64_t parent, const char *name)
+int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		      int64_t now)
 {
-	lock_meta(st);
 	struct inode dir;
 	struct dirent_val e;
 	int rc = get_dir(st, parent, &dir);
-	if (rc) {
-		unlock_meta(st);
+	if (rc)
 		return rc;
-	}
 	rc = find_entry(st, parent, name, &e);
+	if (!rc)
+		rc = del_entry(st, parent, name);
+	if (!rc)
+		rc = drop_link(st, e.ino, now);
+	if (!rc)
+		rc = dir_changed(st, parent, &dir, 0, now);
+	inode_release(&dir);
+	return rc;
+}
+
+int nadb_unlink(struct nadb_store *st, uint64_t parent, const char *name)
+{
+	lock_meta(st);
+	struct dirent_val e;
+	int64_t now = now_ns();
+	int rc = find_entry(st, parent, name, &e);
 	if (!rc && S_ISDIR(e.mode))
 		rc = -EISDIR;
-	int64_t now = now_ns();
-	if (!rc && !(rc = step_begin(st))) {
-		rc = del_entry(st, parent, name);
-		if (!rc)
-			rc = drop_link(st, e.ino, now);
-		if (!rc)
-			rc = dir_changed(st, parent, &dir, 0, now);
-		rc = step_end(st, rc);
-	}
-	inode_release(&dir);
+	if (!rc && entry_expired(st, &e, now))
+		rc = -ENOENT;
+	if (!rc && !(rc = step_begin(st)))
+		rc = step_end(st, tree_remove_entry(st, parent, name, now));
 	unlock_meta(st);
 	return rc;
 }
@@ -514,6 +552,7 @@ struct rename_side {
 	struct dirent_val e;
 	struct inode node;
 	bool exists;
+	bool expired; /* there is an entry, but its key's time has come */
 };
 
 static int load_side(struct nadb_store *st, struct rename_side *s)
@@ -526,7 +565,8 @@ static int load_side(struct nadb_store *st, struct rename_side *s)
 		return 0;
 	if (!rc)
 		rc = inode_get(st, s->e.ino, &s->node);
-	s->exists = rc == 0;
+	s->exists = rc == 0 && !inode_expired(&s->node.r, now_ns());
+	s->expired = rc == 0 && !s->exists;
 	return rc;
 }
 
@@ -591,7 +631,10 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 	int a_links = 0, b_links = 0; /* changes to the parents' link counts */
 	if ((rc = step_begin(st)))
 		return rc;
-	if (flags & NADB_RENAME_EXCHANGE) {
+	if (b->expired)
+		rc = tree_remove_entry(st, b->parent, b->name, now);
+	if (rc) {
+	} else if (flags & NADB_RENAME_EXCHANGE) {
 		rc = place(st, b, a->e.ino, &a->node, now);
 		if (!rc)
 			rc = place(st, a, b->e.ino, &b->node, now);
@@ -642,6 +685,8 @@ struct readdir_ctx {
 	size_t start_len;
 	bool skip_start;
 	bool want_attr;
+	bool check_expiry;
+	int64_t now;
 	nadb_dirent_fn fn;
 	void *ctx;
 };
@@ -662,11 +707,15 @@ static int readdir_cb(void *ctx, const void *key, size_t klen, const void *val,
 	memcpy(name, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
 	name[klen - INO_KEY_LEN] = 0;
 	struct nadb_attr a = {.ino = e.ino, .mode = e.mode};
-	if (r->want_attr) {
+	if (r->want_attr || (r->check_expiry && !S_ISDIR(e.mode))) {
 		struct inode in;
 		int rc = inode_get(r->st, e.ino, &in);
 		if (rc)
 			return rc == -ENOENT ? -EIO : rc;
+		if (r->check_expiry && inode_expired(&in.r, r->now)) {
+			inode_release(&in);
+			return 0;
+		}
 		attr_of_inode(r->st, e.ino, &in.r, &a);
 		inode_release(&in);
 		file_overlay_attr(r->st, &a);
@@ -685,6 +734,8 @@ int nadb_readdir(struct nadb_store *st, uint64_t ino, const char *after,
 	int rc = get_dir(st, ino, &dir);
 	if (!rc) {
 		inode_release(&dir);
+		r.now = now_ns();
+		r.check_expiry = expiry_any_due(st, r.now);
 		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, r.start, r.start_len,
 				       readdir_cb, &r);
 	}

@@ -4,6 +4,8 @@
  * security., system.) are not ours to keep: -EOPNOTSUPP. */
 #include "store_int.h"
 
+#include <stdbool.h>
+
 #include <errno.h>
 #include <string.h>
 
@@ -17,6 +19,12 @@ static int check_xattr_name(const char *name)
 	if (n == 5)
 		return -EINVAL;
 	return n > NADB_NAME_MAX ? -ERANGE : 0;
+}
+
+/* Attributes the engine computes rather than stores. */
+static bool is_expiry_xattr(const char *name)
+{
+	return !strcmp(name, "user.ttl") || !strcmp(name, "user.expires");
 }
 
 /* The inode must exist: -ENOENT otherwise.  Under meta_lock. */
@@ -53,6 +61,12 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
+	if (!rc && is_expiry_xattr(name)) {
+		if (!(rc = step_begin(st)))
+			rc = step_end(st, expiry_xattr_set(st, ino, name, value, size));
+		pthread_mutex_unlock(&st->meta_lock);
+		return rc;
+	}
 	if (!rc) {
 		int have = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
 		if (have && have != -ENOENT)
@@ -83,7 +97,9 @@ ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	struct kv_val v;
 	pthread_mutex_lock(&st->meta_lock);
 	ssize_t ret = check_inode(st, ino);
-	if (!ret) {
+	if (!ret && is_expiry_xattr(name))
+		ret = expiry_xattr_get(st, ino, name, buf, size);
+	else if (!ret) {
 		ret = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
 		if (ret == -ENOENT)
 			ret = -ENODATA;
@@ -106,6 +122,37 @@ struct list_ctx {
 	int err;
 };
 
+static int list_name(struct list_ctx *l, const char *name, size_t n)
+{
+	if (l->size && l->used + n + 1 > l->size)
+		return -ERANGE;
+	if (l->size) {
+		memcpy(l->buf + l->used, name, n);
+		l->buf[l->used + n] = 0;
+	}
+	l->used += n + 1;
+	return 0;
+}
+
+/* user.ttl, then user.expires: a restore that sets them in this order
+ * ends with the exact time. */
+static int list_expiry(struct nadb_store *st, uint64_t ino, struct list_ctx *l)
+{
+	static const char *const names[] = {"user.ttl", "user.expires"};
+	for (int i = 0; i < 2; i++) {
+		char probe[40];
+		ssize_t n = expiry_xattr_get(st, ino, names[i], probe, sizeof(probe));
+		if (n == -ENODATA)
+			continue;
+		if (n < 0)
+			return (int)n;
+		int rc = list_name(l, names[i], strlen(names[i]));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static int list_cb(void *ctx, const void *key, size_t klen, const void *val,
 		   size_t vlen)
 {
@@ -114,15 +161,7 @@ static int list_cb(void *ctx, const void *key, size_t klen, const void *val,
 	struct list_ctx *l = ctx;
 	if (klen <= INO_KEY_LEN || memcmp(key, l->prefix, INO_KEY_LEN))
 		return 1;
-	size_t n = klen - INO_KEY_LEN;
-	if (l->size && l->used + n + 1 > l->size)
-		return -ERANGE;
-	if (l->size) {
-		memcpy(l->buf + l->used, (const uint8_t *)key + INO_KEY_LEN, n);
-		l->buf[l->used + n] = 0;
-	}
-	l->used += n + 1;
-	return 0;
+	return list_name(l, (const char *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
 }
 
 ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
@@ -132,6 +171,8 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 	ino_key(l.prefix, ino);
 	pthread_mutex_lock(&st->meta_lock);
 	int rc = check_inode(st, ino);
+	if (!rc)
+		rc = list_expiry(st, ino, &l);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
 	pthread_mutex_unlock(&st->meta_lock);
@@ -147,7 +188,10 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
 	size_t klen = name_key(key, ino, name);
 	pthread_mutex_lock(&st->meta_lock);
 	rc = check_inode(st, ino);
-	if (!rc && !(rc = step_begin(st))) {
+	if (!rc && is_expiry_xattr(name)) {
+		if (!(rc = step_begin(st)))
+			rc = step_end(st, expiry_xattr_remove(st, ino, name));
+	} else if (!rc && !(rc = step_begin(st))) {
 		rc = st->kv->ops->del(st->kv, KV_XATTRS, key, klen);
 		if (rc == -ENOENT)
 			rc = -ENODATA;

@@ -1,0 +1,422 @@
+/* expiry.c -- keys that expire, as in Redis.
+ *
+ * A key's expiry time lives in its inode record and, for the reaper, in an
+ * index ordered by time: (expires, ino).  Expiry is lazy first: every
+ * lookup, getattr, open and readdir treats a key whose time has come as
+ * gone.  The reaper then deletes such keys in bounded batches straight
+ * from the front of the index, never scanning all keys, and releases the
+ * engine between batches so a million keys expiring in the same second do
+ * not stall anybody for long.
+ *
+ * A directory may carry a default TTL: a key made below it expires that
+ * long after its creation, set in the same step that creates it.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NS 1000000000LL
+#define MAX_EXPIRES_S 253402300799LL /* 9999-12-31T23:59:59Z */
+#define REAP_BATCH 1000
+
+static size_t expiry_key(uint8_t key[16], int64_t when, uint64_t ino)
+{
+	uint64_t t = htobe64((uint64_t)when);
+	memcpy(key, &t, 8);
+	ino_key(key + 8, ino);
+	return 16;
+}
+
+int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_)
+{
+	uint8_t key[16];
+	int rc = 0;
+	if (old) {
+		rc = st->kv->ops->del(st->kv, KV_EXPIRY, key, expiry_key(key, old, ino));
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	if (!rc && new_)
+		rc = st->kv->ops->put(st->kv, KV_EXPIRY, key, expiry_key(key, new_, ino), "", 0);
+	return rc;
+}
+
+static int first_due(void *ctx, const void *key, size_t klen, const void *val,
+		     size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	int64_t *when = ctx;
+	uint64_t t;
+	if (klen == 16) {
+		memcpy(&t, key, 8);
+		*when = (int64_t)be64toh(t);
+	}
+	return 1;
+}
+
+bool expiry_any_due(struct nadb_store *st, int64_t now)
+{
+	int64_t when = 0;
+	st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, first_due, &when);
+	return when && when <= now;
+}
+
+int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
+{
+	for (int depth = 0; depth < 4096; depth++) {
+		struct inode in;
+		if (inode_get(st, dir, &in))
+			return 0;
+		int64_t ttl = in.r.ttl_default;
+		uint8_t level = in.r.level;
+		uint64_t parent = in.r.parent;
+		inode_release(&in);
+		if (ttl || level <= NADB_LEVEL_NAMESPACE || parent == dir)
+			return ttl;
+		dir = parent;
+	}
+	return 0;
+}
+
+struct link_list {
+	uint8_t prefix[INO_KEY_LEN];
+	uint64_t *parents;
+	char (*names)[NADB_NAME_MAX + 1];
+	size_t n, cap;
+};
+
+static int collect_link(void *ctx, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct link_list *l = ctx;
+	if (klen <= 2 * INO_KEY_LEN || klen > LINK_KEY_MAX ||
+	    memcmp(key, l->prefix, INO_KEY_LEN))
+		return 1;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 4;
+		void *p = realloc(l->parents, cap * sizeof(*l->parents));
+		if (!p)
+			return -ENOMEM;
+		l->parents = p;
+		void *n = realloc(l->names, cap * sizeof(*l->names));
+		if (!n)
+			return -ENOMEM;
+		l->names = n;
+		l->cap = cap;
+	}
+	uint64_t parent;
+	memcpy(&parent, (const uint8_t *)key + INO_KEY_LEN, 8);
+	l->parents[l->n] = be64toh(parent);
+	size_t len = klen - 2 * INO_KEY_LEN;
+	memcpy(l->names[l->n], (const uint8_t *)key + 2 * INO_KEY_LEN, len);
+	l->names[l->n++][len] = 0;
+	return 0;
+}
+
+int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx)
+{
+	struct link_list l = {0};
+	ino_key(l.prefix, ino);
+	int rc = st->kv->ops->scan(st->kv, KV_LINKS, l.prefix, INO_KEY_LEN, collect_link, &l);
+	int64_t now = now_ns();
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		rc = tree_remove_entry(st, l.parents[i], l.names[i], now);
+		if (!rc && fn)
+			fn(ctx, l.parents[i], l.names[i], ino);
+	}
+	if (!rc && l.n == 0) {
+		/* Unlinked but still open: it is unreachable already; its last
+		 * close deletes it.  Only the index row has to go. */
+		struct inode in;
+		rc = inode_get(st, ino, &in);
+		if (!rc) {
+			rc = expiry_index(st, ino, in.r.expires, 0);
+			in.r.expires = 0;
+			if (!rc)
+				rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+			inode_release(&in);
+		}
+	}
+	free(l.parents);
+	free(l.names);
+	return rc;
+}
+
+struct due_list {
+	int64_t now;
+	unsigned max, n;
+	int64_t when[REAP_BATCH];
+	uint64_t ino[REAP_BATCH];
+};
+
+static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
+		       size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct due_list *d = ctx;
+	if (klen != 16 || d->n >= d->max)
+		return 1;
+	uint64_t t, ino;
+	memcpy(&t, key, 8);
+	memcpy(&ino, (const uint8_t *)key + 8, 8);
+	if ((int64_t)be64toh(t) > d->now)
+		return 1;
+	d->when[d->n] = (int64_t)be64toh(t);
+	d->ino[d->n++] = be64toh(ino);
+	return 0;
+}
+
+int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn fn,
+	      void *ctx, unsigned *reaped)
+{
+	struct due_list *d = malloc(sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->now = now;
+	d->max = max < REAP_BATCH ? max : REAP_BATCH;
+	d->n = 0;
+	*reaped = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, collect_due, d);
+	if (!rc && d->n && !(rc = step_begin(st))) {
+		for (unsigned i = 0; !rc && i < d->n; i++) {
+			struct inode in;
+			rc = inode_get(st, d->ino[i], &in);
+			bool current = !rc && in.r.expires == d->when[i];
+			if (!rc)
+				inode_release(&in);
+			if (rc == -ENOENT || (!rc && !current))
+				rc = expiry_index(st, d->ino[i], d->when[i], 0); /* stale row */
+			else if (!rc) {
+				rc = expiry_remove(st, d->ino[i], fn, ctx);
+				(*reaped)++;
+			}
+		}
+		rc = step_end(st, rc);
+		if (rc)
+			*reaped = 0;
+	}
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	atomic_fetch_add(&st->reaped, *reaped);
+	free(d);
+	if (rc)
+		nadb_log("reaper: %s", strerror(-rc));
+	return rc;
+}
+
+static void *reaper_main(void *arg)
+{
+	struct nadb_store *st = arg;
+	pthread_mutex_lock(&st->flush_lock);
+	while (!st->reaper_stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		uint64_t ns = (uint64_t)until.tv_nsec +
+			      (uint64_t)st->opt.reap_interval_ms * 1000000ULL;
+		until.tv_sec += (time_t)(ns / NS);
+		until.tv_nsec = (long)(ns % NS);
+		pthread_cond_timedwait(&st->reap_cond, &st->flush_lock, &until);
+		if (st->reaper_stop)
+			break;
+		nadb_reaped_fn fn = st->reaped_fn;
+		void *ctx = st->reaped_ctx;
+		pthread_mutex_unlock(&st->flush_lock);
+		unsigned n;
+		do {
+			if (nadb_reap(st, now_ns(), REAP_BATCH, fn, ctx, &n))
+				break;
+		} while (n == REAP_BATCH);
+		pthread_mutex_lock(&st->flush_lock);
+	}
+	pthread_mutex_unlock(&st->flush_lock);
+	return NULL;
+}
+
+int nadb_store_start_reaper(struct nadb_store *st, nadb_reaped_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&st->flush_lock);
+	int rc = 0;
+	st->reaped_fn = fn;
+	st->reaped_ctx = ctx;
+	if (!st->reaper_running) {
+		st->reaper_stop = false;
+		rc = -pthread_create(&st->reaper, NULL, reaper_main, st);
+		st->reaper_running = rc == 0;
+	}
+	pthread_mutex_unlock(&st->flush_lock);
+	return rc;
+}
+
+void nadb_store_stop_reaper(struct nadb_store *st)
+{
+	pthread_mutex_lock(&st->flush_lock);
+	bool running = st->reaper_running;
+	st->reaper_stop = true;
+	st->reaper_running = false;
+	pthread_cond_signal(&st->reap_cond);
+	pthread_mutex_unlock(&st->flush_lock);
+	if (running)
+		pthread_join(st->reaper, NULL);
+}
+
+/* ---- the xattrs user.ttl and user.expires -------------------------------- */
+
+/* A whole decimal number, nothing before or after it. */
+static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nanos)
+{
+	size_t i = 0;
+	int64_t s = 0, frac = 0;
+	if (size == 0)
+		return -EINVAL;
+	for (; i < size && v[i] >= '0' && v[i] <= '9'; i++) {
+		if (s > MAX_EXPIRES_S)
+			return -EINVAL;
+		s = s * 10 + (v[i] - '0');
+	}
+	if (i == 0 || s > MAX_EXPIRES_S)
+		return -EINVAL;
+	if (i < size) {
+		if (!nanos || v[i] != '.' || i + 1 == size || size - i - 1 > 9)
+			return -EINVAL;
+		size_t digits = 0;
+		for (i++; i < size; i++, digits++) {
+			if (v[i] < '0' || v[i] > '9')
+				return -EINVAL;
+			frac = frac * 10 + (v[i] - '0');
+		}
+		for (; digits < 9; digits++)
+			frac *= 10;
+	}
+	*secs = s;
+	if (nanos)
+		*nanos = frac;
+	return 0;
+}
+
+/* Give key INO expiry time WHEN (0: none), or delete it if that is past. */
+static int set_expiry(struct nadb_store *st, uint64_t ino, struct inode *in,
+		      int64_t when)
+{
+	if (when && when <= now_ns())
+		return expiry_remove(st, ino, NULL, NULL);
+	int rc = expiry_index(st, ino, in->r.expires, when);
+	if (!rc) {
+		in->r.expires = when;
+		in->r.ctime = now_ns();
+		rc = inode_put(st, ino, &in->r, in->payload, in->payload_len);
+	}
+	return rc;
+}
+
+static int set_default_ttl(struct nadb_store *st, uint64_t ino, struct inode *in,
+			   int64_t ttl)
+{
+	if (in->r.level < NADB_LEVEL_NAMESPACE) {
+		nadb_log("user.ttl: a default TTL belongs on a namespace or a directory in one");
+		return -EPERM;
+	}
+	in->r.ttl_default = ttl;
+	in->r.ctime = now_ns();
+	return inode_put(st, ino, &in->r, in->payload, in->payload_len);
+}
+
+int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
+		     const char *value, size_t size)
+{
+	bool is_ttl = !strcmp(name, "user.ttl");
+	int64_t secs, nanos = 0;
+	int rc = parse_seconds(value, size, &secs, is_ttl ? NULL : &nanos);
+	if (rc) {
+		nadb_log("%s: '%.*s' is not a %s", name, (int)(size < 64 ? size : 64), value,
+			 is_ttl ? "whole number of seconds" : "Unix time (S or S.NNNNNNNNN)");
+		return rc;
+	}
+	int64_t now = now_ns();
+	if (is_ttl && secs > MAX_EXPIRES_S - now / NS) {
+		nadb_log("user.ttl: %lld seconds is past the year 9999", (long long)secs);
+		return -EINVAL;
+	}
+	struct inode in;
+	if ((rc = inode_get(st, ino, &in)))
+		return rc;
+	if (inode_expired(&in.r, now))
+		rc = -ENOENT;
+	else if (S_ISDIR(in.r.mode))
+		rc = !is_ttl ? -EPERM : secs == 0 ? -EINVAL : set_default_ttl(st, ino, &in, secs * NS);
+	else if (is_ttl)
+		rc = secs == 0 ? expiry_remove(st, ino, NULL, NULL)
+			       : set_expiry(st, ino, &in, now + secs * NS);
+	else
+		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, NULL, NULL)
+					     : set_expiry(st, ino, &in, secs * NS + nanos);
+	inode_release(&in);
+	return rc;
+}
+
+static ssize_t reply(const char *text, char *buf, size_t size)
+{
+	size_t n = strlen(text);
+	if (size && n > size)
+		return -ERANGE;
+	if (size)
+		memcpy(buf, text, n);
+	return (ssize_t)n;
+}
+
+ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
+			 char *buf, size_t size)
+{
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (rc)
+		return rc;
+	int64_t now = now_ns();
+	int64_t when = in.r.expires, ttl = in.r.ttl_default;
+	bool dir = S_ISDIR(in.r.mode);
+	inode_release(&in);
+	char text[40];
+	if (!strcmp(name, "user.ttl")) {
+		if (dir && ttl)
+			snprintf(text, sizeof(text), "%lld", (long long)((ttl + NS - 1) / NS));
+		else if (!dir && when > now)
+			snprintf(text, sizeof(text), "%lld",
+				 (long long)((when - now + NS - 1) / NS));
+		else
+			return -ENODATA;
+	} else {
+		if (dir || !when)
+			return -ENODATA;
+		if (when % NS)
+			snprintf(text, sizeof(text), "%lld.%09lld", (long long)(when / NS),
+				 (long long)(when % NS));
+		else
+			snprintf(text, sizeof(text), "%lld", (long long)(when / NS));
+	}
+	return reply(text, buf, size);
+}
+
+int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name)
+{
+	struct inode in;
+	int rc = inode_get(st, ino, &in);
+	if (rc)
+		return rc;
+	if (S_ISDIR(in.r.mode))
+		rc = in.r.ttl_default && !strcmp(name, "user.ttl")
+			     ? set_default_ttl(st, ino, &in, 0) : -ENODATA;
+	else
+		rc = in.r.expires ? set_expiry(st, ino, &in, 0) : -ENODATA;
+	inode_release(&in);
+	return rc;
+}
