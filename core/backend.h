@@ -28,6 +28,9 @@ enum kv_table {
 	KV_SEGMENTS, /* seg(be32) -> live bytes in that pack segment */
 	KV_LINKS,    /* ino(be64) parent(be64) name -> "": an inode's names */
 	KV_EXPIRY,   /* expires(be64 ns) ino(be64) -> "": keys by expiry time */
+	KV_TAGS_OF,  /* ino(be64) tag -> "": a key's tags */
+	KV_TAG_KEYS, /* tag -> u64: how many keys carry it (tags in use) */
+	KV_TAG_TREE, /* tag NUL parent(be64) name -> struct tag_edge: /tags/TAG */
 	KV_NTABLES
 };
 

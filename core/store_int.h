@@ -132,6 +132,24 @@ int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
 int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);
 
+/* Tags (tags.c).  Called inside steps, under meta_lock. */
+int tags_link_changed(struct nadb_store *st, uint64_t ino, uint64_t parent,
+		      const char *name, int delta);
+int tags_drop_all(struct nadb_store *st, uint64_t ino);
+struct tag_mirror;
+int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
+		    struct tag_mirror **out);
+int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *name,
+		    uint64_t dir, struct tag_mirror *m);
+void tags_mirror_free(struct tag_mirror *m);
+int tags_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
+		   const char *value, size_t size);
+ssize_t tags_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
+		       char *buf, size_t size);
+int tags_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
+/* NUL-separated user.tags and user.tag.* names, list protocol. */
+ssize_t tags_xattr_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
+
 /* Open files (file.c).  file_is_open is called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);
 /* setattr changed INO's times: an open file must not undo that on commit. */

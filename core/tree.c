@@ -74,15 +74,24 @@ static size_t link_key(uint8_t key[LINK_KEY_MAX], uint64_t ino, uint64_t parent,
 	return INO_KEY_LEN + name_key(key + INO_KEY_LEN, parent, name);
 }
 
-static int set_link(struct nadb_store *st, uint64_t ino, uint64_t parent,
-		    const char *name, bool present)
+static int set_link(struct nadb_store *st, uint64_t ino, uint32_t mode,
+		    uint64_t parent, const char *name, bool present)
 {
 	uint8_t key[LINK_KEY_MAX];
 	size_t klen = link_key(key, ino, parent, name);
-	if (present)
-		return st->kv->ops->put(st->kv, KV_LINKS, key, klen, "", 0);
-	int rc = st->kv->ops->del(st->kv, KV_LINKS, key, klen);
-	return rc == -ENOENT ? 0 : rc;
+	int rc;
+	if (present) {
+		rc = st->kv->ops->put(st->kv, KV_LINKS, key, klen, "", 0);
+	} else {
+		rc = st->kv->ops->del(st->kv, KV_LINKS, key, klen);
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	/* A tagged key's names are mirrored under /tags (directories move
+	 * their mirrors in rename). */
+	if (!rc && !S_ISDIR(mode))
+		rc = tags_link_changed(st, ino, parent, name, present ? 1 : -1);
+	return rc;
 }
 
 /* Point (parent, name) at INO, replacing whatever it named. */
@@ -92,7 +101,7 @@ static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 	struct dirent_val old;
 	int rc = find_entry(st, parent, name, &old);
 	if (!rc && old.ino != ino)
-		rc = set_link(st, old.ino, parent, name, false);
+		rc = set_link(st, old.ino, old.mode, parent, name, false);
 	else if (rc == -ENOENT)
 		rc = 0;
 	if (rc)
@@ -101,7 +110,7 @@ static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 	struct dirent_val v = {.ino = ino, .mode = mode & S_IFMT};
 	rc = st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &v,
 			      sizeof(v));
-	return rc ? rc : set_link(st, ino, parent, name, true);
+	return rc ? rc : set_link(st, ino, mode, parent, name, true);
 }
 
 static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
@@ -112,7 +121,7 @@ static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
 		return rc;
 	uint8_t key[NAME_KEY_MAX];
 	rc = st->kv->ops->del(st->kv, KV_DIRENTS, key, name_key(key, parent, name));
-	return rc ? rc : set_link(st, old.ino, parent, name, false);
+	return rc ? rc : set_link(st, old.ino, old.mode, parent, name, false);
 }
 
 static int alloc_ino(struct nadb_store *st, uint64_t *ino)
@@ -411,7 +420,9 @@ static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
 	if (rc)
 		return rc;
 	if (S_ISDIR(in.r.mode) || in.r.nlink <= 1) {
-		if (!S_ISDIR(in.r.mode) && file_is_open(st, ino)) {
+		rc = tags_drop_all(st, ino);
+		if (rc) {
+		} else if (!S_ISDIR(in.r.mode) && file_is_open(st, ino)) {
 			uint8_t key[INO_KEY_LEN];
 			in.r.nlink = 0;
 			in.r.ctime = now;
@@ -633,16 +644,26 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 		return rc;
 	if (b->expired)
 		rc = tree_remove_entry(st, b->parent, b->name, now);
+	struct tag_mirror *ma = NULL, *mb = NULL;
+	bool exchange = flags & NADB_RENAME_EXCHANGE;
+	/* A directory's mirrors under /tags leave with it... */
+	if (!rc && a_dir)
+		rc = tags_detach_dir(st, a->parent, a->name, &ma);
+	if (!rc && exchange && b_dir)
+		rc = tags_detach_dir(st, b->parent, b->name, &mb);
 	if (rc) {
-	} else if (flags & NADB_RENAME_EXCHANGE) {
+	} else if (exchange) {
 		rc = place(st, b, a->e.ino, &a->node, now);
 		if (!rc)
 			rc = place(st, a, b->e.ino, &b->node, now);
 		a_links = (b_dir ? 1 : 0) - (a_dir ? 1 : 0);
 		b_links = -a_links;
 	} else {
-		if (b->exists)
-			rc = b_dir ? inode_delete(st, b->e.ino) : drop_link(st, b->e.ino, now);
+		if (b->exists) {
+			rc = del_entry(st, b->parent, b->name);
+			if (!rc)
+				rc = b_dir ? inode_delete(st, b->e.ino) : drop_link(st, b->e.ino, now);
+		}
 		if (!rc)
 			rc = del_entry(st, a->parent, a->name);
 		if (!rc)
@@ -650,6 +671,13 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 		a_links = a_dir ? -1 : 0;
 		b_links = (a_dir ? 1 : 0) - (b_dir ? 1 : 0);
 	}
+	/* ...and arrive with it at its new place. */
+	if (!rc && ma)
+		rc = tags_attach_dir(st, b->parent, b->name, a->e.ino, ma);
+	if (!rc && mb)
+		rc = tags_attach_dir(st, a->parent, a->name, b->e.ino, mb);
+	tags_mirror_free(ma);
+	tags_mirror_free(mb);
 	if (same_dir) {
 		if (!rc)
 			rc = dir_changed(st, a->parent, &a->dir, a_links + b_links, now);

@@ -27,6 +27,11 @@ static bool is_expiry_xattr(const char *name)
 	return !strcmp(name, "user.ttl") || !strcmp(name, "user.expires");
 }
 
+static bool is_tag_xattr(const char *name)
+{
+	return !strcmp(name, "user.tags") || !strncmp(name, "user.tag.", 9);
+}
+
 /* The inode must exist: -ENOENT otherwise.  Under meta_lock. */
 static int check_inode(struct nadb_store *st, uint64_t ino)
 {
@@ -61,9 +66,12 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
-	if (!rc && is_expiry_xattr(name)) {
+	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
 		if (!(rc = step_begin(st)))
-			rc = step_end(st, expiry_xattr_set(st, ino, name, value, size));
+			rc = step_end(st, is_tag_xattr(name)
+						  ? tags_xattr_set(st, ino, name, value, size)
+						  : expiry_xattr_set(st, ino, name, value, size));
+		store_note_step(st);
 		pthread_mutex_unlock(&st->meta_lock);
 		return rc;
 	}
@@ -99,6 +107,8 @@ ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	ssize_t ret = check_inode(st, ino);
 	if (!ret && is_expiry_xattr(name))
 		ret = expiry_xattr_get(st, ino, name, buf, size);
+	else if (!ret && is_tag_xattr(name))
+		ret = tags_xattr_get(st, ino, name, buf, size);
 	else if (!ret) {
 		ret = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
 		if (ret == -ENOENT)
@@ -173,6 +183,14 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 	int rc = check_inode(st, ino);
 	if (!rc)
 		rc = list_expiry(st, ino, &l);
+	if (!rc) {
+		ssize_t n = tags_xattr_list(st, ino, l.size ? l.buf + l.used : NULL,
+					    l.size ? l.size - l.used : 0);
+		if (n < 0)
+			rc = (int)n;
+		else
+			l.used += (size_t)n;
+	}
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
 	pthread_mutex_unlock(&st->meta_lock);
@@ -188,9 +206,10 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
 	size_t klen = name_key(key, ino, name);
 	pthread_mutex_lock(&st->meta_lock);
 	rc = check_inode(st, ino);
-	if (!rc && is_expiry_xattr(name)) {
+	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
 		if (!(rc = step_begin(st)))
-			rc = step_end(st, expiry_xattr_remove(st, ino, name));
+			rc = step_end(st, is_tag_xattr(name) ? tags_xattr_remove(st, ino, name)
+							     : expiry_xattr_remove(st, ino, name));
 	} else if (!rc && !(rc = step_begin(st))) {
 		rc = st->kv->ops->del(st->kv, KV_XATTRS, key, klen);
 		if (rc == -ENOENT)

@@ -1,0 +1,179 @@
+/* test_tags.c -- tags on keys and the /tags mirrors: single and AND
+ * queries, the mirror following renames, unlink and expiry, bad names. */
+#include "fsck.h"
+#include "store.h"
+#include "tags.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int failures;
+#define CHECK(cond)                                                           \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
+				__LINE__, #cond);                             \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static const struct nadb_caller root = {0, 0, NULL, 0};
+
+static uint64_t make(struct nadb_store *st, uint64_t parent, const char *name,
+		     uint32_t mode)
+{
+	struct nadb_attr a;
+	int rc = nadb_mknod(st, parent, name, mode, 0, &root, &a);
+	CHECK(rc == 0);
+	return rc ? 0 : a.ino;
+}
+
+static int setx(struct nadb_store *st, uint64_t ino, const char *name, const char *v)
+{
+	return nadb_setxattr(st, ino, name, v, strlen(v), 0);
+}
+
+struct names {
+	char text[1024];
+};
+
+static int add_name(void *ctx, const char *name, const struct nadb_attr *a)
+{
+	struct names *n = ctx;
+	(void)a;
+	strcat(n->text, name);
+	strcat(n->text, " ");
+	return 0;
+}
+
+/* The names in the mirror of DIR for QUERY, space-separated. */
+static const char *mirror(struct nadb_store *st, const char *query, uint64_t dir)
+{
+	static struct names n;
+	n.text[0] = 0;
+	struct nadb_tag_query q;
+	if (nadb_tag_query_parse(st, query, &q))
+		return "(no such tag)";
+	CHECK(nadb_tag_readdir(st, &q, dir, NULL, add_name, &n) == 0);
+	return n.text;
+}
+
+static int add_tag(void *ctx, const char *tag, uint64_t keys)
+{
+	struct names *n = ctx;
+	char line[300];
+	snprintf(line, sizeof(line), "%s=%llu ", tag, (unsigned long long)keys);
+	strcat(n->text, line);
+	return 0;
+}
+
+static void check_clean(struct nadb_store *st)
+{
+	struct nadb_fsck_result res;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems == 0);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/nadb-unit-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char store[300];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, NULL, &st) == 0);
+	uint64_t app = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
+	uint64_t media = make(st, app, "media", S_IFDIR | 0755);
+	uint64_t y2024 = make(st, media, "2024", S_IFDIR | 0755);
+	uint64_t cat = make(st, y2024, "cat.jpg", S_IFREG | 0644);
+	uint64_t dog = make(st, y2024, "dog.jpg", S_IFREG | 0644);
+	uint64_t note = make(st, media, "note", S_IFREG | 0644);
+	char buf[256];
+
+	/* Bad names change nothing, a whole list included. */
+	CHECK(setx(st, cat, "user.tags", "photo,.hidden") == -EINVAL);
+	CHECK(setx(st, cat, "user.tags", "a/b") == -EINVAL);
+	CHECK(setx(st, cat, "user.tags", "a,,b") == -EINVAL);
+	CHECK(setx(st, cat, "user.tags", "a+b") == -EINVAL);
+	CHECK(setx(st, cat, "user.tag.x\x01", "") == -EINVAL);
+	CHECK(nadb_getxattr(st, cat, "user.tags", buf, sizeof(buf)) == -ENODATA);
+	CHECK(setx(st, media, "user.tags", "photo") == -EPERM);
+
+	/* user.tags reads back sorted and without duplicates. */
+	CHECK(setx(st, cat, "user.tags", "pets,photo,pets") == 0);
+	ssize_t n = nadb_getxattr(st, cat, "user.tags", buf, sizeof(buf));
+	CHECK(n == 10 && !memcmp(buf, "pets,photo", 10));
+	CHECK(setx(st, dog, "user.tag.photo", "") == 0);
+	CHECK(setx(st, note, "user.tag.text", "") == 0);
+	CHECK(nadb_getxattr(st, dog, "user.tag.photo", buf, sizeof(buf)) == 0);
+	CHECK(nadb_getxattr(st, dog, "user.tag.pets", buf, sizeof(buf)) == -ENODATA);
+
+	struct names tags = {{0}};
+	CHECK(nadb_tags_list(st, NULL, add_tag, &tags) == 0);
+	CHECK(!strcmp(tags.text, "pets=1 photo=2 text=1 "));
+
+	/* The mirror holds the tagged keys and the directories on their way. */
+	CHECK(!strcmp(mirror(st, "photo", NADB_ROOT_INO), "app "));
+	CHECK(!strcmp(mirror(st, "photo", app), "media "));
+	CHECK(!strcmp(mirror(st, "photo", media), "2024 "));
+	CHECK(!strcmp(mirror(st, "photo", y2024), "cat.jpg dog.jpg "));
+	CHECK(!strcmp(mirror(st, "photo+pets", y2024), "cat.jpg "));
+	CHECK(!strcmp(mirror(st, "pets+photo", media), "2024 "));
+	CHECK(!strcmp(mirror(st, "text+photo", media), ""));
+	CHECK(!strcmp(mirror(st, "nosuch", media), "(no such tag)"));
+	struct nadb_attr a;
+	struct nadb_tag_query q;
+	CHECK(nadb_tag_query_parse(st, "photo", &q) == 0);
+	CHECK(nadb_tag_lookup(st, &q, y2024, "cat.jpg", &a) == 0 && a.ino == cat);
+	CHECK(nadb_tag_lookup(st, &q, media, "note", &a) == -ENOENT);
+	check_clean(st);
+
+	/* Renaming a directory moves its mirror; renaming a key moves it. */
+	uint64_t archive = make(st, app, "archive", S_IFDIR | 0755);
+	CHECK(nadb_rename(st, media, "2024", archive, "old", 0) == 0);
+	CHECK(!strcmp(mirror(st, "photo", app), "archive "));
+	CHECK(!strcmp(mirror(st, "photo", archive), "old "));
+	CHECK(nadb_rename(st, y2024, "dog.jpg", y2024, "puppy.jpg", 0) == 0);
+	CHECK(!strcmp(mirror(st, "photo", y2024), "cat.jpg puppy.jpg "));
+	check_clean(st);
+
+	/* Overwrite by rename drops the victim's tags; hard links show twice. */
+	uint64_t tmp = make(st, y2024, "tmp", S_IFREG | 0644);
+	(void)tmp;
+	CHECK(nadb_rename(st, y2024, "tmp", y2024, "cat.jpg", 0) == 0);
+	CHECK(!strcmp(mirror(st, "photo", y2024), "puppy.jpg "));
+	tags.text[0] = 0;
+	CHECK(nadb_tags_list(st, NULL, add_tag, &tags) == 0);
+	CHECK(!strcmp(tags.text, "photo=1 text=1 "));
+	CHECK(nadb_link(st, dog, media, "dog-link", &a) == 0);
+	CHECK(!strcmp(mirror(st, "photo", media), "dog-link "));
+	check_clean(st);
+
+	/* rm under /tags removes the tag; unlink of the last name drops it. */
+	CHECK(nadb_tag_query_parse(st, "text", &q) == 0);
+	CHECK(nadb_tag_query_untag(st, &q, note) == 0);
+	CHECK(!strcmp(mirror(st, "text", NADB_ROOT_INO), "(no such tag)"));
+	CHECK(nadb_unlink(st, media, "dog-link") == 0);
+	CHECK(nadb_unlink(st, y2024, "puppy.jpg") == 0);
+	tags.text[0] = 0;
+	CHECK(nadb_tags_list(st, NULL, add_tag, &tags) == 0);
+	CHECK(!strcmp(tags.text, ""));
+	check_clean(st);
+
+	/* Tags survive close and open. */
+	uint64_t k = make(st, y2024, "k", S_IFREG | 0644);
+	CHECK(setx(st, k, "user.tags", "keep") == 0);
+	CHECK(nadb_store_close(st) == 0);
+	CHECK(nadb_store_open(store, NULL, &st) == 0);
+	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
+	check_clean(st);
+	CHECK(nadb_store_close(st) == 0);
+
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	return failures ? 1 : 0;
+}
