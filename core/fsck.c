@@ -364,6 +364,10 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		rc = check_links(&f, repair);
 	if (!rc)
 		rc = check_chunks(&f, repair);
+	uint64_t tag_problems = 0;
+	if (!rc)
+		rc = tags_check(st, report, ctx, &tag_problems);
+	res->problems += tag_problems;
 	pthread_mutex_unlock(&st->meta_lock);
 	free(f.inodes.e);
 	free(f.chunks.e);

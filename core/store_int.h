@@ -147,6 +147,10 @@ int tags_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 ssize_t tags_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 		       char *buf, size_t size);
 int tags_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
+/* fsck: rebuild the tag indexes from the keys' tags and compare. */
+typedef void (*tags_problem_fn)(void *ctx, const char *line);
+int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
+	       uint64_t *problems);
 /* NUL-separated user.tags and user.tag.* names, list protocol. */
 ssize_t tags_xattr_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
 

@@ -807,3 +807,233 @@ int nadb_tag_query_untag(struct nadb_store *st, const struct nadb_tag_query *q,
 	pthread_mutex_unlock(&st->meta_lock);
 	return rc;
 }
+
+/* ---- fsck: the indexes against the keys' own tags ------------------------ */
+
+struct want_edge {
+	uint8_t key[EDGE_KEY_MAX];
+	uint16_t len;
+	uint64_t ino, count;
+};
+
+struct want {
+	struct nadb_store *st;
+	struct want_edge *e;
+	size_t n, cap;
+	/* Tag counts as tags_of says, in tag order (tags_of rows are read by
+	 * inode, so these are gathered in a second table pass). */
+	uint64_t problems;
+	tags_problem_fn problem;
+	void *ctx;
+};
+
+static int want_edge(struct want *w, uint32_t id, uint64_t parent, const char *name,
+		     uint64_t ino)
+{
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? 2 * w->cap : 256;
+		void *e = realloc(w->e, cap * sizeof(*w->e));
+		if (!e)
+			return -ENOMEM;
+		w->e = e;
+		w->cap = cap;
+	}
+	struct want_edge *e = &w->e[w->n++];
+	e->len = (uint16_t)edge_key(e->key, id, parent, name);
+	e->ino = ino;
+	e->count = 1;
+	return 0;
+}
+
+/* Each tagged name of INO, and each directory above it, once. */
+static int want_names(struct want *w, uint64_t ino, uint32_t id)
+{
+	struct nadb_store *st = w->st;
+	struct dir_link l = {0}, up;
+	ino_key(l.prefix, ino);
+	uint8_t start[LINK_KEY_MAX];
+	size_t slen = INO_KEY_LEN;
+	memcpy(start, l.prefix, INO_KEY_LEN);
+	for (;;) {
+		l.found = false;
+		int rc = st->kv->ops->scan(st->kv, KV_LINKS, start, slen, first_link, &l);
+		if (rc || !l.found)
+			return rc;
+		uint64_t parent = l.parent, child = ino;
+		const char *name = l.name;
+		char name_buf[NADB_NAME_MAX + 1];
+		for (int depth = 0; depth < 4096; depth++) {
+			if ((rc = want_edge(w, id, parent, name, child)))
+				return rc;
+			if (parent == NADB_ROOT_INO)
+				break;
+			if ((rc = find_dir_link(st, parent, &up)))
+				return rc;
+			child = parent;
+			parent = up.parent;
+			memcpy(name_buf, up.name, sizeof(name_buf));
+			name = name_buf;
+		}
+		uint64_t be = htobe64(l.parent);
+		memcpy(start + INO_KEY_LEN, &be, 8);
+		size_t n = strlen(l.name);
+		memcpy(start + 2 * INO_KEY_LEN, l.name, n);
+		start[2 * INO_KEY_LEN + n] = 0;
+		slen = 2 * INO_KEY_LEN + n + 1;
+	}
+}
+
+struct tagged {
+	uint64_t *ino;
+	char (*tag)[NADB_NAME_MAX + 1];
+	size_t n, cap;
+};
+
+static int collect_tagged(void *ctx, const void *key, size_t klen, const void *val,
+			  size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct tagged *t = ctx;
+	if (klen <= INO_KEY_LEN || klen > INO_KEY_LEN + NADB_NAME_MAX)
+		return -EIO;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 256;
+		void *i = realloc(t->ino, cap * sizeof(*t->ino));
+		if (!i)
+			return -ENOMEM;
+		t->ino = i;
+		void *g = realloc(t->tag, cap * sizeof(*t->tag));
+		if (!g)
+			return -ENOMEM;
+		t->tag = g;
+		t->cap = cap;
+	}
+	uint64_t be;
+	memcpy(&be, key, 8);
+	t->ino[t->n] = be64toh(be);
+	memcpy(t->tag[t->n], (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
+	t->tag[t->n++][klen - INO_KEY_LEN] = 0;
+	return 0;
+}
+
+static int cmp_edge(const void *a, const void *b)
+{
+	const struct want_edge *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->key, y->key, n);
+	return c ? c : (int)x->len - (int)y->len;
+}
+
+struct compare {
+	struct want *w;
+	size_t at; /* next expected edge */
+};
+
+static void report(struct want *w, const char *what)
+{
+	w->problems++;
+	if (w->problem)
+		w->problem(w->ctx, what);
+}
+
+static int compare_edge(void *ctx, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	struct compare *c = ctx;
+	struct want *w = c->w;
+	struct tag_edge e;
+	if (vlen != sizeof(e) || klen > EDGE_KEY_MAX) {
+		report(w, "tag index: malformed row");
+		return 0;
+	}
+	memcpy(&e, val, sizeof(e));
+	struct want_edge have = {.len = (uint16_t)klen};
+	memcpy(have.key, key, klen);
+	while (c->at < w->n && cmp_edge(&w->e[c->at], &have) < 0) {
+		report(w, "tag index: a tagged key is missing from its /tags mirror");
+		c->at++;
+	}
+	if (c->at < w->n && cmp_edge(&w->e[c->at], &have) == 0) {
+		if (w->e[c->at].count != e.count || w->e[c->at].ino != e.ino)
+			report(w, "tag index: a /tags mirror entry has a wrong count");
+		c->at++;
+	} else {
+		report(w, "tag index: a /tags mirror entry names no tagged key");
+	}
+	return 0;
+}
+
+struct count_check {
+	struct tagged *t; /* sorted by tag */
+	struct want *w;
+};
+
+static int cmp_tag(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static int check_count(void *ctx, const void *key, size_t klen, const void *val,
+		       size_t vlen)
+{
+	struct count_check *c = ctx;
+	struct tag_row row;
+	char tag[NADB_NAME_MAX + 1];
+	if (vlen != sizeof(row) || klen > NADB_NAME_MAX)
+		return -EIO;
+	memcpy(&row, val, sizeof(row));
+	memcpy(tag, key, klen);
+	tag[klen] = 0;
+	uint64_t n = 0;
+	for (size_t i = 0; i < c->t->n; i++)
+		n += !strcmp(c->t->tag[i], tag);
+	if (n != row.count)
+		report(c->w, "tag index: a tag's key count is wrong");
+	return 0;
+}
+
+int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
+	       uint64_t *problems)
+{
+	struct tagged t = {0};
+	struct want w = {.st = st, .problem = problem, .ctx = ctx};
+	int rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &t);
+	for (size_t i = 0; !rc && i < t.n; i++) {
+		struct tag_row row;
+		rc = tag_get(st, t.tag[i], &row);
+		if (rc == -ENOENT) {
+			report(&w, "tag index: a key's tag is not among the tags in use");
+			rc = 0;
+			continue;
+		}
+		if (!rc)
+			rc = want_names(&w, t.ino[i], row.id);
+	}
+	if (!rc && w.n) {
+		qsort(w.e, w.n, sizeof(*w.e), cmp_edge);
+		size_t out = 0;
+		for (size_t i = 0; i < w.n; i++) {
+			if (out && !cmp_edge(&w.e[out - 1], &w.e[i]))
+				w.e[out - 1].count++;
+			else
+				w.e[out++] = w.e[i];
+		}
+		w.n = out;
+	}
+	struct compare c = {.w = &w};
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_TAG_TREE, NULL, 0, compare_edge, &c);
+	for (; !rc && c.at < w.n; c.at++)
+		report(&w, "tag index: a tagged key is missing from its /tags mirror");
+	if (!rc && t.n)
+		qsort(t.tag, t.n, sizeof(*t.tag), cmp_tag);
+	struct count_check cc = {.t = &t, .w = &w};
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, check_count, &cc);
+	free(t.ino);
+	free(t.tag);
+	free(w.e);
+	*problems = w.problems;
+	return rc;
+}

@@ -2,6 +2,7 @@
  * queries, the mirror following renames, unlink and expiry, bad names. */
 #include "fsck.h"
 #include "store.h"
+#include "store_int.h" /* to break the index on purpose */
 #include "tags.h"
 
 #include <errno.h>
@@ -70,6 +71,22 @@ static int add_tag(void *ctx, const char *tag, uint64_t keys)
 	return 0;
 }
 
+struct first_row {
+	uint8_t key[600];
+	size_t len;
+};
+
+static int take_first(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct first_row *f = ctx;
+	memcpy(f->key, key, klen);
+	f->len = klen;
+	return 1;
+}
+
 static void check_clean(struct nadb_store *st)
 {
 	struct nadb_fsck_result res;
@@ -92,6 +109,7 @@ int main(void)
 	uint64_t dog = make(st, y2024, "dog.jpg", S_IFREG | 0644);
 	uint64_t note = make(st, media, "note", S_IFREG | 0644);
 	char buf[256];
+	struct first_row first = {{0}, 0};
 
 	/* Bad names change nothing, a whole list included. */
 	CHECK(setx(st, cat, "user.tags", "photo,.hidden") == -EINVAL);
@@ -170,6 +188,16 @@ int main(void)
 	CHECK(nadb_store_open(store, NULL, &st) == 0);
 	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
 	check_clean(st);
+
+	/* fsck notices a mirror entry gone missing. */
+	CHECK(st->kv->ops->scan(st->kv, KV_TAG_TREE, NULL, 0, take_first, &first) == 0);
+	CHECK(first.len > 0);
+	CHECK(st->kv->ops->step_begin(st->kv) == 0);
+	CHECK(st->kv->ops->del(st->kv, KV_TAG_TREE, first.key, first.len) == 0);
+	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
+	struct nadb_fsck_result res;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems > 0);
 	CHECK(nadb_store_close(st) == 0);
 
 	char cmd[400];
