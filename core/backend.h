@@ -30,7 +30,8 @@ enum kv_table {
 	KV_EXPIRY,   /* expires(be64 ns) ino(be64) -> "": keys by expiry time */
 	KV_TAGS_OF,  /* ino(be64) tag -> "": a key's tags */
 	KV_TAG_KEYS, /* tag -> u64: how many keys carry it (tags in use) */
-	KV_TAG_TREE, /* tag NUL parent(be64) name -> struct tag_edge: /tags/TAG */
+	KV_TAG_TREE, /* tag id(be32) parent(be64) name -> struct tag_edge: /tags/TAG */
+	KV_COUNTERS, /* scope ino(be64) -> counters of the store, a DB or a NS */
 	KV_NTABLES
 };
 

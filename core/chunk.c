@@ -204,6 +204,8 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 		.raw_len = p->raw_len, .flags = h.flags, .variant = variant,
 	};
 	rc = put_rec(c, hash, &rec);
+	if (!rc && c->account)
+		rc = c->account(c->account_ctx, +1, loc.len, p->raw_len);
 	return rc ? rc : count_live(c, loc.seg, loc.len);
 }
 
@@ -253,6 +255,8 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	if (rec.refs)
 		return put_rec(c, hash, &rec);
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
+	if (!rc && c->account)
+		rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
 	return rc ? rc : count_live(c, rec.seg, -(int64_t)rec.len);
 }
 

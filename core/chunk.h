@@ -16,6 +16,9 @@ struct chunker {
 	struct blobs *blobs;
 	bool compress;
 	int level;
+	/* Told of every chunk stored (+1) or freed (-1), inside the step. */
+	int (*account)(void *ctx, int delta, uint32_t frame_bytes, uint32_t raw_bytes);
+	void *account_ctx;
 };
 
 /* Where a chunk's bytes are and how to turn them back into the value. */

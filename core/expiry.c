@@ -44,6 +44,8 @@ int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_)
 	}
 	if (!rc && new_)
 		rc = st->kv->ops->put(st->kv, KV_EXPIRY, key, expiry_key(key, new_, ino), "", 0);
+	if (!rc && (!old) != (!new_))
+		rc = counters_add(st, NADB_ROOT_INO, C_EXPIRING, new_ ? 1 : -1);
 	return rc;
 }
 
@@ -202,6 +204,8 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 				(*reaped)++;
 			}
 		}
+		if (!rc && *reaped)
+			rc = counters_add(st, NADB_ROOT_INO, C_REAPED, *reaped);
 		rc = step_end(st, rc);
 		if (rc)
 			*reaped = 0;

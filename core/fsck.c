@@ -368,6 +368,12 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	if (!rc)
 		rc = tags_check(st, report, ctx, &tag_problems);
 	res->problems += tag_problems;
+	uint64_t counter_problems = 0;
+	if (!rc)
+		rc = stats_check(st, repair, report, ctx, &counter_problems);
+	res->problems += counter_problems;
+	if (repair)
+		res->repaired += counter_problems;
 	pthread_mutex_unlock(&st->meta_lock);
 	free(f.inodes.e);
 	free(f.chunks.e);

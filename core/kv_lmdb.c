@@ -30,7 +30,7 @@ static const char *const table_names[KV_NTABLES] = {
 	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
 	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
 	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
-	[KV_TAG_TREE] = "tag_tree",
+	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
 };
 
 struct kv_lmdb {

@@ -228,6 +228,18 @@ static int check_options(const struct nadb_options *o)
 	return 0;
 }
 
+/* Chunks stored and freed, for the statistics. */
+static int account_chunk(void *ctx, int delta, uint32_t frame_bytes, uint32_t raw_bytes)
+{
+	struct nadb_store *st = ctx;
+	int rc = counters_add(st, NADB_ROOT_INO, C_CHUNKS, delta);
+	if (!rc)
+		rc = counters_add(st, NADB_ROOT_INO, C_CHUNK_BYTES, (int64_t)delta * frame_bytes);
+	if (!rc)
+		rc = counters_add(st, NADB_ROOT_INO, C_CHUNK_RAW, (int64_t)delta * raw_bytes);
+	return rc;
+}
+
 int nadb_store_open(const char *dir, const struct nadb_options *o,
 		    struct nadb_store **out)
 {
@@ -287,6 +299,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 			.kv = st->kv, .blobs = st->blobs,
 			.compress = o->compress == NADB_COMPRESS_AUTO,
 			.level = o->compress_level,
+			.account = account_chunk, .account_ctx = st,
 		};
 		rc = load_format(st, o);
 	}

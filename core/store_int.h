@@ -154,6 +154,22 @@ int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
 /* NUL-separated user.tags and user.tag.* names, list protocol. */
 ssize_t tags_xattr_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
 
+/* Counters (stats.c), kept in step with the keys.  Inside steps. */
+enum counter {
+	C_KEYS, C_BYTES, C_DATABASES, C_NAMESPACES, C_DIRS,
+	C_CHUNKS, C_CHUNK_BYTES, C_CHUNK_RAW, C_TAGS, C_EXPIRING, C_REAPED,
+	C_COUNT
+};
+int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
+/* A name of INO (mode MODE) appeared (+1) or went (-1) in directory PARENT. */
+int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
+		       uint64_t parent, int delta);
+int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta);
+int stats_check(struct nadb_store *st, bool repair,
+		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
+int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
+		    uint64_t old_parent, uint64_t new_parent);
+
 /* Open files (file.c).  file_is_open is called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);
 /* setattr changed INO's times: an open file must not undo that on commit. */

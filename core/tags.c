@@ -254,6 +254,8 @@ static int tag_add(struct nadb_store *st, uint64_t ino, const char *tag)
 		row = (struct tag_row){.count = 0, .id = next};
 		next++;
 		rc = st->kv->ops->put(st->kv, KV_META, "next_tag_id", 11, &next, sizeof(next));
+		if (!rc)
+			rc = counters_add(st, NADB_ROOT_INO, C_TAGS, +1);
 	}
 	if (rc)
 		return rc;
@@ -280,8 +282,11 @@ static int tag_del(struct nadb_store *st, uint64_t ino, const char *tag)
 	rc = add_to_names(st, ino, row.id, -1);
 	if (!rc && --row.count)
 		rc = st->kv->ops->put(st->kv, KV_TAG_KEYS, tag, strlen(tag), &row, sizeof(row));
-	else if (!rc)
+	else if (!rc) {
 		rc = st->kv->ops->del(st->kv, KV_TAG_KEYS, tag, strlen(tag));
+		if (!rc)
+			rc = counters_add(st, NADB_ROOT_INO, C_TAGS, -1);
+	}
 	return rc;
 }
 

@@ -91,6 +91,8 @@ static int set_link(struct nadb_store *st, uint64_t ino, uint32_t mode,
 	 * their mirrors in rename). */
 	if (!rc && !S_ISDIR(mode))
 		rc = tags_link_changed(st, ino, parent, name, present ? 1 : -1);
+	if (!rc)
+		rc = stats_link_changed(st, ino, mode, parent, present ? 1 : -1);
 	return rc;
 }
 
@@ -645,6 +647,7 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 	if (b->expired)
 		rc = tree_remove_entry(st, b->parent, b->name, now);
 	struct tag_mirror *ma = NULL, *mb = NULL;
+	uint8_t a_level = a->node.r.level, b_level = b->exists ? b->node.r.level : 0;
 	bool exchange = flags & NADB_RENAME_EXCHANGE;
 	/* A directory's mirrors under /tags leave with it... */
 	if (!rc && a_dir)
@@ -671,6 +674,11 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 		a_links = a_dir ? -1 : 0;
 		b_links = (a_dir ? 1 : 0) - (b_dir ? 1 : 0);
 	}
+	/* Totals of moved directories change scope with them. */
+	if (!rc && a_dir && a->parent != b->parent)
+		rc = stats_dir_moved(st, a->e.ino, a_level, a->parent, b->parent);
+	if (!rc && exchange && b_dir && a->parent != b->parent)
+		rc = stats_dir_moved(st, b->e.ino, b_level, b->parent, a->parent);
 	/* ...and arrive with it at its new place. */
 	if (!rc && ma)
 		rc = tags_attach_dir(st, b->parent, b->name, a->e.ino, ma);

@@ -1,0 +1,532 @@
+/* stats.c -- counters kept as keys change, so statistics cost O(1).
+ *
+ * One row of counters for the whole store (the root's inode number), one
+ * per database and one per namespace.  A key counts in the three scopes it
+ * lives in; every step that adds, removes, resizes or moves keys adjusts
+ * those rows in the same step, so the counters are exactly as durable and
+ * as crash-safe as the keys themselves.  A directory moving to another
+ * scope carries its totals along (a database's or namespace's own row, or
+ * a walk of a plain directory's subtree).
+ */
+#include "log.h"
+#include "stats.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct counter_row {
+	int64_t v[C_COUNT];
+};
+
+static int row_add(struct nadb_store *st, uint64_t scope, const int64_t delta[C_COUNT])
+{
+	uint8_t key[INO_KEY_LEN];
+	size_t klen = ino_key(key, scope);
+	struct counter_row row = {{0}};
+	struct kv_val v;
+	int rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, klen, &v);
+	if (!rc && v.len == sizeof(row))
+		memcpy(&row, v.data, sizeof(row));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	bool zero = true;
+	for (int i = 0; i < C_COUNT; i++) {
+		row.v[i] += delta[i];
+		zero = zero && row.v[i] == 0;
+	}
+	if (zero && scope != NADB_ROOT_INO) {
+		rc = st->kv->ops->del(st->kv, KV_COUNTERS, key, klen);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	return st->kv->ops->put(st->kv, KV_COUNTERS, key, klen, &row, sizeof(row));
+}
+
+int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta)
+{
+	int64_t d[C_COUNT] = {0};
+	d[c] = delta;
+	return row_add(st, scope, d);
+}
+
+/* The scopes a name in directory DIR counts in: the root, and the database
+ * and namespace above DIR (0 where there is none). */
+static int scopes_of(struct nadb_store *st, uint64_t dir, uint64_t scopes[3])
+{
+	scopes[0] = NADB_ROOT_INO;
+	scopes[1] = scopes[2] = 0;
+	for (int depth = 0; depth < 4096; depth++) {
+		struct inode in;
+		int rc = inode_get(st, dir, &in);
+		if (rc)
+			return rc;
+		uint8_t level = in.r.level;
+		uint64_t parent = in.r.parent;
+		inode_release(&in);
+		if (level == NADB_LEVEL_ROOT)
+			return 0;
+		if (level == NADB_LEVEL_DB) {
+			scopes[1] = dir;
+			return 0;
+		}
+		if (level == NADB_LEVEL_NAMESPACE) {
+			scopes[2] = dir;
+			scopes[1] = parent;
+			return 0;
+		}
+		dir = parent;
+	}
+	return -ELOOP;
+}
+
+static int add_to_scopes(struct nadb_store *st, const uint64_t scopes[3],
+			 const int64_t delta[C_COUNT], int sign)
+{
+	int64_t d[C_COUNT];
+	for (int i = 0; i < C_COUNT; i++)
+		d[i] = sign * delta[i];
+	int rc = 0;
+	for (int i = 0; !rc && i < 3; i++)
+		if (scopes[i])
+			rc = row_add(st, scopes[i], d);
+	return rc;
+}
+
+int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
+		       uint64_t parent, int delta)
+{
+	uint64_t scopes[3];
+	int rc = scopes_of(st, parent, scopes);
+	if (rc)
+		return rc;
+	int64_t d[C_COUNT] = {0};
+	if (S_ISDIR(mode)) {
+		/* What the new directory is follows from where it is. */
+		if (parent == NADB_ROOT_INO)
+			d[C_DATABASES] = delta;
+		else if (scopes[2] == 0)
+			d[C_NAMESPACES] = delta;
+		else
+			d[C_DIRS] = delta;
+	} else {
+		struct inode in;
+		rc = inode_get(st, ino, &in);
+		if (rc)
+			return rc;
+		d[C_KEYS] = delta;
+		d[C_BYTES] = delta * (int64_t)in.r.size;
+		inode_release(&in);
+	}
+	return add_to_scopes(st, scopes, d, 1);
+}
+
+struct names_walk {
+	struct nadb_store *st;
+	uint8_t prefix[INO_KEY_LEN];
+	int64_t delta;
+	int rc;
+};
+
+static int resize_in_scope(void *ctx, const void *key, size_t klen, const void *val,
+			   size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct names_walk *w = ctx;
+	if (klen <= 2 * INO_KEY_LEN || memcmp(key, w->prefix, INO_KEY_LEN))
+		return 1;
+	uint64_t parent = 0;
+	for (int i = 0; i < 8; i++)
+		parent = parent << 8 | ((const uint8_t *)key)[INO_KEY_LEN + i];
+	uint64_t scopes[3];
+	int64_t d[C_COUNT] = {0};
+	d[C_BYTES] = w->delta;
+	int rc = scopes_of(w->st, parent, scopes);
+	return rc ? rc : add_to_scopes(w->st, scopes, d, 1);
+}
+
+int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta)
+{
+	if (!delta)
+		return 0;
+	struct names_walk w = {.st = st, .delta = delta};
+	ino_key(w.prefix, ino);
+	/* The rows are updated while the links are scanned: the scan reads
+	 * the links table only. */
+	return st->kv->ops->scan(st->kv, KV_LINKS, w.prefix, INO_KEY_LEN, resize_in_scope, &w);
+}
+
+/* ---- directories moving between scopes ----------------------------------- */
+
+struct subtree {
+	struct nadb_store *st;
+	int64_t t[C_COUNT];
+	int depth;
+};
+
+static int sum_subtree(struct subtree *s, uint64_t dir);
+
+struct dirent_walk {
+	struct subtree *s;
+	uint8_t prefix[INO_KEY_LEN];
+};
+
+static int sum_dirent(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	struct dirent_walk *w = ctx;
+	struct dirent_val e;
+	if (klen <= INO_KEY_LEN || memcmp(key, w->prefix, INO_KEY_LEN))
+		return 1;
+	if (vlen != sizeof(e))
+		return -EIO;
+	memcpy(&e, val, sizeof(e));
+	if (S_ISDIR(e.mode)) {
+		w->s->t[C_DIRS]++;
+		return sum_subtree(w->s, e.ino);
+	}
+	struct inode in;
+	int rc = inode_get(w->s->st, e.ino, &in);
+	if (rc)
+		return rc;
+	w->s->t[C_KEYS]++;
+	w->s->t[C_BYTES] += (int64_t)in.r.size;
+	inode_release(&in);
+	return 0;
+}
+
+static int sum_subtree(struct subtree *s, uint64_t dir)
+{
+	if (++s->depth > 4096)
+		return -ELOOP;
+	struct dirent_walk w = {.s = s};
+	ino_key(w.prefix, dir);
+	int rc = s->st->kv->ops->scan(s->st->kv, KV_DIRENTS, w.prefix, INO_KEY_LEN,
+				      sum_dirent, &w);
+	s->depth--;
+	return rc;
+}
+
+/* Move directory DIR's totals from the scopes it had under OLD_PARENT to
+ * the ones it has under NEW_PARENT (its own link is counted by the entry
+ * hooks).  Called after the move, with DIR's level already updated. */
+int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
+		    uint64_t old_parent, uint64_t new_parent)
+{
+	struct inode in;
+	int rc = inode_get(st, dir, &in);
+	if (rc)
+		return rc;
+	uint8_t new_level = in.r.level;
+	inode_release(&in);
+	uint64_t from[3], to[3];
+	if ((rc = scopes_of(st, old_parent, from)) || (rc = scopes_of(st, new_parent, to)))
+		return rc;
+	/* The scopes the directory's contents count in, before and after. */
+	if (old_level == NADB_LEVEL_DB)
+		from[1] = dir;
+	if (old_level == NADB_LEVEL_NAMESPACE)
+		from[2] = dir;
+	if (new_level == NADB_LEVEL_DB)
+		to[1] = dir;
+	if (new_level == NADB_LEVEL_NAMESPACE)
+		to[2] = dir;
+	if (!memcmp(from, to, sizeof(from)))
+		return 0;
+	struct subtree s = {.st = st};
+	if (old_level <= NADB_LEVEL_NAMESPACE && old_level > NADB_LEVEL_ROOT) {
+		uint8_t key[INO_KEY_LEN];
+		struct kv_val v;
+		struct counter_row row = {{0}};
+		rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, dir), &v);
+		if (!rc && v.len == sizeof(row))
+			memcpy(&row, v.data, sizeof(row));
+		else if (rc != -ENOENT)
+			return rc ? rc : -EIO;
+		memcpy(s.t, row.v, sizeof(s.t));
+	} else {
+		rc = sum_subtree(&s, dir);
+		if (rc)
+			return rc;
+	}
+	/* Scopes in both lists keep their totals. */
+	for (int i = 0; i < 3; i++) {
+		bool kept = false;
+		for (int j = 0; j < 3; j++)
+			kept = kept || (from[i] && from[i] == to[j]);
+		if (from[i] && !kept && (rc = add_to_scopes(st, (uint64_t[3]){from[i], 0, 0},
+							    s.t, -1)))
+			return rc;
+	}
+	for (int i = 0; i < 3; i++) {
+		bool kept = false;
+		for (int j = 0; j < 3; j++)
+			kept = kept || (to[i] && to[i] == from[j]);
+		if (to[i] && !kept && (rc = add_to_scopes(st, (uint64_t[3]){to[i], 0, 0},
+							  s.t, 1)))
+			return rc;
+	}
+	return 0;
+}
+
+int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	uint8_t key[INO_KEY_LEN];
+	struct kv_val v;
+	struct counter_row row = {{0}};
+	pthread_mutex_lock(&st->meta_lock);
+	struct inode in;
+	int rc = inode_get(st, scope, &in);
+	if (!rc) {
+		if (!S_ISDIR(in.r.mode) || in.r.level > NADB_LEVEL_NAMESPACE)
+			rc = -EINVAL;
+		inode_release(&in);
+	}
+	if (!rc) {
+		rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, scope), &v);
+		if (!rc && v.len == sizeof(row))
+			memcpy(&row, v.data, sizeof(row));
+		else if (rc == -ENOENT)
+			rc = 0;
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc)
+		return rc;
+	out->keys = (uint64_t)row.v[C_KEYS];
+	out->bytes = (uint64_t)row.v[C_BYTES];
+	out->databases = (uint64_t)row.v[C_DATABASES];
+	out->namespaces = (uint64_t)row.v[C_NAMESPACES];
+	out->dirs = (uint64_t)row.v[C_DIRS];
+	if (scope != NADB_ROOT_INO)
+		return 0;
+	out->chunks = (uint64_t)row.v[C_CHUNKS];
+	out->chunk_raw_bytes = (uint64_t)row.v[C_CHUNK_RAW];
+	out->stored_bytes = (uint64_t)row.v[C_CHUNK_BYTES];
+	out->tags = (uint64_t)row.v[C_TAGS];
+	out->expiring = (uint64_t)row.v[C_EXPIRING];
+	out->reaped = (uint64_t)row.v[C_REAPED];
+	out->pack_bytes = st->blobs->ops->size(st->blobs);
+	out->garbage_bytes = out->pack_bytes > out->stored_bytes
+				     ? out->pack_bytes - out->stored_bytes : 0;
+	out->buffered_bytes = atomic_load(&st->buffered);
+	out->buffer_limit = (uint64_t)st->opt.buffer_mb << 20;
+	return 0;
+}
+
+/* ---- fsck: the counters against a walk of the tree ---------------------- */
+
+struct expected {
+	uint64_t scope[4096];
+	struct counter_row row[4096]; /* by scope, linear: DBs and NSs are few */
+	size_t n;
+	bool overflow;
+};
+
+static struct counter_row *row_for(struct expected *e, uint64_t scope)
+{
+	for (size_t i = 0; i < e->n; i++)
+		if (e->scope[i] == scope)
+			return &e->row[i];
+	if (e->n == sizeof(e->scope) / sizeof(e->scope[0])) {
+		e->overflow = true;
+		return NULL;
+	}
+	e->scope[e->n] = scope;
+	memset(&e->row[e->n], 0, sizeof(e->row[0]));
+	return &e->row[e->n++];
+}
+
+static void count_in(struct expected *e, const uint64_t scopes[3], enum counter c,
+		     int64_t delta)
+{
+	for (int i = 0; i < 3; i++) {
+		struct counter_row *r = scopes[i] ? row_for(e, scopes[i]) : NULL;
+		if (r)
+			r->v[c] += delta;
+	}
+}
+
+struct walk {
+	struct nadb_store *st;
+	struct expected *e;
+	uint64_t scopes[3]; /* of the directory being walked */
+	uint64_t dir;
+	int depth;
+};
+
+static int walk_dir(struct walk *w);
+
+static int walk_entry(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	struct walk *w = ctx;
+	struct dirent_val d;
+	uint8_t prefix[INO_KEY_LEN];
+	ino_key(prefix, w->dir);
+	if (klen <= INO_KEY_LEN || memcmp(key, prefix, INO_KEY_LEN))
+		return 1;
+	if (vlen != sizeof(d))
+		return -EIO;
+	memcpy(&d, val, sizeof(d));
+	if (!S_ISDIR(d.mode)) {
+		struct inode in;
+		int rc = inode_get(w->st, d.ino, &in);
+		if (rc)
+			return rc == -ENOENT ? 0 : rc; /* fsck reports it elsewhere */
+		count_in(w->e, w->scopes, C_KEYS, 1);
+		count_in(w->e, w->scopes, C_BYTES, (int64_t)in.r.size);
+		inode_release(&in);
+		return 0;
+	}
+	struct walk sub = *w;
+	sub.dir = d.ino;
+	sub.depth++;
+	if (w->dir == NADB_ROOT_INO) {
+		count_in(w->e, w->scopes, C_DATABASES, 1);
+		sub.scopes[1] = d.ino;
+		row_for(w->e, d.ino);
+	} else if (!w->scopes[2]) {
+		count_in(w->e, w->scopes, C_NAMESPACES, 1);
+		sub.scopes[2] = d.ino;
+		row_for(w->e, d.ino);
+	} else {
+		count_in(w->e, w->scopes, C_DIRS, 1);
+	}
+	return walk_dir(&sub);
+}
+
+static int walk_dir(struct walk *w)
+{
+	if (w->depth > 4096)
+		return -ELOOP;
+	uint8_t prefix[INO_KEY_LEN];
+	ino_key(prefix, w->dir);
+	return w->st->kv->ops->scan(w->st->kv, KV_DIRENTS, prefix, INO_KEY_LEN, walk_entry, w);
+}
+
+static int sum_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs,
+		     const struct chunk_loc *loc)
+{
+	(void)hash;
+	(void)refs;
+	struct counter_row *r = ctx;
+	r->v[C_CHUNKS]++;
+	r->v[C_CHUNK_BYTES] += loc->blob.len;
+	r->v[C_CHUNK_RAW] += loc->raw_len;
+	return 0;
+}
+
+static int count_rows(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	(*(int64_t *)ctx)++;
+	return 0;
+}
+
+static const char *const counter_names[C_COUNT] = {
+	"keys", "bytes", "databases", "namespaces", "directories", "chunks",
+	"stored bytes", "chunk bytes", "tags", "expiring keys", "reaped keys",
+};
+
+struct stored_rows {
+	struct expected *e;
+	void (*problem)(void *ctx, const char *line);
+	void *ctx;
+	uint64_t problems;
+};
+
+static int compare_row(void *ctx, const void *key, size_t klen, const void *val,
+		       size_t vlen)
+{
+	struct stored_rows *s = ctx;
+	if (klen != INO_KEY_LEN || vlen != sizeof(struct counter_row))
+		return -EIO;
+	uint64_t scope = 0;
+	for (int i = 0; i < 8; i++)
+		scope = scope << 8 | ((const uint8_t *)key)[i];
+	struct counter_row have;
+	memcpy(&have, val, sizeof(have));
+	struct counter_row *want = row_for(s->e, scope);
+	if (!want)
+		return 0;
+	for (int c = 0; c < C_COUNT; c++) {
+		if (have.v[c] == want->v[c])
+			continue;
+		char line[200];
+		snprintf(line, sizeof(line), "counters of %llu: %s is %lld, should be %lld",
+			 (unsigned long long)scope, counter_names[c], (long long)have.v[c],
+			 (long long)want->v[c]);
+		s->problems++;
+		if (s->problem)
+			s->problem(s->ctx, line);
+	}
+	want->v[0] = INT64_MIN; /* seen */
+	return 0;
+}
+
+int stats_check(struct nadb_store *st, bool repair,
+		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems)
+{
+	struct expected *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	struct counter_row *root = row_for(e, NADB_ROOT_INO);
+	struct walk w = {.st = st, .e = e, .scopes = {NADB_ROOT_INO, 0, 0},
+			 .dir = NADB_ROOT_INO};
+	int rc = walk_dir(&w);
+	if (!rc)
+		rc = chunk_scan(&st->chunks, sum_chunk, root);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, count_rows, &root->v[C_TAGS]);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, count_rows,
+				       &root->v[C_EXPIRING]);
+	/* How many keys were ever reaped cannot be recomputed: keep it. */
+	uint8_t key[INO_KEY_LEN];
+	struct kv_val v;
+	struct counter_row have;
+	if (!rc && !st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, NADB_ROOT_INO), &v) &&
+	    v.len == sizeof(have)) {
+		memcpy(&have, v.data, sizeof(have));
+		root->v[C_REAPED] = have.v[C_REAPED];
+	}
+	if (e->overflow)
+		rc = -E2BIG;
+	struct counter_row *copy = NULL;
+	if (!rc && repair && (copy = malloc(e->n * sizeof(*copy))))
+		memcpy(copy, e->row, e->n * sizeof(*copy));
+	struct stored_rows s = {.e = e, .problem = problem, .ctx = ctx};
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_COUNTERS, NULL, 0, compare_row, &s);
+	for (size_t i = 0; !rc && i < e->n; i++) {
+		if (e->row[i].v[0] == INT64_MIN)
+			continue;
+		bool zero = true;
+		for (int c = 0; c < C_COUNT; c++)
+			zero = zero && e->row[i].v[c] == 0;
+		if (zero && e->scope[i] != NADB_ROOT_INO)
+			continue;
+		s.problems++;
+		if (problem)
+			problem(ctx, "counters: a database or namespace has no counters");
+	}
+	if (!rc && repair && copy && s.problems) {
+		rc = step_begin(st);
+		for (size_t i = 0; !rc && i < e->n; i++)
+			rc = st->kv->ops->put(st->kv, KV_COUNTERS, key, ino_key(key, e->scope[i]),
+					      &copy[i], sizeof(copy[i]));
+		rc = step_end(st, rc);
+	}
+	free(copy);
+	free(e);
+	*problems = s.problems;
+	return rc;
+}

@@ -1,0 +1,131 @@
+/* test_stats.c -- counters per store, database and namespace follow
+ * creates, writes, hard links, moves between scopes and deletes. */
+#include "fsck.h"
+#include "stats.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int failures;
+#define CHECK(cond)                                                           \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
+				__LINE__, #cond);                             \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static const struct nadb_caller root = {0, 0, NULL, 0};
+
+static uint64_t make(struct nadb_store *st, uint64_t parent, const char *name,
+		     uint32_t mode)
+{
+	struct nadb_attr a;
+	int rc = nadb_mknod(st, parent, name, mode, 0, &root, &a);
+	CHECK(rc == 0);
+	return rc ? 0 : a.ino;
+}
+
+static uint64_t put(struct nadb_store *st, uint64_t parent, const char *name, size_t len)
+{
+	uint64_t ino = make(st, parent, name, S_IFREG | 0644);
+	char *buf = calloc(1, len + 1);
+	memset(buf, 'x', len);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, ino, 0, &f) == 0);
+	CHECK(nadb_file_write(f, buf, len, 0) == (ssize_t)len);
+	CHECK(nadb_file_close(f) == 0);
+	free(buf);
+	return ino;
+}
+
+static void expect(struct nadb_store *st, uint64_t scope, uint64_t keys, uint64_t bytes,
+		   uint64_t namespaces, int line)
+{
+	struct nadb_stats s;
+	int rc = nadb_stats(st, scope, &s);
+	if (rc || s.keys != keys || s.bytes != bytes || s.namespaces != namespaces) {
+		fprintf(stderr, "line %d: scope %llu: rc %d keys %llu bytes %llu ns %llu, "
+				"want %llu %llu %llu\n",
+			line, (unsigned long long)scope, rc, (unsigned long long)s.keys,
+			(unsigned long long)s.bytes, (unsigned long long)s.namespaces,
+			(unsigned long long)keys, (unsigned long long)bytes,
+			(unsigned long long)namespaces);
+		failures++;
+	}
+}
+
+static void check_clean(struct nadb_store *st)
+{
+	struct nadb_fsck_result res;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems == 0);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/nadb-unit-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char store[300];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, NULL, &st) == 0);
+	uint64_t app = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
+	uint64_t web = make(st, NADB_ROOT_INO, "web", S_IFDIR | 0755);
+	uint64_t users = make(st, app, "users", S_IFDIR | 0755);
+	uint64_t media = make(st, app, "media", S_IFDIR | 0755);
+	uint64_t y2024 = make(st, media, "2024", S_IFDIR | 0755);
+	put(st, users, "a", 100);
+	put(st, users, "b", 200);
+	uint64_t c = put(st, y2024, "c", 1000);
+	expect(st, NADB_ROOT_INO, 3, 1300, 2, __LINE__);
+	expect(st, app, 3, 1300, 2, __LINE__);
+	expect(st, users, 2, 300, 0, __LINE__);
+	expect(st, media, 1, 1000, 0, __LINE__);
+	struct nadb_stats s;
+	CHECK(nadb_stats(st, NADB_ROOT_INO, &s) == 0);
+	CHECK(s.databases == 2 && s.dirs == 1 && s.chunks == 3);
+	CHECK(nadb_stats(st, c, &s) == -EINVAL);
+
+	/* Hard links count as names; a shrink counts. */
+	struct nadb_attr a;
+	CHECK(nadb_link(st, c, users, "c-link", &a) == 0);
+	expect(st, users, 3, 1300, 0, __LINE__);
+	a.size = 10;
+	CHECK(nadb_setattr(st, c, &a, NADB_SET_SIZE, &a) == 0);
+	expect(st, users, 3, 310, 0, __LINE__);
+	expect(st, NADB_ROOT_INO, 4, 320, 2, __LINE__);
+
+	/* A directory moving to another namespace takes its totals along. */
+	CHECK(nadb_rename(st, media, "2024", users, "2024", 0) == 0);
+	expect(st, media, 0, 0, 0, __LINE__);
+	expect(st, users, 4, 320, 0, __LINE__);
+	/* A namespace moving to another database too. */
+	uint64_t web_ns = make(st, web, "pages", S_IFDIR | 0755);
+	(void)web_ns;
+	CHECK(nadb_rename(st, app, "users", web, "users", 0) == 0);
+	expect(st, app, 0, 0, 1, __LINE__);
+	expect(st, web, 4, 320, 2, __LINE__);
+	expect(st, NADB_ROOT_INO, 4, 320, 3, __LINE__);
+	check_clean(st);
+
+	/* Deletes, and the counters after reopening. */
+	CHECK(nadb_unlink(st, users, "a") == 0);
+	CHECK(nadb_unlink(st, users, "c-link") == 0);
+	expect(st, users, 2, 210, 0, __LINE__);
+	CHECK(nadb_store_close(st) == 0);
+	CHECK(nadb_store_open(store, NULL, &st) == 0);
+	expect(st, NADB_ROOT_INO, 2, 210, 3, __LINE__);
+	check_clean(st);
+	CHECK(nadb_store_close(st) == 0);
+
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	return failures ? 1 : 0;
+}
