@@ -89,6 +89,18 @@ struct blob_ops {
 	int (*sync)(struct blobs *b);
 	/* Bytes in the whole area, for statistics and compaction. */
 	uint64_t (*size)(struct blobs *b);
+	/* Compaction: the segments and their sizes (the one appended to now
+	 * is reported with its flag set), starting a new segment for later
+	 * appends, and removing a segment nothing points to any more.  A
+	 * removed segment stays readable through handles already open until
+	 * the next call of forget_removed, so a reader that located a chunk
+	 * just before it moved still finds its bytes. */
+	int (*segments)(struct blobs *b,
+			int (*fn)(void *ctx, uint32_t seg, uint64_t size, bool current),
+			void *ctx);
+	int (*roll)(struct blobs *b);
+	int (*remove)(struct blobs *b, uint32_t seg);
+	void (*forget_removed)(struct blobs *b);
 	void (*close)(struct blobs *b);
 };
 struct blobs {

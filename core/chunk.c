@@ -284,6 +284,37 @@ int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc;
 }
 
+int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		   const struct chunk_loc *old, const struct blob_loc *to)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (rec.seg != old->blob.seg || rec.off != old->blob.off || rec.len != to->len)
+		return 0;
+	rec.seg = to->seg;
+	rec.off = to->off;
+	rc = put_rec(c, hash, &rec);
+	if (!rc)
+		rc = count_live(c, old->blob.seg, -(int64_t)rec.len);
+	if (!rc)
+		rc = count_live(c, to->seg, rec.len);
+	return rc ? rc : 1;
+}
+
+uint64_t chunk_segment_live(struct chunker *c, uint32_t seg)
+{
+	uint32_t key = htobe32(seg);
+	uint64_t live = 0;
+	struct kv_val v;
+	if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) && v.len == sizeof(live))
+		memcpy(&live, v.data, sizeof(live));
+	return live;
+}
+
 struct scan_ctx {
 	chunk_scan_fn fn;
 	void *ctx;
@@ -302,10 +333,10 @@ static int scan_row(void *ctx, const void *key, size_t klen, const void *val,
 	return s->fn(s->ctx, key, rec.refs, &loc);
 }
 
-int chunk_scan(struct chunker *c, chunk_scan_fn fn, void *ctx)
+int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *ctx)
 {
 	struct scan_ctx s = {fn, ctx};
-	return c->kv->ops->scan(c->kv, KV_CHUNKS, NULL, 0, scan_row, &s);
+	return c->kv->ops->scan(c->kv, KV_CHUNKS, from, from ? CHUNK_HASH_LEN : 0, scan_row, &s);
 }
 
 static int corrupt(const struct chunk_loc *loc, const char *why)

@@ -62,10 +62,18 @@ int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	       uint32_t *refs);
 
-/* Call FN on every stored chunk, in hash order (fsck, statistics). */
+/* Call FN on every stored chunk from hash FROM on (NULL: the first), in
+ * hash order (fsck, statistics, compaction). */
 typedef int (*chunk_scan_fn)(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 			     uint32_t refs, const struct chunk_loc *loc);
-int chunk_scan(struct chunker *c, chunk_scan_fn fn, void *ctx);
+int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *ctx);
+
+/* Compaction: point the chunk at a copy of its frame at TO, if it is still
+ * where OLD says (1), or leave it (0: it moved or went meanwhile). */
+int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		   const struct chunk_loc *old, const struct blob_loc *to);
+/* Live bytes recorded for segment SEG. */
+uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 
 /* Outside any lock: LEN bytes of the chunk's value from OFF into DST.
  * A whole-chunk read is checked against the hash (-EIO and a log line on

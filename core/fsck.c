@@ -310,7 +310,7 @@ static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t
 static int check_chunks(struct fsck *f, bool repair)
 {
 	struct chunk_rows l = {0};
-	int rc = chunk_scan(&f->st->chunks, collect_chunk, &l);
+	int rc = chunk_scan(&f->st->chunks, NULL, collect_chunk, &l);
 	uint8_t *buf = malloc(f->st->chunk_size);
 	if (!buf)
 		rc = -ENOMEM;

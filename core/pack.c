@@ -36,6 +36,8 @@ struct packs {
 	bool *dirty;       /* dirty[seg]: appended to since the last sync */
 	uint32_t nfds;
 	bool dir_dirty;    /* a segment file was created since the last sync */
+	uint64_t *sizes;   /* sizes[seg] of segments other than cur; 0: none */
+	bool *removed;     /* removed[seg]: unlinked, fd kept for late readers */
 };
 
 static void seg_name(uint32_t seg, char name[32])
@@ -58,9 +60,19 @@ static int grow_table(struct packs *p, uint32_t seg)
 	if (!dirty)
 		return -ENOMEM;
 	p->dirty = dirty;
+	uint64_t *sizes = realloc(p->sizes, n * sizeof(*sizes));
+	if (!sizes)
+		return -ENOMEM;
+	p->sizes = sizes;
+	bool *removed = realloc(p->removed, n * sizeof(*removed));
+	if (!removed)
+		return -ENOMEM;
+	p->removed = removed;
 	for (uint32_t i = p->nfds; i < n; i++) {
 		fds[i] = -1;
 		dirty[i] = false;
+		sizes[i] = 0;
+		removed[i] = false;
 	}
 	p->nfds = n;
 	return 0;
@@ -89,16 +101,26 @@ static int seg_fd(struct packs *p, uint32_t seg, bool create)
 	return fd;
 }
 
+/* Later appends go to a new segment.  Under p->lock. */
+static int roll_locked(struct packs *p)
+{
+	int rc = grow_table(p, p->cur + 1);
+	if (rc)
+		return rc;
+	p->sizes[p->cur] = p->cur_size;
+	p->cur++;
+	p->cur_size = 0;
+	return 0;
+}
+
 static int pack_append(struct blobs *b, const void *head, size_t hlen,
 		       const void *data, size_t dlen, struct blob_loc *out)
 {
 	struct packs *p = (struct packs *)b;
 	size_t len = hlen + dlen;
 	pthread_mutex_lock(&p->lock);
-	if (p->cur_size && p->cur_size + len > SEG_MAX) {
-		p->cur++;
-		p->cur_size = 0;
-	}
+	if (p->cur_size && p->cur_size + len > SEG_MAX)
+		roll_locked(p);
 	int fd = seg_fd(p, p->cur, true);
 	if (fd < 0) {
 		pthread_mutex_unlock(&p->lock);
@@ -197,9 +219,81 @@ static void pack_close(struct blobs *b)
 			close(p->fds[s]);
 	free(p->fds);
 	free(p->dirty);
+	free(p->sizes);
+	free(p->removed);
 	close(p->dirfd);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
+}
+
+static int pack_segments(struct blobs *b,
+			 int (*fn)(void *ctx, uint32_t seg, uint64_t size, bool current),
+			 void *ctx)
+{
+	struct packs *p = (struct packs *)b;
+	pthread_mutex_lock(&p->lock);
+	uint32_t n = p->nfds, cur = p->cur;
+	uint64_t *sizes = malloc((n + 1) * sizeof(*sizes));
+	if (sizes)
+		for (uint32_t s = 0; s < n; s++)
+			sizes[s] = p->removed[s] ? 0 : p->sizes[s];
+	uint64_t cur_size = p->cur_size;
+	pthread_mutex_unlock(&p->lock);
+	if (!sizes)
+		return -ENOMEM;
+	int rc = 0;
+	for (uint32_t s = 0; !rc && s < n; s++)
+		if (s != cur && sizes[s])
+			rc = fn(ctx, s, sizes[s], false);
+	if (!rc)
+		rc = fn(ctx, cur, cur_size, true);
+	free(sizes);
+	return rc;
+}
+
+static int pack_roll(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	pthread_mutex_lock(&p->lock);
+	int rc = p->cur_size ? roll_locked(p) : 0;
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+static int pack_remove(struct blobs *b, uint32_t seg)
+{
+	struct packs *p = (struct packs *)b;
+	char name[32];
+	seg_name(seg, name);
+	pthread_mutex_lock(&p->lock);
+	int rc = 0;
+	if (seg == p->cur || seg >= p->nfds || p->removed[seg]) {
+		rc = -EINVAL;
+	} else if (unlinkat(p->dirfd, name, 0) && errno != ENOENT) {
+		rc = -errno;
+		nadb_log("pack %s: cannot remove: %s", name, strerror(errno));
+	} else {
+		p->total -= p->sizes[seg];
+		p->sizes[seg] = 0;
+		p->removed[seg] = true;
+		p->dirty[seg] = false;
+		p->dir_dirty = true;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+static void pack_forget_removed(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t s = 0; s < p->nfds; s++) {
+		if (p->removed[s] && p->fds[s] >= 0) {
+			close(p->fds[s]);
+			p->fds[s] = -1;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
 }
 
 static const struct blob_ops pack_ops = {
@@ -207,6 +301,10 @@ static const struct blob_ops pack_ops = {
 	.read = pack_read,
 	.sync = pack_sync,
 	.size = pack_size,
+	.segments = pack_segments,
+	.roll = pack_roll,
+	.remove = pack_remove,
+	.forget_removed = pack_forget_removed,
 	.close = pack_close,
 };
 
@@ -232,12 +330,19 @@ static int scan_segments(struct packs *p)
 		if (fstatat(p->dirfd, e->d_name, &st, 0))
 			continue;
 		p->total += (uint64_t)st.st_size;
+		if (grow_table(p, seg)) {
+			closedir(d);
+			return -ENOMEM;
+		}
+		p->sizes[seg] = (uint64_t)st.st_size;
 		if (seg >= p->cur) {
 			p->cur = seg;
 			p->cur_size = (uint64_t)st.st_size;
 		}
 	}
 	closedir(d);
+	if (p->cur < p->nfds)
+		p->sizes[p->cur] = 0; /* the current one's size is cur_size */
 	return 0;
 }
 

@@ -483,7 +483,7 @@ int stats_check(struct nadb_store *st, bool repair,
 			 .dir = NADB_ROOT_INO};
 	int rc = walk_dir(&w);
 	if (!rc)
-		rc = chunk_scan(&st->chunks, sum_chunk, root);
+		rc = chunk_scan(&st->chunks, NULL, sum_chunk, root);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, count_rows, &root->v[C_TAGS]);
 	if (!rc)

@@ -43,6 +43,7 @@ void nadb_options_default(struct nadb_options *o)
 	o->chunk_kb = 128;
 	o->create = true;
 	o->reap_interval_ms = 1000;
+	o->compact_garbage = 50;
 }
 
 size_t nadb_store_chunk_size(const struct nadb_store *st)
@@ -209,6 +210,7 @@ static void free_store(struct nadb_store *st)
 	while (st->npool)
 		free(st->pool[--st->npool]);
 	pthread_mutex_destroy(&st->pool_lock);
+	pthread_mutex_destroy(&st->compact_lock);
 	pthread_cond_destroy(&st->flush_cond);
 	pthread_cond_destroy(&st->reap_cond);
 	free(st->files);
@@ -219,7 +221,7 @@ static void free_store(struct nadb_store *st)
 static int check_options(const struct nadb_options *o)
 {
 	if (o->compress_level < 1 || o->compress_level > 9 || o->buffer_mb < 1 ||
-	    o->flush_interval < 1 || o->reap_interval_ms < 10 || o->chunk_kb < 4 || o->chunk_kb > 16384 ||
+	    o->flush_interval < 1 || o->reap_interval_ms < 10 || o->compact_garbage > 100 || o->chunk_kb < 4 || o->chunk_kb > 16384 ||
 	    (o->chunk_kb & (o->chunk_kb - 1))) {
 		nadb_log("bad options: compress_level 1..9, buffer_mb >= 1, "
 			 "flush_interval >= 1, reap_interval_ms >= 10, chunk_kb a power of two in 4..16384");
@@ -276,6 +278,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	pthread_mutex_init(&st->files_lock, NULL);
 	pthread_mutex_init(&st->flush_lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
+	pthread_mutex_init(&st->compact_lock, NULL);
 	pthread_cond_init(&st->flush_cond, NULL);
 	pthread_cond_init(&st->reap_cond, NULL);
 	st->nfiles_buckets = 1024;
@@ -353,6 +356,9 @@ static void *flusher_main(void *arg)
 		int rc = nadb_store_sync(st);
 		if (rc)
 			nadb_log("flusher: sync failed: %s", strerror(-rc));
+		struct nadb_compact_result res;
+		if (!rc && st->opt.compact_garbage)
+			nadb_compact(st, false, st->opt.compact_garbage / 100.0, &res);
 		pthread_mutex_lock(&st->flush_lock);
 	}
 	pthread_mutex_unlock(&st->flush_lock);

@@ -51,6 +51,8 @@ struct nadb_options {
 	                                existing store keeps the size it was made with */
 	bool create;                 /* create STORE if missing (default true) */
 	unsigned reap_interval_ms;   /* reaper period (default 1000) */
+	unsigned compact_garbage;    /* the flusher compacts segments with at least
+	                                this % garbage (default 50; 0: never) */
 };
 
 /* Fill *o with the defaults above. */
@@ -216,6 +218,19 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
  * releasing the engine between batches, and reports each name to FN. */
 int nadb_store_start_reaper(struct nadb_store *st, nadb_reaped_fn fn, void *ctx);
 void nadb_store_stop_reaper(struct nadb_store *st);
+
+/* ---- compaction ----------------------------------------------------------- */
+
+struct nadb_compact_result {
+	uint64_t segments_removed, bytes_reclaimed, chunks_moved, bytes_moved;
+};
+/* Reclaim pack space: segments whose garbage is at least GARBAGE (a
+ * fraction, 0..1) of their size get their live chunks copied out and are
+ * deleted.  FORCE compacts every segment with any garbage, the one being
+ * appended to included.  Foreground calls wait at most for one chunk's
+ * index update at a time. */
+int nadb_compact(struct nadb_store *st, bool force, double garbage,
+		 struct nadb_compact_result *res);
 
 /* ---- whole store -------------------------------------------------------- */
 

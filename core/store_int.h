@@ -63,6 +63,9 @@ struct nadb_store {
 
 	atomic_uint_fast64_t buffered; /* bytes held in write buffers */
 
+	/* compact_lock: one compaction at a time (flusher, .ctl or tool). */
+	pthread_mutex_t compact_lock;
+
 	/* pool_lock: scope is the pool of free chunk-sized buffers, kept so
 	 * that big writes reuse mapped memory instead of faulting in fresh
 	 * pages for every chunk.  A leaf lock. */

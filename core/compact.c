@@ -1,0 +1,185 @@
+/* compact.c -- reclaiming pack space that no chunk uses any more.
+ *
+ * Freed chunks leave garbage in their segments.  Compaction picks the
+ * segments where garbage passed a threshold, copies their live frames to
+ * the end of the current segment, repoints each chunk in its own short
+ * step (the meta lock is held for one chunk at a time, never for the
+ * copy), makes all of that durable, and only then deletes the old
+ * segments.  A crash before the sync leaves the old segment in place and
+ * the copies as garbage; after it, the old segment is unreferenced.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_BATCH 4096
+
+struct victim {
+	uint32_t seg;
+	uint64_t size;
+};
+
+struct plan {
+	struct nadb_store *st;
+	bool force;
+	double garbage;
+	struct victim *v;
+	size_t n, cap;
+};
+
+static int consider_segment(void *ctx, uint32_t seg, uint64_t size, bool current)
+{
+	struct plan *p = ctx;
+	if (current || size == 0)
+		return 0;
+	pthread_mutex_lock(&p->st->meta_lock);
+	uint64_t live = chunk_segment_live(&p->st->chunks, seg);
+	pthread_mutex_unlock(&p->st->meta_lock);
+	uint64_t dead = size > live ? size - live : 0;
+	if (dead == 0 || (!p->force && (double)dead < p->garbage * (double)size))
+		return 0;
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 8;
+		void *v = realloc(p->v, cap * sizeof(*p->v));
+		if (!v)
+			return -ENOMEM;
+		p->v = v;
+		p->cap = cap;
+	}
+	p->v[p->n++] = (struct victim){seg, size};
+	return 0;
+}
+
+static bool is_victim(const struct plan *p, uint32_t seg)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->v[i].seg == seg)
+			return true;
+	return false;
+}
+
+struct batch {
+	const struct plan *p;
+	uint8_t (*hash)[CHUNK_HASH_LEN];
+	struct chunk_loc *loc;
+	size_t n, rows;
+	uint8_t last[CHUNK_HASH_LEN];
+	bool skip_last, more;
+};
+
+static int collect_live(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs,
+			const struct chunk_loc *loc)
+{
+	(void)refs;
+	struct batch *b = ctx;
+	if (b->skip_last && !memcmp(hash, b->last, CHUNK_HASH_LEN))
+		return 0; /* where the previous batch stopped */
+	if (b->rows == SCAN_BATCH) {
+		b->more = true;
+		return 1;
+	}
+	b->rows++;
+	memcpy(b->last, hash, CHUNK_HASH_LEN);
+	if (is_victim(b->p, loc->blob.seg)) {
+		memcpy(b->hash[b->n], hash, CHUNK_HASH_LEN);
+		b->loc[b->n++] = *loc;
+	}
+	return 0;
+}
+
+/* Copy one frame to the current segment and repoint its chunk. */
+static int move_chunk(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
+		      const struct chunk_loc *loc, struct nadb_compact_result *res)
+{
+	uint8_t *frame = malloc(loc->blob.len);
+	if (!frame)
+		return -ENOMEM;
+	struct blob_loc to;
+	int rc = st->blobs->ops->read(st->blobs, &loc->blob, 0, frame, loc->blob.len);
+	if (!rc)
+		rc = st->blobs->ops->append(st->blobs, NULL, 0, frame, loc->blob.len, &to);
+	free(frame);
+	if (rc)
+		return rc;
+	int moved = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	if (!(rc = step_begin(st))) {
+		moved = chunk_relocate(&st->chunks, hash, loc, &to);
+		rc = step_end(st, moved < 0 ? moved : 0);
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	if (!rc && moved > 0) {
+		res->chunks_moved++;
+		res->bytes_moved += loc->blob.len;
+	}
+	return rc;
+}
+
+/* Move every live chunk out of the planned segments, a batch at a time;
+ * the meta lock is let go between batches and between chunks. */
+static int move_live_chunks(struct nadb_store *st, const struct plan *p,
+			    struct nadb_compact_result *res)
+{
+	struct batch b = {.p = p};
+	b.hash = malloc(SCAN_BATCH * sizeof(*b.hash));
+	b.loc = malloc(SCAN_BATCH * sizeof(*b.loc));
+	int rc = b.hash && b.loc ? 0 : -ENOMEM;
+	bool have_last = false;
+	do {
+		b.n = b.rows = 0;
+		b.more = false;
+		b.skip_last = have_last;
+		pthread_mutex_lock(&st->meta_lock);
+		if (!rc)
+			rc = chunk_scan(&st->chunks, have_last ? b.last : NULL, collect_live, &b);
+		pthread_mutex_unlock(&st->meta_lock);
+		have_last = true;
+		for (size_t i = 0; !rc && i < b.n; i++)
+			rc = move_chunk(st, b.hash[i], &b.loc[i], res);
+	} while (!rc && b.more);
+	free(b.hash);
+	free(b.loc);
+	return rc;
+}
+
+int nadb_compact(struct nadb_store *st, bool force, double garbage,
+		 struct nadb_compact_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	pthread_mutex_lock(&st->compact_lock);
+	/* Readers had a whole compaction period to finish with segments
+	 * removed last time. */
+	st->blobs->ops->forget_removed(st->blobs);
+	int rc = force ? st->blobs->ops->roll(st->blobs) : 0;
+	struct plan p = {.st = st, .force = force, .garbage = garbage};
+	if (!rc)
+		rc = st->blobs->ops->segments(st->blobs, consider_segment, &p);
+	if (!rc && p.n)
+		rc = move_live_chunks(st, &p, res);
+	/* The new places must be durable before the old bytes go. */
+	if (!rc && p.n)
+		rc = nadb_store_sync(st);
+	for (size_t i = 0; !rc && i < p.n; i++) {
+		pthread_mutex_lock(&st->meta_lock);
+		uint64_t live = chunk_segment_live(&st->chunks, p.v[i].seg);
+		pthread_mutex_unlock(&st->meta_lock);
+		if (live)
+			continue; /* a chunk moved in meanwhile?  Next time. */
+		rc = st->blobs->ops->remove(st->blobs, p.v[i].seg);
+		if (!rc) {
+			res->segments_removed++;
+			res->bytes_reclaimed += p.v[i].size;
+		}
+	}
+	if (!rc && res->segments_removed)
+		rc = st->blobs->ops->sync(st->blobs); /* the directory */
+	pthread_mutex_unlock(&st->compact_lock);
+	free(p.v);
+	if (rc)
+		nadb_log("compaction: %s", strerror(-rc));
+	return rc;
+}

@@ -1,0 +1,114 @@
+/* test_compact.c -- compaction reclaims the space of deleted values and
+ * keeps every live value readable, across close and open. */
+#include "fsck.h"
+#include "stats.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int failures;
+#define CHECK(cond)                                                           \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
+				__LINE__, #cond);                             \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static const struct nadb_caller root = {0, 0, NULL, 0};
+#define VALUE (100 * 1024)
+
+static void fill(unsigned char *buf, int seed)
+{
+	unsigned x = (unsigned)seed * 2654435761u + 1;
+	for (size_t i = 0; i < VALUE; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = (unsigned char)(x >> 16);
+	}
+}
+
+static void check_value(struct nadb_store *st, uint64_t ns, const char *name, int seed)
+{
+	static unsigned char want[VALUE], got[VALUE];
+	struct nadb_attr a;
+	struct nadb_file *f;
+	fill(want, seed);
+	CHECK(nadb_lookup(st, ns, name, &a) == 0);
+	CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
+	CHECK(nadb_file_read(f, got, VALUE, 0) == VALUE);
+	CHECK(memcmp(want, got, VALUE) == 0);
+	CHECK(nadb_file_close(f) == 0);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/nadb-unit-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char store[300];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	struct nadb_options o;
+	nadb_options_default(&o);
+	o.compress = NADB_COMPRESS_OFF;
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	struct nadb_attr a;
+	CHECK(nadb_mknod(st, NADB_ROOT_INO, "db", S_IFDIR | 0755, 0, &root, &a) == 0);
+	CHECK(nadb_mknod(st, a.ino, "ns", S_IFDIR | 0755, 0, &root, &a) == 0);
+	uint64_t ns = a.ino;
+	static unsigned char buf[VALUE];
+	char name[16];
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "k%02d", i);
+		CHECK(nadb_mknod(st, ns, name, S_IFREG | 0644, 0, &root, &a) == 0);
+		struct nadb_file *f;
+		fill(buf, i);
+		CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
+		CHECK(nadb_file_write(f, buf, VALUE, 0) == VALUE);
+		CHECK(nadb_file_close(f) == 0);
+	}
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "k%02d", i);
+		if (i % 4)
+			CHECK(nadb_unlink(st, ns, name) == 0);
+	}
+	struct nadb_stats s;
+	CHECK(nadb_stats(st, NADB_ROOT_INO, &s) == 0);
+	CHECK(s.garbage_bytes >= 15 * VALUE);
+	struct nadb_compact_result res;
+	CHECK(nadb_compact(st, false, 0.5, &res) == 0);
+	CHECK(res.segments_removed == 0); /* only the current segment has garbage */
+	CHECK(nadb_compact(st, true, 0, &res) == 0);
+	CHECK(res.segments_removed == 1);
+	CHECK(res.chunks_moved == 5);
+	CHECK(nadb_stats(st, NADB_ROOT_INO, &s) == 0);
+	CHECK(s.garbage_bytes < VALUE);
+	for (int i = 0; i < 20; i += 4) {
+		snprintf(name, sizeof(name), "k%02d", i);
+		check_value(st, ns, name, i);
+	}
+	struct nadb_fsck_result fr;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &fr) == 0);
+	CHECK(fr.problems == 0);
+	CHECK(nadb_store_close(st) == 0);
+
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	for (int i = 0; i < 20; i += 4) {
+		snprintf(name, sizeof(name), "k%02d", i);
+		check_value(st, ns, name, i);
+	}
+	CHECK(nadb_stats(st, NADB_ROOT_INO, &s) == 0);
+	CHECK(s.pack_bytes < 6 * VALUE);
+	CHECK(nadb_fsck(st, false, NULL, NULL, &fr) == 0);
+	CHECK(fr.problems == 0);
+	CHECK(nadb_store_close(st) == 0);
+
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	return failures ? 1 : 0;
+}
