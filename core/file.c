@@ -509,6 +509,7 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 		pthread_mutex_unlock(&of->attr_lock);
 		rc = stats_size_changed(st, of->ino, (int64_t)of->size - (int64_t)in.r.size);
 		in.r.size = of->size;
+		in.r.stored = keymeta_stored(st, list, of->nslots);
 		if (!rc)
 			rc = inode_put(st, of->ino, &in.r, list, of->nslots * CHUNK_HASH_LEN);
 	}
@@ -804,7 +805,6 @@ void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a)
 		pthread_mutex_lock(&of->attr_lock);
 		if (of->a_changed) {
 			a->size = of->a_size;
-			a->blocks = (a->size + 511) / 512;
 			a->mtime = ts_of(of->a_mtime);
 			a->ctime = ts_of(of->a_ctime);
 		}

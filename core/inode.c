@@ -106,7 +106,8 @@ void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 	a->gid = r->gid;
 	a->rdev = r->rdev;
 	a->size = r->size;
-	a->blocks = (r->size + 511) / 512;
+	/* du shows what the store really uses (as of the last write). */
+	a->blocks = S_ISREG(r->mode) ? (r->stored + 511) / 512 : 0;
 	a->atime = ts_of_ns(r->atime);
 	a->mtime = ts_of_ns(r->mtime);
 	a->ctime = ts_of_ns(r->ctime);

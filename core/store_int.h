@@ -21,6 +21,8 @@ struct inode_rec {
 	int64_t atime, mtime, ctime, btime; /* ns since the epoch */
 	int64_t expires;     /* keys: ns since the epoch, 0: never */
 	int64_t ttl_default; /* directories: ns every new key below gets, 0: none */
+	uint64_t stored;     /* regular files: bytes on disk as of the last commit,
+	                        shared chunks counted by share (st_blocks) */
 	uint32_t flags;
 	uint8_t level; /* directories: enum nadb_level */
 	uint8_t reserved[3];
@@ -172,6 +174,17 @@ int stats_check(struct nadb_store *st, bool repair,
 		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
 int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
 		    uint64_t old_parent, uint64_t new_parent);
+
+/* Per-key metadata (keymeta.c): the read-only user.nadb.* xattrs. */
+bool keymeta_is_name(const char *name);
+ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char *buf,
+		    size_t size);
+int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
+		const char *value, size_t size);
+ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
+/* Bytes the chunk list LIST (N hashes) holds on disk, shares counted by
+ * share.  Under meta_lock. */
+uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n);
 
 /* Open files (file.c).  file_is_open is called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);

@@ -27,6 +27,11 @@ static bool is_expiry_xattr(const char *name)
 	return !strcmp(name, "user.ttl") || !strcmp(name, "user.expires");
 }
 
+static bool is_computed(const char *name)
+{
+	return keymeta_is_name(name);
+}
+
 static bool is_tag_xattr(const char *name)
 {
 	return !strcmp(name, "user.tags") || !strncmp(name, "user.tag.", 9);
@@ -66,10 +71,12 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
-	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
+	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name))) {
 		if (!(rc = step_begin(st)))
 			rc = step_end(st, is_tag_xattr(name)
 						  ? tags_xattr_set(st, ino, name, value, size)
+					  : is_computed(name)
+						  ? keymeta_set(st, ino, name, value, size)
 						  : expiry_xattr_set(st, ino, name, value, size));
 		store_note_step(st);
 		pthread_mutex_unlock(&st->meta_lock);
@@ -109,6 +116,8 @@ ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
 		ret = expiry_xattr_get(st, ino, name, buf, size);
 	else if (!ret && is_tag_xattr(name))
 		ret = tags_xattr_get(st, ino, name, buf, size);
+	else if (!ret && is_computed(name))
+		ret = keymeta_get(st, ino, name, buf, size);
 	else if (!ret) {
 		ret = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
 		if (ret == -ENOENT)
@@ -163,6 +172,21 @@ static int list_expiry(struct nadb_store *st, uint64_t ino, struct list_ctx *l)
 	return 0;
 }
 
+/* Append the names FN lists: ask their size first, then copy them. */
+static int list_more(struct nadb_store *st, uint64_t ino, struct list_ctx *l,
+		     ssize_t (*fn)(struct nadb_store *, uint64_t, char *, size_t))
+{
+	ssize_t n = fn(st, ino, NULL, 0);
+	if (n <= 0)
+		return (int)n;
+	if (l->size && l->used + (size_t)n > l->size)
+		return -ERANGE;
+	if (l->size && (n = fn(st, ino, l->buf + l->used, (size_t)n)) < 0)
+		return (int)n;
+	l->used += (size_t)n;
+	return 0;
+}
+
 static int list_cb(void *ctx, const void *key, size_t klen, const void *val,
 		   size_t vlen)
 {
@@ -183,14 +207,10 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 	int rc = check_inode(st, ino);
 	if (!rc)
 		rc = list_expiry(st, ino, &l);
-	if (!rc) {
-		ssize_t n = tags_xattr_list(st, ino, l.size ? l.buf + l.used : NULL,
-					    l.size ? l.size - l.used : 0);
-		if (n < 0)
-			rc = (int)n;
-		else
-			l.used += (size_t)n;
-	}
+	if (!rc)
+		rc = list_more(st, ino, &l, tags_xattr_list);
+	if (!rc)
+		rc = list_more(st, ino, &l, keymeta_list);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
 	pthread_mutex_unlock(&st->meta_lock);
@@ -206,7 +226,9 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
 	size_t klen = name_key(key, ino, name);
 	pthread_mutex_lock(&st->meta_lock);
 	rc = check_inode(st, ino);
-	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
+	if (!rc && is_computed(name)) {
+		rc = -EPERM;
+	} else if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
 		if (!(rc = step_begin(st)))
 			rc = step_end(st, is_tag_xattr(name) ? tags_xattr_remove(st, ino, name)
 							     : expiry_xattr_remove(st, ino, name));

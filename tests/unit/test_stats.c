@@ -88,12 +88,34 @@ int main(void)
 	expect(st, users, 2, 300, 0, __LINE__);
 	expect(st, media, 1, 1000, 0, __LINE__);
 	struct nadb_stats s;
+	struct nadb_attr a;
 	CHECK(nadb_stats(st, NADB_ROOT_INO, &s) == 0);
 	CHECK(s.databases == 2 && s.dirs == 1 && s.chunks == 3);
 	CHECK(nadb_stats(st, c, &s) == -EINVAL);
 
+	/* Per-key metadata: read-only, but a write of the same value passes. */
+	char buf[64];
+	ssize_t n = nadb_getxattr(st, c, "user.nadb.size", buf, sizeof(buf));
+	CHECK(n == 4 && !memcmp(buf, "1000", 4));
+	CHECK(nadb_getxattr(st, c, "user.nadb.chunks", buf, sizeof(buf)) == 1 && buf[0] == '1');
+	n = nadb_getxattr(st, c, "user.nadb.hash", buf, sizeof(buf));
+	CHECK(n == 32);
+	CHECK(nadb_setxattr(st, c, "user.nadb.hash", buf, (size_t)n, 0) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "1000", 4, 0) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.bogus", "1", 1, 0) == -EPERM);
+	CHECK(nadb_removexattr(st, c, "user.nadb.size") == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.created", "1600000000.5", 12, 0) == 0);
+	n = nadb_getxattr(st, c, "user.nadb.created", buf, sizeof(buf));
+	CHECK(n == 20 && !memcmp(buf, "1600000000.500000000", 20));
+	CHECK(nadb_getattr(st, c, &a) == 0 && a.blocks >= 1 && a.blocks < 3); /* compressed */
+	n = nadb_listxattr(st, c, NULL, 0);
+	CHECK(n > 0);
+	char list[1024];
+	CHECK(nadb_listxattr(st, c, list, sizeof(list)) == n);
+	CHECK(nadb_listxattr(st, c, list, 10) == -ERANGE);
+
 	/* Hard links count as names; a shrink counts. */
-	struct nadb_attr a;
 	CHECK(nadb_link(st, c, users, "c-link", &a) == 0);
 	expect(st, users, 3, 1300, 0, __LINE__);
 	a.size = 10;

@@ -1,0 +1,247 @@
+/* keymeta.c -- per-key metadata as read-only xattrs: user.nadb.hash,
+ * .size, .stored, .chunks, .created, .updated and .accessed.
+ *
+ * They are computed, not kept: the hash is XXH3-128 over the value's chunk
+ * names and size (a Merkle root, so equal values in stores of the same
+ * chunk size have equal hashes, at the cost of one index read per chunk
+ * rather than a read of every byte).
+ *
+ * Writing one is refused with EPERM -- unless the write describes this
+ * very value: tar --xattrs and rsync -aX copy a key with its attributes
+ * and write back what they read, and that must not fail.  So a write of
+ * hash, size or chunks equal to the current value is accepted (and does
+ * nothing); stored, which depends on what else each store shares, is
+ * accepted when it is no more than the value's unshared size (what any
+ * copy of it may report); created, updated and accessed set the key's
+ * times, so a copy keeps them.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+static const char *const names[] = {
+	"user.nadb.hash", "user.nadb.size", "user.nadb.stored", "user.nadb.chunks",
+	"user.nadb.created", "user.nadb.updated", "user.nadb.accessed",
+};
+enum { M_HASH, M_SIZE, M_STORED, M_CHUNKS, M_CREATED, M_UPDATED, M_ACCESSED, M_COUNT };
+
+static int which(const char *name)
+{
+	for (int i = 0; i < M_COUNT; i++)
+		if (!strcmp(name, names[i]))
+			return i;
+	return -1;
+}
+
+bool keymeta_is_name(const char *name)
+{
+	return !strncmp(name, "user.nadb.", 10);
+}
+
+/* Bytes on disk of LIST, a shared chunk counted by share (SHARED) or in
+ * full. */
+static uint64_t bytes_of(struct nadb_store *st, const uint8_t *list, size_t n,
+			 bool shared)
+{
+	uint64_t stored = 0;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *h = list + i * CHUNK_HASH_LEN;
+		struct chunk_loc loc;
+		uint32_t refs;
+		if (chunk_is_hole(h) || chunk_refs(&st->chunks, h, &refs) ||
+		    chunk_locate(&st->chunks, h, &loc) || refs == 0)
+			continue;
+		stored += shared ? loc.blob.len / refs : loc.blob.len;
+	}
+	return stored;
+}
+
+uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n)
+{
+	return bytes_of(st, list, n, true);
+}
+
+static void format_time(char *out, size_t size, int64_t ns)
+{
+	snprintf(out, size, "%lld.%09lld", (long long)(ns / 1000000000),
+		 (long long)(ns % 1000000000));
+}
+
+/* The text of attribute M for inode IN. */
+static int render(struct nadb_store *st, const struct inode *in, int m, char *out,
+		  size_t size)
+{
+	size_t n = in->payload_len / CHUNK_HASH_LEN;
+	switch (m) {
+	case M_HASH: {
+		XXH3_state_t *s = XXH3_createState();
+		if (!s)
+			return -ENOMEM;
+		XXH3_128bits_reset(s);
+		XXH3_128bits_update(s, &in->r.size, sizeof(in->r.size));
+		XXH3_128bits_update(s, in->payload, n * CHUNK_HASH_LEN);
+		XXH128_hash_t h = XXH3_128bits_digest(s);
+		XXH3_freeState(s);
+		snprintf(out, size, "%016llx%016llx", (unsigned long long)h.high64,
+			 (unsigned long long)h.low64);
+		return 0;
+	}
+	case M_SIZE:
+		snprintf(out, size, "%llu", (unsigned long long)in->r.size);
+		return 0;
+	case M_STORED:
+		snprintf(out, size, "%llu",
+			 (unsigned long long)keymeta_stored(st, in->payload, n));
+		return 0;
+	case M_CHUNKS: {
+		size_t chunks = 0;
+		for (size_t i = 0; i < n; i++)
+			chunks += !chunk_is_hole(in->payload + i * CHUNK_HASH_LEN);
+		snprintf(out, size, "%zu", chunks);
+		return 0;
+	}
+	case M_CREATED:
+		format_time(out, size, in->r.btime);
+		return 0;
+	case M_UPDATED:
+		format_time(out, size, in->r.mtime);
+		return 0;
+	default:
+		format_time(out, size, in->r.atime);
+		return 0;
+	}
+}
+
+static int load_key(struct nadb_store *st, uint64_t ino, struct inode *in)
+{
+	int rc = inode_get(st, ino, in);
+	if (!rc && !S_ISREG(in->r.mode)) {
+		inode_release(in);
+		rc = -ENODATA;
+	}
+	return rc;
+}
+
+ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char *buf,
+		    size_t size)
+{
+	int m = which(name);
+	if (m < 0)
+		return -ENODATA;
+	struct inode in;
+	int rc = load_key(st, ino, &in);
+	if (rc)
+		return rc;
+	char text[64];
+	rc = render(st, &in, m, text, sizeof(text));
+	inode_release(&in);
+	if (rc)
+		return rc;
+	size_t len = strlen(text);
+	if (size && len > size)
+		return -ERANGE;
+	if (size)
+		memcpy(buf, text, len);
+	return (ssize_t)len;
+}
+
+/* "S" or "S.NNNNNNNNN" as ns; -EINVAL otherwise. */
+static int parse_time(const char *v, size_t size, int64_t *ns)
+{
+	char text[40];
+	if (size == 0 || size >= sizeof(text))
+		return -EINVAL;
+	memcpy(text, v, size);
+	text[size] = 0;
+	long long s;
+	unsigned long frac = 0;
+	int used = 0;
+	char digits[16] = "";
+	if (sscanf(text, "%lld%n", &s, &used) != 1 || s < 0)
+		return -EINVAL;
+	if (text[used] == '.') {
+		size_t k = strspn(text + used + 1, "0123456789");
+		if (k == 0 || k > 9 || text[used + 1 + k])
+			return -EINVAL;
+		memcpy(digits, text + used + 1, k);
+		for (; k < 9; k++)
+			digits[k] = '0';
+		frac = strtoul(digits, NULL, 10);
+	} else if (text[used]) {
+		return -EINVAL;
+	}
+	*ns = (int64_t)s * 1000000000 + (int64_t)frac;
+	return 0;
+}
+
+int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
+		const char *value, size_t size)
+{
+	int m = which(name);
+	struct inode in;
+	int rc = m < 0 ? -EPERM : load_key(st, ino, &in);
+	if (rc) {
+		if (rc == -EPERM || rc == -ENODATA)
+			nadb_log("%s is read-only: the store computes it", name);
+		return rc == -ENODATA ? -EPERM : rc;
+	}
+	char now[64];
+	if (m >= M_CREATED) {
+		int64_t ns;
+		rc = parse_time(value, size, &ns);
+		if (!rc) {
+			int64_t *field = m == M_CREATED ? &in.r.btime
+					 : m == M_UPDATED ? &in.r.mtime : &in.r.atime;
+			*field = ns;
+			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+		}
+	} else {
+		/* A copy writing back what it read is accepted; nothing else. */
+		bool fits;
+		if (m == M_STORED) {
+			int64_t v;
+			uint64_t unshared = bytes_of(st, in.payload,
+						     in.payload_len / CHUNK_HASH_LEN, false);
+			fits = !parse_time(value, size, &v) && v % 1000000000 == 0 &&
+			       (uint64_t)(v / 1000000000) <= unshared;
+		} else {
+			rc = render(st, &in, m, now, sizeof(now));
+			fits = !rc && strlen(now) == size && !memcmp(now, value, size);
+		}
+		if (!rc && !fits) {
+			nadb_log("%s is read-only: the store computes it", name);
+			rc = -EPERM;
+		}
+	}
+	inode_release(&in);
+	return rc;
+}
+
+ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size)
+{
+	struct inode in;
+	int rc = load_key(st, ino, &in);
+	if (rc)
+		return rc == -ENODATA ? 0 : rc;
+	inode_release(&in);
+	size_t need = 0;
+	for (int i = 0; i < M_COUNT; i++)
+		need += strlen(names[i]) + 1;
+	if (size && need > size)
+		return -ERANGE;
+	if (size) {
+		size_t at = 0;
+		for (int i = 0; i < M_COUNT; i++) {
+			size_t n = strlen(names[i]) + 1;
+			memcpy(buf + at, names[i], n);
+			at += n;
+		}
+	}
+	return (ssize_t)need;
+}
