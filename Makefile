@@ -9,9 +9,9 @@ CC      ?= cc
 BUILD   ?= build
 PKGS     = fuse3 lmdb libxxhash zlib
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
 CORE_SRC = $(wildcard core/*.c)
 CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -19,7 +19,7 @@ UNIT_SRC = $(wildcard tests/unit/*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
 DEB_PKGS = build-essential pkg-config fuse3 libfuse3-dev liblmdb-dev \
-           libxxhash-dev zlib1g-dev bats attr
+           libxxhash-dev zlib1g-dev bats attr rsync gnuplot-nox
 STORE   ?= data
 MNT     ?= mnt
 
@@ -27,14 +27,16 @@ MNT     ?= mnt
 
 all: $(BUILD)/nadbfs $(BUILD)/nadb $(UNIT_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard core/*.h)
+$(BUILD)/%.o: %.c $(wildcard core/*.h fs/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -c -o $@ $<
 
 $(BUILD)/libnadb.a: $(CORE_OBJ)
 	$(AR) rcs $@ $^
 
-$(BUILD)/nadbfs: $(BUILD)/fs/nadbfs.o $(BUILD)/libnadb.a
+FS_OBJ   = $(patsubst %.c,$(BUILD)/%.o,$(wildcard fs/*.c))
+
+$(BUILD)/nadbfs: $(FS_OBJ) $(BUILD)/libnadb.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/nadb: $(BUILD)/tools/nadb.o $(BUILD)/libnadb.a

@@ -222,26 +222,3 @@ int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
 	inode_release(&in);
 	return rc;
 }
-
-ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size)
-{
-	struct inode in;
-	int rc = load_key(st, ino, &in);
-	if (rc)
-		return rc == -ENODATA ? 0 : rc;
-	inode_release(&in);
-	size_t need = 0;
-	for (int i = 0; i < M_COUNT; i++)
-		need += strlen(names[i]) + 1;
-	if (size && need > size)
-		return -ERANGE;
-	if (size) {
-		size_t at = 0;
-		for (int i = 0; i < M_COUNT; i++) {
-			size_t n = strlen(names[i]) + 1;
-			memcpy(buf + at, names[i], n);
-			at += n;
-		}
-	}
-	return (ssize_t)need;
-}

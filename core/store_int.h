@@ -181,7 +181,6 @@ ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char 
 		    size_t size);
 int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
 		const char *value, size_t size);
-ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
 /* Bytes the chunk list LIST (N hashes) holds on disk, shares counted by
  * share.  Under meta_lock. */
 uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n);

@@ -30,6 +30,9 @@ int nadb_check_name(const char *name, enum nadb_level parent_level)
 	}
 	if (parent_level == NADB_LEVEL_ROOT && (name[0] == '.' || !strcmp(name, "tags")))
 		return -EPERM;
+	/* Databases and namespaces show their statistics as .stats. */
+	if (parent_level <= NADB_LEVEL_NAMESPACE && !strcmp(name, ".stats"))
+		return -EPERM;
 	return 0;
 }
 

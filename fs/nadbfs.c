@@ -1,0 +1,1683 @@
+/* nadbfs.c -- the FUSE daemon: serves a nadb store as /DB/NAMESPACE/KEY.
+ *
+ * Each low-level FUSE request becomes one call into the engine (store.h),
+ * and that is all this file does.  The kernel does the rest, which is why
+ * the translation can stay this thin:
+ *   - permission checks (mount option default_permissions);
+ *   - caching names and attributes for attr_timeout seconds, and caching
+ *     misses too, which is safe because we are the store's only writer;
+ *   - flock and POSIX locks (we implement neither, so they are local).
+ * The engine never reuses inode numbers and keeps nothing in memory per
+ * looked-up inode, so lookups are not counted and forget does nothing.
+ * Two things do not come through the kernel, so the daemon speaks up:
+ *   - the engine's reaper deletes expired keys: their names are queued and
+ *     a thread of ours tells the kernel to drop them (the notifier);
+ *   - an inode replaced by rename is gone at once, even for a process that
+ *     looked it up just before: we answer ESTALE, and the kernel looks up
+ *     the name again (stale_if_gone).
+ *
+ * Start-up runs in one fixed order, so that every start-up error reaches
+ * the terminal and the store is used only by the process that opened it:
+ * parse and check the options; in background mode fork at once (the parent
+ * waits and exits with the child's verdict); open the store; mount; start
+ * the engine's threads; only then detach from the terminal, pointing stderr
+ * at STORE/nadbfs.log where the engine's one-line messages belong.
+ */
+#define FUSE_USE_VERSION 312
+
+#include "special.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NADBFS_VERSION "0.1.0"
+#define DEFAULT_ATTR_TIMEOUT 3600.0
+#define DEFAULT_MAX_IDLE_THREADS 10
+#define MAX_GROUPS 64
+
+/* A name the engine's reaper deleted, on its way to the kernel. */
+struct reaped_name {
+	struct reaped_name *next;
+	uint64_t parent, ino;
+	char name[];
+};
+
+/* Tells the kernel to forget names of expired keys the reaper deleted.  The
+ * reaper reports them with the engine's locks held, while telling the
+ * kernel waits for the parent directory's lock, which a process may hold
+ * while its request waits for the engine: so names are queued, and told
+ * from a thread of our own. */
+struct notifier {
+	pthread_mutex_t lock; /* scope: head, tail */
+	pthread_cond_t wake;
+	struct reaped_name *head, **tail;
+	atomic_bool stop; /* set under the lock, also read without it */
+	bool running; /* thread started; main thread only */
+	pthread_t thread;
+	struct fuse_session *se;
+};
+
+/* Everything the daemon knows.  Filled in by main() before the session
+ * loop starts and only read afterwards, so it needs no lock (the notifier
+ * has its own). */
+struct nadbfs {
+	struct nadb_store *store;
+	struct nadb_options engine; /* what nadb_store_open gets */
+	double timeout;             /* attr_timeout: kernel cache of names and attributes */
+	char *store_arg;            /* STORE as given, for messages */
+	char *store_path;           /* STORE made absolute */
+	struct notifier notifier;
+	bool measure;               /* stats=on: time every request */
+	struct special *sp;         /* /.stats, /.ctl, /tags ... */
+};
+
+static struct nadbfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Times a request from its start to the handler's return, for /.stats:
+ * TIME_OP(req, OP_X) as a handler's first line. */
+struct op_timer {
+	struct special *sp;
+	enum fs_op op;
+	uint64_t start;
+};
+
+static void op_timer_done(struct op_timer *t)
+{
+	special_op_done(t->sp, t->op, t->start);
+}
+
+#define TIME_OP(req, op)                                                      \
+	__attribute__((cleanup(op_timer_done))) struct op_timer op_timer_ = {  \
+		fs_of(req)->sp, op, special_op_start(fs_of(req)->sp)}; \
+	struct special *sp __attribute__((unused)) = op_timer_.sp
+
+/* ---- attributes and replies ------------------------------------------- */
+
+static void stat_of(const struct nadb_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_rdev = a->rdev;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+/* How long the kernel may cache a name and its attributes: attr_timeout,
+ * but never past the key's expiry, so that an expired key is gone at once
+ * (the next lookup or getattr finds it gone) and not only once the reaper
+ * has told the kernel. */
+static double timeout_for(const struct nadbfs *fs, const struct nadb_attr *a)
+{
+	if (a->expires_ns <= 0)
+		return fs->timeout;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	double left = (double)(a->expires_ns - (int64_t)now.tv_sec * 1000000000 -
+			       now.tv_nsec) / 1e9;
+	return left <= 0 ? 0 : left < fs->timeout ? left : fs->timeout;
+}
+
+static void entry_of(const struct nadbfs *fs, const struct nadb_attr *a,
+		     struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino; /* never reused: generation stays 0 */
+	stat_of(a, &e->attr);
+	e->attr_timeout = e->entry_timeout = timeout_for(fs, a);
+}
+
+static void reply_status(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, rc < 0 ? -rc : 0);
+}
+
+/* For requests that name an inode by number: the engine deletes an inode
+ * with its last name unless it is open, so a process that looked a name up
+ * just before a rename replaced it asks for an inode that is gone.  ESTALE
+ * makes the kernel walk the path again (open, stat, xattrs, chmod...) and
+ * find the new inode, as a local filesystem would. */
+static int stale_if_gone(int rc)
+{
+	return rc == -ENOENT ? -ESTALE : rc;
+}
+
+static void reply_entry_or_error(fuse_req_t req, int rc, const struct nadb_attr *a)
+{
+	struct fuse_entry_param e;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	entry_of(fs_of(req), a, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_attr_or_error(fuse_req_t req, int rc, const struct nadb_attr *a)
+{
+	struct stat st;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	stat_of(a, &st);
+	fuse_reply_attr(req, &st, timeout_for(fs_of(req), a));
+}
+
+/* A miss the kernel may remember as long as a hit (ino 0 = negative). */
+static void reply_no_such_entry(fuse_req_t req)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = fs_of(req)->timeout;
+	fuse_reply_entry(req, &e);
+}
+
+/* Who is asking, for the owner and group of a new node. */
+struct caller {
+	struct nadb_caller who;
+	uint32_t groups[MAX_GROUPS];
+};
+
+static const struct nadb_caller *caller_of(fuse_req_t req, struct caller *c)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[MAX_GROUPS];
+	/* Parses /proc: done only for requests that create a node. */
+	int n = fuse_req_getgroups(req, MAX_GROUPS, groups);
+	if (n < 0)
+		n = 0; /* no /proc, or the caller is gone: no supplementary groups */
+	if (n > MAX_GROUPS)
+		n = MAX_GROUPS;
+	for (int i = 0; i < n; i++)
+		c->groups[i] = groups[i];
+	c->who = (struct nadb_caller){
+		.uid = ctx->uid, .gid = ctx->gid,
+		.groups = n ? c->groups : NULL, .ngroups = n,
+	};
+	return &c->who;
+}
+
+/* ---- open files --------------------------------------------------------- */
+
+static struct nadb_file *file_of(const struct fuse_file_info *fi)
+{
+	return fi ? (struct nadb_file *)(uintptr_t)fi->fh : NULL;
+}
+
+static int open_flags_of(int flags)
+{
+	return (flags & O_TRUNC) ? NADB_OPEN_TRUNC : 0;
+}
+
+static void hand_file_to_kernel(struct fuse_file_info *fi, struct nadb_file *f)
+{
+	fi->fh = (uintptr_t)f;
+	/* Every write passes through the kernel, so its page cache is never
+	 * stale: warm reads may come from it across opens. */
+	fi->keep_cache = 1;
+	fi->direct_io = (fi->flags & O_DIRECT) != 0;
+}
+
+/* ---- directory handles -------------------------------------------------- */
+
+/* Offsets in a directory stream count entries: "." is 1, ".." is 2 and the
+ * first real entry 3.  The offset of an entry is where reading resumes
+ * after it, so the kernel asks again with the offset of the last entry it
+ * consumed; it may consume only part of a reply. */
+#define DOT_OFF 1
+#define DOTDOT_OFF 2
+
+/* An open directory remembers the names of the last batch it returned, so
+ * that the next request resumes after a name (the engine's cursor), not by
+ * counting from the start.  The kernel serialises readdir calls on one
+ * open directory (its f_pos lock), so a handle needs no lock. */
+struct dir_handle {
+	off_t first_entry;              /* offset of the first real entry */
+	int nextra;                     /* special names after "." and ".." */
+	const char *extra_name[4];
+	uint64_t extra_ino[4];
+	uint32_t extra_mode[4];
+	off_t anchor_off;               /* offset of the entry before the batch, 0: none */
+	char anchor[NADB_NAME_MAX + 1]; /* its name */
+	off_t first_off;                /* offset of the batch's first name */
+	size_t count;                   /* names in the batch */
+	char *names;                    /* count NUL-terminated names, back to back */
+	size_t names_used, names_cap;
+};
+
+static struct dir_handle *dir_of(const struct fuse_file_info *fi)
+{
+	return fi ? (struct dir_handle *)(uintptr_t)fi->fh : NULL;
+}
+
+static void free_dir(struct dir_handle *d)
+{
+	if (d) {
+		free(d->names);
+		free(d);
+	}
+}
+
+/* The name of the batch entry at offset OFF, or NULL. */
+static const char *batch_name_at(const struct dir_handle *d, off_t off)
+{
+	if (off >= d->first_entry && off == d->anchor_off)
+		return d->anchor;
+	if (off < d->first_off || off >= d->first_off + (off_t)d->count)
+		return NULL;
+	const char *name = d->names;
+	for (off_t i = d->first_off; i < off; i++)
+		name += strlen(name) + 1;
+	return name;
+}
+
+/* Start a new batch of real entries at offset FIRST, after entry AFTER
+ * (at FIRST - 1; NULL when the batch starts at the first entry).  Names
+ * take less room than their entries, so SIZE bytes hold the batch. */
+static int start_batch(struct dir_handle *d, off_t first, const char *after,
+		       size_t size)
+{
+	if (d->names_cap < size) {
+		char *p = realloc(d->names, size);
+		if (!p)
+			return -ENOMEM;
+		d->names = p;
+		d->names_cap = size;
+	}
+	d->anchor_off = after ? first - 1 : 0;
+	if (after)
+		snprintf(d->anchor, sizeof(d->anchor), "%s", after);
+	d->first_off = first;
+	d->count = 0;
+	d->names_used = 0;
+	return 0;
+}
+
+static void remember_name(struct dir_handle *d, const char *name)
+{
+	size_t len = strlen(name) + 1;
+	if (d->names_used + len > d->names_cap)
+		return; /* cannot happen (see start_batch); costs a walk at worst */
+	memcpy(d->names + d->names_used, name, len);
+	d->names_used += len;
+	d->count++;
+}
+
+/* Finding the entry at an offset the batch does not know (seekdir). */
+struct dir_walk {
+	off_t want, at;
+	char *name; /* NADB_NAME_MAX + 1 bytes */
+	bool found;
+};
+
+static int stop_at_wanted_entry(void *arg, const char *name,
+				const struct nadb_attr *a)
+{
+	struct dir_walk *w = arg;
+	(void)a;
+	if (w->at++ < w->want)
+		return 0;
+	snprintf(w->name, NADB_NAME_MAX + 1, "%s", name);
+	w->found = true;
+	return 1;
+}
+
+/* Where a request at offset OFF (>= d->first_entry) resumes: after the
+ * name put in AFTER.  -ENOENT when the directory has no entry there. */
+static int name_at_offset(struct nadb_store *st, fuse_ino_t ino,
+			  const struct dir_handle *d, off_t off, char *after)
+{
+	const char *known = batch_name_at(d, off);
+	if (known) {
+		snprintf(after, NADB_NAME_MAX + 1, "%s", known);
+		return 0;
+	}
+	struct dir_walk w = {.want = off, .at = d->first_entry, .name = after};
+	int rc = nadb_readdir(st, ino, NULL, false, stop_at_wanted_entry, &w);
+	if (rc < 0)
+		return rc;
+	return w.found ? 0 : -ENOENT;
+}
+
+/* One reply being filled. */
+struct dir_fill {
+	fuse_req_t req;
+	const struct nadbfs *fs;
+	struct dir_handle *dir;
+	bool plus;
+	char *buf;
+	size_t size, used;
+	off_t next_off; /* offset the next entry gets */
+};
+
+/* Add one entry; false when it does not fit (the reply is full). */
+static bool add_entry(struct dir_fill *f, const char *name,
+		      const struct nadb_attr *a)
+{
+	size_t room = f->size - f->used, n;
+	if (f->plus) {
+		struct fuse_entry_param e;
+		entry_of(f->fs, a, &e);
+		n = fuse_add_direntry_plus(f->req, f->buf + f->used, room, name,
+					   &e, f->next_off);
+	} else {
+		struct stat st = {.st_ino = a->ino, .st_mode = a->mode & S_IFMT};
+		n = fuse_add_direntry(f->req, f->buf + f->used, room, name, &st,
+				      f->next_off);
+	}
+	if (n > room)
+		return false;
+	f->used += n;
+	f->next_off++;
+	return true;
+}
+
+static int add_real_entry(void *arg, const char *name, const struct nadb_attr *a)
+{
+	struct dir_fill *f = arg;
+	if (!add_entry(f, name, a))
+		return 1;
+	remember_name(f->dir, name);
+	return 0;
+}
+
+/* "." and ".." (".." from nadb_parent; the root is its own parent).  For
+ * readdirplus they carry full attributes; the kernel does not count them
+ * as lookups. */
+static int dot_attr(struct nadb_store *st, fuse_ino_t ino, bool dotdot,
+		    bool full, struct nadb_attr *a)
+{
+	uint64_t target = ino;
+	int rc = dotdot ? nadb_parent(st, ino, &target) : 0;
+	if (rc < 0)
+		return rc;
+	if (full)
+		return nadb_getattr(st, target, a);
+	memset(a, 0, sizeof(*a));
+	a->ino = target;
+	a->mode = S_IFDIR;
+	return 0;
+}
+
+/* One of the names the daemon serves itself (/.stats, /tags ...). */
+static bool add_special_entry(struct dir_fill *f, int i)
+{
+	struct dir_handle *d = f->dir;
+	size_t room = f->size - f->used, n;
+	if (f->plus) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		e.ino = d->extra_ino[i];
+		if (special_attr(fs_of(f->req)->sp, e.ino, &e.attr))
+			e.ino = 0;
+		e.attr.st_ino = d->extra_ino[i];
+		e.attr.st_mode |= d->extra_mode[i];
+		n = fuse_add_direntry_plus(f->req, f->buf + f->used, room, d->extra_name[i],
+					   &e, f->next_off);
+	} else {
+		struct stat st = {.st_ino = d->extra_ino[i], .st_mode = d->extra_mode[i]};
+		n = fuse_add_direntry(f->req, f->buf + f->used, room, d->extra_name[i], &st,
+				      f->next_off);
+	}
+	if (n > room)
+		return false;
+	f->used += n;
+	f->next_off++;
+	return true;
+}
+
+static int add_dot_entries(struct dir_fill *f, fuse_ino_t ino)
+{
+	struct nadbfs *fs = fs_of(f->req);
+	struct nadb_attr a;
+	while (f->next_off < f->dir->first_entry) {
+		if (f->next_off > DOTDOT_OFF) {
+			if (!add_special_entry(f, (int)(f->next_off - DOTDOT_OFF - 1)))
+				return 1;
+			continue;
+		}
+		bool dotdot = f->next_off == DOTDOT_OFF;
+		int rc = dot_attr(fs->store, ino, dotdot, f->plus, &a);
+		if (rc < 0)
+			return rc;
+		if (!add_entry(f, dotdot ? ".." : ".", &a))
+			return 1;
+	}
+	return 0;
+}
+
+static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct nadbfs *fs = fs_of(req);
+	struct dir_handle *d = dir_of(fi);
+	char name[NADB_NAME_MAX + 1];
+	const char *after = NULL; /* resume after this real entry; NULL: the first */
+
+	if (!d || off < 0) {
+		fuse_reply_err(req, d ? EINVAL : EBADF);
+		return;
+	}
+	if (off >= d->first_entry) {
+		int rc = name_at_offset(fs->store, ino, d, off, name);
+		if (rc == -ENOENT) { /* seeked past the end */
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		after = name;
+	}
+	struct dir_fill f = {
+		.req = req, .fs = fs, .dir = d, .plus = plus,
+		.buf = malloc(size ? size : 1), .size = size, .next_off = off + 1,
+	};
+	off_t first = after ? off + 1 : d->first_entry;
+	if (!f.buf || start_batch(d, first, after, size)) {
+		free(f.buf);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int rc = add_dot_entries(&f, ino);
+	if (rc == 0)
+		rc = nadb_readdir(fs->store, ino, after, plus, add_real_entry, &f);
+	/* Entries already in the buffer are worth more than the error: the
+	 * kernel asks again from the last one and then meets the error. */
+	if (rc < 0 && f.used == 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, f.buf, f.used);
+	free(f.buf);
+}
+
+/* ---- operations --------------------------------------------------------- */
+
+static void want_if_capable(struct fuse_conn_info *conn, unsigned cap)
+{
+	if (conn->capable & cap)
+		conn->want |= cap;
+}
+
+static void nadbfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Off: NFS export (lookups of "." and ".." by handle), write-back
+	 * caching (we want every write, in order), ACLs (mode bits only) and
+	 * KILLPRIV (the kernel clears set-id bits on write, chown and
+	 * truncate; we cannot tell whether a caller may keep them). */
+	conn->want &= ~(unsigned)(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_WRITEBACK_CACHE |
+				  FUSE_CAP_POSIX_ACL | FUSE_CAP_HANDLE_KILLPRIV);
+	want_if_capable(conn, FUSE_CAP_ASYNC_READ);
+	want_if_capable(conn, FUSE_CAP_ATOMIC_O_TRUNC); /* O_TRUNC reaches open */
+	/* A symlink's target never changes (only the link is replaced). */
+	want_if_capable(conn, FUSE_CAP_CACHE_SYMLINKS);
+	conn->max_write = 1u << 20; /* libfuse clamps it to its buffer */
+}
+
+static void nadbfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TIME_OP(req, OP_LOOKUP);
+	if (special_lookup(sp, req, parent, name))
+		return;
+	struct nadb_attr a;
+	int rc = nadb_lookup(fs_of(req)->store, parent, name, &a);
+	if (rc == -ENOENT)
+		reply_no_such_entry(req);
+	else
+		reply_entry_or_error(req, rc, &a);
+}
+
+static void nadbfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void nadbfs_forget_multi(fuse_req_t req, size_t count,
+				struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void nadbfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_GETATTR);
+	if (special_getattr(sp, req, ino))
+		return;
+	struct nadb_attr a;
+	(void)fi;
+	int rc = nadb_getattr(fs_of(req)->store, ino, &a);
+	reply_attr_or_error(req, stale_if_gone(rc), &a);
+}
+
+static unsigned nadb_fields_of(int valid)
+{
+	static const struct {
+		int fuse;
+		unsigned nadb;
+	} map[] = {
+		{FUSE_SET_ATTR_MODE, NADB_SET_MODE},
+		{FUSE_SET_ATTR_UID, NADB_SET_UID},
+		{FUSE_SET_ATTR_GID, NADB_SET_GID},
+		{FUSE_SET_ATTR_SIZE, NADB_SET_SIZE},
+		{FUSE_SET_ATTR_ATIME, NADB_SET_ATIME},
+		{FUSE_SET_ATTR_MTIME, NADB_SET_MTIME},
+		{FUSE_SET_ATTR_ATIME_NOW, NADB_SET_ATIME_NOW},
+		{FUSE_SET_ATTR_MTIME_NOW, NADB_SET_MTIME_NOW},
+		{FUSE_SET_ATTR_CTIME, NADB_SET_CTIME},
+	};
+	unsigned to_set = 0;
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (valid & map[i].fuse)
+			to_set |= map[i].nadb;
+	return to_set;
+}
+
+static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			   int valid, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_SETATTR);
+	if (special_refuse(sp, req, ino, "setattr"))
+		return;
+	struct nadb_attr in = {
+		.ino = ino, .mode = attr->st_mode,
+		.uid = attr->st_uid, .gid = attr->st_gid,
+		.size = (uint64_t)attr->st_size,
+		.atime = attr->st_atim, .mtime = attr->st_mtim, .ctime = attr->st_ctim,
+	}, out;
+	/* Even with a handle, a size change goes by inode: the engine's open
+	 * files share one buffer per inode. */
+	(void)fi;
+	int rc = nadb_setattr(fs_of(req)->store, ino, &in, nadb_fields_of(valid), &out);
+	reply_attr_or_error(req, stale_if_gone(rc), &out);
+}
+
+static void nadbfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	TIME_OP(req, OP_READLINK);
+	if (special_refuse(sp, req, ino, "readlink"))
+		return;
+	char target[PATH_MAX];
+	int rc = nadb_readlink(fs_of(req)->store, ino, target, sizeof(target));
+	if (rc < 0)
+		fuse_reply_err(req, -stale_if_gone(rc));
+	else
+		fuse_reply_readlink(req, target);
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      uint32_t mode, uint64_t rdev)
+{
+	struct caller c;
+	struct nadb_attr a;
+	int rc = nadb_mknod(fs_of(req)->store, parent, name, mode, rdev,
+			    caller_of(req, &c), &a);
+	reply_entry_or_error(req, rc, &a);
+}
+
+static void nadbfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 mode_t mode, dev_t rdev)
+{
+	TIME_OP(req, OP_MKNOD);
+	if (special_refuse(sp, req, parent, "mknod"))
+		return;
+	make_node(req, parent, name, mode, rdev);
+}
+
+static void nadbfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 mode_t mode)
+{
+	TIME_OP(req, OP_MKDIR);
+	if (special_refuse(sp, req, parent, "mkdir"))
+		return;
+	make_node(req, parent, name, S_IFDIR | (mode & 07777), 0);
+}
+
+static void nadbfs_symlink(fuse_req_t req, const char *target,
+			   fuse_ino_t parent, const char *name)
+{
+	TIME_OP(req, OP_SYMLINK);
+	if (special_refuse(sp, req, parent, "symlink"))
+		return;
+	struct caller c;
+	struct nadb_attr a;
+	int rc = nadb_symlink(fs_of(req)->store, parent, name, target,
+			      caller_of(req, &c), &a);
+	reply_entry_or_error(req, rc, &a);
+}
+
+static void nadbfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TIME_OP(req, OP_UNLINK);
+	if (special_unlink(sp, req, parent, name))
+		return;
+	reply_status(req, nadb_unlink(fs_of(req)->store, parent, name));
+}
+
+static void nadbfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TIME_OP(req, OP_RMDIR);
+	if (special_refuse(sp, req, parent, "rmdir"))
+		return;
+	reply_status(req, nadb_rmdir(fs_of(req)->store, parent, name));
+}
+
+static void nadbfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			  fuse_ino_t newparent, const char *newname,
+			  unsigned int flags)
+{
+	TIME_OP(req, OP_RENAME);
+	if (special_refuse(sp, req, parent, "rename") ||
+	    special_refuse(sp, req, newparent, "rename"))
+		return;
+	unsigned nadb_flags = 0;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		nadb_flags |= NADB_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		nadb_flags |= NADB_RENAME_EXCHANGE;
+	reply_status(req, nadb_rename(fs_of(req)->store, parent, name, newparent,
+				      newname, nadb_flags));
+}
+
+static void nadbfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+			const char *newname)
+{
+	TIME_OP(req, OP_LINK);
+	if (special_refuse(sp, req, newparent, "link") ||
+	    special_refuse(sp, req, ino, "link"))
+		return;
+	struct nadb_attr a;
+	int rc = nadb_link(fs_of(req)->store, ino, newparent, newname, &a);
+	reply_entry_or_error(req, stale_if_gone(rc), &a);
+}
+
+static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_OPEN);
+	if (special_open(sp, req, ino, fi))
+		return;
+	struct nadb_file *f;
+	int rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
+	if (rc < 0) {
+		fuse_reply_err(req, -stale_if_gone(rc));
+		return;
+	}
+	hand_file_to_kernel(fi, f);
+	/* -ENOENT: the opener was interrupted and no release will come. */
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		nadb_file_close(f);
+}
+
+static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+			  mode_t mode, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_CREATE);
+	if (special_refuse(sp, req, parent, "create"))
+		return;
+	struct nadbfs *fs = fs_of(req);
+	struct caller c;
+	struct nadb_attr a;
+	struct nadb_file *f;
+	struct fuse_entry_param e;
+	int rc = nadb_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0,
+			    caller_of(req, &c), &a);
+	if (rc == 0) {
+		rc = nadb_file_open(fs->store, a.ino, 0, &f);
+		/* The kernel holds the parent locked: the name is still ours. */
+		if (rc < 0)
+			nadb_unlink(fs->store, parent, name);
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	hand_file_to_kernel(fi, f);
+	entry_of(fs, &a, &e);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		nadb_file_close(f);
+}
+
+static void nadbfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_READ);
+	if (special_read(sp, req, ino, size, off, fi))
+		return;
+	struct nadb_file *f = file_of(fi);
+	(void)ino;
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = nadb_file_read(f, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+			 size_t size, off_t off, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_WRITE);
+	if (special_write(sp, req, ino, buf, size, fi))
+		return;
+	struct nadb_file *f = file_of(fi);
+	(void)ino;
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	ssize_t n = nadb_file_write(f, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/* Run a call on the request's open file, replying EBADF without one. */
+static void with_file(fuse_req_t req, struct fuse_file_info *fi,
+		      int (*call)(struct nadb_file *))
+{
+	struct nadb_file *f = file_of(fi);
+	reply_status(req, f ? call(f) : -EBADF);
+}
+
+/* Every close(2) of a descriptor: the content becomes the key's value. */
+static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_FLUSH);
+	if (special_is_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	(void)ino;
+	with_file(req, fi, nadb_file_commit);
+}
+
+static void nadbfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_RELEASE);
+	if (special_release(sp, req, ino, fi))
+		return;
+	(void)ino;
+	with_file(req, fi, nadb_file_close);
+}
+
+/* fsync and fdatasync alike: the engine has no cheaper "data only". */
+static void nadbfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+			 struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_FSYNC);
+	if (special_is_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	(void)ino;
+	(void)datasync;
+	with_file(req, fi, nadb_file_fsync);
+}
+
+static void nadbfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			     off_t off, off_t len, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_FALLOCATE);
+	if (special_refuse(sp, req, ino, "fallocate"))
+		return;
+	struct nadb_file *f = file_of(fi);
+	(void)ino;
+	if (mode != 0) /* punching holes, zeroing ranges, keep-size... */
+		reply_status(req, -EOPNOTSUPP);
+	else
+		reply_status(req, f ? nadb_file_allocate(f, off, len) : -EBADF);
+}
+
+static void nadbfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_OPENDIR);
+	if (special_opendir(sp, req, ino, fi))
+		return;
+	struct dir_handle *d = calloc(1, sizeof(*d));
+	struct nadb_attr a;
+	int rc = d ? nadb_getattr(fs_of(req)->store, ino, &a) : -ENOMEM;
+	if (rc == 0 && !S_ISDIR(a.mode))
+		rc = -ENOTDIR;
+	if (rc < 0) {
+		free(d);
+		fuse_reply_err(req, -stale_if_gone(rc));
+		return;
+	}
+	d->nextra = special_names_in(sp, ino, a.level, d->extra_name, d->extra_ino,
+				     d->extra_mode);
+	d->first_entry = DOTDOT_OFF + 1 + d->nextra;
+	/* cache_readdir stays off: it would also need invalidating when a
+	 * child's attributes change, which readdirplus entries carry. */
+	fi->fh = (uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		free_dir(d);
+}
+
+static void nadbfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_READDIR);
+	if (special_readdir(sp, req, ino, size, off, fi, false))
+		return;
+	read_directory(req, ino, size, off, fi, false);
+}
+
+static void nadbfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			       off_t off, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_READDIR);
+	if (special_readdir(sp, req, ino, size, off, fi, true))
+		return;
+	read_directory(req, ino, size, off, fi, true);
+}
+
+static void nadbfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIME_OP(req, OP_RELEASEDIR);
+	if (special_releasedir(sp, req, ino, fi))
+		return;
+	(void)ino;
+	free_dir(dir_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+/* Directory changes are steps of the index: syncing the store makes them
+ * durable. */
+static void nadbfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			    struct fuse_file_info *fi)
+{
+	if (special_is_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	reply_status(req, nadb_store_sync(fs_of(req)->store));
+}
+
+static void nadbfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	TIME_OP(req, OP_STATFS);
+	(void)sp;
+	struct nadb_statfs s;
+	struct statvfs sv;
+	(void)ino;
+	int rc = nadb_statfs(fs_of(req)->store, &s);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = sv.f_frsize = s.bsize;
+	sv.f_blocks = s.blocks;
+	sv.f_bfree = s.bfree;
+	sv.f_bavail = s.bavail;
+	sv.f_files = s.files;
+	sv.f_ffree = sv.f_favail = s.ffree;
+	sv.f_namemax = NADB_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* The engine keeps user.* only (store.h).  Answering every other name here
+ * keeps the kernel's frequent probes (security.capability before writes,
+ * system.posix_acl_* on access) away from the index. */
+static bool engine_keeps_xattr(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
+}
+
+static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			    const char *value, size_t size, int flags)
+{
+	TIME_OP(req, OP_SETXATTR);
+	if (special_refuse(sp, req, ino, "setxattr"))
+		return;
+	int nadb_flags = 0;
+	if (!engine_keeps_xattr(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (flags & XATTR_CREATE)
+		nadb_flags |= NADB_XATTR_CREATE;
+	if (flags & XATTR_REPLACE)
+		nadb_flags |= NADB_XATTR_REPLACE;
+	reply_status(req, stale_if_gone(nadb_setxattr(fs_of(req)->store, ino, name,
+							value, size, nadb_flags)));
+}
+
+/* The xattr size protocol: SIZE 0 asks for the size; else the value. */
+static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf,
+			       size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void nadbfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			    size_t size)
+{
+	TIME_OP(req, OP_GETXATTR);
+	if (special_xattr(sp, req, ino, false))
+		return;
+	if (!engine_keeps_xattr(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = nadb_getxattr(fs_of(req)->store, ino, name, buf, size);
+	n = n == -ENOENT ? -ESTALE : n;
+	reply_xattr_result(req, n, buf, size);
+	free(buf);
+}
+
+static void nadbfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	TIME_OP(req, OP_LISTXATTR);
+	if (special_xattr(sp, req, ino, true))
+		return;
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = nadb_listxattr(fs_of(req)->store, ino, buf, size);
+	n = n == -ENOENT ? -ESTALE : n;
+	reply_xattr_result(req, n, buf, size);
+	free(buf);
+}
+
+static void nadbfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	TIME_OP(req, OP_REMOVEXATTR);
+	if (special_refuse(sp, req, ino, "removexattr"))
+		return;
+	if (!engine_keeps_xattr(name))
+		reply_status(req, -EOPNOTSUPP);
+	else
+		reply_status(req, stale_if_gone(nadb_removexattr(fs_of(req)->store,
+								 ino, name)));
+}
+
+/* No flock, getlk or setlk: without them the kernel locks locally, which is
+ * right for a filesystem with a single client. */
+static const struct fuse_lowlevel_ops nadbfs_ops = {
+	.init = nadbfs_init,
+	.lookup = nadbfs_lookup,
+	.forget = nadbfs_forget,
+	.forget_multi = nadbfs_forget_multi,
+	.getattr = nadbfs_getattr,
+	.setattr = nadbfs_setattr,
+	.readlink = nadbfs_readlink,
+	.mknod = nadbfs_mknod,
+	.mkdir = nadbfs_mkdir,
+	.unlink = nadbfs_unlink,
+	.rmdir = nadbfs_rmdir,
+	.symlink = nadbfs_symlink,
+	.rename = nadbfs_rename,
+	.link = nadbfs_link,
+	.open = nadbfs_open,
+	.read = nadbfs_read,
+	.write = nadbfs_write,
+	.flush = nadbfs_flush,
+	.release = nadbfs_release,
+	.fsync = nadbfs_fsync,
+	.opendir = nadbfs_opendir,
+	.readdir = nadbfs_readdir,
+	.readdirplus = nadbfs_readdirplus,
+	.releasedir = nadbfs_releasedir,
+	.fsyncdir = nadbfs_fsyncdir,
+	.statfs = nadbfs_statfs,
+	.setxattr = nadbfs_setxattr,
+	.getxattr = nadbfs_getxattr,
+	.listxattr = nadbfs_listxattr,
+	.removexattr = nadbfs_removexattr,
+	.create = nadbfs_create,
+	.fallocate = nadbfs_fallocate,
+};
+
+/* ---- command line ------------------------------------------------------- */
+
+enum {
+	KEY_COMPRESS,
+	KEY_COMPRESS_LEVEL,
+	KEY_BUFFER_MB,
+	KEY_FLUSH_INTERVAL,
+	KEY_CHUNK_KB,
+	KEY_ATTR_TIMEOUT,
+	KEY_REAP_INTERVAL_MS,
+	KEY_COMPACT_GARBAGE,
+	KEY_STATS,
+};
+
+static const struct fuse_opt nadbfs_opts[] = {
+	FUSE_OPT_KEY("compress=", KEY_COMPRESS),
+	FUSE_OPT_KEY("compress_level=", KEY_COMPRESS_LEVEL),
+	FUSE_OPT_KEY("buffer_mb=", KEY_BUFFER_MB),
+	FUSE_OPT_KEY("flush_interval=", KEY_FLUSH_INTERVAL),
+	FUSE_OPT_KEY("chunk_kb=", KEY_CHUNK_KB),
+	FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_TIMEOUT),
+	FUSE_OPT_KEY("reap_interval_ms=", KEY_REAP_INTERVAL_MS),
+	FUSE_OPT_KEY("compact_garbage=", KEY_COMPACT_GARBAGE),
+	FUSE_OPT_KEY("stats=", KEY_STATS),
+	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_END
+};
+
+static void print_usage(FILE *out, const char *prog)
+{
+	fprintf(out, "usage: %s [-f] [-d] [-s] [-o OPT[,OPT...]] STORE MOUNTPOINT\n",
+		prog);
+}
+
+static void print_help(const char *prog)
+{
+	struct nadb_options d;
+	nadb_options_default(&d);
+	print_usage(stdout, prog);
+	printf("\nServe the nadb store in directory STORE (created with mode 0700 if\n"
+	       "missing) on MOUNTPOINT as files /DB/NAMESPACE/KEY.\n\n"
+	       "nadb options:\n"
+	       "    -o compress=auto|off   compress chunks with zlib where it saves\n"
+	       "                           at least 1/8 (default: %s)\n"
+	       "    -o compress_level=N    zlib level, 1..9 (default: %d)\n"
+	       "    -o buffer_mb=N         MiB of write buffers, all files together\n"
+	       "                           (default: %u)\n"
+	       "    -o flush_interval=N    seconds between durable commits (default: %u)\n"
+	       "    -o chunk_kb=N          chunk size of a NEW store in KiB, a power of\n"
+	       "                           two in 4..16384 (default: %u)\n"
+	       "    -o attr_timeout=SECS   seconds the kernel caches names and\n"
+	       "                           attributes, never past a key's expiry\n"
+	       "                           (default: %g)\n"
+	       "    -o reap_interval_ms=N  milliseconds between the reaper's passes\n"
+	       "                           over expired keys, 10..3600000 (default: %u)\n"
+	       "    -o compact_garbage=N   compact pack segments once N%% of them is\n"
+	       "                           garbage; 0: only on demand (default: %u)\n"
+	       "    -o stats=on|off        time every request for /.stats (default: on)\n\n",
+	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
+	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
+	       d.reap_interval_ms, d.compact_garbage);
+	printf("FUSE options:\n");
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static void print_version(void)
+{
+	printf("nadbfs " NADBFS_VERSION "\n");
+	printf("FUSE library version %s\n", fuse_pkgversion());
+	fflush(stdout); /* the next lines come partly from a child (fusermount3) */
+	fuse_lowlevel_version();
+}
+
+/* "name=value" -> value; OPT is the whole option text. */
+static const char *value_of(const char *opt)
+{
+	return strchr(opt, '=') + 1;
+}
+
+static int bad_value(const char *opt, const char *expected)
+{
+	fprintf(stderr, "nadbfs: bad option '%s': expected %s\n", opt, expected);
+	return -1;
+}
+
+static int parse_unsigned(const char *opt, unsigned long min, unsigned long max,
+			  unsigned long *out)
+{
+	const char *text = value_of(opt);
+	char *end;
+	char expected[64];
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max) {
+		snprintf(expected, sizeof(expected), "an integer in %lu..%lu", min, max);
+		return bad_value(opt, expected);
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_seconds(const char *opt, double *out)
+{
+	const char *text = value_of(opt);
+	char *end;
+	errno = 0;
+	double v = strtod(text, &end);
+	if (!*text || *end || errno || !isfinite(v) || v < 0 || v > 1e9)
+		return bad_value(opt, "a number of seconds >= 0");
+	*out = v;
+	return 0;
+}
+
+static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
+{
+	unsigned long v = 0;
+	int rc = 0;
+	switch (key) {
+	case KEY_COMPRESS:
+		if (strcmp(value_of(opt), "auto") == 0)
+			fs->engine.compress = NADB_COMPRESS_AUTO;
+		else if (strcmp(value_of(opt), "off") == 0)
+			fs->engine.compress = NADB_COMPRESS_OFF;
+		else
+			rc = bad_value(opt, "auto or off");
+		break;
+	case KEY_COMPRESS_LEVEL:
+		rc = parse_unsigned(opt, 1, 9, &v);
+		fs->engine.compress_level = (int)v;
+		break;
+	case KEY_BUFFER_MB:
+		rc = parse_unsigned(opt, 1, 1u << 20, &v);
+		fs->engine.buffer_mb = (unsigned)v;
+		break;
+	case KEY_FLUSH_INTERVAL:
+		rc = parse_unsigned(opt, 1, 86400, &v);
+		fs->engine.flush_interval = (unsigned)v;
+		break;
+	case KEY_CHUNK_KB:
+		rc = parse_unsigned(opt, 4, 16384, &v);
+		if (rc == 0 && (v & (v - 1)))
+			rc = bad_value(opt, "a power of two in 4..16384");
+		fs->engine.chunk_kb = (unsigned)v;
+		break;
+	case KEY_ATTR_TIMEOUT:
+		rc = parse_seconds(opt, &fs->timeout);
+		break;
+	case KEY_REAP_INTERVAL_MS:
+		rc = parse_unsigned(opt, 10, 3600000, &v);
+		fs->engine.reap_interval_ms = (unsigned)v;
+		break;
+	case KEY_COMPACT_GARBAGE:
+		rc = parse_unsigned(opt, 0, 100, &v);
+		fs->engine.compact_garbage = (unsigned)v;
+		break;
+	case KEY_STATS:
+		if (strcmp(value_of(opt), "on") == 0)
+			fs->measure = true;
+		else if (strcmp(value_of(opt), "off") == 0)
+			fs->measure = false;
+		else
+			rc = bad_value(opt, "on or off");
+		break;
+	}
+	return rc;
+}
+
+/* fuse_opt_parse's callback: our options, and STORE (the first argument
+ * that is not an option, as mount.fuse3 passes it); the rest is libfuse's. */
+static int take_nadb_argument(void *data, const char *arg, int key,
+			      struct fuse_args *outargs)
+{
+	struct nadbfs *fs = data;
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (fs->store_arg)
+			return 1; /* MOUNTPOINT, for fuse_parse_cmdline */
+		fs->store_arg = strdup(arg);
+		return fs->store_arg ? 0 : -1;
+	case FUSE_OPT_KEY_OPT:
+		/* x-systemd.* and friends: for other programs. */
+		return strncmp(arg, "x-", 2) == 0 ? 0 : 1;
+	default:
+		return parse_nadb_option(fs, arg, key) ? -1 : 0;
+	}
+}
+
+/* STORE, absolute.  A store about to be created does not exist yet: then
+ * its parent directory is resolved instead. */
+static char *absolute_store_path(const char *arg)
+{
+	char *path = realpath(arg, NULL);
+	if (path || errno != ENOENT)
+		return path;
+	char *copy = strdup(arg);
+	if (!copy)
+		return NULL;
+	size_t len = strlen(copy);
+	while (len > 1 && copy[len - 1] == '/')
+		copy[--len] = '\0';
+	char *slash = strrchr(copy, '/');
+	const char *base = slash ? slash + 1 : copy;
+	char *parent = NULL;
+	if (!slash)
+		parent = realpath(".", NULL);
+	else if (slash == copy)
+		parent = strdup("/");
+	else {
+		*slash = '\0';
+		parent = realpath(copy, NULL);
+	}
+	if (parent && (!*base || !strcmp(base, ".") || !strcmp(base, "..")))
+		errno = EINVAL;
+	else if (parent && asprintf(&path, "%s%s%s", parent,
+				    strcmp(parent, "/") ? "/" : "", base) < 0)
+		path = NULL;
+	int e = errno;
+	free(parent);
+	free(copy);
+	errno = e;
+	return path;
+}
+
+/* Options every mount gets; a ',' or '\' in STORE is escaped for
+ * fuse_opt's option lists. */
+static int add_fixed_mount_options(struct fuse_args *args, const char *store)
+{
+	static const char head[] = "-odefault_permissions,subtype=nadbfs,fsname=nadb:";
+	char *opt = malloc(sizeof(head) + 2 * strlen(store));
+	if (!opt)
+		return -1;
+	char *p = stpcpy(opt, head);
+	for (const char *s = store; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	int rc = fuse_opt_add_arg(args, opt);
+	free(opt);
+	return rc;
+}
+
+/* ---- expired keys: telling the kernel ------------------------------------ */
+
+/* The engine's nadb_reaped_fn: only queue (the engine's locks are held). */
+static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
+			      uint64_t ino)
+{
+	struct notifier *n = ctx;
+	size_t len = strlen(name) + 1;
+	struct reaped_name *r = malloc(sizeof(*r) + len);
+	if (!r)
+		return; /* the kernel then keeps the name until attr_timeout */
+	r->next = NULL;
+	r->parent = parent;
+	r->ino = ino;
+	memcpy(r->name, name, len);
+	pthread_mutex_lock(&n->lock);
+	*n->tail = r;
+	n->tail = &r->next;
+	pthread_cond_signal(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+}
+
+static void free_reaped_names(struct reaped_name *r)
+{
+	while (r) {
+		struct reaped_name *next = r->next;
+		free(r);
+		r = next;
+	}
+}
+
+static void *tell_kernel_reaped_names(void *arg)
+{
+	struct notifier *n = arg;
+	pthread_mutex_lock(&n->lock);
+	while (!atomic_load(&n->stop)) {
+		if (!n->head) {
+			pthread_cond_wait(&n->wake, &n->lock);
+			continue;
+		}
+		struct reaped_name *batch = n->head;
+		n->head = NULL;
+		n->tail = &n->head;
+		pthread_mutex_unlock(&n->lock);
+		for (struct reaped_name *r = batch; r && !atomic_load(&n->stop);
+		     r = r->next) {
+			/* Drops the dentry (if it still names INO) and the
+			 * parent's cached attributes; -ENOENT: not cached. */
+			fuse_lowlevel_notify_delete(n->se, r->parent, r->ino, r->name,
+						    strlen(r->name));
+		}
+		free_reaped_names(batch);
+		pthread_mutex_lock(&n->lock);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return NULL;
+}
+
+static int start_notifier(struct notifier *n, struct fuse_session *se)
+{
+	n->head = NULL;
+	n->tail = &n->head;
+	atomic_init(&n->stop, false);
+	n->se = se;
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_cond_init(&n->wake, NULL);
+	int rc = -pthread_create(&n->thread, NULL, tell_kernel_reaped_names, n);
+	n->running = rc == 0;
+	return rc;
+}
+
+/* Stop the notifier; names not told yet are dropped (the mount is going
+ * away).  A notification in flight can wait for a request the stopped
+ * session loop will never answer: after a grace period, abort the
+ * connection (MNT_FORCE does that for FUSE), which fails such requests. */
+static void stop_notifier(struct notifier *n, const char *mountpoint)
+{
+	if (!n->running)
+		return;
+	pthread_mutex_lock(&n->lock);
+	atomic_store(&n->stop, true);
+	pthread_cond_signal(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	if (pthread_timedjoin_np(n->thread, NULL, &until) != 0) {
+		fprintf(stderr, "nadbfs: aborting the connection to finish a "
+				"notification to the kernel\n");
+		umount2(mountpoint, MNT_FORCE);
+		pthread_join(n->thread, NULL);
+	}
+	n->running = false;
+	free_reaped_names(n->head);
+	pthread_cond_destroy(&n->wake);
+	pthread_mutex_destroy(&n->lock);
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+/* Background mode, before anything is opened: fork.  The parent waits for
+ * the child to report that it serves the mount, then exits 0; if the child
+ * dies first (its errors went to our terminal), the parent exits with its
+ * status.  The child, in a new session, gets the reporting end. */
+static int fork_daemon(void)
+{
+	int report[2];
+	if (pipe2(report, O_CLOEXEC)) {
+		perror("nadbfs: pipe");
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("nadbfs: fork");
+		return -1;
+	}
+	if (pid > 0) {
+		char ok;
+		int status;
+		ssize_t n;
+		close(report[1]);
+		do
+			n = read(report[0], &ok, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		_exit(WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1);
+	}
+	close(report[0]);
+	setsid();
+	return report[1];
+}
+
+/* Background mode, once mounted: leave the terminal, send stderr to the
+ * log and tell the waiting parent. */
+static void finish_detaching(int report_fd, int log_fd)
+{
+	int null_fd = open("/dev/null", O_RDWR);
+	if (null_fd >= 0) {
+		dup2(null_fd, STDIN_FILENO);
+		dup2(null_fd, STDOUT_FILENO);
+		if (null_fd > STDERR_FILENO)
+			close(null_fd);
+	}
+	dup2(log_fd, STDERR_FILENO);
+	close(log_fd);
+	char ok = 1;
+	/* If the parent was killed meanwhile, the mount still needs serving. */
+	if (write(report_fd, &ok, 1) != 1)
+		fprintf(stderr, "nadbfs: could not report to the starting process\n");
+	close(report_fd);
+}
+
+static int open_log(const struct nadbfs *fs)
+{
+	char *path;
+	if (asprintf(&path, "%s/nadbfs.log", fs->store_path) < 0)
+		return -1;
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fprintf(stderr, "nadbfs: %s: %s\n", path, strerror(errno));
+	free(path);
+	return fd;
+}
+
+static int open_store(struct nadbfs *fs)
+{
+	int rc = nadb_store_open(fs->store_path, &fs->engine, &fs->store);
+	if (rc == 0) {
+		rc = special_new(fs->store, fs->measure, queue_reaped_name, &fs->notifier,
+				 &fs->sp);
+		if (rc < 0) {
+			nadb_store_close(fs->store);
+			fs->store = NULL;
+		}
+	}
+	if (rc == -EBUSY)
+		fprintf(stderr, "nadbfs: %s: store is in use by another process\n",
+			fs->store_arg);
+	else if (rc < 0)
+		fprintf(stderr, "nadbfs: %s: cannot open the store: %s\n",
+			fs->store_arg, strerror(-rc));
+	return rc;
+}
+
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
+{
+	if (opts->singlethread)
+		return fuse_session_loop(se);
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, (unsigned)opts->clone_fd);
+	fuse_loop_cfg_set_idle_threads(cfg, opts->max_idle_threads == UINT_MAX ?
+					    DEFAULT_MAX_IDLE_THREADS :
+					    opts->max_idle_threads);
+	if (opts->max_threads)
+		fuse_loop_cfg_set_max_threads(cfg, opts->max_threads);
+	int rc = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc;
+}
+
+/* The threads that need the mount: the engine's flusher and reaper, and
+ * the notifier the reaper feeds. */
+static int start_threads(struct nadbfs *fs, struct fuse_session *se)
+{
+	int rc = nadb_store_start_flusher(fs->store);
+	if (rc == 0)
+		rc = start_notifier(&fs->notifier, se);
+	if (rc == 0)
+		rc = nadb_store_start_reaper(fs->store, queue_reaped_name, &fs->notifier);
+	if (rc < 0)
+		fprintf(stderr, "nadbfs: cannot start a thread: %s\n", strerror(-rc));
+	return rc;
+}
+
+static void stop_threads(struct nadbfs *fs, const char *mountpoint)
+{
+	nadb_store_stop_reaper(fs->store); /* no more names after this */
+	stop_notifier(&fs->notifier, mountpoint);
+	nadb_store_stop_flusher(fs->store);
+}
+
+/* Open, mount, serve until unmounted or signalled, close.  Returns the
+ * exit status. */
+static int run(struct nadbfs *fs, struct fuse_args *args,
+	       const struct fuse_cmdline_opts *opts)
+{
+	int report_fd = -1, log_fd = -1, status = 1;
+	if (!opts->foreground && (report_fd = fork_daemon()) < 0)
+		return 1;
+	struct fuse_session *se = fuse_session_new(args, &nadbfs_ops,
+						   sizeof(nadbfs_ops), fs);
+	if (!se)
+		return 1; /* libfuse said why (an unknown option, mostly) */
+	if (open_store(fs) < 0)
+		goto out_session;
+	if (!opts->foreground && (log_fd = open_log(fs)) < 0)
+		goto out_store;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_store;
+	if (fuse_session_mount(se, opts->mountpoint) != 0)
+		goto out_signals;
+	int rc = start_threads(fs, se);
+	if (rc < 0)
+		goto out_threads;
+	if (chdir("/") != 0) /* keep no directory busy; harmless if it fails */
+		fprintf(stderr, "nadbfs: chdir /: %s\n", strerror(errno));
+	if (!opts->foreground) {
+		finish_detaching(report_fd, log_fd);
+		log_fd = report_fd = -1;
+	}
+	rc = serve(se, opts);
+	/* 0: unmounted; > 0: the signal that stopped us; < 0: an error. */
+	status = rc < 0 ? 1 : 0;
+	if (rc < 0)
+		fprintf(stderr, "nadbfs: session loop failed: %s\n", strerror(-rc));
+out_threads:
+	stop_threads(fs, opts->mountpoint);
+	rc = nadb_store_close(fs->store); /* commits open files, syncs */
+	fs->store = NULL;
+	if (rc < 0) {
+		fprintf(stderr, "nadbfs: %s: closing the store failed: %s\n",
+			fs->store_arg, strerror(-rc));
+		status = 1;
+	}
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_store:
+	if (fs->store)
+		nadb_store_close(fs->store);
+	if (log_fd >= 0)
+		close(log_fd);
+out_session:
+	fuse_session_destroy(se);
+	return status;
+}
+
+#define GO_ON (-1)
+
+/* Parse everything.  Returns GO_ON, or the exit status when there is
+ * nothing more to do (help, version, or an error already reported). */
+static int parse_command_line(struct fuse_args *args, struct nadbfs *fs,
+			      struct fuse_cmdline_opts *opts, const char *prog)
+{
+	if (fuse_opt_parse(args, fs, nadbfs_opts, take_nadb_argument) != 0)
+		return 1;
+	if (fuse_parse_cmdline(args, opts) != 0)
+		return 1;
+	if (opts->show_help) {
+		print_help(prog);
+		return 0;
+	}
+	if (opts->show_version) {
+		print_version();
+		return 0;
+	}
+	if (!fs->store_arg || !opts->mountpoint) {
+		print_usage(stderr, prog);
+		fprintf(stderr, "       %s --help\n", prog);
+		return 1;
+	}
+	fs->store_path = absolute_store_path(fs->store_arg);
+	if (!fs->store_path) {
+		fprintf(stderr, "nadbfs: %s: %s\n", fs->store_arg, strerror(errno));
+		return 1;
+	}
+	if (add_fixed_mount_options(args, fs->store_path) != 0)
+		return 1;
+	return GO_ON;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts;
+	struct nadbfs fs = {.timeout = DEFAULT_ATTR_TIMEOUT, .measure = true};
+	const char *prog = argc > 0 ? argv[0] : "nadbfs";
+
+	memset(&opts, 0, sizeof(opts));
+	nadb_options_default(&fs.engine);
+	int status = parse_command_line(&args, &fs, &opts, prog);
+	if (status == GO_ON)
+		status = run(&fs, &args, &opts);
+
+	free(opts.mountpoint);
+	fuse_opt_free_args(&args);
+	special_free(fs.sp);
+	free(fs.store_arg);
+	free(fs.store_path);
+	return status;
+}

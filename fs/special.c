@@ -1,0 +1,1045 @@
+/* special.c -- the files and directories nadbfs makes up (special.h).
+ *
+ * Inode numbers, top bit set:
+ *   kind 0  fixed: 1 /.stats, 2 /.metrics, 3 /.ctl, 4 /tags
+ *   kind 1  the .stats file of the database or namespace in the low bits
+ *   kind 2  a /tags mirror directory: query number (20 bits) and the real
+ *           directory it mirrors (40 bits; the root for /tags/QUERY itself)
+ * Query numbers name query texts ("photo+pets") in a table that only grows:
+ * the kernel may hold a number for as long as it likes.
+ *
+ * Everything here is read-only but for rm in a mirror (untag) and /.ctl.
+ * The kernel is told not to cache any of it: statistics change all the
+ * time and a tag query's answer changes with any setfattr.
+ */
+#include "special.h"
+#include "stats.h"
+#include "tags.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NADBFS_VERSION "0.1.0"
+#define SPECIAL (1ULL << 63)
+#define KIND_SHIFT 60
+#define KIND_FIXED 0ULL
+#define KIND_SCOPE 1ULL
+#define KIND_MIRROR 2ULL
+#define INO_STATS (SPECIAL | 1)
+#define INO_METRICS (SPECIAL | 2)
+#define INO_CTL (SPECIAL | 3)
+#define INO_TAGS (SPECIAL | 4)
+#define MIRROR_DIR_BITS 40
+#define MIRROR_QID_MAX ((1u << 20) - 1)
+#define BUCKETS 26 /* latency buckets: < 1 us, < 2 us, ... < 2^24 us, more */
+
+static const char *const op_names[OP_COUNT] = {
+	"lookup", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink",
+	"rmdir", "symlink", "rename", "link", "open", "read", "write", "flush",
+	"release", "fsync", "opendir", "readdir", "releasedir", "statfs",
+	"setxattr", "getxattr", "listxattr", "removexattr", "create", "fallocate",
+};
+
+struct op_counter {
+	atomic_uint_fast64_t count, sum_ns, max_ns;
+	atomic_uint_fast64_t bucket[BUCKETS];
+};
+
+struct special {
+	struct nadb_store *st;
+	bool measure;
+	nadb_reaped_fn reaped;
+	void *reaped_ctx;
+	struct timespec started;
+	struct op_counter ops[OP_COUNT];
+
+	/* queries_lock: scope is the query table (texts by number, and the
+	 * open-addressing index from text to number). */
+	pthread_mutex_t queries_lock;
+	char **query;  /* query[qid - 1] */
+	uint32_t nqueries, cap;
+	uint32_t *index; /* qid or 0, by hash of the text */
+	uint32_t index_cap;
+};
+
+/* ---- inode numbers ------------------------------------------------------- */
+
+static uint64_t kind_of(uint64_t ino)
+{
+	return (ino >> KIND_SHIFT) & 7;
+}
+
+static uint64_t scope_ino(uint64_t scope)
+{
+	return SPECIAL | KIND_SCOPE << KIND_SHIFT | scope;
+}
+
+static uint64_t mirror_ino(uint32_t qid, uint64_t dir)
+{
+	return SPECIAL | KIND_MIRROR << KIND_SHIFT | (uint64_t)qid << MIRROR_DIR_BITS | dir;
+}
+
+static uint32_t mirror_qid(uint64_t ino)
+{
+	return (uint32_t)((ino >> MIRROR_DIR_BITS) & MIRROR_QID_MAX);
+}
+
+static uint64_t mirror_dir(uint64_t ino)
+{
+	return ino & ((1ULL << MIRROR_DIR_BITS) - 1);
+}
+
+static bool is_mirror(uint64_t ino)
+{
+	return special_is_ino(ino) && kind_of(ino) == KIND_MIRROR;
+}
+
+/* ---- the query table -------------------------------------------------------- */
+
+static uint32_t text_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+static int index_query(struct special *sp, uint32_t qid)
+{
+	uint32_t mask = sp->index_cap - 1;
+	uint32_t i = text_hash(sp->query[qid - 1]) & mask;
+	while (sp->index[i])
+		i = (i + 1) & mask;
+	sp->index[i] = qid;
+	return 0;
+}
+
+static int grow_index(struct special *sp)
+{
+	uint32_t cap = sp->index_cap ? 2 * sp->index_cap : 64;
+	uint32_t *index = calloc(cap, sizeof(*index));
+	if (!index)
+		return -ENOMEM;
+	free(sp->index);
+	sp->index = index;
+	sp->index_cap = cap;
+	for (uint32_t q = 1; q <= sp->nqueries; q++)
+		index_query(sp, q);
+	return 0;
+}
+
+/* The number of query TEXT, made on first use. */
+static int query_number(struct special *sp, const char *text, uint32_t *qid)
+{
+	int rc = 0;
+	pthread_mutex_lock(&sp->queries_lock);
+	uint32_t found = 0;
+	if (sp->index_cap) {
+		uint32_t mask = sp->index_cap - 1;
+		for (uint32_t i = text_hash(text) & mask; sp->index[i]; i = (i + 1) & mask) {
+			if (!strcmp(sp->query[sp->index[i] - 1], text)) {
+				found = sp->index[i];
+				break;
+			}
+		}
+	}
+	if (!found) {
+		if (sp->nqueries == MIRROR_QID_MAX) {
+			rc = -ENOSPC;
+		} else if ((sp->nqueries + 1) * 2 > sp->index_cap && (rc = grow_index(sp))) {
+		} else if (sp->nqueries == sp->cap) {
+			uint32_t cap = sp->cap ? 2 * sp->cap : 64;
+			char **q = realloc(sp->query, cap * sizeof(*q));
+			if (!q)
+				rc = -ENOMEM;
+			else {
+				sp->query = q;
+				sp->cap = cap;
+			}
+		}
+		char *copy = rc ? NULL : strdup(text);
+		if (!rc && !copy)
+			rc = -ENOMEM;
+		if (!rc) {
+			sp->query[sp->nqueries++] = copy;
+			found = sp->nqueries;
+			index_query(sp, found);
+		}
+	}
+	pthread_mutex_unlock(&sp->queries_lock);
+	*qid = found;
+	return rc;
+}
+
+/* Parse query number QID afresh: tags come and go. */
+static int query_of(struct special *sp, uint32_t qid, struct nadb_tag_query *q)
+{
+	char text[(NADB_NAME_MAX + 1) * 2];
+	pthread_mutex_lock(&sp->queries_lock);
+	bool known = qid && qid <= sp->nqueries;
+	if (known)
+		snprintf(text, sizeof(text), "%s", sp->query[qid - 1]);
+	pthread_mutex_unlock(&sp->queries_lock);
+	if (!known)
+		return -ESTALE;
+	return nadb_tag_query_parse(sp->st, text, q);
+}
+
+/* ---- lifetime and latency ---------------------------------------------------- */
+
+int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
+		void *reaped_ctx, struct special **out)
+{
+	struct special *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	sp->st = st;
+	sp->measure = measure;
+	sp->reaped = reaped;
+	sp->reaped_ctx = reaped_ctx;
+	clock_gettime(CLOCK_MONOTONIC, &sp->started);
+	pthread_mutex_init(&sp->queries_lock, NULL);
+	*out = sp;
+	return 0;
+}
+
+void special_free(struct special *sp)
+{
+	if (!sp)
+		return;
+	for (uint32_t i = 0; i < sp->nqueries; i++)
+		free(sp->query[i]);
+	free(sp->query);
+	free(sp->index);
+	pthread_mutex_destroy(&sp->queries_lock);
+	free(sp);
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+uint64_t special_op_start(const struct special *sp)
+{
+	return sp && sp->measure ? monotonic_ns() : 0;
+}
+
+void special_op_done(struct special *sp, enum fs_op op, uint64_t start)
+{
+	if (!sp || !sp->measure || !start)
+		return;
+	uint64_t ns = monotonic_ns() - start;
+	struct op_counter *c = &sp->ops[op];
+	atomic_fetch_add_explicit(&c->count, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->sum_ns, ns, memory_order_relaxed);
+	uint64_t max = atomic_load_explicit(&c->max_ns, memory_order_relaxed);
+	while (ns > max && !atomic_compare_exchange_weak_explicit(
+				   &c->max_ns, &max, ns, memory_order_relaxed,
+				   memory_order_relaxed))
+		;
+	unsigned b = 0;
+	for (uint64_t us = ns / 1000; us && b < BUCKETS - 1; us >>= 1)
+		b++;
+	atomic_fetch_add_explicit(&c->bucket[b], 1, memory_order_relaxed);
+}
+
+/* The latency (us) below which FRACTION of the requests fell, interpolated
+ * inside its bucket. */
+static double percentile_us(const uint64_t *bucket, uint64_t count, double fraction)
+{
+	if (!count)
+		return 0;
+	double want = fraction * (double)count, seen = 0;
+	for (int b = 0; b < BUCKETS; b++) {
+		if (seen + (double)bucket[b] >= want && bucket[b]) {
+			double lo = b ? ldexp(1, b - 1) : 0, hi = ldexp(1, b);
+			return lo + (hi - lo) * (want - seen) / (double)bucket[b];
+		}
+		seen += (double)bucket[b];
+	}
+	return ldexp(1, BUCKETS - 1);
+}
+
+/* ---- rendering ----------------------------------------------------------------- */
+
+struct text {
+	char *buf;
+	size_t len, cap;
+	int err;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0,
+				  fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->err = -EIO;
+			return;
+		}
+		if (t->buf && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap ? t->cap * 2 : 4096;
+		while (cap < t->len + (size_t)n + 1)
+			cap *= 2;
+		char *b = realloc(t->buf, cap);
+		if (!b) {
+			t->err = -ENOMEM;
+			return;
+		}
+		t->buf = b;
+		t->cap = cap;
+	}
+}
+
+static double ratio(uint64_t a, uint64_t b)
+{
+	return b ? (double)a / (double)b : 1.0;
+}
+
+static double uptime_s(const struct special *sp)
+{
+	return (double)(monotonic_ns() - ((uint64_t)sp->started.tv_sec * 1000000000ULL +
+					  (uint64_t)sp->started.tv_nsec)) / 1e9;
+}
+
+static void snapshot(const struct op_counter *c, uint64_t *count, uint64_t *sum,
+		     uint64_t *max, uint64_t bucket[BUCKETS])
+{
+	*count = atomic_load_explicit(&c->count, memory_order_relaxed);
+	*sum = atomic_load_explicit(&c->sum_ns, memory_order_relaxed);
+	*max = atomic_load_explicit(&c->max_ns, memory_order_relaxed);
+	for (int b = 0; b < BUCKETS; b++)
+		bucket[b] = atomic_load_explicit(&c->bucket[b], memory_order_relaxed);
+}
+
+static int render_store_json(struct special *sp, struct text *t)
+{
+	struct nadb_stats s;
+	int rc = nadb_stats(sp->st, NADB_ROOT_INO, &s);
+	if (rc)
+		return rc;
+	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADBFS_VERSION,
+	    uptime_s(sp));
+	put(t, "  \"keys\": %llu,\n  \"databases\": %llu,\n  \"namespaces\": %llu,\n"
+	       "  \"dirs\": %llu,\n  \"tags\": %llu,\n",
+	    (unsigned long long)s.keys, (unsigned long long)s.databases,
+	    (unsigned long long)s.namespaces, (unsigned long long)s.dirs,
+	    (unsigned long long)s.tags);
+	put(t, "  \"logical_bytes\": %llu,\n  \"stored_bytes\": %llu,\n  \"chunks\": %llu,\n"
+	       "  \"chunk_bytes\": %llu,\n  \"pack_bytes\": %llu,\n  \"garbage_bytes\": %llu,\n",
+	    (unsigned long long)s.bytes, (unsigned long long)s.stored_bytes,
+	    (unsigned long long)s.chunks, (unsigned long long)s.chunk_raw_bytes,
+	    (unsigned long long)s.pack_bytes, (unsigned long long)s.garbage_bytes);
+	put(t, "  \"dedup_ratio\": %.4f,\n  \"compression_ratio\": %.4f,\n",
+	    ratio(s.bytes, s.chunk_raw_bytes), ratio(s.chunk_raw_bytes, s.stored_bytes));
+	put(t, "  \"buffer_bytes\": %llu,\n  \"buffer_limit\": %llu,\n"
+	       "  \"buffer_utilization_pct\": %.2f,\n",
+	    (unsigned long long)s.buffered_bytes, (unsigned long long)s.buffer_limit,
+	    100.0 * ratio(s.buffered_bytes, s.buffer_limit ? s.buffer_limit : 1));
+	put(t, "  \"expiring\": %llu,\n  \"reaped\": %llu,\n  \"stats\": %s,\n  \"ops\": {",
+	    (unsigned long long)s.expiring, (unsigned long long)s.reaped,
+	    sp->measure ? "true" : "false");
+	for (int op = 0; op < OP_COUNT; op++) {
+		uint64_t count, sum, max, bucket[BUCKETS];
+		snapshot(&sp->ops[op], &count, &sum, &max, bucket);
+		put(t, "%s\n    \"%s\": {\"count\": %llu, \"mean_us\": %.2f, \"p50_us\": %.2f, "
+		       "\"p99_us\": %.2f, \"max_us\": %.2f}",
+		    op ? "," : "", op_names[op], (unsigned long long)count,
+		    count ? (double)sum / (double)count / 1000.0 : 0.0,
+		    percentile_us(bucket, count, 0.5), percentile_us(bucket, count, 0.99),
+		    (double)max / 1000.0);
+	}
+	put(t, "\n  }\n}\n");
+	return t->err;
+}
+
+static int render_scope_json(struct special *sp, uint64_t scope, struct text *t)
+{
+	struct nadb_stats s;
+	struct nadb_attr a;
+	int rc = nadb_getattr(sp->st, scope, &a);
+	if (!rc)
+		rc = nadb_stats(sp->st, scope, &s);
+	if (rc)
+		return rc;
+	bool db = a.level == NADB_LEVEL_DB;
+	put(t, "{\n  \"scope\": \"%s\",\n  \"keys\": %llu,\n  \"logical_bytes\": %llu,\n",
+	    db ? "database" : "namespace", (unsigned long long)s.keys,
+	    (unsigned long long)s.bytes);
+	if (db)
+		put(t, "  \"namespaces\": %llu,\n", (unsigned long long)s.namespaces);
+	put(t, "  \"dirs\": %llu\n}\n", (unsigned long long)s.dirs);
+	return t->err;
+}
+
+static void metric(struct text *t, const char *name, const char *type, const char *help,
+		   double value)
+{
+	put(t, "# HELP nadb_%s %s\n# TYPE nadb_%s %s\nnadb_%s %.17g\n", name, help, name,
+	    type, name, value);
+}
+
+static int render_metrics(struct special *sp, struct text *t)
+{
+	struct nadb_stats s;
+	int rc = nadb_stats(sp->st, NADB_ROOT_INO, &s);
+	if (rc)
+		return rc;
+	metric(t, "keys", "gauge", "Keys (names of values) in the store.", (double)s.keys);
+	metric(t, "databases", "gauge", "Databases.", (double)s.databases);
+	metric(t, "namespaces", "gauge", "Namespaces.", (double)s.namespaces);
+	metric(t, "tags", "gauge", "Tags in use.", (double)s.tags);
+	metric(t, "logical_bytes", "gauge", "Bytes of all values.", (double)s.bytes);
+	metric(t, "stored_bytes", "gauge", "Bytes of distinct chunks on disk.",
+	       (double)s.stored_bytes);
+	metric(t, "chunks", "gauge", "Distinct chunks.", (double)s.chunks);
+	metric(t, "pack_bytes", "gauge", "Bytes of all pack segments.", (double)s.pack_bytes);
+	metric(t, "garbage_bytes", "gauge", "Pack bytes no chunk uses.",
+	       (double)s.garbage_bytes);
+	metric(t, "dedup_ratio", "gauge", "Logical bytes over distinct chunk bytes.",
+	       ratio(s.bytes, s.chunk_raw_bytes));
+	metric(t, "compression_ratio", "gauge", "Chunk bytes over stored bytes.",
+	       ratio(s.chunk_raw_bytes, s.stored_bytes));
+	metric(t, "buffer_bytes", "gauge", "Bytes in write buffers.", (double)s.buffered_bytes);
+	metric(t, "buffer_limit_bytes", "gauge", "Bound on write buffers.",
+	       (double)s.buffer_limit);
+	metric(t, "expiring_keys", "gauge", "Keys with an expiry, not yet reaped.",
+	       (double)s.expiring);
+	metric(t, "reaped_keys_total", "counter", "Keys the reaper deleted.", (double)s.reaped);
+	metric(t, "uptime_seconds", "gauge", "Seconds since mount.", uptime_s(sp));
+	put(t, "# HELP nadb_op_duration_seconds Time to answer FUSE requests.\n"
+	       "# TYPE nadb_op_duration_seconds histogram\n");
+	for (int op = 0; op < OP_COUNT; op++) {
+		uint64_t count, sum, max, bucket[BUCKETS], cum = 0;
+		snapshot(&sp->ops[op], &count, &sum, &max, bucket);
+		for (int b = 0; b < BUCKETS - 1; b++) {
+			cum += bucket[b];
+			put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"%g\"} %llu\n",
+			    op_names[op], ldexp(1, b) / 1e6, (unsigned long long)cum);
+		}
+		put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %llu\n"
+		       "nadb_op_duration_seconds_sum{op=\"%s\"} %.9f\n"
+		       "nadb_op_duration_seconds_count{op=\"%s\"} %llu\n",
+		    op_names[op], (unsigned long long)count, op_names[op], (double)sum / 1e9,
+		    op_names[op], (unsigned long long)count);
+	}
+	return t->err;
+}
+
+static int render(struct special *sp, uint64_t ino, struct text *t)
+{
+	memset(t, 0, sizeof(*t));
+	int rc;
+	if (ino == INO_STATS)
+		rc = render_store_json(sp, t);
+	else if (ino == INO_METRICS)
+		rc = render_metrics(sp, t);
+	else
+		rc = render_scope_json(sp, ino & ~(SPECIAL | 7ULL << KIND_SHIFT), t);
+	if (rc) {
+		free(t->buf);
+		t->buf = NULL;
+	}
+	return rc;
+}
+
+static bool is_document(uint64_t ino)
+{
+	return ino == INO_STATS || ino == INO_METRICS ||
+	       (special_is_ino(ino) && kind_of(ino) == KIND_SCOPE);
+}
+
+/* ---- attributes ------------------------------------------------------------------ */
+
+static void stat_of_attr(const struct nadb_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+/* A mirror directory looks like the directory it mirrors, read-only. */
+static void as_mirror(struct nadb_attr *a, uint64_t ino)
+{
+	a->ino = ino;
+	a->mode = S_IFDIR | (a->mode & 0555);
+	a->nlink = 2;
+}
+
+int special_attr(struct special *sp, uint64_t ino, struct stat *st)
+{
+	struct nadb_attr a;
+	int rc;
+	if (is_mirror(ino)) {
+		rc = nadb_getattr(sp->st, mirror_dir(ino), &a);
+		if (!rc)
+			as_mirror(&a, ino);
+	} else {
+		/* Fixed files take their owner and times from the root. */
+		rc = nadb_getattr(sp->st, NADB_ROOT_INO, &a);
+		if (rc)
+			return rc;
+		a.ino = ino;
+		a.nlink = 1;
+		a.blocks = 0;
+		a.size = 0;
+		if (ino == INO_TAGS) {
+			a.mode = S_IFDIR | 0555;
+			a.nlink = 2;
+		} else if (ino == INO_CTL) {
+			a.mode = S_IFREG | 0200;
+		} else if (is_document(ino)) {
+			struct text t;
+			if (kind_of(ino) == KIND_SCOPE &&
+			    (rc = nadb_getattr(sp->st, ino & ~(SPECIAL | 7ULL << KIND_SHIFT), &a)))
+				return rc;
+			a.ino = ino;
+			a.nlink = 1;
+			a.blocks = 0;
+			a.mode = S_IFREG | 0444;
+			if ((rc = render(sp, ino, &t)))
+				return rc;
+			a.size = t.len;
+			free(t.buf);
+		} else {
+			return -ENOENT;
+		}
+	}
+	if (!rc)
+		stat_of_attr(&a, st);
+	return rc;
+}
+
+static void reply_special_entry(fuse_req_t req, int rc, struct special *sp, uint64_t ino)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	if (!rc)
+		rc = special_attr(sp, ino, &e.attr);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = ino; /* timeouts 0: ask again every time */
+	fuse_reply_entry(req, &e);
+}
+
+double special_timeout_for(double timeout, const struct nadb_attr *a)
+{
+	if (!a->expires_ns)
+		return timeout;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	double left = (double)a->expires_ns / 1e9 - ((double)now.tv_sec + now.tv_nsec / 1e9);
+	return left <= 0 ? 0 : left < timeout ? left : timeout;
+}
+
+/* ---- lookup and getattr ---------------------------------------------------------- */
+
+static bool lookup_in_mirror(struct special *sp, fuse_req_t req, fuse_ino_t parent,
+			     const char *name)
+{
+	struct nadb_tag_query q;
+	struct nadb_attr a;
+	uint32_t qid = mirror_qid(parent);
+	int rc = query_of(sp, qid, &q);
+	if (!rc)
+		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(parent), name, &a);
+	if (rc == -ENOENT || rc == -EINVAL) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e)); /* a miss, not to be remembered */
+		fuse_reply_entry(req, &e);
+		return true;
+	}
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return true;
+	}
+	if (S_ISDIR(a.mode)) {
+		if (mirror_dir(mirror_ino(qid, a.ino)) != a.ino) {
+			fuse_reply_err(req, EOVERFLOW); /* inode beyond 2^40 */
+			return true;
+		}
+		reply_special_entry(req, 0, sp, mirror_ino(qid, a.ino));
+		return true;
+	}
+	/* The key itself: same inode as in the tree.  Not cached, so that
+	 * untagging shows at once. */
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = a.ino;
+	stat_of_attr(&a, &e.attr);
+	fuse_reply_entry(req, &e);
+	return true;
+}
+
+static bool lookup_query(struct special *sp, fuse_req_t req, const char *name)
+{
+	struct nadb_tag_query q;
+	uint32_t qid;
+	int rc = nadb_tag_query_parse(sp->st, name, &q);
+	if (rc == -ENOENT || rc == -EINVAL) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		fuse_reply_entry(req, &e);
+		return true;
+	}
+	if (!rc)
+		rc = query_number(sp, name, &qid);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		reply_special_entry(req, 0, sp, mirror_ino(qid, NADB_ROOT_INO));
+	return true;
+}
+
+bool special_lookup(struct special *sp, fuse_req_t req, fuse_ino_t parent,
+		    const char *name)
+{
+	if (parent == INO_TAGS)
+		return lookup_query(sp, req, name);
+	if (is_mirror(parent))
+		return lookup_in_mirror(sp, req, parent, name);
+	if (special_is_ino(parent)) {
+		fuse_reply_err(req, ENOTDIR);
+		return true;
+	}
+	if (parent == NADB_ROOT_INO) {
+		uint64_t ino = !strcmp(name, ".stats") ? INO_STATS
+			       : !strcmp(name, ".metrics") ? INO_METRICS
+			       : !strcmp(name, ".ctl") ? INO_CTL
+			       : !strcmp(name, "tags") ? INO_TAGS : 0;
+		if (!ino)
+			return false;
+		reply_special_entry(req, 0, sp, ino);
+		return true;
+	}
+	if (strcmp(name, ".stats"))
+		return false;
+	struct nadb_attr a;
+	int rc = nadb_getattr(sp->st, parent, &a);
+	if (rc || !S_ISDIR(a.mode) || a.level > NADB_LEVEL_NAMESPACE)
+		return false;
+	reply_special_entry(req, 0, sp, scope_ino(parent));
+	return true;
+}
+
+bool special_getattr(struct special *sp, fuse_req_t req, fuse_ino_t ino)
+{
+	if (!special_is_ino(ino))
+		return false;
+	struct stat st;
+	int rc = special_attr(sp, ino, &st);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+	return true;
+}
+
+/* ---- the files ---------------------------------------------------------------------- */
+
+struct doc_handle {
+	char *buf;
+	size_t len;
+};
+
+bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		  struct fuse_file_info *fi)
+{
+	if (!special_is_ino(ino))
+		return false;
+	int acc = fi->flags & O_ACCMODE;
+	if (ino == INO_CTL) {
+		if (acc != O_WRONLY) {
+			fuse_reply_err(req, EACCES);
+			return true;
+		}
+		fi->fh = 0;
+		fi->direct_io = 1;
+		fuse_reply_open(req, fi);
+		return true;
+	}
+	if (!is_document(ino)) {
+		fuse_reply_err(req, EISDIR);
+		return true;
+	}
+	if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EACCES);
+		return true;
+	}
+	struct doc_handle *h = calloc(1, sizeof(*h));
+	struct text t;
+	int rc = h ? render(sp, ino, &t) : -ENOMEM;
+	if (rc) {
+		free(h);
+		fuse_reply_err(req, -rc);
+		return true;
+	}
+	h->buf = t.buf;
+	h->len = t.len;
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1; /* a fresh document on every open; no page cache */
+	fuse_reply_open(req, fi);
+	return true;
+}
+
+bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
+		  off_t off, struct fuse_file_info *fi)
+{
+	(void)sp;
+	if (!special_is_ino(ino))
+		return false;
+	struct doc_handle *h = (struct doc_handle *)(uintptr_t)fi->fh;
+	if (!h) {
+		fuse_reply_err(req, EBADF);
+		return true;
+	}
+	if (off < 0 || (size_t)off >= h->len) {
+		fuse_reply_buf(req, NULL, 0);
+		return true;
+	}
+	size_t n = h->len - (size_t)off;
+	fuse_reply_buf(req, h->buf + off, n < size ? n : size);
+	return true;
+}
+
+static int run_command(struct special *sp, const char *cmd)
+{
+	if (!strcmp(cmd, "flush"))
+		return nadb_store_sync(sp->st);
+	if (!strcmp(cmd, "compact")) {
+		struct nadb_compact_result res;
+		return nadb_compact(sp->st, true, 0, &res);
+	}
+	if (!strcmp(cmd, "reap")) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		int64_t t = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+		unsigned n;
+		int rc;
+		do
+			rc = nadb_reap(sp->st, t, 1000, sp->reaped, sp->reaped_ctx, &n);
+		while (!rc && n == 1000);
+		return rc;
+	}
+	fprintf(stderr, "nadbfs: .ctl: unknown command '%s' (compact, flush or reap)\n", cmd);
+	return -EINVAL;
+}
+
+bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		   const char *buf, size_t size, struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (!special_is_ino(ino))
+		return false;
+	if (ino != INO_CTL) {
+		fuse_reply_err(req, EACCES);
+		return true;
+	}
+	char cmd[64];
+	size_t n = size;
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+		n--;
+	int rc = -EINVAL;
+	if (n && n < sizeof(cmd)) {
+		memcpy(cmd, buf, n);
+		cmd[n] = 0;
+		rc = run_command(sp, cmd);
+	} else {
+		fprintf(stderr, "nadbfs: .ctl: a command is one word: compact, flush or reap\n");
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+	return true;
+}
+
+bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi)
+{
+	(void)sp;
+	if (!special_is_ino(ino))
+		return false;
+	struct doc_handle *h = (struct doc_handle *)(uintptr_t)fi->fh;
+	if (h) {
+		free(h->buf);
+		free(h);
+	}
+	fuse_reply_err(req, 0);
+	return true;
+}
+
+/* ---- the directories ------------------------------------------------------------- */
+
+/* A special directory's listing, taken whole at opendir: tag listings are
+ * answers to queries, small next to the tree they filter. */
+struct vdir {
+	size_t n, cap;
+	struct ventry {
+		char *name;
+		uint64_t ino;
+		uint32_t mode;
+	} *e;
+	uint32_t qid;
+};
+
+static int vdir_add(struct vdir *d, const char *name, uint64_t ino, uint32_t mode)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 64;
+		void *e = realloc(d->e, cap * sizeof(*d->e));
+		if (!e)
+			return -ENOMEM;
+		d->e = e;
+		d->cap = cap;
+	}
+	char *copy = strdup(name);
+	if (!copy)
+		return -ENOMEM;
+	d->e[d->n++] = (struct ventry){copy, ino, mode};
+	return 0;
+}
+
+static void vdir_free(struct vdir *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+static int add_tag_entry(void *ctx, const char *tag, uint64_t keys)
+{
+	(void)keys;
+	struct vdir *d = ctx;
+	return vdir_add(d, tag, 0, S_IFDIR); /* numbered when looked up */
+}
+
+static int add_mirror_entry(void *ctx, const char *name, const struct nadb_attr *a)
+{
+	struct vdir *d = ctx;
+	uint64_t ino = S_ISDIR(a->mode) ? mirror_ino(d->qid, a->ino) : a->ino;
+	return vdir_add(d, name, ino, a->mode);
+}
+
+bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi)
+{
+	if (!special_is_ino(ino))
+		return false;
+	if (ino != INO_TAGS && !is_mirror(ino)) {
+		fuse_reply_err(req, ENOTDIR);
+		return true;
+	}
+	struct vdir *d = calloc(1, sizeof(*d));
+	int rc = d ? 0 : -ENOMEM;
+	if (!rc && ino == INO_TAGS) {
+		rc = nadb_tags_list(sp->st, NULL, add_tag_entry, d);
+	} else if (!rc) {
+		struct nadb_tag_query q;
+		d->qid = mirror_qid(ino);
+		rc = query_of(sp, d->qid, &q);
+		if (rc == -ENOENT || rc == -EINVAL)
+			rc = 0; /* the query's last key went: an empty directory */
+		else if (!rc)
+			rc = nadb_tag_readdir(sp->st, &q, mirror_dir(ino), NULL,
+					      add_mirror_entry, d);
+	}
+	if (rc) {
+		vdir_free(d);
+		fuse_reply_err(req, -rc);
+		return true;
+	}
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+	return true;
+}
+
+static uint64_t parent_of(struct special *sp, uint64_t ino)
+{
+	if (ino == INO_TAGS)
+		return NADB_ROOT_INO;
+	uint64_t dir = mirror_dir(ino), up = NADB_ROOT_INO;
+	if (dir == NADB_ROOT_INO)
+		return INO_TAGS;
+	if (nadb_parent(sp->st, dir, &up))
+		up = NADB_ROOT_INO;
+	return mirror_ino(mirror_qid(ino), up);
+}
+
+bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
+		     off_t off, struct fuse_file_info *fi, bool plus)
+{
+	if (!special_is_ino(ino))
+		return false;
+	struct vdir *d = (struct vdir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size ? size : 1);
+	if (!d || !buf || off < 0) {
+		free(buf);
+		fuse_reply_err(req, !d ? EBADF : off < 0 ? EINVAL : ENOMEM);
+		return true;
+	}
+	size_t used = 0;
+	/* Offsets: "." 1, ".." 2, entry i at i + 3. */
+	for (off_t at = off; (size_t)at < d->n + 2; at++) {
+		const char *name = at == 0 ? "." : at == 1 ? ".." : d->e[at - 2].name;
+		uint64_t eino = at == 0 ? ino : at == 1 ? parent_of(sp, ino) : d->e[at - 2].ino;
+		uint32_t mode = at < 2 ? S_IFDIR : d->e[at - 2].mode;
+		size_t n;
+		if (plus) {
+			struct fuse_entry_param e;
+			memset(&e, 0, sizeof(e));
+			bool tag_name = at >= 2 && ino == INO_TAGS;
+			if (tag_name) { /* number it now: readdirplus is a lookup */
+				uint32_t qid;
+				if (query_number(sp, name, &qid))
+					break;
+				eino = mirror_ino(qid, NADB_ROOT_INO);
+			}
+			e.ino = eino;
+			if (special_is_ino(eino) ? special_attr(sp, eino, &e.attr) != 0
+						 : false) {
+				e.ino = 0; /* gone meanwhile: a plain entry */
+				e.attr.st_mode = mode & S_IFMT;
+			} else if (!special_is_ino(eino)) {
+				struct nadb_attr a;
+				if (nadb_getattr(sp->st, eino, &a)) {
+					e.ino = 0;
+					e.attr.st_mode = mode & S_IFMT;
+				} else {
+					stat_of_attr(&a, &e.attr);
+				}
+			}
+			e.attr.st_ino = eino;
+			n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, at + 1);
+		} else {
+			struct stat st = {.st_ino = eino ? eino : 1, .st_mode = mode & S_IFMT};
+			n = fuse_add_direntry(req, buf + used, size - used, name, &st, at + 1);
+		}
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+	return true;
+}
+
+bool special_releasedir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	(void)sp;
+	if (!special_is_ino(ino))
+		return false;
+	vdir_free((struct vdir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+	return true;
+}
+
+/* ---- changes ----------------------------------------------------------------------- */
+
+bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
+		    const char *name)
+{
+	if (!special_is_ino(parent))
+		return false;
+	if (!is_mirror(parent)) {
+		fprintf(stderr, "nadbfs: /tags: only keys in a tag directory can be removed "
+				"(that removes the tag)\n");
+		fuse_reply_err(req, EPERM);
+		return true;
+	}
+	struct nadb_tag_query q;
+	struct nadb_attr a;
+	int rc = query_of(sp, mirror_qid(parent), &q);
+	if (!rc)
+		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(parent), name, &a);
+	if (!rc && S_ISDIR(a.mode))
+		rc = -EISDIR;
+	if (!rc)
+		rc = nadb_tag_query_untag(sp->st, &q, a.ino);
+	fuse_reply_err(req, rc == -EINVAL ? ENOENT : -rc);
+	return true;
+}
+
+bool special_refuse(struct special *sp, fuse_req_t req, fuse_ino_t ino, const char *what)
+{
+	(void)sp;
+	if (!special_is_ino(ino))
+		return false;
+	if (is_document(ino) || ino == INO_CTL) {
+		fuse_reply_err(req, EACCES);
+		return true;
+	}
+	fprintf(stderr, "nadbfs: %s under /tags refused: tag directories are read-only "
+			"(tag keys with setfattr -n user.tags)\n", what);
+	fuse_reply_err(req, EPERM);
+	return true;
+}
+
+bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list)
+{
+	(void)sp;
+	if (!special_is_ino(ino))
+		return false;
+	if (list)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_err(req, ENODATA);
+	return true;
+}
+
+int special_names_in(struct special *sp, fuse_ino_t dir, uint8_t level,
+		     const char *names[4], uint64_t inos[4], uint32_t modes[4])
+{
+	(void)sp;
+	if (dir == NADB_ROOT_INO) {
+		static const char *const fixed[4] = {".ctl", ".metrics", ".stats", "tags"};
+		static const uint64_t ino[4] = {INO_CTL, INO_METRICS, INO_STATS, INO_TAGS};
+		for (int i = 0; i < 4; i++) {
+			names[i] = fixed[i];
+			inos[i] = ino[i];
+			modes[i] = i == 3 ? S_IFDIR : S_IFREG;
+		}
+		return 4;
+	}
+	if (level == NADB_LEVEL_DB || level == NADB_LEVEL_NAMESPACE) {
+		names[0] = ".stats";
+		inos[0] = scope_ino(dir);
+		modes[0] = S_IFREG;
+		return 1;
+	}
+	return 0;
+}

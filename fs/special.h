@@ -1,0 +1,90 @@
+/* special.h -- what nadbfs serves itself rather than from the store's tree:
+ *
+ *   /.stats, /DB/.stats, /DB/NS/.stats   statistics, one JSON document
+ *   /.metrics                            the same for Prometheus
+ *   /.ctl                                write "compact", "flush" or "reap"
+ *   /tags/, /tags/TAG[+TAG...]/...       keys by tag, as mirrors of the tree
+ *
+ * Their inode numbers have the top bit set, which the engine never uses.
+ * Files found through /tags are the real keys (their own inode numbers).
+ */
+#ifndef NADBFS_SPECIAL_H
+#define NADBFS_SPECIAL_H
+
+#define FUSE_USE_VERSION 312
+
+#include "store.h"
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* FUSE operations whose latency /.stats reports. */
+enum fs_op {
+	OP_LOOKUP, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR,
+	OP_UNLINK, OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ,
+	OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR,
+	OP_RELEASEDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR,
+	OP_REMOVEXATTR, OP_CREATE, OP_FALLOCATE, OP_COUNT
+};
+
+struct special;
+
+/* MEASURE: keep per-operation latency histograms (-o stats=off: no).
+ * REAPED: how the daemon tells the kernel about keys /.ctl's "reap" deletes. */
+int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
+		void *reaped_ctx, struct special **out);
+void special_free(struct special *sp);
+
+/* Time one request: take a start time, then record it on the way out.
+ * Lock-free: counters are relaxed atomics. */
+uint64_t special_op_start(const struct special *sp);
+void special_op_done(struct special *sp, enum fs_op op, uint64_t start);
+
+static inline bool special_is_ino(uint64_t ino)
+{
+	return ino >> 63;
+}
+
+/* Each of these answers the request and returns true when it concerns a
+ * special inode (or a special name in PARENT); false: not ours, carry on. */
+bool special_lookup(struct special *sp, fuse_req_t req, fuse_ino_t parent,
+		    const char *name);
+bool special_getattr(struct special *sp, fuse_req_t req, fuse_ino_t ino);
+bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		  struct fuse_file_info *fi);
+bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
+		  off_t off, struct fuse_file_info *fi);
+bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		   const char *buf, size_t size, struct fuse_file_info *fi);
+bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi);
+bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi);
+bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
+		     off_t off, struct fuse_file_info *fi, bool plus);
+bool special_releasedir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi);
+/* rm under /tags/Q/...: the key loses Q's tags and stays. */
+bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
+		    const char *name);
+/* Anything else that would change a special inode or a name in a special
+ * directory: refused (EPERM, EACCES for the statistics files), logged. */
+bool special_refuse(struct special *sp, fuse_req_t req, fuse_ino_t ino,
+		    const char *what);
+/* xattrs of special inodes: none. */
+bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list);
+
+/* The special names a real directory lists after "." and "..": the root
+ * has .ctl, .metrics, .stats and tags; databases and namespaces .stats.
+ * Returns how many (at most 4) and fills names/inos/modes. */
+int special_names_in(struct special *sp, fuse_ino_t dir, uint8_t level,
+		     const char *names[4], uint64_t inos[4], uint32_t modes[4]);
+/* Attributes of a special inode, for readdirplus. */
+int special_attr(struct special *sp, uint64_t ino, struct stat *st);
+
+/* How long the kernel may cache a key's name and attributes: the daemon's
+ * attr_timeout, but never past the key's expiry. */
+double special_timeout_for(double timeout, const struct nadb_attr *a);
+
+#endif

@@ -1,0 +1,72 @@
+#!/usr/bin/env bats
+# Big files: a 2 GiB key through a 32 MiB write buffer.
+
+load helpers
+
+GiB=1073741824
+
+# VmHWM of the daemon, in KiB.
+daemon_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$(daemon_pid)/status"; }
+
+@test "a 2 GiB key is written and read back bit-exactly with buffer_mb=32" {
+	mount_store buffer_mb=32
+	mkdir -p "$MNT/app/ns"
+	gen_stream big2g $((2 * GiB)) | tee >(md5sum | cut -d' ' -f1 >"$T/want.tmp" && mv "$T/want.tmp" "$T/want") |
+		dd of="$MNT/app/ns/big" bs=1M iflag=fullblock status=none
+	[ "$(stat -c %s "$MNT/app/ns/big")" = $((2 * GiB)) ]
+	wait_for_file "$T/want"
+	echo "# daemon VmHWM after writing 2 GiB: $(daemon_hwm_kb) KiB" >&3
+	[ "$(daemon_hwm_kb)" -lt $(((32 + 100) * 1024)) ]
+	remount_store buffer_mb=32
+	got=$(md5sum <"$MNT/app/ns/big" | cut -d' ' -f1)
+	echo "want $(cat "$T/want") got $got"
+	[ "$got" = "$(cat "$T/want")" ]
+	echo "# daemon VmHWM after reading 2 GiB: $(daemon_hwm_kb) KiB" >&3
+	[ "$(daemon_hwm_kb)" -lt $(((32 + 100) * 1024)) ]
+}
+
+@test "truncate -s 3G makes a key of zeros without filling the store" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	unmount_store
+	before=$(store_bytes)
+	mount_store
+	truncate -s 3G "$MNT/app/ns/sparse"
+	printf END >>"$MNT/app/ns/sparse"
+	unmount_store
+	growth=$(($(store_bytes) - before))
+	echo "# store grew by $growth bytes" >&3
+	[ "$growth" -lt $((16 * 1048576)) ]
+	mount_store
+	[ "$(stat -c %s "$MNT/app/ns/sparse")" = $((3 * GiB + 3)) ]
+	cmp <(dd if="$MNT/app/ns/sparse" bs=1M skip=1500 count=1 status=none) <(head -c 1M /dev/zero)
+	[ "$(tail -c 3 "$MNT/app/ns/sparse")" = END ]
+}
+
+@test "64 keys written at once through open handles keep the daemon under buffer_mb + 100 MiB" {
+	mount_store buffer_mb=32
+	mkdir -p "$MNT/app/ns"
+	# 64 open keys, 4 MiB each, written 1 MiB at a time round-robin: 256 MiB
+	# buffered before the first close unless the daemon bounds its buffers.
+	"$PY" - "$MNT/app/ns" "$T/sums" <<'EOF'
+import hashlib, os, sys
+ns = sys.argv[1]
+names = ["k%02d" % i for i in range(64)]
+fds = [os.open(os.path.join(ns, n), os.O_WRONLY | os.O_CREAT, 0o644) for n in names]
+sums = [hashlib.md5() for _ in names]
+for part in range(4):
+    for fd, h in zip(fds, sums):
+        b = os.urandom(1 << 20)
+        h.update(b)
+        os.write(fd, b)
+for fd in fds:
+    os.close(fd)
+with open(sys.argv[2], "w") as f:
+    for n, h in zip(names, sums):
+        f.write("%s  %s\n" % (h.hexdigest(), n))
+EOF
+	echo "# daemon VmHWM after 64 parallel 4 MiB keys: $(daemon_hwm_kb) KiB" >&3
+	[ "$(daemon_hwm_kb)" -lt $(((32 + 100) * 1024)) ]
+	remount_store buffer_mb=32
+	(cd "$MNT/app/ns" && md5sum --quiet -c "$T/sums")
+}

@@ -1,0 +1,262 @@
+# helpers.bash -- shared setup for the nadbfs end-to-end suites.
+#
+# Every test gets a fresh temp dir T (/tmp/nadb.XXXXXX) with STORE=$T/store
+# (not created: the first mount creates it) and MNT=$T/mnt.  teardown()
+# ALWAYS unmounts whatever is mounted under T, kills any daemon left for a
+# store under T, prints STORE/nadbfs.log if the test failed, and removes T.
+#
+# Files that need their own setup/teardown call nadb_setup / nadb_teardown.
+
+NADB_BUILD=${NADB_BUILD:-"$BATS_TEST_DIRNAME/../build"}
+NADBFS="$NADB_BUILD/nadbfs"
+NADB="$NADB_BUILD/nadb"
+# A python that every uid can run (pyenv shims under /root are not).
+if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=$(command -v python3); fi
+export LC_ALL=C
+
+nadb_setup() {
+	T=$(mktemp -d /tmp/nadb.XXXXXX)
+	# mktemp makes 0700: other uids must reach $T/mnt in permission tests.
+	chmod 755 "$T"
+	STORE=$T/store
+	MNT=$T/mnt
+	mkdir "$MNT"
+	BG_PIDS=()
+}
+
+setup() { nadb_setup; }
+teardown() { nadb_teardown; }
+
+# Pids of live (non-zombie) nadbfs daemons serving store DIR.
+daemon_pids() {
+	local dir=$1 p st
+	for p in $(pgrep -f -- "nadbfs.*${dir}([ /,]|\$)"); do
+		case $(cat "/proc/$p/comm" 2>/dev/null) in nadbfs*) ;; *) continue ;; esac
+		st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+		[ "$st" = Z ] && continue
+		echo "$p"
+	done
+}
+
+# True while pid P exists and is not a zombie.
+pid_alive() {
+	local st
+	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
+# wait_pids_gone SECONDS PID...: poll until every pid has exited.
+wait_pids_gone() {
+	local secs=$1 p i alive
+	shift
+	for ((i = 0; i < secs * 20; i++)); do
+		alive=0
+		for p in "$@"; do pid_alive "$p" && alive=1; done
+		[ $alive = 0 ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# mount_store [OPTS] -- mount STORE on MNT (OPTS: a -o option string).
+# mount_store_at STORE MNT [OPTS] -- the same for another pair.
+mount_store_at() {
+	local store=$1 mnt=$2 opts=${3:-} rc i
+	if [ -n "$opts" ]; then
+		"$NADBFS" -o "$opts" "$store" "$mnt"
+	else
+		"$NADBFS" "$store" "$mnt"
+	fi
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "mount: '$NADBFS ${opts:+-o $opts }$store $mnt' exited $rc" >&2
+		return 1
+	fi
+	for ((i = 0; i < 100; i++)); do
+		mountpoint -q "$mnt" && return 0
+		sleep 0.05
+	done
+	echo "mount: $mnt is not a mountpoint 5 s after nadbfs returned" >&2
+	return 1
+}
+mount_store() { mount_store_at "$STORE" "$MNT" "${1:-}"; }
+
+# The daemon's pid (exactly one expected).
+daemon_pid() {
+	local p
+	p=$(daemon_pids "${1:-$STORE}")
+	if [ -z "$p" ] || [ "$(echo "$p" | wc -l)" -ne 1 ]; then
+		echo "daemon_pid: expected one daemon for ${1:-$STORE}, found: '${p//$'\n'/ }'" >&2
+		return 1
+	fi
+	echo "$p"
+}
+
+# unmount_store_at STORE MNT -- unmount and wait (<= 60 s) for the daemon to
+# exit: the store is flushed and unlocked only then.
+unmount_store_at() {
+	local store=$1 mnt=$2 pids
+	pids=$(daemon_pids "$store")
+	if ! fusermount3 -u "$mnt"; then
+		echo "unmount: fusermount3 -u $mnt failed" >&2
+		return 1
+	fi
+	# shellcheck disable=SC2086
+	if ! wait_pids_gone 60 $pids; then
+		echo "unmount: daemon(s) $pids for $store still running 60 s after unmount" >&2
+		return 1
+	fi
+}
+unmount_store() { unmount_store_at "$STORE" "$MNT"; }
+
+remount_store() { unmount_store && mount_store "${1:-}"; }
+
+# kill -9 the daemon, lazily unmount, wait until it is gone.
+crash_daemon() {
+	local p
+	p=$(daemon_pid) || return 1
+	kill -9 "$p"
+	fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+	if ! wait_pids_gone 10 "$p"; then
+		echo "crash_daemon: pid $p survived kill -9" >&2
+		return 1
+	fi
+}
+
+nadb_teardown() {
+	local m p pids
+	for p in "${BG_PIDS[@]}"; do
+		pkill -KILL -P "$p" 2>/dev/null
+		kill -KILL "$p" 2>/dev/null
+	done
+	[ -n "${T:-}" ] && [ -d "$T" ] || return 0
+	for m in $(findmnt -rn -o TARGET | grep -F "$T/" | sort -r); do
+		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	pids=$(daemon_pids "$T/[^ ]*")
+	if [ -n "$pids" ]; then
+		# shellcheck disable=SC2086
+		wait_pids_gone 10 $pids || { kill -TERM $pids 2>/dev/null; wait_pids_gone 5 $pids || kill -KILL $pids 2>/dev/null; }
+		# shellcheck disable=SC2086
+		wait_pids_gone 5 $pids
+	fi
+	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then
+		for p in "$T"/*/nadbfs.log; do
+			[ -s "$p" ] || continue
+			echo "--- $p (last 40 lines) ---"
+			tail -n 40 "$p"
+		done
+	fi
+	if findmnt -rn -o TARGET | grep -qF "$T/"; then
+		echo "teardown: something is still mounted under $T; leaving it" >&2
+		return 1
+	fi
+	rm -rf "$T"
+}
+
+# ---- assertions ----------------------------------------------------------
+
+# expect_fail "strerror text" CMD ARGS... : CMD must fail and say the text.
+expect_fail() {
+	local msg=$1
+	shift
+	run "$@"
+	if [ "$status" -eq 0 ] || [[ "$output" != *"$msg"* ]]; then
+		echo "expected: $(printf '%q ' "$@")to fail with '$msg'"
+		echo "got: exit $status, output: $output"
+		return 1
+	fi
+}
+
+# expect_errno ERRNO OP ARGS... : the syscall OP (see py_errno) must fail
+# with exactly ERRNO (or succeed when ERRNO is OK).
+expect_errno() {
+	local want=$1
+	shift
+	run py_errno "$@"
+	if [ "$output" != "$want" ]; then
+		echo "expected: $(printf '%q ' "$@")-> $want"
+		echo "got: $output"
+		return 1
+	fi
+}
+
+# py_errno OP ARGS... : do one syscall, print OK or the errno's name.
+py_errno() {
+	"$PY" - "$@" <<'EOF'
+import ctypes, errno, os, sys
+op, a = sys.argv[1], sys.argv[2:]
+def renameat2(src, dst, flags):
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD = -100
+    r = libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags)
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+try:
+    if op == "mkdir": os.mkdir(a[0])
+    elif op == "rmdir": os.rmdir(a[0])
+    elif op == "create": os.close(os.open(a[0], os.O_CREAT | os.O_WRONLY, 0o644))
+    elif op == "create_excl": os.close(os.open(a[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    elif op == "open": os.close(os.open(a[0], os.O_RDONLY))
+    elif op == "open_write": os.close(os.open(a[0], os.O_WRONLY))
+    elif op == "unlink": os.unlink(a[0])
+    elif op == "rename": os.rename(a[0], a[1])
+    elif op == "rename_noreplace": renameat2(a[0], a[1], 1)
+    elif op == "rename_exchange": renameat2(a[0], a[1], 2)
+    elif op == "link": os.link(a[0], a[1])
+    elif op == "symlink": os.symlink(a[0], a[1])
+    elif op == "mkfifo": os.mkfifo(a[0])
+    elif op == "stat": os.stat(a[0])
+    elif op == "getxattr": os.getxattr(a[0], a[1])
+    elif op == "setxattr": os.setxattr(a[0], a[1], a[2].encode())
+    elif op == "setxattr_create": os.setxattr(a[0], a[1], a[2].encode(), os.XATTR_CREATE)
+    elif op == "setxattr_replace": os.setxattr(a[0], a[1], a[2].encode(), os.XATTR_REPLACE)
+    elif op == "removexattr": os.removexattr(a[0], a[1])
+    elif op == "chmod": os.chmod(a[0], int(a[1], 8))
+    elif op == "truncate": os.truncate(a[0], int(a[1]))
+    else:
+        print("bad op " + op); sys.exit(2)
+    print("OK")
+except OSError as e:
+    n = errno.errorcode.get(e.errno, str(e.errno))
+    print("EOPNOTSUPP" if n == "ENOTSUP" else n)
+EOF
+}
+
+# Run a command as another uid (no supplementary groups).
+as_user() {
+	local uid=$1 gid=$2
+	shift 2
+	setpriv --reuid="$uid" --regid="$gid" --clear-groups "$@"
+}
+
+# Allocated bytes of a directory tree (what du -sh shows).
+store_bytes() { du -s -B1 "${1:-$STORE}" | cut -f1; }
+
+# Wait (<= SECS) until a file exists.
+wait_for_file() {
+	local f=$1 secs=${2:-10} i
+	for ((i = 0; i < secs * 20; i++)); do
+		[ -e "$f" ] && return 0
+		sleep 0.05
+	done
+	echo "wait_for_file: $f did not appear within $secs s" >&2
+	return 1
+}
+
+# A deterministic fast byte stream: gen_stream SEED BYTES
+gen_stream() {
+	local seed=$1 bytes=$2 key
+	key=$(printf '%s' "$seed" | md5sum | cut -c1-32)
+	if command -v openssl >/dev/null; then
+		openssl enc -aes-128-ctr -K "$key" -iv 00000000000000000000000000000000 -nosalt </dev/zero 2>/dev/null | head -c "$bytes"
+	else
+		"$PY" -c '
+import random, sys
+r = random.Random(sys.argv[1]); n = int(sys.argv[2]); out = sys.stdout.buffer
+while n > 0:
+    k = min(n, 1 << 20); out.write(r.randbytes(k)); n -= k
+' "$seed" "$bytes"
+	fi
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env bats
+# Ownership, permissions and times (mounted with allow_other; the daemon
+# always enables default_permissions).  Users are plain uids: 1000 and 1001.
+
+load helpers
+
+setup() {
+	nadb_setup
+	mount_store allow_other
+	mkdir -p "$MNT/app/ns"
+	chmod 1777 "$MNT/app/ns"
+	NS=$MNT/app/ns
+}
+
+@test "a new key belongs to the user who created it" {
+	as_user 1000 1000 touch "$NS/mine"
+	as_user 1001 1001 sh -c "echo hi > '$NS/theirs'"
+	[ "$(stat -c %u:%g "$NS/mine")" = 1000:1000 ]
+	[ "$(stat -c %u:%g "$NS/theirs")" = 1001:1001 ]
+	[ "$(cat "$NS/theirs")" = hi ]
+}
+
+@test "a new directory, symlink and fifo belong to the user who created them" {
+	as_user 1000 1000 mkdir "$NS/d"
+	as_user 1000 1000 ln -s d "$NS/l"
+	as_user 1000 1000 mkfifo "$NS/p"
+	[ "$(stat -c %u:%g "$NS/d")" = 1000:1000 ]
+	[ "$(stat -c %u:%g "$NS/l")" = 1000:1000 ]
+	[ "$(stat -c %u:%g "$NS/p")" = 1000:1000 ]
+}
+
+@test "a new key's mode follows the creator's umask" {
+	as_user 1000 1000 sh -c "umask 027; touch '$NS/k'; mkdir '$NS/d'"
+	[ "$(stat -c %a "$NS/k")" = 640 ]
+	[ "$(stat -c %a "$NS/d")" = 750 ]
+}
+
+@test "a setgid directory passes its group to new keys" {
+	mkdir "$NS/shared"
+	chgrp 2000 "$NS/shared"
+	chmod 2777 "$NS/shared"
+	as_user 1000 1000 touch "$NS/shared/f"
+	[ "$(stat -c %u:%g "$NS/shared/f")" = 1000:2000 ]
+}
+
+@test "a setgid directory passes its group and setgid bit to new subdirectories" {
+	mkdir "$NS/shared"
+	chgrp 2000 "$NS/shared"
+	chmod 2777 "$NS/shared"
+	as_user 1000 1000 mkdir "$NS/shared/sub"
+	[ "$(stat -c %u:%g "$NS/shared/sub")" = 1000:2000 ]
+	[ -g "$NS/shared/sub" ]
+	as_user 1000 1000 mkdir "$NS/shared/sub/subsub"
+	[ "$(stat -c %g "$NS/shared/sub/subsub")" = 2000 ]
+	[ -g "$NS/shared/sub/subsub" ]
+}
+
+@test "chmod by a non-owner fails with EPERM" {
+	echo -n v >"$NS/k"
+	chmod 644 "$NS/k"
+	expect_fail "Operation not permitted" as_user 1000 1000 chmod 666 "$NS/k"
+	[ "$(stat -c %a "$NS/k")" = 644 ]
+}
+
+@test "chown by a non-root user fails with EPERM and root's chown works" {
+	as_user 1000 1000 touch "$NS/k"
+	expect_fail "Operation not permitted" as_user 1000 1000 chown 1001 "$NS/k"
+	[ "$(stat -c %u "$NS/k")" = 1000 ]
+	chown 1001:1002 "$NS/k"
+	[ "$(stat -c %u:%g "$NS/k")" = 1001:1002 ]
+}
+
+@test "the owner can chmod its own key" {
+	as_user 1000 1000 touch "$NS/k"
+	as_user 1000 1000 chmod 600 "$NS/k"
+	[ "$(stat -c %a "$NS/k")" = 600 ]
+}
+
+@test "a user cannot read another user's 0600 key" {
+	as_user 1000 1000 sh -c "echo -n secret > '$NS/secret'; chmod 600 '$NS/secret'"
+	[ "$(as_user 1000 1000 cat "$NS/secret")" = secret ]
+	expect_fail "Permission denied" as_user 1001 1001 cat "$NS/secret"
+}
+
+@test "a user cannot write another user's 0644 key" {
+	as_user 1000 1000 sh -c "echo -n mine > '$NS/k'; chmod 644 '$NS/k'"
+	expect_fail "Permission denied" as_user 1001 1001 sh -c "echo -n theirs >> '$NS/k'"
+	expect_fail "Permission denied" as_user 1001 1001 truncate -s 0 "$NS/k"
+	[ "$(cat "$NS/k")" = mine ]
+}
+
+@test "a user cannot create keys in a directory it cannot write" {
+	mkdir "$NS/closed"
+	chmod 755 "$NS/closed"
+	expect_fail "Permission denied" as_user 1000 1000 touch "$NS/closed/k"
+	expect_fail "Permission denied" as_user 1000 1000 mkdir "$NS/closed/d"
+	[ -z "$(ls -A "$NS/closed")" ]
+}
+
+@test "a user cannot delete another user's key in a sticky namespace" {
+	as_user 1000 1000 touch "$NS/k"
+	expect_fail "Operation not permitted" as_user 1001 1001 rm -f "$NS/k"
+	[ -e "$NS/k" ]
+}
+
+@test "a user cannot list a directory without read permission" {
+	mkdir "$NS/private"
+	touch "$NS/private/k"
+	chmod 700 "$NS/private"
+	expect_fail "Permission denied" as_user 1000 1000 ls "$NS/private"
+}
+
+@test "mtime changes when a key is written" {
+	echo -n v >"$NS/k"
+	touch -d '2000-01-01 00:00:00 UTC' "$NS/k"
+	[ "$(stat -c %Y "$NS/k")" = 946684800 ]
+	before=$(date +%s)
+	printf 'X' | dd of="$NS/k" bs=1 seek=0 conv=notrunc status=none
+	[ "$(stat -c %Y "$NS/k")" -ge "$before" ]
+	[ "$(stat -c %Y "$NS/k")" -le "$(($(date +%s) + 1))" ]
+}
+
+@test "ctime changes on chmod and mtime does not" {
+	echo -n v >"$NS/k"
+	touch -d '2000-01-01 00:00:00 UTC' "$NS/k"
+	c1=$(stat -c %Z "$NS/k")
+	# wait for the next second so that second-granular times also differ
+	while [ "$(date +%s)" -le "$c1" ]; do sleep 0.05; done
+	chmod 600 "$NS/k"
+	[ "$(stat -c %Z "$NS/k")" -gt "$c1" ]
+	[ "$(stat -c %Y "$NS/k")" = 946684800 ]
+}
+
+@test "touch -a -d sets atime only" {
+	echo -n v >"$NS/k"
+	touch -d '2000-01-01 00:00:00 UTC' "$NS/k"
+	touch -a -d '2001-01-01 00:00:00 UTC' "$NS/k"
+	[ "$(stat -c %X "$NS/k")" = 978307200 ]
+	[ "$(stat -c %Y "$NS/k")" = 946684800 ]
+}
+
+@test "creating and removing a key updates its directory's mtime" {
+	mkdir "$NS/d"
+	touch -d '2000-01-01 00:00:00 UTC' "$NS/d"
+	touch "$NS/d/k"
+	[ "$(stat -c %Y "$NS/d")" -gt 946684800 ]
+	touch -d '2000-01-01 00:00:00 UTC' "$NS/d"
+	rm "$NS/d/k"
+	[ "$(stat -c %Y "$NS/d")" -gt 946684800 ]
+}
+
+@test "owners, groups and modes survive a remount" {
+	as_user 1000 1000 sh -c "echo -n v > '$NS/k'; chmod 640 '$NS/k'"
+	mkdir "$NS/shared"
+	chgrp 2000 "$NS/shared"
+	chmod 2775 "$NS/shared"
+	remount_store allow_other
+	[ "$(stat -c '%u:%g %a' "$NS/k")" = "1000:1000 640" ]
+	[ "$(stat -c '%u:%g %a' "$NS/shared")" = "0:2000 2775" ]
+	[ "$(stat -c %a "$NS")" = 1777 ]
+	expect_fail "Permission denied" as_user 1001 1001 cat "$NS/k"
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env bats
+# /.stats, /DB/.stats, /DB/NS/.stats, /.metrics, /.ctl, user.nadb.* and
+# copies between mounts with tar and rsync.
+
+load helpers
+
+setup() {
+	nadb_setup
+	mount_store
+}
+
+json() { # json FILE EXPR: evaluate a python expression over the document d
+	"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); r=eval(sys.argv[2]); print(r)' "$1" "$2"
+}
+
+@test "/.stats is one JSON document with every figure" {
+	run "$PY" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+need = ["keys", "databases", "namespaces", "tags", "logical_bytes", "stored_bytes",
+        "chunks", "dedup_ratio", "compression_ratio", "garbage_bytes", "buffer_bytes",
+        "buffer_limit", "buffer_utilization_pct", "expiring", "reaped", "uptime_s",
+        "version", "ops"]
+missing = [k for k in need if k not in d]
+assert not missing, missing
+for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "rename",
+           "readdir", "setxattr", "getxattr", "fsync"]:
+    o = d["ops"][op]
+    assert set(o) >= {"count", "mean_us", "p50_us", "p99_us", "max_us"}, o
+' "$MNT/.stats"
+	[ "$status" -eq 0 ]
+}
+
+@test "the counts after a mixed workload are the ones the test computes" {
+	mkdir -p "$MNT/a/x" "$MNT/a/y/dir" "$MNT/b/z"
+	head -c 1000 /dev/urandom >"$MNT/a/x/k1"
+	head -c 2000 /dev/urandom >"$MNT/a/x/k2"
+	head -c 300 /dev/urandom >"$MNT/a/y/dir/k3"
+	cp "$MNT/a/x/k1" "$MNT/b/z/copy"
+	echo -n 12345 >"$MNT/b/z/small"
+	rm "$MNT/a/x/k2"
+	mv "$MNT/a/y/dir" "$MNT/b/z/dir"
+	setfattr -n user.tags -v t1,t2 "$MNT/b/z/small"
+	[ "$(json "$MNT/.stats" 'd["keys"]')" = 4 ]
+	[ "$(json "$MNT/.stats" 'd["logical_bytes"]')" = 2605 ]
+	[ "$(json "$MNT/.stats" 'd["databases"]')" = 2 ]
+	[ "$(json "$MNT/.stats" 'd["namespaces"]')" = 3 ]
+	[ "$(json "$MNT/.stats" 'd["tags"]')" = 2 ]
+	[ "$(json "$MNT/a/.stats" 'd["keys"]')" = 1 ]
+	[ "$(json "$MNT/a/.stats" 'd["namespaces"]')" = 2 ]
+	[ "$(json "$MNT/b/z/.stats" 'd["keys"]')" = 3 ]
+	[ "$(json "$MNT/b/z/.stats" 'd["logical_bytes"]')" = 1305 ]
+	[ "$(json "$MNT/a/y/.stats" 'd["keys"]')" = 0 ]
+	# dedup: the copy shares its chunk
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 3 ]
+	remount_store
+	[ "$(json "$MNT/.stats" 'd["keys"]')" = 4 ]
+	[ "$(json "$MNT/b/.stats" 'd["logical_bytes"]')" = 1305 ]
+}
+
+@test ".stats files are read-only, listed in their directory, not counted as keys" {
+	mkdir -p "$MNT/db/ns"
+	run bash -c "echo x >'$MNT/.stats'"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Permission denied"* ]]
+	run bash -c "echo x >'$MNT/db/ns/.stats'"
+	[[ "$output" == *"Permission denied"* ]]
+	[[ "$(ls -a "$MNT")" == *".stats"* ]]
+	[[ "$(ls -a "$MNT/db")" == *".stats"* ]]
+	[[ "$(ls -a "$MNT/db/ns")" == *".stats"* ]]
+	[ "$(json "$MNT/.stats" 'd["keys"]')" = 0 ]
+	run mkdir "$MNT/db/.stats"
+	[ "$status" -ne 0 ]
+}
+
+@test "/.metrics is Prometheus text with counters, gauges and histograms" {
+	echo x >/dev/null
+	mkdir -p "$MNT/db/ns" && echo v >"$MNT/db/ns/k" && cat "$MNT/db/ns/k" >/dev/null
+	run cat "$MNT/.metrics"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"# TYPE nadb_keys gauge"* ]]
+	[[ "$output" == *"nadb_keys 1"* ]]
+	[[ "$output" == *"# TYPE nadb_op_duration_seconds histogram"* ]]
+	[[ "$output" == *'nadb_op_duration_seconds_bucket{op="create",le="+Inf"} 1'* ]]
+	# every sample line is NAME{labels} VALUE with a number
+	echo "$output" | grep -v '^#' | awk 'NF != 2 || $2 !~ /^[0-9.e+-]+$/ { bad = 1; print } END { exit bad }'
+}
+
+@test "/.ctl takes compact, flush and reap, refuses anything else" {
+	echo compact >"$MNT/.ctl"
+	echo flush >"$MNT/.ctl"
+	echo reap >"$MNT/.ctl"
+	run bash -c "echo bogus >'$MNT/.ctl'"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Invalid argument"* ]]
+	run cat "$MNT/.ctl"
+	[ "$status" -ne 0 ]
+	grep -q "unknown command 'bogus'" "$STORE/nadbfs.log"
+}
+
+@test "compaction reclaims the space of deleted values" {
+	mkdir -p "$MNT/db/ns"
+	for i in $(seq 1 20); do head -c 200000 /dev/urandom >"$MNT/db/ns/k$i"; done
+	for i in $(seq 2 20); do rm "$MNT/db/ns/k$i"; done
+	[ "$(json "$MNT/.stats" 'd["garbage_bytes"] > 3000000')" = True ]
+	echo compact >"$MNT/.ctl"
+	[ "$(json "$MNT/.stats" 'd["garbage_bytes"] < 300000')" = True ]
+	[ "$(stat -c %s "$MNT/db/ns/k1")" = 200000 ]
+	unmount_store
+	[ "$(du -sb "$STORE/packs" | cut -f1)" -lt 1000000 ]
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+}
+
+@test "user.nadb.* describe the key and are read-only" {
+	mkdir -p "$MNT/db/ns"
+	head -c 300000 /dev/urandom >"$MNT/db/ns/k"
+	f=$MNT/db/ns/k
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.size "$f")" = 300000 ]
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.chunks "$f")" = 3 ]
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.hash "$f" | wc -c)" = 32 ]
+	run setfattr -n user.nadb.size -v 5 "$f"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Operation not permitted"* ]]
+	for a in hash size stored chunks created updated accessed; do
+		getfattr --absolute-names -n "user.nadb.$a" "$f" >/dev/null
+	done
+	# not listed, so that tar, rsync and cp -a do not copy them
+	run getfattr --absolute-names -d -m - "$f"
+	[[ "$output" != *"user.nadb."* ]]
+	# st_blocks come from the bytes the store holds (random: about all)
+	[ "$(stat -c %b "$f")" -ge 580 ]
+}
+
+copy_tree_setup() {
+	mkdir -p "$MNT/app/ns/dir"
+	echo hello >"$MNT/app/ns/dir/a"
+	head -c 100000 /dev/urandom >"$MNT/app/ns/b"
+	setfattr -n user.tags -v red,blue "$MNT/app/ns/dir/a"
+	setfattr -n user.expires -v 4102444800.5 "$MNT/app/ns/b"
+	setfattr -n user.color -v green "$MNT/app/ns/b"
+	M2=$T/mnt2
+	mkdir "$M2"
+	mount_store_at "$T/store2" "$M2"
+	mkdir -p "$M2/app"
+}
+
+check_copy() {
+	[ "$(cat "$M2/app/ns/dir/a")" = hello ]
+	cmp "$MNT/app/ns/b" "$M2/app/ns/b"
+	[ "$(getfattr --absolute-names --only-values -n user.tags "$M2/app/ns/dir/a")" = blue,red ]
+	[ "$(getfattr --absolute-names --only-values -n user.expires "$M2/app/ns/b")" = 4102444800.500000000 ]
+	[ "$(getfattr --absolute-names --only-values -n user.color "$M2/app/ns/b")" = green ]
+	[ -e "$M2/tags/red/app/ns/dir/a" ]
+}
+
+@test "tar --xattrs copies values, tags, expiries and metadata between mounts" {
+	copy_tree_setup
+	(cd "$MNT/app" && tar --xattrs --xattrs-include='user.*' -cf "$T/x.tar" ns)
+	run bash -c "cd '$M2/app' && tar --xattrs --xattrs-include='user.*' -xf '$T/x.tar' 2>&1"
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
+	check_copy
+	unmount_store_at "$T/store2" "$M2"
+}
+
+@test "rsync -aX copies values, tags, expiries and metadata between mounts" {
+	command -v rsync >/dev/null || skip "rsync is not installed"
+	copy_tree_setup
+	run rsync -aX "$MNT/app/ns" "$M2/app/"
+	[ "$status" -eq 0 ]
+	check_copy
+	unmount_store_at "$T/store2" "$M2"
+}
+
+@test "-o stats=off stops measuring requests" {
+	unmount_store
+	mount_store stats=off
+	mkdir -p "$MNT/db/ns" && echo v >"$MNT/db/ns/k"
+	[ "$(json "$MNT/.stats" 'd["ops"]["create"]["count"]')" = 0 ]
+	[ "$(json "$MNT/.stats" 'd["stats"]')" = False ]
+}

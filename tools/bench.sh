@@ -1,0 +1,664 @@
+#!/usr/bin/env bash
+# bench.sh -- nadbfs side by side with passthrough_ll and the bare disk.
+#
+# Builds tools/bench.c (one workload on one directory) and libfuse's example
+# passthrough_ll into build/bench/, mounts the three targets under one
+# mktemp -d folder, and for every repetition runs each workload on each target
+# in turn (the order rotates between repetitions), remounting where a
+# workload needs it (cold reads, store sizes).  Then it takes medians and
+# writes build/bench/results.md, results.csv, raw.csv and ratios.png (via
+# tools/bench-plot.gp).  Everything it mounted is unmounted on exit, and every
+# daemon it started has exited, whatever happens.
+#
+# Exit status: 0 when every workload ran without error on every target, 1
+# otherwise (the tables are still written, with the errors listed).
+#
+# Usage: tools/bench.sh [--quick | --full] [options]      (--help for more)
+set -u -o pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd -P)
+build=$here/build
+bin=$build/bench
+
+usage() {
+	cat <<'EOF'
+usage: tools/bench.sh [--quick | --full] [options]
+
+sizes:
+  (default)      K=5,000 keys, 3 repetitions, 256 MiB large file,
+                 1,000 dedup copies, nadbfs alone at 100,000 keys  (~5 min)
+  --quick        smoke test for CI: K=200, 1 repetition, tiny sizes (< 1 min);
+                 no figure is judged, only errors fail it
+  --full         K=10,000, 5 repetitions, 1 GiB large file,
+                 nadbfs alone at 1,000,000 keys  (~30 min)
+options (after the size, which sets them all):
+  --keys N          keys per workload (passthrough_ll allows <= 14,000)
+  --value-size N    bytes per value (default 4096)
+  --threads N       threads for the multi-threaded create (default 4)
+  --reps N          repetitions; the tables show medians
+  --large SIZE      large file size, e.g. 256M, 1G
+  --rand-ops N      random 4 KiB reads and writes in the large file
+  --copies N        dedup copies of one 1 MiB file
+  --big-keys N      keys for the nadbfs-alone figures (0: skip them)
+  --mounts N        mounts timed for the nadbfs mount time
+  --targets LIST    comma-separated from native,passthrough,nadbfs
+  --nadbfs PATH     daemon to test (default build/nadbfs)
+  --out DIR         where results go (default build/bench)
+  --phase-timeout S give up on one workload after S seconds (default 1800)
+EOF
+}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench.sh: $*"; exit 2; }
+
+# ---- options ----------------------------------------------------------------
+
+size_name=default
+KEYS=5000 VALUE_SIZE=4096 THREADS=4 REPS=3 LARGE=256M RAND_OPS=5000
+COPIES=1000 BIG_KEYS=100000 MOUNTS=5 PHASE_TIMEOUT=1800
+TARGETS="" NADBFS=$build/nadbfs OUT=$build/bench
+set_size() {
+	case $1 in
+	quick) KEYS=200 REPS=1 LARGE=8M RAND_OPS=500 COPIES=20 BIG_KEYS=2000
+	       MOUNTS=2 ;;
+	full)  KEYS=10000 REPS=5 LARGE=1G RAND_OPS=50000 COPIES=1000
+	       BIG_KEYS=1000000 MOUNTS=10 ;;
+	esac
+	size_name=$1
+}
+args=("$@")
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) set_size quick ;;
+	--full) set_size full ;;
+	--keys) KEYS=$2; shift ;;
+	--value-size) VALUE_SIZE=$2; shift ;;
+	--threads) THREADS=$2; shift ;;
+	--reps) REPS=$2; shift ;;
+	--large) LARGE=$2; shift ;;
+	--rand-ops) RAND_OPS=$2; shift ;;
+	--copies) COPIES=$2; shift ;;
+	--big-keys) BIG_KEYS=$2; shift ;;
+	--mounts) MOUNTS=$2; shift ;;
+	--targets) TARGETS=$2; shift ;;
+	--nadbfs) NADBFS=$2; shift ;;
+	--out) OUT=$2; shift ;;
+	--phase-timeout) PHASE_TIMEOUT=$2; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) usage >&2; die "unknown option: $1" ;;
+	esac
+	shift
+done
+for n in "$KEYS" "$VALUE_SIZE" "$THREADS" "$REPS" "$RAND_OPS" "$COPIES" \
+	 "$BIG_KEYS" "$MOUNTS" "$PHASE_TIMEOUT"; do
+	case $n in ''|*[!0-9]*) die "not a number: '$n'" ;; esac
+done
+if [ "$REPS" -lt 1 ] || [ "$KEYS" -lt 1 ] || [ "$MOUNTS" -lt 1 ]; then
+	die "--reps, --keys and --mounts must be at least 1"
+fi
+
+if [ -z "$TARGETS" ]; then
+	TARGETS=native,passthrough,nadbfs
+	if [ ! -x "$NADBFS" ]; then
+		say "bench.sh: WARNING: $NADBFS is not built: running without nadbfs"
+		TARGETS=native,passthrough
+	fi
+fi
+IFS=, read -r -a targets <<<"$TARGETS"
+has_target() { case ",$TARGETS," in *",$1,"*) return 0 ;; esac; return 1; }
+for t in "${targets[@]}"; do
+	case $t in native|passthrough|nadbfs) ;; *) die "unknown target: $t" ;; esac
+done
+if has_target nadbfs; then
+	[ -x "$NADBFS" ] || die "no nadbfs daemon at $NADBFS (make all)"
+	NADBFS=$(cd "$(dirname "$NADBFS")" && pwd -P)/$(basename "$NADBFS")
+fi
+# passthrough_ll keeps one open fd per inode the kernel knows; the fd limit
+# here is 20,000 and a repetition holds up to K keys + ~1,100 other inodes.
+if has_target passthrough && [ "$KEYS" -gt 14000 ]; then
+	die "passthrough_ll needs --keys <= 14000 (one fd per inode, fd limit $(ulimit -n))"
+fi
+
+# ---- build ------------------------------------------------------------------
+
+mkdir -p "$bin" "$OUT" || die "cannot create $bin"
+BENCH=$bin/bench
+PTLL=$bin/passthrough_ll
+cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
+	-o "$BENCH" "$here/tools/bench.c" || die "cannot build tools/bench.c"
+if has_target passthrough; then
+	ptll_src=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
+	[ -f "$ptll_src" ] || die "no $ptll_src (apt-get install libfuse3-dev)"
+	# shellcheck disable=SC2046
+	cc -O2 -Wall -o "$PTLL" "$ptll_src" $(pkg-config --cflags --libs fuse3) ||
+		die "cannot build passthrough_ll"
+fi
+
+# ---- targets: where they live, mounting and unmounting ------------------------
+
+# A run that was killed outright (SIGKILL, a lost machine) cannot clean up
+# after itself: unmount and remove what such runs left, known by an owner
+# pid that is no longer alive.  Runs still in progress are left alone.
+reap_stale_runs() {
+	local dir owner mnt
+	for dir in "${TMPDIR:-/tmp}"/nadb-bench.*; do
+		[ -f "$dir/owner" ] || continue
+		owner=$(cat "$dir/owner")
+		if [ -z "$owner" ] || kill -0 "$owner" 2>/dev/null; then continue; fi
+		say "bench.sh: cleaning up after the killed run in $dir"
+		for mnt in "$dir/pt-mnt" "$dir/nadb-mnt"; do
+			grep -q " $mnt " /proc/self/mountinfo || continue
+			fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
+		done
+		sleep 1
+		grep -q " $dir/" /proc/self/mountinfo || rm -rf "$dir"
+	done
+}
+reap_stale_runs
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nadb-bench.XXXXXX") || die "mktemp failed"
+echo $$ >"$TMP/owner"
+LOGS=$TMP/logs
+mkdir -p "$LOGS" && touch "$LOGS/passthrough.log" "$LOGS/nadbfs.log"
+declare -A MNT_OF BACKING_OF WORK_OF PID_OF MOUNTED BROKEN
+MNT_OF[native]=$TMP/native;      BACKING_OF[native]=$TMP/native
+MNT_OF[passthrough]=$TMP/pt-mnt; BACKING_OF[passthrough]=$TMP/pt-src
+MNT_OF[nadbfs]=$TMP/nadb-mnt;    BACKING_OF[nadbfs]=$TMP/nadb-store
+# nadb keeps keys at /DATABASE/NAMESPACE/...: use the same layout everywhere.
+for t in native passthrough nadbfs; do WORK_OF[$t]=${MNT_OF[$t]}/bench/ns; done
+
+is_mounted() { grep -q " ${MNT_OF[$1]} " /proc/self/mountinfo; }
+
+# The daemon serving a mount point: the process running BINARY whose command
+# line names the mount point (it may have daemonized, so $! is no use).
+pid_serving() {
+	local binary=$1 mnt=$2 d exe
+	for d in /proc/[0-9]*; do
+		exe=$(readlink "$d/exe" 2>/dev/null) || continue
+		[ "${exe% (deleted)}" = "$binary" ] || continue
+		tr '\0' '\n' <"$d/cmdline" 2>/dev/null | grep -qxF "$mnt" || continue
+		echo "${d#/proc/}"
+		return 0
+	done
+	return 1
+}
+
+has_exited() {
+	local state
+	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+	[ -z "$state" ] || [ "$state" = Z ]
+}
+
+# Wait up to $2 seconds for pid $1 to exit.
+wait_for_exit() {
+	local pid=$1 deadline=$((SECONDS + $2))
+	while ! has_exited "$pid"; do
+		[ $SECONDS -lt $deadline ] || return 1
+		sleep 0.05
+	done
+}
+
+# Mount target $1 (a no-op for native); sets MOUNT_SECONDS.
+mount_target() {
+	local t=$1 line cmd
+	MOUNT_SECONDS=0
+	mkdir -p "${MNT_OF[$t]}"
+	case $t in
+	native) return 0 ;;
+	passthrough)
+		mkdir -p "${BACKING_OF[$t]}"
+		cmd=("$PTLL" -o "source=${BACKING_OF[$t]},xattr" "${MNT_OF[$t]}") ;;
+	nadbfs)
+		cmd=("$NADBFS_RUN" "${BACKING_OF[$t]}" "${MNT_OF[$t]}") ;;
+	esac
+	local seen
+	seen=$(wc -l <"$LOGS/$t.log")
+	line=$(timeout -k 5 120 "$BENCH" --phase mount --dir "${MNT_OF[$t]}" \
+		-- "${cmd[@]}" 2>>"$LOGS/$t.log")
+	local rc=$?
+	if is_mounted "$t"; then MOUNTED[$t]=1; fi
+	PID_OF[$t]=$(pid_serving "${cmd[0]}" "${MNT_OF[$t]}") || PID_OF[$t]=""
+	if [ $rc -ne 0 ] || [ -z "${PID_OF[$t]}" ]; then
+		note_error mount "$t" "could not mount: $(tail -n +$((seen + 1)) "$LOGS/$t.log" | head -n 3 | tr '\n' ' ')"
+		return 1
+	fi
+	MOUNT_SECONDS=${line##*,}
+}
+
+# Unmount target $1 and wait until its daemon has exited; sets
+# UNMOUNT_SECONDS.  A daemon still there after 120 s is killed (it is ours).
+unmount_target() {
+	local t=$1 pid=${PID_OF[$1]:-} start
+	UNMOUNT_SECONDS=0
+	[ "$t" != native ] || return 0
+	start=$(date +%s.%N)
+	if [ "${MOUNTED[$t]:-0}" = 1 ] || is_mounted "$t"; then
+		fusermount3 -u "${MNT_OF[$t]}" 2>>"$LOGS/$t.log" ||
+			fusermount3 -uz "${MNT_OF[$t]}" 2>>"$LOGS/$t.log" ||
+			say "bench.sh: cannot unmount ${MNT_OF[$t]}"
+	fi
+	MOUNTED[$t]=0
+	PID_OF[$t]=""
+	[ -n "$pid" ] || return 0
+	if ! wait_for_exit "$pid" 120; then
+		note_error unmount "$t" "daemon $pid still running 120 s after unmount: killed"
+		kill -TERM "$pid" 2>/dev/null
+		wait_for_exit "$pid" 10 || kill -KILL "$pid" 2>/dev/null
+		wait_for_exit "$pid" 10
+	fi
+	UNMOUNT_SECONDS=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.3f", b-a}')
+}
+
+remount_target() { unmount_target "$1" && mount_target "$1"; }
+
+# shellcheck disable=SC2317  # called by the trap
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM HUP
+	for t in passthrough nadbfs; do
+		if [ -n "${PID_OF[$t]:-}" ] || is_mounted "$t"; then unmount_target "$t"; fi
+	done
+	if grep -q " $TMP/" /proc/self/mountinfo; then
+		say "bench.sh: something is still mounted under $TMP: left it in place"
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# Run a private copy of the daemon: a rebuild during the run must not mix
+# two versions in one table.
+if has_target nadbfs; then
+	cp "$NADBFS" "$TMP/nadbfs" || die "cannot copy $NADBFS"
+	NADBFS_RUN=$TMP/nadbfs
+fi
+
+# Empty target $1's storage and mount it afresh.
+fresh_target() {
+	local t=$1
+	unmount_target "$t"
+	! is_mounted "$t" || die "${MNT_OF[$t]} is still mounted"
+	rm -rf "${BACKING_OF[$t]}"
+	[ "$t" = native ] || rm -rf "${MNT_OF[$t]}"
+	BROKEN[$t]=0
+	mount_target "$t" || { BROKEN[$t]=1; return 1; }
+	mkdir -p "${WORK_OF[$t]}" 2>>"$LOGS/$t.log" || {
+		note_error setup "$t" "mkdir -p ${WORK_OF[$t]} failed"
+		BROKEN[$t]=1
+	}
+}
+
+# Set STORE_BYTES to what target $1 takes on disk (du -sb of its store;
+# nadbfs is unmounted first, so that everything it buffers is written).
+measure_store_bytes() {
+	local t=$1
+	[ "$t" != nadbfs ] || unmount_target "$t"
+	STORE_BYTES=$(du -sb "${BACKING_OF[$t]}" | cut -f1)
+	[ "$t" != nadbfs ] || mount_target "$t" || BROKEN[$t]=1
+}
+
+rss_anon_mib() {
+	awk '/^RssAnon:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null
+}
+
+# ---- running workloads and recording their figures --------------------------
+
+RAW=$OUT/raw.csv
+ERRORS=$TMP/errors
+: >"$ERRORS"
+echo "workload,target,rep,value,unit,ops,bytes,seconds" >"$RAW"
+REP=0
+
+note_error() {
+	echo "$1,$2,$REP,$3" >>"$ERRORS"
+	say "ERROR [$1 on $2, repetition $REP]: $3"
+}
+
+record() { # workload target value unit [ops bytes seconds]
+	echo "$1,$2,$REP,$3,$4,${5:-},${6:-},${7:-}" >>"$RAW"
+	say "  $(printf '%-12s %-12s %14s %s' "$1" "$2" "$3" "$4")"
+}
+
+# Run one bench phase on target $2; on success RESULT holds its output line
+# "result,PHASE,OPS,BYTES,SECONDS".  A failure marks the target broken for the
+# rest of the repetition (its later workloads are skipped).
+run_bench() {
+	local workload=$1 t=$2 rc msg
+	shift 2
+	RESULT=""
+	[ "${BROKEN[$t]:-0}" = 0 ] || return 1
+	RESULT=$(timeout -k 10 "$PHASE_TIMEOUT" "$BENCH" "$@" 2>"$TMP/stderr")
+	rc=$?
+	[ $rc -ne 0 ] || return 0
+	msg=$(head -n 3 "$TMP/stderr" | cut -c1-300 | tr '\n' ' ')
+	[ $rc -ne 124 ] && [ $rc -ne 137 ] || msg="timed out after $PHASE_TIMEOUT s. $msg"
+	if [ "$t" != native ] && [ -n "${PID_OF[$t]:-}" ] && has_exited "${PID_OF[$t]}"; then
+		msg="$msg (the $t daemon has died)"
+	fi
+	note_error "$workload" "$t" "${msg:-exit status $rc}"
+	BROKEN[$t]=1
+	return 1
+}
+
+# Run a timed workload and record its figure in UNIT (ops/s or MB/s).
+measure() { # workload unit target bench-args...
+	local workload=$1 unit=$2 t=$3 ops bytes seconds value
+	shift 3
+	run_bench "$workload" "$t" "$@" || return 1
+	IFS=, read -r _ _ ops bytes seconds <<<"$RESULT"
+	value=$(awk -v o="$ops" -v b="$bytes" -v s="$seconds" -v u="$unit" \
+		'BEGIN { if (s <= 0) s = 1e-9; printf "%.6g", (u == "MB/s") ? b / s / 1e6 : o / s }')
+	record "$workload" "$t" "$value" "$unit" "$ops" "$bytes" "$seconds"
+}
+
+# Run an untimed step (setup or cleanup); its errors still count.
+untimed() { run_bench "$@"; }
+
+# The targets in the order of repetition $1: rotated by one each time.
+targets_in_turn() {
+	local n=${#targets[@]} i
+	for ((i = 0; i < n; i++)); do echo "${targets[(i + $1) % n]}"; done
+}
+
+# ---- one repetition -----------------------------------------------------------
+
+run_repetition() {
+	local order t keys=(--keys "$KEYS" --value-size "$VALUE_SIZE")
+	mapfile -t order < <(targets_in_turn "$REP")
+	say "== repetition $REP of $REPS (order: ${order[*]})"
+	for t in "${order[@]}"; do fresh_target "$t"; done
+
+	# create (issue item 1), one thread (into c1, removed right after), then N threads
+	for t in "${order[@]}"; do
+		measure create-1 ops/s "$t" --phase create --dir "${WORK_OF[$t]}/c1" "${keys[@]}" &&
+			untimed create-1 "$t" --phase unlink --dir "${WORK_OF[$t]}/c1" "${keys[@]}"
+	done
+	for t in "${order[@]}"; do
+		measure create-N ops/s "$t" --phase create --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --threads "$THREADS"
+	done
+	# warm stat and read (items 2, 3; one untimed pass first), listing (4)
+	for t in "${order[@]}"; do measure stat ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
+	for t in "${order[@]}"; do measure read-warm ops/s "$t" --phase read --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
+	for t in "${order[@]}"; do measure readdir entries/s "$t" --phase readdir --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup --passes 5; done
+	# overwrite (item 5, generation 1), rename-over (generation 2)
+	for t in "${order[@]}"; do measure overwrite ops/s "$t" --phase overwrite --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --generation 1; done
+	for t in "${order[@]}"; do measure rename-over ops/s "$t" --phase rename --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --generation 2; done
+	# cold read after a remount (item 3): checks that generation 2 survived it
+	for t in "${order[@]}"; do
+		[ "${BROKEN[$t]}" = 1 ] || remount_target "$t" || BROKEN[$t]=1
+	done
+	for t in "${order[@]}"; do measure read-cold ops/s "$t" --phase read --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --generation 2; done
+	# extended attributes (item 9)
+	for t in "${order[@]}"; do measure setxattr ops/s "$t" --phase setxattr --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	for t in "${order[@]}"; do measure getxattr ops/s "$t" --phase getxattr --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	# unlink (item 6)
+	for t in "${order[@]}"; do measure unlink ops/s "$t" --phase unlink --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	# find over a 100-directory tree (item 4) of K keys (made untimed, then removed)
+	for t in "${order[@]}"; do
+		untimed find "$t" --phase create --dir "${WORK_OF[$t]}/tree" "${keys[@]}" --dirs 100 --threads "$THREADS"
+	done
+	for t in "${order[@]}"; do measure find entries/s "$t" --phase find --dir "${WORK_OF[$t]}/tree" "${keys[@]}" --dirs 100 --warmup; done
+	for t in "${order[@]}"; do
+		untimed find "$t" --phase unlink --dir "${WORK_OF[$t]}/tree" "${keys[@]}" --dirs 100 --threads "$THREADS"
+	done
+	# the large file (item 7)
+	for t in "${order[@]}"; do measure seq-write MB/s "$t" --phase seqwrite --dir "${WORK_OF[$t]}/large" --size "$LARGE"; done
+	for t in "${order[@]}"; do measure seq-read MB/s "$t" --phase seqread --dir "${WORK_OF[$t]}/large"; done
+	for t in "${order[@]}"; do measure rand-read ops/s "$t" --phase randread --dir "${WORK_OF[$t]}/large" --ops "$RAND_OPS"; done
+	for t in "${order[@]}"; do measure rand-write ops/s "$t" --phase randwrite --dir "${WORK_OF[$t]}/large" --ops "$RAND_OPS" --generation 1; done
+	for t in "${order[@]}"; do
+		[ "${BROKEN[$t]}" = 1 ] || rm -rf "${WORK_OF[$t]}/large" ||
+			{ note_error seq-write "$t" "rm -rf of the large file failed"; BROKEN[$t]=1; }
+	done
+	# dedup (item 8): copies of one 1 MiB file, and how much the store grew
+	local before after
+	for t in "${order[@]}"; do
+		[ "${BROKEN[$t]}" = 0 ] || continue
+		measure_store_bytes "$t"
+		before=$STORE_BYTES
+		measure dedup-copy MB/s "$t" --phase dedup --dir "${WORK_OF[$t]}/dedup" --copies "$COPIES" || continue
+		measure_store_bytes "$t"
+		after=$STORE_BYTES
+		record dedup-growth "$t" "$(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.6g", (a - b) / 1048576}')" MiB
+	done
+}
+
+# ---- nadbfs alone at a large K ------------------------------------------------
+
+run_nadb_alone() {
+	local t=nadbfs dirs pid bytes i
+	REP=big
+	dirs=$(((BIG_KEYS + 999) / 1000))
+	local big=(--dir "${WORK_OF[$t]}/big" --keys "$BIG_KEYS" --value-size "$VALUE_SIZE" --dirs "$dirs")
+	say "== nadbfs alone: $BIG_KEYS keys in $dirs directories"
+	fresh_target "$t" || return 1
+	measure big-create ops/s "$t" --phase create "${big[@]}" --threads "$THREADS" || return 1
+	pid=${PID_OF[$t]}
+	record big-rss-created "$t" "$(rss_anon_mib "$pid")" MiB
+	unmount_target "$t"
+	record big-unmount "$t" "$UNMOUNT_SECONDS" s
+	bytes=$(du -sb "${BACKING_OF[$t]}" | cut -f1)
+	record big-store "$t" "$bytes" bytes
+	record big-meta-per-key "$t" "$(awk -v s="$bytes" -v k="$BIG_KEYS" -v v="$VALUE_SIZE" \
+		'BEGIN{printf "%.1f", (s - k * v) / k}')" bytes
+	for ((i = 0; i < MOUNTS; i++)); do
+		mount_target "$t" || return 1
+		record big-mount "$t" "$(awk -v s="$MOUNT_SECONDS" 'BEGIN{printf "%.2f", s * 1000}')" ms
+		[ $i -eq $((MOUNTS - 1)) ] || unmount_target "$t"
+	done
+	measure big-stat ops/s "$t" --phase stat "${big[@]}" --threads "$THREADS" || return 1
+	record big-rss-stat "$t" "$(rss_anon_mib "${PID_OF[$t]}")" MiB
+	nadb_later_features
+	unmount_target "$t"
+}
+
+# ---- PLACE FOR LATER FEATURES: tag queries and reaping ------------------------
+# When tags and reaping land, measure them here on the big store (it is
+# mounted, with BIG_KEYS keys under ${WORK_OF[nadbfs]}/big) and record the
+# figures with `record big-tags ...` / `record big-reap ...` instead of n/a.
+nadb_later_features() {
+	record big-tags nadbfs "n/a (not built yet)" ""
+	record big-reap nadbfs "n/a (not built yet)" ""
+}
+
+# ---- tables -------------------------------------------------------------------
+
+human_size() { # 268435456 -> 256 MiB
+	awk -v b="$1" 'BEGIN {
+		split("B KiB MiB GiB TiB", u, " "); i = 1
+		while (b >= 1024 && i < 5 && b % 1024 == 0) { b /= 1024; i++ }
+		printf "%s %s", b, u[i] }'
+}
+bytes_of() { # 256M -> 268435456
+	awk -v s="$1" 'BEGIN { n = s + 0; c = substr(s, length(s))
+		if (c == "K" || c == "k") n *= 1024; if (c == "M" || c == "m") n *= 1048576
+		if (c == "G" || c == "g") n *= 1073741824; printf "%d", n }'
+}
+
+# workload|what it does|unit|goal (TARGET RATIO: nadbfs/TARGET >= RATIO;
+# at-most X: nadbfs's own figure <= X; -: none)
+catalogue() {
+	local v large
+	v=$(human_size "$VALUE_SIZE")
+	large=$(human_size "$(bytes_of "$LARGE")")
+	cat <<EOF
+create-1|create $v files, 1 thread|ops/s|passthrough 1
+create-N|create $v files, $THREADS threads|ops/s|passthrough 1
+stat|stat, warm|ops/s|native 0.5
+read-warm|read $v, warm|ops/s|native 0.5
+read-cold|read $v after a remount (native: still warm)|ops/s|-
+readdir|listing a $KEYS-key directory (mean of 5)|entries/s|passthrough 1
+find|find over 100 directories, $KEYS keys|entries/s|passthrough 1
+overwrite|overwrite with O_TRUNC|ops/s|passthrough 1
+rename-over|write a temp file, rename it over the key|ops/s|passthrough 1
+setxattr|setxattr user.bench (32 bytes)|ops/s|passthrough 1
+getxattr|getxattr user.bench|ops/s|-
+unlink|unlink|ops/s|passthrough 1
+seq-write|sequential write of $large (1 MiB writes, close)|MB/s|passthrough 0.8
+seq-read|sequential read of $large|MB/s|passthrough 0.8
+rand-read|random 4 KiB reads in the $large file|ops/s|-
+rand-write|random 4 KiB writes in it (+ close)|ops/s|-
+dedup-copy|$COPIES copies of one 1 MiB file, as cp makes them|MB/s|-
+dedup-growth|store growth for those copies (lower is better)|MiB|at-most 1.1
+EOF
+}
+
+nadb_catalogue() {
+	local at_1m=""
+	[ "$BIG_KEYS" -ge 1000000 ] || at_1m=" (goal is for 1M keys)"
+	cat <<EOF
+big-create|create $BIG_KEYS keys, $THREADS threads, 1000 per directory|ops/s|-
+big-rss-created|RssAnon after creating them$at_1m|MiB|at-most 100
+big-unmount|unmount until the daemon exits, after that|s|-
+big-store|store size (du -sb) with $BIG_KEYS keys|bytes|-
+big-meta-per-key|store bytes per key beyond the $VALUE_SIZE-byte values|bytes|at-most 150
+big-mount|mount time with $BIG_KEYS keys (median of $MOUNTS)|ms|at-most 100
+big-stat|stat all keys after a remount|ops/s|-
+big-rss-stat|RssAnon after that stat$at_1m|MiB|at-most 100
+big-tags|tag queries|-|-
+big-reap|reaping|-|-
+EOF
+}
+
+# Medians per (workload, target) joined with the catalogue: writes the CSV,
+# the markdown rows and the chart's data.
+summarize() { # catalogue-file csv md dat mode(compare|alone)
+	awk -F, -v csv="$2" -v md="$3" -v dat="$4" -v mode="$5" -v errors="$ERRORS" '
+	function median(k,   m, i, j, x, a) {
+		m = n[k]; if (!m) return ""
+		for (i = 1; i <= m; i++) a[i] = v[k, i]
+		for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+		return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+	}
+	function pretty(x, t) {
+		if (x == "") return ((w SUBSEP t) in failed) ? "**error**" : "n/a"
+		if (x !~ /^[-0-9.e+]+$/) return x
+		x += 0
+		if (x >= 1000 || x <= -1000) { s = sprintf("%.0f", x); out = ""
+			while (length(s) > 3 && s ~ /[0-9][0-9][0-9][0-9]$/) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+			return s out }
+		if (x >= 100 || x <= -100) return sprintf("%.0f", x)
+		if (x >= 10 || x <= -10) return sprintf("%.1f", x)
+		return sprintf("%.2f", x)
+	}
+	function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "" : sprintf("%.3f", a / b) }
+	BEGIN { while ((getline line < errors) > 0) { split(line, e, ","); failed[e[1], e[2]] = 1 } }
+	FNR == NR { if (FNR > 1) { k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4 }; next }
+	{
+		split($0, c, "|"); w = c[1]; split(c[4], g, " ")
+		nat = median(w SUBSEP "native"); pt = median(w SUBSEP "passthrough"); nd = median(w SUBSEP "nadbfs")
+		if (mode == "alone" && nd == "" && n[w SUBSEP "nadbfs"] == 0 && w ~ /tags|reap/) nd = "n/a (not built yet)"
+		rp = ratio(nd, pt); rn = ratio(nd, nat)
+		goal = ""; met = ""
+		if (g[1] == "passthrough") { goal = ">= " g[2] " x passthrough_ll"; met = (rp == "") ? "n/a" : (rp + 0 >= g[2] ? "yes" : "no") }
+		if (g[1] == "native") { goal = ">= " g[2] " x native"; met = (rn == "") ? "n/a" : (rn + 0 >= g[2] ? "yes" : "no") }
+		if (g[1] == "at-most") { goal = "<= " g[2] " " c[3]; met = (nd == "" || nd !~ /^[-0-9.e+]+$/) ? "n/a" : (nd + 0 <= g[2] ? "yes" : "no") }
+		if (mode == "compare") {
+			print w "," c[3] "," nat "," pt "," nd "," rp "," rn "," goal "," met >> csv
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c[2], c[3], pretty(nat, "native"), pretty(pt, "passthrough"), pretty(nd, "nadbfs"),
+				(rp == "" ? "n/a" : sprintf("%.2f", rp)), (rn == "" ? "n/a" : sprintf("%.2f", rn)), goal, (met == "no" ? "**no**" : met) >> md
+			if (w != "dedup-growth") print w "\t" (rp == "" ? "NaN" : rp) "\t" (rn == "" ? "NaN" : rn) >> dat
+		} else {
+			print w "," c[3] ",,," nd ",,," goal "," met >> csv
+			printf "| %s | %s | %s | %s | %s |\n", c[2], pretty(nd, "nadbfs"), c[3], goal, (met == "no" ? "**no**" : met) >> md
+		}
+	}' "$RAW" "$1"
+}
+
+machine_line() {
+	local cpu mem fs
+	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+	mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+	fs=$(findmnt -n -o FSTYPE -T "$TMP" 2>/dev/null)
+	echo "$cpu, $(nproc) cores, $mem RAM, Linux $(uname -r), ${fs:-?} under $(dirname "$TMP"), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo ?)"
+}
+
+write_results() {
+	local md=$OUT/results.md csv=$OUT/results.csv dat=$OUT/ratios.dat rows=$TMP/rows.md
+	local commit
+	commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	git -C "$here" diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+	rm -f "$OUT/ratios.png"
+	echo "workload,unit,native,passthrough,nadbfs,nadbfs/passthrough,nadbfs/native,goal,met" >"$csv"
+	: >"$dat"
+	catalogue >"$TMP/catalogue"
+	summarize "$TMP/catalogue" "$csv" "$rows" "$dat" compare
+	{
+		echo "# nadb benchmark"
+		echo
+		echo "- machine: $(machine_line)"
+		echo "- command: \`tools/bench.sh${args[*]:+ ${args[*]}}\` ($size_name size), nadb commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo "- K = $KEYS keys of $(human_size "$VALUE_SIZE"), $REPS repetition(s), targets run in turn and interleaved; figures are medians; higher is better except where noted"
+		echo "- targets: **native** = a plain directory on the same disk; **passthrough_ll** = libfuse $(pkg-config --modversion fuse3 2>/dev/null) example, \`-o source=DIR,xattr\`, default cache=auto (1 s entry/attr timeout, no writeback cache); **nadbfs** = \`build/nadbfs STORE MNT\` with default options"
+		echo
+		echo "| workload | unit | native | passthrough_ll | nadbfs | nadbfs/passthrough_ll | nadbfs/native | goal | met |"
+		echo "|---|---|---:|---:|---:|---:|---:|---|---|"
+		cat "$rows"
+		echo
+		if awk -F'\t' '$2 != "NaN" || $3 != "NaN" { found = 1 } END { exit !found }' "$dat" &&
+			command -v gnuplot >/dev/null; then
+			echo "![nadbfs ratios](ratios.png)"
+			echo
+		fi
+	} >"$md"
+	if has_target nadbfs && [ "$BIG_KEYS" -gt 0 ]; then
+		nadb_catalogue >"$TMP/nadb_catalogue"
+		: >"$rows"
+		summarize "$TMP/nadb_catalogue" "$csv" "$rows" /dev/null alone
+		{
+			echo "## nadbfs alone, $BIG_KEYS keys"
+			echo
+			echo "| figure | value | unit | goal | met |"
+			echo "|---|---:|---|---|---|"
+			cat "$rows"
+			echo
+		} >>"$md"
+	fi
+	{
+		echo "## Notes"
+		echo
+		echo "- cold read: the daemon is restarted (unmount, mount) before it, so its caches and the kernel's FUSE caches are empty; the disk's page cache is not dropped, and native has nothing to restart."
+		echo "- dedup growth: du -sb of the backing directory before and after; nadbfs is unmounted for each du so that everything it buffered is written."
+		echo "- nadbfs runs from a private copy of the binary taken at the start, so a rebuild during the run cannot mix versions."
+		echo "- raw figures of every repetition: raw.csv; nadbfs alone figures are single runs except the mount time."
+		if [ -s "$ERRORS" ]; then
+			echo
+			echo "### Errors"
+			echo
+			awk -F, '{ m = $0; sub(/^[^,]*,[^,]*,[^,]*,/, "", m); printf "- %s on %s, repetition %s: %s\n", $1, $2, $3, m }' "$ERRORS"
+		fi
+	} >>"$md"
+	# a chart only when there is a ratio to draw
+	if awk -F'\t' '$2 != "NaN" || $3 != "NaN" { found = 1 } END { exit !found }' "$dat"; then
+		if command -v gnuplot >/dev/null; then
+			gnuplot -e "data='$dat'; out='$OUT/ratios.png'; subtitle='K=$KEYS, $REPS rep(s), medians; $(machine_line | cut -d, -f1-2)'" \
+				"$here/tools/bench-plot.gp" 2>>"$LOGS/gnuplot.log" ||
+				say "bench.sh: gnuplot failed: $(cat "$LOGS/gnuplot.log")"
+		else
+			say "bench.sh: gnuplot not found (apt-get install gnuplot-nox): no chart"
+		fi
+	fi
+}
+
+# ---- main ---------------------------------------------------------------------
+
+say "bench.sh: $size_name size, K=$KEYS, $REPS repetition(s), targets: $TARGETS; work in $TMP"
+for ((REP = 1; REP <= REPS; REP++)); do
+	run_repetition
+done
+for t in "${targets[@]}"; do unmount_target "$t"; done
+if has_target nadbfs && [ "$BIG_KEYS" -gt 0 ]; then
+	run_nadb_alone || say "bench.sh: nadbfs alone stopped early"
+fi
+write_results
+cat "$OUT/results.md"
+say "bench.sh: results in $OUT/results.md, results.csv, raw.csv, ratios.png"
+if [ -s "$ERRORS" ]; then
+	say "bench.sh: $(wc -l <"$ERRORS") workload(s) failed: see Errors in $OUT/results.md"
+	cp "$ERRORS" "$OUT/errors.csv"
+	exit 1
+fi
+rm -f "$OUT/errors.csv"
+exit 0
