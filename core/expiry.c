@@ -358,6 +358,10 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 		rc = -ENOENT;
 	else if (S_ISDIR(in.r.mode))
 		rc = !is_ttl ? -EPERM : secs == 0 ? -EINVAL : set_default_ttl(st, ino, &in, secs * NS);
+	else if (is_ttl && secs && in.r.expires > now &&
+		 (in.r.expires - now + NS - 1) / NS == secs)
+		rc = 0; /* what getfattr says already: keep the exact time (a copy
+			 * that sets user.expires, then user.ttl, ends exact) */
 	else if (is_ttl)
 		rc = secs == 0 ? expiry_remove(st, ino, NULL, NULL)
 			       : set_expiry(st, ino, &in, now + secs * NS);

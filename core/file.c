@@ -584,10 +584,16 @@ static void put_ofile(struct nadb_store *st, struct ofile *of)
 		return;
 	uint64_t ino = of->ino;
 	free_ofile(st, of);
+	file_delete_if_unused(st, ino);
+}
+
+void file_delete_if_unused(struct nadb_store *st, uint64_t ino)
+{
 	pthread_mutex_lock(&st->meta_lock);
 	struct inode in;
 	if (!inode_get(st, ino, &in)) {
-		if (in.r.nlink == 0 && !file_is_open(st, ino) && !step_begin(st)) {
+		if (in.r.nlink == 0 && !S_ISDIR(in.r.mode) && !file_is_open(st, ino) &&
+		    !file_kernel_holds(st, ino) && !step_begin(st)) {
 			uint8_t key[INO_KEY_LEN];
 			int rc = inode_delete(st, ino);
 			if (!rc)
@@ -597,6 +603,91 @@ static void put_ofile(struct nadb_store *st, struct ofile *of)
 		inode_release(&in);
 	}
 	pthread_mutex_unlock(&st->meta_lock);
+}
+
+/* ---- the kernel's references (store.h) ---------------------------------- */
+
+static size_t kref_slot(const struct nadb_store *st, uint64_t ino)
+{
+	size_t mask = st->krefs_cap - 1, i = (size_t)((ino * 0x9E3779B97F4A7C15ULL) >> 20) & mask;
+	while (st->krefs[i].ino && st->krefs[i].ino != ino)
+		i = (i + 1) & mask;
+	return i;
+}
+
+static int grow_krefs(struct nadb_store *st)
+{
+	size_t cap = st->krefs_cap ? 2 * st->krefs_cap : 1024;
+	struct kref *old = st->krefs;
+	size_t old_cap = st->krefs_cap;
+	st->krefs = calloc(cap, sizeof(*st->krefs));
+	if (!st->krefs) {
+		st->krefs = old;
+		return -ENOMEM;
+	}
+	st->krefs_cap = cap;
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i].ino)
+			st->krefs[kref_slot(st, old[i].ino)] = old[i];
+	free(old);
+	return 0;
+}
+
+void nadb_remember(struct nadb_store *st, uint64_t ino)
+{
+	if (ino == NADB_ROOT_INO)
+		return;
+	pthread_mutex_lock(&st->krefs_lock);
+	if ((st->nkrefs + 1) * 2 <= st->krefs_cap || !grow_krefs(st)) {
+		size_t i = kref_slot(st, ino);
+		if (!st->krefs[i].ino) {
+			st->krefs[i].ino = ino;
+			st->nkrefs++;
+		}
+		st->krefs[i].n++;
+	}
+	pthread_mutex_unlock(&st->krefs_lock);
+}
+
+/* Remove slot I, moving later entries of its run back (linear probing). */
+static void kref_remove(struct nadb_store *st, size_t i)
+{
+	size_t mask = st->krefs_cap - 1;
+	st->krefs[i].ino = 0;
+	st->nkrefs--;
+	for (size_t j = (i + 1) & mask; st->krefs[j].ino; j = (j + 1) & mask) {
+		struct kref e = st->krefs[j];
+		st->krefs[j].ino = 0;
+		st->krefs[kref_slot(st, e.ino)] = e;
+	}
+}
+
+void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n)
+{
+	bool gone = false;
+	pthread_mutex_lock(&st->krefs_lock);
+	if (st->krefs_cap) {
+		size_t i = kref_slot(st, ino);
+		if (st->krefs[i].ino == ino) {
+			if (st->krefs[i].n <= n) {
+				kref_remove(st, i);
+				gone = true;
+			} else {
+				st->krefs[i].n -= n;
+			}
+		}
+	}
+	pthread_mutex_unlock(&st->krefs_lock);
+	if (gone)
+		file_delete_if_unused(st, ino);
+}
+
+bool file_kernel_holds(struct nadb_store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->krefs_lock);
+	bool held = st->krefs_cap && st->krefs[kref_slot(st, ino)].ino == ino;
+	pthread_mutex_unlock(&st->krefs_lock);
+	return held;
 }
 
 int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,

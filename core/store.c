@@ -211,6 +211,8 @@ static void free_store(struct nadb_store *st)
 		free(st->pool[--st->npool]);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->compact_lock);
+	pthread_mutex_destroy(&st->krefs_lock);
+	free(st->krefs);
 	pthread_cond_destroy(&st->flush_cond);
 	pthread_cond_destroy(&st->reap_cond);
 	free(st->files);
@@ -279,6 +281,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	pthread_mutex_init(&st->flush_lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_mutex_init(&st->compact_lock, NULL);
+	pthread_mutex_init(&st->krefs_lock, NULL);
 	pthread_cond_init(&st->flush_cond, NULL);
 	pthread_cond_init(&st->reap_cond, NULL);
 	st->nfiles_buckets = 1024;
@@ -395,6 +398,12 @@ int nadb_store_close(struct nadb_store *st)
 	nadb_store_stop_reaper(st);
 	nadb_store_stop_flusher(st);
 	int rc = file_commit_all(st);
+	/* Nothing is open or referenced any more: unlinked inodes can go. */
+	pthread_mutex_lock(&st->meta_lock);
+	int rc3 = remove_orphans(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	if (!rc)
+		rc = rc3;
 	int rc2 = nadb_store_sync(st);
 	free_store(st);
 	return rc ? rc : rc2;

@@ -232,6 +232,16 @@ struct nadb_compact_result {
 int nadb_compact(struct nadb_store *st, bool force, double garbage,
 		 struct nadb_compact_result *res);
 
+/* ---- the kernel's references ---------------------------------------------
+ * The kernel may look a key up and use its inode number a moment later
+ * (open after lookup).  A key replaced or removed in between must still
+ * be there for it, as on a local filesystem: the daemon reports every
+ * inode it hands the kernel (remember) and every reference the kernel
+ * drops (forget), and an unlinked inode lives until both its opens and
+ * these references are gone. */
+void nadb_remember(struct nadb_store *st, uint64_t ino);
+void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n);
+
 /* ---- whole store -------------------------------------------------------- */
 
 struct nadb_statfs {

@@ -65,6 +65,14 @@ struct nadb_store {
 
 	atomic_uint_fast64_t buffered; /* bytes held in write buffers */
 
+	/* krefs_lock: scope is the table of the kernel's references below.
+	 * A leaf lock (taken under meta_lock by unlink). */
+	pthread_mutex_t krefs_lock;
+	struct kref {
+		uint64_t ino, n;
+	} *krefs; /* open addressing, ino 0: free */
+	size_t nkrefs, krefs_cap;
+
 	/* compact_lock: one compaction at a time (flusher, .ctl or tool). */
 	pthread_mutex_t compact_lock;
 
@@ -190,6 +198,11 @@ bool file_is_open(struct nadb_store *st, uint64_t ino);
 /* setattr changed INO's times: an open file must not undo that on commit. */
 void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
 		     int64_t ctime);
+/* Does the kernel still hold a reference to INO (nadb_remember)? */
+bool file_kernel_holds(struct nadb_store *st, uint64_t ino);
+/* Delete INO if it has no name, no open handle and no kernel reference.
+ * Takes meta_lock. */
+void file_delete_if_unused(struct nadb_store *st, uint64_t ino);
 /* Overlay the live size and times of an open file onto A. */
 void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a);
 /* Commit every open file (store close). */

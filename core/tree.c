@@ -427,7 +427,8 @@ static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
 	if (S_ISDIR(in.r.mode) || in.r.nlink <= 1) {
 		rc = tags_drop_all(st, ino);
 		if (rc) {
-		} else if (!S_ISDIR(in.r.mode) && file_is_open(st, ino)) {
+		} else if (!S_ISDIR(in.r.mode) &&
+			   (file_is_open(st, ino) || file_kernel_holds(st, ino))) {
 			uint8_t key[INO_KEY_LEN];
 			in.r.nlink = 0;
 			in.r.ctime = now;

@@ -7,14 +7,14 @@
  *   - caching names and attributes for attr_timeout seconds, and caching
  *     misses too, which is safe because we are the store's only writer;
  *   - flock and POSIX locks (we implement neither, so they are local).
- * The engine never reuses inode numbers and keeps nothing in memory per
- * looked-up inode, so lookups are not counted and forget does nothing.
- * Two things do not come through the kernel, so the daemon speaks up:
- *   - the engine's reaper deletes expired keys: their names are queued and
- *     a thread of ours tells the kernel to drop them (the notifier);
- *   - an inode replaced by rename is gone at once, even for a process that
- *     looked it up just before: we answer ESTALE, and the kernel looks up
- *     the name again (stale_if_gone).
+ * The engine never reuses inode numbers.  Every non-directory inode handed
+ * to the kernel is reported to it (nadb_remember) and every forget too, so
+ * a key unlinked or replaced by rename right after another process looked
+ * it up stays readable for that process until the kernel forgets it.
+ * The engine's reaper deletes expired keys without the kernel: their
+ * names are queued and a thread of ours tells the kernel to drop them
+ * (the notifier).  An inode that is gone anyway answers ESTALE, and the
+ * kernel looks the name up again (stale_if_gone).
  *
  * Start-up runs in one fixed order, so that every start-up error reaches
  * the terminal and the store is used only by the process that opened it:
@@ -170,6 +170,14 @@ static int stale_if_gone(int rc)
 	return rc == -ENOENT ? -ESTALE : rc;
 }
 
+/* The kernel now holds a reference to A's inode: the engine keeps an
+ * unlinked key until the kernel forgets it (directories need not). */
+static void kernel_holds(fuse_req_t req, const struct nadb_attr *a)
+{
+	if (!S_ISDIR(a->mode))
+		nadb_remember(fs_of(req)->store, a->ino);
+}
+
 static void reply_entry_or_error(fuse_req_t req, int rc, const struct nadb_attr *a)
 {
 	struct fuse_entry_param e;
@@ -178,7 +186,9 @@ static void reply_entry_or_error(fuse_req_t req, int rc, const struct nadb_attr 
 		return;
 	}
 	entry_of(fs_of(req), a, &e);
-	fuse_reply_entry(req, &e);
+	kernel_holds(req, a);
+	if (fuse_reply_entry(req, &e) == -ENOENT && !S_ISDIR(a->mode))
+		nadb_forget(fs_of(req)->store, a->ino, 1); /* interrupted */
 }
 
 static void reply_attr_or_error(fuse_req_t req, int rc, const struct nadb_attr *a)
@@ -396,6 +406,8 @@ static bool add_entry(struct dir_fill *f, const char *name,
 	}
 	if (n > room)
 		return false;
+	if (f->plus)
+		kernel_holds(f->req, a); /* readdirplus entries are lookups */
 	f->used += n;
 	f->next_off++;
 	return true;
@@ -560,16 +572,17 @@ static void nadbfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void nadbfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	(void)ino;
-	(void)nlookup;
+	if (!special_is_ino(ino))
+		nadb_forget(fs_of(req)->store, ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void nadbfs_forget_multi(fuse_req_t req, size_t count,
 				struct fuse_forget_data *forgets)
 {
-	(void)count;
-	(void)forgets;
+	for (size_t i = 0; i < count; i++)
+		if (!special_is_ino(forgets[i].ino))
+			nadb_forget(fs_of(req)->store, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -771,6 +784,7 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	hand_file_to_kernel(fi, f);
 	entry_of(fs, &a, &e);
+	kernel_holds(req, &a);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		nadb_file_close(f);
 }
@@ -1010,7 +1024,7 @@ static void nadbfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			    size_t size)
 {
 	TIME_OP(req, OP_GETXATTR);
-	if (special_xattr(sp, req, ino, false))
+	if (special_xattr(sp, req, ino, false, size))
 		return;
 	if (!engine_keeps_xattr(name)) {
 		fuse_reply_err(req, EOPNOTSUPP);
@@ -1030,7 +1044,7 @@ static void nadbfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void nadbfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	TIME_OP(req, OP_LISTXATTR);
-	if (special_xattr(sp, req, ino, true))
+	if (special_xattr(sp, req, ino, true, size))
 		return;
 	char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {

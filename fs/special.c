@@ -597,6 +597,7 @@ static bool lookup_in_mirror(struct special *sp, fuse_req_t req, fuse_ino_t pare
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
 	stat_of_attr(&a, &e.attr);
+	nadb_remember(sp->st, a.ino);
 	fuse_reply_entry(req, &e);
 	return true;
 }
@@ -940,6 +941,8 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 					e.attr.st_mode = mode & S_IFMT;
 				} else {
 					stat_of_attr(&a, &e.attr);
+					if (!S_ISDIR(a.mode))
+						nadb_remember(sp->st, eino);
 				}
 			}
 			e.attr.st_ino = eino;
@@ -1009,13 +1012,16 @@ bool special_refuse(struct special *sp, fuse_req_t req, fuse_ino_t ino, const ch
 	return true;
 }
 
-bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list)
+bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list,
+		   size_t size)
 {
 	(void)sp;
 	if (!special_is_ino(ino))
 		return false;
-	if (list)
+	if (list && size == 0)
 		fuse_reply_xattr(req, 0);
+	else if (list)
+		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_err(req, ENODATA);
 	return true;

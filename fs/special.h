@@ -73,7 +73,9 @@ bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 bool special_refuse(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		    const char *what);
 /* xattrs of special inodes: none. */
-bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list);
+/* LIST: listxattr (SIZE as asked); else getxattr. */
+bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list,
+		   size_t size);
 
 /* The special names a real directory lists after "." and "..": the root
  * has .ctl, .metrics, .stats and tags; databases and namespaces .stats.

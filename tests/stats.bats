@@ -42,7 +42,7 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 	mv "$MNT/a/y/dir" "$MNT/b/z/dir"
 	setfattr -n user.tags -v t1,t2 "$MNT/b/z/small"
 	[ "$(json "$MNT/.stats" 'd["keys"]')" = 4 ]
-	[ "$(json "$MNT/.stats" 'd["logical_bytes"]')" = 2605 ]
+	[ "$(json "$MNT/.stats" 'd["logical_bytes"]')" = 2305 ]
 	[ "$(json "$MNT/.stats" 'd["databases"]')" = 2 ]
 	[ "$(json "$MNT/.stats" 'd["namespaces"]')" = 3 ]
 	[ "$(json "$MNT/.stats" 'd["tags"]')" = 2 ]
@@ -156,7 +156,8 @@ check_copy() {
 
 @test "tar --xattrs copies values, tags, expiries and metadata between mounts" {
 	copy_tree_setup
-	(cd "$MNT/app" && tar --xattrs --xattrs-include='user.*' -cf "$T/x.tar" ns)
+	# .stats files are made up by each mount: not part of a copy
+	(cd "$MNT/app" && tar --xattrs --xattrs-include='user.*' --exclude=.stats -cf "$T/x.tar" ns)
 	run bash -c "cd '$M2/app' && tar --xattrs --xattrs-include='user.*' -xf '$T/x.tar' 2>&1"
 	[ "$status" -eq 0 ]
 	[ "$output" = "" ]
@@ -167,7 +168,7 @@ check_copy() {
 @test "rsync -aX copies values, tags, expiries and metadata between mounts" {
 	command -v rsync >/dev/null || skip "rsync is not installed"
 	copy_tree_setup
-	run rsync -aX "$MNT/app/ns" "$M2/app/"
+	run rsync -aX --exclude=.stats "$MNT/app/ns" "$M2/app/"
 	[ "$status" -eq 0 ]
 	check_copy
 	unmount_store_at "$T/store2" "$M2"
