@@ -42,7 +42,7 @@ $(BUILD)/nadbfs: $(FS_OBJ) $(BUILD)/libnadb.a
 $(BUILD)/nadb: $(BUILD)/tools/nadb.o $(BUILD)/libnadb.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libnadb.a $(wildcard core/*.h)
+$(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libnadb.a $(wildcard core/*.h) tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/libnadb.a $(LDLIBS)
 

@@ -101,7 +101,8 @@ struct nadb_caller {
 
 /* Check NAME as a component under a directory of LEVEL, as the engine will:
  * -EINVAL (empty, control characters, "." or ".."), -ENAMETOOLONG (>255),
- * -EPERM (reserved at the root: "tags" and names starting with '.'). */
+ * -EPERM (reserved: at the root "tags" and names starting with '.', and
+ * ".stats" in databases and namespaces, where the daemon serves it). */
 int nadb_check_name(const char *name, enum nadb_level parent_level);
 
 int nadb_lookup(struct nadb_store *st, uint64_t parent, const char *name,

@@ -1,5 +1,6 @@
 /* test_compact.c -- compaction reclaims the space of deleted values and
  * keeps every live value readable, across close and open. */
+#include "unit.h"
 #include "fsck.h"
 #include "stats.h"
 #include "store.h"
@@ -10,17 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int failures;
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #cond);                             \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
 
-static const struct nadb_caller root = {0, 0, NULL, 0};
 #define VALUE (100 * 1024)
 
 static void fill(unsigned char *buf, int seed)
@@ -47,10 +38,8 @@ static void check_value(struct nadb_store *st, uint64_t ns, const char *name, in
 
 int main(void)
 {
-	char dir[] = "/tmp/nadb-unit-XXXXXX";
-	CHECK(mkdtemp(dir) != NULL);
-	char store[300];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	char dir[32], store[300];
+	make_store_dir(dir, store);
 	struct nadb_options o;
 	nadb_options_default(&o);
 	o.compress = NADB_COMPRESS_OFF;
@@ -107,8 +96,6 @@ int main(void)
 	CHECK(fr.problems == 0);
 	CHECK(nadb_store_close(st) == 0);
 
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	remove_dir(dir);
 	return failures ? 1 : 0;
 }

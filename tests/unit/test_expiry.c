@@ -1,5 +1,6 @@
 /* test_expiry.c -- keys that expire: lazy expiry, the reaper, namespace
  * default TTLs and the parsing of user.ttl and user.expires. */
+#include "unit.h"
 #include "fsck.h"
 #include "store.h"
 
@@ -11,26 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #cond);                             \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
-
-static const struct nadb_caller root = {0, 0, NULL, 0};
-
-static uint64_t make(struct nadb_store *st, uint64_t parent, const char *name,
-		     uint32_t mode)
-{
-	struct nadb_attr a;
-	int rc = nadb_mknod(st, parent, name, mode, 0, &root, &a);
-	CHECK(rc == 0);
-	return rc ? 0 : a.ino;
-}
 
 static int setx(struct nadb_store *st, uint64_t ino, const char *name, const char *v)
 {
@@ -55,10 +36,8 @@ static int count_cb(void *ctx, const char *name, const struct nadb_attr *a)
 
 int main(void)
 {
-	char dir[] = "/tmp/nadb-unit-XXXXXX";
-	CHECK(mkdtemp(dir) != NULL);
-	char store[300];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	char dir[32], store[300];
+	make_store_dir(dir, store);
 	struct nadb_store *st;
 	CHECK(nadb_store_open(store, NULL, &st) == 0);
 	uint64_t db = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
@@ -141,8 +120,6 @@ int main(void)
 	CHECK(n == 4 && (!memcmp(buf, "1000", 4) || !memcmp(buf, "999", 3)));
 	CHECK(nadb_store_close(st) == 0);
 
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	remove_dir(dir);
 	return failures ? 1 : 0;
 }

@@ -1,5 +1,6 @@
 /* test_stats.c -- counters per store, database and namespace follow
  * creates, writes, hard links, moves between scopes and deletes. */
+#include "unit.h"
 #include "fsck.h"
 #include "stats.h"
 #include "store.h"
@@ -10,26 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int failures;
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #cond);                             \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
-
-static const struct nadb_caller root = {0, 0, NULL, 0};
-
-static uint64_t make(struct nadb_store *st, uint64_t parent, const char *name,
-		     uint32_t mode)
-{
-	struct nadb_attr a;
-	int rc = nadb_mknod(st, parent, name, mode, 0, &root, &a);
-	CHECK(rc == 0);
-	return rc ? 0 : a.ino;
-}
 
 static uint64_t put(struct nadb_store *st, uint64_t parent, const char *name, size_t len)
 {
@@ -60,19 +41,10 @@ static void expect(struct nadb_store *st, uint64_t scope, uint64_t keys, uint64_
 	}
 }
 
-static void check_clean(struct nadb_store *st)
-{
-	struct nadb_fsck_result res;
-	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
-	CHECK(res.problems == 0);
-}
-
 int main(void)
 {
-	char dir[] = "/tmp/nadb-unit-XXXXXX";
-	CHECK(mkdtemp(dir) != NULL);
-	char store[300];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	char dir[32], store[300];
+	make_store_dir(dir, store);
 	struct nadb_store *st;
 	CHECK(nadb_store_open(store, NULL, &st) == 0);
 	uint64_t app = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
@@ -147,8 +119,6 @@ int main(void)
 	check_clean(st);
 	CHECK(nadb_store_close(st) == 0);
 
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	remove_dir(dir);
 	return failures ? 1 : 0;
 }

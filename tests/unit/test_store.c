@@ -1,5 +1,6 @@
 /* test_store.c -- the engine without FUSE: tree operations, values,
  * dedup, persistence across close/open, and refcounts after overwrite. */
+#include "unit.h"
 #include "fsck.h"
 #include "store.h"
 
@@ -10,17 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #cond);                             \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
-
-static const struct nadb_caller root = {0, 0, NULL, 0};
 
 static uint64_t mkdir_at(struct nadb_store *st, uint64_t parent, const char *name)
 {
@@ -70,10 +60,8 @@ static int count_cb(void *ctx, const char *name, const struct nadb_attr *a)
 
 int main(void)
 {
-	char dir[] = "/tmp/nadb-unit-XXXXXX";
-	CHECK(mkdtemp(dir) != NULL);
-	char store[300];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	char dir[32], store[300];
+	make_store_dir(dir, store);
 	struct nadb_options o;
 	nadb_options_default(&o);
 	o.chunk_kb = 64;
@@ -154,9 +142,7 @@ int main(void)
 	CHECK(res.chunks > 0);
 	CHECK(nadb_store_close(st) == 0);
 
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	remove_dir(dir);
 	free(v);
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);

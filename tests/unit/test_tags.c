@@ -1,5 +1,6 @@
 /* test_tags.c -- tags on keys and the /tags mirrors: single and AND
  * queries, the mirror following renames, unlink and expiry, bad names. */
+#include "unit.h"
 #include "fsck.h"
 #include "store.h"
 #include "store_int.h" /* to break the index on purpose */
@@ -11,26 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int failures;
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #cond);                             \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
-
-static const struct nadb_caller root = {0, 0, NULL, 0};
-
-static uint64_t make(struct nadb_store *st, uint64_t parent, const char *name,
-		     uint32_t mode)
-{
-	struct nadb_attr a;
-	int rc = nadb_mknod(st, parent, name, mode, 0, &root, &a);
-	CHECK(rc == 0);
-	return rc ? 0 : a.ino;
-}
 
 static int setx(struct nadb_store *st, uint64_t ino, const char *name, const char *v)
 {
@@ -87,19 +68,10 @@ static int take_first(void *ctx, const void *key, size_t klen, const void *val,
 	return 1;
 }
 
-static void check_clean(struct nadb_store *st)
-{
-	struct nadb_fsck_result res;
-	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
-	CHECK(res.problems == 0);
-}
-
 int main(void)
 {
-	char dir[] = "/tmp/nadb-unit-XXXXXX";
-	CHECK(mkdtemp(dir) != NULL);
-	char store[300];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	char dir[32], store[300];
+	make_store_dir(dir, store);
 	struct nadb_store *st;
 	CHECK(nadb_store_open(store, NULL, &st) == 0);
 	uint64_t app = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
@@ -200,8 +172,6 @@ int main(void)
 	CHECK(res.problems > 0);
 	CHECK(nadb_store_close(st) == 0);
 
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	remove_dir(dir);
 	return failures ? 1 : 0;
 }
