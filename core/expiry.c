@@ -313,7 +313,7 @@ static int set_expiry(struct nadb_store *st, uint64_t ino, struct inode *in,
 		      int64_t when)
 {
 	if (when && when <= now_ns())
-		return expiry_remove(st, ino, NULL, NULL);
+		return expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx);
 	int rc = expiry_index(st, ino, in->r.expires, when);
 	if (!rc) {
 		in->r.expires = when;
@@ -363,10 +363,10 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 		rc = 0; /* what getfattr says already: keep the exact time (a copy
 			 * that sets user.expires, then user.ttl, ends exact) */
 	else if (is_ttl)
-		rc = secs == 0 ? expiry_remove(st, ino, NULL, NULL)
+		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
 			       : set_expiry(st, ino, &in, now + secs * NS);
 	else
-		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, NULL, NULL)
+		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
 					     : set_expiry(st, ino, &in, secs * NS + nanos);
 	inode_release(&in);
 	return rc;

@@ -260,3 +260,15 @@ while n > 0:
 ' "$seed" "$bytes"
 	fi
 }
+
+# ls_keys [ls options] DIR: what ls prints, without the names the daemon
+# serves itself (.stats in databases and namespaces; .ctl, .metrics,
+# .stats and tags at the root).
+ls_keys() {
+	local dir=${!#} filter='^\.stats$'
+	if [ "$(stat -c %i "$dir" 2>/dev/null)" = 1 ]; then
+		filter='^(\.stats|\.ctl|\.metrics|tags)$'
+	fi
+	ls "$@" | grep -vE "$filter"
+	return 0
+}

@@ -94,7 +94,7 @@ setup() {
 	chmod 755 "$NS/closed"
 	expect_fail "Permission denied" as_user 1000 1000 touch "$NS/closed/k"
 	expect_fail "Permission denied" as_user 1000 1000 mkdir "$NS/closed/d"
-	[ -z "$(ls -A "$NS/closed")" ]
+	[ -z "$(ls_keys -A "$NS/closed")" ]
 }
 
 @test "a user cannot delete another user's key in a sticky namespace" {

@@ -16,7 +16,7 @@ setup() {
 	[ -d "$MNT/db1/ns1/a/b/c" ]
 	[ -d "$MNT/db2/ns2" ]
 	[ -d "$MNT/db3" ]
-	[ "$(ls "$MNT")" = "$(printf '%s\n' app db1 db2 db3)" ]
+	[ "$(ls_keys "$MNT")" = "$(printf '%s\n' app db1 db2 db3)" ]
 }
 
 @test "contents of small, empty, large and sparse keys survive a remount" {

@@ -19,7 +19,7 @@ load helpers
 	mountpoint -q "$MNT"
 	mkdir -p "$MNT/app/ns"
 	echo -n v >"$MNT/app/ns/k"
-	[ -d "$STORE/meta" ] || [ -n "$(ls -A "$STORE")" ]
+	[ -d "$STORE/meta" ] || [ -n "$(ls_keys -A "$STORE")" ]
 	# the daemon is the nadbfs process holding files of $STORE open
 	pid=""
 	for p in $(pgrep -x nadbfs); do
@@ -61,8 +61,8 @@ load helpers
 	mkdir -p "$MNT/a/ns" "$T/mnt2/b/ns"
 	echo -n one >"$MNT/a/ns/k"
 	echo -n two >"$T/mnt2/b/ns/k"
-	[ "$(ls "$MNT")" = a ]
-	[ "$(ls "$T/mnt2")" = b ]
+	[ "$(ls_keys "$MNT")" = a ]
+	[ "$(ls_keys "$T/mnt2")" = b ]
 	unmount_store_at "$T/other" "$T/mnt2"
 	[ "$(cat "$MNT/a/ns/k")" = one ]
 }

@@ -671,7 +671,7 @@ print("ok", seen)
 		run "$NADB" $cmd
 		[ "$status" -eq 2 ] || { echo "nadb $cmd -> $status: $output"; false; }
 	done
-	[ "$(ls "$MNT")" = app ]
+	[ "$(ls_keys "$MNT")" = app ]
 	[ "$(ls "$MNT/app")" = users ]
 }
 

@@ -13,7 +13,7 @@ setup() {
 	mkdir "$MNT/app/users"
 	[ -d "$MNT/app" ]
 	[ -d "$MNT/app/users" ]
-	[ "$(ls "$MNT")" = app ]
+	[ "$(ls_keys "$MNT")" = app ]
 	[ "$(ls "$MNT/app")" = users ]
 }
 
@@ -28,7 +28,7 @@ setup() {
 	[ ! -e "$MNT/app/users" ]
 	rmdir "$MNT/app"
 	[ ! -e "$MNT/app" ]
-	[ -z "$(ls -A "$MNT")" ]
+	[ -z "$(ls_keys -A "$MNT")" ]
 }
 
 @test "rmdir of a non-empty database fails with ENOTEMPTY" {
@@ -62,7 +62,7 @@ setup() {
 	mkdir "$MNT/app"
 	expect_fail "Operation not permitted" touch "$MNT/app/file"
 	expect_fail "Operation not permitted" cp /etc/hostname "$MNT/app/file2"
-	[ -z "$(ls -A "$MNT/app")" ]
+	[ -z "$(ls_keys -A "$MNT/app")" ]
 }
 
 @test "a symlink, FIFO or socket at the root or in a database is refused with EPERM" {
@@ -75,8 +75,8 @@ setup() {
 	run "$PY" -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$MNT/app/sock"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"Operation not permitted"* ]]
-	[ "$(ls -A "$MNT")" = app ]
-	[ -z "$(ls -A "$MNT/app")" ]
+	[ "$(ls_keys -A "$MNT")" = app ]
+	[ -z "$(ls_keys -A "$MNT/app")" ]
 }
 
 @test "moving a key to the root or into a database is refused with EPERM" {
@@ -105,7 +105,7 @@ setup() {
 	[ "$(ls "$MNT/app/media/2024")" = cat.jpg ]
 	rm "$MNT/app/media/2024/cat.jpg"
 	rmdir "$MNT/app/media/2024"
-	[ -z "$(ls -A "$MNT/app/media")" ]
+	[ -z "$(ls_keys -A "$MNT/app/media")" ]
 }
 
 @test "renaming a whole directory moves everything in it" {
@@ -120,7 +120,7 @@ setup() {
 	mkdir -p "$MNT/other/ns"
 	mv "$MNT/app/media/y2024" "$MNT/other/ns/"
 	[ "$(cat "$MNT/other/ns/y2024/may/b")" = b ]
-	[ -z "$(ls -A "$MNT/app/media")" ]
+	[ -z "$(ls_keys -A "$MNT/app/media")" ]
 }
 
 @test "renaming a namespace and a database works" {
@@ -129,7 +129,7 @@ setup() {
 	mv "$MNT/app/users" "$MNT/app/people"
 	mv "$MNT/app" "$MNT/prod"
 	[ "$(cat "$MNT/prod/people/k")" = v ]
-	[ "$(ls "$MNT")" = prod ]
+	[ "$(ls_keys "$MNT")" = prod ]
 }
 
 @test "ls lists a namespace's keys sorted" {
@@ -152,7 +152,7 @@ setup() {
 	for ((i = 1; i <= 3000; i++)); do : >"$MNT/app/many/key-$i-$pad"; done
 	[ "$(ls "$MNT/app/many" | wc -l)" = 3000 ]
 	[ "$(ls "$MNT/app/many" | sort -u | wc -l)" = 3000 ]
-	[ "$(find "$MNT/app/many" -type f | wc -l)" = 3000 ]
+	[ "$(find "$MNT/app/many" -type f ! -name .stats | wc -l)" = 3000 ]
 	[ "$(ls -l "$MNT/app/many" | grep -c '^-')" = 3000 ]
 }
 
@@ -172,7 +172,7 @@ setup() {
 	rm "$MNT/app/users/lang:123"
 	unmount_store
 	mount_store
-	[ "$(ls "$MNT")" = app ]
+	[ "$(ls_keys "$MNT")" = app ]
 	[ "$(ls "$MNT/app")" = "$(printf '%s\n' media users)" ]
 	[ "$(ls "$MNT/app/users")" = t ]
 	[ "$(cat "$MNT/app/users/t")" = dark ]
@@ -189,7 +189,7 @@ setup() {
 	expect_fail "Invalid argument" mkdir "$MNT/app/ns/"$'dir\x1f'
 	expect_fail "Invalid argument" mkdir "$MNT/"$'db\x01'
 	expect_fail "Invalid argument" mkdir "$MNT/app/"$'ns\n'
-	[ "$(ls -A "$MNT/app/ns" | wc -l)" = 0 ]
+	[ "$(ls_keys -A "$MNT/app/ns" | wc -l)" = 0 ]
 }
 
 @test "a name with DEL (0x7f), a control character, is refused with EINVAL" {
@@ -204,7 +204,7 @@ setup() {
 	expect_errno EINVAL link "$MNT/app/ns/k" "$MNT/app/ns/"$'k\n'
 	expect_errno EINVAL symlink k "$MNT/app/ns/"$'l\x03'
 	expect_errno EINVAL mkfifo "$MNT/app/ns/"$'f\x04'
-	[ "$(ls -A "$MNT/app/ns")" = k ]
+	[ "$(ls_keys -A "$MNT/app/ns")" = k ]
 }
 
 @test "a 255-byte name is accepted and a 256-byte name gets ENAMETOOLONG" {
@@ -228,16 +228,17 @@ setup() {
 	[ "$(cat "$MNT/app/ns/$name")" = v ]
 }
 
-@test "tags at the root is reserved: mkdir gets EPERM" {
-	expect_fail "Operation not permitted" mkdir "$MNT/tags"
-	[ ! -e "$MNT/tags" ]
+@test "tags at the root is the tag directory, not a database: mkdir gets EEXIST" {
+	expect_fail "File exists" mkdir "$MNT/tags"
+	[ -d "$MNT/tags" ]
+	[ -z "$(ls "$MNT/tags")" ]
 }
 
 @test "names starting with a dot at the root are reserved: EPERM" {
 	expect_fail "Operation not permitted" mkdir "$MNT/.x"
 	expect_fail "Operation not permitted" touch "$MNT/.x"
 	expect_fail "Operation not permitted" mkdir "$MNT/.hidden"
-	[ -z "$(ls -A "$MNT")" ]
+	[ -z "$(ls_keys -A "$MNT")" ]
 }
 
 @test "renaming a database to a reserved name is refused with EPERM" {

@@ -521,7 +521,9 @@ static uint32_t mode_of_dirent(int dfd, const struct dirent *d)
 }
 
 /* A directory of a mounted store, sorted by name (not the kernel's order).
- * At the root, "tags" and dot names are the daemon's own files, not data. */
+ * At the root, "tags" and dot names are the daemon's own files, not data,
+ * and so is every entry with the top bit of its inode number set (.stats
+ * of databases and namespaces). */
 static int list_mounted_dir(const char *dir, bool at_root, struct tree_list *out)
 {
 	DIR *d = opendir(dir);
@@ -534,6 +536,8 @@ static int list_mounted_dir(const char *dir, bool at_root, struct tree_list *out
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		if (at_root && (e->d_name[0] == '.' || !strcmp(e->d_name, "tags")))
+			continue;
+		if ((uint64_t)e->d_ino >> 63)
 			continue;
 		struct nadb_attr a = {.ino = e->d_ino, .mode = mode_of_dirent(dirfd(d), e)};
 		rc = tree_list_add(out, e->d_name, &a);

@@ -29,6 +29,8 @@ seen = {}
 nfiles = nempty = 0
 for root, dirs, files in os.walk(ns):
     for name in files:
+        if root == ns and name == ".stats":
+            continue  # the namespace's statistics, served by the daemon
         p = os.path.join(root, name)
         rel = os.path.relpath(p, ns)
         nfiles += 1
