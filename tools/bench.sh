@@ -454,13 +454,25 @@ run_nadb_alone() {
 	unmount_target "$t"
 }
 
-# ---- PLACE FOR LATER FEATURES: tag queries and reaping ------------------------
-# When tags and reaping land, measure them here on the big store (it is
-# mounted, with BIG_KEYS keys under ${WORK_OF[nadbfs]}/big) and record the
-# figures with `record big-tags ...` / `record big-reap ...` instead of n/a.
+# ---- tag queries and reaping, on the big store --------------------------------
+# The big store is mounted with BIG_KEYS keys under ${WORK_OF[nadbfs]}/big;
+# tools/bench-nadb.py tags 1% of them, lists the queries, then expires 10%
+# and times the reaper (see its header).
 nadb_later_features() {
-	record big-tags nadbfs "n/a (not built yet)" ""
-	record big-reap nadbfs "n/a (not built yet)" ""
+	local line
+	if ! line=$(python3 "$here/tools/bench-nadb.py" "${MNT_OF[nadbfs]}" "${WORK_OF[nadbfs]}/big" 2>&1); then
+		note_error big-tags nadbfs "$(echo "$line" | tail -n 1)"
+		return 1
+	fi
+	while IFS=, read -r name value; do
+		case $name in
+		big-tags | big-tags-and) record "$name" nadbfs "$value" ms ;;
+		big-reap) record "$name" nadbfs "$value" s ;;
+		big-reap-p99) record "$name" nadbfs "$value" us ;;
+		big-tags-count) TAGGED=$value ;;
+		big-reap-count) REAPED=$value ;;
+		esac
+	done <<<"$line"
 }
 
 # ---- tables -------------------------------------------------------------------
@@ -517,8 +529,10 @@ big-meta-per-key|store bytes per key beyond the $VALUE_SIZE-byte values|bytes|at
 big-mount|mount time with $BIG_KEYS keys (median of $MOUNTS)|ms|at-most 100
 big-stat|stat all keys after a remount|ops/s|-
 big-rss-stat|RssAnon after that stat$at_1m|MiB|at-most 100
-big-tags|tag queries|-|-
-big-reap|reaping|-|-
+big-tags|list /tags/TAG: ${TAGGED:-1%} tagged keys among $BIG_KEYS (find)|ms|-
+big-tags-and|list /tags/TAG+TAG2: half of those|ms|-
+big-reap|reap ${REAPED:-10%} keys expiring in the same second: until all gone|s|-
+big-reap-p99|p99 of a stat loop while they are reaped|us|-
 EOF
 }
 
