@@ -57,7 +57,7 @@ test: all
 
 sanitize:
 	$(MAKE) BUILD=build-san CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1$(SAN_LOG) \
+	NADB_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1$(SAN_LOG) \
 	UBSAN_OPTIONS=print_stacktrace=1$(SAN_LOG) \
 	  tools/run-tests $(abspath build-san)
 
