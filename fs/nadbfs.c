@@ -116,19 +116,7 @@ static void op_timer_done(struct op_timer *t)
 
 static void stat_of(const struct nadb_attr *a, struct stat *st)
 {
-	memset(st, 0, sizeof(*st));
-	st->st_ino = a->ino;
-	st->st_mode = a->mode;
-	st->st_nlink = a->nlink;
-	st->st_uid = a->uid;
-	st->st_gid = a->gid;
-	st->st_rdev = a->rdev;
-	st->st_size = (off_t)a->size;
-	st->st_blksize = 4096;
-	st->st_blocks = (blkcnt_t)a->blocks;
-	st->st_atim = a->atime;
-	st->st_mtim = a->mtime;
-	st->st_ctim = a->ctime;
+	stat_of_attr(a, st);
 }
 
 /* How long the kernel may cache a name and its attributes: attr_timeout,

@@ -470,7 +470,7 @@ static bool is_document(uint64_t ino)
 
 /* ---- attributes ------------------------------------------------------------------ */
 
-static void stat_of_attr(const struct nadb_attr *a, struct stat *st)
+void stat_of_attr(const struct nadb_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = a->ino;
@@ -478,6 +478,7 @@ static void stat_of_attr(const struct nadb_attr *a, struct stat *st)
 	st->st_nlink = a->nlink;
 	st->st_uid = a->uid;
 	st->st_gid = a->gid;
+	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)a->blocks;

@@ -18,6 +18,7 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* FUSE operations whose latency /.stats reports. */
 enum fs_op {
@@ -84,6 +85,9 @@ int special_names_in(struct special *sp, fuse_ino_t dir, uint8_t level,
 		     const char *names[4], uint64_t inos[4], uint32_t modes[4]);
 /* Attributes of a special inode, for readdirplus. */
 int special_attr(struct special *sp, uint64_t ino, struct stat *st);
+
+/* struct stat from engine attributes (shared by nadbfs.c and special.c). */
+void stat_of_attr(const struct nadb_attr *a, struct stat *st);
 
 /* How long the kernel may cache a key's name and attributes: the daemon's
  * attr_timeout, but never past the key's expiry. */
