@@ -51,6 +51,18 @@ int nadb_check_tag(const char *name)
 	return 0;
 }
 
+/* A tag_keys row: the tag as a string and its counts. */
+static int decode_tag_row(const void *key, size_t klen, const void *val, size_t vlen,
+			  struct tag_row *row, char tag[NADB_NAME_MAX + 1])
+{
+	if (vlen != sizeof(*row) || klen > NADB_NAME_MAX)
+		return -EIO;
+	memcpy(row, val, sizeof(*row));
+	memcpy(tag, key, klen);
+	tag[klen] = 0;
+	return 0;
+}
+
 static int tag_get(struct nadb_store *st, const char *tag, struct tag_row *row)
 {
 	struct kv_val v;
@@ -776,11 +788,8 @@ static int list_tag(void *ctx, const void *key, size_t klen, const void *val,
 	struct list_tags *l = ctx;
 	struct tag_row row;
 	char tag[NADB_NAME_MAX + 1];
-	if (vlen != sizeof(row) || klen > NADB_NAME_MAX)
+	if (decode_tag_row(key, klen, val, vlen, &row, tag))
 		return -EIO;
-	memcpy(&row, val, sizeof(row));
-	memcpy(tag, key, klen);
-	tag[klen] = 0;
 	if (l->after && !strcmp(tag, l->after))
 		return 0;
 	return l->fn(l->ctx, tag, row.count);
@@ -985,11 +994,8 @@ static int check_count(void *ctx, const void *key, size_t klen, const void *val,
 	struct count_check *c = ctx;
 	struct tag_row row;
 	char tag[NADB_NAME_MAX + 1];
-	if (vlen != sizeof(row) || klen > NADB_NAME_MAX)
+	if (decode_tag_row(key, klen, val, vlen, &row, tag))
 		return -EIO;
-	memcpy(&row, val, sizeof(row));
-	memcpy(tag, key, klen);
-	tag[klen] = 0;
 	uint64_t n = 0;
 	for (size_t i = 0; i < c->t->n; i++)
 		n += !strcmp(c->t->tag[i], tag);
