@@ -37,6 +37,7 @@ struct ofile {
 	struct ofile *next; /* hash chain: under files_lock */
 	uint64_t ino;       /* constant */
 	unsigned refs;      /* under files_lock */
+	unsigned writers;   /* handles opened for writing: under files_lock */
 
 	/* lock: scope is the slots, size, dirty, loaded and pending_seq.
 	 * Taken before meta_lock. */
@@ -58,6 +59,7 @@ struct ofile {
 struct nadb_file {
 	struct nadb_store *st;
 	struct ofile *of;
+	bool writes; /* counted in of->writers */
 };
 
 static size_t bucket_of(const struct nadb_store *st, uint64_t ino)
@@ -569,9 +571,10 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 
 /* Drop a handle's reference; the last one out frees the ofile and, if the
  * inode lost its last link while open, the inode. */
-static void put_ofile(struct nadb_store *st, struct ofile *of)
+static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 {
 	pthread_mutex_lock(&st->files_lock);
+	of->writers -= writer;
 	bool last = --of->refs == 0;
 	if (last) {
 		struct ofile **p = &st->files[bucket_of(st, of->ino)];
@@ -703,8 +706,11 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 		of->next = st->files[b];
 		st->files[b] = of;
 	}
-	if (of)
+	bool writes = (flags & NADB_OPEN_WRITE) != 0;
+	if (of) {
 		of->refs++;
+		of->writers += writes;
+	}
 	pthread_mutex_unlock(&st->files_lock);
 	if (!of) {
 		free(f);
@@ -720,12 +726,13 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	}
 	pthread_rwlock_unlock(&of->lock);
 	if (rc) {
-		put_ofile(st, of);
+		put_ofile(st, of, writes);
 		free(f);
 		return rc;
 	}
 	f->st = st;
 	f->of = of;
+	f->writes = writes;
 	*out = f;
 	return 0;
 }
@@ -836,7 +843,7 @@ int nadb_file_fsync(struct nadb_file *f)
 int nadb_file_close(struct nadb_file *f)
 {
 	int rc = nadb_file_commit(f);
-	put_ofile(f->st, f->of);
+	put_ofile(f->st, f->of, f->writes);
 	free(f);
 	return rc;
 }
@@ -858,13 +865,24 @@ int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size)
 	return rc ? rc : rc2;
 }
 
-bool file_is_open(struct nadb_store *st, uint64_t ino)
+/* Does INO have open handles (any, or WRITERS only)? */
+static bool has_handles(struct nadb_store *st, uint64_t ino, bool writers)
 {
 	pthread_mutex_lock(&st->files_lock);
 	struct ofile *of = find_ofile(st, ino);
-	bool open = of && of->refs;
+	bool has = of && (writers ? of->writers : of->refs);
 	pthread_mutex_unlock(&st->files_lock);
-	return open;
+	return has;
+}
+
+bool file_is_open(struct nadb_store *st, uint64_t ino)
+{
+	return has_handles(st, ino, false);
+}
+
+bool file_is_being_written(struct nadb_store *st, uint64_t ino)
+{
+	return has_handles(st, ino, true);
 }
 
 void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
@@ -923,7 +941,7 @@ int file_commit_all(struct nadb_store *st)
 			int e = commit_locked(st, of);
 			of->dirty = false; /* logged; do not loop on a failure */
 			pthread_rwlock_unlock(&of->lock);
-			put_ofile(st, f.of);
+			put_ofile(st, f.of, false);
 			if (e && !rc)
 				rc = e;
 		}

@@ -6,14 +6,20 @@
  * chunk size have equal hashes, at the cost of one index read per chunk
  * rather than a read of every byte).
  *
- * Writing one is refused with EPERM -- unless the write describes this
- * very value: tar --xattrs and rsync -aX copy a key with its attributes
- * and write back what they read, and that must not fail.  So a write of
- * hash, size or chunks equal to the current value is accepted (and does
- * nothing); stored, which depends on what else each store shares, is
- * accepted when it is no more than the value's unshared size (what any
- * copy of it may report); created, updated and accessed set the key's
- * times, so a copy keeps them.
+ * They are listed, so getfattr -d shows them and tar --xattrs, rsync -aX
+ * and cp -a carry them to a copy, which must not fail on them.  So:
+ * - created, updated and accessed can be set: they are the key's times,
+ *   and a copy keeps them;
+ * - hash, size and chunks can be "set" to what they already are, and
+ *   stored to at most the value's unshared size (a copy in another store
+ *   shares differently): nothing changes;
+ * - before the key's first write or while it is open for writing -- a
+ *   copy restoring it: tar sets attributes before it writes the data -- a
+ *   well-formed value is accepted and ignored: the store computes the real
+ *   value from the data that arrives;
+ * - removing one succeeds and changes nothing (rsync -X removes from its
+ *   copy what the source lacks; a computed attribute has nothing stored);
+ * - anything else gets EPERM.
  */
 #include "log.h"
 #include "store_int.h"
@@ -151,6 +157,26 @@ ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char 
 	return (ssize_t)len;
 }
 
+/* The names, NUL-separated, for a key (none for a directory). */
+ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size)
+{
+	struct inode in;
+	int rc = load_key(st, ino, &in);
+	if (rc)
+		return rc == -ENODATA ? 0 : rc;
+	inode_release(&in);
+	size_t used = 0;
+	for (int i = 0; i < M_COUNT; i++) {
+		size_t n = strlen(names[i]) + 1;
+		if (size && used + n > size)
+			return -ERANGE;
+		if (size)
+			memcpy(buf + used, names[i], n);
+		used += n;
+	}
+	return (ssize_t)used;
+}
+
 /* "S" or "S.NNNNNNNNN" as ns; -EINVAL otherwise. */
 static int parse_time(const char *v, size_t size, int64_t *ns)
 {
@@ -180,45 +206,90 @@ static int parse_time(const char *v, size_t size, int64_t *ns)
 	return 0;
 }
 
+/* Is VALUE well formed for attribute M: 32 hex digits for the hash, a
+ * decimal count for the others? */
+static bool well_formed(int m, const char *value, size_t size)
+{
+	if (m == M_HASH) {
+		for (size_t i = 0; i < size; i++)
+			if (!strchr("0123456789abcdef", value[i]) || !value[i])
+				return false;
+		return size == 32;
+	}
+	int64_t v;
+	return !parse_time(value, size, &v) && v % 1000000000 == 0;
+}
+
+/* Does VALUE describe the key's data as it is (what a copy read back)? */
+static bool describes(struct nadb_store *st, const struct inode *in, int m,
+		      const char *value, size_t size)
+{
+	if (m == M_STORED) {
+		/* stored depends on what else each store shares: any copy
+		 * reports at most the value's unshared size. */
+		int64_t v;
+		uint64_t unshared = bytes_of(st, in->payload,
+					     in->payload_len / CHUNK_HASH_LEN, false);
+		return !parse_time(value, size, &v) && v % 1000000000 == 0 &&
+		       (uint64_t)(v / 1000000000) <= unshared;
+	}
+	char now[64];
+	return !render(st, in, m, now, sizeof(now)) && strlen(now) == size &&
+	       !memcmp(now, value, size);
+}
+
+static int refuse(const char *name, const char *why)
+{
+	nadb_log("%s is read-only: %s", name, why);
+	return -EPERM;
+}
+
 int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
 		const char *value, size_t size)
 {
 	int m = which(name);
 	struct inode in;
 	int rc = m < 0 ? -EPERM : load_key(st, ino, &in);
-	if (rc) {
-		if (rc == -EPERM || rc == -ENODATA)
-			nadb_log("%s is read-only: the store computes it", name);
-		return rc == -ENODATA ? -EPERM : rc;
-	}
-	char now[64];
-	if (m >= M_CREATED) {
+	if (rc == -EPERM || rc == -ENODATA)
+		return refuse(name, m < 0 ? "no such nadb attribute" : "only keys have it");
+	if (rc)
+		return rc;
+	if (m >= M_CREATED) { /* the key's times: a copy keeps them */
 		int64_t ns;
 		rc = parse_time(value, size, &ns);
+		if (rc)
+			nadb_log("%s: not a time (seconds[.nanoseconds])", name);
 		if (!rc) {
 			int64_t *field = m == M_CREATED ? &in.r.btime
 					 : m == M_UPDATED ? &in.r.mtime : &in.r.atime;
 			*field = ns;
 			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
 		}
-	} else {
-		/* A copy writing back what it read is accepted; nothing else. */
-		bool fits;
-		if (m == M_STORED) {
-			int64_t v;
-			uint64_t unshared = bytes_of(st, in.payload,
-						     in.payload_len / CHUNK_HASH_LEN, false);
-			fits = !parse_time(value, size, &v) && v % 1000000000 == 0 &&
-			       (uint64_t)(v / 1000000000) <= unshared;
-		} else {
-			rc = render(st, &in, m, now, sizeof(now));
-			fits = !rc && strlen(now) == size && !memcmp(now, value, size);
-		}
-		if (!rc && !fits) {
-			nadb_log("%s is read-only: the store computes it", name);
-			rc = -EPERM;
-		}
+	} else if (!describes(st, &in, m, value, size)) {
+		/* A copy may set attributes before it writes the data (tar
+		 * makes the file, sets them, then opens it): before the first
+		 * write, or while the key is open for writing, a well-formed
+		 * value is accepted, and the store computes the real one from
+		 * the data that arrives. */
+		bool unwritten = in.r.size == 0 && in.r.mtime == in.r.btime;
+		if (!(unwritten || file_is_being_written(st, ino)) ||
+		    !well_formed(m, value, size))
+			rc = refuse(name, "the store computes it from the value");
 	}
 	inode_release(&in);
 	return rc;
+}
+
+int keymeta_remove(struct nadb_store *st, uint64_t ino, const char *name)
+{
+	/* rsync -X removes from its copy what the source lacks: a computed
+	 * attribute has nothing stored to remove, so the removal succeeds and
+	 * the attribute stays. */
+	if (which(name) < 0)
+		return refuse(name, "no such nadb attribute");
+	struct inode in;
+	int rc = load_key(st, ino, &in);
+	if (!rc)
+		inode_release(&in);
+	return rc == -ENODATA ? -ENODATA : rc;
 }

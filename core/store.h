@@ -187,6 +187,7 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name);
 struct nadb_file;
 
 #define NADB_OPEN_TRUNC 1 /* O_TRUNC: start from an empty value */
+#define NADB_OPEN_WRITE 2 /* opened for writing (a copy may be restoring it) */
 int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 		   struct nadb_file **out);
 ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off);

@@ -185,6 +185,8 @@ int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
 
 /* Per-key metadata (keymeta.c): the read-only user.nadb.* xattrs. */
 bool keymeta_is_name(const char *name);
+ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
+int keymeta_remove(struct nadb_store *st, uint64_t ino, const char *name);
 ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char *buf,
 		    size_t size);
 int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
@@ -193,8 +195,10 @@ int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
  * share.  Under meta_lock. */
 uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n);
 
-/* Open files (file.c).  file_is_open is called with meta_lock held. */
+/* Open files (file.c).  file_is_open and file_is_being_written (some
+ * handle was opened for writing) are called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);
+bool file_is_being_written(struct nadb_store *st, uint64_t ino);
 /* setattr changed INO's times: an open file must not undo that on commit. */
 void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
 		     int64_t ctime);

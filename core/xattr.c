@@ -209,8 +209,8 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 		rc = list_expiry(st, ino, &l);
 	if (!rc)
 		rc = list_more(st, ino, &l, tags_xattr_list);
-	/* user.nadb.* are not listed: tar, rsync and cp copy what is listed,
-	 * and a copy's store computes its own.  getfattr -n reads them. */
+	if (!rc)
+		rc = list_more(st, ino, &l, keymeta_list);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
 	pthread_mutex_unlock(&st->meta_lock);
@@ -227,7 +227,7 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
 	pthread_mutex_lock(&st->meta_lock);
 	rc = check_inode(st, ino);
 	if (!rc && is_computed(name)) {
-		rc = -EPERM;
+		rc = keymeta_remove(st, ino, name);
 	} else if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
 		if (!(rc = step_begin(st)))
 			rc = step_end(st, is_tag_xattr(name) ? tags_xattr_remove(st, ino, name)

@@ -233,7 +233,8 @@ static struct nadb_file *file_of(const struct fuse_file_info *fi)
 
 static int open_flags_of(int flags)
 {
-	return (flags & O_TRUNC) ? NADB_OPEN_TRUNC : 0;
+	return ((flags & O_TRUNC) ? NADB_OPEN_TRUNC : 0) |
+	       ((flags & O_ACCMODE) != O_RDONLY ? NADB_OPEN_WRITE : 0);
 }
 
 static void hand_file_to_kernel(struct fuse_file_info *fi, struct nadb_file *f)
@@ -761,7 +762,8 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int rc = nadb_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0,
 			    caller_of(req, &c), &a);
 	if (rc == 0) {
-		rc = nadb_file_open(fs->store, a.ino, 0, &f);
+		rc = nadb_file_open(fs->store, a.ino,
+				    open_flags_of(fi->flags) & NADB_OPEN_WRITE, &f);
 		/* The kernel holds the parent locked: the name is still ours. */
 		if (rc < 0)
 			nadb_unlink(fs->store, parent, name);

@@ -125,11 +125,54 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 	for a in hash size stored chunks created updated accessed; do
 		getfattr --absolute-names -n "user.nadb.$a" "$f" >/dev/null
 	done
-	# not listed, so that tar, rsync and cp -a do not copy them
-	run getfattr --absolute-names -d -m - "$f"
-	[[ "$output" != *"user.nadb."* ]]
 	# st_blocks come from the bytes the store holds (random: about all)
 	[ "$(stat -c %b "$f")" -ge 580 ]
+}
+
+@test "getfattr -d -m - shows tags, expiry, user metadata and nadb metadata together" {
+	mkdir -p "$MNT/db/ns"
+	f=$MNT/db/ns/k
+	echo -n hello >"$f"
+	setfattr -n user.tags -v red "$f"
+	setfattr -n user.ttl -v 3600 "$f"
+	setfattr -n user.color -v green "$f"
+	run getfattr --absolute-names -d -m - "$f"
+	echo "$output"
+	for a in tags tag.red ttl expires color nadb.hash nadb.size nadb.stored nadb.chunks \
+		nadb.created nadb.updated nadb.accessed; do
+		echo "$output" | grep -q "^user\.$a="
+	done
+	echo "$output" | grep -qx 'user.nadb.size="5"'
+	# a directory has no value, so no nadb metadata
+	run getfattr --absolute-names -d -m - "$MNT/db/ns"
+	[[ "$output" != *"user.nadb."* ]]
+}
+
+@test "user.nadb.* refuse a value that is not the key's, and a removal changes nothing" {
+	mkdir -p "$MNT/db/ns"
+	f=$MNT/db/ns/k
+	echo -n hello >"$f"
+	hash=$(getfattr --absolute-names --only-values -n user.nadb.hash "$f")
+	for kv in size=6 chunks=7 hash=0123456789abcdef0123456789abcdef stored=999999; do
+		run setfattr -n "user.nadb.${kv%%=*}" -v "${kv#*=}" "$f"
+		[ "$status" -ne 0 ]
+		[[ "$output" == *"Operation not permitted"* ]]
+	done
+	grep -q 'user.nadb.size is read-only' "$STORE/nadbfs.log"
+	run setfattr -n user.nadb.bogus -v 1 "$f"
+	[ "$status" -ne 0 ]
+	# what a copy writes back, the key's own values, is accepted
+	setfattr -n user.nadb.size -v 5 "$f"
+	setfattr -n user.nadb.hash -v "$hash" "$f"
+	# the times are the key's own and can be restored
+	setfattr -n user.nadb.created -v 1600000000.25 "$f"
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.created "$f")" = 1600000000.250000000 ]
+	run setfattr -n user.nadb.created -v yesterday "$f"
+	[ "$status" -ne 0 ]
+	# a removal (rsync -X of a source without them) succeeds; they stay
+	setfattr -x user.nadb.size "$f"
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.size "$f")" = 5 ]
+	[ "$(cat "$f")" = hello ]
 }
 
 copy_tree_setup() {
@@ -152,13 +195,20 @@ check_copy() {
 	[ "$(getfattr --absolute-names --only-values -n user.expires "$M2/app/ns/b")" = 4102444800.500000000 ]
 	[ "$(getfattr --absolute-names --only-values -n user.color "$M2/app/ns/b")" = green ]
 	[ -e "$M2/tags/red/app/ns/dir/a" ]
+	# the copy keeps the key's times; the rest is computed from its data
+	for a in created updated hash size chunks; do
+		[ "$(getfattr --absolute-names --only-values -n user.nadb.$a "$MNT/app/ns/b")" = \
+		  "$(getfattr --absolute-names --only-values -n user.nadb.$a "$M2/app/ns/b")" ]
+	done
 }
 
 @test "tar --xattrs copies values, tags, expiries and metadata between mounts" {
 	copy_tree_setup
 	# .stats files are made up by each mount: not part of a copy
-	(cd "$MNT/app" && tar --xattrs --xattrs-include='user.*' --exclude=.stats -cf "$T/x.tar" ns)
-	run bash -c "cd '$M2/app' && tar --xattrs --xattrs-include='user.*' -xf '$T/x.tar' 2>&1"
+	(cd "$MNT/app" && tar --xattrs --xattrs-include='*' --exclude=.stats -cf "$T/x.tar" ns)
+	tar -tvf "$T/x.tar" --xattrs | grep -q ns/b
+	run bash -c "cd '$M2/app' && tar --xattrs --xattrs-include='*' --warning=xattr-write -xf '$T/x.tar' 2>&1"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	[ "$output" = "" ]
 	check_copy
@@ -169,6 +219,23 @@ check_copy() {
 	command -v rsync >/dev/null || skip "rsync is not installed"
 	copy_tree_setup
 	run rsync -aX --exclude=.stats "$MNT/app/ns" "$M2/app/"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	check_copy
+	# a second run sends no data (user.nadb.accessed moved as rsync read
+	# the source, so attributes are sent again, and accepted)
+	run rsync -aXi --exclude=.stats "$MNT/app/ns" "$M2/app/"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | grep -c '^>')" = 0 ]
+	unmount_store_at "$T/store2" "$M2"
+}
+
+@test "cp -a copies values, tags, expiries and metadata between mounts" {
+	copy_tree_setup
+	mkdir -p "$M2/app/ns"
+	run cp -a "$MNT/app/ns/dir" "$MNT/app/ns/b" "$M2/app/ns/"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	check_copy
 	unmount_store_at "$T/store2" "$M2"

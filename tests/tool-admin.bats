@@ -52,8 +52,9 @@ keys_are() {
 }
 
 # tar_listing ARCHIVE: one line per member -- name, type, mode, owner,
-# size, ns times, link, a hash of the data and the xattrs but user.nadb.*
-# (computed per store) and a key's user.ttl (it counts down) -- to compare
+# size, ns times, link, a hash of the data and the xattrs but a key's
+# user.ttl (it counts down), user.nadb.stored (each store shares chunks
+# differently) and user.nadb.accessed (dump reads the key) -- to compare
 # two archives.
 tar_listing() {
 	"$PY" - "$1" <<'EOF'
@@ -61,7 +62,8 @@ import hashlib, sys, tarfile
 with tarfile.open(sys.argv[1]) as t:
     for m in t:
         x = {k: v for k, v in m.pax_headers.items()
-             if k.startswith("SCHILY.xattr.") and not k.startswith("SCHILY.xattr.user.nadb.")}
+             if k.startswith("SCHILY.xattr.")
+             and k not in ("SCHILY.xattr.user.nadb.stored", "SCHILY.xattr.user.nadb.accessed")}
         if not m.isdir():
             x.pop("SCHILY.xattr.user.ttl", None)
         data = hashlib.sha256(t.extractfile(m).read()).hexdigest()[:16] if m.isreg() else "-"
@@ -403,8 +405,12 @@ make_rich_store() {
 	[ "$status" -eq 1 ] # no expiry of its own, despite the namespace's default ttl
 	run_json stats --json "$B"
 	json_check "assert d['keys'] == 4 and d['tags'] == 2 and d['expiring'] == 1, d" <<<"$output"
-	# modes, owners, ns times: the second dump lists the same as the first
+	[ "$("$NADB" getx "$B" /app/users/theme:123 user.nadb.created)" = \
+	  "$("$NADB" getx "$STORE" /app/users/theme:123 user.nadb.created)" ]
+	# modes, owners, ns times, created times, hashes: the second dump lists
+	# the same as the first
 	"$NADB" dump "$B" /app >"$T/b.tar"
+	grep -q user.nadb.created "$T/b.tar"
 	diff <(tar_listing "$T/a.tar") <(tar_listing "$T/b.tar")
 }
 

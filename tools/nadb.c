@@ -693,7 +693,7 @@ static int put_value(struct nadb_store *st, const char *path)
 	if (S_ISDIR(a.mode))
 		return -EISDIR;
 	struct nadb_file *f;
-	if ((rc = nadb_file_open(st, a.ino, NADB_OPEN_TRUNC, &f)))
+	if ((rc = nadb_file_open(st, a.ino, NADB_OPEN_TRUNC | NADB_OPEN_WRITE, &f)))
 		return rc;
 	char *data = malloc(IO_CHUNK);
 	rc = data ? 0 : -ENOMEM;
@@ -2614,11 +2614,15 @@ static const struct xattr *find_xattr(const struct member *m, const char *name)
 
 enum xattr_phase { PLAIN, TAGS, EXPIRY };
 
-/* Which phase sets xattr X, or -1 to leave it: user.nadb.* is the engine's
- * read-only metadata; user.tags is the whole set (user.tag.* the same
- * tags again); user.expires is exact (user.ttl the same time, rounded). */
+/* Which phase sets xattr X, or -1 to leave it: of user.nadb.*, the
+ * engine's metadata, only created is kept (the rest it computes, and
+ * updated and accessed are the member's mtime and atime); user.tags is the
+ * whole set (user.tag.* the same tags again); user.expires is exact
+ * (user.ttl the same time, rounded). */
 static int xattr_phase(const struct member *m, const char *name)
 {
+	if (!strcmp(name, "user.nadb.created"))
+		return PLAIN;
 	if (!strncmp(name, "user.nadb.", 10))
 		return -1;
 	if (!strcmp(name, "user.tags"))
@@ -2712,7 +2716,7 @@ static int load_value(struct loader *l, struct member *m, const char *path)
 				caller(&who), &a);
 	if (rc)
 		return rc;
-	rc = nadb_file_open(l->st, a.ino, NADB_OPEN_TRUNC, &f);
+	rc = nadb_file_open(l->st, a.ino, NADB_OPEN_TRUNC | NADB_OPEN_WRITE, &f);
 	if (!rc) {
 		rc = copy_value_in(l, m, f);
 		int rc2 = nadb_file_close(f);
