@@ -52,3 +52,58 @@ wait_writers() {
 	# the test only means something if the writers got work done
 	[ "$(cat "$T"/done.* | wc -l)" -ge 40 ]
 }
+
+@test "kill -9 in the middle of a compaction loses nothing" {
+	mount_store
+	mkdir -p "$MNT/app/c"
+	# 60 MB of values, a third deleted: compaction has 40 MB to move
+	for i in $(seq 1 60); do head -c 1000000 /dev/urandom >"$MNT/app/c/k$i"; done
+	for i in $(seq 1 3 60); do rm "$MNT/app/c/k$i"; done
+	echo flush >"$MNT/.ctl"
+	sha256sum "$MNT"/app/c/k* | sed "s|$MNT/||" >"$T/sums"
+	[ "$(ls "$STORE/packs")" = 00000001.pack ]
+	pid=$(daemon_pid)
+	# compact, and kill the daemon as soon as the new segment holds 8 MB
+	# of moved chunks: the old segment is still there, nothing synced yet
+	"$PY" - "$MNT/.ctl" "$STORE/packs/00000002.pack" "$pid" <<'PYEOF'
+import os, signal, sys, threading, time
+ctl, path, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def compact():
+    try:
+        with open(ctl, "w") as f:
+            f.write("compact")
+    except OSError:
+        pass  # the daemon died under it
+threading.Thread(target=compact, daemon=True).start()
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        if os.stat(path).st_size >= 8_000_000:
+            break
+    except FileNotFoundError:
+        pass
+    time.sleep(0.0002)
+os.kill(pid, signal.SIGKILL)
+PYEOF
+	fusermount3 -uz "$MNT" 2>/dev/null || true
+	wait_pids_gone 10 "$pid"
+	# killed mid-way: both segments are there, the new one partial
+	ls -l "$STORE/packs"
+	[ "$(ls "$STORE/packs" | wc -l)" = 2 ]
+	[ "$(stat -c %s "$STORE/packs/00000002.pack")" -lt 40000000 ]
+	mount_store
+	(cd "$MNT" && sha256sum -c --quiet "$T/sums")
+	[ "$(ls "$MNT/app/c" | grep -c '^k')" = 40 ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# the next compaction finishes the job: about the live data is left
+	mount_store
+	echo compact >"$MNT/.ctl"
+	(cd "$MNT" && sha256sum -c --quiet "$T/sums")
+	unmount_store
+	[ "$(du -sb "$STORE/packs" | cut -f1)" -lt 45000000 ]
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+}
