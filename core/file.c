@@ -742,6 +742,32 @@ uint64_t nadb_file_ino(const struct nadb_file *f)
 	return f->of->ino;
 }
 
+/* One chunk slot's share of a byte range: the walk below hands them out in
+ * order, so read and write share the arithmetic. */
+struct span {
+	size_t slot;    /* which chunk */
+	uint32_t inner; /* where in it */
+	uint32_t len;   /* how many bytes */
+	uint64_t done;  /* bytes of the range before this span */
+};
+
+/* The next span of [START, END) after S (S->len == 0: the first); false
+ * at the end. */
+static bool next_span(const struct nadb_store *st, uint64_t start, uint64_t end,
+		      struct span *s)
+{
+	uint64_t pos = start + s->done + s->len;
+	if (pos >= end)
+		return false;
+	s->done = pos - start;
+	s->slot = (size_t)(pos / st->chunk_size);
+	s->inner = (uint32_t)(pos % st->chunk_size);
+	s->len = (uint32_t)(st->chunk_size - s->inner);
+	if (s->len > end - pos)
+		s->len = (uint32_t)(end - pos);
+	return true;
+}
+
 ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 {
 	struct nadb_store *st = f->st;
@@ -752,21 +778,14 @@ ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 	uint64_t end = (uint64_t)off + size;
 	if (end > of->size)
 		end = of->size;
-	uint64_t pos = (uint64_t)off;
+	struct span sp = {0};
 	int rc = 0;
-	while (pos < end && !rc) {
-		size_t i = (size_t)(pos / st->chunk_size);
-		uint32_t inner = (uint32_t)(pos % st->chunk_size);
-		uint32_t n = (uint32_t)(st->chunk_size - inner);
-		if (n > end - pos)
-			n = (uint32_t)(end - pos);
-		rc = read_slot(st, &of->slots[i], inner, n, (uint8_t *)buf + (pos - (uint64_t)off));
-		pos += n;
-	}
+	while (!rc && next_span(st, (uint64_t)off, end, &sp))
+		rc = read_slot(st, &of->slots[sp.slot], sp.inner, sp.len, (uint8_t *)buf + sp.done);
 	pthread_rwlock_unlock(&of->lock);
 	if (rc)
 		return rc;
-	return pos > (uint64_t)off ? (ssize_t)(pos - (uint64_t)off) : 0;
+	return (ssize_t)(sp.done + sp.len);
 }
 
 #define FILE_SIZE_MAX (1ULL << 42) /* 4 TiB: chunk lists stay a few MiB */
@@ -790,25 +809,16 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 		if (!rc)
 			of->size = end;
 	}
-	uint64_t pos = (uint64_t)off;
-	size_t last = 0;
-	while (pos < end && !rc) {
-		size_t i = (size_t)(pos / st->chunk_size);
-		uint32_t inner = (uint32_t)(pos % st->chunk_size);
-		uint32_t n = (uint32_t)(st->chunk_size - inner);
-		if (n > end - pos)
-			n = (uint32_t)(end - pos);
-		rc = write_slot(st, &of->slots[i], inner,
-				(const uint8_t *)buf + (pos - (uint64_t)off), n);
-		pos += n;
-		last = i;
-	}
-	if (pos > (uint64_t)off) {
+	struct span sp = {0};
+	while (!rc && next_span(st, (uint64_t)off, end, &sp))
+		rc = write_slot(st, &of->slots[sp.slot], sp.inner,
+				(const uint8_t *)buf + sp.done, sp.len);
+	if (sp.len) {
 		of->dirty = true;
 		publish_size(of, true);
 	}
 	if (!rc)
-		rc = relieve_pressure(st, of, last);
+		rc = relieve_pressure(st, of, sp.slot);
 	pthread_rwlock_unlock(&of->lock);
 	return rc ? rc : (ssize_t)size;
 }
