@@ -996,9 +996,19 @@ static int check_count(void *ctx, const void *key, size_t klen, const void *val,
 	char tag[NADB_NAME_MAX + 1];
 	if (decode_tag_row(key, klen, val, vlen, &row, tag))
 		return -EIO;
+	/* The tags of every key, sorted: this tag's run starts at the first
+	 * one not below it. */
+	size_t lo = 0, hi = c->t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(c->t->tag[mid], tag) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	uint64_t n = 0;
-	for (size_t i = 0; i < c->t->n; i++)
-		n += !strcmp(c->t->tag[i], tag);
+	while (lo + n < c->t->n && !strcmp(c->t->tag[lo + n], tag))
+		n++;
 	if (n != row.count)
 		report(c->w, "tag index: a tag's key count is wrong");
 	return 0;

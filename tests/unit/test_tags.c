@@ -161,13 +161,34 @@ int main(void)
 	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
 	check_clean(st);
 
+	/* fsck notices a tag whose key count is off, and is clean again once
+	 * it is right. */
+	struct kv_val v;
+	uint8_t row[16], bad[16];
+	uint64_t count;
+	CHECK(st->kv->ops->get(st->kv, KV_TAG_KEYS, "keep", 4, &v) == 0 && v.len == sizeof(row));
+	memcpy(row, v.data, sizeof(row));
+	memcpy(bad, row, sizeof(bad));
+	memcpy(&count, bad, sizeof(count));
+	count += 2;
+	memcpy(bad, &count, sizeof(count));
+	CHECK(st->kv->ops->step_begin(st->kv) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_TAG_KEYS, "keep", 4, bad, sizeof(bad)) == 0);
+	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
+	struct nadb_fsck_result res;
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems == 1);
+	CHECK(st->kv->ops->step_begin(st->kv) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_TAG_KEYS, "keep", 4, row, sizeof(row)) == 0);
+	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
+	check_clean(st);
+
 	/* fsck notices a mirror entry gone missing. */
 	CHECK(st->kv->ops->scan(st->kv, KV_TAG_TREE, NULL, 0, take_first, &first) == 0);
 	CHECK(first.len > 0);
 	CHECK(st->kv->ops->step_begin(st->kv) == 0);
 	CHECK(st->kv->ops->del(st->kv, KV_TAG_TREE, first.key, first.len) == 0);
 	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
-	struct nadb_fsck_result res;
 	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
 	CHECK(res.problems > 0);
 	CHECK(nadb_store_close(st) == 0);
