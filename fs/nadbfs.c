@@ -244,6 +244,9 @@ static void hand_file_to_kernel(struct fuse_file_info *fi, struct nadb_file *f)
 	 * stale: warm reads may come from it across opens. */
 	fi->keep_cache = 1;
 	fi->direct_io = (fi->flags & O_DIRECT) != 0;
+	/* A reader has nothing to commit at close(2): spare it the FLUSH
+	 * round trip (the value becomes visible when a writer closes). */
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 }
 
 /* ---- directory handles -------------------------------------------------- */

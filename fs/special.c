@@ -710,6 +710,7 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	h->len = t.len;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1; /* a fresh document on every open; no page cache */
+	fi->noflush = 1;   /* read-only: nothing to do at close(2) */
 	fuse_reply_open(req, fi);
 	return true;
 }

@@ -241,6 +241,17 @@ check_copy() {
 	unmount_store_at "$T/store2" "$M2"
 }
 
+@test "closing a key opened for reading sends no FLUSH; closing a writer does" {
+	mkdir -p "$MNT/db/ns"
+	echo -n v >"$MNT/db/ns/k"
+	before=$(json "$MNT/.stats" 'd["ops"]["flush"]["count"]')
+	for i in 1 2 3; do cat "$MNT/db/ns/k" >/dev/null; done
+	[ "$(json "$MNT/.stats" 'd["ops"]["flush"]["count"]')" = "$before" ]
+	echo -n w >"$MNT/db/ns/k"
+	[ "$(json "$MNT/.stats" 'd["ops"]["flush"]["count"]')" -gt "$before" ]
+	[ "$(cat "$MNT/db/ns/k")" = w ]
+}
+
 @test "-o stats=off stops measuring requests" {
 	unmount_store
 	mount_store stats=off
