@@ -39,7 +39,7 @@ struct ofile {
 	unsigned refs;      /* under files_lock */
 	unsigned writers;   /* handles opened for writing: under files_lock */
 
-	/* lock: scope is the slots, size, dirty, loaded and pending_seq.
+	/* lock: scope is the slots, size, dirty, loaded, pending_seq and write_end.
 	 * Taken before meta_lock. */
 	pthread_rwlock_t lock;
 	bool loaded, dirty;
@@ -47,6 +47,7 @@ struct ofile {
 	struct slot *slots;
 	size_t nslots, cap;
 	uint64_t pending_seq;
+	uint64_t write_end; /* where the last write ended: a stream goes on there */
 
 	/* attr_lock: scope is the copy of size and the times below, which
 	 * getattr reads without waiting for a writer.  A leaf lock. */
@@ -354,6 +355,45 @@ static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
 	s->state = SLOT_SPILLED;
 	memcpy(s->hash, hash, CHUNK_HASH_LEN);
 	return 0;
+}
+
+/* One chunk slot's share of a byte range: the walk below hands them out in
+ * order, so read and write share the arithmetic. */
+struct span {
+	size_t slot;    /* which chunk */
+	uint32_t inner; /* where in it */
+	uint32_t len;   /* how many bytes */
+	uint64_t done;  /* bytes of the range before this span */
+};
+
+/* The next span of [START, END) after S (S->len == 0: the first); false
+ * at the end. */
+static bool next_span(const struct nadb_store *st, uint64_t start, uint64_t end,
+		      struct span *s)
+{
+	uint64_t pos = start + s->done + s->len;
+	if (pos >= end)
+		return false;
+	s->done = pos - start;
+	s->slot = (size_t)(pos / st->chunk_size);
+	s->inner = (uint32_t)(pos % st->chunk_size);
+	s->len = (uint32_t)(st->chunk_size - s->inner);
+	if (s->len > end - pos)
+		s->len = (uint32_t)(end - pos);
+	return true;
+}
+
+/* A write that goes on from the last one (a stream) and fills slot SP to
+ * the chunk's end will not come back to it: write the chunk out now.  Its buffer goes back to the pool while still
+ * warm, instead of the file holding up to buffer_mb of fresh memory that
+ * faults in page by page. */
+static int spill_if_filled(struct nadb_store *st, struct ofile *of, const struct span *sp)
+{
+	const struct slot *s = &of->slots[sp->slot];
+	if (sp->inner + sp->len != st->chunk_size || s->state != SLOT_DIRTY ||
+	    s->len != st->chunk_size)
+		return 0;
+	return spill_slot(st, of, sp->slot);
 }
 
 /* Past buffer_mb, write this file's dirty slots out early (all but KEEP,
@@ -742,32 +782,6 @@ uint64_t nadb_file_ino(const struct nadb_file *f)
 	return f->of->ino;
 }
 
-/* One chunk slot's share of a byte range: the walk below hands them out in
- * order, so read and write share the arithmetic. */
-struct span {
-	size_t slot;    /* which chunk */
-	uint32_t inner; /* where in it */
-	uint32_t len;   /* how many bytes */
-	uint64_t done;  /* bytes of the range before this span */
-};
-
-/* The next span of [START, END) after S (S->len == 0: the first); false
- * at the end. */
-static bool next_span(const struct nadb_store *st, uint64_t start, uint64_t end,
-		      struct span *s)
-{
-	uint64_t pos = start + s->done + s->len;
-	if (pos >= end)
-		return false;
-	s->done = pos - start;
-	s->slot = (size_t)(pos / st->chunk_size);
-	s->inner = (uint32_t)(pos % st->chunk_size);
-	s->len = (uint32_t)(st->chunk_size - s->inner);
-	if (s->len > end - pos)
-		s->len = (uint32_t)(end - pos);
-	return true;
-}
-
 ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 {
 	struct nadb_store *st = f->st;
@@ -810,9 +824,14 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 			of->size = end;
 	}
 	struct span sp = {0};
-	while (!rc && next_span(st, (uint64_t)off, end, &sp))
+	bool streaming = (uint64_t)off == of->write_end;
+	while (!rc && next_span(st, (uint64_t)off, end, &sp)) {
 		rc = write_slot(st, &of->slots[sp.slot], sp.inner,
 				(const uint8_t *)buf + sp.done, sp.len);
+		if (!rc && streaming)
+			rc = spill_if_filled(st, of, &sp);
+	}
+	of->write_end = end;
 	if (sp.len) {
 		of->dirty = true;
 		publish_size(of, true);
