@@ -39,7 +39,12 @@ FS_OBJ   = $(patsubst %.c,$(BUILD)/%.o,$(wildcard fs/*.c))
 $(BUILD)/nadbfs: $(FS_OBJ) $(BUILD)/libnadb.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/nadb: $(BUILD)/tools/nadb.o $(BUILD)/libnadb.a
+# The command-line tool: a file per idea in tools/nadb/, sharing nadb_tool.h.
+NADB_OBJ = $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/nadb/*.c))
+
+$(NADB_OBJ): tools/nadb/nadb_tool.h
+
+$(BUILD)/nadb: $(NADB_OBJ) $(BUILD)/libnadb.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libnadb.a $(wildcard core/*.h) tests/unit/unit.h

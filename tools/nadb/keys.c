@@ -1,0 +1,114 @@
+/* keys.c -- keys and count: walk the tree of a store or a mount, in name
+ * order, and print (or count) the key paths a glob.c pattern matches.  A
+ * directory is entered only when a path below it could still match.
+ */
+#include "nadb_tool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct key_walk {
+	struct target *t;
+	const struct glob *glob;
+	bool json, count_only;
+	uint64_t matches;
+	struct buf path; /* the directory being walked: "" (root), "/app/users" */
+};
+
+static int emit_key(struct key_walk *w)
+{
+	w->matches++;
+	if (w->count_only)
+		return 0;
+	if (!w->json)
+		printf("%s\n", w->path.s);
+	else if (fputs(w->matches > 1 ? "," : "", stdout) == EOF ||
+		 json_print_string(stdout, w->path.s))
+		return -EIO;
+	return 0;
+}
+
+static int list_walked_dir(struct key_walk *w, uint64_t ino, struct tree_list *l)
+{
+	if (!w->t->mnt)
+		return list_store_dir(w->t->st, ino, false, l);
+	char *dir = in_mount(w->t->mnt, w->path.s ? w->path.s : "");
+	int rc = dir ? list_mounted_dir(dir, w->path.len == 0, l) : -ENOMEM;
+	free(dir);
+	return rc;
+}
+
+static int walk_keys(struct key_walk *w, uint64_t ino)
+{
+	struct tree_list l = {0};
+	size_t len = w->path.len;
+	int rc = list_walked_dir(w, ino, &l);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		buf_truncate(&w->path, len);
+		rc = buf_printf(&w->path, "/%s", l.v[i].name);
+		if (rc || !S_ISDIR(l.v[i].attr.mode)) {
+			int match = rc ? 0 : glob_matches(w->glob, w->path.s, false);
+			rc = match < 0 ? match : match ? emit_key(w) : rc;
+			continue;
+		}
+		/* Descend only where a path below could still match. */
+		size_t dir_len = w->path.len;
+		rc = buf_add(&w->path, "/", 1);
+		int may_match = rc ? 0 : glob_matches(w->glob, w->path.s, true);
+		buf_truncate(&w->path, dir_len);
+		if (may_match)
+			rc = may_match < 0 ? may_match : walk_keys(w, l.v[i].attr.ino);
+	}
+	buf_truncate(&w->path, len);
+	tree_list_free(&l);
+	return rc;
+}
+
+static int find_keys(const struct cmd_args *a, bool count_only)
+{
+	struct glob g;
+	int rc = glob_compile(a->arg[1], &g);
+	if (rc == -E2BIG)
+		return usage_error(a->cmd, "the pattern has too many {,} alternatives", a->arg[1]);
+	if (rc)
+		return usage_error(a->cmd, strerror(-rc), a->arg[1]);
+	struct target t;
+	int status = open_target(a, a->arg[0], true, false, &t);
+	if (status) {
+		glob_free(&g);
+		return status;
+	}
+	struct key_walk w = {.t = &t, .glob = &g, .json = a->json, .count_only = count_only};
+	if (w.json && !count_only)
+		printf("[");
+	rc = buf_add(&w.path, "", 0);
+	if (!rc)
+		rc = walk_keys(&w, NADB_ROOT_INO);
+	if (w.json && !count_only)
+		printf("]\n");
+	if (count_only && !rc)
+		printf("%" PRIu64 "\n", w.matches);
+	if (!rc && fflush(stdout))
+		rc = -errno;
+	buf_free(&w.path);
+	glob_free(&g);
+	if (rc == -E2BIG)
+		complain("%s: the pattern is too costly to match (too many stars)", a->arg[1]);
+	else if (rc)
+		report_failure(&t, NULL, rc);
+	return close_target(&t, rc ? EXIT_PROBLEMS : 0);
+}
+
+int run_keys(const struct cmd_args *a)
+{
+	return find_keys(a, false);
+}
+
+int run_count(const struct cmd_args *a)
+{
+	return find_keys(a, true);
+}

@@ -1,0 +1,158 @@
+/* target.c -- what a command works on: a store, opened exclusively
+ * through the engine, or the mountpoint of a running nadbfs, reached
+ * through its files.  Which one the user named is decided here, from the
+ * kernel's mount table, and so are the messages for a store that is busy
+ * or a path inside a mount.
+ */
+#include "nadb_tool.h"
+
+#include <errno.h>
+#include <mntent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum mount_query {
+	MOUNT_AT,         /* the path is an nadbfs mountpoint */
+	MOUNT_SERVING,    /* the path is the store an nadbfs serves */
+	MOUNT_CONTAINING, /* the path is in a mounted nadbfs, or is its mountpoint */
+};
+
+static bool mount_answers(const struct mntent *m, const char *real, enum mount_query q)
+{
+	size_t n = strlen(m->mnt_dir);
+	switch (q) {
+	case MOUNT_AT:
+		return !strcmp(m->mnt_dir, real);
+	case MOUNT_SERVING:
+		return !strncmp(m->mnt_fsname, "nadb:", 5) && !strcmp(m->mnt_fsname + 5, real);
+	default:
+		return !strncmp(m->mnt_dir, real, n) && (real[n] == '/' || !real[n] || n == 1);
+	}
+}
+
+/* The mountpoint (malloc'd) of the nadbfs answering Q about REAL (a
+ * realpath), or NULL.  /proc/self/mounts is the kernel's own list, and
+ * nadbfs mounts with subtype nadbfs and fsname nadb:STORE. */
+static char *find_nadbfs_mount(const char *real, enum mount_query q)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
+		return NULL;
+	char *found = NULL;
+	struct mntent *m;
+	while (!found && (m = getmntent(f)))
+		if (!strcmp(m->mnt_type, "fuse.nadbfs") && mount_answers(m, real, q))
+			found = strdup(m->mnt_dir);
+	endmntent(f);
+	return found;
+}
+
+/* realpath of PATH, or of its nearest existing ancestor (a store to be
+ * created does not exist yet). */
+static char *existing_realpath(const char *path)
+{
+	char *copy = strdup(path), *real = NULL;
+	while (copy && !(real = realpath(copy, NULL)) && errno == ENOENT) {
+		char *slash = strrchr(copy, '/');
+		if (!slash || slash == copy)
+			strcpy(copy, slash ? "/" : ".");
+		else
+			*slash = 0;
+	}
+	free(copy);
+	return real;
+}
+
+/* A store inside a mounted store would be made of databases and keys of
+ * that store (meta/, packs/): refuse before the engine creates anything. */
+static int refuse_store_in_mount(const struct target *t)
+{
+	char *real = existing_realpath(t->arg);
+	char *mnt = real ? find_nadbfs_mount(real, MOUNT_CONTAINING) : NULL;
+	if (mnt)
+		complain("%s: %s the nadbfs mounted on %s; nadb %s needs the STORE it "
+			 "serves, unmounted", t->arg,
+			 strcmp(mnt, real) ? "is inside" : "is the mountpoint of", mnt, t->cmd);
+	free(mnt);
+	free(real);
+	return mnt ? EXIT_USAGE : 0;
+}
+
+static void explain_busy(const struct target *t, bool mount_ok)
+{
+	char *real = realpath(t->arg, NULL);
+	char *mnt = real ? find_nadbfs_mount(real, MOUNT_SERVING) : NULL;
+	if (mnt && mount_ok)
+		complain("%s: store is in use: mounted on %s; unmount it (fusermount3 -u %s) "
+			 "or pass the mountpoint: nadb %s %s ...", t->arg, mnt, mnt, t->cmd, mnt);
+	else if (mnt)
+		complain("%s: store is in use: mounted on %s; unmount it first (fusermount3 -u %s)",
+			 t->arg, mnt, mnt);
+	else
+		complain("%s: store is in use (mounted, or another nadb is running); "
+			 "unmount it first%s", t->arg, mount_ok ? " or pass its MOUNTPOINT" : "");
+	free(mnt);
+	free(real);
+}
+
+/* Open ARG as a store (or, with MOUNT_OK, recognise an nadbfs mountpoint).
+ * Returns 0 or an exit status after saying why. */
+int open_target(const struct cmd_args *a, const char *arg, bool mount_ok,
+		bool create, struct target *t)
+{
+	*t = (struct target){.arg = arg, .cmd = a->cmd->name};
+	if (mount_ok) {
+		char *real = realpath(arg, NULL);
+		t->mnt = real ? find_nadbfs_mount(real, MOUNT_AT) : NULL;
+		free(real);
+		if (t->mnt)
+			return 0;
+	}
+	int refused = refuse_store_in_mount(t);
+	if (refused)
+		return refused;
+	struct nadb_options o;
+	nadb_options_default(&o);
+	o.create = create;
+	/* The engine logs its own line on stderr too; ours says what to do. */
+	int rc = nadb_store_open(arg, &o, &t->st);
+	if (rc == -EBUSY)
+		explain_busy(t, mount_ok);
+	else if (rc)
+		complain("%s: cannot open the store: %s", arg, strerror(-rc));
+	return rc ? EXIT_USAGE : 0;
+}
+
+/* Close the target; a failing close (the final commit) is a failure. */
+int close_target(struct target *t, int status)
+{
+	int rc = t->st ? nadb_store_close(t->st) : 0;
+	if (rc)
+		complain("%s: closing the store failed: %s", t->arg, strerror(-rc));
+	free(t->mnt);
+	*t = (struct target){0};
+	return rc && !status ? EXIT_PROBLEMS : status;
+}
+
+/* The exit status for a failed operation on PATH, after saying so. */
+int report_failure(const struct target *t, const char *path, int rc)
+{
+	complain("%s: %s", path ? path : t->arg, strerror(-rc));
+	return EXIT_PROBLEMS;
+}
+
+const struct nadb_caller *caller(struct nadb_caller *who)
+{
+	*who = (struct nadb_caller){getuid(), getgid(), NULL, 0};
+	return who;
+}
+
+/* MNT/NAME, malloc'd. */
+char *in_mount(const char *mnt, const char *name)
+{
+	struct buf b = {0};
+	if (buf_printf(&b, "%s/%s", mnt, name))
+		return NULL;
+	return b.s;
+}
