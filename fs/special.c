@@ -731,7 +731,19 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 		return true;
 	}
 	size_t n = h->len - (size_t)off;
-	fuse_reply_buf(req, h->buf + off, n < size ? n : size);
+	if (n > size)
+		n = size;
+	/* Reply from a copy: once the reply is in, the reader may close and
+	 * the release (another thread) frees H while this one is still
+	 * returning from the write to /dev/fuse. */
+	char *copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return true;
+	}
+	memcpy(copy, h->buf + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 	return true;
 }
 
