@@ -276,6 +276,10 @@ void nadb_store_stop_reaper(struct nadb_store *st)
 
 /* ---- the xattrs user.ttl and user.expires -------------------------------- */
 
+/* Setting user.ttl to what it read up to this many seconds ago keeps the
+ * exact user.expires: copies (rsync sorts names) set it after expires. */
+#define TTL_COPY_SLACK_S 2
+
 /* A whole decimal number, nothing before or after it. */
 static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nanos)
 {
@@ -359,9 +363,11 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 	else if (S_ISDIR(in.r.mode))
 		rc = !is_ttl ? -EPERM : secs == 0 ? -EINVAL : set_default_ttl(st, ino, &in, secs * NS);
 	else if (is_ttl && secs && in.r.expires > now &&
-		 (in.r.expires - now + NS - 1) / NS == secs)
-		rc = 0; /* what getfattr says already: keep the exact time (a copy
-			 * that sets user.expires, then user.ttl, ends exact) */
+		 secs - (in.r.expires - now + NS - 1) / NS >= 0 &&
+		 secs - (in.r.expires - now + NS - 1) / NS <= TTL_COPY_SLACK_S)
+		rc = 0; /* what getfattr said up to a moment ago: keep the exact
+			 * time (a copy sets user.expires and user.ttl, in either
+			 * order, and reads the ttl a little before it sets it) */
 	else if (is_ttl)
 		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
 			       : set_expiry(st, ino, &in, now + secs * NS);

@@ -118,6 +118,22 @@ int main(void)
 	CHECK(nadb_store_open(store, NULL, &st) == 0);
 	n = nadb_getxattr(st, keep, "user.ttl", buf, sizeof(buf));
 	CHECK(n == 4 && (!memcmp(buf, "1000", 4) || !memcmp(buf, "999", 3)));
+
+	/* A copy's user.ttl, read a moment before, keeps the exact expiry;
+	 * a ttl further off sets a new one. */
+	char exact[] = "4102444800.500000000", when[64], ttl[32];
+	CHECK(setx(st, keep, "user.expires", exact) == 0);
+	n = nadb_getxattr(st, keep, "user.ttl", buf, sizeof(buf));
+	CHECK(n > 0 && n < 30);
+	buf[n] = 0;
+	snprintf(ttl, sizeof(ttl), "%lld", atoll(buf) + 2);
+	CHECK(setx(st, keep, "user.ttl", ttl) == 0);
+	n = nadb_getxattr(st, keep, "user.expires", when, sizeof(when));
+	CHECK(n == (ssize_t)strlen(exact) && !memcmp(when, exact, (size_t)n));
+	snprintf(ttl, sizeof(ttl), "%lld", atoll(buf) + 100);
+	CHECK(setx(st, keep, "user.ttl", ttl) == 0);
+	n = nadb_getxattr(st, keep, "user.expires", when, sizeof(when));
+	CHECK(n > 0 && memcmp(when, exact, (size_t)n) != 0);
 	CHECK(nadb_store_close(st) == 0);
 
 	remove_dir(dir);
