@@ -5,7 +5,10 @@
 # passthrough_ll into build/bench/, mounts the three targets under one
 # mktemp -d folder, and for every repetition runs each workload on each target
 # in turn (the order rotates between repetitions), remounting where a
-# workload needs it (cold reads, store sizes).  Then it takes medians and
+# workload needs it (cold reads, store sizes).  nadbfs alone: then the hot
+# paths again on two nadbfs mounts side by side, one with -o stats=off; a
+# large store (tools/bench-nadb.py: tags, reaping); and compaction's pauses
+# in the foreground (tools/bench-compact.py).  Then it takes medians and
 # writes build/bench/results.md, results.csv, raw.csv and ratios.png (via
 # tools/bench-plot.gp).  Everything it mounted is unmounted on exit, and every
 # daemon it started has exited, whatever happens.
@@ -26,11 +29,12 @@ usage: tools/bench.sh [--quick | --full] [options]
 
 sizes:
   (default)      K=5,000 keys, 3 repetitions, 256 MiB large file,
-                 1,000 dedup copies, nadbfs alone at 100,000 keys  (~5 min)
+                 1,000 dedup copies, nadbfs alone at 100,000 keys,
+                 compaction of 256 MiB  (~6 min)
   --quick        smoke test for CI: K=200, 1 repetition, tiny sizes (< 1 min);
                  no figure is judged, only errors fail it
   --full         K=10,000, 5 repetitions, 1 GiB large file,
-                 nadbfs alone at 1,000,000 keys  (~30 min)
+                 nadbfs alone at 1,000,000 keys, compaction of 1 GiB (~30 min)
 options (after the size, which sets them all):
   --keys N          keys per workload (passthrough_ll allows <= 14,000)
   --value-size N    bytes per value (default 4096)
@@ -40,6 +44,10 @@ options (after the size, which sets them all):
   --rand-ops N      random 4 KiB reads and writes in the large file
   --copies N        dedup copies of one 1 MiB file
   --big-keys N      keys for the nadbfs-alone figures (0: skip them)
+  --compact-size SIZE  data written (in 64 KiB keys, 70% then deleted) for
+                    compaction's foreground pauses, e.g. 256M (0: skip)
+  --no-stats-compare   skip the hot paths on nadbfs with -o stats=off beside
+                    stats on (one pair of fresh mounts per repetition)
   --mounts N        mounts timed for the nadbfs mount time
   --targets LIST    comma-separated from native,passthrough,nadbfs
   --nadbfs PATH     daemon to test (default build/nadbfs)
@@ -56,13 +64,14 @@ die() { say "bench.sh: $*"; exit 2; }
 size_name=default
 KEYS=5000 VALUE_SIZE=4096 THREADS=4 REPS=3 LARGE=256M RAND_OPS=5000
 COPIES=1000 BIG_KEYS=100000 MOUNTS=5 PHASE_TIMEOUT=1800
+COMPACT_SIZE=256M COMPACT_BASELINE=5 STATS_COMPARE=1
 TARGETS="" NADBFS=$build/nadbfs OUT=$build/bench
 set_size() {
 	case $1 in
 	quick) KEYS=200 REPS=1 LARGE=8M RAND_OPS=500 COPIES=20 BIG_KEYS=2000
-	       MOUNTS=2 ;;
+	       MOUNTS=2 COMPACT_SIZE=16M COMPACT_BASELINE=2 ;;
 	full)  KEYS=10000 REPS=5 LARGE=1G RAND_OPS=50000 COPIES=1000
-	       BIG_KEYS=1000000 MOUNTS=10 ;;
+	       BIG_KEYS=1000000 MOUNTS=10 COMPACT_SIZE=1G ;;
 	esac
 	size_name=$1
 }
@@ -79,6 +88,8 @@ while [ $# -gt 0 ]; do
 	--rand-ops) RAND_OPS=$2; shift ;;
 	--copies) COPIES=$2; shift ;;
 	--big-keys) BIG_KEYS=$2; shift ;;
+	--compact-size) COMPACT_SIZE=$2; shift ;;
+	--no-stats-compare) STATS_COMPARE=0 ;;
 	--mounts) MOUNTS=$2; shift ;;
 	--targets) TARGETS=$2; shift ;;
 	--nadbfs) NADBFS=$2; shift ;;
@@ -93,6 +104,9 @@ for n in "$KEYS" "$VALUE_SIZE" "$THREADS" "$REPS" "$RAND_OPS" "$COPIES" \
 	 "$BIG_KEYS" "$MOUNTS" "$PHASE_TIMEOUT"; do
 	case $n in ''|*[!0-9]*) die "not a number: '$n'" ;; esac
 done
+[[ $COMPACT_SIZE =~ ^[0-9]+[kKmMgG]?$ ]] ||
+	die "not a size: '$COMPACT_SIZE' (e.g. 256M, 1G, 0)"
+[[ ! $COMPACT_SIZE =~ ^0+[kKmMgG]?$ ]] || COMPACT_SIZE=0
 if [ "$REPS" -lt 1 ] || [ "$KEYS" -lt 1 ] || [ "$MOUNTS" -lt 1 ]; then
 	die "--reps, --keys and --mounts must be at least 1"
 fi
@@ -146,7 +160,8 @@ reap_stale_runs() {
 		owner=$(cat "$dir/owner")
 		if [ -z "$owner" ] || kill -0 "$owner" 2>/dev/null; then continue; fi
 		say "bench.sh: cleaning up after the killed run in $dir"
-		for mnt in "$dir/pt-mnt" "$dir/nadb-mnt"; do
+		for mnt in "$dir/pt-mnt" "$dir/nadb-mnt" "$dir/stats-on-mnt" \
+			"$dir/stats-off-mnt" "$dir/compact-mnt"; do
 			grep -q " $mnt " /proc/self/mountinfo || continue
 			fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
 		done
@@ -159,13 +174,24 @@ reap_stale_runs
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nadb-bench.XXXXXX") || die "mktemp failed"
 echo $$ >"$TMP/owner"
 LOGS=$TMP/logs
-mkdir -p "$LOGS" && touch "$LOGS/passthrough.log" "$LOGS/nadbfs.log"
-declare -A MNT_OF BACKING_OF WORK_OF PID_OF MOUNTED BROKEN
+declare -A MNT_OF BACKING_OF WORK_OF PID_OF MOUNTED BROKEN NADBFS_OPTIONS
 MNT_OF[native]=$TMP/native;      BACKING_OF[native]=$TMP/native
 MNT_OF[passthrough]=$TMP/pt-mnt; BACKING_OF[passthrough]=$TMP/pt-src
 MNT_OF[nadbfs]=$TMP/nadb-mnt;    BACKING_OF[nadbfs]=$TMP/nadb-store
+# More nadbfs mounts for the nadbfs-alone sections, each with its own store
+# and its own -o options: stats on and off side by side, and a store whose
+# flusher never compacts by itself (compaction is then timed on demand).
+MNT_OF[stats-on]=$TMP/stats-on-mnt;   BACKING_OF[stats-on]=$TMP/stats-on-store
+MNT_OF[stats-off]=$TMP/stats-off-mnt; BACKING_OF[stats-off]=$TMP/stats-off-store
+MNT_OF[compact]=$TMP/compact-mnt;     BACKING_OF[compact]=$TMP/compact-store
+NADBFS_OPTIONS[stats-on]=stats=on
+NADBFS_OPTIONS[stats-off]=stats=off
+NADBFS_OPTIONS[compact]=compact_garbage=0
+mounted_targets=(passthrough nadbfs stats-on stats-off compact)
+mkdir -p "$LOGS"
+for t in "${mounted_targets[@]}"; do touch "$LOGS/$t.log"; done
 # nadb keeps keys at /DATABASE/NAMESPACE/...: use the same layout everywhere.
-for t in native passthrough nadbfs; do WORK_OF[$t]=${MNT_OF[$t]}/bench/ns; done
+for t in native "${mounted_targets[@]}"; do WORK_OF[$t]=${MNT_OF[$t]}/bench/ns; done
 
 is_mounted() { grep -q " ${MNT_OF[$1]} " /proc/self/mountinfo; }
 
@@ -198,7 +224,8 @@ wait_for_exit() {
 	done
 }
 
-# Mount target $1 (a no-op for native); sets MOUNT_SECONDS.
+# Mount target $1 (a no-op for native); sets MOUNT_SECONDS.  nadbfs mounts
+# get -o NADBFS_OPTIONS[target] when there is one.
 mount_target() {
 	local t=$1 line cmd
 	MOUNT_SECONDS=0
@@ -208,8 +235,10 @@ mount_target() {
 	passthrough)
 		mkdir -p "${BACKING_OF[$t]}"
 		cmd=("$PTLL" -o "source=${BACKING_OF[$t]},xattr" "${MNT_OF[$t]}") ;;
-	nadbfs)
-		cmd=("$NADBFS_RUN" "${BACKING_OF[$t]}" "${MNT_OF[$t]}") ;;
+	*)
+		cmd=("$NADBFS_RUN")
+		[ -z "${NADBFS_OPTIONS[$t]:-}" ] || cmd+=(-o "${NADBFS_OPTIONS[$t]}")
+		cmd+=("${BACKING_OF[$t]}" "${MNT_OF[$t]}") ;;
 	esac
 	local seen
 	seen=$(wc -l <"$LOGS/$t.log")
@@ -255,7 +284,7 @@ remount_target() { unmount_target "$1" && mount_target "$1"; }
 cleanup() {
 	local status=$?
 	trap - EXIT INT TERM HUP
-	for t in passthrough nadbfs; do
+	for t in "${mounted_targets[@]}"; do
 		if [ -n "${PID_OF[$t]:-}" ] || is_mounted "$t"; then unmount_target "$t"; fi
 	done
 	if grep -q " $TMP/" /proc/self/mountinfo; then
@@ -475,6 +504,73 @@ nadb_later_features() {
 	done <<<"$line"
 }
 
+# ---- nadbfs with stats on and off ----------------------------------------------
+# The hot paths that reach the daemon, on two fresh nadbfs stores mounted side
+# by side, -o stats=on (the default) and -o stats=off, each workload on one
+# and then the other; which goes first alternates between repetitions.
+
+STATS_WORKLOADS=(create-1 stat read-warm setxattr getxattr unlink)
+
+# Fail target $1 unless its /.stats says "stats": $2 (true or false).
+check_stats_option() {
+	local t=$1 want=$2
+	[ "${BROKEN[$t]:-0}" = 0 ] || return 1
+	grep -q "\"stats\": $want" "${MNT_OF[$t]}/.stats" 2>>"$LOGS/$t.log" && return 0
+	note_error stats-mount "$t" "${MNT_OF[$t]}/.stats does not say \"stats\": $want"
+	BROKEN[$t]=1
+	return 1
+}
+
+run_stats_repetition() {
+	local order=(stats-on stats-off) t keys=(--keys "$KEYS" --value-size "$VALUE_SIZE")
+	[ $((REP % 2)) = 1 ] || order=(stats-off stats-on)
+	say "== nadbfs with stats on and off, repetition $REP of $REPS (order: ${order[*]})"
+	for t in "${order[@]}"; do
+		fresh_target "$t" && check_stats_option "$t" "$([ "$t" = stats-on ] && echo true || echo false)"
+	done
+	for t in "${order[@]}"; do measure create-1 ops/s "$t" --phase create --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	for t in "${order[@]}"; do measure stat ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
+	for t in "${order[@]}"; do measure read-warm ops/s "$t" --phase read --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
+	for t in "${order[@]}"; do measure setxattr ops/s "$t" --phase setxattr --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	for t in "${order[@]}"; do measure getxattr ops/s "$t" --phase getxattr --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	for t in "${order[@]}"; do measure unlink ops/s "$t" --phase unlink --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
+	for t in "${order[@]}"; do unmount_target "$t"; done
+}
+
+# ---- compaction's pauses in the foreground -------------------------------------
+# A fresh store that never compacts by itself; tools/bench-compact.py writes
+# COMPACT_SIZE in 64 KiB keys, deletes 70%, and times the foreground loop
+# before and during "echo compact > .ctl" (see its header).
+
+run_compaction() {
+	local t=compact line name value rc msg
+	REP=compact
+	say "== nadbfs alone: compaction of $(human_size "$(bytes_of "$COMPACT_SIZE")"), 70% deleted"
+	fresh_target "$t" || return 1
+	line=$(timeout -k 10 "$PHASE_TIMEOUT" python3 "$here/tools/bench-compact.py" \
+		--bytes "$(bytes_of "$COMPACT_SIZE")" --baseline "$COMPACT_BASELINE" \
+		"${MNT_OF[$t]}" "${WORK_OF[$t]}/compact" 2>"$TMP/stderr")
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		msg=$(tail -n 1 "$TMP/stderr" | cut -c1-300)
+		[ $rc -ne 124 ] && [ $rc -ne 137 ] || msg="timed out after $PHASE_TIMEOUT s. $msg"
+		note_error compact-seconds nadbfs "${msg:-exit status $rc}"
+		unmount_target "$t"
+		return 1
+	fi
+	while IFS=, read -r name value; do
+		case $name in
+		compact-seconds | compact-write-seconds | compact-base-seconds) record "$name" nadbfs "$value" s ;;
+		compact-fg-max* | compact-base-max | compact-daemon-max) record "$name" nadbfs "$value" ms ;;
+		compact-*-p50 | compact-*-p99) record "$name" nadbfs "$value" us ;;
+		compact-*-ops | compact-daemon-requests) record "$name" nadbfs "$value" ops ;;
+		compact-daemon-max-op) record "$name" nadbfs "$value" - ;;
+		compact-*) record "$name" nadbfs "$value" MiB ;;
+		esac
+	done <<<"$line"
+	unmount_target "$t"
+}
+
 # ---- tables -------------------------------------------------------------------
 
 human_size() { # 268435456 -> 256 MiB
@@ -517,10 +613,13 @@ dedup-growth|store growth for those copies (lower is better)|MiB|at-most 1.1
 EOF
 }
 
+# The last figure NAME recorded for nadbfs (for the descriptions).
+figure() { awk -F, -v w="$1" '$1 == w && $2 == "nadbfs" { v = $4 } END { print v }' "$RAW"; }
+
 nadb_catalogue() {
-	local at_1m=""
+	local at_1m="" fg base
 	[ "$BIG_KEYS" -ge 1000000 ] || at_1m=" (goal is for 1M keys)"
-	cat <<EOF
+	[ "$BIG_KEYS" = 0 ] || cat <<EOF
 big-create|create $BIG_KEYS keys, $THREADS threads, 1000 per directory|ops/s|-
 big-rss-created|RssAnon after creating them$at_1m|MiB|at-most 100
 big-unmount|unmount until the daemon exits, after that|s|-
@@ -534,20 +633,36 @@ big-tags-and|list /tags/TAG+TAG2: half of those|ms|-
 big-reap|reap ${REAPED:-10%} keys expiring in the same second: until all gone|s|-
 big-reap-p99|p99 of a stat loop while they are reaped|us|-
 EOF
+	[ "$COMPACT_SIZE" != 0 ] || return 0
+	fg="$(figure compact-fg-ops) ops: open+read a kept 64 KiB key with a new fd, create+write+close a new 4 KiB key"
+	base="the same loop in the $(figure compact-base-seconds) s before compaction"
+	cat <<EOF
+compact-seconds|compaction (echo compact > .ctl) after writing $(human_size "$(bytes_of "$COMPACT_SIZE")") in 64 KiB keys and deleting 70%|s|-
+compact-garbage-before|garbage_bytes (.stats) before it|MiB|-
+compact-garbage-after|garbage_bytes after it|MiB|-
+compact-reclaimed|pack garbage reclaimed by it|MiB|-
+compact-fg-p50|foreground op during compaction, p50 ($fg)|us|-
+compact-fg-p99|foreground op during compaction, p99|us|-
+compact-fg-max|foreground op during compaction, max (slowest read $(figure compact-fg-max-read) ms, write $(figure compact-fg-max-write) ms)|ms|at-most 5
+compact-base-p50|$base, p50 ($(figure compact-base-ops) ops)|us|-
+compact-base-p99|$base, p99|us|-
+compact-base-max|$base, max|ms|-
+compact-daemon-p99|the daemon's view (.metrics histograms) of the $(figure compact-daemon-requests) requests it answered during compaction, p99 (bucket bound)|us|-
+compact-daemon-max|the daemon's view, slowest request: $(figure compact-daemon-max-op) (bucket bound; the .ctl write left out)|ms|-
+EOF
 }
 
-# Medians per (workload, target) joined with the catalogue: writes the CSV,
-# the markdown rows and the chart's data.
-summarize() { # catalogue-file csv md dat mode(compare|alone)
-	awk -F, -v csv="$2" -v md="$3" -v dat="$4" -v mode="$5" -v errors="$ERRORS" '
+# awk functions for the tables: median(k) of the values v[k, 1..n[k]];
+# number(x) for a cell (1,234 / 123 / 12.3 / 1.23); ratio(a, b) of two
+# medians ("" when either is missing); failures from the errors file.
+AWK_TABLES='
 	function median(k,   m, i, j, x, a) {
 		m = n[k]; if (!m) return ""
 		for (i = 1; i <= m; i++) a[i] = v[k, i]
 		for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
 		return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
 	}
-	function pretty(x, t) {
-		if (x == "") return ((w SUBSEP t) in failed) ? "**error**" : "n/a"
+	function number(x,   s, out) {
 		if (x !~ /^[-0-9.e+]+$/) return x
 		x += 0
 		if (x >= 1000 || x <= -1000) { s = sprintf("%.0f", x); out = ""
@@ -559,6 +674,16 @@ summarize() { # catalogue-file csv md dat mode(compare|alone)
 	}
 	function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "" : sprintf("%.3f", a / b) }
 	BEGIN { while ((getline line < errors) > 0) { split(line, e, ","); failed[e[1], e[2]] = 1 } }
+'
+
+# Medians per (workload, target) joined with the catalogue: writes the CSV,
+# the markdown rows and the chart's data.
+summarize() { # catalogue-file csv md dat mode(compare|alone)
+	awk -F, -v csv="$2" -v md="$3" -v dat="$4" -v mode="$5" -v errors="$ERRORS" "$AWK_TABLES"'
+	function pretty(x, t) {
+		if (x == "") return ((w SUBSEP t) in failed) ? "**error**" : "n/a"
+		return number(x)
+	}
 	FNR == NR { if (FNR > 1) { k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4 }; next }
 	{
 		split($0, c, "|"); w = c[1]; split(c[4], g, " ")
@@ -579,6 +704,34 @@ summarize() { # catalogue-file csv md dat mode(compare|alone)
 			printf "| %s | %s | %s | %s | %s |\n", c[2], pretty(nd, "nadbfs"), c[3], goal, (met == "no" ? "**no**" : met) >> md
 		}
 	}' "$RAW" "$1"
+}
+
+# The stats on/off table: medians per workload on each mount, their ratio,
+# and the ratio in each repetition (how much of a difference is noise).
+summarize_stats() { # catalogue-file csv md
+	awk -F, -v csv="$2" -v md="$3" -v errors="$ERRORS" -v list="${STATS_WORKLOADS[*]}" "$AWK_TABLES"'
+	function cell(x, t) { return x != "" ? number(x) : ((w SUBSEP t) in failed) ? "**error**" : "n/a" }
+	FNR == NR { split($0, c, "|"); what[c[1]] = c[2]; unit[c[1]] = c[3]; next }
+	FNR > 1 && ($2 == "stats-on" || $2 == "stats-off") {
+		k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4; at[$1, $2, $3] = $4
+		if ($3 > reps) reps = $3
+	}
+	END {
+		m = split(list, ws, " ")
+		for (i = 1; i <= m; i++) {
+			w = ws[i]; on = median(w SUBSEP "stats-on"); off = median(w SUBSEP "stats-off"); r = ratio(on, off)
+			each = ""
+			for (rep = 1; rep <= reps; rep++) {
+				x = ratio(at[w, "stats-on", rep], at[w, "stats-off", rep])
+				each = each (rep > 1 ? ", " : "") (x == "" ? "n/a" : sprintf("%.2f", x))
+			}
+			printf "| %s | %s | %s | %s | %s | %s |\n", what[w], unit[w], cell(on, "stats-on"), cell(off, "stats-off"),
+				(r == "" ? "n/a" : sprintf("%.2f", r)), each >> md
+			print "stats-on/" w "," unit[w] ",,," on ",,,," >> csv
+			print "stats-off/" w "," unit[w] ",,," off ",,,," >> csv
+			print "stats-on-off/" w ",ratio,,," r ",,,," >> csv
+		}
+	}' "$1" "$RAW"
 }
 
 machine_line() {
@@ -617,12 +770,26 @@ write_results() {
 			echo
 		fi
 	} >"$md"
-	if has_target nadbfs && [ "$BIG_KEYS" -gt 0 ]; then
-		nadb_catalogue >"$TMP/nadb_catalogue"
+	if has_target nadbfs && [ "$STATS_COMPARE" = 1 ]; then
+		: >"$rows"
+		summarize_stats "$TMP/catalogue" "$csv" "$rows"
+		{
+			echo "## nadbfs with stats on and off"
+			echo
+			echo "Each repetition mounts two fresh stores side by side, \`-o stats=on\` (the default: every request timed into the histograms of \`.stats\`) and \`-o stats=off\`, and runs each workload on one, then the other (which goes first alternates); K = $KEYS keys of $(human_size "$VALUE_SIZE"), the main table's phases, medians of $REPS repetition(s).  on/off is the ratio of the medians: 1.00 means measuring costs nothing, 0.95 that it costs 5%; the ratio in each repetition shows how much is noise."
+			echo
+			echo "| workload | unit | stats on | stats off | on/off | on/off per repetition |"
+			echo "|---|---|---:|---:|---:|---|"
+			cat "$rows"
+			echo
+		} >>"$md"
+	fi
+	nadb_catalogue >"$TMP/nadb_catalogue"
+	if has_target nadbfs && [ -s "$TMP/nadb_catalogue" ]; then
 		: >"$rows"
 		summarize "$TMP/nadb_catalogue" "$csv" "$rows" /dev/null alone
 		{
-			echo "## nadbfs alone, $BIG_KEYS keys"
+			echo "## nadbfs alone"
 			echo
 			echo "| figure | value | unit | goal | met |"
 			echo "|---|---:|---|---|---|"
@@ -637,6 +804,9 @@ write_results() {
 		echo "- dedup growth: du -sb of the backing directory before and after; nadbfs is unmounted for each du so that everything it buffered is written."
 		echo "- nadbfs runs from a private copy of the binary taken at the start, so a rebuild during the run cannot mix versions."
 		echo "- raw figures of every repetition: raw.csv; nadbfs alone figures are single runs except the mount time."
+		if has_target nadbfs && [ "$COMPACT_SIZE" != 0 ]; then
+			echo "- compaction (tools/bench-compact.py): a fresh store mounted with \`-o compact_garbage=0\` so that only the timed \`echo compact > .ctl\` compacts; a foreground thread times each operation with perf_counter_ns (client side: kernel, FUSE and Python included); \"during\" counts every operation that overlapped the compaction.  The daemon's view comes from the .metrics histograms (power-of-two buckets) before and after it."
+		fi
 		if [ -s "$ERRORS" ]; then
 			echo
 			echo "### Errors"
@@ -663,8 +833,16 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	run_repetition
 done
 for t in "${targets[@]}"; do unmount_target "$t"; done
+if has_target nadbfs && [ "$STATS_COMPARE" = 1 ]; then
+	for ((REP = 1; REP <= REPS; REP++)); do
+		run_stats_repetition
+	done
+fi
 if has_target nadbfs && [ "$BIG_KEYS" -gt 0 ]; then
 	run_nadb_alone || say "bench.sh: nadbfs alone stopped early"
+fi
+if has_target nadbfs && [ "$COMPACT_SIZE" != 0 ]; then
+	run_compaction || say "bench.sh: the compaction figures failed"
 fi
 write_results
 cat "$OUT/results.md"
