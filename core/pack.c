@@ -26,6 +26,10 @@
 struct packs {
 	struct blobs blobs;
 	int dirfd;
+	/* sync_lock: scope is one sync at a time, held across its fdatasyncs
+	 * so that a second syncer waits for bytes the first is still writing
+	 * out.  Taken before lock, never inside it. */
+	pthread_mutex_t sync_lock;
 	/* lock: scope is everything below (the append point, the fd table and
 	 * the dirty marks); reads and writes of frame bytes happen outside. */
 	pthread_mutex_t lock;
@@ -175,30 +179,66 @@ static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 	return 0;
 }
 
-static int pack_sync(struct blobs *b)
+/* The dirty segments, as fds of their own (a segment may be removed and
+ * its fd closed meanwhile), with their marks cleared.  Under p->lock. */
+static int take_dirty(struct packs *p, int **fds, uint32_t **segs, uint32_t *n)
 {
-	struct packs *p = (struct packs *)b;
-	int rc = 0;
-	pthread_mutex_lock(&p->lock);
+	*n = 0;
+	*fds = malloc((p->nfds + 1) * sizeof(**fds));
+	*segs = malloc((p->nfds + 1) * sizeof(**segs));
+	if (!*fds || !*segs)
+		return -ENOMEM;
 	for (uint32_t s = 0; s < p->nfds; s++) {
 		if (!p->dirty[s])
 			continue;
-		if (fdatasync(p->fds[s])) {
-			rc = -errno;
-			nadb_log("pack %08u.pack: fdatasync: %s", s, strerror(errno));
-			break;
+		int fd = fcntl(p->fds[s], F_DUPFD_CLOEXEC, 0);
+		if (fd < 0) {
+			int rc = -errno;
+			nadb_log("pack %08u.pack: cannot sync: %s", s, strerror(errno));
+			return rc;
 		}
+		(*fds)[*n] = fd;
+		(*segs)[(*n)++] = s;
 		p->dirty[s] = false;
 	}
-	if (!rc && p->dir_dirty) {
-		if (fsync(p->dirfd)) {
+	return 0;
+}
+
+/* Make every frame appended so far durable.  Appends and reads go on
+ * meanwhile: only the snapshot of what is dirty holds p->lock. */
+static int pack_sync(struct blobs *b)
+{
+	struct packs *p = (struct packs *)b;
+	int *fds = NULL;
+	uint32_t *segs = NULL, n = 0, done = 0;
+	pthread_mutex_lock(&p->sync_lock);
+	pthread_mutex_lock(&p->lock);
+	int rc = take_dirty(p, &fds, &segs, &n);
+	bool dir = p->dir_dirty;
+	p->dir_dirty = false;
+	pthread_mutex_unlock(&p->lock);
+	for (; !rc && done < n; done++) {
+		if (fdatasync(fds[done])) {
 			rc = -errno;
-			nadb_log("packs: fsync of the directory: %s", strerror(errno));
-		} else {
-			p->dir_dirty = false;
+			nadb_log("pack %08u.pack: fdatasync: %s", segs[done], strerror(errno));
 		}
 	}
+	if (!rc && dir && fsync(p->dirfd)) {
+		rc = -errno;
+		nadb_log("packs: fsync of the directory: %s", strerror(errno));
+	}
+	pthread_mutex_lock(&p->lock);
+	if (rc) { /* what was not made durable is still to do */
+		for (uint32_t i = done ? done - 1 : 0; i < n; i++)
+			p->dirty[segs[i]] = !p->removed[segs[i]];
+		p->dir_dirty |= dir;
+	}
 	pthread_mutex_unlock(&p->lock);
+	for (uint32_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+	free(segs);
+	pthread_mutex_unlock(&p->sync_lock);
 	return rc;
 }
 
@@ -223,6 +263,7 @@ static void pack_close(struct blobs *b)
 	free(p->removed);
 	close(p->dirfd);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->sync_lock);
 	free(p);
 }
 
@@ -358,6 +399,7 @@ int blobs_pack_open(const char *dir, struct blobs **out)
 		return -ENOMEM;
 	p->blobs.ops = &pack_ops;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->sync_lock, NULL);
 	p->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int rc = p->dirfd < 0 ? -errno : scan_segments(p);
 	if (rc) {
