@@ -17,6 +17,10 @@
 #include <string.h>
 
 #define SCAN_BATCH 4096
+/* Make the copies durable every this many bytes, outside the meta lock:
+ * the group commit that follows (under the meta lock, which foreground
+ * requests wait for) then finds little pack data left to write back. */
+#define SYNC_EVERY (16u << 20)
 
 struct victim {
 	uint32_t seg;
@@ -138,8 +142,12 @@ static int move_live_chunks(struct nadb_store *st, const struct plan *p,
 			rc = chunk_scan(&st->chunks, have_last ? b.last : NULL, collect_live, &b);
 		pthread_mutex_unlock(&st->meta_lock);
 		have_last = true;
-		for (size_t i = 0; !rc && i < b.n; i++)
+		for (size_t i = 0; !rc && i < b.n; i++) {
+			uint64_t before = res->bytes_moved;
 			rc = move_chunk(st, b.hash[i], &b.loc[i], res);
+			if (!rc && before / SYNC_EVERY != res->bytes_moved / SYNC_EVERY)
+				rc = st->blobs->ops->sync(st->blobs);
+		}
 	} while (!rc && b.more);
 	free(b.hash);
 	free(b.loc);

@@ -307,16 +307,25 @@ static int pack_remove(struct blobs *b, uint32_t seg)
 	char name[32];
 	seg_name(seg, name);
 	pthread_mutex_lock(&p->lock);
-	int rc = 0;
 	if (seg == p->cur || seg >= p->nfds || p->removed[seg]) {
-		rc = -EINVAL;
-	} else if (unlinkat(p->dirfd, name, 0) && errno != ENOENT) {
+		pthread_mutex_unlock(&p->lock);
+		return -EINVAL;
+	}
+	p->removed[seg] = true;
+	pthread_mutex_unlock(&p->lock);
+	/* Freeing a big file's extents takes a while: appends and reads go
+	 * on meanwhile (readers keep their fd). */
+	int rc = 0;
+	if (unlinkat(p->dirfd, name, 0) && errno != ENOENT) {
 		rc = -errno;
 		nadb_log("pack %s: cannot remove: %s", name, strerror(errno));
+	}
+	pthread_mutex_lock(&p->lock);
+	if (rc) {
+		p->removed[seg] = false;
 	} else {
 		p->total -= p->sizes[seg];
 		p->sizes[seg] = 0;
-		p->removed[seg] = true;
 		p->dirty[seg] = false;
 		p->dir_dirty = true;
 	}
