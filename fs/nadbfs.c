@@ -205,12 +205,19 @@ struct caller {
 	uint32_t groups[MAX_GROUPS];
 };
 
-static const struct nadb_caller *caller_of(fuse_req_t req, struct caller *c)
+/* The caller of REQ, which makes a node of MODE.  The supplementary groups
+ * matter only for a set-group-ID, group-executable non-directory made by
+ * someone other than root (does it keep S_ISGID in a set-group-ID
+ * directory?), and reading them parses /proc twice: only then are they
+ * read. */
+static const struct nadb_caller *caller_of(fuse_req_t req, struct caller *c, uint32_t mode)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	gid_t groups[MAX_GROUPS];
-	/* Parses /proc: done only for requests that create a node. */
-	int n = fuse_req_getgroups(req, MAX_GROUPS, groups);
+	int n = 0;
+	if (ctx->uid != 0 && !S_ISDIR(mode) &&
+	    (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		n = fuse_req_getgroups(req, MAX_GROUPS, groups);
 	if (n < 0)
 		n = 0; /* no /proc, or the caller is gone: no supplementary groups */
 	if (n > MAX_GROUPS)
@@ -650,7 +657,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct caller c;
 	struct nadb_attr a;
 	int rc = nadb_mknod(fs_of(req)->store, parent, name, mode, rdev,
-			    caller_of(req, &c), &a);
+			    caller_of(req, &c, mode), &a);
 	reply_entry_or_error(req, rc, &a);
 }
 
@@ -681,7 +688,7 @@ static void nadbfs_symlink(fuse_req_t req, const char *target,
 	struct caller c;
 	struct nadb_attr a;
 	int rc = nadb_symlink(fs_of(req)->store, parent, name, target,
-			      caller_of(req, &c), &a);
+			      caller_of(req, &c, S_IFLNK | 0777), &a);
 	reply_entry_or_error(req, rc, &a);
 }
 
@@ -763,7 +770,7 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct nadb_file *f;
 	struct fuse_entry_param e;
 	int rc = nadb_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0,
-			    caller_of(req, &c), &a);
+			    caller_of(req, &c, S_IFREG | (mode & 07777)), &a);
 	if (rc == 0) {
 		rc = nadb_file_open(fs->store, a.ino,
 				    open_flags_of(fi->flags) & NADB_OPEN_WRITE, &f);

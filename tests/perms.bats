@@ -43,6 +43,18 @@ setup() {
 	[ "$(stat -c %u:%g "$NS/shared/f")" = 1000:2000 ]
 }
 
+@test "a set-group-ID executable made in a setgid directory keeps the bit only for a member" {
+	mkdir "$NS/shared"
+	chgrp 2000 "$NS/shared"
+	chmod 2777 "$NS/shared"
+	mk='import os, sys; os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o2755))'
+	setpriv --reuid=1000 --regid=1000 --clear-groups "$PY" -c "$mk" "$NS/shared/outsider"
+	setpriv --reuid=1000 --regid=1000 --groups=2000 "$PY" -c "$mk" "$NS/shared/member"
+	[ "$(stat -c %g "$NS/shared/outsider")" = 2000 ]
+	[ "$(stat -c %a "$NS/shared/outsider")" = 755 ]
+	[ "$(stat -c %a "$NS/shared/member")" = 2755 ]
+}
+
 @test "a setgid directory passes its group and setgid bit to new subdirectories" {
 	mkdir "$NS/shared"
 	chgrp 2000 "$NS/shared"
