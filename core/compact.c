@@ -20,7 +20,7 @@
 /* Make the copies durable every this many bytes, outside the meta lock:
  * the group commit that follows (under the meta lock, which foreground
  * requests wait for) then finds little pack data left to write back. */
-#define SYNC_EVERY (16u << 20)
+#define SYNC_EVERY (4u << 20)
 
 struct victim {
 	uint32_t seg;

@@ -337,13 +337,20 @@ static void pack_forget_removed(struct blobs *b)
 {
 	struct packs *p = (struct packs *)b;
 	pthread_mutex_lock(&p->lock);
-	for (uint32_t s = 0; s < p->nfds; s++) {
+	int *fds = malloc((p->nfds + 1) * sizeof(*fds));
+	uint32_t n = 0;
+	for (uint32_t s = 0; fds && s < p->nfds; s++) {
 		if (p->removed[s] && p->fds[s] >= 0) {
-			close(p->fds[s]);
+			fds[n++] = p->fds[s];
 			p->fds[s] = -1;
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
+	/* The last close of an unlinked segment frees its extents, which takes
+	 * a while for a big one: not under the lock appends need. */
+	for (uint32_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
 }
 
 static const struct blob_ops pack_ops = {
