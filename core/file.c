@@ -384,9 +384,9 @@ static bool next_span(const struct nadb_store *st, uint64_t start, uint64_t end,
 }
 
 /* A write that goes on from the last one (a stream) and fills slot SP to
- * the chunk's end will not come back to it: write the chunk out now.  Its buffer goes back to the pool while still
- * warm, instead of the file holding up to buffer_mb of fresh memory that
- * faults in page by page. */
+ * the chunk's end will not come back to it: write the chunk out now.  Its
+ * buffer goes back to the pool while still warm, instead of the file
+ * holding up to buffer_mb of fresh memory that faults in page by page. */
 static int spill_if_filled(struct nadb_store *st, struct ofile *of, const struct span *sp)
 {
 	const struct slot *s = &of->slots[sp->slot];
@@ -422,6 +422,7 @@ static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t siz
 	int rc = resize_slots(st, of, n);
 	if (rc)
 		return rc;
+	of->write_end = size; /* a stream after O_TRUNC starts at 0 */
 	uint32_t inner = (uint32_t)(size % st->chunk_size);
 	if (size < of->size && n && inner) {
 		struct slot *s = &of->slots[n - 1];

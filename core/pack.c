@@ -313,8 +313,9 @@ static int pack_remove(struct blobs *b, uint32_t seg)
 	}
 	p->removed[seg] = true;
 	pthread_mutex_unlock(&p->lock);
-	/* Freeing a big file's extents takes a while: appends and reads go
-	 * on meanwhile (readers keep their fd). */
+	/* A directory change may wait for the journal: appends and reads go
+	 * on meanwhile (late readers keep the fd; the extents are freed at its
+	 * last close, in pack_forget_removed). */
 	int rc = 0;
 	if (unlinkat(p->dirfd, name, 0) && errno != ENOENT) {
 		rc = -errno;
