@@ -312,15 +312,18 @@ static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nan
 	return 0;
 }
 
-/* Give key INO expiry time WHEN (0: none), or delete it if that is past. */
+/* Give key INO expiry time WHEN (0: none), or delete it if that is past.
+ * AS_TTL: the caller gave it as user.ttl. */
 static int set_expiry(struct nadb_store *st, uint64_t ino, struct inode *in,
-		      int64_t when)
+		      int64_t when, bool as_ttl)
 {
 	if (when && when <= now_ns())
 		return expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx);
 	int rc = expiry_index(st, ino, in->r.expires, when);
 	if (!rc) {
 		in->r.expires = when;
+		in->r.flags = (in->r.flags & ~INODE_TTL_GIVEN) |
+			      (when && as_ttl ? INODE_TTL_GIVEN : 0);
 		in->r.ctime = now_ns();
 		rc = inode_put(st, ino, &in->r, in->payload, in->payload_len);
 	}
@@ -370,10 +373,10 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 			 * order, and reads the ttl a little before it sets it) */
 	else if (is_ttl)
 		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
-			       : set_expiry(st, ino, &in, now + secs * NS);
+			       : set_expiry(st, ino, &in, now + secs * NS, true);
 	else
 		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
-					     : set_expiry(st, ino, &in, secs * NS + nanos);
+					     : set_expiry(st, ino, &in, secs * NS + nanos, false);
 	inode_release(&in);
 	return rc;
 }
@@ -429,8 +432,12 @@ int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name)
 	if (S_ISDIR(in.r.mode))
 		rc = in.r.ttl_default && !strcmp(name, "user.ttl")
 			     ? set_default_ttl(st, ino, &in, 0) : -ENODATA;
+	else if (!in.r.expires)
+		rc = -ENODATA;
+	else if ((in.r.flags & INODE_TTL_GIVEN) && !strcmp(name, "user.expires"))
+		rc = 0; /* a copy that gave user.ttl drops the name it lacks */
 	else
-		rc = in.r.expires ? set_expiry(st, ino, &in, 0) : -ENODATA;
+		rc = set_expiry(st, ino, &in, 0, false);
 	inode_release(&in);
 	return rc;
 }

@@ -6,8 +6,9 @@
  * chunk size have equal hashes, at the cost of one index read per chunk
  * rather than a read of every byte).
  *
- * They are listed, so getfattr -d shows them and tar --xattrs, rsync -aX
- * and cp -a carry them to a copy, which must not fail on them.  So:
+ * They are listed (but for accessed, see keymeta_list), so getfattr -d
+ * shows them and tar --xattrs, rsync -aX and cp -a carry them to a copy,
+ * which must not fail on them.  So:
  * - created, updated and accessed can be set: they are the key's times,
  *   and a copy keeps them;
  * - hash, size and chunks can be "set" to what they already are, and
@@ -166,7 +167,10 @@ ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size
 		return rc == -ENODATA ? 0 : rc;
 	inode_release(&in);
 	size_t used = 0;
-	for (int i = 0; i < M_COUNT; i++) {
+	/* accessed moves with every read (a copy's own read of the source
+	 * too): listed, every rsync -X would send it again.  It is st_atime,
+	 * which copies keep anyway, and can be read and set by name. */
+	for (int i = 0; i < M_ACCESSED; i++) {
 		size_t n = strlen(names[i]) + 1;
 		if (size && used + n > size)
 			return -ERANGE;

@@ -23,10 +23,16 @@ struct inode_rec {
 	int64_t ttl_default; /* directories: ns every new key below gets, 0: none */
 	uint64_t stored;     /* regular files: bytes on disk as of the last commit,
 	                        shared chunks counted by share (st_blocks) */
-	uint32_t flags;
+	uint32_t flags;      /* INODE_* */
 	uint8_t level; /* directories: enum nadb_level */
 	uint8_t reserved[3];
 };
+
+/* inode_rec.flags: a key's expiry was last given as user.ttl.  A copy
+ * from a folder that holds only user.ttl sets it and then removes
+ * user.expires, which the key lists and the source lacks: that removal
+ * must not undo the TTL (expiry.c). */
+#define INODE_TTL_GIVEN 1u
 
 struct inode {
 	struct inode_rec r;

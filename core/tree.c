@@ -317,17 +317,21 @@ int nadb_mknod(struct nadb_store *st, uint64_t parent, const char *name,
 	       uint32_t mode, uint64_t rdev, const struct nadb_caller *who,
 	       struct nadb_attr *out)
 {
+	/* Device nodes are metadata only, like FIFOs and sockets: the daemon
+	 * mounts with nodev, so none can be opened as a device. */
 	switch (mode & S_IFMT) {
 	case S_IFREG: case S_IFDIR: case S_IFIFO: case S_IFSOCK:
+	case S_IFBLK: case S_IFCHR:
 		break;
 	case 0:
 		mode |= S_IFREG;
 		break;
 	default:
-		nadb_log("'%s': device nodes are not stored (only FIFOs and sockets)", name);
-		return -EPERM;
+		nadb_log("'%s': file type 0%o is not one a store keeps", name,
+			 (unsigned)(mode & S_IFMT));
+		return -EINVAL;
 	}
-	if (!S_ISFIFO(mode) && !S_ISSOCK(mode))
+	if (!S_ISBLK(mode) && !S_ISCHR(mode))
 		rdev = 0;
 	lock_meta(st);
 	int rc = make_node(st, parent, name, mode, rdev, NULL, who, out);

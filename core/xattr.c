@@ -153,11 +153,14 @@ static int list_name(struct list_ctx *l, const char *name, size_t n)
 	return 0;
 }
 
-/* user.ttl, then user.expires: a restore that sets them in this order
- * ends with the exact time. */
+/* The expiry under one name: a key's user.expires, a directory's user.ttl
+ * (its default).  A key's user.ttl counts down, so listed it would differ
+ * between any two reads, and a copy (rsync -X) would see a change every
+ * time; user.expires is the same fact as a fixed time: a copy keeps it
+ * exactly.  A key's user.ttl is still there to read and set by name. */
 static int list_expiry(struct nadb_store *st, uint64_t ino, struct list_ctx *l)
 {
-	static const char *const names[] = {"user.ttl", "user.expires"};
+	static const char *const names[] = {"user.expires", "user.ttl"};
 	for (int i = 0; i < 2; i++) {
 		char probe[40];
 		ssize_t n = expiry_xattr_get(st, ino, names[i], probe, sizeof(probe));
@@ -168,6 +171,7 @@ static int list_expiry(struct nadb_store *st, uint64_t ino, struct list_ctx *l)
 		int rc = list_name(l, names[i], strlen(names[i]));
 		if (rc)
 			return rc;
+		break; /* a key with user.expires has a user.ttl too: not listed */
 	}
 	return 0;
 }

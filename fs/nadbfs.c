@@ -905,8 +905,7 @@ static void nadbfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		fuse_reply_err(req, -stale_if_gone(rc));
 		return;
 	}
-	d->nextra = special_names_in(sp, ino, a.level, d->extra_name, d->extra_ino,
-				     d->extra_mode);
+	d->nextra = special_names_in(sp, ino, d->extra_name, d->extra_ino, d->extra_mode);
 	d->first_entry = DOTDOT_OFF + 1 + d->nextra;
 	/* cache_readdir stays off: it would also need invalidating when a
 	 * child's attributes change, which readdirplus entries carry. */
@@ -1343,7 +1342,8 @@ static char *absolute_store_path(const char *arg)
  * fuse_opt's option lists. */
 static int add_fixed_mount_options(struct fuse_args *args, const char *store)
 {
-	static const char head[] = "-odefault_permissions,subtype=nadbfs,fsname=nadb:";
+	/* nodev: device nodes are stored as metadata, never opened as devices. */
+	static const char head[] = "-odefault_permissions,nodev,subtype=nadbfs,fsname=nadb:";
 	char *opt = malloc(sizeof(head) + 2 * strlen(store));
 	if (!opt)
 		return -1;

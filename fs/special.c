@@ -1041,25 +1041,18 @@ bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list
 	return true;
 }
 
-int special_names_in(struct special *sp, fuse_ino_t dir, uint8_t level,
-		     const char *names[4], uint64_t inos[4], uint32_t modes[4])
+int special_names_in(struct special *sp, fuse_ino_t dir, const char *names[4],
+		     uint64_t inos[4], uint32_t modes[4])
 {
 	(void)sp;
-	if (dir == NADB_ROOT_INO) {
-		static const char *const fixed[4] = {".ctl", ".metrics", ".stats", "tags"};
-		static const uint64_t ino[4] = {INO_CTL, INO_METRICS, INO_STATS, INO_TAGS};
-		for (int i = 0; i < 4; i++) {
-			names[i] = fixed[i];
-			inos[i] = ino[i];
-			modes[i] = i == 3 ? S_IFDIR : S_IFREG;
-		}
-		return 4;
+	if (dir != NADB_ROOT_INO)
+		return 0;
+	static const char *const fixed[4] = {".ctl", ".metrics", ".stats", "tags"};
+	static const uint64_t ino[4] = {INO_CTL, INO_METRICS, INO_STATS, INO_TAGS};
+	for (int i = 0; i < 4; i++) {
+		names[i] = fixed[i];
+		inos[i] = ino[i];
+		modes[i] = i == 3 ? S_IFDIR : S_IFREG;
 	}
-	if (level == NADB_LEVEL_DB || level == NADB_LEVEL_NAMESPACE) {
-		names[0] = ".stats";
-		inos[0] = scope_ino(dir);
-		modes[0] = S_IFREG;
-		return 1;
-	}
-	return 0;
+	return 4;
 }

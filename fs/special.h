@@ -79,10 +79,12 @@ bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list
 		   size_t size);
 
 /* The special names a real directory lists after "." and "..": the root
- * has .ctl, .metrics, .stats and tags; databases and namespaces .stats.
+ * has .ctl, .metrics, .stats and tags.  Databases and namespaces serve
+ * .stats by name only: listed, it would be in every copy of a subtree
+ * (cp -a, tar, rsync), which could not write it back.
  * Returns how many (at most 4) and fills names/inos/modes. */
-int special_names_in(struct special *sp, fuse_ino_t dir, uint8_t level,
-		     const char *names[4], uint64_t inos[4], uint32_t modes[4]);
+int special_names_in(struct special *sp, fuse_ino_t dir, const char *names[4],
+		     uint64_t inos[4], uint32_t modes[4]);
 /* Attributes of a special inode, for readdirplus. */
 int special_attr(struct special *sp, uint64_t ino, struct stat *st);
 

@@ -44,11 +44,12 @@ setup() {
 	expect_errno EPERM link "$NS/k" "$MNT/k"
 }
 
-@test "EPERM: device nodes are not stored" {
-	# README limits: "Device nodes are not stored (EPERM)"
-	expect_fail "Operation not permitted" mknod "$NS/null" c 1 3
-	expect_fail "Operation not permitted" mknod "$NS/blk" b 7 0
-	[ ! -e "$NS/null" ]
+@test "EPERM: a device node outside a namespace; EACCES: opening one (the mount is nodev)" {
+	expect_fail "Operation not permitted" mknod "$MNT/app/null" c 1 3
+	mknod "$NS/null" c 1 3
+	expect_fail "Permission denied" cat "$NS/null"
+	expect_fail "Permission denied" bash -c "echo x >'$NS/null'"
+	grep -q nodev <<<"$(findmnt -n -o OPTIONS "$MNT")"
 }
 
 @test "ENOTEMPTY: rmdir of a non-empty directory at every level, and rename over one" {

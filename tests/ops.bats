@@ -456,6 +456,24 @@ os.close(fd)' "$NS/log" $w &
 	[ "$output" = through-the-pipe ]
 }
 
+@test "mknod b and c store device nodes with their numbers and owner" {
+	mknod -m 640 "$NS/null" c 1 3
+	mknod "$NS/loop" b 7 0
+	[ -c "$NS/null" ]
+	[ -b "$NS/loop" ]
+	[ "$(stat -c '%F %t,%T %a %U' "$NS/null")" = "character special file 1,3 640 root" ]
+	[ "$(stat -c '%F %t,%T' "$NS/loop")" = "block special file 7,0" ]
+	# tar and rsync copy a tree that holds them, in and out of the mount
+	mkdir "$T/out"
+	tar -C "$NS" -cf - . | tar -C "$T/out" -xf -
+	[ "$(stat -c '%F %t,%T' "$T/out/null")" = "character special file 1,3" ]
+	mkdir "$NS/copy"
+	rsync -a "$T/out/" "$NS/copy/"
+	[ "$(stat -c '%F %t,%T' "$NS/copy/loop")" = "block special file 7,0" ]
+	rm "$NS/null" "$NS/copy/loop"
+	[ ! -e "$NS/null" ]
+}
+
 @test "a unix socket can be bound and connected to" {
 	"$PY" - "$NS/sock" <<'EOF'
 import socket, sys

@@ -100,12 +100,14 @@ setup() {
 	[ "$(cat "$NS/d/b")" = sharedmore ]
 }
 
-@test "fifos and sockets survive a remount" {
+@test "fifos, sockets and device nodes survive a remount" {
 	mkfifo "$NS/p"
+	mknod "$NS/c" c 4 64
 	"$PY" -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$NS/s"
 	remount_store
 	[ -p "$NS/p" ]
 	[ -S "$NS/s" ]
+	[ "$(stat -c '%F %t,%T' "$NS/c")" = "character special file 4,40" ]
 }
 
 @test "renames and deletions survive a remount" {

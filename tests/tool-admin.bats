@@ -694,6 +694,23 @@ print("ok", seen)
 	json_check "assert d == ['/db2/ns/k1', '/db2/ns/k2'], d" <<<"$output"
 }
 
+@test "dump | load keeps FIFOs and device nodes with their numbers" {
+	mount_store
+	mkdir -p "$MNT/app/dev"
+	mkfifo "$MNT/app/dev/fifo"
+	mknod -m 600 "$MNT/app/dev/null" c 1 3
+	mknod "$MNT/app/dev/loop" b 7 2
+	unmount_store
+	"$NADB" dump "$STORE" /app >"$T/a.tar"
+	tar -tvf "$T/a.tar" | grep -qE '^crw------- .* 1,3 .*dev/null$'
+	"$NADB" load "$T/b" /app <"$T/a.tar"
+	mount_store_at "$T/b" "$MNT"
+	[ "$(stat -c '%F %t,%T %a' "$MNT/app/dev/null")" = "character special file 1,3 600" ]
+	[ "$(stat -c '%F %t,%T' "$MNT/app/dev/loop")" = "block special file 7,2" ]
+	[ -p "$MNT/app/dev/fifo" ]
+	unmount_store_at "$T/b" "$MNT"
+}
+
 @test "tar --xattrs -xf of a dump restores values and tags into a mount" {
 	make_rich_store
 	"$NADB" dump "$STORE" /app/users >"$T/a.tar"

@@ -161,3 +161,114 @@ in_seconds() {
 	run "$NADB" fsck "$STORE"
 	[ "$status" -eq 0 ]
 }
+
+# A plain folder like one a user builds or keeps: a namespace with a
+# default ttl of 120 s, a key with its own ttl of 1800 s, a key with its
+# own fixed expiry, and a key with none.
+make_plain_ns() {
+	mkdir -p "$T/plain/ns"
+	echo -n own >"$T/plain/ns/own"
+	echo -n fixed >"$T/plain/ns/fixed"
+	echo -n none >"$T/plain/ns/none"
+	setfattr -n user.ttl -v 120 "$T/plain/ns"
+	setfattr -n user.ttl -v 1800 "$T/plain/ns/own"
+	FIXED=$(($(date +%s) + 7200)).5
+	setfattr -n user.expires -v "$FIXED" "$T/plain/ns/fixed"
+}
+
+ttl_of() { getfattr --absolute-names --only-values -n user.ttl "$1" 2>/dev/null || echo none; }
+
+# check_plain_copy: the keys kept their own expiry; the one without has none.
+check_plain_copy() {
+	local t
+	[ "$(cat "$MNT/app/ns/own")" = own ]
+	t=$(ttl_of "$MNT/app/ns/own")
+	[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+	[ "$(getfattr --absolute-names --only-values -n user.expires "$MNT/app/ns/fixed")" = "${FIXED}00000000" ]
+	[ "$(ttl_of "$MNT/app/ns")" = 120 ]
+	t=$(ttl_of "$MNT/app/ns/none")
+	[ "$t" = "$1" ]
+}
+
+@test "rsync -aX from a plain folder keeps each key's own expiry (a key without one keeps none)" {
+	make_plain_ns
+	run rsync -aX "$T/plain/ns" "$MNT/app/"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	check_plain_copy none
+}
+
+@test "tar --xattrs and cp -a from a plain folder keep each key's own expiry" {
+	make_plain_ns
+	run bash -c "tar --xattrs --xattrs-include='user.*' -C '$T/plain' -cf - ns | tar --xattrs --xattrs-include='user.*' -C '$MNT/app' -xf -"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# both set a directory's attributes after its contents: the key
+	# without an expiry was made before the namespace had its default
+	check_plain_copy none
+	rm -r "$MNT/app/ns"
+	run cp -a "$T/plain/ns" "$MNT/app/"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	check_plain_copy none
+	# into a namespace that has a default already, it gets the default
+	mkdir "$MNT/app/ex"
+	setfattr -n user.ttl -v 300 "$MNT/app/ex"
+	cp -a "$T/plain/ns/none" "$T/plain/ns/own" "$MNT/app/ex/"
+	t=$(ttl_of "$MNT/app/ex/none")
+	[ "$t" -gt 290 ] && [ "$t" -le 300 ]
+	t=$(ttl_of "$MNT/app/ex/own")
+	[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+}
+
+@test "a copy keeps the expiry whatever order it sets and removes user.ttl and user.expires in" {
+	mkdir -p "$MNT/app/d"
+	setfattr -n user.ttl -v 120 "$MNT/app/d"
+	for order in ttl-then-rm rm-then-ttl expires-then-rm ttl-then-expires; do
+		k=$MNT/app/d/$order
+		echo -n v >"$k" # inherits the default: 120 s
+		case $order in
+		ttl-then-rm) setfattr -n user.ttl -v 1800 "$k"; setfattr -x user.expires "$k" ;;
+		rm-then-ttl) setfattr -x user.expires "$k"; setfattr -n user.ttl -v 1800 "$k" ;;
+		expires-then-rm) setfattr -n user.expires -v "$(($(date +%s) + 1800))" "$k"
+			setfattr -x user.ttl "$k" 2>/dev/null || true
+			setfattr -n user.expires -v "$(($(date +%s) + 1800))" "$k" ;;
+		ttl-then-expires) setfattr -n user.ttl -v 60 "$k"
+			setfattr -n user.expires -v "$(($(date +%s) + 1800))" "$k" ;;
+		esac
+		t=$(ttl_of "$k")
+		echo "$order: $t"
+		[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+	done
+	# a user who wants a key kept for good removes its ttl
+	setfattr -x user.ttl "$MNT/app/d/ttl-then-rm"
+	[ "$(ttl_of "$MNT/app/d/ttl-then-rm")" = none ]
+	# removing user.expires drops an expiry given as user.expires
+	setfattr -x user.expires "$MNT/app/d/ttl-then-expires"
+	[ "$(ttl_of "$MNT/app/d/ttl-then-expires")" = none ]
+}
+
+@test "rsync -aX between mounts keeps the exact expiry, and a second run itemizes nothing" {
+	mkdir -p "$MNT/app/ns"
+	echo -n a >"$MNT/app/ns/a"
+	echo -n b >"$MNT/app/ns/b"
+	setfattr -n user.ttl -v 1800 "$MNT/app/ns/a"
+	setfattr -n user.ttl -v 120 "$MNT/app/ns"
+	M2=$T/mnt2
+	mkdir "$M2"
+	mount_store_at "$T/store2" "$M2"
+	mkdir -p "$M2/app/ns"
+	setfattr -n user.ttl -v 60 "$M2/app/ns" # the copy replaces this default
+	run rsync -aX "$MNT/app/ns" "$M2/app/"
+	[ "$status" -eq 0 ]
+	[ "$(getfattr --absolute-names --only-values -n user.expires "$M2/app/ns/a")" = \
+	  "$(getfattr --absolute-names --only-values -n user.expires "$MNT/app/ns/a")" ]
+	[ "$(ttl_of "$M2/app/ns/b")" = none ]
+	[ "$(ttl_of "$M2/app/ns")" = 120 ]
+	sleep 1.1 # the remaining ttl has moved on
+	run rsync -aXi "$MNT/app/ns" "$M2/app/"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
+	unmount_store_at "$T/store2" "$M2"
+}

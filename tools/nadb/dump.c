@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 struct hard_link {
@@ -114,8 +115,8 @@ static int write_header(struct dumper *d, const char *name, char type, const cha
 	memcpy(h.version, "00", 2);
 	put_text(h.uname, sizeof(h.uname), user_name(d, a->uid));
 	put_text(h.gname, sizeof(h.gname), group_name(d, a->gid));
-	put_octal(h.devmajor, sizeof(h.devmajor), 0);
-	put_octal(h.devminor, sizeof(h.devminor), 0);
+	put_octal(h.devmajor, sizeof(h.devmajor), major(a->rdev));
+	put_octal(h.devminor, sizeof(h.devminor), minor(a->rdev));
 	put_octal(h.chksum, 7, header_checksum(&h));
 	h.chksum[7] = ' ';
 	return write_block_data(d, &h, sizeof(h));
@@ -224,6 +225,10 @@ static char member_type(struct dumper *d, const char *name, const struct nadb_at
 		return '5';
 	if (S_ISFIFO(a->mode))
 		return '6';
+	if (S_ISCHR(a->mode))
+		return '3';
+	if (S_ISBLK(a->mode))
+		return '4';
 	if (S_ISLNK(a->mode)) {
 		*rc = nadb_readlink(d->st, a->ino, target, size);
 		*link = target;

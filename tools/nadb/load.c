@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@ struct member {
 	char *name, *link;
 	uint64_t size;
 	uint32_t mode, uid, gid;
+	uint32_t devmajor, devminor; /* device nodes ('3', '4') */
 	struct timespec mtime, atime;
 	bool has_name, has_link, has_size, has_uid, has_gid, has_mtime, has_atime;
 	struct xattr *xattrs;
@@ -231,6 +233,8 @@ static int member_from_header(struct member *m, const struct ustar *h)
 {
 	m->type = h->typeflag == 0 || h->typeflag == '7' ? '0' : h->typeflag;
 	m->mode = (uint32_t)header_number(h->mode, sizeof(h->mode)) & 07777;
+	m->devmajor = (uint32_t)header_number(h->devmajor, sizeof(h->devmajor));
+	m->devminor = (uint32_t)header_number(h->devminor, sizeof(h->devminor));
 	if (!m->has_size)
 		m->size = header_number(h->size, sizeof(h->size));
 	if (!m->has_uid)
@@ -368,6 +372,18 @@ static bool already_expired(const struct loader *l, const struct member *m)
 	       (when.tv_sec == l->now.tv_sec && when.tv_nsec <= l->now.tv_nsec);
 }
 
+/* FIFOs and device nodes: metadata only. */
+static bool is_node(char type)
+{
+	return type == '3' || type == '4' || type == '6';
+}
+
+/* The file type of a special member: FIFO, character or block device. */
+static uint32_t node_type(char type)
+{
+	return type == '3' ? S_IFCHR : type == '4' ? S_IFBLK : S_IFIFO;
+}
+
 /* Copy the member's data from the archive into F. */
 static int copy_value_in(struct loader *l, struct member *m, struct nadb_file *f)
 {
@@ -428,8 +444,8 @@ static int load_special(struct loader *l, struct member *m, const char *path)
 	if (!rc && m->type == '2')
 		rc = nadb_symlink(l->st, parent, leaf, m->link ? m->link : "", caller(&who), &a);
 	else if (!rc)
-		rc = nadb_mknod(l->st, parent, leaf, S_IFIFO | (m->mode & 07777), 0,
-				caller(&who), &a);
+		rc = nadb_mknod(l->st, parent, leaf, node_type(m->type) | (m->mode & 07777),
+				makedev(m->devmajor, m->devminor), caller(&who), &a);
 	return rc ? rc : finish_node(l, a.ino, m, path);
 }
 
@@ -539,7 +555,7 @@ static void load_member(struct loader *l, struct member *m)
 		rc = load_value(l, m, path.s);
 	else if (!rc && m->type == '5')
 		rc = load_directory(l, m, path.s);
-	else if (!rc && (m->type == '2' || m->type == '6'))
+	else if (!rc && (m->type == '2' || is_node(m->type)))
 		rc = load_special(l, m, path.s);
 	else if (!rc && m->type == '1')
 		rc = load_hard_link(l, m, path.s);
@@ -547,7 +563,7 @@ static void load_member(struct loader *l, struct member *m)
 		complain("%s: members of type '%c' are not stored; skipped", m->name, m->type);
 		l->failed++;
 	}
-	l->keys += !rc && (m->type == '0' || m->type == '2' || m->type == '6');
+	l->keys += !rc && (m->type == '0' || m->type == '2' || is_node(m->type));
 	l->links += !rc && m->type == '1';
 	if (rc && !l->broken) {
 		complain("%s: %s", path.len ? path.s : "/", strerror(-rc));
