@@ -87,48 +87,10 @@ int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
 	return 0;
 }
 
-struct link_list {
-	uint8_t prefix[INO_KEY_LEN];
-	uint64_t *parents;
-	char (*names)[NADB_NAME_MAX + 1];
-	size_t n, cap;
-};
-
-static int collect_link(void *ctx, const void *key, size_t klen, const void *val,
-			size_t vlen)
-{
-	(void)val;
-	(void)vlen;
-	struct link_list *l = ctx;
-	if (klen <= 2 * INO_KEY_LEN || klen > LINK_KEY_MAX ||
-	    memcmp(key, l->prefix, INO_KEY_LEN))
-		return 1;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 4;
-		void *p = realloc(l->parents, cap * sizeof(*l->parents));
-		if (!p)
-			return -ENOMEM;
-		l->parents = p;
-		void *n = realloc(l->names, cap * sizeof(*l->names));
-		if (!n)
-			return -ENOMEM;
-		l->names = n;
-		l->cap = cap;
-	}
-	uint64_t parent;
-	memcpy(&parent, (const uint8_t *)key + INO_KEY_LEN, 8);
-	l->parents[l->n] = be64toh(parent);
-	size_t len = klen - 2 * INO_KEY_LEN;
-	memcpy(l->names[l->n], (const uint8_t *)key + 2 * INO_KEY_LEN, len);
-	l->names[l->n++][len] = 0;
-	return 0;
-}
-
 int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx)
 {
-	struct link_list l = {0};
-	ino_key(l.prefix, ino);
-	int rc = st->kv->ops->scan(st->kv, KV_LINKS, l.prefix, INO_KEY_LEN, collect_link, &l);
+	struct link_list l;
+	int rc = inode_links(st, ino, &l);
 	int64_t now = now_ns();
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		rc = tree_remove_entry(st, l.parents[i], l.names[i], now);
@@ -148,8 +110,7 @@ int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *
 			inode_release(&in);
 		}
 	}
-	free(l.parents);
-	free(l.names);
+	link_list_free(&l);
 	return rc;
 }
 
@@ -343,7 +304,7 @@ static int set_default_ttl(struct nadb_store *st, uint64_t ino, struct inode *in
 }
 
 int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
-		     const char *value, size_t size)
+		     const char *value, size_t size, const struct nadb_caller *who)
 {
 	bool is_ttl = !strcmp(name, "user.ttl");
 	int64_t secs, nanos = 0;
@@ -363,6 +324,8 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 		return rc;
 	if (inode_expired(&in.r, now))
 		rc = -ENOENT;
+	else if (!S_ISDIR(in.r.mode) && (rc = access_may_remove(st, ino, who, name)))
+		; /* an expiry removes the key: only for who could remove it */
 	else if (S_ISDIR(in.r.mode))
 		rc = !is_ttl ? -EPERM : secs == 0 ? -EINVAL : set_default_ttl(st, ino, &in, secs * NS);
 	else if (is_ttl && secs && in.r.expires > now &&
@@ -423,13 +386,17 @@ ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 	return reply(text, buf, size);
 }
 
-int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name)
+int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
+			const struct nadb_caller *who)
 {
 	struct inode in;
 	int rc = inode_get(st, ino, &in);
 	if (rc)
 		return rc;
-	if (S_ISDIR(in.r.mode))
+	if (!S_ISDIR(in.r.mode) && in.r.expires &&
+	    (rc = access_may_remove(st, ino, who, name)))
+		; /* changing when a key goes is for who could remove it */
+	else if (S_ISDIR(in.r.mode))
 		rc = in.r.ttl_default && !strcmp(name, "user.ttl")
 			     ? set_default_ttl(st, ino, &in, 0) : -ENODATA;
 	else if (!in.r.expires)

@@ -198,3 +198,50 @@ int inode_delete(struct nadb_store *st, uint64_t ino)
 		rc = st->kv->ops->del(st->kv, KV_INODES, key, ino_key(key, ino));
 	return rc;
 }
+
+static int collect_link(void *ctx, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct link_list *l = ctx;
+	if (klen <= 2 * INO_KEY_LEN || klen > LINK_KEY_MAX ||
+	    memcmp(key, l->prefix, INO_KEY_LEN))
+		return 1;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 4;
+		void *p = realloc(l->parents, cap * sizeof(*l->parents));
+		if (!p)
+			return -ENOMEM;
+		l->parents = p;
+		void *n = realloc(l->names, cap * sizeof(*l->names));
+		if (!n)
+			return -ENOMEM;
+		l->names = n;
+		l->cap = cap;
+	}
+	uint64_t parent;
+	memcpy(&parent, (const uint8_t *)key + INO_KEY_LEN, 8);
+	l->parents[l->n] = be64toh(parent);
+	size_t len = klen - 2 * INO_KEY_LEN;
+	memcpy(l->names[l->n], (const uint8_t *)key + 2 * INO_KEY_LEN, len);
+	l->names[l->n++][len] = 0;
+	return 0;
+}
+
+int inode_links(struct nadb_store *st, uint64_t ino, struct link_list *l)
+{
+	*l = (struct link_list){0};
+	ino_key(l->prefix, ino);
+	int rc = st->kv->ops->scan(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, collect_link, l);
+	if (rc < 0)
+		link_list_free(l);
+	return rc < 0 ? rc : 0;
+}
+
+void link_list_free(struct link_list *l)
+{
+	free(l->parents);
+	free(l->names);
+	*l = (struct link_list){0};
+}

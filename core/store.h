@@ -166,10 +166,16 @@ int nadb_parent(struct nadb_store *st, uint64_t ino, uint64_t *parent);
 
 /* ---- extended attributes (user.* only; others get -EOPNOTSUPP) --------- */
 
+/* WHO is the caller, for what the kernel's checks cannot cover: an expiry
+ * (user.ttl, user.expires) deletes a key behind the kernel's back, so
+ * only a caller who could unlink the key may give it one or change it
+ * (-EACCES, or -EPERM in a sticky directory).  NULL: a trusted caller (a
+ * tool that opened the store itself). */
 #define NADB_XATTR_CREATE 1  /* XATTR_CREATE: -EEXIST if present */
 #define NADB_XATTR_REPLACE 2 /* XATTR_REPLACE: -ENODATA if absent */
 int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
-		  const void *value, size_t size, int flags);
+		  const void *value, size_t size, int flags,
+		  const struct nadb_caller *who);
 /* Copy the value to BUF and return its size; with SIZE 0 just return the
  * size; -ERANGE if BUF is too small; -ENODATA if absent. */
 ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
@@ -177,7 +183,8 @@ ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
 /* NUL-separated names, same size protocol as getxattr. */
 ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 		       size_t size);
-int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name);
+int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name,
+		     const struct nadb_caller *who);
 
 /* ---- file contents ------------------------------------------------------ */
 

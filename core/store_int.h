@@ -123,6 +123,27 @@ int delete_prefixed(struct nadb_store *st, enum kv_table t, uint64_t ino,
 		    int (*each)(struct nadb_store *, const void *val, size_t vlen));
 /* Remove an inode whose last link went (chunks, xattrs and record). */
 int inode_delete(struct nadb_store *st, uint64_t ino);
+/* The names of inode INO: (parents[i], names[i]) for i < n.  Under
+ * meta_lock.  link_list_free releases them (also after an error). */
+struct link_list {
+	uint8_t prefix[INO_KEY_LEN];
+	uint64_t *parents;
+	char (*names)[NADB_NAME_MAX + 1];
+	size_t n, cap;
+};
+int inode_links(struct nadb_store *st, uint64_t ino, struct link_list *l);
+void link_list_free(struct link_list *l);
+
+/* Permission checks the kernel cannot make (access.c).  Is WHO in group
+ * GID (primary or supplementary)? */
+bool caller_in_group(const struct nadb_caller *who, uint32_t gid);
+/* Could WHO unlink every name of key INO, as POSIX would let it (write
+ * and search permission on each directory, and the sticky-bit rule)?
+ * 0, -EACCES or -EPERM (logged, naming WHAT was asked).  Under meta_lock.
+ * Everything that deletes or replaces a key behind the kernel's back --
+ * an expiry -- asks this first. */
+int access_may_remove(struct nadb_store *st, uint64_t ino,
+		      const struct nadb_caller *who, const char *what);
 
 /* Change a file's size, open or not (file.c). */
 int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size);
@@ -141,12 +162,14 @@ int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_)
 int64_t expiry_default_for(struct nadb_store *st, uint64_t dir);
 /* Delete expired key INO now (all its names).  Inside a step. */
 int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx);
-/* The virtual xattrs user.ttl and user.expires. */
+/* The virtual xattrs user.ttl and user.expires.  A key's expiry is
+ * changed only for a WHO that could remove it (NULL: trusted). */
 int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
-		     const char *value, size_t size);
+		     const char *value, size_t size, const struct nadb_caller *who);
 ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 			 char *buf, size_t size);
-int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
+int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
+			const struct nadb_caller *who);
 /* Remove (parent, name) and what it names.  Inside a step (tree.c). */
 int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);

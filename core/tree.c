@@ -148,16 +148,6 @@ static int dir_changed(struct nadb_store *st, uint64_t ino, struct inode *dir,
 	return inode_put(st, ino, &dir->r, dir->payload, dir->payload_len);
 }
 
-static bool in_groups(const struct nadb_caller *who, uint32_t gid)
-{
-	if (who->gid == gid)
-		return true;
-	for (int i = 0; i < who->ngroups; i++)
-		if (who->groups && who->groups[i] == gid)
-			return true;
-	return false;
-}
-
 static void lock_meta(struct nadb_store *st)
 {
 	pthread_mutex_lock(&st->meta_lock);
@@ -276,7 +266,7 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 		if (S_ISDIR(mode))
 			r.mode |= S_ISGID;
 		else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) &&
-			 who->uid != 0 && !in_groups(who, r.gid))
+			 who->uid != 0 && !caller_in_group(who, r.gid))
 			r.mode &= ~(uint32_t)S_ISGID;
 	}
 	if (S_ISDIR(mode)) {

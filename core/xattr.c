@@ -59,7 +59,7 @@ static int touch_ctime(struct nadb_store *st, uint64_t ino)
 }
 
 int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
-		  const void *value, size_t size, int flags)
+		  const void *value, size_t size, int flags, const struct nadb_caller *who)
 {
 	int rc = check_xattr_name(name);
 	if (rc)
@@ -77,7 +77,7 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 						  ? tags_xattr_set(st, ino, name, value, size)
 					  : is_computed(name)
 						  ? keymeta_set(st, ino, name, value, size)
-						  : expiry_xattr_set(st, ino, name, value, size));
+						  : expiry_xattr_set(st, ino, name, value, size, who));
 		store_note_step(st);
 		pthread_mutex_unlock(&st->meta_lock);
 		return rc;
@@ -221,7 +221,8 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 	return rc ? rc : (ssize_t)l.used;
 }
 
-int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
+int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name,
+		     const struct nadb_caller *who)
 {
 	int rc = check_xattr_name(name);
 	if (rc)
@@ -235,7 +236,7 @@ int nadb_removexattr(struct nadb_store *st, uint64_t ino, const char *name)
 	} else if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name))) {
 		if (!(rc = step_begin(st)))
 			rc = step_end(st, is_tag_xattr(name) ? tags_xattr_remove(st, ino, name)
-							     : expiry_xattr_remove(st, ino, name));
+							     : expiry_xattr_remove(st, ino, name, who));
 	} else if (!rc && !(rc = step_begin(st))) {
 		rc = st->kv->ops->del(st->kv, KV_XATTRS, key, klen);
 		if (rc == -ENOENT)

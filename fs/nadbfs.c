@@ -205,18 +205,24 @@ struct caller {
 	uint32_t groups[MAX_GROUPS];
 };
 
-/* The caller of REQ, which makes a node of MODE.  The supplementary groups
- * matter only for a set-group-ID, group-executable non-directory made by
- * someone other than root (does it keep S_ISGID in a set-group-ID
- * directory?), and reading them parses /proc twice: only then are they
- * read. */
-static const struct nadb_caller *caller_of(fuse_req_t req, struct caller *c, uint32_t mode)
+/* Does a node of MODE made by a caller other than root need its
+ * supplementary groups?  Only a set-group-ID, group-executable
+ * non-directory does (does it keep S_ISGID in a set-group-ID directory?),
+ * and reading them parses /proc twice: only then are they read. */
+static bool groups_decide(uint32_t mode)
+{
+	return !S_ISDIR(mode) && (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+}
+
+/* The caller of REQ; its supplementary groups only WITH_GROUPS (and not
+ * for root, whom no check stops). */
+static const struct nadb_caller *caller_of(fuse_req_t req, struct caller *c,
+					   bool with_groups)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	gid_t groups[MAX_GROUPS];
 	int n = 0;
-	if (ctx->uid != 0 && !S_ISDIR(mode) &&
-	    (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+	if (ctx->uid != 0 && with_groups)
 		n = fuse_req_getgroups(req, MAX_GROUPS, groups);
 	if (n < 0)
 		n = 0; /* no /proc, or the caller is gone: no supplementary groups */
@@ -657,7 +663,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct caller c;
 	struct nadb_attr a;
 	int rc = nadb_mknod(fs_of(req)->store, parent, name, mode, rdev,
-			    caller_of(req, &c, mode), &a);
+			    caller_of(req, &c, groups_decide(mode)), &a);
 	reply_entry_or_error(req, rc, &a);
 }
 
@@ -688,7 +694,7 @@ static void nadbfs_symlink(fuse_req_t req, const char *target,
 	struct caller c;
 	struct nadb_attr a;
 	int rc = nadb_symlink(fs_of(req)->store, parent, name, target,
-			      caller_of(req, &c, S_IFLNK | 0777), &a);
+			      caller_of(req, &c, false), &a);
 	reply_entry_or_error(req, rc, &a);
 }
 
@@ -770,7 +776,7 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct nadb_file *f;
 	struct fuse_entry_param e;
 	int rc = nadb_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0,
-			    caller_of(req, &c, S_IFREG | (mode & 07777)), &a);
+			    caller_of(req, &c, groups_decide(S_IFREG | mode)), &a);
 	if (rc == 0) {
 		rc = nadb_file_open(fs->store, a.ino,
 				    open_flags_of(fi->flags) & NADB_OPEN_WRITE, &f);
@@ -1003,8 +1009,10 @@ static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		nadb_flags |= NADB_XATTR_CREATE;
 	if (flags & XATTR_REPLACE)
 		nadb_flags |= NADB_XATTR_REPLACE;
+	struct caller c;
 	reply_status(req, stale_if_gone(nadb_setxattr(fs_of(req)->store, ino, name,
-							value, size, nadb_flags)));
+							value, size, nadb_flags,
+							caller_of(req, &c, true))));
 }
 
 /* The xattr size protocol: SIZE 0 asks for the size; else the value. */
@@ -1061,11 +1069,13 @@ static void nadbfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	TIME_OP(req, OP_REMOVEXATTR);
 	if (special_refuse(sp, req, ino, "removexattr"))
 		return;
-	if (!engine_keeps_xattr(name))
+	if (!engine_keeps_xattr(name)) {
 		reply_status(req, -EOPNOTSUPP);
-	else
-		reply_status(req, stale_if_gone(nadb_removexattr(fs_of(req)->store,
-								 ino, name)));
+	} else {
+		struct caller c;
+		reply_status(req, stale_if_gone(nadb_removexattr(fs_of(req)->store, ino, name,
+								 caller_of(req, &c, true))));
+	}
 }
 
 /* No flock, getlk or setlk: without them the kernel locks locally, which is

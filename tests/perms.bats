@@ -172,3 +172,65 @@ setup() {
 	[ "$(stat -c %a "$NS")" = 1777 ]
 	expect_fail "Permission denied" as_user 1001 1001 cat "$NS/k"
 }
+
+# expiry_refused UID KEY: every way of giving KEY an expiry or changing
+# it fails for UID with "Permission denied" or "Operation not permitted",
+# and the key is still there with no expiry.
+expiry_refused() {
+	local uid=$1 key=$2 how
+	for how in "-n user.ttl -v 0" "-n user.ttl -v 1" "-n user.ttl -v 3600" \
+		"-n user.expires -v 1" "-n user.expires -v 4102444800"; do
+		# shellcheck disable=SC2086
+		run as_user "$uid" "$uid" setfattr $how "$key"
+		echo "setfattr $how: $status $output"
+		[ "$status" -ne 0 ]
+		[[ "$output" == *"Permission denied"* || "$output" == *"Operation not permitted"* ]]
+	done
+	[ -f "$key" ]
+	run getfattr --absolute-names -n user.expires "$key"
+	[ "$status" -ne 0 ]
+}
+
+@test "an expiry is only for who could remove the key (directory mode 755)" {
+	mkdir -m 755 "$MNT/app/ro"
+	echo -n v >"$MNT/app/ro/k"
+	chmod 666 "$MNT/app/ro/k"
+	run as_user 65534 65534 rm -f "$MNT/app/ro/k"
+	[ "$status" -ne 0 ]
+	expiry_refused 65534 "$MNT/app/ro/k"
+	grep -q "uid 65534 may not remove that key (no write permission on its directory)" "$STORE/nadbfs.log"
+	# what the user may write, it still may: the value and other attributes
+	as_user 65534 65534 sh -c "echo -n w >'$MNT/app/ro/k'"
+	as_user 65534 65534 setfattr -n user.color -v red "$MNT/app/ro/k"
+	as_user 65534 65534 setfattr -n user.tags -v t "$MNT/app/ro/k"
+	# the owner of the directory may
+	chown 1000:1000 "$MNT/app/ro"
+	as_user 1000 1000 setfattr -n user.ttl -v 3600 "$MNT/app/ro/k"
+	# and a removal of an expiry is refused too
+	run as_user 65534 65534 setfattr -x user.ttl "$MNT/app/ro/k"
+	[ "$status" -ne 0 ]
+	[ "$(getfattr --absolute-names --only-values -n user.ttl "$MNT/app/ro/k")" -gt 3590 ]
+}
+
+@test "an expiry in a sticky directory is only for the key's or the directory's owner" {
+	# NS is mode 1777: everyone may write it, each removes only their own
+	as_user 1000 1000 sh -c "echo -n v >'$NS/k'; chmod 666 '$NS/k'"
+	run as_user 1001 1001 rm -f "$NS/k"
+	[ "$status" -ne 0 ]
+	expiry_refused 1001 "$NS/k"
+	grep -q "uid 1001 may not remove that key (sticky directory)" "$STORE/nadbfs.log"
+	as_user 1000 1000 setfattr -n user.ttl -v 0 "$NS/k"
+	[ ! -e "$NS/k" ]
+}
+
+@test "an expiry counts every name of a hard-linked key" {
+	mkdir -m 777 "$MNT/app/open"
+	mkdir -m 755 "$MNT/app/closed"
+	as_user 1000 1000 sh -c "echo -n v >'$MNT/app/open/k'"
+	ln "$MNT/app/open/k" "$MNT/app/closed/k"
+	run as_user 1000 1000 setfattr -n user.ttl -v 5 "$MNT/app/open/k"
+	[ "$status" -ne 0 ]
+	[ -f "$MNT/app/closed/k" ]
+	rm "$MNT/app/closed/k"
+	as_user 1000 1000 setfattr -n user.ttl -v 3600 "$MNT/app/open/k"
+}

@@ -15,7 +15,7 @@
 
 static int setx(struct nadb_store *st, uint64_t ino, const char *name, const char *v)
 {
-	return nadb_setxattr(st, ino, name, v, strlen(v), 0);
+	return nadb_setxattr(st, ino, name, v, strlen(v), 0, NULL);
 }
 
 static void expires_in(char *buf, size_t size, double seconds)
@@ -59,9 +59,9 @@ int main(void)
 	CHECK(setx(st, k, "user.ttl", "3600") == 0);
 	ssize_t n = nadb_getxattr(st, k, "user.ttl", buf, sizeof(buf));
 	CHECK(n == 4 && !memcmp(buf, "3600", 4));
-	CHECK(nadb_removexattr(st, k, "user.ttl") == 0);
+	CHECK(nadb_removexattr(st, k, "user.ttl", NULL) == 0);
 	CHECK(nadb_getxattr(st, k, "user.ttl", buf, sizeof(buf)) == -ENODATA);
-	CHECK(nadb_removexattr(st, k, "user.ttl") == -ENODATA);
+	CHECK(nadb_removexattr(st, k, "user.ttl", NULL) == -ENODATA);
 
 	/* Lazy expiry: gone for lookup and readdir before any reaping. */
 	expires_in(buf, sizeof(buf), 0.2);
@@ -94,7 +94,7 @@ int main(void)
 	CHECK(nadb_getxattr(st, keep, "user.ttl", buf, sizeof(buf)) == -ENODATA);
 	n = nadb_getxattr(st, ns, "user.ttl", buf, sizeof(buf));
 	CHECK(n == 3 && !memcmp(buf, "300", 3));
-	CHECK(nadb_removexattr(st, ns, "user.ttl") == 0);
+	CHECK(nadb_removexattr(st, ns, "user.ttl", NULL) == 0);
 
 	/* The reaper deletes what is due, and the store stays consistent. */
 	for (int i = 0; i < 50; i++) {

@@ -72,38 +72,38 @@ int main(void)
 	CHECK(nadb_getxattr(st, c, "user.nadb.chunks", buf, sizeof(buf)) == 1 && buf[0] == '1');
 	n = nadb_getxattr(st, c, "user.nadb.hash", buf, sizeof(buf));
 	CHECK(n == 32);
-	CHECK(nadb_setxattr(st, c, "user.nadb.hash", buf, (size_t)n, 0) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0) == -EPERM);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "1000", 4, 0) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.bogus", "1", 1, 0) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.hash", buf, (size_t)n, 0, NULL) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0, NULL) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "1000", 4, 0, NULL) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.bogus", "1", 1, 0, NULL) == -EPERM);
 	/* A removal (rsync -X of a source without them) passes, changes nothing. */
-	CHECK(nadb_removexattr(st, c, "user.nadb.size") == 0);
+	CHECK(nadb_removexattr(st, c, "user.nadb.size", NULL) == 0);
 	CHECK(nadb_getxattr(st, c, "user.nadb.size", buf, sizeof(buf)) == 4);
-	CHECK(nadb_removexattr(st, c, "user.nadb.bogus") == -EPERM);
+	CHECK(nadb_removexattr(st, c, "user.nadb.bogus", NULL) == -EPERM);
 	/* A copy restoring the key (open for writing) may set any well-formed
 	 * value, which is ignored; a reader is no copy. */
 	struct nadb_file *f;
 	CHECK(nadb_file_open(st, c, NADB_OPEN_WRITE, &f) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "x", 1, 0) == -EPERM);
-	CHECK(nadb_setxattr(st, c, "user.nadb.hash", "00112233445566778899aabbccddeeff", 32, 0) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.hash", "00112233445566778899aabbccddeefg", 32, 0) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0, NULL) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "x", 1, 0, NULL) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.hash", "00112233445566778899aabbccddeeff", 32, 0, NULL) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.hash", "00112233445566778899aabbccddeefg", 32, 0, NULL) == -EPERM);
 	CHECK(nadb_file_close(f) == 0);
 	CHECK(nadb_getxattr(st, c, "user.nadb.size", buf, sizeof(buf)) == 4);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0, NULL) == -EPERM);
 	CHECK(nadb_file_open(st, c, 0, &f) == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0) == -EPERM);
+	CHECK(nadb_setxattr(st, c, "user.nadb.size", "5", 1, 0, NULL) == -EPERM);
 	CHECK(nadb_file_close(f) == 0);
 	/* So may one that made the key and has not written it yet (tar). */
 	uint64_t e = make(st, users, "fresh", S_IFREG | 0644);
-	CHECK(nadb_setxattr(st, e, "user.nadb.size", "1000", 4, 0) == 0);
-	CHECK(nadb_setxattr(st, e, "user.nadb.stored", "1000", 4, 0) == 0);
+	CHECK(nadb_setxattr(st, e, "user.nadb.size", "1000", 4, 0, NULL) == 0);
+	CHECK(nadb_setxattr(st, e, "user.nadb.stored", "1000", 4, 0, NULL) == 0);
 	CHECK(nadb_unlink(st, users, "fresh") == 0);
-	CHECK(nadb_setxattr(st, c, "user.nadb.created", "1600000000.5", 12, 0) == 0);
+	CHECK(nadb_setxattr(st, c, "user.nadb.created", "1600000000.5", 12, 0, NULL) == 0);
 	n = nadb_getxattr(st, c, "user.nadb.created", buf, sizeof(buf));
 	CHECK(n == 20 && !memcmp(buf, "1600000000.500000000", 20));
 	CHECK(nadb_getattr(st, c, &a) == 0 && a.blocks >= 1 && a.blocks < 3); /* compressed */
-	CHECK(nadb_setxattr(st, c, "user.a", "1", 1, 0) == 0);
+	CHECK(nadb_setxattr(st, c, "user.a", "1", 1, 0, NULL) == 0);
 	n = nadb_listxattr(st, c, NULL, 0);
 	char list[1024];
 	CHECK(nadb_listxattr(st, c, list, sizeof(list)) == n);

@@ -15,7 +15,7 @@
 
 static int setx(struct nadb_store *st, uint64_t ino, const char *name, const char *v)
 {
-	return nadb_setxattr(st, ino, name, v, strlen(v), 0);
+	return nadb_setxattr(st, ino, name, v, strlen(v), 0, NULL);
 }
 
 struct names {

@@ -336,7 +336,7 @@ static int set_xattrs(struct loader *l, uint64_t ino, const struct member *m, co
 			const struct xattr *x = &m->xattrs[i];
 			if (xattr_phase(m, x->name) != phase)
 				continue;
-			int rc = nadb_setxattr(l->st, ino, x->name, x->value, x->len, 0);
+			int rc = nadb_setxattr(l->st, ino, x->name, x->value, x->len, 0, NULL);
 			if (rc) {
 				complain("%s: %s: %s", path, x->name,
 					 rc == -EOPNOTSUPP ? "only user.* attributes are kept"
@@ -347,7 +347,7 @@ static int set_xattrs(struct loader *l, uint64_t ino, const struct member *m, co
 	/* A key that had no expiry keeps none, even in a namespace whose
 	 * default user.ttl gave it one when it was made. */
 	if (m->type != '5' && !find_xattr(m, "user.expires") && !find_xattr(m, "user.ttl")) {
-		int rc = nadb_removexattr(l->st, ino, "user.expires");
+		int rc = nadb_removexattr(l->st, ino, "user.expires", NULL);
 		if (rc && rc != -ENODATA)
 			failed = rc;
 	}

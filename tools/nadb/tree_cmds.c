@@ -228,7 +228,7 @@ int run_setx(const struct cmd_args *a)
 	struct nadb_attr at;
 	int rc = nadb_resolve(t.st, a->arg[1], &at);
 	if (!rc)
-		rc = nadb_setxattr(t.st, at.ino, a->arg[2], a->arg[3], strlen(a->arg[3]), 0);
+		rc = nadb_setxattr(t.st, at.ino, a->arg[2], a->arg[3], strlen(a->arg[3]), 0, NULL);
 	if (rc == -EOPNOTSUPP) {
 		complain("%s: %s: only user.* attributes are kept", a->arg[1], a->arg[2]);
 		return close_target(&t, EXIT_PROBLEMS);

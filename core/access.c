@@ -1,0 +1,76 @@
+/* access.c -- permission checks the kernel cannot make for us.
+ *
+ * With default_permissions the kernel checks every request against the
+ * mode bits it sees: unlink needs write and search permission on the
+ * directory (and the sticky-bit rule), setxattr only write permission on
+ * the file.  An expiry, though, deletes the key later, behind the
+ * kernel's back: a user allowed to write a key but not to remove it
+ * must not be able to give it one.  So whatever deletes or replaces a key
+ * without an unlink or rename of its own asks here first, as POSIX would
+ * ask for the unlink: for every name the key has.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+bool caller_in_group(const struct nadb_caller *who, uint32_t gid)
+{
+	if (who->gid == gid)
+		return true;
+	for (int i = 0; i < who->ngroups; i++)
+		if (who->groups && who->groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* The rwx bits of R that apply to WHO (owner, group or other). */
+static uint32_t bits_for(const struct inode_rec *r, const struct nadb_caller *who)
+{
+	if (who->uid == r->uid)
+		return (r->mode >> 6) & 7;
+	if (caller_in_group(who, r->gid))
+		return (r->mode >> 3) & 7;
+	return r->mode & 7;
+}
+
+/* May WHO remove the entry of KEY (owned by KEY_UID) from directory DIR? */
+static int may_unlink_from(const struct inode_rec *dir, uint32_t key_uid,
+			   const struct nadb_caller *who)
+{
+	if ((bits_for(dir, who) & 3) != 3) /* write and search */
+		return -EACCES;
+	if ((dir->mode & S_ISVTX) && who->uid != key_uid && who->uid != dir->uid)
+		return -EPERM;
+	return 0;
+}
+
+int access_may_remove(struct nadb_store *st, uint64_t ino,
+		      const struct nadb_caller *who, const char *what)
+{
+	if (!who || who->uid == 0) /* a tool, or root: CAP_DAC_OVERRIDE, CAP_FOWNER */
+		return 0;
+	struct inode key;
+	int rc = inode_get(st, ino, &key);
+	if (rc)
+		return rc;
+	uint32_t key_uid = key.r.uid;
+	inode_release(&key);
+	struct link_list l;
+	rc = inode_links(st, ino, &l);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		struct inode dir;
+		rc = inode_get(st, l.parents[i], &dir);
+		if (rc)
+			break;
+		rc = may_unlink_from(&dir.r, key_uid, who);
+		inode_release(&dir);
+		if (rc)
+			nadb_log("%s on '%s': uid %u may not remove that key (%s), so may "
+				 "not give it an expiry either", what, l.names[i], who->uid,
+				 rc == -EPERM ? "sticky directory" : "no write permission on its directory");
+	}
+	link_list_free(&l);
+	return rc;
+}
