@@ -25,6 +25,7 @@
  */
 #define FUSE_USE_VERSION 312
 
+#include "log.h"
 #include "special.h"
 #include "store.h"
 
@@ -1698,6 +1699,7 @@ int main(int argc, char *argv[])
 	if (status == GO_ON)
 		status = run(&fs, &args, &opts);
 
+	nadb_log_flush();
 	free(opts.mountpoint);
 	fuse_opt_free_args(&args);
 	special_free(fs.sp);

@@ -128,3 +128,25 @@ setup() {
 	[ "$(cat "$NS/after")" = after ]
 	[ "$(cat "$NS/k")" = v ]
 }
+
+@test "a flood of refused requests cannot grow the log without bound" {
+	echo -n v >"$NS/k"
+	"$PY" - "$NS/k" <<'PYEOF'
+import errno, os, sys
+for i in range(2000):
+    try:
+        os.setxattr(sys.argv[1], "user.ttl", b"not-a-number-%d" % i)
+        sys.exit("accepted")
+    except OSError as e:
+        assert e.errno == errno.EINVAL, e
+PYEOF
+	n=$(grep -c "user.ttl: 'not-a-number" "$STORE/nadbfs.log")
+	echo "written: $n"
+	[ "$n" -ge 1 ] && [ "$n" -le 20 ]
+	[ "$(stat -c %s "$STORE/nadbfs.log")" -lt 10000 ]
+	# the count of the others is written (at the latest when the daemon exits)
+	unmount_store
+	grep -E "nadb: [0-9]+ more lines like this were not written .*: user.ttl: 'not-a-number-1999' is not" "$STORE/nadbfs.log"
+	total=$(( n + $(grep -oE '[0-9]+ more lines like this' "$STORE/nadbfs.log" | awk '{s += $1} END {print s}') ))
+	[ "$total" = 2000 ]
+}
