@@ -1,6 +1,7 @@
 /* store.c -- opening, locking, syncing and closing a store.
  *
  * STORE/ holds:  lock      flock'ed by the one process using the store
+ *                          (lock.c)
  *                meta/     the metadata tables (LMDB)
  *                packs/    chunk frames in append-only segments
  *                nadbfs.log the daemon's one-line error messages
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,38 +62,6 @@ int step_end(struct nadb_store *st, int rc)
 {
 	int e = st->kv->ops->step_end(st->kv, rc == 0);
 	return rc ? rc : e;
-}
-
-static int lock_store(struct nadb_store *st)
-{
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/lock", st->dir);
-	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
-		int e = errno;
-		nadb_log("%s: cannot open: %s", path, strerror(e));
-		return -e;
-	}
-	if (flock(st->lock_fd, LOCK_EX | LOCK_NB)) {
-		int e = errno;
-		char pid[32] = "";
-		ssize_t n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = 0;
-		pid[strcspn(pid, "\n")] = 0;
-		if (e == EWOULDBLOCK)
-			nadb_log("%s: store is in use by another process (pid %s)", st->dir,
-				 pid[0] ? pid : "?");
-		else
-			nadb_log("%s: cannot lock: %s", st->dir, strerror(e));
-		close(st->lock_fd);
-		st->lock_fd = -1;
-		return e == EWOULDBLOCK ? -EBUSY : -e;
-	}
-	char pid[32];
-	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	if (ftruncate(st->lock_fd, 0) || pwrite(st->lock_fd, pid, (size_t)n, 0) != n)
-		nadb_log("%s: cannot record our pid: %s", path, strerror(errno));
-	return 0;
 }
 
 static int create_root(struct nadb_store *st, const struct nadb_options *o)
@@ -244,6 +214,41 @@ static int account_chunk(void *ctx, int delta, uint32_t frame_bytes, uint32_t ra
 	return rc;
 }
 
+/* The names a store directory holds; a crash while a store was being
+ * made leaves some of them and no meta/data.mdb. */
+static bool is_store_file(const char *name)
+{
+	static const char *const names[] = {".", "..", "lock", "meta", "packs",
+					    "nadbfs.log"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	return false;
+}
+
+/* A store is made in a new or empty directory only: turning a folder of
+ * the user's into one would write lock, meta/, packs/ and a log among
+ * their files (nadbfs ~/Documents mnt).  -ENOTEMPTY, naming a file. */
+static int check_only_store_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		int e = errno;
+		nadb_log("%s: cannot read the directory: %s", dir, strerror(e));
+		return -e;
+	}
+	struct dirent *e;
+	int rc = 0;
+	while (!rc && (e = readdir(d)))
+		if (!is_store_file(e->d_name)) {
+			nadb_log("%s: not a nadb store, and not empty (it holds '%s'): "
+				 "refusing to make a store among other files", dir, e->d_name);
+			rc = -ENOTEMPTY;
+		}
+	closedir(d);
+	return rc;
+}
+
 int nadb_store_open(const char *dir, const struct nadb_options *o,
 		    struct nadb_store **out)
 {
@@ -267,6 +272,9 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 		nadb_log("%s: cannot create the store: %s", dir, strerror(e));
 		return -e;
 	}
+	if (o->create && !o->create_among_files && stat(path, &sb) &&
+	    (rc = check_only_store_files(dir)))
+		return rc;
 	if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
 		nadb_log("%s: not a directory", dir);
 		return -ENOTDIR;
@@ -395,6 +403,7 @@ void nadb_store_stop_flusher(struct nadb_store *st)
 
 int nadb_store_close(struct nadb_store *st)
 {
+	nadb_store_note_closing(st);
 	nadb_store_stop_reaper(st);
 	nadb_store_stop_flusher(st);
 	int rc = file_commit_all(st);

@@ -50,6 +50,8 @@ struct nadb_options {
 	unsigned chunk_kb;           /* chunk size for a NEW store (default 128); an
 	                                existing store keeps the size it was made with */
 	bool create;                 /* create STORE if missing (default true) */
+	bool create_among_files;     /* create it even in a directory that holds
+	                                other files (default false: -ENOTEMPTY) */
 	unsigned reap_interval_ms;   /* reaper period (default 1000) */
 	unsigned compact_garbage;    /* the flusher compacts segments with at least
 	                                this % garbage (default 50; 0: never) */
@@ -75,11 +77,22 @@ struct nadb_store;
 
 /* Open (and, with o->create, create with mode 0700) the store in directory
  * DIR and lock it against every other process: -EBUSY if another process
- * (a daemon or a tool) holds it; the log line names its pid. */
+ * (a daemon or a tool) holds it; the log line names its pid.  A directory
+ * that holds other files and no store is not made one (-ENOTEMPTY) but
+ * with o->create_among_files. */
 int nadb_store_open(const char *dir, const struct nadb_options *o,
 		    struct nadb_store **out);
 /* Commit every open file, make everything durable and release the lock. */
 int nadb_store_close(struct nadb_store *st);
+/* Say in STORE/lock that this process serves MOUNTPOINT (absolute), or
+ * that it is closing the store: a process that then finds the store
+ * locked waits for it (a bounded time) once the mount is gone or it is
+ * closing, instead of failing with -EBUSY (lock.c). */
+void nadb_store_note_mount(struct nadb_store *st, const char *mountpoint);
+void nadb_store_note_closing(struct nadb_store *st);
+/* Wait until no process holds the store in DIR (0), at most TIMEOUT_S
+ * seconds (-ETIMEDOUT). */
+int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s);
 /* Make every completed step durable (packs fdatasync'ed, then the index
  * committed and synced).  Cheap when nothing changed. */
 int nadb_store_sync(struct nadb_store *st);

@@ -100,6 +100,10 @@ struct nadb_store {
 	atomic_uint_fast64_t reaped; /* keys reaped since the store opened */
 };
 
+/* Take STORE/lock for ST (lock.c): -EBUSY if a process at work holds it;
+ * one that is going away is waited for. */
+int lock_store(struct nadb_store *st);
+
 /* Key encodings: a big-endian inode number first, so that one inode's
  * entries sort together and a directory lists in name order. */
 #define INO_KEY_LEN 8

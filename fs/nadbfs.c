@@ -34,6 +34,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <math.h>
+#include <mntent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1128,6 +1129,7 @@ enum {
 	KEY_REAP_INTERVAL_MS,
 	KEY_COMPACT_GARBAGE,
 	KEY_STATS,
+	KEY_FORCE_CREATE,
 };
 
 static const struct fuse_opt nadbfs_opts[] = {
@@ -1140,6 +1142,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("reap_interval_ms=", KEY_REAP_INTERVAL_MS),
 	FUSE_OPT_KEY("compact_garbage=", KEY_COMPACT_GARBAGE),
 	FUSE_OPT_KEY("stats=", KEY_STATS),
+	FUSE_OPT_KEY("force_create", KEY_FORCE_CREATE),
 	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -1181,7 +1184,9 @@ static void print_help(const char *prog)
 	       "                           over expired keys, 10..3600000 (default: %u)\n"
 	       "    -o compact_garbage=N   compact pack segments once N%% of them is\n"
 	       "                           garbage; 0: only on demand (default: %u)\n"
-	       "    -o stats=on|off        time every request for /.stats (default: on)\n\n",
+	       "    -o stats=on|off        time every request for /.stats (default: on)\n"
+	       "    -o force_create        make a new store in STORE even though it\n"
+	       "                           holds other files (refused otherwise)\n\n",
 	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
@@ -1279,6 +1284,9 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 	case KEY_COMPACT_GARBAGE:
 		rc = parse_unsigned(opt, 0, 100, &v);
 		fs->engine.compact_garbage = (unsigned)v;
+		break;
+	case KEY_FORCE_CREATE:
+		fs->engine.create_among_files = true;
 		break;
 	case KEY_STATS:
 		if (strcmp(value_of(opt), "on") == 0)
@@ -1551,9 +1559,47 @@ static int open_store(struct nadbfs *fs)
 	if (rc == -EBUSY)
 		fprintf(stderr, "nadbfs: %s: store is in use by another process\n",
 			fs->store_arg);
+	else if (rc == -ENOTEMPTY)
+		fprintf(stderr, "nadbfs: %s: not a nadb store, and it holds other files; "
+				"use an empty or new directory (or -o force_create to make "
+				"a store among them)\n", fs->store_arg);
 	else if (rc < 0)
 		fprintf(stderr, "nadbfs: %s: cannot open the store: %s\n",
 			fs->store_arg, strerror(-rc));
+	return rc;
+}
+
+/* MNT must be a directory that nothing is mounted on: a regular file
+ * takes the mount (every request then fails with EIO), and a second mount
+ * would hide the first without a word. */
+static int check_mountpoint(const char *mnt)
+{
+	struct stat sb;
+	if (stat(mnt, &sb)) {
+		if (errno == ENOTCONN)
+			fprintf(stderr, "nadbfs: %s: a mount whose daemon has died is still "
+					"there; unmount it first: fusermount3 -u %s\n", mnt, mnt);
+		else
+			fprintf(stderr, "nadbfs: %s: %s\n", mnt, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "nadbfs: %s: not a directory: a mountpoint must be one\n", mnt);
+		return -1;
+	}
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	struct mntent *m;
+	int rc = 0;
+	while (f && !rc && (m = getmntent(f)))
+		if (!strcmp(m->mnt_dir, mnt)) {
+			fprintf(stderr, "nadbfs: %s is already a mountpoint (%s %s); unmount "
+					"it first: %s %s\n", mnt, m->mnt_type, m->mnt_fsname,
+				!strncmp(m->mnt_type, "fuse", 4) ? "fusermount3 -u" : "umount",
+				mnt);
+			rc = -1;
+		}
+	if (f)
+		endmntent(f);
 	return rc;
 }
 
@@ -1602,6 +1648,8 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	       const struct fuse_cmdline_opts *opts)
 {
 	int report_fd = -1, log_fd = -1, status = 1;
+	if (check_mountpoint(opts->mountpoint))
+		return 1;
 	if (!opts->foreground && (report_fd = fork_daemon()) < 0)
 		return 1;
 	struct fuse_session *se = fuse_session_new(args, &nadbfs_ops,
@@ -1616,6 +1664,7 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		goto out_store;
 	if (fuse_session_mount(se, opts->mountpoint) != 0)
 		goto out_signals;
+	nadb_store_note_mount(fs->store, opts->mountpoint);
 	int rc = start_threads(fs, se);
 	if (rc < 0)
 		goto out_threads;
@@ -1626,6 +1675,8 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		log_fd = report_fd = -1;
 	}
 	rc = serve(se, opts);
+	/* Whoever wants the store next waits for our last commit. */
+	nadb_store_note_closing(fs->store);
 	/* 0: unmounted; > 0: the signal that stopped us; < 0: an error. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)

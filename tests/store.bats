@@ -137,3 +137,119 @@ help_of() {
 	"$NADB" get "$STORE" /app/ns/k >"$T/back"
 	cmp "$T/ref" "$T/back"
 }
+
+# Keys enough that the daemon's last commit takes a moment.
+fill_store() {
+	mkdir -p "$MNT/app/ns"
+	"$PY" - "$MNT/app/ns" <<'PYEOF'
+import os, sys
+for i in range(300):
+    with open(os.path.join(sys.argv[1], "k%d" % i), "wb") as f:
+        f.write(os.urandom(20000))
+PYEOF
+}
+
+@test "fusermount3 -u then nadb fsck, or umount then nadbfs, use the store at once" {
+	for round in 1 2 3; do
+		mount_store flush_interval=3600
+		fill_store
+		fusermount3 -u "$MNT"
+		run "$NADB" fsck "$STORE"
+		echo "round $round: $output"
+		[ "$status" -eq 0 ]
+	done
+	for round in 1 2 3; do
+		mount_store flush_interval=3600
+		echo -n "r$round" >"$MNT/app/ns/round"
+		umount "$MNT"
+		run "$NADBFS" "$STORE" "$MNT"
+		echo "round $round: $output"
+		[ "$status" -eq 0 ]
+		[ "$(cat "$MNT/app/ns/round")" = "r$round" ]
+		umount "$MNT"
+	done
+	wait_pids_gone 30 $(daemon_pids "$STORE")
+}
+
+@test "nadb umount returns once the daemon has exited and the store is free" {
+	mount_store flush_interval=3600
+	fill_store
+	pid=$(daemon_pid)
+	run "$NADB" umount "$MNT"
+	[ "$status" -eq 0 ] && [ "$output" = "" ]
+	! pid_alive "$pid"
+	! mountpoint -q "$MNT"
+	[ "$(flock -n "$STORE/lock" echo free)" = free ]
+	"$NADB" get "$STORE" /app/ns/k299 | wc -c | grep -qx 20000
+	# not a mountpoint, or an nadbfs that is busy
+	run "$NADB" umount "$T"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"not the mountpoint of an nadbfs"* ]]
+	mount_store
+	exec 9<"$MNT/app/ns/k1"
+	run "$NADB" umount "$MNT"
+	exec 9<&-
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"fusermount3 -u failed"* ]]
+	mountpoint -q "$MNT"
+	"$NADB" umount "$MNT"
+}
+
+@test "a store held by a live mount or a tool is refused at once, not waited for" {
+	mount_store
+	start=$SECONDS
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"in use"* ]]
+	[ $((SECONDS - start)) -lt 5 ]
+}
+
+@test "nadbfs refuses to make a store in a directory that holds other files" {
+	mkdir "$T/docs"
+	echo -n mine >"$T/docs/letter.txt"
+	run "$NADBFS" "$T/docs" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"not a nadb store, and it holds other files"*"force_create"* ]]
+	! mountpoint -q "$MNT"
+	[ "$(ls -A "$T/docs")" = letter.txt ]
+	# the tool refuses too
+	run "$NADB" put "$T/docs" /app/ns/k <<<"v"
+	[ "$status" -eq 2 ]
+	[ "$(ls -A "$T/docs")" = letter.txt ]
+	# an empty directory is fine, and so is a store; -o force_create says so
+	mkdir "$T/empty"
+	mount_store_at "$T/empty" "$MNT"
+	unmount_store_at "$T/empty" "$MNT"
+	mount_store_at "$T/empty" "$MNT"
+	unmount_store_at "$T/empty" "$MNT"
+	mount_store_at "$T/docs" "$MNT" force_create
+	unmount_store_at "$T/docs" "$MNT"
+	[ "$(cat "$T/docs/letter.txt")" = mine ]
+	[ -f "$T/docs/meta/data.mdb" ]
+}
+
+@test "nadbfs refuses a regular file, a mountpoint in use and a dead mount as MOUNTPOINT" {
+	touch "$T/file"
+	run "$NADBFS" "$STORE" "$T/file"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"not a directory"* ]]
+	[ ! -e "$STORE" ]
+	mount_store
+	run "$NADBFS" "$T/other" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"already a mountpoint"*"fuse.nadbfs"* ]]
+	[ "$(grep -c " $MNT " /proc/mounts)" = 1 ]
+	[ ! -e "$T/other" ]
+	# a daemon killed without unmounting leaves a dead mount
+	p=$(daemon_pid)
+	kill -9 "$p"
+	wait_pids_gone 10 "$p"
+	run "$NADBFS" "$STORE" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"fusermount3 -u"* ]]
+	fusermount3 -u "$MNT"
+	mount_store
+}

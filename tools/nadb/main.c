@@ -9,6 +9,7 @@
  *   nadb fsck [--repair] STORE                    check the invariants
  *   nadb dump STORE [PATH] > ARCHIVE              pax tar of a store/subtree
  *   nadb load STORE [PATH] < ARCHIVE              and back
+ *   nadb umount MOUNTPOINT                        unmount, wait for the daemon
  *
  * Offline, the tool opens the store exclusively, like the daemon, so it
  * refuses a mounted store instead of corrupting it under the daemon's feet.
@@ -24,7 +25,8 @@
  * listing.c lists a directory of either; tree_cmds.c is ls, get, put, rm,
  * setx, getx; admin.c is stats, compact, fsck; keys.c is keys and count,
  * over glob.c's patterns; dump.c and load.c write and read tar.c's format.
- * buf.c, json.c and progress.c are the helpers; nadb_tool.h declares what
+ * umount.c unmounts and waits; buf.c, json.c and progress.c are the
+ * helpers; nadb_tool.h declares what
  * crosses files.
  */
 #include "nadb_tool.h"
@@ -158,6 +160,13 @@ static const struct command commands[] = {
 	 "skipped.  Members with a '..' component are refused.  Creates STORE\n"
 	 "if it does not exist.  Exit 1 if any member failed.\n",
 	 OPT_JSON, 1, 2, run_load},
+	{"umount", "umount MOUNTPOINT", "unmount, and return once the daemon has exited",
+	 "Unmount the nadbfs mounted on MOUNTPOINT (with fusermount3 -u) and wait\n"
+	 "until its daemon has made everything durable, let go of the store and\n"
+	 "exited (at most 60 s), so that the store can be used at once.  Exit 1\n"
+	 "if the unmount fails (busy: a process uses the mount) or the daemon is\n"
+	 "still running after 60 s; 2 if MOUNTPOINT is no nadbfs mountpoint.\n",
+	 0, 1, 1, run_umount},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -105,6 +105,9 @@ int close_target(struct target *t, int status);
 int report_failure(const struct target *t, const char *path, int rc);
 const struct nadb_caller *caller(struct nadb_caller *who);
 char *in_mount(const char *mnt, const char *name);
+/* The store (malloc'd) that an nadbfs mounted on MNT (absolute) serves,
+ * or NULL. */
+char *nadbfs_store_mounted_at(const char *mnt);
 
 /* ---- listing.c: one directory of a store or a mount, as a list */
 
@@ -184,5 +187,9 @@ bool parse_decimal_time(const char *s, size_t n, struct timespec *ts);
 
 int run_dump(const struct cmd_args *a);
 int run_load(const struct cmd_args *a);
+
+/* ---- umount.c */
+
+int run_umount(const struct cmd_args *a);
 
 #endif

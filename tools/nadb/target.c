@@ -48,6 +48,21 @@ static char *find_nadbfs_mount(const char *real, enum mount_query q)
 	return found;
 }
 
+char *nadbfs_store_mounted_at(const char *mnt)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
+		return NULL;
+	char *store = NULL;
+	struct mntent *m;
+	while (!store && (m = getmntent(f)))
+		if (!strcmp(m->mnt_type, "fuse.nadbfs") && !strcmp(m->mnt_dir, mnt) &&
+		    !strncmp(m->mnt_fsname, "nadb:", 5))
+			store = strdup(m->mnt_fsname + 5);
+	endmntent(f);
+	return store;
+}
+
 /* realpath of PATH, or of its nearest existing ancestor (a store to be
  * created does not exist yet). */
 static char *existing_realpath(const char *path)
