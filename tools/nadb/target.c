@@ -32,9 +32,10 @@ static bool mount_answers(const struct mntent *m, const char *real, enum mount_q
 }
 
 /* The mountpoint (malloc'd) of the nadbfs answering Q about REAL (a
- * realpath), or NULL.  /proc/self/mounts is the kernel's own list, and
- * nadbfs mounts with subtype nadbfs and fsname nadb:STORE. */
-static char *find_nadbfs_mount(const char *real, enum mount_query q)
+ * realpath), or NULL; its store too (malloc'd) if STORE is not NULL.
+ * /proc/self/mounts is the kernel's own list, and nadbfs mounts with
+ * subtype nadbfs and fsname nadb:STORE. */
+static char *find_nadbfs_mount_of(const char *real, enum mount_query q, char **store)
 {
 	FILE *f = setmntent("/proc/self/mounts", "r");
 	if (!f)
@@ -42,24 +43,25 @@ static char *find_nadbfs_mount(const char *real, enum mount_query q)
 	char *found = NULL;
 	struct mntent *m;
 	while (!found && (m = getmntent(f)))
-		if (!strcmp(m->mnt_type, "fuse.nadbfs") && mount_answers(m, real, q))
+		if (!strcmp(m->mnt_type, "fuse.nadbfs") && mount_answers(m, real, q)) {
 			found = strdup(m->mnt_dir);
+			if (store)
+				*store = strncmp(m->mnt_fsname, "nadb:", 5) ? NULL
+									  : strdup(m->mnt_fsname + 5);
+		}
 	endmntent(f);
 	return found;
 }
 
+static char *find_nadbfs_mount(const char *real, enum mount_query q)
+{
+	return find_nadbfs_mount_of(real, q, NULL);
+}
+
 char *nadbfs_store_mounted_at(const char *mnt)
 {
-	FILE *f = setmntent("/proc/self/mounts", "r");
-	if (!f)
-		return NULL;
 	char *store = NULL;
-	struct mntent *m;
-	while (!store && (m = getmntent(f)))
-		if (!strcmp(m->mnt_type, "fuse.nadbfs") && !strcmp(m->mnt_dir, mnt) &&
-		    !strncmp(m->mnt_fsname, "nadb:", 5))
-			store = strdup(m->mnt_fsname + 5);
-	endmntent(f);
+	free(find_nadbfs_mount_of(mnt, MOUNT_AT, &store));
 	return store;
 }
 
