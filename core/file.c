@@ -319,6 +319,28 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
+/* Store P as a chunk the file holds a pending reference to. */
+static int put_pending(struct nadb_store *st, struct ofile *of,
+		       const struct chunk_prep *p, uint8_t hash[CHUNK_HASH_LEN])
+{
+	uint8_t key[2 * INO_KEY_LEN];
+	ino_key(key, of->ino);
+	uint64_t seq = htobe64(of->pending_seq);
+	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc) {
+		rc = chunk_put(&st->chunks, p, hash);
+		if (!rc)
+			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
+					      CHUNK_HASH_LEN);
+		rc = step_end(st, rc);
+	}
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
 /* Write dirty slot I out now, holding a pending reference.  Under
  * of->lock (write). */
 static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
@@ -333,20 +355,9 @@ static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
 	if (rc)
 		return rc;
 	uint8_t hash[CHUNK_HASH_LEN];
-	uint8_t key[2 * INO_KEY_LEN];
-	ino_key(key, of->ino);
-	uint64_t seq = htobe64(of->pending_seq);
-	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
-	pthread_mutex_lock(&st->meta_lock);
-	if (!(rc = step_begin(st))) {
-		rc = chunk_put(&st->chunks, &p, hash);
-		if (!rc)
-			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
-					      CHUNK_HASH_LEN);
-		rc = step_end(st, rc);
-	}
-	store_note_step(st);
-	pthread_mutex_unlock(&st->meta_lock);
+	rc = put_pending(st, of, &p, hash);
+	if (rc == -ENOSPC && store_make_room(st))
+		rc = put_pending(st, of, &p, hash);
 	chunk_prep_release(&p);
 	if (rc)
 		return rc;
@@ -561,6 +572,18 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 	return rc;
 }
 
+static int swap_step(struct nadb_store *st, struct ofile *of,
+		     struct chunk_prep *prep, uint8_t *list)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc)
+		rc = step_end(st, swap_chunk_list(st, of, prep, list));
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
 /* Under of->lock (write). */
 static int commit_locked(struct nadb_store *st, struct ofile *of)
 {
@@ -579,13 +602,11 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		else
 			rc = chunk_prepare(&st->chunks, s->buf, s->len, &prep[i]);
 	}
-	if (!rc) {
-		pthread_mutex_lock(&st->meta_lock);
-		if (!(rc = step_begin(st)))
-			rc = step_end(st, swap_chunk_list(st, of, prep, list));
-		store_note_step(st);
-		pthread_mutex_unlock(&st->meta_lock);
-	}
+	if (!rc)
+		rc = swap_step(st, of, prep, list);
+	/* A full disk with frees queued: commit them, punch, try again. */
+	if (rc == -ENOSPC && store_make_room(st))
+		rc = swap_step(st, of, prep, list);
 	for (size_t i = 0; prep && i < of->nslots; i++)
 		chunk_prep_release(&prep[i]);
 	if (!rc) {
@@ -601,13 +622,28 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		pthread_mutex_lock(&of->attr_lock);
 		of->a_changed = false;
 		pthread_mutex_unlock(&of->attr_lock);
-	} else {
+	} else if (rc != -ENOSPC) { /* a full disk was said once already */
 		nadb_log("inode %llu: cannot store the new value: %s",
 			 (unsigned long long)of->ino, strerror(-rc));
 	}
 	free(prep);
 	free(list);
 	return rc;
+}
+
+/* The last handle went with a value that could not be stored (a full
+ * disk): the chunks written early for it are not wanted any more, and
+ * holding them until the next open of the store would keep the disk full. */
+static void discard_pending(struct nadb_store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc)
+		rc = step_end(st, release_pending(st, ino, false));
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc)
+		nadb_log("inode %llu: cannot drop the chunks of a value not stored: %s",
+			 (unsigned long long)ino, strerror(-rc));
 }
 
 /* Drop a handle's reference; the last one out frees the ofile and, if the
@@ -627,6 +663,8 @@ static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 	if (!last)
 		return;
 	uint64_t ino = of->ino;
+	if (of->dirty)
+		discard_pending(st, ino);
 	free_ofile(st, of);
 	file_delete_if_unused(st, ino);
 }
