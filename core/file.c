@@ -39,7 +39,8 @@ struct ofile {
 	unsigned refs;      /* under files_lock */
 	unsigned writers;   /* handles opened for writing: under files_lock */
 
-	/* lock: scope is the slots, size, dirty, loaded, pending_seq and write_end.
+	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end
+	 * and failed.
 	 * Taken before meta_lock. */
 	pthread_rwlock_t lock;
 	bool loaded, dirty;
@@ -48,6 +49,7 @@ struct ofile {
 	size_t nslots, cap;
 	uint64_t pending_seq;
 	uint64_t write_end; /* where the last write ended: a stream goes on there */
+	int failed; /* a write failed (-errno): the value cannot be stored */
 
 	/* attr_lock: scope is the copy of size and the times below, which
 	 * getattr reads without waiting for a writer.  A leaf lock. */
@@ -434,6 +436,8 @@ static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t siz
 	if (rc)
 		return rc;
 	of->write_end = size; /* a stream after O_TRUNC starts at 0 */
+	if (size == 0)
+		of->failed = 0; /* a value written anew from nothing */
 	uint32_t inner = (uint32_t)(size % st->chunk_size);
 	if (size < of->size && n && inner) {
 		struct slot *s = &of->slots[n - 1];
@@ -589,6 +593,11 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 {
 	if (!of->dirty)
 		return 0;
+	/* Some write(2) failed: what the slots hold is not what the writer
+	 * meant, so the key keeps its stored value (the last close drops
+	 * the slots and their early-written chunks). */
+	if (of->failed)
+		return of->failed;
 	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
 	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
 	int rc = prep && list ? 0 : -ENOMEM;
@@ -871,6 +880,8 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 			rc = spill_if_filled(st, of, &sp);
 	}
 	of->write_end = end;
+	if (rc)
+		of->failed = rc;
 	if (sp.len) {
 		of->dirty = true;
 		publish_size(of, true);
