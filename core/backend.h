@@ -87,20 +87,28 @@ struct blob_ops {
 	/* Make every appended byte durable (before the metadata that names
 	 * it is synced). */
 	int (*sync)(struct blobs *b);
-	/* Bytes in the whole area, for statistics and compaction. */
+	/* Bytes the whole area holds on disk (punched frames not counted),
+	 * for statistics. */
 	uint64_t (*size)(struct blobs *b);
-	/* Compaction: the segments and their sizes (the one appended to now
-	 * is reported with its flag set), starting a new segment for later
+	/* Compaction: the segments, their sizes and the bytes they still
+	 * hold (size less punched frames; the one appended to now is reported
+	 * with its flag set), starting a new segment for later
 	 * appends, and removing a segment nothing points to any more.  A
 	 * removed segment stays readable through handles already open until
 	 * the next call of forget_removed, so a reader that located a chunk
 	 * just before it moved still finds its bytes. */
 	int (*segments)(struct blobs *b,
-			int (*fn)(void *ctx, uint32_t seg, uint64_t size, bool current),
+			int (*fn)(void *ctx, uint32_t seg, uint64_t size,
+				  uint64_t held, bool current),
 			void *ctx);
 	int (*roll)(struct blobs *b);
 	int (*remove)(struct blobs *b, uint32_t seg);
 	void (*forget_removed)(struct blobs *b);
+	/* Give the blocks of a frame nothing names any more back to the file
+	 * system, keeping every other byte where it is.  Only for a frame
+	 * whose freeing is durable: a crash must not bring back metadata that
+	 * names it.  0 also when the area cannot do it (compaction reclaims). */
+	int (*punch)(struct blobs *b, const struct blob_loc *loc);
 	void (*close)(struct blobs *b);
 };
 struct blobs {

@@ -194,7 +194,10 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 	};
 	memcpy(h.hash, hash, CHUNK_HASH_LEN);
 	struct blob_loc loc;
-	int rc = c->blobs->ops->append(c->blobs, &h, sizeof(h),
+	int rc = c->room ? c->room(c->account_ctx, sizeof(h) + (p->z ? p->z_len : p->raw_len)) : 0;
+	if (rc)
+		return rc;
+	rc = c->blobs->ops->append(c->blobs, &h, sizeof(h),
 				       p->z ? p->z : p->raw,
 				       p->z ? p->z_len : p->raw_len, &loc);
 	if (rc)
@@ -257,7 +260,21 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
 	if (!rc && c->account)
 		rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
+	if (!rc && c->freed) {
+		struct blob_loc loc = {.seg = rec.seg, .off = rec.off, .len = rec.len};
+		rc = c->freed(c->account_ctx, hash, &loc);
+	}
 	return rc ? rc : count_live(c, rec.seg, -(int64_t)rec.len);
+}
+
+int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		      const struct blob_loc *loc)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	return rec.seg == loc->seg && rec.off == loc->off;
 }
 
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],

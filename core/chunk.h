@@ -18,6 +18,12 @@ struct chunker {
 	int level;
 	/* Told of every chunk stored (+1) or freed (-1), inside the step. */
 	int (*account)(void *ctx, int delta, uint32_t frame_bytes, uint32_t raw_bytes);
+	/* Told of the frame of every chunk freed (its last reference went),
+	 * inside the step; also gets account_ctx. */
+	int (*freed)(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+		     const struct blob_loc *frame);
+	/* Asked before a new frame of LEN bytes is appended: 0 or -ENOSPC. */
+	int (*room)(void *ctx, uint64_t len);
 	void *account_ctx;
 };
 
@@ -58,6 +64,10 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out);
+/* Does the chunk HASH have its bytes in frame LOC (1), or not, because
+ * it is not stored or lives elsewhere (0)?  Before punching LOC. */
+int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		      const struct blob_loc *loc);
 /* The reference count, for fsck. */
 int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	       uint32_t *refs);

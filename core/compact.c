@@ -7,6 +7,14 @@
  * copy), makes all of that durable, and only then deletes the old
  * segments.  A crash before the sync leaves the old segment in place and
  * the copies as garbage; after it, the old segment is unreferenced.
+ *
+ * Frames freed durably are mostly punched out in place (see store.c), so
+ * the garbage weighed here is what a segment still *holds* beyond its
+ * live bytes: frames not punched (a file system without hole punching,
+ * copies left by a crash).  A forced compaction first makes the pending
+ * frees durable and punched (so on a full disk it needs no room to copy
+ * what deleting already gave back), then rewrites every segment with a
+ * hole or garbage in it, so that the files end up dense again.
  */
 #include "log.h"
 #include "store_int.h"
@@ -24,7 +32,7 @@
 
 struct victim {
 	uint32_t seg;
-	uint64_t size;
+	uint64_t held; /* bytes on disk its removal gives back */
 };
 
 struct plan {
@@ -35,7 +43,21 @@ struct plan {
 	size_t n, cap;
 };
 
-static int consider_segment(void *ctx, uint32_t seg, uint64_t size, bool current)
+/* Is a segment of SIZE bytes, HELD of them on disk and LIVE of them named
+ * by chunks, worth rewriting? */
+static bool worth_compacting(const struct plan *p, uint64_t size, uint64_t held,
+			     uint64_t live)
+{
+	uint64_t dead = held > live ? held - live : 0;
+	if (live == 0)
+		return true; /* nothing to copy: removing it is free */
+	if (p->force)
+		return dead > 0 || held < size;
+	return dead > 0 && (double)dead >= p->garbage * (double)held;
+}
+
+static int consider_segment(void *ctx, uint32_t seg, uint64_t size, uint64_t held,
+			    bool current)
 {
 	struct plan *p = ctx;
 	if (current || size == 0)
@@ -43,8 +65,7 @@ static int consider_segment(void *ctx, uint32_t seg, uint64_t size, bool current
 	pthread_mutex_lock(&p->st->meta_lock);
 	uint64_t live = chunk_segment_live(&p->st->chunks, seg);
 	pthread_mutex_unlock(&p->st->meta_lock);
-	uint64_t dead = size > live ? size - live : 0;
-	if (dead == 0 || (!p->force && (double)dead < p->garbage * (double)size))
+	if (!worth_compacting(p, size, held, live))
 		return 0;
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? 2 * p->cap : 8;
@@ -54,7 +75,7 @@ static int consider_segment(void *ctx, uint32_t seg, uint64_t size, bool current
 		p->v = v;
 		p->cap = cap;
 	}
-	p->v[p->n++] = (struct victim){seg, size};
+	p->v[p->n++] = (struct victim){seg, held};
 	return 0;
 }
 
@@ -103,7 +124,9 @@ static int move_chunk(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
 	if (!frame)
 		return -ENOMEM;
 	struct blob_loc to;
-	int rc = st->blobs->ops->read(st->blobs, &loc->blob, 0, frame, loc->blob.len);
+	int rc = store_room_for(st, loc->blob.len);
+	if (!rc)
+		rc = st->blobs->ops->read(st->blobs, &loc->blob, 0, frame, loc->blob.len);
 	if (!rc)
 		rc = st->blobs->ops->append(st->blobs, NULL, 0, frame, loc->blob.len, &to);
 	free(frame);
@@ -162,7 +185,10 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 	/* Readers had a whole compaction period to finish with segments
 	 * removed last time. */
 	st->blobs->ops->forget_removed(st->blobs);
-	int rc = force ? st->blobs->ops->roll(st->blobs) : 0;
+	/* Punch what deletes freed first: it needs no free space, a copy does. */
+	int rc = force ? nadb_store_sync(st) : 0;
+	if (!rc && force)
+		rc = st->blobs->ops->roll(st->blobs);
 	struct plan p = {.st = st, .force = force, .garbage = garbage};
 	if (!rc)
 		rc = st->blobs->ops->segments(st->blobs, consider_segment, &p);
@@ -180,14 +206,17 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 		rc = st->blobs->ops->remove(st->blobs, p.v[i].seg);
 		if (!rc) {
 			res->segments_removed++;
-			res->bytes_reclaimed += p.v[i].size;
+			res->bytes_reclaimed += p.v[i].held;
 		}
 	}
 	if (!rc && res->segments_removed)
 		rc = st->blobs->ops->sync(st->blobs); /* the directory */
 	pthread_mutex_unlock(&st->compact_lock);
 	free(p.v);
-	if (rc)
+	if (rc == -ENOSPC)
+		nadb_log("compaction: no room to copy live chunks into; space freed by "
+			 "deletes was given back already (%s)", strerror(-rc));
+	else if (rc)
 		nadb_log("compaction: %s", strerror(-rc));
 	return rc;
 }

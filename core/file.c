@@ -39,7 +39,8 @@ struct ofile {
 	unsigned refs;      /* under files_lock */
 	unsigned writers;   /* handles opened for writing: under files_lock */
 
-	/* lock: scope is the slots, size, dirty, loaded, pending_seq and write_end.
+	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end
+	 * and failed.
 	 * Taken before meta_lock. */
 	pthread_rwlock_t lock;
 	bool loaded, dirty;
@@ -48,6 +49,7 @@ struct ofile {
 	size_t nslots, cap;
 	uint64_t pending_seq;
 	uint64_t write_end; /* where the last write ended: a stream goes on there */
+	int failed; /* a write failed (-errno): the value cannot be stored */
 
 	/* attr_lock: scope is the copy of size and the times below, which
 	 * getattr reads without waiting for a writer.  A leaf lock. */
@@ -319,6 +321,28 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
+/* Store P as a chunk the file holds a pending reference to. */
+static int put_pending(struct nadb_store *st, struct ofile *of,
+		       const struct chunk_prep *p, uint8_t hash[CHUNK_HASH_LEN])
+{
+	uint8_t key[2 * INO_KEY_LEN];
+	ino_key(key, of->ino);
+	uint64_t seq = htobe64(of->pending_seq);
+	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc) {
+		rc = chunk_put(&st->chunks, p, hash);
+		if (!rc)
+			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
+					      CHUNK_HASH_LEN);
+		rc = step_end(st, rc);
+	}
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
 /* Write dirty slot I out now, holding a pending reference.  Under
  * of->lock (write). */
 static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
@@ -333,20 +357,9 @@ static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
 	if (rc)
 		return rc;
 	uint8_t hash[CHUNK_HASH_LEN];
-	uint8_t key[2 * INO_KEY_LEN];
-	ino_key(key, of->ino);
-	uint64_t seq = htobe64(of->pending_seq);
-	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
-	pthread_mutex_lock(&st->meta_lock);
-	if (!(rc = step_begin(st))) {
-		rc = chunk_put(&st->chunks, &p, hash);
-		if (!rc)
-			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
-					      CHUNK_HASH_LEN);
-		rc = step_end(st, rc);
-	}
-	store_note_step(st);
-	pthread_mutex_unlock(&st->meta_lock);
+	rc = put_pending(st, of, &p, hash);
+	if (rc == -ENOSPC && store_make_room(st))
+		rc = put_pending(st, of, &p, hash);
 	chunk_prep_release(&p);
 	if (rc)
 		return rc;
@@ -423,6 +436,8 @@ static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t siz
 	if (rc)
 		return rc;
 	of->write_end = size; /* a stream after O_TRUNC starts at 0 */
+	if (size == 0)
+		of->failed = 0; /* a value written anew from nothing */
 	uint32_t inner = (uint32_t)(size % st->chunk_size);
 	if (size < of->size && n && inner) {
 		struct slot *s = &of->slots[n - 1];
@@ -561,11 +576,28 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 	return rc;
 }
 
+static int swap_step(struct nadb_store *st, struct ofile *of,
+		     struct chunk_prep *prep, uint8_t *list)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc)
+		rc = step_end(st, swap_chunk_list(st, of, prep, list));
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}
+
 /* Under of->lock (write). */
 static int commit_locked(struct nadb_store *st, struct ofile *of)
 {
 	if (!of->dirty)
 		return 0;
+	/* Some write(2) failed: what the slots hold is not what the writer
+	 * meant, so the key keeps its stored value (the last close drops
+	 * the slots and their early-written chunks). */
+	if (of->failed)
+		return of->failed;
 	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
 	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
 	int rc = prep && list ? 0 : -ENOMEM;
@@ -579,13 +611,11 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		else
 			rc = chunk_prepare(&st->chunks, s->buf, s->len, &prep[i]);
 	}
-	if (!rc) {
-		pthread_mutex_lock(&st->meta_lock);
-		if (!(rc = step_begin(st)))
-			rc = step_end(st, swap_chunk_list(st, of, prep, list));
-		store_note_step(st);
-		pthread_mutex_unlock(&st->meta_lock);
-	}
+	if (!rc)
+		rc = swap_step(st, of, prep, list);
+	/* A full disk with frees queued: commit them, punch, try again. */
+	if (rc == -ENOSPC && store_make_room(st))
+		rc = swap_step(st, of, prep, list);
 	for (size_t i = 0; prep && i < of->nslots; i++)
 		chunk_prep_release(&prep[i]);
 	if (!rc) {
@@ -601,13 +631,28 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		pthread_mutex_lock(&of->attr_lock);
 		of->a_changed = false;
 		pthread_mutex_unlock(&of->attr_lock);
-	} else {
+	} else if (rc != -ENOSPC) { /* a full disk was said once already */
 		nadb_log("inode %llu: cannot store the new value: %s",
 			 (unsigned long long)of->ino, strerror(-rc));
 	}
 	free(prep);
 	free(list);
 	return rc;
+}
+
+/* The last handle went with a value that could not be stored (a full
+ * disk): the chunks written early for it are not wanted any more, and
+ * holding them until the next open of the store would keep the disk full. */
+static void discard_pending(struct nadb_store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = step_begin(st);
+	if (!rc)
+		rc = step_end(st, release_pending(st, ino, false));
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc)
+		nadb_log("inode %llu: cannot drop the chunks of a value not stored: %s",
+			 (unsigned long long)ino, strerror(-rc));
 }
 
 /* Drop a handle's reference; the last one out frees the ofile and, if the
@@ -627,6 +672,8 @@ static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 	if (!last)
 		return;
 	uint64_t ino = of->ino;
+	if (of->dirty)
+		discard_pending(st, ino);
 	free_ofile(st, of);
 	file_delete_if_unused(st, ino);
 }
@@ -833,6 +880,8 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 			rc = spill_if_filled(st, of, &sp);
 	}
 	of->write_end = end;
+	if (rc)
+		of->failed = rc;
 	if (sp.len) {
 		of->dirty = true;
 		publish_size(of, true);

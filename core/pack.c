@@ -6,11 +6,20 @@
  * place: bytes past the last synced metadata are garbage after a crash,
  * never a torn chunk that something points to, and compaction (later) can
  * copy the live frames of a mostly-dead segment elsewhere and delete it.
+ *
+ * A frame whose chunk was freed, once that is durable, can also be punched
+ * out in place (fallocate PUNCH_HOLE, size kept): its blocks go back to
+ * the file system at once, without the free space a copy needs, which is
+ * what lets a full disk recover by deleting keys.  A segment's *held*
+ * bytes are its size less what was punched; that is what the statistics
+ * and compaction weigh.
  */
 #include "backend.h"
 #include "log.h"
 
+#include <assert.h>
 #include <dirent.h>
+#include <linux/falloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,13 +44,17 @@ struct packs {
 	pthread_mutex_t lock;
 	uint32_t cur;      /* segment appended to */
 	uint64_t cur_size; /* its size, where the next frame goes */
-	uint64_t total;    /* bytes in all segments */
+	uint64_t total;    /* bytes held by all segments (sizes less punched) */
 	int *fds;          /* fds[seg], -1 when not open yet */
 	bool *dirty;       /* dirty[seg]: appended to since the last sync */
 	uint32_t nfds;
 	bool dir_dirty;    /* a segment file was created since the last sync */
 	uint64_t *sizes;   /* sizes[seg] of segments other than cur; 0: none */
 	bool *removed;     /* removed[seg]: unlinked, fd kept for late readers */
+	uint64_t *punched; /* punched[seg]: bytes of frames punched out (or, for
+	                      segments found at open, not allocated) */
+	bool no_punch;     /* the file system cannot punch holes: compaction only */
+	bool full;         /* an append met ENOSPC (logged) since the last punch */
 };
 
 static void seg_name(uint32_t seg, char name[32])
@@ -72,7 +85,12 @@ static int grow_table(struct packs *p, uint32_t seg)
 	if (!removed)
 		return -ENOMEM;
 	p->removed = removed;
+	uint64_t *punched = realloc(p->punched, n * sizeof(*punched));
+	if (!punched)
+		return -ENOMEM;
+	p->punched = punched;
 	for (uint32_t i = p->nfds; i < n; i++) {
+		punched[i] = 0;
 		fds[i] = -1;
 		dirty[i] = false;
 		sizes[i] = 0;
@@ -136,8 +154,11 @@ static int pack_append(struct blobs *b, const void *head, size_t hlen,
 	int rc = 0;
 	if (n != (ssize_t)len) {
 		rc = n < 0 ? -errno : -ENOSPC;
-		nadb_log("pack %08u.pack: cannot append %zu bytes: %s", loc.seg, len,
-			 strerror(-rc));
+		/* A full disk is said once, until punching gives space back. */
+		if (rc != -ENOSPC || !p->full)
+			nadb_log("pack %08u.pack: cannot append %zu bytes: %s", loc.seg, len,
+				 strerror(-rc));
+		p->full |= rc == -ENOSPC;
 		/* Drop a partial frame so the segment stays a clean sequence. */
 		if (ftruncate(fd, (off_t)loc.off))
 			nadb_log("pack %08u.pack: cannot trim: %s", loc.seg, strerror(errno));
@@ -261,33 +282,44 @@ static void pack_close(struct blobs *b)
 	free(p->dirty);
 	free(p->sizes);
 	free(p->removed);
+	free(p->punched);
 	close(p->dirfd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->sync_lock);
 	free(p);
 }
 
+/* Bytes segment SEG of SIZE still holds on disk.  Under p->lock. */
+static uint64_t held_locked(const struct packs *p, uint32_t seg, uint64_t size)
+{
+	return size > p->punched[seg] ? size - p->punched[seg] : 0;
+}
+
 static int pack_segments(struct blobs *b,
-			 int (*fn)(void *ctx, uint32_t seg, uint64_t size, bool current),
+			 int (*fn)(void *ctx, uint32_t seg, uint64_t size,
+				   uint64_t held, bool current),
 			 void *ctx)
 {
 	struct packs *p = (struct packs *)b;
 	pthread_mutex_lock(&p->lock);
 	uint32_t n = p->nfds, cur = p->cur;
-	uint64_t *sizes = malloc((n + 1) * sizeof(*sizes));
-	if (sizes)
-		for (uint32_t s = 0; s < n; s++)
-			sizes[s] = p->removed[s] ? 0 : p->sizes[s];
+	uint64_t *sizes = malloc((2 * n + 1) * sizeof(*sizes));
+	uint64_t *held = sizes ? sizes + n : NULL;
+	for (uint32_t s = 0; sizes && s < n; s++) {
+		sizes[s] = p->removed[s] ? 0 : p->sizes[s];
+		held[s] = held_locked(p, s, sizes[s]);
+	}
 	uint64_t cur_size = p->cur_size;
+	uint64_t cur_held = cur < n ? held_locked(p, cur, cur_size) : cur_size;
 	pthread_mutex_unlock(&p->lock);
 	if (!sizes)
 		return -ENOMEM;
 	int rc = 0;
 	for (uint32_t s = 0; !rc && s < n; s++)
 		if (s != cur && sizes[s])
-			rc = fn(ctx, s, sizes[s], false);
+			rc = fn(ctx, s, sizes[s], held[s], false);
 	if (!rc)
-		rc = fn(ctx, cur, cur_size, true);
+		rc = fn(ctx, cur, cur_size, cur_held, true);
 	free(sizes);
 	return rc;
 }
@@ -325,8 +357,9 @@ static int pack_remove(struct blobs *b, uint32_t seg)
 	if (rc) {
 		p->removed[seg] = false;
 	} else {
-		p->total -= p->sizes[seg];
+		p->total -= held_locked(p, seg, p->sizes[seg]);
 		p->sizes[seg] = 0;
+		p->punched[seg] = 0;
 		p->dirty[seg] = false;
 		p->dir_dirty = true;
 	}
@@ -354,6 +387,51 @@ static void pack_forget_removed(struct blobs *b)
 	free(fds);
 }
 
+/* The fd of a segment that can be punched, as a descriptor of our own (a
+ * removed segment's fd may be closed meanwhile, and its number reused by
+ * another file); -1: nothing to punch there. */
+static int punch_fd(struct packs *p, uint32_t seg)
+{
+	pthread_mutex_lock(&p->lock);
+	int fd = -1;
+	if (!p->no_punch && seg < p->nfds && !p->removed[seg] &&
+	    (seg == p->cur || p->sizes[seg])) {
+		int own = seg_fd(p, seg, false);
+		if (own >= 0)
+			fd = fcntl(own, F_DUPFD_CLOEXEC, 0);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return fd;
+}
+
+static int pack_punch(struct blobs *b, const struct blob_loc *loc)
+{
+	struct packs *p = (struct packs *)b;
+	int fd = punch_fd(p, loc->seg);
+	if (fd < 0)
+		return 0; /* removed meanwhile (or no punching): nothing held */
+	int rc = 0;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)loc->off,
+		      (off_t)loc->len))
+		rc = -errno;
+	close(fd);
+	pthread_mutex_lock(&p->lock);
+	if (!rc) {
+		p->punched[loc->seg] += loc->len;
+		p->full = false;
+		assert(p->punched[loc->seg] <= (loc->seg == p->cur ? p->cur_size
+								   : p->sizes[loc->seg]));
+		p->total -= loc->len;
+	} else if (rc == -EOPNOTSUPP && !p->no_punch) {
+		/* Said once: from now on only compaction reclaims. */
+		p->no_punch = true;
+		nadb_log("packs: the file system cannot punch holes; freed space "
+			 "comes back by compaction only");
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc == -EOPNOTSUPP ? 0 : rc;
+}
+
 static const struct blob_ops pack_ops = {
 	.append = pack_append,
 	.read = pack_read,
@@ -363,6 +441,7 @@ static const struct blob_ops pack_ops = {
 	.roll = pack_roll,
 	.remove = pack_remove,
 	.forget_removed = pack_forget_removed,
+	.punch = pack_punch,
 	.close = pack_close,
 };
 
@@ -387,12 +466,15 @@ static int scan_segments(struct packs *p)
 		struct stat st;
 		if (fstatat(p->dirfd, e->d_name, &st, 0))
 			continue;
-		p->total += (uint64_t)st.st_size;
 		if (grow_table(p, seg)) {
 			closedir(d);
 			return -ENOMEM;
 		}
-		p->sizes[seg] = (uint64_t)st.st_size;
+		/* What was punched before is not recorded: the blocks tell. */
+		uint64_t size = (uint64_t)st.st_size, alloc = (uint64_t)st.st_blocks * 512;
+		p->sizes[seg] = size;
+		p->punched[seg] = alloc < size ? size - alloc : 0;
+		p->total += size - p->punched[seg];
 		if (seg >= p->cur) {
 			p->cur = seg;
 			p->cur_size = (uint64_t)st.st_size;

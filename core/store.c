@@ -5,11 +5,29 @@
  *                meta/     the metadata tables (LMDB)
  *                packs/    chunk frames in append-only segments
  *                nadbfs.log the daemon's one-line error messages
+ *                reserve   RESERVE_BYTES of blocks held for a full disk
  *
  * A store is used by one process at a time (a daemon or a tool), so all
  * caching in that process is safe.  Durability comes in groups: the
  * flusher (or fsync, or close) syncs the packs and then commits the
  * metadata, so metadata never names chunk bytes that are not on disk.
+ *
+ * A full disk recovers by deleting keys, without a remount:
+ *  - A chunk whose last reference goes leaves its frame in a queue.  Once
+ *    the group that freed it is committed (durable: a crash can no longer
+ *    bring back metadata naming it), the frame is punched out of its
+ *    segment and its blocks are free again.  A step that is undone takes
+ *    its frees back out of the queue; a group that fails to commit
+ *    discards them (the chunks are still there).
+ *  - LMDB needs fresh pages to commit anything, deletes too.  STORE/reserve
+ *    holds RESERVE_BYTES: when free space falls under that, the next
+ *    commit first gives the reserve back, and from then on new frames are
+ *    refused (ENOSPC) while free space is under RESERVE_BYTES, so that what
+ *    the reserve gave stays for metadata.  Once space is back the reserve
+ *    is taken again.
+ *  - An append that fails with ENOSPC while frees are queued commits the
+ *    group at once and retries, so a write right after the deletes
+ *    succeeds without waiting for the flusher.
  */
 #include "log.h"
 #include "store_int.h"
@@ -20,15 +38,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <assert.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define FORMAT_VERSION 1
 /* A group is also committed once this many steps piled up, bounding the
  * memory LMDB holds for it and the work a crash can undo. */
 #define MAX_UNSYNCED_STEPS 100000
+/* Bytes kept in STORE/reserve for metadata commits on a full disk: a group
+ * of thousands of deletes dirties a few hundred 4 KiB LMDB pages. */
+#define RESERVE_BYTES (4ull << 20)
 
 struct format_rec {
 	uint32_t version;
@@ -55,13 +78,109 @@ size_t nadb_store_chunk_size(const struct nadb_store *st)
 
 int step_begin(struct nadb_store *st)
 {
-	return st->kv->ops->step_begin(st->kv);
+	int rc = st->kv->ops->step_begin(st->kv);
+	if (!rc)
+		st->freed_step = st->nfreed;
+	return rc;
 }
 
 int step_end(struct nadb_store *st, int rc)
 {
 	int e = st->kv->ops->step_end(st->kv, rc == 0);
+	assert(st->freed_step <= st->nfreed);
+	if (rc || e) /* undone: its chunks were not freed after all */
+		st->nfreed = st->freed_step;
+	st->freed_step = st->nfreed;
 	return rc ? rc : e;
+}
+
+/* The chunker's freed hook: queue the frame.  Under meta_lock, in a step. */
+static int queue_freed(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+		       const struct blob_loc *loc)
+{
+	struct nadb_store *st = ctx;
+	if (st->nfreed == st->freed_cap) {
+		size_t cap = st->freed_cap ? 2 * st->freed_cap : 256;
+		struct freed_frame *f = realloc(st->freed, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		st->freed = f;
+		st->freed_cap = cap;
+	}
+	struct freed_frame *f = &st->freed[st->nfreed++];
+	memcpy(f->hash, hash, CHUNK_HASH_LEN);
+	f->loc = *loc;
+	return 0;
+}
+
+/* Free bytes for us on the store's file system (UINT64_MAX: unknown). */
+static uint64_t free_bytes(struct nadb_store *st)
+{
+	struct statfs sf;
+	if (fstatfs(st->lock_fd, &sf))
+		return UINT64_MAX;
+	return (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize;
+}
+
+/* Take the reserve's blocks.  Under meta_lock (or while opening). */
+static void reserve_take(struct nadb_store *st)
+{
+	if (st->reserve_fd < 0 || atomic_load(&st->reserve_held))
+		return;
+	if (fallocate(st->reserve_fd, 0, 0, (off_t)RESERVE_BYTES) == 0) {
+		atomic_store(&st->reserve_held, true);
+		atomic_store(&st->floor_said, false);
+	} else if (ftruncate(st->reserve_fd, 0)) {
+		/* a partial allocation stays; it is given back next time */
+	}
+}
+
+/* Give the reserve's blocks to the commit about to happen.  Under meta_lock. */
+static void reserve_give(struct nadb_store *st)
+{
+	if (!atomic_load(&st->reserve_held))
+		return;
+	if (ftruncate(st->reserve_fd, 0)) {
+		nadb_log("%s/reserve: cannot release: %s", st->dir, strerror(errno));
+		return;
+	}
+	atomic_store(&st->reserve_held, false);
+	nadb_log("%s: disk nearly full: the %llu MiB reserve goes to metadata; new "
+		 "values get ENOSPC until deletes or other files free space", st->dir,
+		 (unsigned long long)(RESERVE_BYTES >> 20));
+}
+
+int store_room_for(struct nadb_store *st, uint64_t len)
+{
+	if (atomic_load(&st->reserve_held))
+		return 0; /* the file system says when it is full */
+	uint64_t free = free_bytes(st);
+	if (free == UINT64_MAX || free >= RESERVE_BYTES + len)
+		return 0;
+	if (!atomic_exchange(&st->floor_said, true))
+		nadb_log("%s: %llu KiB free, under the %llu MiB kept for metadata: "
+			 "new values get ENOSPC", st->dir, (unsigned long long)(free >> 10),
+			 (unsigned long long)(RESERVE_BYTES >> 20));
+	return -ENOSPC;
+}
+
+static int room_hook(void *ctx, uint64_t len)
+{
+	return store_room_for(ctx, len);
+}
+
+static int open_reserve(struct nadb_store *st)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/reserve", st->dir);
+	st->reserve_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->reserve_fd < 0) {
+		int e = errno;
+		nadb_log("%s: cannot open: %s", path, strerror(e));
+		return -e;
+	}
+	reserve_take(st);
+	return 0;
 }
 
 static int create_root(struct nadb_store *st, const struct nadb_options *o)
@@ -174,6 +293,9 @@ static void free_store(struct nadb_store *st)
 		st->blobs->ops->close(st->blobs);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
+	if (st->reserve_fd >= 0)
+		close(st->reserve_fd);
+	free(st->freed);
 	pthread_mutex_destroy(&st->meta_lock);
 	pthread_mutex_destroy(&st->files_lock);
 	pthread_mutex_destroy(&st->flush_lock);
@@ -218,7 +340,7 @@ static int account_chunk(void *ctx, int delta, uint32_t frame_bytes, uint32_t ra
  * made leaves some of them and no meta/data.mdb. */
 static bool is_store_file(const char *name)
 {
-	static const char *const names[] = {".", "..", "lock", "meta", "packs",
+	static const char *const names[] = {".", "..", "lock", "meta", "packs", "reserve",
 					    "nadbfs.log"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(name, names[i]))
@@ -283,6 +405,7 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	if (!st)
 		return -ENOMEM;
 	st->lock_fd = -1;
+	st->reserve_fd = -1;
 	st->opt = *o;
 	pthread_mutex_init(&st->meta_lock, NULL);
 	pthread_mutex_init(&st->files_lock, NULL);
@@ -300,6 +423,8 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 		return -ENOMEM;
 	}
 	rc = lock_store(st);
+	if (!rc)
+		rc = open_reserve(st);
 	if (!rc) {
 		snprintf(path, sizeof(path), "%s/meta", dir);
 		rc = kv_lmdb_open(path, &st->kv);
@@ -313,7 +438,8 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 			.kv = st->kv, .blobs = st->blobs,
 			.compress = o->compress == NADB_COMPRESS_AUTO,
 			.level = o->compress_level,
-			.account = account_chunk, .account_ctx = st,
+			.account = account_chunk, .freed = queue_freed,
+			.room = room_hook, .account_ctx = st,
 		};
 		rc = load_format(st, o);
 	}
@@ -331,21 +457,102 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	return 0;
 }
 
-int nadb_store_sync(struct nadb_store *st)
+/* The group just committed (RC 0) or failed to (its frees never
+ * happened): hand out the frames now safe to punch.  Under meta_lock. */
+static void take_freed(struct nadb_store *st, int rc, struct freed_frame **out,
+		       size_t *n)
 {
+	*out = NULL;
+	*n = 0;
+	if (!rc && st->nfreed) {
+		*out = st->freed;
+		*n = st->nfreed;
+		st->freed = NULL;
+		st->freed_cap = 0;
+	}
+	st->nfreed = st->freed_step = 0;
+	/* A frame is never named again once freed (a chunk stored anew gets a
+	 * new frame): check anyway, since punching a named frame loses data. */
+	size_t kept = 0;
+	for (size_t i = 0; i < *n; i++)
+		if (chunk_names_frame(&st->chunks, (*out)[i].hash, &(*out)[i].loc) == 0)
+			(*out)[kept++] = (*out)[i];
+	if (kept != *n)
+		nadb_log("store: %zu freed frames are still named; not punching them",
+			 *n - kept);
+	*n = kept;
+}
+
+/* Punch frames (outside meta_lock: a punch may wait for the journal);
+ * the bytes given back. */
+static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
+			     size_t n)
+{
+	uint64_t bytes = 0;
+	size_t failed = 0;
+	int err = 0;
+	for (size_t i = 0; i < n; i++) {
+		int rc = st->blobs->ops->punch(st->blobs, &f[i].loc);
+		if (rc) {
+			failed++;
+			err = rc;
+		} else {
+			bytes += f[i].loc.len;
+		}
+	}
+	if (failed)
+		nadb_log("packs: %zu freed frames not punched (compaction will reclaim "
+			 "them): %s", failed, strerror(-err));
+	return bytes;
+}
+
+/* Commit the group, then punch what it freed.  PUNCHED: bytes given back. */
+static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
+{
+	*punched = 0;
 	/* Most pack bytes reach the disk here, without stalling anybody... */
 	int rc = st->blobs->ops->sync(st->blobs);
 	if (rc)
 		return rc;
+	struct freed_frame *batch = NULL;
+	size_t n = 0;
 	pthread_mutex_lock(&st->meta_lock);
 	if (st->kv->ops->unsynced(st->kv)) {
 		/* ...and the few appended since, before the metadata naming them. */
 		rc = st->blobs->ops->sync(st->blobs);
-		if (!rc)
+		if (!rc) {
+			if (free_bytes(st) < RESERVE_BYTES)
+				reserve_give(st);
 			rc = st->kv->ops->sync(st->kv);
+			take_freed(st, rc, &batch, &n);
+		}
 	}
 	pthread_mutex_unlock(&st->meta_lock);
+	*punched = punch_frames(st, batch, n);
+	free(batch);
+	if (!atomic_load(&st->reserve_held) && free_bytes(st) >= 2 * RESERVE_BYTES) {
+		pthread_mutex_lock(&st->meta_lock);
+		reserve_take(st);
+		pthread_mutex_unlock(&st->meta_lock);
+	}
 	return rc;
+}
+
+int nadb_store_sync(struct nadb_store *st)
+{
+	uint64_t punched;
+	return sync_and_punch(st, &punched);
+}
+
+int store_make_room(struct nadb_store *st)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	bool queued = st->nfreed > 0;
+	pthread_mutex_unlock(&st->meta_lock);
+	uint64_t punched = 0;
+	if (queued && sync_and_punch(st, &punched))
+		return 0;
+	return punched > 0;
 }
 
 void store_note_step(struct nadb_store *st)

@@ -98,6 +98,22 @@ struct nadb_store {
 	nadb_reaped_fn reaped_fn;
 	void *reaped_ctx;
 	atomic_uint_fast64_t reaped; /* keys reaped since the store opened */
+
+	/* Frames of freed chunks, punched once the group that freed them is
+	 * durable (store.c).  Under meta_lock.  Entries from freed_step on
+	 * belong to the open step and go if it is undone. */
+	struct freed_frame {
+		uint8_t hash[CHUNK_HASH_LEN];
+		struct blob_loc loc;
+	} *freed;
+	size_t nfreed, freed_cap, freed_step;
+
+	/* STORE/reserve: blocks kept so that a metadata commit (deletes
+	 * included) finds room on a full disk.  reserve_fd is constant;
+	 * reserve_held changes under meta_lock and is read anywhere. */
+	int reserve_fd;
+	atomic_bool reserve_held;
+	atomic_bool floor_said; /* "keeping the reserve free" was logged */
 };
 
 /* Take STORE/lock for ST (lock.c): -EBUSY if a process at work holds it;
@@ -250,6 +266,12 @@ int file_recover_pending(struct nadb_store *st);
 /* Run a step: begin it, and end it committing iff RC is 0. */
 int step_begin(struct nadb_store *st);
 int step_end(struct nadb_store *st, int rc);
+/* May LEN more bytes be appended to the packs?  0, or -ENOSPC while the
+ * reserve has been given to a metadata commit and free space is under it. */
+int store_room_for(struct nadb_store *st, uint64_t len);
+/* After an append failed with ENOSPC, outside meta_lock: commit the group
+ * and punch what it freed.  1: space came back (try again), 0: none. */
+int store_make_room(struct nadb_store *st);
 /* After a step: wake the flusher early when the group has grown big. */
 void store_note_step(struct nadb_store *st);
 

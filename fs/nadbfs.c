@@ -55,7 +55,9 @@
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
 
-/* A name the engine's reaper deleted, on its way to the kernel. */
+/* A name the engine's reaper deleted, on its way to the kernel; an empty
+ * name: INO's value could not be stored, so the kernel's cached pages and
+ * size of it (the writes it was given) must go. */
 struct reaped_name {
 	struct reaped_name *next;
 	uint64_t parent, ino;
@@ -849,6 +851,19 @@ static void with_file(fuse_req_t req, struct fuse_file_info *fi,
 	reply_status(req, f ? call(f) : -EBADF);
 }
 
+static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
+			      uint64_t ino);
+
+/* A commit failed (ENOSPC, say): the key keeps its stored value, but the
+ * kernel holds the pages and size of the writes that went in; with
+ * keep_cache a later reader would see them.  Have them dropped (from the
+ * notifier's thread: the kernel may hold page locks for this request). */
+static void commit_failed(fuse_req_t req, fuse_ino_t ino, int rc)
+{
+	if (rc < 0 && rc != -EBADF)
+		queue_reaped_name(&fs_of(req)->notifier, 0, "", ino);
+}
+
 /* Every close(2) of a descriptor: the content becomes the key's value. */
 static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -857,8 +872,10 @@ static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fuse_reply_err(req, 0);
 		return;
 	}
-	(void)ino;
-	with_file(req, fi, nadb_file_commit);
+	struct nadb_file *f = file_of(fi);
+	int rc = f ? nadb_file_commit(f) : -EBADF;
+	commit_failed(req, ino, rc);
+	reply_status(req, rc);
 }
 
 static void nadbfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -866,8 +883,10 @@ static void nadbfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	TIME_OP(req, OP_RELEASE);
 	if (special_release(sp, req, ino, fi))
 		return;
-	(void)ino;
-	with_file(req, fi, nadb_file_close);
+	struct nadb_file *f = file_of(fi);
+	int rc = f ? nadb_file_close(f) : -EBADF;
+	commit_failed(req, ino, rc);
+	reply_status(req, rc);
 }
 
 /* fsync and fdatasync alike: the engine has no cheaper "data only". */
@@ -1426,8 +1445,11 @@ static void *tell_kernel_reaped_names(void *arg)
 		     r = r->next) {
 			/* Drops the dentry (if it still names INO) and the
 			 * parent's cached attributes; -ENOENT: not cached. */
-			fuse_lowlevel_notify_delete(n->se, r->parent, r->ino, r->name,
-						    strlen(r->name));
+			if (r->name[0])
+				fuse_lowlevel_notify_delete(n->se, r->parent, r->ino, r->name,
+							    strlen(r->name));
+			else
+				fuse_lowlevel_notify_inval_inode(n->se, r->ino, 0, 0);
 		}
 		free_reaped_names(batch);
 		pthread_mutex_lock(&n->lock);

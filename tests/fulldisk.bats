@@ -1,0 +1,101 @@
+#!/usr/bin/env bats
+# A full disk recovers by deleting (issue 10): the store lives on a 64 MiB
+# tmpfs; values are written until ENOSPC, then every key but one is removed,
+# and new values must go in again at once -- no remount, nothing else freed.
+
+load helpers
+
+MiB=1048576
+
+setup() {
+	nadb_setup
+	DISK=$T/disk
+	mkdir "$DISK"
+	mount -t tmpfs -o size=64m tmpfs "$DISK"
+	STORE=$DISK/store
+}
+
+teardown() {
+	local pids
+	pids=$(daemon_pids "$STORE")
+	if mountpoint -q "$MNT"; then
+		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
+	fi
+	# shellcheck disable=SC2086
+	[ -z "$pids" ] || wait_pids_gone 30 $pids || kill -KILL $pids 2>/dev/null
+	if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -s "$STORE/nadbfs.log" ]; then
+		echo "--- $STORE/nadbfs.log (last 40 lines) ---"
+		tail -n 40 "$STORE/nadbfs.log"
+	fi
+	mountpoint -q "$DISK" && { umount "$DISK" || umount -l "$DISK"; }
+	nadb_teardown
+}
+
+disk_free_mib() { df -B1M --output=avail "$DISK" | tail -1 | tr -d ' '; }
+
+@test "full tmpfs: ENOSPC keeps values whole; deleting all keys but one lets writes resume without a remount" {
+	head -c 80M /dev/urandom >"$T/src"
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	# fill: 1 MiB values until the disk says no
+	good=0
+	failed=
+	for i in $(seq 1 80); do
+		if ! dd if="$T/src" of="$MNT/app/ns/k$i" bs=1M skip=$((i - 1)) count=1 status=none 2>"$T/err"; then
+			failed=$i
+			break
+		fi
+		good=$i
+	done
+	cat "$T/err"
+	echo "# $good values of 1 MiB went in; k$failed got: $(cat "$T/err")" >&3
+	[ -n "$failed" ]
+	grep -q "No space left on device" "$T/err"
+	[ "$good" -ge 40 ]
+	# the failed new key holds no half-made value: absent or empty
+	if [ -e "$MNT/app/ns/k$failed" ]; then [ "$(stat -c %s "$MNT/app/ns/k$failed")" = 0 ]; fi
+	[ -z "$(cat "$MNT/app/ns/k$failed" 2>/dev/null)" ]
+	# an overwrite that cannot be stored leaves the old value (conv=notrunc:
+	# plain dd first ftruncates, and the shell's > closes a duplicate of
+	# the truncated descriptor: each a change of its own that succeeds)
+	run dd if="$T/src" of="$MNT/app/ns/k1" bs=1M skip=70 count=8 conv=notrunc status=none
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"No space left on device"* ]]
+	sleep 0.2 # the kernel drops its pages of the failed writes (notifier thread)
+	cmp "$MNT/app/ns/k1" <(dd if="$T/src" bs=1M skip=0 count=1 status=none)
+	# every value written stays intact
+	for i in $(seq 1 "$good"); do
+		cmp "$MNT/app/ns/k$i" <(dd if="$T/src" bs=1M skip=$((i - 1)) count=1 status=none)
+	done
+	before_kib=$(du -s -k "$STORE" | cut -f1)
+	free_before=$(disk_free_mib)
+	# delete all but k1, then write anew at once
+	start=$(date +%s.%N)
+	for i in $(seq 2 "$good"); do rm "$MNT/app/ns/k$i"; done
+	rm -f "$MNT/app/ns/k$failed"
+	dd if="$T/src" of="$MNT/app/ns/new1" bs=1M skip=60 count=1 status=none
+	end=$(date +%s.%N)
+	free_after=$(disk_free_mib)
+	after_kib=$(du -s -k "$STORE" | cut -f1)
+	echo "# free: $free_before MiB full -> $free_after MiB after deleting $((good - 1)) keys and writing one;" \
+		"deletes + next write: $(echo "$end - $start" | bc) s; store du $before_kib -> $after_kib KiB" >&3
+	[ "$after_kib" -lt $((before_kib / 4)) ]
+	[ "$free_after" -ge 40 ]
+	# more new values go in, and a compaction on demand works
+	for i in $(seq 2 20); do
+		dd if="$T/src" of="$MNT/app/ns/new$i" bs=1M skip=$((60 + i % 20)) count=1 status=none
+	done
+	echo compact >"$MNT/.ctl"
+	cmp "$MNT/app/ns/k1" <(dd if="$T/src" bs=1M skip=0 count=1 status=none)
+	cmp "$MNT/app/ns/new1" <(dd if="$T/src" bs=1M skip=60 count=1 status=none)
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# ENOSPC was said once, not once per failed chunk
+	[ "$(grep -c "No space left on device" "$STORE/nadbfs.log")" -le 2 ]
+	mount_store
+	cmp "$MNT/app/ns/new20" <(dd if="$T/src" bs=1M skip=60 count=1 status=none)
+	[ "$(ls "$MNT/app/ns" | wc -l)" = 21 ]
+}
