@@ -121,8 +121,8 @@ setup() {
 }
 
 @test "nadb fsck exits 1 when a pack's data is corrupted" {
-	# the largest file that is not LMDB's holds the 700 kB random blob
-	pack=$(find "$STORE" -type f ! -name '*.mdb' ! -name '*.log' ! -name '*lock*' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+	# the largest pack segment holds the 700 kB random blob
+	pack=$(find "$STORE/packs" -type f -name '*.pack' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 	[ -n "$pack" ]
 	size=$(stat -c %s "$pack")
 	[ "$size" -gt 600000 ]
