@@ -1,0 +1,345 @@
+/* test_backend.c -- the contract every storage backend of backend.h keeps.
+ *
+ * The engine assumes these of a kv backend: gets see the step's own
+ * writes; a step is kept whole or undone whole; scans walk one table in
+ * byte order of the keys (a shorter key before its extensions) from any
+ * start key, stop when told and pass an error on; tables are apart; sync
+ * makes every completed step durable and close loses what was not synced,
+ * never part of a step.  And of a blob area: a frame reads back from any
+ * offset in it; segments list with their sizes and the current one; roll,
+ * remove and punch keep every other frame where it was; appended bytes
+ * that were synced survive a reopen.
+ *
+ * Each backend is listed in BACKENDS with how to open it on a fresh place;
+ * a second backend is added there and must pass the same checks.
+ */
+#include "backend.h"
+#include "unit.h"
+
+#include <stdint.h>
+
+struct backend {
+	const char *name;
+	int (*open_kv)(const char *place, struct kv **out);
+	int (*open_blobs)(const char *place, struct blobs **out);
+};
+
+static int open_lmdb(const char *place, struct kv **out)
+{
+	char dir[400];
+	snprintf(dir, sizeof(dir), "%s/meta", place);
+	mkdir(place, 0700);
+	return kv_lmdb_open(dir, out);
+}
+
+static int open_packs(const char *place, struct blobs **out)
+{
+	char dir[400];
+	snprintf(dir, sizeof(dir), "%s/packs", place);
+	mkdir(place, 0700);
+	return blobs_pack_open(dir, out);
+}
+
+static const struct backend BACKENDS[] = {
+	{"lmdb + packs", open_lmdb, open_packs},
+};
+
+/* ---- kv ------------------------------------------------------------------- */
+
+static int put_s(struct kv *kv, enum kv_table t, const char *k, const char *v)
+{
+	return kv->ops->put(kv, t, k, strlen(k), v, strlen(v));
+}
+
+/* Is K in table T with exactly value V (V NULL: absent)? */
+static bool holds(struct kv *kv, enum kv_table t, const char *k, const char *v)
+{
+	struct kv_val got;
+	int rc = kv->ops->get(kv, t, k, strlen(k), &got);
+	if (!v)
+		return rc == -ENOENT;
+	return rc == 0 && got.len == strlen(v) && !memcmp(got.data, v, got.len);
+}
+
+static int in_step(struct kv *kv, int (*fn)(struct kv *kv, void *arg), void *arg,
+		   bool keep)
+{
+	int rc = kv->ops->step_begin(kv);
+	if (rc)
+		return rc;
+	int r = fn(kv, arg);
+	rc = kv->ops->step_end(kv, keep && r == 0);
+	return r ? r : rc;
+}
+
+static int put_ab(struct kv *kv, void *arg)
+{
+	(void)arg;
+	int rc = put_s(kv, KV_META, "a", "1");
+	if (!rc)
+		rc = put_s(kv, KV_META, "b", "2");
+	/* a step reads its own writes */
+	if (!rc && !holds(kv, KV_META, "a", "1"))
+		rc = -EIO;
+	return rc;
+}
+
+static int change_then_undo(struct kv *kv, void *arg)
+{
+	(void)arg;
+	int rc = put_s(kv, KV_META, "c", "3");
+	if (!rc)
+		rc = kv->ops->del(kv, KV_META, "a", 1);
+	if (!rc)
+		rc = put_s(kv, KV_META, "b", "changed");
+	if (!rc && (!holds(kv, KV_META, "a", NULL) || !holds(kv, KV_META, "b", "changed")))
+		rc = -EIO;
+	return rc;
+}
+
+static void check_steps(struct kv *kv)
+{
+	CHECK(holds(kv, KV_META, "a", NULL));
+	CHECK(in_step(kv, put_ab, NULL, true) == 0);
+	CHECK(holds(kv, KV_META, "a", "1") && holds(kv, KV_META, "b", "2"));
+	CHECK(kv->ops->unsynced(kv) > 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	CHECK(kv->ops->unsynced(kv) == 0);
+	CHECK(kv->ops->sync(kv) == 0); /* nothing to do is fine */
+	/* undone whole: the put, the delete and the change */
+	CHECK(in_step(kv, change_then_undo, NULL, false) == 0);
+	CHECK(holds(kv, KV_META, "a", "1") && holds(kv, KV_META, "b", "2"));
+	CHECK(holds(kv, KV_META, "c", NULL));
+	/* deleting what is not there */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->del(kv, KV_META, "nothing", 7) == -ENOENT);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	/* tables are apart; empty values and binary keys are values too */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(put_s(kv, KV_XATTRS, "a", "other") == 0);
+	CHECK(kv->ops->put(kv, KV_ORPHANS, "\0\0\x01", 3, "", 0) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(holds(kv, KV_META, "a", "1") && holds(kv, KV_XATTRS, "a", "other"));
+	struct kv_val v;
+	CHECK(kv->ops->get(kv, KV_ORPHANS, "\0\0\x01", 3, &v) == 0 && v.len == 0);
+	CHECK(kv->ops->get(kv, KV_ORPHANS, "\0\0", 2, &v) == -ENOENT);
+}
+
+struct scan_log {
+	char keys[64][16];
+	size_t lens[64];
+	int n, stop_after, fail_after;
+};
+
+static int log_key(void *ctx, const void *key, size_t klen, const void *val,
+		   size_t vlen)
+{
+	struct scan_log *l = ctx;
+	(void)val;
+	(void)vlen;
+	if (l->fail_after && l->n == l->fail_after)
+		return -EXDEV;
+	if (l->stop_after && l->n == l->stop_after)
+		return 1;
+	if (l->n == 64 || klen > 16)
+		return -ERANGE;
+	memcpy(l->keys[l->n], key, klen);
+	l->lens[l->n++] = klen;
+	return 0;
+}
+
+static bool logged(const struct scan_log *l, int i, const void *key, size_t klen)
+{
+	return i < l->n && l->lens[i] == klen && !memcmp(l->keys[i], key, klen);
+}
+
+static void check_scans(struct kv *kv)
+{
+	/* put in a scrambled order; byte order is: "", shorter first */
+	static const char *const keys[] = {"b", "ab", "\xff", "a", "a\0", "abc", "\x01z"};
+	static const size_t lens[] = {1, 2, 1, 1, 2, 3, 2};
+	static const int order[] = {6, 3, 4, 1, 5, 0, 2}; /* indexes, sorted */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	for (int i = 0; i < 7; i++)
+		CHECK(kv->ops->put(kv, KV_LINKS, keys[i], lens[i], "v", 1) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+
+	struct scan_log l = {0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, log_key, &l) == 0);
+	CHECK(l.n == 7);
+	for (int i = 0; i < 7; i++)
+		CHECK(logged(&l, i, keys[order[i]], lens[order[i]]));
+	/* from a start key that is there, and one that is not */
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, "ab", 2, log_key, &l) == 0);
+	CHECK(l.n == 4 && logged(&l, 0, "ab", 2) && logged(&l, 1, "abc", 3));
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, "aa", 2, log_key, &l) == 0);
+	CHECK(l.n == 4 && logged(&l, 0, "ab", 2));
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, "\xff\xff", 2, log_key, &l) == 0 && l.n == 0);
+	/* stop, and an error passed on */
+	l = (struct scan_log){.stop_after = 2};
+	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, log_key, &l) == 0 && l.n == 2);
+	l = (struct scan_log){.fail_after = 3};
+	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, log_key, &l) == -EXDEV);
+	/* an empty table */
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_TAG_TREE, NULL, 0, log_key, &l) == 0 && l.n == 0);
+	/* a step's own writes are scanned too, and an undone step's are gone */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->put(kv, KV_LINKS, "aa", 2, "v", 1) == 0);
+	CHECK(kv->ops->del(kv, KV_LINKS, "abc", 3) == 0);
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, "a", 1, log_key, &l) == 0);
+	CHECK(l.n == 6 && logged(&l, 2, "aa", 2) && logged(&l, 3, "ab", 2) &&
+	      logged(&l, 4, "b", 1));
+	CHECK(kv->ops->step_end(kv, 0) == 0);
+	l = (struct scan_log){0};
+	CHECK(kv->ops->scan(kv, KV_LINKS, "a", 1, log_key, &l) == 0 && l.n == 6);
+	CHECK(logged(&l, 2, "ab", 2) && logged(&l, 3, "abc", 3));
+	CHECK(kv->ops->sync(kv) == 0);
+}
+
+static void check_big_value(struct kv *kv)
+{
+	size_t n = 1u << 20;
+	uint8_t *big = malloc(n);
+	CHECK(big != NULL);
+	if (!big)
+		return;
+	for (size_t i = 0; i < n; i++)
+		big[i] = (uint8_t)(i * 2654435761u >> 24);
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->put(kv, KV_INODES, "big", 3, big, n) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	struct kv_val v;
+	CHECK(kv->ops->get(kv, KV_INODES, "big", 3, &v) == 0 && v.len == n &&
+	      !memcmp(v.data, big, n));
+	free(big);
+	CHECK(kv->ops->sync(kv) == 0);
+}
+
+static void check_kv(const struct backend *b, const char *place)
+{
+	struct kv *kv;
+	CHECK(b->open_kv(place, &kv) == 0);
+	check_steps(kv);
+	check_scans(kv);
+	check_big_value(kv);
+	/* what was synced survives a reopen; what was not is lost whole */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(put_s(kv, KV_META, "late", "x") == 0);
+	CHECK(put_s(kv, KV_META, "a", "late") == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	kv->ops->close(kv);
+	CHECK(b->open_kv(place, &kv) == 0);
+	CHECK(holds(kv, KV_META, "a", "1") && holds(kv, KV_META, "b", "2"));
+	CHECK(holds(kv, KV_META, "late", NULL));
+	struct kv_val v;
+	CHECK(kv->ops->get(kv, KV_INODES, "big", 3, &v) == 0 && v.len == 1u << 20);
+	kv->ops->close(kv);
+}
+
+/* ---- blobs ------------------------------------------------------------------ */
+
+struct seg_log {
+	uint32_t segs[8];
+	uint64_t sizes[8], held[8];
+	bool current[8];
+	int n;
+};
+
+static int log_segment(void *ctx, uint32_t seg, uint64_t size, uint64_t held,
+		       bool current)
+{
+	struct seg_log *l = ctx;
+	if (l->n == 8)
+		return -ERANGE;
+	l->segs[l->n] = seg;
+	l->sizes[l->n] = size;
+	l->held[l->n] = held;
+	l->current[l->n++] = current;
+	return 0;
+}
+
+static bool reads_back(struct blobs *b, const struct blob_loc *loc, const uint8_t *head,
+		       size_t hlen, const uint8_t *data, size_t dlen)
+{
+	uint8_t *buf = malloc(hlen + dlen);
+	bool ok = buf && loc->len == hlen + dlen &&
+		  b->ops->read(b, loc, 0, buf, hlen + dlen) == 0 &&
+		  !memcmp(buf, head, hlen) && !memcmp(buf + hlen, data, dlen);
+	/* and from inside the frame */
+	ok = ok && b->ops->read(b, loc, hlen + 1, buf, dlen - 1) == 0 &&
+	     !memcmp(buf, data + 1, dlen - 1);
+	free(buf);
+	return ok;
+}
+
+static void check_blobs(const struct backend *be, const char *place)
+{
+	struct blobs *b;
+	CHECK(be->open_blobs(place, &b) == 0);
+	enum { N = 300000 };
+	uint8_t head[32], *data = malloc(N);
+	CHECK(data != NULL);
+	if (!data)
+		return;
+	memset(head, 0xab, sizeof(head));
+	for (size_t i = 0; i < N; i++)
+		data[i] = (uint8_t)(i * 7919u >> 3);
+	struct blob_loc a, c, d;
+	CHECK(b->ops->append(b, head, sizeof(head), data, N, &a) == 0);
+	CHECK(b->ops->append(b, head, sizeof(head), data, 1000, &c) == 0);
+	CHECK(reads_back(b, &a, head, sizeof(head), data, N));
+	CHECK(reads_back(b, &c, head, sizeof(head), data, 1000));
+	CHECK(b->ops->sync(b) == 0);
+	CHECK(b->ops->size(b) >= 2 * sizeof(head) + N + 1000);
+
+	/* roll: later appends go to a new segment; the old one is listed */
+	CHECK(b->ops->roll(b) == 0);
+	CHECK(b->ops->append(b, head, sizeof(head), data, 5000, &d) == 0);
+	CHECK(d.seg != a.seg);
+	struct seg_log l = {0};
+	CHECK(b->ops->segments(b, log_segment, &l) == 0);
+	CHECK(l.n == 2 && !l.current[0] && l.segs[0] == a.seg && l.current[1] &&
+	      l.segs[1] == d.seg);
+	CHECK(l.sizes[0] >= a.len + c.len && l.held[0] <= l.sizes[0]);
+
+	/* punch: the frame's bytes are given back, the others stay */
+	uint64_t held = l.held[0];
+	CHECK(b->ops->punch(b, &a) == 0);
+	CHECK(reads_back(b, &c, head, sizeof(head), data, 1000));
+	l = (struct seg_log){0};
+	CHECK(b->ops->segments(b, log_segment, &l) == 0);
+	CHECK(l.n == 2 && l.held[0] < held);
+
+	/* remove: gone from the list; the rest reads back, also after reopen */
+	CHECK(b->ops->sync(b) == 0);
+	CHECK(b->ops->remove(b, a.seg) == 0);
+	b->ops->forget_removed(b);
+	l = (struct seg_log){0};
+	CHECK(b->ops->segments(b, log_segment, &l) == 0);
+	CHECK(l.n == 1 && l.segs[0] == d.seg && l.current[0]);
+	CHECK(b->ops->sync(b) == 0);
+	b->ops->close(b);
+	CHECK(be->open_blobs(place, &b) == 0);
+	CHECK(reads_back(b, &d, head, sizeof(head), data, 5000));
+	b->ops->close(b);
+	free(data);
+}
+
+int main(void)
+{
+	for (size_t i = 0; i < sizeof(BACKENDS) / sizeof(BACKENDS[0]); i++) {
+		char dir[32], place[300];
+		make_store_dir(dir, place);
+		int before = failures;
+		check_kv(&BACKENDS[i], place);
+		check_blobs(&BACKENDS[i], place);
+		printf("%s %s\n", failures == before ? "ok" : "FAILED", BACKENDS[i].name);
+		remove_dir(dir);
+	}
+	return failures ? 1 : 0;
+}
