@@ -12,6 +12,7 @@
  * long after its creation, set in the same step that creates it.
  */
 #include "log.h"
+#include "index.h"
 #include "store_int.h"
 
 #include <endian.h>
@@ -408,3 +409,15 @@ int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
 	inode_release(&in);
 	return rc;
 }
+
+/* ---- the tree's events (index.h) ---------------------------------------- */
+
+static int unindex_deleted(struct nadb_store *st, uint64_t ino, const struct inode_rec *r)
+{
+	return r->expires ? expiry_index(st, ino, r->expires, 0) : 0;
+}
+
+const struct index_hooks expiry_hooks = {
+	.name = "expiry",
+	.inode_deleting = unindex_deleted,
+};

@@ -565,7 +565,7 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 		in.r.mtime = of->a_mtime;
 		in.r.ctime = of->a_ctime;
 		pthread_mutex_unlock(&of->attr_lock);
-		rc = stats_size_changed(st, of->ino, (int64_t)of->size - (int64_t)in.r.size);
+		rc = index_size_changed(st, of->ino, (int64_t)of->size - (int64_t)in.r.size);
 		in.r.size = of->size;
 		in.r.stored = keymeta_stored(st, list, of->nslots);
 		if (!rc)

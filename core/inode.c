@@ -178,10 +178,7 @@ int inode_delete(struct nadb_store *st, uint64_t ino)
 	int rc = inode_get(st, ino, &in);
 	if (rc)
 		return rc;
-	if (in.r.expires)
-		rc = expiry_index(st, ino, in.r.expires, 0);
-	if (!rc)
-		rc = tags_drop_all(st, ino);
+	rc = index_inode_deleting(st, ino, &in.r);
 	if (!rc && S_ISREG(in.r.mode)) {
 		for (size_t off = 0; !rc && off + CHUNK_HASH_LEN <= in.payload_len;
 		     off += CHUNK_HASH_LEN)

@@ -10,6 +10,7 @@
  */
 #include "log.h"
 #include "stats.h"
+#include "index.h"
 #include "store_int.h"
 
 #include <errno.h>
@@ -95,8 +96,8 @@ static int add_to_scopes(struct nadb_store *st, const uint64_t scopes[3],
 	return rc;
 }
 
-int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
-		       uint64_t parent, int delta)
+static int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
+			      uint64_t parent, int delta)
 {
 	uint64_t scopes[3];
 	int rc = scopes_of(st, parent, scopes);
@@ -148,7 +149,7 @@ static int resize_in_scope(void *ctx, const void *key, size_t klen, const void *
 	return rc ? rc : add_to_scopes(w->st, scopes, d, 1);
 }
 
-int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta)
+static int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta)
 {
 	if (!delta)
 		return 0;
@@ -213,8 +214,8 @@ static int sum_subtree(struct subtree *s, uint64_t dir)
 /* Move directory DIR's totals from the scopes it had under OLD_PARENT to
  * the ones it has under NEW_PARENT (its own link is counted by the entry
  * hooks).  Called after the move, with DIR's level already updated. */
-int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
-		    uint64_t old_parent, uint64_t new_parent)
+static int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
+			   uint64_t old_parent, uint64_t new_parent)
 {
 	struct inode in;
 	int rc = inode_get(st, dir, &in);
@@ -530,3 +531,30 @@ int stats_check(struct nadb_store *st, bool repair,
 	*problems = s.problems;
 	return rc;
 }
+
+/* ---- the tree's events (index.h) ---------------------------------------- */
+
+static int count_link(struct nadb_store *st, uint64_t ino, uint32_t mode,
+		      uint64_t parent, const char *name, int delta)
+{
+	(void)name;
+	return stats_link_changed(st, ino, mode, parent, delta);
+}
+
+/* Totals of a moved directory change scope with it. */
+static int move_totals(struct nadb_store *st, uint64_t dir, uint8_t old_level,
+		       uint64_t old_parent, uint64_t parent, const char *name,
+		       void *state)
+{
+	(void)name;
+	(void)state;
+	return old_parent == parent ? 0
+				    : stats_dir_moved(st, dir, old_level, old_parent, parent);
+}
+
+const struct index_hooks stats_hooks = {
+	.name = "stats",
+	.link_changed = count_link,
+	.dir_arrived = move_totals,
+	.size_changed = stats_size_changed,
+};

@@ -371,6 +371,11 @@ static int check_only_store_files(const char *dir)
 	return rc;
 }
 
+/* Every index of the store, in the order they hear of each change. */
+static const struct index_hooks *const store_indexes[] = {
+	&tags_hooks, &expiry_hooks, &stats_hooks,
+};
+
 int nadb_store_open(const char *dir, const struct nadb_options *o,
 		    struct nadb_store **out)
 {
@@ -407,6 +412,8 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	st->lock_fd = -1;
 	st->reserve_fd = -1;
 	st->opt = *o;
+	st->indexes = store_indexes;
+	st->nindexes = sizeof(store_indexes) / sizeof(store_indexes[0]);
 	pthread_mutex_init(&st->meta_lock, NULL);
 	pthread_mutex_init(&st->files_lock, NULL);
 	pthread_mutex_init(&st->flush_lock, NULL);

@@ -5,6 +5,7 @@
 #define NADB_STORE_INT_H
 
 #include "backend.h"
+#include "index.h"
 #include "chunk.h"
 #include "store.h"
 
@@ -56,6 +57,10 @@ struct nadb_store {
 	struct kv *kv;
 	struct blobs *blobs;
 	struct chunker chunks;
+	/* The indexes that hear about changes to the tree (index.h), set at
+	 * open and only read afterwards. */
+	const struct index_hooks *const *indexes;
+	size_t nindexes;
 
 	/* meta_lock: scope is every kv call (the open group of steps), the
 	 * chunker and next_ino.  Taken after an ofile's lock, before
@@ -195,15 +200,6 @@ int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);
 
 /* Tags (tags.c).  Called inside steps, under meta_lock. */
-int tags_link_changed(struct nadb_store *st, uint64_t ino, uint64_t parent,
-		      const char *name, int delta);
-int tags_drop_all(struct nadb_store *st, uint64_t ino);
-struct tag_mirror;
-int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
-		    struct tag_mirror **out);
-int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *name,
-		    uint64_t dir, struct tag_mirror *m);
-void tags_mirror_free(struct tag_mirror *m);
 int tags_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 		   const char *value, size_t size);
 ssize_t tags_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
@@ -223,14 +219,8 @@ enum counter {
 	C_COUNT
 };
 int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
-/* A name of INO (mode MODE) appeared (+1) or went (-1) in directory PARENT. */
-int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
-		       uint64_t parent, int delta);
-int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta);
 int stats_check(struct nadb_store *st, bool repair,
 		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
-int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_level,
-		    uint64_t old_parent, uint64_t new_parent);
 
 /* Per-key metadata (keymeta.c): the read-only user.nadb.* xattrs. */
 bool keymeta_is_name(const char *name);

@@ -16,6 +16,7 @@
  * the same step.
  */
 #include "log.h"
+#include "index.h"
 #include "store_int.h"
 #include "tags.h"
 
@@ -192,9 +193,13 @@ static int tags_of(struct nadb_store *st, uint64_t ino, struct tag_list *l)
 	return st->kv->ops->scan(st->kv, KV_TAGS_OF, l->prefix, INO_KEY_LEN, collect_tag, l);
 }
 
-int tags_link_changed(struct nadb_store *st, uint64_t ino, uint64_t parent,
-		      const char *name, int delta)
+/* A tagged key's names are mirrored under /tags (directories move their
+ * mirrors with them: dir_leaving, dir_arrived). */
+static int tags_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
+			     uint64_t parent, const char *name, int delta)
 {
+	if (S_ISDIR(mode))
+		return 0;
 	struct tag_list l;
 	int rc = tags_of(st, ino, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
@@ -302,7 +307,7 @@ static int tag_del(struct nadb_store *st, uint64_t ino, const char *tag)
 	return rc;
 }
 
-int tags_drop_all(struct nadb_store *st, uint64_t ino)
+static int tags_drop_all(struct nadb_store *st, uint64_t ino)
 {
 	struct tag_list l;
 	int rc = tags_of(st, ino, &l);
@@ -320,7 +325,7 @@ struct tag_mirror {
 	uint64_t *count;
 };
 
-void tags_mirror_free(struct tag_mirror *m)
+static void tags_mirror_free(struct tag_mirror *m)
 {
 	if (m) {
 		free(m->id);
@@ -374,8 +379,8 @@ static int note_edge(void *ctx, const void *key, size_t klen, const void *val,
 	return 0;
 }
 
-int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
-		    struct tag_mirror **out)
+static int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
+			   struct tag_mirror **out)
 {
 	*out = NULL;
 	struct detach_ctx d = {.st = st, .parent = parent, .name = name};
@@ -402,8 +407,8 @@ int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
 	return 0;
 }
 
-int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *name,
-		    uint64_t dir, struct tag_mirror *m)
+static int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *name,
+			   uint64_t dir, struct tag_mirror *m)
 {
 	int rc = 0;
 	for (size_t i = 0; !rc && i < m->n; i++)
@@ -1058,3 +1063,44 @@ int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
 	*problems = w.problems;
 	return rc;
 }
+
+/* ---- the tree's events (index.h) ---------------------------------------- */
+
+static int drop_on_delete(struct nadb_store *st, uint64_t ino, const struct inode_rec *r)
+{
+	(void)r;
+	return tags_drop_all(st, ino);
+}
+
+static int mirrors_leave(struct nadb_store *st, uint64_t parent, const char *name,
+			 void **state)
+{
+	struct tag_mirror *m = NULL;
+	int rc = tags_detach_dir(st, parent, name, &m);
+	*state = m;
+	return rc;
+}
+
+static int mirrors_arrive(struct nadb_store *st, uint64_t dir, uint8_t old_level,
+			  uint64_t old_parent, uint64_t parent, const char *name,
+			  void *state)
+{
+	(void)old_level;
+	(void)old_parent;
+	return state ? tags_attach_dir(st, parent, name, dir, state) : 0;
+}
+
+static void free_mirror(void *state)
+{
+	tags_mirror_free(state);
+}
+
+const struct index_hooks tags_hooks = {
+	.name = "tags",
+	.link_changed = tags_link_changed,
+	.last_link_gone = tags_drop_all,
+	.inode_deleting = drop_on_delete,
+	.dir_leaving = mirrors_leave,
+	.dir_arrived = mirrors_arrive,
+	.free_state = free_mirror,
+};

@@ -90,12 +90,8 @@ static int set_link(struct nadb_store *st, uint64_t ino, uint32_t mode,
 		if (rc == -ENOENT)
 			rc = 0;
 	}
-	/* A tagged key's names are mirrored under /tags (directories move
-	 * their mirrors in rename). */
-	if (!rc && !S_ISDIR(mode))
-		rc = tags_link_changed(st, ino, parent, name, present ? 1 : -1);
 	if (!rc)
-		rc = stats_link_changed(st, ino, mode, parent, present ? 1 : -1);
+		rc = index_link_changed(st, ino, mode, parent, name, present ? 1 : -1);
 	return rc;
 }
 
@@ -419,7 +415,7 @@ static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
 	if (rc)
 		return rc;
 	if (S_ISDIR(in.r.mode) || in.r.nlink <= 1) {
-		rc = tags_drop_all(st, ino);
+		rc = index_last_link_gone(st, ino);
 		if (rc) {
 		} else if (!S_ISDIR(in.r.mode) &&
 			   (file_is_open(st, ino) || file_kernel_holds(st, ino))) {
@@ -644,14 +640,14 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 		return rc;
 	if (b->expired)
 		rc = tree_remove_entry(st, b->parent, b->name, now);
-	struct tag_mirror *ma = NULL, *mb = NULL;
+	struct index_move ma = {{0}}, mb = {{0}};
 	uint8_t a_level = a->node.r.level, b_level = b->exists ? b->node.r.level : 0;
 	bool exchange = flags & NADB_RENAME_EXCHANGE;
-	/* A directory's mirrors under /tags leave with it... */
+	/* What the indexes keep of a directory leaves with it... */
 	if (!rc && a_dir)
-		rc = tags_detach_dir(st, a->parent, a->name, &ma);
+		rc = index_dir_leaving(st, a->parent, a->name, &ma);
 	if (!rc && exchange && b_dir)
-		rc = tags_detach_dir(st, b->parent, b->name, &mb);
+		rc = index_dir_leaving(st, b->parent, b->name, &mb);
 	if (rc) {
 	} else if (exchange) {
 		rc = place(st, b, a->e.ino, &a->node, now);
@@ -672,18 +668,13 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 		a_links = a_dir ? -1 : 0;
 		b_links = (a_dir ? 1 : 0) - (b_dir ? 1 : 0);
 	}
-	/* Totals of moved directories change scope with them. */
-	if (!rc && a_dir && a->parent != b->parent)
-		rc = stats_dir_moved(st, a->e.ino, a_level, a->parent, b->parent);
-	if (!rc && exchange && b_dir && a->parent != b->parent)
-		rc = stats_dir_moved(st, b->e.ino, b_level, b->parent, a->parent);
-	/* ...and arrive with it at its new place. */
-	if (!rc && ma)
-		rc = tags_attach_dir(st, b->parent, b->name, a->e.ino, ma);
-	if (!rc && mb)
-		rc = tags_attach_dir(st, a->parent, a->name, b->e.ino, mb);
-	tags_mirror_free(ma);
-	tags_mirror_free(mb);
+	/* ...and arrives with it at its new place. */
+	if (!rc && a_dir)
+		rc = index_dir_arrived(st, a->e.ino, a_level, a->parent, b->parent, b->name, &ma);
+	if (!rc && exchange && b_dir)
+		rc = index_dir_arrived(st, b->e.ino, b_level, b->parent, a->parent, a->name, &mb);
+	index_move_free(st, &ma);
+	index_move_free(st, &mb);
 	if (same_dir) {
 		if (!rc)
 			rc = dir_changed(st, a->parent, &a->dir, a_links + b_links, now);
