@@ -138,9 +138,11 @@ help_of() {
 	cmp "$T/ref" "$T/back"
 }
 
-# Keys enough that the daemon's last commit takes a moment.
+# Keys enough that the daemon's last commit takes a moment (its fdatasync
+# of 50 MB outlasts fusermount3 -u, so the next user has to wait for it).
 fill_store() {
 	mkdir -p "$MNT/app/ns"
+	head -c 50000000 /dev/urandom >"$MNT/app/ns/big"
 	"$PY" - "$MNT/app/ns" <<'PYEOF'
 import os, sys
 for i in range(300):
