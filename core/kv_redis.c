@@ -633,9 +633,12 @@ static int kvr_sync(struct kv *kv)
 		k->unsynced = 0;
 		return 0;
 	}
-	int replicas = redis_replicas(k->conn);
+	int replicas = 0;
+	int rc = redis_replicas(k->conn, &replicas);
+	if (rc) /* unreachable (logged): the group stays for the next sync */
+		return rc == -EIO || rc == -ENOMEM ? rc : -EIO;
 	struct batch b;
-	int rc = size_batch(k, &b, 3);
+	rc = size_batch(k, &b, 3);
 	if (rc) {
 		free_batch(&b);
 		return rc;

@@ -567,19 +567,23 @@ static int run_text(struct redis_conn *c, const char *why, int argc, const char 
 	return redis_run(c, why, argc, argv, lens, out);
 }
 
-int redis_replicas(struct redis_conn *c)
+int redis_replicas(struct redis_conn *c, int *out)
 {
-	if (c->replicas_seen_ms && now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS)
-		return c->replicas;
+	if (c->replicas_seen_ms && now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
+		*out = c->replicas;
+		return 0;
+	}
 	redisReply *r;
 	const char *argv[] = {"INFO", "replication"};
-	if (run_text(c, "INFO replication", 2, argv, &r))
-		return c->replicas; /* the last count; the sync itself will tell */
+	int rc = run_text(c, "INFO replication", 2, argv, &r);
+	if (rc)
+		return rc;
 	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
 	c->replicas = v ? atoi(v + 17) : 0;
 	c->replicas_seen_ms = now_ms();
 	freeReplyObject(r);
-	return c->replicas;
+	*out = c->replicas;
+	return 0;
 }
 
 /* ---- the format marker ------------------------------------------------------ */

@@ -111,9 +111,10 @@ int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv
 int redis_reply_error(const struct redis_conn *c, const char *why,
 		      const redisReply *r);
 
-/* Replicas connected to the server (from INFO replication, refreshed at
- * most every REPLICA_RECHECK_MS); sync WAITs for them. */
-int redis_replicas(struct redis_conn *c);
+/* Replicas connected to the server, into *OUT (from INFO replication,
+ * asked again when older than REPLICA_RECHECK_MS); sync WAITs for them.
+ * 0, or the error of redis_run. */
+int redis_replicas(struct redis_conn *c, int *out);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */
