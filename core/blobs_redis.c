@@ -351,7 +351,7 @@ static void redis_forget_removed(struct blobs *bl)
 {
 	struct blobs_redis *b = (struct blobs_redis *)bl;
 	pthread_mutex_lock(&b->lock);
-	uint32_t *list = malloc((b->nsegs + 1) * sizeof(*list)), n = 0;
+	uint32_t *list = calloc(b->nsegs + 1, sizeof(*list)), n = 0;
 	for (uint32_t s = 0; list && s < b->nsegs; s++)
 		if (b->segs[s].gone)
 			list[n++] = s;
@@ -420,7 +420,7 @@ static int forget_old_gone(struct blobs_redis *b)
 	int rc = run_text(b, "listing removed segments", 2, argv, &r);
 	if (rc)
 		return rc;
-	uint32_t *list = malloc((r->elements + 1) * sizeof(*list)), n = 0;
+	uint32_t *list = calloc(r->elements + 1, sizeof(*list)), n = 0;
 	for (size_t i = 0; list && i < r->elements; i++)
 		if (r->element[i]->type == REDIS_REPLY_STRING)
 			list[n++] = (uint32_t)strtoul(r->element[i]->str, NULL, 10);

@@ -461,8 +461,10 @@ static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t sl
 		    kv_scan_fn fn, void *ctx)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	if (!start)
+	if (!start) { /* from the first row; memcmp wants a pointer even for 0 bytes */
+		start = "";
 		slen = 0;
+	}
 	struct merge m = {
 		.step = k->in_step ? first_at_or_after(&k->step, t, start, slen, NULL) : NULL,
 		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
