@@ -7,7 +7,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS     = fuse3 lmdb libxxhash zlib
+PKGS     = fuse3 lmdb libxxhash zlib hiredis
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -19,7 +19,8 @@ UNIT_SRC = $(wildcard tests/unit/*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
 DEB_PKGS = build-essential pkg-config fuse3 libfuse3-dev liblmdb-dev \
-           libxxhash-dev zlib1g-dev bats attr rsync gnuplot-nox
+           libxxhash-dev zlib1g-dev bats attr rsync gnuplot-nox \
+           libhiredis-dev redis-server redis-tools
 STORE   ?= data
 MNT     ?= mnt
 
@@ -47,7 +48,7 @@ $(NADB_OBJ): tools/nadb/nadb_tool.h
 $(BUILD)/nadb: $(NADB_OBJ) $(BUILD)/libnadb.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libnadb.a $(wildcard core/*.h) tests/unit/unit.h
+$(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libnadb.a $(wildcard core/*.h) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/libnadb.a $(LDLIBS)
 

@@ -118,4 +118,11 @@ struct blobs {
 /* The pack backend: segment files DIR/NNNNNNNN.pack (DIR is created). */
 int blobs_pack_open(const char *dir, struct blobs **out);
 
+/* The Redis backend (redis.h): STORE is redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].
+ * Each opens a connection of its own; kv_redis_open marks a new NAME as a
+ * nadb store and refuses (-EEXIST) a NAME holding other keys. */
+bool store_is_redis_url(const char *store);
+int kv_redis_open(const char *url, struct kv **out);
+int blobs_redis_open(const char *url, struct blobs **out);
+
 #endif

@@ -1,0 +1,535 @@
+/* blobs_redis.c -- the blob area of backend.h as Redis strings.
+ *
+ * Why big strings and not a key per frame: a 4 KiB frame APPENDed into a
+ * large string costs about 4,153 bytes of server memory, as its own key
+ * about 5.2 KiB (measured, shared/notes/redis-facts.md).  So, like pack.c,
+ * frames are appended back to back to segments, "{...}:seg:N", of up to
+ * SEG_MAX bytes, and read back with GETRANGE.  The segment numbers are a
+ * sorted set ("{...}:segs"); the highest is appended to.
+ *
+ * Durability: an APPEND is sent and its reply read before append returns,
+ * so a frame is in Redis before any metadata naming it can be committed
+ * (no buffering here).  With appendfsync always the reply means it is in
+ * the AOF on disk, and sync has nothing left to do; with everysec (or no
+ * AOF) Redis 7.0 offers no way to wait for the fsync (WAITAOF is 7.2), so
+ * sync promises only what the server's own policy does: kv_redis_open
+ * logs that once.  Replicas: kv sync's WAIT covers these appends too,
+ * since they were acknowledged (so replicated in order) before its EXEC.
+ *
+ * Punch: a Redis string cannot give back part of itself, so punch only
+ * records the frame's bytes as dead ("{...}:punched", per segment); the
+ * segment's held bytes drop, which is what compaction weighs, and its
+ * memory comes back when compaction copies the live frames out and
+ * removes it.
+ *
+ * Remove renames the segment to "{...}:gone:N" (listed in "{...}:gone")
+ * so that a reader that located a frame just before compaction moved it
+ * still reads it; forget_removed deletes them, and so does the next open
+ * (no reader can be left from before it).
+ */
+#include "backend.h"
+#include "log.h"
+#include "redis.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEG_MAX (64u << 20) /* bytes: a segment's size before the next starts
+                               (Redis strings stop at 512 MiB) */
+#define KEY_SIZE (REDIS_NAME_MAX + 48) /* bytes: longest key name + NUL */
+
+struct seg {
+	uint64_t size;    /* bytes appended (cur's: see cur_size) */
+	uint64_t punched; /* bytes of frames punched: dead */
+	bool listed;      /* in the segs set and not removed */
+	bool gone;        /* removed, kept as gone:N until forget_removed */
+};
+
+struct blobs_redis {
+	struct blobs blobs;
+	/* lock: scope is the connection (a hiredis context is not
+	 * thread-safe, so every round trip holds it) and every field below.
+	 * Reads from many threads queue here: one round trip at a time. */
+	pthread_mutex_t lock;
+	struct redis_conn *conn;
+	uint32_t cur;      /* the segment appended to */
+	uint64_t cur_size; /* its size: where the next frame goes */
+	uint64_t total;    /* bytes held: sizes less punched, of listed segments */
+	struct seg *segs;  /* segs[N], N < nsegs */
+	uint32_t nsegs;
+	char segs_key[KEY_SIZE], punched_key[KEY_SIZE], gone_key[KEY_SIZE];
+};
+
+static void seg_key(const struct blobs_redis *b, uint32_t seg, bool gone, char *buf)
+{
+	char what[32];
+	snprintf(what, sizeof(what), "%s:%u", gone ? "gone" : "seg", seg);
+	redis_key(b->conn, 0, what, buf, KEY_SIZE);
+}
+
+/* Make segs[SEG] exist.  Under b->lock. */
+static int grow_segs(struct blobs_redis *b, uint32_t seg)
+{
+	if (seg < b->nsegs)
+		return 0;
+	uint32_t n = b->nsegs ? b->nsegs : 16;
+	while (n <= seg)
+		n *= 2;
+	struct seg *segs = realloc(b->segs, n * sizeof(*segs));
+	if (!segs)
+		return -ENOMEM;
+	memset(segs + b->nsegs, 0, (n - b->nsegs) * sizeof(*segs));
+	b->segs = segs;
+	b->nsegs = n;
+	return 0;
+}
+
+static int run_text(struct blobs_redis *b, const char *why, int argc, const char **argv,
+		    redisReply **out)
+{
+	size_t lens[8];
+	assert(argc <= 8);
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	return redis_run(b->conn, why, argc, argv, lens, out);
+}
+
+/* List segment SEG in the segs set.  Under b->lock. */
+static int list_segment(struct blobs_redis *b, uint32_t seg)
+{
+	int rc = grow_segs(b, seg);
+	if (rc)
+		return rc;
+	char num[16];
+	snprintf(num, sizeof(num), "%u", seg);
+	const char *argv[] = {"ZADD", b->segs_key, num, num};
+	redisReply *r;
+	rc = run_text(b, "listing a new segment", 4, argv, &r);
+	if (rc)
+		return rc;
+	freeReplyObject(r);
+	b->segs[seg].listed = true;
+	return 0;
+}
+
+/* Later appends go to a new segment.  Under b->lock. */
+static int roll_locked(struct blobs_redis *b)
+{
+	int rc = list_segment(b, b->cur + 1);
+	if (rc)
+		return rc;
+	b->segs[b->cur].size = b->cur_size;
+	b->cur++;
+	b->cur_size = 0;
+	return 0;
+}
+
+/* APPEND the LEN bytes of FRAME to the current segment: where they went. */
+static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
+			 struct blob_loc *out)
+{
+	if (b->cur_size && b->cur_size + len > SEG_MAX) {
+		int rc = roll_locked(b);
+		if (rc)
+			return rc;
+	}
+	char key[KEY_SIZE];
+	seg_key(b, b->cur, false, key);
+	const char *argv[] = {"APPEND", key, frame};
+	size_t lens[] = {6, strlen(key), len};
+	redisReply *r;
+	int rc = redis_run(b->conn, "appending a frame", 3, argv, lens, &r);
+	if (rc)
+		return rc;
+	long long end = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+	freeReplyObject(r);
+	if (end < (long long)len)
+		return redis_reply_error(b->conn, "appending a frame: no length", NULL);
+	/* The reply says where the frame is: a retried APPEND (the first
+	 * reply lost with the connection) leaves a dead copy before it. */
+	uint64_t grown = (uint64_t)end - b->cur_size;
+	*out = (struct blob_loc){.seg = b->cur, .off = (uint64_t)end - len,
+				 .len = (uint32_t)len};
+	b->cur_size = (uint64_t)end;
+	b->total += grown;
+	return 0;
+}
+
+static int redis_append(struct blobs *bl, const void *head, size_t hlen,
+			const void *data, size_t dlen, struct blob_loc *out)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	size_t len = hlen + dlen;
+	if (len > UINT32_MAX || len > SEG_MAX) {
+		nadb_log("redis %s: a frame of %zu bytes is larger than a segment",
+			 redis_conn_name(b->conn), len);
+		return -EFBIG;
+	}
+	/* One APPEND: a frame is never half there (hiredis copies it once
+	 * more into its output buffer; that is cheap next to the network). */
+	char *frame = malloc(len ? len : 1);
+	if (!frame)
+		return -ENOMEM;
+	memcpy(frame, head, hlen);
+	memcpy(frame + hlen, data, dlen);
+	pthread_mutex_lock(&b->lock);
+	int rc = append_locked(b, frame, len, out);
+	pthread_mutex_unlock(&b->lock);
+	free(frame);
+	return rc;
+}
+
+static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off,
+		      void *buf, size_t len)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	if (off + len > loc->len)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	char key[KEY_SIZE], from[24], to[24];
+	snprintf(from, sizeof(from), "%llu", (unsigned long long)(loc->off + off));
+	snprintf(to, sizeof(to), "%llu", (unsigned long long)(loc->off + off + len - 1));
+	const char *argv[] = {"GETRANGE", key, from, to};
+	redisReply *r;
+	pthread_mutex_lock(&b->lock);
+	/* A removed segment is read under its gone name until forgotten. */
+	seg_key(b, loc->seg, loc->seg < b->nsegs && b->segs[loc->seg].gone, key);
+	int rc = run_text(b, "reading a frame", 4, argv, &r);
+	pthread_mutex_unlock(&b->lock);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_STRING || r->len != len) {
+		nadb_log("redis %s: short read of segment %u at %llu: %zu of %zu bytes",
+			 redis_conn_name(b->conn), loc->seg,
+			 (unsigned long long)(loc->off + off),
+			 r->type == REDIS_REPLY_STRING ? r->len : 0, len);
+		freeReplyObject(r);
+		return -EIO;
+	}
+	memcpy(buf, r->str, len);
+	freeReplyObject(r);
+	return 0;
+}
+
+/* Nothing to do: an APPEND's reply came after the server took it (and,
+ * with appendfsync always, fsynced it); see the top of the file. */
+static int redis_blobs_sync(struct blobs *bl)
+{
+	(void)bl;
+	return 0;
+}
+
+static uint64_t redis_size(struct blobs *bl)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	uint64_t total = b->total;
+	pthread_mutex_unlock(&b->lock);
+	return total;
+}
+
+static uint64_t held_of(const struct seg *s, uint64_t size)
+{
+	return size > s->punched ? size - s->punched : 0;
+}
+
+static int redis_segments(struct blobs *bl,
+			  int (*fn)(void *ctx, uint32_t seg, uint64_t size, uint64_t held,
+				    bool current),
+			  void *ctx)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	uint32_t n = b->nsegs, cur = b->cur;
+	struct seg *copy = malloc((n + 1) * sizeof(*copy));
+	if (copy)
+		memcpy(copy, b->segs, n * sizeof(*copy));
+	uint64_t cur_size = b->cur_size;
+	pthread_mutex_unlock(&b->lock);
+	if (!copy)
+		return -ENOMEM;
+	int rc = 0;
+	for (uint32_t s = 0; !rc && s < n; s++)
+		if (s != cur && copy[s].listed)
+			rc = fn(ctx, s, copy[s].size, held_of(&copy[s], copy[s].size), false);
+	if (!rc)
+		rc = fn(ctx, cur, cur_size, cur < n ? held_of(&copy[cur], cur_size) : cur_size,
+			true);
+	free(copy);
+	return rc;
+}
+
+static int redis_roll(struct blobs *bl)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	int rc = b->cur_size ? roll_locked(b) : 0;
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+/* Atomically, and harmless to run twice: keep the segment as gone:N,
+ * unlist it, forget its punched count. */
+static const char remove_script[] =
+	"if redis.call('EXISTS', KEYS[1]) == 1 then "
+	"redis.call('RENAME', KEYS[1], KEYS[2]) end "
+	"redis.call('SADD', KEYS[3], ARGV[1]) "
+	"redis.call('ZREM', KEYS[4], ARGV[1]) "
+	"redis.call('HDEL', KEYS[5], ARGV[1]) return 1";
+
+static int redis_remove(struct blobs *bl, uint32_t seg)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	char key[KEY_SIZE], gone[KEY_SIZE], num[16];
+	snprintf(num, sizeof(num), "%u", seg);
+	pthread_mutex_lock(&b->lock);
+	if (seg == b->cur || seg >= b->nsegs || !b->segs[seg].listed) {
+		pthread_mutex_unlock(&b->lock);
+		return -EINVAL;
+	}
+	seg_key(b, seg, false, key);
+	seg_key(b, seg, true, gone);
+	const char *argv[] = {"EVAL", remove_script, "5", key, gone, b->gone_key,
+			      b->segs_key, b->punched_key, num};
+	size_t lens[9];
+	for (int i = 0; i < 9; i++)
+		lens[i] = strlen(argv[i]);
+	redisReply *r;
+	int rc = redis_run(b->conn, "removing a segment", 9, argv, lens, &r);
+	if (!rc) {
+		freeReplyObject(r);
+		struct seg *s = &b->segs[seg];
+		b->total -= held_of(s, s->size);
+		*s = (struct seg){.gone = true};
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+/* Delete gone:N of every N in LIST (N of them), and their listing. */
+static int delete_gone(struct blobs_redis *b, const uint32_t *list, uint32_t n)
+{
+	if (n == 0)
+		return 0;
+	struct redis_cmd *cmds = calloc(2 * n, sizeof(*cmds));
+	char (*keys)[KEY_SIZE] = malloc(n * sizeof(*keys));
+	char (*nums)[16] = malloc(n * sizeof(*nums));
+	const char **argv = malloc(5 * n * sizeof(*argv));
+	size_t *lens = malloc(5 * n * sizeof(*lens));
+	redisReply **replies = calloc(2 * n, sizeof(*replies));
+	int rc = cmds && keys && nums && argv && lens && replies ? 0 : -ENOMEM;
+	for (uint32_t i = 0; !rc && i < n; i++) {
+		seg_key(b, list[i], true, keys[i]);
+		snprintf(nums[i], 16, "%u", list[i]);
+		const char **a = argv + 5 * i;
+		size_t *l = lens + 5 * i;
+		a[0] = "DEL", l[0] = 3, a[1] = keys[i], l[1] = strlen(keys[i]);
+		a[2] = "SREM", l[2] = 4, a[3] = b->gone_key, l[3] = strlen(b->gone_key);
+		a[4] = nums[i], l[4] = strlen(nums[i]);
+		cmds[2 * i] = (struct redis_cmd){2, a, l};
+		cmds[2 * i + 1] = (struct redis_cmd){3, a + 2, l + 2};
+	}
+	if (!rc)
+		rc = redis_pipeline(b->conn, cmds, 2 * n, replies);
+	for (uint32_t i = 0; !rc && i < 2 * n; i++)
+		freeReplyObject(replies[i]);
+	free(cmds);
+	free(keys);
+	free(nums);
+	free(argv);
+	free(lens);
+	free(replies);
+	return rc;
+}
+
+static void redis_forget_removed(struct blobs *bl)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	uint32_t *list = calloc(b->nsegs + 1, sizeof(*list)), n = 0;
+	for (uint32_t s = 0; list && s < b->nsegs; s++)
+		if (b->segs[s].gone)
+			list[n++] = s;
+	/* On failure they stay listed in gone: the next open deletes them. */
+	if (list && !delete_gone(b, list, n))
+		for (uint32_t i = 0; i < n; i++)
+			b->segs[list[i]].gone = false;
+	pthread_mutex_unlock(&b->lock);
+	free(list);
+}
+
+static int redis_punch(struct blobs *bl, const struct blob_loc *loc)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	char num[16], len[16];
+	snprintf(num, sizeof(num), "%u", loc->seg);
+	snprintf(len, sizeof(len), "%u", loc->len);
+	const char *argv[] = {"HINCRBY", b->punched_key, num, len};
+	pthread_mutex_lock(&b->lock);
+	int rc = 0;
+	if (loc->seg < b->nsegs && b->segs[loc->seg].listed) {
+		redisReply *r;
+		rc = run_text(b, "recording a punched frame", 4, argv, &r);
+		if (!rc) {
+			freeReplyObject(r);
+			struct seg *s = &b->segs[loc->seg];
+			uint64_t size = loc->seg == b->cur ? b->cur_size : s->size;
+			uint64_t before = held_of(s, size);
+			s->punched += loc->len;
+			b->total -= before - held_of(s, size);
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+static void redis_blobs_close(struct blobs *bl)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	redis_conn_close(b->conn);
+	pthread_mutex_destroy(&b->lock);
+	free(b->segs);
+	free(b);
+}
+
+static const struct blob_ops redis_blob_ops = {
+	.append = redis_append,
+	.read = redis_read,
+	.sync = redis_blobs_sync,
+	.size = redis_size,
+	.segments = redis_segments,
+	.roll = redis_roll,
+	.remove = redis_remove,
+	.forget_removed = redis_forget_removed,
+	.punch = redis_punch,
+	.close = redis_blobs_close,
+};
+
+/* ---- opening ---------------------------------------------------------------- */
+
+/* Removed segments left by the last run: nothing reads them any more. */
+static int forget_old_gone(struct blobs_redis *b)
+{
+	const char *argv[] = {"SMEMBERS", b->gone_key};
+	redisReply *r;
+	int rc = run_text(b, "listing removed segments", 2, argv, &r);
+	if (rc)
+		return rc;
+	uint32_t *list = calloc(r->elements + 1, sizeof(*list)), n = 0;
+	for (size_t i = 0; list && i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			list[n++] = (uint32_t)strtoul(r->element[i]->str, NULL, 10);
+	freeReplyObject(r);
+	rc = list ? delete_gone(b, list, n) : -ENOMEM;
+	free(list);
+	return rc;
+}
+
+/* Sizes (STRLEN) of the listed segments and their punched bytes. */
+static int measure_segments(struct blobs_redis *b, const redisReply *segs)
+{
+	size_t n = segs->elements;
+	struct redis_cmd *cmds = calloc(n + 1, sizeof(*cmds));
+	char (*keys)[KEY_SIZE] = malloc((n + 1) * sizeof(*keys));
+	const char **argv = malloc((2 * n + 2) * sizeof(*argv));
+	size_t *lens = malloc((2 * n + 2) * sizeof(*lens));
+	redisReply **replies = calloc(n + 1, sizeof(*replies));
+	int rc = cmds && keys && argv && lens && replies ? 0 : -ENOMEM;
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint32_t seg = (uint32_t)strtoul(segs->element[i]->str, NULL, 10);
+		seg_key(b, seg, false, keys[i]);
+		argv[2 * i] = "STRLEN", lens[2 * i] = 6;
+		argv[2 * i + 1] = keys[i], lens[2 * i + 1] = strlen(keys[i]);
+		cmds[i] = (struct redis_cmd){2, argv + 2 * i, lens + 2 * i};
+	}
+	if (!rc) {
+		argv[2 * n] = "HGETALL", lens[2 * n] = 7;
+		argv[2 * n + 1] = b->punched_key, lens[2 * n + 1] = strlen(b->punched_key);
+		cmds[n] = (struct redis_cmd){2, argv + 2 * n, lens + 2 * n};
+		rc = redis_pipeline(b->conn, cmds, n + 1, replies);
+	}
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint32_t seg = (uint32_t)strtoul(segs->element[i]->str, NULL, 10);
+		rc = grow_segs(b, seg);
+		if (rc)
+			break;
+		b->segs[seg].listed = true;
+		b->segs[seg].size = replies[i]->type == REDIS_REPLY_INTEGER
+					    ? (uint64_t)replies[i]->integer : 0;
+		if (seg >= b->cur)
+			b->cur = seg;
+	}
+	const redisReply *p = rc ? NULL : replies[n];
+	for (size_t i = 0; p && p->type == REDIS_REPLY_ARRAY && i + 1 < p->elements; i += 2) {
+		uint32_t seg = (uint32_t)strtoul(p->element[i]->str, NULL, 10);
+		if (seg < b->nsegs && b->segs[seg].listed)
+			b->segs[seg].punched = strtoull(p->element[i + 1]->str, NULL, 10);
+	}
+	for (uint32_t s = 0; !rc && s < b->nsegs; s++)
+		if (b->segs[s].listed)
+			b->total += held_of(&b->segs[s], b->segs[s].size);
+	if (!rc && b->cur < b->nsegs) {
+		b->cur_size = b->segs[b->cur].size;
+		b->segs[b->cur].size = 0; /* the current one's size is cur_size */
+	}
+	for (size_t i = 0; replies && !rc && i <= n; i++)
+		freeReplyObject(replies[i]);
+	free(cmds);
+	free(keys);
+	free(argv);
+	free(lens);
+	free(replies);
+	return rc;
+}
+
+/* Find the segments and the one appended to; a new store gets segment 1. */
+static int load_segments(struct blobs_redis *b)
+{
+	const char *argv[] = {"ZRANGE", b->segs_key, "0", "-1"};
+	redisReply *r;
+	int rc = run_text(b, "listing segments", 4, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+		freeReplyObject(r);
+		b->cur = 1;
+		return list_segment(b, 1);
+	}
+	rc = measure_segments(b, r);
+	freeReplyObject(r);
+	return rc;
+}
+
+int blobs_redis_open(const char *url, struct blobs **out)
+{
+	struct blobs_redis *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->blobs.ops = &redis_blob_ops;
+	pthread_mutex_init(&b->lock, NULL);
+	int rc = redis_conn_open(url, &b->conn);
+	if (!rc) {
+		redis_key(b->conn, 0, "segs", b->segs_key, KEY_SIZE);
+		redis_key(b->conn, 0, "punched", b->punched_key, KEY_SIZE);
+		redis_key(b->conn, 0, "gone", b->gone_key, KEY_SIZE);
+		rc = redis_claim_format(b->conn);
+	}
+	if (!rc)
+		rc = forget_old_gone(b);
+	if (!rc)
+		rc = load_segments(b);
+	if (rc) {
+		redis_conn_close(b->conn);
+		pthread_mutex_destroy(&b->lock);
+		free(b->segs);
+		free(b);
+		return rc;
+	}
+	*out = &b->blobs;
+	return 0;
+}

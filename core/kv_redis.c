@@ -1,0 +1,751 @@
+/* kv_redis.c -- the metadata tables of backend.h, kept in Redis.
+ *
+ * Each table is a sorted set of its row keys, all of score 0, so that
+ * ZRANGE ... BYLEX walks them in memcmp order (a key before its
+ * extensions: the seam's order), and a hash of row key -> value (redis.h
+ * has the key names).
+ *
+ * Steps and groups, as in kv_lmdb.c, but the buffering is ours: Redis
+ * has no transaction that can read its own writes.  A step's writes go
+ * to an in-memory overlay (row -> value or tombstone); step_end(0) drops
+ * it, step_end(1) folds it into the group's pending overlay.  Reads look
+ * at the step, then the pending group, then Redis.  sync() sends the whole
+ * pending group as ONE MULTI/EXEC, so Redis (and its AOF, which records
+ * the EXEC as one unit) holds every step whole or not at all, whatever
+ * crashes; only a reply to EXEC clears the overlay.  close() drops what
+ * was not synced, like LMDB.
+ *
+ * The overlays are skip lists, one per table: point reads and writes in
+ * O(log n), and a scan walks the entries >= its start in order, merged
+ * with Redis's rows fetched in batches, tombstones hiding Redis rows.
+ *
+ * Round trips: a get or del not answered by the overlays costs one (HGET,
+ * HEXISTS); a put, a step_begin/step_end cost none; a scan one per batch
+ * (a script returns a batch's keys and values together); a sync one (two
+ * when the replica count is due for a refresh).
+ *
+ * The caller serialises every call (the store's meta_lock): no lock here.
+ */
+#include "backend.h"
+#include "log.h"
+#include "redis.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SKIP_LEVELS 24      /* levels of a skip list: plenty for 4^24 rows */
+#define SCAN_FIRST 16       /* rows: the first batch of a scan (most stop soon) */
+#define SCAN_MAX 256        /* rows: batches double up to this */
+#define SYNC_ROWS 512       /* rows: per ZADD/HSET/ZREM/HDEL of a sync */
+#define WAIT_MS 5000        /* ms: how long sync waits for replicas */
+#define KEY_SIZE (REDIS_NAME_MAX + 48) /* bytes: longest key name + NUL */
+
+/* ---- the overlay: skip lists of rows ---------------------------------------- */
+
+struct row {
+	void *key, *val; /* val: NULL for a tombstone (a deleted row) */
+	size_t klen, vlen;
+	int height;
+	struct row *next[]; /* height of them */
+};
+
+struct overlay {
+	struct row *head[KV_NTABLES]; /* SKIP_LEVELS next pointers, no key */
+	size_t rows;
+	uint64_t rng; /* xorshift state for row heights */
+};
+
+/* memcmp order, a shorter key before its extensions. */
+static int compare_keys(const void *a, size_t alen, const void *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+static int overlay_init(struct overlay *o, uint64_t seed)
+{
+	memset(o, 0, sizeof(*o));
+	o->rng = seed | 1;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		o->head[t] = calloc(1, sizeof(struct row) + SKIP_LEVELS * sizeof(struct row *));
+		if (!o->head[t])
+			return -ENOMEM;
+		o->head[t]->height = SKIP_LEVELS;
+	}
+	return 0;
+}
+
+static void free_rows_of(struct row *head)
+{
+	struct row *r = head->next[0];
+	while (r) {
+		struct row *next = r->next[0];
+		free(r->val);
+		free(r);
+		r = next;
+	}
+	memset(head->next, 0, SKIP_LEVELS * sizeof(struct row *));
+}
+
+static void overlay_clear(struct overlay *o)
+{
+	for (int t = 0; t < KV_NTABLES; t++)
+		if (o->head[t])
+			free_rows_of(o->head[t]);
+	o->rows = 0;
+}
+
+static void overlay_free(struct overlay *o)
+{
+	overlay_clear(o);
+	for (int t = 0; t < KV_NTABLES; t++)
+		free(o->head[t]);
+}
+
+/* A height with P(h) = 4^-(h-1). */
+static int random_height(struct overlay *o)
+{
+	uint64_t x = o->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	o->rng = x;
+	int h = 1;
+	while (h < SKIP_LEVELS && (x & 3) == 0) {
+		h++;
+		x >>= 2;
+	}
+	return h;
+}
+
+/* The first row of table T >= KEY; with BEFORE, the last row < KEY at
+ * every level (where a new row is linked in). */
+static struct row *first_at_or_after(struct overlay *o, enum kv_table t, const void *key,
+				     size_t klen, struct row **before)
+{
+	struct row *r = o->head[t];
+	for (int l = SKIP_LEVELS - 1; l >= 0; l--) {
+		while (r->next[l] &&
+		       compare_keys(r->next[l]->key, r->next[l]->klen, key, klen) < 0)
+			r = r->next[l];
+		if (before)
+			before[l] = r;
+	}
+	return r->next[0];
+}
+
+static struct row *find_row(struct overlay *o, enum kv_table t, const void *key, size_t klen)
+{
+	struct row *r = first_at_or_after(o, t, key, klen, NULL);
+	return r && !compare_keys(r->key, r->klen, key, klen) ? r : NULL;
+}
+
+/* Set KEY of T to the VLEN bytes at VAL (a tombstone if VAL is NULL),
+ * taking VAL over (the caller allocated it). */
+static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, size_t klen,
+			 void *val, size_t vlen)
+{
+	struct row *before[SKIP_LEVELS];
+	struct row *r = first_at_or_after(o, t, key, klen, before);
+	if (r && !compare_keys(r->key, r->klen, key, klen)) {
+		free(r->val);
+		r->val = val;
+		r->vlen = vlen;
+		return 0;
+	}
+	int h = random_height(o);
+	r = malloc(sizeof(*r) + (size_t)h * sizeof(r->next[0]) + klen + 1);
+	if (!r)
+		return -ENOMEM;
+	r->key = (char *)&r->next[h];
+	memcpy(r->key, key, klen);
+	r->klen = klen;
+	r->val = val;
+	r->vlen = vlen;
+	r->height = h;
+	for (int l = 0; l < h; l++) {
+		r->next[l] = before[l]->next[l];
+		before[l]->next[l] = r;
+	}
+	o->rows++;
+	return 0;
+}
+
+/* Set a copy of the value (VAL NULL: a tombstone). */
+static int set_row(struct overlay *o, enum kv_table t, const void *key, size_t klen,
+		   const void *val, size_t vlen)
+{
+	void *copy = NULL;
+	if (val) {
+		copy = malloc(vlen ? vlen : 1); /* an empty value is not a tombstone */
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, val, vlen);
+	}
+	int rc = set_row_owned(o, t, key, klen, copy, vlen);
+	if (rc)
+		free(copy);
+	return rc;
+}
+
+/* Move every row of FROM into INTO (FROM's win), leaving FROM empty. */
+static int fold_into(struct overlay *into, struct overlay *from)
+{
+	int rc = 0;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
+			if (!rc && !set_row_owned(into, t, r->key, r->klen, r->val, r->vlen))
+				r->val = NULL; /* now INTO's */
+			else
+				rc = -ENOMEM;
+		}
+	}
+	overlay_clear(from);
+	return rc;
+}
+
+/* ---- the backend ------------------------------------------------------------ */
+
+struct kv_redis {
+	struct kv kv;
+	struct redis_conn *conn;
+	struct overlay step;    /* the open step's writes */
+	struct overlay pending; /* completed steps not synced yet */
+	bool in_step;
+	uint64_t unsynced;
+	/* Replies whose bytes get and scan handed out: freed at the next put,
+	 * del, step_end or sync, as backend.h promises. */
+	redisReply **held;
+	size_t nheld, held_cap;
+	char zkey[KV_NTABLES][KEY_SIZE], hkey[KV_NTABLES][KEY_SIZE];
+	size_t zkey_len[KV_NTABLES], hkey_len[KV_NTABLES];
+};
+
+static void release_held(struct kv_redis *k)
+{
+	for (size_t i = 0; i < k->nheld; i++)
+		freeReplyObject(k->held[i]);
+	k->nheld = 0;
+}
+
+/* Keep R until release_held; on failure R is freed and -ENOMEM. */
+static int hold_reply(struct kv_redis *k, redisReply *r)
+{
+	if (k->nheld == k->held_cap) {
+		size_t cap = k->held_cap ? 2 * k->held_cap : 16;
+		redisReply **held = realloc(k->held, cap * sizeof(*held));
+		if (!held) {
+			freeReplyObject(r);
+			return -ENOMEM;
+		}
+		k->held = held;
+		k->held_cap = cap;
+	}
+	k->held[k->nheld++] = r;
+	return 0;
+}
+
+/* The overlay writes go to: the step if one is open, else the group. */
+static struct overlay *writes_of(struct kv_redis *k)
+{
+	return k->in_step ? &k->step : &k->pending;
+}
+
+/* The row the overlays hold for KEY (maybe a tombstone), or NULL: ask Redis. */
+static struct row *overlay_row(struct kv_redis *k, enum kv_table t, const void *key,
+			       size_t klen)
+{
+	struct row *r = k->in_step ? find_row(&k->step, t, key, klen) : NULL;
+	return r ? r : find_row(&k->pending, t, key, klen);
+}
+
+static int kvr_step_begin(struct kv *kv)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(!k->in_step && k->step.rows == 0); /* steps do not nest */
+	k->in_step = true;
+	return 0;
+}
+
+static int kvr_step_end(struct kv *kv, int commit)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	release_held(k);
+	if (!k->in_step)
+		return 0;
+	k->in_step = false;
+	if (!commit) {
+		overlay_clear(&k->step);
+		return 0;
+	}
+	int rc = fold_into(&k->pending, &k->step);
+	if (rc) {
+		/* The group now holds part of a step: it must never be synced. */
+		nadb_log("redis %s: out of memory keeping a step; dropping the "
+			 "unsynced group", redis_conn_name(k->conn));
+		overlay_clear(&k->pending);
+		k->unsynced = 0;
+		return rc;
+	}
+	k->unsynced++;
+	return 0;
+}
+
+static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   struct kv_val *out)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	struct row *r = overlay_row(k, t, key, klen);
+	if (r) {
+		if (!r->val)
+			return -ENOENT;
+		out->data = r->val;
+		out->len = r->vlen;
+		return 0;
+	}
+	const char *argv[] = {"HGET", k->hkey[t], key};
+	size_t lens[] = {4, k->hkey_len[t], klen};
+	redisReply *rep;
+	int rc = redis_run(k->conn, "HGET", 3, argv, lens, &rep);
+	if (rc)
+		return rc;
+	if (rep->type != REDIS_REPLY_STRING) {
+		freeReplyObject(rep);
+		return -ENOENT;
+	}
+	out->data = rep->str;
+	out->len = rep->len;
+	return hold_reply(k, rep);
+}
+
+static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   const void *val, size_t vlen)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	release_held(k);
+	int rc = set_row(writes_of(k), t, key, klen, val ? val : "", vlen);
+	if (rc) {
+		nadb_log("redis %s: out of memory buffering a write", redis_conn_name(k->conn));
+		return rc;
+	}
+	if (!k->in_step)
+		k->unsynced++;
+	return 0;
+}
+
+/* Is KEY a row of T in Redis (the overlays aside)? */
+static int redis_has(struct kv_redis *k, enum kv_table t, const void *key, size_t klen)
+{
+	const char *argv[] = {"HEXISTS", k->hkey[t], key};
+	size_t lens[] = {7, k->hkey_len[t], klen};
+	redisReply *rep;
+	int rc = redis_run(k->conn, "HEXISTS", 3, argv, lens, &rep);
+	if (rc)
+		return rc;
+	rc = rep->type == REDIS_REPLY_INTEGER && rep->integer ? 1 : 0;
+	freeReplyObject(rep);
+	return rc;
+}
+
+static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	release_held(k);
+	struct row *r = overlay_row(k, t, key, klen);
+	int there = r ? r->val != NULL : redis_has(k, t, key, klen);
+	if (there < 0)
+		return there;
+	if (!there)
+		return -ENOENT;
+	int rc = set_row(writes_of(k), t, key, klen, NULL, 0);
+	if (rc) {
+		nadb_log("redis %s: out of memory buffering a delete", redis_conn_name(k->conn));
+		return rc;
+	}
+	if (!k->in_step)
+		k->unsynced++;
+	return 0;
+}
+
+/* ---- scans ---------------------------------------------------------------- */
+
+/* ZRANGE BYLEX and HMGET in one round trip: {keys, values}. */
+static const char scan_script[] =
+	"local m = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
+	"if #m == 0 then return {m, m} end "
+	"return {m, redis.call('HMGET', KEYS[2], unpack(m))}";
+
+/* Where a scan is in Redis's rows of one table. */
+struct redis_rows {
+	redisReply *keys, *vals; /* of the batch read last (held by the kv) */
+	size_t i;                /* the next row of it */
+	size_t limit;            /* rows asked for in that batch */
+	bool last;               /* no rows after this batch */
+};
+
+/* Read the next batch: rows >= START (INCLUSIVE) or > START. */
+static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr,
+		      const void *start, size_t slen, bool inclusive)
+{
+	char *from = malloc(slen + 1);
+	if (!from)
+		return -ENOMEM;
+	size_t flen = 1;
+	if (!start || (!slen && inclusive)) {
+		from[0] = '-'; /* the smallest key */
+	} else {
+		from[0] = inclusive ? '[' : '(';
+		memcpy(from + 1, start, slen);
+		flen += slen;
+	}
+	char limit[16];
+	rr->limit = rr->limit ? (2 * rr->limit > SCAN_MAX ? SCAN_MAX : 2 * rr->limit)
+			      : SCAN_FIRST;
+	size_t llen = (size_t)snprintf(limit, sizeof(limit), "%zu", rr->limit);
+	const char *argv[] = {"EVAL", scan_script, "2", k->zkey[t], k->hkey[t], from, limit};
+	size_t lens[] = {4, sizeof(scan_script) - 1, 1, k->zkey_len[t], k->hkey_len[t],
+			 flen, llen};
+	redisReply *rep;
+	int rc = redis_run(k->conn, "scanning a table", 7, argv, lens, &rep);
+	free(from);
+	if (rc)
+		return rc;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_ARRAY ||
+	    rep->element[1]->type != REDIS_REPLY_ARRAY ||
+	    rep->element[0]->elements != rep->element[1]->elements) {
+		rc = redis_reply_error(k->conn, "scanning a table", rep);
+		freeReplyObject(rep);
+		return rc;
+	}
+	rc = hold_reply(k, rep);
+	if (rc)
+		return rc;
+	rr->keys = rep->element[0];
+	rr->vals = rep->element[1];
+	rr->i = 0;
+	rr->last = rr->keys->elements < rr->limit;
+	return 0;
+}
+
+/* Redis's next row, reading a batch if needed; NULL at the end. */
+static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows *rr,
+			  redisReply **key, redisReply **val)
+{
+	*key = NULL;
+	while (rr->i == rr->keys->elements) {
+		if (rr->last)
+			return 0;
+		const redisReply *after = rr->keys->element[rr->keys->elements - 1];
+		int rc = fetch_rows(k, t, rr, after->str, after->len, false);
+		if (rc)
+			return rc;
+	}
+	*key = rr->keys->element[rr->i];
+	*val = rr->vals->element[rr->i];
+	return 0;
+}
+
+/* The merge of the three sources, smallest key first; on equal keys the
+ * step wins over the group, the group over Redis. */
+struct merge {
+	struct row *step, *group;
+	redisReply *rkey, *rval;
+};
+
+static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t slen,
+		    kv_scan_fn fn, void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	if (!start) { /* from the first row; memcmp wants a pointer even for 0 bytes */
+		start = "";
+		slen = 0;
+	}
+	struct merge m = {
+		.step = k->in_step ? first_at_or_after(&k->step, t, start, slen, NULL) : NULL,
+		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
+	};
+	struct redis_rows rr = {0};
+	int rc = fetch_rows(k, t, &rr, start, slen, true);
+	while (!rc) {
+		rc = next_redis_row(k, t, &rr, &m.rkey, &m.rval);
+		if (rc)
+			break;
+		/* the smallest key of the three heads */
+		const void *key = NULL;
+		size_t klen = 0;
+		if (m.step)
+			key = m.step->key, klen = m.step->klen;
+		if (m.group && (!key || compare_keys(m.group->key, m.group->klen, key, klen) < 0))
+			key = m.group->key, klen = m.group->klen;
+		if (m.rkey && (!key || compare_keys(m.rkey->str, m.rkey->len, key, klen) < 0))
+			key = m.rkey->str, klen = m.rkey->len;
+		if (!key)
+			break;
+		/* its value from the first source that has it; all move past it */
+		const void *val = NULL;
+		size_t vlen = 0;
+		bool found = false, tomb = false;
+		if (m.step && !compare_keys(m.step->key, m.step->klen, key, klen)) {
+			found = true;
+			tomb = !m.step->val;
+			val = m.step->val, vlen = m.step->vlen;
+			m.step = m.step->next[0];
+		}
+		if (m.group && !compare_keys(m.group->key, m.group->klen, key, klen)) {
+			if (!found) {
+				found = true;
+				tomb = !m.group->val;
+				val = m.group->val, vlen = m.group->vlen;
+			}
+			m.group = m.group->next[0];
+		}
+		if (m.rkey && !compare_keys(m.rkey->str, m.rkey->len, key, klen)) {
+			if (!found) {
+				/* a key without its hash field cannot be: a MULTI
+				 * writes both; skip it like a deleted row */
+				tomb = m.rval->type != REDIS_REPLY_STRING;
+				val = m.rval->str, vlen = m.rval->len;
+			}
+			rr.i++;
+		}
+		if (tomb)
+			continue;
+		rc = fn(ctx, key, klen, val ? val : "", vlen);
+	}
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- sync ----------------------------------------------------------------- */
+
+/* The commands of one sync, built in arrays sized before: argv slices. */
+struct batch {
+	struct redis_cmd *cmds;
+	const char **argv;
+	size_t *lens;
+	size_t ncmds, nargs;
+};
+
+static void add_arg(struct batch *b, const void *arg, size_t len)
+{
+	b->argv[b->nargs] = arg;
+	b->lens[b->nargs++] = len;
+}
+
+static void start_cmd(struct batch *b)
+{
+	b->cmds[b->ncmds++] = (struct redis_cmd){0, &b->argv[b->nargs], &b->lens[b->nargs]};
+}
+
+static void end_cmd(struct batch *b)
+{
+	struct redis_cmd *c = &b->cmds[b->ncmds - 1];
+	c->argc = (int)(&b->argv[b->nargs] - c->argv);
+}
+
+/* Commands of kind DELS (tombstones) or puts of table T to the zset (ZSET)
+ * or the hash: at most SYNC_ROWS rows each. */
+static void add_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
+		     bool zset)
+{
+	static const char *const verbs[2][2] = {{"HSET", "ZADD"}, {"HDEL", "ZREM"}};
+	size_t in_cmd = 0;
+	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
+		if ((r->val == NULL) != dels)
+			continue;
+		if (in_cmd == 0) {
+			start_cmd(b);
+			add_arg(b, verbs[dels][zset], 4);
+			add_arg(b, zset ? k->zkey[t] : k->hkey[t],
+				zset ? k->zkey_len[t] : k->hkey_len[t]);
+		}
+		if (zset && !dels)
+			add_arg(b, "0", 1);
+		add_arg(b, r->key, r->klen);
+		if (!zset && !dels)
+			add_arg(b, r->val, r->vlen);
+		if (++in_cmd == SYNC_ROWS) {
+			end_cmd(b);
+			in_cmd = 0;
+		}
+	}
+	if (in_cmd)
+		end_cmd(b);
+}
+
+/* Room for the commands of the pending group. */
+static int size_batch(struct kv_redis *k, struct batch *b, size_t extra)
+{
+	size_t rows = k->pending.rows;
+	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + extra;
+	size_t nargs = 4 * rows + 2 * ncmds + extra * 4;
+	b->cmds = malloc(ncmds * sizeof(*b->cmds));
+	b->argv = malloc(nargs * sizeof(*b->argv));
+	b->lens = malloc(nargs * sizeof(*b->lens));
+	b->ncmds = b->nargs = 0;
+	return b->cmds && b->argv && b->lens ? 0 : -ENOMEM;
+}
+
+static void free_batch(struct batch *b)
+{
+	free(b->cmds);
+	free(b->argv);
+	free(b->lens);
+}
+
+/* Did the transaction run whole?  0, or the errno of the reply that says
+ * why not (logged once). */
+static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
+{
+	const redisReply *r = replies[exec];
+	if (r->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_ERROR)
+				return redis_reply_error(k->conn, "a write of the group failed "
+							 "(the rest was applied)", r->element[i]);
+		return 0;
+	}
+	/* EXECABORT: a queued command was refused (OOM, ...): say which. */
+	for (size_t i = 0; i < exec; i++)
+		if (replies[i]->type == REDIS_REPLY_ERROR)
+			return redis_reply_error(k->conn, "the group was refused", replies[i]);
+	return redis_reply_error(k->conn, "the group was not applied", r);
+}
+
+/* Fewer replicas than are connected confirmed the group: said, not failed
+ * (the primary's AOF has it already). */
+static void check_wait(struct kv_redis *k, const redisReply *r, int replicas)
+{
+	long long got = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	if (got < replicas)
+		nadb_log("redis %s: only %lld of %d replicas confirmed a sync within %d ms",
+			 redis_conn_name(k->conn), got, replicas, WAIT_MS);
+}
+
+static int kvr_sync(struct kv *kv)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(!k->in_step); /* backend.h: sync is outside any step */
+	release_held(k);
+	if (k->pending.rows == 0) {
+		k->unsynced = 0;
+		return 0;
+	}
+	int replicas = 0;
+	int rc = redis_replicas(k->conn, &replicas);
+	if (rc) /* unreachable (logged): the group stays for the next sync */
+		return rc == -EIO || rc == -ENOMEM ? rc : -EIO;
+	struct batch b;
+	rc = size_batch(k, &b, 3);
+	if (rc) {
+		free_batch(&b);
+		return rc;
+	}
+	start_cmd(&b);
+	add_arg(&b, "MULTI", 5);
+	end_cmd(&b);
+	for (int t = 0; t < KV_NTABLES; t++)
+		for (int kind = 0; kind < 4; kind++)
+			add_rows(k, &b, t, kind >= 2, kind & 1);
+	start_cmd(&b);
+	add_arg(&b, "EXEC", 4);
+	end_cmd(&b);
+	size_t exec = b.ncmds - 1;
+	char wait_ms[16], nrep[16];
+	if (replicas > 0) {
+		snprintf(nrep, sizeof(nrep), "%d", replicas);
+		snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS);
+		start_cmd(&b);
+		add_arg(&b, "WAIT", 4);
+		add_arg(&b, nrep, strlen(nrep));
+		add_arg(&b, wait_ms, strlen(wait_ms));
+		end_cmd(&b);
+	}
+	redisReply **replies = calloc(b.ncmds, sizeof(*replies));
+	rc = replies ? redis_pipeline(k->conn, b.cmds, b.ncmds, replies) : -ENOMEM;
+	if (!rc) {
+		rc = check_exec(k, replies, exec);
+		if (!rc && replicas > 0)
+			check_wait(k, replies[exec + 1], replicas);
+		for (size_t i = 0; i < b.ncmds; i++)
+			freeReplyObject(replies[i]);
+	}
+	free(replies);
+	free_batch(&b);
+	if (rc)
+		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
+	overlay_clear(&k->pending);
+	k->unsynced = 0;
+	return 0;
+}
+
+static uint64_t kvr_unsynced(struct kv *kv)
+{
+	return ((struct kv_redis *)kv)->unsynced;
+}
+
+static void kvr_close(struct kv *kv)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	release_held(k);
+	free(k->held);
+	overlay_free(&k->step);
+	overlay_free(&k->pending);
+	redis_conn_close(k->conn);
+	free(k);
+}
+
+static const struct kv_ops redis_kv_ops = {
+	.step_begin = kvr_step_begin,
+	.step_end = kvr_step_end,
+	.get = kvr_get,
+	.put = kvr_put,
+	.del = kvr_del,
+	.scan = kvr_scan,
+	.sync = kvr_sync,
+	.unsynced = kvr_unsynced,
+	.close = kvr_close,
+};
+
+static void name_tables(struct kv_redis *k)
+{
+	for (int t = 0; t < KV_NTABLES; t++) {
+		char what[40];
+		snprintf(what, sizeof(what), "t:%s:z", redis_table_name(t));
+		k->zkey_len[t] = redis_key(k->conn, 0, what, k->zkey[t], KEY_SIZE);
+		snprintf(what, sizeof(what), "t:%s:h", redis_table_name(t));
+		k->hkey_len[t] = redis_key(k->conn, 0, what, k->hkey[t], KEY_SIZE);
+	}
+}
+
+int kv_redis_open(const char *url, struct kv **out)
+{
+	struct kv_redis *k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->kv.ops = &redis_kv_ops;
+	int rc = overlay_init(&k->step, (uintptr_t)k);
+	if (!rc)
+		rc = overlay_init(&k->pending, (uintptr_t)k * 31);
+	if (!rc)
+		rc = redis_conn_open(url, &k->conn);
+	if (!rc) {
+		name_tables(k);
+		rc = redis_claim_format(k->conn);
+	}
+	if (!rc)
+		redis_note_durability(k->conn);
+	if (rc) {
+		overlay_free(&k->step);
+		overlay_free(&k->pending);
+		redis_conn_close(k->conn);
+		free(k);
+		return rc;
+	}
+	*out = &k->kv;
+	return 0;
+}

@@ -1,0 +1,769 @@
+/* redis.c -- the Redis connection the Redis backend shares: store URLs,
+ * connecting (timeouts, AUTH, a version check), pipelined binary-safe
+ * commands that survive a server restart, key names, the format marker
+ * and the store lock.  See redis.h for the key layout.
+ *
+ * Why reconnect here and not in the callers: a Redis restart or a failover
+ * breaks every connection, and the backends must then neither fail a whole
+ * mount nor leave a step half applied.  They only ever send commands that
+ * may safely run twice (see redis_pipeline), so the rule is simple: on a
+ * broken connection, reconnect for a bounded time and send the whole
+ * pipeline again; if the server stays away, one log line and -EIO.
+ */
+#include "redis.h"
+#include "log.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define CONNECT_MS 2000          /* ms: connecting to the server */
+#define COMMAND_MS 15000         /* ms: waiting for one reply (a big EXEC too) */
+#define RECONNECT_MS 10000       /* ms: trying to reach a server that went away */
+#define RECONNECT_PAUSE_MS 50    /* ms: first pause between tries, doubled... */
+#define RECONNECT_PAUSE_MAX 1000 /* ms: ...up to this */
+#define REPLICA_RECHECK_MS 10000 /* ms: how old the replica count may get */
+#define NEED_MAJOR 6             /* oldest server: 6.2, see check_version */
+#define NEED_MINOR 2
+#define FORMAT_TEXT "nadb-redis 1" /* the layout of redis.h, version 1 */
+
+struct redis_conn {
+	redisContext *ctx; /* NULL while disconnected */
+	struct redis_url url;
+	int replicas;             /* connected replicas, as last seen */
+	uint64_t replicas_seen_ms; /* when (monotonic ms); 0: never */
+};
+
+static const char *const table_names[KV_NTABLES] = {
+	[KV_META] = "meta",         [KV_INODES] = "inodes",
+	[KV_DIRENTS] = "dirents",   [KV_XATTRS] = "xattrs",
+	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
+	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
+	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
+	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
+	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
+};
+
+const char *redis_table_name(enum kv_table t)
+{
+	assert(t >= 0 && t < KV_NTABLES);
+	return table_names[t];
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void pause_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* ---- URLs ------------------------------------------------------------------ */
+
+bool store_is_redis_url(const char *store)
+{
+	return store && (!strncmp(store, "redis://", 8) || !strncmp(store, "rediss://", 9));
+}
+
+static int bad_url(const char *url, const char *why)
+{
+	nadb_log("redis: bad store URL \"%s\": %s (want "
+		 "redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME])", url, why);
+	return -EINVAL;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Copy the LEN bytes at S into OUT (SIZE bytes) undoing %XX escapes. */
+static bool unescape_into(const char *s, size_t len, char *out, size_t size)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '%') {
+			if (i + 2 >= len)
+				return false;
+			int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+			if (hi < 0 || lo < 0)
+				return false;
+			ch = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		if (o + 1 >= size)
+			return false;
+		out[o++] = ch;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+static bool name_is_valid(const char *s, size_t len)
+{
+	if (len < 1 || len > REDIS_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* USER:PASSWORD (or :PASSWORD) of the LEN bytes at S. */
+static int parse_userinfo(const char *url, const char *s, size_t len, struct redis_url *out)
+{
+	const char *colon = memchr(s, ':', len);
+	if (!colon)
+		return bad_url(url, "a password needs a ':' before it (redis://:PASSWORD@...)");
+	size_t ulen = (size_t)(colon - s);
+	if (!unescape_into(s, ulen, out->user, sizeof(out->user)) ||
+	    !unescape_into(colon + 1, len - ulen - 1, out->password, sizeof(out->password)))
+		return bad_url(url, "user or password too long or badly %-escaped");
+	out->has_password = true;
+	return 0;
+}
+
+/* HOST[:PORT] or [V6]:PORT of the LEN bytes at S. */
+static int parse_hostport(const char *url, const char *s, size_t len, struct redis_url *out)
+{
+	const char *host = s, *port = NULL;
+	size_t hlen;
+	if (len && s[0] == '[') {
+		const char *close = memchr(s, ']', len);
+		if (!close)
+			return bad_url(url, "an IPv6 address needs its closing ']'");
+		host = s + 1;
+		hlen = (size_t)(close - host);
+		size_t rest = len - (size_t)(close + 1 - s);
+		if (rest && close[1] != ':')
+			return bad_url(url, "unexpected text after ']'");
+		port = rest ? close + 2 : NULL;
+	} else {
+		const char *colon = memchr(s, ':', len);
+		hlen = colon ? (size_t)(colon - s) : len;
+		port = colon ? colon + 1 : NULL;
+	}
+	if (hlen == 0)
+		return bad_url(url, "empty host");
+	if (hlen >= sizeof(out->host))
+		return bad_url(url, "host name too long");
+	memcpy(out->host, host, hlen);
+	out->host[hlen] = '\0';
+	out->port = 6379;
+	if (port) {
+		size_t plen = len - (size_t)(port - s);
+		long v = 0;
+		for (size_t i = 0; i < plen && v <= 65535; i++) {
+			if (port[i] < '0' || port[i] > '9')
+				return bad_url(url, "the port is not a number");
+			v = v * 10 + (port[i] - '0');
+		}
+		if (plen == 0 || v < 1 || v > 65535)
+			return bad_url(url, "the port must be 1..65535");
+		out->port = (int)v;
+	}
+	return 0;
+}
+
+int redis_url_parse(const char *url, struct redis_url *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!url)
+		return -EINVAL;
+	if (!strncmp(url, "rediss://", 9)) {
+		nadb_log("redis: \"%s\": TLS (rediss://) is not supported: hiredis 0.14 "
+			 "has no TLS; use redis:// on a trusted network or a tunnel", url);
+		return -EPROTONOSUPPORT;
+	}
+	if (strncmp(url, "redis://", 8))
+		return bad_url(url, "it does not start with redis://");
+	const char *s = url + 8;
+	/* NAME cannot hold '@' or '/', so the last '@' ends the user part and
+	 * a password may hold anything. */
+	const char *at = strrchr(s, '@');
+	if (at) {
+		int rc = parse_userinfo(url, s, (size_t)(at - s), out);
+		if (rc)
+			return rc;
+		s = at + 1;
+	}
+	const char *slash = strchr(s, '/');
+	size_t hplen = slash ? (size_t)(slash - s) : strlen(s);
+	int rc = parse_hostport(url, s, hplen, out);
+	if (rc)
+		return rc;
+	const char *name = slash ? slash + 1 : "nadb";
+	if (slash && !*name)
+		name = "nadb"; /* "redis://h:1/" */
+	if (!name_is_valid(name, strlen(name)))
+		return bad_url(url, "NAME must be 1..64 of A-Z a-z 0-9 _ . -");
+	strcpy(out->name, name);
+	return 0;
+}
+
+/* ---- SIGPIPE --------------------------------------------------------------- */
+
+/* hiredis write()s to its socket; a server that went away would kill the
+ * process with SIGPIPE.  A library must not change the process's signal
+ * dispositions, so the calling thread blocks SIGPIPE around socket work
+ * and swallows one it caused itself. */
+struct sigpipe_guard {
+	sigset_t old;
+	bool was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	g->was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+static struct timeval tv_of_ms(unsigned ms)
+{
+	return (struct timeval){ms / 1000, (long)(ms % 1000) * 1000};
+}
+
+static bool error_is(const redisReply *r, const char *prefix)
+{
+	return r && r->type == REDIS_REPLY_ERROR &&
+	       !strncasecmp(r->str, prefix, strlen(prefix));
+}
+
+/* -EACCES if the server refused our password (or wants one). */
+static int authenticate(struct redis_conn *c)
+{
+	const struct redis_url *u = &c->url;
+	if (!u->has_password)
+		return 0;
+	const char *argv[3] = {"AUTH", u->user, u->password};
+	size_t lens[3] = {4, strlen(u->user), strlen(u->password)};
+	int argc = u->user[0] ? 3 : 2;
+	if (argc == 2) {
+		argv[1] = u->password;
+		lens[1] = lens[2];
+	}
+	redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
+	if (!r)
+		return -EIO;
+	int rc = 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		nadb_log("redis %s:%d: the server refused the password%s%s: %s", u->host,
+			 u->port, u->user[0] ? " of user " : "", u->user, r->str);
+		rc = -EACCES;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/* 6.2 at least: the scan script walks tables with ZRANGE ... BYLEX LIMIT
+ * (new in 6.2, the form that replaces the deprecated ZRANGEBYLEX), and
+ * USER:PASSWORD URLs need ACLs (6.0). */
+static int check_version(struct redis_conn *c)
+{
+	const struct redis_url *u = &c->url;
+	redisReply *r = redisCommand(c->ctx, "INFO server");
+	if (!r)
+		return -EIO;
+	int rc = 0;
+	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "redis_version:") : NULL;
+	int major = 0, minor = 0;
+	if (error_is(r, "NOAUTH")) {
+		nadb_log("redis %s:%d: the server wants a password "
+			 "(redis://:PASSWORD@HOST:PORT/NAME)", u->host, u->port);
+		rc = -EACCES;
+	} else if (!v || sscanf(v + 14, "%d.%d", &major, &minor) != 2) {
+		nadb_log("redis %s:%d: cannot tell the server's version: %s", u->host,
+			 u->port, r->type == REDIS_REPLY_ERROR ? r->str : "no redis_version");
+		rc = -EPROTONOSUPPORT;
+	} else if (major < NEED_MAJOR || (major == NEED_MAJOR && minor < NEED_MINOR)) {
+		nadb_log("redis %s:%d: server version %d.%d is too old: nadb needs 6.2 or "
+			 "later (ZRANGE BYLEX LIMIT for ordered scans, ACL logins)",
+			 u->host, u->port, major, minor);
+		rc = -EPROTONOSUPPORT;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/* hiredis keeps the text of the failure, not its errno (which later calls
+ * may have changed). */
+static int errno_of_ctx(const redisContext *ctx)
+{
+	if (ctx->err == REDIS_ERR_IO && strstr(ctx->errstr, strerror(ECONNREFUSED)))
+		return -ECONNREFUSED;
+	if (ctx->err == REDIS_ERR_IO && (strstr(ctx->errstr, strerror(ETIMEDOUT)) ||
+					 strstr(ctx->errstr, strerror(EAGAIN)) ||
+					 strstr(ctx->errstr, "timed out")))
+		return -ETIMEDOUT;
+	if (ctx->err == REDIS_ERR_OOM)
+		return -ENOMEM;
+	return -EIO;
+}
+
+/* One try: connect, set timeouts, AUTH, check the version.  Logs only
+ * refusals a retry cannot cure (password, version); the callers log the
+ * rest once. */
+static int connect_once(struct redis_conn *c)
+{
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	int rc = 0;
+	c->ctx = redisConnectWithTimeout(c->url.host, c->url.port, tv_of_ms(CONNECT_MS));
+	if (!c->ctx)
+		rc = -ENOMEM;
+	else if (c->ctx->err)
+		rc = errno_of_ctx(c->ctx);
+	if (!rc && (redisSetTimeout(c->ctx, tv_of_ms(COMMAND_MS)) != REDIS_OK ||
+		    redisEnableKeepAlive(c->ctx) != REDIS_OK))
+		rc = -EIO;
+	if (!rc)
+		rc = authenticate(c);
+	if (!rc)
+		rc = check_version(c);
+	if (rc == -EIO && c->ctx && c->ctx->err)
+		rc = errno_of_ctx(c->ctx);
+	if (rc && c->ctx) {
+		redisFree(c->ctx);
+		c->ctx = NULL;
+	}
+	sigpipe_restore(&g);
+	return rc;
+}
+
+static bool is_final(int rc)
+{
+	return rc == -EACCES || rc == -EPROTONOSUPPORT || rc == -ENOMEM;
+}
+
+/* Reconnect, trying for up to RECONNECT_MS. */
+static int reconnect(struct redis_conn *c)
+{
+	if (c->ctx) {
+		redisFree(c->ctx);
+		c->ctx = NULL;
+	}
+	uint64_t deadline = now_ms() + RECONNECT_MS;
+	unsigned pause = RECONNECT_PAUSE_MS;
+	int rc;
+	for (;;) {
+		rc = connect_once(c);
+		if (!rc || is_final(rc) || now_ms() + pause > deadline)
+			break;
+		pause_ms(pause);
+		pause = pause * 2 > RECONNECT_PAUSE_MAX ? RECONNECT_PAUSE_MAX : pause * 2;
+	}
+	if (rc)
+		nadb_log("redis %s:%d: the server went away and is still unreachable "
+			 "after %d ms: %s", c->url.host, c->url.port, RECONNECT_MS,
+			 strerror(-rc));
+	c->replicas_seen_ms = 0;
+	return rc;
+}
+
+int redis_conn_open(const char *url, struct redis_conn **out)
+{
+	struct redis_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	int rc = redis_url_parse(url, &c->url);
+	if (!rc) {
+		rc = connect_once(c);
+		if (rc && !is_final(rc))
+			nadb_log("redis %s:%d: cannot connect: %s", c->url.host,
+				 c->url.port, strerror(-rc));
+	}
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void redis_conn_close(struct redis_conn *c)
+{
+	if (!c)
+		return;
+	if (c->ctx)
+		redisFree(c->ctx);
+	free(c);
+}
+
+const char *redis_conn_name(const struct redis_conn *c)
+{
+	return c->url.name;
+}
+
+size_t redis_key(const struct redis_conn *c, unsigned p, const char *what, char *buf,
+		 size_t size)
+{
+	int n = snprintf(buf, size, "{nadb:%s:p%u}:%s", c->url.name, p, what);
+	assert(n > 0 && (size_t)n < size); /* callers size BUF for the longest */
+	return (size_t)n;
+}
+
+/* ---- commands -------------------------------------------------------------- */
+
+/* Send the commands and read the replies once.  -EIO if the connection
+ * broke (the context is then useless); replies read so far are freed. */
+static int pipeline_once(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
+			 redisReply **replies)
+{
+	if (!c->ctx)
+		return -EIO;
+	for (size_t i = 0; i < n; i++)
+		if (redisAppendCommandArgv(c->ctx, cmds[i].argc, cmds[i].argv,
+					   cmds[i].argvlen) != REDIS_OK)
+			return -EIO;
+	size_t got = 0;
+	for (; got < n; got++) {
+		void *r = NULL;
+		if (redisGetReply(c->ctx, &r) != REDIS_OK || !r)
+			break;
+		replies[got] = r;
+	}
+	if (got == n)
+		return 0;
+	for (size_t i = 0; i < got; i++)
+		freeReplyObject(replies[i]);
+	return -EIO;
+}
+
+/* Is this a reply the server gives while it cannot serve us yet? */
+static bool is_transient(const redisReply *r)
+{
+	return error_is(r, "LOADING") || error_is(r, "TRYAGAIN") ||
+	       error_is(r, "MASTERDOWN") || error_is(r, "BUSY ");
+}
+
+static bool any_transient(redisReply **replies, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (is_transient(replies[i]))
+			return true;
+	return false;
+}
+
+static void free_replies(redisReply **replies, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		freeReplyObject(replies[i]);
+		replies[i] = NULL;
+	}
+}
+
+int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
+		   redisReply **replies)
+{
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	uint64_t deadline = now_ms() + RECONNECT_MS;
+	int rc;
+	for (;;) {
+		rc = pipeline_once(c, cmds, n, replies);
+		if (!rc && !any_transient(replies, n))
+			break;
+		if (!rc) { /* loading its data after a restart: wait */
+			free_replies(replies, n);
+			rc = -EIO;
+			if (now_ms() > deadline) {
+				nadb_log("redis %s:%d: the server is still not ready after %d ms",
+					 c->url.host, c->url.port, RECONNECT_MS);
+				break;
+			}
+			pause_ms(RECONNECT_PAUSE_MS);
+			continue;
+		}
+		if (now_ms() > deadline || reconnect(c))
+			break;
+	}
+	sigpipe_restore(&g);
+	return rc;
+}
+
+int redis_reply_error(const struct redis_conn *c, const char *why, const redisReply *r)
+{
+	int rc = -EIO;
+	if (error_is(r, "OOM"))
+		rc = -ENOSPC;
+	else if (error_is(r, "NOAUTH") || error_is(r, "WRONGPASS") || error_is(r, "NOPERM"))
+		rc = -EACCES;
+	else if (error_is(r, "READONLY"))
+		rc = -EROFS;
+	nadb_log("redis %s:%d/%s: %s: %s", c->url.host, c->url.port, c->url.name, why,
+		 r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	return rc;
+}
+
+int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
+	      const size_t *argvlen, redisReply **out)
+{
+	struct redis_cmd cmd = {argc, argv, argvlen};
+	*out = NULL;
+	redisReply *r;
+	int rc = redis_pipeline(c, &cmd, 1, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_ERROR) {
+		rc = redis_reply_error(c, why, r);
+		freeReplyObject(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+/* Run a command of plain-text arguments (no NUL bytes). */
+static int run_text(struct redis_conn *c, const char *why, int argc, const char **argv,
+		    redisReply **out)
+{
+	size_t lens[16];
+	assert(argc <= 16);
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	return redis_run(c, why, argc, argv, lens, out);
+}
+
+int redis_replicas(struct redis_conn *c, int *out)
+{
+	if (c->replicas_seen_ms && now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
+		*out = c->replicas;
+		return 0;
+	}
+	redisReply *r;
+	const char *argv[] = {"INFO", "replication"};
+	int rc = run_text(c, "INFO replication", 2, argv, &r);
+	if (rc)
+		return rc;
+	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
+	c->replicas = v ? atoi(v + 17) : 0;
+	c->replicas_seen_ms = now_ms();
+	freeReplyObject(r);
+	*out = c->replicas;
+	return 0;
+}
+
+/* ---- the format marker ------------------------------------------------------ */
+
+/* How many of the keys a store has once used exist. */
+static int count_store_keys(struct redis_conn *c, long long *count)
+{
+	enum { N = 2 * KV_NTABLES + 3 };
+	char names[N][REDIS_NAME_MAX + 48];
+	const char *argv[N + 1];
+	size_t lens[N + 1];
+	argv[0] = "EXISTS";
+	lens[0] = 6;
+	int n = 1;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		for (int h = 0; h < 2; h++) {
+			char what[40];
+			snprintf(what, sizeof(what), "t:%s:%c", table_names[t], h ? 'h' : 'z');
+			lens[n] = redis_key(c, 0, what, names[n - 1], sizeof(names[0]));
+			argv[n] = names[n - 1];
+			n++;
+		}
+	}
+	static const char *const others[] = {"segs", "punched", "gone"};
+	for (int i = 0; i < 3; i++, n++) {
+		lens[n] = redis_key(c, 0, others[i], names[n - 1], sizeof(names[0]));
+		argv[n] = names[n - 1];
+	}
+	redisReply *r;
+	int rc = redis_run(c, "EXISTS", n, argv, lens, &r);
+	if (rc)
+		return rc;
+	*count = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+int redis_claim_format(struct redis_conn *c)
+{
+	char key[REDIS_NAME_MAX + 48];
+	redis_key(c, 0, "format", key, sizeof(key));
+	redisReply *r;
+	const char *get[] = {"GET", key};
+	int rc = run_text(c, "GET format", 2, get, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_STRING) {
+		if (strcmp(r->str, FORMAT_TEXT)) {
+			nadb_log("redis %s:%d/%s: the store's layout is \"%s\"; this nadb "
+				 "knows \"%s\" only", c->url.host, c->url.port, c->url.name,
+				 r->str, FORMAT_TEXT);
+			rc = -EPROTO;
+		}
+		freeReplyObject(r);
+		return rc;
+	}
+	freeReplyObject(r);
+	long long count = 0;
+	rc = count_store_keys(c, &count);
+	if (rc)
+		return rc;
+	if (count) {
+		nadb_log("redis %s:%d/%s: %lld keys of a store are there but not its "
+			 "format marker %s: not a nadb store, or a damaged one; refusing "
+			 "to use it (pick another NAME)", c->url.host, c->url.port,
+			 c->url.name, count, key);
+		return -EEXIST;
+	}
+	/* NX: two daemons opening a new store at once both find it marked. */
+	const char *set[] = {"SET", key, FORMAT_TEXT, "NX"};
+	rc = run_text(c, "SET format", 4, set, &r);
+	if (!rc)
+		freeReplyObject(r);
+	return rc;
+}
+
+/* ---- the store lock --------------------------------------------------------- */
+
+static const char refresh_script[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
+	"return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+static const char release_script[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
+	"return redis.call('DEL', KEYS[1]) end return 0";
+
+int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
+{
+	char key[REDIS_NAME_MAX + 48], ttl[16];
+	redis_key(c, 0, "lock", key, sizeof(key));
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	const char *set[] = {"SET", key, owner, "NX", "PX", ttl};
+	redisReply *r;
+	int rc = run_text(c, "taking the store lock", 6, set, &r);
+	if (rc)
+		return rc;
+	bool taken = r->type == REDIS_REPLY_STATUS;
+	freeReplyObject(r);
+	if (taken)
+		return 0;
+	const char *get[] = {"GET", key};
+	rc = run_text(c, "reading the store lock", 2, get, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, owner)) {
+		freeReplyObject(r); /* ours: a retried SET found its own value */
+		return redis_store_lock_refresh(c, owner, ttl_ms);
+	}
+	nadb_log("redis %s:%d/%s: the store is in use by another daemon (%s)",
+		 c->url.host, c->url.port, c->url.name,
+		 r->type == REDIS_REPLY_STRING ? r->str : "its lock just expired: retry");
+	freeReplyObject(r);
+	return -EBUSY;
+}
+
+static int run_lock_script(struct redis_conn *c, const char *why, const char *script,
+			   const char *owner, const char *ttl, long long *result)
+{
+	char key[REDIS_NAME_MAX + 48];
+	redis_key(c, 0, "lock", key, sizeof(key));
+	const char *argv[] = {"EVAL", script, "1", key, owner, ttl};
+	redisReply *r;
+	int rc = run_text(c, why, ttl ? 6 : 5, argv, &r);
+	if (rc)
+		return rc;
+	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
+{
+	char ttl[16];
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	long long held = 0;
+	int rc = run_lock_script(c, "refreshing the store lock", refresh_script, owner,
+				 ttl, &held);
+	if (rc)
+		return rc;
+	if (!held) {
+		nadb_log("redis %s:%d/%s: the store lock expired and is no longer ours: "
+			 "stop writing", c->url.host, c->url.port, c->url.name);
+		return -ENOLCK;
+	}
+	return 0;
+}
+
+int redis_store_lock_release(struct redis_conn *c, const char *owner)
+{
+	long long gone = 0;
+	return run_lock_script(c, "releasing the store lock", release_script, owner, NULL,
+			       &gone);
+}
+
+/* ---- durability ------------------------------------------------------------- */
+
+void redis_note_durability(struct redis_conn *c)
+{
+	const char *a1[] = {"CONFIG", "GET", "appendonly"};
+	const char *a2[] = {"CONFIG", "GET", "appendfsync"};
+	size_t l1[] = {6, 3, 10}, l2[] = {6, 3, 11};
+	struct redis_cmd cmds[] = {{3, a1, l1}, {3, a2, l2}};
+	redisReply *r[2];
+	if (redis_pipeline(c, cmds, 2, r))
+		return; /* the open that follows will say why */
+	const char *aof = r[0]->type == REDIS_REPLY_ARRAY && r[0]->elements == 2
+				  ? r[0]->element[1]->str : NULL;
+	const char *fsync = r[1]->type == REDIS_REPLY_ARRAY && r[1]->elements == 2
+				    ? r[1]->element[1]->str : NULL;
+	if (!aof || !fsync)
+		nadb_log("redis %s:%d/%s: cannot read the server's persistence settings "
+			 "(CONFIG GET refused): sync promises what the server was set up "
+			 "to keep; nadb wants appendonly yes, appendfsync always",
+			 c->url.host, c->url.port, c->url.name);
+	else if (strcmp(aof, "yes") || strcmp(fsync, "always"))
+		nadb_log("redis %s:%d/%s: appendonly %s, appendfsync %s: a server crash "
+			 "can lose synced data (%s); for sync to mean on disk set "
+			 "appendonly yes, appendfsync always", c->url.host, c->url.port,
+			 c->url.name, aof, fsync,
+			 strcmp(aof, "yes") ? "all since the last snapshot"
+					    : "about the last second");
+	freeReplyObject(r[0]);
+	freeReplyObject(r[1]);
+}

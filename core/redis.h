@@ -1,0 +1,153 @@
+/* redis.h -- reaching a Redis server for the Redis backend of backend.h:
+ * the store URL, one connection with its reconnect rule, the command
+ * helpers kv_redis.c and blobs_redis.c share, the names of every key a
+ * store owns, and the lock that keeps a second daemon off a store.
+ *
+ * A store on Redis is named by a URL:
+ *
+ *     redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME]
+ *
+ * HOST may be a bracketed IPv6 address ([::1]); PORT defaults to 6379;
+ * NAME, 1..64 of [A-Za-z0-9_.-], defaults to "nadb", so that one server
+ * can hold several stores.  The password may be %XX-escaped.
+ *
+ * Key layout.  Every key a store owns is named by redis_key() alone, from
+ * (store NAME, partition, what), as "{nadb:NAME:pP}:what".  The braces are
+ * a Redis Cluster hash tag: all keys of one partition live on one node,
+ * which is what lets a MULTI/EXEC or a script touch several of them.  Today
+ * every row is in partition 0, so a whole store is one hash tag and one
+ * MULTI/EXEC makes a group of steps durable at once.  A later change can
+ * give each namespace a partition of its own (its rows' keys then spread
+ * over the cluster) by choosing P per row; only the callers of redis_key()
+ * change, and a group's commit must then be split per partition.
+ *
+ *   key ("{nadb:NAME:p0}:" + ...)  type        holds
+ *   format                          string      "nadb-redis 1": marks NAME as
+ *                                               a nadb store, layout version
+ *   lock                            string      owner text of the daemon
+ *                                               serving the store (PX expiry)
+ *   t:TABLE:z                       sorted set  row keys of TABLE, score 0:
+ *                                               ZRANGE BYLEX walks them in
+ *                                               memcmp order
+ *   t:TABLE:h                       hash        row key -> row value
+ *   segs                            sorted set  blob segment numbers (score
+ *                                               = number); the highest is
+ *                                               appended to
+ *   seg:N                           string      blob segment N: frames
+ *                                               appended back to back
+ *   punched                         hash        N -> bytes of segment N's
+ *                                               frames punched (dead)
+ *   gone                            set         N of removed segments kept
+ *                                               (as gone:N) for late readers
+ *   gone:N                          string      removed segment N, deleted
+ *                                               by forget_removed or at open
+ *
+ * TABLE is the LMDB table name (meta, inodes, dirents, ...).
+ */
+#ifndef NADB_REDIS_H
+#define NADB_REDIS_H
+
+#include "backend.h"
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REDIS_NAME_MAX 64
+
+struct redis_url {
+	char host[256];
+	int port;
+	char user[128];     /* "" if none (AUTH with the password alone) */
+	char password[256]; /* "" if none (no AUTH) */
+	bool has_password;
+	char name[REDIS_NAME_MAX + 1];
+};
+
+/* Parse URL into *OUT.  -EINVAL (logged) if malformed, -EPROTONOSUPPORT
+ * for rediss:// (hiredis 0.14 has no TLS). */
+int redis_url_parse(const char *url, struct redis_url *out);
+
+/* One connection.  Not thread-safe: its user serialises calls on it. */
+struct redis_conn;
+
+/* Connect to the server of URL: connect timeout, AUTH, a version check
+ * (>= 6.2).  Fails fast (no retry): -ECONNREFUSED, -ETIMEDOUT, -EIO,
+ * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL. */
+int redis_conn_open(const char *url, struct redis_conn **out);
+void redis_conn_close(struct redis_conn *c);
+const char *redis_conn_name(const struct redis_conn *c);
+
+/* The name of key WHAT of partition P of C's store, into BUF (see the
+ * table above); its length.  Asserts it fits. */
+size_t redis_key(const struct redis_conn *c, unsigned p, const char *what,
+		 char *buf, size_t size);
+
+/* One command of a pipeline: binary-safe arguments. */
+struct redis_cmd {
+	int argc;
+	const char **argv;
+	const size_t *argvlen;
+};
+
+/* Send the N commands in one round trip and read their N replies into
+ * REPLIES (the caller frees each with freeReplyObject).  If the connection
+ * breaks, or the server is loading its data, reconnect for up to
+ * RECONNECT_MS and send them all again: callers send only commands that
+ * may run twice (idempotent writes, reads, APPENDs whose offset is taken
+ * from the reply).  A server's error reply is returned as a reply, not as
+ * a failure.  0, or -EIO (one log line) if the server stays unreachable. */
+int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
+		   redisReply **replies);
+
+/* One command; *OUT as above.  An error reply becomes a negative errno
+ * (logged with WHY), and *OUT is then NULL. */
+int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
+	      const size_t *argvlen, redisReply **out);
+
+/* The errno for a server's error reply (OOM: -ENOSPC, NOAUTH: -EACCES,
+ * READONLY: -EROFS, ...), logged once with WHY. */
+int redis_reply_error(const struct redis_conn *c, const char *why,
+		      const redisReply *r);
+
+/* Replicas connected to the server, into *OUT (from INFO replication,
+ * asked again when older than REPLICA_RECHECK_MS); sync WAITs for them.
+ * 0, or the error of redis_run. */
+int redis_replicas(struct redis_conn *c, int *out);
+
+/* Log once if the server's persistence makes sync less than "on disk"
+ * (no AOF, or appendfsync other than always). */
+void redis_note_durability(struct redis_conn *c);
+
+/* The name of table T in key names ("meta", "inodes", ...). */
+const char *redis_table_name(enum kv_table t);
+
+/* Check that C's NAME is a nadb store, creating the format marker if the
+ * NAME has no keys yet.  -EEXIST (logged) if NAME holds store keys without
+ * the marker (not ours, or damaged), -EPROTO if the marker names another
+ * layout version. */
+int redis_claim_format(struct redis_conn *c);
+
+/* The store lock: one daemon serves a store at a time.
+ *
+ * redis_store_lock takes "{...}:lock" with SET NX PX TTL_MS, holding
+ * OWNER (a text unique to this daemon, e.g. "host pid start-time", that
+ * also tells a user who holds it).  -EBUSY (logged, with the holder's
+ * text) if another owner holds it.  Taking it again with the same OWNER
+ * succeeds (a retried SET after a lost reply finds its own value).
+ *
+ * The lock expires TTL_MS after it was last taken or refreshed, so a
+ * daemon that dies frees it; the caller must call redis_store_lock_refresh
+ * well within TTL_MS (e.g. every TTL_MS / 3, from a timer thread on a
+ * connection of its own) and stop writing if that fails: -ENOLCK (logged)
+ * if the lock expired and is gone or was taken by another owner.
+ *
+ * redis_store_lock_release deletes it only if OWNER still holds it (a
+ * script compares first), so a daemon whose lock expired never frees
+ * another's.  0 also if it was not held. */
+int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
+int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
+int redis_store_lock_release(struct redis_conn *c, const char *owner);
+
+#endif

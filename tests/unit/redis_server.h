@@ -1,0 +1,154 @@
+/* redis_server.h -- a private redis-server for a unit test: on a free
+ * loopback port, its AOF (appendfsync always) in a folder of the test's,
+ * killed with the test if the test dies (PR_SET_PDEATHSIG), so no server
+ * outlives its test.  Not installed is a failure, not a skip: CI installs
+ * redis-server.
+ */
+#ifndef NADB_REDIS_SERVER_H
+#define NADB_REDIS_SERVER_H
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REDIS_START_MS 5000 /* ms: how long a server may take to answer */
+#define REDIS_PORT_TRIES 20 /* ports tried before giving up */
+
+struct redis_server {
+	pid_t pid; /* 0: not running */
+	int port;
+	char dir[300];
+	char password[64]; /* "" for none */
+};
+
+static inline long redis_test_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+static inline pid_t redis_server_spawn(const struct redis_server *s)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", s->port);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (chdir(s->dir))
+		_exit(126);
+	const char *argv[24] = {"redis-server", "--port", port, "--bind", "127.0.0.1",
+				"--dir", s->dir, "--save", "", "--appendonly", "yes",
+				"--appendfsync", "always", "--daemonize", "no",
+				"--logfile", "redis.log"};
+	int n = 17;
+	if (s->password[0]) {
+		argv[n++] = "--requirepass";
+		argv[n++] = s->password;
+	}
+	argv[n] = NULL;
+	execvp("redis-server", (char *const *)argv);
+	_exit(127);
+}
+
+/* Does the server answer (any reply: NOAUTH and LOADING count)?  false
+ * once the process has exited. */
+static inline bool redis_server_answers(struct redis_server *s)
+{
+	long deadline = redis_test_now_ms() + REDIS_START_MS;
+	while (redis_test_now_ms() < deadline) {
+		int status;
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			s->pid = 0;
+			return false;
+		}
+		struct timeval tv = {1, 0};
+		redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+		redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
+		bool up = r != NULL;
+		if (r)
+			freeReplyObject(r);
+		if (c)
+			redisFree(c);
+		if (up)
+			return true;
+		usleep(20000);
+	}
+	return false;
+}
+
+static inline void redis_server_kill(struct redis_server *s, int sig)
+{
+	if (!s->pid)
+		return;
+	kill(s->pid, sig);
+	waitpid(s->pid, NULL, 0);
+	s->pid = 0;
+}
+
+/* Start on the port and folder already chosen (a restart). */
+static inline int redis_server_restart(struct redis_server *s)
+{
+	s->pid = redis_server_spawn(s);
+	if (s->pid < 0) {
+		s->pid = 0;
+		return -1;
+	}
+	if (redis_server_answers(s))
+		return 0;
+	redis_server_kill(s, SIGKILL);
+	return -1;
+}
+
+/* Start a server with its files in DIR (made) on a free port, with
+ * PASSWORD (NULL: none).  0, or -1 (said on stderr). */
+static inline int redis_server_start(struct redis_server *s, const char *dir,
+				     const char *password)
+{
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	mkdir(dir, 0700);
+	if (password)
+		snprintf(s->password, sizeof(s->password), "%s", password);
+	srand((unsigned)(getpid() ^ redis_test_now_ms()));
+	for (int i = 0; i < REDIS_PORT_TRIES; i++) {
+		s->port = 20000 + rand() % 20000;
+		struct timeval tv = {0, 200000};
+		redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+		bool taken = c && !c->err; /* someone else's: not a server of ours */
+		if (c)
+			redisFree(c);
+		if (!taken && !redis_server_restart(s))
+			return 0;
+	}
+	fprintf(stderr, "cannot start redis-server (is it installed?); see %s/redis.log\n",
+		dir);
+	return -1;
+}
+
+/* SIGTERM: a clean shutdown (no snapshot: --save ""). */
+static inline void redis_server_stop(struct redis_server *s)
+{
+	redis_server_kill(s, SIGTERM);
+}
+
+/* The store URL of NAME on S. */
+static inline void redis_server_url(const struct redis_server *s, const char *name,
+				    char *url, size_t size)
+{
+	if (s->password[0])
+		snprintf(url, size, "redis://:%s@127.0.0.1:%d/%s", s->password, s->port, name);
+	else
+		snprintf(url, size, "redis://127.0.0.1:%d/%s", s->port, name);
+}
+
+#endif

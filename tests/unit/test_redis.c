@@ -1,0 +1,321 @@
+/* test_redis.c -- what the Redis backend adds to the contract of
+ * test_backend.c: store URLs (good and bad), a wrong or missing password,
+ * a server that is not there (a quick, bounded failure), a server that
+ * restarts or stays away for a while under an open store (nothing synced
+ * is lost, nothing unsynced is half applied), a NAME that is not a nadb
+ * store, the store lock, and scans that cross Redis batches with the
+ * overlays' puts and deletes in between.  Each part runs against a
+ * private redis-server this test starts and stops.
+ */
+#include "backend.h"
+#include "redis.h"
+#include "redis_server.h"
+#include "unit.h"
+
+#include <stdint.h>
+
+static void check_urls(void)
+{
+	struct redis_url u;
+	CHECK(redis_url_parse("redis://127.0.0.1:6380/mystore", &u) == 0);
+	CHECK(!strcmp(u.host, "127.0.0.1") && u.port == 6380 && !strcmp(u.name, "mystore") &&
+	      !u.has_password);
+	CHECK(redis_url_parse("redis://:s3cr%40t@db.example:7000", &u) == 0);
+	CHECK(!strcmp(u.host, "db.example") && u.port == 7000 && !strcmp(u.name, "nadb") &&
+	      u.has_password && !strcmp(u.password, "s3cr@t") && !u.user[0]);
+	CHECK(redis_url_parse("redis://alice:p@ss:w/rd@h:1/a.b-c_D9", &u) == 0);
+	CHECK(!strcmp(u.user, "alice") && !strcmp(u.password, "p@ss:w/rd") &&
+	      !strcmp(u.host, "h") && u.port == 1 && !strcmp(u.name, "a.b-c_D9"));
+	CHECK(redis_url_parse("redis://[::1]:6379/x", &u) == 0);
+	CHECK(!strcmp(u.host, "::1") && u.port == 6379 && !strcmp(u.name, "x"));
+	CHECK(redis_url_parse("redis://localhost", &u) == 0 && u.port == 6379);
+	CHECK(redis_url_parse("redis://h:2/", &u) == 0 && !strcmp(u.name, "nadb"));
+
+	CHECK(redis_url_parse("http://h:1/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://:1/x", &u) == -EINVAL);          /* empty host */
+	CHECK(redis_url_parse("redis://h:0/x", &u) == -EINVAL);         /* port */
+	CHECK(redis_url_parse("redis://h:65536/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://h:12a/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://h:/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://h:1/a b", &u) == -EINVAL);       /* NAME chars */
+	CHECK(redis_url_parse("redis://h:1/{x}", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://h:1/a/b", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://h:1/"
+			      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+			      &u) == -EINVAL);                            /* 65 */
+	CHECK(redis_url_parse("redis://[::1/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("redis://pass@h:1/x", &u) == -EINVAL);    /* no ':' */
+	CHECK(redis_url_parse("redis://:bad%zz@h:1/x", &u) == -EINVAL);
+	CHECK(redis_url_parse("rediss://h:1/x", &u) == -EPROTONOSUPPORT);
+	CHECK(store_is_redis_url("redis://h:1") && store_is_redis_url("rediss://h:1"));
+	CHECK(!store_is_redis_url("/var/lib/nadb") && !store_is_redis_url("data"));
+}
+
+static void check_passwords(const char *dir)
+{
+	struct redis_server s;
+	char sdir[400], url[200];
+	snprintf(sdir, sizeof(sdir), "%s/auth", dir);
+	CHECK(redis_server_start(&s, sdir, "right-one") == 0);
+	struct kv *kv;
+	snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d/p", s.port);
+	CHECK(kv_redis_open(url, &kv) == -EACCES);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/p", s.port);
+	CHECK(kv_redis_open(url, &kv) == -EACCES);
+	snprintf(url, sizeof(url), "redis://default:right-one@127.0.0.1:%d/p", s.port);
+	int rc = kv_redis_open(url, &kv);
+	CHECK(rc == 0);
+	if (!rc)
+		kv->ops->close(kv);
+	redis_server_url(&s, "p", url, sizeof(url));
+	struct blobs *b;
+	rc = blobs_redis_open(url, &b);
+	CHECK(rc == 0);
+	if (!rc)
+		b->ops->close(b);
+	redis_server_stop(&s);
+}
+
+static void check_unreachable(const char *dir)
+{
+	/* a port nothing listens on: a server started and stopped there */
+	struct redis_server s;
+	char sdir[400], url[200];
+	snprintf(sdir, sizeof(sdir), "%s/gone", dir);
+	CHECK(redis_server_start(&s, sdir, NULL) == 0);
+	redis_server_stop(&s);
+	redis_server_url(&s, "x", url, sizeof(url));
+	long t0 = redis_test_now_ms();
+	struct kv *kv;
+	int rc = kv_redis_open(url, &kv);
+	CHECK(rc == -ECONNREFUSED || rc == -EIO);
+	CHECK(redis_test_now_ms() - t0 < 3000);
+	struct blobs *b;
+	rc = blobs_redis_open(url, &b);
+	CHECK(rc == -ECONNREFUSED || rc == -EIO);
+}
+
+static int put_s(struct kv *kv, enum kv_table t, const char *k, const char *v)
+{
+	return kv->ops->put(kv, t, k, strlen(k), v, strlen(v));
+}
+
+static bool holds(struct kv *kv, enum kv_table t, const char *k, const char *v)
+{
+	struct kv_val got;
+	int rc = kv->ops->get(kv, t, k, strlen(k), &got);
+	if (!v)
+		return rc == -ENOENT;
+	return rc == 0 && got.len == strlen(v) && !memcmp(got.data, v, got.len);
+}
+
+static int put_in_step(struct kv *kv, const char *k, const char *v)
+{
+	int rc = kv->ops->step_begin(kv);
+	if (!rc)
+		rc = put_s(kv, KV_META, k, v);
+	int e = kv->ops->step_end(kv, rc == 0);
+	return rc ? rc : e;
+}
+
+static void check_restarts(const char *dir)
+{
+	struct redis_server s;
+	char sdir[400], url[200];
+	snprintf(sdir, sizeof(sdir), "%s/restart", dir);
+	CHECK(redis_server_start(&s, sdir, NULL) == 0);
+	redis_server_url(&s, "r", url, sizeof(url));
+	struct kv *kv;
+	struct blobs *b;
+	CHECK(kv_redis_open(url, &kv) == 0);
+	CHECK(blobs_redis_open(url, &b) == 0);
+	struct blob_loc loc;
+	CHECK(b->ops->append(b, "head", 4, "frame bytes", 11, &loc) == 0);
+	CHECK(put_in_step(kv, "before", "1") == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	CHECK(put_in_step(kv, "pending", "2") == 0);
+
+	/* killed (no clean shutdown) and back on the same port and files */
+	redis_server_kill(&s, SIGKILL);
+	CHECK(redis_server_restart(&s) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	CHECK(holds(kv, KV_META, "before", "1") && holds(kv, KV_META, "pending", "2"));
+	char got[15];
+	CHECK(b->ops->read(b, &loc, 0, got, 15) == 0 && !memcmp(got, "headframe bytes", 15));
+
+	/* away for longer than the reconnect bound: -EIO, the group kept */
+	CHECK(put_in_step(kv, "while-down", "3") == 0);
+	redis_server_kill(&s, SIGKILL);
+	long t0 = redis_test_now_ms();
+	CHECK(kv->ops->sync(kv) == -EIO);
+	CHECK(redis_test_now_ms() - t0 < 20000);
+	CHECK(kv->ops->unsynced(kv) == 1);
+	CHECK(redis_server_restart(&s) == 0);
+	CHECK(kv->ops->sync(kv) == 0 && kv->ops->unsynced(kv) == 0);
+	kv->ops->close(kv);
+	b->ops->close(b);
+
+	redis_server_kill(&s, SIGKILL);
+	CHECK(redis_server_restart(&s) == 0);
+	CHECK(kv_redis_open(url, &kv) == 0);
+	CHECK(holds(kv, KV_META, "before", "1") && holds(kv, KV_META, "pending", "2") &&
+	      holds(kv, KV_META, "while-down", "3"));
+	kv->ops->close(kv);
+	redis_server_stop(&s);
+}
+
+/* A NAME with keys of a store but no format marker is refused. */
+static void check_foreign(struct redis_server *s)
+{
+	char url[200];
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+	CHECK(c && !c->err);
+	redisReply *r = c ? redisCommand(c, "HSET {nadb:foreign:p0}:t:meta:h k v") : NULL;
+	CHECK(r && r->type == REDIS_REPLY_INTEGER);
+	if (r)
+		freeReplyObject(r);
+	r = c ? redisCommand(c, "SET {nadb:oldformat:p0}:format nadb-redis-0") : NULL;
+	if (r)
+		freeReplyObject(r);
+	struct kv *kv;
+	redis_server_url(s, "foreign", url, sizeof(url));
+	CHECK(kv_redis_open(url, &kv) == -EEXIST);
+	redis_server_url(s, "oldformat", url, sizeof(url));
+	CHECK(kv_redis_open(url, &kv) == -EPROTO);
+	/* a new NAME is marked at open */
+	redis_server_url(s, "fresh", url, sizeof(url));
+	int rc = kv_redis_open(url, &kv);
+	CHECK(rc == 0);
+	if (!rc)
+		kv->ops->close(kv);
+	r = c ? redisCommand(c, "GET {nadb:fresh:p0}:format") : NULL;
+	CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "nadb-redis 1"));
+	if (r)
+		freeReplyObject(r);
+	if (c)
+		redisFree(c);
+}
+
+static void check_lock(struct redis_server *s)
+{
+	char url[200];
+	redis_server_url(s, "locked", url, sizeof(url));
+	struct redis_conn *a, *b;
+	CHECK(redis_conn_open(url, &a) == 0);
+	CHECK(redis_conn_open(url, &b) == 0);
+	if (failures)
+		return;
+	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0);
+	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0); /* a retried take */
+	CHECK(redis_store_lock(b, "host-b 2", 10000) == -EBUSY);
+	CHECK(redis_store_lock_refresh(a, "host-a 1", 10000) == 0);
+	CHECK(redis_store_lock_refresh(b, "host-b 2", 10000) == -ENOLCK);
+	CHECK(redis_store_lock_release(b, "host-b 2") == 0); /* not b's: kept */
+	CHECK(redis_store_lock(b, "host-b 2", 10000) == -EBUSY);
+	CHECK(redis_store_lock_release(a, "host-a 1") == 0);
+	CHECK(redis_store_lock(b, "host-b 2", 200) == 0);
+	usleep(400000); /* expired: a can take it, b has lost it */
+	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0);
+	CHECK(redis_store_lock_refresh(b, "host-b 2", 10000) == -ENOLCK);
+	redis_conn_close(a);
+	redis_conn_close(b);
+}
+
+struct walk {
+	uint32_t last;
+	int n;
+	bool ordered;
+};
+
+static int walk_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct walk *w = ctx;
+	uint32_t k = 0;
+	if (klen != 4 || vlen != 4 || memcmp(key, val, 4))
+		w->ordered = false;
+	memcpy(&k, key, klen < 4 ? klen : 4);
+	k = __builtin_bswap32(k);
+	if (w->n && k <= w->last)
+		w->ordered = false;
+	w->last = k;
+	w->n++;
+	return 0;
+}
+
+static int put_be32(struct kv *kv, uint32_t i)
+{
+	uint32_t be = __builtin_bswap32(i);
+	return kv->ops->put(kv, KV_CHUNKS, &be, 4, &be, 4);
+}
+
+/* 3000 rows in Redis (many batches); a step deletes every third and puts
+ * rows between them: one scan sees exactly the merge, in order. */
+static void check_big_scans(struct redis_server *s)
+{
+	char url[200];
+	redis_server_url(s, "scans", url, sizeof(url));
+	struct kv *kv;
+	CHECK(kv_redis_open(url, &kv) == 0);
+	if (failures)
+		return;
+	CHECK(kv->ops->step_begin(kv) == 0);
+	for (uint32_t i = 0; i < 3000; i++)
+		CHECK(put_be32(kv, 2 * i) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	CHECK(kv->ops->step_begin(kv) == 0);
+	for (uint32_t i = 0; i < 3000; i += 3) {
+		uint32_t be = __builtin_bswap32(2 * i);
+		CHECK(kv->ops->del(kv, KV_CHUNKS, &be, 4) == 0);
+	}
+	for (uint32_t i = 0; i < 500; i++)
+		CHECK(put_be32(kv, 2 * i + 1) == 0);
+	struct walk w = {.ordered = true};
+	CHECK(kv->ops->scan(kv, KV_CHUNKS, NULL, 0, walk_row, &w) == 0);
+	CHECK(w.ordered && w.n == 3000 - 1000 + 500);
+	uint32_t from = __builtin_bswap32(5001);
+	w = (struct walk){.ordered = true};
+	CHECK(kv->ops->scan(kv, KV_CHUNKS, &from, 4, walk_row, &w) == 0);
+	CHECK(w.ordered && w.n == 2000 - 1667 && w.last == 5998);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	kv->ops->close(kv);
+	CHECK(kv_redis_open(url, &kv) == 0);
+	w = (struct walk){.ordered = true};
+	CHECK(kv->ops->scan(kv, KV_CHUNKS, NULL, 0, walk_row, &w) == 0);
+	CHECK(w.ordered && w.n == 2500);
+	kv->ops->close(kv);
+}
+
+int main(void)
+{
+	char dir[32], place[300];
+	make_store_dir(dir, place);
+	check_urls();
+	printf("%s urls\n", failures ? "FAILED" : "ok");
+	int before = failures;
+	check_passwords(dir);
+	printf("%s passwords\n", failures == before ? "ok" : "FAILED");
+	before = failures;
+	check_unreachable(dir);
+	printf("%s unreachable\n", failures == before ? "ok" : "FAILED");
+	before = failures;
+	check_restarts(dir);
+	printf("%s restarts\n", failures == before ? "ok" : "FAILED");
+	before = failures;
+	struct redis_server s;
+	char sdir[400];
+	snprintf(sdir, sizeof(sdir), "%s/shared", dir);
+	if (redis_server_start(&s, sdir, NULL) == 0) {
+		check_foreign(&s);
+		check_lock(&s);
+		check_big_scans(&s);
+		redis_server_stop(&s);
+	} else {
+		failures++;
+	}
+	printf("%s foreign names, lock, big scans\n", failures == before ? "ok" : "FAILED");
+	remove_dir(dir);
+	return failures ? 1 : 0;
+}
