@@ -1,19 +1,23 @@
 /* lock.c -- one process at a time per store, and waiting for one that is
  * going away.
  *
- * STORE/lock is flock'ed by the process using the store, and its text
- * says who that is:
- *     PID                 a tool
- *     PID\nmount MNT      a daemon serving the mount MNT
- *     PID\nclosing        a process finishing its last commit
+ * A store in a directory is locked by flock on STORE/lock; a store on
+ * Redis by its lock key (SET NX PX, kept alive by a thread of ours, see
+ * redis.h).  Either way the lock carries a text that says who holds it:
+ *     PID
+ *     STATE          "" (a tool), "mount MNT" (a daemon serving MNT) or
+ *                    "closing" (finishing its last commit)
+ *     host HOSTNAME
  * fusermount3 -u returns as soon as the kernel has let go of the mount,
  * before the daemon has even noticed; its last commit comes after.  So a
  * process that finds the store locked by one that is going away -- it
- * says so, or it is a daemon whose mount is gone -- waits for it, up to
- * LOCK_WAIT_S, and `fusermount3 -u mnt && nadb fsck store` just works.  A
- * holder at work (a tool, a daemon whose mount is up) gets -EBUSY at once.
+ * says so, or it is a daemon on this host whose mount is gone -- waits for
+ * it, up to LOCK_WAIT_S, and `fusermount3 -u mnt && nadb fsck store` just
+ * works.  A holder at work (a tool, a daemon whose mount is up, a daemon
+ * on another host) gets -EBUSY at once.
  */
 #include "log.h"
+#include "redis.h"
 #include "store_int.h"
 
 #include <errno.h>
@@ -26,125 +30,277 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOCK_WAIT_S 60     /* longest wait for a holder that is going away */
-#define LOCK_POLL_MS 10    /* how often the lock is tried meanwhile */
+#define LOCK_WAIT_S 60        /* longest wait for a holder that is going away */
+#define LOCK_POLL_MS 10       /* how often the lock is tried meanwhile */
+#define REDIS_LOCK_TTL_MS 30000 /* a Redis lock outlives a dead daemon this long */
+#define LOCK_TEXT_MAX 4400
+
+/* The Redis lock: its connection and the thread keeping it alive. */
+struct redis_lock {
+	struct redis_conn *conn;
+	/* lock: scope is conn and text (the keeper and note_holder share
+	 * them) and stop. */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	char text[LOCK_TEXT_MAX];
+	bool stop, keeper_running;
+	pthread_t keeper;
+};
 
 struct holder {
 	char pid[32];
 	char mount[4096]; /* "": not a daemon */
+	char host[256];   /* "": not said (an older nadb) */
 	bool closing;
 };
 
-/* What the lock file FD says about its holder. */
-static void read_holder(int fd, struct holder *h)
+/* What a lock text says about its holder. */
+static void parse_holder(const char *text, struct holder *h)
 {
-	char text[4200];
-	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
-	text[n > 0 ? n : 0] = '\0';
 	*h = (struct holder){0};
-	char *nl = strchr(text, '\n');
-	if (nl)
-		*nl = '\0';
-	snprintf(h->pid, sizeof(h->pid), "%.20s", text[0] ? text : "?");
-	const char *rest = nl ? nl + 1 : "";
-	if (!strncmp(rest, "closing", 7))
-		h->closing = true;
-	else if (!strncmp(rest, "mount ", 6))
-		snprintf(h->mount, sizeof(h->mount), "%.*s", (int)strcspn(rest + 6, "\n"),
-			 rest + 6);
+	size_t n = strcspn(text, "\n");
+	snprintf(h->pid, sizeof(h->pid), "%.*s", (int)(n < 20 ? n : 20), n ? text : "?");
+	for (const char *line = text + n; *line; line += strcspn(line, "\n")) {
+		line += *line == '\n';
+		int len = (int)strcspn(line, "\n");
+		if (!strncmp(line, "closing", 7))
+			h->closing = true;
+		else if (!strncmp(line, "mount ", 6))
+			snprintf(h->mount, sizeof(h->mount), "%.*s", len - 6, line + 6);
+		else if (!strncmp(line, "host ", 5))
+			snprintf(h->host, sizeof(h->host), "%.*s", len - 5, line + 5);
+	}
 }
 
-/* Is an nadbfs serving the store in DIR mounted on MNT? */
-static bool still_mounted(const char *dir, const char *mnt)
+static void our_host(char host[256])
 {
-	char *real = realpath(dir, NULL);
-	FILE *f = real ? setmntent("/proc/self/mounts", "r") : NULL;
+	if (gethostname(host, 256))
+		strcpy(host, "?");
+	host[255] = '\0';
+}
+
+/* Is an nadbfs serving STORE (its name, nadb_store_name) mounted on MNT? */
+static bool still_mounted(const char *store, const char *mnt)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
 	bool found = !f; /* cannot tell: take the holder at its word */
 	struct mntent *m;
 	while (f && !found && (m = getmntent(f)))
 		found = !strcmp(m->mnt_type, "fuse.nadbfs") && !strcmp(m->mnt_dir, mnt) &&
-			!strncmp(m->mnt_fsname, "nadb:", 5) && !strcmp(m->mnt_fsname + 5, real);
+			!strncmp(m->mnt_fsname, "nadb:", 5) && !strcmp(m->mnt_fsname + 5, store);
 	if (f)
 		endmntent(f);
-	free(real);
 	return found;
 }
 
-static bool going_away(const char *dir, const struct holder *h)
+static bool going_away(const char *store, const struct holder *h)
 {
-	return h->closing || (h->mount[0] && !still_mounted(dir, h->mount));
+	char host[256];
+	our_host(host);
+	if (h->closing)
+		return true;
+	/* Another host's mounts are not in our table. */
+	return h->mount[0] && (!h->host[0] || !strcmp(h->host, host)) &&
+	       !still_mounted(store, h->mount);
 }
 
-static int try_lock(int fd)
+/* ---- the two kinds of lock: try, read the holder's text, write ours ---- */
+
+static int file_try(struct nadb_store *st)
 {
-	return flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0;
+	return flock(st->lock_fd, LOCK_EX | LOCK_NB) ? -errno : 0;
 }
 
-/* Take FD's lock, waiting while its holder is going away. */
-static int lock_or_wait(const char *dir, int fd)
+static void file_holder(struct nadb_store *st, char *text, size_t size)
 {
-	int rc = try_lock(fd);
+	ssize_t n = pread(st->lock_fd, text, size - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+}
+
+static int file_write(struct nadb_store *st, const char *text)
+{
+	size_t n = strlen(text);
+	if (ftruncate(st->lock_fd, 0) || pwrite(st->lock_fd, text, n, 0) != (ssize_t)n) {
+		nadb_log("%s/lock: cannot record who holds the store: %s", st->dir,
+			 strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int redis_try(struct nadb_store *st)
+{
+	int rc = redis_store_lock_try(st->rlock->conn, st->rlock->text, REDIS_LOCK_TTL_MS);
+	return rc == -EBUSY ? -EWOULDBLOCK : rc;
+}
+
+static void redis_holder(struct nadb_store *st, char *text, size_t size)
+{
+	if (redis_store_lock_holder(st->rlock->conn, text, size))
+		text[0] = '\0';
+}
+
+/* Under rlock->lock. */
+static int redis_write(struct nadb_store *st, const char *text)
+{
+	struct redis_lock *r = st->rlock;
+	int rc = redis_store_lock_retext(r->conn, r->text, text, REDIS_LOCK_TTL_MS);
+	if (rc == 0)
+		snprintf(r->text, sizeof(r->text), "%s", text);
+	else
+		atomic_store(&st->lock_lost, true);
+	return rc;
+}
+
+/* Take the lock, waiting while its holder is going away. */
+static int lock_or_wait(struct nadb_store *st)
+{
+	bool redis = st->rlock != NULL;
+	int rc = redis ? redis_try(st) : file_try(st);
+	char text[LOCK_TEXT_MAX];
 	struct holder h;
 	bool said = false;
 	struct timespec start, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	while (rc == -EWOULDBLOCK) {
-		read_holder(fd, &h);
+		if (redis)
+			redis_holder(st, text, sizeof(text));
+		else
+			file_holder(st, text, sizeof(text));
+		parse_holder(text, &h);
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (!going_away(dir, &h) || now.tv_sec - start.tv_sec >= LOCK_WAIT_S) {
-			nadb_log("%s: store is in use by another process (pid %s%s%s)", dir,
-				 h.pid, h.mount[0] ? ", serving " : "", h.mount);
+		if (!going_away(st->dir, &h) || now.tv_sec - start.tv_sec >= LOCK_WAIT_S) {
+			nadb_log("%s: store is in use by another process (pid %s%s%s%s%s)",
+				 st->dir, h.pid, h.host[0] ? " on " : "", h.host,
+				 h.mount[0] ? ", serving " : "", h.mount);
 			return -EBUSY;
 		}
 		if (!said)
-			nadb_log("%s: waiting for pid %s to finish closing the store", dir, h.pid);
+			nadb_log("%s: waiting for pid %s to finish closing the store", st->dir,
+				 h.pid);
 		said = true;
 		nanosleep(&(struct timespec){0, LOCK_POLL_MS * 1000000L}, NULL);
-		rc = try_lock(fd);
+		rc = redis ? redis_try(st) : file_try(st);
 	}
 	if (rc)
-		nadb_log("%s: cannot lock: %s", dir, strerror(-rc));
+		nadb_log("%s: cannot lock: %s", st->dir, strerror(-rc));
 	return rc;
 }
 
-/* Say who holds the lock now: WHAT follows our pid ("" for a tool). */
-static void note_holder(struct nadb_store *st, const char *what)
+/* Our text, saying STATE. */
+static void holder_text(const char *state, char *text, size_t size)
 {
-	char text[4200];
-	int n = snprintf(text, sizeof(text), "%d\n%s%s", (int)getpid(), what,
-			 what[0] ? "\n" : "");
-	if (n >= (int)sizeof(text))
-		n = (int)sizeof(text) - 1;
-	if (ftruncate(st->lock_fd, 0) || pwrite(st->lock_fd, text, (size_t)n, 0) != n)
-		nadb_log("%s/lock: cannot record who holds the store: %s", st->dir,
-			 strerror(errno));
+	char host[256];
+	our_host(host);
+	snprintf(text, size, "%d\n%s%shost %s\n", (int)getpid(), state, state[0] ? "\n" : "",
+		 host);
 }
 
-int lock_store(struct nadb_store *st)
+/* Say who holds the lock now: STATE ("" for a tool). */
+static void note_holder(struct nadb_store *st, const char *state)
 {
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/lock", st->dir);
-	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
-		int e = errno;
-		nadb_log("%s: cannot open: %s", path, strerror(e));
-		return -e;
+	char text[LOCK_TEXT_MAX];
+	holder_text(state, text, sizeof(text));
+	if (st->rlock) {
+		pthread_mutex_lock(&st->rlock->lock);
+		redis_write(st, text);
+		pthread_mutex_unlock(&st->rlock->lock);
+	} else if (st->lock_fd >= 0) {
+		file_write(st, text);
 	}
-	int rc = lock_or_wait(st->dir, st->lock_fd);
-	if (rc) {
-		close(st->lock_fd);
-		st->lock_fd = -1;
-		return rc;
+}
+
+/* ---- the Redis lock's keeper ---------------------------------------------- */
+
+/* Refresh the lock every third of its life; if it was lost, say so (the
+ * store then refuses every step: another daemon may hold it now). */
+static void *keep_redis_lock(void *arg)
+{
+	struct nadb_store *st = arg;
+	struct redis_lock *r = st->rlock;
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += REDIS_LOCK_TTL_MS / 3000;
+		pthread_cond_timedwait(&r->wake, &r->lock, &until);
+		if (!r->stop && !atomic_load(&st->lock_lost) &&
+		    redis_store_lock_refresh(r->conn, r->text, REDIS_LOCK_TTL_MS) == -ENOLCK)
+			atomic_store(&st->lock_lost, true);
 	}
-	note_holder(st, "");
-	return 0;
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+static int open_redis_lock(struct nadb_store *st, const char *url)
+{
+	struct redis_lock *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->wake, NULL);
+	holder_text("", r->text, sizeof(r->text));
+	st->rlock = r;
+	return redis_conn_open(url, &r->conn);
+}
+
+/* ---- taking and letting go ---------------------------------------------- */
+
+int lock_store(struct nadb_store *st, const char *arg)
+{
+	int rc;
+	if (store_is_redis_url(arg)) {
+		rc = open_redis_lock(st, arg);
+	} else {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/lock", arg);
+		st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		rc = st->lock_fd < 0 ? -errno : 0;
+		if (rc)
+			nadb_log("%s: cannot open: %s", path, strerror(-rc));
+	}
+	if (!rc)
+		rc = lock_or_wait(st);
+	if (!rc && st->rlock) {
+		rc = -pthread_create(&st->rlock->keeper, NULL, keep_redis_lock, st);
+		st->rlock->keeper_running = rc == 0;
+	} else if (!rc) {
+		note_holder(st, "");
+	}
+	if (rc)
+		unlock_store(st, false);
+	return rc;
+}
+
+void unlock_store(struct nadb_store *st, bool held)
+{
+	struct redis_lock *r = st->rlock;
+	if (r) {
+		pthread_mutex_lock(&r->lock);
+		r->stop = true;
+		pthread_cond_signal(&r->wake);
+		pthread_mutex_unlock(&r->lock);
+		if (r->keeper_running)
+			pthread_join(r->keeper, NULL);
+		if (held && r->conn)
+			redis_store_lock_release(r->conn, r->text);
+		if (r->conn)
+			redis_conn_close(r->conn);
+		pthread_cond_destroy(&r->wake);
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		st->rlock = NULL;
+	}
+	if (st->lock_fd >= 0)
+		close(st->lock_fd); /* lets go of the flock */
+	st->lock_fd = -1;
 }
 
 void nadb_store_note_mount(struct nadb_store *st, const char *mountpoint)
 {
-	char what[4200];
-	snprintf(what, sizeof(what), "mount %.4096s", mountpoint);
-	note_holder(st, what);
+	char state[4200];
+	snprintf(state, sizeof(state), "mount %.4096s", mountpoint);
+	note_holder(st, state);
 }
 
 void nadb_store_note_closing(struct nadb_store *st)
@@ -152,17 +308,35 @@ void nadb_store_note_closing(struct nadb_store *st)
 	note_holder(st, "closing");
 }
 
-int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s)
+int nadb_store_wait_unlocked(const char *store, unsigned timeout_s)
 {
+	if (store_is_redis_url(store)) {
+		struct redis_conn *c = NULL;
+		int rc = redis_conn_open(store, &c);
+		char text[LOCK_TEXT_MAX];
+		struct timespec start, now;
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		while (!rc && redis_store_lock_holder(c, text, sizeof(text)) == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec - start.tv_sec >= (time_t)timeout_s) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			nanosleep(&(struct timespec){0, LOCK_POLL_MS * 1000000L}, NULL);
+		}
+		if (c)
+			redis_conn_close(c);
+		return rc;
+	}
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/lock", dir);
+	snprintf(path, sizeof(path), "%s/lock", store);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno; /* no lock file: nobody holds it */
 	struct timespec start, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	int rc;
-	while ((rc = try_lock(fd)) == -EWOULDBLOCK) {
+	while ((rc = flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0) == -EWOULDBLOCK) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (now.tv_sec - start.tv_sec >= (time_t)timeout_s) {
 			rc = -ETIMEDOUT;

@@ -669,7 +669,46 @@ static const char release_script[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
 	"return redis.call('DEL', KEYS[1]) end return 0";
 
-int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
+static const char retext_script[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
+	"return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 end return 0";
+
+int redis_store_lock_holder(struct redis_conn *c, char *buf, size_t size)
+{
+	char key[REDIS_NAME_MAX + 48];
+	redis_key(c, 0, "lock", key, sizeof(key));
+	const char *get[] = {"GET", key};
+	redisReply *r;
+	int rc = run_text(c, "reading the store lock", 2, get, &r);
+	if (rc)
+		return rc;
+	rc = r->type == REDIS_REPLY_STRING ? 0 : -ENOENT;
+	if (!rc)
+		snprintf(buf, size, "%s", r->str);
+	freeReplyObject(r);
+	return rc;
+}
+
+int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char *text,
+			    uint32_t ttl_ms)
+{
+	char key[REDIS_NAME_MAX + 48], ttl[16];
+	redis_key(c, 0, "lock", key, sizeof(key));
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	const char *argv[] = {"EVAL", retext_script, "1", key, owner, text, ttl};
+	redisReply *r;
+	int rc = run_text(c, "rewriting the store lock", 7, argv, &r);
+	if (rc)
+		return rc;
+	bool held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	freeReplyObject(r);
+	if (!held)
+		nadb_log("redis %s:%d/%s: the store lock is no longer ours: stop writing",
+			 c->url.host, c->url.port, c->url.name);
+	return held ? 0 : -ENOLCK;
+}
+
+int redis_store_lock_try(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
 {
 	char key[REDIS_NAME_MAX + 48], ttl[16];
 	redis_key(c, 0, "lock", key, sizeof(key));
@@ -691,11 +730,21 @@ int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
 		freeReplyObject(r); /* ours: a retried SET found its own value */
 		return redis_store_lock_refresh(c, owner, ttl_ms);
 	}
-	nadb_log("redis %s:%d/%s: the store is in use by another daemon (%s)",
-		 c->url.host, c->url.port, c->url.name,
-		 r->type == REDIS_REPLY_STRING ? r->str : "its lock just expired: retry");
 	freeReplyObject(r);
 	return -EBUSY;
+}
+
+int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
+{
+	int rc = redis_store_lock_try(c, owner, ttl_ms);
+	char holder[512] = "";
+	if (rc == -EBUSY && redis_store_lock_holder(c, holder, sizeof(holder)) == 0)
+		nadb_log("redis %s:%d/%s: the store is in use by another daemon (%s)",
+			 c->url.host, c->url.port, c->url.name, holder);
+	else if (rc == -EBUSY)
+		nadb_log("redis %s:%d/%s: the store lock just expired: retry",
+			 c->url.host, c->url.port, c->url.name);
+	return rc;
 }
 
 static int run_lock_script(struct redis_conn *c, const char *why, const char *script,

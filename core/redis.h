@@ -147,6 +147,14 @@ int redis_claim_format(struct redis_conn *c);
  * script compares first), so a daemon whose lock expired never frees
  * another's.  0 also if it was not held. */
 int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
+/* The same without the log line on -EBUSY (a caller that may wait). */
+int redis_store_lock_try(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
+/* The holder's text into BUF: 0, or -ENOENT if nobody holds the lock. */
+int redis_store_lock_holder(struct redis_conn *c, char *buf, size_t size);
+/* Replace our text OWNER with TEXT (what we are doing now), refreshing
+ * the expiry: -ENOLCK (logged) if the lock is no longer ours. */
+int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char *text,
+			    uint32_t ttl_ms);
 int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
 int redis_store_lock_release(struct redis_conn *c, const char *owner);
 

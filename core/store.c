@@ -30,6 +30,7 @@
  *    succeeds without waiting for the flusher.
  */
 #include "log.h"
+#include "redis.h"
 #include "store_int.h"
 
 #include <dirent.h>
@@ -52,6 +53,8 @@
 /* Bytes kept in STORE/reserve for metadata commits on a full disk: a group
  * of thousands of deletes dirties a few hundred 4 KiB LMDB pages. */
 #define RESERVE_BYTES (4ull << 20)
+/* Bytes statfs reports as the size of a store on Redis. */
+#define REDIS_NOMINAL_BYTES (1ull << 50)
 
 struct format_rec {
 	uint32_t version;
@@ -78,6 +81,11 @@ size_t nadb_store_chunk_size(const struct nadb_store *st)
 
 int step_begin(struct nadb_store *st)
 {
+	if (atomic_load(&st->lock_lost)) {
+		nadb_log("%s: the store's lock was lost (another daemon may hold it): "
+			 "refusing to change anything", st->dir);
+		return -EIO;
+	}
 	int rc = st->kv->ops->step_begin(st->kv);
 	if (!rc)
 		st->freed_step = st->nfreed;
@@ -291,8 +299,7 @@ static void free_store(struct nadb_store *st)
 		st->kv->ops->close(st->kv);
 	if (st->blobs)
 		st->blobs->ops->close(st->blobs);
-	if (st->lock_fd >= 0)
-		close(st->lock_fd);
+	unlock_store(st, true); /* a no-op if it was never taken */
 	if (st->reserve_fd >= 0)
 		close(st->reserve_fd);
 	free(st->freed);
@@ -376,19 +383,39 @@ static const struct index_hooks *const store_indexes[] = {
 	&tags_hooks, &expiry_hooks, &stats_hooks,
 };
 
-int nadb_store_open(const char *dir, const struct nadb_options *o,
-		    struct nadb_store **out)
+int nadb_store_name(const char *arg, char *buf, size_t size)
 {
-	struct nadb_options defaults;
-	if (!o) {
-		nadb_options_default(&defaults);
-		o = &defaults;
+	if (store_is_redis_url(arg)) {
+		struct redis_url u;
+		int rc = redis_url_parse(arg, &u);
+		if (rc)
+			return rc;
+		bool v6 = strchr(u.host, ':') != NULL;
+		snprintf(buf, size, "redis://%s%s%s:%d/%s", v6 ? "[" : "", u.host, v6 ? "]" : "",
+			 u.port, u.name);
+		return 0;
 	}
-	int rc = check_options(o);
-	if (rc)
-		return rc;
+	char *real = realpath(arg, NULL);
+	if (!real)
+		return -errno;
+	snprintf(buf, size, "%s", real);
+	free(real);
+	return 0;
+}
+
+bool nadb_store_is_url(const char *arg)
+{
+	return store_is_redis_url(arg);
+}
+
+/* A store in directory DIR: made there if o->create and the directory is
+ * new or empty; then locked, its LMDB tables and pack segments opened. */
+static int open_directory(struct nadb_store *st, const char *dir,
+			  const struct nadb_options *o)
+{
 	struct stat sb;
 	char path[4096];
+	int rc;
 	snprintf(path, sizeof(path), "%s/meta/data.mdb", dir);
 	if (!o->create && stat(path, &sb)) {
 		nadb_log("%s: no store here", dir);
@@ -406,6 +433,53 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 		nadb_log("%s: not a directory", dir);
 		return -ENOTDIR;
 	}
+	if ((rc = nadb_store_name(dir, path, sizeof(path))))
+		return rc;
+	if (!(st->dir = strdup(path)))
+		return -ENOMEM;
+	rc = lock_store(st, dir);
+	if (!rc)
+		rc = open_reserve(st);
+	if (!rc) {
+		snprintf(path, sizeof(path), "%s/meta", dir);
+		rc = kv_lmdb_open(path, &st->kv);
+	}
+	if (!rc) {
+		snprintf(path, sizeof(path), "%s/packs", dir);
+		rc = blobs_pack_open(path, &st->blobs);
+	}
+	return rc;
+}
+
+/* A store on the Redis server of URL: locked, its tables and segments
+ * opened (a new NAME is marked as a store). */
+static int open_redis(struct nadb_store *st, const char *url)
+{
+	char name[4096];
+	int rc = nadb_store_name(url, name, sizeof(name));
+	if (rc)
+		return rc;
+	if (!(st->dir = strdup(name)))
+		return -ENOMEM;
+	rc = lock_store(st, url);
+	if (!rc)
+		rc = kv_redis_open(url, &st->kv);
+	if (!rc)
+		rc = blobs_redis_open(url, &st->blobs);
+	return rc;
+}
+
+int nadb_store_open(const char *store, const struct nadb_options *o,
+		    struct nadb_store **out)
+{
+	struct nadb_options defaults;
+	if (!o) {
+		nadb_options_default(&defaults);
+		o = &defaults;
+	}
+	int rc = check_options(o);
+	if (rc)
+		return rc;
 	struct nadb_store *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -424,22 +498,12 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 	pthread_cond_init(&st->reap_cond, NULL);
 	st->nfiles_buckets = 1024;
 	st->files = calloc(st->nfiles_buckets, sizeof(*st->files));
-	st->dir = strdup(dir);
-	if (!st->files || !st->dir) {
+	if (!st->files) {
 		free_store(st);
 		return -ENOMEM;
 	}
-	rc = lock_store(st);
-	if (!rc)
-		rc = open_reserve(st);
-	if (!rc) {
-		snprintf(path, sizeof(path), "%s/meta", dir);
-		rc = kv_lmdb_open(path, &st->kv);
-	}
-	if (!rc) {
-		snprintf(path, sizeof(path), "%s/packs", dir);
-		rc = blobs_pack_open(path, &st->blobs);
-	}
+	/* Where it lives is decided by its name alone. */
+	rc = store_is_redis_url(store) ? open_redis(st, store) : open_directory(st, store, o);
 	if (!rc) {
 		st->chunks = (struct chunker){
 			.kv = st->kv, .blobs = st->blobs,
@@ -635,13 +699,22 @@ int nadb_store_close(struct nadb_store *st)
 int nadb_statfs(struct nadb_store *st, struct nadb_statfs *out)
 {
 	struct statvfs sv;
-	if (statvfs(st->dir, &sv))
-		return -errno;
-	uint64_t frsize = sv.f_frsize ? sv.f_frsize : sv.f_bsize;
 	out->bsize = 4096;
-	out->blocks = sv.f_blocks * frsize / 4096;
-	out->bfree = sv.f_bfree * frsize / 4096;
-	out->bavail = sv.f_bavail * frsize / 4096;
+	if (st->lock_fd < 0) {
+		/* Redis says how much memory it uses, not how much is left:
+		 * the bytes the store holds, under a nominal 1 PiB (as network
+		 * filesystems without a size do). */
+		uint64_t held = st->blobs->ops->size(st->blobs) / 4096;
+		out->blocks = REDIS_NOMINAL_BYTES / 4096;
+		out->bfree = out->bavail = out->blocks > held ? out->blocks - held : 0;
+	} else if (fstatvfs(st->lock_fd, &sv)) {
+		return -errno;
+	} else {
+		uint64_t frsize = sv.f_frsize ? sv.f_frsize : sv.f_bsize;
+		out->blocks = sv.f_blocks * frsize / 4096;
+		out->bfree = sv.f_bfree * frsize / 4096;
+		out->bavail = sv.f_bavail * frsize / 4096;
+	}
 	pthread_mutex_lock(&st->meta_lock);
 	uint64_t used = st->next_ino;
 	pthread_mutex_unlock(&st->meta_lock);

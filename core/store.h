@@ -82,6 +82,12 @@ struct nadb_store;
  * with o->create_among_files. */
 int nadb_store_open(const char *dir, const struct nadb_options *o,
 		    struct nadb_store **out);
+/* The name of the store ARG, into BUF: a directory's realpath, or a
+ * Redis URL without its password (redis://HOST:PORT/NAME).  It names the
+ * store in messages and in the mount table (fsname nadb:NAME). */
+int nadb_store_name(const char *arg, char *buf, size_t size);
+/* Is ARG a store on a server (a redis:// URL) rather than a directory? */
+bool nadb_store_is_url(const char *arg);
 /* Commit every open file, make everything durable and release the lock. */
 int nadb_store_close(struct nadb_store *st);
 /* Say in STORE/lock that this process serves MOUNTPOINT (absolute), or

@@ -49,9 +49,14 @@ struct dirent_val {
 
 struct ofile;
 
+struct redis_lock;
+
 struct nadb_store {
-	char *dir;
-	int lock_fd;
+	char *dir;   /* the store's name: a directory's realpath, or a Redis URL
+	                without its password (nadb_store_name) */
+	int lock_fd; /* a directory's STORE/lock, flock'ed; else -1 */
+	struct redis_lock *rlock; /* a Redis store's lock and its keeper */
+	atomic_bool lock_lost;    /* the Redis lock expired under us: no more steps */
 	struct nadb_options opt;
 	size_t chunk_size;
 	struct kv *kv;
@@ -121,9 +126,12 @@ struct nadb_store {
 	atomic_bool floor_said; /* "keeping the reserve free" was logged */
 };
 
-/* Take STORE/lock for ST (lock.c): -EBUSY if a process at work holds it;
- * one that is going away is waited for. */
-int lock_store(struct nadb_store *st);
+/* Lock the store ARG (a directory's STORE/lock, or a Redis store's lock
+ * key) for ST (lock.c): -EBUSY if a process at work holds it; one that
+ * is going away is waited for.  st->dir must be the store's name
+ * (nadb_store_name).  unlock_store lets go (HELD: it was taken). */
+int lock_store(struct nadb_store *st, const char *arg);
+void unlock_store(struct nadb_store *st, bool held);
 
 /* Key encodings: a big-endian inode number first, so that one inode's
  * entries sort together and a directory lists in name order. */

@@ -87,7 +87,9 @@ struct nadbfs {
 	struct nadb_options engine; /* what nadb_store_open gets */
 	double timeout;             /* attr_timeout: kernel cache of names and attributes */
 	char *store_arg;            /* STORE as given, for messages */
-	char *store_path;           /* STORE made absolute */
+	char *store_path;           /* STORE made absolute (a URL: as given) */
+	char *log_path;             /* -o log=FILE, or NULL: STORE/nadbfs.log
+	                               for a directory, none for Redis */
 	struct notifier notifier;
 	bool measure;               /* stats=on: time every request */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
@@ -1149,6 +1151,7 @@ enum {
 	KEY_COMPACT_GARBAGE,
 	KEY_STATS,
 	KEY_FORCE_CREATE,
+	KEY_LOG,
 };
 
 static const struct fuse_opt nadbfs_opts[] = {
@@ -1162,6 +1165,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("compact_garbage=", KEY_COMPACT_GARBAGE),
 	FUSE_OPT_KEY("stats=", KEY_STATS),
 	FUSE_OPT_KEY("force_create", KEY_FORCE_CREATE),
+	FUSE_OPT_KEY("log=", KEY_LOG),
 	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -1185,8 +1189,9 @@ static void print_help(const char *prog)
 	struct nadb_options d;
 	nadb_options_default(&d);
 	print_usage(stdout, prog);
-	printf("\nServe the nadb store in directory STORE (created with mode 0700 if\n"
-	       "missing) on MOUNTPOINT as files /DB/NAMESPACE/KEY.\n\n"
+	printf("\nServe the nadb store STORE on MOUNTPOINT as files /DB/NAMESPACE/KEY.\n"
+	       "STORE is a directory (created with mode 0700 if missing, or empty) or\n"
+	       "a Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].\n\n"
 	       "nadb options:\n"
 	       "    -o compress=auto|off   compress chunks with zlib where it saves\n"
 	       "                           at least 1/8 (default: %s)\n"
@@ -1205,7 +1210,9 @@ static void print_help(const char *prog)
 	       "                           garbage; 0: only on demand (default: %u)\n"
 	       "    -o stats=on|off        time every request for /.stats (default: on)\n"
 	       "    -o force_create        make a new store in STORE even though it\n"
-	       "                           holds other files (refused otherwise)\n\n",
+	       "                           holds other files (refused otherwise)\n"
+	       "    -o log=FILE            where the daemon's error lines go (default:\n"
+	       "                           STORE/nadbfs.log; none for a Redis store)\n\n",
 	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
@@ -1262,6 +1269,23 @@ static int parse_seconds(const char *opt, double *out)
 	return 0;
 }
 
+/* PATH made absolute (its directory must exist); NULL on error. */
+static char *realpath_or_absolute(const char *path)
+{
+	if (!*path)
+		return NULL;
+	char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+	char *real = dir ? realpath(dir, NULL) : NULL;
+	char *out = NULL;
+	if (real && asprintf(&out, "%s/%s", strcmp(real, "/") ? real : "",
+			     slash ? slash + 1 : path) < 0)
+		out = NULL;
+	free(dir);
+	free(real);
+	return out;
+}
+
 static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 {
 	unsigned long v = 0;
@@ -1303,6 +1327,12 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 	case KEY_COMPACT_GARBAGE:
 		rc = parse_unsigned(opt, 0, 100, &v);
 		fs->engine.compact_garbage = (unsigned)v;
+		break;
+	case KEY_LOG:
+		free(fs->log_path);
+		fs->log_path = realpath_or_absolute(value_of(opt));
+		if (!fs->log_path)
+			rc = bad_value(opt, "a file name");
 		break;
 	case KEY_FORCE_CREATE:
 		fs->engine.create_among_files = true;
@@ -1555,10 +1585,15 @@ static void finish_detaching(int report_fd, int log_fd)
 	close(report_fd);
 }
 
+/* Where the engine's lines go once detached (a Redis store without
+ * -o log=FILE keeps nothing on local disk: /dev/null). */
 static int open_log(const struct nadbfs *fs)
 {
 	char *path;
-	if (asprintf(&path, "%s/nadbfs.log", fs->store_path) < 0)
+	if (!fs->log_path && nadb_store_is_url(fs->store_path))
+		return open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (fs->log_path ? !(path = strdup(fs->log_path))
+			 : asprintf(&path, "%s/nadbfs.log", fs->store_path) < 0)
 		return -1;
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -1749,12 +1784,20 @@ static int parse_command_line(struct fuse_args *args, struct nadbfs *fs,
 		fprintf(stderr, "       %s --help\n", prog);
 		return 1;
 	}
-	fs->store_path = absolute_store_path(fs->store_arg);
+	char name[4096];
+	bool url = nadb_store_is_url(fs->store_arg);
+	fs->store_path = url ? strdup(fs->store_arg) : absolute_store_path(fs->store_arg);
 	if (!fs->store_path) {
 		fprintf(stderr, "nadbfs: %s: %s\n", fs->store_arg, strerror(errno));
 		return 1;
 	}
-	if (add_fixed_mount_options(args, fs->store_path) != 0)
+	/* The mount table shows a URL without its password. */
+	if (url && nadb_store_name(fs->store_arg, name, sizeof(name))) {
+		fprintf(stderr, "nadbfs: %s: not a store URL: "
+				"redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME]\n", fs->store_arg);
+		return 1;
+	}
+	if (add_fixed_mount_options(args, url ? name : fs->store_path) != 0)
 		return 1;
 	return GO_ON;
 }
@@ -1778,5 +1821,6 @@ int main(int argc, char *argv[])
 	special_free(fs.sp);
 	free(fs.store_arg);
 	free(fs.store_path);
+	free(fs.log_path);
 	return status;
 }
