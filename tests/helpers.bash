@@ -3,7 +3,14 @@
 # Every test gets a fresh temp dir T (/tmp/nadb.XXXXXX) with STORE=$T/store
 # (not created: the first mount creates it) and MNT=$T/mnt.  teardown()
 # ALWAYS unmounts whatever is mounted under T, kills any daemon left for a
-# store under T, prints STORE/nadbfs.log if the test failed, and removes T.
+# store under T, prints the daemon's log ($LOG) if the test failed, and
+# removes T.
+#
+# NADB_TEST_BACKEND=redis runs the same tests on a store on Redis: each
+# test starts its own redis-server (AOF, appendfsync always) on a free
+# loopback port with its files in $T/redis, STORE is its URL, the daemon
+# logs to $LOG (-o log=), and teardown stops the server.  Tests about a
+# directory store's own files call dir_store_only.
 #
 # Files that need their own setup/teardown call nadb_setup / nadb_teardown.
 
@@ -20,8 +27,68 @@ nadb_setup() {
 	chmod 755 "$T"
 	STORE=$T/store
 	MNT=$T/mnt
+	LOG=$STORE/nadbfs.log
 	mkdir "$MNT"
 	BG_PIDS=()
+	REDIS_PORT=
+	if [ "${NADB_TEST_BACKEND:-dir}" = redis ]; then
+		start_redis || return 1
+		STORE=redis://127.0.0.1:$REDIS_PORT/store
+		LOG=$T/nadbfs.log
+	fi
+}
+
+# Start a private redis-server for this test (REDIS_PORT), on the first
+# free port of a few tried.
+start_redis() {
+	local i
+	mkdir -p "$T/redis"
+	for ((i = 0; i < 20; i++)); do
+		REDIS_PORT=$((20000 + RANDOM % 40000))
+		if redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$T/redis" \
+			--save "" --appendonly yes --appendfsync always --daemonize yes \
+			--pidfile "$T/redis/pid" --logfile "$T/redis/log" >/dev/null &&
+			redis_up; then
+			return 0
+		fi
+	done
+	echo "start_redis: no redis-server could start (see $T/redis/log)" >&2
+	return 1
+}
+
+# Is our redis-server answering (<= 5 s)?
+redis_up() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+stop_redis() {
+	[ -n "${REDIS_PORT:-}" ] || return 0
+	redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1
+	if [ -f "$T/redis/pid" ]; then
+		wait_pids_gone 5 "$(cat "$T/redis/pid")" || kill -KILL "$(cat "$T/redis/pid")" 2>/dev/null
+	fi
+}
+
+# The test is about a directory store's files (packs, lock, tmpfs...).
+dir_store_only() {
+	if [ "${NADB_TEST_BACKEND:-dir}" = redis ]; then
+		skip "about a directory store's own files"
+	fi
+}
+
+# A second store beside STORE, of the same kind: $T/NAME, or NAME on the
+# same Redis server.
+other_store() {
+	if [ "${NADB_TEST_BACKEND:-dir}" = redis ]; then
+		echo "redis://127.0.0.1:$REDIS_PORT/$1"
+	else
+		echo "$T/$1"
+	fi
 }
 
 setup() { nadb_setup; }
@@ -62,6 +129,7 @@ wait_pids_gone() {
 # mount_store_at STORE MNT [OPTS] -- the same for another pair.
 mount_store_at() {
 	local store=$1 mnt=$2 opts=${3:-} rc i
+	case $store in redis://*) opts="log=$LOG${opts:+,$opts}" ;; esac
 	if [ -n "$opts" ]; then
 		"$NADBFS" -o "$opts" "$store" "$mnt"
 	else
@@ -140,8 +208,9 @@ nadb_teardown() {
 		# shellcheck disable=SC2086
 		wait_pids_gone 5 $pids
 	fi
+	stop_redis
 	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then
-		for p in "$T"/*/nadbfs.log; do
+		for p in "$T"/*/nadbfs.log "$T"/nadbfs.log; do
 			[ -s "$p" ] || continue
 			echo "--- $p (last 40 lines) ---"
 			tail -n 40 "$p"

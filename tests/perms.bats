@@ -198,7 +198,7 @@ expiry_refused() {
 	run as_user 65534 65534 rm -f "$MNT/app/ro/k"
 	[ "$status" -ne 0 ]
 	expiry_refused 65534 "$MNT/app/ro/k"
-	grep -q "uid 65534 may not remove that key (no write permission on its directory)" "$STORE/nadbfs.log"
+	grep -q "uid 65534 may not remove that key (no write permission on its directory)" "$LOG"
 	# what the user may write, it still may: the value and other attributes
 	as_user 65534 65534 sh -c "echo -n w >'$MNT/app/ro/k'"
 	as_user 65534 65534 setfattr -n user.color -v red "$MNT/app/ro/k"
@@ -218,7 +218,7 @@ expiry_refused() {
 	run as_user 1001 1001 rm -f "$NS/k"
 	[ "$status" -ne 0 ]
 	expiry_refused 1001 "$NS/k"
-	grep -q "uid 1001 may not remove that key (sticky directory)" "$STORE/nadbfs.log"
+	grep -q "uid 1001 may not remove that key (sticky directory)" "$LOG"
 	as_user 1000 1000 setfattr -n user.ttl -v 0 "$NS/k"
 	[ ! -e "$NS/k" ]
 }

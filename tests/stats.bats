@@ -97,7 +97,7 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 	[[ "$output" == *"Invalid argument"* ]]
 	run cat "$MNT/.ctl"
 	[ "$status" -ne 0 ]
-	grep -q "unknown command 'bogus'" "$STORE/nadbfs.log"
+	grep -q "unknown command 'bogus'" "$LOG"
 }
 
 @test "deleted values give their space back once flushed; compaction keeps the rest" {
@@ -170,7 +170,7 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 		[ "$status" -ne 0 ]
 		[[ "$output" == *"Operation not permitted"* ]]
 	done
-	grep -q 'user.nadb.size is read-only' "$STORE/nadbfs.log"
+	grep -q 'user.nadb.size is read-only' "$LOG"
 	run setfattr -n user.nadb.bogus -v 1 "$f"
 	[ "$status" -ne 0 ]
 	# what a copy writes back, the key's own values, is accepted

@@ -62,7 +62,7 @@ setup() {
 	[[ "$output" == *"Invalid argument"* ]]
 	run getfattr --absolute-names --only-values -n user.tags "$f"
 	[ "$output" = "keep" ]
-	grep -q "not a comma-separated list of valid tag names" "$STORE/nadbfs.log"
+	grep -q "not a comma-separated list of valid tag names" "$LOG"
 }
 
 @test "directories cannot be tagged (EPERM)" {
@@ -136,7 +136,7 @@ setup() {
 	run mkdir "$MNT/tags/new"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"not permitted"* || "$output" == *"Read-only"* ]]
-	grep -q "under /tags refused" "$STORE/nadbfs.log"
+	grep -q "under /tags refused" "$LOG"
 	[ -e "$MNT/app/media/2024/cat.jpg" ]
 }
 

@@ -69,7 +69,7 @@ in_seconds() {
 	done
 	run getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/k"
 	[ "$output" = 100 ] || [ "$output" = 99 ]
-	grep -q "is not a whole number of seconds" "$STORE/nadbfs.log"
+	grep -q "is not a whole number of seconds" "$LOG"
 }
 
 @test "an expired key is gone at once for open, stat and readdir" {
