@@ -17,6 +17,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -25,6 +26,7 @@
 #define FRAME_MAGIC 0x4e444243u /* "NDBC" */
 #define CHUNK_ZLIB 1
 #define MAX_VARIANT 16
+#define CHUNK_RAW_MAX (16u << 20) /* the largest chunk size a store can have */
 
 struct frame_head {
 	uint32_t magic;
@@ -47,6 +49,8 @@ struct chunk_rec {
 	uint8_t variant;
 	uint8_t reserved[2];
 };
+_Static_assert(sizeof(struct chunk_rec) == CHUNK_REC_LEN, "chunk.h says the record's size");
+_Static_assert(offsetof(struct chunk_rec, raw_len) == CHUNK_REC_RAW_LEN_AT, "and where raw_len is");
 
 static const uint8_t zero_hash[CHUNK_HASH_LEN];
 
@@ -363,6 +367,9 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 {
 	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
 		return corrupt(loc, "read beyond the chunk");
+	if (loc->raw_len > CHUNK_RAW_MAX ||
+	    loc->blob.len > sizeof(struct frame_head) + compressBound(loc->raw_len))
+		return corrupt(loc, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
 	if (!(loc->flags & CHUNK_ZLIB) && !whole)
 		return c->blobs->ops->read(c->blobs, &loc->blob,

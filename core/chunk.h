@@ -10,6 +10,10 @@
 #include <stdint.h>
 
 #define CHUNK_HASH_LEN 16
+/* Bytes of a chunk table value (struct chunk_rec, chunk.c); raw_len at
+ * CHUNK_REC_RAW_LEN_AT (metawalk.c checks and reads records directly). */
+#define CHUNK_REC_LEN 32
+#define CHUNK_REC_RAW_LEN_AT 20
 
 struct chunker {
 	struct kv *kv;
