@@ -343,21 +343,21 @@ int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *c
 	return c->kv->ops->scan(c->kv, KV_CHUNKS, from, from ? CHUNK_HASH_LEN : 0, scan_row, &s);
 }
 
-static int corrupt(const struct chunk_loc *loc, const char *why)
+/* Damaged: *WHY says how; the caller logs it. */
+static int corrupt(const char **why, const char *what)
 {
-	nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,
-		 (unsigned long long)loc->blob.off, why);
+	*why = what;
 	return -EIO;
 }
 
 static int check_head(const struct chunk_loc *loc, const struct frame_head *h,
-		      const uint8_t hash[CHUNK_HASH_LEN])
+		      const uint8_t hash[CHUNK_HASH_LEN], const char **why)
 {
 	if (le32toh(h->magic) != FRAME_MAGIC)
-		return corrupt(loc, "bad frame header");
+		return corrupt(why, "bad frame header");
 	if (memcmp(h->hash, hash, CHUNK_HASH_LEN) || le32toh(h->raw_len) != loc->raw_len ||
 	    le32toh(h->stored_len) + sizeof(*h) != loc->blob.len)
-		return corrupt(loc, "frame header does not match the index");
+		return corrupt(why, "frame header does not match the index");
 	return 0;
 }
 
@@ -365,11 +365,24 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 	       void *dst)
 {
+	const char *why = NULL;
+	int rc = chunk_read_why(c, loc, hash, off, len, dst, &why);
+	if (why)
+		nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,
+			 (unsigned long long)loc->blob.off, why);
+	return rc;
+}
+
+int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
+		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+		   void *dst, const char **why)
+{
+	*why = NULL;
 	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
-		return corrupt(loc, "read beyond the chunk");
+		return corrupt(why, "read beyond the chunk");
 	if (loc->raw_len > CHUNK_RAW_MAX ||
 	    loc->blob.len > sizeof(struct frame_head) + compressBound(loc->raw_len))
-		return corrupt(loc, "the index gives it an impossible size");
+		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
 	if (!(loc->flags & CHUNK_ZLIB) && !whole)
 		return c->blobs->ops->read(c->blobs, &loc->blob,
@@ -379,7 +392,7 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 		return -ENOMEM;
 	int rc = c->blobs->ops->read(c->blobs, &loc->blob, 0, frame, loc->blob.len);
 	if (!rc)
-		rc = check_head(loc, (struct frame_head *)frame, hash);
+		rc = check_head(loc, (struct frame_head *)frame, hash, why);
 	const uint8_t *stored = frame + sizeof(struct frame_head);
 	size_t stored_len = loc->blob.len - sizeof(struct frame_head);
 	uint8_t *raw = NULL;
@@ -390,14 +403,14 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 			rc = -ENOMEM;
 		else if (uncompress(raw, &rlen, stored, stored_len) != Z_OK ||
 			 rlen != loc->raw_len)
-			rc = corrupt(loc, "does not decompress");
+			rc = corrupt(why, "does not decompress");
 		stored = raw;
 	}
 	if (!rc) {
 		uint8_t check[CHUNK_HASH_LEN];
 		hash_bytes(stored, loc->raw_len, loc->variant, check);
 		if (memcmp(check, hash, CHUNK_HASH_LEN))
-			rc = corrupt(loc, "bytes do not match their hash");
+			rc = corrupt(why, "bytes do not match their hash");
 		else if (stored != dst)
 			memcpy(dst, stored + off, len);
 	}

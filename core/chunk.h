@@ -85,5 +85,10 @@ uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 	       void *dst);
+/* The same without the log line: a damaged chunk sets *WHY (else NULL),
+ * for a caller whose line names the key. */
+int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
+		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+		   void *dst, const char **why);
 
 #endif

@@ -100,7 +100,7 @@ struct fsck {
 __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
 							  const char *fmt, ...)
 {
-	char line[512];
+	char line[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
@@ -307,6 +307,66 @@ static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t
 	return step_end(f->st, rc);
 }
 
+struct referrers {
+	struct fsck *f;
+	const uint8_t *hash;
+	char *out;
+	size_t size, len;
+	unsigned n;
+};
+
+static int find_referrer(void *ctx, const void *key, size_t klen, const void *val,
+			 size_t vlen)
+{
+	struct referrers *r = ctx;
+	struct inode_rec rec;
+	if (klen != INO_KEY_LEN || vlen < sizeof(rec))
+		return 0;
+	memcpy(&rec, val, sizeof(rec));
+	if (!S_ISREG(rec.mode))
+		return 0;
+	const uint8_t *list = (const uint8_t *)val + sizeof(rec);
+	size_t n = (vlen - sizeof(rec)) / CHUNK_HASH_LEN;
+	for (size_t i = 0; i < n; i++) {
+		if (memcmp(list + i * CHUNK_HASH_LEN, r->hash, CHUNK_HASH_LEN))
+			continue;
+		if (r->n++ < 8) {
+			/* The path is found after the scan: inode_path scans too. */
+			uint64_t ino = be64_at(key);
+			int w = snprintf(r->out + r->len, r->size - r->len, "%s%llu",
+					 r->len ? "," : "", (unsigned long long)ino);
+			if (w > 0 && (size_t)w < r->size - r->len)
+				r->len += (size_t)w;
+		}
+		break;
+	}
+	return 0;
+}
+
+/* " (key /DB/NS/KEY, ...)": the keys whose values hold chunk HASH, for a
+ * problem line.  Only a damaged chunk pays for this scan. */
+static void keys_of_chunk(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], char *out,
+			  size_t size)
+{
+	char inos[256] = "";
+	struct referrers r = {.f = f, .hash = hash, .out = inos, .size = sizeof(inos)};
+	size_t len = 0;
+	out[0] = 0;
+	if (f->st->kv->ops->scan(f->st->kv, KV_INODES, NULL, 0, find_referrer, &r) || !r.n)
+		return;
+	len += (size_t)snprintf(out, size, " (%s ", r.n > 1 ? "keys" : "key");
+	char *save = NULL;
+	for (char *tok = strtok_r(inos, ",", &save); tok && len < size;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char path[1024];
+		inode_path(f->st, strtoull(tok, NULL, 10), path, sizeof(path));
+		len += (size_t)snprintf(out + len, size - len, "%s%s",
+					tok == inos ? "" : ", ", path);
+	}
+	if (len < size)
+		snprintf(out + len, size - len, "%s)", r.n > 8 ? ", ..." : "");
+}
+
 static int check_chunks(struct fsck *f, bool repair)
 {
 	struct chunk_rows l = {0};
@@ -322,10 +382,16 @@ static int check_chunks(struct fsck *f, bool repair)
 		uint32_t want = e ? e->count : 0;
 		if (e)
 			e->used = 2; /* found in the chunk table */
+		const char *why = "larger than a chunk";
 		if (row->loc.raw_len > f->st->chunk_size ||
-		    chunk_read(&f->st->chunks, &row->loc, row->hash, 0, row->loc.raw_len, buf))
-			problem(f, "chunk at %08u.pack:%llu is damaged (does not match its hash)",
-				row->loc.blob.seg, (unsigned long long)row->loc.blob.off);
+		    chunk_read_why(&f->st->chunks, &row->loc, row->hash, 0, row->loc.raw_len,
+				   buf, &why)) {
+			char keys[1200];
+			keys_of_chunk(f, row->hash, keys, sizeof(keys));
+			problem(f, "chunk at %08u.pack:%llu is damaged (%s)%s", row->loc.blob.seg,
+				(unsigned long long)row->loc.blob.off, why ? why : "cannot be read",
+				keys);
+		}
 		if (row->refs != want) {
 			problem(f, "chunk at %08u.pack:%llu has refcount %u, but %u references%s",
 				row->loc.blob.seg, (unsigned long long)row->loc.blob.off,
@@ -334,10 +400,14 @@ static int check_chunks(struct fsck *f, bool repair)
 				f->res->repaired++;
 		}
 	}
-	for (size_t i = 0; !rc && i < f->chunks.cap; i++)
-		if (f->chunks.e[i].used == 1)
-			problem(f, "a value names a chunk that is not stored (%u references)",
-				f->chunks.e[i].count);
+	for (size_t i = 0; !rc && i < f->chunks.cap; i++) {
+		if (f->chunks.e[i].used != 1)
+			continue;
+		char keys[1200];
+		keys_of_chunk(f, f->chunks.e[i].key, keys, sizeof(keys));
+		problem(f, "a value names a chunk that is not stored (%u references)%s",
+			f->chunks.e[i].count, keys);
+	}
 	free(buf);
 	free(l.rows);
 	return rc;

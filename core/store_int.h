@@ -109,6 +109,10 @@ int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out);
 int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,
 	      const void *payload, size_t len);
 void inode_release(struct inode *in);
+/* "/DB/NS/KEY" of INO, for messages, from the links table (its first
+ * name).  Under meta_lock.  A name that cannot be found gives
+ * "(inode N)/rest" and a negative errno. */
+int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size);
 void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 		   const struct inode_rec *r, struct nadb_attr *a);
 /* Delete every key of table T that starts with INO's key, calling EACH

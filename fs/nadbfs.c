@@ -1118,6 +1118,7 @@ enum {
 	KEY_REAP_INTERVAL_MS,
 	KEY_COMPACT_GARBAGE,
 	KEY_STATS,
+	KEY_CHECK,
 };
 
 static const struct fuse_opt nadbfs_opts[] = {
@@ -1130,6 +1131,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("reap_interval_ms=", KEY_REAP_INTERVAL_MS),
 	FUSE_OPT_KEY("compact_garbage=", KEY_COMPACT_GARBAGE),
 	FUSE_OPT_KEY("stats=", KEY_STATS),
+	FUSE_OPT_KEY("check=", KEY_CHECK),
 	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -1171,7 +1173,9 @@ static void print_help(const char *prog)
 	       "                           over expired keys, 10..3600000 (default: %u)\n"
 	       "    -o compact_garbage=N   compact pack segments once N%% of them is\n"
 	       "                           garbage; 0: only on demand (default: %u)\n"
-	       "    -o stats=on|off        time every request for /.stats (default: on)\n\n",
+	       "    -o stats=on|off        time every request for /.stats (default: on)\n"
+	       "    -o check=on|off        walk the metadata file in a child before serving\n"
+	       "                           it; damaged: refuse to mount (default: on)\n\n",
 	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
@@ -1275,6 +1279,14 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 			fs->measure = true;
 		else if (strcmp(value_of(opt), "off") == 0)
 			fs->measure = false;
+		else
+			rc = bad_value(opt, "on or off");
+		break;
+	case KEY_CHECK:
+		if (strcmp(value_of(opt), "on") == 0)
+			fs->engine.check_meta = true;
+		else if (strcmp(value_of(opt), "off") == 0)
+			fs->engine.check_meta = false;
 		else
 			rc = bad_value(opt, "on or off");
 		break;
@@ -1540,6 +1552,10 @@ static int open_store(struct nadbfs *fs)
 	if (rc == -EBUSY)
 		fprintf(stderr, "nadbfs: %s: store is in use by another process\n",
 			fs->store_arg);
+	else if (rc == -EUCLEAN)
+		fprintf(stderr, "nadbfs: %s: the metadata file is damaged; not mounting. "
+			"'nadb fsck --repair %s' saves what can be read\n", fs->store_arg,
+			fs->store_arg);
 	else if (rc < 0)
 		fprintf(stderr, "nadbfs: %s: cannot open the store: %s\n",
 			fs->store_arg, strerror(-rc));
@@ -1684,6 +1700,9 @@ int main(int argc, char *argv[])
 
 	memset(&opts, 0, sizeof(opts));
 	nadb_options_default(&fs.engine);
+	/* A damaged metadata file would kill the daemon on some read: walk it
+	 * in a child first (cost: README, "Damaged stores"). */
+	fs.engine.check_meta = true;
 	int status = parse_command_line(&args, &fs, &opts, prog);
 	if (status == GO_ON)
 		status = run(&fs, &args, &opts);
