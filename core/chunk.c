@@ -419,3 +419,89 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	free(frame);
 	return rc;
 }
+
+/* ---- fsck: finding chunks in the packs themselves ---------------------- */
+
+struct seg_list {
+	uint32_t *seg;
+	uint64_t *size;
+	size_t n;
+};
+
+static int add_seg(void *ctx, uint32_t seg, uint64_t size, bool current)
+{
+	(void)current;
+	struct seg_list *l = ctx;
+	uint32_t *s = realloc(l->seg, (l->n + 1) * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	l->seg = s;
+	uint64_t *z = realloc(l->size, (l->n + 1) * sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	l->size = z;
+	l->seg[l->n] = seg;
+	l->size[l->n++] = size;
+	return 0;
+}
+
+/* The frames of one segment, header by header, up to the first header
+ * that is not one (nothing after it can be trusted to start a frame). */
+static int segment_frames(struct chunker *c, uint32_t seg, uint64_t size, chunk_frame_fn fn,
+			  void *ctx)
+{
+	uint64_t off = 0;
+	while (off + sizeof(struct frame_head) <= size) {
+		struct frame_head h;
+		struct blob_loc at = {.seg = seg, .off = off, .len = sizeof(h)};
+		int rc = c->blobs->ops->read(c->blobs, &at, 0, &h, sizeof(h));
+		if (rc)
+			return rc;
+		uint32_t stored = le32toh(h.stored_len), raw = le32toh(h.raw_len);
+		if (le32toh(h.magic) != FRAME_MAGIC || raw > CHUNK_RAW_MAX ||
+		    stored > sizeof(h) + compressBound(raw) || off + sizeof(h) + stored > size)
+			return 0;
+		struct chunk_loc loc = {
+			.blob = {.seg = seg, .off = off, .len = (uint32_t)(sizeof(h) + stored)},
+			.raw_len = raw, .flags = h.flags, .variant = h.variant,
+		};
+		rc = fn(ctx, h.hash, &loc);
+		if (rc)
+			return rc < 0 ? rc : 0;
+		off += sizeof(h) + stored;
+	}
+	return 0;
+}
+
+int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx)
+{
+	struct seg_list l = {0};
+	int rc = c->blobs->ops->segments(c->blobs, add_seg, &l);
+	for (size_t i = 0; !rc && i < l.n; i++)
+		rc = segment_frames(c, l.seg[i], l.size[i], fn, ctx);
+	free(l.seg);
+	free(l.size);
+	return rc;
+}
+
+int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		const struct chunk_loc *loc, uint32_t refs)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc && rc != -ENOENT)
+		return rc;
+	bool had = rc == 0;
+	/* A damaged record's segment may not count its bytes: leave it be. */
+	if (had && chunk_segment_live(c, rec.seg) >= rec.len)
+		rc = count_live(c, rec.seg, -(int64_t)rec.len);
+	else if (c->account)
+		rc = c->account(c->account_ctx, +1, loc->blob.len, loc->raw_len);
+	rec = (struct chunk_rec){
+		.refs = refs, .seg = loc->blob.seg, .off = loc->blob.off, .len = loc->blob.len,
+		.raw_len = loc->raw_len, .flags = loc->flags, .variant = loc->variant,
+	};
+	if (!rc)
+		rc = put_rec(c, hash, &rec);
+	return rc ? rc : count_live(c, loc->blob.seg, loc->blob.len);
+}

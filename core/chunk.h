@@ -76,6 +76,16 @@ int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *c
  * where OLD says (1), or leave it (0: it moved or went meanwhile). */
 int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		   const struct chunk_loc *old, const struct blob_loc *to);
+/* fsck: every frame the packs hold, read from their headers (a
+ * segment's walk ends at the first header that is not one).  FN returns
+ * 0 to go on, 1 to stop, or a negative errno. */
+typedef int (*chunk_frame_fn)(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			      const struct chunk_loc *loc);
+int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx);
+/* fsck: (re)point HASH's record at the frame LOC, with REFS references.
+ * Inside a step. */
+int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		const struct chunk_loc *loc, uint32_t refs);
 /* Live bytes recorded for segment SEG. */
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 

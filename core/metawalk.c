@@ -119,8 +119,30 @@ struct child {
 	MDB_env *env;
 	MDB_txn *txn;
 	size_t last_pgno;
+	const uint8_t *map; /* where the file is mapped */
+	size_t psize;
 	uint64_t walked;
 };
+
+/* Does the record lie where LMDB's page layout puts it?  A key, and a
+ * value stored beside it, end inside the key's page; a value on overflow
+ * pages starts after a page header and ends inside the file.  A damaged
+ * node size fails this, and LMDB would copy that many bytes on the next
+ * write to the page. */
+static bool in_place(const struct child *c, const MDB_val *k, const MDB_val *v)
+{
+	const uint8_t *kp = k->mv_data, *vp = v->mv_data, *end;
+	end = c->map + (c->last_pgno + 1) * c->psize;
+	if (kp < c->map || kp >= end)
+		return false;
+	const uint8_t *page_end = c->map + ((size_t)(kp - c->map) / c->psize + 1) * c->psize;
+	if (kp + k->mv_size > page_end)
+		return false;
+	if (vp == kp + k->mv_size) /* beside its key */
+		return vp + v->mv_size <= page_end;
+	return vp >= c->map && vp <= end && (size_t)(vp - c->map) % c->psize == 16 &&
+	       v->mv_size <= (size_t)(end - vp);
+}
 
 /* One frame in one write: a crash while copying the record out of the
  * map happens before anything is written, so the parent sees whole
@@ -162,6 +184,30 @@ __attribute__((format(printf, 2, 3), noreturn)) static void child_damaged(struct
 	_exit(CHILD_DAMAGED);
 }
 
+/* Where LMDB mapped META/data.mdb (it tells only for fixed maps): the
+ * kernel's list of our mappings says. */
+static const uint8_t *find_map(const char *meta)
+{
+	char want[4200], line[4400];
+	char *real = realpath(meta, NULL);
+	snprintf(want, sizeof(want), "%s/data.mdb", real ? real : meta);
+	free(real);
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return NULL;
+	const uint8_t *map = NULL;
+	size_t wl = strlen(want);
+	while (!map && fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, "\n");
+		line[n] = 0;
+		unsigned long lo;
+		if (n >= wl && !strcmp(line + n - wl, want) && sscanf(line, "%lx-", &lo) == 1)
+			map = (const uint8_t *)lo;
+	}
+	fclose(f);
+	return map;
+}
+
 static void child_open(struct child *c, const char *meta)
 {
 	int rc = mdb_env_create(&c->env);
@@ -175,8 +221,14 @@ static void child_open(struct child *c, const char *meta)
 	if (rc)
 		child_damaged(c, "it cannot be opened: %s", mdb_strerror(rc));
 	MDB_envinfo info;
+	MDB_stat es;
 	mdb_env_info(c->env, &info);
+	mdb_env_stat(c->env, &es);
 	c->last_pgno = info.me_last_pgno;
+	c->psize = es.ms_psize;
+	c->map = find_map(meta);
+	if (!c->map || c->psize < 512)
+		_exit(CHILD_CANNOT);
 	rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &c->txn);
 	if (rc)
 		child_damaged(c, "no transaction can read it: %s", mdb_strerror(rc));
@@ -264,6 +316,9 @@ static void check_table(struct child *c, int t)
 		if (k.mv_size > KEY_MAX || (n && mdb_cmp(c->txn, dbi, &pk, &k) >= 0))
 			child_damaged(c, "table '%s' has keys out of order after %llu records",
 				      kv_lmdb_table(t), (unsigned long long)n);
+		if (!in_place(c, &k, &v))
+			child_damaged(c, "table '%s' has a record outside its page after %llu records",
+				      kv_lmdb_table(t), (unsigned long long)n);
 		const char *why = bad_shape(t, &k, &v);
 		if (why)
 			child_damaged(c, "table '%s' holds %s", kv_lmdb_table(t), why);
@@ -288,6 +343,15 @@ static void send_record(struct child *c, int t, const MDB_val *k, const MDB_val 
 {
 	uint8_t head[3 + KEY_MAX];
 	uint16_t kl = (uint16_t)k->mv_size;
+	if (!in_place(c, k, v)) {
+		/* Its value's length is damaged: only the key can be trusted. */
+		static const char why[] = "its length points outside its page";
+		memcpy(head + 1, &kl, 2);
+		head[0] = (uint8_t)t;
+		memcpy(head + 3, k->mv_data, kl);
+		send_frame(c, F_BAD, head, 3u + kl, why, sizeof(why) - 1);
+		return;
+	}
 	const char *why = bad_shape(t, k, v);
 	head[0] = (uint8_t)t;
 	memcpy(head + 1, &kl, 2);
@@ -318,14 +382,15 @@ static void salvage_forward(struct child *c, MDB_dbi dbi, MDB_cursor *cur,
 	MDB_val sk = {r->slen, (void *)r->start};
 	if (!rc && r->start && r->exclusive && !mdb_cmp(c->txn, dbi, &k, &sk))
 		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	uint8_t prev[KEY_MAX];
-	MDB_val pk = {0, prev};
+	/* A key out of order is a damaged key in a sound page: it is sent
+	 * (the new file sorts it) and the walk goes on.  Only a loop through
+	 * damaged pages sends more records than the table holds. */
+	MDB_stat st;
+	uint64_t limit = mdb_stat(c->txn, dbi, &st) ? UINT64_MAX : 2 * st.ms_entries + 1000;
 	for (uint64_t n = 0; !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
-		if (k.mv_size > KEY_MAX || (n && mdb_cmp(c->txn, dbi, &pk, &k) >= 0))
+		if (k.mv_size > KEY_MAX || n >= limit)
 			_exit(CHILD_STUCK); /* damaged: the parent probes past it */
 		send_record(c, r->table, &k, &v);
-		memcpy(prev, k.mv_data, k.mv_size);
-		pk.mv_size = k.mv_size;
 	}
 	if (rc != MDB_NOTFOUND)
 		_exit(CHILD_STUCK);
