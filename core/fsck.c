@@ -569,7 +569,11 @@ static int fix_entry(void *ctx, const void *key, size_t klen, const void *val, s
 	uint64_t parent = be64_at(key);
 	const char *name = (const char *)key + INO_KEY_LEN;
 	size_t nlen = klen - INO_KEY_LEN;
-	uint32_t mode;
+	uint32_t mode, pmode;
+	/* In no directory (a damaged key): the links table, if it names
+	 * the inode, brings back the true entry (fix_link). */
+	if (!inode_mode(x->f, parent, &pmode) || !S_ISDIR(pmode))
+		return add_fix(x, DROP_ENTRY, d.ino, parent, 0, name, nlen);
 	if (!inode_mode(x->f, d.ino, &mode)) {
 		uint8_t h[16];
 		name_hash(h, key, klen);
@@ -635,9 +639,13 @@ static int apply_fix(struct fsck *f, const struct fix *fx)
 		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, &d, sizeof(d));
 		break;
 	case DROP_ENTRY:
-		problem(f, "key %s%s%s is lost: its inode %llu is gone; entry removed", dir, sep,
-			fx->name, (unsigned long long)fx->ino);
+		problem(f, "entry %s%s%s (inode %llu): its inode or its directory is gone; "
+			"entry removed", dir, sep, fx->name, (unsigned long long)fx->ino);
 		rc = kv->ops->del(kv, KV_DIRENTS, dkey, dlen);
+		if (!rc) {
+			rc = kv->ops->del(kv, KV_LINKS, lkey, llen);
+			rc = rc == -ENOENT ? 0 : rc;
+		}
 		break;
 	case ADD_LINK:
 		problem(f, "entry %s%s%s was missing from the links table: added", dir, sep,

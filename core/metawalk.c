@@ -52,6 +52,7 @@
 #define HEARTBEAT 4096       /* check: records between two progress frames */
 #define SYNC_EVERY 20000     /* salvage: records per commit of the new file */
 #define KEY_MAX 511          /* LMDB's longest key */
+#define MAX_RUNS 20000       /* salvage: children per table, whatever happens */
 
 /* Child exit codes; a signal or a timeout is the other way to end. */
 enum { CHILD_DONE = 0, CHILD_DAMAGED = 1, CHILD_CANNOT = 2, CHILD_STUCK = 3 };
@@ -627,7 +628,25 @@ struct salvage {
 	uint64_t max_ino;       /* for next_ino, should its record be lost */
 	uint32_t max_raw;       /* the largest chunk: the chunk size, likewise */
 	bool have_format, have_next_ino;
+	uint64_t next_ino;      /* from the meta table (salvaged first); 0: unknown */
 };
+
+/* Tables whose keys start with an inode number. */
+static bool ino_keyed(int t)
+{
+	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
+	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS;
+}
+
+/* A key naming an inode never handed out is a damaged key.  Keeping it
+ * would also move the salvage's "read up to here" mark past every real
+ * key after it. */
+static bool implausible(const struct salvage *s, int t, const uint8_t *k, size_t klen)
+{
+	if (!s->next_ino || !ino_keyed(t) || klen < 8)
+		return false;
+	return be64toh(*(const uint64_t *)(const void *)k) >= s->next_ino;
+}
 
 __attribute__((format(printf, 2, 3))) static int note(struct salvage *s, const char *fmt, ...)
 {
@@ -694,7 +713,10 @@ static int keep_record(struct salvage *s, int t, const uint8_t *k, size_t klen,
 			s->max_raw = raw;
 	} else if (t == KV_META) {
 		s->have_format |= klen == 6 && !memcmp(k, "format", 6);
-		s->have_next_ino |= klen == 8 && !memcmp(k, "next_ino", 8);
+		if (klen == 8 && !memcmp(k, "next_ino", 8) && vlen == 8) {
+			s->have_next_ino = true;
+			memcpy(&s->next_ino, v, 8);
+		}
 	}
 	if (++s->unsynced >= SYNC_EVERY) {
 		s->unsynced = 0;
@@ -747,11 +769,18 @@ static int salvage_run(struct salvage *s, const struct walk_req *req, struct key
 		else if (type == F_RECORD || type == F_BAD) {
 			char kt[160];
 			key_text(body[0], body + 3, kl, kt, sizeof(kt));
+			if (type == F_RECORD && implausible(s, body[0], body + 3, kl)) {
+				rc = note(s, "table '%s': %s names an inode never made; dropped",
+					  kv_lmdb_table(body[0]), kt);
+				continue;
+			}
 			rc = type == F_RECORD
 			     ? keep_record(s, body[0], body + 3, kl, body + 3 + kl, len - 3 - kl)
 			     : note(s, "table '%s': %s is malformed (%.*s); dropped",
 				    kv_lmdb_table(body[0]), kt, (int)(len - 3 - kl),
 				    (const char *)body + 3 + kl);
+			if (type == F_BAD)
+				continue; /* its key may be as damaged as its value */
 			(*got)++;
 			if (!req->back)
 				key_set(last, body + 3, kl);
@@ -815,18 +844,25 @@ static int salvage_table(struct salvage *s, int t)
 	s->table_saved = s->table_entries = 0;
 	struct walk_req req = {.table = t};
 	int rc = salvage_run(s, &req, &last, &low, &got);
+	struct key from = {0}; /* the greatest key read going forward: only grows */
+	unsigned runs = 1;
 	while (rc == CHILD_STUCK) {
-		/* Past the damage: the first probe above LAST that reads. */
-		struct key from = last;
+		if (last.set && (!from.set || key_cmp(last.b, last.len, &from) > 0))
+			from = last;
+		/* Past the damage: the first probe above FROM that reads on
+		 * beyond it (a damaged key out of order may move LAST back;
+		 * FROM does not, so this ends). */
 		int pos = KEY_MAX;
 		bool found = false;
 		low.set = false;
-		while (!found && next_probe(&from, &pos, &probe)) {
+		while (!found && runs < MAX_RUNS && next_probe(&from, &pos, &probe)) {
 			req = (struct walk_req){.table = t, .start = probe.b, .slen = probe.len};
 			rc = salvage_run(s, &req, &last, &low, &got);
+			runs++;
 			if (rc < 0)
 				return rc;
-			found = rc == CHILD_DONE || got;
+			found = rc == CHILD_DONE ||
+				(got && last.set && key_cmp(last.b, last.len, &from) > 0);
 		}
 		/* Back from the probe (or from the end when none read) over
 		 * what the probe jumped. */
