@@ -629,6 +629,7 @@ struct salvage {
 	uint32_t max_raw;       /* the largest chunk: the chunk size, likewise */
 	bool have_format, have_next_ino;
 	uint64_t next_ino;      /* from the meta table (salvaged first); 0: unknown */
+	bool have_root;
 };
 
 /* Tables whose keys start with an inode number. */
@@ -706,6 +707,7 @@ static int keep_record(struct salvage *s, int t, const uint8_t *k, size_t klen,
 		uint64_t ino = be64toh(*(const uint64_t *)(const void *)k);
 		if (ino > s->max_ino)
 			s->max_ino = ino;
+		s->have_root |= ino == NADB_ROOT_INO;
 	} else if (t == KV_CHUNKS && vlen == CHUNK_REC_LEN) {
 		uint32_t raw;
 		memcpy(&raw, v + CHUNK_REC_RAW_LEN_AT, 4);
@@ -903,6 +905,20 @@ static int restore_settings(struct salvage *s)
 			rc = note(s, "the store's format record was lost; rebuilt with chunk size %u",
 				  cs);
 	}
+	if (!rc && !s->have_root) {
+		int64_t now = (int64_t)time(NULL) * 1000000000;
+		struct inode_rec root = {
+			.mode = S_IFDIR | 0755, .uid = getuid(), .gid = getgid(), .nlink = 2,
+			.parent = NADB_ROOT_INO, .atime = now, .mtime = now, .ctime = now,
+			.btime = now, .level = NADB_LEVEL_ROOT,
+		};
+		uint8_t key[INO_KEY_LEN];
+		uint64_t be = htobe64(NADB_ROOT_INO);
+		memcpy(key, &be, sizeof(key));
+		rc = s->kv->ops->put(s->kv, KV_INODES, key, sizeof(key), &root, sizeof(root));
+		if (!rc)
+			rc = note(s, "the root directory's record was lost; made anew");
+	}
 	if (!rc && !s->have_next_ino) {
 		uint64_t next = s->max_ino + 1;
 		rc = s->kv->ops->put(s->kv, KV_META, "next_ino", 8, &next, sizeof(next));
@@ -956,6 +972,11 @@ int meta_salvage(const char *meta, struct nadb_damage *d)
 	int rc = kv_lmdb_open(fresh, &s.kv);
 	for (int t = 0; !rc && t < KV_NTABLES; t++)
 		rc = salvage_table(&s, t);
+	/* Nothing readable: a new empty file would only hide the old one. */
+	if (!rc && !d->saved) {
+		nadb_log("%s/data.mdb: no record can be read; left as it is", meta);
+		rc = -EUCLEAN;
+	}
 	if (!rc)
 		rc = restore_settings(&s);
 	if (!rc)
@@ -964,10 +985,14 @@ int meta_salvage(const char *meta, struct nadb_damage *d)
 		s.kv->ops->close(s.kv);
 	if (!rc)
 		rc = swap_files(&s, fresh);
-	if (rc) {
-		nadb_log("%s/data.mdb: salvage failed: %s", meta, strerror(-rc));
-		return rc;
+	if (rc) { /* leave no half-made file behind */
+		unlink(path);
+		rmdir(fresh);
 	}
+	if (rc && rc != -EUCLEAN)
+		nadb_log("%s/data.mdb: salvage failed: %s", meta, strerror(-rc));
+	if (rc)
+		return rc;
 	d->salvaged = true;
 	return 0;
 }

@@ -525,6 +525,8 @@ int run_fsck(const struct cmd_args *a)
 			printf("],\"error\":\"metadata file damaged\",\"problems\":%" PRIu64
 			       ",\"repaired\":0,\"repair\":%s}\n", res.problems,
 			       a->repair ? "true" : "false");
+		else if (damage.damaged && a->repair)
+			printf("fsck stopped: no record could be read from it; it is left as it is\n");
 		else if (damage.damaged)
 			printf("fsck stopped: nothing else can be checked; 'nadb fsck --repair %s' "
 			       "saves what can be read\n", a->arg[0]);
