@@ -264,6 +264,27 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	return rc ? rc : count_live(c, rec.seg, -(int64_t)rec.len);
 }
 
+int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc)
+		return rc;
+	if (rec.refs == refs)
+		return 0;
+	/* Through chunk_ref's last step, so a chunk reaching zero goes the
+	 * same way (record, statistics, live bytes). */
+	rec.refs = 1;
+	rc = put_rec(c, hash, &rec);
+	if (!rc)
+		rc = refs ? 0 : chunk_ref(c, hash, -1);
+	if (!rc && refs) {
+		rec.refs = refs;
+		rc = put_rec(c, hash, &rec);
+	}
+	return rc;
+}
+
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out)
 {

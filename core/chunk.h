@@ -60,6 +60,9 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 /* Add DELTA (+1 or -1) references; at zero the chunk's record goes and its
  * bytes become garbage in their segment. */
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
+/* fsck: set the reference count to REFS at once (a damaged count may be
+ * billions away from the right one); at zero the chunk goes. */
+int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out);
 /* The reference count, for fsck. */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* An open-addressing map from a 16-byte key to counters. */
 struct entry {
@@ -242,6 +243,67 @@ static int fix_nlink(struct fsck *f, uint64_t ino, uint32_t nlink)
 	return rc;
 }
 
+/* ---- repair: keys no name leads to ------------------------------------------
+ * Nothing readable is thrown away: a key whose every name was lost is
+ * kept as /lost+found/inodes/ino-N, where its owner can look at it. */
+
+/* The directory NAME in PARENT, made (with LEVEL) if missing. */
+static int lost_dir(struct fsck *f, uint64_t parent, const char *name, uint8_t level,
+		    uint64_t *out)
+{
+	uint8_t k[NAME_KEY_MAX];
+	struct kv_val v;
+	struct dirent_val d;
+	struct nadb_store *st = f->st;
+	if (!st->kv->ops->get(st->kv, KV_DIRENTS, k, name_key(k, parent, name), &v) &&
+	    v.len == sizeof(d)) {
+		memcpy(&d, v.data, sizeof(d));
+		*out = d.ino;
+		return S_ISDIR(d.mode) ? 0 : -ENOTDIR;
+	}
+	int64_t now = now_ns();
+	struct inode_rec r = {
+		.mode = S_IFDIR | 0700, .uid = getuid(), .gid = getgid(), .nlink = 2,
+		.parent = parent, .atime = now, .mtime = now, .ctime = now, .btime = now,
+		.level = level,
+	};
+	struct inode p;
+	uint8_t mk[16];
+	ino_map_key(mk, parent);
+	struct entry *pe = map_get(&f->inodes, mk, false);
+	int rc = tree_alloc_ino(st, out);
+	if (!rc)
+		rc = inode_put(st, *out, &r, NULL, 0);
+	if (!rc)
+		rc = tree_put_entry(st, parent, name, *out, r.mode);
+	if (!rc && !(rc = inode_get(st, parent, &p))) {
+		p.r.nlink++; /* its new subdirectory's ".." */
+		rc = inode_put(st, parent, &p.r, p.payload, p.payload_len);
+		inode_release(&p);
+	}
+	if (!rc && pe) { /* check_links counts it, whether or not it saw it yet */
+		pe->subdirs++;
+		pe->nlink++;
+	}
+	return rc;
+}
+
+static int adopt_lost(struct fsck *f, uint64_t ino, uint32_t mode)
+{
+	uint64_t db, ns;
+	char name[32];
+	snprintf(name, sizeof(name), "ino-%llu", (unsigned long long)ino);
+	int rc = step_begin(f->st);
+	if (rc)
+		return rc;
+	rc = lost_dir(f, NADB_ROOT_INO, "lost+found", NADB_LEVEL_DB, &db);
+	if (!rc)
+		rc = lost_dir(f, db, "inodes", NADB_LEVEL_NAMESPACE, &ns);
+	if (!rc)
+		rc = tree_put_entry(f->st, ns, name, ino, mode);
+	return step_end(f->st, rc);
+}
+
 static int check_links(struct fsck *f, bool repair)
 {
 	for (size_t i = 0; i < f->inodes.cap; i++) {
@@ -252,7 +314,22 @@ static int check_links(struct fsck *f, bool repair)
 		memcpy(&ino, e->key, sizeof(ino));
 		uint32_t want = S_ISDIR(e->mode) ? 2 + e->subdirs : e->count;
 		if (ino != NADB_ROOT_INO && e->count == 0) {
-			problem(f, "inode %llu is in no directory", (unsigned long long)ino);
+			/* A directory would need its level and its children's
+			 * counters redone: reported only. */
+			bool adopt = repair && !S_ISDIR(e->mode) && !adopt_lost(f, ino, e->mode);
+			if (!adopt) {
+				problem(f, "inode %llu is in no directory", (unsigned long long)ino);
+				continue;
+			}
+			problem(f, "inode %llu is in no directory: kept as /lost+found/inodes/ino-%llu",
+				(unsigned long long)ino, (unsigned long long)ino);
+			f->res->repaired++;
+			if (e->nlink == 1)
+				continue;
+			problem(f, "inode %llu has link count %u, but 1 link", (unsigned long long)ino,
+				e->nlink);
+			if (!fix_nlink(f, ino, 1))
+				f->res->repaired++;
 			continue;
 		}
 		if (e->nlink == want)
@@ -297,14 +374,12 @@ static int collect_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 	return 0;
 }
 
-static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t have,
-		    uint32_t want)
+static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t want)
 {
 	int rc = step_begin(f->st);
-	int delta = want > have ? 1 : -1;
-	for (uint32_t n = have; !rc && n != want; n += (uint32_t)delta)
-		rc = chunk_ref(&f->st->chunks, hash, delta);
-	return step_end(f->st, rc);
+	if (!rc)
+		rc = step_end(f->st, chunk_set_refs(&f->st->chunks, hash, want));
+	return rc;
 }
 
 struct referrers {
@@ -454,7 +529,7 @@ static int check_chunks(struct fsck *f, bool repair)
 			problem(f, "chunk at %08u.pack:%llu has refcount %u, but %u references%s",
 				row->loc.blob.seg, (unsigned long long)row->loc.blob.off,
 				row->refs, want, want ? "" : " (orphan)");
-			if (repair && !set_refs(f, row->hash, row->refs, want))
+			if (repair && !set_refs(f, row->hash, want))
 				f->res->repaired++;
 		}
 	}

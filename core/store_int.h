@@ -145,6 +145,12 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 			 char *buf, size_t size);
 int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
+/* Name INO (of MODE) NAME in directory PARENT, keeping the links table,
+ * counters and tags in step, and hand out an inode number.  Inside a
+ * step (tree.c; fsck's lost+found). */
+int tree_put_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		   uint64_t ino, uint32_t mode);
+int tree_alloc_ino(struct nadb_store *st, uint64_t *ino);
 /* Remove (parent, name) and what it names.  Inside a step (tree.c). */
 int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);
