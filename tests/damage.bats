@@ -113,8 +113,8 @@ good_keys() {
 		total=$((total + $(good_keys "$s")))
 		rm -rf "$s"
 	done
-	echo "nadbfs mounted $mounted, refused $refused; clean after repair: $passed of 40;" \
-		"keys intact: $total of 12000"
+	echo "# nadbfs mounted $mounted, refused $refused; clean after repair: $passed of 40;" \
+		"keys intact: $total of 12000" >&3
 	[ "$refused" -gt 0 ]
 	# Flipped bytes inside records lose those records; most keys stay.
 	[ "$total" -ge 10800 ]
