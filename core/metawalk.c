@@ -9,9 +9,11 @@
  *   check:   the child opens the file read-only and walks every table with
  *            a cursor -- the free list, the table of tables, each of ours
  *            -- touching every byte of every value, checking that keys come
- *            in order, that each table holds as many records as its header
- *            says and that each record has the shape its table's encoding
- *            gives it (store_int.h, chunk.h).  Dying of a signal, going
+ *            in order and each found again by its key (a damaged branch
+ *            key misdirects lookups only), that each table holds as many
+ *            records as its header says, that each record lies inside its
+ *            page and has the shape its table's encoding gives it
+ *            (store_int.h, chunk.h).  Dying of a signal, going
  *            silent for NO_PROGRESS_MS (a loop through damaged pages) or
  *            reporting an error all mean: damaged.
  *   salvage: one child per table streams every record it can read, each
@@ -323,6 +325,13 @@ static void check_table(struct child *c, int t)
 		const char *why = bad_shape(t, &k, &v);
 		if (why)
 			child_damaged(c, "table '%s' holds %s", kv_lmdb_table(t), why);
+		/* A damaged key in a branch page leaves the leaves in order
+		 * but sends a lookup to the wrong leaf: every record must be
+		 * found where the walk met it. */
+		MDB_val fk = k, fv;
+		if (mdb_get(c->txn, dbi, &fk, &fv) || fv.mv_data != v.mv_data)
+			child_damaged(c, "table '%s' has a record its key does not find, after %llu "
+				      "records", kv_lmdb_table(t), (unsigned long long)n);
 		sink ^= touch(&v);
 		memcpy(prev, k.mv_data, k.mv_size);
 		pk.mv_size = k.mv_size;
