@@ -116,9 +116,10 @@ good_keys() {
 	echo "# nadbfs mounted $mounted, refused $refused; clean after repair: $passed of 40;" \
 		"keys intact: $total of 12000" >&3
 	[ "$refused" -gt 0 ]
-	# Flipped bytes inside records lose those records; most keys stay.
-	[ "$total" -ge 10800 ]
-	[ "$passed" -ge 8 ]
+	# Flipped bytes inside records lose those records; most keys stay
+	# (38 of 40 clean and 11965 keys when this was written).
+	[ "$total" -ge 11700 ]
+	[ "$passed" -ge 30 ]
 }
 
 @test "a garbled page: fsck says the metadata file is damaged and exits 1, --json too" {
