@@ -71,6 +71,10 @@ struct kv {
 
 /* The LMDB backend: tables in DIR/data.mdb (DIR is created). */
 int kv_lmdb_open(const char *dir, struct kv **out);
+/* The name of table T in the LMDB file (metawalk.c reads it directly). */
+const char *kv_lmdb_table(enum kv_table t);
+/* The map size LMDB is opened with: address space only. */
+#define KV_LMDB_MAP_SIZE (256ULL << 30)
 
 /* Blob area: where chunk frames are appended and read back. */
 struct blob_loc {

@@ -17,6 +17,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -25,6 +26,7 @@
 #define FRAME_MAGIC 0x4e444243u /* "NDBC" */
 #define CHUNK_ZLIB 1
 #define MAX_VARIANT 16
+#define CHUNK_RAW_MAX (16u << 20) /* the largest chunk size a store can have */
 
 struct frame_head {
 	uint32_t magic;
@@ -47,6 +49,8 @@ struct chunk_rec {
 	uint8_t variant;
 	uint8_t reserved[2];
 };
+_Static_assert(sizeof(struct chunk_rec) == CHUNK_REC_LEN, "chunk.h says the record's size");
+_Static_assert(offsetof(struct chunk_rec, raw_len) == CHUNK_REC_RAW_LEN_AT, "and where raw_len is");
 
 static const uint8_t zero_hash[CHUNK_HASH_LEN];
 
@@ -277,6 +281,27 @@ int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rec.seg == loc->seg && rec.off == loc->off;
 }
 
+int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc)
+		return rc;
+	if (rec.refs == refs)
+		return 0;
+	/* Through chunk_ref's last step, so a chunk reaching zero goes the
+	 * same way (record, statistics, live bytes). */
+	rec.refs = 1;
+	rc = put_rec(c, hash, &rec);
+	if (!rc)
+		rc = refs ? 0 : chunk_ref(c, hash, -1);
+	if (!rc && refs) {
+		rec.refs = refs;
+		rc = put_rec(c, hash, &rec);
+	}
+	return rc;
+}
+
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out)
 {
@@ -356,21 +381,21 @@ int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *c
 	return c->kv->ops->scan(c->kv, KV_CHUNKS, from, from ? CHUNK_HASH_LEN : 0, scan_row, &s);
 }
 
-static int corrupt(const struct chunk_loc *loc, const char *why)
+/* Damaged: *WHY says how; the caller logs it. */
+static int corrupt(const char **why, const char *what)
 {
-	nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,
-		 (unsigned long long)loc->blob.off, why);
+	*why = what;
 	return -EIO;
 }
 
 static int check_head(const struct chunk_loc *loc, const struct frame_head *h,
-		      const uint8_t hash[CHUNK_HASH_LEN])
+		      const uint8_t hash[CHUNK_HASH_LEN], const char **why)
 {
 	if (le32toh(h->magic) != FRAME_MAGIC)
-		return corrupt(loc, "bad frame header");
+		return corrupt(why, "bad frame header");
 	if (memcmp(h->hash, hash, CHUNK_HASH_LEN) || le32toh(h->raw_len) != loc->raw_len ||
 	    le32toh(h->stored_len) + sizeof(*h) != loc->blob.len)
-		return corrupt(loc, "frame header does not match the index");
+		return corrupt(why, "frame header does not match the index");
 	return 0;
 }
 
@@ -378,8 +403,24 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 	       void *dst)
 {
+	const char *why = NULL;
+	int rc = chunk_read_why(c, loc, hash, off, len, dst, &why);
+	if (why)
+		nadb_log("chunk in %08u.pack at %llu: %s", loc->blob.seg,
+			 (unsigned long long)loc->blob.off, why);
+	return rc;
+}
+
+int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
+		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+		   void *dst, const char **why)
+{
+	*why = NULL;
 	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
-		return corrupt(loc, "read beyond the chunk");
+		return corrupt(why, "read beyond the chunk");
+	if (loc->raw_len > CHUNK_RAW_MAX ||
+	    loc->blob.len > sizeof(struct frame_head) + compressBound(loc->raw_len))
+		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
 	if (!(loc->flags & CHUNK_ZLIB) && !whole)
 		return c->blobs->ops->read(c->blobs, &loc->blob,
@@ -389,7 +430,7 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 		return -ENOMEM;
 	int rc = c->blobs->ops->read(c->blobs, &loc->blob, 0, frame, loc->blob.len);
 	if (!rc)
-		rc = check_head(loc, (struct frame_head *)frame, hash);
+		rc = check_head(loc, (struct frame_head *)frame, hash, why);
 	const uint8_t *stored = frame + sizeof(struct frame_head);
 	size_t stored_len = loc->blob.len - sizeof(struct frame_head);
 	uint8_t *raw = NULL;
@@ -400,14 +441,14 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 			rc = -ENOMEM;
 		else if (uncompress(raw, &rlen, stored, stored_len) != Z_OK ||
 			 rlen != loc->raw_len)
-			rc = corrupt(loc, "does not decompress");
+			rc = corrupt(why, "does not decompress");
 		stored = raw;
 	}
 	if (!rc) {
 		uint8_t check[CHUNK_HASH_LEN];
 		hash_bytes(stored, loc->raw_len, loc->variant, check);
 		if (memcmp(check, hash, CHUNK_HASH_LEN))
-			rc = corrupt(loc, "bytes do not match their hash");
+			rc = corrupt(why, "bytes do not match their hash");
 		else if (stored != dst)
 			memcpy(dst, stored + off, len);
 	}
@@ -415,4 +456,132 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 		free(raw);
 	free(frame);
 	return rc;
+}
+
+/* ---- fsck: finding chunks in the packs themselves ---------------------- */
+
+struct seg_list {
+	uint32_t *seg;
+	uint64_t *size;
+	size_t n;
+};
+
+static int add_seg(void *ctx, uint32_t seg, uint64_t size, uint64_t held, bool current)
+{
+	(void)held;
+	(void)current;
+	struct seg_list *l = ctx;
+	uint32_t *s = realloc(l->seg, (l->n + 1) * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	l->seg = s;
+	uint64_t *z = realloc(l->size, (l->n + 1) * sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	l->size = z;
+	l->seg[l->n] = seg;
+	l->size[l->n++] = size;
+	return 0;
+}
+
+#define RESYNC_WINDOW (64u << 10) /* bytes read at a time looking for a header */
+
+/* Is H a frame header that fits in a segment of SIZE at OFF? */
+static bool plausible_head(const struct frame_head *h, uint64_t off, uint64_t size)
+{
+	uint32_t stored = le32toh(h->stored_len), raw = le32toh(h->raw_len);
+	return le32toh(h->magic) == FRAME_MAGIC && raw <= CHUNK_RAW_MAX &&
+	       stored <= sizeof(*h) + compressBound(raw) && off + sizeof(*h) + stored <= size;
+}
+
+/* The offset of the next byte >= OFF where the frame magic stands in
+ * segment SEG of SIZE, or SIZE.  A punched frame (a freed chunk's bytes
+ * given back) reads as zeros, and a damaged one as anything: the frames
+ * after it start where the magic is found again. */
+static int next_magic(struct chunker *c, uint32_t seg, uint64_t off, uint64_t size,
+		      uint64_t *at)
+{
+	uint8_t *buf = malloc(RESYNC_WINDOW);
+	uint8_t magic[4];
+	uint32_t m = htole32(FRAME_MAGIC);
+	memcpy(magic, &m, 4);
+	if (!buf)
+		return -ENOMEM;
+	*at = size;
+	int rc = 0;
+	while (!rc && off + 4 <= size && *at == size) {
+		uint64_t n = size - off < RESYNC_WINDOW ? size - off : RESYNC_WINDOW;
+		struct blob_loc win = {.seg = seg, .off = off, .len = (uint32_t)n};
+		rc = c->blobs->ops->read(c->blobs, &win, 0, buf, n);
+		uint8_t *hit = rc ? NULL : memmem(buf, n, magic, 4);
+		if (hit)
+			*at = off + (uint64_t)(hit - buf);
+		off += n - 3; /* a magic may straddle two windows */
+	}
+	free(buf);
+	return rc;
+}
+
+/* The frames of one segment, header by header; past a hole or damage,
+ * from the next place a header stands. */
+static int segment_frames(struct chunker *c, uint32_t seg, uint64_t size, chunk_frame_fn fn,
+			  void *ctx)
+{
+	uint64_t off = 0;
+	while (off + sizeof(struct frame_head) <= size) {
+		struct frame_head h;
+		struct blob_loc at = {.seg = seg, .off = off, .len = sizeof(h)};
+		int rc = c->blobs->ops->read(c->blobs, &at, 0, &h, sizeof(h));
+		if (rc)
+			return rc;
+		if (!plausible_head(&h, off, size)) {
+			rc = next_magic(c, seg, off + 1, size, &off);
+			if (rc)
+				return rc;
+			continue;
+		}
+		uint32_t stored = le32toh(h.stored_len), raw = le32toh(h.raw_len);
+		struct chunk_loc loc = {
+			.blob = {.seg = seg, .off = off, .len = (uint32_t)(sizeof(h) + stored)},
+			.raw_len = raw, .flags = h.flags, .variant = h.variant,
+		};
+		rc = fn(ctx, h.hash, &loc);
+		if (rc)
+			return rc < 0 ? rc : 0;
+		off += sizeof(h) + stored;
+	}
+	return 0;
+}
+
+int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx)
+{
+	struct seg_list l = {0};
+	int rc = c->blobs->ops->segments(c->blobs, add_seg, &l);
+	for (size_t i = 0; !rc && i < l.n; i++)
+		rc = segment_frames(c, l.seg[i], l.size[i], fn, ctx);
+	free(l.seg);
+	free(l.size);
+	return rc;
+}
+
+int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		const struct chunk_loc *loc, uint32_t refs)
+{
+	struct chunk_rec rec;
+	int rc = get_rec(c, hash, &rec);
+	if (rc && rc != -ENOENT)
+		return rc;
+	bool had = rc == 0;
+	/* A damaged record's segment may not count its bytes: leave it be. */
+	if (had && chunk_segment_live(c, rec.seg) >= rec.len)
+		rc = count_live(c, rec.seg, -(int64_t)rec.len);
+	else if (c->account)
+		rc = c->account(c->account_ctx, +1, loc->blob.len, loc->raw_len);
+	rec = (struct chunk_rec){
+		.refs = refs, .seg = loc->blob.seg, .off = loc->blob.off, .len = loc->blob.len,
+		.raw_len = loc->raw_len, .flags = loc->flags, .variant = loc->variant,
+	};
+	if (!rc)
+		rc = put_rec(c, hash, &rec);
+	return rc ? rc : count_live(c, loc->blob.seg, loc->blob.len);
 }

@@ -10,6 +10,10 @@
 #include <stdint.h>
 
 #define CHUNK_HASH_LEN 16
+/* Bytes of a chunk table value (struct chunk_rec, chunk.c); raw_len at
+ * CHUNK_REC_RAW_LEN_AT (metawalk.c checks and reads records directly). */
+#define CHUNK_REC_LEN 32
+#define CHUNK_REC_RAW_LEN_AT 20
 
 struct chunker {
 	struct kv *kv;
@@ -62,6 +66,9 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 /* Add DELTA (+1 or -1) references; at zero the chunk's record goes and its
  * bytes become garbage in their segment. */
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
+/* fsck: set the reference count to REFS at once (a damaged count may be
+ * billions away from the right one); at zero the chunk goes. */
+int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out);
 /* Does the chunk HASH have its bytes in frame LOC (1), or not, because
@@ -82,6 +89,16 @@ int chunk_scan(struct chunker *c, const uint8_t *from, chunk_scan_fn fn, void *c
  * where OLD says (1), or leave it (0: it moved or went meanwhile). */
 int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		   const struct chunk_loc *old, const struct blob_loc *to);
+/* fsck: every frame the packs hold, read from their headers (a
+ * segment's walk ends at the first header that is not one).  FN returns
+ * 0 to go on, 1 to stop, or a negative errno. */
+typedef int (*chunk_frame_fn)(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			      const struct chunk_loc *loc);
+int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx);
+/* fsck: (re)point HASH's record at the frame LOC, with REFS references.
+ * Inside a step. */
+int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		const struct chunk_loc *loc, uint32_t refs);
 /* Live bytes recorded for segment SEG. */
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 
@@ -91,5 +108,10 @@ uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 	       const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 	       void *dst);
+/* The same without the log line: a damaged chunk sets *WHY (else NULL),
+ * for a caller whose line names the key. */
+int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
+		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+		   void *dst, const char **why);
 
 #endif

@@ -220,9 +220,33 @@ static int locate(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc;
 }
 
-/* Copy LEN bytes of slot S from OFF into DST. */
-static int read_slot(struct nadb_store *st, const struct slot *s, uint32_t off,
-		     uint32_t len, uint8_t *dst)
+/* A chunk of INO read back damaged: one line that names the key.  The
+ * name is looked up only now, so reads pay nothing for it. */
+static int chunk_damaged(struct nadb_store *st, uint64_t ino, const struct chunk_loc *loc,
+			 const char *why)
+{
+	char path[1024];
+	pthread_mutex_lock(&st->meta_lock);
+	inode_path(st, ino, path, sizeof(path));
+	pthread_mutex_unlock(&st->meta_lock);
+	nadb_log("key %s (inode %llu): chunk in %08u.pack at %llu: %s", path,
+		 (unsigned long long)ino, loc->blob.seg, (unsigned long long)loc->blob.off, why);
+	return -EIO;
+}
+
+/* LEN bytes of a stored chunk of INO from OFF into DST. */
+static int read_chunk(struct nadb_store *st, uint64_t ino, const struct chunk_loc *loc,
+		      const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
+		      uint8_t *dst)
+{
+	const char *why;
+	int rc = chunk_read_why(&st->chunks, loc, hash, off, len, dst, &why);
+	return rc && why ? chunk_damaged(st, ino, loc, why) : rc;
+}
+
+/* Copy LEN bytes of slot S of INO from OFF into DST. */
+static int read_slot(struct nadb_store *st, uint64_t ino, const struct slot *s,
+		     uint32_t off, uint32_t len, uint8_t *dst)
 {
 	if (s->state == SLOT_HOLE) {
 		memset(dst, 0, len);
@@ -242,7 +266,7 @@ static int read_slot(struct nadb_store *st, const struct slot *s, uint32_t off,
 		have = loc.raw_len > off ? loc.raw_len - off : 0;
 		if (have > len)
 			have = len;
-		if (have && (rc = chunk_read(&st->chunks, &loc, s->hash, off, have, dst)))
+		if (have && (rc = read_chunk(st, ino, &loc, s->hash, off, have, dst)))
 			return rc;
 	}
 	memset(dst + have, 0, len - have);
@@ -278,7 +302,7 @@ static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need)
 }
 
 /* Bring slot S into memory so it can be changed.  Under of->lock (write). */
-static int make_dirty(struct nadb_store *st, struct slot *s)
+static int make_dirty(struct nadb_store *st, uint64_t ino, struct slot *s)
 {
 	if (s->state == SLOT_DIRTY)
 		return 0;
@@ -292,7 +316,7 @@ static int make_dirty(struct nadb_store *st, struct slot *s)
 	if (!rc)
 		rc = grow_buf(st, s, loc.raw_len ? loc.raw_len : 1);
 	if (!rc)
-		rc = chunk_read(&st->chunks, &loc, s->hash, 0, loc.raw_len, s->buf);
+		rc = read_chunk(st, ino, &loc, s->hash, 0, loc.raw_len, s->buf);
 	if (rc)
 		return rc;
 	s->state = SLOT_DIRTY;
@@ -300,10 +324,10 @@ static int make_dirty(struct nadb_store *st, struct slot *s)
 	return 0;
 }
 
-static int write_slot(struct nadb_store *st, struct slot *s, uint32_t off,
+static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint32_t off,
 		      const uint8_t *src, uint32_t len)
 {
-	int rc = make_dirty(st, s);
+	int rc = make_dirty(st, ino, s);
 	if (!rc)
 		rc = grow_buf(st, s, off + len);
 	if (rc)
@@ -442,7 +466,7 @@ static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t siz
 	if (size < of->size && n && inner) {
 		struct slot *s = &of->slots[n - 1];
 		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED)
-			rc = make_dirty(st, s);
+			rc = make_dirty(st, of->ino, s);
 		if (rc)
 			return rc;
 		if (s->state == SLOT_DIRTY && s->len > inner)
@@ -843,7 +867,8 @@ ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 	struct span sp = {0};
 	int rc = 0;
 	while (!rc && next_span(st, (uint64_t)off, end, &sp))
-		rc = read_slot(st, &of->slots[sp.slot], sp.inner, sp.len, (uint8_t *)buf + sp.done);
+		rc = read_slot(st, of->ino, &of->slots[sp.slot], sp.inner, sp.len,
+			       (uint8_t *)buf + sp.done);
 	pthread_rwlock_unlock(&of->lock);
 	if (rc)
 		return rc;
@@ -874,7 +899,7 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 	struct span sp = {0};
 	bool streaming = (uint64_t)off == of->write_end;
 	while (!rc && next_span(st, (uint64_t)off, end, &sp)) {
-		rc = write_slot(st, &of->slots[sp.slot], sp.inner,
+		rc = write_slot(st, of->ino, &of->slots[sp.slot], sp.inner,
 				(const uint8_t *)buf + sp.done, sp.len);
 		if (!rc && streaming)
 			rc = spill_if_filled(st, of, &sp);

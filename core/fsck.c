@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* An open-addressing map from a 16-byte key to counters. */
 struct entry {
@@ -100,7 +101,7 @@ struct fsck {
 __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
 							  const char *fmt, ...)
 {
-	char line[512];
+	char line[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
@@ -242,6 +243,67 @@ static int fix_nlink(struct fsck *f, uint64_t ino, uint32_t nlink)
 	return rc;
 }
 
+/* ---- repair: keys no name leads to ------------------------------------------
+ * Nothing readable is thrown away: a key whose every name was lost is
+ * kept as /lost+found/inodes/ino-N, where its owner can look at it. */
+
+/* The directory NAME in PARENT, made (with LEVEL) if missing. */
+static int lost_dir(struct fsck *f, uint64_t parent, const char *name, uint8_t level,
+		    uint64_t *out)
+{
+	uint8_t k[NAME_KEY_MAX];
+	struct kv_val v;
+	struct dirent_val d;
+	struct nadb_store *st = f->st;
+	if (!st->kv->ops->get(st->kv, KV_DIRENTS, k, name_key(k, parent, name), &v) &&
+	    v.len == sizeof(d)) {
+		memcpy(&d, v.data, sizeof(d));
+		*out = d.ino;
+		return S_ISDIR(d.mode) ? 0 : -ENOTDIR;
+	}
+	int64_t now = now_ns();
+	struct inode_rec r = {
+		.mode = S_IFDIR | 0700, .uid = getuid(), .gid = getgid(), .nlink = 2,
+		.parent = parent, .atime = now, .mtime = now, .ctime = now, .btime = now,
+		.level = level,
+	};
+	struct inode p;
+	uint8_t mk[16];
+	ino_map_key(mk, parent);
+	struct entry *pe = map_get(&f->inodes, mk, false);
+	int rc = tree_alloc_ino(st, out);
+	if (!rc)
+		rc = inode_put(st, *out, &r, NULL, 0);
+	if (!rc)
+		rc = tree_put_entry(st, parent, name, *out, r.mode);
+	if (!rc && !(rc = inode_get(st, parent, &p))) {
+		p.r.nlink++; /* its new subdirectory's ".." */
+		rc = inode_put(st, parent, &p.r, p.payload, p.payload_len);
+		inode_release(&p);
+	}
+	if (!rc && pe) { /* check_links counts it, whether or not it saw it yet */
+		pe->subdirs++;
+		pe->nlink++;
+	}
+	return rc;
+}
+
+static int adopt_lost(struct fsck *f, uint64_t ino, uint32_t mode)
+{
+	uint64_t db, ns;
+	char name[32];
+	snprintf(name, sizeof(name), "ino-%llu", (unsigned long long)ino);
+	int rc = step_begin(f->st);
+	if (rc)
+		return rc;
+	rc = lost_dir(f, NADB_ROOT_INO, "lost+found", NADB_LEVEL_DB, &db);
+	if (!rc)
+		rc = lost_dir(f, db, "inodes", NADB_LEVEL_NAMESPACE, &ns);
+	if (!rc)
+		rc = tree_put_entry(f->st, ns, name, ino, mode);
+	return step_end(f->st, rc);
+}
+
 static int check_links(struct fsck *f, bool repair)
 {
 	for (size_t i = 0; i < f->inodes.cap; i++) {
@@ -252,7 +314,22 @@ static int check_links(struct fsck *f, bool repair)
 		memcpy(&ino, e->key, sizeof(ino));
 		uint32_t want = S_ISDIR(e->mode) ? 2 + e->subdirs : e->count;
 		if (ino != NADB_ROOT_INO && e->count == 0) {
-			problem(f, "inode %llu is in no directory", (unsigned long long)ino);
+			/* A directory would need its level and its children's
+			 * counters redone: reported only. */
+			bool adopt = repair && !S_ISDIR(e->mode) && !adopt_lost(f, ino, e->mode);
+			if (!adopt) {
+				problem(f, "inode %llu is in no directory", (unsigned long long)ino);
+				continue;
+			}
+			problem(f, "inode %llu is in no directory: kept as /lost+found/inodes/ino-%llu",
+				(unsigned long long)ino, (unsigned long long)ino);
+			f->res->repaired++;
+			if (e->nlink == 1)
+				continue;
+			problem(f, "inode %llu has link count %u, but 1 link", (unsigned long long)ino,
+				e->nlink);
+			if (!fix_nlink(f, ino, 1))
+				f->res->repaired++;
 			continue;
 		}
 		if (e->nlink == want)
@@ -297,18 +374,227 @@ static int collect_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 	return 0;
 }
 
-static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t have,
-		    uint32_t want)
+static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t want)
 {
 	int rc = step_begin(f->st);
-	int delta = want > have ? 1 : -1;
-	for (uint32_t n = have; !rc && n != want; n += (uint32_t)delta)
-		rc = chunk_ref(&f->st->chunks, hash, delta);
-	return step_end(f->st, rc);
+	if (!rc)
+		rc = step_end(f->st, chunk_set_refs(&f->st->chunks, hash, want));
+	return rc;
+}
+
+struct referrers {
+	struct fsck *f;
+	const uint8_t *hash;
+	char *out;
+	size_t size, len;
+	unsigned n;
+};
+
+static int find_referrer(void *ctx, const void *key, size_t klen, const void *val,
+			 size_t vlen)
+{
+	struct referrers *r = ctx;
+	struct inode_rec rec;
+	if (klen != INO_KEY_LEN || vlen < sizeof(rec))
+		return 0;
+	memcpy(&rec, val, sizeof(rec));
+	if (!S_ISREG(rec.mode))
+		return 0;
+	const uint8_t *list = (const uint8_t *)val + sizeof(rec);
+	size_t n = (vlen - sizeof(rec)) / CHUNK_HASH_LEN;
+	for (size_t i = 0; i < n; i++) {
+		if (memcmp(list + i * CHUNK_HASH_LEN, r->hash, CHUNK_HASH_LEN))
+			continue;
+		if (r->n++ < 8) {
+			/* The path is found after the scan: inode_path scans too. */
+			uint64_t ino = be64_at(key);
+			int w = snprintf(r->out + r->len, r->size - r->len, "%s%llu",
+					 r->len ? "," : "", (unsigned long long)ino);
+			if (w > 0 && (size_t)w < r->size - r->len)
+				r->len += (size_t)w;
+		}
+		break;
+	}
+	return 0;
+}
+
+/* " (key /DB/NS/KEY, ...)": the keys whose values hold chunk HASH, for a
+ * problem line.  Only a damaged chunk pays for this scan. */
+static void keys_of_chunk(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], char *out,
+			  size_t size)
+{
+	char inos[256] = "";
+	struct referrers r = {.f = f, .hash = hash, .out = inos, .size = sizeof(inos)};
+	size_t len = 0;
+	out[0] = 0;
+	if (f->st->kv->ops->scan(f->st->kv, KV_INODES, NULL, 0, find_referrer, &r) || !r.n)
+		return;
+	len += (size_t)snprintf(out, size, " (%s ", r.n > 1 ? "keys" : "key");
+	char *save = NULL;
+	for (char *tok = strtok_r(inos, ",", &save); tok && len < size;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char path[1024];
+		inode_path(f->st, strtoull(tok, NULL, 10), path, sizeof(path));
+		len += (size_t)snprintf(out + len, size - len, "%s%s",
+					tok == inos ? "" : ", ", path);
+	}
+	if (len < size)
+		snprintf(out + len, size - len, "%s)", r.n > 8 ? ", ..." : "");
+}
+
+/* Chunks the tables lost or point at the wrong bytes: found again by
+ * their hash in the packs' frame headers, checked, and re-recorded. */
+struct refind {
+	struct fsck *f;
+	struct map want; /* hash -> references the values hold */
+	uint8_t *buf;
+	uint64_t found;
+};
+
+static int refind_frame(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			const struct chunk_loc *loc)
+{
+	struct refind *r = ctx;
+	struct entry *e = map_get(&r->want, hash, false);
+	const char *why;
+	if (!e || e->used != 1 || loc->raw_len > r->f->st->chunk_size ||
+	    chunk_read_why(&r->f->st->chunks, loc, hash, 0, loc->raw_len, r->buf, &why))
+		return 0;
+	int rc = step_begin(r->f->st);
+	if (!rc)
+		rc = step_end(r->f->st, chunk_adopt(&r->f->st->chunks, hash, loc, e->count));
+	if (rc)
+		return rc;
+	e->used = 2; /* found: a second copy of the frame is not needed */
+	r->found++;
+	return 0;
+}
+
+/* A hash damaged inside a value's chunk list names no frame, while the
+ * frame it named is now named by no record: the same hash but for a byte
+ * or two.  The value gets its true hash back. */
+struct holders {
+	const uint8_t *hash;
+	uint64_t *ino;
+	size_t n;
+};
+
+static int find_holder(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct holders *h = ctx;
+	struct inode_rec rec;
+	if (klen != INO_KEY_LEN || vlen < sizeof(rec))
+		return 0;
+	memcpy(&rec, val, sizeof(rec));
+	const uint8_t *list = (const uint8_t *)val + sizeof(rec);
+	size_t n = (vlen - sizeof(rec)) / CHUNK_HASH_LEN;
+	for (size_t i = 0; S_ISREG(rec.mode) && i < n; i++) {
+		if (memcmp(list + i * CHUNK_HASH_LEN, h->hash, CHUNK_HASH_LEN))
+			continue;
+		uint64_t *v = realloc(h->ino, (h->n + 1) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		h->ino = v;
+		h->ino[h->n++] = be64_at(key);
+		break;
+	}
+	return 0;
+}
+
+/* Every value naming BAD names GOOD instead.  Inside a step. */
+static int rename_chunk(struct fsck *f, const uint8_t bad[CHUNK_HASH_LEN],
+			const uint8_t good[CHUNK_HASH_LEN])
+{
+	struct holders h = {.hash = bad};
+	int rc = f->st->kv->ops->scan(f->st->kv, KV_INODES, NULL, 0, find_holder, &h);
+	for (size_t i = 0; !rc && i < h.n; i++) {
+		struct inode in;
+		rc = inode_get(f->st, h.ino[i], &in);
+		if (rc)
+			break;
+		for (size_t j = 0; j + CHUNK_HASH_LEN <= in.payload_len; j += CHUNK_HASH_LEN)
+			if (!memcmp(in.payload + j, bad, CHUNK_HASH_LEN))
+				memcpy(in.payload + j, good, CHUNK_HASH_LEN);
+		rc = inode_put(f->st, h.ino[i], &in.r, in.payload, in.payload_len);
+		inode_release(&in);
+		char path[1024];
+		inode_path(f->st, h.ino[i], path, sizeof(path));
+		if (!rc)
+			problem(f, "key %s: a chunk hash in its chunk list was damaged; the pack's "
+				   "frame gives it back", path);
+	}
+	f->res->repaired += h.n;
+	free(h.ino);
+	return rc;
+}
+
+static unsigned bytes_apart(const uint8_t *a, const uint8_t *b)
+{
+	unsigned n = 0;
+	for (int i = 0; i < CHUNK_HASH_LEN; i++)
+		n += a[i] != b[i];
+	return n;
+}
+
+static int near_frame(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+		      const struct chunk_loc *loc)
+{
+	struct refind *r = ctx;
+	struct nadb_store *st = r->f->st;
+	uint32_t refs;
+	const char *why;
+	if (!chunk_refs(&st->chunks, hash, &refs))
+		return 0; /* a chunk in use */
+	for (size_t i = 0; i < r->want.cap; i++) {
+		struct entry *e = &r->want.e[i];
+		if (e->used != 1 || bytes_apart(e->key, hash) > 2)
+			continue;
+		if (loc->raw_len > st->chunk_size ||
+		    chunk_read_why(&st->chunks, loc, hash, 0, loc->raw_len, r->buf, &why))
+			return 0;
+		int rc = step_begin(st);
+		if (!rc)
+			rc = rename_chunk(r->f, e->key, hash);
+		if (!rc)
+			rc = chunk_adopt(&st->chunks, hash, loc, e->count);
+		rc = step_end(st, rc);
+		if (!rc)
+			e->used = 2;
+		return rc;
+	}
+	return 0;
+}
+
+static int refind_chunks(struct fsck *f, struct refind *r)
+{
+	if (!r->want.n)
+		return 0;
+	r->f = f;
+	r->buf = malloc(f->st->chunk_size);
+	int rc = r->buf ? chunk_frames(&f->st->chunks, refind_frame, r) : -ENOMEM;
+	if (!rc && r->found < r->want.n)
+		rc = chunk_frames(&f->st->chunks, near_frame, r);
+	free(r->buf);
+	f->res->repaired += r->found;
+	for (size_t i = 0; !rc && i < r->want.cap; i++)
+		if (r->want.e[i].used == 1)
+			problem(f, "a chunk (%u references) is not in any pack either: not repaired",
+				r->want.e[i].count);
+	return rc;
+}
+
+static int want_chunk(struct refind *r, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs)
+{
+	struct entry *e = map_get(&r->want, hash, true);
+	if (!e)
+		return -ENOMEM;
+	e->count = refs;
+	return 0;
 }
 
 static int check_chunks(struct fsck *f, bool repair)
 {
+	struct refind r = {0};
 	struct chunk_rows l = {0};
 	int rc = chunk_scan(&f->st->chunks, NULL, collect_chunk, &l);
 	uint8_t *buf = malloc(f->st->chunk_size);
@@ -322,24 +608,331 @@ static int check_chunks(struct fsck *f, bool repair)
 		uint32_t want = e ? e->count : 0;
 		if (e)
 			e->used = 2; /* found in the chunk table */
+		const char *why = "larger than a chunk";
 		if (row->loc.raw_len > f->st->chunk_size ||
-		    chunk_read(&f->st->chunks, &row->loc, row->hash, 0, row->loc.raw_len, buf))
-			problem(f, "chunk at %08u.pack:%llu is damaged (does not match its hash)",
-				row->loc.blob.seg, (unsigned long long)row->loc.blob.off);
+		    chunk_read_why(&f->st->chunks, &row->loc, row->hash, 0, row->loc.raw_len,
+				   buf, &why)) {
+			char keys[1200];
+			keys_of_chunk(f, row->hash, keys, sizeof(keys));
+			problem(f, "chunk at %08u.pack:%llu is damaged (%s)%s", row->loc.blob.seg,
+				(unsigned long long)row->loc.blob.off, why ? why : "cannot be read",
+				keys);
+			if (repair && want && (rc = want_chunk(&r, row->hash, want)))
+				break;
+			if (repair && want)
+				continue; /* its refcount is set when it is found */
+		}
 		if (row->refs != want) {
 			problem(f, "chunk at %08u.pack:%llu has refcount %u, but %u references%s",
 				row->loc.blob.seg, (unsigned long long)row->loc.blob.off,
 				row->refs, want, want ? "" : " (orphan)");
-			if (repair && !set_refs(f, row->hash, row->refs, want))
+			if (repair && !set_refs(f, row->hash, want))
 				f->res->repaired++;
 		}
 	}
-	for (size_t i = 0; !rc && i < f->chunks.cap; i++)
-		if (f->chunks.e[i].used == 1)
-			problem(f, "a value names a chunk that is not stored (%u references)",
-				f->chunks.e[i].count);
+	for (size_t i = 0; !rc && i < f->chunks.cap; i++) {
+		if (f->chunks.e[i].used != 1)
+			continue;
+		char keys[1200];
+		keys_of_chunk(f, f->chunks.e[i].key, keys, sizeof(keys));
+		problem(f, "a value names a chunk that is not stored (%u references)%s",
+			f->chunks.e[i].count, keys);
+		if (repair)
+			rc = want_chunk(&r, f->chunks.e[i].key, f->chunks.e[i].count);
+	}
+	if (!rc && repair)
+		rc = refind_chunks(f, &r);
+	free(r.want.e);
 	free(buf);
 	free(l.rows);
+	return rc;
+}
+
+/* ---- repair: names ----------------------------------------------------------
+ * The directory table and the links table say the same thing both ways
+ * round: (parent, name) -> ino and ino -> (parent, name).  Where damage
+ * took a row from one of them, or a byte from a directory entry, the
+ * other tells what it was.  Fixes are collected during a scan and made
+ * after it, each in a step of its own. */
+
+enum fix_kind { FIX_ENTRY_INO, DROP_ENTRY, ADD_LINK, ADD_ENTRY, DROP_LINK };
+
+struct fix {
+	enum fix_kind kind;
+	uint64_t ino, parent;
+	uint32_t mode;
+	char name[NADB_NAME_MAX + 1];
+};
+
+struct fixes {
+	struct fsck *f;
+	struct map by_name; /* hash of (parent, name) -> ino in .parent: the links table */
+	struct fix *v;
+	size_t n, cap;
+};
+
+static void name_hash(uint8_t out[16], const void *parent_and_name, size_t len)
+{
+	uint64_t a = 0xcbf29ce484222325ULL, b = 0x84222325cbf29ce4ULL;
+	const uint8_t *p = parent_and_name;
+	for (size_t i = 0; i < len; i++) {
+		a = (a ^ p[i]) * 0x100000001b3ULL;
+		b = (b ^ p[i]) * 0x9E3779B97F4A7C15ULL;
+	}
+	memcpy(out, &a, 8);
+	memcpy(out + 8, &b, 8);
+}
+
+static int add_fix(struct fixes *x, enum fix_kind kind, uint64_t ino, uint64_t parent,
+		   uint32_t mode, const char *name, size_t nlen)
+{
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? 2 * x->cap : 64;
+		struct fix *v = realloc(x->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		x->v = v;
+		x->cap = cap;
+	}
+	struct fix *fx = &x->v[x->n++];
+	*fx = (struct fix){.kind = kind, .ino = ino, .parent = parent, .mode = mode};
+	memcpy(fx->name, name, nlen < NADB_NAME_MAX ? nlen : NADB_NAME_MAX);
+	return 0;
+}
+
+static bool inode_mode(struct fsck *f, uint64_t ino, uint32_t *mode)
+{
+	uint8_t k[INO_KEY_LEN];
+	struct kv_val v;
+	struct inode_rec r;
+	if (f->st->kv->ops->get(f->st->kv, KV_INODES, k, ino_key(k, ino), &v) ||
+	    v.len < sizeof(r))
+		return false;
+	memcpy(&r, v.data, sizeof(r));
+	*mode = r.mode;
+	return true;
+}
+
+static int map_link(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct fixes *x = ctx;
+	if (klen <= 2 * INO_KEY_LEN)
+		return 0;
+	uint8_t h[16];
+	name_hash(h, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
+	struct entry *e = map_get(&x->by_name, h, true);
+	if (!e)
+		return -ENOMEM;
+	e->parent = be64_at(key);
+	return 0;
+}
+
+/* Entries naming a missing inode take the one the links table names, or
+ * go; entries missing from the links table get their row. */
+static int fix_entry(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct fixes *x = ctx;
+	struct dirent_val d;
+	if (klen <= INO_KEY_LEN || vlen != sizeof(d))
+		return 0;
+	memcpy(&d, val, sizeof(d));
+	uint64_t parent = be64_at(key);
+	const char *name = (const char *)key + INO_KEY_LEN;
+	size_t nlen = klen - INO_KEY_LEN;
+	uint32_t mode, pmode;
+	/* In no directory (a damaged key): the links table, if it names
+	 * the inode, brings back the true entry (fix_link). */
+	if (!inode_mode(x->f, parent, &pmode) || !S_ISDIR(pmode))
+		return add_fix(x, DROP_ENTRY, d.ino, parent, 0, name, nlen);
+	if (!inode_mode(x->f, d.ino, &mode)) {
+		uint8_t h[16];
+		name_hash(h, key, klen);
+		struct entry *e = map_get(&x->by_name, h, false);
+		if (e && inode_mode(x->f, e->parent, &mode))
+			return add_fix(x, FIX_ENTRY_INO, e->parent, parent, mode, name, nlen);
+		return add_fix(x, DROP_ENTRY, d.ino, parent, 0, name, nlen);
+	}
+	uint8_t lkey[LINK_KEY_MAX];
+	struct kv_val lv;
+	ino_key(lkey, d.ino);
+	memcpy(lkey + INO_KEY_LEN, key, klen);
+	if (x->f->st->kv->ops->get(x->f->st->kv, KV_LINKS, lkey, INO_KEY_LEN + klen, &lv))
+		return add_fix(x, ADD_LINK, d.ino, parent, mode, name, nlen);
+	return 0;
+}
+
+/* Links rows with no entry: the entry comes back if its inode and
+ * directory are there, else the row goes. */
+static int fix_link(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct fixes *x = ctx;
+	if (klen <= 2 * INO_KEY_LEN)
+		return 0;
+	uint64_t ino = be64_at(key), parent = be64_at((const uint8_t *)key + INO_KEY_LEN);
+	const char *name = (const char *)key + 2 * INO_KEY_LEN;
+	size_t nlen = klen - 2 * INO_KEY_LEN;
+	struct kv_val dv;
+	struct dirent_val d;
+	int rc = x->f->st->kv->ops->get(x->f->st->kv, KV_DIRENTS, (const uint8_t *)key + INO_KEY_LEN,
+					klen - INO_KEY_LEN, &dv);
+	if (!rc && dv.len == sizeof(d)) {
+		memcpy(&d, dv.data, sizeof(d));
+		return d.ino == ino ? 0 : add_fix(x, DROP_LINK, ino, parent, 0, name, nlen);
+	}
+	uint32_t mode, pmode;
+	if (inode_mode(x->f, ino, &mode) && inode_mode(x->f, parent, &pmode) && S_ISDIR(pmode))
+		return add_fix(x, ADD_ENTRY, ino, parent, mode, name, nlen);
+	return add_fix(x, DROP_LINK, ino, parent, 0, name, nlen);
+}
+
+static int apply_fix(struct fsck *f, const struct fix *fx)
+{
+	uint8_t dkey[NAME_KEY_MAX], lkey[LINK_KEY_MAX];
+	size_t dlen = name_key(dkey, fx->parent, fx->name);
+	ino_key(lkey, fx->ino);
+	memcpy(lkey + INO_KEY_LEN, dkey, dlen);
+	size_t llen = INO_KEY_LEN + dlen;
+	struct dirent_val d = {.ino = fx->ino, .mode = fx->mode & S_IFMT};
+	struct kv *kv = f->st->kv;
+	char dir[1024];
+	inode_path(f->st, fx->parent, dir, sizeof(dir));
+	const char *sep = strcmp(dir, "/") ? "/" : "";
+	int rc = step_begin(f->st);
+	if (rc)
+		return rc;
+	switch (fx->kind) {
+	case FIX_ENTRY_INO:
+		problem(f, "entry %s%s%s named a missing inode; the links table says %llu: fixed",
+			dir, sep, fx->name, (unsigned long long)fx->ino);
+		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, &d, sizeof(d));
+		break;
+	case DROP_ENTRY:
+		problem(f, "entry %s%s%s (inode %llu): its inode or its directory is gone; "
+			"entry removed", dir, sep, fx->name, (unsigned long long)fx->ino);
+		rc = kv->ops->del(kv, KV_DIRENTS, dkey, dlen);
+		if (!rc) {
+			rc = kv->ops->del(kv, KV_LINKS, lkey, llen);
+			rc = rc == -ENOENT ? 0 : rc;
+		}
+		break;
+	case ADD_LINK:
+		problem(f, "entry %s%s%s was missing from the links table: added", dir, sep,
+			fx->name);
+		rc = kv->ops->put(kv, KV_LINKS, lkey, llen, "", 0);
+		break;
+	case ADD_ENTRY:
+		problem(f, "entry %s%s%s (inode %llu) was lost; the links table names it: restored",
+			dir, sep, fx->name, (unsigned long long)fx->ino);
+		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, &d, sizeof(d));
+		break;
+	case DROP_LINK:
+		problem(f, "the links table names %s%s%s for inode %llu, which has no such entry: "
+			"row removed", dir, sep, fx->name, (unsigned long long)fx->ino);
+		rc = kv->ops->del(kv, KV_LINKS, lkey, llen);
+		break;
+	}
+	rc = step_end(f->st, rc);
+	if (!rc)
+		f->res->repaired++;
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int apply_fixes(struct fixes *x)
+{
+	int rc = 0;
+	for (size_t i = 0; !rc && i < x->n; i++)
+		rc = apply_fix(x->f, &x->v[i]);
+	x->n = 0;
+	return rc;
+}
+
+static int repair_names(struct fsck *f)
+{
+	struct fixes x = {.f = f};
+	struct kv *kv = f->st->kv;
+	int rc = kv->ops->scan(kv, KV_LINKS, NULL, 0, map_link, &x);
+	if (!rc)
+		rc = kv->ops->scan(kv, KV_DIRENTS, NULL, 0, fix_entry, &x);
+	if (!rc)
+		rc = apply_fixes(&x);
+	if (!rc)
+		rc = kv->ops->scan(kv, KV_LINKS, NULL, 0, fix_link, &x);
+	if (!rc)
+		rc = apply_fixes(&x);
+	free(x.by_name.e);
+	free(x.v);
+	return rc;
+}
+
+/* ---- repair: sizes ----------------------------------------------------------
+ * A value's size and its chunk list must agree; the list is what holds
+ * the bytes, so the size follows it (the last chunk's own length). */
+struct sizes {
+	struct fsck *f;
+	uint64_t *ino;
+	size_t n;
+};
+
+static int find_bad_size(void *ctx, const void *key, size_t klen, const void *val,
+			 size_t vlen)
+{
+	struct sizes *z = ctx;
+	struct inode_rec r;
+	if (klen != INO_KEY_LEN || vlen < sizeof(r))
+		return 0;
+	memcpy(&r, val, sizeof(r));
+	size_t cs = z->f->st->chunk_size;
+	size_t n = (vlen - sizeof(r)) / CHUNK_HASH_LEN;
+	if (!S_ISREG(r.mode) ||
+	    ((vlen - sizeof(r)) % CHUNK_HASH_LEN == 0 && n == (r.size + cs - 1) / cs))
+		return 0;
+	uint64_t *v = realloc(z->ino, (z->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	z->ino = v;
+	z->ino[z->n++] = be64_at(key);
+	return 0;
+}
+
+static int fix_size(struct fsck *f, uint64_t ino)
+{
+	struct inode in;
+	int rc = inode_get(f->st, ino, &in);
+	if (rc)
+		return rc;
+	size_t n = in.payload_len / CHUNK_HASH_LEN;
+	uint64_t size = (uint64_t)n * f->st->chunk_size, old = in.r.size;
+	struct chunk_loc loc;
+	if (n && !chunk_is_hole(in.payload + (n - 1) * CHUNK_HASH_LEN) &&
+	    !chunk_locate(&f->st->chunks, in.payload + (n - 1) * CHUNK_HASH_LEN, &loc) &&
+	    loc.raw_len <= f->st->chunk_size)
+		size -= f->st->chunk_size - loc.raw_len;
+	in.r.size = size;
+	rc = step_begin(f->st);
+	if (!rc)
+		rc = step_end(f->st, inode_put(f->st, ino, &in.r, in.payload,
+					       n * CHUNK_HASH_LEN));
+	inode_release(&in);
+	char path[1024];
+	inode_path(f->st, ino, path, sizeof(path));
+	problem(f, "key %s: size %llu did not match its %zu chunks; now %llu", path,
+		(unsigned long long)old, n, (unsigned long long)size);
+	if (!rc)
+		f->res->repaired++;
+	return rc;
+}
+
+static int repair_sizes(struct fsck *f)
+{
+	struct sizes z = {.f = f};
+	int rc = f->st->kv->ops->scan(f->st->kv, KV_INODES, NULL, 0, find_bad_size, &z);
+	for (size_t i = 0; !rc && i < z.n; i++)
+		rc = fix_size(f, z.ino[i]);
+	free(z.ino);
 	return rc;
 }
 
@@ -349,7 +942,17 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	memset(res, 0, sizeof(*res));
 	struct fsck f = {.st = st, .report = report, .ctx = ctx, .res = res};
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = st->kv->ops->scan(st->kv, KV_INODES, NULL, 0, scan_inode, &f);
+	/* While repairing, a frame nothing names may be the one a damaged
+	 * chunk list is matched to later: none is punched from now on
+	 * (compaction reclaims them). */
+	if (repair)
+		st->keep_freed = true;
+	/* Repairs that change what the checks below count come first. */
+	int rc = repair ? repair_names(&f) : 0;
+	if (!rc && repair)
+		rc = repair_sizes(&f);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_INODES, NULL, 0, scan_inode, &f);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_PENDING, NULL, 0, scan_pending, &f);
 	if (!rc)

@@ -15,8 +15,10 @@ struct nadb_fsck_result {
 typedef void (*nadb_fsck_report_fn)(void *ctx, const char *line);
 
 /* Check ST (opened by this process).  With REPAIR, fix what can be fixed
- * safely: refcounts, orphan chunks, link counts.  Returns 0 or a negative
- * errno when the check itself could not run. */
+ * safely: refcounts, orphan chunks, link counts, directory entries and
+ * links rows from each other, chunk records from the packs' frame
+ * headers, sizes from chunk lists, nameless keys into /lost+found.
+ * Returns 0 or a negative errno when the check itself could not run. */
 int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	      void *ctx, struct nadb_fsck_result *res);
 

@@ -7,7 +7,9 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <endian.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,4 +243,62 @@ void link_list_free(struct link_list *l)
 	free(l->parents);
 	free(l->names);
 	*l = (struct link_list){0};
+}
+struct first {
+	uint8_t prefix[INO_KEY_LEN];
+	uint64_t parent;
+	char *name; /* NADB_NAME_MAX + 1 bytes */
+	bool found;
+};
+
+static int first_link_row(void *ctx, const void *key, size_t klen, const void *val,
+			  size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct first *f = ctx;
+	if (klen > 2 * INO_KEY_LEN && klen <= LINK_KEY_MAX &&
+	    !memcmp(key, f->prefix, INO_KEY_LEN)) {
+		uint64_t p;
+		memcpy(&p, (const uint8_t *)key + INO_KEY_LEN, 8);
+		f->parent = be64toh(p);
+		memcpy(f->name, (const uint8_t *)key + 2 * INO_KEY_LEN, klen - 2 * INO_KEY_LEN);
+		f->name[klen - 2 * INO_KEY_LEN] = 0;
+		f->found = true;
+	}
+	return 1;
+}
+
+/* The first name of INO in the links table: its directory and name. */
+static int first_name(struct nadb_store *st, uint64_t ino, uint64_t *parent, char *name)
+{
+	struct first f = {.name = name};
+	ino_key(f.prefix, ino);
+	int rc = st->kv->ops->scan(st->kv, KV_LINKS, f.prefix, INO_KEY_LEN, first_link_row, &f);
+	if (!rc && !f.found)
+		rc = -ENOENT;
+	*parent = f.parent;
+	return rc;
+}
+
+int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size)
+{
+	char name[NADB_NAME_MAX + 1], tail[4096] = "";
+	assert(size > 0);
+	/* Up the links to the root; a bounded depth, as a damaged store may
+	 * hold a cycle. */
+	for (int depth = 0; ino != NADB_ROOT_INO; depth++) {
+		uint64_t parent;
+		int rc = depth < 256 ? first_name(st, ino, &parent, name) : -ELOOP;
+		if (rc) {
+			snprintf(out, size, "(inode %llu)%s", (unsigned long long)ino, tail);
+			return rc;
+		}
+		char t[4096];
+		snprintf(t, sizeof(t), "/%s%s", name, tail);
+		memcpy(tail, t, sizeof(tail));
+		ino = parent;
+	}
+	snprintf(out, size, "%s", tail[0] ? tail : "/");
+	return 0;
 }

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MAP_SIZE (256ULL << 30) /* address space only; the file grows as used */
 
 static const char *const table_names[KV_NTABLES] = {
 	[KV_META] = "meta",         [KV_INODES] = "inodes",
@@ -32,6 +31,11 @@ static const char *const table_names[KV_NTABLES] = {
 	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
 	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
 };
+
+const char *kv_lmdb_table(enum kv_table t)
+{
+	return t < KV_NTABLES ? table_names[t] : "?";
+}
 
 struct kv_lmdb {
 	struct kv kv;
@@ -256,7 +260,7 @@ int kv_lmdb_open(const char *dir, struct kv **out)
 	if (!rc)
 		rc = mdb_env_set_maxdbs(l->env, KV_NTABLES + 8);
 	if (!rc)
-		rc = mdb_env_set_mapsize(l->env, MAP_SIZE);
+		rc = mdb_env_set_mapsize(l->env, KV_LMDB_MAP_SIZE);
 	if (!rc)
 		rc = mdb_env_open(l->env, dir, MDB_NOLOCK | MDB_NORDAHEAD, 0600);
 	if (rc) {

@@ -66,6 +66,8 @@ static int grow_table(struct packs *p, uint32_t seg)
 {
 	if (seg < p->nfds)
 		return 0;
+	if (seg >= 1u << 30) /* 256 PiB of segments: a damaged number; n would overflow */
+		return -EIO;
 	uint32_t n = p->nfds ? p->nfds : 16;
 	while (n <= seg)
 		n *= 2;
@@ -179,8 +181,14 @@ static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 	if (off + len > loc->len)
 		return -EINVAL;
 	pthread_mutex_lock(&p->lock);
-	int fd = seg_fd(p, loc->seg, false);
+	uint32_t cur = p->cur;
+	/* No segment past the one appended to exists: a location naming one
+	 * comes from a damaged record. */
+	int fd = loc->seg > cur ? -EIO : seg_fd(p, loc->seg, false);
 	pthread_mutex_unlock(&p->lock);
+	if (loc->seg > cur)
+		nadb_log("pack: a location names segment %u, past the last one (%u)",
+			 loc->seg, cur);
 	if (fd < 0)
 		return fd;
 	size_t done = 0;

@@ -31,6 +31,7 @@
  */
 #include "log.h"
 #include "redis.h"
+#include "metawalk.h"
 #include "store_int.h"
 
 #include <dirent.h>
@@ -331,6 +332,25 @@ static int check_options(const struct nadb_options *o)
 	return 0;
 }
 
+/* Before LMDB maps the file in this process: is it sound?  Damaged, it
+ * is salvaged if the caller asked for that, or refused.  Under the store
+ * lock, so nobody writes the file meanwhile. */
+static int check_meta(struct nadb_store *st, const struct nadb_options *o)
+{
+	struct nadb_damage own = {0};
+	struct nadb_damage *d = o->damage ? o->damage : &own;
+	char meta[4096];
+	snprintf(meta, sizeof(meta), "%s/meta", st->dir);
+	int rc = meta_check(meta, d);
+	if (rc == -EUCLEAN && o->salvage_meta)
+		rc = meta_salvage(meta, d);
+	else if (rc == -EUCLEAN)
+		nadb_log("%s/data.mdb is damaged (%s); 'nadb fsck --repair %s' saves what "
+			 "can be read", meta, d->why, st->dir);
+	nadb_damage_free(&own);
+	return rc;
+}
+
 /* Chunks stored and freed, for the statistics. */
 static int account_chunk(void *ctx, int delta, uint32_t frame_bytes, uint32_t raw_bytes)
 {
@@ -440,6 +460,8 @@ static int open_directory(struct nadb_store *st, const char *dir,
 	rc = lock_store(st, dir);
 	if (!rc)
 		rc = open_reserve(st);
+	if (!rc && (o->check_meta || o->salvage_meta))
+		rc = check_meta(st, o);
 	if (!rc) {
 		snprintf(path, sizeof(path), "%s/meta", dir);
 		rc = kv_lmdb_open(path, &st->kv);
@@ -535,7 +557,7 @@ static void take_freed(struct nadb_store *st, int rc, struct freed_frame **out,
 {
 	*out = NULL;
 	*n = 0;
-	if (!rc && st->nfreed) {
+	if (!rc && st->nfreed && !st->keep_freed) {
 		*out = st->freed;
 		*n = st->nfreed;
 		st->freed = NULL;

@@ -55,7 +55,27 @@ struct nadb_options {
 	unsigned reap_interval_ms;   /* reaper period (default 1000) */
 	unsigned compact_garbage;    /* the flusher compacts segments with at least
 	                                this % garbage (default 50; 0: never) */
+	bool check_meta;             /* walk the metadata file in a child process
+	                                before trusting it: -EUCLEAN if damaged */
+	bool salvage_meta;           /* damaged: save what can be read into a new
+	                                metadata file and go on (fsck --repair) */
+	struct nadb_damage *damage;  /* if not NULL: what the check and salvage
+	                                found, for the caller's report */
 };
+
+/* What opening found wrong with the metadata file and what salvage did. */
+struct nadb_damage {
+	bool damaged;          /* the walk failed; why says how */
+	char why[256];
+	bool salvaged;         /* a new metadata file now holds what was readable */
+	uint64_t saved;        /* records copied */
+	uint64_t lost;         /* records the tables' headers count but were not
+	                          readable (an estimate: headers may be damaged too) */
+	char kept[4096];       /* where the damaged file was moved */
+	char **notes;          /* one line per unreadable stretch or dropped record */
+	size_t nnotes;
+};
+void nadb_damage_free(struct nadb_damage *d);
 
 /* Fill *o with the defaults above. */
 void nadb_options_default(struct nadb_options *o);

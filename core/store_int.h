@@ -117,6 +117,7 @@ struct nadb_store {
 		struct blob_loc loc;
 	} *freed;
 	size_t nfreed, freed_cap, freed_step;
+	bool keep_freed; /* fsck --repair: punch nothing (fsck.c) */
 
 	/* STORE/reserve: blocks kept so that a metadata commit (deletes
 	 * included) finds room on a full disk.  reserve_fd is constant;
@@ -148,6 +149,10 @@ int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out);
 int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,
 	      const void *payload, size_t len);
 void inode_release(struct inode *in);
+/* "/DB/NS/KEY" of INO, for messages, from the links table (its first
+ * name).  Under meta_lock.  A name that cannot be found gives
+ * "(inode N)/rest" and a negative errno. */
+int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size);
 void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 		   const struct inode_rec *r, struct nadb_attr *a);
 /* Delete every key of table T that starts with INO's key, calling EACH
@@ -203,6 +208,12 @@ ssize_t expiry_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 			 char *buf, size_t size);
 int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
 			const struct nadb_caller *who);
+/* Name INO (of MODE) NAME in directory PARENT, keeping the links table,
+ * counters and tags in step, and hand out an inode number.  Inside a
+ * step (tree.c; fsck's lost+found). */
+int tree_put_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		   uint64_t ino, uint32_t mode);
+int tree_alloc_ino(struct nadb_store *st, uint64_t *ino);
 /* Remove (parent, name) and what it names.  Inside a step (tree.c). */
 int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);

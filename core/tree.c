@@ -114,6 +114,12 @@ static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 	return rc ? rc : set_link(st, ino, mode, parent, name, true);
 }
 
+int tree_put_entry(struct nadb_store *st, uint64_t parent, const char *name,
+		   uint64_t ino, uint32_t mode)
+{
+	return put_entry(st, parent, name, ino, mode);
+}
+
 static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
 {
 	struct dirent_val old;
@@ -132,6 +138,11 @@ static int alloc_ino(struct nadb_store *st, uint64_t *ino)
 	if (!rc)
 		*ino = st->next_ino++;
 	return rc;
+}
+
+int tree_alloc_ino(struct nadb_store *st, uint64_t *ino)
+{
+	return alloc_ino(st, ino);
 }
 
 /* A directory's contents changed: its mtime and ctime move, and its link

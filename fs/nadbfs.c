@@ -1152,6 +1152,7 @@ enum {
 	KEY_STATS,
 	KEY_FORCE_CREATE,
 	KEY_LOG,
+	KEY_CHECK,
 };
 
 static const struct fuse_opt nadbfs_opts[] = {
@@ -1166,6 +1167,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("stats=", KEY_STATS),
 	FUSE_OPT_KEY("force_create", KEY_FORCE_CREATE),
 	FUSE_OPT_KEY("log=", KEY_LOG),
+	FUSE_OPT_KEY("check=", KEY_CHECK),
 	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -1212,7 +1214,10 @@ static void print_help(const char *prog)
 	       "    -o force_create        make a new store in STORE even though it\n"
 	       "                           holds other files (refused otherwise)\n"
 	       "    -o log=FILE            where the daemon's error lines go (default:\n"
-	       "                           STORE/nadbfs.log; none for a Redis store)\n\n",
+	       "                           STORE/nadbfs.log; none for a Redis store)\n"
+
+	       "    -o check=on|off        walk the metadata file in a child before serving\n"
+	       "                           it; damaged: refuse to mount (default: on)\n\n",
 	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
@@ -1342,6 +1347,14 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 			fs->measure = true;
 		else if (strcmp(value_of(opt), "off") == 0)
 			fs->measure = false;
+		else
+			rc = bad_value(opt, "on or off");
+		break;
+	case KEY_CHECK:
+		if (strcmp(value_of(opt), "on") == 0)
+			fs->engine.check_meta = true;
+		else if (strcmp(value_of(opt), "off") == 0)
+			fs->engine.check_meta = false;
 		else
 			rc = bad_value(opt, "on or off");
 		break;
@@ -1620,6 +1633,10 @@ static int open_store(struct nadbfs *fs)
 		fprintf(stderr, "nadbfs: %s: not a nadb store, and it holds other files; "
 				"use an empty or new directory (or -o force_create to make "
 				"a store among them)\n", fs->store_arg);
+	else if (rc == -EUCLEAN)
+		fprintf(stderr, "nadbfs: %s: the metadata file is damaged; not mounting. "
+			"'nadb fsck --repair %s' saves what can be read\n", fs->store_arg,
+			fs->store_arg);
 	else if (rc < 0)
 		fprintf(stderr, "nadbfs: %s: cannot open the store: %s\n",
 			fs->store_arg, strerror(-rc));
@@ -1811,6 +1828,9 @@ int main(int argc, char *argv[])
 
 	memset(&opts, 0, sizeof(opts));
 	nadb_options_default(&fs.engine);
+	/* A damaged metadata file would kill the daemon on some read: walk it
+	 * in a child first (cost: README, "Damaged stores"). */
+	fs.engine.check_meta = true;
 	int status = parse_command_line(&args, &fs, &opts, prog);
 	if (status == GO_ON)
 		status = run(&fs, &args, &opts);

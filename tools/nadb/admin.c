@@ -478,19 +478,66 @@ static void print_fsck_result(const struct nadb_fsck_result *res, bool repair, b
 	printf("\n");
 }
 
+/* The metadata file could not be trusted: say so, and what salvage did. */
+static void report_damage(struct fsck_report *r, const char *store,
+			  const struct nadb_damage *d, struct nadb_fsck_result *res)
+{
+	struct buf line = {0};
+	buf_printf(&line, "metadata file %s/meta/data.mdb is damaged (%s)", store, d->why);
+	report_problem(r, line.s ? line.s : "metadata file is damaged");
+	res->problems++;
+	if (!d->salvaged)
+		goto out;
+	res->repaired++;
+	buf_truncate(&line, 0);
+	buf_printf(&line, "salvage: %" PRIu64 " records saved into a new metadata file, about %"
+		   PRIu64 " lost; the damaged file is kept as %s", d->saved, d->lost, d->kept);
+	report_problem(r, line.s ? line.s : "salvage");
+	for (size_t i = 0; i < d->nnotes; i++) {
+		buf_truncate(&line, 0);
+		buf_printf(&line, "salvage: %s", d->notes[i]);
+		report_problem(r, line.s ? line.s : "salvage");
+	}
+out:
+	buf_free(&line);
+}
+
 int run_fsck(const struct cmd_args *a)
 {
 	struct target t;
-	int status = open_target(a, a->arg[0], false, false, &t);
-	if (status)
-		return status;
+	struct nadb_options o;
+	struct nadb_damage damage = {0};
 	struct fsck_report r = {.json = a->json};
 	struct nadb_fsck_result res = {0};
+	nadb_options_default(&o);
+	o.create = false;
+	o.check_meta = true; /* walked in a child first: a damaged file kills no one */
+	o.salvage_meta = a->repair;
+	o.damage = &damage;
+	int status = open_target_with(a, a->arg[0], false, &o, &t);
+	if (r.json && (damage.damaged || !status))
+		printf("{\"lines\":[");
+	if (damage.damaged)
+		report_damage(&r, a->arg[0], &damage, &res);
+	nadb_damage_free(&damage);
+	if (status) {
+		if (r.json && damage.damaged)
+			printf("],\"error\":\"metadata file damaged\",\"problems\":%" PRIu64
+			       ",\"repaired\":0,\"repair\":%s}\n", res.problems,
+			       a->repair ? "true" : "false");
+		else if (damage.damaged && a->repair)
+			printf("fsck stopped: no record could be read from it; it is left as it is\n");
+		else if (damage.damaged)
+			printf("fsck stopped: nothing else can be checked; 'nadb fsck --repair %s' "
+			       "saves what can be read\n", a->arg[0]);
+		return status;
+	}
+	uint64_t found = res.problems, fixed = res.repaired;
 	progress_start(&r.progress);
 	progress_show(&r.progress, "fsck: checking %s ...", t.arg);
-	if (r.json)
-		printf("{\"lines\":[");
 	int rc = nadb_fsck(t.st, a->repair, report_problem, &r, &res);
+	res.problems += found;
+	res.repaired += fixed;
 	progress_end(&r.progress);
 	if (rc) {
 		if (r.json)

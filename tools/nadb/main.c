@@ -126,7 +126,12 @@ static const struct command commands[] = {
 	 OPT_JSON, 1, 1, run_compact},
 	{"fsck", "fsck [--repair] [--json] STORE", "check (and fix) the store's invariants",
 	 "Check every reference, refcount, counter and chunk hash.  --repair\n"
-	 "fixes what is safe to fix.  --json prints {\"lines\":[...],\"inodes\":N,\n"
+	 "fixes what is safe to fix.  The metadata file is first walked in a\n"
+	 "child process: damaged, fsck says so and exits 1, and --repair saves\n"
+	 "every record it can read into a new file (the old one is kept as\n"
+	 "meta/data.mdb.damaged-TIME) before repairing the rest.  A damaged\n"
+	 "chunk is reported with the keys that hold it.\n"
+	 "--json prints {\"lines\":[...],\"inodes\":N,\n"
 	 "\"problems\":N,\"repaired\":N,...}.  Exit 0 clean (or all repaired),\n"
 	 "1 problems found, 2 could not run.\n",
 	 OPT_JSON | OPT_REPAIR, 1, 1, run_fsck},

@@ -101,6 +101,8 @@ struct target {
 
 int open_target(const struct cmd_args *a, const char *arg, bool mount_ok, bool create,
 		struct target *t);
+int open_target_with(const struct cmd_args *a, const char *arg, bool mount_ok,
+		     const struct nadb_options *o, struct target *t);
 int close_target(struct target *t, int status);
 int report_failure(const struct target *t, const char *path, int rc);
 const struct nadb_caller *caller(struct nadb_caller *who);

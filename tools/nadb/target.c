@@ -118,6 +118,17 @@ static void explain_busy(const struct target *t, bool mount_ok)
 int open_target(const struct cmd_args *a, const char *arg, bool mount_ok,
 		bool create, struct target *t)
 {
+	struct nadb_options o;
+	nadb_options_default(&o);
+	o.create = create;
+	return open_target_with(a, arg, mount_ok, &o, t);
+}
+
+/* The same with the engine's options O.  A damaged metadata file that the
+ * caller asked to hear about (O->damage) is the caller's to report. */
+int open_target_with(const struct cmd_args *a, const char *arg, bool mount_ok,
+		     const struct nadb_options *o, struct target *t)
+{
 	*t = (struct target){.arg = arg, .cmd = a->cmd->name};
 	if (mount_ok) {
 		char *real = realpath(arg, NULL);
@@ -129,13 +140,12 @@ int open_target(const struct cmd_args *a, const char *arg, bool mount_ok,
 	int refused = refuse_store_in_mount(t);
 	if (refused)
 		return refused;
-	struct nadb_options o;
-	nadb_options_default(&o);
-	o.create = create;
 	/* The engine logs its own line on stderr too; ours says what to do. */
-	int rc = nadb_store_open(arg, &o, &t->st);
+	int rc = nadb_store_open(arg, o, &t->st);
 	if (rc == -EBUSY)
 		explain_busy(t, mount_ok);
+	else if (rc == -EUCLEAN && o->damage && o->damage->damaged)
+		return EXIT_PROBLEMS;
 	else if (rc)
 		complain("%s: cannot open the store: %s", arg, strerror(-rc));
 	return rc ? EXIT_USAGE : 0;
