@@ -294,9 +294,14 @@ int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size)
 			snprintf(out, size, "(inode %llu)%s", (unsigned long long)ino, tail);
 			return rc;
 		}
-		char t[4096];
-		snprintf(t, sizeof(t), "/%s%s", name, tail);
-		memcpy(tail, t, sizeof(tail));
+		/* "/NAME" goes in front of the tail (cut at 4095 bytes). */
+		size_t n = strlen(name) + 1, have = strlen(tail);
+		if (n + have >= sizeof(tail))
+			have = sizeof(tail) - 1 - n;
+		memmove(tail + n, tail, have);
+		tail[0] = '/';
+		memcpy(tail + 1, name, n - 1);
+		tail[n + have] = '\0';
 		ino = parent;
 	}
 	snprintf(out, size, "%s", tail[0] ? tail : "/");

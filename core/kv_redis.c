@@ -221,12 +221,17 @@ struct kv_redis {
 	 * del, step_end or sync, as backend.h promises. */
 	redisReply **held;
 	size_t nheld, held_cap;
+	/* Scans under way (a scan's callback may put, del or scan again, as
+	 * it may on LMDB): their batches stay held until the last ends. */
+	unsigned scanning;
 	char zkey[KV_NTABLES][KEY_SIZE], hkey[KV_NTABLES][KEY_SIZE];
 	size_t zkey_len[KV_NTABLES], hkey_len[KV_NTABLES];
 };
 
 static void release_held(struct kv_redis *k)
 {
+	if (k->scanning)
+		return;
 	for (size_t i = 0; i < k->nheld; i++)
 		freeReplyObject(k->held[i]);
 	k->nheld = 0;
@@ -457,10 +462,9 @@ struct merge {
 	redisReply *rkey, *rval;
 };
 
-static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t slen,
-		    kv_scan_fn fn, void *ctx)
+static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, size_t slen,
+		     kv_scan_fn fn, void *ctx)
 {
-	struct kv_redis *k = (struct kv_redis *)kv;
 	if (!start) { /* from the first row; memcmp wants a pointer even for 0 bytes */
 		start = "";
 		slen = 0;
@@ -518,6 +522,17 @@ static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t sl
 		rc = fn(ctx, key, klen, val ? val : "", vlen);
 	}
 	return rc < 0 ? rc : 0;
+}
+
+static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t slen,
+		    kv_scan_fn fn, void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	k->scanning++;
+	int rc = scan_rows(k, t, start, slen, fn, ctx);
+	assert(k->scanning > 0);
+	k->scanning--;
+	return rc;
 }
 
 /* ---- sync ----------------------------------------------------------------- */

@@ -72,11 +72,11 @@ static void parse_holder(const char *text, struct holder *h)
 	}
 }
 
-static void our_host(char host[256])
+static void our_host(char *host, size_t size)
 {
-	if (gethostname(host, 256))
-		strcpy(host, "?");
-	host[255] = '\0';
+	if (gethostname(host, size))
+		snprintf(host, size, "?");
+	host[size - 1] = '\0';
 }
 
 /* Is an nadbfs serving STORE (its name, nadb_store_name) mounted on MNT? */
@@ -96,7 +96,7 @@ static bool still_mounted(const char *store, const char *mnt)
 static bool going_away(const char *store, const struct holder *h)
 {
 	char host[256];
-	our_host(host);
+	our_host(host, sizeof(host));
 	if (h->closing)
 		return true;
 	/* Another host's mounts are not in our table. */
@@ -191,7 +191,7 @@ static int lock_or_wait(struct nadb_store *st)
 static void holder_text(const char *state, char *text, size_t size)
 {
 	char host[256];
-	our_host(host);
+	our_host(host, sizeof(host));
 	snprintf(text, size, "%d\n%s%shost %s\n", (int)getpid(), state, state[0] ? "\n" : "",
 		 host);
 }

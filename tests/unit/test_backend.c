@@ -3,7 +3,8 @@
  * The engine assumes these of a kv backend: gets see the step's own
  * writes; a step is kept whole or undone whole; scans walk one table in
  * byte order of the keys (a shorter key before its extensions) from any
- * start key, stop when told and pass an error on; tables are apart; sync
+ * start key, stop when told and pass an error on, and their callbacks may
+ * write and scan; tables are apart; sync
  * makes every completed step durable and close loses what was not synced,
  * never part of a step.  And of a blob area: a frame reads back from any
  * offset in it; segments list with their sizes and the current one; roll,
@@ -236,6 +237,48 @@ static void check_scans(struct kv *kv)
 	CHECK(kv->ops->sync(kv) == 0);
 }
 
+/* A scan's callback that writes another table and scans again, as the
+ * engine's do (counters kept in step with what a scan visits). */
+struct writing_scan {
+	struct kv *kv;
+	int seen, failed;
+};
+
+static int count_rows(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int write_while_scanning(void *ctx, const void *key, size_t klen, const void *val,
+				size_t vlen)
+{
+	struct writing_scan *w = ctx;
+	(void)val;
+	(void)vlen;
+	char counter[32];
+	snprintf(counter, sizeof(counter), "seen%d", w->seen++);
+	int inner = 0;
+	if (w->kv->ops->put(w->kv, KV_COUNTERS, counter, strlen(counter), key, klen) ||
+	    w->kv->ops->scan(w->kv, KV_COUNTERS, NULL, 0, count_rows, &inner) ||
+	    inner != w->seen)
+		w->failed++;
+	return 0;
+}
+
+static void check_scan_that_writes(struct kv *kv)
+{
+	int rows = 0;
+	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, count_rows, &rows) == 0 && rows > 0);
+	struct writing_scan w = {.kv = kv};
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, write_while_scanning, &w) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(w.seen == rows && w.failed == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+}
+
 static void check_big_value(struct kv *kv)
 {
 	size_t n = 1u << 20;
@@ -261,6 +304,7 @@ static void check_kv(const struct backend *b, const char *place)
 	CHECK(b->open_kv(place, &kv) == 0);
 	check_steps(kv);
 	check_scans(kv);
+	check_scan_that_writes(kv);
 	check_big_value(kv);
 	/* what was synced survives a reopen; what was not is lost whole */
 	CHECK(kv->ops->step_begin(kv) == 0);
