@@ -54,6 +54,7 @@ wait_writers() {
 }
 
 @test "kill -9 in the middle of a compaction loses nothing" {
+	dir_store_only
 	mount_store
 	mkdir -p "$MNT/app/c"
 	# 60 MB of values, a third deleted: compaction has 40 MB to move

@@ -10,6 +10,11 @@
 
 load helpers
 
+setup() {
+	nadb_setup
+	dir_store_only
+}
+
 # A store of 300 keys of 10..3000 random bytes in /app/ns (deterministic),
 # their values kept in $T/src for comparison.
 make_store() {

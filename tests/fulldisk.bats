@@ -9,6 +9,7 @@ MiB=1048576
 
 setup() {
 	nadb_setup
+	dir_store_only
 	DISK=$T/disk
 	mkdir "$DISK"
 	mount -t tmpfs -o size=64m tmpfs "$DISK"

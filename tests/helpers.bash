@@ -300,8 +300,14 @@ as_user() {
 	setpriv --reuid="$uid" --regid="$gid" --clear-groups "$@"
 }
 
-# Allocated bytes of a directory tree (what du -sh shows).
-store_bytes() { du -s -B1 "${1:-$STORE}" | cut -f1; }
+# Allocated bytes of a directory tree (what du -sh shows); for a store on
+# Redis, the memory the server uses.
+store_bytes() {
+	case ${1:-$STORE} in
+	redis://*) redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' ;;
+	*) du -s -B1 "${1:-$STORE}" | cut -f1 ;;
+	esac
+}
 
 # Wait (<= SECS) until a file exists.
 wait_for_file() {

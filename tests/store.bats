@@ -4,6 +4,7 @@
 load helpers
 
 @test "the first mount creates the store directory with mode 0700, whatever the umask" {
+	dir_store_only
 	[ ! -e "$STORE" ]
 	umask 000
 	mount_store
@@ -15,6 +16,7 @@ load helpers
 }
 
 @test "nadbfs works with relative STORE and MOUNTPOINT paths" {
+	dir_store_only
 	(cd "$T" && "$NADBFS" store mnt)
 	mountpoint -q "$MNT"
 	mkdir -p "$MNT/app/ns"
@@ -207,6 +209,7 @@ PYEOF
 }
 
 @test "nadbfs refuses to make a store in a directory that holds other files" {
+	dir_store_only
 	mkdir "$T/docs"
 	echo -n mine >"$T/docs/letter.txt"
 	run "$NADBFS" "$T/docs" "$MNT"

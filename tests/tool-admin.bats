@@ -237,6 +237,7 @@ assert d['compression_ratio'] > 1.5, d         # the text compresses
 # ---- compact -------------------------------------------------------------------
 
 @test "rm gives the space of deleted values back (du of packs shrinks); compact rewrites the holed segment" {
+	dir_store_only
 	head -c 3000000 /dev/urandom >"$T/keep"
 	"$NADB" put "$STORE" /app/ns/keep <"$T/keep"
 	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
@@ -267,6 +268,7 @@ assert d['compression_ratio'] > 1.5, d         # the text compresses
 }
 
 @test "fsck --json lists the problems of a corrupted store and exits 1" {
+	dir_store_only
 	head -c 700000 /dev/urandom | "$NADB" put "$STORE" /app/media/blob
 	pack=$(find "$STORE/packs" -type f -name '*.pack' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 	size=$(stat -c %s "$pack")
@@ -744,6 +746,7 @@ assert list(a) == list(b), (list(a), list(b))' "$output" "$MNT/.stats"
 }
 
 @test "compact on a MOUNTPOINT asks the daemon, and the packs shrink" {
+	dir_store_only
 	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
 	put /app/ns/keep keep
 	mount_store

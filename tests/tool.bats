@@ -121,6 +121,7 @@ setup() {
 }
 
 @test "nadb fsck exits 1 when a pack's data is corrupted" {
+	dir_store_only
 	# the largest pack segment holds the 700 kB random blob
 	pack=$(find "$STORE/packs" -type f -name '*.pack' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 	[ -n "$pack" ]
