@@ -85,6 +85,8 @@ static char *existing_realpath(const char *path)
  * that store (meta/, packs/): refuse before the engine creates anything. */
 static int refuse_store_in_mount(const struct target *t)
 {
+	if (nadb_store_is_url(t->arg))
+		return 0; /* a store on a server is in no mount */
 	char *real = existing_realpath(t->arg);
 	char *mnt = real ? find_nadbfs_mount(real, MOUNT_CONTAINING) : NULL;
 	if (mnt)
@@ -98,7 +100,8 @@ static int refuse_store_in_mount(const struct target *t)
 
 static void explain_busy(const struct target *t, bool mount_ok)
 {
-	char *real = realpath(t->arg, NULL);
+	char name[4096];
+	char *real = nadb_store_name(t->arg, name, sizeof(name)) ? NULL : strdup(name);
 	char *mnt = real ? find_nadbfs_mount(real, MOUNT_SERVING) : NULL;
 	if (mnt && mount_ok)
 		complain("%s: store is in use: mounted on %s; unmount it (fusermount3 -u %s) "
