@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mntent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,21 @@ static int redis_write(struct nadb_store *st, const char *text)
 	return rc;
 }
 
+/* A Redis lock whose holder is a process of this host that is gone (killed
+ * -9: nobody released it) is stale: let go of it, if it still says TEXT,
+ * rather than wait for it to expire.  (A flock goes with its process.) */
+static bool drop_if_stale(struct nadb_store *st, const char *text, const struct holder *h)
+{
+	char host[256];
+	our_host(host, sizeof(host));
+	pid_t pid = (pid_t)atoi(h->pid);
+	if (!st->rlock || !h->host[0] || strcmp(h->host, host) || pid <= 0 ||
+	    kill(pid, 0) == 0 || errno != ESRCH)
+		return false;
+	nadb_log("%s: the lock of pid %s, which is gone, is taken over", st->dir, h->pid);
+	return redis_store_lock_release(st->rlock->conn, text) == 0;
+}
+
 /* Take the lock, waiting while its holder is going away. */
 static int lock_or_wait(struct nadb_store *st)
 {
@@ -168,6 +184,10 @@ static int lock_or_wait(struct nadb_store *st)
 		else
 			file_holder(st, text, sizeof(text));
 		parse_holder(text, &h);
+		if (drop_if_stale(st, text, &h)) {
+			rc = redis_try(st);
+			continue;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (!going_away(st->dir, &h) || now.tv_sec - start.tv_sec >= LOCK_WAIT_S) {
 			nadb_log("%s: store is in use by another process (pid %s%s%s%s%s)",
