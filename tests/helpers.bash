@@ -74,6 +74,15 @@ stop_redis() {
 	fi
 }
 
+# Nobody holds the store: its STORE/lock can be flock'ed, or its Redis
+# lock key is gone.
+store_unlocked() {
+	case $STORE in
+	redis://*) [ "$(redis-cli -p "$REDIS_PORT" exists "{nadb:${STORE##*/}:p0}:lock")" = 0 ] ;;
+	*) [ "$(flock -n "$STORE/lock" echo free)" = free ] ;;
+	esac
+}
+
 # The test is about a directory store's files (packs, lock, tmpfs...).
 dir_store_only() {
 	if [ "${NADB_TEST_BACKEND:-dir}" = redis ]; then

@@ -183,7 +183,7 @@ PYEOF
 	[ "$status" -eq 0 ] && [ "$output" = "" ]
 	! pid_alive "$pid"
 	! mountpoint -q "$MNT"
-	[ "$(flock -n "$STORE/lock" echo free)" = free ]
+	store_unlocked
 	"$NADB" get "$STORE" /app/ns/k299 | wc -c | grep -qx 20000
 	# not a mountpoint, or an nadbfs that is busy
 	run "$NADB" umount "$T"
