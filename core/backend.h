@@ -35,6 +35,9 @@ enum kv_table {
 	KV_NTABLES
 };
 
+/* The table's name ("meta", "inodes", ...), as each backend names it. */
+const char *kv_table_name(enum kv_table t);
+
 struct kv_val {
 	const void *data;
 	size_t len;
@@ -71,8 +74,6 @@ struct kv {
 
 /* The LMDB backend: tables in DIR/data.mdb (DIR is created). */
 int kv_lmdb_open(const char *dir, struct kv **out);
-/* The name of table T in the LMDB file (metawalk.c reads it directly). */
-const char *kv_lmdb_table(enum kv_table t);
 /* The map size LMDB is opened with: address space only. */
 #define KV_LMDB_MAP_SIZE (256ULL << 30)
 

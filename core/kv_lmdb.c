@@ -22,20 +22,6 @@
 #include <sys/stat.h>
 
 
-static const char *const table_names[KV_NTABLES] = {
-	[KV_META] = "meta",         [KV_INODES] = "inodes",
-	[KV_DIRENTS] = "dirents",   [KV_XATTRS] = "xattrs",
-	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
-	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
-	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
-	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
-	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
-};
-
-const char *kv_lmdb_table(enum kv_table t)
-{
-	return t < KV_NTABLES ? table_names[t] : "?";
-}
 
 struct kv_lmdb {
 	struct kv kv;
@@ -235,10 +221,10 @@ static int open_tables(struct kv_lmdb *l)
 	if (rc)
 		return fail("begin", rc);
 	for (int t = 0; t < KV_NTABLES; t++) {
-		rc = mdb_dbi_open(txn, table_names[t], MDB_CREATE, &l->dbi[t]);
+		rc = mdb_dbi_open(txn, kv_table_name(t), MDB_CREATE, &l->dbi[t]);
 		if (rc) {
 			mdb_txn_abort(txn);
-			return fail(table_names[t], rc);
+			return fail(kv_table_name(t), rc);
 		}
 	}
 	rc = mdb_txn_commit(txn);

@@ -730,9 +730,9 @@ static void name_tables(struct kv_redis *k)
 {
 	for (int t = 0; t < KV_NTABLES; t++) {
 		char what[40];
-		snprintf(what, sizeof(what), "t:%s:z", redis_table_name(t));
+		snprintf(what, sizeof(what), "t:%s:z", kv_table_name(t));
 		k->zkey_len[t] = redis_key(k->conn, 0, what, k->zkey[t], KEY_SIZE);
-		snprintf(what, sizeof(what), "t:%s:h", redis_table_name(t));
+		snprintf(what, sizeof(what), "t:%s:h", kv_table_name(t));
 		k->hkey_len[t] = redis_key(k->conn, 0, what, k->hkey[t], KEY_SIZE);
 	}
 }

@@ -250,11 +250,11 @@ static uint8_t touch(const MDB_val *v)
 static MDB_dbi child_table(struct child *c, int t)
 {
 	MDB_dbi dbi;
-	int rc = mdb_dbi_open(c->txn, kv_lmdb_table(t), 0, &dbi);
+	int rc = mdb_dbi_open(c->txn, kv_table_name(t), 0, &dbi);
 	if (rc == MDB_NOTFOUND)
-		child_damaged(c, "table '%s' is missing", kv_lmdb_table(t));
+		child_damaged(c, "table '%s' is missing", kv_table_name(t));
 	if (rc)
-		child_damaged(c, "table '%s' cannot be opened: %s", kv_lmdb_table(t),
+		child_damaged(c, "table '%s' cannot be opened: %s", kv_table_name(t),
 			      mdb_strerror(rc));
 	return dbi;
 }
@@ -305,10 +305,10 @@ static void check_table(struct child *c, int t)
 	send_table(c, t, dbi);
 	MDB_stat s;
 	if (mdb_stat(c->txn, dbi, &s))
-		child_damaged(c, "table '%s' has no readable header", kv_lmdb_table(t));
+		child_damaged(c, "table '%s' has no readable header", kv_table_name(t));
 	MDB_cursor *cur;
 	if (mdb_cursor_open(c->txn, dbi, &cur))
-		child_damaged(c, "table '%s' cannot be read", kv_lmdb_table(t));
+		child_damaged(c, "table '%s' cannot be read", kv_table_name(t));
 	uint8_t prev[KEY_MAX];
 	MDB_val pk = {0, prev}, k, v;
 	uint64_t n = 0;
@@ -318,20 +318,20 @@ static void check_table(struct child *c, int t)
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
 		if (k.mv_size > KEY_MAX || (n && mdb_cmp(c->txn, dbi, &pk, &k) >= 0))
 			child_damaged(c, "table '%s' has keys out of order after %llu records",
-				      kv_lmdb_table(t), (unsigned long long)n);
+				      kv_table_name(t), (unsigned long long)n);
 		if (!in_place(c, &k, &v))
 			child_damaged(c, "table '%s' has a record outside its page after %llu records",
-				      kv_lmdb_table(t), (unsigned long long)n);
+				      kv_table_name(t), (unsigned long long)n);
 		const char *why = bad_shape(t, &k, &v);
 		if (why)
-			child_damaged(c, "table '%s' holds %s", kv_lmdb_table(t), why);
+			child_damaged(c, "table '%s' holds %s", kv_table_name(t), why);
 		/* A damaged key in a branch page leaves the leaves in order
 		 * but sends a lookup to the wrong leaf: every record must be
 		 * found where the walk met it. */
 		MDB_val fk = k, fv;
 		if (mdb_get(c->txn, dbi, &fk, &fv) || fv.mv_data != v.mv_data)
 			child_damaged(c, "table '%s' has a record its key does not find, after %llu "
-				      "records", kv_lmdb_table(t), (unsigned long long)n);
+				      "records", kv_table_name(t), (unsigned long long)n);
 		sink ^= touch(&v);
 		memcpy(prev, k.mv_data, k.mv_size);
 		pk.mv_size = k.mv_size;
@@ -341,10 +341,10 @@ static void check_table(struct child *c, int t)
 	(void)sink;
 	if (rc != MDB_NOTFOUND)
 		child_damaged(c, "table '%s' cannot be read past record %llu: %s",
-			      kv_lmdb_table(t), (unsigned long long)n, mdb_strerror(rc));
+			      kv_table_name(t), (unsigned long long)n, mdb_strerror(rc));
 	if (n != s.ms_entries)
 		child_damaged(c, "table '%s' holds %llu records, its header says %llu",
-			      kv_lmdb_table(t), (unsigned long long)n,
+			      kv_table_name(t), (unsigned long long)n,
 			      (unsigned long long)s.ms_entries);
 	mdb_cursor_close(cur);
 }
@@ -615,7 +615,7 @@ int meta_check(const char *meta, struct nadb_damage *d)
 		snprintf(d->why, sizeof(d->why), "%s", error);
 	else
 		snprintf(d->why, sizeof(d->why), "%s in table '%s', after %llu records", how,
-			 table < 0 ? "(the table of tables)" : kv_lmdb_table(table),
+			 table < 0 ? "(the table of tables)" : kv_table_name(table),
 			 (unsigned long long)walked);
 	return -EUCLEAN;
 }
@@ -782,13 +782,13 @@ static int salvage_run(struct salvage *s, const struct walk_req *req, struct key
 			key_text(body[0], body + 3, kl, kt, sizeof(kt));
 			if (type == F_RECORD && implausible(s, body[0], body + 3, kl)) {
 				rc = note(s, "table '%s': %s names an inode never made; dropped",
-					  kv_lmdb_table(body[0]), kt);
+					  kv_table_name(body[0]), kt);
 				continue;
 			}
 			rc = type == F_RECORD
 			     ? keep_record(s, body[0], body + 3, kl, body + 3 + kl, len - 3 - kl)
 			     : note(s, "table '%s': %s is malformed (%.*s); dropped",
-				    kv_lmdb_table(body[0]), kt, (int)(len - 3 - kl),
+				    kv_table_name(body[0]), kt, (int)(len - 3 - kl),
 				    (const char *)body + 3 + kl);
 			if (type == F_BAD)
 				continue; /* its key may be as damaged as its value */
@@ -843,7 +843,7 @@ static int note_skipped(struct salvage *s, int t, const struct key *from,
 	if (low->set)
 		key_text(t, low->b, low->len, b, sizeof(b));
 	return note(s, "table '%s': unreadable records after %s%s%s were skipped",
-		    kv_lmdb_table(t), from->set ? a : "the start",
+		    kv_table_name(t), from->set ? a : "the start",
 		    low->set ? ", before " : " (to the end)", low->set ? b : "");
 }
 

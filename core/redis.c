@@ -40,21 +40,6 @@ struct redis_conn {
 	uint64_t replicas_seen_ms; /* when (monotonic ms); 0: never */
 };
 
-static const char *const table_names[KV_NTABLES] = {
-	[KV_META] = "meta",         [KV_INODES] = "inodes",
-	[KV_DIRENTS] = "dirents",   [KV_XATTRS] = "xattrs",
-	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
-	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
-	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
-	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
-	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
-};
-
-const char *redis_table_name(enum kv_table t)
-{
-	assert(t >= 0 && t < KV_NTABLES);
-	return table_names[t];
-}
 
 static uint64_t now_ms(void)
 {
@@ -601,7 +586,7 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (int h = 0; h < 2; h++) {
 			char what[40];
-			snprintf(what, sizeof(what), "t:%s:%c", table_names[t], h ? 'h' : 'z');
+			snprintf(what, sizeof(what), "t:%s:%c", kv_table_name(t), h ? 'h' : 'z');
 			lens[n] = redis_key(c, 0, what, names[n - 1], sizeof(names[0]));
 			argv[n] = names[n - 1];
 			n++;

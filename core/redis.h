@@ -120,8 +120,6 @@ int redis_replicas(struct redis_conn *c, int *out);
  * (no AOF, or appendfsync other than always). */
 void redis_note_durability(struct redis_conn *c);
 
-/* The name of table T in key names ("meta", "inodes", ...). */
-const char *redis_table_name(enum kv_table t);
 
 /* Check that C's NAME is a nadb store, creating the format marker if the
  * NAME has no keys yet.  -EEXIST (logged) if NAME holds store keys without

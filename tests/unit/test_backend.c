@@ -15,6 +15,7 @@
  * a second backend is added there and must pass the same checks.
  */
 #include "backend.h"
+#include "kv_check.h"
 #include "redis_server.h"
 #include "unit.h"
 
@@ -81,21 +82,6 @@ static const struct backend BACKENDS[] = {
 };
 
 /* ---- kv ------------------------------------------------------------------- */
-
-static int put_s(struct kv *kv, enum kv_table t, const char *k, const char *v)
-{
-	return kv->ops->put(kv, t, k, strlen(k), v, strlen(v));
-}
-
-/* Is K in table T with exactly value V (V NULL: absent)? */
-static bool holds(struct kv *kv, enum kv_table t, const char *k, const char *v)
-{
-	struct kv_val got;
-	int rc = kv->ops->get(kv, t, k, strlen(k), &got);
-	if (!v)
-		return rc == -ENOENT;
-	return rc == 0 && got.len == strlen(v) && !memcmp(got.data, v, got.len);
-}
 
 static int in_step(struct kv *kv, int (*fn)(struct kv *kv, void *arg), void *arg,
 		   bool keep)

@@ -9,6 +9,7 @@
  */
 #include "backend.h"
 #include "redis.h"
+#include "kv_check.h"
 #include "redis_server.h"
 #include "unit.h"
 
@@ -93,20 +94,6 @@ static void check_unreachable(const char *dir)
 	struct blobs *b;
 	rc = blobs_redis_open(url, &b);
 	CHECK(rc == -ECONNREFUSED || rc == -EIO);
-}
-
-static int put_s(struct kv *kv, enum kv_table t, const char *k, const char *v)
-{
-	return kv->ops->put(kv, t, k, strlen(k), v, strlen(v));
-}
-
-static bool holds(struct kv *kv, enum kv_table t, const char *k, const char *v)
-{
-	struct kv_val got;
-	int rc = kv->ops->get(kv, t, k, strlen(k), &got);
-	if (!v)
-		return rc == -ENOENT;
-	return rc == 0 && got.len == strlen(v) && !memcmp(got.data, v, got.len);
 }
 
 static int put_in_step(struct kv *kv, const char *k, const char *v)
