@@ -1777,6 +1777,22 @@ out_session:
 	return status;
 }
 
+/* A store URL's password stays in /proc/PID/cmdline, which every user can
+ * read, for as long as the daemon runs: once it is parsed (and copied),
+ * write over it in ARGV. */
+static void hide_passwords(int argc, char *argv[])
+{
+	for (int i = 1; i < argc; i++) {
+		if (!nadb_store_is_url(argv[i]))
+			continue;
+		char *rest = strstr(argv[i], "://") + 3;
+		char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+		char *colon = at ? memchr(rest, ':', (size_t)(at - rest)) : NULL;
+		if (at && (!slash || at < slash) && colon)
+			memset(colon + 1, 'x', (size_t)(at - colon - 1));
+	}
+}
+
 #define GO_ON (-1)
 
 /* Parse everything.  Returns GO_ON, or the exit status when there is
@@ -1832,6 +1848,7 @@ int main(int argc, char *argv[])
 	 * in a child first (cost: README, "Damaged stores"). */
 	fs.engine.check_meta = true;
 	int status = parse_command_line(&args, &fs, &opts, prog);
+	hide_passwords(argc, argv);
 	if (status == GO_ON)
 		status = run(&fs, &args, &opts);
 

@@ -1,0 +1,163 @@
+#!/usr/bin/env bats
+# Stores on Redis: what only a store on a server goes through -- the server
+# killed and restarted from its AOF, stopped under load, bad URLs, wrong
+# passwords, foreign keys -- and moving a store between the backends.
+# Every test runs its own redis-server (tests/helpers.bash), whichever
+# backend the other suites run on.
+
+load helpers
+
+setup() {
+	nadb_setup
+	if [ -z "$REDIS_PORT" ]; then
+		start_redis || return 1
+	fi
+	URL=redis://127.0.0.1:$REDIS_PORT/store
+	LOG=$T/nadbfs.log
+}
+
+# Start our redis-server again on its port and files (its AOF).
+restart_redis() {
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$T/redis" \
+		--save "" --appendonly yes --appendfsync always --daemonize yes \
+		--pidfile "$T/redis/pid" --logfile "$T/redis/log" >/dev/null
+	redis_up
+}
+
+# write_fsynced DIR FROM TO: keys kFROM..kTO, each fsync'd before the next;
+# prints the last one that was acknowledged (errors: EIO while Redis is
+# away are allowed, and stop nothing).
+write_fsynced() {
+	"$PY" - "$@" <<'EOF'
+import os, sys
+d, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+done = []
+for i in range(a, b + 1):
+    try:
+        fd = os.open(os.path.join(d, "k%d" % i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.write(fd, (b"value %d " % i) * (1 + i % 300))
+        os.fsync(fd)
+        os.close(fd)
+        done.append(i)
+    except OSError as e:
+        print("k%d: %s" % (i, e), file=sys.stderr)
+print(" ".join(map(str, done)))
+EOF
+}
+
+# check_keys DIR N...: each key kN holds exactly what write_fsynced wrote.
+check_keys() {
+	"$PY" - "$@" <<'EOF'
+import os, sys
+d = sys.argv[1]
+bad = [i for i in map(int, sys.argv[2:])
+       if open(os.path.join(d, "k%d" % i), "rb").read() != (b"value %d " % i) * (1 + i % 300)]
+print("bad:", bad)
+sys.exit(1 if bad else 0)
+EOF
+}
+
+@test "redis-server killed -9 and restarted from its AOF: nothing fsync'd is lost, no remount, fsck clean" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	acked=$(write_fsynced "$MNT/app/ns" 1 200)
+	[ "$(echo "$acked" | wc -w)" = 200 ]
+	kill -9 "$(cat "$T/redis/pid")"
+	# while it is away, requests fail (EIO) or wait; none is half done
+	run write_fsynced "$MNT/app/ns" 201 203
+	restart_redis
+	more=$(write_fsynced "$MNT/app/ns" 300 350)
+	[ "$(echo "$more" | wc -w)" = 51 ]
+	# shellcheck disable=SC2086
+	check_keys "$MNT/app/ns" $acked $more
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	mount_store_at "$URL" "$MNT"
+	# shellcheck disable=SC2086
+	check_keys "$MNT/app/ns" $acked $more
+	unmount_store_at "$URL" "$MNT"
+}
+
+@test "Redis stopped for 3 s under load: writers wait or get EIO, then go on; fsync'd keys all there" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	write_fsynced "$MNT/app/ns" 1 3000 >"$T/acked" 2>"$T/errors" &
+	writer=$!
+	BG_PIDS+=("$writer")
+	sleep 0.5
+	kill -STOP "$(cat "$T/redis/pid")"
+	sleep 3
+	kill -CONT "$(cat "$T/redis/pid")"
+	wait "$writer"
+	echo "errors: $(wc -l <"$T/errors")"
+	! grep -v "Input/output error" "$T/errors"
+	[ "$(wc -w <"$T/acked")" -gt 2000 ]
+	# shellcheck disable=SC2046
+	check_keys "$MNT/app/ns" $(cat "$T/acked")
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	[ "$status" -eq 0 ]
+}
+
+@test "nadb dump | nadb load from a directory store to Redis and back gives the same tree" {
+	dir=$T/dirstore
+	printf dark | "$NADB" put "$dir" /app/users/theme:123
+	head -c 300000 /dev/urandom >"$T/blob"
+	"$NADB" put "$dir" /app/media/cat.jpg <"$T/blob"
+	"$NADB" setx "$dir" /app/users/theme:123 user.tags red,blue
+	"$NADB" setx "$dir" /app/users/theme:123 user.color green
+	"$NADB" setx "$dir" /app/media/cat.jpg user.expires "$(($(date +%s) + 7200)).5"
+	"$NADB" setx "$dir" /app/users user.ttl 600
+	"$NADB" dump "$dir" >"$T/a.tar"
+	"$NADB" load "$URL" <"$T/a.tar"
+	"$NADB" dump "$URL" >"$T/b.tar"
+	"$NADB" load "$T/back" <"$T/b.tar"
+	"$NADB" dump "$T/back" >"$T/c.tar"
+	listing() { tar -tv --full-time --xattrs -f "$1" | sort; }
+	diff <(listing "$T/a.tar") <(listing "$T/b.tar")
+	diff <(listing "$T/a.tar") <(listing "$T/c.tar")
+	cmp "$T/blob" <("$NADB" get "$URL" /app/media/cat.jpg)
+	[ "$("$NADB" getx "$URL" /app/users/theme:123 user.tags)" = blue,red ]
+	[ "$("$NADB" getx "$T/back" /app/media/cat.jpg user.expires)" = \
+	  "$("$NADB" getx "$dir" /app/media/cat.jpg user.expires)" ]
+	[ "$("$NADB" getx "$URL" /app/users user.ttl)" = 600 ]
+}
+
+@test "bad URLs, a wrong password, no server and a foreign NAME: a clear message, exit 1, nothing written" {
+	for url in redis:// redis://127.0.0.1:99999/x "redis://127.0.0.1:$REDIS_PORT/bad name" \
+		"redis://127.0.0.1:$REDIS_PORT/$(printf 'n%.0s' $(seq 70))"; do
+		run "$NADBFS" "$url" "$MNT"
+		echo "$url: $output"
+		[ "$status" -eq 1 ]
+		[[ "$output" == *"redis"* ]]
+		! mountpoint -q "$MNT"
+	done
+	# nothing listens on this port
+	run "$NADBFS" redis://127.0.0.1:1/x "$MNT"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"refused"* ]]
+	# a password where the server wants another
+	redis-cli -p "$REDIS_PORT" config set requirepass sesame >/dev/null
+	run "$NADBFS" "redis://:wrong@127.0.0.1:$REDIS_PORT/x" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"password"* || "$output" == *"denied"* ]]
+	mount_store_at "redis://:sesame@127.0.0.1:$REDIS_PORT/x" "$MNT"
+	# the password is neither in the mount table nor in the daemon's
+	# command line
+	! grep -q sesame /proc/mounts
+	pid=$(pgrep -f -- "nadbfs .*:x*@127.0.0.1:$REDIS_PORT/x $MNT")
+	[ -n "$pid" ]
+	! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q sesame
+	unmount_store_at "redis://:sesame@127.0.0.1:$REDIS_PORT/x" "$MNT"
+	redis-cli -p "$REDIS_PORT" -a sesame --no-auth-warning config set requirepass "" >/dev/null
+	# keys under our names that are not a store
+	redis-cli -p "$REDIS_PORT" set '{nadb:foreign:p0}:t:inodes:h' x >/dev/null
+	before=$(redis-cli -p "$REDIS_PORT" dbsize)
+	run "$NADBFS" "redis://127.0.0.1:$REDIS_PORT/foreign" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = "$before" ]
+}
