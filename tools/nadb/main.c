@@ -194,6 +194,7 @@ static int print_overview(FILE *to)
 		fprintf(to, "  %-40s %s\n", commands[i].synopsis, commands[i].summary);
 	fputs("  help COMMAND                             details of one command\n"
 	      "  --version                                the version\n\n"
+	      "STORE is a directory or a Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].\n"
 	      "PATH is /DB/NAMESPACE/KEY; KEY may contain '/' (directories).\n"
 	      "Exit status: 0 ok, 1 failure or problems found, 2 usage error or could not run.\n",
 	      to);
