@@ -15,12 +15,19 @@
  * crashes; only a reply to EXEC clears the overlay.  close() drops what
  * was not synced, like LMDB.
  *
+ * Below them, a cache of rows as they are in Redis (values, and tombstones
+ * for rows known to be absent): what gets read from Redis and what a sync
+ * wrote.  The store is locked to this process, so nobody else changes
+ * them; the cache is dropped when it outgrows CACHE_MAX_BYTES and after a
+ * reconnect (a server restarted with less than it acknowledged).  Scans
+ * still read Redis: the cache is for point reads.
+ *
  * The overlays are skip lists, one per table: point reads and writes in
  * O(log n), and a scan walks the entries >= its start in order, merged
  * with Redis's rows fetched in batches, tombstones hiding Redis rows.
  *
- * Round trips: a get or del not answered by the overlays costs one (HGET,
- * HEXISTS); a put, a step_begin/step_end cost none; a scan one per batch
+ * Round trips: a get or del not answered by the overlays or the cache
+ * costs one (HGET, HEXISTS); a put, a step_begin/step_end cost none; a scan one per batch
  * (a script returns a batch's keys and values together); a sync one (two
  * when the replica count is due for a refresh).
  *
@@ -40,6 +47,7 @@
 #define SCAN_MAX 256        /* rows: batches double up to this */
 #define SYNC_ROWS 512       /* rows: per ZADD/HSET/ZREM/HDEL of a sync */
 #define WAIT_MS 5000        /* ms: how long sync waits for replicas */
+#define CACHE_MAX_BYTES (64u << 20) /* bytes of rows the cache holds at most */
 #define KEY_SIZE (REDIS_NAME_MAX + 48) /* bytes: longest key name + NUL */
 
 /* ---- the overlay: skip lists of rows ---------------------------------------- */
@@ -54,6 +62,7 @@ struct row {
 struct overlay {
 	struct row *head[KV_NTABLES]; /* SKIP_LEVELS next pointers, no key */
 	size_t rows;
+	size_t bytes; /* of keys and values, roughly what the rows hold */
 	uint64_t rng; /* xorshift state for row heights */
 };
 
@@ -97,6 +106,7 @@ static void overlay_clear(struct overlay *o)
 		if (o->head[t])
 			free_rows_of(o->head[t]);
 	o->rows = 0;
+	o->bytes = 0;
 }
 
 static void overlay_free(struct overlay *o)
@@ -153,6 +163,7 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 	struct row *r = first_at_or_after(o, t, key, klen, before);
 	if (r && !compare_keys(r->key, r->klen, key, klen)) {
 		free(r->val);
+		o->bytes += vlen - r->vlen;
 		r->val = val;
 		r->vlen = vlen;
 		return 0;
@@ -172,6 +183,7 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 		before[l]->next[l] = r;
 	}
 	o->rows++;
+	o->bytes += klen + vlen;
 	return 0;
 }
 
@@ -215,6 +227,13 @@ struct kv_redis {
 	struct redis_conn *conn;
 	struct overlay step;    /* the open step's writes */
 	struct overlay pending; /* completed steps not synced yet */
+	struct overlay cache;   /* rows as they are in Redis */
+	uint64_t cache_reconnects; /* the connection's reconnects it was made with */
+	/* The cache may be wrong (a reconnect) or could not take a row: it is
+	 * not used, and is emptied at the next put, del, step_end or sync
+	 * (rows handed out by get stay valid until then). */
+	bool cache_stale;
+	struct row spare; /* a row read while the cache is stale */
 	bool in_step;
 	uint64_t unsynced;
 	/* Replies whose bytes get and scan handed out: freed at the next put,
@@ -232,6 +251,10 @@ static void release_held(struct kv_redis *k)
 {
 	if (k->scanning)
 		return;
+	if (k->cache_stale) {
+		overlay_clear(&k->cache);
+		k->cache_stale = false;
+	}
 	for (size_t i = 0; i < k->nheld; i++)
 		freeReplyObject(k->held[i]);
 	k->nheld = 0;
@@ -300,16 +323,36 @@ static int kvr_step_end(struct kv *kv, int commit)
 	return 0;
 }
 
-static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
-		   struct kv_val *out)
+/* The cache, or NULL while it is stale (since a reconnect, or a row it
+ * could not take: it must never say what Redis does not). */
+static struct overlay *cache_of(struct kv_redis *k)
 {
-	struct kv_redis *k = (struct kv_redis *)kv;
+	if (k->cache_reconnects != redis_conn_reconnects(k->conn)) {
+		k->cache_reconnects = redis_conn_reconnects(k->conn);
+		k->cache_stale = true;
+	}
+	return k->cache_stale ? NULL : &k->cache;
+}
+
+/* Remember what Redis said of KEY (VAL NULL: absent). */
+static void cache_row(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+		      const void *val, size_t vlen)
+{
+	struct overlay *c = cache_of(k);
+	if (c && set_row(c, t, key, klen, val, vlen))
+		k->cache_stale = true;
+}
+
+/* KEY's row from the overlays, the cache or Redis (then cached). */
+static int find_anywhere(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+			 struct row **out)
+{
 	struct row *r = overlay_row(k, t, key, klen);
+	struct overlay *c = cache_of(k);
+	if (!r && c)
+		r = find_row(c, t, key, klen);
 	if (r) {
-		if (!r->val)
-			return -ENOENT;
-		out->data = r->val;
-		out->len = r->vlen;
+		*out = r;
 		return 0;
 	}
 	const char *argv[] = {"HGET", k->hkey[t], key};
@@ -318,13 +361,40 @@ static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	int rc = redis_run(k->conn, "HGET", 3, argv, lens, &rep);
 	if (rc)
 		return rc;
-	if (rep->type != REDIS_REPLY_STRING) {
-		freeReplyObject(rep);
-		return -ENOENT;
+	bool there = rep->type == REDIS_REPLY_STRING;
+	cache_row(k, t, key, klen, there ? rep->str : NULL, there ? rep->len : 0);
+	c = cache_of(k);
+	r = c ? find_row(c, t, key, klen) : NULL;
+	if (!r) { /* no cache to keep it in: the reply holds it until release */
+		k->spare = (struct row){.klen = klen};
+		if (there && (rc = hold_reply(k, rep)))
+			return rc;
+		if (there)
+			k->spare.val = rep->str, k->spare.vlen = rep->len;
+		else
+			freeReplyObject(rep);
+		*out = &k->spare;
+		return 0;
 	}
-	out->data = rep->str;
-	out->len = rep->len;
-	return hold_reply(k, rep);
+	freeReplyObject(rep);
+	*out = r;
+	return 0;
+}
+
+static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   struct kv_val *out)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	struct row *r;
+	int rc = find_anywhere(k, t, key, klen, &r);
+	if (rc)
+		return rc;
+	if (!r->val)
+		return -ENOENT;
+	/* The row stays until the next put, del, step_end or sync. */
+	out->data = r->val;
+	out->len = r->vlen;
+	return 0;
 }
 
 static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
@@ -342,31 +412,17 @@ static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	return 0;
 }
 
-/* Is KEY a row of T in Redis (the overlays aside)? */
-static int redis_has(struct kv_redis *k, enum kv_table t, const void *key, size_t klen)
-{
-	const char *argv[] = {"HEXISTS", k->hkey[t], key};
-	size_t lens[] = {7, k->hkey_len[t], klen};
-	redisReply *rep;
-	int rc = redis_run(k->conn, "HEXISTS", 3, argv, lens, &rep);
-	if (rc)
-		return rc;
-	rc = rep->type == REDIS_REPLY_INTEGER && rep->integer ? 1 : 0;
-	freeReplyObject(rep);
-	return rc;
-}
-
 static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
-	struct row *r = overlay_row(k, t, key, klen);
-	int there = r ? r->val != NULL : redis_has(k, t, key, klen);
-	if (there < 0)
-		return there;
-	if (!there)
+	struct row *r;
+	int rc = find_anywhere(k, t, key, klen, &r);
+	if (rc)
+		return rc;
+	if (!r->val)
 		return -ENOENT;
-	int rc = set_row(writes_of(k), t, key, klen, NULL, 0);
+	rc = set_row(writes_of(k), t, key, klen, NULL, 0);
 	if (rc) {
 		nadb_log("redis %s: out of memory buffering a delete", redis_conn_name(k->conn));
 		return rc;
@@ -693,6 +749,11 @@ static int kvr_sync(struct kv *kv)
 	free_batch(&b);
 	if (rc)
 		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
+	/* What was written is now what Redis holds: the cache learns it
+	 * (release_held emptied a stale one above). */
+	struct overlay *c = cache_of(k);
+	if (!c || fold_into(c, &k->pending) || k->cache.bytes > CACHE_MAX_BYTES)
+		overlay_clear(&k->cache);
 	overlay_clear(&k->pending);
 	k->unsynced = 0;
 	return 0;
@@ -710,6 +771,7 @@ static void kvr_close(struct kv *kv)
 	free(k->held);
 	overlay_free(&k->step);
 	overlay_free(&k->pending);
+	overlay_free(&k->cache);
 	redis_conn_close(k->conn);
 	free(k);
 }
@@ -747,6 +809,8 @@ int kv_redis_open(const char *url, struct kv **out)
 	if (!rc)
 		rc = overlay_init(&k->pending, (uintptr_t)k * 31);
 	if (!rc)
+		rc = overlay_init(&k->cache, (uintptr_t)k * 61);
+	if (!rc)
 		rc = redis_conn_open(url, &k->conn);
 	if (!rc) {
 		name_tables(k);
@@ -757,6 +821,7 @@ int kv_redis_open(const char *url, struct kv **out)
 	if (rc) {
 		overlay_free(&k->step);
 		overlay_free(&k->pending);
+		overlay_free(&k->cache);
 		redis_conn_close(k->conn);
 		free(k);
 		return rc;

@@ -184,12 +184,14 @@ static int lock_or_wait(struct nadb_store *st)
 		else
 			file_holder(st, text, sizeof(text));
 		parse_holder(text, &h);
-		if (drop_if_stale(st, text, &h)) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		bool waited_enough = now.tv_sec - start.tv_sec >= LOCK_WAIT_S;
+		if (redis && !waited_enough && (!text[0] || drop_if_stale(st, text, &h))) {
+			/* let go of just now, or its holder is gone: again at once */
 			rc = redis_try(st);
 			continue;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (!going_away(st->dir, &h) || now.tv_sec - start.tv_sec >= LOCK_WAIT_S) {
+		if (!going_away(st->dir, &h) || waited_enough) {
 			nadb_log("%s: store is in use by another process (pid %s%s%s%s%s)",
 				 st->dir, h.pid, h.host[0] ? " on " : "", h.host,
 				 h.mount[0] ? ", serving " : "", h.mount);

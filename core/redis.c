@@ -37,6 +37,7 @@ struct redis_conn {
 	redisContext *ctx; /* NULL while disconnected */
 	struct redis_url url;
 	int replicas;             /* connected replicas, as last seen */
+	uint64_t reconnects;      /* times the connection was made again */
 	uint64_t replicas_seen_ms; /* when (monotonic ms); 0: never */
 };
 
@@ -385,7 +386,13 @@ static int reconnect(struct redis_conn *c)
 			 "after %d ms: %s", c->url.host, c->url.port, RECONNECT_MS,
 			 strerror(-rc));
 	c->replicas_seen_ms = 0;
+	c->reconnects++;
 	return rc;
+}
+
+uint64_t redis_conn_reconnects(const struct redis_conn *c)
+{
+	return c->reconnects;
 }
 
 int redis_conn_open(const char *url, struct redis_conn **out)

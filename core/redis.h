@@ -77,6 +77,9 @@ struct redis_conn;
  * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL. */
 int redis_conn_open(const char *url, struct redis_conn **out);
 void redis_conn_close(struct redis_conn *c);
+/* How often C was connected again after losing the server: what a caller
+ * remembered of the server's contents may be stale since. */
+uint64_t redis_conn_reconnects(const struct redis_conn *c);
 const char *redis_conn_name(const struct redis_conn *c);
 
 /* The name of key WHAT of partition P of C's store, into BUF (see the
