@@ -2,10 +2,14 @@
 # bench.sh -- nadbfs side by side with passthrough_ll and the bare disk.
 #
 # Builds tools/bench.c (one workload on one directory) and libfuse's example
-# passthrough_ll into build/bench/, mounts the three targets under one
-# mktemp -d folder, and for every repetition runs each workload on each target
-# in turn (the order rotates between repetitions), remounting where a
-# workload needs it (cold reads, store sizes).  nadbfs alone: then the hot
+# passthrough_ll into build/bench/, mounts the targets under one mktemp -d
+# folder (nadbfs-redis: a store on a private redis-server started for the
+# run, its files in that folder), and for every repetition runs each workload
+# on each target in turn (the order rotates between repetitions), remounting
+# where a workload needs it (cold reads, store sizes); redis-benchmark SET
+# and GET on that server are the reference beside nadbfs-redis.  Redis
+# memory per key (tools/bench-redis-memory.py, its own private server).
+# nadbfs alone: then the hot
 # paths again on two nadbfs mounts side by side, one with -o stats=off; a
 # large store (tools/bench-nadb.py: tags, reaping); and compaction's pauses
 # in the foreground (tools/bench-compact.py).  Then it takes medians and
@@ -30,11 +34,12 @@ usage: tools/bench.sh [--quick | --full] [options]
 sizes:
   (default)      K=5,000 keys, 3 repetitions, 256 MiB large file,
                  1,000 dedup copies, nadbfs alone at 100,000 keys,
-                 compaction of 256 MiB  (~6 min)
-  --quick        smoke test for CI: K=200, 1 repetition, tiny sizes (< 1 min);
+                 compaction of 256 MiB, Redis memory at 100,000 keys  (~10 min)
+  --quick        smoke test for CI: K=200, 1 repetition, tiny sizes (< 2 min);
                  no figure is judged, only errors fail it
   --full         K=10,000, 5 repetitions, 1 GiB large file,
-                 nadbfs alone at 1,000,000 keys, compaction of 1 GiB (~30 min)
+                 nadbfs alone at 1,000,000 keys, compaction of 1 GiB,
+                 Redis memory at 100,000 keys (~40 min)
 options (after the size, which sets them all):
   --keys N          keys per workload (passthrough_ll allows <= 14,000)
   --value-size N    bytes per value (default 4096)
@@ -49,7 +54,12 @@ options (after the size, which sets them all):
   --no-stats-compare   skip the hot paths on nadbfs with -o stats=off beside
                     stats on (one pair of fresh mounts per repetition)
   --mounts N        mounts timed for the nadbfs mount time
-  --targets LIST    comma-separated from native,passthrough,nadbfs
+  --redis-requests N  requests of each redis-benchmark test (SET, GET),
+                    1 client (default: --keys)
+  --mem-keys N      keys loaded for Redis's memory per key (0: skip)
+  --targets LIST    comma-separated from native,passthrough,nadbfs,nadbfs-redis
+                    (default: all four; nadbfs-redis needs redis-server,
+                    redis-cli and redis-benchmark)
   --nadbfs PATH     daemon to test (default build/nadbfs)
   --out DIR         where results go (default build/bench)
   --phase-timeout S give up on one workload after S seconds (default 1800)
@@ -65,13 +75,14 @@ size_name=default
 KEYS=5000 VALUE_SIZE=4096 THREADS=4 REPS=3 LARGE=256M RAND_OPS=5000
 COPIES=1000 BIG_KEYS=100000 MOUNTS=5 PHASE_TIMEOUT=1800
 COMPACT_SIZE=256M COMPACT_BASELINE=5 STATS_COMPARE=1
+MEM_KEYS=100000 REDIS_REQUESTS=""
 TARGETS="" NADBFS=$build/nadbfs OUT=$build/bench
 set_size() {
 	case $1 in
 	quick) KEYS=200 REPS=1 LARGE=8M RAND_OPS=500 COPIES=20 BIG_KEYS=2000
-	       MOUNTS=2 COMPACT_SIZE=16M COMPACT_BASELINE=2 ;;
+	       MOUNTS=2 COMPACT_SIZE=16M COMPACT_BASELINE=2 MEM_KEYS=2000 ;;
 	full)  KEYS=10000 REPS=5 LARGE=1G RAND_OPS=50000 COPIES=1000
-	       BIG_KEYS=1000000 MOUNTS=10 COMPACT_SIZE=1G ;;
+	       BIG_KEYS=1000000 MOUNTS=10 COMPACT_SIZE=1G MEM_KEYS=100000 ;;
 	esac
 	size_name=$1
 }
@@ -90,6 +101,8 @@ while [ $# -gt 0 ]; do
 	--big-keys) BIG_KEYS=$2; shift ;;
 	--compact-size) COMPACT_SIZE=$2; shift ;;
 	--no-stats-compare) STATS_COMPARE=0 ;;
+	--redis-requests) REDIS_REQUESTS=$2; shift ;;
+	--mem-keys) MEM_KEYS=$2; shift ;;
 	--mounts) MOUNTS=$2; shift ;;
 	--targets) TARGETS=$2; shift ;;
 	--nadbfs) NADBFS=$2; shift ;;
@@ -101,7 +114,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 for n in "$KEYS" "$VALUE_SIZE" "$THREADS" "$REPS" "$RAND_OPS" "$COPIES" \
-	 "$BIG_KEYS" "$MOUNTS" "$PHASE_TIMEOUT"; do
+	 "$BIG_KEYS" "$MOUNTS" "$PHASE_TIMEOUT" "$MEM_KEYS" "${REDIS_REQUESTS:-$KEYS}"; do
 	case $n in ''|*[!0-9]*) die "not a number: '$n'" ;; esac
 done
 [[ $COMPACT_SIZE =~ ^[0-9]+[kKmMgG]?$ ]] ||
@@ -111,21 +124,33 @@ if [ "$REPS" -lt 1 ] || [ "$KEYS" -lt 1 ] || [ "$MOUNTS" -lt 1 ]; then
 	die "--reps, --keys and --mounts must be at least 1"
 fi
 
+[ -n "$REDIS_REQUESTS" ] || REDIS_REQUESTS=$KEYS
+have_redis() { command -v redis-server && command -v redis-cli && command -v redis-benchmark; } >/dev/null
 if [ -z "$TARGETS" ]; then
-	TARGETS=native,passthrough,nadbfs
+	TARGETS=native,passthrough,nadbfs,nadbfs-redis
 	if [ ! -x "$NADBFS" ]; then
 		say "bench.sh: WARNING: $NADBFS is not built: running without nadbfs"
 		TARGETS=native,passthrough
+	elif ! have_redis; then
+		say "bench.sh: WARNING: no redis-server, redis-cli or redis-benchmark (apt-get install redis-server redis-tools): running without nadbfs-redis"
+		TARGETS=native,passthrough,nadbfs
 	fi
 fi
 IFS=, read -r -a targets <<<"$TARGETS"
 has_target() { case ",$TARGETS," in *",$1,"*) return 0 ;; esac; return 1; }
 for t in "${targets[@]}"; do
-	case $t in native|passthrough|nadbfs) ;; *) die "unknown target: $t" ;; esac
+	case $t in native|passthrough|nadbfs|nadbfs-redis) ;; *) die "unknown target: $t" ;; esac
 done
-if has_target nadbfs; then
+# Any nadbfs target, on a directory or on Redis.
+has_nadbfs() { has_target nadbfs || has_target nadbfs-redis; }
+if has_nadbfs; then
 	[ -x "$NADBFS" ] || die "no nadbfs daemon at $NADBFS (make all)"
 	NADBFS=$(cd "$(dirname "$NADBFS")" && pwd -P)/$(basename "$NADBFS")
+	NADB_TOOL=$(dirname "$NADBFS")/nadb
+fi
+if has_target nadbfs-redis; then
+	have_redis || die "nadbfs-redis needs redis-server, redis-cli and redis-benchmark (apt-get install redis-server redis-tools)"
+	[ -x "$NADB_TOOL" ] || die "no nadb tool at $NADB_TOOL (make all)"
 fi
 # passthrough_ll keeps one open fd per inode the kernel knows; the fd limit
 # here is 20,000 and a repetition holds up to K keys + ~1,100 other inodes.
@@ -150,21 +175,35 @@ fi
 
 # ---- targets: where they live, mounting and unmounting ------------------------
 
+# The redis-servers whose working directory is under folder $1: ours, as
+# every redis-server we start (here or in tools/bench-redis-memory.py) has
+# its --dir, where it chdirs, in the run's temp folder.
+redis_servers_under() {
+	local d cwd
+	for d in /proc/[0-9]*; do
+		[ "$(cat "$d/comm" 2>/dev/null)" = redis-server ] || continue
+		cwd=$(readlink "$d/cwd" 2>/dev/null) || continue
+		case $cwd/ in "$1"/*) echo "${d#/proc/}" ;; esac
+	done
+}
+
 # A run that was killed outright (SIGKILL, a lost machine) cannot clean up
 # after itself: unmount and remove what such runs left, known by an owner
-# pid that is no longer alive.  Runs still in progress are left alone.
+# pid that is no longer alive, and stop its redis-servers.  Runs still in
+# progress are left alone.
 reap_stale_runs() {
-	local dir owner mnt
+	local dir owner mnt pid
 	for dir in "${TMPDIR:-/tmp}"/nadb-bench.*; do
 		[ -f "$dir/owner" ] || continue
 		owner=$(cat "$dir/owner")
 		if [ -z "$owner" ] || kill -0 "$owner" 2>/dev/null; then continue; fi
 		say "bench.sh: cleaning up after the killed run in $dir"
 		for mnt in "$dir/pt-mnt" "$dir/nadb-mnt" "$dir/stats-on-mnt" \
-			"$dir/stats-off-mnt" "$dir/compact-mnt"; do
+			"$dir/stats-off-mnt" "$dir/compact-mnt" "$dir/redis-mnt"; do
 			grep -q " $mnt " /proc/self/mountinfo || continue
 			fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
 		done
+		for pid in $(redis_servers_under "$dir"); do kill -TERM "$pid" 2>/dev/null; done
 		sleep 1
 		grep -q " $dir/" /proc/self/mountinfo || rm -rf "$dir"
 	done
@@ -178,6 +217,10 @@ declare -A MNT_OF BACKING_OF WORK_OF PID_OF MOUNTED BROKEN NADBFS_OPTIONS
 MNT_OF[native]=$TMP/native;      BACKING_OF[native]=$TMP/native
 MNT_OF[passthrough]=$TMP/pt-mnt; BACKING_OF[passthrough]=$TMP/pt-src
 MNT_OF[nadbfs]=$TMP/nadb-mnt;    BACKING_OF[nadbfs]=$TMP/nadb-store
+# nadbfs on Redis: BACKING_OF is the store's URL once the server is up
+# (start_redis); the daemon logs to a file, as it has no store folder.
+MNT_OF[nadbfs-redis]=$TMP/redis-mnt; BACKING_OF[nadbfs-redis]=""
+NADBFS_OPTIONS[nadbfs-redis]=log=$LOGS/nadbfs-redis-daemon.log
 # More nadbfs mounts for the nadbfs-alone sections, each with its own store
 # and its own -o options: stats on and off side by side, and a store whose
 # flusher never compacts by itself (compaction is then timed on demand).
@@ -187,7 +230,7 @@ MNT_OF[compact]=$TMP/compact-mnt;     BACKING_OF[compact]=$TMP/compact-store
 NADBFS_OPTIONS[stats-on]=stats=on
 NADBFS_OPTIONS[stats-off]=stats=off
 NADBFS_OPTIONS[compact]=compact_garbage=0
-mounted_targets=(passthrough nadbfs stats-on stats-off compact)
+mounted_targets=(passthrough nadbfs nadbfs-redis stats-on stats-off compact)
 mkdir -p "$LOGS"
 for t in "${mounted_targets[@]}"; do touch "$LOGS/$t.log"; done
 # nadb keeps keys at /DATABASE/NAMESPACE/...: use the same layout everywhere.
@@ -280,12 +323,69 @@ unmount_target() {
 
 remount_target() { unmount_target "$1" && mount_target "$1"; }
 
+# ---- the private redis-server of nadbfs-redis ----------------------------------
+# Loopback only, a free port, its files in $TMP/redis, no RDB snapshots, an
+# AOF fsync'd on every write (what README "Stores on Redis" advises).  It
+# serves nadbfs-redis's store and redis-benchmark's reference, nothing else.
+
+REDIS_DIR=$TMP/redis REDIS_PORT="" REDIS_PID=""
+REDIS_START_SECONDS=10   # wait at most this long for the server to answer
+
+redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_used_memory() { # INFO memory used_memory, bytes
+	redis_cli info memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 }'
+}
+
+# Start the server on the first free port of a few tried; the server that
+# answers must be ours (another may hold the port).  Sets REDIS_PORT,
+# REDIS_PID and the store's URL.
+start_redis() {
+	local i port pid deadline
+	mkdir -p "$REDIS_DIR"
+	for ((i = 0; i < 20; i++)); do
+		port=$((20000 + RANDOM % 40000))
+		redis-server --port "$port" --bind 127.0.0.1 --dir "$REDIS_DIR" \
+			--save "" --appendonly yes --appendfsync always \
+			--logfile "$LOGS/redis-server.log" </dev/null >/dev/null 2>&1 &
+		pid=$!
+		REDIS_PID=$pid
+		deadline=$((SECONDS + REDIS_START_SECONDS))
+		while ! has_exited "$pid" && [ $SECONDS -lt $deadline ]; do
+			if redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null |
+				grep -q "^process_id:$pid"; then
+				REDIS_PORT=$port
+				BACKING_OF[nadbfs-redis]=redis://127.0.0.1:$port/bench
+				return 0
+			fi
+			sleep 0.05
+		done
+		stop_redis
+	done
+	return 1
+}
+
+# Stop our server (SIGTERM: it shuts down; SIGKILL after 30 s).
+stop_redis() {
+	local pid=$REDIS_PID
+	REDIS_PID="" REDIS_PORT=""
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	wait_for_exit "$pid" 30 || { kill -KILL "$pid" 2>/dev/null; wait_for_exit "$pid" 10; }
+	wait "$pid" 2>/dev/null
+}
+
 # shellcheck disable=SC2317  # called by the trap
 cleanup() {
-	local status=$?
+	local status=$? pid
 	trap - EXIT INT TERM HUP
 	for t in "${mounted_targets[@]}"; do
 		if [ -n "${PID_OF[$t]:-}" ] || is_mounted "$t"; then unmount_target "$t"; fi
+	done
+	stop_redis
+	# and any server a killed tools/bench-redis-memory.py left behind
+	for pid in $(redis_servers_under "$TMP"); do
+		kill -TERM "$pid" 2>/dev/null
+		wait_for_exit "$pid" 30 || kill -KILL "$pid" 2>/dev/null
 	done
 	if grep -q " $TMP/" /proc/self/mountinfo; then
 		say "bench.sh: something is still mounted under $TMP: left it in place"
@@ -299,9 +399,14 @@ trap 'exit 130' INT TERM HUP
 
 # Run a private copy of the daemon: a rebuild during the run must not mix
 # two versions in one table.
-if has_target nadbfs; then
+if has_nadbfs; then
 	cp "$NADBFS" "$TMP/nadbfs" || die "cannot copy $NADBFS"
 	NADBFS_RUN=$TMP/nadbfs
+fi
+if has_target nadbfs-redis; then
+	cp "$NADB_TOOL" "$TMP/nadb" || die "cannot copy $NADB_TOOL"
+	NADB_RUN=$TMP/nadb
+	start_redis || die "no redis-server could start (see $LOGS/redis-server.log)"
 fi
 
 # Empty target $1's storage and mount it afresh.
@@ -309,9 +414,18 @@ fresh_target() {
 	local t=$1
 	unmount_target "$t"
 	! is_mounted "$t" || die "${MNT_OF[$t]} is still mounted"
-	rm -rf "${BACKING_OF[$t]}"
-	[ "$t" = native ] || rm -rf "${MNT_OF[$t]}"
 	BROKEN[$t]=0
+	if [ "$t" = nadbfs-redis ]; then
+		# the server is the store's alone: empty it
+		if [ -z "$REDIS_PORT" ] || [ "$(redis_cli flushall 2>&1)" != OK ]; then
+			note_error setup "$t" "FLUSHALL failed on the redis-server (port ${REDIS_PORT:-none})"
+			BROKEN[$t]=1
+			return 1
+		fi
+	else
+		rm -rf "${BACKING_OF[$t]}"
+	fi
+	[ "$t" = native ] || rm -rf "${MNT_OF[$t]}"
 	mount_target "$t" || { BROKEN[$t]=1; return 1; }
 	mkdir -p "${WORK_OF[$t]}" 2>>"$LOGS/$t.log" || {
 		note_error setup "$t" "mkdir -p ${WORK_OF[$t]} failed"
@@ -320,12 +434,17 @@ fresh_target() {
 }
 
 # Set STORE_BYTES to what target $1 takes on disk (du -sb of its store;
-# nadbfs is unmounted first, so that everything it buffers is written).
+# nadbfs is unmounted first, so that everything it buffers is written) or,
+# on Redis, in memory (used_memory, unmounted first too).
 measure_store_bytes() {
 	local t=$1
-	[ "$t" != nadbfs ] || unmount_target "$t"
-	STORE_BYTES=$(du -sb "${BACKING_OF[$t]}" | cut -f1)
-	[ "$t" != nadbfs ] || mount_target "$t" || BROKEN[$t]=1
+	case $t in nadbfs | nadbfs-redis) unmount_target "$t" ;; esac
+	if [ "$t" = nadbfs-redis ]; then
+		STORE_BYTES=$(redis_used_memory)
+	else
+		STORE_BYTES=$(du -sb "${BACKING_OF[$t]}" | cut -f1)
+	fi
+	case $t in nadbfs | nadbfs-redis) mount_target "$t" || BROKEN[$t]=1 ;; esac
 }
 
 rss_anon_mib() {
@@ -410,6 +529,8 @@ run_repetition() {
 	# warm stat and read (items 2, 3; one untimed pass first), listing (4)
 	for t in "${order[@]}"; do measure stat ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
 	for t in "${order[@]}"; do measure read-warm ops/s "$t" --phase read --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
+	# Redis itself beside nadbfs-redis's creates and warm reads
+	if has_target nadbfs-redis; then redis_reference; fi
 	for t in "${order[@]}"; do measure readdir entries/s "$t" --phase readdir --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup --passes 5; done
 	# overwrite (item 5, generation 1), rename-over (generation 2)
 	for t in "${order[@]}"; do measure overwrite ops/s "$t" --phase overwrite --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --generation 1; done
@@ -452,6 +573,58 @@ run_repetition() {
 		after=$STORE_BYTES
 		record dedup-growth "$t" "$(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.6g", (a - b) / 1048576}')" MiB
 	done
+}
+
+# ---- Redis itself, the reference for nadbfs-redis -------------------------------
+# What a user would pick instead: redis-benchmark SET and GET of VALUE_SIZE
+# bytes, 1 client, REDIS_REQUESTS each, on nadbfs-redis's own server (same
+# durability: an AOF fsync'd on every write); it uses one key,
+# key:__rand_int__, deleted after.
+
+redis_reference() {
+	local out set get
+	[ -n "$REDIS_PORT" ] || { note_error redis-set redis "no redis-server"; return 1; }
+	out=$(timeout -k 10 "$PHASE_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" \
+		-c 1 -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -t set,get -q 2>&1 | tr '\r' '\n')
+	# "SET: 1234.57 requests per second, p50=0.767 msec"
+	set=$(awk '$1 == "SET:" && $3 == "requests" { v = $2 } END { print v }' <<<"$out")
+	get=$(awk '$1 == "GET:" && $3 == "requests" { v = $2 } END { print v }' <<<"$out")
+	redis_cli del key:__rand_int__ >/dev/null 2>&1
+	if [ -z "$set" ] || [ -z "$get" ]; then
+		note_error redis-set redis "redis-benchmark: $(grep -v '^ *$' <<<"$out" | tail -n 3 | cut -c1-200 | tr '\n' ' ')"
+		return 1
+	fi
+	record redis-set redis "$set" ops/s "$REDIS_REQUESTS"
+	record redis-get redis "$get" ops/s "$REDIS_REQUESTS"
+}
+
+# ---- Redis memory per key --------------------------------------------------------
+# tools/bench-redis-memory.py starts its own private redis-server (its files
+# under $TMP, so cleanup stops it whatever happens), loads MEM_KEYS random
+# values with nadb load and reads used_memory before and after; then the same
+# into a directory store (du -sb).  See its header.
+
+run_redis_memory() {
+	local line name value rc msg
+	REP=memory
+	say "== nadbfs on Redis: memory per key, $MEM_KEYS keys of $(human_size "$VALUE_SIZE")"
+	line=$(timeout -k 10 "$PHASE_TIMEOUT" python3 "$here/tools/bench-redis-memory.py" \
+		--nadb "$NADB_RUN" --keys "$MEM_KEYS" --value-size "$VALUE_SIZE" --tmp "$TMP" \
+		2>"$TMP/stderr")
+	rc=$?
+	while IFS=, read -r name value; do
+		case $name in
+		redis-mem-per-key | redis-mem-beyond-value) record "$name" nadbfs-redis "$value" bytes ;;
+		redis-load-seconds) record "$name" nadbfs-redis "$value" s ;;
+		dir-store-per-key | dir-store-beyond-value) record "$name" nadbfs "$value" bytes ;;
+		dir-load-seconds) record "$name" nadbfs "$value" s ;;
+		esac
+	done <<<"$line"
+	[ $rc -ne 0 ] || return 0
+	msg=$(tail -n 1 "$TMP/stderr" | cut -c1-300)
+	[ $rc -ne 124 ] && [ $rc -ne 137 ] || msg="timed out after $PHASE_TIMEOUT s. $msg"
+	note_error redis-mem-per-key nadbfs-redis "${msg:-exit status $rc}"
+	return 1
 }
 
 # ---- nadbfs alone at a large K ------------------------------------------------
@@ -652,6 +825,21 @@ compact-daemon-max|the daemon's view, slowest request: $(figure compact-daemon-m
 EOF
 }
 
+# Redis's memory per key (run_redis_memory); the 5th field is the target.
+redis_memory_catalogue() {
+	local v
+	v=$(human_size "$VALUE_SIZE")
+	[ "$MEM_KEYS" -gt 0 ] || return 0
+	cat <<EOF
+redis-mem-per-key|Redis used_memory per key: $MEM_KEYS keys of $v, incompressible, by nadb load into a fresh server|bytes|-|nadbfs-redis
+redis-mem-beyond-value|of which beyond the $VALUE_SIZE-byte value|bytes|at-most 400|nadbfs-redis
+redis-load-seconds|that nadb load into Redis|s|-|nadbfs-redis
+dir-store-per-key|directory store (du -sb) per key, the same load|bytes|-|nadbfs
+dir-store-beyond-value|of which beyond the value|bytes|-|nadbfs
+dir-load-seconds|that nadb load into the directory|s|-|nadbfs
+EOF
+}
+
 # awk functions for the tables: median(k) of the values v[k, 1..n[k]];
 # number(x) for a cell (1,234 / 123 / 12.3 / 1.23); ratio(a, b) of two
 # medians ("" when either is missing); failures from the errors file.
@@ -677,31 +865,39 @@ AWK_TABLES='
 '
 
 # Medians per (workload, target) joined with the catalogue: writes the CSV,
-# the markdown rows and the chart's data.
+# the markdown rows and the chart's data.  compare: a column for
+# nadbfs-redis when it ran (redis=1); alone: the figures of the target in
+# the catalogue's 5th field (default nadbfs).
 summarize() { # catalogue-file csv md dat mode(compare|alone)
-	awk -F, -v csv="$2" -v md="$3" -v dat="$4" -v mode="$5" -v errors="$ERRORS" "$AWK_TABLES"'
+	local redis=0
+	! has_target nadbfs-redis || redis=1
+	awk -F, -v csv="$2" -v md="$3" -v dat="$4" -v mode="$5" -v redis="$redis" -v errors="$ERRORS" "$AWK_TABLES"'
 	function pretty(x, t) {
 		if (x == "") return ((w SUBSEP t) in failed) ? "**error**" : "n/a"
 		return number(x)
 	}
 	FNR == NR { if (FNR > 1) { k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4 }; next }
 	{
-		split($0, c, "|"); w = c[1]; split(c[4], g, " ")
-		nat = median(w SUBSEP "native"); pt = median(w SUBSEP "passthrough"); nd = median(w SUBSEP "nadbfs")
-		if (mode == "alone" && nd == "" && n[w SUBSEP "nadbfs"] == 0 && w ~ /tags|reap/) nd = "n/a (not built yet)"
+		split($0, c, "|"); w = c[1]; split(c[4], g, " "); tg = (c[5] == "") ? "nadbfs" : c[5]
+		nat = median(w SUBSEP "native"); pt = median(w SUBSEP "passthrough"); nd = median(w SUBSEP tg)
+		rd = median(w SUBSEP "nadbfs-redis"); rr = ratio(rd, nd)
+		if (mode == "alone" && nd == "" && n[w SUBSEP tg] == 0 && w ~ /tags|reap/) nd = "n/a (not built yet)"
 		rp = ratio(nd, pt); rn = ratio(nd, nat)
 		goal = ""; met = ""
 		if (g[1] == "passthrough") { goal = ">= " g[2] " x passthrough_ll"; met = (rp == "") ? "n/a" : (rp + 0 >= g[2] ? "yes" : "no") }
 		if (g[1] == "native") { goal = ">= " g[2] " x native"; met = (rn == "") ? "n/a" : (rn + 0 >= g[2] ? "yes" : "no") }
 		if (g[1] == "at-most") { goal = "<= " g[2] " " c[3]; met = (nd == "" || nd !~ /^[-0-9.e+]+$/) ? "n/a" : (nd + 0 <= g[2] ? "yes" : "no") }
 		if (mode == "compare") {
-			print w "," c[3] "," nat "," pt "," nd "," rp "," rn "," goal "," met >> csv
-			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c[2], c[3], pretty(nat, "native"), pretty(pt, "passthrough"), pretty(nd, "nadbfs"),
-				(rp == "" ? "n/a" : sprintf("%.2f", rp)), (rn == "" ? "n/a" : sprintf("%.2f", rn)), goal, (met == "no" ? "**no**" : met) >> md
+			print w "," c[3] "," nat "," pt "," nd "," rp "," rn "," goal "," met "," rd "," rr >> csv
+			printf "| %s | %s | %s | %s | %s |", c[2], c[3], pretty(nat, "native"), pretty(pt, "passthrough"), pretty(nd, "nadbfs") >> md
+			if (redis) printf " %s |", pretty(rd, "nadbfs-redis") >> md
+			printf " %s | %s |", (rp == "" ? "n/a" : sprintf("%.2f", rp)), (rn == "" ? "n/a" : sprintf("%.2f", rn)) >> md
+			if (redis) printf " %s |", (rr == "" ? "n/a" : sprintf("%.2f", rr)) >> md
+			printf " %s | %s |\n", goal, (met == "no" ? "**no**" : met) >> md
 			if (w != "dedup-growth") print w "\t" (rp == "" ? "NaN" : rp) "\t" (rn == "" ? "NaN" : rn) >> dat
 		} else {
-			print w "," c[3] ",,," nd ",,," goal "," met >> csv
-			printf "| %s | %s | %s | %s | %s |\n", c[2], pretty(nd, "nadbfs"), c[3], goal, (met == "no" ? "**no**" : met) >> md
+			print w "," c[3] ",,," (tg == "nadbfs" ? nd : "") ",,," goal "," met "," (tg == "nadbfs-redis" ? nd : "") "," >> csv
+			printf "| %s | %s | %s | %s | %s |\n", c[2], pretty(nd, tg), c[3], goal, (met == "no" ? "**no**" : met) >> md
 		}
 	}' "$RAW" "$1"
 }
@@ -734,6 +930,24 @@ summarize_stats() { # catalogue-file csv md
 	}' "$1" "$RAW"
 }
 
+# Redis itself (redis-benchmark) beside nadbfs-redis: medians, their ratio.
+summarize_redis_reference() { # csv md
+	awk -F, -v csv="$1" -v md="$2" -v errors="$ERRORS" -v size="$(human_size "$VALUE_SIZE")" \
+		-v reqs="$REDIS_REQUESTS" -v keys="$KEYS" "$AWK_TABLES"'
+	function cell(x, w, t) { return x != "" ? number(x) : ((w SUBSEP t) in failed) ? "**error**" : "n/a" }
+	function row(name, rw, nw, what,   r, d, q) {
+		r = median(rw SUBSEP "redis"); d = median(nw SUBSEP "nadbfs-redis"); q = ratio(d, r)
+		printf "| %s | ops/s | %s | %s | %s |\n", what, cell(r, "redis-set", "redis"), cell(d, nw, "nadbfs-redis"),
+			(q == "" ? "n/a" : sprintf("%.3f", q)) >> md
+		print "redis-itself/" name ",ops/s,,,,,,,," r "," >> csv
+	}
+	FNR > 1 { k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4 }
+	END {
+		row("set", "redis-set", "create-1", "SET " size " (" reqs " requests) / create " size " files, 1 thread (" keys ")")
+		row("get", "redis-get", "read-warm", "GET " size " (" reqs " requests) / read " size ", warm (" keys ")")
+	}' "$RAW"
+}
+
 machine_line() {
 	local cpu mem fs
 	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -748,7 +962,7 @@ write_results() {
 	commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	git -C "$here" diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 	rm -f "$OUT/ratios.png"
-	echo "workload,unit,native,passthrough,nadbfs,nadbfs/passthrough,nadbfs/native,goal,met" >"$csv"
+	echo "workload,unit,native,passthrough,nadbfs,nadbfs/passthrough,nadbfs/native,goal,met,nadbfs-redis,nadbfs-redis/nadbfs" >"$csv"
 	: >"$dat"
 	catalogue >"$TMP/catalogue"
 	summarize "$TMP/catalogue" "$csv" "$rows" "$dat" compare
@@ -758,10 +972,15 @@ write_results() {
 		echo "- machine: $(machine_line)"
 		echo "- command: \`tools/bench.sh${args[*]:+ ${args[*]}}\` ($size_name size), nadb commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo "- K = $KEYS keys of $(human_size "$VALUE_SIZE"), $REPS repetition(s), targets run in turn and interleaved; figures are medians; higher is better except where noted"
-		echo "- targets: **native** = a plain directory on the same disk; **passthrough_ll** = libfuse $(pkg-config --modversion fuse3 2>/dev/null) example, \`-o source=DIR,xattr\`, default cache=auto (1 s entry/attr timeout, no writeback cache); **nadbfs** = \`build/nadbfs STORE MNT\` with default options"
+		echo "- targets: **native** = a plain directory on the same disk; **passthrough_ll** = libfuse $(pkg-config --modversion fuse3 2>/dev/null) example, \`-o source=DIR,xattr\`, default cache=auto (1 s entry/attr timeout, no writeback cache); **nadbfs** = \`build/nadbfs STORE MNT\` with default options$(has_target nadbfs-redis && echo "; **nadbfs on Redis** = \`build/nadbfs redis://127.0.0.1:PORT/bench MNT\` on a private redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (loopback, \`--save \"\" --appendonly yes --appendfsync always\`), emptied (FLUSHALL) for each repetition; on Redis / nadbfs is its ratio to nadbfs on a directory; the goals are nadbfs's")"
 		echo
-		echo "| workload | unit | native | passthrough_ll | nadbfs | nadbfs/passthrough_ll | nadbfs/native | goal | met |"
-		echo "|---|---|---:|---:|---:|---:|---:|---|---|"
+		if has_target nadbfs-redis; then
+			echo "| workload | unit | native | passthrough_ll | nadbfs | nadbfs on Redis | nadbfs/passthrough_ll | nadbfs/native | on Redis / nadbfs | goal | met |"
+			echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+		else
+			echo "| workload | unit | native | passthrough_ll | nadbfs | nadbfs/passthrough_ll | nadbfs/native | goal | met |"
+			echo "|---|---|---:|---:|---:|---:|---:|---|---|"
+		fi
 		cat "$rows"
 		echo
 		if awk -F'\t' '$2 != "NaN" || $3 != "NaN" { found = 1 } END { exit !found }' "$dat" &&
@@ -784,6 +1003,35 @@ write_results() {
 			echo
 		} >>"$md"
 	fi
+	if has_target nadbfs-redis; then
+		: >"$rows"
+		summarize_redis_reference "$csv" "$rows"
+		{
+			echo "## nadbfs on Redis beside Redis itself"
+			echo
+			echo "Redis itself is what a user would pick instead: \`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set,get -q\` (one client, one key) on the same private server, so with the same AOF fsync'd on every write, run in each repetition right after the warm reads; nadbfs on Redis is the main table's column.  Medians of $REPS repetition(s); a ratio of 0.25 means nadbfs on Redis does a quarter of Redis's operations per second."
+			echo
+			echo "| Redis operation / nadbfs operation | unit | Redis itself | nadbfs on Redis | nadbfs on Redis / Redis |"
+			echo "|---|---|---:|---:|---:|"
+			cat "$rows"
+			echo
+		} >>"$md"
+		redis_memory_catalogue >"$TMP/redis_catalogue"
+		if [ -s "$TMP/redis_catalogue" ]; then
+			: >"$rows"
+			summarize "$TMP/redis_catalogue" "$csv" "$rows" /dev/null alone
+			{
+				echo "## nadbfs on Redis: memory per key"
+				echo
+				echo "tools/bench-redis-memory.py: a fresh private redis-server (same options), INFO memory used_memory before and after \`nadb load redis://127.0.0.1:PORT/bench\` of a tar of $MEM_KEYS members of $(human_size "$VALUE_SIZE") from os.urandom (1,000 a directory), read once nadb has exited; per key = the difference / $MEM_KEYS, so fixed costs (the server's own and the store's, such as the reserve Redis keeps when a segment string grows, up to 1 MiB) weigh more at a small count.  Then the same load into a directory store, measured with du -sb.  Single run."
+				echo
+				echo "| figure | value | unit | goal | met |"
+				echo "|---|---:|---|---|---|"
+				cat "$rows"
+				echo
+			} >>"$md"
+		fi
+	fi
 	nadb_catalogue >"$TMP/nadb_catalogue"
 	if has_target nadbfs && [ -s "$TMP/nadb_catalogue" ]; then
 		: >"$rows"
@@ -801,7 +1049,7 @@ write_results() {
 		echo "## Notes"
 		echo
 		echo "- cold read: the daemon is restarted (unmount, mount) before it, so its caches and the kernel's FUSE caches are empty; the disk's page cache is not dropped, and native has nothing to restart."
-		echo "- dedup growth: du -sb of the backing directory before and after; nadbfs is unmounted for each du so that everything it buffered is written."
+		echo "- dedup growth: du -sb of the backing directory before and after; nadbfs is unmounted for each du so that everything it buffered is written.$(has_target nadbfs-redis && echo "  On Redis: INFO memory used_memory before and after, unmounted likewise; an append to a segment can land in the reserve Redis kept when that string last grew, and deleted bytes stay until compaction, so small growths read low.")"
 		echo "- nadbfs runs from a private copy of the binary taken at the start, so a rebuild during the run cannot mix versions."
 		echo "- raw figures of every repetition: raw.csv; nadbfs alone figures are single runs except the mount time."
 		if has_target nadbfs && [ "$COMPACT_SIZE" != 0 ]; then
@@ -833,6 +1081,7 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	run_repetition
 done
 for t in "${targets[@]}"; do unmount_target "$t"; done
+stop_redis   # its memory back before the nadbfs-alone sections
 if has_target nadbfs && [ "$STATS_COMPARE" = 1 ]; then
 	for ((REP = 1; REP <= REPS; REP++)); do
 		run_stats_repetition
@@ -843,6 +1092,9 @@ if has_target nadbfs && [ "$BIG_KEYS" -gt 0 ]; then
 fi
 if has_target nadbfs && [ "$COMPACT_SIZE" != 0 ]; then
 	run_compaction || say "bench.sh: the compaction figures failed"
+fi
+if has_target nadbfs-redis && [ "$MEM_KEYS" -gt 0 ]; then
+	run_redis_memory || say "bench.sh: the Redis memory figures failed"
 fi
 write_results
 cat "$OUT/results.md"
