@@ -397,19 +397,28 @@ static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	return 0;
 }
 
-static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
-		   const void *val, size_t vlen)
+/* Buffer a put (VAL NULL: a delete) in the step, or in the group for a
+ * write outside any step. */
+static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+			const void *val, size_t vlen)
 {
-	struct kv_redis *k = (struct kv_redis *)kv;
-	release_held(k);
-	int rc = set_row(writes_of(k), t, key, klen, val ? val : "", vlen);
+	int rc = set_row(writes_of(k), t, key, klen, val, vlen);
 	if (rc) {
-		nadb_log("redis %s: out of memory buffering a write", redis_conn_name(k->conn));
+		nadb_log("redis %s: out of memory buffering a %s", redis_conn_name(k->conn),
+			 val ? "write" : "delete");
 		return rc;
 	}
 	if (!k->in_step)
 		k->unsynced++;
 	return 0;
+}
+
+static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   const void *val, size_t vlen)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	release_held(k);
+	return buffer_write(k, t, key, klen, val ? val : "", vlen);
 }
 
 static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
@@ -422,14 +431,7 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 		return rc;
 	if (!r->val)
 		return -ENOENT;
-	rc = set_row(writes_of(k), t, key, klen, NULL, 0);
-	if (rc) {
-		nadb_log("redis %s: out of memory buffering a delete", redis_conn_name(k->conn));
-		return rc;
-	}
-	if (!k->in_step)
-		k->unsynced++;
-	return 0;
+	return buffer_write(k, t, key, klen, NULL, 0);
 }
 
 /* ---- scans ---------------------------------------------------------------- */
