@@ -122,13 +122,14 @@ static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 		      size_t vlen)
 {
 	struct fsck *f = ctx;
-	if (klen != INO_KEY_LEN || vlen < sizeof(struct inode_rec)) {
+	struct inode_rec r;
+	const uint8_t *payload;
+	size_t plen;
+	if (klen != INO_KEY_LEN || inode_decode(val, vlen, &r, &payload, &plen)) {
 		problem(f, "inode table: malformed row");
 		return 0;
 	}
 	uint64_t ino = be64_at(key);
-	struct inode_rec r;
-	memcpy(&r, val, sizeof(r));
 	uint8_t k[16];
 	ino_map_key(k, ino);
 	struct entry *e = map_get(&f->inodes, k, true);
@@ -140,10 +141,10 @@ static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 	f->res->inodes++;
 	if (!S_ISREG(r.mode))
 		return 0;
-	const uint8_t *list = (const uint8_t *)val + sizeof(r);
-	size_t n = (vlen - sizeof(r)) / CHUNK_HASH_LEN;
+	const uint8_t *list = payload;
+	size_t n = plen / CHUNK_HASH_LEN;
 	size_t want = (size_t)((r.size + f->st->chunk_size - 1) / f->st->chunk_size);
-	if (n != want || (vlen - sizeof(r)) % CHUNK_HASH_LEN)
+	if (n != want || plen % CHUNK_HASH_LEN)
 		problem(f, "inode %llu: %zu chunks for %llu bytes", (unsigned long long)ino,
 			n, (unsigned long long)r.size);
 	for (size_t i = 0; i < n; i++) {
@@ -395,13 +396,13 @@ static int find_referrer(void *ctx, const void *key, size_t klen, const void *va
 {
 	struct referrers *r = ctx;
 	struct inode_rec rec;
-	if (klen != INO_KEY_LEN || vlen < sizeof(rec))
+	const uint8_t *list;
+	size_t n;
+	if (klen != INO_KEY_LEN || inode_decode(val, vlen, &rec, &list, &n))
 		return 0;
-	memcpy(&rec, val, sizeof(rec));
 	if (!S_ISREG(rec.mode))
 		return 0;
-	const uint8_t *list = (const uint8_t *)val + sizeof(rec);
-	size_t n = (vlen - sizeof(rec)) / CHUNK_HASH_LEN;
+	n /= CHUNK_HASH_LEN;
 	for (size_t i = 0; i < n; i++) {
 		if (memcmp(list + i * CHUNK_HASH_LEN, r->hash, CHUNK_HASH_LEN))
 			continue;
@@ -483,11 +484,11 @@ static int find_holder(void *ctx, const void *key, size_t klen, const void *val,
 {
 	struct holders *h = ctx;
 	struct inode_rec rec;
-	if (klen != INO_KEY_LEN || vlen < sizeof(rec))
+	const uint8_t *list;
+	size_t n;
+	if (klen != INO_KEY_LEN || inode_decode(val, vlen, &rec, &list, &n))
 		return 0;
-	memcpy(&rec, val, sizeof(rec));
-	const uint8_t *list = (const uint8_t *)val + sizeof(rec);
-	size_t n = (vlen - sizeof(rec)) / CHUNK_HASH_LEN;
+	n /= CHUNK_HASH_LEN;
 	for (size_t i = 0; S_ISREG(rec.mode) && i < n; i++) {
 		if (memcmp(list + i * CHUNK_HASH_LEN, h->hash, CHUNK_HASH_LEN))
 			continue;
@@ -705,10 +706,11 @@ static bool inode_mode(struct fsck *f, uint64_t ino, uint32_t *mode)
 	uint8_t k[INO_KEY_LEN];
 	struct kv_val v;
 	struct inode_rec r;
+	const uint8_t *payload;
+	size_t plen;
 	if (f->st->kv->ops->get(f->st->kv, KV_INODES, k, ino_key(k, ino), &v) ||
-	    v.len < sizeof(r))
+	    inode_decode(v.data, v.len, &r, &payload, &plen))
 		return false;
-	memcpy(&r, v.data, sizeof(r));
 	*mode = r.mode;
 	return true;
 }
@@ -882,13 +884,13 @@ static int find_bad_size(void *ctx, const void *key, size_t klen, const void *va
 {
 	struct sizes *z = ctx;
 	struct inode_rec r;
-	if (klen != INO_KEY_LEN || vlen < sizeof(r))
+	const uint8_t *list;
+	size_t plen;
+	if (klen != INO_KEY_LEN || inode_decode(val, vlen, &r, &list, &plen))
 		return 0;
-	memcpy(&r, val, sizeof(r));
 	size_t cs = z->f->st->chunk_size;
-	size_t n = (vlen - sizeof(r)) / CHUNK_HASH_LEN;
-	if (!S_ISREG(r.mode) ||
-	    ((vlen - sizeof(r)) % CHUNK_HASH_LEN == 0 && n == (r.size + cs - 1) / cs))
+	size_t n = plen / CHUNK_HASH_LEN;
+	if (!S_ISREG(r.mode) || (plen % CHUNK_HASH_LEN == 0 && n == (r.size + cs - 1) / cs))
 		return 0;
 	uint64_t *v = realloc(z->ino, (z->n + 1) * sizeof(*v));
 	if (!v)

@@ -37,6 +37,136 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ---- the record's encoding ---------------------------------------------------
+ *
+ * Compact (what is written): the two bytes INODE_COMPACT_TAG, 0; a 16-bit
+ * little-endian map of the fields that are not 0; those fields as LEB128
+ * varints, in enum field order; then the payload.  The times after btime
+ * are kept as zigzag differences from it (a new key's are all about
+ * equal), so a 4 KiB key's record is ~50 bytes with its chunk hash, small
+ * enough for a Redis listpack, where the raw struct took 120.
+ *
+ * Raw (stores made before): struct inode_rec as it lies in memory, then
+ * the payload.  Its second byte holds the type bits of mode, never 0, so
+ * the two cannot be mistaken for each other.
+ */
+#define INODE_COMPACT_TAG 0xc2
+
+enum field {
+	F_MODE, F_UID, F_GID, F_NLINK, F_RDEV, F_SIZE, F_PARENT, F_BTIME, F_CTIME,
+	F_MTIME, F_ATIME, F_EXPIRES, F_TTL, F_STORED, F_FLAGS, F_LEVEL, F_COUNT
+};
+
+static uint64_t zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+	return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* The fields of R as the unsigned numbers stored. */
+static void fields_of(const struct inode_rec *r, uint64_t f[F_COUNT])
+{
+	f[F_MODE] = r->mode, f[F_UID] = r->uid, f[F_GID] = r->gid;
+	f[F_NLINK] = r->nlink, f[F_RDEV] = r->rdev, f[F_SIZE] = r->size;
+	f[F_PARENT] = r->parent, f[F_BTIME] = zigzag(r->btime);
+	f[F_CTIME] = zigzag((int64_t)((uint64_t)r->ctime - (uint64_t)r->btime));
+	f[F_MTIME] = zigzag((int64_t)((uint64_t)r->mtime - (uint64_t)r->btime));
+	f[F_ATIME] = zigzag((int64_t)((uint64_t)r->atime - (uint64_t)r->btime));
+	f[F_EXPIRES] = zigzag(r->expires), f[F_TTL] = zigzag(r->ttl_default);
+	f[F_STORED] = r->stored, f[F_FLAGS] = r->flags, f[F_LEVEL] = r->level;
+}
+
+/* R from the stored numbers; -EIO if one does not fit its field. */
+static int rec_of(const uint64_t f[F_COUNT], struct inode_rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (f[F_MODE] > UINT32_MAX || f[F_UID] > UINT32_MAX || f[F_GID] > UINT32_MAX ||
+	    f[F_NLINK] > UINT32_MAX || f[F_FLAGS] > UINT32_MAX || f[F_LEVEL] > UINT8_MAX)
+		return -EIO;
+	r->mode = (uint32_t)f[F_MODE], r->uid = (uint32_t)f[F_UID];
+	r->gid = (uint32_t)f[F_GID], r->nlink = (uint32_t)f[F_NLINK];
+	r->rdev = f[F_RDEV], r->size = f[F_SIZE], r->parent = f[F_PARENT];
+	r->btime = unzigzag(f[F_BTIME]);
+	r->ctime = (int64_t)((uint64_t)r->btime + (uint64_t)unzigzag(f[F_CTIME]));
+	r->mtime = (int64_t)((uint64_t)r->btime + (uint64_t)unzigzag(f[F_MTIME]));
+	r->atime = (int64_t)((uint64_t)r->btime + (uint64_t)unzigzag(f[F_ATIME]));
+	r->expires = unzigzag(f[F_EXPIRES]), r->ttl_default = unzigzag(f[F_TTL]);
+	r->stored = f[F_STORED], r->flags = (uint32_t)f[F_FLAGS];
+	r->level = (uint8_t)f[F_LEVEL];
+	return 0;
+}
+
+size_t inode_encode(const struct inode_rec *r, uint8_t out[INODE_REC_MAX])
+{
+	uint64_t f[F_COUNT];
+	fields_of(r, f);
+	unsigned map = 0;
+	size_t n = 4;
+	for (int i = 0; i < F_COUNT; i++) {
+		if (!f[i])
+			continue;
+		map |= 1u << i;
+		for (uint64_t v = f[i]; ; v >>= 7) {
+			out[n++] = (uint8_t)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+			if (v <= 0x7f)
+				break;
+		}
+	}
+	out[0] = INODE_COMPACT_TAG;
+	out[1] = 0;
+	out[2] = (uint8_t)map;
+	out[3] = (uint8_t)(map >> 8);
+	assert(n <= INODE_REC_MAX);
+	return n;
+}
+
+/* One varint at *P (before END), moving *P past it; false if cut short or
+ * longer than 64 bits. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		if (shift == 63 && b > 1)
+			return false;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_t **payload,
+		 size_t *plen)
+{
+	const uint8_t *p = val, *end = p + vlen;
+	if (vlen >= 2 && p[1] != 0) { /* raw */
+		if (vlen < sizeof(*r))
+			return -EIO;
+		memcpy(r, val, sizeof(*r));
+		*payload = p + sizeof(*r);
+		*plen = vlen - sizeof(*r);
+		return 0;
+	}
+	if (vlen < 4 || p[0] != INODE_COMPACT_TAG)
+		return -EIO;
+	unsigned map = p[2] | (unsigned)p[3] << 8;
+	uint64_t f[F_COUNT] = {0};
+	p += 4;
+	for (int i = 0; i < F_COUNT; i++)
+		if ((map >> i & 1) && !read_varint(&p, end, &f[i]))
+			return -EIO;
+	if (rec_of(f, r))
+		return -EIO;
+	*payload = p;
+	*plen = (size_t)(end - p);
+	return 0;
+}
+
 int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out)
 {
 	uint8_t key[INO_KEY_LEN];
@@ -45,19 +175,17 @@ int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out)
 	int rc = st->kv->ops->get(st->kv, KV_INODES, key, ino_key(key, ino), &v);
 	if (rc)
 		return rc;
-	if (v.len < sizeof(out->r)) {
+	const uint8_t *payload;
+	if (inode_decode(v.data, v.len, &out->r, &payload, &out->payload_len)) {
 		nadb_log("inode %llu: record of %zu bytes is damaged",
 			 (unsigned long long)ino, v.len);
 		return -EIO;
 	}
-	memcpy(&out->r, v.data, sizeof(out->r));
-	out->payload_len = v.len - sizeof(out->r);
 	if (out->payload_len) {
 		out->payload = malloc(out->payload_len);
 		if (!out->payload)
 			return -ENOMEM;
-		memcpy(out->payload, (const uint8_t *)v.data + sizeof(out->r),
-		       out->payload_len);
+		memcpy(out->payload, payload, out->payload_len);
 	}
 	return 0;
 }
@@ -66,15 +194,14 @@ int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,
 	      const void *payload, size_t len)
 {
 	uint8_t key[INO_KEY_LEN];
-	uint8_t small[sizeof(*r) + 256];
-	uint8_t *buf = len <= 256 ? small : malloc(sizeof(*r) + len);
+	uint8_t small[INODE_REC_MAX + 256];
+	uint8_t *buf = len <= 256 ? small : malloc(INODE_REC_MAX + len);
 	if (!buf)
 		return -ENOMEM;
-	memcpy(buf, r, sizeof(*r));
+	size_t n = inode_encode(r, buf);
 	if (len)
-		memcpy(buf + sizeof(*r), payload, len);
-	int rc = st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, ino), buf,
-				  sizeof(*r) + len);
+		memcpy(buf + n, payload, len);
+	int rc = st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, ino), buf, n + len);
 	if (buf != small)
 		free(buf);
 	return rc;

@@ -1,9 +1,19 @@
 /* kv_redis.c -- the metadata tables of backend.h, kept in Redis.
  *
- * Each table is a sorted set of its row keys, all of score 0, so that
- * ZRANGE ... BYLEX walks them in memcmp order (a key before its
- * extensions: the seam's order), and a hash of row key -> value (redis.h
- * has the key names).
+ * A table's rows sit in Redis in one of two shapes (redis.h names the keys):
+ *
+ *  - sorted: a sorted set of its row keys, all of score 0, so that
+ *    ZRANGE ... BYLEX walks them in memcmp order (a key before its
+ *    extensions: the seam's order), and a hash of row key -> value for the
+ *    rows whose value is not empty (links, expiries, orphans and a key's
+ *    tags are all key: a sorted-set member is the whole row).
+ *  - bucketed, for the two tables read by exact key and walked whole only
+ *    by fsck and compaction (inodes, chunks): rows in small hashes, one per
+ *    bucket of keys (a key's first bytes, the last of them masked), and a
+ *    sorted set of the bucket names.  No sorted-set member per row: a chunk
+ *    row costs ~50 bytes of listpack instead of ~250.  A bucket holds a
+ *    contiguous range of keys, so a scan walks buckets in order and sorts
+ *    each one's rows.
  *
  * Steps and groups, as in kv_lmdb.c, but the buffering is ours: Redis
  * has no transaction that can read its own writes.  A step's writes go
@@ -27,9 +37,10 @@
  * with Redis's rows fetched in batches, tombstones hiding Redis rows.
  *
  * Round trips: a get or del not answered by the overlays or the cache
- * costs one (HGET, HEXISTS); a put, a step_begin/step_end cost none; a scan one per batch
- * (a script returns a batch's keys and values together); a sync one (two
- * when the replica count is due for a refresh).
+ * costs one (HGET, or a script: HGET then ZSCORE); a put, a step_begin or
+ * step_end cost none; a scan one per batch (a script returns a batch's keys
+ * and values together); a sync one (two when the replica count is due for
+ * a refresh).
  *
  * The caller serialises every call (the store's meta_lock): no lock here.
  */
@@ -48,7 +59,43 @@
 #define SYNC_ROWS 512       /* rows: per ZADD/HSET/ZREM/HDEL of a sync */
 #define WAIT_MS 5000        /* ms: how long sync waits for replicas */
 #define CACHE_MAX_BYTES (64u << 20) /* bytes of rows the cache holds at most */
-#define KEY_SIZE (REDIS_NAME_MAX + 48) /* bytes: longest key name + NUL */
+#define SCAN_BUCKETS_FIRST 2 /* buckets: the first batch of a bucketed scan */
+#define SCAN_BUCKETS_MAX 16  /* buckets: batches double up to this */
+#define BUCKET_MAX 8         /* bytes: longest bucket name */
+#define KEY_SIZE (REDIS_NAME_MAX + 48 + BUCKET_MAX) /* bytes: longest key name + NUL */
+
+/* A bucketed table's bucket of a key: its first LEN bytes, the last of
+ * them ANDed with MASK (a key shorter than LEN is a bucket of its own).
+ * len 0: a sorted table.  Buckets are ordered as their keys are. */
+struct shape {
+	uint8_t len, mask;
+};
+static const struct shape shapes[KV_NTABLES] = {
+	[KV_INODES] = {8, 0x80}, /* 128 inode numbers a bucket */
+	[KV_CHUNKS] = {2, 0xf0}, /* 4,096 buckets of hashes: ~24 rows a bucket at
+				    100,000 chunks, small enough for a listpack */
+};
+
+static bool bucketed(enum kv_table t)
+{
+	return shapes[t].len > 0;
+}
+
+/* KEY's bucket into OUT (BUCKET_MAX bytes); its length. */
+static size_t bucket_of(enum kv_table t, const void *key, size_t klen, uint8_t *out)
+{
+	const struct shape *s = &shapes[t];
+	assert(s->len > 0 && s->len <= BUCKET_MAX);
+	if (klen < s->len) {
+		/* unmasked, so that it sorts before every longer key's bucket
+		 * it is a prefix of, and after every smaller one */
+		memcpy(out, key, klen);
+		return klen;
+	}
+	memcpy(out, key, s->len);
+	out[s->len - 1] &= s->mask;
+	return s->len;
+}
 
 /* ---- the overlay: skip lists of rows ---------------------------------------- */
 
@@ -343,6 +390,37 @@ static void cache_row(struct kv_redis *k, enum kv_table t, const void *key, size
 		k->cache_stale = true;
 }
 
+/* The name of KEY's bucket's hash into BUF (KEY_SIZE bytes); its length.
+ * The bucket's name is its last bytes from hkey_len[T] on. */
+static size_t bucket_key(const struct kv_redis *k, enum kv_table t, const void *key,
+			 size_t klen, char *buf)
+{
+	memcpy(buf, k->hkey[t], k->hkey_len[t]);
+	size_t n = bucket_of(t, key, klen, (uint8_t *)buf + k->hkey_len[t]);
+	buf[k->hkey_len[t] + n] = 0;
+	return k->hkey_len[t] + n;
+}
+
+/* A sorted table's row: its value, "" for a member without one, nil. */
+static const char get_script[] =
+	"local v = redis.call('HGET', KEYS[2], ARGV[1]) if v then return v end "
+	"if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return '' end return false";
+
+/* Ask Redis for KEY's row: *OUT a string reply, or nil when absent. */
+static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+		    redisReply **out)
+{
+	if (bucketed(t)) {
+		char name[KEY_SIZE];
+		const char *argv[] = {"HGET", name, key};
+		size_t lens[] = {4, bucket_key(k, t, key, klen, name), klen};
+		return redis_run(k->conn, "reading a row", 3, argv, lens, out);
+	}
+	const char *argv[] = {"EVAL", get_script, "2", k->zkey[t], k->hkey[t], key};
+	size_t lens[] = {4, sizeof(get_script) - 1, 1, k->zkey_len[t], k->hkey_len[t], klen};
+	return redis_run(k->conn, "reading a row", 6, argv, lens, out);
+}
+
 /* KEY's row from the overlays, the cache or Redis (then cached). */
 static int find_anywhere(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
 			 struct row **out)
@@ -355,10 +433,8 @@ static int find_anywhere(struct kv_redis *k, enum kv_table t, const void *key, s
 		*out = r;
 		return 0;
 	}
-	const char *argv[] = {"HGET", k->hkey[t], key};
-	size_t lens[] = {4, k->hkey_len[t], klen};
 	redisReply *rep;
-	int rc = redis_run(k->conn, "HGET", 3, argv, lens, &rep);
+	int rc = read_row(k, t, key, klen, &rep);
 	if (rc)
 		return rc;
 	bool there = rep->type == REDIS_REPLY_STRING;
@@ -436,80 +512,165 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 
 /* ---- scans ---------------------------------------------------------------- */
 
-/* ZRANGE BYLEX and HMGET in one round trip: {keys, values}. */
+/* A sorted table's batch: ZRANGE BYLEX and HMGET in one round trip:
+ * {keys, values}. */
 static const char scan_script[] =
 	"local m = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
 	"if #m == 0 then return {m, m} end "
 	"return {m, redis.call('HMGET', KEYS[2], unpack(m))}";
 
-/* Where a scan is in Redis's rows of one table. */
-struct redis_rows {
-	redisReply *keys, *vals; /* of the batch read last (held by the kv) */
-	size_t i;                /* the next row of it */
-	size_t limit;            /* rows asked for in that batch */
-	bool last;               /* no rows after this batch */
+/* A bucketed table's batch: {bucket names, HGETALL of each}.  The hashes'
+ * names are ARGV[3] .. bucket, in the sorted set's slot (its hash tag). */
+static const char scan_buckets_script[] =
+	"local b = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
+	"local out = {b} "
+	"for i = 1, #b do out[i + 1] = redis.call('HGETALL', ARGV[3] .. b[i]) end "
+	"return out";
+
+/* A row of a batch: key and value replies (a nil value: an empty one). */
+struct pair {
+	const redisReply *key, *val;
 };
 
-/* Read the next batch: rows >= START (INCLUSIVE) or > START. */
-static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr,
-		      const void *start, size_t slen, bool inclusive)
+/* Where a scan is in Redis's rows of one table. */
+struct redis_rows {
+	struct pair *rows; /* of the batch read last, in order (replies held by the kv) */
+	size_t n, i;       /* rows, and the next one */
+	size_t limit;      /* rows (or buckets) asked for in that batch */
+	bool last;         /* no rows after this batch */
+	const void *start; /* the scan's first key: rows before it are skipped */
+	size_t slen;
+	const redisReply *after; /* the batch's last key (bucket): the next starts after it */
+};
+
+static int compare_pairs(const void *a, const void *b)
 {
-	char *from = malloc(slen + 1);
+	const struct pair *x = a, *y = b;
+	return compare_keys(x->key->str, x->key->len, y->key->str, y->key->len);
+}
+
+static bool is_array(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ARRAY;
+}
+
+/* The rows of a sorted table's batch REP into RR. */
+static int take_sorted_batch(struct redis_rows *rr, const redisReply *rep)
+{
+	if (!is_array(rep) || rep->elements != 2 || !is_array(rep->element[0]) ||
+	    !is_array(rep->element[1]) || rep->element[0]->elements != rep->element[1]->elements)
+		return -EPROTO;
+	const redisReply *keys = rep->element[0], *vals = rep->element[1];
+	for (size_t i = 0; i < keys->elements; i++) {
+		if (keys->element[i]->type != REDIS_REPLY_STRING)
+			return -EPROTO;
+		rr->rows[rr->n++] = (struct pair){keys->element[i], vals->element[i]};
+	}
+	rr->last = keys->elements < rr->limit;
+	rr->after = keys->elements ? keys->element[keys->elements - 1] : NULL;
+	return 0;
+}
+
+/* The rows of a bucketed table's batch REP into RR, sorted, those before
+ * the scan's start left out. */
+static int take_bucket_batch(struct redis_rows *rr, const redisReply *rep)
+{
+	if (!is_array(rep) || rep->elements < 1 || !is_array(rep->element[0]) ||
+	    rep->elements != rep->element[0]->elements + 1)
+		return -EPROTO;
+	const redisReply *names = rep->element[0];
+	for (size_t b = 1; b < rep->elements; b++) {
+		const redisReply *h = rep->element[b];
+		if (!is_array(h) || h->elements % 2)
+			return -EPROTO;
+		for (size_t i = 0; i < h->elements; i += 2) {
+			if (h->element[i]->type != REDIS_REPLY_STRING)
+				return -EPROTO;
+			if (compare_keys(h->element[i]->str, h->element[i]->len, rr->start,
+					 rr->slen) >= 0)
+				rr->rows[rr->n++] = (struct pair){h->element[i], h->element[i + 1]};
+		}
+	}
+	qsort(rr->rows, rr->n, sizeof(*rr->rows), compare_pairs);
+	rr->last = names->elements < rr->limit;
+	rr->after = names->elements ? names->element[names->elements - 1] : NULL;
+	return 0;
+}
+
+/* Rows in a batch REP at most (its replies' leaves). */
+static size_t rows_in(const redisReply *rep)
+{
+	size_t n = 0;
+	for (size_t i = 0; is_array(rep) && i < rep->elements; i++)
+		n += is_array(rep->element[i]) ? rep->element[i]->elements : 0;
+	return n;
+}
+
+/* Read the next batch: rows >= the scan's start (FIRST) or after the last
+ * batch. */
+static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr, bool first)
+{
+	uint8_t bucket[BUCKET_MAX];
+	const void *from_key = first ? rr->start : rr->after->str;
+	size_t from_len = first ? rr->slen : rr->after->len;
+	if (first && bucketed(t)) {
+		from_len = bucket_of(t, rr->start, rr->slen, bucket);
+		from_key = bucket;
+	}
+	char *from = malloc(from_len + 1);
 	if (!from)
 		return -ENOMEM;
-	size_t flen = 1;
-	if (!start || (!slen && inclusive)) {
-		from[0] = '-'; /* the smallest key */
-	} else {
-		from[0] = inclusive ? '[' : '(';
-		memcpy(from + 1, start, slen);
-		flen += slen;
-	}
+	from[0] = first ? '[' : '(';
+	memcpy(from + 1, from_key, from_len);
+	size_t lo = bucketed(t) ? SCAN_BUCKETS_FIRST : SCAN_FIRST;
+	size_t hi = bucketed(t) ? SCAN_BUCKETS_MAX : SCAN_MAX;
+	rr->limit = first ? lo : (2 * rr->limit > hi ? hi : 2 * rr->limit);
 	char limit[16];
-	rr->limit = rr->limit ? (2 * rr->limit > SCAN_MAX ? SCAN_MAX : 2 * rr->limit)
-			      : SCAN_FIRST;
 	size_t llen = (size_t)snprintf(limit, sizeof(limit), "%zu", rr->limit);
-	const char *argv[] = {"EVAL", scan_script, "2", k->zkey[t], k->hkey[t], from, limit};
-	size_t lens[] = {4, sizeof(scan_script) - 1, 1, k->zkey_len[t], k->hkey_len[t],
-			 flen, llen};
+	/* KEYS: the sorted set (and a sorted table's hash); ARGV: from, limit
+	 * (and the prefix of a bucketed table's hashes) */
+	const char *by_keys[] = {"EVAL", scan_script, "2", k->zkey[t], k->hkey[t], from, limit};
+	size_t by_keys_lens[] = {4, sizeof(scan_script) - 1, 1, k->zkey_len[t],
+				 k->hkey_len[t], from_len + 1, llen};
+	const char *by_buckets[] = {"EVAL", scan_buckets_script, "1", k->zkey[t], from, limit,
+				    k->hkey[t]};
+	size_t by_buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, k->zkey_len[t],
+				    from_len + 1, llen, k->hkey_len[t]};
+	const char **argv = bucketed(t) ? by_buckets : by_keys;
+	const size_t *lens = bucketed(t) ? by_buckets_lens : by_keys_lens;
 	redisReply *rep;
 	int rc = redis_run(k->conn, "scanning a table", 7, argv, lens, &rep);
 	free(from);
 	if (rc)
 		return rc;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-	    rep->element[0]->type != REDIS_REPLY_ARRAY ||
-	    rep->element[1]->type != REDIS_REPLY_ARRAY ||
-	    rep->element[0]->elements != rep->element[1]->elements) {
-		rc = redis_reply_error(k->conn, "scanning a table", rep);
-		freeReplyObject(rep);
-		return rc;
-	}
 	rc = hold_reply(k, rep);
 	if (rc)
 		return rc;
-	rr->keys = rep->element[0];
-	rr->vals = rep->element[1];
-	rr->i = 0;
-	rr->last = rr->keys->elements < rr->limit;
+	free(rr->rows);
+	rr->n = rr->i = 0;
+	rr->rows = malloc((rows_in(rep) + 1) * sizeof(*rr->rows));
+	if (!rr->rows)
+		return -ENOMEM;
+	rc = bucketed(t) ? take_bucket_batch(rr, rep) : take_sorted_batch(rr, rep);
+	if (rc)
+		return redis_reply_error(k->conn, "scanning a table", rep);
 	return 0;
 }
 
-/* Redis's next row, reading a batch if needed; NULL at the end. */
+/* Redis's next row, reading a batch if needed; *KEY NULL at the end. */
 static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows *rr,
-			  redisReply **key, redisReply **val)
+			  const redisReply **key, const redisReply **val)
 {
 	*key = NULL;
-	while (rr->i == rr->keys->elements) {
+	while (rr->i == rr->n) {
 		if (rr->last)
 			return 0;
-		const redisReply *after = rr->keys->element[rr->keys->elements - 1];
-		int rc = fetch_rows(k, t, rr, after->str, after->len, false);
+		int rc = fetch_rows(k, t, rr, false);
 		if (rc)
 			return rc;
 	}
-	*key = rr->keys->element[rr->i];
-	*val = rr->vals->element[rr->i];
+	*key = rr->rows[rr->i].key;
+	*val = rr->rows[rr->i].val;
 	return 0;
 }
 
@@ -517,7 +678,7 @@ static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows
  * step wins over the group, the group over Redis. */
 struct merge {
 	struct row *step, *group;
-	redisReply *rkey, *rval;
+	const redisReply *rkey, *rval;
 };
 
 static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, size_t slen,
@@ -531,8 +692,8 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 		.step = k->in_step ? first_at_or_after(&k->step, t, start, slen, NULL) : NULL,
 		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
 	};
-	struct redis_rows rr = {0};
-	int rc = fetch_rows(k, t, &rr, start, slen, true);
+	struct redis_rows rr = {.start = start, .slen = slen};
+	int rc = fetch_rows(k, t, &rr, true);
 	while (!rc) {
 		rc = next_redis_row(k, t, &rr, &m.rkey, &m.rval);
 		if (rc)
@@ -567,18 +728,15 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 			m.group = m.group->next[0];
 		}
 		if (m.rkey && !compare_keys(m.rkey->str, m.rkey->len, key, klen)) {
-			if (!found) {
-				/* a key without its hash field cannot be: a MULTI
-				 * writes both; skip it like a deleted row */
-				tomb = m.rval->type != REDIS_REPLY_STRING;
+			if (!found && m.rval->type == REDIS_REPLY_STRING) /* else: no value */
 				val = m.rval->str, vlen = m.rval->len;
-			}
 			rr.i++;
 		}
 		if (tomb)
 			continue;
 		rc = fn(ctx, key, klen, val ? val : "", vlen);
 	}
+	free(rr.rows);
 	return rc < 0 ? rc : 0;
 }
 
@@ -620,26 +778,39 @@ static void end_cmd(struct batch *b)
 	c->argc = (int)(&b->argv[b->nargs] - c->argv);
 }
 
-/* Commands of kind DELS (tombstones) or puts of table T to the zset (ZSET)
- * or the hash: at most SYNC_ROWS rows each. */
-static void add_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
-		     bool zset)
+/* What a pending row does to Redis. */
+enum row_kind {
+	ROW_DEL = 1,   /* a tombstone */
+	ROW_EMPTY = 2, /* a put of an empty value */
+	ROW_VALUE = 4, /* a put of a value */
+};
+
+static enum row_kind kind_of(const struct row *r)
 {
-	static const char *const verbs[2][2] = {{"HSET", "ZADD"}, {"HDEL", "ZREM"}};
+	return !r->val ? ROW_DEL : r->vlen ? ROW_VALUE : ROW_EMPTY;
+}
+
+/* Commands "VERB KEY [0] row-key [value] ..." for the rows from FIRST up to
+ * END (NULL: the table's end) whose kind is in KINDS, SYNC_ROWS rows at most
+ * a command.  SCORE: each row key preceded by a score (ZADD); VALUE:
+ * followed by its value (HSET). */
+static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
+		     struct row *first, const struct row *end, unsigned kinds, bool score,
+		     bool value)
+{
 	size_t in_cmd = 0;
-	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
-		if ((r->val == NULL) != dels)
+	for (struct row *r = first; r != end; r = r->next[0]) {
+		if (!(kind_of(r) & kinds))
 			continue;
 		if (in_cmd == 0) {
 			start_cmd(b);
-			add_arg(b, verbs[dels][zset], 4);
-			add_arg(b, zset ? k->zkey[t] : k->hkey[t],
-				zset ? k->zkey_len[t] : k->hkey_len[t]);
+			add_arg(b, verb, strlen(verb));
+			add_arg(b, key, keylen);
 		}
-		if (zset && !dels)
+		if (score)
 			add_arg(b, "0", 1);
 		add_arg(b, r->key, r->klen);
-		if (!zset && !dels)
+		if (value)
 			add_arg(b, r->val, r->vlen);
 		if (++in_cmd == SYNC_ROWS) {
 			end_cmd(b);
@@ -650,12 +821,111 @@ static void add_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool 
 		end_cmd(b);
 }
 
-/* Room for the commands of the pending group. */
-static int size_batch(struct kv_redis *k, struct batch *b, size_t extra)
+/* A sorted table's pending rows: members added and removed, values set,
+ * and removed for deleted rows and rows that became empty. */
+static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t)
+{
+	struct row *first = k->pending.head[t]->next[0];
+	add_rows(b, "ZADD", k->zkey[t], k->zkey_len[t], first, NULL, ROW_EMPTY | ROW_VALUE,
+		 true, false);
+	add_rows(b, "HSET", k->hkey[t], k->hkey_len[t], first, NULL, ROW_VALUE, false, true);
+	add_rows(b, "HDEL", k->hkey[t], k->hkey_len[t], first, NULL, ROW_DEL | ROW_EMPTY,
+		 false, false);
+	add_rows(b, "ZREM", k->zkey[t], k->zkey_len[t], first, NULL, ROW_DEL, false, false);
+}
+
+/* Deleted rows can leave a bucket empty (Redis then drops its hash): its
+ * name leaves the sorted set.  KEYS[1] the set, ARGV[1] the hashes' prefix,
+ * the rest the buckets deletes touched. */
+static const char drop_empty_script[] =
+	"for i = 2, #ARGV do "
+	"if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then "
+	"redis.call('ZREM', KEYS[1], ARGV[i]) end end return 0";
+
+/* A bucket's hash, named while a sync is built (the args point into it). */
+struct bucket_name {
+	char name[KEY_SIZE];
+	size_t len;
+	bool dels; /* rows of it are deleted */
+};
+
+/* The pending rows from R up to the next bucket's; *NAME made KEY's. */
+static struct row *bucket_end(struct kv_redis *k, enum kv_table t, struct row *r,
+			      struct bucket_name *name)
+{
+	name->len = bucket_key(k, t, r->key, r->klen, name->name);
+	name->dels = false;
+	char other[KEY_SIZE];
+	for (; r; r = r->next[0]) {
+		if (bucket_key(k, t, r->key, r->klen, other) != name->len ||
+		    memcmp(other, name->name, name->len))
+			break;
+		name->dels |= !r->val;
+	}
+	return r;
+}
+
+/* How many buckets T's pending rows fall in. */
+static size_t pending_buckets(struct kv_redis *k, enum kv_table t)
+{
+	size_t n = 0;
+	struct bucket_name scratch;
+	for (struct row *r = k->pending.head[t]->next[0]; r; r = bucket_end(k, t, r, &scratch))
+		n++;
+	return n;
+}
+
+/* A bucketed table's pending rows, bucket by bucket (a bucket's rows are
+ * contiguous): its hash's fields set and removed, its name added to the
+ * sorted set; then the buckets left empty dropped.  NAMES has room for
+ * pending_buckets(T); returns how many it used. */
+static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
+			      struct bucket_name *names)
+{
+	size_t n = 0, dels = 0, pre = k->hkey_len[t];
+	for (struct row *r = k->pending.head[t]->next[0]; r;) {
+		struct bucket_name *bn = &names[n++];
+		struct row *end = bucket_end(k, t, r, bn);
+		add_rows(b, "HSET", bn->name, bn->len, r, end, ROW_EMPTY | ROW_VALUE, false, true);
+		add_rows(b, "HDEL", bn->name, bn->len, r, end, ROW_DEL, false, false);
+		bool puts = false;
+		for (struct row *p = r; p != end && !puts; p = p->next[0])
+			puts = p->val != NULL;
+		if (puts) {
+			start_cmd(b);
+			add_arg(b, "ZADD", 4);
+			add_arg(b, k->zkey[t], k->zkey_len[t]);
+			add_arg(b, "0", 1);
+			add_arg(b, bn->name + pre, bn->len - pre);
+			end_cmd(b);
+		}
+		dels += bn->dels;
+		r = end;
+	}
+	if (dels) {
+		start_cmd(b);
+		add_arg(b, "EVAL", 4);
+		add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
+		add_arg(b, "1", 1);
+		add_arg(b, k->zkey[t], k->zkey_len[t]);
+		add_arg(b, k->hkey[t], pre);
+		for (size_t i = 0; i < n; i++)
+			if (names[i].dels)
+				add_arg(b, names[i].name + pre, names[i].len - pre);
+		end_cmd(b);
+	}
+	return n;
+}
+
+/* Room for the commands of the pending group, BUCKETS of them in bucketed
+ * tables. */
+static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_t extra)
 {
 	size_t rows = k->pending.rows;
-	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + extra;
-	size_t nargs = 4 * rows + 2 * ncmds + extra * 4;
+	/* per table: 4 commands, more every SYNC_ROWS rows; per bucket: 3
+	 * (HSET, HDEL, ZADD) and its name twice; per bucketed table a script */
+	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 3 * buckets + KV_NTABLES + extra;
+	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->argv = malloc(nargs * sizeof(*b->argv));
 	b->lens = malloc(nargs * sizeof(*b->lens));
@@ -713,17 +983,28 @@ static int kvr_sync(struct kv *kv)
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -EIO || rc == -ENOMEM ? rc : -EIO;
 	struct batch b;
-	rc = size_batch(k, &b, 3);
+	size_t buckets = 0;
+	for (int t = 0; t < KV_NTABLES; t++)
+		if (bucketed(t))
+			buckets += pending_buckets(k, t);
+	struct bucket_name *names = malloc((buckets + 1) * sizeof(*names));
+	rc = names ? size_batch(k, &b, buckets, 3) : -ENOMEM;
 	if (rc) {
+		free(names);
 		free_batch(&b);
 		return rc;
 	}
 	start_cmd(&b);
 	add_arg(&b, "MULTI", 5);
 	end_cmd(&b);
-	for (int t = 0; t < KV_NTABLES; t++)
-		for (int kind = 0; kind < 4; kind++)
-			add_rows(k, &b, t, kind >= 2, kind & 1);
+	size_t named = 0;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		if (bucketed(t))
+			named += add_bucket_rows(k, &b, t, names + named);
+		else
+			add_sorted_rows(k, &b, t);
+	}
+	assert(named == buckets);
 	start_cmd(&b);
 	add_arg(&b, "EXEC", 4);
 	end_cmd(&b);
@@ -749,6 +1030,7 @@ static int kvr_sync(struct kv *kv)
 	}
 	free(replies);
 	free_batch(&b);
+	free(names);
 	if (rc)
 		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
 	/* What was written is now what Redis holds: the cache learns it
@@ -796,7 +1078,7 @@ static void name_tables(struct kv_redis *k)
 		char what[40];
 		snprintf(what, sizeof(what), "t:%s:z", kv_table_name(t));
 		k->zkey_len[t] = redis_key(k->conn, 0, what, k->zkey[t], KEY_SIZE);
-		snprintf(what, sizeof(what), "t:%s:h", kv_table_name(t));
+		snprintf(what, sizeof(what), bucketed(t) ? "t:%s:b:" : "t:%s:h", kv_table_name(t));
 		k->hkey_len[t] = redis_key(k->conn, 0, what, k->hkey[t], KEY_SIZE);
 	}
 }

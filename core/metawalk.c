@@ -82,11 +82,12 @@ static const char *bad_shape(int t, const MDB_val *k, const MDB_val *v)
 			return vl == 8 ? NULL : "a store setting of the wrong size";
 		return NULL;
 	case KV_INODES: {
-		if (kl != INO_KEY_LEN || vl < sizeof(struct inode_rec))
-			return "an inode record of the wrong size";
-		uint32_t mode;
-		memcpy(&mode, v->mv_data, sizeof(mode));
-		if (S_ISREG(mode) && (vl - sizeof(struct inode_rec)) % CHUNK_HASH_LEN)
+		struct inode_rec r;
+		const uint8_t *payload;
+		size_t plen;
+		if (kl != INO_KEY_LEN || inode_decode(v->mv_data, vl, &r, &payload, &plen))
+			return "an inode record that cannot be read";
+		if (S_ISREG(r.mode) && plen % CHUNK_HASH_LEN)
 			return "a chunk list of the wrong size";
 		return NULL;
 	}
@@ -916,7 +917,7 @@ static int restore_settings(struct salvage *s)
 			cs *= 2;
 		if (!s->max_raw)
 			cs = 128 * 1024;
-		uint32_t f[2] = {1, cs};
+		uint32_t f[2] = {STORE_FORMAT_VERSION, cs};
 		rc = s->kv->ops->put(s->kv, KV_META, "format", 6, f, sizeof(f));
 		if (!rc)
 			rc = note(s, "the store's format record was lost; rebuilt with chunk size %u",
@@ -929,10 +930,11 @@ static int restore_settings(struct salvage *s)
 			.parent = NADB_ROOT_INO, .atime = now, .mtime = now, .ctime = now,
 			.btime = now, .level = NADB_LEVEL_ROOT,
 		};
-		uint8_t key[INO_KEY_LEN];
+		uint8_t key[INO_KEY_LEN], rec[INODE_REC_MAX];
 		uint64_t be = htobe64(NADB_ROOT_INO);
 		memcpy(key, &be, sizeof(key));
-		rc = s->kv->ops->put(s->kv, KV_INODES, key, sizeof(key), &root, sizeof(root));
+		rc = s->kv->ops->put(s->kv, KV_INODES, key, sizeof(key), rec,
+				     inode_encode(&root, rec));
 		if (!rc)
 			rc = note(s, "the root directory's record was lost; made anew");
 	}

@@ -31,7 +31,6 @@
 #define REPLICA_RECHECK_MS 10000 /* ms: how old the replica count may get */
 #define NEED_MAJOR 6             /* oldest server: 6.2, see check_version */
 #define NEED_MINOR 2
-#define FORMAT_TEXT "nadb-redis 1" /* the layout of redis.h, version 1 */
 
 struct redis_conn {
 	redisContext *ctx; /* NULL while disconnected */
@@ -623,10 +622,12 @@ int redis_claim_format(struct redis_conn *c)
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_STRING) {
-		if (strcmp(r->str, FORMAT_TEXT)) {
+		if (strcmp(r->str, REDIS_FORMAT_TEXT)) {
 			nadb_log("redis %s:%d/%s: the store's layout is \"%s\"; this nadb "
-				 "knows \"%s\" only", c->url.host, c->url.port, c->url.name,
-				 r->str, FORMAT_TEXT);
+				 "knows \"%s\" only (move a store between layouts with the "
+				 "nadb that made it: nadb dump, then nadb load into a new NAME)",
+				 c->url.host, c->url.port, c->url.name, r->str,
+				 REDIS_FORMAT_TEXT);
 			rc = -EPROTO;
 		}
 		freeReplyObject(r);
@@ -645,7 +646,7 @@ int redis_claim_format(struct redis_conn *c)
 		return -EEXIST;
 	}
 	/* NX: two daemons opening a new store at once both find it marked. */
-	const char *set[] = {"SET", key, FORMAT_TEXT, "NX"};
+	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, "NX"};
 	rc = run_text(c, "SET format", 4, set, &r);
 	if (!rc)
 		freeReplyObject(r);

@@ -55,6 +55,9 @@
 #include <stdint.h>
 
 #define REDIS_NAME_MAX 64
+/* The format key's text: the layout above, and its version (2: inodes and
+ * chunks bucketed, rows without a value kept as sorted-set members only). */
+#define REDIS_FORMAT_TEXT "nadb-redis 2"
 
 struct redis_url {
 	char host[256];

@@ -47,7 +47,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#define FORMAT_VERSION 1
 /* A group is also committed once this many steps piled up, bounding the
  * memory LMDB holds for it and the work a crash can undo. */
 #define MAX_UNSYNCED_STEPS 100000
@@ -201,7 +200,7 @@ static int create_root(struct nadb_store *st, const struct nadb_options *o)
 		.atime = now, .mtime = now, .ctime = now, .btime = now,
 		.level = NADB_LEVEL_ROOT,
 	};
-	struct format_rec f = {.version = FORMAT_VERSION, .chunk_size = o->chunk_kb * 1024};
+	struct format_rec f = {.version = STORE_FORMAT_VERSION, .chunk_size = o->chunk_kb * 1024};
 	uint64_t next = NADB_ROOT_INO + 1;
 	int rc = step_begin(st);
 	if (rc)
@@ -233,13 +232,24 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 		return -EIO;
 	}
 	memcpy(&f, v.data, sizeof(f));
-	if (f.version != FORMAT_VERSION || f.chunk_size < 4096 ||
+	if (f.version < 1 || f.version > STORE_FORMAT_VERSION || f.chunk_size < 4096 ||
 	    f.chunk_size > (16u << 20)) {
 		nadb_log("%s: unsupported store format %u (chunk size %u)", st->dir,
 			 f.version, f.chunk_size);
 		return -EPROTO;
 	}
 	st->chunk_size = f.chunk_size;
+	if (f.version < STORE_FORMAT_VERSION) {
+		/* Records written from now on are read by this version only: a
+		 * nadb of the store's old version must refuse it from now on. */
+		f.version = STORE_FORMAT_VERSION;
+		rc = step_begin(st);
+		if (!rc)
+			rc = step_end(st, st->kv->ops->put(st->kv, KV_META, "format", 6, &f,
+							   sizeof(f)));
+		if (rc)
+			return rc;
+	}
 	rc = st->kv->ops->get(st->kv, KV_META, "next_ino", 8, &v);
 	if (rc || v.len != sizeof(st->next_ino)) {
 		nadb_log("%s: next_ino record is damaged", st->dir);

@@ -144,6 +144,21 @@ size_t name_key(uint8_t key[NAME_KEY_MAX], uint64_t ino, const char *name);
 
 int64_t now_ns(void);
 
+/* The version in the format record of a store made now (a directory's
+ * KV_META "format").  1: inode records raw; 2: compact (inode.c), which
+ * this version writes and which older ones cannot read, so opening a
+ * version 1 store moves it to 2. */
+#define STORE_FORMAT_VERSION 2
+
+/* An inode record's encoding (inode.c): attributes then payload.
+ * inode_encode writes the attributes compactly (INODE_REC_MAX bytes at
+ * most) and returns their length; inode_decode reads either encoding,
+ * pointing *PAYLOAD into VAL, or returns -EIO for a damaged record. */
+#define INODE_REC_MAX (4 + 16 * 10)
+size_t inode_encode(const struct inode_rec *r, uint8_t out[INODE_REC_MAX]);
+int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_t **payload,
+		 size_t *plen);
+
 /* Inode records; callers hold meta_lock and run inside a step for writes. */
 int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out);
 int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,

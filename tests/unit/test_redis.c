@@ -162,7 +162,7 @@ static void check_foreign(struct redis_server *s)
 	CHECK(r && r->type == REDIS_REPLY_INTEGER);
 	if (r)
 		freeReplyObject(r);
-	r = c ? redisCommand(c, "SET {nadb:oldformat:p0}:format nadb-redis-0") : NULL;
+	r = c ? redisCommand(c, "SET {nadb:oldformat:p0}:format %s", "nadb-redis 1") /* layout 1 */ : NULL;
 	if (r)
 		freeReplyObject(r);
 	struct kv *kv;
@@ -177,7 +177,7 @@ static void check_foreign(struct redis_server *s)
 	if (!rc)
 		kv->ops->close(kv);
 	r = c ? redisCommand(c, "GET {nadb:fresh:p0}:format") : NULL;
-	CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "nadb-redis 1"));
+	CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, REDIS_FORMAT_TEXT));
 	if (r)
 		freeReplyObject(r);
 	if (c)

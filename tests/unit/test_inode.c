@@ -1,0 +1,146 @@
+/* test_inode.c -- inode records as stored: the compact encoding gives back
+ * every field exactly, a new 4 KiB key's record fits a Redis listpack
+ * entry, records of stores made before (raw structs) still read, damaged
+ * ones are refused, and a store of format 1 opens and is moved to 2. */
+#include "store_int.h"
+#include "unit.h"
+
+#include <stdint.h>
+
+static uint64_t rnd(uint64_t *x)
+{
+	*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+	return *x;
+}
+
+/* A value that is often 0, often small, sometimes anything. */
+static uint64_t some(uint64_t *x)
+{
+	uint64_t r = rnd(x);
+	switch (r % 4) {
+	case 0: return 0;
+	case 1: return r >> 56;
+	case 2: return rnd(x);
+	default: return (uint64_t)-(int64_t)(r >> 40);
+	}
+}
+
+static void check_round_trips(void)
+{
+	uint64_t x = 88172645463325252ull;
+	for (int i = 0; i < 100000; i++) {
+		struct inode_rec r = {
+			.mode = (uint32_t)some(&x), .uid = (uint32_t)some(&x),
+			.gid = (uint32_t)some(&x), .nlink = (uint32_t)some(&x),
+			.rdev = some(&x), .size = some(&x), .parent = some(&x),
+			.atime = (int64_t)some(&x), .mtime = (int64_t)some(&x),
+			.ctime = (int64_t)some(&x), .btime = (int64_t)some(&x),
+			.expires = (int64_t)some(&x), .ttl_default = (int64_t)some(&x),
+			.stored = some(&x), .flags = (uint32_t)some(&x), .level = (uint8_t)some(&x),
+		};
+		uint8_t buf[INODE_REC_MAX + 20];
+		size_t n = inode_encode(&r, buf);
+		CHECK(n <= INODE_REC_MAX);
+		memcpy(buf + n, "payload-of-20-bytes!", 20);
+		struct inode_rec back;
+		const uint8_t *payload;
+		size_t plen;
+		CHECK(inode_decode(buf, n + 20, &back, &payload, &plen) == 0);
+		CHECK(!memcmp(&back, &r, sizeof(r)) && plen == 20 &&
+		      !memcmp(payload, "payload-of-20-bytes!", 20));
+		/* cut anywhere in the attributes: refused, never misread */
+		size_t cut = rnd(&x) % n;
+		CHECK(inode_decode(buf, cut, &back, &payload, &plen) == -EIO);
+		if (failures)
+			break;
+	}
+}
+
+static void check_sizes_and_shapes(void)
+{
+	/* a new 4 KiB key: its record and chunk hash fit in 64 bytes */
+	int64_t now = 1796000000123456789;
+	struct inode_rec r = {
+		.mode = S_IFREG | 0644, .uid = 1000, .gid = 1000, .nlink = 1, .size = 4096,
+		.atime = now + 5000, .mtime = now + 40000, .ctime = now + 40000, .btime = now,
+		.stored = 4096, .level = 3,
+	};
+	uint8_t buf[INODE_REC_MAX];
+	size_t n = inode_encode(&r, buf);
+	CHECK(n + 16 <= 64);
+	printf("a 4 KiB key's record: %zu bytes + 16 of chunk hash (raw: %zu)\n", n,
+	       sizeof(r) + 16);
+
+	/* a raw record, as stores of format 1 hold them */
+	uint8_t raw[sizeof(r) + 16];
+	memcpy(raw, &r, sizeof(r));
+	memset(raw + sizeof(r), 0xab, 16);
+	struct inode_rec back;
+	const uint8_t *payload;
+	size_t plen;
+	CHECK(inode_decode(raw, sizeof(raw), &back, &payload, &plen) == 0);
+	CHECK(!memcmp(&back, &r, sizeof(r)) && plen == 16 && payload[0] == 0xab);
+	CHECK(inode_decode(raw, sizeof(r) - 1, &back, &payload, &plen) == -EIO);
+
+	/* damaged: nothing, a wrong tag, a field too big for its type */
+	CHECK(inode_decode("", 0, &back, &payload, &plen) == -EIO);
+	uint8_t bad[] = {0x17, 0, 1, 0, 5};
+	CHECK(inode_decode(bad, sizeof(bad), &back, &payload, &plen) == -EIO);
+	uint8_t wide[] = {0xc2, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x7f}; /* mode > 32 bits */
+	CHECK(inode_decode(wide, sizeof(wide), &back, &payload, &plen) == -EIO);
+	uint8_t longer[] = {0xc2, 0, 0x20, 0, 0xff, 0xff, 0xff, 0xff, 0xff,
+			    0xff, 0xff, 0xff, 0xff, 0x7f}; /* size > 64 bits */
+	CHECK(inode_decode(longer, sizeof(longer), &back, &payload, &plen) == -EIO);
+}
+
+/* A store of format 1 (raw records) opens, reads, writes, and is marked 2. */
+static void check_old_store(void)
+{
+	char dir[32], store[300];
+	make_store_dir(dir, store);
+	struct nadb_options o;
+	nadb_options_default(&o);
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	if (failures)
+		return;
+	uint64_t db = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
+	uint64_t ns = make(st, db, "ns", S_IFDIR | 0755);
+	uint64_t k = make(st, ns, "k", S_IFREG | 0640);
+	/* write its record and the format back as format 1 had them */
+	struct inode in;
+	CHECK(inode_get(st, k, &in) == 0);
+	uint8_t key[INO_KEY_LEN];
+	uint32_t f1[2] = {1, o.chunk_kb * 1024};
+	CHECK(step_begin(st) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), &in.r,
+			       sizeof(in.r)) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_META, "format", 6, f1, sizeof(f1)) == 0);
+	CHECK(step_end(st, 0) == 0);
+	inode_release(&in);
+	nadb_store_close(st);
+
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	if (failures)
+		return;
+	struct nadb_attr a;
+	CHECK(nadb_lookup(st, ns, "k", &a) == 0 && a.mode == (S_IFREG | 0640));
+	struct kv_val v;
+	uint32_t f[2] = {0};
+	CHECK(st->kv->ops->get(st->kv, KV_META, "format", 6, &v) == 0 && v.len == sizeof(f));
+	if (!failures)
+		memcpy(f, v.data, sizeof(f));
+	CHECK(f[0] == STORE_FORMAT_VERSION);
+	check_clean(st);
+	nadb_store_close(st);
+	remove_dir(dir);
+}
+
+int main(void)
+{
+	check_round_trips();
+	check_sizes_and_shapes();
+	check_old_store();
+	printf("%s inode records\n", failures ? "FAILED" : "ok");
+	return failures ? 1 : 0;
+}
