@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 enum kv_table {
-	KV_META,     /* "format", "next_ino": store-wide settings and counters */
+	KV_META,     /* "format": store-wide settings; LMDB's "next_ino" (claim_inos) */
 	KV_INODES,   /* ino(be64) -> struct inode_rec + chunk hashes / link target */
 	KV_DIRENTS,  /* parent(be64) name -> struct dirent_val */
 	KV_XATTRS,   /* ino(be64) name -> value */
@@ -66,6 +66,12 @@ struct kv_ops {
 	int (*sync)(struct kv *kv);
 	/* Steps completed since the last sync (0: sync has nothing to do). */
 	uint64_t (*unsynced)(struct kv *kv);
+	/* Claim N inode numbers in a row, the first in *FIRST.  The store's
+	 * sequence starts at 1 and a number is never claimed twice, even when
+	 * the step that claimed it is undone (its numbers are then lost) or
+	 * when several processes claim at once (Redis: INCRBY), so callers
+	 * claim blocks and number from them. */
+	int (*claim_inos)(struct kv *kv, uint64_t n, uint64_t *first);
 	void (*close)(struct kv *kv);
 };
 struct kv {

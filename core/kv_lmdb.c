@@ -30,6 +30,12 @@ struct kv_lmdb {
 	MDB_txn *group; /* open group transaction, or NULL */
 	MDB_txn *step;  /* open step inside the group, or NULL */
 	uint64_t unsynced;
+	/* The first inode number not claimed (0: not read yet).  KV_META
+	 * "next_ino" holds it as of the last committed step: a claim marks it
+	 * unsaved, and the next step to commit (or the group) writes it, so an
+	 * undone step never takes a claim back. */
+	uint64_t next_ino;
+	bool next_ino_unsaved;
 };
 
 static int errno_of_mdb(int rc)
@@ -77,6 +83,19 @@ static int lmdb_step_begin(struct kv *kv)
 	return rc ? fail("begin step", rc) : 0;
 }
 
+/* Write the claimed inode numbers' end into TXN, if a claim is unsaved. */
+static int save_next_ino(struct kv_lmdb *l, MDB_txn *txn)
+{
+	if (!l->next_ino_unsaved)
+		return 0;
+	MDB_val k = {8, "next_ino"}, v = {sizeof(l->next_ino), &l->next_ino};
+	int rc = mdb_put(txn, l->dbi[KV_META], &k, &v, 0);
+	if (rc)
+		return fail("put next_ino", rc);
+	l->next_ino_unsaved = false;
+	return 0;
+}
+
 static int lmdb_step_end(struct kv *kv, int commit)
 {
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
@@ -88,7 +107,12 @@ static int lmdb_step_end(struct kv *kv, int commit)
 		mdb_txn_abort(step);
 		return 0;
 	}
-	int rc = mdb_txn_commit(step);
+	int rc = save_next_ino(l, step);
+	if (rc) {
+		mdb_txn_abort(step);
+		return rc;
+	}
+	rc = mdb_txn_commit(step);
 	if (rc)
 		return fail("commit step", rc);
 	l->unsynced++;
@@ -177,12 +201,44 @@ static int lmdb_sync(struct kv *kv)
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
 	if (!l->group)
 		return 0;
+	int rc = save_next_ino(l, l->group);
+	if (rc)
+		return rc;
 	MDB_txn *g = l->group;
 	l->group = NULL;
-	int rc = mdb_txn_commit(g);
-	if (rc)
+	rc = mdb_txn_commit(g);
+	if (rc) {
+		l->next_ino_unsaved = true; /* the group with it is gone */
 		return fail("commit", rc);
+	}
 	l->unsynced = 0;
+	return 0;
+}
+
+static int lmdb_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	if (!l->next_ino) {
+		MDB_txn *txn = current(l);
+		if (!txn)
+			return -EIO;
+		MDB_val k = {8, "next_ino"}, v;
+		int rc = mdb_get(txn, l->dbi[KV_META], &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			l->next_ino = 1;
+		} else if (rc) {
+			return fail("get next_ino", rc);
+		} else if (v.mv_size != sizeof(l->next_ino)) {
+			nadb_log("lmdb: the next inode number's record is damaged (%zu bytes)",
+				 v.mv_size);
+			return -EIO;
+		} else {
+			memcpy(&l->next_ino, v.mv_data, sizeof(l->next_ino));
+		}
+	}
+	*first = l->next_ino;
+	l->next_ino += n;
+	l->next_ino_unsaved = true;
 	return 0;
 }
 
@@ -211,6 +267,7 @@ static const struct kv_ops lmdb_ops = {
 	.scan = lmdb_scan,
 	.sync = lmdb_sync,
 	.unsynced = lmdb_unsynced,
+	.claim_inos = lmdb_claim_inos,
 	.close = lmdb_close,
 };
 

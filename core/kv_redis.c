@@ -2,11 +2,12 @@
  *
  * A table's rows sit in Redis in one of two shapes (redis.h names the keys):
  *
- *  - sorted: a sorted set of its row keys, all of score 0, so that
- *    ZRANGE ... BYLEX walks them in memcmp order (a key before its
- *    extensions: the seam's order), and a hash of row key -> value for the
- *    rows whose value is not empty (links, expiries, orphans and a key's
- *    tags are all key: a sorted-set member is the whole row).
+ *  - sorted: a sorted set with one member a row, all of score 0: the key,
+ *    encoded so that it holds no 0 byte, then a 0, then the value
+ *    (encode_member).  ZRANGE ... BYLEX walks the members in the order of
+ *    their keys (a key before its extensions: the seam's order); a key's
+ *    row is the one member in [enc(key) 0, enc(key) 1).  One member a row
+ *    and no hash: a directory entry costs ~140 bytes of Redis, not ~240.
  *  - bucketed, for the two tables read by exact key and walked whole only
  *    by fsck and compaction (inodes, chunks): rows in small hashes, one per
  *    bucket of keys (a key's first bytes, the last of them masked), and a
@@ -37,10 +38,12 @@
  * with Redis's rows fetched in batches, tombstones hiding Redis rows.
  *
  * Round trips: a get or del not answered by the overlays or the cache
- * costs one (HGET, or a script: HGET then ZSCORE); a put, a step_begin or
- * step_end cost none; a scan one per batch (a script returns a batch's keys
- * and values together); a sync one (two when the replica count is due for
- * a refresh).
+ * costs one (HGET, or ZRANGE BYLEX LIMIT 1); a put, a step_begin or
+ * step_end cost none; a scan one per batch; a sync one (two when the
+ * replica count is due for a refresh).  A sorted table's writes are a
+ * script (a put must find the member holding the key's old value), run
+ * inside the sync's MULTI; flagged as writing, so that Redis refuses the
+ * whole transaction when out of memory, never half of it.
  *
  * The caller serialises every call (the store's meta_lock): no lock here.
  */
@@ -59,7 +62,8 @@
 #define SYNC_ROWS 512       /* rows: per ZADD/HSET/ZREM/HDEL of a sync */
 #define WAIT_MS 5000        /* ms: how long sync waits for replicas */
 #define CACHE_MAX_BYTES (64u << 20) /* bytes of rows the cache holds at most */
-#define SCAN_BUCKETS_FIRST 2 /* buckets: the first batch of a bucketed scan */
+#define SCAN_BUCKETS_FIRST 1 /* buckets: the first batch of a bucketed scan (a
+			      * scan of one inode's names stops in it) */
 #define SCAN_BUCKETS_MAX 16  /* buckets: batches double up to this */
 #define BUCKET_MAX 8         /* bytes: longest bucket name */
 #define KEY_SIZE (REDIS_NAME_MAX + 48 + BUCKET_MAX) /* bytes: longest key name + NUL */
@@ -72,6 +76,7 @@ struct shape {
 };
 static const struct shape shapes[KV_NTABLES] = {
 	[KV_INODES] = {8, 0x80}, /* 128 inode numbers a bucket */
+	[KV_LINKS] = {8, 0x80},  /* by inode, as inodes: ~30 bytes a name in a listpack */
 	[KV_CHUNKS] = {2, 0xf0}, /* 4,096 buckets of hashes: ~24 rows a bucket at
 				    100,000 chunks, small enough for a listpack */
 };
@@ -95,6 +100,62 @@ static size_t bucket_of(enum kv_table t, const void *key, size_t klen, uint8_t *
 	memcpy(out, key, s->len);
 	out[s->len - 1] &= s->mask;
 	return s->len;
+}
+
+/* ---- a sorted table's members ------------------------------------------------
+ *
+ * member = enc(key) 0 value, where enc maps each byte b < 0xfe to b + 1
+ * and 0xfe, 0xff to 0xff 1, 0xff 2.  No 0 inside enc(key), so the first 0
+ * ends the key; enc keeps byte order, and a key's 0 sorts below whatever
+ * byte a longer key goes on with.  Only 0xfe and 0xff grow: the big-endian
+ * inode numbers keys start with stay 8 bytes. */
+
+static size_t encoded_len(const uint8_t *key, size_t klen)
+{
+	size_t n = klen;
+	for (size_t i = 0; i < klen; i++)
+		n += key[i] >= 0xfe;
+	return n;
+}
+
+/* enc(KEY) 0 into OUT (encoded_len + 1 bytes); the length. */
+static size_t encode_key(const uint8_t *key, size_t klen, uint8_t *out)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < klen; i++) {
+		if (key[i] < 0xfe) {
+			out[n++] = key[i] + 1;
+		} else {
+			out[n++] = 0xff;
+			out[n++] = key[i] - 0xfd;
+		}
+	}
+	out[n++] = 0;
+	return n;
+}
+
+/* Member M's key, decoded into KEY (room for MLEN bytes), and its value
+ * (inside M); false if M is not a member we wrote. */
+static bool decode_member(const uint8_t *m, size_t mlen, uint8_t *key, size_t *klen,
+			  const uint8_t **val, size_t *vlen)
+{
+	size_t n = 0, i = 0;
+	while (i < mlen && m[i] != 0) {
+		if (m[i] < 0xff) {
+			key[n++] = m[i++] - 1;
+		} else if (i + 1 < mlen && (m[i + 1] == 1 || m[i + 1] == 2)) {
+			key[n++] = m[i + 1] + 0xfd;
+			i += 2;
+		} else {
+			return false;
+		}
+	}
+	if (i == mlen)
+		return false;
+	*klen = n;
+	*val = m + i + 1;
+	*vlen = mlen - i - 1;
+	return true;
 }
 
 /* ---- the overlay: skip lists of rows ---------------------------------------- */
@@ -290,8 +351,12 @@ struct kv_redis {
 	/* Scans under way (a scan's callback may put, del or scan again, as
 	 * it may on LMDB): their batches stay held until the last ends. */
 	unsigned scanning;
+	/* Each table's sorted set, and a bucketed table's prefix of its
+	 * buckets' hashes (redis.h names them). */
 	char zkey[KV_NTABLES][KEY_SIZE], hkey[KV_NTABLES][KEY_SIZE];
 	size_t zkey_len[KV_NTABLES], hkey_len[KV_NTABLES];
+	char inos_key[KEY_SIZE]; /* the inode numbers claimed so far (INCRBY) */
+	size_t inos_key_len;
 };
 
 static void release_held(struct kv_redis *k)
@@ -401,24 +466,63 @@ static size_t bucket_key(const struct kv_redis *k, enum kv_table t, const void *
 	return k->hkey_len[t] + n;
 }
 
-/* A sorted table's row: its value, "" for a member without one, nil. */
-static const char get_script[] =
-	"local v = redis.call('HGET', KEYS[2], ARGV[1]) if v then return v end "
-	"if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return '' end return false";
-
-/* Ask Redis for KEY's row: *OUT a string reply, or nil when absent. */
+/* Ask Redis for KEY's row: *OUT the reply (the caller frees it), *VAL
+ * the value inside it, or NULL when the row is absent. */
 static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
-		    redisReply **out)
+		    redisReply **out, const char **val, size_t *vlen)
 {
+	*val = NULL;
+	*vlen = 0;
 	if (bucketed(t)) {
 		char name[KEY_SIZE];
 		const char *argv[] = {"HGET", name, key};
 		size_t lens[] = {4, bucket_key(k, t, key, klen, name), klen};
-		return redis_run(k->conn, "reading a row", 3, argv, lens, out);
+		int rc = redis_run(k->conn, "reading a row", 3, argv, lens, out);
+		if (!rc && (*out)->type == REDIS_REPLY_STRING)
+			*val = (*out)->str, *vlen = (*out)->len;
+		return rc;
 	}
-	const char *argv[] = {"EVAL", get_script, "2", k->zkey[t], k->hkey[t], key};
-	size_t lens[] = {4, sizeof(get_script) - 1, 1, k->zkey_len[t], k->hkey_len[t], klen};
-	return redis_run(k->conn, "reading a row", 6, argv, lens, out);
+	/* the member in [enc(key) 0, enc(key) 1) */
+	size_t n = encoded_len(key, klen) + 2;
+	char *lo = malloc(n), *hi = malloc(n);
+	if (!lo || !hi) {
+		free(lo);
+		free(hi);
+		return -ENOMEM;
+	}
+	lo[0] = '[';
+	encode_key(key, klen, (uint8_t *)lo + 1);
+	memcpy(hi, lo, n);
+	hi[0] = '(';
+	hi[n - 1] = 1;
+	const char *argv[] = {"ZRANGE", k->zkey[t], lo, hi, "BYLEX", "LIMIT", "0", "1"};
+	size_t lens[] = {6, k->zkey_len[t], n, n, 5, 5, 1, 1};
+	int rc = redis_run(k->conn, "reading a row", 8, argv, lens, out);
+	free(lo);
+	free(hi);
+	if (rc)
+		return rc;
+	const redisReply *r = *out;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements > 1 ||
+	    (r->elements && r->element[0]->type != REDIS_REPLY_STRING)) {
+		rc = redis_reply_error(k->conn, "reading a row", r);
+		freeReplyObject(*out);
+		*out = NULL;
+		return rc;
+	}
+	if (r->elements) {
+		/* its value: after the key's n - 2 bytes and the 0 */
+		const redisReply *m = r->element[0];
+		if (m->len < n - 1) {
+			rc = redis_reply_error(k->conn, "reading a row (a short member)", m);
+			freeReplyObject(*out);
+			*out = NULL;
+			return rc;
+		}
+		*val = m->str + n - 1;
+		*vlen = m->len - (n - 1);
+	}
+	return 0;
 }
 
 /* KEY's row from the overlays, the cache or Redis (then cached). */
@@ -434,19 +538,20 @@ static int find_anywhere(struct kv_redis *k, enum kv_table t, const void *key, s
 		return 0;
 	}
 	redisReply *rep;
-	int rc = read_row(k, t, key, klen, &rep);
+	const char *val;
+	size_t vlen;
+	int rc = read_row(k, t, key, klen, &rep, &val, &vlen);
 	if (rc)
 		return rc;
-	bool there = rep->type == REDIS_REPLY_STRING;
-	cache_row(k, t, key, klen, there ? rep->str : NULL, there ? rep->len : 0);
+	cache_row(k, t, key, klen, val, vlen);
 	c = cache_of(k);
 	r = c ? find_row(c, t, key, klen) : NULL;
 	if (!r) { /* no cache to keep it in: the reply holds it until release */
 		k->spare = (struct row){.klen = klen};
-		if (there && (rc = hold_reply(k, rep)))
+		if (val && (rc = hold_reply(k, rep)))
 			return rc;
-		if (there)
-			k->spare.val = rep->str, k->spare.vlen = rep->len;
+		if (val)
+			k->spare.val = (void *)val, k->spare.vlen = vlen;
 		else
 			freeReplyObject(rep);
 		*out = &k->spare;
@@ -512,41 +617,39 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 
 /* ---- scans ---------------------------------------------------------------- */
 
-/* A sorted table's batch: ZRANGE BYLEX and HMGET in one round trip:
- * {keys, values}. */
-static const char scan_script[] =
-	"local m = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
-	"if #m == 0 then return {m, m} end "
-	"return {m, redis.call('HMGET', KEYS[2], unpack(m))}";
-
 /* A bucketed table's batch: {bucket names, HGETALL of each}.  The hashes'
  * names are ARGV[3] .. bucket, in the sorted set's slot (its hash tag). */
 static const char scan_buckets_script[] =
+	"#!lua flags=no-writes\n"
 	"local b = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
 	"local out = {b} "
 	"for i = 1, #b do out[i + 1] = redis.call('HGETALL', ARGV[3] .. b[i]) end "
 	"return out";
 
-/* A row of a batch: key and value replies (a nil value: an empty one). */
+/* A row of a batch (key and value inside the held reply, or a sorted
+ * table's key decoded into the batch's keys). */
 struct pair {
-	const redisReply *key, *val;
+	const char *key, *val;
+	size_t klen, vlen;
 };
 
 /* Where a scan is in Redis's rows of one table. */
 struct redis_rows {
-	struct pair *rows; /* of the batch read last, in order (replies held by the kv) */
+	struct pair *rows; /* of the batch read last, in order */
+	uint8_t *keys;     /* a sorted table's batch: its keys, decoded */
 	size_t n, i;       /* rows, and the next one */
 	size_t limit;      /* rows (or buckets) asked for in that batch */
 	bool last;         /* no rows after this batch */
 	const void *start; /* the scan's first key: rows before it are skipped */
 	size_t slen;
-	const redisReply *after; /* the batch's last key (bucket): the next starts after it */
+	const redisReply *after; /* the batch's last member (bucket): the next
+				    starts after it */
 };
 
 static int compare_pairs(const void *a, const void *b)
 {
 	const struct pair *x = a, *y = b;
-	return compare_keys(x->key->str, x->key->len, y->key->str, y->key->len);
+	return compare_keys(x->key, x->klen, y->key, y->klen);
 }
 
 static bool is_array(const redisReply *r)
@@ -554,20 +657,33 @@ static bool is_array(const redisReply *r)
 	return r->type == REDIS_REPLY_ARRAY;
 }
 
-/* The rows of a sorted table's batch REP into RR. */
+/* The rows of a sorted table's batch REP (its members) into RR. */
 static int take_sorted_batch(struct redis_rows *rr, const redisReply *rep)
 {
-	if (!is_array(rep) || rep->elements != 2 || !is_array(rep->element[0]) ||
-	    !is_array(rep->element[1]) || rep->element[0]->elements != rep->element[1]->elements)
+	if (!is_array(rep))
 		return -EPROTO;
-	const redisReply *keys = rep->element[0], *vals = rep->element[1];
-	for (size_t i = 0; i < keys->elements; i++) {
-		if (keys->element[i]->type != REDIS_REPLY_STRING)
+	size_t bytes = 1;
+	for (size_t i = 0; i < rep->elements; i++) {
+		if (rep->element[i]->type != REDIS_REPLY_STRING)
 			return -EPROTO;
-		rr->rows[rr->n++] = (struct pair){keys->element[i], vals->element[i]};
+		bytes += rep->element[i]->len;
 	}
-	rr->last = keys->elements < rr->limit;
-	rr->after = keys->elements ? keys->element[keys->elements - 1] : NULL;
+	rr->keys = malloc(bytes);
+	if (!rr->keys)
+		return -ENOMEM;
+	uint8_t *at = rr->keys;
+	for (size_t i = 0; i < rep->elements; i++) {
+		const redisReply *m = rep->element[i];
+		struct pair *p = &rr->rows[rr->n++];
+		const uint8_t *val;
+		if (!decode_member((const uint8_t *)m->str, m->len, at, &p->klen, &val, &p->vlen))
+			return -EPROTO;
+		p->key = (const char *)at;
+		p->val = (const char *)val;
+		at += p->klen;
+	}
+	rr->last = rep->elements < rr->limit;
+	rr->after = rep->elements ? rep->element[rep->elements - 1] : NULL;
 	return 0;
 }
 
@@ -584,11 +700,11 @@ static int take_bucket_batch(struct redis_rows *rr, const redisReply *rep)
 		if (!is_array(h) || h->elements % 2)
 			return -EPROTO;
 		for (size_t i = 0; i < h->elements; i += 2) {
-			if (h->element[i]->type != REDIS_REPLY_STRING)
+			const redisReply *f = h->element[i], *v = h->element[i + 1];
+			if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
 				return -EPROTO;
-			if (compare_keys(h->element[i]->str, h->element[i]->len, rr->start,
-					 rr->slen) >= 0)
-				rr->rows[rr->n++] = (struct pair){h->element[i], h->element[i + 1]};
+			if (compare_keys(f->str, f->len, rr->start, rr->slen) >= 0)
+				rr->rows[rr->n++] = (struct pair){f->str, v->str, f->len, v->len};
 		}
 	}
 	qsort(rr->rows, rr->n, sizeof(*rr->rows), compare_pairs);
@@ -597,49 +713,63 @@ static int take_bucket_batch(struct redis_rows *rr, const redisReply *rep)
 	return 0;
 }
 
-/* Rows in a batch REP at most (its replies' leaves). */
+/* Rows in a batch REP at most. */
 static size_t rows_in(const redisReply *rep)
 {
-	size_t n = 0;
+	size_t n = is_array(rep) ? rep->elements : 0;
 	for (size_t i = 0; is_array(rep) && i < rep->elements; i++)
 		n += is_array(rep->element[i]) ? rep->element[i]->elements : 0;
 	return n;
+}
+
+/* Where the first batch starts, into *FROM (malloc'd, "[" included): a
+ * sorted table's enc(start), a bucketed table's bucket of start. */
+static int first_from(enum kv_table t, const struct redis_rows *rr, char **from, size_t *len)
+{
+	size_t n = bucketed(t) ? BUCKET_MAX : encoded_len(rr->start, rr->slen) + 1;
+	*from = malloc(n + 1);
+	if (!*from)
+		return -ENOMEM;
+	(*from)[0] = '[';
+	if (bucketed(t))
+		*len = 1 + bucket_of(t, rr->start, rr->slen, (uint8_t *)*from + 1);
+	else /* enc(start) 0: the start key's own member is >= it, a smaller key's < */
+		*len = 1 + encode_key(rr->start, rr->slen, (uint8_t *)*from + 1);
+	return 0;
 }
 
 /* Read the next batch: rows >= the scan's start (FIRST) or after the last
  * batch. */
 static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr, bool first)
 {
-	uint8_t bucket[BUCKET_MAX];
-	const void *from_key = first ? rr->start : rr->after->str;
-	size_t from_len = first ? rr->slen : rr->after->len;
-	if (first && bucketed(t)) {
-		from_len = bucket_of(t, rr->start, rr->slen, bucket);
-		from_key = bucket;
+	char *from;
+	size_t from_len;
+	if (first) {
+		int rc = first_from(t, rr, &from, &from_len);
+		if (rc)
+			return rc;
+	} else {
+		from_len = rr->after->len + 1;
+		from = malloc(from_len);
+		if (!from)
+			return -ENOMEM;
+		from[0] = '(';
+		memcpy(from + 1, rr->after->str, rr->after->len);
 	}
-	char *from = malloc(from_len + 1);
-	if (!from)
-		return -ENOMEM;
-	from[0] = first ? '[' : '(';
-	memcpy(from + 1, from_key, from_len);
 	size_t lo = bucketed(t) ? SCAN_BUCKETS_FIRST : SCAN_FIRST;
 	size_t hi = bucketed(t) ? SCAN_BUCKETS_MAX : SCAN_MAX;
 	rr->limit = first ? lo : (2 * rr->limit > hi ? hi : 2 * rr->limit);
 	char limit[16];
 	size_t llen = (size_t)snprintf(limit, sizeof(limit), "%zu", rr->limit);
-	/* KEYS: the sorted set (and a sorted table's hash); ARGV: from, limit
-	 * (and the prefix of a bucketed table's hashes) */
-	const char *by_keys[] = {"EVAL", scan_script, "2", k->zkey[t], k->hkey[t], from, limit};
-	size_t by_keys_lens[] = {4, sizeof(scan_script) - 1, 1, k->zkey_len[t],
-				 k->hkey_len[t], from_len + 1, llen};
-	const char *by_buckets[] = {"EVAL", scan_buckets_script, "1", k->zkey[t], from, limit,
-				    k->hkey[t]};
-	size_t by_buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, k->zkey_len[t],
-				    from_len + 1, llen, k->hkey_len[t]};
-	const char **argv = bucketed(t) ? by_buckets : by_keys;
-	const size_t *lens = bucketed(t) ? by_buckets_lens : by_keys_lens;
+	const char *members[] = {"ZRANGE", k->zkey[t], from, "+", "BYLEX", "LIMIT", "0", limit};
+	size_t members_lens[] = {6, k->zkey_len[t], from_len, 1, 5, 5, 1, llen};
+	const char *buckets[] = {"EVAL", scan_buckets_script, "1", k->zkey[t], from, limit,
+				 k->hkey[t]};
+	size_t buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, k->zkey_len[t],
+				 from_len, llen, k->hkey_len[t]};
 	redisReply *rep;
-	int rc = redis_run(k->conn, "scanning a table", 7, argv, lens, &rep);
+	int rc = bucketed(t) ? redis_run(k->conn, "scanning a table", 7, buckets, buckets_lens, &rep)
+			     : redis_run(k->conn, "scanning a table", 8, members, members_lens, &rep);
 	free(from);
 	if (rc)
 		return rc;
@@ -647,21 +777,25 @@ static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr
 	if (rc)
 		return rc;
 	free(rr->rows);
+	free(rr->keys);
+	rr->keys = NULL;
 	rr->n = rr->i = 0;
 	rr->rows = malloc((rows_in(rep) + 1) * sizeof(*rr->rows));
 	if (!rr->rows)
 		return -ENOMEM;
 	rc = bucketed(t) ? take_bucket_batch(rr, rep) : take_sorted_batch(rr, rep);
+	if (rc == -ENOMEM)
+		return rc;
 	if (rc)
-		return redis_reply_error(k->conn, "scanning a table", rep);
+		return redis_reply_error(k->conn, "scanning a table (a row we did not write)", rep);
 	return 0;
 }
 
-/* Redis's next row, reading a batch if needed; *KEY NULL at the end. */
+/* Redis's next row, reading a batch if needed; NULL at the end. */
 static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows *rr,
-			  const redisReply **key, const redisReply **val)
+			  const struct pair **row)
 {
-	*key = NULL;
+	*row = NULL;
 	while (rr->i == rr->n) {
 		if (rr->last)
 			return 0;
@@ -669,8 +803,7 @@ static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows
 		if (rc)
 			return rc;
 	}
-	*key = rr->rows[rr->i].key;
-	*val = rr->rows[rr->i].val;
+	*row = &rr->rows[rr->i];
 	return 0;
 }
 
@@ -678,7 +811,7 @@ static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows
  * step wins over the group, the group over Redis. */
 struct merge {
 	struct row *step, *group;
-	const redisReply *rkey, *rval;
+	const struct pair *redis;
 };
 
 static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, size_t slen,
@@ -695,7 +828,7 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	struct redis_rows rr = {.start = start, .slen = slen};
 	int rc = fetch_rows(k, t, &rr, true);
 	while (!rc) {
-		rc = next_redis_row(k, t, &rr, &m.rkey, &m.rval);
+		rc = next_redis_row(k, t, &rr, &m.redis);
 		if (rc)
 			break;
 		/* the smallest key of the three heads */
@@ -705,8 +838,8 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 			key = m.step->key, klen = m.step->klen;
 		if (m.group && (!key || compare_keys(m.group->key, m.group->klen, key, klen) < 0))
 			key = m.group->key, klen = m.group->klen;
-		if (m.rkey && (!key || compare_keys(m.rkey->str, m.rkey->len, key, klen) < 0))
-			key = m.rkey->str, klen = m.rkey->len;
+		if (m.redis && (!key || compare_keys(m.redis->key, m.redis->klen, key, klen) < 0))
+			key = m.redis->key, klen = m.redis->klen;
 		if (!key)
 			break;
 		/* its value from the first source that has it; all move past it */
@@ -727,9 +860,9 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 			}
 			m.group = m.group->next[0];
 		}
-		if (m.rkey && !compare_keys(m.rkey->str, m.rkey->len, key, klen)) {
-			if (!found && m.rval->type == REDIS_REPLY_STRING) /* else: no value */
-				val = m.rval->str, vlen = m.rval->len;
+		if (m.redis && !compare_keys(m.redis->key, m.redis->klen, key, klen)) {
+			if (!found)
+				val = m.redis->val, vlen = m.redis->vlen;
 			rr.i++;
 		}
 		if (tomb)
@@ -737,6 +870,7 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 		rc = fn(ctx, key, klen, val ? val : "", vlen);
 	}
 	free(rr.rows);
+	free(rr.keys);
 	return rc < 0 ? rc : 0;
 }
 
@@ -821,17 +955,73 @@ static void add_rows(struct batch *b, const char *verb, const char *key, size_t 
 		end_cmd(b);
 }
 
-/* A sorted table's pending rows: members added and removed, values set,
- * and removed for deleted rows and rows that became empty. */
-static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t)
+/* A sorted table's writes: ARGV pairs of a key's prefix enc(key) 0 and
+ * its new member ("" to delete it).  The member the key had is found in
+ * [prefix, enc(key) 1) and replaced.  Two scripts for one body: puts are
+ * refused (the whole transaction, before it runs) when Redis is out of
+ * memory; deletes are not, so that deleting frees a full store. */
+#define SET_ROWS_BODY                                                                   \
+	"for i = 1, #ARGV, 2 do "                                                       \
+	"local lo, new = ARGV[i], ARGV[i + 1] "                                         \
+	"local hi = string.sub(lo, 1, -2) .. '\\1' "                                    \
+	"local old = redis.call('ZRANGE', KEYS[1], '[' .. lo, '(' .. hi, 'BYLEX', "     \
+	"'LIMIT', 0, 1)[1] "                                                            \
+	"if old ~= new then "                                                           \
+	"if old then redis.call('ZREM', KEYS[1], old) end "                             \
+	"if new ~= '' then redis.call('ZADD', KEYS[1], 0, new) end "                    \
+	"end end return 0"
+static const char put_rows_script[] = "#!lua\n" SET_ROWS_BODY;
+static const char del_rows_script[] = "#!lua flags=allow-oom\n" SET_ROWS_BODY;
+
+/* Room for a sorted table's pending rows as script arguments. */
+static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 {
-	struct row *first = k->pending.head[t]->next[0];
-	add_rows(b, "ZADD", k->zkey[t], k->zkey_len[t], first, NULL, ROW_EMPTY | ROW_VALUE,
-		 true, false);
-	add_rows(b, "HSET", k->hkey[t], k->hkey_len[t], first, NULL, ROW_VALUE, false, true);
-	add_rows(b, "HDEL", k->hkey[t], k->hkey_len[t], first, NULL, ROW_DEL | ROW_EMPTY,
-		 false, false);
-	add_rows(b, "ZREM", k->zkey[t], k->zkey_len[t], first, NULL, ROW_DEL, false, false);
+	size_t n = 0;
+	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0])
+		n += encoded_len(r->key, r->klen) + 1 + (r->val ? r->vlen : 0);
+	return n;
+}
+
+/* A sorted table's pending rows of KINDS as script calls (SCRIPT), their
+ * members built in *BUF (used up). */
+static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
+			    unsigned kinds, const char *script, size_t script_len, uint8_t **buf)
+{
+	size_t in_cmd = 0;
+	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
+		if (!(kind_of(r) & kinds))
+			continue;
+		if (in_cmd == 0) {
+			start_cmd(b);
+			add_arg(b, "EVAL", 4);
+			add_arg(b, script, script_len);
+			add_arg(b, "1", 1);
+			add_arg(b, k->zkey[t], k->zkey_len[t]);
+		}
+		uint8_t *m = *buf;
+		size_t prefix = encode_key(r->key, r->klen, m);
+		if (r->val && r->vlen)
+			memcpy(m + prefix, r->val, r->vlen);
+		size_t mlen = r->val ? prefix + r->vlen : 0;
+		*buf += prefix + (r->val ? r->vlen : 0);
+		add_arg(b, m, prefix);
+		add_arg(b, mlen ? (const char *)m : "", mlen);
+		if (++in_cmd == SYNC_ROWS) {
+			end_cmd(b);
+			in_cmd = 0;
+		}
+	}
+	if (in_cmd)
+		end_cmd(b);
+}
+
+/* A sorted table's pending rows: puts, then deletes. */
+static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
+			    uint8_t **buf)
+{
+	add_member_rows(k, b, t, ROW_EMPTY | ROW_VALUE, put_rows_script,
+			sizeof(put_rows_script) - 1, buf);
+	add_member_rows(k, b, t, ROW_DEL, del_rows_script, sizeof(del_rows_script) - 1, buf);
 }
 
 /* Deleted rows can leave a bucket empty (Redis then drops its hash): its
@@ -987,10 +1177,16 @@ static int kvr_sync(struct kv *kv)
 	for (int t = 0; t < KV_NTABLES; t++)
 		if (bucketed(t))
 			buckets += pending_buckets(k, t);
+	size_t bytes = 1;
+	for (int t = 0; t < KV_NTABLES; t++)
+		if (!bucketed(t))
+			bytes += sorted_bytes(k, t);
 	struct bucket_name *names = malloc((buckets + 1) * sizeof(*names));
-	rc = names ? size_batch(k, &b, buckets, 3) : -ENOMEM;
+	uint8_t *members = malloc(bytes), *at = members;
+	rc = names && members ? size_batch(k, &b, buckets, 3) : -ENOMEM;
 	if (rc) {
 		free(names);
+		free(members);
 		free_batch(&b);
 		return rc;
 	}
@@ -1002,9 +1198,9 @@ static int kvr_sync(struct kv *kv)
 		if (bucketed(t))
 			named += add_bucket_rows(k, &b, t, names + named);
 		else
-			add_sorted_rows(k, &b, t);
+			add_sorted_rows(k, &b, t, &at);
 	}
-	assert(named == buckets);
+	assert(named == buckets && at <= members + bytes);
 	start_cmd(&b);
 	add_arg(&b, "EXEC", 4);
 	end_cmd(&b);
@@ -1031,6 +1227,7 @@ static int kvr_sync(struct kv *kv)
 	free(replies);
 	free_batch(&b);
 	free(names);
+	free(members);
 	if (rc)
 		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
 	/* What was written is now what Redis holds: the cache learns it
@@ -1046,6 +1243,29 @@ static int kvr_sync(struct kv *kv)
 static uint64_t kvr_unsynced(struct kv *kv)
 {
 	return ((struct kv_redis *)kv)->unsynced;
+}
+
+/* One INCRBY, at once and outside the group: what Redis acknowledged is
+ * never claimed again, whoever claims next. */
+static int kvr_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	char by[24];
+	const char *argv[] = {"INCRBY", k->inos_key, by};
+	size_t lens[] = {6, k->inos_key_len, (size_t)snprintf(by, sizeof(by), "%llu",
+							       (unsigned long long)n)};
+	redisReply *r;
+	int rc = redis_run(k->conn, "claiming inode numbers", 3, argv, lens, &r);
+	if (rc)
+		return rc == -ENOSPC || rc == -ENOMEM ? rc : -EIO;
+	if (r->type != REDIS_REPLY_INTEGER || r->integer < (long long)n) {
+		rc = redis_reply_error(k->conn, "claiming inode numbers", r);
+		freeReplyObject(r);
+		return rc;
+	}
+	*first = (uint64_t)r->integer - n + 1;
+	freeReplyObject(r);
+	return 0;
 }
 
 static void kvr_close(struct kv *kv)
@@ -1069,16 +1289,20 @@ static const struct kv_ops redis_kv_ops = {
 	.scan = kvr_scan,
 	.sync = kvr_sync,
 	.unsynced = kvr_unsynced,
+	.claim_inos = kvr_claim_inos,
 	.close = kvr_close,
 };
 
 static void name_tables(struct kv_redis *k)
 {
+	k->inos_key_len = redis_key(k->conn, 0, "inos", k->inos_key, KEY_SIZE);
 	for (int t = 0; t < KV_NTABLES; t++) {
 		char what[40];
 		snprintf(what, sizeof(what), "t:%s:z", kv_table_name(t));
 		k->zkey_len[t] = redis_key(k->conn, 0, what, k->zkey[t], KEY_SIZE);
-		snprintf(what, sizeof(what), bucketed(t) ? "t:%s:b:" : "t:%s:h", kv_table_name(t));
+		if (!bucketed(t))
+			continue; /* its rows are the sorted set's members */
+		snprintf(what, sizeof(what), "t:%s:b:", kv_table_name(t));
 		k->hkey_len[t] = redis_key(k->conn, 0, what, k->hkey[t], KEY_SIZE);
 	}
 }

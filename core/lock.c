@@ -273,6 +273,9 @@ int lock_store(struct nadb_store *st, const char *arg)
 	int rc;
 	if (store_is_redis_url(arg)) {
 		rc = open_redis_lock(st, arg);
+		/* taking the lock writes (lockgen): not on keys that are not a store */
+		if (!rc && (rc = redis_check_format(st->rlock->conn)) == -ENOENT)
+			rc = 0;
 	} else {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/lock", arg);

@@ -29,8 +29,8 @@
 #define RECONNECT_PAUSE_MS 50    /* ms: first pause between tries, doubled... */
 #define RECONNECT_PAUSE_MAX 1000 /* ms: ...up to this */
 #define REPLICA_RECHECK_MS 10000 /* ms: how old the replica count may get */
-#define NEED_MAJOR 6             /* oldest server: 6.2, see check_version */
-#define NEED_MINOR 2
+#define NEED_MAJOR 7             /* oldest server: 7.0, see check_version */
+#define NEED_MINOR 0
 
 struct redis_conn {
 	redisContext *ctx; /* NULL while disconnected */
@@ -38,6 +38,7 @@ struct redis_conn {
 	int replicas;             /* connected replicas, as last seen */
 	uint64_t reconnects;      /* times the connection was made again */
 	uint64_t replicas_seen_ms; /* when (monotonic ms); 0: never */
+	long long lock_gen;       /* the store lock's generation when we took it; 0: none */
 };
 
 
@@ -283,8 +284,10 @@ static int authenticate(struct redis_conn *c)
 	return rc;
 }
 
-/* 6.2 at least: the scan script walks tables with ZRANGE ... BYLEX LIMIT
- * (new in 6.2, the form that replaces the deprecated ZRANGEBYLEX), and
+/* 7.0 at least: a group's scripts run inside its MULTI, and only 7.0
+ * checks a flagged script for OOM before the transaction starts (6.2
+ * refuses a script's first write halfway through it, leaving the rest of
+ * the transaction applied); scans use ZRANGE ... BYLEX LIMIT (6.2), and
  * USER:PASSWORD URLs need ACLs (6.0). */
 static int check_version(struct redis_conn *c)
 {
@@ -304,8 +307,8 @@ static int check_version(struct redis_conn *c)
 			 u->port, r->type == REDIS_REPLY_ERROR ? r->str : "no redis_version");
 		rc = -EPROTONOSUPPORT;
 	} else if (major < NEED_MAJOR || (major == NEED_MAJOR && minor < NEED_MINOR)) {
-		nadb_log("redis %s:%d: server version %d.%d is too old: nadb needs 6.2 or "
-			 "later (ZRANGE BYLEX LIMIT for ordered scans, ACL logins)",
+		nadb_log("redis %s:%d: server version %d.%d is too old: nadb needs 7.0 or "
+			 "later (scripts checked for OOM before a transaction runs)",
 			 u->host, u->port, major, minor);
 		rc = -EPROTONOSUPPORT;
 	}
@@ -582,7 +585,7 @@ int redis_replicas(struct redis_conn *c, int *out)
 /* How many of the keys a store has once used exist. */
 static int count_store_keys(struct redis_conn *c, long long *count)
 {
-	enum { N = 2 * KV_NTABLES + 3 };
+	enum { N = 2 * KV_NTABLES + 4 };
 	char names[N][REDIS_NAME_MAX + 48];
 	const char *argv[N + 1];
 	size_t lens[N + 1];
@@ -598,8 +601,8 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 			n++;
 		}
 	}
-	static const char *const others[] = {"segs", "punched", "gone"};
-	for (int i = 0; i < 3; i++, n++) {
+	static const char *const others[] = {"segs", "punched", "gone", "inos"};
+	for (int i = 0; i < 4; i++, n++) {
 		lens[n] = redis_key(c, 0, others[i], names[n - 1], sizeof(names[0]));
 		argv[n] = names[n - 1];
 	}
@@ -612,7 +615,7 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 	return 0;
 }
 
-int redis_claim_format(struct redis_conn *c)
+int redis_check_format(struct redis_conn *c)
 {
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
@@ -645,8 +648,19 @@ int redis_claim_format(struct redis_conn *c)
 			 c->url.name, count, key);
 		return -EEXIST;
 	}
+	return -ENOENT;
+}
+
+int redis_claim_format(struct redis_conn *c)
+{
+	int rc = redis_check_format(c);
+	if (rc != -ENOENT)
+		return rc;
 	/* NX: two daemons opening a new store at once both find it marked. */
+	char key[REDIS_NAME_MAX + 48];
+	redis_key(c, 0, "format", key, sizeof(key));
 	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, "NX"};
+	redisReply *r;
 	rc = run_text(c, "SET format", 4, set, &r);
 	if (!rc)
 		freeReplyObject(r);
@@ -655,9 +669,23 @@ int redis_claim_format(struct redis_conn *c)
 
 /* ---- the store lock --------------------------------------------------------- */
 
-static const char refresh_script[] =
+/* Taking the lock counts a generation (KEYS[2]): every taker, tools too,
+ * takes it this way, so a generation that did not move means nobody held
+ * the lock in between.  1.. the new generation; -1 already ours (a retried
+ * take); 0 held by another. */
+static const char take_script[] =
+	"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+	"return redis.call('INCR', KEYS[2]) end "
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
-	"return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+	"redis.call('PEXPIRE', KEYS[1], ARGV[2]) return -1 end return 0";
+/* 1: refreshed; 2: it had expired (the server was away longer than its
+ * life) and nobody took it since (the generation ARGV[3] is still ours):
+ * taken again; 0: lost. */
+static const char refresh_script[] =
+	"local v = redis.call('GET', KEYS[1]) "
+	"if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+	"if not v and redis.call('GET', KEYS[2]) == ARGV[3] then "
+	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end return 0";
 static const char release_script[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
 	"return redis.call('DEL', KEYS[1]) end return 0";
@@ -701,30 +729,37 @@ int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char 
 	return held ? 0 : -ENOLCK;
 }
 
+/* Run SCRIPT on the lock and its generation: EVAL script 2 lock lockgen
+ * OWNER TTL_MS [GEN]; its integer reply into *RESULT. */
+static int run_lock_gen_script(struct redis_conn *c, const char *why, const char *script,
+			       const char *owner, uint32_t ttl_ms, bool with_gen,
+			       long long *result)
+{
+	char key[REDIS_NAME_MAX + 48], gen_key[REDIS_NAME_MAX + 48], ttl[16], gen[24];
+	redis_key(c, 0, "lock", key, sizeof(key));
+	redis_key(c, 0, "lockgen", gen_key, sizeof(gen_key));
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	snprintf(gen, sizeof(gen), "%lld", c->lock_gen);
+	const char *argv[] = {"EVAL", script, "2", key, gen_key, owner, ttl, gen};
+	redisReply *r;
+	int rc = run_text(c, why, with_gen ? 8 : 7, argv, &r);
+	if (rc)
+		return rc;
+	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
 int redis_store_lock_try(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
 {
-	char key[REDIS_NAME_MAX + 48], ttl[16];
-	redis_key(c, 0, "lock", key, sizeof(key));
-	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
-	const char *set[] = {"SET", key, owner, "NX", "PX", ttl};
-	redisReply *r;
-	int rc = run_text(c, "taking the store lock", 6, set, &r);
+	long long got = 0;
+	int rc = run_lock_gen_script(c, "taking the store lock", take_script, owner, ttl_ms,
+				     false, &got);
 	if (rc)
 		return rc;
-	bool taken = r->type == REDIS_REPLY_STATUS;
-	freeReplyObject(r);
-	if (taken)
-		return 0;
-	const char *get[] = {"GET", key};
-	rc = run_text(c, "reading the store lock", 2, get, &r);
-	if (rc)
-		return rc;
-	if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, owner)) {
-		freeReplyObject(r); /* ours: a retried SET found its own value */
-		return redis_store_lock_refresh(c, owner, ttl_ms);
-	}
-	freeReplyObject(r);
-	return -EBUSY;
+	if (got > 0)
+		c->lock_gen = got;
+	return got ? 0 : -EBUSY; /* -1: ours already, a retried take */
 }
 
 int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
@@ -757,13 +792,15 @@ static int run_lock_script(struct redis_conn *c, const char *why, const char *sc
 
 int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
 {
-	char ttl[16];
-	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
 	long long held = 0;
-	int rc = run_lock_script(c, "refreshing the store lock", refresh_script, owner,
-				 ttl, &held);
+	int rc = run_lock_gen_script(c, "refreshing the store lock", refresh_script, owner,
+				     ttl_ms, true, &held);
 	if (rc)
 		return rc;
+	if (held == 2)
+		nadb_log("redis %s:%d/%s: the store lock expired while the server was away "
+			 "and nobody took it since: ours again", c->url.host, c->url.port,
+			 c->url.name);
 	if (!held) {
 		nadb_log("redis %s:%d/%s: the store lock expired and is no longer ours: "
 			 "stop writing", c->url.host, c->url.port, c->url.name);

@@ -22,14 +22,22 @@
  * change, and a group's commit must then be split per partition.
  *
  *   key ("{nadb:NAME:p0}:" + ...)  type        holds
- *   format                          string      "nadb-redis 1": marks NAME as
- *                                               a nadb store, layout version
+ *   format                          string      REDIS_FORMAT_TEXT: marks NAME
+ *                                               as a nadb store, layout version
  *   lock                            string      owner text of the daemon
  *                                               serving the store (PX expiry)
- *   t:TABLE:z                       sorted set  row keys of TABLE, score 0:
- *                                               ZRANGE BYLEX walks them in
- *                                               memcmp order
- *   t:TABLE:h                       hash        row key -> row value
+ *   lockgen                         string      times the lock was taken
+ *   t:TABLE:z                       sorted set  a sorted table's rows, score
+ *                                               0, one member a row: the key
+ *                                               encoded without 0 bytes, 0,
+ *                                               the value (kv_redis.c)
+ *   t:TABLE:z                       sorted set  a bucketed table's (inodes,
+ *                                               links, chunks) bucket names
+ *   t:TABLE:b:B                     hash        the rows of bucket B (the first
+ *                                               bytes of their keys): row key
+ *                                               -> value
+ *   inos                            string      inode numbers claimed so far
+ *                                               (INCRBY, in blocks)
  *   segs                            sorted set  blob segment numbers (score
  *                                               = number); the highest is
  *                                               appended to
@@ -55,8 +63,8 @@
 #include <stdint.h>
 
 #define REDIS_NAME_MAX 64
-/* The format key's text: the layout above, and its version (2: inodes and
- * chunks bucketed, rows without a value kept as sorted-set members only). */
+/* The format key's text: the layout above, and its version (2: inodes,
+ * links and chunks bucketed, a sorted table's rows one member each). */
 #define REDIS_FORMAT_TEXT "nadb-redis 2"
 
 struct redis_url {
@@ -132,6 +140,9 @@ void redis_note_durability(struct redis_conn *c);
  * the marker (not ours, or damaged), -EPROTO if the marker names another
  * layout version. */
 int redis_claim_format(struct redis_conn *c);
+/* The same, writing nothing: 0 a store of this layout, -ENOENT no store
+ * (nothing under NAME), else the error claim would give (logged). */
+int redis_check_format(struct redis_conn *c);
 
 /* The store lock: one daemon serves a store at a time.
  *
@@ -145,7 +156,9 @@ int redis_claim_format(struct redis_conn *c);
  * daemon that dies frees it; the caller must call redis_store_lock_refresh
  * well within TTL_MS (e.g. every TTL_MS / 3, from a timer thread on a
  * connection of its own) and stop writing if that fails: -ENOLCK (logged)
- * if the lock expired and is gone or was taken by another owner.
+ * if the lock was taken by another owner, or expired and may have been
+ * (its generation moved: every take counts one).  A lock that expired
+ * while the server was away and that nobody took since is taken again.
  *
  * redis_store_lock_release deletes it only if OWNER still holds it (a
  * script compares first), so a daemon whose lock expired never frees

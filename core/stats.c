@@ -501,9 +501,12 @@ int stats_check(struct nadb_store *st, bool repair,
 	}
 	if (e->overflow)
 		rc = -E2BIG;
+	/* The walk's rows; compare_row adds a zero row for each stored scope
+	 * the walk did not find (a directory that is gone), to be deleted. */
+	size_t walked = e->n;
 	struct counter_row *copy = NULL;
-	if (!rc && repair && (copy = malloc(e->n * sizeof(*copy))))
-		memcpy(copy, e->row, e->n * sizeof(*copy));
+	if (!rc && repair && (copy = malloc(walked * sizeof(*copy) + 1)))
+		memcpy(copy, e->row, walked * sizeof(*copy));
 	struct stored_rows s = {.e = e, .problem = problem, .ctx = ctx};
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_COUNTERS, NULL, 0, compare_row, &s);
@@ -521,9 +524,14 @@ int stats_check(struct nadb_store *st, bool repair,
 	}
 	if (!rc && repair && copy && s.problems) {
 		rc = step_begin(st);
-		for (size_t i = 0; !rc && i < e->n; i++)
-			rc = st->kv->ops->put(st->kv, KV_COUNTERS, key, ino_key(key, e->scope[i]),
-					      &copy[i], sizeof(copy[i]));
+		for (size_t i = 0; !rc && i < e->n; i++) {
+			size_t klen = ino_key(key, e->scope[i]);
+			if (i < walked)
+				rc = st->kv->ops->put(st->kv, KV_COUNTERS, key, klen, &copy[i],
+						      sizeof(copy[i]));
+			else if ((rc = st->kv->ops->del(st->kv, KV_COUNTERS, key, klen)) == -ENOENT)
+				rc = 0;
+		}
 		rc = step_end(st, rc);
 	}
 	free(copy);

@@ -201,19 +201,24 @@ static int create_root(struct nadb_store *st, const struct nadb_options *o)
 		.level = NADB_LEVEL_ROOT,
 	};
 	struct format_rec f = {.version = STORE_FORMAT_VERSION, .chunk_size = o->chunk_kb * 1024};
-	uint64_t next = NADB_ROOT_INO + 1;
 	int rc = step_begin(st);
 	if (rc)
 		return rc;
-	rc = inode_put(st, NADB_ROOT_INO, &root, NULL, 0);
+	uint64_t first;
+	rc = st->kv->ops->claim_inos(st->kv, 1, &first);
+	if (!rc && first != NADB_ROOT_INO) { /* a sequence begun, but no format */
+		nadb_log("%s: the store has no format record but has used inode numbers "
+			 "(up to %llu): damaged", st->dir, (unsigned long long)first);
+		rc = -EIO;
+	}
 	if (!rc)
-		rc = st->kv->ops->put(st->kv, KV_META, "next_ino", 8, &next, sizeof(next));
+		rc = inode_put(st, NADB_ROOT_INO, &root, NULL, 0);
 	if (!rc)
 		rc = st->kv->ops->put(st->kv, KV_META, "format", 6, &f, sizeof(f));
 	return step_end(st, rc);
 }
 
-/* Read the format record (making a new store's first) and next_ino. */
+/* Read the format record (making a new store's first). */
 static int load_format(struct nadb_store *st, const struct nadb_options *o)
 {
 	struct kv_val v;
@@ -250,12 +255,6 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 		if (rc)
 			return rc;
 	}
-	rc = st->kv->ops->get(st->kv, KV_META, "next_ino", 8, &v);
-	if (rc || v.len != sizeof(st->next_ino)) {
-		nadb_log("%s: next_ino record is damaged", st->dir);
-		return rc ? rc : -EIO;
-	}
-	memcpy(&st->next_ino, v.data, sizeof(st->next_ino));
 	return 0;
 }
 
@@ -748,7 +747,7 @@ int nadb_statfs(struct nadb_store *st, struct nadb_statfs *out)
 		out->bavail = sv.f_bavail * frsize / 4096;
 	}
 	pthread_mutex_lock(&st->meta_lock);
-	uint64_t used = st->next_ino;
+	uint64_t used = st->ino_next;
 	pthread_mutex_unlock(&st->meta_lock);
 	out->files = UINT32_MAX;
 	out->ffree = used < out->files ? out->files - used : 0;

@@ -68,10 +68,12 @@ struct nadb_store {
 	size_t nindexes;
 
 	/* meta_lock: scope is every kv call (the open group of steps), the
-	 * chunker and next_ino.  Taken after an ofile's lock, before
+	 * chunker and the inode block.  Taken after an ofile's lock, before
 	 * files_lock. */
 	pthread_mutex_t meta_lock;
-	uint64_t next_ino;
+	/* Inode numbers claimed from the store's sequence (claim_inos) and not
+	 * given out yet: [ino_next, ino_end). */
+	uint64_t ino_next, ino_end;
 
 	/* files_lock: scope is the open-file table below and each ofile's
 	 * refs.  Innermost but for ofile->attr_lock. */

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,13 +132,23 @@ static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
 	return rc ? rc : set_link(st, old.ino, old.mode, parent, name, false);
 }
 
+/* Inode numbers claimed at once: one round trip on Redis per this many
+ * new nodes; a daemon that stops loses what it did not use. */
+#define INO_BLOCK 64
+
 static int alloc_ino(struct nadb_store *st, uint64_t *ino)
 {
-	uint64_t next = st->next_ino + 1;
-	int rc = st->kv->ops->put(st->kv, KV_META, "next_ino", 8, &next, sizeof(next));
-	if (!rc)
-		*ino = st->next_ino++;
-	return rc;
+	assert(st->ino_next <= st->ino_end);
+	if (st->ino_next == st->ino_end) {
+		uint64_t first;
+		int rc = st->kv->ops->claim_inos(st->kv, INO_BLOCK, &first);
+		if (rc)
+			return rc;
+		st->ino_next = first;
+		st->ino_end = first + INO_BLOCK;
+	}
+	*ino = st->ino_next++;
+	return 0;
 }
 
 int tree_alloc_ino(struct nadb_store *st, uint64_t *ino)

@@ -121,9 +121,12 @@ good_keys() {
 	echo "# nadbfs mounted $mounted, refused $refused; clean after repair: $passed of 40;" \
 		"keys intact: $total of 12000" >&3
 	[ "$refused" -gt 0 ]
-	# Flipped bytes inside records lose those records; most keys stay
-	# (38 of 40 clean and 11965 keys when this was written).
-	[ "$total" -ge 11700 ]
+	# Flipped bytes inside records lose those records; most keys stay.
+	# With raw inode records: 38 of 40 clean and 11965 keys.  Compact ones
+	# (store format 2) fill fewer pages, so 16 flips hit more records, and
+	# a flip that garbles one is refused where a raw record took it
+	# silently (a wrong time, a wrong mode): 34 of 40, 11349 keys.
+	[ "$total" -ge 11000 ]
 	[ "$passed" -ge 30 ]
 }
 
@@ -160,8 +163,13 @@ assert d["problems"] >= 1 and "is damaged" in d["lines"][0] and d["repaired"] ==
 
 @test "fsck --repair on a garbled page keeps every key of the other pages, and fsck then passes" {
 	make_store
-	local page seed
-	for page in 12 20 30 35; do
+	local page seed used
+	# pages the metadata file uses (34 when this was written): garble
+	# ones inside it, well before its end
+	used=$(mdb_stat -e "$STORE/meta" | awk '/Number of pages used/ {print $5}')
+	echo "pages used: $used"
+	[ "$used" -ge 32 ]
+	for page in 12 20 25 30; do
 		for seed in 1 2; do
 			rm -rf "$T/s"
 			cp -a "$STORE" "$T/s"

@@ -161,3 +161,57 @@ EOF
 	[ "$status" -eq 1 ]
 	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = "$before" ]
 }
+
+@test "the layout: one hash tag; entries one sorted-set member each; inodes, names and chunks in bucket hashes; layout 1 refused with what to do" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	for k in a b c; do echo -n "value $k" >"$MNT/app/ns/$k"; done
+	setfattr -n user.tags -v red "$MNT/app/ns/a"
+	unmount_store_at "$URL" "$MNT"
+	cli() { redis-cli -p "$REDIS_PORT" "$@"; }
+	# every key the store made carries its one hash tag (one slot)
+	[ -z "$(cli --scan | grep -v '^{nadb:store:p0}:')" ]
+	[ "$(cli type '{nadb:store:p0}:t:dirents:z')" = zset ]
+	# app, ns, a, b, c: a member each, and no hash of values beside them
+	[ "$(cli zcard '{nadb:store:p0}:t:dirents:z')" -eq 5 ]
+	[ "$(cli exists '{nadb:store:p0}:t:dirents:h')" -eq 0 ]
+	for t in inodes links chunks; do
+		buckets=$(cli --scan --pattern "{nadb:store:p0}:t:$t:b:*" | wc -l)
+		echo "$t: $buckets buckets"
+		[ "$buckets" -ge 1 ]
+		[ "$(cli zcard "{nadb:store:p0}:t:$t:z")" -eq "$buckets" ]
+	done
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 2" ]
+	# a store of the layout before: refused, nothing written, told what to do
+	cli set '{nadb:old:p0}:format' 'nadb-redis 1' >/dev/null
+	before=$(cli dbsize)
+	run "$NADBFS" "redis://127.0.0.1:$REDIS_PORT/old" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"nadb-redis 1"* && "$output" == *"nadb dump"* ]]
+	[ "$(cli dbsize)" = "$before" ]
+	! mountpoint -q "$MNT"
+}
+
+@test "inode numbers come in blocks from Redis (INCRBY) and are never given twice, across remounts" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	echo -n 1 >"$MNT/app/ns/a"
+	a=$(stat -c %i "$MNT/app/ns/a")
+	unmount_store_at "$URL" "$MNT"
+	claimed=$(redis-cli -p "$REDIS_PORT" get '{nadb:store:p0}:inos')
+	echo "a: $a, claimed: $claimed"
+	[ "$claimed" -ge "$a" ]
+	mount_store_at "$URL" "$MNT"
+	rm "$MNT/app/ns/a"
+	echo -n 2 >"$MNT/app/ns/b"
+	b=$(stat -c %i "$MNT/app/ns/b")
+	echo "b: $b"
+	# a new block: past everything the first daemon claimed
+	[ "$b" -gt "$claimed" ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$(redis-cli -p "$REDIS_PORT" get '{nadb:store:p0}:inos')" -ge "$b" ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}

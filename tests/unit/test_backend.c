@@ -303,11 +303,11 @@ static int compare_ref(const void *a, const void *b)
 }
 
 /* Keys that cross where a backend may split a table (byte boundaries of
- * 0x7f/0x80 and 0xf0 in the first, second and eighth byte, prefixes of
+ * 0x7f/0x80, 0xf0 and 0xfe/0xff in the first, second and eighth byte, prefixes of
  * each other; LMDB takes no empty key), in no order, no two alike. */
 static size_t make_ref_rows(struct ref_row *rows, uint64_t seed)
 {
-	static const uint8_t edges[] = {0x00, 0x01, 0x0f, 0x10, 0x7f, 0x80, 0xef, 0xf0, 0xff};
+	static const uint8_t edges[] = {0x00, 0x01, 0x0f, 0x10, 0x7f, 0x80, 0xef, 0xf0, 0xfe, 0xff};
 	size_t n = 0;
 	uint64_t x = seed | 1;
 	while (n < REF_ROWS) {

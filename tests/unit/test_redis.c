@@ -205,6 +205,20 @@ static void check_lock(struct redis_server *s)
 	usleep(400000); /* expired: a can take it, b has lost it */
 	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0);
 	CHECK(redis_store_lock_refresh(b, "host-b 2", 10000) == -ENOLCK);
+	/* expired with nobody taking it since (the server was away): ours
+	 * again at the next refresh; taken and let go by another meanwhile:
+	 * lost */
+	CHECK(redis_store_lock_release(a, "host-a 1") == 0);
+	CHECK(redis_store_lock(a, "host-a 1", 200) == 0);
+	usleep(400000);
+	CHECK(redis_store_lock_refresh(a, "host-a 1", 10000) == 0);
+	CHECK(redis_store_lock(b, "host-b 2", 10000) == -EBUSY);
+	CHECK(redis_store_lock_release(a, "host-a 1") == 0);
+	CHECK(redis_store_lock(a, "host-a 1", 200) == 0);
+	usleep(400000);
+	CHECK(redis_store_lock(b, "host-b 2", 10000) == 0);
+	CHECK(redis_store_lock_release(b, "host-b 2") == 0);
+	CHECK(redis_store_lock_refresh(a, "host-a 1", 10000) == -ENOLCK);
 	redis_conn_close(a);
 	redis_conn_close(b);
 }
