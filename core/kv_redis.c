@@ -4,17 +4,18 @@
  *
  *  - sorted: a sorted set with one member a row, all of score 0: the key,
  *    encoded so that it holds no 0 byte, then a 0, then the value
- *    (encode_member).  ZRANGE ... BYLEX walks the members in the order of
+ *    (encode_key).  ZRANGE ... BYLEX walks the members in the order of
  *    their keys (a key before its extensions: the seam's order); a key's
  *    row is the one member in [enc(key) 0, enc(key) 1).  One member a row
  *    and no hash: a directory entry costs ~140 bytes of Redis, not ~240.
- *  - bucketed, for the two tables read by exact key and walked whole only
- *    by fsck and compaction (inodes, chunks): rows in small hashes, one per
- *    bucket of keys (a key's first bytes, the last of them masked), and a
- *    sorted set of the bucket names.  No sorted-set member per row: a chunk
- *    row costs ~50 bytes of listpack instead of ~250.  A bucket holds a
- *    contiguous range of keys, so a scan walks buckets in order and sorts
- *    each one's rows.
+ *  - bucketed, for the tables read by exact key or by one inode's prefix
+ *    and walked whole only by fsck and compaction (inodes, an inode's
+ *    names, chunks; see shapes): rows in small hashes, one per bucket of
+ *    keys (a key's first bytes, the last of them masked), and a sorted set
+ *    of the bucket names.  No sorted-set member per row: a chunk row costs
+ *    ~70 bytes of listpack instead of ~250.  A bucket holds a contiguous
+ *    range of keys, so a scan walks buckets in order and sorts each one's
+ *    rows.
  *
  * Steps and groups, as in kv_lmdb.c, but the buffering is ours: Redis
  * has no transaction that can read its own writes.  A step's writes go
@@ -912,37 +913,27 @@ static void end_cmd(struct batch *b)
 	c->argc = (int)(&b->argv[b->nargs] - c->argv);
 }
 
-/* What a pending row does to Redis. */
-enum row_kind {
-	ROW_DEL = 1,   /* a tombstone */
-	ROW_EMPTY = 2, /* a put of an empty value */
-	ROW_VALUE = 4, /* a put of a value */
-};
-
-static enum row_kind kind_of(const struct row *r)
+/* The pending rows that are puts, or deletes (tombstones). */
+static bool is_kind(const struct row *r, bool dels)
 {
-	return !r->val ? ROW_DEL : r->vlen ? ROW_VALUE : ROW_EMPTY;
+	return (r->val == NULL) == dels;
 }
 
-/* Commands "VERB KEY [0] row-key [value] ..." for the rows from FIRST up to
- * END (NULL: the table's end) whose kind is in KINDS, SYNC_ROWS rows at most
- * a command.  SCORE: each row key preceded by a score (ZADD); VALUE:
- * followed by its value (HSET). */
+/* Commands "VERB KEY row-key [value] ..." for the rows from FIRST up to
+ * END (NULL: the table's end) that are deletes (DELS) or puts, SYNC_ROWS
+ * rows at most a command; VALUE: each key followed by its value (HSET). */
 static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
-		     struct row *first, const struct row *end, unsigned kinds, bool score,
-		     bool value)
+		     struct row *first, const struct row *end, bool dels, bool value)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
-		if (!(kind_of(r) & kinds))
+		if (!is_kind(r, dels))
 			continue;
 		if (in_cmd == 0) {
 			start_cmd(b);
 			add_arg(b, verb, strlen(verb));
 			add_arg(b, key, keylen);
 		}
-		if (score)
-			add_arg(b, "0", 1);
 		add_arg(b, r->key, r->klen);
 		if (value)
 			add_arg(b, r->val, r->vlen);
@@ -982,14 +973,14 @@ static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 	return n;
 }
 
-/* A sorted table's pending rows of KINDS as script calls (SCRIPT), their
- * members built in *BUF (used up). */
-static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
-			    unsigned kinds, const char *script, size_t script_len, uint8_t **buf)
+/* A sorted table's pending deletes (DELS) or puts as script calls
+ * (SCRIPT), their members built in *BUF (used up). */
+static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
+			    const char *script, size_t script_len, uint8_t **buf)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
-		if (!(kind_of(r) & kinds))
+		if (!is_kind(r, dels))
 			continue;
 		if (in_cmd == 0) {
 			start_cmd(b);
@@ -1019,9 +1010,8 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
 			    uint8_t **buf)
 {
-	add_member_rows(k, b, t, ROW_EMPTY | ROW_VALUE, put_rows_script,
-			sizeof(put_rows_script) - 1, buf);
-	add_member_rows(k, b, t, ROW_DEL, del_rows_script, sizeof(del_rows_script) - 1, buf);
+	add_member_rows(k, b, t, false, put_rows_script, sizeof(put_rows_script) - 1, buf);
+	add_member_rows(k, b, t, true, del_rows_script, sizeof(del_rows_script) - 1, buf);
 }
 
 /* Deleted rows can leave a bucket empty (Redis then drops its hash): its
@@ -1076,8 +1066,8 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 	for (struct row *r = k->pending.head[t]->next[0]; r;) {
 		struct bucket_name *bn = &names[n++];
 		struct row *end = bucket_end(k, t, r, bn);
-		add_rows(b, "HSET", bn->name, bn->len, r, end, ROW_EMPTY | ROW_VALUE, false, true);
-		add_rows(b, "HDEL", bn->name, bn->len, r, end, ROW_DEL, false, false);
+		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
+		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;

@@ -215,3 +215,37 @@ EOF
 	echo "$output"
 	[ "$status" -eq 0 ]
 }
+
+@test "Redis at maxmemory: writes get ENOSPC, what was stored stays, and raising maxmemory lets the same mount go on" {
+	redis-cli -p "$REDIS_PORT" config set maxmemory-policy noeviction >/dev/null
+	redis-cli -p "$REDIS_PORT" config set maxmemory 24mb >/dev/null
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	local i failed=0
+	for i in $(seq 1 60); do
+		head -c 524288 /dev/urandom >"$T/v$i"
+		if ! dd if="$T/v$i" of="$MNT/app/ns/k$i" bs=512k conv=fsync status=none 2>"$T/err"; then
+			failed=$i
+			break
+		fi
+	done
+	echo "k$failed: $(cat "$T/err")"
+	[ "$failed" -gt 1 ]
+	grep -q "No space left on device" "$T/err"
+	grep -q "OOM" "$LOG"
+	# every value fsync returned for reads back bit for bit
+	for ((i = 1; i < failed; i++)); do cmp "$T/v$i" "$MNT/app/ns/k$i"; done
+	redis-cli -p "$REDIS_PORT" config set maxmemory 0 >/dev/null
+	echo -n after >"$MNT/app/ns/after"
+	"$PY" -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' \
+		"$MNT/app/ns/after"
+	[ "$(cat "$MNT/app/ns/after")" = after ]
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	mount_store_at "$URL" "$MNT"
+	for ((i = 1; i < failed; i++)); do cmp "$T/v$i" "$MNT/app/ns/k$i"; done
+	[ "$(cat "$MNT/app/ns/after")" = after ]
+	unmount_store_at "$URL" "$MNT"
+}
