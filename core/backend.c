@@ -20,3 +20,10 @@ const char *kv_table_name(enum kv_table t)
 	assert(t >= 0 && t < KV_NTABLES);
 	return table_names[t];
 }
+
+bool kv_table_keyed_by_ino(enum kv_table t)
+{
+	assert(t >= 0 && t < KV_NTABLES);
+	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
+	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS;
+}

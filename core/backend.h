@@ -37,6 +37,8 @@ enum kv_table {
 
 /* The table's name ("meta", "inodes", ...), as each backend names it. */
 const char *kv_table_name(enum kv_table t);
+/* Do T's keys start with a big-endian inode number (the comments above)? */
+bool kv_table_keyed_by_ino(enum kv_table t);
 
 struct kv_val {
 	const void *data;

@@ -642,13 +642,6 @@ struct salvage {
 	bool have_root;
 };
 
-/* Tables whose keys start with an inode number. */
-static bool ino_keyed(int t)
-{
-	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
-	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS;
-}
-
 /* The big-endian number at P (keys are not aligned). */
 static uint64_t be64_at(const uint8_t *p)
 {
@@ -662,7 +655,7 @@ static uint64_t be64_at(const uint8_t *p)
  * key after it. */
 static bool implausible(const struct salvage *s, int t, const uint8_t *k, size_t klen)
 {
-	if (!s->next_ino || !ino_keyed(t) || klen < 8)
+	if (!s->next_ino || !kv_table_keyed_by_ino((enum kv_table)t) || klen < 8)
 		return false;
 	return be64_at(k) >= s->next_ino;
 }

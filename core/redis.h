@@ -84,7 +84,7 @@ int redis_url_parse(const char *url, struct redis_url *out);
 struct redis_conn;
 
 /* Connect to the server of URL: connect timeout, AUTH, a version check
- * (>= 6.2).  Fails fast (no retry): -ECONNREFUSED, -ETIMEDOUT, -EIO,
+ * (>= 7.0).  Fails fast (no retry): -ECONNREFUSED, -ETIMEDOUT, -EIO,
  * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL. */
 int redis_conn_open(const char *url, struct redis_conn **out);
 void redis_conn_close(struct redis_conn *c);
