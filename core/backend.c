@@ -4,6 +4,7 @@
 #include "backend.h"
 
 #include <assert.h>
+#include <string.h>
 
 static const char *const table_names[KV_NTABLES] = {
 	[KV_META] = "meta",         [KV_INODES] = "inodes",
@@ -19,6 +20,29 @@ const char *kv_table_name(enum kv_table t)
 {
 	assert(t >= 0 && t < KV_NTABLES);
 	return table_names[t];
+}
+
+struct prefix_scan {
+	const void *prefix;
+	size_t plen;
+	kv_scan_fn fn;
+	void *ctx;
+};
+
+static int within_prefix(void *ctx, const void *key, size_t klen, const void *val,
+			 size_t vlen)
+{
+	const struct prefix_scan *p = ctx;
+	if (klen < p->plen || memcmp(key, p->prefix, p->plen))
+		return 1;
+	return p->fn(p->ctx, key, klen, val, vlen);
+}
+
+int kv_scan_prefix_by_scan(struct kv *kv, enum kv_table t, const void *prefix, size_t plen,
+			   kv_scan_fn fn, void *ctx)
+{
+	struct prefix_scan p = {prefix, plen, fn, ctx};
+	return kv->ops->scan(kv, t, prefix, plen, within_prefix, &p);
 }
 
 bool kv_table_keyed_by_ino(enum kv_table t)

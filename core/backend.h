@@ -37,7 +37,8 @@ enum kv_table {
 
 /* The table's name ("meta", "inodes", ...), as each backend names it. */
 const char *kv_table_name(enum kv_table t);
-/* Do T's keys start with a big-endian inode number (the comments above)? */
+/* Do T's keys start with a big-endian inode number (the comments above)?
+ * Then nobody but the claimer of an inode number writes rows under it. */
 bool kv_table_keyed_by_ino(enum kv_table t);
 
 struct kv_val {
@@ -64,6 +65,11 @@ struct kv_ops {
 	int (*del)(struct kv *kv, enum kv_table t, const void *key, size_t klen);
 	int (*scan)(struct kv *kv, enum kv_table t, const void *start,
 		    size_t slen, kv_scan_fn fn, void *ctx);
+	/* The same over the rows whose key starts with the PLEN bytes at
+	 * PREFIX (0: every row), from the first of them.  A backend that knows
+	 * no such row is stored (an inode just claimed) need not look. */
+	int (*scan_prefix)(struct kv *kv, enum kv_table t, const void *prefix,
+			   size_t plen, kv_scan_fn fn, void *ctx);
 	/* Make every completed step durable.  Outside any step. */
 	int (*sync)(struct kv *kv);
 	/* Steps completed since the last sync (0: sync has nothing to do). */
@@ -79,6 +85,11 @@ struct kv_ops {
 struct kv {
 	const struct kv_ops *ops;
 };
+
+/* scan_prefix for a backend with nothing better: scan, stopped where the
+ * keys stop starting with PREFIX. */
+int kv_scan_prefix_by_scan(struct kv *kv, enum kv_table t, const void *prefix, size_t plen,
+			   kv_scan_fn fn, void *ctx);
 
 /* The LMDB backend: tables in DIR/data.mdb (DIR is created). */
 int kv_lmdb_open(const char *dir, struct kv **out);

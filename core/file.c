@@ -517,7 +517,7 @@ static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
 {
 	struct pending_list l = {.prefix_len = all ? 0 : INO_KEY_LEN};
 	ino_key(l.prefix, ino);
-	int rc = st->kv->ops->scan(st->kv, KV_PENDING, l.prefix, l.prefix_len,
+	int rc = st->kv->ops->scan_prefix(st->kv, KV_PENDING, l.prefix, l.prefix_len,
 				   collect_pending, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		rc = chunk_ref(&st->chunks, l.hashes[i], -1);

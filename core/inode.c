@@ -284,7 +284,7 @@ int delete_prefixed(struct nadb_store *st, enum kv_table t, uint64_t ino,
 {
 	struct key_list l = {0};
 	ino_key(l.prefix, ino);
-	int rc = st->kv->ops->scan(st->kv, t, l.prefix, INO_KEY_LEN, collect_prefixed, &l);
+	int rc = st->kv->ops->scan_prefix(st->kv, t, l.prefix, INO_KEY_LEN, collect_prefixed, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		if (each) {
 			struct kv_val v;
@@ -359,7 +359,7 @@ int inode_links(struct nadb_store *st, uint64_t ino, struct link_list *l)
 {
 	*l = (struct link_list){0};
 	ino_key(l->prefix, ino);
-	int rc = st->kv->ops->scan(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, collect_link, l);
+	int rc = st->kv->ops->scan_prefix(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, collect_link, l);
 	if (rc < 0)
 		link_list_free(l);
 	return rc < 0 ? rc : 0;
@@ -401,7 +401,7 @@ static int first_name(struct nadb_store *st, uint64_t ino, uint64_t *parent, cha
 {
 	struct first f = {.name = name};
 	ino_key(f.prefix, ino);
-	int rc = st->kv->ops->scan(st->kv, KV_LINKS, f.prefix, INO_KEY_LEN, first_link_row, &f);
+	int rc = st->kv->ops->scan_prefix(st->kv, KV_LINKS, f.prefix, INO_KEY_LEN, first_link_row, &f);
 	if (!rc && !f.found)
 		rc = -ENOENT;
 	*parent = f.parent;

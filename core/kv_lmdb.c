@@ -265,6 +265,7 @@ static const struct kv_ops lmdb_ops = {
 	.put = lmdb_put,
 	.del = lmdb_del,
 	.scan = lmdb_scan,
+	.scan_prefix = kv_scan_prefix_by_scan,
 	.sync = lmdb_sync,
 	.unsynced = lmdb_unsynced,
 	.claim_inos = lmdb_claim_inos,

@@ -53,6 +53,7 @@
 #include "redis.h"
 
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,6 +359,12 @@ struct kv_redis {
 	size_t zkey_len[KV_NTABLES], hkey_len[KV_NTABLES];
 	char inos_key[KEY_SIZE]; /* the inode numbers claimed so far (INCRBY) */
 	size_t inos_key_len;
+	/* Inode numbers we claimed last that no synced group has named:
+	 * [fresh_first, fresh_end).  Nobody else writes rows under them
+	 * (kv_table_keyed_by_ino), so Redis holds none, and scan_prefix of
+	 * one of them needs no round trip: a new key's lookups of its tags,
+	 * names and pending chunks are answered here. */
+	uint64_t fresh_first, fresh_end;
 };
 
 static void release_held(struct kv_redis *k)
@@ -815,19 +822,63 @@ struct merge {
 	const struct pair *redis;
 };
 
+/* Is PREFIX (PLEN bytes) under an inode number we claimed and no synced
+ * group named?  Then Redis holds no row starting with it. */
+static bool fresh_prefix(const struct kv_redis *k, enum kv_table t, const void *prefix,
+			 size_t plen)
+{
+	if (!kv_table_keyed_by_ino(t) || plen < 8)
+		return false;
+	uint64_t ino;
+	memcpy(&ino, prefix, 8);
+	ino = be64toh(ino);
+	return ino >= k->fresh_first && ino < k->fresh_end;
+}
+
+/* A group was synced: the fresh inodes it named are in Redis now.  The
+ * highest of them is the last pending row under fresh_end of some table
+ * keyed by inode number. */
+static void note_synced_fresh(struct kv_redis *k)
+{
+	if (k->fresh_first >= k->fresh_end)
+		return;
+	uint64_t first = htobe64(k->fresh_first), end = htobe64(k->fresh_end);
+	uint64_t named_to = k->fresh_first;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		if (!kv_table_keyed_by_ino(t))
+			continue;
+		struct row *before[SKIP_LEVELS];
+		first_at_or_after(&k->pending, t, &end, 8, before);
+		const struct row *last = before[0]; /* the last row < end, or the head */
+		if (last == k->pending.head[t] || compare_keys(last->key, last->klen, &first, 8) < 0)
+			continue;
+		uint64_t past = k->fresh_end; /* a key shorter than a number: trust none */
+		if (last->klen >= 8) {
+			memcpy(&past, last->key, 8);
+			past = be64toh(past) + 1;
+		}
+		if (past > named_to)
+			named_to = past;
+	}
+	k->fresh_first = named_to;
+}
+
+/* The rows of T from START on (only those starting with its first PLEN
+ * bytes, if PLEN; without asking Redis, if LOCAL_ONLY). */
 static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, size_t slen,
-		     kv_scan_fn fn, void *ctx)
+		     size_t plen, bool local_only, kv_scan_fn fn, void *ctx)
 {
 	if (!start) { /* from the first row; memcmp wants a pointer even for 0 bytes */
 		start = "";
 		slen = 0;
 	}
+	assert(plen <= slen);
 	struct merge m = {
 		.step = k->in_step ? first_at_or_after(&k->step, t, start, slen, NULL) : NULL,
 		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
 	};
-	struct redis_rows rr = {.start = start, .slen = slen};
-	int rc = fetch_rows(k, t, &rr, true);
+	struct redis_rows rr = {.start = start, .slen = slen, .last = true};
+	int rc = local_only ? 0 : fetch_rows(k, t, &rr, true);
 	while (!rc) {
 		rc = next_redis_row(k, t, &rr, &m.redis);
 		if (rc)
@@ -841,7 +892,7 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 			key = m.group->key, klen = m.group->klen;
 		if (m.redis && (!key || compare_keys(m.redis->key, m.redis->klen, key, klen) < 0))
 			key = m.redis->key, klen = m.redis->klen;
-		if (!key)
+		if (!key || (plen && (klen < plen || memcmp(key, start, plen))))
 			break;
 		/* its value from the first source that has it; all move past it */
 		const void *val = NULL;
@@ -880,7 +931,18 @@ static int kvr_scan(struct kv *kv, enum kv_table t, const void *start, size_t sl
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	k->scanning++;
-	int rc = scan_rows(k, t, start, slen, fn, ctx);
+	int rc = scan_rows(k, t, start, slen, 0, false, fn, ctx);
+	assert(k->scanning > 0);
+	k->scanning--;
+	return rc;
+}
+
+static int kvr_scan_prefix(struct kv *kv, enum kv_table t, const void *prefix, size_t plen,
+			   kv_scan_fn fn, void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	k->scanning++;
+	int rc = scan_rows(k, t, prefix, plen, plen, fresh_prefix(k, t, prefix, plen), fn, ctx);
 	assert(k->scanning > 0);
 	k->scanning--;
 	return rc;
@@ -1222,6 +1284,7 @@ static int kvr_sync(struct kv *kv)
 		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
 	/* What was written is now what Redis holds: the cache learns it
 	 * (release_held emptied a stale one above). */
+	note_synced_fresh(k);
 	struct overlay *c = cache_of(k);
 	if (!c || fold_into(c, &k->pending) || k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
@@ -1255,6 +1318,8 @@ static int kvr_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
 	}
 	*first = (uint64_t)r->integer - n + 1;
 	freeReplyObject(r);
+	k->fresh_first = *first;
+	k->fresh_end = *first + n;
 	return 0;
 }
 
@@ -1277,6 +1342,7 @@ static const struct kv_ops redis_kv_ops = {
 	.put = kvr_put,
 	.del = kvr_del,
 	.scan = kvr_scan,
+	.scan_prefix = kvr_scan_prefix,
 	.sync = kvr_sync,
 	.unsynced = kvr_unsynced,
 	.claim_inos = kvr_claim_inos,

@@ -157,7 +157,7 @@ static int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta
 	ino_key(w.prefix, ino);
 	/* The rows are updated while the links are scanned: the scan reads
 	 * the links table only. */
-	return st->kv->ops->scan(st->kv, KV_LINKS, w.prefix, INO_KEY_LEN, resize_in_scope, &w);
+	return st->kv->ops->scan_prefix(st->kv, KV_LINKS, w.prefix, INO_KEY_LEN, resize_in_scope, &w);
 }
 
 /* ---- directories moving between scopes ----------------------------------- */

@@ -113,7 +113,7 @@ static int find_dir_link(struct nadb_store *st, uint64_t dir, struct dir_link *l
 {
 	l->found = false;
 	ino_key(l->prefix, dir);
-	int rc = st->kv->ops->scan(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, first_link, l);
+	int rc = st->kv->ops->scan_prefix(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, first_link, l);
 	if (!rc && !l->found) {
 		nadb_log("tags: directory %llu has no name", (unsigned long long)dir);
 		rc = -EIO;
@@ -190,7 +190,7 @@ static int tags_of(struct nadb_store *st, uint64_t ino, struct tag_list *l)
 {
 	memset(l, 0, sizeof(*l));
 	ino_key(l->prefix, ino);
-	return st->kv->ops->scan(st->kv, KV_TAGS_OF, l->prefix, INO_KEY_LEN, collect_tag, l);
+	return st->kv->ops->scan_prefix(st->kv, KV_TAGS_OF, l->prefix, INO_KEY_LEN, collect_tag, l);
 }
 
 /* A tagged key's names are mirrored under /tags (directories move their

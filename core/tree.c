@@ -474,7 +474,7 @@ static int check_empty(struct nadb_store *st, uint64_t ino)
 {
 	uint8_t prefix[INO_KEY_LEN];
 	ino_key(prefix, ino);
-	return st->kv->ops->scan(st->kv, KV_DIRENTS, prefix, INO_KEY_LEN,
+	return st->kv->ops->scan_prefix(st->kv, KV_DIRENTS, prefix, INO_KEY_LEN,
 				 dir_is_empty_cb, prefix);
 }
 

@@ -216,7 +216,7 @@ ssize_t nadb_listxattr(struct nadb_store *st, uint64_t ino, char *buf,
 	if (!rc)
 		rc = list_more(st, ino, &l, keymeta_list);
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
+		rc = st->kv->ops->scan_prefix(st->kv, KV_XATTRS, l.prefix, INO_KEY_LEN, list_cb, &l);
 	pthread_mutex_unlock(&st->meta_lock);
 	return rc ? rc : (ssize_t)l.used;
 }

@@ -471,6 +471,14 @@ static int inos_from(struct kv *kv, enum kv_table t, uint64_t ino, struct ino_lo
 	return kv->ops->scan(kv, t, &be, 8, log_ino, l);
 }
 
+/* The numbers of T's rows under INO's prefix, into L. */
+static int inos_under(struct kv *kv, enum kv_table t, uint64_t ino, struct ino_log *l)
+{
+	uint64_t be = htobe64(ino);
+	*l = (struct ino_log){0};
+	return kv->ops->scan_prefix(kv, t, &be, 8, log_ino, l);
+}
+
 /* claim_inos: blocks never overlap, also across a reopen; and scans that
  * start at a just-claimed number see every row: the claimer's, synced or
  * not, and rows of later numbers (another claimer's) in the store.
@@ -493,15 +501,26 @@ static void check_claims(const struct backend *b, const char *place)
 	      l.ino[1] == c + 1000);
 	CHECK(inos_from(kv, KV_TAGS_OF, c + 1, &l) == 0 && l.n == 1 && l.ino[0] == c + 1000);
 	CHECK(inos_from(kv, KV_PENDING, c, &l) == 0 && l.n == 1 && l.ino[0] == c + 1);
+	/* scan_prefix: just the rows under the prefix, new or stored */
+	CHECK(inos_under(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 1 && l.ino[0] == c);
+	CHECK(inos_under(kv, KV_TAGS_OF, c + 1, &l) == 0 && l.n == 0);
+	CHECK(inos_under(kv, KV_TAGS_OF, c + 1000, &l) == 0 && l.n == 1);
+	CHECK(inos_under(kv, KV_PENDING, c + 1, &l) == 0 && l.n == 1);
+	l = (struct ino_log){0};
+	CHECK(kv->ops->scan_prefix(kv, KV_TAGS_OF, "", 0, log_ino, &l) == 0 && l.n == 2);
 	/* synced, then more of the block: still all seen */
 	CHECK(kv->ops->sync(kv) == 0);
 	CHECK(put_ino_row(kv, KV_TAGS_OF, c + 2, "b") == 0);
 	CHECK(inos_from(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 3 && l.ino[0] == c &&
 	      l.ino[1] == c + 2 && l.ino[2] == c + 1000);
+	CHECK(inos_under(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 1 && l.ino[0] == c);
+	CHECK(inos_under(kv, KV_TAGS_OF, c + 2, &l) == 0 && l.n == 1 && l.ino[0] == c + 2);
 	CHECK(kv->ops->sync(kv) == 0);
+	CHECK(inos_under(kv, KV_TAGS_OF, c + 2, &l) == 0 && l.n == 1 && l.ino[0] == c + 2);
 	kv->ops->close(kv);
 	CHECK(b->open_kv(place, &kv) == 0);
 	CHECK(inos_from(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 3);
+	CHECK(inos_under(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 1 && l.ino[0] == c);
 	uint64_t d;
 	CHECK(kv->ops->claim_inos(kv, 4, &d) == 0 && d >= c + 4);
 	/* an undone step gives nothing back */
