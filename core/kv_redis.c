@@ -510,23 +510,17 @@ static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t
 	free(hi);
 	if (rc)
 		return rc;
+	/* one member at most, holding at least enc(key) 0; its value after */
 	const redisReply *r = *out;
+	const redisReply *m = r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0] : NULL;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements > 1 ||
-	    (r->elements && r->element[0]->type != REDIS_REPLY_STRING)) {
-		rc = redis_reply_error(k->conn, "reading a row", r);
+	    (m && (m->type != REDIS_REPLY_STRING || m->len < n - 1))) {
+		rc = redis_reply_error(k->conn, "reading a row", m ? m : r);
 		freeReplyObject(*out);
 		*out = NULL;
 		return rc;
 	}
-	if (r->elements) {
-		/* its value: after the key's n - 2 bytes and the 0 */
-		const redisReply *m = r->element[0];
-		if (m->len < n - 1) {
-			rc = redis_reply_error(k->conn, "reading a row (a short member)", m);
-			freeReplyObject(*out);
-			*out = NULL;
-			return rc;
-		}
+	if (m) {
 		*val = m->str + n - 1;
 		*vlen = m->len - (n - 1);
 	}

@@ -115,12 +115,15 @@ int main(void)
 	off_t leaf;
 	for (leaf = 2; kept < KEYS * 6 / 10; leaf++) {
 		bool past_end;
+		char orig[320];
+		snprintf(orig, sizeof(orig), "%s.orig", store);
+		if (!leaf_page(orig, leaf, &past_end)) {
+			if (past_end)
+				break;
+			continue;
+		}
 		snprintf(copy, sizeof(copy), "rm -rf %s && cp -a %s.orig %s", store, store, store);
 		CHECK(system(copy) == 0);
-		if (!leaf_page(store, leaf, &past_end) && past_end)
-			break;
-		if (!leaf_page(store, leaf, &past_end))
-			continue;
 		garble(store, leaf);
 		nadb_damage_free(&d);
 		d = (struct nadb_damage){0};
