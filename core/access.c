@@ -35,6 +35,15 @@ static uint32_t bits_for(const struct inode_rec *r, const struct nadb_caller *wh
 	return r->mode & 7;
 }
 
+int access_check(const struct inode_rec *r, const struct nadb_caller *who, unsigned want)
+{
+	if (!who)
+		return 0;
+	if (who->uid == 0) /* CAP_DAC_OVERRIDE, but search needs some x bit */
+		return (want & ACCESS_X) && !S_ISDIR(r->mode) && !(r->mode & 0111) ? -EACCES : 0;
+	return (bits_for(r, who) & want) == want ? 0 : -EACCES;
+}
+
 /* May WHO remove the entry of KEY (owned by KEY_UID) from directory DIR? */
 static int may_unlink_from(const struct inode_rec *dir, uint32_t key_uid,
 			   const struct nadb_caller *who)

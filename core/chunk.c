@@ -110,6 +110,12 @@ int chunk_prepare(const struct chunker *c, const void *raw, size_t len,
 	return 0;
 }
 
+bool chunk_all_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
 void chunk_prep_release(struct chunk_prep *p)
 {
 	free(p->z);

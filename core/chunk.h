@@ -51,6 +51,8 @@ struct chunk_prep {
 
 /* An all-zero hash names no chunk: it marks a hole (a run of zeros). */
 bool chunk_is_hole(const uint8_t hash[CHUNK_HASH_LEN]);
+/* Are the N bytes at P all zero (a hole when a value is chunked)? */
+bool chunk_all_zero(const void *p, size_t n);
 
 int chunk_prepare(const struct chunker *c, const void *raw, size_t len,
 		  struct chunk_prep *p);

@@ -340,11 +340,6 @@ static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint3
 	return 0;
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
 /* Store P as a chunk the file holds a pending reference to. */
 static int put_pending(struct nadb_store *st, struct ofile *of,
 		       const struct chunk_prep *p, uint8_t hash[CHUNK_HASH_LEN])
@@ -372,7 +367,7 @@ static int put_pending(struct nadb_store *st, struct ofile *of,
 static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
 {
 	struct slot *s = &of->slots[i];
-	if (all_zero(s->buf, s->len)) {
+	if (chunk_all_zero(s->buf, s->len)) {
 		free_slot(st, s);
 		return 0;
 	}
@@ -630,7 +625,7 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		struct slot *s = &of->slots[i];
 		if (s->state != SLOT_DIRTY)
 			continue;
-		if (all_zero(s->buf, s->len))
+		if (chunk_all_zero(s->buf, s->len))
 			free_slot(st, s); /* a hole */
 		else
 			rc = chunk_prepare(&st->chunks, s->buf, s->len, &prep[i]);
@@ -700,6 +695,39 @@ static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 		discard_pending(st, ino);
 	free_ofile(st, of);
 	file_delete_if_unused(st, ino);
+}
+
+struct ofile *file_hold(struct nadb_store *st, uint64_t ino, int *rc)
+{
+	pthread_mutex_lock(&st->files_lock);
+	struct ofile *of = find_ofile(st, ino);
+	if (of)
+		of->refs++;
+	pthread_mutex_unlock(&st->files_lock);
+	*rc = 0;
+	if (!of)
+		return NULL;
+	pthread_rwlock_wrlock(&of->lock);
+	*rc = commit_locked(st, of);
+	if (*rc) {
+		pthread_rwlock_unlock(&of->lock);
+		put_ofile(st, of, false);
+		return NULL;
+	}
+	return of;
+}
+
+void file_let_go(struct nadb_store *st, struct ofile *of, bool changed)
+{
+	if (changed && of->loaded) {
+		of->loaded = false;
+		int rc = load_ofile(st, of);
+		if (rc) /* the next open tries again; its handles' reads fail */
+			nadb_log("inode %llu: cannot reload the value a batch set: %s",
+				 (unsigned long long)of->ino, strerror(-rc));
+	}
+	pthread_rwlock_unlock(&of->lock);
+	put_ofile(st, of, false);
 }
 
 void file_delete_if_unused(struct nadb_store *st, uint64_t ino)

@@ -74,6 +74,21 @@ uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n)
 	return bytes_of(st, list, n, true);
 }
 
+int keymeta_hash(uint64_t size, const uint8_t *list, size_t n, char out[NADB_HASH_TEXT])
+{
+	XXH3_state_t *s = XXH3_createState();
+	if (!s)
+		return -ENOMEM;
+	XXH3_128bits_reset(s);
+	XXH3_128bits_update(s, &size, sizeof(size));
+	XXH3_128bits_update(s, list, n * CHUNK_HASH_LEN);
+	XXH128_hash_t h = XXH3_128bits_digest(s);
+	XXH3_freeState(s);
+	snprintf(out, NADB_HASH_TEXT, "%016llx%016llx", (unsigned long long)h.high64,
+		 (unsigned long long)h.low64);
+	return 0;
+}
+
 static void format_time(char *out, size_t size, int64_t ns)
 {
 	snprintf(out, size, "%lld.%09lld", (long long)(ns / 1000000000),
@@ -86,19 +101,10 @@ static int render(struct nadb_store *st, const struct inode *in, int m, char *ou
 {
 	size_t n = in->payload_len / CHUNK_HASH_LEN;
 	switch (m) {
-	case M_HASH: {
-		XXH3_state_t *s = XXH3_createState();
-		if (!s)
-			return -ENOMEM;
-		XXH3_128bits_reset(s);
-		XXH3_128bits_update(s, &in->r.size, sizeof(in->r.size));
-		XXH3_128bits_update(s, in->payload, n * CHUNK_HASH_LEN);
-		XXH128_hash_t h = XXH3_128bits_digest(s);
-		XXH3_freeState(s);
-		snprintf(out, size, "%016llx%016llx", (unsigned long long)h.high64,
-			 (unsigned long long)h.low64);
-		return 0;
-	}
+	case M_HASH:
+		if (size < NADB_HASH_TEXT)
+			return -ERANGE;
+		return keymeta_hash(in->r.size, in->payload, n, out);
 	case M_SIZE:
 		snprintf(out, size, "%llu", (unsigned long long)in->r.size);
 		return 0;

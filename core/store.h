@@ -267,6 +267,61 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 int nadb_store_start_reaper(struct nadb_store *st, nadb_reaped_fn fn, void *ctx);
 void nadb_store_stop_reaper(struct nadb_store *st);
 
+/* ---- atomic operations on whole values (batch.c) --------------------------
+ * What nadb incr, cas, mset and mget do (the daemon serves them on /.ctl).
+ * A batch of operations on keys named by path ("/DB/NS/KEY", at a
+ * namespace or below) is one step: other clients and a crash see all of
+ * it or none of it, and no other change comes between its reads and its
+ * writes.  WHO is checked as the kernel would check open, creat and
+ * search (NULL: a trusted tool).  New keys are made with mode 0644 and
+ * their directory's default TTL; a key kept keeps its expiry and tags. */
+
+/* A value's user.nadb.hash: 32 hex digits and a NUL. */
+#define NADB_HASH_TEXT 33
+
+enum nadb_op_kind {
+	NADB_OP_SET,  /* value := VALUE[0..LEN) */
+	NADB_OP_INCR, /* value := value + BY, as a decimal integer and "\n" */
+};
+enum nadb_op_cond {
+	NADB_IF_ANY,    /* always */
+	NADB_IF_ABSENT, /* only if no such key: -ECANCELED otherwise */
+	NADB_IF_HASH,   /* only if the value's hash is EXPECT: -ECANCELED */
+};
+struct nadb_op {
+	enum nadb_op_kind kind;
+	enum nadb_op_cond cond;
+	const char *path;
+	const void *value; /* SET */
+	size_t len;
+	int64_t by;        /* INCR */
+	char expect[NADB_HASH_TEXT];
+	/* Results, once the batch is done or failed at this operation: */
+	uint64_t ino, parent; /* the key, its directory (0: not reached) */
+	bool created;         /* the key was made */
+	int64_t number;       /* INCR: the new value */
+	char hash[NADB_HASH_TEXT]; /* the value's hash after; on -ECANCELED
+	                              its current one ("-": absent) */
+};
+/* Apply OPS[0..N) in one step.  0, or the first failure's negative
+ * errno with *FAILED its index: -ECANCELED (a condition), -EINVAL (INCR
+ * of a value that is not a decimal integer, an optional "\n" after it),
+ * -ERANGE (INCR past 64 bits), -ENOENT (a directory on the way),
+ * -EACCES, -EISDIR, -ENOSPC...; nothing then changed. */
+int nadb_apply(struct nadb_store *st, struct nadb_op *ops, size_t n,
+	       const struct nadb_caller *who, size_t *failed);
+
+/* Read the values of the keys at PATHS[0..N) at one point in time (no
+ * step comes between them), calling FN for each in order with its value,
+ * or with RC -ENOENT (no such key), -EACCES, -EISDIR, -EFBIG (the values
+ * so far add up to more than MAX_BYTES)...  FN's return: 0 to go on, a
+ * negative errno to stop with it. */
+typedef int (*nadb_value_fn)(void *ctx, size_t i, int rc, const void *value,
+			     size_t len);
+int nadb_read_values(struct nadb_store *st, const char *const *paths, size_t n,
+		     const struct nadb_caller *who, uint64_t max_bytes,
+		     nadb_value_fn fn, void *ctx);
+
 /* ---- compaction ----------------------------------------------------------- */
 
 struct nadb_compact_result {

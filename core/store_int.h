@@ -192,6 +192,13 @@ void link_list_free(struct link_list *l);
 /* Permission checks the kernel cannot make (access.c).  Is WHO in group
  * GID (primary or supplementary)? */
 bool caller_in_group(const struct nadb_caller *who, uint32_t gid);
+/* May WHO (NULL: a trusted tool) read (4), write (2) or search (1) --
+ * the bits of WANT -- the inode R, as the kernel's default_permissions
+ * would decide?  0 or -EACCES. */
+#define ACCESS_R 4u
+#define ACCESS_W 2u
+#define ACCESS_X 1u
+int access_check(const struct inode_rec *r, const struct nadb_caller *who, unsigned want);
 /* Could WHO unlink every name of key INO, as POSIX would let it (write
  * and search permission on each directory, and the sticky-bit rule)?
  * 0, -EACCES or -EPERM (logged, naming WHAT was asked).  Under meta_lock.
@@ -231,6 +238,20 @@ int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
 int tree_put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		   uint64_t ino, uint32_t mode);
 int tree_alloc_ino(struct nadb_store *st, uint64_t *ino);
+/* Make node NAME (of MODE; a symlink's TARGET) in directory PARENT for
+ * WHO, as mknod, symlink and mkdir do: the checks, then the records.
+ * Inside a step; *INO and *R get the new inode. */
+int tree_make_node(struct nadb_store *st, uint64_t parent, const char *name,
+		   uint32_t mode, uint64_t rdev, const char *target,
+		   const struct nadb_caller *who, uint64_t *ino, struct inode_rec *r);
+/* Walk PATH ("/DB/NS/.../KEY") for WHO, who must be able to search
+ * every directory on the way (-EACCES): *PARENT gets the last directory,
+ * NAME the last component (checked as a name), *INO the key it names or
+ * 0 if none (an expired key counts as none).  -ENOENT, -ENOTDIR,
+ * -EINVAL (no last component).  Under meta_lock. */
+int tree_resolve_key(struct nadb_store *st, const char *path,
+		     const struct nadb_caller *who, uint64_t *parent,
+		     char name[NADB_NAME_MAX + 1], uint64_t *ino);
 /* Remove (parent, name) and what it names.  Inside a step (tree.c). */
 int tree_remove_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      int64_t now);
@@ -269,6 +290,8 @@ int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
 /* Bytes the chunk list LIST (N hashes) holds on disk, shares counted by
  * share.  Under meta_lock. */
 uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n);
+/* user.nadb.hash of a value of SIZE bytes with chunk list LIST (N hashes). */
+int keymeta_hash(uint64_t size, const uint8_t *list, size_t n, char out[NADB_HASH_TEXT]);
 
 /* Open files (file.c).  file_is_open and file_is_being_written (some
  * handle was opened for writing) are called with meta_lock held. */
@@ -284,6 +307,13 @@ bool file_kernel_holds(struct nadb_store *st, uint64_t ino);
 void file_delete_if_unused(struct nadb_store *st, uint64_t ino);
 /* Overlay the live size and times of an open file onto A. */
 void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a);
+/* A batch (batch.c) replacing INO's value behind its handles: take hold
+ * of the inode's shared open-file state, if it has one (NULL, *RC 0: it
+ * is not open), locked against its readers and writers and with its
+ * unsaved writes committed first.  Before meta_lock.  file_let_go
+ * reloads it from the store if CHANGED, and lets go; outside meta_lock. */
+struct ofile *file_hold(struct nadb_store *st, uint64_t ino, int *rc);
+void file_let_go(struct nadb_store *st, struct ofile *of, bool changed);
 /* Commit every open file (store close). */
 int file_commit_all(struct nadb_store *st);
 /* Release references held by files that were open at a crash. */

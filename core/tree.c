@@ -241,10 +241,9 @@ static bool entry_expired(struct nadb_store *st, const struct dirent_val *e, int
 	return expired;
 }
 
-/* Make the inode and its entry; the caller holds meta_lock. */
-static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
-		     uint32_t mode, uint64_t rdev, const char *target,
-		     const struct nadb_caller *who, struct nadb_attr *out)
+int tree_make_node(struct nadb_store *st, uint64_t parent, const char *name,
+		   uint32_t mode, uint64_t rdev, const char *target,
+		   const struct nadb_caller *who, uint64_t *ino_out, struct inode_rec *out)
 {
 	struct inode dir;
 	int rc = get_dir(st, parent, &dir);
@@ -297,11 +296,6 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 	size_t tlen = target ? strlen(target) : 0;
 	r.size = tlen;
 	uint64_t ino = 0;
-	rc = step_begin(st);
-	if (rc) {
-		inode_release(&dir);
-		return rc;
-	}
 	if (replace_expired)
 		rc = tree_remove_entry(st, parent, name, now);
 	if (!rc)
@@ -314,8 +308,26 @@ static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
 		rc = put_entry(st, parent, name, ino, mode);
 	if (!rc)
 		rc = dir_changed(st, parent, &dir, S_ISDIR(mode) ? 1 : 0, now);
-	rc = step_end(st, rc);
 	inode_release(&dir);
+	if (!rc) {
+		*ino_out = ino;
+		*out = r;
+	}
+	return rc;
+}
+
+/* Make the inode and its entry in a step of its own; the caller holds
+ * meta_lock. */
+static int make_node(struct nadb_store *st, uint64_t parent, const char *name,
+		     uint32_t mode, uint64_t rdev, const char *target,
+		     const struct nadb_caller *who, struct nadb_attr *out)
+{
+	uint64_t ino;
+	struct inode_rec r;
+	int rc = step_begin(st);
+	if (rc)
+		return rc;
+	rc = step_end(st, tree_make_node(st, parent, name, mode, rdev, target, who, &ino, &r));
 	if (!rc)
 		attr_of_inode(st, ino, &r, out);
 	return rc;
@@ -839,6 +851,55 @@ int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in
 		file_overlay_attr(st, out);
 	}
 	return rc;
+}
+
+int tree_resolve_key(struct nadb_store *st, const char *path,
+		     const struct nadb_caller *who, uint64_t *parent,
+		     char name[NADB_NAME_MAX + 1], uint64_t *ino)
+{
+	uint64_t dir = NADB_ROOT_INO;
+	int64_t now = now_ns();
+	for (;;) {
+		while (*path == '/')
+			path++;
+		size_t n = strcspn(path, "/");
+		if (n == 0)
+			return -EINVAL; /* "" or a trailing slash: no key named */
+		if (n > NADB_NAME_MAX)
+			return -ENAMETOOLONG;
+		memcpy(name, path, n);
+		name[n] = 0;
+		path += n;
+		struct inode d;
+		int rc = get_dir(st, dir, &d);
+		if (rc)
+			return rc;
+		rc = access_check(&d.r, who, ACCESS_X);
+		if (!rc)
+			rc = nadb_check_name(name, d.r.level);
+		inode_release(&d);
+		if (rc)
+			return rc;
+		struct dirent_val e;
+		rc = find_entry(st, dir, name, &e);
+		if (rc && rc != -ENOENT)
+			return rc;
+		bool found = !rc && !entry_expired(st, &e, now);
+		const char *rest = path + strspn(path, "/");
+		if (!*rest) {
+			if (rest != path) /* "KEY/" names no key */
+				return -EINVAL;
+			*parent = dir;
+			*ino = found ? e.ino : 0;
+			return 0;
+		}
+		if (!found)
+			return -ENOENT;
+		if (!S_ISDIR(e.mode))
+			return -ENOTDIR;
+		dir = e.ino;
+		path = rest;
+	}
 }
 
 int nadb_resolve(struct nadb_store *st, const char *path, struct nadb_attr *out)

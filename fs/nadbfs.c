@@ -830,8 +830,11 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			 size_t size, off_t off, struct fuse_file_info *fi)
 {
 	TIME_OP(req, OP_WRITE);
-	if (special_write(sp, req, ino, buf, size, fi))
+	if (special_is_ino(ino)) {
+		struct caller c;
+		special_write(sp, req, ino, buf, size, fi, caller_of(req, &c, true));
 		return;
+	}
 	struct nadb_file *f = file_of(fi);
 	(void)ino;
 	if (!f) {
@@ -1700,6 +1703,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 {
 	int rc = nadb_store_start_flusher(fs->store);
+	special_set_session(fs->sp, se);
 	if (rc == 0)
 		rc = start_notifier(&fs->notifier, se);
 	if (rc == 0)

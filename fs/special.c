@@ -13,6 +13,7 @@
  * time and a tag query's answer changes with any setfattr.
  */
 #include "special.h"
+#include "ctl.h"
 #include "stats.h"
 #include "tags.h"
 
@@ -62,6 +63,7 @@ struct special {
 	void *reaped_ctx;
 	struct timespec started;
 	struct op_counter ops[OP_COUNT];
+	struct fuse_session *se; /* set once the session exists */
 
 	/* queries_lock: scope is the query table (texts by number, and the
 	 * open-addressing index from text to number). */
@@ -211,6 +213,11 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	pthread_mutex_init(&sp->queries_lock, NULL);
 	*out = sp;
 	return 0;
+}
+
+void special_set_session(struct special *sp, struct fuse_session *se)
+{
+	sp->se = se;
 }
 
 void special_free(struct special *sp)
@@ -516,7 +523,7 @@ int special_attr(struct special *sp, uint64_t ino, struct stat *st)
 			a.mode = S_IFDIR | 0555;
 			a.nlink = 2;
 		} else if (ino == INO_CTL) {
-			a.mode = S_IFREG | 0200;
+			a.mode = S_IFREG | 0666; /* ctl.c checks each request */
 		} else if (is_document(ino)) {
 			struct text t;
 			if (kind_of(ino) == KIND_SCOPE &&
@@ -681,12 +688,14 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		return false;
 	int acc = fi->flags & O_ACCMODE;
 	if (ino == INO_CTL) {
-		if (acc != O_WRONLY) {
-			fuse_reply_err(req, EACCES);
+		struct ctl *c = acc == O_RDONLY ? NULL : ctl_new(acc == O_RDWR);
+		if (!c) {
+			fuse_reply_err(req, acc == O_RDONLY ? EACCES : ENOMEM);
 			return true;
 		}
-		fi->fh = 0;
-		fi->direct_io = 1;
+		fi->fh = (uintptr_t)c;
+		fi->direct_io = 1; /* every read and write reaches us, in order */
+		fi->nonseekable = 1;
 		fuse_reply_open(req, fi);
 		return true;
 	}
@@ -721,6 +730,17 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 	(void)sp;
 	if (!special_is_ino(ino))
 		return false;
+	if (ino == INO_CTL) {
+		char *reply = malloc(size + 1);
+		if (!reply) {
+			fuse_reply_err(req, ENOMEM);
+			return true;
+		}
+		size_t n = ctl_read((struct ctl *)(uintptr_t)fi->fh, reply, size);
+		fuse_reply_buf(req, reply, n);
+		free(reply);
+		return true;
+	}
 	struct doc_handle *h = (struct doc_handle *)(uintptr_t)fi->fh;
 	if (!h) {
 		fuse_reply_err(req, EBADF);
@@ -747,8 +767,10 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 	return true;
 }
 
-static int run_command(struct special *sp, const char *cmd)
+/* The maintenance commands of /.ctl (ctl.c checks who may). */
+static int maintain(void *ctx, const char *cmd)
 {
+	struct special *sp = ctx;
 	if (!strcmp(cmd, "flush"))
 		return nadb_store_sync(sp->st);
 	if (!strcmp(cmd, "compact")) {
@@ -766,36 +788,31 @@ static int run_command(struct special *sp, const char *cmd)
 		while (!rc && n == 1000);
 		return rc;
 	}
-	fprintf(stderr, "nadbfs: .ctl: unknown command '%s' (compact, flush or reap)\n", cmd);
 	return -EINVAL;
 }
 
 bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		   const char *buf, size_t size, struct fuse_file_info *fi)
+		   const char *buf, size_t size, struct fuse_file_info *fi,
+		   const struct nadb_caller *who)
 {
-	(void)fi;
 	if (!special_is_ino(ino))
 		return false;
 	if (ino != INO_CTL) {
 		fuse_reply_err(req, EACCES);
 		return true;
 	}
-	char cmd[64];
-	size_t n = size;
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
-		n--;
-	int rc = -EINVAL;
-	if (n && n < sizeof(cmd)) {
-		memcpy(cmd, buf, n);
-		cmd[n] = 0;
-		rc = run_command(sp, cmd);
-	} else {
-		fprintf(stderr, "nadbfs: .ctl: a command is one word: compact, flush or reap\n");
-	}
-	if (rc)
-		fuse_reply_err(req, -rc);
+	struct nadb_attr root;
+	int rc = nadb_getattr(sp->st, NADB_ROOT_INO, &root);
+	struct ctl_env env = {
+		.st = sp->st, .se = sp->se, .who = who,
+		.admin = who->uid == 0 || (!rc && who->uid == root.uid),
+		.maintain = maintain, .maintain_ctx = sp,
+	};
+	ssize_t n = rc ? rc : ctl_write((struct ctl *)(uintptr_t)fi->fh, &env, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
 	else
-		fuse_reply_write(req, size);
+		fuse_reply_write(req, (size_t)n);
 	return true;
 }
 
@@ -805,6 +822,11 @@ bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	(void)sp;
 	if (!special_is_ino(ino))
 		return false;
+	if (ino == INO_CTL) {
+		ctl_free((struct ctl *)(uintptr_t)fi->fh);
+		fuse_reply_err(req, 0);
+		return true;
+	}
 	struct doc_handle *h = (struct doc_handle *)(uintptr_t)fi->fh;
 	if (h) {
 		free(h->buf);

@@ -2,7 +2,7 @@
  *
  *   /.stats, /DB/.stats, /DB/NS/.stats   statistics, one JSON document
  *   /.metrics                            the same for Prometheus
- *   /.ctl                                write "compact", "flush" or "reap"
+ *   /.ctl                                requests and replies (ctl.c)
  *   /tags/, /tags/TAG[+TAG...]/...       keys by tag, as mirrors of the tree
  *
  * Their inode numbers have the top bit set, which the engine never uses.
@@ -36,6 +36,8 @@ struct special;
 int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 		void *reaped_ctx, struct special **out);
 void special_free(struct special *sp);
+/* The session, for /.ctl to tell the kernel of the keys it changed. */
+void special_set_session(struct special *sp, struct fuse_session *se);
 
 /* Time one request: take a start time, then record it on the way out.
  * Lock-free: counters are relaxed atomics. */
@@ -56,8 +58,10 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		  struct fuse_file_info *fi);
 bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
 		  off_t off, struct fuse_file_info *fi);
+/* WHO: the caller, whose permissions /.ctl's requests are checked against. */
 bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		   const char *buf, size_t size, struct fuse_file_info *fi);
+		   const char *buf, size_t size, struct fuse_file_info *fi,
+		   const struct nadb_caller *who);
 bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		     struct fuse_file_info *fi);
 bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,

@@ -62,7 +62,8 @@ static int parse_args(const struct command *c, int argc, char **argv, struct cmd
 	bool options_done = false;
 	for (int i = 1; i < argc; i++) {
 		const char *s = argv[i];
-		if (!options_done && s[0] == '-' && s[1]) {
+		/* "-5" is a number (incr's BY), not an option */
+		if (!options_done && s[0] == '-' && s[1] && !(s[1] >= '0' && s[1] <= '9')) {
 			if (!strcmp(s, "--"))
 				options_done = true;
 			else if (!strcmp(s, "--help") || !strcmp(s, "-h"))
@@ -110,6 +111,34 @@ static const struct command commands[] = {
 	 "Write the value of the user.* extended attribute NAME of PATH to\n"
 	 "stdout, as is (no newline added).  Exit 1 if PATH has no NAME.\n",
 	 0, 3, 3, run_getx},
+	{"incr", "incr STORE|MOUNTPOINT PATH [BY]", "add to a key's integer value, atomically",
+	 "Add BY (default 1, may be negative) to the decimal integer value of\n"
+	 "the key PATH and print the new value, as Redis INCRBY does.  A missing\n"
+	 "(or empty) key counts as 0 and is made, with its namespace's default\n"
+	 "TTL.  The value is stored as the number and a newline.  Exit 1, and\n"
+	 "nothing changes, if the value is not a decimal integer (an optional\n"
+	 "trailing newline) or the sum does not fit in 64 bits.\n",
+	 0, 2, 3, run_incr},
+	{"cas", "cas STORE|MOUNTPOINT PATH EXPECTED_HASH < VALUE",
+	 "replace a value only if it has not changed",
+	 "Replace the value of the key PATH with stdin only if its user.nadb.hash\n"
+	 "still is EXPECTED_HASH (\"-\": only if there is no such key), and print\n"
+	 "the new hash.  Otherwise exit 1, print the current hash (\"-\" for no\n"
+	 "key) and change nothing: read, compute, cas, and retry on exit 1.\n",
+	 0, 3, 3, run_cas},
+	{"mset", "mset STORE|MOUNTPOINT PATH=FILE...", "set several keys in one atomic step",
+	 "Set each key PATH to the contents of FILE (- for stdin), all in one\n"
+	 "step: a reader, and the store after a crash, sees all the old values\n"
+	 "or all the new ones.  If any part fails (a bad path, a missing\n"
+	 "namespace, no space), nothing changes.  At most 64 MiB in all on a\n"
+	 "MOUNTPOINT.\n",
+	 0, 2, MAX_ARGS, run_mset},
+	{"mget", "mget STORE|MOUNTPOINT PATH...", "read several keys at one point in time",
+	 "Write the values of the keys PATH... as they were at one moment, in\n"
+	 "order, one record each: \"PATH LEN\\n\", the LEN bytes of the value and\n"
+	 "\"\\n\"; or \"PATH -\\n\" for no such key.  In PATH, spaces, control\n"
+	 "characters and % are written %XX.\n",
+	 0, 2, MAX_ARGS, run_mget},
 	{"stats", "stats [--json] STORE|MOUNTPOINT", "counters: keys, bytes, dedup, space",
 	 "What the store holds: keys, databases, namespaces, directories, tags,\n"
 	 "logical and stored bytes, chunks, pack and garbage bytes, the dedup\n"

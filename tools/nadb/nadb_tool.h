@@ -24,7 +24,7 @@
 
 #define OPT_JSON (1u << 0)
 #define OPT_REPAIR (1u << 1)
-#define MAX_ARGS 4
+#define MAX_ARGS 4096 /* mset and mget take many */
 
 struct command;
 
@@ -140,6 +140,12 @@ int run_setx(const struct cmd_args *a);
 int run_getx(const struct cmd_args *a);
 
 /* ---- admin.c: stats, compact, fsck */
+
+/* ---- atomic.c: incr, cas, mset, mget */
+int run_incr(const struct cmd_args *a);
+int run_cas(const struct cmd_args *a);
+int run_mset(const struct cmd_args *a);
+int run_mget(const struct cmd_args *a);
 
 int run_stats(const struct cmd_args *a);
 int run_compact(const struct cmd_args *a);

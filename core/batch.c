@@ -1,0 +1,412 @@
+/* batch.c -- atomic operations on whole values (store.h's nadb_apply and
+ * nadb_read_values): the engine's side of nadb incr, cas, mset and mget.
+ *
+ * A batch is one step under meta_lock: its reads (a condition's hash,
+ * incr's old value) and its writes happen with no other step between
+ * them, and the backend keeps a step whole across a crash.  A value is
+ * cut into chunks exactly as a write through a file would cut it
+ * (chunk-sized slices, all-zero ones as holes), so equal values have
+ * equal hashes however they were written.
+ *
+ * A key open through the file system shares one value buffer among its
+ * handles (file.c).  The batch holds that buffer throughout, with its
+ * unsaved writes committed first (they came first), and reloads it after,
+ * so that no handle reads chunks the batch freed.  Which keys are open is
+ * known only once their paths are resolved, under meta_lock, but buffers
+ * are locked before meta_lock: so resolve, hold, and resolve again inside
+ * the step; a key opened in between makes the batch start over.
+ */
+#include "log.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BATCH_TRIES 16    /* start-overs (keys opened meanwhile) before -EAGAIN */
+#define INCR_VALUE_MAX 64 /* bytes: a longer value is not an integer */
+
+/* A value cut into chunks, hashed and compressed outside the lock; a
+ * slice with raw == NULL is a hole. */
+struct prepared {
+	struct chunk_prep *slices;
+	size_t n;
+	uint64_t len;
+	char number[32]; /* INCR's value: the slices point here */
+};
+
+static void release_prepared(struct prepared *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		chunk_prep_release(&p->slices[i]);
+	free(p->slices);
+	p->slices = NULL;
+	p->n = 0;
+}
+
+static int prepare_value(struct nadb_store *st, const void *value, size_t len,
+			 struct prepared *p)
+{
+	size_t cs = st->chunk_size;
+	p->len = len;
+	p->n = (len + cs - 1) / cs;
+	p->slices = calloc(p->n + 1, sizeof(*p->slices));
+	if (!p->slices)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n; i++) {
+		const uint8_t *slice = (const uint8_t *)value + i * cs;
+		size_t l = len - i * cs < cs ? len - i * cs : cs;
+		if (chunk_all_zero(slice, l))
+			continue;
+		int rc = chunk_prepare(&st->chunks, slice, l, &p->slices[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* The whole value of key IN (inode INO) into BUF (in->r.size bytes).
+ * Under meta_lock. */
+static int read_value(struct nadb_store *st, uint64_t ino, const struct inode *in,
+		      uint8_t *buf)
+{
+	size_t cs = st->chunk_size, n = in->payload_len / CHUNK_HASH_LEN;
+	if ((in->r.size + cs - 1) / cs != n) {
+		nadb_log("inode %" PRIu64 ": chunk list does not match its size", ino);
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *h = in->payload + i * CHUNK_HASH_LEN;
+		size_t off = i * cs, l = in->r.size - off < cs ? in->r.size - off : cs;
+		if (chunk_is_hole(h)) {
+			memset(buf + off, 0, l);
+			continue;
+		}
+		struct chunk_loc loc;
+		const char *why = NULL;
+		int rc = chunk_locate(&st->chunks, h, &loc);
+		if (!rc)
+			rc = chunk_read_why(&st->chunks, &loc, h, 0, (uint32_t)l, buf + off, &why);
+		if (rc) {
+			char path[1024];
+			inode_path(st, ino, path, sizeof(path));
+			nadb_log("key %s: cannot read its value: %s", path, why ? why : strerror(-rc));
+			return why ? -EIO : rc;
+		}
+	}
+	return 0;
+}
+
+/* Parse a decimal integer value: an optional '-', digits, an optional
+ * "\n".  An empty value counts as 0, as a missing key does. */
+static int parse_integer(const char *s, size_t len, int64_t *out)
+{
+	if (len && s[len - 1] == '\n')
+		len--;
+	size_t i = len && s[0] == '-';
+	if (i == len) {
+		*out = 0;
+		return len ? -EINVAL : 0;
+	}
+	int64_t v = 0;
+	for (; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		int d = s[i] - '0';
+		/* accumulate negatively: INT64_MIN has no positive twin */
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, d, &v))
+			return -ERANGE;
+	}
+	if (s[0] != '-' && __builtin_mul_overflow(v, -1, &v))
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+/* INCR's new value: key IN (NULL: none) plus BY, into *P and *NUMBER. */
+static int incr_value(struct nadb_store *st, uint64_t ino, const struct inode *in,
+		      int64_t by, int64_t *number, struct prepared *p)
+{
+	int64_t cur = 0;
+	if (in && in->r.size > INCR_VALUE_MAX)
+		return -EINVAL;
+	if (in && in->r.size) {
+		char buf[INCR_VALUE_MAX];
+		int rc = read_value(st, ino, in, (uint8_t *)buf);
+		if (!rc)
+			rc = parse_integer(buf, in->r.size, &cur);
+		if (rc)
+			return rc;
+	}
+	if (__builtin_add_overflow(cur, by, number))
+		return -ERANGE;
+	int len = snprintf(p->number, sizeof(p->number), "%" PRId64 "\n", *number);
+	return prepare_value(st, p->number, (size_t)len, p);
+}
+
+/* Give key INO (record R, old chunk list OLD) the value P, inside a
+ * step: references on the new chunks first, then the old ones dropped,
+ * so a chunk both hold never reaches zero. */
+static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
+		     const uint8_t *old, size_t old_len, const struct prepared *p,
+		     char hash[NADB_HASH_TEXT])
+{
+	uint8_t *list = calloc(p->n + 1, CHUNK_HASH_LEN);
+	if (!list)
+		return -ENOMEM;
+	int rc = 0;
+	for (size_t i = 0; !rc && i < p->n; i++)
+		if (p->slices[i].raw)
+			rc = chunk_put(&st->chunks, &p->slices[i], list + i * CHUNK_HASH_LEN);
+	for (size_t i = 0; !rc && i < old_len / CHUNK_HASH_LEN; i++)
+		if (!chunk_is_hole(old + i * CHUNK_HASH_LEN))
+			rc = chunk_ref(&st->chunks, old + i * CHUNK_HASH_LEN, -1);
+	if (!rc)
+		rc = index_size_changed(st, ino, (int64_t)p->len - (int64_t)r->size);
+	if (!rc) {
+		r->size = p->len;
+		r->mtime = r->ctime = now_ns();
+		r->stored = keymeta_stored(st, list, p->n);
+		rc = inode_put(st, ino, r, list, p->n * CHUNK_HASH_LEN);
+	}
+	if (!rc)
+		rc = keymeta_hash(r->size, list, p->n, hash);
+	free(list);
+	return rc;
+}
+
+/* The keys whose open buffers the batch holds, by inode number. */
+struct held {
+	uint64_t *inos;
+	struct ofile **of;
+	size_t n;
+};
+
+static bool holds(const struct held *h, uint64_t ino)
+{
+	for (size_t i = 0; i < h->n; i++)
+		if (h->inos[i] == ino)
+			return true;
+	return false;
+}
+
+static const struct nadb_caller trusted = {0, 0, NULL, 0};
+
+/* Make key NAME in PARENT for WHO, who needs write and search permission
+ * on PARENT as creat(2) would.  Inside a step. */
+static int create_key(struct nadb_store *st, uint64_t parent, const char *name,
+		      const struct nadb_caller *who, uint64_t *ino, struct inode_rec *r)
+{
+	struct inode dir;
+	int rc = inode_get(st, parent, &dir);
+	if (rc)
+		return rc;
+	rc = access_check(&dir.r, who, ACCESS_W | ACCESS_X);
+	inode_release(&dir);
+	if (rc)
+		return rc;
+	return tree_make_node(st, parent, name, S_IFREG | 0644, 0, NULL, who ? who : &trusted,
+			      ino, r);
+}
+
+/* Is the key's current state what OP's condition asks?  CUR: its hash. */
+static int check_cond(const struct nadb_op *op, uint64_t ino, const char *cur)
+{
+	switch (op->cond) {
+	case NADB_IF_ANY:
+		return 0;
+	case NADB_IF_ABSENT:
+		return ino ? -ECANCELED : 0;
+	case NADB_IF_HASH:
+		return ino && !strcmp(cur, op->expect) ? 0 : -ECANCELED;
+	}
+	return -EINVAL;
+}
+
+/* One operation, inside the batch's step.  P: a SET's value. */
+static int apply_one(struct nadb_store *st, struct nadb_op *op, const struct nadb_caller *who,
+		     const struct prepared *p, const struct held *held)
+{
+	char name[NADB_NAME_MAX + 1];
+	uint64_t parent, ino;
+	int rc = tree_resolve_key(st, op->path, who, &parent, name, &ino);
+	if (rc)
+		return rc;
+	op->parent = parent;
+	if (ino && !holds(held, ino) && file_is_open(st, ino))
+		return -EAGAIN; /* opened since we looked: start over */
+	struct inode in = {0};
+	char cur[NADB_HASH_TEXT] = "-";
+	if (ino) {
+		rc = inode_get(st, ino, &in);
+		if (rc)
+			return rc;
+		rc = S_ISDIR(in.r.mode) ? -EISDIR : !S_ISREG(in.r.mode) ? -EINVAL
+		     : access_check(&in.r, who, ACCESS_W);
+		if (!rc)
+			rc = keymeta_hash(in.r.size, in.payload, in.payload_len / CHUNK_HASH_LEN, cur);
+	}
+	if (!rc)
+		rc = check_cond(op, ino, cur);
+	if (rc == -ECANCELED)
+		memcpy(op->hash, cur, sizeof(cur));
+	struct prepared own = {0};
+	if (!rc && op->kind == NADB_OP_INCR) {
+		rc = incr_value(st, ino, ino ? &in : NULL, op->by, &op->number, &own);
+		p = &own;
+	}
+	if (!rc && !ino) {
+		rc = create_key(st, parent, name, who, &ino, &in.r);
+		op->created = rc == 0;
+	}
+	if (!rc)
+		rc = set_value(st, ino, &in.r, in.payload, in.payload_len, p, op->hash);
+	op->ino = ino;
+	release_prepared(&own);
+	inode_release(&in);
+	return rc;
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Hold the open buffers of the keys OPS name now (in inode order, so two
+ * batches never wait on each other's).  *FAILED: the operation whose key
+ * could not be held. */
+static int hold_open_keys(struct nadb_store *st, struct nadb_op *ops, size_t n,
+			  const struct nadb_caller *who, struct held *h, size_t *failed)
+{
+	char name[NADB_NAME_MAX + 1];
+	uint64_t *inos = h->inos, parent;
+	size_t m = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	for (size_t i = 0; i < n; i++)
+		if (!tree_resolve_key(st, ops[i].path, who, &parent, name, &inos[m]) && inos[m])
+			m++;
+	pthread_mutex_unlock(&st->meta_lock);
+	qsort(inos, m, sizeof(*inos), cmp_ino);
+	h->n = 0;
+	for (size_t i = 0; i < m; i++) {
+		if (i && inos[i] == inos[i - 1])
+			continue;
+		int rc;
+		struct ofile *of = file_hold(st, inos[i], &rc);
+		if (rc) {
+			for (*failed = 0; *failed < n && ops[*failed].ino != inos[i]; ++*failed)
+				;
+			return rc;
+		}
+		if (of) {
+			h->inos[h->n] = inos[i];
+			h->of[h->n++] = of;
+		}
+	}
+	return 0;
+}
+
+static void let_go(struct nadb_store *st, struct held *h, bool changed)
+{
+	for (size_t i = 0; i < h->n; i++)
+		file_let_go(st, h->of[i], changed);
+	h->n = 0;
+}
+
+static int run_batch(struct nadb_store *st, struct nadb_op *ops, size_t n,
+		     const struct nadb_caller *who, const struct prepared *values,
+		     struct held *held, size_t *failed)
+{
+	int rc = hold_open_keys(st, ops, n, who, held, failed);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&st->meta_lock);
+	rc = step_begin(st);
+	if (!rc) {
+		for (size_t i = 0; !rc && i < n; i++) {
+			rc = apply_one(st, &ops[i], who, &values[i], held);
+			if (rc)
+				*failed = i;
+		}
+		rc = step_end(st, rc);
+	}
+	store_note_step(st);
+	pthread_mutex_unlock(&st->meta_lock);
+	let_go(st, held, rc == 0);
+	return rc;
+}
+
+int nadb_apply(struct nadb_store *st, struct nadb_op *ops, size_t n,
+	       const struct nadb_caller *who, size_t *failed)
+{
+	*failed = 0;
+	struct prepared *values = calloc(n + 1, sizeof(*values));
+	struct held held = {
+		.inos = calloc(n + 1, sizeof(uint64_t)),
+		.of = calloc(n + 1, sizeof(struct ofile *)),
+	};
+	int rc = values && held.inos && held.of ? 0 : -ENOMEM;
+	for (size_t i = 0; !rc && i < n; i++) {
+		ops[i].ino = ops[i].parent = 0;
+		ops[i].created = false;
+		ops[i].hash[0] = 0;
+		if (ops[i].kind == NADB_OP_SET &&
+		    (rc = prepare_value(st, ops[i].value, ops[i].len, &values[i])))
+			*failed = i;
+	}
+	bool made_room = false;
+	for (int tries = 0; !rc; tries++) {
+		rc = run_batch(st, ops, n, who, values, &held, failed);
+		if (rc == -EAGAIN && tries < BATCH_TRIES)
+			rc = 0;
+		else if (rc == -ENOSPC && !made_room && (made_room = store_make_room(st) > 0))
+			rc = 0;
+		else
+			break;
+	}
+	for (size_t i = 0; values && i < n; i++)
+		release_prepared(&values[i]);
+	if (rc) /* undone: nothing was made */
+		for (size_t i = 0; i < n; i++)
+			ops[i].created = false;
+	free(values);
+	free(held.inos);
+	free(held.of);
+	return rc;
+}
+
+int nadb_read_values(struct nadb_store *st, const char *const *paths, size_t n,
+		     const struct nadb_caller *who, uint64_t max_bytes,
+		     nadb_value_fn fn, void *ctx)
+{
+	uint64_t total = 0;
+	int rc = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	for (size_t i = 0; !rc && i < n; i++) {
+		char name[NADB_NAME_MAX + 1];
+		uint64_t parent, ino;
+		struct inode in = {0};
+		uint8_t *buf = NULL;
+		int r = tree_resolve_key(st, paths[i], who, &parent, name, &ino);
+		if (!r && !ino)
+			r = -ENOENT;
+		if (!r && !(r = inode_get(st, ino, &in)))
+			r = S_ISDIR(in.r.mode) ? -EISDIR : !S_ISREG(in.r.mode) ? -EINVAL
+			    : access_check(&in.r, who, ACCESS_R);
+		if (!r && (total += in.r.size) > max_bytes)
+			r = -EFBIG;
+		if (!r && !(buf = malloc(in.r.size + 1)))
+			r = -ENOMEM;
+		if (!r)
+			r = read_value(st, ino, &in, buf);
+		rc = fn(ctx, i, r, buf, r ? 0 : in.r.size);
+		free(buf);
+		inode_release(&in);
+	}
+	pthread_mutex_unlock(&st->meta_lock);
+	return rc;
+}

@@ -1,0 +1,612 @@
+/* ctl.c -- the protocol of /.ctl (ctl.h).
+ *
+ * Open /.ctl read-write, write one request, read its reply from the same
+ * descriptor; then the next request.  A request is one header line of
+ * words separated by spaces, then, for the commands that carry values,
+ * the values' bytes back to back, as many as the header's LEN words say:
+ *
+ *   incr PATH [BY]\n                 -> ok NUMBER\n
+ *   cas PATH EXPECTED LEN\n VALUE    -> ok HASH\n | mismatch CURRENT\n
+ *   mset PATH LEN [PATH LEN...]\n VALUES...
+ *                                    -> ok N\n
+ *   mget PATH [PATH...]\n            -> ok N\n then per key
+ *                                       PATH LEN\n VALUE \n  (or PATH -\n)
+ *   flush | compact | reap\n         -> ok\n
+ *
+ * PATH is "/DB/NS/KEY" from the mountpoint.  In a word, a byte that is a
+ * space, a control character or '%' is written %XX (hex).  EXPECTED is a
+ * user.nadb.hash, or "-": only if the key is absent.  A failure replies
+ * "err ENAME why\n" (ENAME as errno names it).  A request that cannot be
+ * parsed fails its write(2) with EINVAL, one that is too big with EFBIG,
+ * and the reply says why; a request that runs and fails succeeds as a
+ * write.  A descriptor opened write-only cannot read replies, so there a
+ * failed request fails its write, and a header needs no newline ("echo
+ * flush > .ctl", as before replies existed).
+ *
+ * Everything a request changes is one step of the engine (nadb_apply):
+ * atomic, and checked against the caller's permissions as creat, open
+ * and lookup would be.  Then the kernel is told, before the reply, so an
+ * open after it sees the new values: the dentry of a key made (a cached
+ * miss would hide it), the pages and attributes of a key changed.
+ */
+#include "ctl.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTL_REQUEST_MAX (64u << 20) /* bytes: a request, values included */
+#define CTL_REPLY_MAX (64u << 20)   /* bytes: mget's values together */
+#define CTL_HEADER_MAX (1u << 20)   /* bytes: the header line */
+#define CTL_WORDS_MAX 20001         /* words of a header: mset of 10,000 keys */
+
+struct ctl {
+	/* lock: scope is everything below; requests on one descriptor are
+	 * taken one at a time, in the order their writes arrive. */
+	pthread_mutex_t lock;
+	bool readable;
+	char *req;          /* the request so far */
+	size_t len, cap;
+	size_t header_len;  /* 0 until the header's newline came, then the
+	                       header's length with it */
+	size_t line_len;    /* and without it */
+	size_t need;        /* then: the whole request's length */
+	char *reply;
+	size_t reply_len, reply_off;
+};
+
+struct ctl *ctl_new(bool readable)
+{
+	struct ctl *c = calloc(1, sizeof(*c));
+	if (c) {
+		pthread_mutex_init(&c->lock, NULL);
+		c->readable = readable;
+	}
+	return c;
+}
+
+static void forget_request(struct ctl *c)
+{
+	free(c->req);
+	c->req = NULL;
+	c->len = c->cap = c->header_len = c->line_len = c->need = 0;
+}
+
+static void forget_reply(struct ctl *c)
+{
+	free(c->reply);
+	c->reply = NULL;
+	c->reply_len = c->reply_off = 0;
+}
+
+void ctl_free(struct ctl *c)
+{
+	if (!c)
+		return;
+	forget_request(c);
+	forget_reply(c);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	int rc; /* -ENOMEM once a grow failed */
+};
+
+static void out_add(struct out *o, const void *p, size_t n)
+{
+	if (o->rc)
+		return;
+	if (o->len + n + 1 > o->cap) {
+		size_t cap = o->cap ? o->cap : 256;
+		while (cap < o->len + n + 1)
+			cap *= 2;
+		char *b = realloc(o->buf, cap);
+		if (!b) {
+			o->rc = -ENOMEM;
+			return;
+		}
+		o->buf = b;
+		o->cap = cap;
+	}
+	memcpy(o->buf + o->len, p, n);
+	o->len += n;
+}
+
+static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct out *o, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	out_add(o, line, n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+/* A word escaped as requests escape it. */
+static void out_word(struct out *o, const char *w)
+{
+	for (const unsigned char *p = (const unsigned char *)w; *p; p++) {
+		if (*p <= ' ' || *p == 0x7f || *p == '%')
+			out_printf(o, "%%%02X", *p);
+		else
+			out_add(o, p, 1);
+	}
+}
+
+static void out_error(struct out *o, int rc, const char *path, const char *why)
+{
+	const char *name = strerrorname_np(-rc);
+	o->len = 0;
+	out_printf(o, "err %s ", name ? name : "EIO");
+	if (path) {
+		out_word(o, path);
+		out_add(o, ": ", 2);
+	}
+	out_printf(o, "%s\n", why ? why : strerror(-rc));
+}
+
+/* ---- parsing ------------------------------------------------------------- */
+
+struct request {
+	char *words[CTL_WORDS_MAX];
+	int n;
+	const char *payload; /* after the header */
+};
+
+static int unhex(int ch)
+{
+	return ch >= '0' && ch <= '9' ? ch - '0'
+	       : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+	       : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+static bool is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r';
+}
+
+/* Split the header (NUL-terminated, in place) into unescaped words. */
+static int split_words(char *h, struct request *r, const char **why)
+{
+	r->n = 0;
+	char *p = h;
+	for (;;) {
+		while (is_blank(*p))
+			p++;
+		if (!*p)
+			break;
+		if (r->n == CTL_WORDS_MAX) {
+			*why = "too many words in the request";
+			return -EINVAL;
+		}
+		char *w = p, *d = p;
+		while (*p && !is_blank(*p)) {
+			if ((unsigned char)*p < ' ' || *p == 0x7f) {
+				*why = "a control character in the request (escape it as %XX)";
+				return -EINVAL;
+			}
+			if (*p != '%') {
+				*d++ = *p++;
+				continue;
+			}
+			int hi = unhex(p[1]), lo = hi < 0 ? -1 : unhex(p[2]);
+			if (lo < 0 || (hi == 0 && lo == 0)) {
+				*why = "a bad %XX escape in the request";
+				return -EINVAL;
+			}
+			*d++ = (char)(hi << 4 | lo);
+			p += 3;
+		}
+		bool more = *p != 0;
+		*d = 0;
+		r->words[r->n++] = w;
+		if (more)
+			p++;
+	}
+	if (r->n == 0) {
+		*why = "an empty request";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool parse_i64(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (!*s || *end || errno || (*s != '-' && (*s < '0' || *s > '9')))
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_len(const char *s, size_t *out)
+{
+	int64_t v;
+	if (!parse_i64(s, &v) || v < 0 || *s == '-' || (uint64_t)v > CTL_REQUEST_MAX)
+		return false;
+	*out = (size_t)v;
+	return true;
+}
+
+static bool is_hash(const char *s)
+{
+	if (!strcmp(s, "-"))
+		return true;
+	if (strlen(s) != NADB_HASH_TEXT - 1)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return false;
+	return true;
+}
+
+/* The payload bytes the header says follow it, or -EINVAL. */
+static int payload_length(const struct request *r, size_t *need, const char **why)
+{
+	const char *cmd = r->words[0];
+	size_t total = 0, len;
+	*need = 0;
+	if (!strcmp(cmd, "cas")) {
+		if (r->n != 4 || !is_hash(r->words[2]) || !parse_len(r->words[3], &len)) {
+			*why = "usage: cas PATH EXPECTED_HASH|- LEN, then LEN bytes";
+			return -EINVAL;
+		}
+		*need = len;
+	} else if (!strcmp(cmd, "mset")) {
+		if (r->n < 3 || r->n % 2 == 0) {
+			*why = "usage: mset PATH LEN [PATH LEN...], then the values";
+			return -EINVAL;
+		}
+		for (int i = 2; i < r->n; i += 2) {
+			if (!parse_len(r->words[i], &len) || (total += len) > CTL_REQUEST_MAX) {
+				*why = "mset: a LEN is not a length, or the values are over 64 MiB";
+				return -EINVAL;
+			}
+		}
+		*need = total;
+	}
+	return 0;
+}
+
+/* ---- running requests ---------------------------------------------------- */
+
+/* The last component of PATH, for the kernel's dentry. */
+static const char *leaf_of(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+/* Tell the kernel what a batch changed, before the reply. */
+static void tell_kernel(const struct ctl_env *env, const struct nadb_op *ops, size_t n)
+{
+	if (!env->se)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const char *leaf = leaf_of(ops[i].path);
+		if (ops[i].created)
+			fuse_lowlevel_notify_inval_entry(env->se, ops[i].parent, leaf, strlen(leaf));
+		else
+			fuse_lowlevel_notify_inval_inode(env->se, ops[i].ino, 0, 0);
+	}
+}
+
+/* What a failed operation's errno means for it. */
+static const char *why_op_failed(const struct nadb_op *op, int rc)
+{
+	if (op->kind == NADB_OP_INCR && rc == -EINVAL)
+		return "the value is not a decimal integer";
+	if (op->kind == NADB_OP_INCR && rc == -ERANGE)
+		return "the result would not fit in 64 bits";
+	if (rc == -EINVAL)
+		return "not a key's path (/DB/NS/KEY)";
+	if (rc == -EAGAIN)
+		return "the key kept being opened and closed; try again";
+	return NULL;
+}
+
+/* Each command below returns -EINVAL for a request it cannot run (a
+ * usage error: the write fails), else 0 with *OUTCOME the result's
+ * errno, the reply said in O. */
+
+static int run_apply(const struct ctl_env *env, struct nadb_op *ops, size_t n, struct out *o)
+{
+	size_t failed;
+	int rc = nadb_apply(env->st, ops, n, env->who, &failed);
+	if (rc == -ECANCELED)
+		out_printf(o, "mismatch %s\n", ops[failed].hash);
+	else if (rc)
+		out_error(o, rc, ops[failed].path, why_op_failed(&ops[failed], rc));
+	else
+		tell_kernel(env, ops, n);
+	return rc;
+}
+
+static int usage(struct out *o, const char *text)
+{
+	out_error(o, -EINVAL, NULL, text);
+	return -EINVAL;
+}
+
+static int run_incr(const struct ctl_env *env, const struct request *r, struct out *o,
+		    int *outcome)
+{
+	struct nadb_op op = {.kind = NADB_OP_INCR, .path = r->words[1], .by = 1};
+	if (r->n < 2 || r->n > 3 || (r->n == 3 && !parse_i64(r->words[2], &op.by)))
+		return usage(o, "usage: incr PATH [BY], BY a 64-bit integer");
+	*outcome = run_apply(env, &op, 1, o);
+	if (!*outcome)
+		out_printf(o, "ok %" PRId64 "\n", op.number);
+	return 0;
+}
+
+/* The header's lengths were checked by payload_length. */
+static int run_cas(const struct ctl_env *env, const struct request *r, struct out *o,
+		   int *outcome)
+{
+	struct nadb_op op = {
+		.kind = NADB_OP_SET, .path = r->words[1], .value = r->payload,
+		.len = strtoull(r->words[3], NULL, 10),
+	};
+	if (!strcmp(r->words[2], "-")) {
+		op.cond = NADB_IF_ABSENT;
+	} else {
+		op.cond = NADB_IF_HASH;
+		memcpy(op.expect, r->words[2], NADB_HASH_TEXT);
+	}
+	*outcome = run_apply(env, &op, 1, o);
+	if (!*outcome)
+		out_printf(o, "ok %s\n", op.hash);
+	return 0;
+}
+
+static int run_mset(const struct ctl_env *env, const struct request *r, struct out *o,
+		    int *outcome)
+{
+	size_t n = (size_t)(r->n - 1) / 2;
+	struct nadb_op *ops = calloc(n, sizeof(*ops));
+	if (!ops) {
+		out_error(o, -ENOMEM, NULL, NULL);
+		*outcome = -ENOMEM;
+		return 0;
+	}
+	const char *value = r->payload;
+	for (size_t i = 0; i < n; i++) {
+		ops[i].kind = NADB_OP_SET;
+		ops[i].path = r->words[1 + 2 * i];
+		ops[i].value = value;
+		ops[i].len = strtoull(r->words[2 + 2 * i], NULL, 10);
+		value += ops[i].len;
+	}
+	*outcome = run_apply(env, ops, n, o);
+	if (!*outcome)
+		out_printf(o, "ok %zu\n", n);
+	free(ops);
+	return 0;
+}
+
+struct mget_ctx {
+	struct out *o;
+	const char *const *paths;
+	const char *failed_path;
+};
+
+static int add_value(void *arg, size_t i, int rc, const void *value, size_t len)
+{
+	struct mget_ctx *m = arg;
+	if (rc && rc != -ENOENT) {
+		m->failed_path = m->paths[i];
+		return rc;
+	}
+	out_word(m->o, m->paths[i]);
+	if (rc == -ENOENT) {
+		out_add(m->o, " -\n", 3);
+		return m->o->rc;
+	}
+	out_printf(m->o, " %zu\n", len);
+	out_add(m->o, value, len);
+	out_add(m->o, "\n", 1);
+	return m->o->rc;
+}
+
+static int run_mget(const struct ctl_env *env, const struct request *r, struct out *o,
+		    int *outcome)
+{
+	if (r->n < 2)
+		return usage(o, "usage: mget PATH [PATH...]");
+	out_printf(o, "ok %d\n", r->n - 1);
+	struct mget_ctx m = {.o = o, .paths = (const char *const *)r->words + 1};
+	*outcome = nadb_read_values(env->st, m.paths, (size_t)r->n - 1, env->who,
+				    CTL_REPLY_MAX, add_value, &m);
+	if (*outcome)
+		out_error(o, *outcome, m.failed_path,
+			  *outcome == -EFBIG ? "the values add up to more than 64 MiB" : NULL);
+	return 0;
+}
+
+static int run_maintenance(const struct ctl_env *env, const struct request *r, struct out *o,
+			   int *outcome)
+{
+	if (r->n != 1)
+		return usage(o, "flush, compact and reap take no arguments");
+	*outcome = env->admin ? env->maintain(env->maintain_ctx, r->words[0]) : -EPERM;
+	if (*outcome == -EPERM && !env->admin)
+		out_error(o, -EPERM, NULL, "only the mount's owner or root may flush, compact or reap");
+	else if (*outcome)
+		out_error(o, *outcome, NULL, NULL);
+	else
+		out_add(o, "ok\n", 3);
+	return 0;
+}
+
+static int run_request(const struct ctl_env *env, struct request *r, struct out *o,
+		       int *outcome)
+{
+	const char *cmd = r->words[0];
+	if (!strcmp(cmd, "incr"))
+		return run_incr(env, r, o, outcome);
+	if (!strcmp(cmd, "cas"))
+		return run_cas(env, r, o, outcome);
+	if (!strcmp(cmd, "mset"))
+		return run_mset(env, r, o, outcome);
+	if (!strcmp(cmd, "mget"))
+		return run_mget(env, r, o, outcome);
+	if (!strcmp(cmd, "flush") || !strcmp(cmd, "compact") || !strcmp(cmd, "reap"))
+		return run_maintenance(env, r, o, outcome);
+	return usage(o, "unknown command (incr, cas, mset, mget, flush, compact or reap)");
+}
+
+/* ---- the descriptor ------------------------------------------------------ */
+
+/* Parse the header once its line is in: how long the request is. */
+static int take_header(struct ctl *c, struct request *r, const char **why)
+{
+	char *nl = memchr(c->req, '\n', c->len);
+	if (!nl && c->readable) {
+		if (c->len > CTL_HEADER_MAX) {
+			*why = "no newline in the first MiB: a header is one line";
+			return -EINVAL;
+		}
+		return 0; /* more to come */
+	}
+	if (!nl) /* write-only: the write's end ends the line */
+		nl = c->req + c->len;
+	c->line_len = (size_t)(nl - c->req);
+	c->header_len = c->line_len + (nl < c->req + c->len);
+	char *h = strndup(c->req, (size_t)(nl - c->req));
+	if (!h)
+		return -ENOMEM;
+	if (memchr(c->req, 0, (size_t)(nl - c->req))) {
+		free(h);
+		*why = "a NUL byte in the header";
+		return -EINVAL;
+	}
+	size_t payload;
+	int rc = split_words(h, r, why);
+	if (!rc)
+		rc = payload_length(r, &payload, why);
+	free(h);
+	if (!rc)
+		c->need = c->header_len + payload;
+	return rc;
+}
+
+static int grow_request(struct ctl *c, size_t more)
+{
+	if (c->len + more + 1 <= c->cap)
+		return 0;
+	size_t cap = c->cap ? c->cap : 4096;
+	while (cap < c->len + more + 1)
+		cap *= 2;
+	char *b = realloc(c->req, cap);
+	if (!b)
+		return -ENOMEM;
+	c->req = b;
+	c->cap = cap;
+	return 0;
+}
+
+/* A request failed before it could run: say why, in the reply and the log. */
+static int refuse(struct ctl *c, int rc, const char *why)
+{
+	struct out o = {0};
+	out_error(&o, rc, NULL, why);
+	forget_request(c);
+	forget_reply(c);
+	c->reply = o.buf;
+	c->reply_len = o.rc ? 0 : o.len;
+	fprintf(stderr, "nadbfs: .ctl: %s\n", why ? why : strerror(-rc));
+	return rc;
+}
+
+/* Run the whole request in C.  Returns what the write returns: 0, or
+ * the errno of a request that could not run (malformed: EINVAL) or, on a
+ * write-only descriptor, of one that failed. */
+static int run_whole(struct ctl *c, const struct ctl_env *env)
+{
+	struct request *r = malloc(sizeof(*r));
+	char *h = r ? strndup(c->req, c->line_len) : NULL;
+	if (!h) {
+		free(r);
+		return refuse(c, -ENOMEM, NULL);
+	}
+	const char *why = NULL;
+	int rc = split_words(h, r, &why);
+	assert(rc == 0); /* take_header parsed the same bytes */
+	r->payload = c->req + c->header_len;
+	struct out o = {0};
+	int outcome = 0;
+	rc = run_request(env, r, &o, &outcome);
+	if (o.rc)
+		rc = o.rc;
+	free(h);
+	free(r);
+	forget_request(c);
+	forget_reply(c);
+	c->reply = o.buf;
+	c->reply_len = o.rc ? 0 : o.len;
+	if (rc)
+		fprintf(stderr, "nadbfs: .ctl: %.*s", (int)c->reply_len, c->reply);
+	return rc ? rc : c->readable ? 0 : outcome;
+}
+
+ssize_t ctl_write(struct ctl *c, const struct ctl_env *env, const char *buf, size_t size)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->len == 0)
+		forget_reply(c); /* a new request: the last reply was read, or is moot */
+	int rc = 0;
+	const char *why = NULL;
+	if (c->len + size > CTL_REQUEST_MAX)
+		rc = -EFBIG, why = "a request is at most 64 MiB";
+	if (!rc)
+		rc = grow_request(c, size);
+	if (!rc) {
+		memcpy(c->req + c->len, buf, size);
+		c->len += size;
+		c->req[c->len] = 0;
+	}
+	struct request *r = NULL;
+	if (!rc && !c->header_len) {
+		r = malloc(sizeof(*r));
+		rc = r ? take_header(c, r, &why) : -ENOMEM;
+		free(r);
+	}
+	if (rc) {
+		rc = refuse(c, rc, why);
+	} else if (c->header_len && c->len >= c->need) {
+		if (c->len > c->need)
+			rc = refuse(c, -EINVAL, "more bytes than the request's lengths say");
+		else
+			rc = run_whole(c, env);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc ? rc : (ssize_t)size;
+}
+
+size_t ctl_read(struct ctl *c, char *buf, size_t size)
+{
+	pthread_mutex_lock(&c->lock);
+	size_t n = c->reply_len - c->reply_off;
+	if (n > size)
+		n = size;
+	if (n)
+		memcpy(buf, c->reply + c->reply_off, n);
+	c->reply_off += n;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
