@@ -467,7 +467,10 @@ static int run_request(const struct ctl_env *env, struct request *r, struct out 
 		return run_mget(env, r, o, outcome);
 	if (!strcmp(cmd, "flush") || !strcmp(cmd, "compact") || !strcmp(cmd, "reap"))
 		return run_maintenance(env, r, o, outcome);
-	return usage(o, "unknown command (incr, cas, mset, mget, flush, compact or reap)");
+	char why[128];
+	snprintf(why, sizeof(why), "unknown command '%.40s' (incr, cas, mset, mget, flush, "
+		 "compact or reap)", cmd);
+	return usage(o, why);
 }
 
 /* ---- the descriptor ------------------------------------------------------ */

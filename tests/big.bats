@@ -16,20 +16,30 @@ hwm_limit_kb() {
 	echo $(((32 + 100) * 1024 * times))
 }
 
+# The big key: 2 GiB, or 512 MiB in a sanitizer build on Redis, where
+# every chunk's round trip is several times slower (still 16 buffers' worth).
+big_size() {
+	if [ -n "${NADB_SANITIZED:-}" ] && [ "${NADB_TEST_BACKEND:-dir}" = redis ]; then
+		echo $((GiB / 2))
+	else
+		echo $((2 * GiB))
+	fi
+}
+
 @test "a 2 GiB key is written and read back bit-exactly with buffer_mb=32" {
 	mount_store buffer_mb=32
 	mkdir -p "$MNT/app/ns"
-	gen_stream big2g $((2 * GiB)) | tee >(md5sum | cut -d' ' -f1 >"$T/want.tmp" && mv "$T/want.tmp" "$T/want") |
+	gen_stream big2g "$(big_size)" | tee >(md5sum | cut -d' ' -f1 >"$T/want.tmp" && mv "$T/want.tmp" "$T/want") |
 		dd of="$MNT/app/ns/big" bs=1M iflag=fullblock status=none
-	[ "$(stat -c %s "$MNT/app/ns/big")" = $((2 * GiB)) ]
+	[ "$(stat -c %s "$MNT/app/ns/big")" = "$(big_size)" ]
 	wait_for_file "$T/want"
-	echo "# daemon VmHWM after writing 2 GiB: $(daemon_hwm_kb) KiB" >&3
+	echo "# daemon VmHWM after writing $(($(big_size) / 1048576)) MiB: $(daemon_hwm_kb) KiB" >&3
 	[ "$(daemon_hwm_kb)" -lt "$(hwm_limit_kb)" ]
 	remount_store buffer_mb=32
 	got=$(md5sum <"$MNT/app/ns/big" | cut -d' ' -f1)
 	echo "want $(cat "$T/want") got $got"
 	[ "$got" = "$(cat "$T/want")" ]
-	echo "# daemon VmHWM after reading 2 GiB: $(daemon_hwm_kb) KiB" >&3
+	echo "# daemon VmHWM after reading it: $(daemon_hwm_kb) KiB" >&3
 	[ "$(daemon_hwm_kb)" -lt "$(hwm_limit_kb)" ]
 }
 
