@@ -85,42 +85,25 @@ static int add_scope_rows(struct nadb_store *st, struct buf *b)
 	return rc;
 }
 
-static double ratio(uint64_t a, uint64_t b, double if_none)
-{
-	return b ? (double)a / (double)b : if_none;
-}
-
-/* The offline counterpart of the daemon's .stats, field for field (less
- * uptime_s and ops, which only a running daemon has). */
+/* The offline counterpart of the daemon's .stats: the same figures from
+ * the one table of them (stats.h), less uptime_s and ops, which only a
+ * running daemon has, plus per-database and per-namespace "scopes". */
 static int stats_document(struct nadb_store *st, const char *store, struct buf *b)
 {
 	struct nadb_stats s;
+	struct nadb_figure f[NADB_FIGURES];
 	int rc = nadb_stats(st, NADB_ROOT_INO, &s);
 	if (rc)
 		return rc;
-	const struct {
-		const char *name;
-		uint64_t value;
-	} counts[] = {
-		{"keys", s.keys}, {"databases", s.databases}, {"namespaces", s.namespaces},
-		{"dirs", s.dirs}, {"tags", s.tags}, {"logical_bytes", s.bytes},
-		{"stored_bytes", s.stored_bytes}, {"chunks", s.chunks},
-		{"chunk_bytes", s.chunk_raw_bytes}, {"pack_bytes", s.pack_bytes},
-		{"garbage_bytes", s.garbage_bytes}, {"buffer_bytes", s.buffered_bytes},
-		{"buffer_limit", s.buffer_limit}, {"expiring", s.expiring}, {"reaped", s.reaped},
-	};
+	nadb_stats_figures(&s, f);
 	rc = buf_printf(b, "{\"store\":");
 	if (!rc)
 		rc = json_quote(b, store);
-	for (size_t i = 0; !rc && i < sizeof(counts) / sizeof(counts[0]); i++)
-		rc = buf_printf(b, ",\"%s\":%" PRIu64, counts[i].name, counts[i].value);
+	for (size_t i = 0; !rc && i < NADB_FIGURES; i++)
+		rc = f[i].ratio ? buf_printf(b, ",\"%s\":%.4f", f[i].name, f[i].x)
+				: buf_printf(b, ",\"%s\":%" PRIu64, f[i].name, f[i].n);
 	if (!rc)
-		rc = buf_printf(b, ",\"dedup_ratio\":%.4f,\"compression_ratio\":%.4f"
-				   ",\"buffer_utilization_pct\":%.1f,\"version\":\"" NADB_VERSION
-				   "\",\"scopes\":[",
-				ratio(s.bytes, s.chunk_raw_bytes, 1.0),
-				ratio(s.chunk_raw_bytes, s.stored_bytes, 1.0),
-				100.0 * ratio(s.buffered_bytes, s.buffer_limit, 0.0));
+		rc = buf_printf(b, ",\"version\":\"" NADB_VERSION "\",\"scopes\":[");
 	if (!rc)
 		rc = add_scope_rows(st, b);
 	return rc ? rc : buf_printf(b, "]}\n");
@@ -223,16 +206,16 @@ static void print_scopes(const struct pairs *p)
 
 static void print_ops(const struct pairs *p)
 {
-	static const char *const fields[] = {"count", "mean_us", "p50_us", "p99_us", "max_us"};
+	static const char *const fields[] = {"count", "mean_us", "min_us", "p50_us", "p99_us", "max_us"};
 	struct buf prefix = {0};
 	bool header = false;
 	for (size_t i = 0; next_group(p, &i, "ops", &prefix); skip_group(p, &i, &prefix)) {
 		if (!header)
-			printf("\n  %-16s %12s %10s %10s %10s %10s\n", "operation", "count",
-			       "mean us", "p50 us", "p99 us", "max us");
+			printf("\n  %-16s %12s %10s %10s %10s %10s %10s\n", "operation", "count",
+			       "mean us", "min us", "p50 us", "p99 us", "max us");
 		header = true;
 		printf("  %-16.*s", (int)(prefix.len - 5), prefix.s + 4);
-		for (size_t f = 0; f < 5; f++) {
+		for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
 			const char *v = group_get(p, i, prefix.s, fields[f]);
 			printf(f ? " %10s" : " %12s", v ? v : "-");
 		}
@@ -256,6 +239,8 @@ static void print_stats_table(const struct pairs *p, const char *title)
 	print_figure("logical bytes", pairs_get(p, "logical_bytes"), BYTES);
 	print_figure("chunks", pairs_get(p, "chunks"), COUNT);
 	print_figure("chunk bytes", pairs_get(p, "chunk_bytes"), BYTES);
+	print_figure("payload bytes", pairs_get(p, "payload_bytes"), BYTES);
+	print_figure("frame overhead", pairs_get(p, "frame_overhead_bytes"), BYTES);
 	print_figure("stored bytes", pairs_get(p, "stored_bytes"), BYTES);
 	print_figure("pack bytes", pairs_get(p, "pack_bytes"), BYTES);
 	print_figure("garbage bytes", pairs_get(p, "garbage_bytes"), BYTES);

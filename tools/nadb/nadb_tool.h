@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <time.h>
 
-#define NADB_VERSION "0.1.0"
 #define EXIT_PROBLEMS 1
 #define EXIT_USAGE 2
 #define IO_CHUNK (1u << 20)   /* bytes moved per read/write of a value */
