@@ -363,6 +363,35 @@ assert [os.fsencode(p) for p in d] == [b'/db2/ns/k1', b'/db2/ns/k10', b'/db2/ns/
 	[ "$status" -eq 2 ]
 }
 
+@test "keys and count: a malformed pattern exits 2 with one line on stderr, nothing on stdout" {
+	make_glob_store
+	for cmd in keys count; do
+		for p in '[a-' '/app/[a-' '{a,b' '/app/{a,b' '' 'app/users/*' '/app/users/x\'; do
+			run bash -c '"$1" "$2" "$3" "$4" 2>"$5"' _ "$NADB" "$cmd" "$STORE" "$p" "$T/err"
+			echo "$cmd '$p' -> $status, stdout '$output', stderr: $(cat "$T/err")"
+			[ "$status" -eq 2 ]
+			[ -z "$output" ]
+			[ "$(wc -l <"$T/err")" -eq 1 ]
+			grep -qF "nadb: $cmd: bad pattern '$p': " "$T/err"
+		done
+	done
+	run "$NADB" keys "$STORE" '/app/[a-'
+	[[ "$output" == *"a '[' without its ']'"* ]]
+	run "$NADB" keys "$STORE" '/app/{a,b'
+	[[ "$output" == *"a '{' without its '}'"* ]]
+	run "$NADB" keys "$STORE" ''
+	[[ "$output" == *"the pattern is empty"* ]]
+	run "$NADB" keys "$STORE" 'app/*'
+	[[ "$output" == *"starts with '/'"* ]]
+	# escaped, the same characters are literal
+	printf v | "$NADB" put "$STORE" '/app/media/[a-'
+	keys_are '/app/media/\[a-' '/app/media/[a-'
+	# checked before the store is opened: a typo costs no lock
+	run "$NADB" keys "$T/nonexistent" '[a-'
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"bad pattern"* ]]
+}
+
 # ---- dump / load -----------------------------------------------------------
 
 # A subtree with text, binary, empty and nested values, a tag set, an

@@ -151,7 +151,8 @@ struct glob {
 	size_t n, cap;
 };
 
-int glob_compile(const char *pattern, struct glob *g);
+/* -EINVAL or -E2BIG with *WHY set: not a pattern (exit 2). */
+int glob_compile(const char *pattern, struct glob *g, const char **why);
 int glob_matches(const struct glob *g, const char *path, bool prefix);
 void glob_free(struct glob *g);
 
