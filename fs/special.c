@@ -72,6 +72,10 @@ struct special {
 	/* Error replies by operation and errno: counted whether or not
 	 * requests are timed (stats=off), they cost an increment. */
 	atomic_uint_fast64_t errors[OP_COUNT][ERRNO_SLOTS];
+	/* What the last compaction asked through /.ctl did, for .stats: so
+	 * that `nadb compact MOUNTPOINT` reports what it does offline. */
+	pthread_mutex_t compact_lock;
+	struct nadb_compact_result compacted;
 
 	/* queries_lock: scope is the query table (texts by number, and the
 	 * open-addressing index from text to number). */
@@ -221,6 +225,7 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	for (int op = 0; op < OP_COUNT; op++)
 		atomic_init(&sp->ops[op].min_ns, UINT64_MAX);
 	pthread_mutex_init(&sp->queries_lock, NULL);
+	pthread_mutex_init(&sp->compact_lock, NULL);
 	*out = sp;
 	return 0;
 }
@@ -234,6 +239,7 @@ void special_free(struct special *sp)
 	free(sp->query);
 	free(sp->index);
 	pthread_mutex_destroy(&sp->queries_lock);
+	pthread_mutex_destroy(&sp->compact_lock);
 	free(sp);
 }
 
@@ -424,6 +430,13 @@ static int render_store_json(struct special *sp, struct text *t)
 	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADB_VERSION,
 	    uptime_s(sp));
 	put_figures(t, &s);
+	pthread_mutex_lock(&sp->compact_lock);
+	struct nadb_compact_result c = sp->compacted;
+	pthread_mutex_unlock(&sp->compact_lock);
+	put(t, "  \"last_compaction\": {\"segments_removed\": %llu, \"bytes_reclaimed\": %llu, "
+	       "\"chunks_moved\": %llu, \"bytes_moved\": %llu},\n",
+	    (unsigned long long)c.segments_removed, (unsigned long long)c.bytes_reclaimed,
+	    (unsigned long long)c.chunks_moved, (unsigned long long)c.bytes_moved);
 	put(t, "  \"stats\": %s,\n  \"ops\": {", sp->measure ? "true" : "false");
 	for (int op = 0; op < OP_COUNT; op++)
 		put_op_json(sp, t, op);
@@ -841,8 +854,12 @@ static int run_command(struct special *sp, const char *cmd)
 	if (!strcmp(cmd, "flush"))
 		return nadb_store_sync(sp->st);
 	if (!strcmp(cmd, "compact")) {
-		struct nadb_compact_result res;
-		return nadb_compact(sp->st, true, 0, &res);
+		struct nadb_compact_result res = {0};
+		int rc = nadb_compact(sp->st, true, 0, &res);
+		pthread_mutex_lock(&sp->compact_lock);
+		sp->compacted = res;
+		pthread_mutex_unlock(&sp->compact_lock);
+		return rc;
 	}
 	if (!strcmp(cmd, "reap")) {
 		struct timespec now;

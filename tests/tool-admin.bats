@@ -258,6 +258,35 @@ assert d['compression_ratio'] > 1.5, d         # the text compresses
 	echo "$output" | grep -q '^reclaimed 0 bytes'
 }
 
+@test "compact --json has one schema, offline and on a mount" {
+	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
+	put /app/ns/keep keep
+	"$NADB" rm "$STORE" /app/ns/gone
+	run_json compact --json "$STORE"
+	[ "$status" -eq 0 ]
+	echo "$output" >"$T/offline.json"
+	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
+	mount_store
+	rm "$MNT/app/ns/gone"
+	run_json compact --json "$MNT"
+	[ "$status" -eq 0 ]
+	echo "$output" >"$T/mount.json"
+	run "$PY" -c '
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+assert sorted(a) == sorted(b), (a, b)
+assert a["where"] == "store" and b["where"] == "mount", (a, b)
+for d in (a, b):
+    for k, v in d.items():
+        assert k == "where" or (type(v) is int and v >= 0), (k, v)
+    assert d["pack_bytes_after"] <= d["pack_bytes_before"], d
+    assert d["bytes_reclaimed"] > 0, d   # the mount reports what the daemon did
+' "$T/offline.json" "$T/mount.json"
+	echo "$output"; cat "$T/offline.json" "$T/mount.json"
+	[ "$status" -eq 0 ]
+	[ "$(cat "$MNT/app/ns/keep")" = keep ]
+}
+
 # ---- fsck --json ---------------------------------------------------------------
 
 @test "fsck --json is a valid document on a clean store" {

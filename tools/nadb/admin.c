@@ -321,38 +321,48 @@ int run_stats(const struct cmd_args *a)
 	return close_target(&t, status);
 }
 
-/* ==== compact ============================================================= */
+/* ==== compact =============================================================
+ * Offline the tool compacts itself; on a mount it asks the daemon, which
+ * compacts between requests and keeps what it did in .stats
+ * (last_compaction).  Both end in one report, printed by one function, so
+ * --json has one schema whichever way it ran. */
 
-static void print_compaction(const struct nadb_compact_result *r, uint64_t before,
-			     uint64_t after, bool json)
+struct compaction {
+	const char *where; /* "store" or "mount" */
+	struct nadb_compact_result r;
+	uint64_t before, after; /* pack bytes */
+};
+
+static void print_compaction(const struct compaction *c, bool json)
 {
 	char h[32];
+	const struct nadb_compact_result *r = &c->r;
 	if (json) {
-		printf("{\"segments_removed\":%" PRIu64 ",\"bytes_reclaimed\":%" PRIu64
-		       ",\"chunks_moved\":%" PRIu64 ",\"bytes_moved\":%" PRIu64
-		       ",\"pack_bytes_before\":%" PRIu64 ",\"pack_bytes_after\":%" PRIu64 "}\n",
-		       r->segments_removed, r->bytes_reclaimed, r->chunks_moved, r->bytes_moved,
-		       before, after);
+		printf("{\"where\":\"%s\",\"segments_removed\":%" PRIu64
+		       ",\"bytes_reclaimed\":%" PRIu64 ",\"chunks_moved\":%" PRIu64
+		       ",\"bytes_moved\":%" PRIu64 ",\"pack_bytes_before\":%" PRIu64
+		       ",\"pack_bytes_after\":%" PRIu64 "}\n",
+		       c->where, r->segments_removed, r->bytes_reclaimed, r->chunks_moved,
+		       r->bytes_moved, c->before, c->after);
 		return;
 	}
 	printf("reclaimed %" PRIu64 " bytes (%s): %" PRIu64 " segments removed, %" PRIu64
 	       " chunks moved (%" PRIu64 " bytes)\n",
 	       r->bytes_reclaimed, human_bytes(r->bytes_reclaimed, h, sizeof(h)),
 	       r->segments_removed, r->chunks_moved, r->bytes_moved);
-	printf("packs: %" PRIu64 " bytes before, %" PRIu64 " after\n", before, after);
+	printf("packs: %" PRIu64 " bytes before, %" PRIu64 " after\n", c->before, c->after);
 }
 
-static int compact_store(struct target *t, bool json)
+static int compact_store(struct target *t, struct compaction *c)
 {
 	struct nadb_stats before, after;
-	struct nadb_compact_result r = {0};
 	struct progress p;
 	progress_start(&p);
 	int rc = nadb_stats(t->st, NADB_ROOT_INO, &before);
 	progress_show(&p, "compacting %s (%" PRIu64 " garbage bytes) ...", t->arg,
 		      before.garbage_bytes);
 	if (!rc)
-		rc = nadb_compact(t->st, true, 0, &r);
+		rc = nadb_compact(t->st, true, 0, &c->r);
 	if (!rc)
 		rc = nadb_store_sync(t->st);
 	if (!rc)
@@ -360,33 +370,50 @@ static int compact_store(struct target *t, bool json)
 	progress_end(&p);
 	if (rc)
 		return report_failure(t, NULL, rc);
-	print_compaction(&r, before.pack_bytes, after.pack_bytes, json);
+	c->where = "store";
+	c->before = before.pack_bytes;
+	c->after = after.pack_bytes;
 	return 0;
 }
 
-/* pack_bytes from the daemon's .stats, or 0 when it says nothing. */
-static uint64_t mount_pack_bytes(const struct target *t)
+static uint64_t pair_number(const struct pairs *p, const char *key)
+{
+	const char *v = pairs_get(p, key);
+	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+/* pack_bytes from the daemon's .stats (0 when it says nothing), and with
+ * R what its last compaction did. */
+static uint64_t mount_pack_bytes(const struct target *t, struct nadb_compact_result *r)
 {
 	char *path = in_mount(t->mnt, ".stats");
 	struct buf doc = {0};
 	struct pairs p = {0};
 	uint64_t n = 0;
-	if (path && !read_small_file(path, &doc) && !parse_json(doc.s, doc.len, &p) &&
-	    pairs_get(&p, "pack_bytes"))
-		n = strtoull(pairs_get(&p, "pack_bytes"), NULL, 10);
+	if (path && !read_small_file(path, &doc) && !parse_json(doc.s, doc.len, &p)) {
+		n = pair_number(&p, "pack_bytes");
+		if (r)
+			*r = (struct nadb_compact_result){
+				pair_number(&p, "last_compaction.segments_removed"),
+				pair_number(&p, "last_compaction.bytes_reclaimed"),
+				pair_number(&p, "last_compaction.chunks_moved"),
+				pair_number(&p, "last_compaction.bytes_moved")};
+	}
 	pairs_free(&p);
 	buf_free(&doc);
 	free(path);
 	return n;
 }
 
-/* Ask the daemon: it compacts while serving, between requests. */
-static int compact_mount(struct target *t, bool json)
+/* Ask the daemon: it compacts while serving, between requests; the write
+ * to .ctl returns once it is done. */
+static int compact_mount(struct target *t, struct compaction *c)
 {
 	char *ctl = in_mount(t->mnt, ".ctl");
 	if (!ctl)
 		return report_failure(t, NULL, -ENOMEM);
-	uint64_t before = mount_pack_bytes(t);
+	c->where = "mount";
+	c->before = mount_pack_bytes(t, NULL);
 	int fd = open(ctl, O_WRONLY);
 	int rc = fd < 0 ? -errno : 0;
 	static const char cmd[] = "compact\n";
@@ -404,13 +431,7 @@ static int compact_mount(struct target *t, bool json)
 		complain("%s/.ctl: %s", t->mnt, strerror(-rc));
 		return EXIT_PROBLEMS;
 	}
-	uint64_t after = mount_pack_bytes(t);
-	if (json)
-		printf("{\"requested\":true,\"pack_bytes_before\":%" PRIu64
-		       ",\"pack_bytes_after\":%" PRIu64 "}\n", before, after);
-	else
-		printf("compaction requested from the daemon on %s; packs: %" PRIu64
-		       " bytes before, %" PRIu64 " now\n", t->mnt, before, after);
+	c->after = mount_pack_bytes(t, &c->r);
 	return 0;
 }
 
@@ -420,7 +441,10 @@ int run_compact(const struct cmd_args *a)
 	int status = open_target(a, a->arg[0], true, false, &t);
 	if (status)
 		return status;
-	status = t.mnt ? compact_mount(&t, a->json) : compact_store(&t, a->json);
+	struct compaction c = {0};
+	status = t.mnt ? compact_mount(&t, &c) : compact_store(&t, &c);
+	if (!status)
+		print_compaction(&c, a->json);
 	return close_target(&t, status);
 }
 
