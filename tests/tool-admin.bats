@@ -287,6 +287,32 @@ for d in (a, b):
 	[ "$(cat "$MNT/app/ns/keep")" = keep ]
 }
 
+@test "dump and load show a percentage and an ETA on a terminal, and nothing when stderr is not one" {
+	command -v script >/dev/null || skip "script (util-linux) is not installed: no terminal to test on"
+	head -c 20000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/big
+	put /app/ns/small v
+	# script gives the command a terminal; its output is the terminal's
+	run script -qec "'$NADB' dump '$STORE' /app > '$T/a.tar'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"dump: "*"%"*" ETA "* ]]
+	run script -qec "'$NADB' load '$(other_store s2)' /app < '$T/a.tar'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"load: "*"%"*" ETA "* ]]
+	# from a pipe the size is not known: no share, still a progress line
+	run script -qec "cat '$T/a.tar' | '$NADB' load '$(other_store s3)' /app" /dev/null
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"load: "* ]]
+	[[ "$output" != *"ETA"* ]]
+	# not a terminal: no progress line at all
+	"$NADB" dump "$STORE" /app 2>"$T/err" >"$T/b.tar"
+	[ ! -s "$T/err" ]
+	"$NADB" load "$(other_store s4)" /app <"$T/a.tar" 2>"$T/err" >/dev/null
+	run grep -c 'ETA\|%' "$T/err"
+	[ "$output" = 0 ]
+}
+
 # ---- fsck --json ---------------------------------------------------------------
 
 @test "fsck --json is a valid document on a clean store" {

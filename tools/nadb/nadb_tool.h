@@ -82,11 +82,14 @@ void pairs_free(struct pairs *p);
 
 struct progress {
 	bool on, shown;
-	struct timespec last;
+	struct timespec started, last;
 };
 
 void progress_start(struct progress *p);
 void progress_show(struct progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, DONE of TOTAL (0: not known): with a percentage and an ETA. */
+void progress_of(struct progress *p, uint64_t done, uint64_t total, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 void progress_end(struct progress *p);
 
 /* ---- target.c: a store, or the mountpoint of a running nadbfs */
