@@ -37,6 +37,7 @@ struct frame_head {
 	uint32_t stored_len;
 	uint8_t hash[CHUNK_HASH_LEN];
 };
+_Static_assert(sizeof(struct frame_head) == CHUNK_FRAME_HEAD, "the statistics count it");
 
 /* The chunk table's value. */
 struct chunk_rec {

@@ -13,6 +13,9 @@
 /* Bytes of a chunk table value (struct chunk_rec, chunk.c); raw_len at
  * CHUNK_REC_RAW_LEN_AT (metawalk.c checks and reads records directly). */
 #define CHUNK_REC_LEN 32
+/* Bytes of a chunk's frame before its payload: magic, flags, lengths and
+ * the hash again, so that a pack can be read without the metadata. */
+#define CHUNK_FRAME_HEAD 32
 #define CHUNK_REC_RAW_LEN_AT 20
 
 struct chunker {

@@ -307,6 +307,11 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 	out->chunks = (uint64_t)row.v[C_CHUNKS];
 	out->chunk_raw_bytes = (uint64_t)row.v[C_CHUNK_RAW];
 	out->stored_bytes = (uint64_t)row.v[C_CHUNK_BYTES];
+	/* Every frame is a header and a payload: the header is no part of
+	 * compression, so it is told apart (tiny values are mostly header). */
+	out->frame_bytes = out->chunks * CHUNK_FRAME_HEAD;
+	out->payload_bytes = out->stored_bytes > out->frame_bytes
+				     ? out->stored_bytes - out->frame_bytes : 0;
 	out->tags = (uint64_t)row.v[C_TAGS];
 	out->expiring = (uint64_t)row.v[C_EXPIRING];
 	out->reaped = (uint64_t)row.v[C_REAPED];
@@ -316,6 +321,58 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 	out->buffered_bytes = atomic_load(&st->buffered);
 	out->buffer_limit = (uint64_t)st->opt.buffer_mb << 20;
 	return 0;
+}
+
+static double ratio(uint64_t a, uint64_t b, double if_none)
+{
+	return b ? (double)a / (double)b : if_none;
+}
+
+void nadb_stats_figures(const struct nadb_stats *s, struct nadb_figure out[NADB_FIGURES])
+{
+	const struct nadb_figure f[NADB_FIGURES] = {
+		{"keys", "keys", false, false, "Keys (names of values) in the store.", s->keys, 0},
+		{"databases", "databases", false, false, "Databases.", s->databases, 0},
+		{"namespaces", "namespaces", false, false, "Namespaces.", s->namespaces, 0},
+		{"dirs", "directories", false, false, "Directories below namespaces.", s->dirs, 0},
+		{"tags", "tags", false, false, "Tags in use.", s->tags, 0},
+		{"logical_bytes", "logical_bytes", false, false,
+		 "Bytes of all values, as read back.", s->bytes, 0},
+		{"chunks", "chunks", false, false, "Distinct chunks stored.", s->chunks, 0},
+		{"chunk_bytes", "chunk_bytes", false, false,
+		 "Bytes of the distinct chunks before compression.", s->chunk_raw_bytes, 0},
+		{"payload_bytes", "payload_bytes", false, false,
+		 "Bytes of the distinct chunks as stored (compressed or not), frame headers "
+		 "excluded.", s->payload_bytes, 0},
+		{"frame_overhead_bytes", "frame_overhead_bytes", false, false,
+		 "Bytes of frame headers, one per distinct chunk.", s->frame_bytes, 0},
+		{"stored_bytes", "stored_bytes", false, false,
+		 "Bytes of the distinct chunks' frames: payload and headers.", s->stored_bytes, 0},
+		{"pack_bytes", "pack_bytes", false, false, "Bytes of all pack segments.",
+		 s->pack_bytes, 0},
+		{"garbage_bytes", "garbage_bytes", false, false, "Pack bytes no chunk uses.",
+		 s->garbage_bytes, 0},
+		{"dedup_ratio", "dedup_ratio", false, true,
+		 "Logical bytes over chunk bytes (1: nothing shared).", 0,
+		 ratio(s->bytes, s->chunk_raw_bytes, 1.0)},
+		{"compression_ratio", "compression_ratio", false, true,
+		 "Chunk bytes over payload bytes (1: nothing compressed).", 0,
+		 ratio(s->chunk_raw_bytes, s->payload_bytes, 1.0)},
+		{"buffer_bytes", "buffer_bytes", false, false, "Bytes in write buffers.",
+		 s->buffered_bytes, 0},
+		{"buffer_limit", "buffer_limit_bytes", false, false, "Bound on write buffers.",
+		 s->buffer_limit, 0},
+		{"buffer_utilization_pct", NULL, false, true,
+		 "Write buffers' use, percent of their bound.", 0,
+		 100.0 * ratio(s->buffered_bytes, s->buffer_limit, 0.0)},
+		{"expiring", "expiring_keys", false, false, "Keys with an expiry, not yet reaped.",
+		 s->expiring, 0},
+		{"reaped", "reaped_keys", true, false, "Keys the reaper deleted, ever.", s->reaped,
+		 0},
+		{"frame_overhead_per_chunk", NULL, false, false, "Bytes of one frame header.",
+		 CHUNK_FRAME_HEAD, 0},
+	};
+	memcpy(out, f, sizeof(f));
 }
 
 /* ---- fsck: the counters against a walk of the tree ---------------------- */

@@ -29,6 +29,9 @@
 #include <sys/types.h>
 #include <time.h>
 
+/* The version of nadb, as the daemon, the tool and the statistics show it. */
+#define NADB_VERSION "0.1.0"
+
 #define NADB_ROOT_INO 1ULL
 #define NADB_NAME_MAX 255
 

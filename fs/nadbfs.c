@@ -50,7 +50,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NADBFS_VERSION "0.1.0"
 #define DEFAULT_ATTR_TIMEOUT 3600.0
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
@@ -115,10 +114,16 @@ static void op_timer_done(struct op_timer *t)
 
 #define TIME_OP(req, op)                                                      \
 	__attribute__((cleanup(op_timer_done))) struct op_timer op_timer_ = {  \
-		fs_of(req)->sp, op, special_op_start(fs_of(req)->sp)}; \
+		fs_of(req)->sp, op, special_op_start(fs_of(req)->sp, op)}; \
 	struct special *sp __attribute__((unused)) = op_timer_.sp
 
 /* ---- attributes and replies ------------------------------------------- */
+
+/* Every error reply: counted for /.stats and /.metrics. */
+static void reply_err(fuse_req_t req, int err)
+{
+	special_reply_err(fs_of(req)->sp, req, err);
+}
 
 static void stat_of(const struct nadb_attr *a, struct stat *st)
 {
@@ -151,7 +156,7 @@ static void entry_of(const struct nadbfs *fs, const struct nadb_attr *a,
 
 static void reply_status(fuse_req_t req, int rc)
 {
-	fuse_reply_err(req, rc < 0 ? -rc : 0);
+	reply_err(req, rc < 0 ? -rc : 0);
 }
 
 /* For requests that name an inode by number: the engine deletes an inode
@@ -176,7 +181,7 @@ static void reply_entry_or_error(fuse_req_t req, int rc, const struct nadb_attr 
 {
 	struct fuse_entry_param e;
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		reply_err(req, -rc);
 		return;
 	}
 	entry_of(fs_of(req), a, &e);
@@ -189,7 +194,7 @@ static void reply_attr_or_error(fuse_req_t req, int rc, const struct nadb_attr *
 {
 	struct stat st;
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		reply_err(req, -rc);
 		return;
 	}
 	stat_of(a, &st);
@@ -507,7 +512,7 @@ static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size,
 	const char *after = NULL; /* resume after this real entry; NULL: the first */
 
 	if (!d || off < 0) {
-		fuse_reply_err(req, d ? EINVAL : EBADF);
+		reply_err(req, d ? EINVAL : EBADF);
 		return;
 	}
 	if (off >= d->first_entry) {
@@ -517,7 +522,7 @@ static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size,
 			return;
 		}
 		if (rc < 0) {
-			fuse_reply_err(req, -rc);
+			reply_err(req, -rc);
 			return;
 		}
 		after = name;
@@ -529,7 +534,7 @@ static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size,
 	off_t first = after ? off + 1 : d->first_entry;
 	if (!f.buf || start_batch(d, first, after, size)) {
 		free(f.buf);
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	int rc = add_dot_entries(&f, ino);
@@ -538,7 +543,7 @@ static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size,
 	/* Entries already in the buffer are worth more than the error: the
 	 * kernel asks again from the last one and then meets the error. */
 	if (rc < 0 && f.used == 0)
-		fuse_reply_err(req, -rc);
+		reply_err(req, -rc);
 	else
 		fuse_reply_buf(req, f.buf, f.used);
 	free(f.buf);
@@ -658,7 +663,7 @@ static void nadbfs_readlink(fuse_req_t req, fuse_ino_t ino)
 	char target[PATH_MAX];
 	int rc = nadb_readlink(fs_of(req)->store, ino, target, sizeof(target));
 	if (rc < 0)
-		fuse_reply_err(req, -stale_if_gone(rc));
+		reply_err(req, -stale_if_gone(rc));
 	else
 		fuse_reply_readlink(req, target);
 }
@@ -730,7 +735,7 @@ static void nadbfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	unsigned nadb_flags = 0;
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, EINVAL);
 		return;
 	}
 	if (flags & RENAME_NOREPLACE)
@@ -761,7 +766,7 @@ static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct nadb_file *f;
 	int rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
 	if (rc < 0) {
-		fuse_reply_err(req, -stale_if_gone(rc));
+		reply_err(req, -stale_if_gone(rc));
 		return;
 	}
 	hand_file_to_kernel(fi, f);
@@ -791,7 +796,7 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			nadb_unlink(fs->store, parent, name);
 	}
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		reply_err(req, -rc);
 		return;
 	}
 	hand_file_to_kernel(fi, f);
@@ -810,17 +815,17 @@ static void nadbfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct nadb_file *f = file_of(fi);
 	(void)ino;
 	if (!f) {
-		fuse_reply_err(req, EBADF);
+		reply_err(req, EBADF);
 		return;
 	}
 	char *buf = malloc(size ? size : 1);
 	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	ssize_t n = nadb_file_read(f, buf, size, off);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, (int)-n);
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
 	free(buf);
@@ -838,12 +843,12 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct nadb_file *f = file_of(fi);
 	(void)ino;
 	if (!f) {
-		fuse_reply_err(req, EBADF);
+		reply_err(req, EBADF);
 		return;
 	}
 	ssize_t n = nadb_file_write(f, buf, size, off);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
 }
@@ -874,7 +879,7 @@ static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 {
 	TIME_OP(req, OP_FLUSH);
 	if (special_is_ino(ino)) {
-		fuse_reply_err(req, 0);
+		reply_err(req, 0);
 		return;
 	}
 	struct nadb_file *f = file_of(fi);
@@ -900,7 +905,7 @@ static void nadbfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	TIME_OP(req, OP_FSYNC);
 	if (special_is_ino(ino)) {
-		fuse_reply_err(req, 0);
+		reply_err(req, 0);
 		return;
 	}
 	(void)ino;
@@ -934,7 +939,7 @@ static void nadbfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		rc = -ENOTDIR;
 	if (rc < 0) {
 		free(d);
-		fuse_reply_err(req, -stale_if_gone(rc));
+		reply_err(req, -stale_if_gone(rc));
 		return;
 	}
 	d->nextra = special_names_in(sp, ino, d->extra_name, d->extra_ino, d->extra_mode);
@@ -971,7 +976,7 @@ static void nadbfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_i
 		return;
 	(void)ino;
 	free_dir(dir_of(fi));
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 /* Directory changes are steps of the index: syncing the store makes them
@@ -980,7 +985,7 @@ static void nadbfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 			    struct fuse_file_info *fi)
 {
 	if (special_is_ino(ino)) {
-		fuse_reply_err(req, 0);
+		reply_err(req, 0);
 		return;
 	}
 	(void)ino;
@@ -998,7 +1003,7 @@ static void nadbfs_statfs(fuse_req_t req, fuse_ino_t ino)
 	(void)ino;
 	int rc = nadb_statfs(fs_of(req)->store, &s);
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		reply_err(req, -rc);
 		return;
 	}
 	memset(&sv, 0, sizeof(sv));
@@ -1028,7 +1033,7 @@ static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	int nadb_flags = 0;
 	if (!engine_keeps_xattr(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+		reply_err(req, EOPNOTSUPP);
 		return;
 	}
 	if (flags & XATTR_CREATE)
@@ -1046,7 +1051,7 @@ static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf,
 			       size_t size)
 {
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, (int)-n);
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
 	else
@@ -1060,12 +1065,12 @@ static void nadbfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (special_xattr(sp, req, ino, false, size))
 		return;
 	if (!engine_keeps_xattr(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+		reply_err(req, EOPNOTSUPP);
 		return;
 	}
 	char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	ssize_t n = nadb_getxattr(fs_of(req)->store, ino, name, buf, size);
@@ -1081,7 +1086,7 @@ static void nadbfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	ssize_t n = nadb_listxattr(fs_of(req)->store, ino, buf, size);
@@ -1231,7 +1236,7 @@ static void print_help(const char *prog)
 
 static void print_version(void)
 {
-	printf("nadbfs " NADBFS_VERSION "\n");
+	printf("nadbfs " NADB_VERSION "\n");
 	printf("FUSE library version %s\n", fuse_pkgversion());
 	fflush(stdout); /* the next lines come partly from a child (fusermount3) */
 	fuse_lowlevel_version();

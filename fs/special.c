@@ -30,7 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NADBFS_VERSION "0.1.0"
 #define SPECIAL (1ULL << 63)
 #define KIND_SHIFT 60
 #define KIND_FIXED 0ULL
@@ -51,9 +50,17 @@ static const char *const op_names[OP_COUNT] = {
 	"setxattr", "getxattr", "listxattr", "removexattr", "create", "fallocate",
 };
 
+#define ERRNO_SLOTS 256 /* errno values counted; Linux's end at 133 */
+
 struct op_counter {
-	atomic_uint_fast64_t count, sum_ns, max_ns;
+	atomic_uint_fast64_t count, sum_ns, min_ns, max_ns; /* min_ns: UINT64_MAX if none */
 	atomic_uint_fast64_t bucket[BUCKETS];
+};
+
+/* One operation's counters, read one by one while requests go on: each
+ * figure is exact, but together they may disagree by a request or two. */
+struct op_snapshot {
+	uint64_t count, sum_ns, min_ns, max_ns, bucket[BUCKETS];
 };
 
 struct special {
@@ -64,6 +71,13 @@ struct special {
 	struct timespec started;
 	struct op_counter ops[OP_COUNT];
 	struct fuse_session *se; /* set once the session exists */
+	/* Error replies by operation and errno: counted whether or not
+	 * requests are timed (stats=off), they cost an increment. */
+	atomic_uint_fast64_t errors[OP_COUNT][ERRNO_SLOTS];
+	/* What the last compaction asked through /.ctl did, for .stats: so
+	 * that `nadb compact MOUNTPOINT` reports what it does offline. */
+	pthread_mutex_t compact_lock;
+	struct nadb_compact_result compacted;
 
 	/* queries_lock: scope is the query table (texts by number, and the
 	 * open-addressing index from text to number). */
@@ -210,7 +224,10 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	sp->reaped = reaped;
 	sp->reaped_ctx = reaped_ctx;
 	clock_gettime(CLOCK_MONOTONIC, &sp->started);
+	for (int op = 0; op < OP_COUNT; op++)
+		atomic_init(&sp->ops[op].min_ns, UINT64_MAX);
 	pthread_mutex_init(&sp->queries_lock, NULL);
+	pthread_mutex_init(&sp->compact_lock, NULL);
 	*out = sp;
 	return 0;
 }
@@ -229,6 +246,7 @@ void special_free(struct special *sp)
 	free(sp->query);
 	free(sp->index);
 	pthread_mutex_destroy(&sp->queries_lock);
+	pthread_mutex_destroy(&sp->compact_lock);
 	free(sp);
 }
 
@@ -239,13 +257,20 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
-uint64_t special_op_start(const struct special *sp)
+/* The operation this thread is answering (OP_COUNT: none), so that an
+ * error reply anywhere in fs/ is counted under it: libfuse runs each
+ * request from start to reply on one thread. */
+static _Thread_local enum fs_op current_op = OP_COUNT;
+
+uint64_t special_op_start(const struct special *sp, enum fs_op op)
 {
+	current_op = op;
 	return sp && sp->measure ? monotonic_ns() : 0;
 }
 
 void special_op_done(struct special *sp, enum fs_op op, uint64_t start)
 {
+	current_op = OP_COUNT;
 	if (!sp || !sp->measure || !start)
 		return;
 	uint64_t ns = monotonic_ns() - start;
@@ -257,27 +282,51 @@ void special_op_done(struct special *sp, enum fs_op op, uint64_t start)
 				   &c->max_ns, &max, ns, memory_order_relaxed,
 				   memory_order_relaxed))
 		;
+	uint64_t min = atomic_load_explicit(&c->min_ns, memory_order_relaxed);
+	while (ns < min && !atomic_compare_exchange_weak_explicit(
+				   &c->min_ns, &min, ns, memory_order_relaxed,
+				   memory_order_relaxed))
+		;
 	unsigned b = 0;
 	for (uint64_t us = ns / 1000; us && b < BUCKETS - 1; us >>= 1)
 		b++;
 	atomic_fetch_add_explicit(&c->bucket[b], 1, memory_order_relaxed);
 }
 
-/* The latency (us) below which FRACTION of the requests fell, interpolated
- * inside its bucket. */
-static double percentile_us(const uint64_t *bucket, uint64_t count, double fraction)
+/* The latency (us) below which FRACTION of the requests fell.  A bucket
+ * only says "between 2^(b-1) and 2^b us", so the answer is interpolated
+ * inside it -- but within what was really seen: a bucket's bounds are
+ * narrowed to the recorded minimum and maximum, or p99 of requests that
+ * all took 300 us would read 500 (above the max) and p50 of one that took
+ * 600 us would read 768. */
+static double percentile_us(const struct op_snapshot *o, double fraction)
 {
-	if (!count)
+	uint64_t total = 0;
+	for (int b = 0; b < BUCKETS; b++)
+		total += o->bucket[b]; /* not o->count: each is read on its own */
+	if (!total)
 		return 0;
-	double want = fraction * (double)count, seen = 0;
+	double min = o->min_ns / 1000.0, max = o->max_ns / 1000.0;
+	double want = fraction * (double)total, seen = 0;
 	for (int b = 0; b < BUCKETS; b++) {
-		if (seen + (double)bucket[b] >= want && bucket[b]) {
-			double lo = b ? ldexp(1, b - 1) : 0, hi = ldexp(1, b);
-			return lo + (hi - lo) * (want - seen) / (double)bucket[b];
+		if (!o->bucket[b] || seen + (double)o->bucket[b] < want) {
+			seen += (double)o->bucket[b];
+			continue;
 		}
-		seen += (double)bucket[b];
+		double lo = b ? ldexp(1, b - 1) : 0, hi = b < BUCKETS - 1 ? ldexp(1, b) : max;
+		lo = lo < min ? min : lo;
+		hi = hi > max ? max : hi;
+		double v = lo + (hi - lo) * (want - seen) / (double)o->bucket[b];
+		return v < min ? min : v > max ? max : v;
 	}
-	return ldexp(1, BUCKETS - 1);
+	return max;
+}
+
+int special_reply_err(struct special *sp, fuse_req_t req, int err)
+{
+	if (sp && err > 0 && err < ERRNO_SLOTS && current_op < OP_COUNT)
+		atomic_fetch_add_explicit(&sp->errors[current_op][err], 1, memory_order_relaxed);
+	return fuse_reply_err(req, err);
 }
 
 /* ---- rendering ----------------------------------------------------------------- */
@@ -317,25 +366,66 @@ __attribute__((format(printf, 2, 3))) static void put(struct text *t, const char
 	}
 }
 
-static double ratio(uint64_t a, uint64_t b)
-{
-	return b ? (double)a / (double)b : 1.0;
-}
-
 static double uptime_s(const struct special *sp)
 {
 	return (double)(monotonic_ns() - ((uint64_t)sp->started.tv_sec * 1000000000ULL +
 					  (uint64_t)sp->started.tv_nsec)) / 1e9;
 }
 
-static void snapshot(const struct op_counter *c, uint64_t *count, uint64_t *sum,
-		     uint64_t *max, uint64_t bucket[BUCKETS])
+static void snapshot(const struct op_counter *c, struct op_snapshot *o)
 {
-	*count = atomic_load_explicit(&c->count, memory_order_relaxed);
-	*sum = atomic_load_explicit(&c->sum_ns, memory_order_relaxed);
-	*max = atomic_load_explicit(&c->max_ns, memory_order_relaxed);
+	o->count = atomic_load_explicit(&c->count, memory_order_relaxed);
+	o->sum_ns = atomic_load_explicit(&c->sum_ns, memory_order_relaxed);
+	o->min_ns = atomic_load_explicit(&c->min_ns, memory_order_relaxed);
+	o->max_ns = atomic_load_explicit(&c->max_ns, memory_order_relaxed);
+	if (o->min_ns > o->max_ns)
+		o->min_ns = o->max_ns; /* none yet, or a max not stored yet */
 	for (int b = 0; b < BUCKETS; b++)
-		bucket[b] = atomic_load_explicit(&c->bucket[b], memory_order_relaxed);
+		o->bucket[b] = atomic_load_explicit(&c->bucket[b], memory_order_relaxed);
+}
+
+/* errno names, for the error counters ("ENOSPC"); NULL for a number
+ * this C library has no name for. */
+static const char *errno_name(int e)
+{
+	return strerrorname_np(e);
+}
+
+/* The figures of the whole store, as "NAME": VALUE lines of a document. */
+static void put_figures(struct text *t, const struct nadb_stats *s)
+{
+	struct nadb_figure f[NADB_FIGURES];
+	nadb_stats_figures(s, f);
+	for (int i = 0; i < NADB_FIGURES; i++) {
+		if (f[i].ratio)
+			put(t, "  \"%s\": %.4f,\n", f[i].name, f[i].x);
+		else
+			put(t, "  \"%s\": %llu,\n", f[i].name, (unsigned long long)f[i].n);
+	}
+}
+
+static void put_op_json(struct special *sp, struct text *t, int op)
+{
+	struct op_snapshot o;
+	snapshot(&sp->ops[op], &o);
+	put(t, "%s\n    \"%s\": {\"count\": %llu, \"mean_us\": %.2f, \"min_us\": %.2f, "
+	       "\"p50_us\": %.2f, \"p99_us\": %.2f, \"max_us\": %.2f, \"errors\": {",
+	    op ? "," : "", op_names[op], (unsigned long long)o.count,
+	    o.count ? (double)o.sum_ns / (double)o.count / 1000.0 : 0.0, o.min_ns / 1000.0,
+	    percentile_us(&o, 0.5), percentile_us(&o, 0.99), o.max_ns / 1000.0);
+	bool first = true;
+	for (int e = 1; e < ERRNO_SLOTS; e++) {
+		uint64_t n = atomic_load_explicit(&sp->errors[op][e], memory_order_relaxed);
+		if (!n)
+			continue;
+		const char *name = errno_name(e);
+		if (name)
+			put(t, "%s\"%s\": %llu", first ? "" : ", ", name, (unsigned long long)n);
+		else
+			put(t, "%s\"%d\": %llu", first ? "" : ", ", e, (unsigned long long)n);
+		first = false;
+	}
+	put(t, "}}");
 }
 
 static int render_store_json(struct special *sp, struct text *t)
@@ -344,37 +434,19 @@ static int render_store_json(struct special *sp, struct text *t)
 	int rc = nadb_stats(sp->st, NADB_ROOT_INO, &s);
 	if (rc)
 		return rc;
-	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADBFS_VERSION,
+	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADB_VERSION,
 	    uptime_s(sp));
-	put(t, "  \"keys\": %llu,\n  \"databases\": %llu,\n  \"namespaces\": %llu,\n"
-	       "  \"dirs\": %llu,\n  \"tags\": %llu,\n",
-	    (unsigned long long)s.keys, (unsigned long long)s.databases,
-	    (unsigned long long)s.namespaces, (unsigned long long)s.dirs,
-	    (unsigned long long)s.tags);
-	put(t, "  \"logical_bytes\": %llu,\n  \"stored_bytes\": %llu,\n  \"chunks\": %llu,\n"
-	       "  \"chunk_bytes\": %llu,\n  \"pack_bytes\": %llu,\n  \"garbage_bytes\": %llu,\n",
-	    (unsigned long long)s.bytes, (unsigned long long)s.stored_bytes,
-	    (unsigned long long)s.chunks, (unsigned long long)s.chunk_raw_bytes,
-	    (unsigned long long)s.pack_bytes, (unsigned long long)s.garbage_bytes);
-	put(t, "  \"dedup_ratio\": %.4f,\n  \"compression_ratio\": %.4f,\n",
-	    ratio(s.bytes, s.chunk_raw_bytes), ratio(s.chunk_raw_bytes, s.stored_bytes));
-	put(t, "  \"buffer_bytes\": %llu,\n  \"buffer_limit\": %llu,\n"
-	       "  \"buffer_utilization_pct\": %.2f,\n",
-	    (unsigned long long)s.buffered_bytes, (unsigned long long)s.buffer_limit,
-	    100.0 * ratio(s.buffered_bytes, s.buffer_limit ? s.buffer_limit : 1));
-	put(t, "  \"expiring\": %llu,\n  \"reaped\": %llu,\n  \"stats\": %s,\n  \"ops\": {",
-	    (unsigned long long)s.expiring, (unsigned long long)s.reaped,
-	    sp->measure ? "true" : "false");
-	for (int op = 0; op < OP_COUNT; op++) {
-		uint64_t count, sum, max, bucket[BUCKETS];
-		snapshot(&sp->ops[op], &count, &sum, &max, bucket);
-		put(t, "%s\n    \"%s\": {\"count\": %llu, \"mean_us\": %.2f, \"p50_us\": %.2f, "
-		       "\"p99_us\": %.2f, \"max_us\": %.2f}",
-		    op ? "," : "", op_names[op], (unsigned long long)count,
-		    count ? (double)sum / (double)count / 1000.0 : 0.0,
-		    percentile_us(bucket, count, 0.5), percentile_us(bucket, count, 0.99),
-		    (double)max / 1000.0);
-	}
+	put_figures(t, &s);
+	pthread_mutex_lock(&sp->compact_lock);
+	struct nadb_compact_result c = sp->compacted;
+	pthread_mutex_unlock(&sp->compact_lock);
+	put(t, "  \"last_compaction\": {\"segments_removed\": %llu, \"bytes_reclaimed\": %llu, "
+	       "\"chunks_moved\": %llu, \"bytes_moved\": %llu},\n",
+	    (unsigned long long)c.segments_removed, (unsigned long long)c.bytes_reclaimed,
+	    (unsigned long long)c.chunks_moved, (unsigned long long)c.bytes_moved);
+	put(t, "  \"stats\": %s,\n  \"ops\": {", sp->measure ? "true" : "false");
+	for (int op = 0; op < OP_COUNT; op++)
+		put_op_json(sp, t, op);
 	put(t, "\n  }\n}\n");
 	return t->err;
 }
@@ -398,57 +470,87 @@ static int render_scope_json(struct special *sp, uint64_t scope, struct text *t)
 	return t->err;
 }
 
-static void metric(struct text *t, const char *name, const char *type, const char *help,
-		   double value)
+/* The HELP and TYPE lines of family nadb_NAME.  In the text format a
+ * counter family "foo" has the sample "foo_total" (as in OpenMetrics): a
+ * family may not itself end in _total, or a parser that adds the suffix
+ * finds two families claiming one name. */
+static void family(struct text *t, const char *name, const char *type, const char *help)
 {
-	put(t, "# HELP nadb_%s %s\n# TYPE nadb_%s %s\nnadb_%s %.17g\n", name, help, name,
-	    type, name, value);
+	put(t, "# HELP nadb_%s %s\n# TYPE nadb_%s %s\n", name, help, name, type);
 }
 
+static void put_metric_figures(struct text *t, const struct nadb_stats *s)
+{
+	struct nadb_figure f[NADB_FIGURES];
+	nadb_stats_figures(s, f);
+	for (int i = 0; i < NADB_FIGURES; i++) {
+		if (!f[i].metric)
+			continue;
+		family(t, f[i].metric, f[i].counter ? "counter" : "gauge", f[i].help);
+		put(t, "nadb_%s%s %.17g\n", f[i].metric, f[i].counter ? "_total" : "",
+		    f[i].ratio ? f[i].x : (double)f[i].n);
+	}
+}
+
+static void put_error_counters(struct special *sp, struct text *t)
+{
+	family(t, "errors", "counter", "FUSE requests answered with an error, by operation and errno.");
+	for (int op = 0; op < OP_COUNT; op++) {
+		for (int e = 1; e < ERRNO_SLOTS; e++) {
+			uint64_t n = atomic_load_explicit(&sp->errors[op][e], memory_order_relaxed);
+			const char *name = errno_name(e);
+			if (!n)
+				continue;
+			if (name)
+				put(t, "nadb_errors_total{op=\"%s\",errno=\"%s\"} %llu\n", op_names[op],
+				    name, (unsigned long long)n);
+			else
+				put(t, "nadb_errors_total{op=\"%s\",errno=\"%d\"} %llu\n", op_names[op],
+				    e, (unsigned long long)n);
+		}
+	}
+}
+
+static void put_histograms(struct special *sp, struct text *t)
+{
+	family(t, "op_duration_seconds", "histogram", "Time to answer FUSE requests.");
+	for (int op = 0; op < OP_COUNT; op++) {
+		struct op_snapshot o;
+		uint64_t cum = 0;
+		snapshot(&sp->ops[op], &o);
+		for (int b = 0; b < BUCKETS - 1; b++) {
+			cum += o.bucket[b];
+			put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"%g\"} %llu\n",
+			    op_names[op], ldexp(1, b) / 1e6, (unsigned long long)cum);
+		}
+		cum += o.bucket[BUCKETS - 1];
+		/* _count is the +Inf bucket, as a histogram must have it: the
+		 * separate count may be a request ahead of the buckets. */
+		put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %llu\n"
+		       "nadb_op_duration_seconds_sum{op=\"%s\"} %.9f\n"
+		       "nadb_op_duration_seconds_count{op=\"%s\"} %llu\n",
+		    op_names[op], (unsigned long long)cum, op_names[op], (double)o.sum_ns / 1e9,
+		    op_names[op], (unsigned long long)cum);
+	}
+}
+
+/* /.metrics: the Prometheus text format, with OpenMetrics's naming so
+ * that parsers of either read it (counters: family "foo", sample
+ * "foo_total"; units in the names; "# EOF" last, a comment to Prometheus). */
 static int render_metrics(struct special *sp, struct text *t)
 {
 	struct nadb_stats s;
 	int rc = nadb_stats(sp->st, NADB_ROOT_INO, &s);
 	if (rc)
 		return rc;
-	metric(t, "keys", "gauge", "Keys (names of values) in the store.", (double)s.keys);
-	metric(t, "databases", "gauge", "Databases.", (double)s.databases);
-	metric(t, "namespaces", "gauge", "Namespaces.", (double)s.namespaces);
-	metric(t, "tags", "gauge", "Tags in use.", (double)s.tags);
-	metric(t, "logical_bytes", "gauge", "Bytes of all values.", (double)s.bytes);
-	metric(t, "stored_bytes", "gauge", "Bytes of distinct chunks on disk.",
-	       (double)s.stored_bytes);
-	metric(t, "chunks", "gauge", "Distinct chunks.", (double)s.chunks);
-	metric(t, "pack_bytes", "gauge", "Bytes of all pack segments.", (double)s.pack_bytes);
-	metric(t, "garbage_bytes", "gauge", "Pack bytes no chunk uses.",
-	       (double)s.garbage_bytes);
-	metric(t, "dedup_ratio", "gauge", "Logical bytes over distinct chunk bytes.",
-	       ratio(s.bytes, s.chunk_raw_bytes));
-	metric(t, "compression_ratio", "gauge", "Chunk bytes over stored bytes.",
-	       ratio(s.chunk_raw_bytes, s.stored_bytes));
-	metric(t, "buffer_bytes", "gauge", "Bytes in write buffers.", (double)s.buffered_bytes);
-	metric(t, "buffer_limit_bytes", "gauge", "Bound on write buffers.",
-	       (double)s.buffer_limit);
-	metric(t, "expiring_keys", "gauge", "Keys with an expiry, not yet reaped.",
-	       (double)s.expiring);
-	metric(t, "reaped_keys_total", "counter", "Keys the reaper deleted.", (double)s.reaped);
-	metric(t, "uptime_seconds", "gauge", "Seconds since mount.", uptime_s(sp));
-	put(t, "# HELP nadb_op_duration_seconds Time to answer FUSE requests.\n"
-	       "# TYPE nadb_op_duration_seconds histogram\n");
-	for (int op = 0; op < OP_COUNT; op++) {
-		uint64_t count, sum, max, bucket[BUCKETS], cum = 0;
-		snapshot(&sp->ops[op], &count, &sum, &max, bucket);
-		for (int b = 0; b < BUCKETS - 1; b++) {
-			cum += bucket[b];
-			put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"%g\"} %llu\n",
-			    op_names[op], ldexp(1, b) / 1e6, (unsigned long long)cum);
-		}
-		put(t, "nadb_op_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %llu\n"
-		       "nadb_op_duration_seconds_sum{op=\"%s\"} %.9f\n"
-		       "nadb_op_duration_seconds_count{op=\"%s\"} %llu\n",
-		    op_names[op], (unsigned long long)count, op_names[op], (double)sum / 1e9,
-		    op_names[op], (unsigned long long)count);
-	}
+	family(t, "build_info", "gauge", "Always 1; the labels say which nadb serves the store.");
+	put(t, "nadb_build_info{version=\"%s\"} 1\n", NADB_VERSION);
+	put_metric_figures(t, &s);
+	family(t, "uptime_seconds", "gauge", "Seconds since mount.");
+	put(t, "nadb_uptime_seconds %.3f\n", uptime_s(sp));
+	put_error_counters(sp, t);
+	put_histograms(sp, t);
+	put(t, "# EOF\n");
 	return t->err;
 }
 
@@ -553,7 +655,7 @@ static void reply_special_entry(fuse_req_t req, int rc, struct special *sp, uint
 	if (!rc)
 		rc = special_attr(sp, ino, &e.attr);
 	if (rc) {
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 		return;
 	}
 	e.ino = ino; /* timeouts 0: ask again every time */
@@ -588,12 +690,12 @@ static bool lookup_in_mirror(struct special *sp, fuse_req_t req, fuse_ino_t pare
 		return true;
 	}
 	if (rc) {
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 		return true;
 	}
 	if (S_ISDIR(a.mode)) {
 		if (mirror_dir(mirror_ino(qid, a.ino)) != a.ino) {
-			fuse_reply_err(req, EOVERFLOW); /* inode beyond 2^40 */
+			special_reply_err(sp, req, EOVERFLOW); /* inode beyond 2^40 */
 			return true;
 		}
 		reply_special_entry(req, 0, sp, mirror_ino(qid, a.ino));
@@ -624,7 +726,7 @@ static bool lookup_query(struct special *sp, fuse_req_t req, const char *name)
 	if (!rc)
 		rc = query_number(sp, name, &qid);
 	if (rc)
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 	else
 		reply_special_entry(req, 0, sp, mirror_ino(qid, NADB_ROOT_INO));
 	return true;
@@ -638,7 +740,7 @@ bool special_lookup(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 	if (is_mirror(parent))
 		return lookup_in_mirror(sp, req, parent, name);
 	if (special_is_ino(parent)) {
-		fuse_reply_err(req, ENOTDIR);
+		special_reply_err(sp, req, ENOTDIR);
 		return true;
 	}
 	if (parent == NADB_ROOT_INO) {
@@ -668,7 +770,7 @@ bool special_getattr(struct special *sp, fuse_req_t req, fuse_ino_t ino)
 	struct stat st;
 	int rc = special_attr(sp, ino, &st);
 	if (rc)
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 	else
 		fuse_reply_attr(req, &st, 0);
 	return true;
@@ -690,7 +792,7 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	if (ino == INO_CTL) {
 		struct ctl *c = acc == O_RDONLY ? NULL : ctl_new(acc == O_RDWR);
 		if (!c) {
-			fuse_reply_err(req, acc == O_RDONLY ? EACCES : ENOMEM);
+			special_reply_err(sp, req, acc == O_RDONLY ? EACCES : ENOMEM);
 			return true;
 		}
 		fi->fh = (uintptr_t)c;
@@ -700,11 +802,11 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		return true;
 	}
 	if (!is_document(ino)) {
-		fuse_reply_err(req, EISDIR);
+		special_reply_err(sp, req, EISDIR);
 		return true;
 	}
 	if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EACCES);
+		special_reply_err(sp, req, EACCES);
 		return true;
 	}
 	struct doc_handle *h = calloc(1, sizeof(*h));
@@ -712,7 +814,7 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	int rc = h ? render(sp, ino, &t) : -ENOMEM;
 	if (rc) {
 		free(h);
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 		return true;
 	}
 	h->buf = t.buf;
@@ -733,7 +835,7 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 	if (ino == INO_CTL) {
 		char *reply = malloc(size + 1);
 		if (!reply) {
-			fuse_reply_err(req, ENOMEM);
+			special_reply_err(sp, req, ENOMEM);
 			return true;
 		}
 		size_t n = ctl_read((struct ctl *)(uintptr_t)fi->fh, reply, size);
@@ -743,7 +845,7 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 	}
 	struct doc_handle *h = (struct doc_handle *)(uintptr_t)fi->fh;
 	if (!h) {
-		fuse_reply_err(req, EBADF);
+		special_reply_err(sp, req, EBADF);
 		return true;
 	}
 	if (off < 0 || (size_t)off >= h->len) {
@@ -758,7 +860,7 @@ bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t siz
 	 * returning from the write to /dev/fuse. */
 	char *copy = malloc(n);
 	if (!copy) {
-		fuse_reply_err(req, ENOMEM);
+		special_reply_err(sp, req, ENOMEM);
 		return true;
 	}
 	memcpy(copy, h->buf + off, n);
@@ -774,8 +876,12 @@ static int maintain(void *ctx, const char *cmd)
 	if (!strcmp(cmd, "flush"))
 		return nadb_store_sync(sp->st);
 	if (!strcmp(cmd, "compact")) {
-		struct nadb_compact_result res;
-		return nadb_compact(sp->st, true, 0, &res);
+		struct nadb_compact_result res = {0};
+		int rc = nadb_compact(sp->st, true, 0, &res);
+		pthread_mutex_lock(&sp->compact_lock);
+		sp->compacted = res;
+		pthread_mutex_unlock(&sp->compact_lock);
+		return rc;
 	}
 	if (!strcmp(cmd, "reap")) {
 		struct timespec now;
@@ -798,7 +904,7 @@ bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	if (!special_is_ino(ino))
 		return false;
 	if (ino != INO_CTL) {
-		fuse_reply_err(req, EACCES);
+		special_reply_err(sp, req, EACCES);
 		return true;
 	}
 	struct nadb_attr root;
@@ -810,7 +916,7 @@ bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	};
 	ssize_t n = rc ? rc : ctl_write((struct ctl *)(uintptr_t)fi->fh, &env, buf, size);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		special_reply_err(sp, req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
 	return true;
@@ -832,7 +938,7 @@ bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		free(h->buf);
 		free(h);
 	}
-	fuse_reply_err(req, 0);
+	special_reply_err(sp, req, 0);
 	return true;
 }
 
@@ -897,7 +1003,7 @@ bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	if (!special_is_ino(ino))
 		return false;
 	if (ino != INO_TAGS && !is_mirror(ino)) {
-		fuse_reply_err(req, ENOTDIR);
+		special_reply_err(sp, req, ENOTDIR);
 		return true;
 	}
 	struct vdir *d = calloc(1, sizeof(*d));
@@ -916,7 +1022,7 @@ bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	}
 	if (rc) {
 		vdir_free(d);
-		fuse_reply_err(req, -rc);
+		special_reply_err(sp, req, -rc);
 		return true;
 	}
 	fi->fh = (uintptr_t)d;
@@ -945,7 +1051,7 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 	char *buf = malloc(size ? size : 1);
 	if (!d || !buf || off < 0) {
 		free(buf);
-		fuse_reply_err(req, !d ? EBADF : off < 0 ? EINVAL : ENOMEM);
+		special_reply_err(sp, req, !d ? EBADF : off < 0 ? EINVAL : ENOMEM);
 		return true;
 	}
 	size_t used = 0;
@@ -1003,7 +1109,7 @@ bool special_releasedir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	if (!special_is_ino(ino))
 		return false;
 	vdir_free((struct vdir *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	special_reply_err(sp, req, 0);
 	return true;
 }
 
@@ -1017,7 +1123,7 @@ bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 	if (!is_mirror(parent)) {
 		fprintf(stderr, "nadbfs: /tags: only keys in a tag directory can be removed "
 				"(that removes the tag)\n");
-		fuse_reply_err(req, EPERM);
+		special_reply_err(sp, req, EPERM);
 		return true;
 	}
 	struct nadb_tag_query q;
@@ -1029,7 +1135,7 @@ bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 		rc = -EISDIR;
 	if (!rc)
 		rc = nadb_tag_query_untag(sp->st, &q, a.ino);
-	fuse_reply_err(req, rc == -EINVAL ? ENOENT : -rc);
+	special_reply_err(sp, req, rc == -EINVAL ? ENOENT : -rc);
 	return true;
 }
 
@@ -1039,12 +1145,12 @@ bool special_refuse(struct special *sp, fuse_req_t req, fuse_ino_t ino, const ch
 	if (!special_is_ino(ino))
 		return false;
 	if (is_document(ino) || ino == INO_CTL) {
-		fuse_reply_err(req, EACCES);
+		special_reply_err(sp, req, EACCES);
 		return true;
 	}
 	fprintf(stderr, "nadbfs: %s under /tags refused: tag directories are read-only "
 			"(tag keys with setfattr -n user.tags)\n", what);
-	fuse_reply_err(req, EPERM);
+	special_reply_err(sp, req, EPERM);
 	return true;
 }
 
@@ -1059,7 +1165,7 @@ bool special_xattr(struct special *sp, fuse_req_t req, fuse_ino_t ino, bool list
 	else if (list)
 		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_err(req, ENODATA);
+		special_reply_err(sp, req, ENODATA);
 	return true;
 }
 

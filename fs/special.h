@@ -39,10 +39,15 @@ void special_free(struct special *sp);
 /* The session, for /.ctl to tell the kernel of the keys it changed. */
 void special_set_session(struct special *sp, struct fuse_session *se);
 
-/* Time one request: take a start time, then record it on the way out.
- * Lock-free: counters are relaxed atomics. */
-uint64_t special_op_start(const struct special *sp);
+/* Time one request OP: take a start time, then record it on the way out.
+ * Lock-free: counters are relaxed atomics.  In between, error replies of
+ * this thread count as OP's. */
+uint64_t special_op_start(const struct special *sp, enum fs_op op);
 void special_op_done(struct special *sp, enum fs_op op, uint64_t start);
+
+/* fuse_reply_err, counting ERR (if not 0) in /.stats and /.metrics under
+ * the operation being answered.  Every error reply of fs/ goes through it. */
+int special_reply_err(struct special *sp, fuse_req_t req, int err);
 
 static inline bool special_is_ino(uint64_t ino)
 {

@@ -18,15 +18,16 @@ json() { # json FILE EXPR: evaluate a python expression over the document d
 import json, sys
 d = json.load(open(sys.argv[1]))
 need = ["keys", "databases", "namespaces", "tags", "logical_bytes", "stored_bytes",
-        "chunks", "dedup_ratio", "compression_ratio", "garbage_bytes", "buffer_bytes",
-        "buffer_limit", "buffer_utilization_pct", "expiring", "reaped", "uptime_s",
-        "version", "ops"]
+        "chunks", "chunk_bytes", "payload_bytes", "frame_overhead_bytes",
+        "frame_overhead_per_chunk", "dedup_ratio", "compression_ratio", "garbage_bytes",
+        "buffer_bytes", "buffer_limit", "buffer_utilization_pct", "expiring", "reaped",
+        "uptime_s", "version", "ops"]
 missing = [k for k in need if k not in d]
 assert not missing, missing
 for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "rename",
            "readdir", "setxattr", "getxattr", "fsync"]:
     o = d["ops"][op]
-    assert set(o) >= {"count", "mean_us", "p50_us", "p99_us", "max_us"}, o
+    assert set(o) >= {"count", "mean_us", "min_us", "p50_us", "p99_us", "max_us", "errors"}, o
 ' "$MNT/.stats"
 	[ "$status" -eq 0 ]
 }
@@ -86,6 +87,123 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 	[[ "$output" == *'nadb_op_duration_seconds_bucket{op="create",le="+Inf"} 1'* ]]
 	# every sample line is NAME{labels} VALUE with a number
 	echo "$output" | grep -v '^#' | awk 'NF != 2 || $2 !~ /^[0-9.e+-]+$/ { bad = 1; print } END { exit bad }'
+}
+
+# A workload of many kinds of requests, fast and slow, small and large.
+varied_workload() {
+	mkdir -p "$MNT/db/ns/d"
+	for i in $(seq 1 40); do head -c $((i * 997)) /dev/urandom >"$MNT/db/ns/k$i"; done
+	head -c 3000000 /dev/urandom >"$MNT/db/ns/big"
+	for i in $(seq 1 40); do cat "$MNT/db/ns/k$i" >/dev/null; stat "$MNT/db/ns/k$i" >/dev/null; done
+	for i in $(seq 1 10); do mv "$MNT/db/ns/k$i" "$MNT/db/ns/d/m$i"; done
+	for i in $(seq 11 20); do setfattr -n user.tags -v t$i "$MNT/db/ns/k$i"; done
+	for i in $(seq 21 30); do rm "$MNT/db/ns/k$i"; done
+	ls -lR "$MNT/db" >/dev/null
+	sync
+	echo flush >"$MNT/.ctl"
+}
+
+@test "/.metrics passes a strict Prometheus and OpenMetrics-naming check after a varied workload" {
+	varied_workload
+	setfattr -n user.ttl -v bogus "$MNT/db/ns/k11" 2>/dev/null || true
+	cat "$MNT/.metrics" >"$T/metrics"
+	run "$PY" "$BATS_TEST_DIRNAME/metrics_check.py" "$T/metrics"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# counters are families without _total whose samples have it
+	grep -qx '# TYPE nadb_reaped_keys counter' "$T/metrics"
+	grep -q '^nadb_reaped_keys_total ' "$T/metrics"
+	[ -z "$(grep '^# TYPE [a-z_]*_total ' "$T/metrics")" ]
+	# the version is the one .stats and nadb --version give
+	version=$(json "$MNT/.stats" 'd["version"]')
+	grep -qx "nadb_build_info{version=\"$version\"} 1" "$T/metrics"
+	[ "$("$NADB" --version)" = "nadb $version" ]
+	tail -n 1 "$T/metrics" | grep -qx '# EOF'
+}
+
+@test "the checker rejects what an OpenMetrics parser rejects: a counter family named *_total" {
+	printf '%s\n' '# HELP nadb_reaped_keys_total Keys.' '# TYPE nadb_reaped_keys_total counter' \
+		'nadb_reaped_keys_total 0' >"$T/old"
+	run "$PY" "$BATS_TEST_DIRNAME/metrics_check.py" "$T/old"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"nadb_reaped_keys_total belongs to no TYPE'd family"* ]]
+	printf '%s\n' '# TYPE foo counter' 'foo_total 1' '# TYPE foo_total gauge' 'foo_total 2' >"$T/clash"
+	run "$PY" "$BATS_TEST_DIRNAME/metrics_check.py" "$T/clash"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"clashing name: foo_total"* ]]
+	printf '%s\n' '# TYPE h histogram' 'h_bucket{le="1"} 2' 'h_bucket{le="+Inf"} 1' 'h_count 1' \
+		'# TYPE g gauge' 'g{a="x",a="y"} 1' 'g{b="x} 1' >"$T/bad"
+	run "$PY" "$BATS_TEST_DIRNAME/metrics_check.py" "$T/bad"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"buckets not cumulative"* ]]
+	[[ "$output" == *"a label twice"* ]]
+	[[ "$output" == *"does not end"* ]]
+}
+
+@test "latency percentiles never exceed the max nor fall below the min, per operation" {
+	varied_workload
+	run "$PY" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+bad = []
+for op, o in d["ops"].items():
+    if o["count"] == 0:
+        assert o["min_us"] == o["p50_us"] == o["p99_us"] == o["max_us"] == 0, (op, o)
+        continue
+    if not (o["min_us"] <= o["p50_us"] <= o["p99_us"] <= o["max_us"]):
+        bad.append((op, o))
+    if not (o["min_us"] <= o["mean_us"] <= o["max_us"] + 0.01):
+        bad.append((op, o))
+assert not bad, bad
+assert sum(1 for o in d["ops"].values() if o["count"]) >= 12
+' "$MNT/.stats"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# one request only: every percentile is that request
+	[ "$(json "$MNT/.stats" 'd["ops"]["statfs"]["count"]')" = 0 ]
+	stat -f "$MNT" >/dev/null
+	[ "$(json "$MNT/.stats" '(lambda o: o["min_us"] == o["p50_us"] == o["p99_us"] == o["max_us"] > 0)(d["ops"]["statfs"])')" = True ]
+}
+
+@test "compression ratio: tiny random values are not compressed (1.0); their frame headers are overhead" {
+	mkdir -p "$MNT/db/ns"
+	for i in $(seq 1 200); do head -c 4 /dev/urandom >"$MNT/db/ns/k$i"; done
+	echo flush >"$MNT/.ctl"
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 200 ]
+	[ "$(json "$MNT/.stats" 'd["compression_ratio"]')" = 1.0 ]
+	[ "$(json "$MNT/.stats" 'd["payload_bytes"] == d["chunk_bytes"] == 800')" = True ]
+	[ "$(json "$MNT/.stats" 'd["frame_overhead_bytes"] == 200 * d["frame_overhead_per_chunk"] == 6400')" = True ]
+	[ "$(json "$MNT/.stats" 'd["stored_bytes"] == d["payload_bytes"] + d["frame_overhead_bytes"]')" = True ]
+	grep -qx 'nadb_compression_ratio 1' <(cat "$MNT/.metrics")
+	grep -qx 'nadb_frame_overhead_bytes 6400' <(cat "$MNT/.metrics")
+	# text compresses: the ratio is chunk bytes over payload, headers aside
+	yes 'the same line of text, again and again' | head -c 1000000 >"$MNT/db/ns/text"
+	echo flush >"$MNT/.ctl"
+	[ "$(json "$MNT/.stats" 'd["compression_ratio"] > 5 and d["chunk_bytes"] / d["payload_bytes"] - d["compression_ratio"] < 0.001')" = True ]
+}
+
+@test "error replies are counted per operation and errno in .stats and .metrics" {
+	mkdir -p "$MNT/db/ns"
+	echo -n v >"$MNT/db/ns/k"
+	run setfattr -n user.ttl -v bogus "$MNT/db/ns/k"
+	[ "$status" -ne 0 ]
+	run setfattr -n user.ttl -v -5 "$MNT/db/ns/k"
+	[ "$status" -ne 0 ]
+	run getfattr -n user.missing "$MNT/db/ns/k"
+	[ "$status" -ne 0 ]
+	run rmdir "$MNT/db/ns"
+	[ "$status" -ne 0 ]
+	[ "$(json "$MNT/.stats" 'd["ops"]["setxattr"]["errors"]["EINVAL"]')" = 2 ]
+	[ "$(json "$MNT/.stats" 'd["ops"]["getxattr"]["errors"]["ENODATA"]')" = 1 ]
+	[ "$(json "$MNT/.stats" 'd["ops"]["rmdir"]["errors"]["ENOTEMPTY"]')" = 1 ]
+	cat "$MNT/.metrics" >"$T/metrics"
+	grep -qx 'nadb_errors_total{op="setxattr",errno="EINVAL"} 2' "$T/metrics"
+	grep -qx 'nadb_errors_total{op="rmdir",errno="ENOTEMPTY"} 1' "$T/metrics"
+	# counted with stats=off too: they cost an increment, not a clock
+	unmount_store
+	mount_store stats=off
+	run setfattr -n user.ttl -v bogus "$MNT/db/ns/k"
+	[ "$(json "$MNT/.stats" 'd["ops"]["setxattr"]["errors"]["EINVAL"]')" = 1 ]
 }
 
 @test "/.ctl takes compact, flush and reap, refuses anything else" {

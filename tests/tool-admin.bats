@@ -258,6 +258,61 @@ assert d['compression_ratio'] > 1.5, d         # the text compresses
 	echo "$output" | grep -q '^reclaimed 0 bytes'
 }
 
+@test "compact --json has one schema, offline and on a mount" {
+	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
+	put /app/ns/keep keep
+	"$NADB" rm "$STORE" /app/ns/gone
+	run_json compact --json "$STORE"
+	[ "$status" -eq 0 ]
+	echo "$output" >"$T/offline.json"
+	head -c 3000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
+	mount_store
+	rm "$MNT/app/ns/gone"
+	run_json compact --json "$MNT"
+	[ "$status" -eq 0 ]
+	echo "$output" >"$T/mount.json"
+	run "$PY" -c '
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+assert sorted(a) == sorted(b), (a, b)
+assert a["where"] == "store" and b["where"] == "mount", (a, b)
+for d in (a, b):
+    for k, v in d.items():
+        assert k == "where" or (type(v) is int and v >= 0), (k, v)
+    assert d["pack_bytes_after"] <= d["pack_bytes_before"], d
+    assert d["bytes_reclaimed"] > 0, d   # the mount reports what the daemon did
+' "$T/offline.json" "$T/mount.json"
+	echo "$output"; cat "$T/offline.json" "$T/mount.json"
+	[ "$status" -eq 0 ]
+	[ "$(cat "$MNT/app/ns/keep")" = keep ]
+}
+
+@test "dump and load show a percentage and an ETA on a terminal, and nothing when stderr is not one" {
+	command -v script >/dev/null || skip "script (util-linux) is not installed: no terminal to test on"
+	head -c 20000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/big
+	put /app/ns/small v
+	# script gives the command a terminal; its output is the terminal's
+	run script -qec "'$NADB' dump '$STORE' /app > '$T/a.tar'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"dump: "*"%"*" ETA "* ]]
+	run script -qec "'$NADB' load '$(other_store s2)' /app < '$T/a.tar'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"load: "*"%"*" ETA "* ]]
+	# from a pipe the size is not known: no share, still a progress line
+	run script -qec "cat '$T/a.tar' | '$NADB' load '$(other_store s3)' /app" /dev/null
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"load: "* ]]
+	[[ "$output" != *"ETA"* ]]
+	# not a terminal: no progress line at all
+	"$NADB" dump "$STORE" /app 2>"$T/err" >"$T/b.tar"
+	[ ! -s "$T/err" ]
+	"$NADB" load "$(other_store s4)" /app <"$T/a.tar" 2>"$T/err" >/dev/null
+	run grep -c 'ETA\|%' "$T/err"
+	[ "$output" = 0 ]
+}
+
 # ---- fsck --json ---------------------------------------------------------------
 
 @test "fsck --json is a valid document on a clean store" {
@@ -361,6 +416,35 @@ assert [os.fsencode(p) for p in d] == [b'/db2/ns/k1', b'/db2/ns/k10', b'/db2/ns/
 	make_glob_store
 	run "$NADB" keys "$STORE" '/{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}'
 	[ "$status" -eq 2 ]
+}
+
+@test "keys and count: a malformed pattern exits 2 with one line on stderr, nothing on stdout" {
+	make_glob_store
+	for cmd in keys count; do
+		for p in '[a-' '/app/[a-' '{a,b' '/app/{a,b' '' 'app/users/*' '/app/users/x\'; do
+			run bash -c '"$1" "$2" "$3" "$4" 2>"$5"' _ "$NADB" "$cmd" "$STORE" "$p" "$T/err"
+			echo "$cmd '$p' -> $status, stdout '$output', stderr: $(cat "$T/err")"
+			[ "$status" -eq 2 ]
+			[ -z "$output" ]
+			[ "$(wc -l <"$T/err")" -eq 1 ]
+			grep -qF "nadb: $cmd: bad pattern '$p': " "$T/err"
+		done
+	done
+	run "$NADB" keys "$STORE" '/app/[a-'
+	[[ "$output" == *"a '[' without its ']'"* ]]
+	run "$NADB" keys "$STORE" '/app/{a,b'
+	[[ "$output" == *"a '{' without its '}'"* ]]
+	run "$NADB" keys "$STORE" ''
+	[[ "$output" == *"the pattern is empty"* ]]
+	run "$NADB" keys "$STORE" 'app/*'
+	[[ "$output" == *"starts with '/'"* ]]
+	# escaped, the same characters are literal
+	printf v | "$NADB" put "$STORE" '/app/media/[a-'
+	keys_are '/app/media/\[a-' '/app/media/[a-'
+	# checked before the store is opened: a typo costs no lock
+	run "$NADB" keys "$T/nonexistent" '[a-'
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"bad pattern"* ]]
 }
 
 # ---- dump / load -----------------------------------------------------------

@@ -85,42 +85,25 @@ static int add_scope_rows(struct nadb_store *st, struct buf *b)
 	return rc;
 }
 
-static double ratio(uint64_t a, uint64_t b, double if_none)
-{
-	return b ? (double)a / (double)b : if_none;
-}
-
-/* The offline counterpart of the daemon's .stats, field for field (less
- * uptime_s and ops, which only a running daemon has). */
+/* The offline counterpart of the daemon's .stats: the same figures from
+ * the one table of them (stats.h), less uptime_s and ops, which only a
+ * running daemon has, plus per-database and per-namespace "scopes". */
 static int stats_document(struct nadb_store *st, const char *store, struct buf *b)
 {
 	struct nadb_stats s;
+	struct nadb_figure f[NADB_FIGURES];
 	int rc = nadb_stats(st, NADB_ROOT_INO, &s);
 	if (rc)
 		return rc;
-	const struct {
-		const char *name;
-		uint64_t value;
-	} counts[] = {
-		{"keys", s.keys}, {"databases", s.databases}, {"namespaces", s.namespaces},
-		{"dirs", s.dirs}, {"tags", s.tags}, {"logical_bytes", s.bytes},
-		{"stored_bytes", s.stored_bytes}, {"chunks", s.chunks},
-		{"chunk_bytes", s.chunk_raw_bytes}, {"pack_bytes", s.pack_bytes},
-		{"garbage_bytes", s.garbage_bytes}, {"buffer_bytes", s.buffered_bytes},
-		{"buffer_limit", s.buffer_limit}, {"expiring", s.expiring}, {"reaped", s.reaped},
-	};
+	nadb_stats_figures(&s, f);
 	rc = buf_printf(b, "{\"store\":");
 	if (!rc)
 		rc = json_quote(b, store);
-	for (size_t i = 0; !rc && i < sizeof(counts) / sizeof(counts[0]); i++)
-		rc = buf_printf(b, ",\"%s\":%" PRIu64, counts[i].name, counts[i].value);
+	for (size_t i = 0; !rc && i < NADB_FIGURES; i++)
+		rc = f[i].ratio ? buf_printf(b, ",\"%s\":%.4f", f[i].name, f[i].x)
+				: buf_printf(b, ",\"%s\":%" PRIu64, f[i].name, f[i].n);
 	if (!rc)
-		rc = buf_printf(b, ",\"dedup_ratio\":%.4f,\"compression_ratio\":%.4f"
-				   ",\"buffer_utilization_pct\":%.1f,\"version\":\"" NADB_VERSION
-				   "\",\"scopes\":[",
-				ratio(s.bytes, s.chunk_raw_bytes, 1.0),
-				ratio(s.chunk_raw_bytes, s.stored_bytes, 1.0),
-				100.0 * ratio(s.buffered_bytes, s.buffer_limit, 0.0));
+		rc = buf_printf(b, ",\"version\":\"" NADB_VERSION "\",\"scopes\":[");
 	if (!rc)
 		rc = add_scope_rows(st, b);
 	return rc ? rc : buf_printf(b, "]}\n");
@@ -223,16 +206,16 @@ static void print_scopes(const struct pairs *p)
 
 static void print_ops(const struct pairs *p)
 {
-	static const char *const fields[] = {"count", "mean_us", "p50_us", "p99_us", "max_us"};
+	static const char *const fields[] = {"count", "mean_us", "min_us", "p50_us", "p99_us", "max_us"};
 	struct buf prefix = {0};
 	bool header = false;
 	for (size_t i = 0; next_group(p, &i, "ops", &prefix); skip_group(p, &i, &prefix)) {
 		if (!header)
-			printf("\n  %-16s %12s %10s %10s %10s %10s\n", "operation", "count",
-			       "mean us", "p50 us", "p99 us", "max us");
+			printf("\n  %-16s %12s %10s %10s %10s %10s %10s\n", "operation", "count",
+			       "mean us", "min us", "p50 us", "p99 us", "max us");
 		header = true;
 		printf("  %-16.*s", (int)(prefix.len - 5), prefix.s + 4);
-		for (size_t f = 0; f < 5; f++) {
+		for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
 			const char *v = group_get(p, i, prefix.s, fields[f]);
 			printf(f ? " %10s" : " %12s", v ? v : "-");
 		}
@@ -256,6 +239,8 @@ static void print_stats_table(const struct pairs *p, const char *title)
 	print_figure("logical bytes", pairs_get(p, "logical_bytes"), BYTES);
 	print_figure("chunks", pairs_get(p, "chunks"), COUNT);
 	print_figure("chunk bytes", pairs_get(p, "chunk_bytes"), BYTES);
+	print_figure("payload bytes", pairs_get(p, "payload_bytes"), BYTES);
+	print_figure("frame overhead", pairs_get(p, "frame_overhead_bytes"), BYTES);
 	print_figure("stored bytes", pairs_get(p, "stored_bytes"), BYTES);
 	print_figure("pack bytes", pairs_get(p, "pack_bytes"), BYTES);
 	print_figure("garbage bytes", pairs_get(p, "garbage_bytes"), BYTES);
@@ -336,38 +321,48 @@ int run_stats(const struct cmd_args *a)
 	return close_target(&t, status);
 }
 
-/* ==== compact ============================================================= */
+/* ==== compact =============================================================
+ * Offline the tool compacts itself; on a mount it asks the daemon, which
+ * compacts between requests and keeps what it did in .stats
+ * (last_compaction).  Both end in one report, printed by one function, so
+ * --json has one schema whichever way it ran. */
 
-static void print_compaction(const struct nadb_compact_result *r, uint64_t before,
-			     uint64_t after, bool json)
+struct compaction {
+	const char *where; /* "store" or "mount" */
+	struct nadb_compact_result r;
+	uint64_t before, after; /* pack bytes */
+};
+
+static void print_compaction(const struct compaction *c, bool json)
 {
 	char h[32];
+	const struct nadb_compact_result *r = &c->r;
 	if (json) {
-		printf("{\"segments_removed\":%" PRIu64 ",\"bytes_reclaimed\":%" PRIu64
-		       ",\"chunks_moved\":%" PRIu64 ",\"bytes_moved\":%" PRIu64
-		       ",\"pack_bytes_before\":%" PRIu64 ",\"pack_bytes_after\":%" PRIu64 "}\n",
-		       r->segments_removed, r->bytes_reclaimed, r->chunks_moved, r->bytes_moved,
-		       before, after);
+		printf("{\"where\":\"%s\",\"segments_removed\":%" PRIu64
+		       ",\"bytes_reclaimed\":%" PRIu64 ",\"chunks_moved\":%" PRIu64
+		       ",\"bytes_moved\":%" PRIu64 ",\"pack_bytes_before\":%" PRIu64
+		       ",\"pack_bytes_after\":%" PRIu64 "}\n",
+		       c->where, r->segments_removed, r->bytes_reclaimed, r->chunks_moved,
+		       r->bytes_moved, c->before, c->after);
 		return;
 	}
 	printf("reclaimed %" PRIu64 " bytes (%s): %" PRIu64 " segments removed, %" PRIu64
 	       " chunks moved (%" PRIu64 " bytes)\n",
 	       r->bytes_reclaimed, human_bytes(r->bytes_reclaimed, h, sizeof(h)),
 	       r->segments_removed, r->chunks_moved, r->bytes_moved);
-	printf("packs: %" PRIu64 " bytes before, %" PRIu64 " after\n", before, after);
+	printf("packs: %" PRIu64 " bytes before, %" PRIu64 " after\n", c->before, c->after);
 }
 
-static int compact_store(struct target *t, bool json)
+static int compact_store(struct target *t, struct compaction *c)
 {
 	struct nadb_stats before, after;
-	struct nadb_compact_result r = {0};
 	struct progress p;
 	progress_start(&p);
 	int rc = nadb_stats(t->st, NADB_ROOT_INO, &before);
 	progress_show(&p, "compacting %s (%" PRIu64 " garbage bytes) ...", t->arg,
 		      before.garbage_bytes);
 	if (!rc)
-		rc = nadb_compact(t->st, true, 0, &r);
+		rc = nadb_compact(t->st, true, 0, &c->r);
 	if (!rc)
 		rc = nadb_store_sync(t->st);
 	if (!rc)
@@ -375,33 +370,50 @@ static int compact_store(struct target *t, bool json)
 	progress_end(&p);
 	if (rc)
 		return report_failure(t, NULL, rc);
-	print_compaction(&r, before.pack_bytes, after.pack_bytes, json);
+	c->where = "store";
+	c->before = before.pack_bytes;
+	c->after = after.pack_bytes;
 	return 0;
 }
 
-/* pack_bytes from the daemon's .stats, or 0 when it says nothing. */
-static uint64_t mount_pack_bytes(const struct target *t)
+static uint64_t pair_number(const struct pairs *p, const char *key)
+{
+	const char *v = pairs_get(p, key);
+	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+/* pack_bytes from the daemon's .stats (0 when it says nothing), and with
+ * R what its last compaction did. */
+static uint64_t mount_pack_bytes(const struct target *t, struct nadb_compact_result *r)
 {
 	char *path = in_mount(t->mnt, ".stats");
 	struct buf doc = {0};
 	struct pairs p = {0};
 	uint64_t n = 0;
-	if (path && !read_small_file(path, &doc) && !parse_json(doc.s, doc.len, &p) &&
-	    pairs_get(&p, "pack_bytes"))
-		n = strtoull(pairs_get(&p, "pack_bytes"), NULL, 10);
+	if (path && !read_small_file(path, &doc) && !parse_json(doc.s, doc.len, &p)) {
+		n = pair_number(&p, "pack_bytes");
+		if (r)
+			*r = (struct nadb_compact_result){
+				pair_number(&p, "last_compaction.segments_removed"),
+				pair_number(&p, "last_compaction.bytes_reclaimed"),
+				pair_number(&p, "last_compaction.chunks_moved"),
+				pair_number(&p, "last_compaction.bytes_moved")};
+	}
 	pairs_free(&p);
 	buf_free(&doc);
 	free(path);
 	return n;
 }
 
-/* Ask the daemon: it compacts while serving, between requests. */
-static int compact_mount(struct target *t, bool json)
+/* Ask the daemon: it compacts while serving, between requests; the write
+ * to .ctl returns once it is done. */
+static int compact_mount(struct target *t, struct compaction *c)
 {
 	char *ctl = in_mount(t->mnt, ".ctl");
 	if (!ctl)
 		return report_failure(t, NULL, -ENOMEM);
-	uint64_t before = mount_pack_bytes(t);
+	c->where = "mount";
+	c->before = mount_pack_bytes(t, NULL);
 	int fd = open(ctl, O_WRONLY);
 	int rc = fd < 0 ? -errno : 0;
 	static const char cmd[] = "compact\n";
@@ -419,13 +431,7 @@ static int compact_mount(struct target *t, bool json)
 		complain("%s/.ctl: %s", t->mnt, strerror(-rc));
 		return EXIT_PROBLEMS;
 	}
-	uint64_t after = mount_pack_bytes(t);
-	if (json)
-		printf("{\"requested\":true,\"pack_bytes_before\":%" PRIu64
-		       ",\"pack_bytes_after\":%" PRIu64 "}\n", before, after);
-	else
-		printf("compaction requested from the daemon on %s; packs: %" PRIu64
-		       " bytes before, %" PRIu64 " now\n", t->mnt, before, after);
+	c->after = mount_pack_bytes(t, &c->r);
 	return 0;
 }
 
@@ -435,7 +441,10 @@ int run_compact(const struct cmd_args *a)
 	int status = open_target(a, a->arg[0], true, false, &t);
 	if (status)
 		return status;
-	status = t.mnt ? compact_mount(&t, a->json) : compact_store(&t, a->json);
+	struct compaction c = {0};
+	status = t.mnt ? compact_mount(&t, &c) : compact_store(&t, &c);
+	if (!status)
+		print_compaction(&c, a->json);
 	return close_target(&t, status);
 }
 

@@ -4,6 +4,7 @@
  * xattr.
  */
 #include "nadb_tool.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -30,6 +31,7 @@ struct dumper {
 	uint32_t owner_uid, owner_gid; /* the last names looked up */
 	char uname[32], gname[32];
 	uint64_t keys, dirs, bytes, skipped;
+	uint64_t total; /* bytes of the values to dump, if known (progress) */
 	bool out_failed; /* writing the archive (not reading the store) failed */
 	struct progress progress;
 };
@@ -208,8 +210,8 @@ static int write_value(struct dumper *d, const struct nadb_attr *a)
 		ssize_t n = nadb_file_read(f, d->data, want, (off_t)off);
 		rc = n < 0 ? (int)n : n == 0 ? -EIO : write_block_data(d, d->data, (size_t)n);
 		off += n > 0 ? (uint64_t)n : 0;
-		progress_show(&d->progress, "dump: %" PRIu64 " keys, %" PRIu64 " MiB", d->keys,
-			      (d->bytes + off) >> 20);
+		progress_of(&d->progress, d->bytes + off, d->total,
+			    "dump: %" PRIu64 " keys, %" PRIu64 " MiB", d->keys, (d->bytes + off) >> 20);
 	}
 	nadb_file_close(f);
 	d->bytes += off;
@@ -297,8 +299,14 @@ static int dump_path(struct dumper *d, const char *path)
 	int rc = nadb_resolve(d->st, path, &a);
 	if (!rc && !S_ISDIR(a.mode)) {
 		const char *slash = strrchr(path, '/');
+		d->total = a.size;
 		return dump_entry(d, slash ? slash + 1 : path, &a);
 	}
+	/* The root, a database and a namespace count their bytes (O(1));
+	 * below those the total is not known and no share is shown. */
+	struct nadb_stats s;
+	if (!rc && a.level <= NADB_LEVEL_NAMESPACE && !nadb_stats(d->st, a.ino, &s))
+		d->total = s.bytes;
 	if (!rc)
 		rc = buf_add(&name, "./", 2);
 	if (!rc)

@@ -4,7 +4,9 @@
  * never match '/', '\' escapes, {a,b} alternatives nest.  Braces are
  * expanded first, so the matcher itself only knows stars, classes and
  * escapes; a group without a comma ("{123}", a Redis hash tag) is literal,
- * as in the shell.
+ * as in the shell.  A pattern that cannot mean what was typed (empty, not
+ * starting with '/', a '[' or '{' that never closes, a trailing '\') is
+ * refused with a reason: matching nothing would hide the typo.
  */
 #include "nadb_tool.h"
 
@@ -22,8 +24,7 @@ void glob_free(struct glob *g)
 	*g = (struct glob){0};
 }
 
-/* Length of the bracket expression at P ('['), or 0 if it never closes
- * (then the '[' is an ordinary character). */
+/* Length of the bracket expression at P ('['), or 0 if it never closes. */
 static size_t class_length(const char *p)
 {
 	size_t i = 1;
@@ -129,10 +130,33 @@ static int glob_expand(struct glob *g, const char *p)
 	return rc;
 }
 
-int glob_compile(const char *pattern, struct glob *g)
+/* Why PATTERN cannot be a pattern of key paths, or NULL if it can. */
+static const char *malformed(const char *p)
+{
+	if (!*p)
+		return "the pattern is empty";
+	size_t close;
+	bool comma;
+	for (size_t i = 0; p[i]; i += scan_step(p + i)) {
+		if (p[i] == '\\' && !p[i + 1])
+			return "a '\\' at the end escapes nothing";
+		if (p[i] == '[' && !class_length(p + i))
+			return "a '[' without its ']' (write '\\[' for the character)";
+		if (p[i] == '{' && !brace_group_at(p + i, &close, &comma))
+			return "a '{' without its '}' (write '\\{' for the character)";
+	}
+	return *p == '/' ? NULL : "a pattern starts with '/' (keys are /DB/NS/KEY)";
+}
+
+int glob_compile(const char *pattern, struct glob *g, const char **why)
 {
 	*g = (struct glob){0};
+	*why = malformed(pattern);
+	if (*why)
+		return -EINVAL;
 	int rc = glob_expand(g, pattern);
+	if (rc == -E2BIG)
+		*why = "the pattern has too many {,} alternatives";
 	if (rc)
 		glob_free(g);
 	return rc;

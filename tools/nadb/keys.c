@@ -71,11 +71,13 @@ static int walk_keys(struct key_walk *w, uint64_t ino)
 static int find_keys(const struct cmd_args *a, bool count_only)
 {
 	struct glob g;
-	int rc = glob_compile(a->arg[1], &g);
-	if (rc == -E2BIG)
-		return usage_error(a->cmd, "the pattern has too many {,} alternatives", a->arg[1]);
-	if (rc)
-		return usage_error(a->cmd, strerror(-rc), a->arg[1]);
+	const char *why = NULL;
+	int rc = glob_compile(a->arg[1], &g, &why);
+	if (rc) { /* one line: the pattern was typed right there */
+		complain("%s: bad pattern '%s': %s", a->cmd->name, a->arg[1],
+			 why ? why : strerror(-rc));
+		return EXIT_USAGE;
+	}
 	struct target t;
 	int status = open_target(a, a->arg[0], true, false, &t);
 	if (status) {

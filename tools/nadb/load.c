@@ -69,6 +69,7 @@ struct loader {
 	size_t ndirs, capdirs;
 	struct timespec now;
 	uint64_t keys, dirs_made, links, bytes, expired, failed;
+	uint64_t size; /* of the archive when stdin is a file, for progress; else 0 */
 	struct progress progress;
 };
 
@@ -397,8 +398,8 @@ static int copy_value_in(struct loader *l, struct member *m, struct nadb_file *f
 		m->consumed += n;
 		if (w < 0)
 			return (int)w;
-		progress_show(&l->progress, "load: %" PRIu64 " keys, %" PRIu64 " MiB", l->keys,
-			      (l->bytes + m->consumed) >> 20);
+		progress_of(&l->progress, l->offset, l->size, "load: %" PRIu64 " keys, %" PRIu64
+			    " MiB", l->keys, (l->bytes + m->consumed) >> 20);
 	}
 	return 0;
 }
@@ -690,6 +691,9 @@ int run_load(const struct cmd_args *a)
 		l.st = t.st;
 		clock_gettime(CLOCK_REALTIME, &l.now);
 		progress_start(&l.progress);
+		struct stat in; /* a file has a size to measure progress by; a pipe not */
+		if (!fstat(fileno(l.in), &in) && S_ISREG(in.st_mode))
+			l.size = (uint64_t)in.st_size;
 		status = load_into(&l, a->json);
 		status = close_target(&t, status);
 	}

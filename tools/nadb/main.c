@@ -172,7 +172,9 @@ static const struct command commands[] = {
 	 "  [abc] [a-z] [!x]   one byte of a set (never '/')\n"
 	 "  {a,b}     alternatives (may nest); \"{x}\" is literal\n"
 	 "  \\c        the byte c itself\n"
-	 "Directories that cannot hold a match are not walked.  Quote PATTERN.\n",
+	 "Directories that cannot hold a match are not walked.  Quote PATTERN.\n"
+	 "A PATTERN that is empty, does not start with '/', leaves a '[' or '{'\n"
+	 "open or ends in a lone '\\' exits 2 with the reason.\n",
 	 OPT_JSON, 2, 2, run_keys},
 	{"count", "count STORE|MOUNTPOINT PATTERN", "how many keys match a glob",
 	 "Print the number of keys matching PATTERN (see nadb help keys).\n",

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <time.h>
 
-#define NADB_VERSION "0.1.0"
 #define EXIT_PROBLEMS 1
 #define EXIT_USAGE 2
 #define IO_CHUNK (1u << 20)   /* bytes moved per read/write of a value */
@@ -83,11 +82,14 @@ void pairs_free(struct pairs *p);
 
 struct progress {
 	bool on, shown;
-	struct timespec last;
+	struct timespec started, last;
 };
 
 void progress_start(struct progress *p);
 void progress_show(struct progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, DONE of TOTAL (0: not known): with a percentage and an ETA. */
+void progress_of(struct progress *p, uint64_t done, uint64_t total, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 void progress_end(struct progress *p);
 
 /* ---- target.c: a store, or the mountpoint of a running nadbfs */
@@ -158,7 +160,8 @@ struct glob {
 	size_t n, cap;
 };
 
-int glob_compile(const char *pattern, struct glob *g);
+/* -EINVAL or -E2BIG with *WHY set: not a pattern (exit 2). */
+int glob_compile(const char *pattern, struct glob *g, const char **why);
 int glob_matches(const struct glob *g, const char *path, bool prefix);
 void glob_free(struct glob *g);
 
