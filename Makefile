@@ -51,7 +51,7 @@ BENCH_BIN = $(BUILD)/bench/bench
 
 DEB_PKGS = build-essential pkg-config fuse3 libfuse3-dev liblmdb-dev \
            libxxhash-dev zlib1g-dev bats attr rsync gnuplot-nox \
-           libhiredis-dev redis-server redis-tools
+           libhiredis-dev redis-server redis-tools man-db groff-base
 STORE   ?= data
 MNT     ?= mnt
 
