@@ -30,6 +30,7 @@
  * miss would hide it), the pages and attributes of a key changed.
  */
 #include "ctl.h"
+#include "log.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -532,7 +533,7 @@ static int refuse(struct ctl *c, int rc, const char *why)
 	forget_reply(c);
 	c->reply = o.buf;
 	c->reply_len = o.rc ? 0 : o.len;
-	fprintf(stderr, "nadbfs: .ctl: %s\n", why ? why : strerror(-rc));
+	nadb_log(".ctl: %s", why ? why : strerror(-rc));
 	return rc;
 }
 
@@ -563,7 +564,8 @@ static int run_whole(struct ctl *c, const struct ctl_env *env)
 	c->reply = o.buf;
 	c->reply_len = o.rc ? 0 : o.len;
 	if (rc)
-		fprintf(stderr, "nadbfs: .ctl: %.*s", (int)c->reply_len, c->reply);
+		nadb_log(".ctl: %.*s", (int)strcspn(c->reply ? c->reply : "", "\n"),
+			 c->reply ? c->reply : "");
 	return rc ? rc : c->readable ? 0 : outcome;
 }
 

@@ -22,6 +22,12 @@
  * waits and exits with the child's verdict); open the store; mount; start
  * the engine's threads; only then detach from the terminal, pointing stderr
  * at STORE/nadbfs.log where the engine's one-line messages belong.
+ *
+ * Until then the engine's lines are held (log.h): a start-up error is one
+ * plain line on the terminal, giving the engine's line as its reason.
+ * Serving, every line -- the engine's, ours, libfuse's -- goes through
+ * nadb_log, in one format, to the log file (SIGHUP reopens it) or, with
+ * -o log=syslog, to syslog.
  */
 #define FUSE_USE_VERSION 312
 
@@ -36,6 +42,8 @@
 #include <math.h>
 #include <mntent.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +97,7 @@ struct nadbfs {
 	char *store_path;           /* STORE made absolute (a URL: as given) */
 	char *log_path;             /* -o log=FILE, or NULL: STORE/nadbfs.log
 	                               for a directory, none for Redis */
+	bool log_syslog;            /* -o log=syslog */
 	struct notifier notifier;
 	bool measure;               /* stats=on: time every request */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
@@ -1185,6 +1194,28 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+	/* Kernel flags libfuse does not know, common in fstab lines.  Reads
+	 * never reach the daemon and atime changes only by touch (README:
+	 * Limits), so the atime modes change nothing here; the others have
+	 * no meaning for a FUSE mount.  Accepted, so that such a line mounts
+	 * (libfuse itself takes rw, ro, [no]suid, [no]dev, [no]exec,
+	 * [no]atime, sync, async and dirsync). */
+	FUSE_OPT_KEY("relatime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("norelatime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("strictatime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nostrictatime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("lazytime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nolazytime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("diratime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nodiratime", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("iversion", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noiversion", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("silent", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("loud", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nomand", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_END
 };
 
@@ -1221,8 +1252,10 @@ static void print_help(const char *prog)
 	       "    -o stats=on|off        time every request for /.stats (default: on)\n"
 	       "    -o force_create        make a new store in STORE even though it\n"
 	       "                           holds other files (refused otherwise)\n"
-	       "    -o log=FILE            where the daemon's error lines go (default:\n"
-	       "                           STORE/nadbfs.log; none for a Redis store)\n"
+	       "    -o log=FILE|syslog     where the daemon's lines go once it runs in\n"
+	       "                           the background (default: STORE/nadbfs.log;\n"
+	       "                           none for a Redis store); SIGHUP reopens FILE.\n"
+	       "                           syslog: syslog or the journal, -f too\n"
 
 	       "    -o check=on|off        walk the metadata file in a child before serving\n"
 	       "                           it; damaged: refuse to mount (default: on)\n\n",
@@ -1343,8 +1376,10 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 		break;
 	case KEY_LOG:
 		free(fs->log_path);
-		fs->log_path = realpath_or_absolute(value_of(opt));
-		if (!fs->log_path)
+		fs->log_path = NULL;
+		/* A file of that name is still ./syslog. */
+		fs->log_syslog = strcmp(value_of(opt), "syslog") == 0;
+		if (!fs->log_syslog && !(fs->log_path = realpath_or_absolute(value_of(opt))))
 			rc = bad_value(opt, "a file name");
 		break;
 	case KEY_FORCE_CREATE:
@@ -1538,8 +1573,7 @@ static void stop_notifier(struct notifier *n, const char *mountpoint)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 2;
 	if (pthread_timedjoin_np(n->thread, NULL, &until) != 0) {
-		fprintf(stderr, "nadbfs: aborting the connection to finish a "
-				"notification to the kernel\n");
+		nadb_log("aborting the connection to finish a notification to the kernel");
 		umount2(mountpoint, MNT_FORCE);
 		pthread_join(n->thread, NULL);
 	}
@@ -1587,7 +1621,7 @@ static int fork_daemon(void)
 }
 
 /* Background mode, once mounted: leave the terminal, send stderr to the
- * log and tell the waiting parent. */
+ * log file (or /dev/null) and tell the waiting parent. */
 static void finish_detaching(int report_fd, int log_fd)
 {
 	int null_fd = open("/dev/null", O_RDWR);
@@ -1602,29 +1636,67 @@ static void finish_detaching(int report_fd, int log_fd)
 	char ok = 1;
 	/* If the parent was killed meanwhile, the mount still needs serving. */
 	if (write(report_fd, &ok, 1) != 1)
-		fprintf(stderr, "nadbfs: could not report to the starting process\n");
+		nadb_log("could not report to the starting process");
 	close(report_fd);
 }
 
-/* Where the engine's lines go once detached (a Redis store without
- * -o log=FILE keeps nothing on local disk: /dev/null). */
+/* What stderr becomes once detached: the log file, remembered for
+ * SIGHUP; /dev/null with -o log=syslog, or for a Redis store without
+ * -o log=FILE (it keeps nothing on local disk). */
 static int open_log(const struct nadbfs *fs)
 {
 	char *path;
-	if (!fs->log_path && nadb_store_is_url(fs->store_path))
+	if (fs->log_syslog || (!fs->log_path && nadb_store_is_url(fs->store_path)))
 		return open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (fs->log_path ? !(path = strdup(fs->log_path))
 			 : asprintf(&path, "%s/nadbfs.log", fs->store_path) < 0)
 		return -1;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	int fd = nadb_log_open_file(path);
 	if (fd < 0)
-		fprintf(stderr, "nadbfs: %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "nadbfs: %s: %s\n", path, strerror(-fd));
 	free(path);
 	return fd;
 }
 
+/* SIGHUP in the background: logrotate has renamed the log file. */
+static void reopen_log(int sig)
+{
+	(void)sig;
+	nadb_log_reopen();
+}
+
+/* Installed before libfuse's handlers, which then leave SIGHUP alone
+ * (libfuse sets only handlers still at their default). */
+static int catch_sighup(void)
+{
+	struct sigaction sa = {.sa_handler = reopen_log, .sa_flags = SA_RESTART};
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGHUP, &sa, NULL) == 0)
+		return 0;
+	perror("nadbfs: sigaction");
+	return -1;
+}
+
+/* libfuse's own messages go where ours go; its debug output (-d) stays
+ * on stderr as it is. */
+static void log_fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	if (level >= FUSE_LOG_INFO)
+		vfprintf(stderr, fmt, ap);
+	else
+		nadb_logv(fmt, ap);
+}
+
+/* Serving from now on: the lines go to the log (see the top of this file). */
+static void start_logging(const struct nadbfs *fs)
+{
+	nadb_log_to(fs->log_syslog ? NADB_LOG_SYSLOG : NADB_LOG_STDERR, "nadbfs");
+	fuse_set_log_func(log_fuse_message);
+}
+
 static int open_store(struct nadbfs *fs)
 {
+	char line[1024];
 	int rc = nadb_store_open(fs->store_path, &fs->engine, &fs->store);
 	if (rc == 0) {
 		rc = special_new(fs->store, fs->measure, queue_reaped_name, &fs->notifier,
@@ -1647,7 +1719,7 @@ static int open_store(struct nadbfs *fs)
 			fs->store_arg);
 	else if (rc < 0)
 		fprintf(stderr, "nadbfs: %s: cannot open the store: %s\n",
-			fs->store_arg, strerror(-rc));
+			fs->store_arg, nadb_log_reason(rc, line, sizeof(line)));
 	return rc;
 }
 
@@ -1741,7 +1813,7 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		return 1; /* libfuse said why (an unknown option, mostly) */
 	if (open_store(fs) < 0)
 		goto out_session;
-	if (!opts->foreground && (log_fd = open_log(fs)) < 0)
+	if (!opts->foreground && ((log_fd = open_log(fs)) < 0 || catch_sighup()))
 		goto out_store;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_store;
@@ -1757,20 +1829,20 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		finish_detaching(report_fd, log_fd);
 		log_fd = report_fd = -1;
 	}
+	start_logging(fs);
 	rc = serve(se, opts);
 	/* Whoever wants the store next waits for our last commit. */
 	nadb_store_note_closing(fs->store);
 	/* 0: unmounted; > 0: the signal that stopped us; < 0: an error. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
-		fprintf(stderr, "nadbfs: session loop failed: %s\n", strerror(-rc));
+		nadb_log("session loop failed: %s", strerror(-rc));
 out_threads:
 	stop_threads(fs, opts->mountpoint);
 	rc = nadb_store_close(fs->store); /* commits open files, syncs */
 	fs->store = NULL;
 	if (rc < 0) {
-		fprintf(stderr, "nadbfs: %s: closing the store failed: %s\n",
-			fs->store_arg, strerror(-rc));
+		nadb_log("%s: closing the store failed: %s", fs->store_arg, strerror(-rc));
 		status = 1;
 	}
 	fuse_session_unmount(se);
@@ -1852,6 +1924,7 @@ int main(int argc, char *argv[])
 	const char *prog = argc > 0 ? argv[0] : "nadbfs";
 
 	memset(&opts, 0, sizeof(opts));
+	nadb_log_to(NADB_LOG_HOLD, "nadbfs"); /* until serving: see the top */
 	nadb_options_default(&fs.engine);
 	/* A damaged metadata file would kill the daemon on some read: walk it
 	 * in a child first (cost: README, "Damaged stores"). */

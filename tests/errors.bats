@@ -146,7 +146,7 @@ PYEOF
 	[ "$(stat -c %s "$LOG")" -lt 10000 ]
 	# the count of the others is written (at the latest when the daemon exits)
 	unmount_store
-	grep -E "nadb: [0-9]+ more lines like this were not written .*: user.ttl: 'not-a-number-1999' is not" "$LOG"
+	grep -E "nadbfs\[[0-9]+\]: [0-9]+ more lines like this were not written .*: user.ttl: 'not-a-number-1999' is not" "$LOG"
 	total=$(( n + $(grep -oE '[0-9]+ more lines like this' "$LOG" | awk '{s += $1} END {print s}') ))
 	[ "$total" = 2000 ]
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh -- nadbfs side by side with passthrough_ll and the bare disk.
 #
-# Builds tools/bench.c (one workload on one directory) and libfuse's example
+# Builds tools/bench.c (one workload on one directory; by make) and libfuse's example
 # passthrough_ll into build/bench/, mounts the targets under one mktemp -d
 # folder (nadbfs-redis: a store on a private redis-server started for the
 # run, its files in that folder), and for every repetition runs each workload
@@ -163,8 +163,8 @@ fi
 mkdir -p "$bin" "$OUT" || die "cannot create $bin"
 BENCH=$bin/bench
 PTLL=$bin/passthrough_ll
-cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread \
-	-o "$BENCH" "$here/tools/bench.c" || die "cannot build tools/bench.c"
+make -s -C "$here" BUILD="$build" "$BENCH" \
+	|| die "cannot build tools/bench.c (make)"
 if has_target passthrough; then
 	ptll_src=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 	[ -f "$ptll_src" ] || die "no $ptll_src (apt-get install libfuse3-dev)"

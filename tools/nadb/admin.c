@@ -551,7 +551,7 @@ int run_fsck(const struct cmd_args *a)
 	if (rc) {
 		if (r.json)
 			printf("],\"error\":\"%s\"}\n", strerror(-rc));
-		complain("fsck could not finish: %s", strerror(-rc));
+		complain("fsck could not finish: %s", failure_reason(rc));
 		return close_target(&t, EXIT_USAGE);
 	}
 	print_fsck_result(&res, a->repair, a->json);

@@ -341,7 +341,7 @@ static int set_xattrs(struct loader *l, uint64_t ino, const struct member *m, co
 			if (rc) {
 				complain("%s: %s: %s", path, x->name,
 					 rc == -EOPNOTSUPP ? "only user.* attributes are kept"
-							   : strerror(-rc));
+							   : failure_reason(rc));
 				failed = rc;
 			}
 		}
@@ -524,7 +524,7 @@ static int finish_directories(struct loader *l)
 		struct deferred_dir *d = &l->dirs[i];
 		int rc = finish_node(l, d->ino, &d->meta, d->path);
 		if (rc) {
-			complain("%s: %s", d->path, strerror(-rc));
+			complain("%s: %s", d->path, failure_reason(rc));
 			failed = rc;
 		}
 		member_free(&d->meta);
@@ -567,7 +567,7 @@ static void load_member(struct loader *l, struct member *m)
 	l->keys += !rc && (m->type == '0' || m->type == '2' || is_node(m->type));
 	l->links += !rc && m->type == '1';
 	if (rc && !l->broken) {
-		complain("%s: %s", path.len ? path.s : "/", strerror(-rc));
+		complain("%s: %s", path.len ? path.s : "/", failure_reason(rc));
 		l->failed++;
 	}
 	buf_free(&path);

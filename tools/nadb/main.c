@@ -19,6 +19,8 @@
  *
  * Exit status, for scripts: 0 ok, 1 failure or problems found, 2 usage
  * error or the command could not run (no store, store in use, ...).
+ * Each error is one plain line on stderr, "nadb: WHAT: WHY"; the engine's
+ * own lines are held and given as the WHY (log.h), never printed beside.
  * Human output by default; --json where a machine reads it.
  *
  * Where the rest is: target.c opens a STORE or recognises a MOUNTPOINT;
@@ -30,6 +32,8 @@
  * crosses files.
  */
 #include "nadb_tool.h"
+
+#include "log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +47,12 @@ void complain(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
+}
+
+const char *failure_reason(int rc)
+{
+	static char line[1024]; /* the tool is one thread */
+	return nadb_log_reason(rc, line, sizeof(line));
 }
 
 /* ==== command-line arguments ============================================= */
@@ -238,7 +248,7 @@ static int print_command_help(const struct command *c)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
 	if (argc < 2)
 		return print_overview(stderr);
@@ -266,4 +276,14 @@ int main(int argc, char **argv)
 	if (status)
 		return status;
 	return a.help ? print_command_help(c) : c->run(&a);
+}
+
+int main(int argc, char **argv)
+{
+	/* The engine's lines are no log here: each error is said once, in
+	 * the command's own line, with the engine's line as its reason. */
+	nadb_log_to(NADB_LOG_HOLD, "nadb");
+	int status = run_command(argc, argv);
+	nadb_log_flush();
+	return status;
 }

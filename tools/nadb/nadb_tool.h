@@ -45,6 +45,9 @@ struct command {
 };
 
 void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Why an engine call failed with RC, for the one line complain() writes:
+ * the line the engine logged for it, else strerror (see log.h). */
+const char *failure_reason(int rc);
 int usage_error(const struct command *c, const char *why, const char *what);
 
 /* ---- buf.c: growable arrays and byte strings */

@@ -6,6 +6,8 @@
  */
 #include "nadb_tool.h"
 
+#include "log.h"
+
 #include <errno.h>
 #include <mntent.h>
 #include <stdlib.h>
@@ -143,14 +145,19 @@ int open_target_with(const struct cmd_args *a, const char *arg, bool mount_ok,
 	int refused = refuse_store_in_mount(t);
 	if (refused)
 		return refused;
-	/* The engine logs its own line on stderr too; ours says what to do. */
 	int rc = nadb_store_open(arg, o, &t->st);
-	if (rc == -EBUSY)
-		explain_busy(t, mount_ok);
+	char line[1024];
+	const char *why = rc ? nadb_log_reason(rc, line, sizeof(line)) : NULL;
+	if (!rc)
+		nadb_log_flush(); /* warnings of the opening, said before the output */
+	else if (rc == -EBUSY)
+		explain_busy(t, mount_ok); /* says what to do, which the engine cannot */
 	else if (rc == -EUCLEAN && o->damage && o->damage->damaged)
 		return EXIT_PROBLEMS;
-	else if (rc)
-		complain("%s: cannot open the store: %s", arg, strerror(-rc));
+	else if (why == line)
+		complain("%s", why); /* the engine's line names the store and the cause */
+	else
+		complain("%s: cannot open the store: %s", arg, why);
 	return rc ? EXIT_USAGE : 0;
 }
 
@@ -159,7 +166,7 @@ int close_target(struct target *t, int status)
 {
 	int rc = t->st ? nadb_store_close(t->st) : 0;
 	if (rc)
-		complain("%s: closing the store failed: %s", t->arg, strerror(-rc));
+		complain("%s: closing the store failed: %s", t->arg, failure_reason(rc));
 	free(t->mnt);
 	*t = (struct target){0};
 	return rc && !status ? EXIT_PROBLEMS : status;
@@ -168,7 +175,7 @@ int close_target(struct target *t, int status)
 /* The exit status for a failed operation on PATH, after saying so. */
 int report_failure(const struct target *t, const char *path, int rc)
 {
-	complain("%s: %s", path ? path : t->arg, strerror(-rc));
+	complain("%s: %s", path ? path : t->arg, failure_reason(rc));
 	return EXIT_PROBLEMS;
 }
 
