@@ -272,3 +272,73 @@ check_plain_copy() {
 	[ "$output" = "" ]
 	unmount_store_at "$T/store2" "$M2"
 }
+
+# watch_deletes SECONDS READY FILE...: the FILEs inotify reports deleted
+# (IN_DELETE_SELF), one a line, for SECONDS; READY is made once watching.
+watch_deletes() {
+	"$PY" - "$@" <<'PYEOF'
+import ctypes, os, select, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+IN_DELETE_SELF = 0x400
+files = {}
+for f in sys.argv[3:]:
+    wd = libc.inotify_add_watch(fd, f.encode(), IN_DELETE_SELF)
+    if wd < 0:
+        sys.exit("inotify: %s: %s" % (f, os.strerror(ctypes.get_errno())))
+    files[wd] = os.path.basename(f)
+open(sys.argv[2], "w").close()
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    if not select.select([fd], [], [], max(0, end - time.time()))[0]:
+        continue
+    buf = os.read(fd, 65536)
+    while buf:
+        wd, mask, cookie, n = struct.unpack("iIII", buf[:16])
+        if mask & IN_DELETE_SELF:
+            print(files[wd], flush=True)
+        buf = buf[16 + n:]
+PYEOF
+}
+
+# Linux raises IN_DELETE on a directory only for names removed through
+# the VFS; for a name the file system drops itself
+# (fuse_lowlevel_notify_delete) it raises IN_DELETE_SELF on the key.
+@test "a key that expires raises IN_DELETE_SELF: reaped, expired before a reader, or given user.ttl=0" {
+	c=$MNT/app/cache
+	for k in reaped lazy zero; do echo -n v >"$c/$k"; done
+	watch_deletes 6 "$T/watching" "$c/reaped" "$c/lazy" "$c/zero" "$c/k" >"$T/events" &
+	BG_PIDS+=($!)
+	wait_for_file "$T/watching"
+	setfattr -n user.expires -v "$(in_seconds 0.3)" "$c/reaped"
+	setfattr -n user.expires -v "$(in_seconds 0.2)" "$c/lazy"
+	sleep 0.25
+	! cat "$c/lazy" 2>/dev/null # gone for a reader before the reaper
+	setfattr -n user.ttl -v 0 "$c/zero"
+	# within the reaper's interval (100 ms) plus a second
+	for i in $(seq 30); do
+		[ "$(sort -u "$T/events" | grep -c -E '^(reaped|lazy|zero)$')" -eq 3 ] && break
+		sleep 0.05
+	done
+	echo "events: $(tr '\n' ' ' <"$T/events")"
+	[ "$(sort -u "$T/events" | grep -c -E '^(reaped|lazy|zero)$')" -eq 3 ]
+	! grep -qx k "$T/events"
+}
+
+@test "nadb keys --ttl shows each key's seconds left, -1 for none; --json --ttl as objects" {
+	echo -n v >"$MNT/app/cache/long"
+	setfattr -n user.ttl -v 3600 "$MNT/app/cache/long"
+	for where in "$MNT" "$STORE"; do
+		[ "$where" = "$STORE" ] && unmount_store
+		run "$NADB" keys --ttl "$where" '/app/cache/*'
+		echo "$where: $output"
+		[ "$status" -eq 0 ]
+		[ "${lines[0]}" = "$(printf '/app/cache/k\t-1')" ]
+		[[ "${lines[1]}" =~ ^/app/cache/long$'\t'(3599|3600)$ ]]
+		run "$NADB" keys --json --ttl "$where" '/app/cache/*'
+		echo "$output"
+		[ "$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d[0]["ttl"], 3590 < d[1]["ttl"] <= 3600, d[1]["path"])' "$output")" = "None True /app/cache/long" ]
+	done
+	run "$NADB" keys --json "$STORE" '/app/cache/*'
+	[ "$output" = '["/app/cache/k","/app/cache/long"]' ]
+}

@@ -10,25 +10,63 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 struct key_walk {
 	struct target *t;
 	const struct glob *glob;
-	bool json, count_only;
+	bool json, count_only, ttl;
 	uint64_t matches;
 	struct buf path; /* the directory being walked: "" (root), "/app/users" */
 };
 
-static int emit_key(struct key_walk *w)
+/* The seconds left to key INO at W's path (user.ttl, as getfattr shows
+ * it), or -1: it does not expire. */
+static int seconds_left(struct key_walk *w, uint64_t ino, long long *ttl)
+{
+	char text[40];
+	ssize_t n;
+	if (w->t->mnt) {
+		char *path = in_mount(w->t->mnt, w->path.s);
+		n = path ? lgetxattr(path, "user.ttl", text, sizeof(text) - 1) : -1;
+		n = n < 0 ? -errno : n;
+		free(path);
+	} else {
+		n = nadb_getxattr(w->t->st, ino, "user.ttl", text, sizeof(text) - 1);
+	}
+	*ttl = -1;
+	if (n == -ENODATA || n == -ENOENT) /* none, or expired meanwhile */
+		return 0;
+	if (n < 0)
+		return (int)n;
+	text[n] = 0;
+	*ttl = atoll(text);
+	return 0;
+}
+
+static int emit_key(struct key_walk *w, uint64_t ino)
 {
 	w->matches++;
 	if (w->count_only)
 		return 0;
-	if (!w->json)
-		printf("%s\n", w->path.s);
-	else if (fputs(w->matches > 1 ? "," : "", stdout) == EOF ||
-		 json_print_string(stdout, w->path.s))
+	long long ttl = 0;
+	int rc = w->ttl ? seconds_left(w, ino, &ttl) : 0;
+	if (rc)
+		return rc;
+	if (!w->json) {
+		printf(w->ttl ? "%s\t%lld\n" : "%s\n", w->path.s, ttl);
+		return 0;
+	}
+	if (fputs(w->matches > 1 ? "," : "", stdout) == EOF)
 		return -EIO;
+	if (w->ttl)
+		printf("{\"path\":");
+	if (json_print_string(stdout, w->path.s))
+		return -EIO;
+	if (w->ttl && ttl < 0)
+		printf(",\"ttl\":null}");
+	else if (w->ttl)
+		printf(",\"ttl\":%lld}", ttl);
 	return 0;
 }
 
@@ -52,7 +90,7 @@ static int walk_keys(struct key_walk *w, uint64_t ino)
 		rc = buf_printf(&w->path, "/%s", l.v[i].name);
 		if (rc || !S_ISDIR(l.v[i].attr.mode)) {
 			int match = rc ? 0 : glob_matches(w->glob, w->path.s, false);
-			rc = match < 0 ? match : match ? emit_key(w) : rc;
+			rc = match < 0 ? match : match ? emit_key(w, l.v[i].attr.ino) : rc;
 			continue;
 		}
 		/* Descend only where a path below could still match. */
@@ -84,7 +122,8 @@ static int find_keys(const struct cmd_args *a, bool count_only)
 		glob_free(&g);
 		return status;
 	}
-	struct key_walk w = {.t = &t, .glob = &g, .json = a->json, .count_only = count_only};
+	struct key_walk w = {.t = &t, .glob = &g, .json = a->json, .count_only = count_only,
+			      .ttl = a->ttl};
 	if (w.json && !count_only)
 		printf("[");
 	rc = buf_add(&w.path, "", 0);

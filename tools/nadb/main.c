@@ -82,6 +82,8 @@ static int parse_args(const struct command *c, int argc, char **argv, struct cmd
 				a->json = true;
 			else if (!strcmp(s, "--repair") && (c->options & OPT_REPAIR))
 				a->repair = true;
+			else if (!strcmp(s, "--ttl") && (c->options & OPT_TTL))
+				a->ttl = true;
 			else
 				return usage_error(c, "unknown option", s);
 			continue;
@@ -174,9 +176,11 @@ static const struct command commands[] = {
 	 "\"problems\":N,\"repaired\":N,...}.  Exit 0 clean (or all repaired),\n"
 	 "1 problems found, 2 could not run.\n",
 	 OPT_JSON | OPT_REPAIR, 1, 1, run_fsck},
-	{"keys", "keys [--json] STORE|MOUNTPOINT PATTERN", "key paths matching a glob",
+	{"keys", "keys [--json] [--ttl] STORE|MOUNTPOINT PATTERN", "key paths matching a glob",
 	 "Print the paths (from the root: /DB/NS/KEY) of the keys matching\n"
 	 "PATTERN, one a line in tree order, or a JSON array with --json.\n"
+	 "--ttl adds each key's seconds left (user.ttl), -1 for none: \"PATH\\tTTL\"\n"
+	 "lines, or with --json objects {\"path\":...,\"ttl\":N or null}.\n"
 	 "  *  ?      any name bytes, one byte (never '/')\n"
 	 "  **        anything, '/' included; \"/**/\" also matches \"/\"\n"
 	 "  [abc] [a-z] [!x]   one byte of a set (never '/')\n"
@@ -185,7 +189,7 @@ static const struct command commands[] = {
 	 "Directories that cannot hold a match are not walked.  Quote PATTERN.\n"
 	 "A PATTERN that is empty, does not start with '/', leaves a '[' or '{'\n"
 	 "open or ends in a lone '\\' exits 2 with the reason.\n",
-	 OPT_JSON, 2, 2, run_keys},
+	 OPT_JSON | OPT_TTL, 2, 2, run_keys},
 	{"count", "count STORE|MOUNTPOINT PATTERN", "how many keys match a glob",
 	 "Print the number of keys matching PATTERN (see nadb help keys).\n",
 	 OPT_JSON, 2, 2, run_count},

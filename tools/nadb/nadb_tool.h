@@ -23,13 +23,14 @@
 
 #define OPT_JSON (1u << 0)
 #define OPT_REPAIR (1u << 1)
+#define OPT_TTL (1u << 2)
 #define MAX_ARGS 4096 /* mset and mget take many */
 
 struct command;
 
 struct cmd_args {
 	const struct command *cmd;
-	bool json, repair, help;
+	bool json, repair, help, ttl;
 	int n;                   /* positional arguments */
 	const char *arg[MAX_ARGS];
 };
