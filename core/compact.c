@@ -156,6 +156,11 @@ static int move_live_chunks(struct nadb_store *st, const struct plan *p,
 	b.loc = malloc(SCAN_BATCH * sizeof(*b.loc));
 	int rc = b.hash && b.loc ? 0 : -ENOMEM;
 	bool have_last = false;
+	uint64_t live = 0; /* bytes to move, for progress */
+	pthread_mutex_lock(&st->meta_lock);
+	for (size_t i = 0; i < p->n; i++)
+		live += chunk_segment_live(&st->chunks, p->v[i].seg);
+	pthread_mutex_unlock(&st->meta_lock);
 	do {
 		b.n = b.rows = 0;
 		b.more = false;
@@ -167,6 +172,7 @@ static int move_live_chunks(struct nadb_store *st, const struct plan *p,
 		have_last = true;
 		for (size_t i = 0; !rc && i < b.n; i++) {
 			uint64_t before = res->bytes_moved;
+			store_progress(st, "moving live chunks", res->bytes_moved, live);
 			rc = move_chunk(st, b.hash[i], &b.loc[i], res);
 			if (!rc && before / SYNC_EVERY != res->bytes_moved / SYNC_EVERY)
 				rc = st->blobs->ops->sync(st->blobs);

@@ -603,6 +603,7 @@ static int check_chunks(struct fsck *f, bool repair)
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		struct chunk_row *row = &l.rows[i];
+		store_progress(f->st, "checking chunks", i, l.n);
 		f->res->chunks++;
 		f->res->chunk_bytes += row->loc.blob.len;
 		struct entry *e = map_get(&f->chunks, row->hash, false);

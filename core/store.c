@@ -79,6 +79,12 @@ size_t nadb_store_chunk_size(const struct nadb_store *st)
 	return st->chunk_size;
 }
 
+void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *ctx)
+{
+	st->progress = fn;
+	st->progress_ctx = ctx;
+}
+
 int step_begin(struct nadb_store *st)
 {
 	if (atomic_load(&st->lock_lost)) {

@@ -125,6 +125,13 @@ int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s);
 /* Make every completed step durable (packs fdatasync'ed, then the index
  * committed and synced).  Cheap when nothing changed. */
 int nadb_store_sync(struct nadb_store *st);
+/* Long operations (fsck, compaction) tell FN how far they are: in PHASE,
+ * DONE of TOTAL units (TOTAL 0: not known).  Called often, with the
+ * engine's locks held: FN only notes or draws, at its own pace.  Set by a
+ * tool before it starts one; NULL: not told. */
+typedef void (*nadb_progress_fn)(void *ctx, const char *phase, uint64_t done,
+				 uint64_t total);
+void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *ctx);
 /* Start/stop the background flusher thread (the daemon uses it; tools do
  * not).  The flusher calls nadb_store_sync every flush_interval seconds. */
 int nadb_store_start_flusher(struct nadb_store *st);

@@ -127,7 +127,18 @@ struct nadb_store {
 	int reserve_fd;
 	atomic_bool reserve_held;
 	atomic_bool floor_said; /* "keeping the reserve free" was logged */
+
+	/* Told how far fsck and compaction are; set before either runs. */
+	nadb_progress_fn progress;
+	void *progress_ctx;
 };
+
+static inline void store_progress(struct nadb_store *st, const char *phase,
+				  uint64_t done, uint64_t total)
+{
+	if (st->progress)
+		st->progress(st->progress_ctx, phase, done, total);
+}
 
 /* Lock the store ARG (a directory's STORE/lock, or a Redis store's lock
  * key) for ST (lock.c): -EBUSY if a process at work holds it; one that

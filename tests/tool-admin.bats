@@ -287,6 +287,21 @@ for d in (a, b):
 	[ "$(cat "$MNT/app/ns/keep")" = keep ]
 }
 
+@test "fsck and compact show a percentage and an ETA on a terminal" {
+	command -v script >/dev/null || skip "script (util-linux) is not installed: no terminal to test on"
+	head -c 20000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/big
+	head -c 20000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/gone
+	"$NADB" rm "$STORE" /app/ns/gone
+	run script -qec "'$NADB' fsck '$STORE'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"checking chunks"*"%"*" ETA "* ]]
+	run script -qec "'$NADB' compact '$STORE'" /dev/null
+	echo "$output" | tr '\r' '\n'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"moving live chunks"*"%"*" ETA "* ]]
+}
+
 @test "dump and load show a percentage and an ETA on a terminal, and nothing when stderr is not one" {
 	command -v script >/dev/null || skip "script (util-linux) is not installed: no terminal to test on"
 	head -c 20000000 /dev/urandom | "$NADB" put "$STORE" /app/ns/big

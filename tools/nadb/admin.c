@@ -353,6 +353,12 @@ static void print_compaction(const struct compaction *c, bool json)
 	printf("packs: %" PRIu64 " bytes before, %" PRIu64 " after\n", c->before, c->after);
 }
 
+/* The engine's progress, on the tool's progress line. */
+static void show_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+{
+	progress_of(ctx, done, total, "%s", phase);
+}
+
 static int compact_store(struct target *t, struct compaction *c)
 {
 	struct nadb_stats before, after;
@@ -361,8 +367,10 @@ static int compact_store(struct target *t, struct compaction *c)
 	int rc = nadb_stats(t->st, NADB_ROOT_INO, &before);
 	progress_show(&p, "compacting %s (%" PRIu64 " garbage bytes) ...", t->arg,
 		      before.garbage_bytes);
+	nadb_store_set_progress(t->st, show_progress, &p);
 	if (!rc)
 		rc = nadb_compact(t->st, true, 0, &c->r);
+	nadb_store_set_progress(t->st, NULL, NULL);
 	if (!rc)
 		rc = nadb_store_sync(t->st);
 	if (!rc)
@@ -544,7 +552,9 @@ int run_fsck(const struct cmd_args *a)
 	uint64_t found = res.problems, fixed = res.repaired;
 	progress_start(&r.progress);
 	progress_show(&r.progress, "fsck: checking %s ...", t.arg);
+	nadb_store_set_progress(t.st, show_progress, &r.progress);
 	int rc = nadb_fsck(t.st, a->repair, report_problem, &r, &res);
+	nadb_store_set_progress(t.st, NULL, NULL);
 	res.problems += found;
 	res.repaired += fixed;
 	progress_end(&r.progress);

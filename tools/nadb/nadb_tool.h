@@ -86,6 +86,7 @@ void pairs_free(struct pairs *p);
 
 struct progress {
 	bool on, shown;
+	bool shared; /* a share done was shown: the first is shown at once */
 	struct timespec started, last;
 };
 

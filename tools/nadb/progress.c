@@ -50,8 +50,9 @@ static void show(struct progress *p, uint64_t done, uint64_t total, const char *
 		return;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (p->shown && seconds_between(p->last, now) < 0.2)
+	if (p->shown && seconds_between(p->last, now) < 0.2 && (p->shared || !total))
 		return;
+	p->shared |= total != 0;
 	p->last = now;
 	p->shown = true;
 	fputs("\r\033[K", stderr);
