@@ -4,14 +4,15 @@
  * A batch is one step under meta_lock: its reads (a condition's hash,
  * incr's old value) and its writes happen with no other step between
  * them, and the backend keeps a step whole across a crash.  A value is
- * cut into chunks exactly as a write through a file would cut it
- * (chunk-sized slices, all-zero ones as holes), so equal values have
- * equal hashes however they were written.
+ * cut into chunks as a write of the same bytes through a file would cut
+ * it (chunk-sized slices, all-zero ones as holes), so the two give equal
+ * hashes.
  *
  * A key open through the file system shares one value buffer among its
- * handles (file.c).  The batch holds that buffer throughout, with its
- * unsaved writes committed first (they came first), and reloads it after,
- * so that no handle reads chunks the batch freed.  Which keys are open is
+ * handles (file.c).  The batch holds that buffer throughout and reloads it
+ * after, so that no handle reads chunks the batch freed; a buffer with
+ * unsaved writes (a copy in progress) makes the batch fail with EBUSY
+ * rather than store half a copy or lose it.  Which keys are open is
  * known only once their paths are resolved, under meta_lock, but buffers
  * are locked before meta_lock: so resolve, hold, and resolve again inside
  * the step; a key opened in between makes the batch start over.
@@ -85,11 +86,15 @@ static int read_value(struct nadb_store *st, uint64_t ino, const struct inode *i
 			memset(buf + off, 0, l);
 			continue;
 		}
+		/* A chunk holds the bytes up to the last one written to its
+		 * slice: zeros after (a file extended by truncate). */
 		struct chunk_loc loc;
 		const char *why = NULL;
 		int rc = chunk_locate(&st->chunks, h, &loc);
+		size_t have = rc || loc.raw_len > l ? l : loc.raw_len;
 		if (!rc)
-			rc = chunk_read_why(&st->chunks, &loc, h, 0, (uint32_t)l, buf + off, &why);
+			rc = chunk_read_why(&st->chunks, &loc, h, 0, (uint32_t)have, buf + off, &why);
+		memset(buf + off + have, 0, l - have);
 		if (rc) {
 			char path[1024];
 			inode_path(st, ino, path, sizeof(path));
@@ -178,11 +183,17 @@ static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 	return rc;
 }
 
-/* The keys whose open buffers the batch holds, by inode number. */
+/* The keys whose open buffers the batch holds, by inode number; KEYS:
+ * room for the keys of all operations, and which operation named each. */
+struct key_of_op {
+	uint64_t ino;
+	size_t op;
+};
 struct held {
 	uint64_t *inos;
 	struct ofile **of;
 	size_t n;
+	struct key_of_op *keys;
 };
 
 static bool holds(const struct held *h, uint64_t ino)
@@ -244,8 +255,11 @@ static int apply_one(struct nadb_store *st, struct nadb_op *op, const struct nad
 		rc = inode_get(st, ino, &in);
 		if (rc)
 			return rc;
+		/* incr and a conditional set read the value (or its hash,
+		 * which a mismatch reports): they need read permission too */
+		bool reads = op->kind == NADB_OP_INCR || op->cond != NADB_IF_ANY;
 		rc = S_ISDIR(in.r.mode) ? -EISDIR : !S_ISREG(in.r.mode) ? -EINVAL
-		     : access_check(&in.r, who, ACCESS_W);
+		     : access_check(&in.r, who, reads ? ACCESS_R | ACCESS_W : ACCESS_W);
 		if (!rc)
 			rc = keymeta_hash(in.r.size, in.payload, in.payload_len / CHUNK_HASH_LEN, cur);
 	}
@@ -270,44 +284,10 @@ static int apply_one(struct nadb_store *st, struct nadb_op *op, const struct nad
 	return rc;
 }
 
-static int cmp_ino(const void *a, const void *b)
+static int cmp_key(const void *a, const void *b)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t x = ((const struct key_of_op *)a)->ino, y = ((const struct key_of_op *)b)->ino;
 	return x < y ? -1 : x > y;
-}
-
-/* Hold the open buffers of the keys OPS name now (in inode order, so two
- * batches never wait on each other's).  *FAILED: the operation whose key
- * could not be held. */
-static int hold_open_keys(struct nadb_store *st, struct nadb_op *ops, size_t n,
-			  const struct nadb_caller *who, struct held *h, size_t *failed)
-{
-	char name[NADB_NAME_MAX + 1];
-	uint64_t *inos = h->inos, parent;
-	size_t m = 0;
-	pthread_mutex_lock(&st->meta_lock);
-	for (size_t i = 0; i < n; i++)
-		if (!tree_resolve_key(st, ops[i].path, who, &parent, name, &inos[m]) && inos[m])
-			m++;
-	pthread_mutex_unlock(&st->meta_lock);
-	qsort(inos, m, sizeof(*inos), cmp_ino);
-	h->n = 0;
-	for (size_t i = 0; i < m; i++) {
-		if (i && inos[i] == inos[i - 1])
-			continue;
-		int rc;
-		struct ofile *of = file_hold(st, inos[i], &rc);
-		if (rc) {
-			for (*failed = 0; *failed < n && ops[*failed].ino != inos[i]; ++*failed)
-				;
-			return rc;
-		}
-		if (of) {
-			h->inos[h->n] = inos[i];
-			h->of[h->n++] = of;
-		}
-	}
-	return 0;
 }
 
 static void let_go(struct nadb_store *st, struct held *h, bool changed)
@@ -317,10 +297,50 @@ static void let_go(struct nadb_store *st, struct held *h, bool changed)
 	h->n = 0;
 }
 
+/* Hold the open buffers of the keys OPS name now (in inode order, so two
+ * batches never wait on each other's).  On failure none is held and
+ * *FAILED is the operation whose key could not be held. */
+static int hold_open_keys(struct nadb_store *st, struct nadb_op *ops, size_t n,
+			  const struct nadb_caller *who, struct held *h, size_t *failed)
+{
+	char name[NADB_NAME_MAX + 1];
+	uint64_t parent;
+	struct key_of_op *k = h->keys;
+	size_t m = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	for (size_t i = 0; i < n; i++)
+		if (!tree_resolve_key(st, ops[i].path, who, &parent, name, &k[m].ino) && k[m].ino)
+			k[m++].op = i;
+	pthread_mutex_unlock(&st->meta_lock);
+	qsort(k, m, sizeof(*k), cmp_key);
+	h->n = 0;
+	for (size_t i = 0; i < m; i++) {
+		if (i && k[i].ino == k[i - 1].ino)
+			continue;
+		int rc;
+		struct ofile *of = file_hold(st, k[i].ino, &rc);
+		if (rc) {
+			*failed = k[i].op;
+			let_go(st, h, false);
+			return rc;
+		}
+		if (of) {
+			h->inos[h->n] = k[i].ino;
+			h->of[h->n++] = of;
+		}
+	}
+	return 0;
+}
+
 static int run_batch(struct nadb_store *st, struct nadb_op *ops, size_t n,
 		     const struct nadb_caller *who, const struct prepared *values,
 		     struct held *held, size_t *failed)
 {
+	for (size_t i = 0; i < n; i++) {
+		ops[i].ino = ops[i].parent = 0;
+		ops[i].created = false;
+		ops[i].hash[0] = 0;
+	}
 	int rc = hold_open_keys(st, ops, n, who, held, failed);
 	if (rc)
 		return rc;
@@ -348,12 +368,10 @@ int nadb_apply(struct nadb_store *st, struct nadb_op *ops, size_t n,
 	struct held held = {
 		.inos = calloc(n + 1, sizeof(uint64_t)),
 		.of = calloc(n + 1, sizeof(struct ofile *)),
+		.keys = calloc(n + 1, sizeof(struct key_of_op)),
 	};
-	int rc = values && held.inos && held.of ? 0 : -ENOMEM;
+	int rc = values && held.inos && held.of && held.keys ? 0 : -ENOMEM;
 	for (size_t i = 0; !rc && i < n; i++) {
-		ops[i].ino = ops[i].parent = 0;
-		ops[i].created = false;
-		ops[i].hash[0] = 0;
 		if (ops[i].kind == NADB_OP_SET &&
 		    (rc = prepare_value(st, ops[i].value, ops[i].len, &values[i])))
 			*failed = i;
@@ -376,7 +394,23 @@ int nadb_apply(struct nadb_store *st, struct nadb_op *ops, size_t n,
 	free(values);
 	free(held.inos);
 	free(held.of);
+	free(held.keys);
 	return rc;
+}
+
+const char *nadb_op_why(const struct nadb_op *op, int rc)
+{
+	if (op->kind == NADB_OP_INCR && rc == -EINVAL)
+		return "the value is not a decimal integer";
+	if (op->kind == NADB_OP_INCR && rc == -ERANGE)
+		return "the result would not fit in 64 bits";
+	if (rc == -EINVAL)
+		return "not a key's path (/DB/NS/KEY)";
+	if (rc == -EBUSY)
+		return "the key is being written through an open file; try again once it is closed";
+	if (rc == -EAGAIN)
+		return "the key kept being opened and closed; try again";
+	return NULL;
 }
 
 int nadb_read_values(struct nadb_store *st, const char *const *paths, size_t n,

@@ -708,7 +708,7 @@ struct ofile *file_hold(struct nadb_store *st, uint64_t ino, int *rc)
 	if (!of)
 		return NULL;
 	pthread_rwlock_wrlock(&of->lock);
-	*rc = commit_locked(st, of);
+	*rc = of->dirty ? -EBUSY : 0;
 	if (*rc) {
 		pthread_rwlock_unlock(&of->lock);
 		put_ofile(st, of, false);

@@ -321,6 +321,10 @@ struct nadb_op {
 int nadb_apply(struct nadb_store *st, struct nadb_op *ops, size_t n,
 	       const struct nadb_caller *who, size_t *failed);
 
+/* What failure RC of OP means, in words, where strerror would not say it
+ * (NULL: strerror says it). */
+const char *nadb_op_why(const struct nadb_op *op, int rc);
+
 /* Read the values of the keys at PATHS[0..N) at one point in time (no
  * step comes between them), calling FN for each in order with its value,
  * or with RC -ENOENT (no such key), -EACCES, -EISDIR, -EFBIG (the values

@@ -320,8 +320,8 @@ void file_delete_if_unused(struct nadb_store *st, uint64_t ino);
 void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a);
 /* A batch (batch.c) replacing INO's value behind its handles: take hold
  * of the inode's shared open-file state, if it has one (NULL, *RC 0: it
- * is not open), locked against its readers and writers and with its
- * unsaved writes committed first.  Before meta_lock.  file_let_go
+ * is not open), locked against its readers and writers; -EBUSY if it
+ * holds unsaved writes.  Before meta_lock.  file_let_go
  * reloads it from the store if CHANGED, and lets go; outside meta_lock. */
 struct ofile *file_hold(struct nadb_store *st, uint64_t ino, int *rc);
 void file_let_go(struct nadb_store *st, struct ofile *of, bool changed);

@@ -37,46 +37,66 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CTL_REQUEST_MAX (64u << 20) /* bytes: a request, values included */
-#define CTL_REPLY_MAX (64u << 20)   /* bytes: mget's values together */
-#define CTL_HEADER_MAX (1u << 20)   /* bytes: the header line */
-#define CTL_WORDS_MAX 20001         /* words of a header: mset of 10,000 keys */
+#define CTL_REQUEST_MAX (64u << 20)    /* bytes: a request, header and values */
+#define CTL_REPLY_MAX (64u << 20)      /* bytes: mget's values together */
+#define CTL_HEADER_MAX (1u << 20)      /* bytes: the header line */
+#define CTL_IN_FLIGHT_MAX (256u << 20) /* bytes: requests of all descriptors */
+#define CTL_WORDS_MAX 20001            /* words of a header: mset of 10,000 keys */
+#define CTL_GROUPS_MAX 64              /* the opener's supplementary groups kept */
 
 struct ctl {
 	/* lock: scope is everything below; requests on one descriptor are
 	 * taken one at a time, in the order their writes arrive. */
 	pthread_mutex_t lock;
 	bool readable;
+	/* Who opened the descriptor: every request on it runs as them, as the
+	 * kernel checks a write against the opener's credentials -- not as
+	 * whoever happens to send the last bytes. */
+	struct nadb_caller who;
+	uint32_t groups[CTL_GROUPS_MAX];
+	atomic_size_t *in_flight; /* the daemon's budget (CTL_IN_FLIGHT_MAX) */
 	char *req;          /* the request so far */
 	size_t len, cap;
+	size_t scanned;     /* bytes searched for the header's newline */
 	size_t header_len;  /* 0 until the header's newline came, then the
 	                       header's length with it */
 	size_t line_len;    /* and without it */
 	size_t need;        /* then: the whole request's length */
+	/* A request was refused with its bytes still coming: the stream's
+	 * framing is lost, so writes fail until the reply is read. */
+	bool refused;
 	char *reply;
 	size_t reply_len, reply_off;
 };
 
-struct ctl *ctl_new(bool readable)
+struct ctl *ctl_new(bool readable, const struct nadb_caller *who, atomic_size_t *in_flight)
 {
 	struct ctl *c = calloc(1, sizeof(*c));
-	if (c) {
-		pthread_mutex_init(&c->lock, NULL);
-		c->readable = readable;
-	}
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	c->readable = readable;
+	c->in_flight = in_flight;
+	c->who = *who;
+	c->who.ngroups = who->ngroups < CTL_GROUPS_MAX ? who->ngroups : CTL_GROUPS_MAX;
+	for (int i = 0; who->groups && i < c->who.ngroups; i++)
+		c->groups[i] = who->groups[i];
+	c->who.groups = c->who.ngroups ? c->groups : NULL;
 	return c;
 }
 
 static void forget_request(struct ctl *c)
 {
 	free(c->req);
+	atomic_fetch_sub(c->in_flight, c->cap);
 	c->req = NULL;
-	c->len = c->cap = c->header_len = c->line_len = c->need = 0;
+	c->len = c->cap = c->scanned = c->header_len = c->line_len = c->need = 0;
 }
 
 static void forget_reply(struct ctl *c)
@@ -292,32 +312,16 @@ static const char *leaf_of(const char *path)
 	return s ? s + 1 : path;
 }
 
-/* Tell the kernel what a batch changed, before the reply. */
+/* Tell the kernel what a batch changed, before the reply, so that an
+ * open after it sees the new values. */
 static void tell_kernel(const struct ctl_env *env, const struct nadb_op *ops, size_t n)
 {
-	if (!env->se)
+	if (!env->changed)
 		return;
-	for (size_t i = 0; i < n; i++) {
-		const char *leaf = leaf_of(ops[i].path);
-		if (ops[i].created)
-			fuse_lowlevel_notify_inval_entry(env->se, ops[i].parent, leaf, strlen(leaf));
-		else
-			fuse_lowlevel_notify_inval_inode(env->se, ops[i].ino, 0, 0);
-	}
-}
-
-/* What a failed operation's errno means for it. */
-static const char *why_op_failed(const struct nadb_op *op, int rc)
-{
-	if (op->kind == NADB_OP_INCR && rc == -EINVAL)
-		return "the value is not a decimal integer";
-	if (op->kind == NADB_OP_INCR && rc == -ERANGE)
-		return "the result would not fit in 64 bits";
-	if (rc == -EINVAL)
-		return "not a key's path (/DB/NS/KEY)";
-	if (rc == -EAGAIN)
-		return "the key kept being opened and closed; try again";
-	return NULL;
+	for (size_t i = 0; i < n; i++)
+		env->changed(env->notify_ctx, ops[i].parent, leaf_of(ops[i].path), ops[i].ino,
+			     ops[i].created);
+	env->changed_wait(env->notify_ctx);
 }
 
 /* Each command below returns -EINVAL for a request it cannot run (a
@@ -331,7 +335,7 @@ static int run_apply(const struct ctl_env *env, struct nadb_op *ops, size_t n, s
 	if (rc == -ECANCELED)
 		out_printf(o, "mismatch %s\n", ops[failed].hash);
 	else if (rc)
-		out_error(o, rc, ops[failed].path, why_op_failed(&ops[failed], rc));
+		out_error(o, rc, ops[failed].path, nadb_op_why(&ops[failed], rc));
 	else
 		tell_kernel(env, ops, n);
 	return rc;
@@ -479,7 +483,8 @@ static int run_request(const struct ctl_env *env, struct request *r, struct out 
 /* Parse the header once its line is in: how long the request is. */
 static int take_header(struct ctl *c, struct request *r, const char **why)
 {
-	char *nl = memchr(c->req, '\n', c->len);
+	char *nl = memchr(c->req + c->scanned, '\n', c->len - c->scanned);
+	c->scanned = c->len;
 	if (!nl && c->readable) {
 		if (c->len > CTL_HEADER_MAX) {
 			*why = "no newline in the first MiB: a header is one line";
@@ -487,38 +492,60 @@ static int take_header(struct ctl *c, struct request *r, const char **why)
 		}
 		return 0; /* more to come */
 	}
-	if (!nl) /* write-only: the write's end ends the line */
-		nl = c->req + c->len;
-	c->line_len = (size_t)(nl - c->req);
-	c->header_len = c->line_len + (nl < c->req + c->len);
-	char *h = strndup(c->req, (size_t)(nl - c->req));
-	if (!h)
-		return -ENOMEM;
-	if (memchr(c->req, 0, (size_t)(nl - c->req))) {
-		free(h);
+	size_t end = nl ? (size_t)(nl - c->req) : c->len;
+	if (end > CTL_HEADER_MAX) {
+		*why = "a header is at most 1 MiB";
+		return -EINVAL;
+	}
+	c->header_len = end + (nl != NULL);
+	c->line_len = end;
+	if (!c->readable) /* "echo flush >": the line ends where the write does */
+		while (c->line_len && strchr(" \t\r\n", c->req[c->line_len - 1]))
+			c->line_len--;
+	if (memchr(c->req, 0, c->line_len)) {
 		*why = "a NUL byte in the header";
 		return -EINVAL;
 	}
+	char *h = strndup(c->req, c->line_len);
+	if (!h)
+		return -ENOMEM;
 	size_t payload;
 	int rc = split_words(h, r, why);
 	if (!rc)
 		rc = payload_length(r, &payload, why);
 	free(h);
+	if (!rc && payload > CTL_REQUEST_MAX - c->header_len) {
+		*why = "a request is at most 64 MiB";
+		return -EFBIG;
+	}
 	if (!rc)
 		c->need = c->header_len + payload;
 	return rc;
 }
 
+/* Room for MORE bytes: at once for what the header says is coming,
+ * within the daemon's budget for all descriptors. */
 static int grow_request(struct ctl *c, size_t more)
 {
-	if (c->len + more + 1 <= c->cap)
+	size_t want = c->len + more + 1;
+	if (c->need + 1 > want)
+		want = c->need + 1;
+	if (want <= c->cap)
 		return 0;
 	size_t cap = c->cap ? c->cap : 4096;
-	while (cap < c->len + more + 1)
+	while (cap < want)
 		cap *= 2;
+	if (c->need && cap > c->need + 1)
+		cap = c->need + 1;
+	if (atomic_fetch_add(c->in_flight, cap - c->cap) + (cap - c->cap) > CTL_IN_FLIGHT_MAX) {
+		atomic_fetch_sub(c->in_flight, cap - c->cap);
+		return -EAGAIN;
+	}
 	char *b = realloc(c->req, cap);
-	if (!b)
+	if (!b) {
+		atomic_fetch_sub(c->in_flight, cap - c->cap);
 		return -ENOMEM;
+	}
 	c->req = b;
 	c->cap = cap;
 	return 0;
@@ -529,6 +556,7 @@ static int refuse(struct ctl *c, int rc, const char *why)
 {
 	struct out o = {0};
 	out_error(&o, rc, NULL, why);
+	c->refused = true;
 	forget_request(c);
 	forget_reply(c);
 	c->reply = o.buf;
@@ -554,7 +582,10 @@ static int run_whole(struct ctl *c, const struct ctl_env *env)
 	r->payload = c->req + c->header_len;
 	struct out o = {0};
 	int outcome = 0;
-	rc = run_request(env, r, &o, &outcome);
+	struct ctl_env as_opener = *env;
+	as_opener.who = &c->who;
+	as_opener.admin = c->who.uid == 0 || c->who.uid == env->owner;
+	rc = run_request(&as_opener, r, &o, &outcome);
 	if (o.rc)
 		rc = o.rc;
 	free(h);
@@ -569,28 +600,43 @@ static int run_whole(struct ctl *c, const struct ctl_env *env)
 	return rc ? rc : c->readable ? 0 : outcome;
 }
 
+/* Are the N bytes at P only blanks and newlines? */
+static bool only_blanks(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strchr(" \t\r\n", p[i]))
+			return false;
+	return true;
+}
+
 ssize_t ctl_write(struct ctl *c, const struct ctl_env *env, const char *buf, size_t size)
 {
 	pthread_mutex_lock(&c->lock);
+	if (c->refused) { /* the rest of a refused request, or misuse */
+		pthread_mutex_unlock(&c->lock);
+		return -EINVAL;
+	}
 	if (c->len == 0)
 		forget_reply(c); /* a new request: the last reply was read, or is moot */
 	int rc = 0;
 	const char *why = NULL;
-	if (c->len + size > CTL_REQUEST_MAX)
+	if (size > CTL_REQUEST_MAX - c->len)
 		rc = -EFBIG, why = "a request is at most 64 MiB";
-	if (!rc)
-		rc = grow_request(c, size);
+	if (!rc && (rc = grow_request(c, size)))
+		why = rc == -EAGAIN ? "the daemon holds too many requests; try again" : NULL;
 	if (!rc) {
 		memcpy(c->req + c->len, buf, size);
 		c->len += size;
 		c->req[c->len] = 0;
 	}
-	struct request *r = NULL;
 	if (!rc && !c->header_len) {
-		r = malloc(sizeof(*r));
+		struct request *r = malloc(sizeof(*r));
 		rc = r ? take_header(c, r, &why) : -ENOMEM;
 		free(r);
 	}
+	if (!rc && !c->readable && c->header_len && c->len > c->need &&
+	    only_blanks(c->req + c->need, c->len - c->need))
+		c->len = c->need; /* "flush\n\n" */
 	if (rc) {
 		rc = refuse(c, rc, why);
 	} else if (c->header_len && c->len >= c->need) {
@@ -612,6 +658,7 @@ size_t ctl_read(struct ctl *c, char *buf, size_t size)
 	if (n)
 		memcpy(buf, c->reply + c->reply_off, n);
 	c->reply_off += n;
+	c->refused = false; /* the client heard why: it may ask again */
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }

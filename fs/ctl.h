@@ -6,11 +6,9 @@
 #ifndef NADBFS_CTL_H
 #define NADBFS_CTL_H
 
-#define FUSE_USE_VERSION 312
-
 #include "store.h"
 
-#include <fuse_lowlevel.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -20,17 +18,26 @@ struct ctl;
 /* What requests run against. */
 struct ctl_env {
 	struct nadb_store *st;
-	struct fuse_session *se; /* to tell the kernel of changed keys; may be NULL */
-	const struct nadb_caller *who;
-	bool admin;              /* may flush, compact and reap */
+	uint32_t owner; /* uid of the mount's root: may flush, compact and reap */
+	/* Tell the kernel /.ctl changed key INO (CREATED: made NAME in
+	 * PARENT); then wait, boundedly, until it was told.  May be NULL. */
+	void (*changed)(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+			bool created);
+	void (*changed_wait)(void *ctx);
+	void *notify_ctx;
 	/* The maintenance commands (special.c): 0 or a negative errno. */
 	int (*maintain)(void *ctx, const char *command);
 	void *maintain_ctx;
+	/* Set by ctl.c for each request, from the descriptor's opener. */
+	const struct nadb_caller *who;
+	bool admin;
 };
 
 /* READABLE: opened read-write (outcomes come back in the reply), or
- * write-only (a failed request fails its write, as it always has). */
-struct ctl *ctl_new(bool readable);
+ * write-only (a failed request fails its write, as it always has).  WHO
+ * opened it: its requests run as WHO (copied).  IN_FLIGHT: the daemon's
+ * count of request bytes held by all descriptors. */
+struct ctl *ctl_new(bool readable, const struct nadb_caller *who, atomic_size_t *in_flight);
 void ctl_free(struct ctl *c);
 /* Take SIZE bytes of a request; once it is whole, run it.  SIZE, or a
  * negative errno: -EINVAL for a malformed request, -EFBIG past

@@ -62,12 +62,16 @@
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
 
-/* A name the engine's reaper deleted, on its way to the kernel; an empty
- * name: INO's value could not be stored, so the kernel's cached pages and
- * size of it (the writes it was given) must go. */
+/* What the kernel must forget, on its way to it:
+ * - NOTICE_DELETE: a name the engine's reaper deleted (of INO, in PARENT);
+ * - NOTICE_INODE: INO's cached pages and attributes (a value that could not
+ *   be stored, or one /.ctl changed);
+ * - NOTICE_ENTRY: NAME in PARENT, which /.ctl made (a cached miss). */
+enum notice { NOTICE_DELETE, NOTICE_INODE, NOTICE_ENTRY };
 struct reaped_name {
 	struct reaped_name *next;
 	uint64_t parent, ino;
+	enum notice kind;
 	char name[];
 };
 
@@ -77,9 +81,10 @@ struct reaped_name {
  * while its request waits for the engine: so names are queued, and told
  * from a thread of our own. */
 struct notifier {
-	pthread_mutex_t lock; /* scope: head, tail */
-	pthread_cond_t wake;
+	pthread_mutex_t lock; /* scope: head, tail, queued, told */
+	pthread_cond_t wake, done;
 	struct reaped_name *head, **tail;
+	uint64_t queued, told; /* notices queued and told so far */
 	atomic_bool stop; /* set under the lock, also read without it */
 	bool running; /* thread started; main thread only */
 	pthread_t thread;
@@ -770,7 +775,9 @@ static void nadbfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	TIME_OP(req, OP_OPEN);
-	if (special_open(sp, req, ino, fi))
+	struct caller c;
+	if (special_open(sp, req, ino, fi,
+			 special_is_ctl(ino) ? caller_of(req, &c, true) : NULL))
 		return;
 	struct nadb_file *f;
 	int rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
@@ -844,11 +851,8 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			 size_t size, off_t off, struct fuse_file_info *fi)
 {
 	TIME_OP(req, OP_WRITE);
-	if (special_is_ino(ino)) {
-		struct caller c;
-		special_write(sp, req, ino, buf, size, fi, caller_of(req, &c, true));
+	if (special_write(sp, req, ino, buf, size, fi))
 		return;
-	}
 	struct nadb_file *f = file_of(fi);
 	(void)ino;
 	if (!f) {
@@ -1485,23 +1489,59 @@ static int add_fixed_mount_options(struct fuse_args *args, const char *store)
 
 /* ---- expired keys: telling the kernel ------------------------------------ */
 
-/* The engine's nadb_reaped_fn: only queue (the engine's locks are held). */
-static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
-			      uint64_t ino)
+/* Queue a notice; its number, for notifier_wait. */
+static uint64_t queue_notice(struct notifier *n, enum notice kind, uint64_t parent,
+			     const char *name, uint64_t ino)
 {
-	struct notifier *n = ctx;
 	size_t len = strlen(name) + 1;
 	struct reaped_name *r = malloc(sizeof(*r) + len);
 	if (!r)
-		return; /* the kernel then keeps the name until attr_timeout */
+		return 0; /* the kernel then keeps the name until attr_timeout */
 	r->next = NULL;
 	r->parent = parent;
 	r->ino = ino;
+	r->kind = kind;
 	memcpy(r->name, name, len);
 	pthread_mutex_lock(&n->lock);
 	*n->tail = r;
 	n->tail = &r->next;
+	uint64_t seq = ++n->queued;
 	pthread_cond_signal(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+	return seq;
+}
+
+/* The engine's nadb_reaped_fn: only queue (the engine's locks are held). */
+static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
+			      uint64_t ino)
+{
+	queue_notice(ctx, name[0] ? NOTICE_DELETE : NOTICE_INODE, parent, name, ino);
+}
+
+/* /.ctl changed INO (CREATED: made NAME in PARENT): tell the kernel. */
+static void queue_changed_key(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+			      bool created)
+{
+	queue_notice(ctx, created ? NOTICE_ENTRY : NOTICE_INODE, parent, name, ino);
+}
+
+/* Wait until every notice queued so far was told, at most
+ * NOTIFY_WAIT_MS: a notice can wait for a directory lock that a process
+ * holds while its own request waits for a thread of ours. */
+#define NOTIFY_WAIT_MS 1000
+static void notifier_wait(void *ctx)
+{
+	struct notifier *n = ctx;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += (NOTIFY_WAIT_MS % 1000) * 1000000L;
+	until.tv_sec += NOTIFY_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&n->lock);
+	uint64_t want = n->queued;
+	while (n->running && !atomic_load(&n->stop) && n->told < want &&
+	       pthread_cond_timedwait(&n->done, &n->lock, &until) == 0)
+		;
 	pthread_mutex_unlock(&n->lock);
 }
 
@@ -1527,18 +1567,24 @@ static void *tell_kernel_reaped_names(void *arg)
 		n->head = NULL;
 		n->tail = &n->head;
 		pthread_mutex_unlock(&n->lock);
+		uint64_t count = 0;
 		for (struct reaped_name *r = batch; r && !atomic_load(&n->stop);
-		     r = r->next) {
-			/* Drops the dentry (if it still names INO) and the
-			 * parent's cached attributes; -ENOENT: not cached. */
-			if (r->name[0])
+		     r = r->next, count++) {
+			/* -ENOENT: not cached, nothing to forget. */
+			if (r->kind == NOTICE_DELETE) /* the dentry if it still names INO,
+							 and the parent's attributes */
 				fuse_lowlevel_notify_delete(n->se, r->parent, r->ino, r->name,
 							    strlen(r->name));
+			else if (r->kind == NOTICE_ENTRY)
+				fuse_lowlevel_notify_inval_entry(n->se, r->parent, r->name,
+								 strlen(r->name));
 			else
 				fuse_lowlevel_notify_inval_inode(n->se, r->ino, 0, 0);
 		}
 		free_reaped_names(batch);
 		pthread_mutex_lock(&n->lock);
+		n->told += count;
+		pthread_cond_broadcast(&n->done);
 	}
 	pthread_mutex_unlock(&n->lock);
 	return NULL;
@@ -1550,8 +1596,10 @@ static int start_notifier(struct notifier *n, struct fuse_session *se)
 	n->tail = &n->head;
 	atomic_init(&n->stop, false);
 	n->se = se;
+	n->queued = n->told = 0;
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_cond_init(&n->wake, NULL);
+	pthread_cond_init(&n->done, NULL);
 	int rc = -pthread_create(&n->thread, NULL, tell_kernel_reaped_names, n);
 	n->running = rc == 0;
 	return rc;
@@ -1780,7 +1828,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 {
 	int rc = nadb_store_start_flusher(fs->store);
-	special_set_session(fs->sp, se);
+	special_set_notify(fs->sp, queue_changed_key, notifier_wait, &fs->notifier);
 	if (rc == 0)
 		rc = start_notifier(&fs->notifier, se);
 	if (rc == 0)

@@ -70,7 +70,13 @@ struct special {
 	void *reaped_ctx;
 	struct timespec started;
 	struct op_counter ops[OP_COUNT];
-	struct fuse_session *se; /* set once the session exists */
+	/* How /.ctl tells the kernel of the keys it changed (ctl.h); set once
+	 * the session exists, before any request. */
+	void (*changed)(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+			bool created);
+	void (*changed_wait)(void *ctx);
+	void *notify_ctx;
+	atomic_size_t ctl_in_flight; /* request bytes /.ctl descriptors hold */
 	/* Error replies by operation and errno: counted whether or not
 	 * requests are timed (stats=off), they cost an increment. */
 	atomic_uint_fast64_t errors[OP_COUNT][ERRNO_SLOTS];
@@ -232,9 +238,14 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	return 0;
 }
 
-void special_set_session(struct special *sp, struct fuse_session *se)
+void special_set_notify(struct special *sp,
+			void (*changed)(void *ctx, uint64_t parent, const char *name,
+					uint64_t ino, bool created),
+			void (*changed_wait)(void *ctx), void *ctx)
 {
-	sp->se = se;
+	sp->changed = changed;
+	sp->changed_wait = changed_wait;
+	sp->notify_ctx = ctx;
 }
 
 void special_free(struct special *sp)
@@ -783,14 +794,20 @@ struct doc_handle {
 	size_t len;
 };
 
+bool special_is_ctl(uint64_t ino)
+{
+	return ino == INO_CTL;
+}
+
 bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		  struct fuse_file_info *fi)
+		  struct fuse_file_info *fi, const struct nadb_caller *who)
 {
 	if (!special_is_ino(ino))
 		return false;
 	int acc = fi->flags & O_ACCMODE;
 	if (ino == INO_CTL) {
-		struct ctl *c = acc == O_RDONLY ? NULL : ctl_new(acc == O_RDWR);
+		struct ctl *c = acc == O_RDONLY || !who ? NULL
+				: ctl_new(acc == O_RDWR, who, &sp->ctl_in_flight);
 		if (!c) {
 			special_reply_err(sp, req, acc == O_RDONLY ? EACCES : ENOMEM);
 			return true;
@@ -898,8 +915,7 @@ static int maintain(void *ctx, const char *cmd)
 }
 
 bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		   const char *buf, size_t size, struct fuse_file_info *fi,
-		   const struct nadb_caller *who)
+		   const char *buf, size_t size, struct fuse_file_info *fi)
 {
 	if (!special_is_ino(ino))
 		return false;
@@ -910,8 +926,9 @@ bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	struct nadb_attr root;
 	int rc = nadb_getattr(sp->st, NADB_ROOT_INO, &root);
 	struct ctl_env env = {
-		.st = sp->st, .se = sp->se, .who = who,
-		.admin = who->uid == 0 || (!rc && who->uid == root.uid),
+		.st = sp->st, .owner = root.uid,
+		.changed = sp->changed, .changed_wait = sp->changed_wait,
+		.notify_ctx = sp->notify_ctx,
 		.maintain = maintain, .maintain_ctx = sp,
 	};
 	ssize_t n = rc ? rc : ctl_write((struct ctl *)(uintptr_t)fi->fh, &env, buf, size);

@@ -36,8 +36,12 @@ struct special;
 int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 		void *reaped_ctx, struct special **out);
 void special_free(struct special *sp);
-/* The session, for /.ctl to tell the kernel of the keys it changed. */
-void special_set_session(struct special *sp, struct fuse_session *se);
+/* How /.ctl tells the kernel of a key it changed, and waits until told
+ * (ctl.h's ctl_env). */
+void special_set_notify(struct special *sp,
+			void (*changed)(void *ctx, uint64_t parent, const char *name,
+					uint64_t ino, bool created),
+			void (*changed_wait)(void *ctx), void *ctx);
 
 /* Time one request OP: take a start time, then record it on the way out.
  * Lock-free: counters are relaxed atomics.  In between, error replies of
@@ -59,14 +63,15 @@ static inline bool special_is_ino(uint64_t ino)
 bool special_lookup(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 		    const char *name);
 bool special_getattr(struct special *sp, fuse_req_t req, fuse_ino_t ino);
+/* Is INO /.ctl?  Its opener's credentials are what its requests run as. */
+bool special_is_ctl(uint64_t ino);
+/* WHO: the caller, needed only for /.ctl (NULL otherwise). */
 bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		  struct fuse_file_info *fi);
+		  struct fuse_file_info *fi, const struct nadb_caller *who);
 bool special_read(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
 		  off_t off, struct fuse_file_info *fi);
-/* WHO: the caller, whose permissions /.ctl's requests are checked against. */
 bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
-		   const char *buf, size_t size, struct fuse_file_info *fi,
-		   const struct nadb_caller *who);
+		   const char *buf, size_t size, struct fuse_file_info *fi);
 bool special_release(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		     struct fuse_file_info *fi);
 bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,

@@ -36,9 +36,11 @@ EOF
 
 @test "nadb incr makes a missing key, adds BY, and cat shows the number" {
 	run "$NADB" incr "$MNT" /app/users/n
-	[ "$status" -eq 0 ] && [ "$output" = 1 ]
+	[ "$status" -eq 0 ]
+	[ "$output" = 1 ]
 	run "$NADB" incr "$MNT" app/users/n 41
-	[ "$status" -eq 0 ] && [ "$output" = 42 ]
+	[ "$status" -eq 0 ]
+	[ "$output" = 42 ]
 	run "$NADB" incr "$MNT" /app/users/n -50
 	[ "$output" = -8 ]
 	[ "$(cat "$K/n")" = -8 ]
@@ -53,14 +55,17 @@ EOF
 	echo -n dark >"$K/theme"
 	run "$NADB" incr "$MNT" /app/users/theme
 	echo "$output"
-	[ "$status" -eq 1 ] && [[ "$output" == *"not a decimal integer"* ]]
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"not a decimal integer"* ]]
 	[ "$(cat "$K/theme")" = dark ]
 	echo 9223372036854775806 >"$K/big"
 	run "$NADB" incr "$MNT" /app/users/big
-	[ "$status" -eq 0 ] && [ "$output" = 9223372036854775807 ]
+	[ "$status" -eq 0 ]
+	[ "$output" = 9223372036854775807 ]
 	run "$NADB" incr "$MNT" /app/users/big
 	echo "$output"
-	[ "$status" -eq 1 ] && [[ "$output" == *"64 bits"* ]]
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"64 bits"* ]]
 	[ "$(cat "$K/big")" = 9223372036854775807 ]
 	run "$NADB" incr "$MNT" /app/users/big x
 	[ "$status" -eq 2 ]
@@ -76,7 +81,8 @@ EOF
 	"$NADB" incr "$MNT" /app/users/visits
 	ttl=$(getfattr --only-values -n user.ttl "$K/visits")
 	echo "ttl: $ttl"
-	[ "$ttl" -gt 3500 ] && [ "$ttl" -le 3600 ]
+	[ "$ttl" -gt 3500 ]
+	[ "$ttl" -le 3600 ]
 }
 
 @test "three processes each running 300 nadb incr on one key end at exactly 900" {
@@ -93,7 +99,8 @@ EOF
 	echo -n v0 >"$K/doc"
 	h=$(getfattr --only-values -n user.nadb.hash "$K/doc")
 	run bash -c "echo -n v1 | '$NADB' cas '$MNT' /app/users/doc $h"
-	[ "$status" -eq 0 ] && [ "$output" = "$(getfattr --only-values -n user.nadb.hash "$K/doc")" ]
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(getfattr --only-values -n user.nadb.hash "$K/doc")" ]
 	[ "$(cat "$K/doc")" = v1 ]
 	# the old hash no longer matches: exit 1, the current hash printed
 	run bash -c "echo -n v2 | '$NADB' cas '$MNT' /app/users/doc $h"
@@ -111,7 +118,8 @@ EOF
 		wait $b && wins=$((wins + 1))
 		v=$(cat "$K/doc")
 		echo "round $round: $wins winners, value $v"
-		[ "$wins" -eq 1 ] && { [ "$v" = "a$round" ] || [ "$v" = "b$round" ]; }
+		[ "$wins" -eq 1 ]
+		[ "$v" = "a$round" ] || [ "$v" = "b$round" ]
 	done
 }
 
@@ -224,12 +232,14 @@ EOF
 		'mset /app/users/x 1\nab' 'incr /app/%zz\n' '\n'; do
 		run ctl "$bad"
 		echo "$bad -> $output"
-		[[ "${lines[0]}" == EINVAL ]] && [[ "${lines[1]}" == "err EINVAL "* ]]
+		[[ "${lines[0]}" == EINVAL ]]
+		[[ "${lines[1]}" == "err EINVAL "* ]]
 	done
 	[ "$(cat "$K/py")" = 5 ]
 	# a request that runs and fails is a successful write with an err reply
 	run ctl 'incr /app/nons/x\n'
-	[ "${lines[0]}" = ok ] && [[ "${lines[1]}" == "err ENOENT "* ]]
+	[ "${lines[0]}" = ok ]
+	[[ "${lines[1]}" == "err ENOENT "* ]]
 }
 
 @test "/.ctl checks each request against the caller's permissions" {
@@ -239,7 +249,8 @@ EOF
 	chmod 755 "$K"
 	run as_user 1000 1000 "$NADB" incr "$MNT" /app/users/mine
 	echo "$output"
-	[ "$status" -eq 1 ] && [[ "$output" == *"ermission denied"* ]]
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"ermission denied"* ]]
 	run as_user 1000 1000 "$NADB" mget "$MNT" /app/users/mine
 	[ "$status" -eq 1 ]
 	run as_user 1000 1000 "$NADB" incr "$MNT" /app/users/new
@@ -248,18 +259,117 @@ EOF
 	run as_user 1000 1000 sh -c "echo compact > '$MNT/.ctl'"
 	[ "$status" -ne 0 ]
 	# what the user may do, it can
-	echo -n 5 >"$K/theirs" && chown 1000:1000 "$K/theirs"
+	echo -n 5 >"$K/theirs"
+	chown 1000:1000 "$K/theirs"
 	run as_user 1000 1000 "$NADB" incr "$MNT" /app/users/theirs
-	[ "$status" -eq 0 ] && [ "$output" = 6 ]
+	[ "$status" -eq 0 ]
+	[ "$output" = 6 ]
 	[ "$(cat "$K/mine")" = 1 ]
 }
 
 @test "nadb incr, cas, mset and mget work offline on a STORE too" {
 	unmount_store
 	run "$NADB" incr "$STORE" /app/users/off 3
-	[ "$status" -eq 0 ] && [ "$output" = 3 ]
+	[ "$status" -eq 0 ]
+	[ "$output" = 3 ]
 	echo -n z >"$T/z"
 	"$NADB" mset "$STORE" /app/users/z="$T/z"
 	run "$NADB" mget "$STORE" /app/users/off /app/users/z
 	[ "$output" = "$(printf '/app/users/off 2\n3\n\n/app/users/z 1\nz')" ]
+}
+
+@test "a refused request's remaining bytes never run; the descriptor answers again once the reply is read" {
+	"$PY" - "$MNT/.ctl" <<'EOF2'
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+def write(b):
+    try:
+        os.write(fd, b)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+# 64 MiB of values after a header: over the limit, refused at the header
+assert write(b"mset /app/users/big 67108864\n") == "EFBIG"
+# what follows is the rest of the refused request, not a new one
+assert write(b"incr /app/users/pwned\n") == "EINVAL"
+reply = os.read(fd, 4096)
+assert reply.startswith(b"err EFBIG "), reply
+assert write(b"incr /app/users/fine\n") == "ok"
+assert os.read(fd, 4096) == b"ok 1\n"
+EOF2
+	[ ! -e "$K/pwned" ]
+	[ ! -e "$K/big" ]
+	[ "$(cat "$K/fine")" = 1 ]
+}
+
+@test "a /.ctl request runs as the descriptor's opener, whoever writes it" {
+	remount_store allow_other
+	echo -n secret >"$K/rootonly"
+	chmod 600 "$K/rootonly"
+	chmod 777 "$K"
+	run "$PY" - "$MNT/.ctl" <<'EOF2'
+import os, sys
+os.setresgid(1000, 1000, 0)
+os.setresuid(1000, 1000, 0)   # open as uid 1000 ...
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.setresuid(0, 0, 0)         # ... then write as root
+os.setresgid(0, 0, 0)
+os.write(fd, b"mset /app/users/rootonly 5\nowned")
+print(os.read(fd, 4096).decode().strip())
+EOF2
+	echo "$output"
+	[[ "$output" == "err EACCES "* ]]
+	[ "$(cat "$K/rootonly")" = secret ]
+}
+
+@test "incr and cas need read permission as well as write" {
+	remount_store allow_other
+	echo -n 41 >"$K/wonly"
+	chmod 602 "$K/wonly"
+	run as_user 1000 1000 "$NADB" incr "$MNT" /app/users/wonly 0
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" != *41* ]]
+	run as_user 1000 1000 sh -c "echo -n x | '$NADB' cas '$MNT' /app/users/wonly 00000000000000000000000000000000"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"ermission denied"* ]]
+	# mset needs only write, as `>` does
+	echo -n 7 >"$T/v"
+	run as_user 1000 1000 "$NADB" mset "$MNT" /app/users/wonly="$T/v"
+	[ "$status" -eq 0 ]
+	[ "$(cat "$K/wonly")" = 7 ]
+}
+
+@test "a key with unsaved writes through an open file is EBUSY for a batch, and untouched" {
+	echo -n 5 >"$K/n"
+	# a writer that has written and not closed (no close, so no commit)
+	"$PY" -c '
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"9")
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.02)
+os.close(fd)' "$K/n" "$T/written" "$T/close" &
+	BG_PIDS+=($!)
+	wait_for_file "$T/written"
+	run "$NADB" incr "$MNT" /app/users/n
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"being written"* ]]
+	touch "$T/close"
+	wait "${BG_PIDS[0]}"
+	BG_PIDS=()
+	[ "$(cat "$K/n")" = 9 ]
+	run "$NADB" incr "$MNT" /app/users/n
+	[ "$output" = 10 ]
+}
+
+@test "nadb mget reads a key that truncate extended with zeros" {
+	printf abc >"$K/grown"
+	truncate -s 10 "$K/grown"
+	"$NADB" mget "$MNT" /app/users/grown >"$T/out"
+	[ "$(head -n 1 "$T/out")" = "/app/users/grown 10" ]
+	tail -c +21 "$T/out" | head -c 10 | cmp - "$K/grown"
 }

@@ -183,7 +183,8 @@ check_plain_copy() {
 	local t
 	[ "$(cat "$MNT/app/ns/own")" = own ]
 	t=$(ttl_of "$MNT/app/ns/own")
-	[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+	[ "$t" -gt 1790 ]
+	[ "$t" -le 1800 ]
 	[ "$(getfattr --absolute-names --only-values -n user.expires "$MNT/app/ns/fixed")" = "${FIXED}00000000" ]
 	[ "$(ttl_of "$MNT/app/ns")" = 120 ]
 	t=$(ttl_of "$MNT/app/ns/none")
@@ -216,9 +217,11 @@ check_plain_copy() {
 	setfattr -n user.ttl -v 300 "$MNT/app/ex"
 	cp -a "$T/plain/ns/none" "$T/plain/ns/own" "$MNT/app/ex/"
 	t=$(ttl_of "$MNT/app/ex/none")
-	[ "$t" -gt 290 ] && [ "$t" -le 300 ]
+	[ "$t" -gt 290 ]
+	[ "$t" -le 300 ]
 	t=$(ttl_of "$MNT/app/ex/own")
-	[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+	[ "$t" -gt 1790 ]
+	[ "$t" -le 1800 ]
 }
 
 @test "a copy keeps the expiry whatever order it sets and removes user.ttl and user.expires in" {
@@ -238,7 +241,8 @@ check_plain_copy() {
 		esac
 		t=$(ttl_of "$k")
 		echo "$order: $t"
-		[ "$t" -gt 1790 ] && [ "$t" -le 1800 ]
+		[ "$t" -gt 1790 ]
+		[ "$t" -le 1800 ]
 	done
 	# a user who wants a key kept for good removes its ttl
 	setfattr -x user.ttl "$MNT/app/d/ttl-then-rm"

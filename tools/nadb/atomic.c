@@ -83,24 +83,6 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Send REQ to the daemon on T's mount; its reply into *REPLY (NUL-ended). */
-static int ask_daemon(const struct target *t, const struct buf *req, struct buf *reply)
-{
-	char *ctl = in_mount(t->mnt, ".ctl");
-	int fd = ctl ? open(ctl, O_RDWR | O_CLOEXEC) : -1;
-	int rc = fd < 0 ? -errno : write_all(fd, req->s, req->len);
-	if (rc == -EINVAL || rc == -EFBIG || !rc)
-		rc = read_all(fd, reply) ?: rc; /* a refused request's reply says why */
-	if (fd >= 0)
-		close(fd);
-	if (!rc && buf_add(reply, "", 1))
-		rc = -ENOMEM;
-	if (rc && !reply->len)
-		complain("%s: %s", ctl ? ctl : t->mnt, strerror(-rc));
-	free(ctl);
-	return rc;
-}
-
 /* A reply's first line: "ok REST" gives 0 and REST; "err ..." and
  * "mismatch ..." are said (the latter's hash printed) and give 1. */
 static int reply_status(const struct buf *reply, const char **rest)
@@ -123,18 +105,36 @@ static int reply_status(const struct buf *reply, const char **rest)
 	return EXIT_PROBLEMS;
 }
 
+/* Send REQ to the daemon on T's mount; its reply into *REPLY (NUL-ended). */
+static int ask_daemon(const struct target *t, const struct buf *req, struct buf *reply)
+{
+	char *ctl = in_mount(t->mnt, ".ctl");
+	int fd = ctl ? open(ctl, O_RDWR | O_CLOEXEC) : -1;
+	int rc = fd < 0 ? -errno : write_all(fd, req->s, req->len);
+	if (fd >= 0 && rc != -ENOMEM)
+		rc = read_all(fd, reply) ?: rc; /* a refused request's reply says why */
+	if (fd >= 0)
+		close(fd);
+	if (buf_add(reply, "", 1))
+		rc = -ENOMEM;
+	const char *rest;
+	if (rc && reply->len > 1)
+		reply_status(reply, &rest);
+	else if (rc)
+		complain("%s: %s", ctl ? ctl : t->mnt, strerror(-rc));
+	free(ctl);
+	return rc;
+}
+
 /* An offline batch's failure, said as the daemon would say it. */
 static int say_failed(const struct nadb_op *op, int rc)
 {
 	if (rc == -ECANCELED) {
 		printf("%s\n", op->hash);
 		complain("cas: the value changed: its hash is now %s", op->hash);
-	} else if (op->kind == NADB_OP_INCR && rc == -EINVAL) {
-		complain("%s: the value is not a decimal integer", op->path);
-	} else if (op->kind == NADB_OP_INCR && rc == -ERANGE) {
-		complain("%s: the result would not fit in 64 bits", op->path);
 	} else {
-		complain("%s: %s", op->path, strerror(-rc));
+		const char *why = nadb_op_why(op, rc);
+		complain("%s: %s", op->path, why ? why : failure_reason(rc));
 	}
 	return EXIT_PROBLEMS;
 }
@@ -144,9 +144,10 @@ static int apply_offline(struct target *t, struct nadb_op *ops, size_t n)
 	struct nadb_caller who;
 	size_t failed;
 	int rc = nadb_apply(t->st, ops, n, caller(&who), &failed);
-	if (!rc)
-		rc = nadb_store_sync(t->st);
-	return rc ? say_failed(&ops[rc == -ECANCELED || failed < n ? failed : 0], rc) : 0;
+	if (rc)
+		return say_failed(&ops[failed < n ? failed : 0], rc);
+	rc = nadb_store_sync(t->st);
+	return rc ? report_failure(t, NULL, rc) : 0;
 }
 
 /* ==== incr ================================================================= */
@@ -270,7 +271,8 @@ int run_mset(const struct cmd_args *a)
 	char **paths = calloc(n, sizeof(*paths));
 	int status = ops && values && paths ? 0 : EXIT_PROBLEMS;
 	for (size_t i = 0; !status && i < n; i++) {
-		const char *arg = a->arg[1 + i], *eq = strchr(arg, '=');
+		/* at the last '=': keys may hold one, file names seldom do */
+		const char *arg = a->arg[1 + i], *eq = strrchr(arg, '=');
 		if (!eq || eq == arg || !eq[1]) {
 			status = usage_error(a->cmd, "each argument is PATH=FILE", arg);
 			break;
@@ -293,8 +295,11 @@ int run_mset(const struct cmd_args *a)
 		for (size_t i = 0; !status && i < n; i++)
 			if (buf_add(&req, values[i].s, values[i].len))
 				status = EXIT_PROBLEMS;
-		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0))
-			status = reply_status(&reply, &rest);
+		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0) &&
+		    !(status = reply_status(&reply, &rest)) && strtoull(rest, NULL, 10) != n) {
+			complain("the daemon set %s keys of %zu", rest, n);
+			status = EXIT_PROBLEMS;
+		}
 		buf_free(&req);
 		buf_free(&reply);
 	} else if (!status) {
@@ -357,13 +362,6 @@ int run_mget(const struct cmd_args *a)
 			const char *records = strchr(rest, '\n');
 			records = records ? records + 1 : rest;
 			fwrite(records, 1, reply.len - 1 - (size_t)(records - reply.s), stdout);
-		} else if (status && reply.s && !strncmp(reply.s, "ok ", 3)) {
-			/* values then an error line: say the error */
-			const char *err = strstr(reply.s, "\nerr ");
-			struct buf e = {0};
-			if (err && !buf_add(&e, err + 1, strlen(err + 1) + 1))
-				reply_status(&e, &rest);
-			buf_free(&e);
 		}
 		buf_free(&req);
 		buf_free(&reply);
