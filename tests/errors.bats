@@ -142,7 +142,8 @@ for i in range(2000):
 PYEOF
 	n=$(grep -c "user.ttl: 'not-a-number" "$LOG")
 	echo "written: $n"
-	[ "$n" -ge 1 ] && [ "$n" -le 20 ]
+	[ "$n" -ge 1 ]
+	[ "$n" -le 20 ]
 	[ "$(stat -c %s "$LOG")" -lt 10000 ]
 	# the count of the others is written (at the latest when the daemon exits)
 	unmount_store

@@ -67,7 +67,8 @@ expected_files() {
 	for page in nadbfs nadb; do
 		run --separate-stderr man --warnings -l "$DEST$PREFIX/share/man/man1/$page.1"
 		echo "$page: status $status, stderr: $stderr"
-		[ "$status" -eq 0 ] && [ -z "$stderr" ]
+		[ "$status" -eq 0 ]
+		[ -z "$stderr" ]
 		[[ "$output" == *EXAMPLES* && "$output" == *"EXIT STATUS"* ]]
 		MANPATH=$DEST$PREFIX/share/man man -w "$page" | grep -qF "$DEST$PREFIX/share/man/man1/$page.1"
 	done

@@ -394,7 +394,8 @@ check_copy() {
 	unmount_store_at "$T/store2" "$M2"
 	run cp -a "$MNT/app/ns" "$T/cp"
 	echo "$output"
-	[ "$status" -eq 0 ] && [ "$output" = "" ]
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
 	cmp "$MNT/app/ns/b" "$T/cp/b"
 	[ ! -e "$T/cp/.stats" ]
 	run bash -c "tar -C '$MNT/app' -cf - ns | tar -tf -"
@@ -402,9 +403,12 @@ check_copy() {
 	[ "$(echo "$output" | sort | tr '\n' ' ')" = "ns/ ns/b ns/dir/ ns/dir/a " ]
 	run rsync -aX "$MNT/app/ns/" "$T/rs/"
 	echo "$output"
-	[ "$status" -eq 0 ] && [ "$output" = "" ]
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
 	[ "$(cat "$T/rs/dir/a")" = hello ]
 	run cp -a "$MNT/app" "$T/db"
-	[ "$status" -eq 0 ] && [ "$output" = "" ]
-	[ -f "$T/db/ns/b" ] && [ ! -e "$T/db/.stats" ]
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
+	[ -f "$T/db/ns/b" ]
+	[ ! -e "$T/db/.stats" ]
 }

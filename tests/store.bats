@@ -180,7 +180,8 @@ PYEOF
 	fill_store
 	pid=$(daemon_pid)
 	run "$NADB" umount "$MNT"
-	[ "$status" -eq 0 ] && [ "$output" = "" ]
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
 	! pid_alive "$pid"
 	! mountpoint -q "$MNT"
 	store_unlocked
