@@ -174,8 +174,10 @@ static int redis_append(struct blobs *bl, const void *head, size_t hlen,
 	char *frame = malloc(len ? len : 1);
 	if (!frame)
 		return -ENOMEM;
-	memcpy(frame, head, hlen);
-	memcpy(frame + hlen, data, dlen);
+	if (hlen) /* compaction moves a whole frame as HEAD, with no DATA */
+		memcpy(frame, head, hlen);
+	if (dlen)
+		memcpy(frame + hlen, data, dlen);
 	pthread_mutex_lock(&b->lock);
 	int rc = append_locked(b, frame, len, out);
 	pthread_mutex_unlock(&b->lock);

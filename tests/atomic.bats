@@ -86,13 +86,15 @@ EOF
 }
 
 @test "three processes each running 300 nadb incr on one key end at exactly 900" {
+	local n=300
+	[ -z "${NADB_SANITIZED:-}" ] || n=100 # each nadb starts slowly there
 	for p in 1 2 3; do
-		(for i in $(seq 300); do "$NADB" incr "$MNT" /app/users/hits >/dev/null || exit 1; done) &
+		(for i in $(seq $n); do "$NADB" incr "$MNT" /app/users/hits >/dev/null || exit 1; done) &
 		BG_PIDS+=($!)
 	done
 	for p in "${BG_PIDS[@]}"; do wait "$p"; done
 	BG_PIDS=()
-	[ "$(cat "$K/hits")" = 900 ]
+	[ "$(cat "$K/hits")" = $((3 * n)) ]
 }
 
 @test "nadb cas replaces only an unchanged value; of two racing with one hash exactly one wins" {
