@@ -32,7 +32,6 @@
 #include "ctl.h"
 #include "log.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -60,6 +59,7 @@ struct ctl {
 	 * whoever happens to send the last bytes. */
 	struct nadb_caller who;
 	uint32_t groups[CTL_GROUPS_MAX];
+	bool admin; /* the opener may flush, compact and reap */
 	atomic_size_t *in_flight; /* the daemon's budget (CTL_IN_FLIGHT_MAX) */
 	char *req;          /* the request so far */
 	size_t len, cap;
@@ -68,6 +68,8 @@ struct ctl {
 	                       header's length with it */
 	size_t line_len;    /* and without it */
 	size_t need;        /* then: the whole request's length */
+	struct request *parsed; /* and the header's words (in HEADER) */
+	char *header;
 	/* A request was refused with its bytes still coming: the stream's
 	 * framing is lost, so writes fail until the reply is read. */
 	bool refused;
@@ -75,13 +77,15 @@ struct ctl {
 	size_t reply_len, reply_off;
 };
 
-struct ctl *ctl_new(bool readable, const struct nadb_caller *who, atomic_size_t *in_flight)
+struct ctl *ctl_new(bool readable, const struct nadb_caller *who, bool admin,
+		    atomic_size_t *in_flight)
 {
 	struct ctl *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
 	c->readable = readable;
+	c->admin = admin;
 	c->in_flight = in_flight;
 	c->who = *who;
 	c->who.ngroups = who->ngroups < CTL_GROUPS_MAX ? who->ngroups : CTL_GROUPS_MAX;
@@ -94,8 +98,12 @@ struct ctl *ctl_new(bool readable, const struct nadb_caller *who, atomic_size_t 
 static void forget_request(struct ctl *c)
 {
 	free(c->req);
+	free(c->parsed);
+	free(c->header);
 	atomic_fetch_sub(c->in_flight, c->cap);
 	c->req = NULL;
+	c->parsed = NULL;
+	c->header = NULL;
 	c->len = c->cap = c->scanned = c->header_len = c->line_len = c->need = 0;
 }
 
@@ -448,10 +456,13 @@ static int run_maintenance(const struct ctl_env *env, const struct request *r, s
 {
 	if (r->n != 1)
 		return usage(o, "flush, compact and reap take no arguments");
-	*outcome = env->admin ? env->maintain(env->maintain_ctx, r->words[0]) : -EPERM;
-	if (*outcome == -EPERM && !env->admin)
+	if (!env->admin) {
+		*outcome = -EPERM;
 		out_error(o, -EPERM, NULL, "only the mount's owner or root may flush, compact or reap");
-	else if (*outcome)
+		return 0;
+	}
+	*outcome = env->maintain(env->maintain_ctx, r->words[0]);
+	if (*outcome)
 		out_error(o, *outcome, NULL, NULL);
 	else
 		out_add(o, "ok\n", 3);
@@ -480,8 +491,9 @@ static int run_request(const struct ctl_env *env, struct request *r, struct out 
 
 /* ---- the descriptor ------------------------------------------------------ */
 
-/* Parse the header once its line is in: how long the request is. */
-static int take_header(struct ctl *c, struct request *r, const char **why)
+/* Parse the header once its line is in: how long the request is; the
+ * words are kept for the run. */
+static int take_header(struct ctl *c, const char **why)
 {
 	char *nl = memchr(c->req + c->scanned, '\n', c->len - c->scanned);
 	c->scanned = c->len;
@@ -507,20 +519,24 @@ static int take_header(struct ctl *c, struct request *r, const char **why)
 		return -EINVAL;
 	}
 	char *h = strndup(c->req, c->line_len);
-	if (!h)
-		return -ENOMEM;
+	struct request *r = h ? malloc(sizeof(*r)) : NULL;
 	size_t payload;
-	int rc = split_words(h, r, why);
+	int rc = r ? split_words(h, r, why) : -ENOMEM;
 	if (!rc)
 		rc = payload_length(r, &payload, why);
-	free(h);
 	if (!rc && payload > CTL_REQUEST_MAX - c->header_len) {
 		*why = "a request is at most 64 MiB";
-		return -EFBIG;
+		rc = -EFBIG;
 	}
-	if (!rc)
-		c->need = c->header_len + payload;
-	return rc;
+	if (rc) {
+		free(h);
+		free(r);
+		return rc;
+	}
+	c->need = c->header_len + payload;
+	c->parsed = r;
+	c->header = h;
+	return 0;
 }
 
 /* Room for MORE bytes: at once for what the header says is coming,
@@ -570,26 +586,16 @@ static int refuse(struct ctl *c, int rc, const char *why)
  * write-only descriptor, of one that failed. */
 static int run_whole(struct ctl *c, const struct ctl_env *env)
 {
-	struct request *r = malloc(sizeof(*r));
-	char *h = r ? strndup(c->req, c->line_len) : NULL;
-	if (!h) {
-		free(r);
-		return refuse(c, -ENOMEM, NULL);
-	}
-	const char *why = NULL;
-	int rc = split_words(h, r, &why);
-	assert(rc == 0); /* take_header parsed the same bytes */
+	struct request *r = c->parsed;
 	r->payload = c->req + c->header_len;
 	struct out o = {0};
 	int outcome = 0;
 	struct ctl_env as_opener = *env;
 	as_opener.who = &c->who;
-	as_opener.admin = c->who.uid == 0 || c->who.uid == env->owner;
-	rc = run_request(&as_opener, r, &o, &outcome);
+	as_opener.admin = c->admin;
+	int rc = run_request(&as_opener, r, &o, &outcome);
 	if (o.rc)
 		rc = o.rc;
-	free(h);
-	free(r);
 	forget_request(c);
 	forget_reply(c);
 	c->reply = o.buf;
@@ -629,11 +635,8 @@ ssize_t ctl_write(struct ctl *c, const struct ctl_env *env, const char *buf, siz
 		c->len += size;
 		c->req[c->len] = 0;
 	}
-	if (!rc && !c->header_len) {
-		struct request *r = malloc(sizeof(*r));
-		rc = r ? take_header(c, r, &why) : -ENOMEM;
-		free(r);
-	}
+	if (!rc && !c->header_len)
+		rc = take_header(c, &why);
 	if (!rc && !c->readable && c->header_len && c->len > c->need &&
 	    only_blanks(c->req + c->need, c->len - c->need))
 		c->len = c->need; /* "flush\n\n" */

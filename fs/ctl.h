@@ -18,7 +18,6 @@ struct ctl;
 /* What requests run against. */
 struct ctl_env {
 	struct nadb_store *st;
-	uint32_t owner; /* uid of the mount's root: may flush, compact and reap */
 	/* Tell the kernel /.ctl changed key INO (CREATED: made NAME in
 	 * PARENT); then wait, boundedly, until it was told.  May be NULL. */
 	void (*changed)(void *ctx, uint64_t parent, const char *name, uint64_t ino,
@@ -35,9 +34,11 @@ struct ctl_env {
 
 /* READABLE: opened read-write (outcomes come back in the reply), or
  * write-only (a failed request fails its write, as it always has).  WHO
- * opened it: its requests run as WHO (copied).  IN_FLIGHT: the daemon's
- * count of request bytes held by all descriptors. */
-struct ctl *ctl_new(bool readable, const struct nadb_caller *who, atomic_size_t *in_flight);
+ * opened it: its requests run as WHO (copied); ADMIN: WHO may flush,
+ * compact and reap.  IN_FLIGHT: the daemon's count of request bytes held
+ * by all descriptors. */
+struct ctl *ctl_new(bool readable, const struct nadb_caller *who, bool admin,
+		    atomic_size_t *in_flight);
 void ctl_free(struct ctl *c);
 /* Take SIZE bytes of a request; once it is whole, run it.  SIZE, or a
  * negative errno: -EINVAL for a malformed request, -EFBIG past

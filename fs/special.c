@@ -806,8 +806,13 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		return false;
 	int acc = fi->flags & O_ACCMODE;
 	if (ino == INO_CTL) {
+		/* the mount's owner or root may flush, compact and reap */
+		struct nadb_attr root;
+		bool admin = who && (who->uid == 0 ||
+				     (!nadb_getattr(sp->st, NADB_ROOT_INO, &root) &&
+				      who->uid == root.uid));
 		struct ctl *c = acc == O_RDONLY || !who ? NULL
-				: ctl_new(acc == O_RDWR, who, &sp->ctl_in_flight);
+				: ctl_new(acc == O_RDWR, who, admin, &sp->ctl_in_flight);
 		if (!c) {
 			special_reply_err(sp, req, acc == O_RDONLY ? EACCES : ENOMEM);
 			return true;
@@ -923,15 +928,13 @@ bool special_write(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		special_reply_err(sp, req, EACCES);
 		return true;
 	}
-	struct nadb_attr root;
-	int rc = nadb_getattr(sp->st, NADB_ROOT_INO, &root);
 	struct ctl_env env = {
-		.st = sp->st, .owner = root.uid,
+		.st = sp->st,
 		.changed = sp->changed, .changed_wait = sp->changed_wait,
 		.notify_ctx = sp->notify_ctx,
 		.maintain = maintain, .maintain_ctx = sp,
 	};
-	ssize_t n = rc ? rc : ctl_write((struct ctl *)(uintptr_t)fi->fh, &env, buf, size);
+	ssize_t n = ctl_write((struct ctl *)(uintptr_t)fi->fh, &env, buf, size);
 	if (n < 0)
 		special_reply_err(sp, req, (int)-n);
 	else

@@ -126,6 +126,14 @@ static int ask_daemon(const struct target *t, const struct buf *req, struct buf 
 	return rc;
 }
 
+/* Ask the daemon REQ: 0 and *REST after its "ok", or EXIT_PROBLEMS with
+ * why said. */
+static int converse(const struct target *t, const struct buf *req, struct buf *reply,
+		    const char **rest)
+{
+	return ask_daemon(t, req, reply) ? EXIT_PROBLEMS : reply_status(reply, rest);
+}
+
 /* An offline batch's failure, said as the daemon would say it. */
 static int say_failed(const struct nadb_op *op, int rc)
 {
@@ -174,8 +182,7 @@ int run_incr(const struct cmd_args *a)
 		const char *rest;
 		status = buf_add(&req, "incr", 4) || add_word(&req, path) ||
 			 buf_printf(&req, " %" PRId64 "\n", by) ? EXIT_PROBLEMS : 0;
-		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0) &&
-		    !(status = reply_status(&reply, &rest)))
+		if (!status && !(status = converse(&t, &req, &reply, &rest)))
 			fputs(rest, stdout);
 		buf_free(&req);
 		buf_free(&reply);
@@ -243,8 +250,7 @@ int run_cas(const struct cmd_args *a)
 		status = buf_add(&req, "cas", 3) || add_word(&req, path) ||
 			 buf_printf(&req, " %s %zu\n", a->arg[2], value.len) ||
 			 buf_add(&req, value.s, value.len) ? EXIT_PROBLEMS : 0;
-		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0) &&
-		    !(status = reply_status(&reply, &rest)))
+		if (!status && !(status = converse(&t, &req, &reply, &rest)))
 			fputs(rest, stdout);
 		buf_free(&req);
 		buf_free(&reply);
@@ -295,8 +301,8 @@ int run_mset(const struct cmd_args *a)
 		for (size_t i = 0; !status && i < n; i++)
 			if (buf_add(&req, values[i].s, values[i].len))
 				status = EXIT_PROBLEMS;
-		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0) &&
-		    !(status = reply_status(&reply, &rest)) && strtoull(rest, NULL, 10) != n) {
+		if (!status && !(status = converse(&t, &req, &reply, &rest)) &&
+		    strtoull(rest, NULL, 10) != n) {
 			complain("the daemon set %s keys of %zu", rest, n);
 			status = EXIT_PROBLEMS;
 		}
@@ -356,8 +362,7 @@ int run_mget(const struct cmd_args *a)
 		struct buf req = {0}, reply = {0};
 		const char *rest;
 		status = add_header(&req, "mget", paths, NULL, n) ? EXIT_PROBLEMS : 0;
-		if (!status && !(status = ask_daemon(&t, &req, &reply) ? EXIT_PROBLEMS : 0) &&
-		    !(status = reply_status(&reply, &rest))) {
+		if (!status && !(status = converse(&t, &req, &reply, &rest))) {
 			/* after "ok N\n": the records, as they are printed */
 			const char *records = strchr(rest, '\n');
 			records = records ? records + 1 : rest;
