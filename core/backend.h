@@ -41,6 +41,26 @@ const char *kv_table_name(enum kv_table t);
  * Then nobody but the claimer of an inode number writes rows under it. */
 bool kv_table_keyed_by_ino(enum kv_table t);
 
+/* Partitions.  The top bits of an inode number name the partition its
+ * rows live in: every row of a table keyed by inode number
+ * (kv_table_keyed_by_ino) belongs to its inode's partition.  Each namespace
+ * directory made gets a partition of its own (claim_inos with NEAR 0), and
+ * everything in it is numbered there; the root, the databases and every
+ * number of a store made before partitions are partition 0.  A backend may
+ * keep partitions apart (Redis: one hash tag each, so that a cluster
+ * spreads a store namespace by namespace) or ignore them (LMDB: numbers
+ * come from one sequence, all in partition 0).  Partition order is number
+ * order: a scan in key order of a table keyed by inode number walks the
+ * partitions one after the other. */
+#define KV_PART_SHIFT 40 /* bits of an inode number below its partition */
+/* The highest partition number: numbers stay below 2^60, so that nadbfs
+ * can mark its own made-up inodes with the top bits. */
+#define KV_PART_MAX ((1u << 20) - 1)
+static inline uint32_t kv_partition(uint64_t ino)
+{
+	return (uint32_t)(ino >> KV_PART_SHIFT);
+}
+
 struct kv_val {
 	const void *data;
 	size_t len;
@@ -74,12 +94,21 @@ struct kv_ops {
 	int (*sync)(struct kv *kv);
 	/* Steps completed since the last sync (0: sync has nothing to do). */
 	uint64_t (*unsynced)(struct kv *kv);
-	/* Claim N inode numbers in a row, the first in *FIRST.  The store's
-	 * sequence starts at 1 and a number is never claimed twice, even when
-	 * the step that claimed it is undone (its numbers are then lost) or
-	 * when several processes claim at once (Redis: INCRBY), so callers
-	 * claim blocks and number from them. */
-	int (*claim_inos)(struct kv *kv, uint64_t n, uint64_t *first);
+	/* Claim N inode numbers in a row in the partition of inode NEAR (see
+	 * kv_partition), the first in *FIRST; or, with NEAR 0 and N 1, the
+	 * first number of a new partition (a new namespace's directory).  A
+	 * number is never claimed twice, even when the step that claimed it
+	 * is undone (its numbers are then lost) or when several processes
+	 * claim at once (Redis: INCRBY), so callers claim blocks and number
+	 * from them.  A store's first claim is 1 (its root).  -ENOSPC when the
+	 * partition (or the partitions) are used up. */
+	int (*claim_inos)(struct kv *kv, uint64_t near, uint64_t n, uint64_t *first);
+	/* Optional (NULL: nothing of its own to check): check the backend's
+	 * own bookkeeping, which every scan relies on, before fsck scans.
+	 * Each problem is told to PROBLEM in one line and counted in
+	 * *PROBLEMS; with REPAIR, mended (and the mends made durable). */
+	int (*check)(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
+		     void *ctx, uint64_t *problems);
 	void (*close)(struct kv *kv);
 };
 struct kv {

@@ -272,7 +272,7 @@ static int lost_dir(struct fsck *f, uint64_t parent, const char *name, uint8_t l
 	uint8_t mk[16];
 	ino_map_key(mk, parent);
 	struct entry *pe = map_get(&f->inodes, mk, false);
-	int rc = tree_alloc_ino(st, out);
+	int rc = tree_alloc_ino(st, parent, level, out);
 	if (!rc)
 		rc = inode_put(st, *out, &r, NULL, 0);
 	if (!rc)
@@ -950,8 +950,19 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	 * (compaction reclaims them). */
 	if (repair)
 		st->keep_freed = true;
+	/* The backend's own bookkeeping first: every scan below relies on it
+	 * (on Redis, the partitions a scan walks). */
+	int rc = 0;
+	if (st->kv->ops->check) {
+		uint64_t n = 0;
+		rc = st->kv->ops->check(st->kv, repair, report, ctx, &n);
+		res->problems += n;
+		if (repair)
+			res->repaired += n;
+	}
 	/* Repairs that change what the checks below count come first. */
-	int rc = repair ? repair_names(&f) : 0;
+	if (!rc && repair)
+		rc = repair_names(&f);
 	if (!rc && repair)
 		rc = repair_sizes(&f);
 	if (!rc)

@@ -215,8 +215,9 @@ static int lmdb_sync(struct kv *kv)
 	return 0;
 }
 
-static int lmdb_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
+static int lmdb_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *first)
 {
+	(void)near; /* one sequence: every number is in partition 0 */
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
 	if (!l->next_ino) {
 		MDB_txn *txn = current(l);

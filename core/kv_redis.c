@@ -17,6 +17,14 @@
  *    range of keys, so a scan walks buckets in order and sorts each one's
  *    rows.
  *
+ * Partitions (backend.h): a row of a table keyed by inode number lives in
+ * its inode's partition, under that partition's hash tag (redis.h); every
+ * other row in partition 0.  Inode numbers sort by partition first, so a
+ * scan of such a table walks the partitions that hold rows (the store's
+ * "partitions" set, which a sync adds a partition to with its first rows)
+ * one after the other, and a prefix scan of one number reads one.  A
+ * sync's MULTI/EXEC writes each partition's rows to its own keys.
+ *
  * Steps and groups, as in kv_lmdb.c, but the buffering is ours: Redis
  * has no transaction that can read its own writes.  A step's writes go
  * to an in-memory overlay (row -> value or tombstone); step_end(0) drops
@@ -69,6 +77,9 @@
 #define SCAN_BUCKETS_MAX 16  /* buckets: batches double up to this */
 #define BUCKET_MAX 8         /* bytes: longest bucket name */
 #define KEY_SIZE (REDIS_NAME_MAX + 48 + BUCKET_MAX) /* bytes: longest key name + NUL */
+/* The highest partition a row's key can name (claims stop at KV_PART_MAX;
+ * a backend keeps whatever rows it is given). */
+#define PART_LAST ((uint32_t)(UINT64_MAX >> KV_PART_SHIFT))
 
 /* A bucketed table's bucket of a key: its first LEN bytes, the last of
  * them ANDed with MASK (a key shorter than LEN is a bucket of its own).
@@ -102,6 +113,27 @@ static size_t bucket_of(enum kv_table t, const void *key, size_t klen, uint8_t *
 	memcpy(out, key, s->len);
 	out[s->len - 1] &= s->mask;
 	return s->len;
+}
+
+/* The partition of the key KEY (KLEN bytes) would start, with its missing
+ * bytes up to an inode number's 8 all FILL. */
+static uint32_t part_padded(const void *key, size_t klen, uint8_t fill)
+{
+	uint8_t b[8];
+	memset(b, fill, sizeof(b));
+	memcpy(b, key, klen < 8 ? klen : 8);
+	uint64_t ino;
+	memcpy(&ino, b, 8);
+	return kv_partition(be64toh(ino));
+}
+
+/* The partition KEY's row of T lives in (backend.h): its inode's, for a
+ * table keyed by inode number; 0 for the others.  (A key shorter than a
+ * number, which the engine never writes, goes with the numbers it is a
+ * prefix of, so that partition order stays key order.) */
+static uint32_t row_part(enum kv_table t, const void *key, size_t klen)
+{
+	return kv_table_keyed_by_ino(t) ? part_padded(key, klen, 0) : 0;
 }
 
 /* ---- a sorted table's members ------------------------------------------------
@@ -353,12 +385,12 @@ struct kv_redis {
 	/* Scans under way (a scan's callback may put, del or scan again, as
 	 * it may on LMDB): their batches stay held until the last ends. */
 	unsigned scanning;
-	/* Each table's sorted set, and a bucketed table's prefix of its
-	 * buckets' hashes (redis.h names them). */
-	char zkey[KV_NTABLES][KEY_SIZE], hkey[KV_NTABLES][KEY_SIZE];
-	size_t zkey_len[KV_NTABLES], hkey_len[KV_NTABLES];
-	char inos_key[KEY_SIZE]; /* the inode numbers claimed so far (INCRBY) */
-	size_t inos_key_len;
+	/* The partitions holding rows in Redis (the store's "partitions" set,
+	 * which a sync adds a partition to with its first rows), in order, 0
+	 * always first: scans of a table keyed by inode number walk these.
+	 * The store is locked to this process, so only our syncs add to it. */
+	uint32_t *parts;
+	size_t nparts, parts_cap;
 	/* Inode numbers we claimed last that no synced group has named:
 	 * [fresh_first, fresh_end).  Nobody else writes rows under them
 	 * (kv_table_keyed_by_ino), so Redis holds none, and scan_prefix of
@@ -463,15 +495,32 @@ static void cache_row(struct kv_redis *k, enum kv_table t, const void *key, size
 		k->cache_stale = true;
 }
 
-/* The name of KEY's bucket's hash into BUF (KEY_SIZE bytes); its length.
- * The bucket's name is its last bytes from hkey_len[T] on. */
-static size_t bucket_key(const struct kv_redis *k, enum kv_table t, const void *key,
-			 size_t klen, char *buf)
+/* T's sorted set in partition P (redis.h names it) into BUF (KEY_SIZE
+ * bytes); its length. */
+static size_t zset_name(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
 {
-	memcpy(buf, k->hkey[t], k->hkey_len[t]);
-	size_t n = bucket_of(t, key, klen, (uint8_t *)buf + k->hkey_len[t]);
-	buf[k->hkey_len[t] + n] = 0;
-	return k->hkey_len[t] + n;
+	char what[40];
+	snprintf(what, sizeof(what), "t:%s:z", kv_table_name(t));
+	return redis_key(k->conn, p, what, buf, KEY_SIZE);
+}
+
+/* The prefix of bucketed table T's bucket hashes in partition P. */
+static size_t hash_prefix(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
+{
+	char what[40];
+	snprintf(what, sizeof(what), "t:%s:b:", kv_table_name(t));
+	return redis_key(k->conn, p, what, buf, KEY_SIZE);
+}
+
+/* The name of KEY's bucket's hash into BUF (KEY_SIZE bytes); its length.
+ * The bucket's name is its last bytes from *PRE on. */
+static size_t bucket_key(const struct kv_redis *k, enum kv_table t, const void *key,
+			 size_t klen, char *buf, size_t *pre)
+{
+	*pre = hash_prefix(k, t, row_part(t, key, klen), buf);
+	size_t n = bucket_of(t, key, klen, (uint8_t *)buf + *pre);
+	buf[*pre + n] = 0;
+	return *pre + n;
 }
 
 /* Ask Redis for KEY's row: *OUT the reply (the caller frees it), *VAL
@@ -483,8 +532,9 @@ static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t
 	*vlen = 0;
 	if (bucketed(t)) {
 		char name[KEY_SIZE];
+		size_t pre;
 		const char *argv[] = {"HGET", name, key};
-		size_t lens[] = {4, bucket_key(k, t, key, klen, name), klen};
+		size_t lens[] = {4, bucket_key(k, t, key, klen, name, &pre), klen};
 		int rc = redis_run(k->conn, "reading a row", 3, argv, lens, out);
 		if (!rc && (*out)->type == REDIS_REPLY_STRING)
 			*val = (*out)->str, *vlen = (*out)->len;
@@ -503,8 +553,9 @@ static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t
 	memcpy(hi, lo, n);
 	hi[0] = '(';
 	hi[n - 1] = 1;
-	const char *argv[] = {"ZRANGE", k->zkey[t], lo, hi, "BYLEX", "LIMIT", "0", "1"};
-	size_t lens[] = {6, k->zkey_len[t], n, n, 5, 5, 1, 1};
+	char zset[KEY_SIZE];
+	const char *argv[] = {"ZRANGE", zset, lo, hi, "BYLEX", "LIMIT", "0", "1"};
+	size_t lens[] = {6, zset_name(k, t, row_part(t, key, klen), zset), n, n, 5, 5, 1, 1};
 	int rc = redis_run(k->conn, "reading a row", 8, argv, lens, out);
 	free(lo);
 	free(hi);
@@ -617,7 +668,189 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 	return buffer_write(k, t, key, klen, NULL, 0);
 }
 
+/* ---- partitions ------------------------------------------------------------ */
+
+/* A partition's number as text, for a command's arguments. */
+struct part_num {
+	char text[12];
+};
+
+/* Is partition P among those holding rows (k->parts)? */
+static bool part_known(const struct kv_redis *k, uint32_t p)
+{
+	size_t lo = 0, hi = k->nparts;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (k->parts[mid] == p)
+			return true;
+		if (k->parts[mid] < p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* Add partition P to k->parts, in order. */
+static int add_part(struct kv_redis *k, uint32_t p)
+{
+	if (part_known(k, p))
+		return 0;
+	if (k->nparts == k->parts_cap) {
+		size_t cap = k->parts_cap ? 2 * k->parts_cap : 16;
+		uint32_t *n = realloc(k->parts, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		k->parts = n;
+		k->parts_cap = cap;
+	}
+	size_t i = k->nparts;
+	while (i > 0 && k->parts[i - 1] > p) {
+		k->parts[i] = k->parts[i - 1];
+		i--;
+	}
+	k->parts[i] = p;
+	k->nparts++;
+	return 0;
+}
+
+/* The partitions holding rows, from the store's "partitions" set. */
+static int load_parts(struct kv_redis *k)
+{
+	k->nparts = 0;
+	int rc = add_part(k, 0);
+	char key[KEY_SIZE];
+	const char *argv[] = {"ZRANGE", key, "0", "-1"};
+	size_t lens[] = {6, redis_key(k->conn, 0, "partitions", key, KEY_SIZE), 1, 2};
+	redisReply *r = NULL;
+	if (!rc)
+		rc = redis_run(k->conn, "reading the partitions", 4, argv, lens, &r);
+	for (size_t i = 0; !rc && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *m = r->element[i];
+		char *end;
+		unsigned long v = m->type == REDIS_REPLY_STRING ? strtoul(m->str, &end, 10) : 0;
+		if (m->type != REDIS_REPLY_STRING || *end || v > PART_LAST) {
+			nadb_log("redis %s: the partitions set is damaged",
+				 redis_conn_name(k->conn));
+			rc = -EIO;
+		} else {
+			rc = add_part(k, (uint32_t)v);
+		}
+	}
+	if (!rc && r->type != REDIS_REPLY_ARRAY)
+		rc = redis_reply_error(k->conn, "reading the partitions", r);
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+/* The partition a key of the store named KEY (LEN bytes) is in, from its
+ * hash tag "{nadb:NAME:pP}"; false if KEY is not a store key of that form. */
+static bool part_of_name(const struct kv_redis *k, const char *key, size_t len,
+			 uint32_t *p)
+{
+	char prefix[KEY_SIZE];
+	int n = snprintf(prefix, sizeof(prefix), "{nadb:%s:p", redis_conn_name(k->conn));
+	if (n <= 0 || len <= (size_t)n || memcmp(key, prefix, (size_t)n))
+		return false;
+	uint64_t v = 0;
+	size_t i = (size_t)n;
+	for (; i < len && key[i] >= '0' && key[i] <= '9' && v <= PART_LAST; i++)
+		v = v * 10 + (uint64_t)(key[i] - '0');
+	if (i == (size_t)n || i == len || key[i] != '}' || v > PART_LAST)
+		return false;
+	*p = (uint32_t)v;
+	return true;
+}
+
+/* fsck: every partition holding table rows is in the "partitions" set (a
+ * scan walks those only: rows of a partition missing there would be
+ * invisible to fsck's and compaction's walks).  SCAN over the server's
+ * keys, then a ZADD of those missing with REPAIR. */
+static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
+		     void *ctx, uint64_t *problems)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	*problems = 0;
+	char pattern[KEY_SIZE], cursor[32] = "0";
+	snprintf(pattern, sizeof(pattern), "{nadb:%s:p*}:t:*", redis_conn_name(k->conn));
+	struct part_num *missing = NULL;
+	size_t nmissing = 0, cap = 0;
+	int rc = load_parts(k);
+	do {
+		const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+		size_t lens[] = {4, strlen(cursor), 5, strlen(pattern), 5, 4};
+		redisReply *r = NULL;
+		if (!rc)
+			rc = redis_run(k->conn, "scanning the store's keys", 6, argv, lens, &r);
+		if (rc)
+			break;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[0]->len >= sizeof(cursor) || r->element[1]->type != REDIS_REPLY_ARRAY) {
+			rc = redis_reply_error(k->conn, "scanning the store's keys", r);
+			freeReplyObject(r);
+			break;
+		}
+		memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+		const redisReply *keys = r->element[1];
+		for (size_t i = 0; !rc && i < keys->elements; i++) {
+			uint32_t p;
+			if (keys->element[i]->type != REDIS_REPLY_STRING ||
+			    !part_of_name(k, keys->element[i]->str, keys->element[i]->len, &p) ||
+			    part_known(k, p))
+				continue;
+			char line[200];
+			snprintf(line, sizeof(line), "partition %u holds rows but is not in the "
+				 "partitions set: scans miss them%s", p, repair ? " (added)" : "");
+			(*problems)++;
+			if (problem)
+				problem(ctx, line);
+			if (nmissing == cap) {
+				cap = cap ? 2 * cap : 8;
+				struct part_num *more = realloc(missing, cap * sizeof(*more));
+				if (!more) {
+					rc = -ENOMEM;
+					break;
+				}
+				missing = more;
+			}
+			snprintf(missing[nmissing++].text, sizeof(missing->text), "%u", p);
+			rc = add_part(k, p); /* told once */
+		}
+		freeReplyObject(r);
+	} while (!rc && strcmp(cursor, "0"));
+	if (!rc && repair && nmissing) {
+		char key[KEY_SIZE];
+		const char **argv = malloc((2 + 2 * nmissing) * sizeof(*argv));
+		size_t *lens = malloc((2 + 2 * nmissing) * sizeof(*lens));
+		rc = argv && lens ? 0 : -ENOMEM;
+		if (!rc) {
+			argv[0] = "ZADD";
+			lens[0] = 4;
+			argv[1] = key;
+			lens[1] = redis_key(k->conn, 0, "partitions", key, KEY_SIZE);
+			for (size_t i = 0; i < nmissing; i++) {
+				argv[2 + 2 * i] = argv[3 + 2 * i] = missing[i].text;
+				lens[2 + 2 * i] = lens[3 + 2 * i] = strlen(missing[i].text);
+			}
+			redisReply *r;
+			rc = redis_run(k->conn, "adding to the partitions set", (int)(2 + 2 * nmissing),
+				       argv, lens, &r);
+			if (!rc)
+				freeReplyObject(r);
+		}
+		free(argv);
+		free(lens);
+	}
+	free(missing);
+	if (!repair || rc)
+		k->nparts = 0; /* as Redis lists them, at the next scan */
+	return rc;
+}
+
 /* ---- scans ---------------------------------------------------------------- */
+
 
 /* A bucketed table's batch: {bucket names, HGETALL of each}.  The hashes'
  * names are ARGV[3] .. bucket, in the sorted set's slot (its hash tag). */
@@ -644,6 +877,10 @@ struct redis_rows {
 	bool last;         /* no rows after this batch */
 	const void *start; /* the scan's first key: rows before it are skipped */
 	size_t slen;
+	/* A table keyed by inode number: the partitions holding rows
+	 * (k->parts), the index of the one read and of the scan's last. */
+	const uint32_t *parts;
+	size_t part, last_part;
 	const redisReply *after; /* the batch's last member (bucket): the next
 				    starts after it */
 };
@@ -763,12 +1000,14 @@ static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr
 	rr->limit = first ? lo : (2 * rr->limit > hi ? hi : 2 * rr->limit);
 	char limit[16];
 	size_t llen = (size_t)snprintf(limit, sizeof(limit), "%zu", rr->limit);
-	const char *members[] = {"ZRANGE", k->zkey[t], from, "+", "BYLEX", "LIMIT", "0", limit};
-	size_t members_lens[] = {6, k->zkey_len[t], from_len, 1, 5, 5, 1, llen};
-	const char *buckets[] = {"EVAL", scan_buckets_script, "1", k->zkey[t], from, limit,
-				 k->hkey[t]};
-	size_t buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, k->zkey_len[t],
-				 from_len, llen, k->hkey_len[t]};
+	char zset[KEY_SIZE], hashes[KEY_SIZE];
+	uint32_t p = rr->parts ? rr->parts[rr->part] : 0;
+	size_t zlen = zset_name(k, t, p, zset);
+	size_t hlen = bucketed(t) ? hash_prefix(k, t, p, hashes) : 0;
+	const char *members[] = {"ZRANGE", zset, from, "+", "BYLEX", "LIMIT", "0", limit};
+	size_t members_lens[] = {6, zlen, from_len, 1, 5, 5, 1, llen};
+	const char *buckets[] = {"EVAL", scan_buckets_script, "1", zset, from, limit, hashes};
+	size_t buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, zlen, from_len, llen, hlen};
 	redisReply *rep;
 	int rc = bucketed(t) ? redis_run(k->conn, "scanning a table", 7, buckets, buckets_lens, &rep)
 			     : redis_run(k->conn, "scanning a table", 8, members, members_lens, &rep);
@@ -799,9 +1038,12 @@ static int next_redis_row(struct kv_redis *k, enum kv_table t, struct redis_rows
 {
 	*row = NULL;
 	while (rr->i == rr->n) {
-		if (rr->last)
+		bool next_part = rr->last && rr->part < rr->last_part;
+		if (rr->last && !next_part)
 			return 0;
-		int rc = fetch_rows(k, t, rr, false);
+		if (next_part) /* its rows all follow the last partition's */
+			rr->part++;
+		int rc = fetch_rows(k, t, rr, next_part);
 		if (rc)
 			return rc;
 	}
@@ -872,7 +1114,22 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
 	};
 	struct redis_rows rr = {.start = start, .slen = slen, .last = true};
-	int rc = local_only ? 0 : fetch_rows(k, t, &rr, true);
+	int rc = 0;
+	if (kv_table_keyed_by_ino(t) && !k->nparts && (rc = load_parts(k)))
+		return rc;
+	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
+		uint32_t first = part_padded(start, slen, 0);
+		uint32_t last = plen ? part_padded(start, plen, 0xff) : PART_LAST;
+		rr.parts = k->parts;
+		while (rr.part < k->nparts && k->parts[rr.part] < first)
+			rr.part++;
+		rr.last_part = rr.part;
+		while (rr.last_part + 1 < k->nparts && k->parts[rr.last_part + 1] <= last)
+			rr.last_part++;
+		if (rr.part == k->nparts || k->parts[rr.part] > last)
+			local_only = true; /* Redis holds no row of those partitions */
+	}
+	rc = local_only ? 0 : fetch_rows(k, t, &rr, true);
 	while (!rc) {
 		rc = next_redis_row(k, t, &rr, &m.redis);
 		if (rc)
@@ -1029,21 +1286,53 @@ static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 	return n;
 }
 
-/* A sorted table's pending deletes (DELS) or puts as script calls
- * (SCRIPT), their members built in *BUF (used up). */
-static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
-			    const char *script, size_t script_len, uint8_t **buf)
+/* A sorted set's name, made while a sync is built (args point into it). */
+struct zset_name {
+	char name[KEY_SIZE];
+};
+
+/* How many runs of one partition T's pending rows make (in key order, a
+ * partition's rows are contiguous). */
+static size_t pending_runs(struct kv_redis *k, enum kv_table t)
 {
-	size_t in_cmd = 0;
+	size_t n = 0;
+	uint32_t part = 0;
+	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
+		uint32_t p = row_part(t, r->key, r->klen);
+		n += r == k->pending.head[t]->next[0] || p != part;
+		part = p;
+	}
+	return n;
+}
+
+/* A sorted table's pending deletes (DELS) or puts as script calls
+ * (SCRIPT), one partition's sorted set each, their members built in *BUF
+ * and their sets' names in *NAMES (both used up). */
+static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
+			    const char *script, size_t script_len, uint8_t **buf,
+			    struct zset_name **names)
+{
+	size_t in_cmd = 0, zlen = 0;
+	struct zset_name *z = NULL; /* the set of partition PART, the rows' last */
+	uint32_t part = 0;
 	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
 		if (!is_kind(r, dels))
 			continue;
+		uint32_t p = row_part(t, r->key, r->klen);
+		if (!z || p != part) { /* one name a run: the rows are in key order */
+			if (in_cmd)
+				end_cmd(b);
+			in_cmd = 0;
+			part = p;
+			z = (*names)++;
+			zlen = zset_name(k, t, p, z->name);
+		}
 		if (in_cmd == 0) {
 			start_cmd(b);
 			add_arg(b, "EVAL", 4);
 			add_arg(b, script, script_len);
 			add_arg(b, "1", 1);
-			add_arg(b, k->zkey[t], k->zkey_len[t]);
+			add_arg(b, z->name, zlen);
 		}
 		uint8_t *m = *buf;
 		size_t prefix = encode_key(r->key, r->klen, m);
@@ -1062,12 +1351,15 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 		end_cmd(b);
 }
 
-/* A sorted table's pending rows: puts, then deletes. */
+/* A sorted table's pending rows: puts, then deletes.  NAMES has room for
+ * twice pending_runs(T). */
 static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
-			    uint8_t **buf)
+			    uint8_t **buf, struct zset_name **names)
 {
-	add_member_rows(k, b, t, false, put_rows_script, sizeof(put_rows_script) - 1, buf);
-	add_member_rows(k, b, t, true, del_rows_script, sizeof(del_rows_script) - 1, buf);
+	add_member_rows(k, b, t, false, put_rows_script, sizeof(put_rows_script) - 1, buf,
+			names);
+	add_member_rows(k, b, t, true, del_rows_script, sizeof(del_rows_script) - 1, buf,
+			names);
 }
 
 /* Deleted rows can leave a bucket empty (Redis then drops its hash): its
@@ -1078,10 +1370,12 @@ static const char drop_empty_script[] =
 	"if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then "
 	"redis.call('ZREM', KEYS[1], ARGV[i]) end end return 0";
 
-/* A bucket's hash, named while a sync is built (the args point into it). */
+/* A bucket's hash and its partition's sorted set of bucket names, named
+ * while a sync is built (the args point into them). */
 struct bucket_name {
-	char name[KEY_SIZE];
-	size_t len;
+	char name[KEY_SIZE], zset[KEY_SIZE];
+	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
+	uint32_t part;
 	bool dels; /* rows of it are deleted */
 };
 
@@ -1089,11 +1383,13 @@ struct bucket_name {
 static struct row *bucket_end(struct kv_redis *k, enum kv_table t, struct row *r,
 			      struct bucket_name *name)
 {
-	name->len = bucket_key(k, t, r->key, r->klen, name->name);
+	name->len = bucket_key(k, t, r->key, r->klen, name->name, &name->pre);
+	name->part = row_part(t, r->key, r->klen);
 	name->dels = false;
 	char other[KEY_SIZE];
+	size_t pre;
 	for (; r; r = r->next[0]) {
-		if (bucket_key(k, t, r->key, r->klen, other) != name->len ||
+		if (bucket_key(k, t, r->key, r->klen, other, &pre) != name->len ||
 		    memcmp(other, name->name, name->len))
 			break;
 		name->dels |= !r->val;
@@ -1111,17 +1407,45 @@ static size_t pending_buckets(struct kv_redis *k, enum kv_table t)
 	return n;
 }
 
+/* The script dropping the empty buckets among NAMES[0..N) (one
+ * partition's), if deletes touched any. */
+static void drop_empty_buckets(struct batch *b, const struct bucket_name *names, size_t n)
+{
+	bool dels = false;
+	for (size_t i = 0; i < n && !dels; i++)
+		dels = names[i].dels;
+	if (!dels)
+		return;
+	start_cmd(b);
+	add_arg(b, "EVAL", 4);
+	add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
+	add_arg(b, "1", 1);
+	add_arg(b, names[0].zset, names[0].zlen);
+	add_arg(b, names[0].name, names[0].pre);
+	for (size_t i = 0; i < n; i++)
+		if (names[i].dels)
+			add_arg(b, names[i].name + names[i].pre, names[i].len - names[i].pre);
+	end_cmd(b);
+}
+
 /* A bucketed table's pending rows, bucket by bucket (a bucket's rows are
- * contiguous): its hash's fields set and removed, its name added to the
- * sorted set; then the buckets left empty dropped.  NAMES has room for
- * pending_buckets(T); returns how many it used. */
+ * contiguous): its hash's fields set and removed, its name added to its
+ * partition's sorted set; then, per partition, the buckets left empty
+ * dropped.  NAMES has room for pending_buckets(T); returns how many it
+ * used. */
 static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
 			      struct bucket_name *names)
 {
-	size_t n = 0, dels = 0, pre = k->hkey_len[t];
+	size_t n = 0, run = 0; /* run: the first bucket of the partition named last */
 	for (struct row *r = k->pending.head[t]->next[0]; r;) {
-		struct bucket_name *bn = &names[n++];
+		struct bucket_name *bn = &names[n];
 		struct row *end = bucket_end(k, t, r, bn);
+		bn->zlen = zset_name(k, t, bn->part, bn->zset);
+		if (n > run && bn->part != names[run].part) {
+			drop_empty_buckets(b, names + run, n - run);
+			run = n;
+		}
+		n++;
 		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
 		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
 		bool puts = false;
@@ -1130,38 +1454,30 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		if (puts) {
 			start_cmd(b);
 			add_arg(b, "ZADD", 4);
-			add_arg(b, k->zkey[t], k->zkey_len[t]);
+			add_arg(b, bn->zset, bn->zlen);
 			add_arg(b, "0", 1);
-			add_arg(b, bn->name + pre, bn->len - pre);
+			add_arg(b, bn->name + bn->pre, bn->len - bn->pre);
 			end_cmd(b);
 		}
-		dels += bn->dels;
 		r = end;
 	}
-	if (dels) {
-		start_cmd(b);
-		add_arg(b, "EVAL", 4);
-		add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
-		add_arg(b, "1", 1);
-		add_arg(b, k->zkey[t], k->zkey_len[t]);
-		add_arg(b, k->hkey[t], pre);
-		for (size_t i = 0; i < n; i++)
-			if (names[i].dels)
-				add_arg(b, names[i].name + pre, names[i].len - pre);
-		end_cmd(b);
-	}
+	if (n > run)
+		drop_empty_buckets(b, names + run, n - run);
 	return n;
 }
 
 /* Room for the commands of the pending group, BUCKETS of them in bucketed
- * tables. */
-static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_t extra)
+ * tables, RUNS runs of one partition in sorted tables. */
+static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_t runs,
+		      size_t extra, size_t extra_args)
 {
 	size_t rows = k->pending.rows;
-	/* per table: 4 commands, more every SYNC_ROWS rows; per bucket: 3
-	 * (HSET, HDEL, ZADD) and its name twice; per bucketed table a script */
-	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 3 * buckets + KV_NTABLES + extra;
-	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4;
+	/* per table: 4 commands, more every SYNC_ROWS rows and per partition
+	 * run (two scripts); per bucket: 3 (HSET, HDEL, ZADD) and its name
+	 * twice, and at most one script dropping empty ones */
+	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 4 * buckets +
+		       KV_NTABLES + extra;
+	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->argv = malloc(nargs * sizeof(*b->argv));
 	b->lens = malloc(nargs * sizeof(*b->lens));
@@ -1205,6 +1521,45 @@ static void check_wait(struct kv_redis *k, const redisReply *r, int replicas)
 			 redis_conn_name(k->conn), got, replicas, WAIT_MS);
 }
 
+/* The partitions the pending group puts rows in that Redis does not list
+ * yet, into *OUT (malloc'd), *N of them. */
+static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
+{
+	size_t cap = 0;
+	*out = NULL;
+	*n = 0;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		if (!kv_table_keyed_by_ino(t))
+			continue;
+		uint32_t last = 0; /* in key order a partition's rows are together */
+		for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
+			uint32_t p = row_part(t, r->key, r->klen);
+			if (!r->val || p == last || part_known(k, p))
+				continue;
+			last = p;
+			struct part_num num;
+			snprintf(num.text, sizeof(num.text), "%u", p);
+			bool seen = false;
+			for (size_t i = 0; i < *n && !seen; i++)
+				seen = !strcmp((*out)[i].text, num.text);
+			if (seen)
+				continue;
+			if (*n == cap) {
+				cap = cap ? 2 * cap : 8;
+				struct part_num *more = realloc(*out, cap * sizeof(*more));
+				if (!more) {
+					free(*out);
+					*out = NULL;
+					return -ENOMEM;
+				}
+				*out = more;
+			}
+			(*out)[(*n)++] = num;
+		}
+	}
+	return 0;
+}
+
 static int kvr_sync(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
@@ -1219,19 +1574,27 @@ static int kvr_sync(struct kv *kv)
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -EIO || rc == -ENOMEM ? rc : -EIO;
 	struct batch b;
-	size_t buckets = 0;
-	for (int t = 0; t < KV_NTABLES; t++)
-		if (bucketed(t))
+	size_t buckets = 0, runs = 0, bytes = 1;
+	for (int t = 0; t < KV_NTABLES; t++) {
+		if (bucketed(t)) {
 			buckets += pending_buckets(k, t);
-	size_t bytes = 1;
-	for (int t = 0; t < KV_NTABLES; t++)
-		if (!bucketed(t))
+		} else {
+			runs += pending_runs(k, t);
 			bytes += sorted_bytes(k, t);
+		}
+	}
 	struct bucket_name *names = malloc((buckets + 1) * sizeof(*names));
+	struct zset_name *zsets = malloc((2 * runs + 1) * sizeof(*zsets)), *zat = zsets;
 	uint8_t *members = malloc(bytes), *at = members;
-	rc = names && members ? size_batch(k, &b, buckets, 3) : -ENOMEM;
+	struct part_num *nums = NULL;
+	size_t fresh_parts = 0;
+	rc = names && zsets && members ? new_parts(k, &nums, &fresh_parts) : -ENOMEM;
+	if (!rc)
+		rc = size_batch(k, &b, buckets, runs, 4, 2 * fresh_parts);
 	if (rc) {
+		free(nums);
 		free(names);
+		free(zsets);
 		free(members);
 		free_batch(&b);
 		return rc;
@@ -1239,14 +1602,26 @@ static int kvr_sync(struct kv *kv)
 	start_cmd(&b);
 	add_arg(&b, "MULTI", 5);
 	end_cmd(&b);
+	/* first the partitions that get their first rows: a scan finds them */
+	char parts_key[KEY_SIZE];
+	if (fresh_parts) {
+		start_cmd(&b);
+		add_arg(&b, "ZADD", 4);
+		add_arg(&b, parts_key, redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
+		for (size_t i = 0; i < fresh_parts; i++) {
+			add_arg(&b, nums[i].text, strlen(nums[i].text));
+			add_arg(&b, nums[i].text, strlen(nums[i].text));
+		}
+		end_cmd(&b);
+	}
 	size_t named = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		if (bucketed(t))
 			named += add_bucket_rows(k, &b, t, names + named);
 		else
-			add_sorted_rows(k, &b, t, &at);
+			add_sorted_rows(k, &b, t, &at, &zat);
 	}
-	assert(named == buckets && at <= members + bytes);
+	assert(named == buckets && at <= members + bytes && zat <= zsets + 2 * runs);
 	start_cmd(&b);
 	add_arg(&b, "EXEC", 4);
 	end_cmd(&b);
@@ -1273,12 +1648,19 @@ static int kvr_sync(struct kv *kv)
 	free(replies);
 	free_batch(&b);
 	free(names);
+	free(zsets);
 	free(members);
-	if (rc)
+	if (rc) {
+		free(nums);
 		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
+	}
 	/* What was written is now what Redis holds: the cache learns it
 	 * (release_held emptied a stale one above). */
 	note_synced_fresh(k);
+	for (size_t i = 0; i < fresh_parts; i++)
+		if (add_part(k, (uint32_t)strtoul(nums[i].text, NULL, 10)))
+			k->nparts = 0; /* unknown: load_parts again before a scan */
+	free(nums);
 	struct overlay *c = cache_of(k);
 	if (!c || fold_into(c, &k->pending) || k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
@@ -1292,15 +1674,16 @@ static uint64_t kvr_unsynced(struct kv *kv)
 	return ((struct kv_redis *)kv)->unsynced;
 }
 
-/* One INCRBY, at once and outside the group: what Redis acknowledged is
- * never claimed again, whoever claims next. */
-static int kvr_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
+/* INCRBY of counter WHAT of partition P by N, at once and outside the
+ * group: what Redis acknowledged is never handed out again, whoever asks
+ * next.  The counter's new value into *OUT. */
+static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n,
+		    uint64_t *out)
 {
-	struct kv_redis *k = (struct kv_redis *)kv;
-	char by[24];
-	const char *argv[] = {"INCRBY", k->inos_key, by};
-	size_t lens[] = {6, k->inos_key_len, (size_t)snprintf(by, sizeof(by), "%llu",
-							       (unsigned long long)n)};
+	char key[KEY_SIZE], by[24];
+	const char *argv[] = {"INCRBY", key, by};
+	size_t lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
+			 (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
 	redisReply *r;
 	int rc = redis_run(k->conn, "claiming inode numbers", 3, argv, lens, &r);
 	if (rc)
@@ -1310,8 +1693,39 @@ static int kvr_claim_inos(struct kv *kv, uint64_t n, uint64_t *first)
 		freeReplyObject(r);
 		return rc;
 	}
-	*first = (uint64_t)r->integer - n + 1;
+	*out = (uint64_t)r->integer;
 	freeReplyObject(r);
+	return 0;
+}
+
+/* Partition P's numbers are P's own counter "inos" added to its first
+ * number (the partition's directory's, claimed with the partition). */
+static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *first)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	uint64_t end;
+	int rc;
+	if (near == 0) { /* a new partition: its directory's number */
+		assert(n == 1);
+		if ((rc = count_up(k, 0, "parts", 1, &end)))
+			return rc;
+		if (end > KV_PART_MAX) {
+			nadb_log("redis %s: every partition number is used (%u): no more "
+				 "namespaces", redis_conn_name(k->conn), KV_PART_MAX);
+			return -ENOSPC;
+		}
+		*first = end << KV_PART_SHIFT;
+	} else {
+		uint32_t p = kv_partition(near);
+		if ((rc = count_up(k, p, "inos", n, &end)))
+			return rc;
+		if (end >= (1ULL << KV_PART_SHIFT)) {
+			nadb_log("redis %s: partition %u has used every inode number",
+				 redis_conn_name(k->conn), p);
+			return -ENOSPC;
+		}
+		*first = ((uint64_t)p << KV_PART_SHIFT) + end - n + 1;
+	}
 	k->fresh_first = *first;
 	k->fresh_end = *first + n;
 	return 0;
@@ -1326,6 +1740,7 @@ static void kvr_close(struct kv *kv)
 	overlay_free(&k->pending);
 	overlay_free(&k->cache);
 	redis_conn_close(k->conn);
+	free(k->parts);
 	free(k);
 }
 
@@ -1340,22 +1755,9 @@ static const struct kv_ops redis_kv_ops = {
 	.sync = kvr_sync,
 	.unsynced = kvr_unsynced,
 	.claim_inos = kvr_claim_inos,
+	.check = kvr_check,
 	.close = kvr_close,
 };
-
-static void name_tables(struct kv_redis *k)
-{
-	k->inos_key_len = redis_key(k->conn, 0, "inos", k->inos_key, KEY_SIZE);
-	for (int t = 0; t < KV_NTABLES; t++) {
-		char what[40];
-		snprintf(what, sizeof(what), "t:%s:z", kv_table_name(t));
-		k->zkey_len[t] = redis_key(k->conn, 0, what, k->zkey[t], KEY_SIZE);
-		if (!bucketed(t))
-			continue; /* its rows are the sorted set's members */
-		snprintf(what, sizeof(what), "t:%s:b:", kv_table_name(t));
-		k->hkey_len[t] = redis_key(k->conn, 0, what, k->hkey[t], KEY_SIZE);
-	}
-}
 
 int kv_redis_open(const char *url, struct kv **out)
 {
@@ -1370,10 +1772,10 @@ int kv_redis_open(const char *url, struct kv **out)
 		rc = overlay_init(&k->cache, (uintptr_t)k * 61);
 	if (!rc)
 		rc = redis_conn_open(url, &k->conn);
-	if (!rc) {
-		name_tables(k);
+	if (!rc)
 		rc = redis_claim_format(k->conn);
-	}
+	if (!rc)
+		rc = load_parts(k);
 	if (!rc)
 		redis_note_durability(k->conn);
 	if (rc) {
@@ -1381,6 +1783,7 @@ int kv_redis_open(const char *url, struct kv **out)
 		overlay_free(&k->pending);
 		overlay_free(&k->cache);
 		redis_conn_close(k->conn);
+		free(k->parts);
 		free(k);
 		return rc;
 	}

@@ -274,7 +274,8 @@ int lock_store(struct nadb_store *st, const char *arg)
 	if (store_is_redis_url(arg)) {
 		rc = open_redis_lock(st, arg);
 		/* taking the lock writes (lockgen): not on keys that are not a store */
-		if (!rc && (rc = redis_check_format(st->rlock->conn)) == -ENOENT)
+		if (!rc && ((rc = redis_check_format(st->rlock->conn)) == -ENOENT ||
+			    rc == -ESTALE))
 			rc = 0;
 	} else {
 		char path[4096];

@@ -585,7 +585,7 @@ int redis_replicas(struct redis_conn *c, int *out)
 /* How many of the keys a store has once used exist. */
 static int count_store_keys(struct redis_conn *c, long long *count)
 {
-	enum { N = 2 * KV_NTABLES + 4 };
+	enum { N = 2 * KV_NTABLES + 6 };
 	char names[N][REDIS_NAME_MAX + 48];
 	const char *argv[N + 1];
 	size_t lens[N + 1];
@@ -601,8 +601,9 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 			n++;
 		}
 	}
-	static const char *const others[] = {"segs", "punched", "gone", "inos"};
-	for (int i = 0; i < 4; i++, n++) {
+	static const char *const others[] = {"segs", "punched", "gone", "inos", "parts",
+					     "partitions"};
+	for (int i = 0; i < 6; i++, n++) {
 		lens[n] = redis_key(c, 0, others[i], names[n - 1], sizeof(names[0]));
 		argv[n] = names[n - 1];
 	}
@@ -625,7 +626,9 @@ int redis_check_format(struct redis_conn *c)
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_STRING) {
-		if (strcmp(r->str, REDIS_FORMAT_TEXT)) {
+		if (!strcmp(r->str, REDIS_FORMAT_TEXT_2))
+			rc = -ESTALE; /* readable as it is; redis_claim_format marks it */
+		else if (strcmp(r->str, REDIS_FORMAT_TEXT)) {
 			nadb_log("redis %s:%d/%s: the store's layout is \"%s\"; this nadb "
 				 "knows \"%s\" only (move a store between layouts with the "
 				 "nadb that made it: nadb dump, then nadb load into a new NAME)",
@@ -654,12 +657,14 @@ int redis_check_format(struct redis_conn *c)
 int redis_claim_format(struct redis_conn *c)
 {
 	int rc = redis_check_format(c);
-	if (rc != -ENOENT)
+	if (rc != -ENOENT && rc != -ESTALE)
 		return rc;
-	/* NX: two daemons opening a new store at once both find it marked. */
+	/* NX: two daemons opening a new store at once both find it marked.
+	 * Layout 2 is layout 3 with one partition: its marker is rewritten
+	 * (so that a nadb of layout 2 refuses the partitions made from now). */
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
-	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, "NX"};
+	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, rc == -ESTALE ? "XX" : "NX"};
 	redisReply *r;
 	rc = run_text(c, "SET format", 4, set, &r);
 	if (!rc)

@@ -14,14 +14,17 @@
  * Key layout.  Every key a store owns is named by redis_key() alone, from
  * (store NAME, partition, what), as "{nadb:NAME:pP}:what".  The braces are
  * a Redis Cluster hash tag: all keys of one partition live on one node,
- * which is what lets a MULTI/EXEC or a script touch several of them.  Today
- * every row is in partition 0, so a whole store is one hash tag and one
- * MULTI/EXEC makes a group of steps durable at once.  A later change can
- * give each namespace a partition of its own (its rows' keys then spread
- * over the cluster) by choosing P per row; only the callers of redis_key()
- * change, and a group's commit must then be split per partition.
+ * which is what lets a MULTI/EXEC or a script touch several of them.  Each
+ * namespace has a partition of its own (backend.h, kv_partition): the rows
+ * of the tables keyed by inode number -- its keys' inodes, entries, names,
+ * xattrs, tags, pending chunks, open orphans, its own counters -- are under
+ * its tag, so that a cluster spreads a store namespace by namespace.  The
+ * root, the databases and the store-wide tables (chunks, segments, the
+ * expiry and tag indexes, database and store counters) are partition 0.
+ * On one server a group of steps is one MULTI/EXEC over all the partitions
+ * it touches; on a cluster a group must be split per partition.
  *
- *   key ("{nadb:NAME:p0}:" + ...)  type        holds
+ *   key ("{nadb:NAME:pP}:" + ...)  type        holds
  *   format                          string      REDIS_FORMAT_TEXT: marks NAME
  *                                               as a nadb store, layout version
  *   lock                            string      owner text of the daemon
@@ -37,7 +40,13 @@
  *                                               bytes of their keys): row key
  *                                               -> value
  *   inos                            string      inode numbers claimed so far
- *                                               (INCRBY, in blocks)
+ *                                               in partition P (INCRBY, in
+ *                                               blocks; P's number is P << 40
+ *                                               plus this)
+ *   parts                           string      partitions handed out (p0)
+ *   partitions                      sorted set  partitions holding rows,
+ *                                               score = number (p0): scans
+ *                                               walk them in order
  *   segs                            sorted set  blob segment numbers (score
  *                                               = number); the highest is
  *                                               appended to
@@ -64,8 +73,11 @@
 
 #define REDIS_NAME_MAX 64
 /* The format key's text: the layout above, and its version (2: inodes,
- * links and chunks bucketed, a sorted table's rows one member each). */
-#define REDIS_FORMAT_TEXT "nadb-redis 2"
+ * links and chunks bucketed, a sorted table's rows one member each; 3: a
+ * partition per namespace).  A store of layout 2 is one of layout 3 whose
+ * rows are all in partition 0: opening it rewrites the marker. */
+#define REDIS_FORMAT_TEXT "nadb-redis 3"
+#define REDIS_FORMAT_TEXT_2 "nadb-redis 2"
 
 struct redis_url {
 	char host[256];
@@ -140,8 +152,9 @@ void redis_note_durability(struct redis_conn *c);
  * the marker (not ours, or damaged), -EPROTO if the marker names another
  * layout version. */
 int redis_claim_format(struct redis_conn *c);
-/* The same, writing nothing: 0 a store of this layout, -ENOENT no store
- * (nothing under NAME), else the error claim would give (logged). */
+/* The same, writing nothing: 0 a store of this layout, -ESTALE one of
+ * layout 2 (claim rewrites its marker), -ENOENT no store (nothing under
+ * NAME), else the error claim would give (logged). */
 int redis_check_format(struct redis_conn *c);
 
 /* The store lock: one daemon serves a store at a time.

@@ -1,12 +1,23 @@
-/* stats.c -- counters kept as keys change, so statistics cost O(1).
+/* stats.c -- counters kept as keys change, so statistics cost O(1) a
+ * namespace.
  *
  * One row of counters for the whole store (the root's inode number), one
- * per database and one per namespace.  A key counts in the three scopes it
- * lives in; every step that adds, removes, resizes or moves keys adjusts
- * those rows in the same step, so the counters are exactly as durable and
- * as crash-safe as the keys themselves.  A directory moving to another
- * scope carries its totals along (a database's or namespace's own row, or
- * a walk of a plain directory's subtree).
+ * per database and one per namespace.  What lies inside a namespace (its
+ * keys, their bytes, its directories) counts in the namespace's row only;
+ * the database's and the store's rows count what lies outside namespaces
+ * (databases, namespaces, chunks, tags, expiries), and their totals add
+ * their namespaces' rows when read.  So a key's step writes its own
+ * namespace's row and no row another namespace's steps write: each
+ * namespace's rows are in its own partition (backend.h), and no step of a
+ * key needs a second one for its counters.  Every step that adds,
+ * removes, resizes or moves keys adjusts those rows in the same step, so
+ * the counters are exactly as durable and as crash-safe as the keys
+ * themselves.  A directory moving to another namespace carries its totals
+ * along (a namespace's own row, or a walk of a plain directory's subtree).
+ *
+ * Stores of format 2 counted everything in all three rows: opening one
+ * takes its namespaces' totals out of its databases' and root's rows
+ * (stats_take_out_namespaces).
  */
 #include "log.h"
 #include "stats.h"
@@ -23,17 +34,28 @@ struct counter_row {
 	int64_t v[C_COUNT];
 };
 
+/* SCOPE's own row into *ROW (zeros if it has none). */
+static int read_row(struct nadb_store *st, uint64_t scope, struct counter_row *row)
+{
+	uint8_t key[INO_KEY_LEN];
+	struct kv_val v;
+	*row = (struct counter_row){{0}};
+	int rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, scope), &v);
+	if (!rc && v.len == sizeof(*row))
+		memcpy(row, v.data, sizeof(*row));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	return 0;
+}
+
 static int row_add(struct nadb_store *st, uint64_t scope, const int64_t delta[C_COUNT])
 {
 	uint8_t key[INO_KEY_LEN];
 	size_t klen = ino_key(key, scope);
-	struct counter_row row = {{0}};
-	struct kv_val v;
-	int rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, klen, &v);
-	if (!rc && v.len == sizeof(row))
-		memcpy(&row, v.data, sizeof(row));
-	else if (rc != -ENOENT)
-		return rc ? rc : -EIO;
+	struct counter_row row;
+	int rc = read_row(st, scope, &row);
+	if (rc)
+		return rc;
 	bool zero = true;
 	for (int i = 0; i < C_COUNT; i++) {
 		row.v[i] += delta[i];
@@ -83,16 +105,26 @@ static int scopes_of(struct nadb_store *st, uint64_t dir, uint64_t scopes[3])
 	return -ELOOP;
 }
 
+/* The rows a change in scopes SCOPES (root, database, namespace) is
+ * counted in: the namespace's alone if there is one. */
+static void counted_in(uint64_t scopes[3])
+{
+	if (scopes[2])
+		scopes[0] = scopes[1] = 0;
+}
+
 static int add_to_scopes(struct nadb_store *st, const uint64_t scopes[3],
 			 const int64_t delta[C_COUNT], int sign)
 {
 	int64_t d[C_COUNT];
 	for (int i = 0; i < C_COUNT; i++)
 		d[i] = sign * delta[i];
+	uint64_t rows[3] = {scopes[0], scopes[1], scopes[2]};
+	counted_in(rows);
 	int rc = 0;
 	for (int i = 0; !rc && i < 3; i++)
-		if (scopes[i])
-			rc = row_add(st, scopes[i], d);
+		if (rows[i])
+			rc = row_add(st, rows[i], d);
 	return rc;
 }
 
@@ -235,18 +267,15 @@ static int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_leve
 		to[1] = dir;
 	if (new_level == NADB_LEVEL_NAMESPACE)
 		to[2] = dir;
+	counted_in(from);
+	counted_in(to);
 	if (!memcmp(from, to, sizeof(from)))
 		return 0;
 	struct subtree s = {.st = st};
 	if (old_level <= NADB_LEVEL_NAMESPACE && old_level > NADB_LEVEL_ROOT) {
-		uint8_t key[INO_KEY_LEN];
-		struct kv_val v;
-		struct counter_row row = {{0}};
-		rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, dir), &v);
-		if (!rc && v.len == sizeof(row))
-			memcpy(&row, v.data, sizeof(row));
-		else if (rc != -ENOENT)
-			return rc ? rc : -EIO;
+		struct counter_row row;
+		if ((rc = read_row(st, dir, &row)))
+			return rc;
 		memcpy(s.t, row.v, sizeof(s.t));
 	} else {
 		rc = sum_subtree(&s, dir);
@@ -273,27 +302,107 @@ static int stats_dir_moved(struct nadb_store *st, uint64_t dir, uint8_t old_leve
 	return 0;
 }
 
+/* ---- totals: a scope's own row and its namespaces' ---------------------- */
+
+struct namespaces_walk {
+	struct nadb_store *st;
+	uint64_t dir;
+	uint8_t prefix[INO_KEY_LEN];
+	int sign;
+	struct counter_row *sum;
+};
+
+static int add_namespaces(struct nadb_store *st, uint64_t dir, int sign,
+			  struct counter_row *sum);
+
+/* The directory a row of W's scan of directory entries names, into *DIR
+ * (0: not a directory); 1 past W's directory's entries. */
+static int subdir_of(const struct namespaces_walk *w, const void *key, size_t klen,
+		     const void *val, size_t vlen, uint64_t *dir)
+{
+	struct dirent_val d;
+	if (klen <= INO_KEY_LEN || memcmp(key, w->prefix, INO_KEY_LEN))
+		return 1;
+	if (vlen != sizeof(d))
+		return -EIO;
+	memcpy(&d, val, sizeof(d));
+	*dir = S_ISDIR(d.mode) ? d.ino : 0;
+	return 0;
+}
+
+static int add_namespace_entry(void *ctx, const void *key, size_t klen, const void *val,
+			       size_t vlen)
+{
+	struct namespaces_walk *w = ctx;
+	uint64_t dir;
+	int rc = subdir_of(w, key, klen, val, vlen, &dir);
+	if (rc || !dir)
+		return rc;
+	if (w->dir == NADB_ROOT_INO) /* a database */
+		return add_namespaces(w->st, dir, w->sign, w->sum);
+	struct counter_row row;
+	rc = read_row(w->st, dir, &row);
+	for (int c = 0; !rc && c < C_COUNT; c++)
+		w->sum->v[c] += w->sign * row.v[c];
+	return rc;
+}
+
+/* Add SIGN times the rows of the namespaces in database DIR (the root:
+ * in every database) to *SUM. */
+static int add_namespaces(struct nadb_store *st, uint64_t dir, int sign,
+			  struct counter_row *sum)
+{
+	struct namespaces_walk w = {.st = st, .dir = dir, .sign = sign, .sum = sum};
+	ino_key(w.prefix, dir);
+	return st->kv->ops->scan_prefix(st->kv, KV_DIRENTS, w.prefix, INO_KEY_LEN,
+					add_namespace_entry, &w);
+}
+
+static int take_out_of_database(void *ctx, const void *key, size_t klen, const void *val,
+				size_t vlen)
+{
+	struct namespaces_walk *w = ctx;
+	uint64_t db;
+	int rc = subdir_of(w, key, klen, val, vlen, &db);
+	if (rc || !db)
+		return rc;
+	struct counter_row in_db = {{0}};
+	rc = add_namespaces(w->st, db, -1, &in_db);
+	if (!rc)
+		rc = row_add(w->st, db, in_db.v);
+	for (int c = 0; !rc && c < C_COUNT; c++)
+		w->sum->v[c] += in_db.v[c];
+	return rc;
+}
+
+int stats_take_out_namespaces(struct nadb_store *st)
+{
+	struct counter_row in_root = {{0}};
+	struct namespaces_walk w = {.st = st, .dir = NADB_ROOT_INO, .sum = &in_root};
+	ino_key(w.prefix, NADB_ROOT_INO);
+	int rc = st->kv->ops->scan_prefix(st->kv, KV_DIRENTS, w.prefix, INO_KEY_LEN,
+					  take_out_of_database, &w);
+	return rc ? rc : row_add(st, NADB_ROOT_INO, in_root.v);
+}
+
 int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	uint8_t key[INO_KEY_LEN];
-	struct kv_val v;
 	struct counter_row row = {{0}};
 	pthread_mutex_lock(&st->meta_lock);
 	struct inode in;
 	int rc = inode_get(st, scope, &in);
+	uint8_t level = 0;
 	if (!rc) {
-		if (!S_ISDIR(in.r.mode) || in.r.level > NADB_LEVEL_NAMESPACE)
+		level = in.r.level;
+		if (!S_ISDIR(in.r.mode) || level > NADB_LEVEL_NAMESPACE)
 			rc = -EINVAL;
 		inode_release(&in);
 	}
-	if (!rc) {
-		rc = st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, scope), &v);
-		if (!rc && v.len == sizeof(row))
-			memcpy(&row, v.data, sizeof(row));
-		else if (rc == -ENOENT)
-			rc = 0;
-	}
+	if (!rc)
+		rc = read_row(st, scope, &row);
+	if (!rc && level < NADB_LEVEL_NAMESPACE)
+		rc = add_namespaces(st, scope, 1, &row);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc)
 		return rc;
@@ -401,8 +510,10 @@ static struct counter_row *row_for(struct expected *e, uint64_t scope)
 static void count_in(struct expected *e, const uint64_t scopes[3], enum counter c,
 		     int64_t delta)
 {
+	uint64_t rows[3] = {scopes[0], scopes[1], scopes[2]};
+	counted_in(rows);
 	for (int i = 0; i < 3; i++) {
-		struct counter_row *r = scopes[i] ? row_for(e, scopes[i]) : NULL;
+		struct counter_row *r = rows[i] ? row_for(e, rows[i]) : NULL;
 		if (r)
 			r->v[c] += delta;
 	}

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "redis.h"
 #include "metawalk.h"
+#include "stats.h"
 #include "store_int.h"
 
 #include <dirent.h>
@@ -211,7 +212,7 @@ static int create_root(struct nadb_store *st, const struct nadb_options *o)
 	if (rc)
 		return rc;
 	uint64_t first;
-	rc = st->kv->ops->claim_inos(st->kv, 1, &first);
+	rc = st->kv->ops->claim_inos(st->kv, NADB_ROOT_INO, 1, &first);
 	if (!rc && first != NADB_ROOT_INO) { /* a sequence begun, but no format */
 		nadb_log("%s: the store has no format record but has used inode numbers "
 			 "(up to %llu): damaged", st->dir, (unsigned long long)first);
@@ -253,11 +254,15 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 	if (f.version < STORE_FORMAT_VERSION) {
 		/* Records written from now on are read by this version only: a
 		 * nadb of the store's old version must refuse it from now on. */
+		uint32_t was = f.version;
 		f.version = STORE_FORMAT_VERSION;
 		rc = step_begin(st);
+		if (rc)
+			return rc;
+		rc = was < 3 ? stats_take_out_namespaces(st) : 0;
 		if (!rc)
-			rc = step_end(st, st->kv->ops->put(st->kv, KV_META, "format", 6, &f,
-							   sizeof(f)));
+			rc = st->kv->ops->put(st->kv, KV_META, "format", 6, &f, sizeof(f));
+		rc = step_end(st, rc);
 		if (rc)
 			return rc;
 	}
@@ -752,9 +757,13 @@ int nadb_statfs(struct nadb_store *st, struct nadb_statfs *out)
 		out->bfree = sv.f_bfree * frsize / 4096;
 		out->bavail = sv.f_bavail * frsize / 4096;
 	}
-	pthread_mutex_lock(&st->meta_lock);
-	uint64_t used = st->ino_next;
-	pthread_mutex_unlock(&st->meta_lock);
+	/* Names in use: what the counters hold (inode numbers are sparse,
+	 * a partition per namespace). */
+	struct nadb_stats sum;
+	int rc = nadb_stats(st, NADB_ROOT_INO, &sum);
+	if (rc)
+		return rc;
+	uint64_t used = 1 + sum.keys + sum.databases + sum.namespaces + sum.dirs;
 	out->files = UINT32_MAX;
 	out->ffree = used < out->files ? out->files - used : 0;
 	return 0;

@@ -35,6 +35,9 @@ struct inode_rec {
  * must not undo the TTL (expiry.c). */
 #define INODE_TTL_GIVEN 1u
 
+/* Partitions the store keeps a block of claimed inode numbers for. */
+#define INO_BLOCKS 8
+
 struct inode {
 	struct inode_rec r;
 	uint8_t *payload; /* malloc'd copy, or NULL */
@@ -71,9 +74,13 @@ struct nadb_store {
 	 * chunker and the inode block.  Taken after an ofile's lock, before
 	 * files_lock. */
 	pthread_mutex_t meta_lock;
-	/* Inode numbers claimed from the store's sequence (claim_inos) and not
-	 * given out yet: [ino_next, ino_end). */
-	uint64_t ino_next, ino_end;
+	/* Inode numbers claimed (claim_inos) and not given out yet, a block
+	 * for each of the partitions numbered in last: [next, end). */
+	struct ino_block {
+		uint32_t part;
+		uint64_t next, end;
+	} ino_blocks[INO_BLOCKS];
+	unsigned ino_block_victim; /* the block a new partition's replaces */
 
 	/* files_lock: scope is the open-file table below and each ofile's
 	 * refs.  Innermost but for ofile->attr_lock. */
@@ -160,8 +167,10 @@ int64_t now_ns(void);
 /* The version in the format record of a store made now (a directory's
  * KV_META "format").  1: inode records raw; 2: compact (inode.c), which
  * this version writes and which older ones cannot read, so opening a
- * version 1 store moves it to 2. */
-#define STORE_FORMAT_VERSION 2
+ * version 1 store moves it to 2; 3: a namespace's contents counted in its
+ * own counters only (stats.c), so opening an older store takes them out
+ * of its databases' and root's. */
+#define STORE_FORMAT_VERSION 3
 
 /* An inode record's encoding (inode.c): attributes then payload.
  * inode_encode writes the attributes compactly (INODE_REC_MAX bytes at
@@ -248,7 +257,9 @@ int expiry_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name,
  * step (tree.c; fsck's lost+found). */
 int tree_put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		   uint64_t ino, uint32_t mode);
-int tree_alloc_ino(struct nadb_store *st, uint64_t *ino);
+/* A number for a new node of LEVEL in directory PARENT (its partition; a
+ * namespace's directory gets a partition of its own). */
+int tree_alloc_ino(struct nadb_store *st, uint64_t parent, int level, uint64_t *ino);
 /* Make node NAME (of MODE; a symlink's TARGET) in directory PARENT for
  * WHO, as mknod, symlink and mkdir do: the checks, then the records.
  * Inside a step; *INO and *R get the new inode. */
@@ -287,6 +298,9 @@ enum counter {
 	C_COUNT
 };
 int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
+/* A store of format 2 counted a namespace's contents in its database's and
+ * the root's rows too: take them out (inside a step). */
+int stats_take_out_namespaces(struct nadb_store *st);
 int stats_check(struct nadb_store *st, bool repair,
 		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
 

@@ -136,24 +136,40 @@ static int del_entry(struct nadb_store *st, uint64_t parent, const char *name)
  * new nodes; a daemon that stops loses what it did not use. */
 #define INO_BLOCK 64
 
-static int alloc_ino(struct nadb_store *st, uint64_t *ino)
+/* A number for a new node in directory PARENT: in PARENT's partition, or
+ * (NEW_PARTITION: a namespace's directory) the first of a partition of its
+ * own. */
+static int alloc_ino(struct nadb_store *st, uint64_t parent, bool new_partition,
+		     uint64_t *ino)
 {
-	assert(st->ino_next <= st->ino_end);
-	if (st->ino_next == st->ino_end) {
+	if (new_partition)
+		return st->kv->ops->claim_inos(st->kv, 0, 1, ino);
+	uint32_t part = kv_partition(parent);
+	struct ino_block *b = NULL;
+	for (unsigned i = 0; i < INO_BLOCKS && !b; i++)
+		if (st->ino_blocks[i].part == part && st->ino_blocks[i].end)
+			b = &st->ino_blocks[i];
+	if (!b) {
+		b = &st->ino_blocks[st->ino_block_victim++ % INO_BLOCKS];
+		*b = (struct ino_block){.part = part};
+	}
+	assert(b->next <= b->end);
+	if (b->next == b->end) {
 		uint64_t first;
-		int rc = st->kv->ops->claim_inos(st->kv, INO_BLOCK, &first);
+		int rc = st->kv->ops->claim_inos(st->kv, parent, INO_BLOCK, &first);
 		if (rc)
 			return rc;
-		st->ino_next = first;
-		st->ino_end = first + INO_BLOCK;
+		assert(kv_partition(first) == part);
+		b->next = first;
+		b->end = first + INO_BLOCK;
 	}
-	*ino = st->ino_next++;
+	*ino = b->next++;
 	return 0;
 }
 
-int tree_alloc_ino(struct nadb_store *st, uint64_t *ino)
+int tree_alloc_ino(struct nadb_store *st, uint64_t parent, int level, uint64_t *ino)
 {
-	return alloc_ino(st, ino);
+	return alloc_ino(st, parent, level == NADB_LEVEL_NAMESPACE, ino);
 }
 
 /* A directory's contents changed: its mtime and ctime move, and its link
@@ -299,7 +315,8 @@ int tree_make_node(struct nadb_store *st, uint64_t parent, const char *name,
 	if (replace_expired)
 		rc = tree_remove_entry(st, parent, name, now);
 	if (!rc)
-		rc = alloc_ino(st, &ino);
+		rc = alloc_ino(st, parent, S_ISDIR(mode) && r.level == NADB_LEVEL_NAMESPACE,
+			       &ino);
 	if (!rc)
 		rc = inode_put(st, ino, &r, target, tlen);
 	if (!rc && r.expires)

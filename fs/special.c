@@ -3,10 +3,13 @@
  * Inode numbers, top bit set:
  *   kind 0  fixed: 1 /.stats, 2 /.metrics, 3 /.ctl, 4 /tags
  *   kind 1  the .stats file of the database or namespace in the low bits
- *   kind 2  a /tags mirror directory: query number (20 bits) and the real
- *           directory it mirrors (40 bits; the root for /tags/QUERY itself)
- * Query numbers name query texts ("photo+pets") in a table that only grows:
- * the kernel may hold a number for as long as it likes.
+ *   kind 2  a /tags mirror directory: query number (20 bits) and the
+ *           number of the real directory it mirrors (40 bits; the root for
+ *           /tags/QUERY itself)
+ * Query numbers name query texts ("photo+pets"), and directory numbers
+ * real directories (whose inode numbers, a partition's in their top bits,
+ * do not fit in 40), in tables that only grow: the kernel may hold a
+ * number for as long as it likes.
  *
  * Everything here is read-only but for rm in a mirror (untag) and /.ctl.
  * The kernel is told not to cache any of it: statistics change all the
@@ -86,12 +89,17 @@ struct special {
 	struct nadb_compact_result compacted;
 
 	/* queries_lock: scope is the query table (texts by number, and the
-	 * open-addressing index from text to number). */
+	 * open-addressing index from text to number) and the directory table
+	 * (inode numbers by number, and the index from inode to number). */
 	pthread_mutex_t queries_lock;
 	char **query;  /* query[qid - 1] */
 	uint32_t nqueries, cap;
 	uint32_t *index; /* qid or 0, by hash of the text */
 	uint32_t index_cap;
+	uint64_t *dir;     /* dir[n - 1]: the directory mirror number n stands for */
+	uint64_t ndirs, dirs_cap;
+	uint64_t *dir_index; /* n or 0, by hash of the inode number */
+	uint64_t dir_index_cap;
 };
 
 /* ---- inode numbers ------------------------------------------------------- */
@@ -106,9 +114,69 @@ static uint64_t scope_ino(uint64_t scope)
 	return SPECIAL | KIND_SCOPE << KIND_SHIFT | scope;
 }
 
-static uint64_t mirror_ino(uint32_t qid, uint64_t dir)
+static uint64_t ino_hash(uint64_t ino)
 {
-	return SPECIAL | KIND_MIRROR << KIND_SHIFT | (uint64_t)qid << MIRROR_DIR_BITS | dir;
+	return (ino * 0x9e3779b97f4a7c15ull) >> 17;
+}
+
+static void index_dir(struct special *sp, uint64_t n)
+{
+	uint64_t mask = sp->dir_index_cap - 1;
+	uint64_t i = ino_hash(sp->dir[n - 1]) & mask;
+	while (sp->dir_index[i])
+		i = (i + 1) & mask;
+	sp->dir_index[i] = n;
+}
+
+/* Room for one more directory number; queries_lock held. */
+static int grow_dirs(struct special *sp)
+{
+	if (sp->ndirs + 1 >= 1ull << MIRROR_DIR_BITS)
+		return -ENOSPC;
+	if (sp->ndirs == sp->dirs_cap) {
+		uint64_t cap = sp->dirs_cap ? 2 * sp->dirs_cap : 64;
+		uint64_t *d = realloc(sp->dir, cap * sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		sp->dir = d;
+		sp->dirs_cap = cap;
+	}
+	if ((sp->ndirs + 1) * 2 > sp->dir_index_cap) {
+		uint64_t cap = sp->dir_index_cap ? 2 * sp->dir_index_cap : 128;
+		uint64_t *index = calloc(cap, sizeof(*index));
+		if (!index)
+			return -ENOMEM;
+		free(sp->dir_index);
+		sp->dir_index = index;
+		sp->dir_index_cap = cap;
+		for (uint64_t n = 1; n <= sp->ndirs; n++)
+			index_dir(sp, n);
+	}
+	return 0;
+}
+
+/* The mirror ino of directory DIR under query QID (DIR numbered on first
+ * use); 0 if no number could be made (logged by the caller's errno). */
+static uint64_t mirror_ino(struct special *sp, uint32_t qid, uint64_t dir)
+{
+	uint64_t found = 0;
+	pthread_mutex_lock(&sp->queries_lock);
+	if (sp->dir_index_cap) {
+		uint64_t mask = sp->dir_index_cap - 1;
+		for (uint64_t i = ino_hash(dir) & mask; sp->dir_index[i]; i = (i + 1) & mask)
+			if (sp->dir[sp->dir_index[i] - 1] == dir) {
+				found = sp->dir_index[i];
+				break;
+			}
+	}
+	if (!found && !grow_dirs(sp)) {
+		sp->dir[sp->ndirs++] = dir;
+		found = sp->ndirs;
+		index_dir(sp, found);
+	}
+	pthread_mutex_unlock(&sp->queries_lock);
+	return found ? SPECIAL | KIND_MIRROR << KIND_SHIFT | (uint64_t)qid << MIRROR_DIR_BITS | found
+		     : 0;
 }
 
 static uint32_t mirror_qid(uint64_t ino)
@@ -116,9 +184,15 @@ static uint32_t mirror_qid(uint64_t ino)
 	return (uint32_t)((ino >> MIRROR_DIR_BITS) & MIRROR_QID_MAX);
 }
 
-static uint64_t mirror_dir(uint64_t ino)
+/* The directory a mirror ino stands for; 0 if its number is unknown. */
+static uint64_t mirror_dir(struct special *sp, uint64_t ino)
 {
-	return ino & ((1ULL << MIRROR_DIR_BITS) - 1);
+	uint64_t n = ino & ((1ULL << MIRROR_DIR_BITS) - 1), dir = 0;
+	pthread_mutex_lock(&sp->queries_lock);
+	if (n && n <= sp->ndirs)
+		dir = sp->dir[n - 1];
+	pthread_mutex_unlock(&sp->queries_lock);
+	return dir;
 }
 
 static bool is_mirror(uint64_t ino)
@@ -256,6 +330,8 @@ void special_free(struct special *sp)
 		free(sp->query[i]);
 	free(sp->query);
 	free(sp->index);
+	free(sp->dir);
+	free(sp->dir_index);
 	pthread_mutex_destroy(&sp->queries_lock);
 	pthread_mutex_destroy(&sp->compact_lock);
 	free(sp);
@@ -620,7 +696,8 @@ int special_attr(struct special *sp, uint64_t ino, struct stat *st)
 	struct nadb_attr a;
 	int rc;
 	if (is_mirror(ino)) {
-		rc = nadb_getattr(sp->st, mirror_dir(ino), &a);
+		uint64_t dir = mirror_dir(sp, ino);
+		rc = dir ? nadb_getattr(sp->st, dir, &a) : -ESTALE;
 		if (!rc)
 			as_mirror(&a, ino);
 	} else {
@@ -693,7 +770,7 @@ static bool lookup_in_mirror(struct special *sp, fuse_req_t req, fuse_ino_t pare
 	uint32_t qid = mirror_qid(parent);
 	int rc = query_of(sp, qid, &q);
 	if (!rc)
-		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(parent), name, &a);
+		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(sp, parent), name, &a);
 	if (rc == -ENOENT || rc == -EINVAL) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e)); /* a miss, not to be remembered */
@@ -705,11 +782,12 @@ static bool lookup_in_mirror(struct special *sp, fuse_req_t req, fuse_ino_t pare
 		return true;
 	}
 	if (S_ISDIR(a.mode)) {
-		if (mirror_dir(mirror_ino(qid, a.ino)) != a.ino) {
-			special_reply_err(sp, req, EOVERFLOW); /* inode beyond 2^40 */
+		uint64_t ino = mirror_ino(sp, qid, a.ino);
+		if (!ino) {
+			special_reply_err(sp, req, ENOMEM);
 			return true;
 		}
-		reply_special_entry(req, 0, sp, mirror_ino(qid, a.ino));
+		reply_special_entry(req, 0, sp, ino);
 		return true;
 	}
 	/* The key itself: same inode as in the tree.  Not cached, so that
@@ -736,10 +814,13 @@ static bool lookup_query(struct special *sp, fuse_req_t req, const char *name)
 	}
 	if (!rc)
 		rc = query_number(sp, name, &qid);
+	uint64_t ino = rc ? 0 : mirror_ino(sp, qid, NADB_ROOT_INO);
+	if (!rc && !ino)
+		rc = -ENOMEM;
 	if (rc)
 		special_reply_err(sp, req, -rc);
 	else
-		reply_special_entry(req, 0, sp, mirror_ino(qid, NADB_ROOT_INO));
+		reply_special_entry(req, 0, sp, ino);
 	return true;
 }
 
@@ -974,6 +1055,7 @@ struct vdir {
 		uint32_t mode;
 	} *e;
 	uint32_t qid;
+	struct special *sp;
 };
 
 static int vdir_add(struct vdir *d, const char *name, uint64_t ino, uint32_t mode)
@@ -1013,8 +1095,8 @@ static int add_tag_entry(void *ctx, const char *tag, uint64_t keys)
 static int add_mirror_entry(void *ctx, const char *name, const struct nadb_attr *a)
 {
 	struct vdir *d = ctx;
-	uint64_t ino = S_ISDIR(a->mode) ? mirror_ino(d->qid, a->ino) : a->ino;
-	return vdir_add(d, name, ino, a->mode);
+	uint64_t ino = S_ISDIR(a->mode) ? mirror_ino(d->sp, d->qid, a->ino) : a->ino;
+	return ino ? vdir_add(d, name, ino, a->mode) : -ENOMEM;
 }
 
 bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
@@ -1033,11 +1115,12 @@ bool special_opendir(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 	} else if (!rc) {
 		struct nadb_tag_query q;
 		d->qid = mirror_qid(ino);
+		d->sp = sp;
 		rc = query_of(sp, d->qid, &q);
 		if (rc == -ENOENT || rc == -EINVAL)
 			rc = 0; /* the query's last key went: an empty directory */
 		else if (!rc)
-			rc = nadb_tag_readdir(sp->st, &q, mirror_dir(ino), NULL,
+			rc = nadb_tag_readdir(sp->st, &q, mirror_dir(sp, ino), NULL,
 					      add_mirror_entry, d);
 	}
 	if (rc) {
@@ -1054,12 +1137,13 @@ static uint64_t parent_of(struct special *sp, uint64_t ino)
 {
 	if (ino == INO_TAGS)
 		return NADB_ROOT_INO;
-	uint64_t dir = mirror_dir(ino), up = NADB_ROOT_INO;
-	if (dir == NADB_ROOT_INO)
+	uint64_t dir = mirror_dir(sp, ino), up = NADB_ROOT_INO;
+	if (dir == NADB_ROOT_INO || !dir)
 		return INO_TAGS;
 	if (nadb_parent(sp->st, dir, &up))
 		up = NADB_ROOT_INO;
-	return mirror_ino(mirror_qid(ino), up);
+	uint64_t m = mirror_ino(sp, mirror_qid(ino), up);
+	return m ? m : INO_TAGS;
 }
 
 bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t size,
@@ -1089,7 +1173,8 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 				uint32_t qid;
 				if (query_number(sp, name, &qid))
 					break;
-				eino = mirror_ino(qid, NADB_ROOT_INO);
+				if (!(eino = mirror_ino(sp, qid, NADB_ROOT_INO)))
+					break;
 			}
 			e.ino = eino;
 			if (special_is_ino(eino) ? special_attr(sp, eino, &e.attr) != 0
@@ -1150,7 +1235,7 @@ bool special_unlink(struct special *sp, fuse_req_t req, fuse_ino_t parent,
 	struct nadb_attr a;
 	int rc = query_of(sp, mirror_qid(parent), &q);
 	if (!rc)
-		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(parent), name, &a);
+		rc = nadb_tag_lookup(sp->st, &q, mirror_dir(sp, parent), name, &a);
 	if (!rc && S_ISDIR(a.mode))
 		rc = -EISDIR;
 	if (!rc)

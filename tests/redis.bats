@@ -162,55 +162,125 @@ EOF
 	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = "$before" ]
 }
 
-@test "the layout: one hash tag; entries one sorted-set member each; inodes, names and chunks in bucket hashes; layout 1 refused with what to do" {
+@test "the layout: a hash tag per namespace; entries one sorted-set member each; inodes, names and chunks in bucket hashes; layout 2 taken on, layout 1 refused with what to do" {
 	mount_store_at "$URL" "$MNT"
-	mkdir -p "$MNT/app/ns"
+	mkdir -p "$MNT/app/ns" "$MNT/app/other"
 	for k in a b c; do echo -n "value $k" >"$MNT/app/ns/$k"; done
+	echo -n x >"$MNT/app/other/x"
 	setfattr -n user.tags -v red "$MNT/app/ns/a"
+	setfattr -n user.note -v hi "$MNT/app/ns/b"
+	p=$(($(stat -c %i "$MNT/app/ns") >> 40))
+	q=$(($(stat -c %i "$MNT/app/other") >> 40))
+	# each namespace's keys are numbered in its own partition
+	[ $(($(stat -c %i "$MNT/app/ns/a") >> 40)) -eq "$p" ]
+	[ $(($(stat -c %i "$MNT/app/other/x") >> 40)) -eq "$q" ]
 	unmount_store_at "$URL" "$MNT"
 	cli() { redis-cli -p "$REDIS_PORT" "$@"; }
-	# every key the store made carries its one hash tag (one slot)
-	[ -z "$(cli --scan | grep -v '^{nadb:store:p0}:')" ]
-	[ "$(cli type '{nadb:store:p0}:t:dirents:z')" = zset ]
-	# app, ns, a, b, c: a member each, and no hash of values beside them
-	[ "$(cli zcard '{nadb:store:p0}:t:dirents:z')" -eq 5 ]
-	[ "$(cli exists '{nadb:store:p0}:t:dirents:h')" -eq 0 ]
-	for t in inodes links chunks; do
-		buckets=$(cli --scan --pattern "{nadb:store:p0}:t:$t:b:*" | wc -l)
-		echo "$t: $buckets buckets"
-		[ "$buckets" -ge 1 ]
-		[ "$(cli zcard "{nadb:store:p0}:t:$t:z")" -eq "$buckets" ]
+	echo "partitions: ns $p, other $q"
+	[ "$p" -ge 1 ]
+	[ "$q" -ge 1 ]
+	[ "$p" -ne "$q" ]
+	# every key the store made carries one of its hash tags
+	[ -z "$(cli --scan | grep -v '^{nadb:store:p[0-9]*}:')" ]
+	[ "$(cli zrange '{nadb:store:p0}:partitions' 0 -1 | sort -n | tr '\n' ' ')" = "$(printf '%s\n' "$p" "$q" | sort -n | tr '\n' ' ')" ]
+	# a namespace's rows (its keys' entries, inodes, names, xattrs, tags)
+	# are under its own tag; root and database rows under p0
+	[ "$(cli type "{nadb:store:p$p}:t:dirents:z")" = zset ]
+	[ "$(cli zcard "{nadb:store:p$p}:t:dirents:z")" -eq 3 ]
+	[ "$(cli zcard "{nadb:store:p$q}:t:dirents:z")" -eq 1 ]
+	[ "$(cli zcard '{nadb:store:p0}:t:dirents:z')" -eq 3 ] # app; ns, other
+	[ "$(cli exists "{nadb:store:p$p}:t:dirents:h")" -eq 0 ]
+	[ "$(cli zcard "{nadb:store:p$p}:t:xattrs:z")" -ge 1 ]
+	[ "$(cli zcard "{nadb:store:p$p}:t:tags_of:z")" -eq 1 ]
+	[ "$(cli exists '{nadb:store:p0}:t:tags_of:z')" -eq 0 ]
+	for t in inodes links; do
+		for part in 0 "$p" "$q"; do
+			buckets=$(cli --scan --pattern "{nadb:store:p$part}:t:$t:b:*" | wc -l)
+			echo "$t in p$part: $buckets buckets"
+			[ "$buckets" -ge 1 ]
+			[ "$(cli zcard "{nadb:store:p$part}:t:$t:z")" -eq "$buckets" ]
+		done
 	done
-	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 2" ]
-	# a store of the layout before: refused, nothing written, told what to do
+	buckets=$(cli --scan --pattern "{nadb:store:p0}:t:chunks:b:*" | wc -l)
+	[ "$buckets" -ge 1 ]
+	[ "$(cli zcard "{nadb:store:p0}:t:chunks:z")" -eq "$buckets" ]
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 3" ]
+	# a key's counters are its namespace's row (in its partition): the
+	# database's and the store's rows, in p0, do not move when keys come
+	# and go (values here are copies, so that no chunk is made or freed:
+	# chunks, shared store-wide, are counted in p0)
+	before=$(cli zrange '{nadb:store:p0}:t:counters:z' 0 -1 | od -c)
+	nsrow=$(cli zrange "{nadb:store:p$p}:t:counters:z" 0 -1 | od -c)
+	mount_store_at "$URL" "$MNT"
+	echo -n "value c" >"$MNT/app/ns/d"
+	cp "$MNT/app/ns/c" "$MNT/app/ns/e"
+	rm "$MNT/app/ns/e"
+	mkdir "$MNT/app/ns/sub"
+	# ... and their totals still count them: 4 keys in ns, 1 in other
+	[ "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["keys"])' "$MNT/app/ns/.stats")" = 4 ]
+	[ "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["keys"])' "$MNT/app/.stats")" = 5 ]
+	[ "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["keys"])' "$MNT/.stats")" = 5 ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$(cli zrange '{nadb:store:p0}:t:counters:z' 0 -1 | od -c)" = "$before" ]
+	[ "$(cli zrange "{nadb:store:p$p}:t:counters:z" 0 -1 | od -c)" != "$nsrow" ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# a partition missing from the partitions set (scans walk that set):
+	# fsck says so, --repair puts it back, and nothing is lost
+	[ "$(cli zrem '{nadb:store:p0}:partitions' "$q")" = 1 ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"partition $q holds rows but is not in the partitions set"* ]]
+	run "$NADB" fsck --repair "$URL"
+	echo "$output"
+	run "$NADB" fsck "$URL"
+	[ "$status" -eq 0 ]
+	[ "$("$NADB" get "$URL" /app/other/x)" = x ]
+	# a store marked with layout 2 (layout 3 in one partition) is taken on
+	# and marked 3, so that a nadb of layout 2 refuses it from now on
+	cli set '{nadb:store:p0}:format' 'nadb-redis 2' >/dev/null
+	mount_store_at "$URL" "$MNT"
+	[ "$(cat "$MNT/app/ns/c")" = "value c" ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 3" ]
+	# a store of layout 1: refused, nothing written, told what to do
 	cli set '{nadb:old:p0}:format' 'nadb-redis 1' >/dev/null
 	before=$(cli dbsize)
 	run "$NADBFS" "redis://127.0.0.1:$REDIS_PORT/old" "$MNT"
 	echo "$output"
 	[ "$status" -eq 1 ]
-	[[ "$output" == *"nadb-redis 1"* && "$output" == *"nadb dump"* ]]
+	[[ "$output" == *"nadb-redis 1"* ]]
+	[[ "$output" == *"nadb dump"* ]]
 	[ "$(cli dbsize)" = "$before" ]
 	! mountpoint -q "$MNT"
 }
 
-@test "inode numbers come in blocks from Redis (INCRBY) and are never given twice, across remounts" {
+@test "inode numbers come in blocks from Redis (INCRBY), a partition's own, and are never given twice, across remounts" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/ns"
 	echo -n 1 >"$MNT/app/ns/a"
 	a=$(stat -c %i "$MNT/app/ns/a")
+	p=$((a >> 40))
+	seq_a=$((a & ((1 << 40) - 1)))
 	unmount_store_at "$URL" "$MNT"
-	claimed=$(redis-cli -p "$REDIS_PORT" get '{nadb:store:p0}:inos')
-	echo "a: $a, claimed: $claimed"
-	[ "$claimed" -ge "$a" ]
+	claimed=$(redis-cli -p "$REDIS_PORT" get "{nadb:store:p$p}:inos")
+	echo "a: $a (partition $p, number $seq_a), claimed: $claimed"
+	[ "$claimed" -ge "$seq_a" ]
 	mount_store_at "$URL" "$MNT"
 	rm "$MNT/app/ns/a"
 	echo -n 2 >"$MNT/app/ns/b"
 	b=$(stat -c %i "$MNT/app/ns/b")
 	echo "b: $b"
-	# a new block: past everything the first daemon claimed
-	[ "$b" -gt "$claimed" ]
+	# a new block of the same partition: past everything claimed before
+	[ $((b >> 40)) -eq "$p" ]
+	[ $((b & ((1 << 40) - 1))) -gt "$claimed" ]
+	# a new namespace: a new partition
+	mkdir "$MNT/app/ns2"
+	[ $(($(stat -c %i "$MNT/app/ns2") >> 40)) -gt "$p" ]
 	unmount_store_at "$URL" "$MNT"
-	[ "$(redis-cli -p "$REDIS_PORT" get '{nadb:store:p0}:inos')" -ge "$b" ]
+	[ "$(redis-cli -p "$REDIS_PORT" get "{nadb:store:p$p}:inos")" -ge $((b & ((1 << 40) - 1))) ]
 	run "$NADB" fsck "$URL"
 	echo "$output"
 	[ "$status" -eq 0 ]

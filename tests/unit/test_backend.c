@@ -488,8 +488,8 @@ static void check_claims(const struct backend *b, const char *place)
 	struct kv *kv;
 	CHECK(b->open_kv(place, &kv) == 0);
 	uint64_t a, c;
-	CHECK(kv->ops->claim_inos(kv, 4, &a) == 0 && a >= 1);
-	CHECK(kv->ops->claim_inos(kv, 4, &c) == 0 && c >= a + 4);
+	CHECK(kv->ops->claim_inos(kv, 1, 4, &a) == 0 && a >= 1);
+	CHECK(kv->ops->claim_inos(kv, 1, 4, &c) == 0 && c >= a + 4);
 	/* rows of a later number, as another daemon's block would have */
 	CHECK(put_ino_row(kv, KV_TAGS_OF, c + 1000, "x") == 0);
 	CHECK(kv->ops->sync(kv) == 0);
@@ -522,17 +522,148 @@ static void check_claims(const struct backend *b, const char *place)
 	CHECK(inos_from(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 3);
 	CHECK(inos_under(kv, KV_TAGS_OF, c, &l) == 0 && l.n == 1 && l.ino[0] == c);
 	uint64_t d;
-	CHECK(kv->ops->claim_inos(kv, 4, &d) == 0 && d >= c + 4);
+	CHECK(kv->ops->claim_inos(kv, 1, 4, &d) == 0 && d >= c + 4);
 	/* an undone step gives nothing back */
 	CHECK(kv->ops->step_begin(kv) == 0);
 	uint64_t e;
-	CHECK(kv->ops->claim_inos(kv, 4, &e) == 0 && e >= d + 4);
+	CHECK(kv->ops->claim_inos(kv, 1, 4, &e) == 0 && e >= d + 4);
 	CHECK(kv->ops->step_end(kv, 0) == 0);
 	CHECK(kv->ops->sync(kv) == 0);
 	kv->ops->close(kv);
 	CHECK(b->open_kv(place, &kv) == 0);
 	uint64_t f;
-	CHECK(kv->ops->claim_inos(kv, 1, &f) == 0 && f >= e + 4);
+	CHECK(kv->ops->claim_inos(kv, 1, 1, &f) == 0 && f >= e + 4);
+	kv->ops->close(kv);
+}
+
+struct count_rows {
+	size_t n;
+};
+
+static int count_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	((struct count_rows *)ctx)->n++;
+	return 0;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Delete, in one synced step, the rows "INO r" of TABLES (N) for every
+ * other number of ORDER (6), from the FIRST. */
+static void del_every_other(struct kv *kv, const enum kv_table *tables, size_t n,
+			    const uint64_t *order, int first)
+{
+	CHECK(kv->ops->step_begin(kv) == 0);
+	for (size_t t = 0; t < n; t++)
+		for (int i = first; i < 6; i += 2) {
+			uint8_t key[9];
+			uint64_t be = htobe64(order[i]);
+			memcpy(key, &be, 8);
+			key[8] = 'r';
+			CHECK(kv->ops->del(kv, tables[t], key, 9) == 0);
+		}
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+}
+
+/* Partitions (backend.h): a new partition's numbers follow every number
+ * claimed before it and stay in it; rows of several partitions, synced or
+ * not, scan as one table in key order, from any start; a prefix scan sees
+ * one partition's rows; all of it across a reopen. */
+static void check_partitions(const struct backend *b, const char *place)
+{
+	static const enum kv_table tables[] = {KV_ORPHANS, KV_INODES, KV_LINKS};
+	struct kv *kv;
+	CHECK(b->open_kv(place, &kv) == 0);
+	uint64_t low, p1, x, p2, y, z;
+	CHECK(kv->ops->claim_inos(kv, 1, 4, &low) == 0);
+	CHECK(kv->ops->claim_inos(kv, 0, 1, &p1) == 0 && p1 > low);
+	CHECK(kv->ops->claim_inos(kv, p1, 4, &x) == 0 && x > p1);
+	CHECK(kv_partition(x) == kv_partition(p1));
+	CHECK(kv->ops->claim_inos(kv, 0, 1, &p2) == 0 && p2 > x);
+	CHECK(kv->ops->claim_inos(kv, p2, 4, &y) == 0 && y > p2);
+	CHECK(kv_partition(y) == kv_partition(p2));
+	/* a block claimed in p1 after p2 was made stays in p1 */
+	CHECK(kv->ops->claim_inos(kv, x, 4, &z) == 0 && z >= x + 4);
+	CHECK(kv_partition(z) == kv_partition(p1));
+	if (failures)
+		return;
+	uint64_t order[] = {low, p1, x, z, p2, y}; /* sorted: key order */
+	qsort(order, 6, sizeof(order[0]), compare_u64);
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+		/* half synced, half not */
+		CHECK(put_ino_row(kv, tables[t], y, "r") == 0);
+		CHECK(put_ino_row(kv, tables[t], p1, "r") == 0);
+		CHECK(put_ino_row(kv, tables[t], low, "r") == 0);
+		CHECK(kv->ops->sync(kv) == 0);
+		CHECK(put_ino_row(kv, tables[t], z, "r") == 0);
+		CHECK(put_ino_row(kv, tables[t], p2, "r") == 0);
+		CHECK(put_ino_row(kv, tables[t], x, "r") == 0);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+			struct ino_log l = {0};
+			CHECK(kv->ops->scan(kv, tables[t], NULL, 0, log_ino, &l) == 0);
+			CHECK(l.n == 6);
+			for (int i = 0; i < l.n && i < 6; i++)
+				CHECK(l.ino[i] == order[i]);
+			for (int from = 0; from < 6; from++) {
+				CHECK(inos_from(kv, tables[t], order[from], &l) == 0);
+				CHECK(l.n == 6 - from);
+				CHECK(l.n > 0 && l.ino[0] == order[from]);
+				CHECK(inos_under(kv, tables[t], order[from], &l) == 0);
+				CHECK(l.n == 1 && l.ino[0] == order[from]);
+			}
+			/* a start past the last partition claimed: nothing */
+			CHECK(inos_from(kv, tables[t], order[5] + 100, &l) == 0 && l.n == 0);
+		}
+		/* synced and reopened, the same */
+		CHECK(kv->ops->sync(kv) == 0);
+		kv->ops->close(kv);
+		CHECK(b->open_kv(place, &kv) == 0);
+	}
+	/* deletes in every partition, in one group */
+	del_every_other(kv, tables, 3, order, 0);
+	kv->ops->close(kv);
+	CHECK(b->open_kv(place, &kv) == 0);
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+		struct ino_log l = {0};
+		CHECK(kv->ops->scan(kv, tables[t], NULL, 0, log_ino, &l) == 0 && l.n == 3);
+		for (int i = 0; i < l.n && i < 3; i++)
+			CHECK(l.ino[i] == order[2 * i + 1]);
+	}
+	/* more rows of one partition in a group than one command carries */
+	for (int del = 0; del < 2; del++) {
+		CHECK(kv->ops->step_begin(kv) == 0);
+		for (int i = 0; i < 1500; i++) {
+			uint8_t key[16];
+			uint64_t be = htobe64(order[2]);
+			memcpy(key, &be, 8);
+			snprintf((char *)key + 8, 8, "n%05d", i);
+			int rc = del ? kv->ops->del(kv, KV_XATTRS, key, 14)
+				     : kv->ops->put(kv, KV_XATTRS, key, 14, "v", 1);
+			CHECK(rc == 0);
+		}
+		CHECK(kv->ops->step_end(kv, 1) == 0);
+		CHECK(kv->ops->sync(kv) == 0);
+		struct count_rows c = {0};
+		uint64_t be = htobe64(order[2]);
+		CHECK(kv->ops->scan_prefix(kv, KV_XATTRS, &be, 8, count_row, &c) == 0);
+		CHECK(c.n == (del ? 0 : 1500));
+	}
+	/* numbers claimed after a reopen are still new */
+	uint64_t p3;
+	CHECK(kv->ops->claim_inos(kv, 0, 1, &p3) == 0 && p3 > order[5]);
+	/* the tables empty again, for the checks after */
+	del_every_other(kv, tables, 3, order, 1);
 	kv->ops->close(kv);
 }
 
@@ -659,6 +790,7 @@ int main(void)
 		} else {
 			check_every_table(b, place);
 			check_claims(b, place);
+			check_partitions(b, place);
 			check_kv(b, place);
 			check_blobs(b, place);
 		}

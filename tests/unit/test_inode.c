@@ -1,7 +1,8 @@
 /* test_inode.c -- inode records as stored: the compact encoding gives back
  * every field exactly, a new 4 KiB key's record fits a Redis listpack
  * entry, records of stores made before (raw structs) still read, damaged
- * ones are refused, and a store of format 1 opens and is moved to 2. */
+ * ones are refused, and a store of format 1 opens and is moved to 3. */
+#include "stats.h"
 #include "store_int.h"
 #include "unit.h"
 
@@ -93,7 +94,8 @@ static void check_sizes_and_shapes(void)
 	CHECK(inode_decode(longer, sizeof(longer), &back, &payload, &plen) == -EIO);
 }
 
-/* A store of format 1 (raw records) opens, reads, writes, and is marked 2. */
+/* A store of format 1 (raw records, counters as before format 3) opens,
+ * reads, writes, and is marked 3, its counters right (check_clean). */
 static void check_old_store(void)
 {
 	char dir[32], store[300];
@@ -116,6 +118,10 @@ static void check_old_store(void)
 	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), &in.r,
 			       sizeof(in.r)) == 0);
 	CHECK(st->kv->ops->put(st->kv, KV_META, "format", 6, f1, sizeof(f1)) == 0);
+	/* and its counters: formats before 3 counted a namespace's key in its
+	 * database and the root too (stats.c) */
+	CHECK(counters_add(st, db, C_KEYS, 1) == 0);
+	CHECK(counters_add(st, NADB_ROOT_INO, C_KEYS, 1) == 0);
 	CHECK(step_end(st, 0) == 0);
 	inode_release(&in);
 	nadb_store_close(st);
@@ -131,6 +137,9 @@ static void check_old_store(void)
 	if (!failures)
 		memcpy(f, v.data, sizeof(f));
 	CHECK(f[0] == STORE_FORMAT_VERSION);
+	struct nadb_stats sdb, sroot;
+	CHECK(nadb_stats(st, db, &sdb) == 0 && sdb.keys == 1 && sdb.namespaces == 1);
+	CHECK(nadb_stats(st, NADB_ROOT_INO, &sroot) == 0 && sroot.keys == 1);
 	check_clean(st);
 	nadb_store_close(st);
 	remove_dir(dir);
