@@ -51,3 +51,8 @@ bool kv_table_keyed_by_ino(enum kv_table t)
 	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
 	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS;
 }
+
+int kv_table_ino_at(enum kv_table t)
+{
+	return kv_table_keyed_by_ino(t) ? 0 : t == KV_EXPIRY ? 8 : -1;
+}

@@ -40,6 +40,10 @@ const char *kv_table_name(enum kv_table t);
 /* Do T's keys start with a big-endian inode number (the comments above)?
  * Then nobody but the claimer of an inode number writes rows under it. */
 bool kv_table_keyed_by_ino(enum kv_table t);
+/* Where in T's keys the inode number a row is about sits (its partition
+ * is the row's): 0 for the tables keyed by inode number, 8 for the expiry
+ * index; -1 for the store-wide tables (partition 0). */
+int kv_table_ino_at(enum kv_table t);
 
 /* Partitions.  The top bits of an inode number name the partition its
  * rows live in: every row of a table keyed by inode number

@@ -34,19 +34,24 @@ static size_t expiry_key(uint8_t key[16], int64_t when, uint64_t ino)
 	return 16;
 }
 
+/* Drop the index row (WHEN, INO), if there is one. */
+static int unindex(struct nadb_store *st, uint64_t ino, int64_t when)
+{
+	uint8_t key[16];
+	int rc = st->kv->ops->del(st->kv, KV_EXPIRY, key, expiry_key(key, when, ino));
+	return rc == -ENOENT ? 0 : rc;
+}
+
 int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_)
 {
 	uint8_t key[16];
-	int rc = 0;
-	if (old) {
-		rc = st->kv->ops->del(st->kv, KV_EXPIRY, key, expiry_key(key, old, ino));
-		if (rc == -ENOENT)
-			rc = 0;
-	}
+	int rc = old ? unindex(st, ino, old) : 0;
 	if (!rc && new_)
 		rc = st->kv->ops->put(st->kv, KV_EXPIRY, key, expiry_key(key, new_, ino), "", 0);
-	if (!rc && (!old) != (!new_))
-		rc = counters_add(st, NADB_ROOT_INO, C_EXPIRING, new_ ? 1 : -1);
+	if (!rc && new_ && st->expiry_first && new_ < st->expiry_first)
+		st->expiry_first = new_;
+	if (!rc && (!old) != (!new_)) /* the statistics count a key's names */
+		rc = index_expiring_changed(st, ino, new_ ? 1 : -1);
 	return rc;
 }
 
@@ -66,8 +71,11 @@ static int first_due(void *ctx, const void *key, size_t klen, const void *val,
 
 bool expiry_any_due(struct nadb_store *st, int64_t now)
 {
+	if (st->expiry_first > now)
+		return false;
 	int64_t when = 0;
-	st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, first_due, &when);
+	if (!st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, first_due, &when))
+		st->expiry_first = when ? when : INT64_MAX;
 	return when && when <= now;
 }
 
@@ -88,10 +96,13 @@ int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
 	return 0;
 }
 
-int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx)
+int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx,
+		  uint64_t *dir)
 {
 	struct link_list l;
 	int rc = inode_links(st, ino, &l);
+	if (dir)
+		*dir = !rc && l.n ? l.parents[0] : NADB_ROOT_INO;
 	int64_t now = now_ns();
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		rc = tree_remove_entry(st, l.parents[i], l.names[i], now);
@@ -151,7 +162,11 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 	d->n = 0;
 	*reaped = 0;
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, collect_due, d);
+	int rc = 0;
+	if (expiry_any_due(st, now)) {
+		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, collect_due, d);
+		st->expiry_first = 0; /* what is left is looked up again */
+	}
 	if (!rc && d->n && !(rc = step_begin(st))) {
 		for (unsigned i = 0; !rc && i < d->n; i++) {
 			struct inode in;
@@ -159,15 +174,16 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 			bool current = !rc && in.r.expires == d->when[i];
 			if (!rc)
 				inode_release(&in);
-			if (rc == -ENOENT || (!rc && !current))
-				rc = expiry_index(st, d->ino[i], d->when[i], 0); /* stale row */
-			else if (!rc) {
-				rc = expiry_remove(st, d->ino[i], fn, ctx);
+			if (rc == -ENOENT || (!rc && !current)) {
+				rc = unindex(st, d->ino[i], d->when[i]); /* a stale row */
+			} else if (!rc) {
+				uint64_t dir; /* counted where the key was, as its name was */
+				rc = expiry_remove(st, d->ino[i], fn, ctx, &dir);
+				if (!rc)
+					rc = counters_add_in(st, dir, C_REAPED, 1);
 				(*reaped)++;
 			}
 		}
-		if (!rc && *reaped)
-			rc = counters_add(st, NADB_ROOT_INO, C_REAPED, *reaped);
 		rc = step_end(st, rc);
 		if (rc)
 			*reaped = 0;
@@ -280,7 +296,7 @@ static int set_expiry(struct nadb_store *st, uint64_t ino, struct inode *in,
 		      int64_t when, bool as_ttl)
 {
 	if (when && when <= now_ns())
-		return expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx);
+		return expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL);
 	int rc = expiry_index(st, ino, in->r.expires, when);
 	if (!rc) {
 		in->r.expires = when;
@@ -336,10 +352,10 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 			 * time (a copy sets user.expires and user.ttl, in either
 			 * order, and reads the ttl a little before it sets it) */
 	else if (is_ttl)
-		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
+		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
 			       : set_expiry(st, ino, &in, now + secs * NS, true);
 	else
-		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx)
+		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
 					     : set_expiry(st, ino, &in, secs * NS + nanos, false);
 	inode_release(&in);
 	return rc;

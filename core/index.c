@@ -42,6 +42,12 @@ int index_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta)
 	EACH_INDEX(st, size_changed, st, ino, delta);
 }
 
+int index_expiring_changed(struct nadb_store *st, uint64_t ino, int delta)
+{
+	assert(delta == 1 || delta == -1);
+	EACH_INDEX(st, expiring_changed, st, ino, delta);
+}
+
 int index_dir_leaving(struct nadb_store *st, uint64_t parent, const char *name,
 		      struct index_move *m)
 {

@@ -40,6 +40,8 @@ struct index_hooks {
 	void (*free_state)(void *state);
 	/* Key INO's value grew by DELTA bytes (shrank, if negative). */
 	int (*size_changed)(struct nadb_store *st, uint64_t ino, int64_t delta);
+	/* Key INO got an expiry time (DELTA +1) or lost it (-1). */
+	int (*expiring_changed)(struct nadb_store *st, uint64_t ino, int delta);
 };
 
 /* Each index's table (tags.c, expiry.c, stats.c). */
@@ -51,6 +53,7 @@ int index_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
 int index_last_link_gone(struct nadb_store *st, uint64_t ino);
 int index_inode_deleting(struct nadb_store *st, uint64_t ino, const struct inode_rec *r);
 int index_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta);
+int index_expiring_changed(struct nadb_store *st, uint64_t ino, int delta);
 
 /* A directory move: dir_leaving before the move, dir_arrived after it. */
 #define INDEX_MAX 8

@@ -17,13 +17,15 @@
  *    range of keys, so a scan walks buckets in order and sorts each one's
  *    rows.
  *
- * Partitions (backend.h): a row of a table keyed by inode number lives in
- * its inode's partition, under that partition's hash tag (redis.h); every
+ * Partitions (backend.h): a row about an inode (kv_table_ino_at) lives in
+ * the inode's partition, under that partition's hash tag (redis.h); every
  * other row in partition 0.  Inode numbers sort by partition first, so a
- * scan of such a table walks the partitions that hold rows (the store's
- * "partitions" set, which a sync adds a partition to with its first rows)
- * one after the other, and a prefix scan of one number reads one.  A
- * sync's MULTI/EXEC writes each partition's rows to its own keys.
+ * scan of a table keyed by inode number walks the partitions that hold
+ * rows (the store's "partitions" set, which a sync adds a partition to
+ * with its first rows) one after the other, and a prefix scan of one
+ * number reads one; a scan of the expiry index, ordered by time, merges
+ * one walk per partition.  A sync's MULTI/EXEC writes each partition's
+ * rows to its own keys.
  *
  * Steps and groups, as in kv_lmdb.c, but the buffering is ours: Redis
  * has no transaction that can read its own writes.  A step's writes go
@@ -128,12 +130,22 @@ static uint32_t part_padded(const void *key, size_t klen, uint8_t fill)
 }
 
 /* The partition KEY's row of T lives in (backend.h): its inode's, for a
- * table keyed by inode number; 0 for the others.  (A key shorter than a
- * number, which the engine never writes, goes with the numbers it is a
- * prefix of, so that partition order stays key order.) */
+ * table whose rows are about an inode (kv_table_ino_at); 0 for the
+ * others.  (A key cut short of its number, which the engine never writes,
+ * goes with the numbers it is a prefix of, so that in a table keyed by
+ * inode number partition order stays key order.) */
 static uint32_t row_part(enum kv_table t, const void *key, size_t klen)
 {
-	return kv_table_keyed_by_ino(t) ? part_padded(key, klen, 0) : 0;
+	int at = kv_table_ino_at(t);
+	if (at < 0 || klen < (size_t)at)
+		return 0;
+	return part_padded((const uint8_t *)key + at, klen - (size_t)at, 0);
+}
+
+/* Are T's rows spread over partitions? */
+static bool partitioned(enum kv_table t)
+{
+	return kv_table_ino_at(t) >= 0;
 }
 
 /* ---- a sorted table's members ------------------------------------------------
@@ -1113,25 +1125,47 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 		.step = k->in_step ? first_at_or_after(&k->step, t, start, slen, NULL) : NULL,
 		.group = first_at_or_after(&k->pending, t, start, slen, NULL),
 	};
-	struct redis_rows rr = {.start = start, .slen = slen, .last = true};
+	/* Redis's rows: one walk, or (a table whose partition is not its
+	 * keys' first bytes) one per partition, merged */
+	struct redis_rows one = {.start = start, .slen = slen, .last = true}, *rr = &one;
+	size_t nrr = 1;
 	int rc = 0;
-	if (kv_table_keyed_by_ino(t) && !k->nparts && (rc = load_parts(k)))
+	if (partitioned(t) && !k->nparts && (rc = load_parts(k)))
 		return rc;
 	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
 		uint32_t first = part_padded(start, slen, 0);
 		uint32_t last = plen ? part_padded(start, plen, 0xff) : PART_LAST;
-		rr.parts = k->parts;
-		while (rr.part < k->nparts && k->parts[rr.part] < first)
-			rr.part++;
-		rr.last_part = rr.part;
-		while (rr.last_part + 1 < k->nparts && k->parts[rr.last_part + 1] <= last)
-			rr.last_part++;
-		if (rr.part == k->nparts || k->parts[rr.part] > last)
+		one.parts = k->parts;
+		while (one.part < k->nparts && k->parts[one.part] < first)
+			one.part++;
+		one.last_part = one.part;
+		while (one.last_part + 1 < k->nparts && k->parts[one.last_part + 1] <= last)
+			one.last_part++;
+		if (one.part == k->nparts || k->parts[one.part] > last)
 			local_only = true; /* Redis holds no row of those partitions */
+	} else if (partitioned(t)) {
+		nrr = k->nparts;
+		rr = calloc(nrr, sizeof(*rr));
+		if (!rr)
+			return -ENOMEM;
+		for (size_t i = 0; i < nrr; i++)
+			rr[i] = (struct redis_rows){.start = start, .slen = slen, .last = true,
+						    .parts = k->parts, .part = i, .last_part = i};
 	}
-	rc = local_only ? 0 : fetch_rows(k, t, &rr, true);
+	for (size_t i = 0; !rc && !local_only && i < nrr; i++)
+		rc = fetch_rows(k, t, &rr[i], true);
 	while (!rc) {
-		rc = next_redis_row(k, t, &rr, &m.redis);
+		size_t from = 0; /* the walk m.redis comes from */
+		m.redis = NULL;
+		for (size_t i = 0; !rc && i < nrr; i++) {
+			const struct pair *p;
+			rc = next_redis_row(k, t, &rr[i], &p);
+			if (!rc && p && (!m.redis || compare_keys(p->key, p->klen, m.redis->key,
+								  m.redis->klen) < 0)) {
+				m.redis = p;
+				from = i;
+			}
+		}
 		if (rc)
 			break;
 		/* the smallest key of the three heads */
@@ -1166,14 +1200,18 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 		if (m.redis && !compare_keys(m.redis->key, m.redis->klen, key, klen)) {
 			if (!found)
 				val = m.redis->val, vlen = m.redis->vlen;
-			rr.i++;
+			rr[from].i++;
 		}
 		if (tomb)
 			continue;
 		rc = fn(ctx, key, klen, val ? val : "", vlen);
 	}
-	free(rr.rows);
-	free(rr.keys);
+	for (size_t i = 0; i < nrr; i++) {
+		free(rr[i].rows);
+		free(rr[i].keys);
+	}
+	if (rr != &one)
+		free(rr);
 	return rc < 0 ? rc : 0;
 }
 
@@ -1291,8 +1329,8 @@ struct zset_name {
 	char name[KEY_SIZE];
 };
 
-/* How many runs of one partition T's pending rows make (in key order, a
- * partition's rows are contiguous). */
+/* How many runs of one partition T's pending rows make, in key order (in
+ * a table keyed by inode number a partition's rows are one run). */
 static size_t pending_runs(struct kv_redis *k, enum kv_table t)
 {
 	size_t n = 0;
@@ -1529,9 +1567,9 @@ static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
 	*out = NULL;
 	*n = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
-		if (!kv_table_keyed_by_ino(t))
+		if (!partitioned(t))
 			continue;
-		uint32_t last = 0; /* in key order a partition's rows are together */
+		uint32_t last = 0; /* the partition named last (most rows repeat it) */
 		for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
 			uint32_t p = row_part(t, r->key, r->klen);
 			if (!r->val || p == last || part_known(k, p))

@@ -16,11 +16,11 @@
  * a Redis Cluster hash tag: all keys of one partition live on one node,
  * which is what lets a MULTI/EXEC or a script touch several of them.  Each
  * namespace has a partition of its own (backend.h, kv_partition): the rows
- * of the tables keyed by inode number -- its keys' inodes, entries, names,
- * xattrs, tags, pending chunks, open orphans, its own counters -- are under
- * its tag, so that a cluster spreads a store namespace by namespace.  The
- * root, the databases and the store-wide tables (chunks, segments, the
- * expiry and tag indexes, database and store counters) are partition 0.
+ * about its inodes (backend.h, kv_table_ino_at) -- its keys' inodes,
+ * entries, names, xattrs, tags, expiries, pending chunks, open orphans, its
+ * own counters -- are under its tag, so that a cluster spreads a store
+ * namespace by namespace.  The root, the databases and the store-wide
+ * tables (chunks, segments, the tag index) are partition 0.
  * On one server a group of steps is one MULTI/EXEC over all the partitions
  * it touches; on a cluster a group must be split per partition.
  *

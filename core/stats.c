@@ -24,6 +24,7 @@
 #include "index.h"
 #include "store_int.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,20 +152,30 @@ static int stats_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode
 			return rc;
 		d[C_KEYS] = delta;
 		d[C_BYTES] = delta * (int64_t)in.r.size;
+		d[C_EXPIRING] = in.r.expires ? delta : 0;
 		inode_release(&in);
 	}
 	return add_to_scopes(st, scopes, d, 1);
 }
 
+int counters_add_in(struct nadb_store *st, uint64_t dir, enum counter c, int64_t delta)
+{
+	uint64_t scopes[3];
+	int64_t d[C_COUNT] = {0};
+	d[c] = delta;
+	int rc = scopes_of(st, dir, scopes);
+	return rc ? rc : add_to_scopes(st, scopes, d, 1);
+}
+
 struct names_walk {
 	struct nadb_store *st;
 	uint8_t prefix[INO_KEY_LEN];
+	enum counter c;
 	int64_t delta;
-	int rc;
 };
 
-static int resize_in_scope(void *ctx, const void *key, size_t klen, const void *val,
-			   size_t vlen)
+static int count_in_scope(void *ctx, const void *key, size_t klen, const void *val,
+			  size_t vlen)
 {
 	(void)val;
 	(void)vlen;
@@ -174,22 +185,43 @@ static int resize_in_scope(void *ctx, const void *key, size_t klen, const void *
 	uint64_t parent = 0;
 	for (int i = 0; i < 8; i++)
 		parent = parent << 8 | ((const uint8_t *)key)[INO_KEY_LEN + i];
-	uint64_t scopes[3];
-	int64_t d[C_COUNT] = {0};
-	d[C_BYTES] = w->delta;
-	int rc = scopes_of(w->st, parent, scopes);
-	return rc ? rc : add_to_scopes(w->st, scopes, d, 1);
+	return counters_add_in(w->st, parent, w->c, w->delta);
+}
+
+/* Count DELTA in counter C for each name of key INO, where it counts. */
+static int count_per_name(struct nadb_store *st, uint64_t ino, enum counter c, int64_t delta)
+{
+	struct names_walk w = {.st = st, .c = c, .delta = delta};
+	ino_key(w.prefix, ino);
+	/* The rows are updated while the links are scanned: the scan reads
+	 * the links table only. */
+	return st->kv->ops->scan_prefix(st->kv, KV_LINKS, w.prefix, INO_KEY_LEN, count_in_scope, &w);
 }
 
 static int stats_size_changed(struct nadb_store *st, uint64_t ino, int64_t delta)
 {
-	if (!delta)
+	return delta ? count_per_name(st, ino, C_BYTES, delta) : 0;
+}
+
+static int stats_expiring_changed(struct nadb_store *st, uint64_t ino, int delta)
+{
+	return count_per_name(st, ino, C_EXPIRING, delta);
+}
+
+/* A database or namespace is deleted: its row goes, what it counted of
+ * keys ever reaped staying in the scopes above it. */
+static int drop_scope_row(struct nadb_store *st, uint64_t ino, const struct inode_rec *r)
+{
+	if (!S_ISDIR(r->mode) || r->level == NADB_LEVEL_ROOT || r->level > NADB_LEVEL_NAMESPACE)
 		return 0;
-	struct names_walk w = {.st = st, .delta = delta};
-	ino_key(w.prefix, ino);
-	/* The rows are updated while the links are scanned: the scan reads
-	 * the links table only. */
-	return st->kv->ops->scan_prefix(st->kv, KV_LINKS, w.prefix, INO_KEY_LEN, resize_in_scope, &w);
+	struct counter_row row;
+	int rc = read_row(st, ino, &row);
+	if (!rc && r->level == NADB_LEVEL_NAMESPACE && row.v[C_REAPED])
+		rc = counters_add_in(st, r->parent, C_REAPED, row.v[C_REAPED]);
+	uint8_t key[INO_KEY_LEN];
+	if (!rc && (rc = st->kv->ops->del(st->kv, KV_COUNTERS, key, ino_key(key, ino))) == -ENOENT)
+		rc = 0;
+	return rc;
 }
 
 /* ---- directories moving between scopes ----------------------------------- */
@@ -375,14 +407,45 @@ static int take_out_of_database(void *ctx, const void *key, size_t klen, const v
 	return rc;
 }
 
+/* An expiry index row: its key counted as expiring, per name. */
+static int count_expiring(void *ctx, const void *key, size_t klen, const void *val,
+			  size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct nadb_store *st = ctx;
+	uint64_t t, ino;
+	if (klen != 16)
+		return -EIO;
+	memcpy(&t, key, 8);
+	memcpy(&ino, (const uint8_t *)key + 8, 8);
+	struct inode in;
+	int rc = inode_get(st, be64toh(ino), &in);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc; /* a stale row: the reaper drops it */
+	bool current = in.r.expires == (int64_t)be64toh(t);
+	inode_release(&in);
+	return current ? count_per_name(st, be64toh(ino), C_EXPIRING, 1) : 0;
+}
+
 int stats_take_out_namespaces(struct nadb_store *st)
 {
-	struct counter_row in_root = {{0}};
+	struct counter_row in_root = {{0}}, root;
 	struct namespaces_walk w = {.st = st, .dir = NADB_ROOT_INO, .sum = &in_root};
 	ino_key(w.prefix, NADB_ROOT_INO);
 	int rc = st->kv->ops->scan_prefix(st->kv, KV_DIRENTS, w.prefix, INO_KEY_LEN,
 					  take_out_of_database, &w);
-	return rc ? rc : row_add(st, NADB_ROOT_INO, in_root.v);
+	if (!rc)
+		rc = row_add(st, NADB_ROOT_INO, in_root.v);
+	/* Keys with an expiry were counted in the root, by inode: now in
+	 * their namespaces, by name. */
+	if (!rc)
+		rc = read_row(st, NADB_ROOT_INO, &root);
+	if (!rc && root.v[C_EXPIRING])
+		rc = counters_add(st, NADB_ROOT_INO, C_EXPIRING, -root.v[C_EXPIRING]);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, count_expiring, st);
+	return rc;
 }
 
 int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
@@ -548,6 +611,7 @@ static int walk_entry(void *ctx, const void *key, size_t klen, const void *val,
 			return rc == -ENOENT ? 0 : rc; /* fsck reports it elsewhere */
 		count_in(w->e, w->scopes, C_KEYS, 1);
 		count_in(w->e, w->scopes, C_BYTES, (int64_t)in.r.size);
+		count_in(w->e, w->scopes, C_EXPIRING, in.r.expires ? 1 : 0);
 		inode_release(&in);
 		return 0;
 	}
@@ -612,15 +676,38 @@ struct stored_rows {
 	uint64_t problems;
 };
 
+/* The scope of a counters row (KEY), or 0 if malformed. */
+static uint64_t scope_of_row(const void *key, size_t klen, size_t vlen)
+{
+	if (klen != INO_KEY_LEN || vlen != sizeof(struct counter_row))
+		return 0;
+	uint64_t scope = 0;
+	for (int i = 0; i < 8; i++)
+		scope = scope << 8 | ((const uint8_t *)key)[i];
+	return scope;
+}
+
+static int keep_reaped(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct expected *e = ctx;
+	uint64_t scope = scope_of_row(key, klen, vlen);
+	struct counter_row have;
+	if (!scope)
+		return -EIO;
+	memcpy(&have, val, sizeof(have));
+	for (size_t i = 0; i < e->n; i++)
+		if (e->scope[i] == scope)
+			e->row[i].v[C_REAPED] = have.v[C_REAPED];
+	return 0;
+}
+
 static int compare_row(void *ctx, const void *key, size_t klen, const void *val,
 		       size_t vlen)
 {
 	struct stored_rows *s = ctx;
-	if (klen != INO_KEY_LEN || vlen != sizeof(struct counter_row))
+	uint64_t scope = scope_of_row(key, klen, vlen);
+	if (!scope)
 		return -EIO;
-	uint64_t scope = 0;
-	for (int i = 0; i < 8; i++)
-		scope = scope << 8 | ((const uint8_t *)key)[i];
 	struct counter_row have;
 	memcpy(&have, val, sizeof(have));
 	struct counter_row *want = row_for(s->e, scope);
@@ -655,18 +742,11 @@ int stats_check(struct nadb_store *st, bool repair,
 		rc = chunk_scan(&st->chunks, NULL, sum_chunk, root);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, count_rows, &root->v[C_TAGS]);
+	/* How many keys were ever reaped cannot be recomputed: kept, in
+	 * every scope the walk found. */
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, count_rows,
-				       &root->v[C_EXPIRING]);
-	/* How many keys were ever reaped cannot be recomputed: keep it. */
+		rc = st->kv->ops->scan(st->kv, KV_COUNTERS, NULL, 0, keep_reaped, e);
 	uint8_t key[INO_KEY_LEN];
-	struct kv_val v;
-	struct counter_row have;
-	if (!rc && !st->kv->ops->get(st->kv, KV_COUNTERS, key, ino_key(key, NADB_ROOT_INO), &v) &&
-	    v.len == sizeof(have)) {
-		memcpy(&have, v.data, sizeof(have));
-		root->v[C_REAPED] = have.v[C_REAPED];
-	}
 	if (e->overflow)
 		rc = -E2BIG;
 	/* The walk's rows; compare_row adds a zero row for each stored scope
@@ -733,4 +813,6 @@ const struct index_hooks stats_hooks = {
 	.link_changed = count_link,
 	.dir_arrived = move_totals,
 	.size_changed = stats_size_changed,
+	.expiring_changed = stats_expiring_changed,
+	.inode_deleting = drop_scope_row,
 };

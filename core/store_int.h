@@ -117,6 +117,13 @@ struct nadb_store {
 	nadb_reaped_fn reaped_fn;
 	void *reaped_ctx;
 	atomic_uint_fast64_t reaped; /* keys reaped since the store opened */
+	/* The earliest expiry time in the expiry index, or an earlier one (a
+	 * step undone or a key deleted leaves it early, which costs only a
+	 * look at the index); 0: not known.  While it is in the future,
+	 * readdir and the reaper need not read the index, whose rows are
+	 * spread over partitions.  This process is the store's only writer.
+	 * Under meta_lock. */
+	int64_t expiry_first;
 
 	/* Frames of freed chunks, punched once the group that freed them is
 	 * durable (store.c).  Under meta_lock.  Entries from freed_step on
@@ -242,8 +249,10 @@ bool expiry_any_due(struct nadb_store *st, int64_t now);
 int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_);
 /* The default TTL for a key made in directory DIR (0: none). */
 int64_t expiry_default_for(struct nadb_store *st, uint64_t dir);
-/* Delete expired key INO now (all its names).  Inside a step. */
-int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx);
+/* Delete expired key INO now (all its names); *DIR (if not NULL): the
+ * directory of its first name (the root if it had none).  Inside a step. */
+int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *ctx,
+		  uint64_t *dir);
 /* The virtual xattrs user.ttl and user.expires.  A key's expiry is
  * changed only for a WHO that could remove it (NULL: trusted). */
 int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
@@ -298,8 +307,11 @@ enum counter {
 	C_COUNT
 };
 int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
+/* Count DELTA in counter C where a key of directory DIR counts. */
+int counters_add_in(struct nadb_store *st, uint64_t dir, enum counter c, int64_t delta);
 /* A store of format 2 counted a namespace's contents in its database's and
- * the root's rows too: take them out (inside a step). */
+ * the root's rows too, and keys with an expiry in the root's: take them
+ * out, and count those keys in their namespaces (inside a step). */
 int stats_take_out_namespaces(struct nadb_store *st);
 int stats_check(struct nadb_store *st, bool repair,
 		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);

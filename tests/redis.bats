@@ -169,6 +169,7 @@ EOF
 	echo -n x >"$MNT/app/other/x"
 	setfattr -n user.tags -v red "$MNT/app/ns/a"
 	setfattr -n user.note -v hi "$MNT/app/ns/b"
+	setfattr -n user.ttl -v 3600 "$MNT/app/ns/c"
 	p=$(($(stat -c %i "$MNT/app/ns") >> 40))
 	q=$(($(stat -c %i "$MNT/app/other") >> 40))
 	# each namespace's keys are numbered in its own partition
@@ -193,6 +194,8 @@ EOF
 	[ "$(cli zcard "{nadb:store:p$p}:t:xattrs:z")" -ge 1 ]
 	[ "$(cli zcard "{nadb:store:p$p}:t:tags_of:z")" -eq 1 ]
 	[ "$(cli exists '{nadb:store:p0}:t:tags_of:z')" -eq 0 ]
+	[ "$(cli zcard "{nadb:store:p$p}:t:expiry:z")" -eq 1 ]
+	[ "$(cli exists '{nadb:store:p0}:t:expiry:z')" -eq 0 ]
 	for t in inodes links; do
 		for part in 0 "$p" "$q"; do
 			buckets=$(cli --scan --pattern "{nadb:store:p$part}:t:$t:b:*" | wc -l)

@@ -6,6 +6,7 @@
 #include "store_int.h"
 #include "unit.h"
 
+#include <endian.h>
 #include <stdint.h>
 
 static uint64_t rnd(uint64_t *x)
@@ -114,7 +115,15 @@ static void check_old_store(void)
 	CHECK(inode_get(st, k, &in) == 0);
 	uint8_t key[INO_KEY_LEN];
 	uint32_t f1[2] = {1, o.chunk_kb * 1024};
+	/* an expiry a year on, indexed and counted as then: in the root */
+	in.r.expires = now_ns() + 365LL * 86400 * 1000000000;
+	uint8_t ekey[16];
+	uint64_t be = htobe64((uint64_t)in.r.expires);
+	memcpy(ekey, &be, 8);
+	ino_key(ekey + 8, k);
 	CHECK(step_begin(st) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_EXPIRY, ekey, 16, "", 0) == 0);
+	CHECK(counters_add(st, NADB_ROOT_INO, C_EXPIRING, 1) == 0);
 	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), &in.r,
 			       sizeof(in.r)) == 0);
 	CHECK(st->kv->ops->put(st->kv, KV_META, "format", 6, f1, sizeof(f1)) == 0);
@@ -140,6 +149,9 @@ static void check_old_store(void)
 	struct nadb_stats sdb, sroot;
 	CHECK(nadb_stats(st, db, &sdb) == 0 && sdb.keys == 1 && sdb.namespaces == 1);
 	CHECK(nadb_stats(st, NADB_ROOT_INO, &sroot) == 0 && sroot.keys == 1);
+	CHECK(sroot.expiring == 1);
+	struct nadb_stats sns;
+	CHECK(nadb_stats(st, ns, &sns) == 0 && sns.keys == 1);
 	check_clean(st);
 	nadb_store_close(st);
 	remove_dir(dir);
