@@ -647,7 +647,9 @@ static void check_partitions(const struct backend *b, const char *place)
 			uint8_t key[16];
 			uint64_t be = htobe64(order[2]);
 			memcpy(key, &be, 8);
-			snprintf((char *)key + 8, 8, "n%05d", i);
+			char name[16];
+			snprintf(name, sizeof(name), "n%05d", i);
+			memcpy(key + 8, name, 6);
 			int rc = del ? kv->ops->del(kv, KV_XATTRS, key, 14)
 				     : kv->ops->put(kv, KV_XATTRS, key, 14, "v", 1);
 			CHECK(rc == 0);
