@@ -259,6 +259,7 @@ static int sum_dirent(void *ctx, const void *key, size_t klen, const void *val,
 		return rc;
 	w->s->t[C_KEYS]++;
 	w->s->t[C_BYTES] += (int64_t)in.r.size;
+	w->s->t[C_EXPIRING] += in.r.expires ? 1 : 0;
 	inode_release(&in);
 	return 0;
 }

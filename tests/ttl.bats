@@ -152,6 +152,44 @@ in_seconds() {
 	[ "$output" -gt 990 ]
 }
 
+# The store's .stats figure NAME.
+figure() {
+	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$MNT/.stats" "$1"
+}
+
+@test "expiring and reaped keys count where the keys are: through moves, a namespace's own directory, its deletion; fsck agrees" {
+	mkdir -p "$MNT/app/x/sub" "$MNT/app/y" "$MNT/other/z"
+	echo -n 1 >"$MNT/app/x/sub/k1"
+	echo -n 2 >"$MNT/app/x/k2"
+	setfattr -n user.ttl -v 3600 "$MNT/app/x/sub/k1"
+	setfattr -n user.ttl -v 3600 "$MNT/app/x/k2"
+	[ "$(figure expiring)" = 2 ]
+	# a directory in a namespace becomes a namespace: its key's expiry goes along
+	mv "$MNT/app/x/sub" "$MNT/app/sub"
+	# a key moves to another database's namespace
+	mv "$MNT/app/x/k2" "$MNT/other/z/k2"
+	[ "$(figure expiring)" = 2 ]
+	# a hard link counts as a key does, once a name
+	ln "$MNT/other/z/k2" "$MNT/other/z/k2-link"
+	[ "$(figure expiring)" = 3 ]
+	rm "$MNT/other/z/k2-link"
+	# reaped in a namespace that is then deleted: still counted
+	echo -n 3 >"$MNT/app/y/k3"
+	setfattr -n user.expires -v "$(in_seconds 0.2)" "$MNT/app/y/k3"
+	for _ in $(seq 50); do [ "$(figure reaped)" = 1 ] && break; sleep 0.1; done
+	[ "$(figure reaped)" = 1 ]
+	rmdir "$MNT/app/y"
+	[ "$(figure reaped)" = 1 ]
+	[ "$(figure expiring)" = 2 ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	mount_store
+	[ "$(figure reaped)" = 1 ]
+	[ "$(figure expiring)" = 2 ]
+}
+
 @test "tags of an expired key are gone with it" {
 	setfattr -n user.tags -v hot "$MNT/app/cache/k"
 	setfattr -n user.expires -v "$(in_seconds 0.2)" "$MNT/app/cache/k"
