@@ -957,7 +957,7 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		uint64_t n = 0;
 		rc = st->kv->ops->check(st->kv, repair, report, ctx, &n);
 		res->problems += n;
-		if (repair)
+		if (repair && !rc)
 			res->repaired += n;
 	}
 	/* Repairs that change what the checks below count come first. */

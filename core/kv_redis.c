@@ -403,6 +403,7 @@ struct kv_redis {
 	 * The store is locked to this process, so only our syncs add to it. */
 	uint32_t *parts;
 	size_t nparts, parts_cap;
+	bool parts_unknown; /* k->parts may be wrong: load_parts before use */
 	/* Inode numbers we claimed last that no synced group has named:
 	 * [fresh_first, fresh_end).  Nobody else writes rows under them
 	 * (kv_table_keyed_by_ino), so Redis holds none, and scan_prefix of
@@ -730,6 +731,7 @@ static int add_part(struct kv_redis *k, uint32_t p)
 static int load_parts(struct kv_redis *k)
 {
 	k->nparts = 0;
+	k->parts_unknown = true; /* until the whole set is read */
 	int rc = add_part(k, 0);
 	char key[KEY_SIZE];
 	const char *argv[] = {"ZRANGE", key, "0", "-1"};
@@ -753,6 +755,7 @@ static int load_parts(struct kv_redis *k)
 		rc = redis_reply_error(k->conn, "reading the partitions", r);
 	if (r)
 		freeReplyObject(r);
+	k->parts_unknown = rc != 0;
 	return rc;
 }
 
@@ -857,7 +860,7 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 	}
 	free(missing);
 	if (!repair || rc)
-		k->nparts = 0; /* as Redis lists them, at the next scan */
+		k->parts_unknown = true; /* as Redis lists them, at the next use */
 	return rc;
 }
 
@@ -1130,7 +1133,7 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	struct redis_rows one = {.start = start, .slen = slen, .last = true}, *rr = &one;
 	size_t nrr = 1;
 	int rc = 0;
-	if (partitioned(t) && !k->nparts && (rc = load_parts(k)))
+	if (partitioned(t) && k->parts_unknown && (rc = load_parts(k)))
 		return rc;
 	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
 		uint32_t first = part_padded(start, slen, 0);
@@ -1626,7 +1629,11 @@ static int kvr_sync(struct kv *kv)
 	uint8_t *members = malloc(bytes), *at = members;
 	struct part_num *nums = NULL;
 	size_t fresh_parts = 0;
-	rc = names && zsets && members ? new_parts(k, &nums, &fresh_parts) : -ENOMEM;
+	rc = names && zsets && members ? 0 : -ENOMEM;
+	if (!rc && k->parts_unknown) /* new_parts must know which are listed */
+		rc = load_parts(k);
+	if (!rc)
+		rc = new_parts(k, &nums, &fresh_parts);
 	if (!rc)
 		rc = size_batch(k, &b, buckets, runs, 4, 2 * fresh_parts);
 	if (rc) {
@@ -1695,9 +1702,9 @@ static int kvr_sync(struct kv *kv)
 	/* What was written is now what Redis holds: the cache learns it
 	 * (release_held emptied a stale one above). */
 	note_synced_fresh(k);
-	for (size_t i = 0; i < fresh_parts; i++)
+	for (size_t i = 0; i < fresh_parts && !k->parts_unknown; i++)
 		if (add_part(k, (uint32_t)strtoul(nums[i].text, NULL, 10)))
-			k->nparts = 0; /* unknown: load_parts again before a scan */
+			k->parts_unknown = true; /* read again before the next use */
 	free(nums);
 	struct overlay *c = cache_of(k);
 	if (!c || fold_into(c, &k->pending) || k->cache.bytes > CACHE_MAX_BYTES)
