@@ -1033,6 +1033,9 @@ static void nadbfs_statfs(fuse_req_t req, fuse_ino_t ino)
 /* The engine keeps user.* only (store.h).  Answering every other name here
  * keeps the kernel's frequent probes (security.capability before writes,
  * system.posix_acl_* on access) away from the index. */
+static void notifier_wait(void *ctx);
+static uint64_t notices_queued(struct notifier *n);
+
 static bool engine_keeps_xattr(const char *name)
 {
 	return strncmp(name, "user.", 5) == 0;
@@ -1054,9 +1057,16 @@ static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (flags & XATTR_REPLACE)
 		nadb_flags |= NADB_XATTR_REPLACE;
 	struct caller c;
-	reply_status(req, stale_if_gone(nadb_setxattr(fs_of(req)->store, ino, name,
-							value, size, nadb_flags,
-							caller_of(req, &c, true))));
+	struct nadbfs *fs = fs_of(req);
+	uint64_t queued = notices_queued(&fs->notifier);
+	int rc = stale_if_gone(nadb_setxattr(fs->store, ino, name, value, size, nadb_flags,
+					     caller_of(req, &c, true)));
+	/* An expiry now or past deleted the key: the kernel forgets its name
+	 * before the caller goes on, as after a /.ctl request (at most
+	 * NOTIFY_WAIT_MS). */
+	if (notices_queued(&fs->notifier) != queued)
+		notifier_wait(&fs->notifier);
+	reply_status(req, rc);
 }
 
 /* The xattr size protocol: SIZE 0 asks for the size; else the value. */
@@ -1509,6 +1519,15 @@ static uint64_t queue_notice(struct notifier *n, enum notice kind, uint64_t pare
 	pthread_cond_signal(&n->wake);
 	pthread_mutex_unlock(&n->lock);
 	return seq;
+}
+
+/* How many notices were queued so far. */
+static uint64_t notices_queued(struct notifier *n)
+{
+	pthread_mutex_lock(&n->lock);
+	uint64_t queued = n->queued;
+	pthread_mutex_unlock(&n->lock);
+	return queued;
 }
 
 /* The engine's nadb_reaped_fn: only queue (the engine's locks are held). */
