@@ -3,10 +3,11 @@
  *
  * One row of counters for the whole store (the root's inode number), one
  * per database and one per namespace.  What lies inside a namespace (its
- * keys, their bytes, its directories) counts in the namespace's row only;
- * the database's and the store's rows count what lies outside namespaces
- * (databases, namespaces, chunks, tags, expiries), and their totals add
- * their namespaces' rows when read.  So a key's step writes its own
+ * keys, their bytes, its directories, keys with an expiry, keys reaped)
+ * counts in the namespace's row only; the database's and the store's rows
+ * count what lies outside namespaces (databases, namespaces, chunks, tags,
+ * the reaped counts of namespaces deleted), and their totals add their
+ * namespaces' rows when read.  So a key's step writes its own
  * namespace's row and no row another namespace's steps write: each
  * namespace's rows are in its own partition (backend.h), and no step of a
  * key needs a second one for its counters.  Every step that adds,
@@ -15,9 +16,9 @@
  * themselves.  A directory moving to another namespace carries its totals
  * along (a namespace's own row, or a walk of a plain directory's subtree).
  *
- * Stores of format 2 counted everything in all three rows: opening one
- * takes its namespaces' totals out of its databases' and root's rows
- * (stats_take_out_namespaces).
+ * Stores of format 2 counted everything in all three rows, and keys with
+ * an expiry in the root's: opening one moves those counts to the
+ * namespaces (stats_take_out_namespaces).
  */
 #include "log.h"
 #include "stats.h"
