@@ -35,6 +35,8 @@ refuse_ttl() {
 	refuse_ttl "$MNT/app/ns/k" before-rotation
 	mv "$LOG" "$LOG.1"
 	kill -HUP "$(daemon_pid)"
+	# kill returns before the handler ran; the handler creates the new file
+	wait_for_file "$LOG"
 	refuse_ttl "$MNT/app/ns/k" after-rotation
 	# the daemon goes on serving
 	mountpoint -q "$MNT"
@@ -57,6 +59,7 @@ refuse_ttl() {
 		sed '1d;$d' | sed "s|/srv/kv|$STORE|g" >"$T/postrotate"
 	cat "$T/postrotate"
 	sh -e "$T/postrotate"
+	wait_for_file "$LOG"
 	refuse_ttl "$MNT/app/ns/k" after-rotation
 	grep -q after-rotation "$LOG"
 	! grep -q after-rotation "$LOG.1"
