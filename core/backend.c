@@ -12,8 +12,10 @@ static const char *const table_names[KV_NTABLES] = {
 	[KV_CHUNKS] = "chunks",     [KV_PENDING] = "pending",
 	[KV_ORPHANS] = "orphans",   [KV_SEGMENTS] = "segments",
 	[KV_LINKS] = "links",       [KV_EXPIRY] = "expiry",
-	[KV_TAGS_OF] = "tags_of",   [KV_TAG_KEYS] = "tag_keys",
-	[KV_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
+	[KV_TAGS_OF] = "tags_of",   [KV_OLD_TAG_KEYS] = "tag_keys",
+	[KV_OLD_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
+	[KV_TAG_IDS] = "tag_ids",   [KV_TAG_COUNTS] = "tag_counts",
+	[KV_TAG_EDGES] = "tag_edges",
 };
 
 const char *kv_table_name(enum kv_table t)
@@ -49,7 +51,8 @@ bool kv_table_keyed_by_ino(enum kv_table t)
 {
 	assert(t >= 0 && t < KV_NTABLES);
 	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
-	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS;
+	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS ||
+	       t == KV_TAG_COUNTS || t == KV_TAG_EDGES;
 }
 
 int kv_table_ino_at(enum kv_table t)

@@ -29,9 +29,12 @@ enum kv_table {
 	KV_LINKS,    /* ino(be64) parent(be64) name -> "": an inode's names */
 	KV_EXPIRY,   /* expires(be64 ns) ino(be64) -> "": keys by expiry time */
 	KV_TAGS_OF,  /* ino(be64) tag -> "": a key's tags */
-	KV_TAG_KEYS, /* tag -> u64: how many keys carry it (tags in use) */
-	KV_TAG_TREE, /* tag id(be32) parent(be64) name -> struct tag_edge: /tags/TAG */
+	KV_OLD_TAG_KEYS, /* store format <= 3 only, emptied when it is upgraded */
+	KV_OLD_TAG_TREE, /* the same */
 	KV_COUNTERS, /* scope ino(be64) -> counters of the store, a DB or a NS */
+	KV_TAG_IDS,    /* tag -> id(u32): every tag ever used, numbered */
+	KV_TAG_COUNTS, /* partition's first ino(be64) tag -> u64: its keys carrying it */
+	KV_TAG_EDGES,  /* parent(be64) tag id(be32) name -> struct tag_edge: /tags/TAG */
 	KV_NTABLES
 };
 

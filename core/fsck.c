@@ -983,8 +983,10 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		rc = check_chunks(&f, repair);
 	uint64_t tag_problems = 0;
 	if (!rc)
-		rc = tags_check(st, report, ctx, &tag_problems);
+		rc = tags_check(st, repair, report, ctx, &tag_problems);
 	res->problems += tag_problems;
+	if (repair)
+		res->repaired += tag_problems;
 	uint64_t counter_problems = 0;
 	if (!rc)
 		rc = stats_check(st, repair, report, ctx, &counter_problems);

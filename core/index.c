@@ -48,12 +48,12 @@ int index_expiring_changed(struct nadb_store *st, uint64_t ino, int delta)
 	EACH_INDEX(st, expiring_changed, st, ino, delta);
 }
 
-int index_dir_leaving(struct nadb_store *st, uint64_t parent, const char *name,
+int index_dir_leaving(struct nadb_store *st, uint64_t dir, uint64_t parent, const char *name,
 		      struct index_move *m)
 {
 	*m = (struct index_move){{0}};
 	assert(st->nindexes <= INDEX_MAX);
-	EACH_INDEX(st, dir_leaving, st, parent, name, &m->state[i_]);
+	EACH_INDEX(st, dir_leaving, st, dir, parent, name, &m->state[i_]);
 }
 
 int index_dir_arrived(struct nadb_store *st, uint64_t dir, uint8_t level,

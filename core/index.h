@@ -31,8 +31,8 @@ struct index_hooks {
 			      const struct inode_rec *r);
 	/* Directory DIR is about to leave (PARENT, NAME): keep in *STATE what
 	 * must move with it (NULL: nothing); free_state frees it. */
-	int (*dir_leaving)(struct nadb_store *st, uint64_t parent, const char *name,
-			   void **state);
+	int (*dir_leaving)(struct nadb_store *st, uint64_t dir, uint64_t parent,
+			   const char *name, void **state);
 	/* Directory DIR, at LEVEL, came from OLD_PARENT to (PARENT, NAME). */
 	int (*dir_arrived)(struct nadb_store *st, uint64_t dir, uint8_t level,
 			   uint64_t old_parent, uint64_t parent, const char *name,
@@ -60,8 +60,8 @@ int index_expiring_changed(struct nadb_store *st, uint64_t ino, int delta);
 struct index_move {
 	void *state[INDEX_MAX];
 };
-int index_dir_leaving(struct nadb_store *st, uint64_t parent, const char *name,
-		      struct index_move *m);
+int index_dir_leaving(struct nadb_store *st, uint64_t dir, uint64_t parent,
+		      const char *name, struct index_move *m);
 int index_dir_arrived(struct nadb_store *st, uint64_t dir, uint8_t level,
 		      uint64_t old_parent, uint64_t parent, const char *name,
 		      struct index_move *m);

@@ -111,6 +111,14 @@ static const char *bad_shape(int t, const MDB_val *k, const MDB_val *v)
 		return kl == 2 * INO_KEY_LEN ? NULL : "an expiry row of the wrong size";
 	case KV_COUNTERS:
 		return kl == INO_KEY_LEN && vl % 8 == 0 ? NULL : "a counter row of the wrong size";
+	case KV_TAG_IDS:
+		return kl && kl <= NADB_NAME_MAX && vl == 4 ? NULL : "a tag id of the wrong size";
+	case KV_TAG_COUNTS:
+		return kl > INO_KEY_LEN && kl <= NAME_KEY_MAX && vl == 8
+		       ? NULL : "a tag count of the wrong size";
+	case KV_TAG_EDGES:
+		return kl > INO_KEY_LEN + 4 && kl <= NAME_KEY_MAX + 4 && vl == 16
+		       ? NULL : "a tag tree row of the wrong size";
 	default:
 		return kl ? NULL : "an empty key";
 	}

@@ -5,8 +5,8 @@
  * per database and one per namespace.  What lies inside a namespace (its
  * keys, their bytes, its directories, keys with an expiry, keys reaped)
  * counts in the namespace's row only; the database's and the store's rows
- * count what lies outside namespaces (databases, namespaces, chunks, tags,
- * the reaped counts of namespaces deleted), and their totals add their
+ * count what lies outside namespaces (databases, namespaces, chunks, the
+ * reaped counts of namespaces deleted), and their totals add their
  * namespaces' rows when read.  So a key's step writes its own
  * namespace's row and no row another namespace's steps write: each
  * namespace's rows are in its own partition (backend.h), and no step of a
@@ -18,7 +18,8 @@
  *
  * Stores of format 2 counted everything in all three rows, and keys with
  * an expiry in the root's: opening one moves those counts to the
- * namespaces (stats_take_out_namespaces).
+ * namespaces (stats_upgrade).  The tags in use are not a counter: tags.c
+ * keeps them per partition, and counts their union when asked.
  */
 #include "log.h"
 #include "stats.h"
@@ -430,7 +431,7 @@ static int count_expiring(void *ctx, const void *key, size_t klen, const void *v
 	return current ? count_per_name(st, be64toh(ino), C_EXPIRING, 1) : 0;
 }
 
-int stats_take_out_namespaces(struct nadb_store *st)
+static int take_out_namespaces(struct nadb_store *st)
 {
 	struct counter_row in_root = {{0}}, root;
 	struct namespaces_walk w = {.st = st, .dir = NADB_ROOT_INO, .sum = &in_root};
@@ -447,6 +448,17 @@ int stats_take_out_namespaces(struct nadb_store *st)
 		rc = counters_add(st, NADB_ROOT_INO, C_EXPIRING, -root.v[C_EXPIRING]);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, count_expiring, st);
+	return rc;
+}
+
+int stats_upgrade(struct nadb_store *st, uint32_t was)
+{
+	int rc = was < 3 ? take_out_namespaces(st) : 0;
+	struct counter_row root;
+	if (!rc && was < 4)
+		rc = read_row(st, NADB_ROOT_INO, &root);
+	if (!rc && was < 4 && root.v[C_TAGS_V3])
+		rc = counters_add(st, NADB_ROOT_INO, C_TAGS_V3, -root.v[C_TAGS_V3]);
 	return rc;
 }
 
@@ -468,6 +480,8 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 		rc = read_row(st, scope, &row);
 	if (!rc && level < NADB_LEVEL_NAMESPACE)
 		rc = add_namespaces(st, scope, 1, &row);
+	if (!rc && scope == NADB_ROOT_INO)
+		rc = tags_in_use(st, &out->tags);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc)
 		return rc;
@@ -486,7 +500,6 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 	out->frame_bytes = out->chunks * CHUNK_FRAME_HEAD;
 	out->payload_bytes = out->stored_bytes > out->frame_bytes
 				     ? out->stored_bytes - out->frame_bytes : 0;
-	out->tags = (uint64_t)row.v[C_TAGS];
 	out->expiring = (uint64_t)row.v[C_EXPIRING];
 	out->reaped = (uint64_t)row.v[C_REAPED];
 	out->pack_bytes = st->blobs->ops->size(st->blobs);
@@ -655,20 +668,9 @@ static int sum_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t ref
 	return 0;
 }
 
-static int count_rows(void *ctx, const void *key, size_t klen, const void *val,
-		      size_t vlen)
-{
-	(void)key;
-	(void)klen;
-	(void)val;
-	(void)vlen;
-	(*(int64_t *)ctx)++;
-	return 0;
-}
-
 static const char *const counter_names[C_COUNT] = {
 	"keys", "bytes", "databases", "namespaces", "directories", "chunks",
-	"stored bytes", "chunk bytes", "tags", "expiring keys", "reaped keys",
+	"stored bytes", "chunk bytes", "tags (format 3)", "expiring keys", "reaped keys",
 };
 
 struct stored_rows {
@@ -742,8 +744,6 @@ int stats_check(struct nadb_store *st, bool repair,
 	int rc = walk_dir(&w);
 	if (!rc)
 		rc = chunk_scan(&st->chunks, NULL, sum_chunk, root);
-	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, count_rows, &root->v[C_TAGS]);
 	/* How many keys were ever reaped cannot be recomputed: kept, in
 	 * every scope the walk found. */
 	if (!rc)

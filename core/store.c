@@ -259,7 +259,9 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 		rc = step_begin(st);
 		if (rc)
 			return rc;
-		rc = was < 3 ? stats_take_out_namespaces(st) : 0;
+		rc = stats_upgrade(st, was);
+		if (!rc && was < 4)
+			rc = tags_rebuild(st);
 		if (!rc)
 			rc = st->kv->ops->put(st->kv, KV_META, "format", 6, &f, sizeof(f));
 		rc = step_end(st, rc);

@@ -176,8 +176,9 @@ int64_t now_ns(void);
  * this version writes and which older ones cannot read, so opening a
  * version 1 store moves it to 2; 3: a namespace's contents counted in its
  * own counters only (stats.c), so opening an older store takes them out
- * of its databases' and root's. */
-#define STORE_FORMAT_VERSION 3
+ * of its databases' and root's; 4: the tag index kept per partition
+ * (tags.c), so opening an older store rebuilds it. */
+#define STORE_FORMAT_VERSION 4
 
 /* An inode record's encoding (inode.c): attributes then payload.
  * inode_encode writes the attributes compactly (INODE_REC_MAX bytes at
@@ -293,26 +294,42 @@ int tags_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 ssize_t tags_xattr_get(struct nadb_store *st, uint64_t ino, const char *name,
 		       char *buf, size_t size);
 int tags_xattr_remove(struct nadb_store *st, uint64_t ino, const char *name);
-/* fsck: rebuild the tag indexes from the keys' tags and compare. */
+/* Number the tags that setting xattr NAME (user.tags or user.tag.*) of INO
+ * to VALUE asks for, in a step of its own, before the step that sets it:
+ * a tag's id is store-wide, the rest of the index is per partition.
+ * -EINVAL (and a log line) for a bad name; -EPERM for a directory. */
+int tags_register(struct nadb_store *st, uint64_t ino, const char *name,
+		  const char *value, size_t size);
+/* fsck: the tag indexes against the keys' own tags, and with REPAIR
+ * rebuilt (in a step of their own) if they differ. */
 typedef void (*tags_problem_fn)(void *ctx, const char *line);
-int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
+int tags_check(struct nadb_store *st, bool repair, tags_problem_fn problem, void *ctx,
 	       uint64_t *problems);
+/* Rebuild the tag indexes from the keys' own tags (a store of format 3 or
+ * before, or a repair).  Inside a step. */
+int tags_rebuild(struct nadb_store *st);
+/* The tags in use (.stats).  Under meta_lock. */
+int tags_in_use(struct nadb_store *st, uint64_t *n);
 /* NUL-separated user.tags and user.tag.* names, list protocol. */
 ssize_t tags_xattr_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size);
 
 /* Counters (stats.c), kept in step with the keys.  Inside steps. */
 enum counter {
 	C_KEYS, C_BYTES, C_DATABASES, C_NAMESPACES, C_DIRS,
-	C_CHUNKS, C_CHUNK_BYTES, C_CHUNK_RAW, C_TAGS, C_EXPIRING, C_REAPED,
+	C_CHUNKS, C_CHUNK_BYTES, C_CHUNK_RAW,
+	C_TAGS_V3, /* format <= 3: tags in use; 0 since (tags_in_use counts them) */
+	C_EXPIRING, C_REAPED,
 	C_COUNT
 };
 int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
 /* Count DELTA in counter C where a key of directory DIR counts. */
 int counters_add_in(struct nadb_store *st, uint64_t dir, enum counter c, int64_t delta);
-/* A store of format 2 counted a namespace's contents in its database's and
- * the root's rows too, and keys with an expiry in the root's: take them
- * out, and count those keys in their namespaces (inside a step). */
-int stats_take_out_namespaces(struct nadb_store *st);
+/* Bring the counters of a store of format WAS up to this one (inside a
+ * step): format 2 counted a namespace's contents in its database's and the
+ * root's rows too, and keys with an expiry in the root's, so those are
+ * taken out and the keys counted in their namespaces; format 3 counted the
+ * tags in use in the root's row. */
+int stats_upgrade(struct nadb_store *st, uint32_t was);
 int stats_check(struct nadb_store *st, bool repair,
 		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
 

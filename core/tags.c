@@ -1,19 +1,36 @@
 /* tags.c -- tags on keys and the indexes that answer tag queries.
  *
- * Three tables:
- *   tags_of   (ino, tag)            a key's tags, sorted: user.tags reads it;
- *   tag_keys  tag -> {count, id}    tags in use: /tags lists it, and an AND
- *                                   query starts from its smallest tag;
- *   tag_tree  (id, parent, name) -> {ino, count}
- *                                   for each tag, the tree cut down to the
- *                                   keys carrying it: a key's own names, and
- *                                   every directory above them with the
- *                                   number of tagged names below it.
- * So /tags/photo/app/media/ is a cursor over tag_tree rows of (photo,
- * media's inode), costing what a directory of that many entries costs,
- * however many untagged keys sit beside them.  The tree rows follow the
- * keys: a new name, a removed name or a moved directory updates them in
- * the same step.
+ * Four tables:
+ *   tags_of    (ino, tag)                 a key's tags, sorted: user.tags
+ *                                         reads it;
+ *   tag_ids    tag -> id                  a number for every tag ever used,
+ *                                         so that the tree's rows stay short;
+ *   tag_counts (partition, tag) -> keys   how many keys of the partition
+ *                                         carry the tag: /tags lists the tags
+ *                                         whose sum is not 0, and an AND
+ *                                         query starts from its smallest tag;
+ *   tag_edges  (parent, id, name) -> {ino, count}
+ *                                         for each tag, each namespace's tree
+ *                                         cut down to the keys carrying it: a
+ *                                         key's own names, and every
+ *                                         directory between them and the
+ *                                         namespace with the number of tagged
+ *                                         names below it.
+ * So /tags/photo/app/media/x/ is a cursor over the tag_edges rows of (x's
+ * inode, photo's id), costing what a directory of that many entries costs,
+ * however many untagged keys sit beside them.  The rows follow the keys: a
+ * new name, a removed name or a moved directory updates them in the same
+ * step.
+ *
+ * Every row but tag_ids is keyed by an inode number, so it lives in that
+ * inode's partition (backend.h): tagging a key, or naming a tagged key,
+ * writes rows of its own namespace only, and a store spread over a Redis
+ * Cluster never needs two slots for it.  That is why the mirror's levels
+ * above the namespaces (/tags/TAG/ and /tags/TAG/DB/) are not stored: they
+ * list the databases and namespaces whose own mirrors are not empty, found
+ * by asking each.  tag_ids is store-wide, but a tag's row is written once,
+ * in a step of its own before the first step that uses it
+ * (tags_register), and never changes.
  */
 #include "log.h"
 #include "index.h"
@@ -26,18 +43,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-struct tag_row {
-	uint64_t count;
-	uint32_t id;
-	uint32_t reserved;
-};
-
 struct tag_edge {
 	uint64_t ino;
 	uint64_t count;
 };
 
-#define EDGE_KEY_MAX (4 + INO_KEY_LEN + NADB_NAME_MAX)
+#define EDGE_PREFIX_LEN (INO_KEY_LEN + 4) /* parent, tag id */
+#define EDGE_KEY_MAX (EDGE_PREFIX_LEN + NADB_NAME_MAX)
+#define COUNT_KEY_MAX (INO_KEY_LEN + NADB_NAME_MAX)
 
 int nadb_check_tag(const char *name)
 {
@@ -52,35 +65,121 @@ int nadb_check_tag(const char *name)
 	return 0;
 }
 
-/* A tag_keys row: the tag as a string and its counts. */
-static int decode_tag_row(const void *key, size_t klen, const void *val, size_t vlen,
-			  struct tag_row *row, char tag[NADB_NAME_MAX + 1])
+/* ---- keys and rows ------------------------------------------------------ */
+
+/* The first inode number of INO's partition: tag_counts rows are keyed by
+ * it, so that they live where the key's own rows do. */
+static uint64_t partition_base(uint64_t ino)
 {
-	if (vlen != sizeof(*row) || klen > NADB_NAME_MAX)
-		return -EIO;
-	memcpy(row, val, sizeof(*row));
-	memcpy(tag, key, klen);
-	tag[klen] = 0;
+	return (uint64_t)kv_partition(ino) << KV_PART_SHIFT;
+}
+
+static size_t count_key(uint8_t key[COUNT_KEY_MAX], uint64_t ino, const char *tag)
+{
+	size_t n = strlen(tag);
+	ino_key(key, partition_base(ino));
+	memcpy(key + INO_KEY_LEN, tag, n);
+	return INO_KEY_LEN + n;
+}
+
+static size_t edge_prefix(uint8_t key[EDGE_PREFIX_LEN], uint64_t parent, uint32_t id)
+{
+	uint32_t be = htobe32(id);
+	ino_key(key, parent);
+	memcpy(key + INO_KEY_LEN, &be, 4);
+	return EDGE_PREFIX_LEN;
+}
+
+static size_t edge_key(uint8_t key[EDGE_KEY_MAX], uint64_t parent, uint32_t id,
+		       const char *name)
+{
+	size_t n = strlen(name);
+	edge_prefix(key, parent, id);
+	memcpy(key + EDGE_PREFIX_LEN, name, n);
+	return EDGE_PREFIX_LEN + n;
+}
+
+static int tag_key_of(uint8_t key[INO_KEY_LEN + NADB_NAME_MAX], uint64_t ino,
+		      const char *tag, size_t *klen)
+{
+	size_t n = strlen(tag);
+	ino_key(key, ino);
+	memcpy(key + INO_KEY_LEN, tag, n);
+	*klen = INO_KEY_LEN + n;
 	return 0;
 }
 
-static int tag_get(struct nadb_store *st, const char *tag, struct tag_row *row)
+/* TAG's id: -ENOENT if it was never used. */
+static int tag_id(struct nadb_store *st, const char *tag, uint32_t *id)
 {
 	struct kv_val v;
-	int rc = st->kv->ops->get(st->kv, KV_TAG_KEYS, tag, strlen(tag), &v);
-	if (!rc && v.len != sizeof(*row))
+	int rc = st->kv->ops->get(st->kv, KV_TAG_IDS, tag, strlen(tag), &v);
+	if (!rc && v.len != sizeof(*id)) {
+		nadb_log("tags: the id of tag '%s' is damaged", tag);
 		rc = -EIO;
+	}
 	if (!rc)
-		memcpy(row, v.data, sizeof(*row));
+		memcpy(id, v.data, sizeof(*id));
 	return rc;
 }
 
-static size_t edge_key(uint8_t key[EDGE_KEY_MAX], uint32_t id, uint64_t parent,
-		       const char *name)
+/* Give TAG an id if it has none.  Inside a step. */
+static int number_tag(struct nadb_store *st, const char *tag)
 {
-	uint32_t be = htobe32(id);
-	memcpy(key, &be, 4);
-	return 4 + name_key(key + 4, parent, name);
+	uint32_t id, next = 1;
+	int rc = tag_id(st, tag, &id);
+	if (rc != -ENOENT)
+		return rc;
+	struct kv_val v;
+	rc = st->kv->ops->get(st->kv, KV_META, "next_tag_id", 11, &v);
+	if (!rc && v.len == sizeof(next))
+		memcpy(&next, v.data, sizeof(next));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	if (next == UINT32_MAX) {
+		nadb_log("tags: every tag id is used up");
+		return -ENOSPC;
+	}
+	id = next++;
+	rc = st->kv->ops->put(st->kv, KV_META, "next_tag_id", 11, &next, sizeof(next));
+	if (!rc)
+		rc = st->kv->ops->put(st->kv, KV_TAG_IDS, tag, strlen(tag), &id, sizeof(id));
+	return rc;
+}
+
+/* How many keys of INO's partition carry TAG, plus DELTA. */
+static int count_add(struct nadb_store *st, uint64_t ino, const char *tag, int64_t delta)
+{
+	uint8_t key[COUNT_KEY_MAX];
+	size_t klen = count_key(key, ino, tag);
+	uint64_t count = 0;
+	struct kv_val v;
+	int rc = st->kv->ops->get(st->kv, KV_TAG_COUNTS, key, klen, &v);
+	if (!rc && v.len == sizeof(count))
+		memcpy(&count, v.data, sizeof(count));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	if ((int64_t)count + delta < 0) {
+		nadb_log("tags: the key count of tag '%s' would go below zero", tag);
+		return -EIO;
+	}
+	count = (uint64_t)((int64_t)count + delta);
+	rc = count ? st->kv->ops->put(st->kv, KV_TAG_COUNTS, key, klen, &count, sizeof(count))
+		   : st->kv->ops->del(st->kv, KV_TAG_COUNTS, key, klen);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* ---- the tree of a tag --------------------------------------------------- */
+
+static int level_of(struct nadb_store *st, uint64_t dir, uint8_t *level)
+{
+	struct inode in;
+	int rc = inode_get(st, dir, &in);
+	if (!rc) {
+		*level = in.r.level;
+		inode_release(&in);
+	}
+	return rc;
 }
 
 /* Directory DIR's own name and parent, from the links table. */
@@ -121,32 +220,20 @@ static int find_dir_link(struct nadb_store *st, uint64_t dir, struct dir_link *l
 	return rc;
 }
 
-/* Add DELTA tagged names to the edge (ID, PARENT, NAME) -> CHILD and to
- * every edge above it, up to the root. */
-static int tree_add(struct nadb_store *st, uint32_t id, uint64_t parent,
-		    const char *name, uint64_t child, int64_t delta)
+/* Call FN for the edge (PARENT, NAME) -> CHILD and every edge above it
+ * up to its namespace (none when PARENT is above the namespaces: those
+ * levels are not stored). */
+static int edges_up(struct nadb_store *st, uint64_t parent, const char *name, uint64_t child,
+		    int (*fn)(void *ctx, uint64_t parent, const char *name, uint64_t child),
+		    void *ctx)
 {
 	struct dir_link up;
 	for (int depth = 0; depth < 4096; depth++) {
-		uint8_t key[EDGE_KEY_MAX];
-		size_t klen = edge_key(key, id, parent, name);
-		struct tag_edge e = {.ino = child};
-		struct kv_val v;
-		int rc = st->kv->ops->get(st->kv, KV_TAG_TREE, key, klen, &v);
-		if (rc == 0 && v.len == sizeof(e))
-			memcpy(&e, v.data, sizeof(e));
-		else if (rc != -ENOENT)
-			return rc ? rc : -EIO;
-		if ((int64_t)e.count + delta < 0) {
-			nadb_log("tags: index count below zero at '%s'", name);
-			return -EIO;
-		}
-		e.count = (uint64_t)((int64_t)e.count + delta);
-		rc = e.count ? st->kv->ops->put(st->kv, KV_TAG_TREE, key, klen, &e, sizeof(e))
-			     : st->kv->ops->del(st->kv, KV_TAG_TREE, key, klen);
-		if (rc == -ENOENT)
-			rc = 0;
-		if (rc || parent == NADB_ROOT_INO)
+		uint8_t level;
+		int rc = level_of(st, parent, &level);
+		if (rc || level < NADB_LEVEL_NAMESPACE)
+			return rc;
+		if ((rc = fn(ctx, parent, name, child)) || level == NADB_LEVEL_NAMESPACE)
 			return rc;
 		if ((rc = find_dir_link(st, parent, &up)))
 			return rc;
@@ -155,6 +242,44 @@ static int tree_add(struct nadb_store *st, uint32_t id, uint64_t parent,
 		name = up.name;
 	}
 	return -ELOOP;
+}
+
+struct edge_add {
+	struct nadb_store *st;
+	uint32_t id;
+	int64_t delta;
+};
+
+static int add_at_edge(void *ctx, uint64_t parent, const char *name, uint64_t child)
+{
+	struct edge_add *a = ctx;
+	struct kv *kv = a->st->kv;
+	uint8_t key[EDGE_KEY_MAX];
+	size_t klen = edge_key(key, parent, a->id, name);
+	struct tag_edge e = {.ino = child};
+	struct kv_val v;
+	int rc = kv->ops->get(kv, KV_TAG_EDGES, key, klen, &v);
+	if (rc == 0 && v.len == sizeof(e))
+		memcpy(&e, v.data, sizeof(e));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	if ((int64_t)e.count + a->delta < 0) {
+		nadb_log("tags: index count below zero at '%s'", name);
+		return -EIO;
+	}
+	e.count = (uint64_t)((int64_t)e.count + a->delta);
+	rc = e.count ? kv->ops->put(kv, KV_TAG_EDGES, key, klen, &e, sizeof(e))
+		     : kv->ops->del(kv, KV_TAG_EDGES, key, klen);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* Add DELTA tagged names to tag ID's edge (PARENT, NAME) -> CHILD and to
+ * every edge above it within its namespace. */
+static int tree_add(struct nadb_store *st, uint32_t id, uint64_t parent,
+		    const char *name, uint64_t child, int64_t delta)
+{
+	struct edge_add a = {st, id, delta};
+	return edges_up(st, parent, name, child, add_at_edge, &a);
 }
 
 struct tag_list {
@@ -203,10 +328,14 @@ static int tags_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
 	struct tag_list l;
 	int rc = tags_of(st, ino, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
-		struct tag_row row;
-		rc = tag_get(st, l.tags[i], &row);
+		uint32_t id;
+		rc = tag_id(st, l.tags[i], &id);
 		if (!rc)
-			rc = tree_add(st, row.id, parent, name, ino, delta);
+			rc = tree_add(st, id, parent, name, ino, delta);
+		else if (rc == -ENOENT) {
+			nadb_log("tags: tag '%s' has no id", l.tags[i]);
+			rc = -EIO;
+		}
 	}
 	free(l.tags);
 	return rc;
@@ -215,38 +344,12 @@ static int tags_link_changed(struct nadb_store *st, uint64_t ino, uint32_t mode,
 /* Every name of INO gets DELTA in tag ID's tree. */
 static int add_to_names(struct nadb_store *st, uint64_t ino, uint32_t id, int delta)
 {
-	struct dir_link l = {0};
-	ino_key(l.prefix, ino);
-	/* Names are few: walk them with point scans, one per name. */
-	uint8_t start[LINK_KEY_MAX];
-	size_t slen = INO_KEY_LEN;
-	memcpy(start, l.prefix, INO_KEY_LEN);
-	for (;;) {
-		l.found = false;
-		int rc = st->kv->ops->scan(st->kv, KV_LINKS, start, slen, first_link, &l);
-		if (rc || !l.found)
-			return rc;
-		rc = tree_add(st, id, l.parent, l.name, ino, delta);
-		if (rc)
-			return rc;
-		/* Next name: just past this one. */
-		uint64_t be = htobe64(l.parent);
-		memcpy(start + INO_KEY_LEN, &be, 8);
-		size_t n = strlen(l.name);
-		memcpy(start + 2 * INO_KEY_LEN, l.name, n);
-		start[2 * INO_KEY_LEN + n] = 0;
-		slen = 2 * INO_KEY_LEN + n + 1;
-	}
-}
-
-static int tag_key_of(uint8_t key[INO_KEY_LEN + NADB_NAME_MAX], uint64_t ino,
-		      const char *tag, size_t *klen)
-{
-	size_t n = strlen(tag);
-	ino_key(key, ino);
-	memcpy(key + INO_KEY_LEN, tag, n);
-	*klen = INO_KEY_LEN + n;
-	return 0;
+	struct link_list l;
+	int rc = inode_links(st, ino, &l);
+	for (size_t i = 0; !rc && i < l.n; i++)
+		rc = tree_add(st, id, l.parents[i], l.names[i], ino, delta);
+	link_list_free(&l);
+	return rc;
 }
 
 static int tag_add(struct nadb_store *st, uint64_t ino, const char *tag)
@@ -258,30 +361,18 @@ static int tag_add(struct nadb_store *st, uint64_t ino, const char *tag)
 	int rc = st->kv->ops->get(st->kv, KV_TAGS_OF, key, klen, &v);
 	if (rc != -ENOENT)
 		return rc; /* already tagged (0) or an error */
-	struct tag_row row;
-	rc = tag_get(st, tag, &row);
-	if (rc == -ENOENT) {
-		struct kv_val idv;
-		uint32_t next = 1;
-		rc = st->kv->ops->get(st->kv, KV_META, "next_tag_id", 11, &idv);
-		if (!rc && idv.len == sizeof(next))
-			memcpy(&next, idv.data, sizeof(next));
-		else if (rc != -ENOENT)
-			return rc ? rc : -EIO;
-		row = (struct tag_row){.count = 0, .id = next};
-		next++;
-		rc = st->kv->ops->put(st->kv, KV_META, "next_tag_id", 11, &next, sizeof(next));
-		if (!rc)
-			rc = counters_add(st, NADB_ROOT_INO, C_TAGS, +1);
+	uint32_t id;
+	rc = tag_id(st, tag, &id);
+	if (rc == -ENOENT) { /* tags_register numbers a tag before its step */
+		nadb_log("tags: tag '%s' has no id", tag);
+		rc = -EIO;
 	}
-	if (rc)
-		return rc;
-	row.count++;
-	rc = st->kv->ops->put(st->kv, KV_TAG_KEYS, tag, strlen(tag), &row, sizeof(row));
+	if (!rc)
+		rc = count_add(st, ino, tag, +1);
 	if (!rc)
 		rc = st->kv->ops->put(st->kv, KV_TAGS_OF, key, klen, "", 0);
 	if (!rc)
-		rc = add_to_names(st, ino, row.id, +1);
+		rc = add_to_names(st, ino, id, +1);
 	return rc;
 }
 
@@ -293,17 +384,12 @@ static int tag_del(struct nadb_store *st, uint64_t ino, const char *tag)
 	int rc = st->kv->ops->del(st->kv, KV_TAGS_OF, key, klen);
 	if (rc)
 		return rc == -ENOENT ? -ENODATA : rc;
-	struct tag_row row;
-	if ((rc = tag_get(st, tag, &row)))
+	uint32_t id;
+	if ((rc = tag_id(st, tag, &id)))
 		return rc == -ENOENT ? -EIO : rc;
-	rc = add_to_names(st, ino, row.id, -1);
-	if (!rc && --row.count)
-		rc = st->kv->ops->put(st->kv, KV_TAG_KEYS, tag, strlen(tag), &row, sizeof(row));
-	else if (!rc) {
-		rc = st->kv->ops->del(st->kv, KV_TAG_KEYS, tag, strlen(tag));
-		if (!rc)
-			rc = counters_add(st, NADB_ROOT_INO, C_TAGS, -1);
-	}
+	rc = add_to_names(st, ino, id, -1);
+	if (!rc)
+		rc = count_add(st, ino, tag, -1);
 	return rc;
 }
 
@@ -319,6 +405,7 @@ static int tags_drop_all(struct nadb_store *st, uint64_t ino)
 
 /* ---- directories moving: their mirrors go with them --------------------- */
 
+/* The tags (ids) with tagged names below a directory, and how many. */
 struct tag_mirror {
 	size_t n, cap;
 	uint32_t *id;
@@ -334,34 +421,8 @@ static void tags_mirror_free(struct tag_mirror *m)
 	}
 }
 
-struct detach_ctx {
-	struct nadb_store *st;
-	uint64_t parent;
-	const char *name;
-	struct tag_mirror *m;
-};
-
-static int note_edge(void *ctx, const void *key, size_t klen, const void *val,
-		     size_t vlen)
+static int mirror_add(struct tag_mirror *m, uint32_t id)
 {
-	(void)key;
-	(void)klen;
-	struct detach_ctx *d = ctx;
-	struct tag_row row;
-	if (vlen != sizeof(row))
-		return -EIO;
-	memcpy(&row, val, sizeof(row));
-	uint8_t ekey[EDGE_KEY_MAX];
-	size_t elen = edge_key(ekey, row.id, d->parent, d->name);
-	struct kv_val v;
-	struct tag_edge e;
-	int rc = d->st->kv->ops->get(d->st->kv, KV_TAG_TREE, ekey, elen, &v);
-	if (rc == -ENOENT)
-		return 0;
-	if (rc || v.len != sizeof(e))
-		return rc ? rc : -EIO;
-	memcpy(&e, v.data, sizeof(e));
-	struct tag_mirror *m = d->m;
 	if (m->n == m->cap) {
 		size_t cap = m->cap ? 2 * m->cap : 8;
 		void *i = realloc(m->id, cap * sizeof(*m->id));
@@ -374,36 +435,62 @@ static int note_edge(void *ctx, const void *key, size_t klen, const void *val,
 		m->count = c;
 		m->cap = cap;
 	}
-	m->id[m->n] = row.id;
-	m->count[m->n++] = e.count;
+	m->id[m->n] = id;
+	m->count[m->n++] = 0;
 	return 0;
 }
 
-static int tags_detach_dir(struct nadb_store *st, uint64_t parent, const char *name,
-			   struct tag_mirror **out)
+/* Each tag id among a directory's own edges, once (they sort by id). */
+static int note_id(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct tag_mirror *m = ctx;
+	if (klen <= EDGE_PREFIX_LEN)
+		return -EIO;
+	uint32_t be, id;
+	memcpy(&be, (const uint8_t *)key + INO_KEY_LEN, 4);
+	id = be32toh(be);
+	return m->n && m->id[m->n - 1] == id ? 0 : mirror_add(m, id);
+}
+
+static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
+			   const char *name, struct tag_mirror **out)
 {
 	*out = NULL;
-	struct detach_ctx d = {.st = st, .parent = parent, .name = name};
-	d.m = calloc(1, sizeof(*d.m));
-	if (!d.m)
+	uint8_t level;
+	int rc = level_of(st, parent, &level);
+	if (rc || level < NADB_LEVEL_NAMESPACE)
+		return rc; /* a namespace or a database: its rows stay as they are */
+	struct tag_mirror *m = calloc(1, sizeof(*m));
+	if (!m)
 		return -ENOMEM;
-	/* Which tags have this directory in their tree?  Ask each tag in
-	 * use: a directory move is rare, tags in use are not many. */
-	int rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, note_edge, &d);
-	struct dir_link up;
-	for (size_t i = 0; !rc && i < d.m->n; i++) {
+	uint8_t prefix[INO_KEY_LEN];
+	rc = st->kv->ops->scan_prefix(st->kv, KV_TAG_EDGES, prefix, ino_key(prefix, dir),
+				      note_id, m);
+	for (size_t i = 0; !rc && i < m->n; i++) {
 		uint8_t key[EDGE_KEY_MAX];
-		rc = st->kv->ops->del(st->kv, KV_TAG_TREE, key,
-				      edge_key(key, d.m->id[i], parent, name));
-		if (!rc && parent != NADB_ROOT_INO && !(rc = find_dir_link(st, parent, &up)))
-			rc = tree_add(st, d.m->id[i], up.parent, up.name, parent,
-				      -(int64_t)d.m->count[i]);
+		struct kv_val v;
+		struct tag_edge e;
+		rc = st->kv->ops->get(st->kv, KV_TAG_EDGES, key,
+				      edge_key(key, parent, m->id[i], name), &v);
+		if (rc == -ENOENT) { /* nothing to move: a damaged index */
+			rc = 0;
+			continue;
+		}
+		if (!rc && v.len != sizeof(e))
+			rc = -EIO;
+		if (rc)
+			break;
+		memcpy(&e, v.data, sizeof(e));
+		m->count[i] = e.count;
+		rc = tree_add(st, m->id[i], parent, name, dir, -(int64_t)e.count);
 	}
-	if (rc || !d.m->n) {
-		tags_mirror_free(d.m);
+	if (rc || !m->n) {
+		tags_mirror_free(m);
 		return rc;
 	}
-	*out = d.m;
+	*out = m;
 	return 0;
 }
 
@@ -480,29 +567,63 @@ static bool in_list(const struct tag_list *l, const char *tag)
 	return false;
 }
 
+/* The tags that setting xattr NAME to VALUE asks for, checked: -EINVAL
+ * (with a log line) if a name is bad.  Free l->tags. */
+static int wanted_tags(const char *name, const char *value, size_t size, struct tag_list *l)
+{
+	if (!strcmp(name, "user.tags")) {
+		int rc = parse_tag_list(value, size, l);
+		if (rc)
+			nadb_log("tags: '%.*s' is not a comma-separated list of valid tag names",
+				 (int)(size < 200 ? size : 200), value);
+		return rc;
+	}
+	const char *tag = name + strlen("user.tag.");
+	memset(l, 0, sizeof(*l));
+	if (nadb_check_tag(tag)) {
+		nadb_log("tags: '%s' is not a valid tag name", tag);
+		return -EINVAL;
+	}
+	return parse_tag_list(tag, strlen(tag), l);
+}
+
+int tags_register(struct nadb_store *st, uint64_t ino, const char *name,
+		  const char *value, size_t size)
+{
+	int rc = check_taggable(st, ino);
+	if (rc)
+		return rc;
+	struct tag_list want;
+	rc = wanted_tags(name, value, size, &want);
+	bool any_new = false;
+	for (size_t i = 0; !rc && i < want.n && !any_new; i++) {
+		uint32_t id;
+		rc = tag_id(st, want.tags[i], &id);
+		if (rc == -ENOENT) {
+			any_new = true;
+			rc = 0;
+		}
+	}
+	if (!rc && any_new && !(rc = step_begin(st))) {
+		for (size_t i = 0; !rc && i < want.n; i++)
+			rc = number_tag(st, want.tags[i]);
+		rc = step_end(st, rc);
+	}
+	free(want.tags);
+	return rc;
+}
+
 int tags_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 		   const char *value, size_t size)
 {
 	int rc = check_taggable(st, ino);
 	if (rc)
 		return rc;
-	if (strcmp(name, "user.tags")) {
-		const char *tag = name + strlen("user.tag.");
-		if (nadb_check_tag(tag)) {
-			nadb_log("tags: '%s' is not a valid tag name", tag);
-			return -EINVAL;
-		}
-		return tag_add(st, ino, tag);
-	}
-	struct tag_list want, have;
-	rc = parse_tag_list(value, size, &want);
-	if (rc) {
-		nadb_log("tags: '%.*s' is not a comma-separated list of valid tag names",
-			 (int)(size < 200 ? size : 200), value);
-		free(want.tags);
-		return rc;
-	}
-	rc = tags_of(st, ino, &have);
+	struct tag_list want, have = {0};
+	rc = wanted_tags(name, value, size, &want);
+	bool whole_set = !strcmp(name, "user.tags");
+	if (!rc && whole_set)
+		rc = tags_of(st, ino, &have);
 	for (size_t i = 0; !rc && i < have.n; i++)
 		if (!in_list(&want, have.tags[i]))
 			rc = tag_del(st, ino, have.tags[i]);
@@ -594,6 +715,152 @@ ssize_t tags_xattr_list(struct nadb_store *st, uint64_t ino, char *buf, size_t s
 	return (ssize_t)need;
 }
 
+/* ---- tags in use: tag_counts, partition by partition ------------------- */
+
+/* tag_counts is sorted by partition, then tag; the tags in use are the
+ * union of the partitions' runs.  A walk visits the partitions holding rows
+ * one scan each, from (P, AFTER) on, taking up to RUN_MAX rows of each:
+ * what every partition holds up to the smallest last tag of a cut-short run
+ * is then complete, and is merged and handed out before the next round. */
+#define RUN_MAX 64 /* rows: a partition's share of one round */
+
+struct tag_count {
+	char tag[NADB_NAME_MAX + 1];
+	uint64_t keys;
+};
+
+struct round {
+	const char *after;
+	uint64_t part;      /* the partition being read */
+	uint64_t next_part; /* where its run stopped: the next one holding rows */
+	size_t run;         /* rows taken from this partition */
+	size_t run_max;     /* at most */
+	struct tag_count *rows;
+	size_t n, cap;
+};
+
+static int take_count(void *ctx, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	struct round *r = ctx;
+	uint64_t be, keys;
+	if (klen <= INO_KEY_LEN || klen > COUNT_KEY_MAX || vlen != sizeof(keys))
+		return -EIO;
+	memcpy(&be, key, 8);
+	uint64_t part = kv_partition(be64toh(be));
+	if (part != r->part) {
+		r->next_part = part;
+		return 1;
+	}
+	if (r->run == r->run_max) {
+		r->next_part = part + 1;
+		return 1;
+	}
+	struct tag_count c;
+	memcpy(c.tag, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
+	c.tag[klen - INO_KEY_LEN] = 0;
+	memcpy(&keys, val, sizeof(keys));
+	c.keys = keys;
+	if (r->after && strcmp(c.tag, r->after) <= 0)
+		return 0;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 64;
+		void *g = realloc(r->rows, cap * sizeof(*r->rows));
+		if (!g)
+			return -ENOMEM;
+		r->rows = g;
+		r->cap = cap;
+	}
+	r->rows[r->n++] = c;
+	r->run++;
+	return 0;
+}
+
+static int cmp_count(const void *a, const void *b)
+{
+	return strcmp(((const struct tag_count *)a)->tag, ((const struct tag_count *)b)->tag);
+}
+
+/* Tags in use after AFTER, in order, with their keys summed over the
+ * partitions.  Under meta_lock. */
+static int each_tag(struct nadb_store *st, const char *after, nadb_tag_fn fn, void *ctx)
+{
+	char last[NADB_NAME_MAX + 1];
+	struct round r = {.run_max = RUN_MAX};
+	int rc = 0;
+	for (bool more = true; !rc && more;) {
+		r.after = after;
+		r.n = 0;
+		bool cut = false;
+		for (r.part = 0; !rc && r.part <= KV_PART_MAX;) {
+			uint8_t start[COUNT_KEY_MAX];
+			size_t slen = count_key(start, r.part << KV_PART_SHIFT, after ? after : "");
+			r.run = 0;
+			r.next_part = KV_PART_MAX + 1;
+			rc = st->kv->ops->scan(st->kv, KV_TAG_COUNTS, start, slen, take_count, &r);
+			if (r.run == RUN_MAX && r.next_part == r.part + 1 &&
+			    (!cut || strcmp(r.rows[r.n - 1].tag, last) < 0)) {
+				memcpy(last, r.rows[r.n - 1].tag, sizeof(last));
+				cut = true;
+			}
+			r.part = r.next_part;
+		}
+		if (rc)
+			break;
+		if (r.n)
+			qsort(r.rows, r.n, sizeof(*r.rows), cmp_count);
+		for (size_t i = 0; !rc && i < r.n;) {
+			uint64_t keys = 0;
+			size_t j = i;
+			for (; j < r.n && !strcmp(r.rows[j].tag, r.rows[i].tag); j++)
+				keys += r.rows[j].keys;
+			if (cut && strcmp(r.rows[i].tag, last) > 0)
+				break;
+			rc = fn(ctx, r.rows[i].tag, keys);
+			i = j;
+		}
+		more = !rc && cut;
+		after = last;
+	}
+	free(r.rows);
+	return rc < 0 ? rc : 0;
+}
+
+/* TAG's keys, summed over the partitions: one scan per partition holding
+ * tag_counts rows (each starts at (P, TAG) and tells the next P). */
+static int tag_keys(struct nadb_store *st, const char *tag, uint64_t *keys)
+{
+	*keys = 0;
+	struct round r = {.run_max = 1};
+	int rc = 0;
+	for (r.part = 0; !rc && r.part <= KV_PART_MAX;) {
+		uint8_t start[COUNT_KEY_MAX];
+		size_t slen = count_key(start, r.part << KV_PART_SHIFT, tag);
+		r.n = r.run = 0;
+		r.next_part = KV_PART_MAX + 1;
+		rc = st->kv->ops->scan(st->kv, KV_TAG_COUNTS, start, slen, take_count, &r);
+		if (!rc && r.n && !strcmp(r.rows[0].tag, tag))
+			*keys += r.rows[0].keys;
+		r.part = r.next_part;
+	}
+	free(r.rows);
+	return rc;
+}
+
+static int count_tag(void *ctx, const char *tag, uint64_t keys)
+{
+	(void)tag;
+	(void)keys;
+	++*(uint64_t *)ctx;
+	return 0;
+}
+
+int tags_in_use(struct nadb_store *st, uint64_t *n)
+{
+	*n = 0;
+	return each_tag(st, NULL, count_tag, n);
+}
+
 /* ---- queries ------------------------------------------------------------ */
 
 int nadb_tag_query_parse(struct nadb_store *st, const char *text,
@@ -612,22 +879,27 @@ int nadb_tag_query_parse(struct nadb_store *st, const char *text,
 		char tag[NADB_NAME_MAX + 1];
 		memcpy(tag, text, n);
 		tag[n] = 0;
-		struct tag_row row;
+		uint32_t id;
+		uint64_t keys = 0;
 		rc = nadb_check_tag(tag);
 		if (!rc)
-			rc = tag_get(st, tag, &row);
+			rc = tag_id(st, tag, &id);
+		if (!rc)
+			rc = tag_keys(st, tag, &keys);
+		if (!rc && !keys)
+			rc = -ENOENT;
 		if (rc)
 			break;
 		/* Insert by count: the smallest tag drives the query. */
 		unsigned at = q->n;
-		while (at > 0 && counts[at - 1] > row.count) {
+		while (at > 0 && counts[at - 1] > keys) {
 			counts[at] = counts[at - 1];
 			q->id[at] = q->id[at - 1];
 			memcpy(q->tag[at], q->tag[at - 1], sizeof(q->tag[at]));
 			at--;
 		}
-		counts[at] = row.count;
-		q->id[at] = row.id;
+		counts[at] = keys;
+		q->id[at] = id;
 		memcpy(q->tag[at], tag, n + 1);
 		q->n++;
 		if (!text[n])
@@ -647,60 +919,88 @@ static bool has_tag(struct nadb_store *st, uint64_t ino, const char *tag)
 	return st->kv->ops->get(st->kv, KV_TAGS_OF, key, klen, &v) == 0;
 }
 
+/* One directory of a mirror being read: its stored edges (a namespace or a
+ * directory in one), or its real entries (the root, a database), kept
+ * where a namespace below them matches. */
 struct query_walk {
 	struct nadb_store *st;
 	const struct nadb_tag_query *q;
 	bool check_expiry; /* some key may be expired and not reaped yet */
 	int64_t now;
-	uint8_t prefix[4 + INO_KEY_LEN];
+	uint8_t prefix[EDGE_PREFIX_LEN]; /* of the rows walked */
+	size_t prefix_len;
 	uint8_t start[EDGE_KEY_MAX];
 	size_t start_len;
 	bool skip_start;
-	nadb_dirent_fn fn;
+	nadb_dirent_fn fn; /* NULL: stop at the first match (found) */
 	void *ctx;
 	bool found;
 	int depth;
 };
 
-static bool subtree_matches(struct query_walk *parent_walk, uint64_t dir);
+static int walk_mirror(struct query_walk *w, uint64_t dir, const char *after);
 
-/* Does what edge E names belong in the mirror?  Fills A if so. */
-static int edge_matches(struct query_walk *w, const struct tag_edge *e,
-			struct nadb_attr *a)
+/* Has directory DIR's mirror any entry? */
+static int dir_matches(struct query_walk *pw, uint64_t dir)
 {
-	struct inode in;
-	int rc = inode_get(w->st, e->ino, &in);
-	if (rc)
-		return rc == -ENOENT ? 0 : rc;
-	bool ok;
-	if (S_ISDIR(in.r.mode)) {
-		ok = (w->q->n == 1 && !w->check_expiry) || subtree_matches(w, e->ino);
-	} else {
-		ok = !inode_expired(&in.r, w->now);
-		for (unsigned i = 1; ok && i < w->q->n; i++)
-			ok = has_tag(w->st, e->ino, w->q->tag[i]);
-	}
-	if (ok)
-		attr_of_inode(w->st, e->ino, &in.r, a);
-	inode_release(&in);
-	return ok;
+	if (pw->depth > 256)
+		return 0;
+	struct query_walk w = {.st = pw->st, .q = pw->q, .now = pw->now,
+			       .check_expiry = pw->check_expiry, .depth = pw->depth + 1};
+	int rc = walk_mirror(&w, dir, NULL);
+	return rc < 0 ? rc : w.found;
 }
 
-static int walk_edge(void *ctx, const void *key, size_t klen, const void *val,
-		     size_t vlen)
+/* Does INO, of mode MODE, belong in the mirror (1, filling A), or not (0)?
+ * EDGE: it is named by a stored edge, whose count vouches for a directory
+ * below a namespace as long as one tag is asked and nothing has expired. */
+static int node_matches(struct query_walk *w, uint64_t ino, bool edge, struct nadb_attr *a)
+{
+	struct inode in;
+	int rc = inode_get(w->st, ino, &in);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	if (S_ISDIR(in.r.mode)) {
+		rc = (edge && w->q->n == 1 && !w->check_expiry) ? 1 : dir_matches(w, ino);
+	} else {
+		rc = edge && !inode_expired(&in.r, w->now);
+		for (unsigned i = 1; rc == 1 && i < w->q->n; i++)
+			rc = has_tag(w->st, ino, w->q->tag[i]);
+	}
+	if (rc == 1)
+		attr_of_inode(w->st, ino, &in.r, a);
+	inode_release(&in);
+	return rc;
+}
+
+/* A row of the walked directory: an edge (VAL a struct tag_edge) or a
+ * directory entry (VAL a struct dirent_val). */
+static int walk_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct query_walk *w = ctx;
-	if (klen <= sizeof(w->prefix) || klen > EDGE_KEY_MAX ||
-	    memcmp(key, w->prefix, sizeof(w->prefix)))
+	if (klen <= w->prefix_len || memcmp(key, w->prefix, w->prefix_len))
 		return 1;
 	if (w->skip_start && klen == w->start_len && !memcmp(key, w->start, klen))
 		return 0;
-	struct tag_edge e;
-	if (vlen != sizeof(e))
-		return -EIO;
-	memcpy(&e, val, sizeof(e));
+	bool edge = w->prefix_len == EDGE_PREFIX_LEN;
+	uint64_t ino;
+	if (edge) {
+		struct tag_edge e;
+		if (vlen != sizeof(e) || klen > EDGE_KEY_MAX)
+			return -EIO;
+		memcpy(&e, val, sizeof(e));
+		ino = e.ino;
+	} else {
+		struct dirent_val d;
+		if (vlen != sizeof(d) || klen > NAME_KEY_MAX)
+			return -EIO;
+		memcpy(&d, val, sizeof(d));
+		if (!S_ISDIR(d.mode))
+			return 0;
+		ino = d.ino;
+	}
 	struct nadb_attr a;
-	int rc = edge_matches(w, &e, &a);
+	int rc = node_matches(w, ino, edge, &a);
 	if (rc <= 0)
 		return rc;
 	if (!w->fn) {
@@ -708,50 +1008,47 @@ static int walk_edge(void *ctx, const void *key, size_t klen, const void *val,
 		return 1;
 	}
 	char name[NADB_NAME_MAX + 1];
-	size_t n = klen - sizeof(w->prefix);
-	memcpy(name, (const uint8_t *)key + sizeof(w->prefix), n);
+	size_t n = klen - w->prefix_len;
+	memcpy(name, (const uint8_t *)key + w->prefix_len, n);
 	name[n] = 0;
 	file_overlay_attr(w->st, &a);
 	return w->fn(w->ctx, name, &a);
 }
 
-static void walk_init(struct query_walk *w, struct nadb_store *st,
-		      const struct nadb_tag_query *q, uint64_t dir, const char *after)
+/* Walk DIR's mirror for W's query, after AFTER. */
+static int walk_mirror(struct query_walk *w, uint64_t dir, const char *after)
 {
-	w->st = st;
-	w->q = q;
-	uint32_t be = htobe32(q->id[0]);
-	memcpy(w->prefix, &be, 4);
-	ino_key(w->prefix + 4, dir);
-	w->start_len = after ? edge_key(w->start, q->id[0], dir, after) : sizeof(w->prefix);
-	if (!after)
-		memcpy(w->start, w->prefix, sizeof(w->prefix));
+	uint8_t level;
+	int rc = level_of(w->st, dir, &level);
+	if (rc)
+		return rc;
+	bool stored = level >= NADB_LEVEL_NAMESPACE;
+	enum kv_table t = stored ? KV_TAG_EDGES : KV_DIRENTS;
+	w->prefix_len = stored ? edge_prefix(w->prefix, dir, w->q->id[0])
+			       : ino_key(w->prefix, dir);
+	memcpy(w->start, w->prefix, w->prefix_len);
+	w->start_len = w->prefix_len;
 	w->skip_start = after != NULL;
-}
-
-/* Is there a key matching the whole query below DIR?  Walks only the
- * smallest tag's tree under DIR, stopping at the first match. */
-static bool subtree_matches(struct query_walk *pw, uint64_t dir)
-{
-	if (pw->depth > 256)
-		return false;
-	struct query_walk w = {.now = pw->now, .check_expiry = pw->check_expiry,
-			       .depth = pw->depth + 1};
-	walk_init(&w, pw->st, pw->q, dir, NULL);
-	pw->st->kv->ops->scan(pw->st->kv, KV_TAG_TREE, w.start, w.start_len, walk_edge, &w);
-	return w.found;
+	if (after) {
+		size_t n = strlen(after);
+		memcpy(w->start + w->prefix_len, after, n);
+		w->start_len += n;
+	}
+	rc = w->st->kv->ops->scan(w->st->kv, t, w->start, w->start_len, walk_row, w);
+	return rc < 0 ? rc : 0;
 }
 
 int nadb_tag_readdir(struct nadb_store *st, const struct nadb_tag_query *q,
 		     uint64_t dir, const char *after, nadb_dirent_fn fn, void *ctx)
 {
-	struct query_walk w = {.fn = fn, .ctx = ctx, .now = now_ns()};
-	walk_init(&w, st, q, dir, after);
+	if (after && strlen(after) > NADB_NAME_MAX)
+		return -ENAMETOOLONG;
+	struct query_walk w = {.st = st, .q = q, .fn = fn, .ctx = ctx, .now = now_ns()};
 	pthread_mutex_lock(&st->meta_lock);
 	w.check_expiry = expiry_any_due(st, w.now);
-	int rc = st->kv->ops->scan(st->kv, KV_TAG_TREE, w.start, w.start_len, walk_edge, &w);
+	int rc = walk_mirror(&w, dir, after);
 	pthread_mutex_unlock(&st->meta_lock);
-	return rc < 0 ? rc : 0;
+	return rc;
 }
 
 int nadb_tag_lookup(struct nadb_store *st, const struct nadb_tag_query *q,
@@ -759,20 +1056,37 @@ int nadb_tag_lookup(struct nadb_store *st, const struct nadb_tag_query *q,
 {
 	if (strlen(name) > NADB_NAME_MAX)
 		return -ENAMETOOLONG;
-	struct query_walk w = {.now = now_ns()};
-	walk_init(&w, st, q, dir, NULL);
-	uint8_t key[EDGE_KEY_MAX];
-	size_t klen = edge_key(key, q->id[0], dir, name);
-	struct kv_val v;
-	struct tag_edge e;
+	struct query_walk w = {.st = st, .q = q, .now = now_ns()};
 	pthread_mutex_lock(&st->meta_lock);
 	w.check_expiry = expiry_any_due(st, w.now);
-	int rc = st->kv->ops->get(st->kv, KV_TAG_TREE, key, klen, &v);
-	if (!rc && v.len != sizeof(e))
-		rc = -EIO;
+	uint8_t level;
+	int rc = level_of(st, dir, &level);
+	uint8_t key[EDGE_KEY_MAX];
+	struct kv_val v;
+	uint64_t ino = 0;
+	bool edge = !rc && level >= NADB_LEVEL_NAMESPACE;
+	if (!rc && edge) {
+		struct tag_edge e;
+		rc = st->kv->ops->get(st->kv, KV_TAG_EDGES, key, edge_key(key, dir, q->id[0], name), &v);
+		if (!rc && v.len != sizeof(e))
+			rc = -EIO;
+		if (!rc) {
+			memcpy(&e, v.data, sizeof(e));
+			ino = e.ino;
+		}
+	} else if (!rc) {
+		struct dirent_val d;
+		rc = st->kv->ops->get(st->kv, KV_DIRENTS, key, name_key(key, dir, name), &v);
+		if (!rc && v.len != sizeof(d))
+			rc = -EIO;
+		if (!rc) {
+			memcpy(&d, v.data, sizeof(d));
+			ino = d.ino;
+			rc = S_ISDIR(d.mode) ? 0 : -ENOENT;
+		}
+	}
 	if (!rc) {
-		memcpy(&e, v.data, sizeof(e));
-		rc = edge_matches(&w, &e, out);
+		rc = node_matches(&w, ino, edge, out);
 		rc = rc < 0 ? rc : rc ? 0 : -ENOENT;
 	}
 	pthread_mutex_unlock(&st->meta_lock);
@@ -781,34 +1095,13 @@ int nadb_tag_lookup(struct nadb_store *st, const struct nadb_tag_query *q,
 	return rc;
 }
 
-struct list_tags {
-	const char *after;
-	nadb_tag_fn fn;
-	void *ctx;
-};
-
-static int list_tag(void *ctx, const void *key, size_t klen, const void *val,
-		    size_t vlen)
-{
-	struct list_tags *l = ctx;
-	struct tag_row row;
-	char tag[NADB_NAME_MAX + 1];
-	if (decode_tag_row(key, klen, val, vlen, &row, tag))
-		return -EIO;
-	if (l->after && !strcmp(tag, l->after))
-		return 0;
-	return l->fn(l->ctx, tag, row.count);
-}
-
 int nadb_tags_list(struct nadb_store *st, const char *after, nadb_tag_fn fn,
 		   void *ctx)
 {
-	struct list_tags l = {after, fn, ctx};
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, after, after ? strlen(after) : 0,
-				   list_tag, &l);
+	int rc = each_tag(st, after, fn, ctx);
 	pthread_mutex_unlock(&st->meta_lock);
-	return rc < 0 ? rc : 0;
+	return rc;
 }
 
 int nadb_tag_query_untag(struct nadb_store *st, const struct nadb_tag_query *q,
@@ -829,82 +1122,97 @@ int nadb_tag_query_untag(struct nadb_store *st, const struct nadb_tag_query *q,
 
 /* ---- fsck: the indexes against the keys' own tags ------------------------ */
 
-struct want_edge {
-	uint8_t key[EDGE_KEY_MAX];
+/* A row the keys' tags call for: an edge (INO the child) or a tag count
+ * (INO 0), with its COUNT. */
+struct want_row {
+	uint8_t key[EDGE_KEY_MAX > COUNT_KEY_MAX ? EDGE_KEY_MAX : COUNT_KEY_MAX];
 	uint16_t len;
 	uint64_t ino, count;
 };
 
 struct want {
-	struct nadb_store *st;
-	struct want_edge *e;
+	struct want_row *e;
 	size_t n, cap;
-	/* Tag counts as tags_of says, in tag order (tags_of rows are read by
-	 * inode, so these are gathered in a second table pass). */
+};
+
+struct tag_check {
+	struct nadb_store *st;
+	struct want edges, counts;
 	uint64_t problems;
 	tags_problem_fn problem;
 	void *ctx;
 };
 
-static int want_edge(struct want *w, uint32_t id, uint64_t parent, const char *name,
-		     uint64_t ino)
+static void report(struct tag_check *c, const char *what)
+{
+	c->problems++;
+	if (c->problem)
+		c->problem(c->ctx, what);
+}
+
+static struct want_row *want_row(struct want *w)
 {
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? 2 * w->cap : 256;
 		void *e = realloc(w->e, cap * sizeof(*w->e));
 		if (!e)
-			return -ENOMEM;
+			return NULL;
 		w->e = e;
 		w->cap = cap;
 	}
-	struct want_edge *e = &w->e[w->n++];
-	e->len = (uint16_t)edge_key(e->key, id, parent, name);
-	e->ino = ino;
-	e->count = 1;
+	struct want_row *r = &w->e[w->n++];
+	r->count = 1;
+	r->ino = 0;
+	return r;
+}
+
+struct want_names {
+	struct want *w;
+	uint32_t id;
+};
+
+static int want_edge(void *ctx, uint64_t parent, const char *name, uint64_t child)
+{
+	struct want_names *wn = ctx;
+	struct want_row *r = want_row(wn->w);
+	if (!r)
+		return -ENOMEM;
+	r->len = (uint16_t)edge_key(r->key, parent, wn->id, name);
+	r->ino = child;
 	return 0;
 }
 
-/* Each tagged name of INO, and each directory above it, once. */
-static int want_names(struct want *w, uint64_t ino, uint32_t id)
+static int cmp_row(const void *a, const void *b)
 {
-	struct nadb_store *st = w->st;
-	struct dir_link l = {0}, up;
-	ino_key(l.prefix, ino);
-	uint8_t start[LINK_KEY_MAX];
-	size_t slen = INO_KEY_LEN;
-	memcpy(start, l.prefix, INO_KEY_LEN);
-	for (;;) {
-		l.found = false;
-		int rc = st->kv->ops->scan(st->kv, KV_LINKS, start, slen, first_link, &l);
-		if (rc || !l.found)
-			return rc;
-		uint64_t parent = l.parent, child = ino;
-		const char *name = l.name;
-		char name_buf[NADB_NAME_MAX + 1];
-		for (int depth = 0; depth < 4096; depth++) {
-			if ((rc = want_edge(w, id, parent, name, child)))
-				return rc;
-			if (parent == NADB_ROOT_INO)
-				break;
-			if ((rc = find_dir_link(st, parent, &up)))
-				return rc;
-			child = parent;
-			parent = up.parent;
-			memcpy(name_buf, up.name, sizeof(name_buf));
-			name = name_buf;
-		}
-		uint64_t be = htobe64(l.parent);
-		memcpy(start + INO_KEY_LEN, &be, 8);
-		size_t n = strlen(l.name);
-		memcpy(start + 2 * INO_KEY_LEN, l.name, n);
-		start[2 * INO_KEY_LEN + n] = 0;
-		slen = 2 * INO_KEY_LEN + n + 1;
+	const struct want_row *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->key, y->key, n);
+	return c ? c : (int)x->len - (int)y->len;
+}
+
+/* Sort W and fold equal keys into one row with their counts summed. */
+static void fold(struct want *w)
+{
+	if (!w->n)
+		return;
+	qsort(w->e, w->n, sizeof(*w->e), cmp_row);
+	size_t out = 0;
+	for (size_t i = 0; i < w->n; i++) {
+		if (out && !cmp_row(&w->e[out - 1], &w->e[i]))
+			w->e[out - 1].count += w->e[i].count;
+		else
+			w->e[out++] = w->e[i];
 	}
+	w->n = out;
 }
 
 struct tagged {
-	uint64_t *ino;
-	char (*tag)[NADB_NAME_MAX + 1];
+	uint64_t ino;
+	char tag[NADB_NAME_MAX + 1];
+};
+
+struct tagged_list {
+	struct tagged *t;
 	size_t n, cap;
 };
 
@@ -913,154 +1221,194 @@ static int collect_tagged(void *ctx, const void *key, size_t klen, const void *v
 {
 	(void)val;
 	(void)vlen;
-	struct tagged *t = ctx;
+	struct tagged_list *l = ctx;
 	if (klen <= INO_KEY_LEN || klen > INO_KEY_LEN + NADB_NAME_MAX)
 		return -EIO;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 256;
-		void *i = realloc(t->ino, cap * sizeof(*t->ino));
-		if (!i)
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		void *t = realloc(l->t, cap * sizeof(*l->t));
+		if (!t)
 			return -ENOMEM;
-		t->ino = i;
-		void *g = realloc(t->tag, cap * sizeof(*t->tag));
-		if (!g)
-			return -ENOMEM;
-		t->tag = g;
-		t->cap = cap;
+		l->t = t;
+		l->cap = cap;
 	}
 	uint64_t be;
 	memcpy(&be, key, 8);
-	t->ino[t->n] = be64toh(be);
-	memcpy(t->tag[t->n], (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
-	t->tag[t->n++][klen - INO_KEY_LEN] = 0;
+	struct tagged *t = &l->t[l->n++];
+	t->ino = be64toh(be);
+	memcpy(t->tag, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
+	t->tag[klen - INO_KEY_LEN] = 0;
 	return 0;
 }
 
-static int cmp_edge(const void *a, const void *b)
+/* The edges and counts every tagged key calls for.  A tag without an id
+ * is a problem (a rebuild numbers it). */
+static int wanted_rows(struct tag_check *c, const struct tagged_list *l)
 {
-	const struct want_edge *x = a, *y = b;
-	size_t n = x->len < y->len ? x->len : y->len;
-	int c = memcmp(x->key, y->key, n);
-	return c ? c : (int)x->len - (int)y->len;
-}
-
-struct compare {
-	struct want *w;
-	size_t at; /* next expected edge */
-};
-
-static void report(struct want *w, const char *what)
-{
-	w->problems++;
-	if (w->problem)
-		w->problem(w->ctx, what);
-}
-
-static int compare_edge(void *ctx, const void *key, size_t klen, const void *val,
-			size_t vlen)
-{
-	struct compare *c = ctx;
-	struct want *w = c->w;
-	struct tag_edge e;
-	if (vlen != sizeof(e) || klen > EDGE_KEY_MAX) {
-		report(w, "tag index: malformed row");
-		return 0;
-	}
-	memcpy(&e, val, sizeof(e));
-	struct want_edge have = {.len = (uint16_t)klen};
-	memcpy(have.key, key, klen);
-	while (c->at < w->n && cmp_edge(&w->e[c->at], &have) < 0) {
-		report(w, "tag index: a tagged key is missing from its /tags mirror");
-		c->at++;
-	}
-	if (c->at < w->n && cmp_edge(&w->e[c->at], &have) == 0) {
-		if (w->e[c->at].count != e.count || w->e[c->at].ino != e.ino)
-			report(w, "tag index: a /tags mirror entry has a wrong count");
-		c->at++;
-	} else {
-		report(w, "tag index: a /tags mirror entry names no tagged key");
-	}
-	return 0;
-}
-
-struct count_check {
-	struct tagged *t; /* sorted by tag */
-	struct want *w;
-};
-
-static int cmp_tag(const void *a, const void *b)
-{
-	return strcmp(a, b);
-}
-
-static int check_count(void *ctx, const void *key, size_t klen, const void *val,
-		       size_t vlen)
-{
-	struct count_check *c = ctx;
-	struct tag_row row;
-	char tag[NADB_NAME_MAX + 1];
-	if (decode_tag_row(key, klen, val, vlen, &row, tag))
-		return -EIO;
-	/* The tags of every key, sorted: this tag's run starts at the first
-	 * one not below it. */
-	size_t lo = 0, hi = c->t->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(c->t->tag[mid], tag) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	uint64_t n = 0;
-	while (lo + n < c->t->n && !strcmp(c->t->tag[lo + n], tag))
-		n++;
-	if (n != row.count)
-		report(c->w, "tag index: a tag's key count is wrong");
-	return 0;
-}
-
-int tags_check(struct nadb_store *st, tags_problem_fn problem, void *ctx,
-	       uint64_t *problems)
-{
-	struct tagged t = {0};
-	struct want w = {.st = st, .problem = problem, .ctx = ctx};
-	int rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &t);
-	for (size_t i = 0; !rc && i < t.n; i++) {
-		struct tag_row row;
-		rc = tag_get(st, t.tag[i], &row);
+	int rc = 0;
+	for (size_t i = 0; !rc && i < l->n; i++) {
+		const struct tagged *t = &l->t[i];
+		struct want_row *r = want_row(&c->counts);
+		if (!r)
+			return -ENOMEM;
+		r->len = (uint16_t)count_key(r->key, t->ino, t->tag);
+		struct want_names wn = {.w = &c->edges};
+		rc = tag_id(c->st, t->tag, &wn.id);
 		if (rc == -ENOENT) {
-			report(&w, "tag index: a key's tag is not among the tags in use");
+			report(c, "tag index: a key's tag has no id");
 			rc = 0;
 			continue;
 		}
-		if (!rc)
-			rc = want_names(&w, t.ino[i], row.id);
-	}
-	if (!rc && w.n) {
-		qsort(w.e, w.n, sizeof(*w.e), cmp_edge);
-		size_t out = 0;
-		for (size_t i = 0; i < w.n; i++) {
-			if (out && !cmp_edge(&w.e[out - 1], &w.e[i]))
-				w.e[out - 1].count++;
-			else
-				w.e[out++] = w.e[i];
+		struct link_list names;
+		if (!rc && !(rc = inode_links(c->st, t->ino, &names))) {
+			for (size_t k = 0; !rc && k < names.n; k++)
+				rc = edges_up(c->st, names.parents[k], names.names[k], t->ino,
+					      want_edge, &wn);
+			link_list_free(&names);
 		}
-		w.n = out;
 	}
-	struct compare c = {.w = &w};
+	fold(&c->edges);
+	fold(&c->counts);
+	return rc;
+}
+
+struct compare {
+	struct tag_check *c;
+	const struct want *w;
+	size_t at; /* next expected row */
+	bool edges;
+};
+
+static int compare_row(void *ctx, const void *key, size_t klen, const void *val,
+		       size_t vlen)
+{
+	struct compare *cmp = ctx;
+	struct tag_check *c = cmp->c;
+	struct want_row have = {.len = (uint16_t)klen};
+	struct tag_edge e = {0};
+	if (klen > sizeof(have.key) || vlen != (cmp->edges ? sizeof(e) : sizeof(e.count))) {
+		report(c, "tag index: malformed row");
+		return 0;
+	}
+	memcpy(cmp->edges ? (void *)&e : (void *)&e.count, val, vlen);
+	memcpy(have.key, key, klen);
+	const struct want *w = cmp->w;
+	while (cmp->at < w->n && cmp_row(&w->e[cmp->at], &have) < 0) {
+		report(c, cmp->edges ? "tag index: a tagged key is missing from its /tags mirror"
+				     : "tag index: a tag in use is not counted");
+		cmp->at++;
+	}
+	if (cmp->at < w->n && cmp_row(&w->e[cmp->at], &have) == 0) {
+		if (w->e[cmp->at].count != e.count || w->e[cmp->at].ino != e.ino)
+			report(c, cmp->edges ? "tag index: a /tags mirror entry has a wrong count"
+					     : "tag index: a tag's key count is wrong");
+		cmp->at++;
+	} else {
+		report(c, cmp->edges ? "tag index: a /tags mirror entry names no tagged key"
+				     : "tag index: a tag is counted that no key carries");
+	}
+	return 0;
+}
+
+static int compare_table(struct tag_check *c, enum kv_table t, const struct want *w)
+{
+	struct compare cmp = {.c = c, .w = w, .edges = t == KV_TAG_EDGES};
+	int rc = c->st->kv->ops->scan(c->st->kv, t, NULL, 0, compare_row, &cmp);
+	for (; !rc && cmp.at < w->n; cmp.at++)
+		report(c, cmp.edges ? "tag index: a tagged key is missing from its /tags mirror"
+				    : "tag index: a tag in use is not counted");
+	return rc;
+}
+
+struct row_keys {
+	uint8_t *buf;
+	size_t len, cap, n;
+};
+
+static int keep_key(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct row_keys *k = ctx;
+	if (k->len + 2 + klen > k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 4096;
+		while (cap < k->len + 2 + klen)
+			cap *= 2;
+		void *b = realloc(k->buf, cap);
+		if (!b)
+			return -ENOMEM;
+		k->buf = b;
+		k->cap = cap;
+	}
+	uint16_t n = (uint16_t)klen;
+	memcpy(k->buf + k->len, &n, 2);
+	memcpy(k->buf + k->len + 2, key, klen);
+	k->len += 2 + klen;
+	k->n++;
+	return 0;
+}
+
+/* Delete every row of table T.  Inside a step. */
+static int empty_table(struct nadb_store *st, enum kv_table t)
+{
+	struct row_keys k = {0};
+	int rc = st->kv->ops->scan(st->kv, t, NULL, 0, keep_key, &k);
+	for (size_t at = 0; !rc && at < k.len;) {
+		uint16_t n;
+		memcpy(&n, k.buf + at, 2);
+		rc = st->kv->ops->del(st->kv, t, k.buf + at + 2, n);
+		if (rc == -ENOENT)
+			rc = 0;
+		at += 2 + (size_t)n;
+	}
+	free(k.buf);
+	return rc;
+}
+
+/* Rebuild tag_ids, tag_counts and tag_edges from the keys' own tags (and
+ * empty the tables of format 3 and before).  Inside a step. */
+int tags_rebuild(struct nadb_store *st)
+{
+	static const enum kv_table derived[] = {KV_TAG_EDGES, KV_TAG_COUNTS, KV_OLD_TAG_KEYS,
+						KV_OLD_TAG_TREE};
+	int rc = 0;
+	for (size_t i = 0; !rc && i < sizeof(derived) / sizeof(derived[0]); i++)
+		rc = empty_table(st, derived[i]);
+	struct tagged_list l = {0};
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_TAG_TREE, NULL, 0, compare_edge, &c);
-	for (; !rc && c.at < w.n; c.at++)
-		report(&w, "tag index: a tagged key is missing from its /tags mirror");
-	if (!rc && t.n)
-		qsort(t.tag, t.n, sizeof(*t.tag), cmp_tag);
-	struct count_check cc = {.t = &t, .w = &w};
+		rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &l);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		uint32_t id;
+		rc = number_tag(st, l.t[i].tag);
+		if (!rc)
+			rc = tag_id(st, l.t[i].tag, &id);
+		if (!rc)
+			rc = count_add(st, l.t[i].ino, l.t[i].tag, +1);
+		if (!rc)
+			rc = add_to_names(st, l.t[i].ino, id, +1);
+	}
+	free(l.t);
+	return rc;
+}
+
+int tags_check(struct nadb_store *st, bool repair, tags_problem_fn problem, void *ctx,
+	       uint64_t *problems)
+{
+	struct tagged_list l = {0};
+	struct tag_check c = {.st = st, .problem = problem, .ctx = ctx};
+	int rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &l);
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_TAG_KEYS, NULL, 0, check_count, &cc);
-	free(t.ino);
-	free(t.tag);
-	free(w.e);
-	*problems = w.problems;
+		rc = wanted_rows(&c, &l);
+	if (!rc)
+		rc = compare_table(&c, KV_TAG_EDGES, &c.edges);
+	if (!rc)
+		rc = compare_table(&c, KV_TAG_COUNTS, &c.counts);
+	free(l.t);
+	free(c.edges.e);
+	free(c.counts.e);
+	if (!rc && repair && c.problems && !(rc = step_begin(st)))
+		rc = step_end(st, tags_rebuild(st));
+	*problems = c.problems;
 	return rc;
 }
 
@@ -1072,11 +1420,11 @@ static int drop_on_delete(struct nadb_store *st, uint64_t ino, const struct inod
 	return tags_drop_all(st, ino);
 }
 
-static int mirrors_leave(struct nadb_store *st, uint64_t parent, const char *name,
-			 void **state)
+static int mirrors_leave(struct nadb_store *st, uint64_t dir, uint64_t parent,
+			 const char *name, void **state)
 {
 	struct tag_mirror *m = NULL;
-	int rc = tags_detach_dir(st, parent, name, &m);
+	int rc = tags_detach_dir(st, dir, parent, name, &m);
 	*state = m;
 	return rc;
 }

@@ -696,9 +696,9 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 	bool exchange = flags & NADB_RENAME_EXCHANGE;
 	/* What the indexes keep of a directory leaves with it... */
 	if (!rc && a_dir)
-		rc = index_dir_leaving(st, a->parent, a->name, &ma);
+		rc = index_dir_leaving(st, a->e.ino, a->parent, a->name, &ma);
 	if (!rc && exchange && b_dir)
-		rc = index_dir_leaving(st, b->parent, b->name, &mb);
+		rc = index_dir_leaving(st, b->e.ino, b->parent, b->name, &mb);
 	if (rc) {
 	} else if (exchange) {
 		rc = place(st, b, a->e.ino, &a->node, now);

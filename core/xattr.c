@@ -71,6 +71,8 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
+	if (!rc && is_tag_xattr(name))
+		rc = tags_register(st, ino, name, value, size);
 	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name))) {
 		if (!(rc = step_begin(st)))
 			rc = step_end(st, is_tag_xattr(name)

@@ -194,6 +194,14 @@ EOF
 	[ "$(cli zcard "{nadb:store:p$p}:t:xattrs:z")" -ge 1 ]
 	[ "$(cli zcard "{nadb:store:p$p}:t:tags_of:z")" -eq 1 ]
 	[ "$(cli exists '{nadb:store:p0}:t:tags_of:z')" -eq 0 ]
+	# the tag index too: a key's names in its tag's tree and the tag's
+	# count of keys are rows of its partition; only the tag's id is in p0
+	[ "$(cli zcard "{nadb:store:p$p}:t:tag_edges:z")" -eq 1 ]
+	[ "$(cli zcard "{nadb:store:p$p}:t:tag_counts:z")" -eq 1 ]
+	[ "$(cli zcard '{nadb:store:p0}:t:tag_ids:z')" -eq 1 ]
+	[ -z "$(cli --scan --pattern '{nadb:store:p0}:t:tag_[ect]*')" ]
+	[ -z "$(cli --scan --pattern '*:t:tag_keys:*')" ]
+	[ -z "$(cli --scan --pattern '*:t:tag_tree:*')" ]
 	[ "$(cli zcard "{nadb:store:p$p}:t:expiry:z")" -eq 1 ]
 	[ "$(cli exists '{nadb:store:p0}:t:expiry:z')" -eq 0 ]
 	for t in inodes links; do
@@ -226,6 +234,22 @@ EOF
 	unmount_store_at "$URL" "$MNT"
 	[ "$(cli zrange '{nadb:store:p0}:t:counters:z' 0 -1 | od -c)" = "$before" ]
 	[ "$(cli zrange "{nadb:store:p$p}:t:counters:z" 0 -1 | od -c)" != "$nsrow" ]
+	# tagging keys with a tag that has its id, and untagging them, writes
+	# nothing in p0 (the lock aside)
+	p0_rows() {
+		cli --scan --pattern '{nadb:store:p0}:*' | grep -v ':lock' | sort |
+			while read -r k; do echo "$k"; cli dump "$k" | od -c; done | md5sum
+	}
+	before=$(p0_rows)
+	mount_store_at "$URL" "$MNT"
+	setfattr -n user.tag.red "$MNT/app/ns/b"
+	setfattr -n user.tag.red "$MNT/app/other/x"
+	setfattr -x user.tag.red "$MNT/app/ns/a"
+	ls "$MNT/tags/red/app/ns" "$MNT/tags/red/app/other"
+	[ "$(ls "$MNT/tags/red/app")" = "$(printf 'ns\nother')" ]
+	[ "$(cat "$MNT/tags/red/app/ns/b")" = "value b" ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$(p0_rows)" = "$before" ]
 	run "$NADB" fsck "$URL"
 	echo "$output"
 	[ "$status" -eq 0 ]

@@ -158,6 +158,30 @@ setup() {
 	[ "$output" = "" ]
 }
 
+@test "directories carry their mirrors when they move: within a namespace, to another, and databases and namespaces renamed" {
+	setfattr -n user.tags -v photo "$MNT/app/media/2024/cat.jpg"
+	setfattr -n user.tags -v photo,pets "$MNT/app/media/2024/dog.jpg"
+	mkdir "$MNT/app/media/old"
+	mv "$MNT/app/media/2024" "$MNT/app/media/old/2024"
+	[ "$(ls "$MNT/tags/photo/app/media")" = old ]
+	[ "$(ls "$MNT/tags/photo/app/media/old/2024")" = "$(printf 'cat.jpg\ndog.jpg')" ]
+	mv "$MNT/app/media/old/2024" "$MNT/app/users/2024"
+	[ "$(ls "$MNT/tags/photo/app")" = users ]
+	[ "$(ls "$MNT/tags/pets+photo/app/users/2024")" = dog.jpg ]
+	mv "$MNT/app/users" "$MNT/app/people"
+	mkdir "$MNT/web"
+	mv "$MNT/app/people" "$MNT/web/people"
+	mv "$MNT/app" "$MNT/apps"
+	[ "$(ls "$MNT/tags/photo")" = web ]
+	[ "$(ls "$MNT/tags/photo/web/people/2024")" = "$(printf 'cat.jpg\ndog.jpg')" ]
+	[ "$(cat "$MNT/tags/pets/web/people/2024/dog.jpg")" = dog ]
+	[ ! -e "$MNT/tags/photo/apps" ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 @test "two processes adding different tags to one key at once both win" {
 	f=$MNT/app/users/note
 	for i in $(seq 1 30); do

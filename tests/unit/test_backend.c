@@ -208,7 +208,7 @@ static void check_scans(struct kv *kv)
 	CHECK(kv->ops->scan(kv, KV_LINKS, NULL, 0, log_key, &l) == -EXDEV);
 	/* an empty table */
 	l = (struct scan_log){0};
-	CHECK(kv->ops->scan(kv, KV_TAG_TREE, NULL, 0, log_key, &l) == 0 && l.n == 0);
+	CHECK(kv->ops->scan(kv, KV_TAG_EDGES, NULL, 0, log_key, &l) == 0 && l.n == 0);
 	/* a step's own writes are scanned too, and an undone step's are gone */
 	CHECK(kv->ops->step_begin(kv) == 0);
 	CHECK(kv->ops->put(kv, KV_LINKS, "aa", 2, "v", 1) == 0);

@@ -1,9 +1,11 @@
 /* test_inode.c -- inode records as stored: the compact encoding gives back
  * every field exactly, a new 4 KiB key's record fits a Redis listpack
  * entry, records of stores made before (raw structs) still read, damaged
- * ones are refused, and a store of format 1 opens and is moved to 3. */
+ * ones are refused, and a store of format 1 opens and is moved to this
+ * version's. */
 #include "stats.h"
 #include "store_int.h"
+#include "tags.h"
 #include "unit.h"
 
 #include <endian.h>
@@ -96,7 +98,8 @@ static void check_sizes_and_shapes(void)
 }
 
 /* A store of format 1 (raw records, counters as before format 3) opens,
- * reads, writes, and is marked 3, its counters right (check_clean). */
+ * reads, writes, and is marked as this version's, its counters right and
+ * its tag index rebuilt (check_clean). */
 static void check_old_store(void)
 {
 	char dir[32], store[300];
@@ -131,6 +134,18 @@ static void check_old_store(void)
 	 * database and the root too (stats.c) */
 	CHECK(counters_add(st, db, C_KEYS, 1) == 0);
 	CHECK(counters_add(st, NADB_ROOT_INO, C_KEYS, 1) == 0);
+	/* a tag, indexed as before format 4: store-wide rows, counted in the
+	 * root */
+	uint8_t tkey[INO_KEY_LEN + 5], edge[4 + INO_KEY_LEN + 1];
+	uint64_t old_row[2] = {1, 1}, old_edge[2] = {k, 1};
+	memcpy(tkey + ino_key(tkey, k), "photo", 5);
+	memcpy(edge, "\0\0\0\1", 4);
+	ino_key(edge + 4, ns);
+	edge[12] = 'k';
+	CHECK(st->kv->ops->put(st->kv, KV_TAGS_OF, tkey, sizeof(tkey), "", 0) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_OLD_TAG_KEYS, "photo", 5, old_row, 16) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_OLD_TAG_TREE, edge, sizeof(edge), old_edge, 16) == 0);
+	CHECK(counters_add(st, NADB_ROOT_INO, C_TAGS_V3, 1) == 0);
 	CHECK(step_end(st, 0) == 0);
 	inode_release(&in);
 	nadb_store_close(st);
@@ -152,6 +167,16 @@ static void check_old_store(void)
 	CHECK(sroot.expiring == 1);
 	struct nadb_stats sns;
 	CHECK(nadb_stats(st, ns, &sns) == 0 && sns.keys == 1);
+	/* the tag index is rebuilt, per partition, and the old rows gone */
+	CHECK(sroot.tags == 1);
+	struct nadb_tag_query q;
+	struct nadb_attr found;
+	CHECK(nadb_tag_query_parse(st, "photo", &q) == 0);
+	CHECK(nadb_tag_lookup(st, &q, NADB_ROOT_INO, "app", &found) == 0 && found.ino == db);
+	CHECK(nadb_tag_lookup(st, &q, db, "ns", &found) == 0 && found.ino == ns);
+	CHECK(nadb_tag_lookup(st, &q, ns, "k", &found) == 0 && found.ino == k);
+	CHECK(st->kv->ops->get(st->kv, KV_OLD_TAG_KEYS, "photo", 5, &v) == -ENOENT);
+	CHECK(st->kv->ops->get(st->kv, KV_OLD_TAG_TREE, edge, sizeof(edge), &v) == -ENOENT);
 	check_clean(st);
 	nadb_store_close(st);
 	remove_dir(dir);

@@ -163,34 +163,41 @@ int main(void)
 
 	/* fsck notices a tag whose key count is off, and is clean again once
 	 * it is right. */
+	/* (the count row: k's partition's first number, then the tag) */
 	struct kv_val v;
-	uint8_t row[16], bad[16];
-	uint64_t count;
-	CHECK(st->kv->ops->get(st->kv, KV_TAG_KEYS, "keep", 4, &v) == 0 && v.len == sizeof(row));
-	memcpy(row, v.data, sizeof(row));
-	memcpy(bad, row, sizeof(bad));
-	memcpy(&count, bad, sizeof(count));
-	count += 2;
-	memcpy(bad, &count, sizeof(count));
+	uint8_t ckey[12];
+	ino_key(ckey, (uint64_t)kv_partition(k) << KV_PART_SHIFT);
+	memcpy(ckey + 8, "keep", 4);
+	uint64_t count, bad;
+	CHECK(st->kv->ops->get(st->kv, KV_TAG_COUNTS, ckey, 12, &v) == 0 && v.len == 8);
+	memcpy(&count, v.data, 8);
+	CHECK(count == 1);
+	bad = count + 2;
 	CHECK(st->kv->ops->step_begin(st->kv) == 0);
-	CHECK(st->kv->ops->put(st->kv, KV_TAG_KEYS, "keep", 4, bad, sizeof(bad)) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_TAG_COUNTS, ckey, 12, &bad, 8) == 0);
 	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
 	struct nadb_fsck_result res;
 	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
 	CHECK(res.problems == 1);
 	CHECK(st->kv->ops->step_begin(st->kv) == 0);
-	CHECK(st->kv->ops->put(st->kv, KV_TAG_KEYS, "keep", 4, row, sizeof(row)) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_TAG_COUNTS, ckey, 12, &count, 8) == 0);
 	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
 	check_clean(st);
 
 	/* fsck notices a mirror entry gone missing. */
-	CHECK(st->kv->ops->scan(st->kv, KV_TAG_TREE, NULL, 0, take_first, &first) == 0);
+	CHECK(st->kv->ops->scan(st->kv, KV_TAG_EDGES, NULL, 0, take_first, &first) == 0);
 	CHECK(first.len > 0);
 	CHECK(st->kv->ops->step_begin(st->kv) == 0);
-	CHECK(st->kv->ops->del(st->kv, KV_TAG_TREE, first.key, first.len) == 0);
+	CHECK(st->kv->ops->del(st->kv, KV_TAG_EDGES, first.key, first.len) == 0);
 	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
 	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
 	CHECK(res.problems > 0);
+	/* ... and a repair rebuilds the index from the keys' own tags. */
+	CHECK(nadb_fsck(st, true, NULL, NULL, &res) == 0);
+	CHECK(res.problems > 0 && res.repaired == res.problems);
+	check_clean(st);
+	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
+	CHECK(!strcmp(mirror(st, "keep", NADB_ROOT_INO), "app "));
 	CHECK(nadb_store_close(st) == 0);
 
 	remove_dir(dir);
