@@ -12,6 +12,7 @@
  * a read can tell a corrupted or misplaced frame from a good one.
  */
 #include "chunk.h"
+#include "grow.h"
 #include "log.h"
 
 #include <endian.h>
@@ -470,7 +471,7 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 struct seg_list {
 	uint32_t *seg;
 	uint64_t *size;
-	size_t n;
+	size_t n, cap;
 };
 
 static int add_seg(void *ctx, uint32_t seg, uint64_t size, uint64_t held, bool current)
@@ -478,14 +479,10 @@ static int add_seg(void *ctx, uint32_t seg, uint64_t size, uint64_t held, bool c
 	(void)held;
 	(void)current;
 	struct seg_list *l = ctx;
-	uint32_t *s = realloc(l->seg, (l->n + 1) * sizeof(*s));
-	if (!s)
+	size_t seg_cap = l->cap, size_cap = l->cap; /* two arrays, one length */
+	if (ARRAY_GROW(l->seg, l->n, seg_cap) || ARRAY_GROW(l->size, l->n, size_cap))
 		return -ENOMEM;
-	l->seg = s;
-	uint64_t *z = realloc(l->size, (l->n + 1) * sizeof(*z));
-	if (!z)
-		return -ENOMEM;
-	l->size = z;
+	l->cap = seg_cap;
 	l->seg[l->n] = seg;
 	l->size[l->n++] = size;
 	return 0;

@@ -16,6 +16,7 @@
  * what deleting already gave back), then rewrites every segment with a
  * hole or garbage in it, so that the files end up dense again.
  */
+#include "grow.h"
 #include "log.h"
 #include "store_int.h"
 
@@ -67,14 +68,8 @@ static int consider_segment(void *ctx, uint32_t seg, uint64_t size, uint64_t hel
 	pthread_mutex_unlock(&p->st->meta_lock);
 	if (!worth_compacting(p, size, held, live))
 		return 0;
-	if (p->n == p->cap) {
-		size_t cap = p->cap ? 2 * p->cap : 8;
-		void *v = realloc(p->v, cap * sizeof(*p->v));
-		if (!v)
-			return -ENOMEM;
-		p->v = v;
-		p->cap = cap;
-	}
+	if (ARRAY_GROW(p->v, p->n, p->cap))
+		return -ENOMEM;
 	p->v[p->n++] = (struct victim){seg, held};
 	return 0;
 }

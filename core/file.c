@@ -15,6 +15,7 @@
  * releases the file's pending references, and so does the next open of
  * the store after a crash.  No chunk leaks.
  */
+#include "grow.h"
 #include "log.h"
 #include "store_int.h"
 
@@ -151,16 +152,8 @@ static int resize_slots(struct nadb_store *st, struct ofile *of, size_t n)
 {
 	for (size_t i = n; i < of->nslots; i++)
 		free_slot(st, &of->slots[i]);
-	if (n > of->cap) {
-		size_t cap = of->cap ? of->cap : 1;
-		while (cap < n)
-			cap *= 2;
-		struct slot *s = realloc(of->slots, cap * sizeof(*s));
-		if (!s)
-			return -ENOMEM;
-		of->slots = s;
-		of->cap = cap;
-	}
+	if (n && ARRAY_GROW(of->slots, n - 1, of->cap))
+		return -ENOMEM;
 	if (n > of->nslots)
 		memset(of->slots + of->nslots, 0, (n - of->nslots) * sizeof(*of->slots));
 	of->nslots = n;
@@ -489,18 +482,10 @@ static int collect_pending(void *ctx, const void *key, size_t klen,
 		return 1;
 	if (klen != 2 * INO_KEY_LEN || vlen != CHUNK_HASH_LEN)
 		return -EIO;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 16;
-		void *k = realloc(l->keys, cap * sizeof(*l->keys));
-		if (!k)
-			return -ENOMEM;
-		l->keys = k;
-		void *h = realloc(l->hashes, cap * sizeof(*l->hashes));
-		if (!h)
-			return -ENOMEM;
-		l->hashes = h;
-		l->cap = cap;
-	}
+	size_t keys_cap = l->cap, hashes_cap = l->cap; /* two arrays, one length */
+	if (ARRAY_GROW(l->keys, l->n, keys_cap) || ARRAY_GROW(l->hashes, l->n, hashes_cap))
+		return -ENOMEM;
+	l->cap = keys_cap;
 	memcpy(l->keys[l->n], key, klen);
 	memcpy(l->hashes[l->n++], val, vlen);
 	return 0;

@@ -7,6 +7,7 @@
  * two hash maps: one entry per inode and one per chunk.
  */
 #include "fsck.h"
+#include "grow.h"
 #include "log.h"
 #include "store_int.h"
 
@@ -360,14 +361,8 @@ static int collect_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 			 uint32_t refs, const struct chunk_loc *loc)
 {
 	struct chunk_rows *l = ctx;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 1024;
-		void *r = realloc(l->rows, cap * sizeof(*l->rows));
-		if (!r)
-			return -ENOMEM;
-		l->rows = r;
-		l->cap = cap;
-	}
+	if (ARRAY_GROW(l->rows, l->n, l->cap))
+		return -ENOMEM;
 	struct chunk_row *row = &l->rows[l->n++];
 	memcpy(row->hash, hash, CHUNK_HASH_LEN);
 	row->refs = refs;
@@ -477,7 +472,7 @@ static int refind_frame(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 struct holders {
 	const uint8_t *hash;
 	uint64_t *ino;
-	size_t n;
+	size_t n, cap;
 };
 
 static int find_holder(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
@@ -492,10 +487,8 @@ static int find_holder(void *ctx, const void *key, size_t klen, const void *val,
 	for (size_t i = 0; S_ISREG(rec.mode) && i < n; i++) {
 		if (memcmp(list + i * CHUNK_HASH_LEN, h->hash, CHUNK_HASH_LEN))
 			continue;
-		uint64_t *v = realloc(h->ino, (h->n + 1) * sizeof(*v));
-		if (!v)
+		if (ARRAY_GROW(h->ino, h->n, h->cap))
 			return -ENOMEM;
-		h->ino = v;
 		h->ino[h->n++] = be64_at(key);
 		break;
 	}
@@ -688,14 +681,8 @@ static void name_hash(uint8_t out[16], const void *parent_and_name, size_t len)
 static int add_fix(struct fixes *x, enum fix_kind kind, uint64_t ino, uint64_t parent,
 		   uint32_t mode, const char *name, size_t nlen)
 {
-	if (x->n == x->cap) {
-		size_t cap = x->cap ? 2 * x->cap : 64;
-		struct fix *v = realloc(x->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		x->v = v;
-		x->cap = cap;
-	}
+	if (ARRAY_GROW(x->v, x->n, x->cap))
+		return -ENOMEM;
 	struct fix *fx = &x->v[x->n++];
 	*fx = (struct fix){.kind = kind, .ino = ino, .parent = parent, .mode = mode};
 	memcpy(fx->name, name, nlen < NADB_NAME_MAX ? nlen : NADB_NAME_MAX);
@@ -877,7 +864,7 @@ static int repair_names(struct fsck *f)
 struct sizes {
 	struct fsck *f;
 	uint64_t *ino;
-	size_t n;
+	size_t n, cap;
 };
 
 static int find_bad_size(void *ctx, const void *key, size_t klen, const void *val,
@@ -893,10 +880,8 @@ static int find_bad_size(void *ctx, const void *key, size_t klen, const void *va
 	size_t n = plen / CHUNK_HASH_LEN;
 	if (!S_ISREG(r.mode) || (plen % CHUNK_HASH_LEN == 0 && n == (r.size + cs - 1) / cs))
 		return 0;
-	uint64_t *v = realloc(z->ino, (z->n + 1) * sizeof(*v));
-	if (!v)
+	if (ARRAY_GROW(z->ino, z->n, z->cap))
 		return -ENOMEM;
-	z->ino = v;
 	z->ino[z->n++] = be64_at(key);
 	return 0;
 }

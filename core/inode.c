@@ -4,6 +4,7 @@
  * regular file's chunk list, a symlink's target), so that reading a
  * key's value needs one index lookup for the list and one per chunk.
  */
+#include "grow.h"
 #include "log.h"
 #include "store_int.h"
 
@@ -262,18 +263,10 @@ static int collect_prefixed(void *ctx, const void *key, size_t klen,
 		return 1;
 	if (klen > LINK_KEY_MAX)
 		return 0;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 8;
-		void *k = realloc(l->keys, cap * sizeof(*l->keys));
-		if (!k)
-			return -ENOMEM;
-		l->keys = k;
-		void *n = realloc(l->lens, cap * sizeof(*l->lens));
-		if (!n)
-			return -ENOMEM;
-		l->lens = n;
-		l->cap = cap;
-	}
+	size_t keys_cap = l->cap, lens_cap = l->cap; /* two arrays, one length */
+	if (ARRAY_GROW(l->keys, l->n, keys_cap) || ARRAY_GROW(l->lens, l->n, lens_cap))
+		return -ENOMEM;
+	l->cap = keys_cap;
 	memcpy(l->keys[l->n], key, klen);
 	l->lens[l->n++] = klen;
 	return 0;
@@ -334,18 +327,10 @@ static int collect_link(void *ctx, const void *key, size_t klen, const void *val
 	if (klen <= 2 * INO_KEY_LEN || klen > LINK_KEY_MAX ||
 	    memcmp(key, l->prefix, INO_KEY_LEN))
 		return 1;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 4;
-		void *p = realloc(l->parents, cap * sizeof(*l->parents));
-		if (!p)
-			return -ENOMEM;
-		l->parents = p;
-		void *n = realloc(l->names, cap * sizeof(*l->names));
-		if (!n)
-			return -ENOMEM;
-		l->names = n;
-		l->cap = cap;
-	}
+	size_t parents_cap = l->cap, names_cap = l->cap; /* two arrays, one length */
+	if (ARRAY_GROW(l->parents, l->n, parents_cap) || ARRAY_GROW(l->names, l->n, names_cap))
+		return -ENOMEM;
+	l->cap = parents_cap;
 	uint64_t parent;
 	memcpy(&parent, (const uint8_t *)key + INO_KEY_LEN, 8);
 	l->parents[l->n] = be64toh(parent);

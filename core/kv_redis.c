@@ -59,6 +59,7 @@
  * The caller serialises every call (the store's meta_lock): no lock here.
  */
 #include "backend.h"
+#include "grow.h"
 #include "log.h"
 #include "redis.h"
 
@@ -428,15 +429,9 @@ static void release_held(struct kv_redis *k)
 /* Keep R until release_held; on failure R is freed and -ENOMEM. */
 static int hold_reply(struct kv_redis *k, redisReply *r)
 {
-	if (k->nheld == k->held_cap) {
-		size_t cap = k->held_cap ? 2 * k->held_cap : 16;
-		redisReply **held = realloc(k->held, cap * sizeof(*held));
-		if (!held) {
-			freeReplyObject(r);
-			return -ENOMEM;
-		}
-		k->held = held;
-		k->held_cap = cap;
+	if (ARRAY_GROW(k->held, k->nheld, k->held_cap)) {
+		freeReplyObject(r);
+		return -ENOMEM;
 	}
 	k->held[k->nheld++] = r;
 	return 0;
@@ -709,14 +704,8 @@ static int add_part(struct kv_redis *k, uint32_t p)
 {
 	if (part_known(k, p))
 		return 0;
-	if (k->nparts == k->parts_cap) {
-		size_t cap = k->parts_cap ? 2 * k->parts_cap : 16;
-		uint32_t *n = realloc(k->parts, cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		k->parts = n;
-		k->parts_cap = cap;
-	}
+	if (ARRAY_GROW(k->parts, k->nparts, k->parts_cap))
+		return -ENOMEM;
 	size_t i = k->nparts;
 	while (i > 0 && k->parts[i - 1] > p) {
 		k->parts[i] = k->parts[i - 1];
@@ -821,15 +810,8 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 			(*problems)++;
 			if (problem)
 				problem(ctx, line);
-			if (nmissing == cap) {
-				cap = cap ? 2 * cap : 8;
-				struct part_num *more = realloc(missing, cap * sizeof(*more));
-				if (!more) {
-					rc = -ENOMEM;
-					break;
-				}
-				missing = more;
-			}
+			if ((rc = ARRAY_GROW(missing, nmissing, cap)))
+				break;
 			snprintf(missing[nmissing++].text, sizeof(missing->text), "%u", p);
 			rc = add_part(k, p); /* told once */
 		}
@@ -1585,15 +1567,10 @@ static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
 				seen = !strcmp((*out)[i].text, num.text);
 			if (seen)
 				continue;
-			if (*n == cap) {
-				cap = cap ? 2 * cap : 8;
-				struct part_num *more = realloc(*out, cap * sizeof(*more));
-				if (!more) {
-					free(*out);
-					*out = NULL;
-					return -ENOMEM;
-				}
-				*out = more;
+			if (ARRAY_GROW(*out, *n, cap)) {
+				free(*out);
+				*out = NULL;
+				return -ENOMEM;
 			}
 			(*out)[(*n)++] = num;
 		}

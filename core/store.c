@@ -29,6 +29,7 @@
  *    group at once and retries, so a write right after the deletes
  *    succeeds without waiting for the flusher.
  */
+#include "grow.h"
 #include "log.h"
 #include "redis.h"
 #include "metawalk.h"
@@ -114,14 +115,8 @@ static int queue_freed(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 		       const struct blob_loc *loc)
 {
 	struct nadb_store *st = ctx;
-	if (st->nfreed == st->freed_cap) {
-		size_t cap = st->freed_cap ? 2 * st->freed_cap : 256;
-		struct freed_frame *f = realloc(st->freed, cap * sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		st->freed = f;
-		st->freed_cap = cap;
-	}
+	if (ARRAY_GROW(st->freed, st->nfreed, st->freed_cap))
+		return -ENOMEM;
 	struct freed_frame *f = &st->freed[st->nfreed++];
 	memcpy(f->hash, hash, CHUNK_HASH_LEN);
 	f->loc = *loc;

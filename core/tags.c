@@ -32,6 +32,7 @@
  * in a step of its own before the first step that uses it
  * (tags_register), and never changes.
  */
+#include "grow.h"
 #include "log.h"
 #include "index.h"
 #include "store_int.h"
@@ -297,14 +298,8 @@ static int collect_tag(void *ctx, const void *key, size_t klen, const void *val,
 	if (klen <= INO_KEY_LEN || klen > INO_KEY_LEN + NADB_NAME_MAX ||
 	    memcmp(key, l->prefix, INO_KEY_LEN))
 		return 1;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 8;
-		void *t = realloc(l->tags, cap * sizeof(*l->tags));
-		if (!t)
-			return -ENOMEM;
-		l->tags = t;
-		l->cap = cap;
-	}
+	if (ARRAY_GROW(l->tags, l->n, l->cap))
+		return -ENOMEM;
 	memcpy(l->tags[l->n], (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
 	l->tags[l->n++][klen - INO_KEY_LEN] = 0;
 	return 0;
@@ -408,36 +403,18 @@ static int tags_drop_all(struct nadb_store *st, uint64_t ino)
 /* The tags (ids) with tagged names below a directory, and how many. */
 struct tag_mirror {
 	size_t n, cap;
-	uint32_t *id;
-	uint64_t *count;
+	struct {
+		uint32_t id;
+		uint64_t count;
+	} *tag;
 };
 
 static void tags_mirror_free(struct tag_mirror *m)
 {
 	if (m) {
-		free(m->id);
-		free(m->count);
+		free(m->tag);
 		free(m);
 	}
-}
-
-static int mirror_add(struct tag_mirror *m, uint32_t id)
-{
-	if (m->n == m->cap) {
-		size_t cap = m->cap ? 2 * m->cap : 8;
-		void *i = realloc(m->id, cap * sizeof(*m->id));
-		if (!i)
-			return -ENOMEM;
-		m->id = i;
-		void *c = realloc(m->count, cap * sizeof(*m->count));
-		if (!c)
-			return -ENOMEM;
-		m->count = c;
-		m->cap = cap;
-	}
-	m->id[m->n] = id;
-	m->count[m->n++] = 0;
-	return 0;
 }
 
 /* Each tag id among a directory's own edges, once (they sort by id). */
@@ -451,7 +428,13 @@ static int note_id(void *ctx, const void *key, size_t klen, const void *val, siz
 	uint32_t be, id;
 	memcpy(&be, (const uint8_t *)key + INO_KEY_LEN, 4);
 	id = be32toh(be);
-	return m->n && m->id[m->n - 1] == id ? 0 : mirror_add(m, id);
+	if (m->n && m->tag[m->n - 1].id == id)
+		return 0;
+	if (ARRAY_GROW(m->tag, m->n, m->cap))
+		return -ENOMEM;
+	m->tag[m->n].id = id;
+	m->tag[m->n++].count = 0;
+	return 0;
 }
 
 static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
@@ -473,7 +456,7 @@ static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
 		struct kv_val v;
 		struct tag_edge e;
 		rc = st->kv->ops->get(st->kv, KV_TAG_EDGES, key,
-				      edge_key(key, parent, m->id[i], name), &v);
+				      edge_key(key, parent, m->tag[i].id, name), &v);
 		if (rc == -ENOENT) { /* nothing to move: a damaged index */
 			rc = 0;
 			continue;
@@ -483,8 +466,8 @@ static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
 		if (rc)
 			break;
 		memcpy(&e, v.data, sizeof(e));
-		m->count[i] = e.count;
-		rc = tree_add(st, m->id[i], parent, name, dir, -(int64_t)e.count);
+		m->tag[i].count = e.count;
+		rc = tree_add(st, m->tag[i].id, parent, name, dir, -(int64_t)e.count);
 	}
 	if (rc || !m->n) {
 		tags_mirror_free(m);
@@ -499,7 +482,7 @@ static int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *n
 {
 	int rc = 0;
 	for (size_t i = 0; !rc && i < m->n; i++)
-		rc = tree_add(st, m->id[i], parent, name, dir, (int64_t)m->count[i]);
+		rc = tree_add(st, m->tag[i].id, parent, name, dir, (int64_t)m->tag[i].count);
 	return rc;
 }
 
@@ -544,14 +527,8 @@ static int parse_tag_list(const char *value, size_t size, struct tag_list *l)
 			at++;
 		if (at < l->n && !strcmp(l->tags[at], tag))
 			continue;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? 2 * l->cap : 8;
-			void *t = realloc(l->tags, cap * sizeof(*l->tags));
-			if (!t)
-				return -ENOMEM;
-			l->tags = t;
-			l->cap = cap;
-		}
+		if (ARRAY_GROW(l->tags, l->n, l->cap))
+			return -ENOMEM;
 		memmove(l->tags[at + 1], l->tags[at], (l->n - at) * sizeof(*l->tags));
 		memcpy(l->tags[at], tag, n + 1);
 		l->n++;
@@ -763,14 +740,8 @@ static int take_count(void *ctx, const void *key, size_t klen, const void *val,
 	c.keys = keys;
 	if (r->after && strcmp(c.tag, r->after) <= 0)
 		return 0;
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? 2 * r->cap : 64;
-		void *g = realloc(r->rows, cap * sizeof(*r->rows));
-		if (!g)
-			return -ENOMEM;
-		r->rows = g;
-		r->cap = cap;
-	}
+	if (ARRAY_GROW(r->rows, r->n, r->cap))
+		return -ENOMEM;
 	r->rows[r->n++] = c;
 	r->run++;
 	return 0;
@@ -1152,14 +1123,8 @@ static void report(struct tag_check *c, const char *what)
 
 static struct want_row *want_row(struct want *w)
 {
-	if (w->n == w->cap) {
-		size_t cap = w->cap ? 2 * w->cap : 256;
-		void *e = realloc(w->e, cap * sizeof(*w->e));
-		if (!e)
-			return NULL;
-		w->e = e;
-		w->cap = cap;
-	}
+	if (ARRAY_GROW(w->e, w->n, w->cap))
+		return NULL;
 	struct want_row *r = &w->e[w->n++];
 	r->count = 1;
 	r->ino = 0;
@@ -1224,14 +1189,8 @@ static int collect_tagged(void *ctx, const void *key, size_t klen, const void *v
 	struct tagged_list *l = ctx;
 	if (klen <= INO_KEY_LEN || klen > INO_KEY_LEN + NADB_NAME_MAX)
 		return -EIO;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 256;
-		void *t = realloc(l->t, cap * sizeof(*l->t));
-		if (!t)
-			return -ENOMEM;
-		l->t = t;
-		l->cap = cap;
-	}
+	if (ARRAY_GROW(l->t, l->n, l->cap))
+		return -ENOMEM;
 	uint64_t be;
 	memcpy(&be, key, 8);
 	struct tagged *t = &l->t[l->n++];
@@ -1330,16 +1289,8 @@ static int keep_key(void *ctx, const void *key, size_t klen, const void *val, si
 	(void)val;
 	(void)vlen;
 	struct row_keys *k = ctx;
-	if (k->len + 2 + klen > k->cap) {
-		size_t cap = k->cap ? 2 * k->cap : 4096;
-		while (cap < k->len + 2 + klen)
-			cap *= 2;
-		void *b = realloc(k->buf, cap);
-		if (!b)
-			return -ENOMEM;
-		k->buf = b;
-		k->cap = cap;
-	}
+	if (grow_array(&k->buf, &k->cap, k->len + 2 + klen, 1))
+		return -ENOMEM;
 	uint16_t n = (uint16_t)klen;
 	memcpy(k->buf + k->len, &n, 2);
 	memcpy(k->buf + k->len + 2, key, klen);

@@ -17,6 +17,7 @@
  */
 #include "special.h"
 #include "ctl.h"
+#include "grow.h"
 #include "stats.h"
 #include "tags.h"
 
@@ -93,11 +94,13 @@ struct special {
 	 * (inode numbers by number, and the index from inode to number). */
 	pthread_mutex_t queries_lock;
 	char **query;  /* query[qid - 1] */
-	uint32_t nqueries, cap;
+	uint32_t nqueries;
+	size_t cap;
 	uint32_t *index; /* qid or 0, by hash of the text */
 	uint32_t index_cap;
 	uint64_t *dir;     /* dir[n - 1]: the directory mirror number n stands for */
-	uint64_t ndirs, dirs_cap;
+	uint64_t ndirs;
+	size_t dirs_cap;
 	uint64_t *dir_index; /* n or 0, by hash of the inode number */
 	uint64_t dir_index_cap;
 };
@@ -133,14 +136,8 @@ static int grow_dirs(struct special *sp)
 {
 	if (sp->ndirs + 1 >= 1ull << MIRROR_DIR_BITS)
 		return -ENOSPC;
-	if (sp->ndirs == sp->dirs_cap) {
-		uint64_t cap = sp->dirs_cap ? 2 * sp->dirs_cap : 64;
-		uint64_t *d = realloc(sp->dir, cap * sizeof(*d));
-		if (!d)
-			return -ENOMEM;
-		sp->dir = d;
-		sp->dirs_cap = cap;
-	}
+	if (ARRAY_GROW(sp->dir, sp->ndirs, sp->dirs_cap))
+		return -ENOMEM;
 	if ((sp->ndirs + 1) * 2 > sp->dir_index_cap) {
 		uint64_t cap = sp->dir_index_cap ? 2 * sp->dir_index_cap : 128;
 		uint64_t *index = calloc(cap, sizeof(*index));
@@ -253,15 +250,8 @@ static int query_number(struct special *sp, const char *text, uint32_t *qid)
 		if (sp->nqueries == MIRROR_QID_MAX) {
 			rc = -ENOSPC;
 		} else if ((sp->nqueries + 1) * 2 > sp->index_cap && (rc = grow_index(sp))) {
-		} else if (sp->nqueries == sp->cap) {
-			uint32_t cap = sp->cap ? 2 * sp->cap : 64;
-			char **q = realloc(sp->query, cap * sizeof(*q));
-			if (!q)
-				rc = -ENOMEM;
-			else {
-				sp->query = q;
-				sp->cap = cap;
-			}
+		} else {
+			rc = ARRAY_GROW(sp->query, sp->nqueries, sp->cap);
 		}
 		char *copy = rc ? NULL : strdup(text);
 		if (!rc && !copy)
@@ -1060,14 +1050,8 @@ struct vdir {
 
 static int vdir_add(struct vdir *d, const char *name, uint64_t ino, uint32_t mode)
 {
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? 2 * d->cap : 64;
-		void *e = realloc(d->e, cap * sizeof(*d->e));
-		if (!e)
-			return -ENOMEM;
-		d->e = e;
-		d->cap = cap;
-	}
+	if (ARRAY_GROW(d->e, d->n, d->cap))
+		return -ENOMEM;
 	char *copy = strdup(name);
 	if (!copy)
 		return -ENOMEM;

@@ -1,5 +1,5 @@
-/* buf.c -- growable arrays and byte strings, the tool's only containers:
- * paths being walked, JSON documents, pax records all grow in a struct buf.
+/* buf.c -- growable byte strings: paths being walked, JSON documents, pax
+ * records all grow in a struct buf (arrays grow with grow.h's ARRAY_GROW).
  * Functions return 0 or -ENOMEM; a failed append leaves the buffer as it
  * was. */
 #include "nadb_tool.h"
@@ -10,27 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Room for NEED elements of ELEM bytes in V (capacity *CAP), doubling:
- * the new array, or NULL (V untouched) when memory ran out. */
-void *grow_array(void *v, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return v;
-	size_t c = *cap ? *cap : 8;
-	while (c < need)
-		c *= 2;
-	void *p = realloc(v, c * elem);
-	if (p)
-		*cap = c;
-	return p;
-}
-
 int buf_add(struct buf *b, const void *data, size_t n)
 {
-	char *p = grow_array(b->s, &b->cap, b->len + n + 1, 1);
-	if (!p)
+	if (grow_array(&b->s, &b->cap, b->len + n + 1, 1))
 		return -ENOMEM;
-	b->s = p;
 	memcpy(b->s + b->len, data, n);
 	b->len += n;
 	b->s[b->len] = 0;
@@ -45,10 +28,8 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return -EINVAL;
-	char *p = grow_array(b->s, &b->cap, b->len + (size_t)n + 1, 1);
-	if (!p)
+	if (grow_array(&b->s, &b->cap, b->len + (size_t)n + 1, 1))
 		return -ENOMEM;
-	b->s = p;
 	va_start(ap, fmt);
 	vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);

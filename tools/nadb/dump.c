@@ -71,14 +71,13 @@ static const char *first_link(struct dumper *d, uint64_t ino, const char *name, 
 		else
 			hi = mid;
 	}
-	struct hard_link *v = grow_array(d->links, &d->caplinks, d->nlinks + 1, sizeof(*v));
 	char *copy = strdup(name);
-	if (!v || !copy) {
+	if (!copy || ARRAY_GROW(d->links, d->nlinks, d->caplinks)) {
 		free(copy);
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	d->links = v;
+	struct hard_link *v = d->links;
 	memmove(v + lo + 1, v + lo, (d->nlinks - lo) * sizeof(*v));
 	v[lo] = (struct hard_link){ino, copy};
 	d->nlinks++;

@@ -84,12 +84,11 @@ static bool find_alternatives(const char *p, size_t *open, size_t *close)
 
 static int glob_add(struct glob *g, char *alt)
 {
-	char **v = g->n >= GLOB_MAX_ALTS ? NULL : grow_array(g->alt, &g->cap, g->n + 1, sizeof(*v));
-	if (!v) {
+	int rc = g->n >= GLOB_MAX_ALTS ? -E2BIG : ARRAY_GROW(g->alt, g->n, g->cap);
+	if (rc) {
 		free(alt);
-		return g->n >= GLOB_MAX_ALTS ? -E2BIG : -ENOMEM;
+		return rc;
 	}
-	g->alt = v;
 	g->alt[g->n++] = alt;
 	return 0;
 }

@@ -91,10 +91,9 @@ void pairs_free(struct pairs *p)
 
 static int pairs_add(struct pairs *p, const char *key, const char *value, size_t len)
 {
-	struct pair *v = grow_array(p->v, &p->cap, p->n + 1, sizeof(*v));
-	if (!v)
+	if (ARRAY_GROW(p->v, p->n, p->cap))
 		return -ENOMEM;
-	p->v = v;
+	struct pair *v = p->v;
 	v[p->n].key = strdup(key);
 	v[p->n].value = strndup(value, len);
 	if (!v[p->n].key || !v[p->n].value) {

@@ -21,10 +21,9 @@ void tree_list_free(struct tree_list *l)
 
 static int tree_list_add(struct tree_list *l, const char *name, const struct nadb_attr *a)
 {
-	struct tree_entry *v = grow_array(l->v, &l->cap, l->n + 1, sizeof(*v));
-	if (!v)
+	if (ARRAY_GROW(l->v, l->n, l->cap))
 		return -ENOMEM;
-	l->v = v;
+	struct tree_entry *v = l->v;
 	if (!(v[l->n].name = strdup(name)))
 		return -ENOMEM;
 	v[l->n++].attr = *a;

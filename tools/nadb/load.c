@@ -115,10 +115,9 @@ static bool number_value(const char *s, size_t n, uint64_t *v)
 static int member_add_xattr(struct member *m, const char *name, size_t nlen, const char *value,
 			    size_t vlen)
 {
-	struct xattr *v = grow_array(m->xattrs, &m->capx, m->nx + 1, sizeof(*v));
-	if (!v)
+	if (ARRAY_GROW(m->xattrs, m->nx, m->capx))
 		return -ENOMEM;
-	m->xattrs = v;
+	struct xattr *v = m->xattrs;
 	v[m->nx] = (struct xattr){strndup(name, nlen), malloc(vlen + 1), vlen};
 	if (!v[m->nx].name || !v[m->nx].value) {
 		free(v[m->nx].name);
@@ -505,10 +504,9 @@ static int load_directory(struct loader *l, struct member *m, const char *path)
 	int rc = make_directory(l, path, &a);
 	if (rc)
 		return rc;
-	struct deferred_dir *v = grow_array(l->dirs, &l->capdirs, l->ndirs + 1, sizeof(*v));
-	if (!v)
+	if (ARRAY_GROW(l->dirs, l->ndirs, l->capdirs))
 		return -ENOMEM;
-	l->dirs = v;
+	struct deferred_dir *v = l->dirs;
 	char *copy = strdup(*path ? path : "/");
 	if (!copy)
 		return -ENOMEM;

@@ -6,6 +6,7 @@
 #ifndef NADB_TOOL_H
 #define NADB_TOOL_H
 
+#include "grow.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -59,7 +60,6 @@ struct buf {
 	size_t len, cap;
 };
 
-void *grow_array(void *v, size_t *cap, size_t need, size_t elem);
 int buf_add(struct buf *b, const void *data, size_t n);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_truncate(struct buf *b, size_t len);
