@@ -24,6 +24,12 @@ const char *kv_table_name(enum kv_table t)
 	return table_names[t];
 }
 
+unsigned kv_table_since(enum kv_table t)
+{
+	assert(t >= 0 && t < KV_NTABLES);
+	return t == KV_TAG_IDS || t == KV_TAG_COUNTS || t == KV_TAG_EDGES ? 4 : 1;
+}
+
 struct prefix_scan {
 	const void *prefix;
 	size_t plen;

@@ -40,6 +40,9 @@ enum kv_table {
 
 /* The table's name ("meta", "inodes", ...), as each backend names it. */
 const char *kv_table_name(enum kv_table t);
+/* The store format (store_int.h) that added table T: a store of an older
+ * format has no such table until it is opened (and so upgraded). */
+unsigned kv_table_since(enum kv_table t);
 /* Do T's keys start with a big-endian inode number (the comments above)?
  * Then nobody but the claimer of an inode number writes rows under it. */
 bool kv_table_keyed_by_ino(enum kv_table t);

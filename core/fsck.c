@@ -970,7 +970,7 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	if (!rc)
 		rc = tags_check(st, repair, report, ctx, &tag_problems);
 	res->problems += tag_problems;
-	if (repair)
+	if (repair && !rc)
 		res->repaired += tag_problems;
 	uint64_t counter_problems = 0;
 	if (!rc)

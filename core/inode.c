@@ -381,8 +381,7 @@ static int first_link_row(void *ctx, const void *key, size_t klen, const void *v
 	return 1;
 }
 
-/* The first name of INO in the links table: its directory and name. */
-static int first_name(struct nadb_store *st, uint64_t ino, uint64_t *parent, char *name)
+int inode_first_name(struct nadb_store *st, uint64_t ino, uint64_t *parent, char *name)
 {
 	struct first f = {.name = name};
 	ino_key(f.prefix, ino);
@@ -401,7 +400,7 @@ int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size)
 	 * hold a cycle. */
 	for (int depth = 0; ino != NADB_ROOT_INO; depth++) {
 		uint64_t parent;
-		int rc = depth < 256 ? first_name(st, ino, &parent, name) : -ELOOP;
+		int rc = depth < 256 ? inode_first_name(st, ino, &parent, name) : -ELOOP;
 		if (rc) {
 			snprintf(out, size, "(inode %llu)%s", (unsigned long long)ino, tail);
 			return rc;

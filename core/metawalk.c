@@ -256,10 +256,43 @@ static uint8_t touch(const MDB_val *v)
 	return v->mv_size ? (uint8_t)(x ^ p[v->mv_size - 1]) : x;
 }
 
+/* Tell the parent that table T's header counts ENTRIES records. */
+static void send_count(struct child *c, int t, uint64_t entries)
+{
+	uint8_t body[9];
+	body[0] = (uint8_t)t;
+	memcpy(body + 1, &entries, 8);
+	send_frame(c, F_TABLE, body, sizeof(body), NULL, 0);
+}
+
+static void send_table(struct child *c, int t, MDB_dbi dbi)
+{
+	MDB_stat s;
+	send_count(c, t, mdb_stat(c->txn, dbi, &s) ? 0 : s.ms_entries);
+}
+
+/* The version in the store's format record; 0 if it cannot be read. */
+static unsigned child_format(struct child *c)
+{
+	MDB_dbi dbi;
+	MDB_val k = {6, "format"}, v;
+	uint32_t version = 0;
+	if (!mdb_dbi_open(c->txn, kv_table_name(KV_META), 0, &dbi) &&
+	    !mdb_get(c->txn, dbi, &k, &v) && v.mv_size == 8)
+		memcpy(&version, v.mv_data, sizeof(version));
+	return version;
+}
+
+/* Table T, or 0 (and an empty table told) when a store of an older format
+ * has none yet (opening it makes it). */
 static MDB_dbi child_table(struct child *c, int t)
 {
 	MDB_dbi dbi;
 	int rc = mdb_dbi_open(c->txn, kv_table_name(t), 0, &dbi);
+	if (rc == MDB_NOTFOUND && child_format(c) && child_format(c) < kv_table_since(t)) {
+		send_count(c, t, 0);
+		return 0;
+	}
 	if (rc == MDB_NOTFOUND)
 		child_damaged(c, "table '%s' is missing", kv_table_name(t));
 	if (rc)
@@ -268,15 +301,6 @@ static MDB_dbi child_table(struct child *c, int t)
 	return dbi;
 }
 
-static void send_table(struct child *c, int t, MDB_dbi dbi)
-{
-	MDB_stat s;
-	uint64_t entries = mdb_stat(c->txn, dbi, &s) ? 0 : s.ms_entries;
-	uint8_t body[9];
-	body[0] = (uint8_t)t;
-	memcpy(body + 1, &entries, 8);
-	send_frame(c, F_TABLE, body, sizeof(body), NULL, 0);
-}
 
 /* The free list: page-number lists, each page inside the file. */
 static void check_free_list(struct child *c)
@@ -311,6 +335,8 @@ static void check_free_list(struct child *c)
 static void check_table(struct child *c, int t)
 {
 	MDB_dbi dbi = child_table(c, t);
+	if (!dbi)
+		return;
 	send_table(c, t, dbi);
 	MDB_stat s;
 	if (mdb_stat(c->txn, dbi, &s))
@@ -454,13 +480,15 @@ __attribute__((noreturn)) static void child_main(int fd, const char *meta,
 	} else {
 		MDB_dbi dbi = child_table(&c, req->table);
 		MDB_cursor *cur;
-		send_table(&c, req->table, dbi);
-		if (mdb_cursor_open(c.txn, dbi, &cur))
-			_exit(CHILD_STUCK);
-		if (req->back)
-			salvage_back(&c, dbi, cur, req);
-		else
-			salvage_forward(&c, dbi, cur, req);
+		if (dbi) { /* else a table the store's format has none of yet */
+			send_table(&c, req->table, dbi);
+			if (mdb_cursor_open(c.txn, dbi, &cur))
+				_exit(CHILD_STUCK);
+			if (req->back)
+				salvage_back(&c, dbi, cur, req);
+			else
+				salvage_forward(&c, dbi, cur, req);
+		}
 	}
 	send_frame(&c, F_DONE, NULL, 0, NULL, 0);
 	_exit(CHILD_DONE);

@@ -198,6 +198,10 @@ void inode_release(struct inode *in);
  * name).  Under meta_lock.  A name that cannot be found gives
  * "(inode N)/rest" and a negative errno. */
 int inode_path(struct nadb_store *st, uint64_t ino, char *out, size_t size);
+/* The first name of INO in the links table: its directory into *PARENT,
+ * its name into NAME (NADB_NAME_MAX + 1 bytes); -ENOENT if it has none.
+ * Under meta_lock. */
+int inode_first_name(struct nadb_store *st, uint64_t ino, uint64_t *parent, char *name);
 void attr_of_inode(const struct nadb_store *st, uint64_t ino,
 		   const struct inode_rec *r, struct nadb_attr *a);
 /* Delete every key of table T that starts with INO's key, calling EACH

@@ -183,38 +183,16 @@ static int level_of(struct nadb_store *st, uint64_t dir, uint8_t *level)
 	return rc;
 }
 
-/* Directory DIR's own name and parent, from the links table. */
+/* Directory DIR's own name and parent. */
 struct dir_link {
-	uint8_t prefix[INO_KEY_LEN];
 	uint64_t parent;
 	char name[NADB_NAME_MAX + 1];
-	bool found;
 };
-
-static int first_link(void *ctx, const void *key, size_t klen, const void *val,
-		      size_t vlen)
-{
-	(void)val;
-	(void)vlen;
-	struct dir_link *l = ctx;
-	if (klen > 2 * INO_KEY_LEN && klen <= LINK_KEY_MAX &&
-	    !memcmp(key, l->prefix, INO_KEY_LEN)) {
-		uint64_t p;
-		memcpy(&p, (const uint8_t *)key + INO_KEY_LEN, 8);
-		l->parent = be64toh(p);
-		memcpy(l->name, (const uint8_t *)key + 2 * INO_KEY_LEN, klen - 2 * INO_KEY_LEN);
-		l->name[klen - 2 * INO_KEY_LEN] = 0;
-		l->found = true;
-	}
-	return 1;
-}
 
 static int find_dir_link(struct nadb_store *st, uint64_t dir, struct dir_link *l)
 {
-	l->found = false;
-	ino_key(l->prefix, dir);
-	int rc = st->kv->ops->scan_prefix(st->kv, KV_LINKS, l->prefix, INO_KEY_LEN, first_link, l);
-	if (!rc && !l->found) {
+	int rc = inode_first_name(st, dir, &l->parent, l->name);
+	if (rc == -ENOENT) {
 		nadb_log("tags: directory %llu has no name", (unsigned long long)dir);
 		rc = -EIO;
 	}
@@ -400,13 +378,16 @@ static int tags_drop_all(struct nadb_store *st, uint64_t ino)
 
 /* ---- directories moving: their mirrors go with them --------------------- */
 
-/* The tags (ids) with tagged names below a directory, and how many. */
+/* The tags (ids) with tagged names below a directory, and how many; or,
+ * for a namespace leaving its database (no edge above it is stored), to
+ * be found from its own edges should it land in a namespace. */
 struct tag_mirror {
 	size_t n, cap;
 	struct {
 		uint32_t id;
 		uint64_t count;
 	} *tag;
+	bool from_database;
 };
 
 static void tags_mirror_free(struct tag_mirror *m)
@@ -417,24 +398,85 @@ static void tags_mirror_free(struct tag_mirror *m)
 	}
 }
 
-/* Each tag id among a directory's own edges, once (they sort by id). */
-static int note_id(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+static int mirror_add(struct tag_mirror *m, uint32_t id, uint64_t count)
 {
-	(void)val;
-	(void)vlen;
-	struct tag_mirror *m = ctx;
-	if (klen <= EDGE_PREFIX_LEN)
-		return -EIO;
-	uint32_t be, id;
-	memcpy(&be, (const uint8_t *)key + INO_KEY_LEN, 4);
-	id = be32toh(be);
-	if (m->n && m->tag[m->n - 1].id == id)
-		return 0;
 	if (ARRAY_GROW(m->tag, m->n, m->cap))
 		return -ENOMEM;
 	m->tag[m->n].id = id;
-	m->tag[m->n++].count = 0;
+	m->tag[m->n++].count = count;
 	return 0;
+}
+
+/* Each tag among a directory's own edges once (they sort by id), with
+ * the tagged names below it: the sum of its edges' counts.  Reads every
+ * edge: for a namespace becoming a directory only. */
+static int sum_edge(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct tag_mirror *m = ctx;
+	struct tag_edge e;
+	if (klen <= EDGE_PREFIX_LEN || vlen != sizeof(e))
+		return -EIO;
+	memcpy(&e, val, sizeof(e));
+	uint32_t be;
+	memcpy(&be, (const uint8_t *)key + INO_KEY_LEN, 4);
+	int rc = 0;
+	if (!m->n || m->tag[m->n - 1].id != be32toh(be))
+		rc = mirror_add(m, be32toh(be), 0);
+	if (!rc)
+		m->tag[m->n - 1].count += e.count;
+	return rc;
+}
+
+struct next_id {
+	uint8_t prefix[INO_KEY_LEN];
+	uint32_t id;
+	bool found;
+};
+
+static int take_id(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct next_id *n = ctx;
+	if (klen > EDGE_PREFIX_LEN && !memcmp(key, n->prefix, INO_KEY_LEN)) {
+		uint32_t be;
+		memcpy(&be, (const uint8_t *)key + INO_KEY_LEN, 4);
+		n->id = be32toh(be);
+		n->found = true;
+	}
+	return 1;
+}
+
+/* The tags below directory DIR, counted by the edge (PARENT, NAME) into
+ * it: one scan per tag (each skips to the next id), not per name. */
+static int mirror_by_edges(struct nadb_store *st, uint64_t dir, uint64_t parent,
+			   const char *name, struct tag_mirror *m)
+{
+	struct next_id n = {.found = true};
+	ino_key(n.prefix, dir);
+	int rc = 0;
+	for (uint64_t id = 0; !rc && id <= UINT32_MAX; id = (uint64_t)n.id + 1) {
+		uint8_t start[EDGE_PREFIX_LEN];
+		n.found = false;
+		rc = st->kv->ops->scan(st->kv, KV_TAG_EDGES, start,
+				       edge_prefix(start, dir, (uint32_t)id), take_id, &n);
+		if (rc || !n.found)
+			break;
+		uint8_t key[EDGE_KEY_MAX];
+		struct kv_val v;
+		struct tag_edge e;
+		rc = st->kv->ops->get(st->kv, KV_TAG_EDGES, key, edge_key(key, parent, n.id, name),
+				      &v);
+		if (!rc && v.len != sizeof(e))
+			rc = -EIO;
+		if (rc == -ENOENT) /* a damaged index: fsck --repair rebuilds it */
+			rc = 0;
+		else if (!rc) {
+			memcpy(&e, v.data, sizeof(e));
+			rc = mirror_add(m, n.id, e.count);
+		}
+	}
+	return rc;
 }
 
 static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
@@ -443,33 +485,17 @@ static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
 	*out = NULL;
 	uint8_t level;
 	int rc = level_of(st, parent, &level);
-	if (rc || level < NADB_LEVEL_NAMESPACE)
-		return rc; /* a namespace or a database: its rows stay as they are */
+	if (rc)
+		return rc;
 	struct tag_mirror *m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	uint8_t prefix[INO_KEY_LEN];
-	rc = st->kv->ops->scan_prefix(st->kv, KV_TAG_EDGES, prefix, ino_key(prefix, dir),
-				      note_id, m);
-	for (size_t i = 0; !rc && i < m->n; i++) {
-		uint8_t key[EDGE_KEY_MAX];
-		struct kv_val v;
-		struct tag_edge e;
-		rc = st->kv->ops->get(st->kv, KV_TAG_EDGES, key,
-				      edge_key(key, parent, m->tag[i].id, name), &v);
-		if (rc == -ENOENT) { /* nothing to move: a damaged index */
-			rc = 0;
-			continue;
-		}
-		if (!rc && v.len != sizeof(e))
-			rc = -EIO;
-		if (rc)
-			break;
-		memcpy(&e, v.data, sizeof(e));
-		m->tag[i].count = e.count;
-		rc = tree_add(st, m->tag[i].id, parent, name, dir, -(int64_t)e.count);
-	}
-	if (rc || !m->n) {
+	m->from_database = level < NADB_LEVEL_NAMESPACE;
+	if (!m->from_database)
+		rc = mirror_by_edges(st, dir, parent, name, m);
+	for (size_t i = 0; !rc && i < m->n; i++)
+		rc = tree_add(st, m->tag[i].id, parent, name, dir, -(int64_t)m->tag[i].count);
+	if (rc || (!m->n && !m->from_database)) {
 		tags_mirror_free(m);
 		return rc;
 	}
@@ -480,7 +506,14 @@ static int tags_detach_dir(struct nadb_store *st, uint64_t dir, uint64_t parent,
 static int tags_attach_dir(struct nadb_store *st, uint64_t parent, const char *name,
 			   uint64_t dir, struct tag_mirror *m)
 {
+	uint8_t level;
 	int rc = 0;
+	if (m->from_database && !(rc = level_of(st, parent, &level)) &&
+	    level >= NADB_LEVEL_NAMESPACE) {
+		uint8_t prefix[INO_KEY_LEN];
+		rc = st->kv->ops->scan_prefix(st->kv, KV_TAG_EDGES, prefix, ino_key(prefix, dir),
+					      sum_edge, m);
+	}
 	for (size_t i = 0; !rc && i < m->n; i++)
 		rc = tree_add(st, m->tag[i].id, parent, name, dir, (int64_t)m->tag[i].count);
 	return rc;
@@ -756,11 +789,17 @@ static int cmp_count(const void *a, const void *b)
  * partitions.  Under meta_lock. */
 static int each_tag(struct nadb_store *st, const char *after, nadb_tag_fn fn, void *ctx)
 {
-	char last[NADB_NAME_MAX + 1];
+	/* FROM: where this round starts (the last round's LAST), kept apart
+	 * from LAST, which the round lowers as partitions are cut short. */
+	char from[NADB_NAME_MAX + 1], last[NADB_NAME_MAX + 1];
+	if (after && strlen(after) > NADB_NAME_MAX)
+		return -ENAMETOOLONG;
 	struct round r = {.run_max = RUN_MAX};
 	int rc = 0;
 	for (bool more = true; !rc && more;) {
-		r.after = after;
+		if (after)
+			memcpy(from, after, strlen(after) + 1);
+		after = r.after = after ? from : NULL;
 		r.n = 0;
 		bool cut = false;
 		for (r.part = 0; !rc && r.part <= KV_PART_MAX;) {
@@ -798,13 +837,14 @@ static int each_tag(struct nadb_store *st, const char *after, nadb_tag_fn fn, vo
 }
 
 /* TAG's keys, summed over the partitions: one scan per partition holding
- * tag_counts rows (each starts at (P, TAG) and tells the next P). */
-static int tag_keys(struct nadb_store *st, const char *tag, uint64_t *keys)
+ * tag_counts rows (each starts at (P, TAG) and tells the next P); with
+ * ANY, only whether there is one, from the first partition that has it. */
+static int tag_keys(struct nadb_store *st, const char *tag, bool any, uint64_t *keys)
 {
 	*keys = 0;
 	struct round r = {.run_max = 1};
 	int rc = 0;
-	for (r.part = 0; !rc && r.part <= KV_PART_MAX;) {
+	for (r.part = 0; !rc && r.part <= KV_PART_MAX && !(any && *keys);) {
 		uint8_t start[COUNT_KEY_MAX];
 		size_t slen = count_key(start, r.part << KV_PART_SHIFT, tag);
 		r.n = r.run = 0;
@@ -839,6 +879,7 @@ int nadb_tag_query_parse(struct nadb_store *st, const char *text,
 {
 	memset(q, 0, sizeof(*q));
 	uint64_t counts[NADB_QUERY_MAX_TAGS];
+	bool one_tag = !strchr(text, '+'); /* no order to find: only whether */
 	int rc = 0;
 	pthread_mutex_lock(&st->meta_lock);
 	while (!rc) {
@@ -856,7 +897,7 @@ int nadb_tag_query_parse(struct nadb_store *st, const char *text,
 		if (!rc)
 			rc = tag_id(st, tag, &id);
 		if (!rc)
-			rc = tag_keys(st, tag, &keys);
+			rc = tag_keys(st, tag, one_tag, &keys);
 		if (!rc && !keys)
 			rc = -ENOENT;
 		if (rc)
@@ -1317,11 +1358,12 @@ static int empty_table(struct nadb_store *st, enum kv_table t)
 }
 
 /* Rebuild tag_ids, tag_counts and tag_edges from the keys' own tags (and
- * empty the tables of format 3 and before).  Inside a step. */
+ * empty the tables of format 3 and before).  The tags in use are numbered
+ * anew (from next_tag_id on), so that damaged ids go too.  Inside a step. */
 int tags_rebuild(struct nadb_store *st)
 {
-	static const enum kv_table derived[] = {KV_TAG_EDGES, KV_TAG_COUNTS, KV_OLD_TAG_KEYS,
-						KV_OLD_TAG_TREE};
+	static const enum kv_table derived[] = {KV_TAG_IDS, KV_TAG_EDGES, KV_TAG_COUNTS,
+						KV_OLD_TAG_KEYS, KV_OLD_TAG_TREE};
 	int rc = 0;
 	for (size_t i = 0; !rc && i < sizeof(derived) / sizeof(derived[0]); i++)
 		rc = empty_table(st, derived[i]);
@@ -1342,12 +1384,83 @@ int tags_rebuild(struct nadb_store *st)
 	return rc;
 }
 
+struct id_check {
+	struct tag_check *c;
+	uint32_t next;
+	uint32_t *ids;
+	size_t n, cap;
+};
+
+static int note_tag_id(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	struct id_check *k = ctx;
+	uint32_t id;
+	if (!klen || vlen != sizeof(id)) {
+		report(k->c, "tag index: a tag id of the wrong size");
+		return 0;
+	}
+	memcpy(&id, val, sizeof(id));
+	if (id == 0 || id >= k->next)
+		report(k->c, "tag index: a tag has an id never handed out");
+	if (ARRAY_GROW(k->ids, k->n, k->cap))
+		return -ENOMEM;
+	k->ids[k->n++] = id;
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int count_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	++*(uint64_t *)ctx;
+	return 0;
+}
+
+/* Tag ids: each handed out, none shared; and no row of the tag index of
+ * format 3 left behind. */
+static int check_ids(struct tag_check *c)
+{
+	struct id_check k = {.c = c, .next = 1};
+	struct kv_val v;
+	int rc = c->st->kv->ops->get(c->st->kv, KV_META, "next_tag_id", 11, &v);
+	if (!rc && v.len == sizeof(k.next))
+		memcpy(&k.next, v.data, sizeof(k.next));
+	else if (rc != -ENOENT)
+		return rc ? rc : -EIO;
+	rc = c->st->kv->ops->scan(c->st->kv, KV_TAG_IDS, NULL, 0, note_tag_id, &k);
+	if (!rc && k.n)
+		qsort(k.ids, k.n, sizeof(*k.ids), cmp_u32);
+	for (size_t i = 1; !rc && i < k.n; i++)
+		if (k.ids[i] == k.ids[i - 1])
+			report(c, "tag index: two tags share an id");
+	free(k.ids);
+	uint64_t old = 0;
+	if (!rc)
+		rc = c->st->kv->ops->scan(c->st->kv, KV_OLD_TAG_KEYS, NULL, 0, count_row, &old);
+	if (!rc)
+		rc = c->st->kv->ops->scan(c->st->kv, KV_OLD_TAG_TREE, NULL, 0, count_row, &old);
+	if (!rc && old)
+		report(c, "tag index: rows of the tag index of format 3 are left");
+	return rc;
+}
+
 int tags_check(struct nadb_store *st, bool repair, tags_problem_fn problem, void *ctx,
 	       uint64_t *problems)
 {
 	struct tagged_list l = {0};
 	struct tag_check c = {.st = st, .problem = problem, .ctx = ctx};
-	int rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &l);
+	int rc = check_ids(&c);
+	if (!rc)
+		rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &l);
 	if (!rc)
 		rc = wanted_rows(&c, &l);
 	if (!rc)

@@ -346,3 +346,27 @@ EOF
 	[ "$(cat "$MNT/app/ns/after")" = after ]
 	unmount_store_at "$URL" "$MNT"
 }
+
+@test "a tag index whose rows were lost: fsck names it, --repair rebuilds it from the keys' own tags" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	for k in a b c; do echo -n "$k" >"$MNT/app/ns/$k"; done
+	setfattr -n user.tags -v red,blue "$MNT/app/ns/a"
+	setfattr -n user.tags -v red "$MNT/app/ns/b"
+	p=$(($(stat -c %i "$MNT/app/ns") >> 40))
+	unmount_store_at "$URL" "$MNT"
+	[ "$(redis-cli -p "$REDIS_PORT" del "{nadb:store:p$p}:t:tag_edges:z")" = 1 ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"tag index: a tagged key is missing from its /tags mirror"* ]]
+	run "$NADB" fsck --repair "$URL"
+	echo "$output"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	mount_store_at "$URL" "$MNT"
+	[ "$(ls "$MNT/tags/red/app/ns")" = "$(printf 'a\nb')" ]
+	[ "$(ls "$MNT/tags/blue+red/app/ns")" = a ]
+	unmount_store_at "$URL" "$MNT"
+}

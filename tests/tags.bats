@@ -176,10 +176,38 @@ setup() {
 	[ "$(ls "$MNT/tags/photo/web/people/2024")" = "$(printf 'cat.jpg\ndog.jpg')" ]
 	[ "$(cat "$MNT/tags/pets/web/people/2024/dog.jpg")" = dog ]
 	[ ! -e "$MNT/tags/photo/apps" ]
+	# a namespace moved into a namespace becomes a directory there, and
+	# a directory moved into a database becomes a namespace
+	mkdir "$MNT/web/all"
+	mv "$MNT/web/people" "$MNT/web/all/people"
+	[ "$(ls "$MNT/tags/photo/web")" = all ]
+	[ "$(ls "$MNT/tags/photo/web/all/people/2024")" = "$(printf 'cat.jpg\ndog.jpg')" ]
+	mv "$MNT/web/all/people/2024" "$MNT/web/y2024"
+	[ "$(ls "$MNT/tags/photo/web")" = y2024 ]
+	[ "$(ls "$MNT/tags/pets/web/y2024")" = dog.jpg ]
+	rm "$MNT/web/y2024/dog.jpg"
+	[ "$(ls "$MNT/tags/photo/web/y2024")" = cat.jpg ]
+	[ ! -e "$MNT/tags/pets" ]
 	unmount_store
 	run "$NADB" fsck "$STORE"
 	echo "$output"
 	[ "$status" -eq 0 ]
+}
+
+@test "/tags and .stats count every tag in use, however many a namespace holds" {
+	mkdir -p "$MNT/app/a" "$MNT/app/b"
+	echo a >"$MNT/app/a/k"
+	echo b >"$MNT/app/b/k"
+	# more tags in one namespace than a listing reads of it at a time
+	setfattr -n user.tags -v "$(seq -f 't%03g' -s, 0 129)" "$MNT/app/a/k"
+	setfattr -n user.tags -v t100x,t000 "$MNT/app/b/k"
+	ls "$MNT/tags" >"$T/tags"
+	[ "$(wc -l <"$T/tags")" -eq 131 ]
+	[ "$(sed -n 102p "$T/tags")" = t100x ]
+	[ "$(sort -u "$T/tags" | wc -l)" -eq 131 ]
+	[ "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["tags"])' "$MNT/.stats")" = 131 ]
+	[ "$(ls "$MNT/tags/t000/app")" = "$(printf 'a\nb')" ]
+	[ "$(ls "$MNT/tags/t100x/app")" = b ]
 }
 
 @test "two processes adding different tags to one key at once both win" {

@@ -198,6 +198,20 @@ int main(void)
 	check_clean(st);
 	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
 	CHECK(!strcmp(mirror(st, "keep", NADB_ROOT_INO), "app "));
+
+	/* ... and tag ids: one shared by two tags is found, and renumbered. */
+	CHECK(st->kv->ops->get(st->kv, KV_TAG_IDS, "keep", 4, &v) == 0 && v.len == 4);
+	uint32_t keep_id;
+	memcpy(&keep_id, v.data, 4);
+	CHECK(st->kv->ops->step_begin(st->kv) == 0);
+	CHECK(st->kv->ops->put(st->kv, KV_TAG_IDS, "other", 5, &keep_id, 4) == 0);
+	CHECK(st->kv->ops->step_end(st->kv, 1) == 0);
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(res.problems == 1);
+	CHECK(nadb_fsck(st, true, NULL, NULL, &res) == 0);
+	check_clean(st);
+	CHECK(st->kv->ops->get(st->kv, KV_TAG_IDS, "other", 5, &v) == -ENOENT);
+	CHECK(!strcmp(mirror(st, "keep", y2024), "k "));
 	CHECK(nadb_store_close(st) == 0);
 
 	remove_dir(dir);
