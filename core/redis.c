@@ -417,6 +417,28 @@ int redis_conn_open(const char *url, struct redis_conn **out)
 	return 0;
 }
 
+int redis_conn_open_at(const struct redis_conn *like, const char *host, int port,
+		       struct redis_conn **out)
+{
+	if (strlen(host) >= sizeof(like->url.host))
+		return -EINVAL;
+	struct redis_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->url = like->url;
+	snprintf(c->url.host, sizeof(c->url.host), "%s", host);
+	c->url.port = port;
+	int rc = connect_once(c);
+	if (rc && !is_final(rc))
+		nadb_log("redis %s:%d: cannot connect: %s", host, port, strerror(-rc));
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
 void redis_conn_close(struct redis_conn *c)
 {
 	if (!c)

@@ -99,6 +99,10 @@ struct redis_conn;
  * (>= 7.0).  Fails fast (no retry): -ECONNREFUSED, -ETIMEDOUT, -EIO,
  * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL. */
 int redis_conn_open(const char *url, struct redis_conn **out);
+/* Connect to HOST:PORT as LIKE is connected (its user, password and
+ * store NAME): another node of LIKE's cluster.  Errors as redis_conn_open. */
+int redis_conn_open_at(const struct redis_conn *like, const char *host, int port,
+		       struct redis_conn **out);
 void redis_conn_close(struct redis_conn *c);
 /* How often C was connected again after losing the server: what a caller
  * remembered of the server's contents may be stale since. */

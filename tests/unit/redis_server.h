@@ -27,6 +27,7 @@ struct redis_server {
 	int port;
 	char dir[300];
 	char password[64]; /* "" for none */
+	bool cluster;      /* a cluster node (its nodes.conf in DIR) */
 };
 
 static inline long redis_test_now_ms(void)
@@ -54,6 +55,12 @@ static inline pid_t redis_server_spawn(const struct redis_server *s)
 	if (s->password[0]) {
 		argv[n++] = "--requirepass";
 		argv[n++] = s->password;
+	}
+	if (s->cluster) {
+		argv[n++] = "--cluster-enabled";
+		argv[n++] = "yes";
+		argv[n++] = "--cluster-node-timeout";
+		argv[n++] = "2000";
 	}
 	argv[n] = NULL;
 	execvp("redis-server", (char *const *)argv);
@@ -110,11 +117,13 @@ static inline int redis_server_restart(struct redis_server *s)
 }
 
 /* Start a server with its files in DIR (made) on a free port, with
- * PASSWORD (NULL: none).  0, or -1 (said on stderr). */
-static inline int redis_server_start(struct redis_server *s, const char *dir,
-				     const char *password)
+ * PASSWORD (NULL: none), as a cluster node if CLUSTER.  0, or -1 (said on
+ * stderr). */
+static inline int redis_server_start_as(struct redis_server *s, const char *dir,
+					const char *password, bool cluster)
 {
 	memset(s, 0, sizeof(*s));
+	s->cluster = cluster;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	mkdir(dir, 0700);
 	if (password)
@@ -133,6 +142,12 @@ static inline int redis_server_start(struct redis_server *s, const char *dir,
 	fprintf(stderr, "cannot start redis-server (is it installed?); see %s/redis.log\n",
 		dir);
 	return -1;
+}
+
+static inline int redis_server_start(struct redis_server *s, const char *dir,
+				     const char *password)
+{
+	return redis_server_start_as(s, dir, password, false);
 }
 
 /* SIGTERM: a clean shutdown (no snapshot: --save ""). */
