@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #define RETRY_PAUSE_MS 100 /* ms: before sending again after TRYAGAIN or CLUSTERDOWN */
 
@@ -64,20 +63,6 @@ struct redis_cluster {
 	uint16_t owner[REDIS_SLOTS]; /* node number + 1; 0: no node serves it */
 	uint64_t map_loads;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(unsigned ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
 
 /* The number of node HOST:PORT, added if new; -ENOMEM. */
 static int node_number(struct redis_cluster *cl, const char *host, size_t hlen, int port)
@@ -331,7 +316,7 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 			   const struct redis_cmd *cmds, size_t n, redisReply **replies)
 {
 	slot &= REDIS_SLOTS - 1;
-	uint64_t deadline = now_ms() + CLUSTER_RETRY_MS;
+	uint64_t deadline = redis_now_ms() + CLUSTER_RETRY_MS;
 	int ask_to = -1; /* the node an ASK sent us to, for the next try only */
 	for (;;) {
 		bool asking = ask_to >= 0;
@@ -344,14 +329,14 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 			return rc;
 		if (!rc)
 			free_replies(replies, n);
-		if (now_ms() > deadline) {
+		if (redis_now_ms() > deadline) {
 			nadb_log("redis cluster: slot %u: no node took the commands within %d ms",
 				 slot, CLUSTER_RETRY_MS);
 			return -EIO;
 		}
 		ask_to = why == ASK ? target : -1;
 		if (why == RETRY)
-			pause_ms(RETRY_PAUSE_MS);
+			redis_pause_ms(RETRY_PAUSE_MS);
 		if (why != ASK && (rc = load_map(cl)) == -ENOMEM)
 			return rc;
 		/* MOVED names the slot's owner now, whatever a node's map said */

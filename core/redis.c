@@ -42,14 +42,14 @@ struct redis_conn {
 };
 
 
-static uint64_t now_ms(void)
+uint64_t redis_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void pause_ms(unsigned ms)
+void redis_pause_ms(unsigned ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
 	while (nanosleep(&ts, &ts) && errno == EINTR)
@@ -373,14 +373,14 @@ static int reconnect(struct redis_conn *c)
 		redisFree(c->ctx);
 		c->ctx = NULL;
 	}
-	uint64_t deadline = now_ms() + RECONNECT_MS;
+	uint64_t deadline = redis_now_ms() + RECONNECT_MS;
 	unsigned pause = RECONNECT_PAUSE_MS;
 	int rc;
 	for (;;) {
 		rc = connect_once(c);
-		if (!rc || is_final(rc) || now_ms() + pause > deadline)
+		if (!rc || is_final(rc) || redis_now_ms() + pause > deadline)
 			break;
-		pause_ms(pause);
+		redis_pause_ms(pause);
 		pause = pause * 2 > RECONNECT_PAUSE_MAX ? RECONNECT_PAUSE_MAX : pause * 2;
 	}
 	if (rc)
@@ -516,7 +516,7 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 {
 	struct sigpipe_guard g;
 	sigpipe_block(&g);
-	uint64_t deadline = now_ms() + RECONNECT_MS;
+	uint64_t deadline = redis_now_ms() + RECONNECT_MS;
 	int rc;
 	for (;;) {
 		rc = pipeline_once(c, cmds, n, replies);
@@ -525,15 +525,15 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 		if (!rc) { /* loading its data after a restart: wait */
 			free_replies(replies, n);
 			rc = -EIO;
-			if (now_ms() > deadline) {
+			if (redis_now_ms() > deadline) {
 				nadb_log("redis %s:%d: the server is still not ready after %d ms",
 					 c->url.host, c->url.port, RECONNECT_MS);
 				break;
 			}
-			pause_ms(RECONNECT_PAUSE_MS);
+			redis_pause_ms(RECONNECT_PAUSE_MS);
 			continue;
 		}
-		if (now_ms() > deadline || reconnect(c))
+		if (redis_now_ms() > deadline || reconnect(c))
 			break;
 	}
 	sigpipe_restore(&g);
@@ -585,7 +585,7 @@ static int run_text(struct redis_conn *c, const char *why, int argc, const char 
 
 int redis_replicas(struct redis_conn *c, int *out)
 {
-	if (c->replicas_seen_ms && now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
+	if (c->replicas_seen_ms && redis_now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
 		*out = c->replicas;
 		return 0;
 	}
@@ -596,7 +596,7 @@ int redis_replicas(struct redis_conn *c, int *out)
 		return rc;
 	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
 	c->replicas = v ? atoi(v + 17) : 0;
-	c->replicas_seen_ms = now_ms();
+	c->replicas_seen_ms = redis_now_ms();
 	freeReplyObject(r);
 	*out = c->replicas;
 	return 0;
