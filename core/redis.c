@@ -638,8 +638,31 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 	return 0;
 }
 
+/* A Redis Cluster node: -ENOTSUP (logged).  A store's steps span its
+ * partitions' slots, which only one server can take in one MULTI; routing
+ * them over a cluster (cluster.c) is not wired in yet. */
+static int refuse_cluster(struct redis_conn *c)
+{
+	const char *info[] = {"INFO", "cluster"};
+	redisReply *r;
+	int rc = run_text(c, "INFO cluster", 2, info, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1")) {
+		nadb_log("redis %s:%d: the server is a Redis Cluster node; a store on a "
+			 "cluster is not supported yet: use a standalone server (with "
+			 "replicas for failover)", c->url.host, c->url.port);
+		rc = -ENOTSUP;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
 int redis_check_format(struct redis_conn *c)
 {
+	int cluster = refuse_cluster(c);
+	if (cluster)
+		return cluster;
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
 	redisReply *r;

@@ -39,7 +39,7 @@ nadb_setup() {
 }
 
 # Start a private redis-server for this test (REDIS_PORT), on the first
-# free port of a few tried.
+# free port of a few tried; ARGS are more of its options.
 start_redis() {
 	local i
 	mkdir -p "$T/redis"
@@ -47,7 +47,7 @@ start_redis() {
 		REDIS_PORT=$((20000 + RANDOM % 40000))
 		if redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$T/redis" \
 			--save "" --appendonly yes --appendfsync always --daemonize yes \
-			--pidfile "$T/redis/pid" --logfile "$T/redis/log" >/dev/null &&
+			--pidfile "$T/redis/pid" --logfile "$T/redis/log" "$@" >/dev/null &&
 			redis_up; then
 			return 0
 		fi

@@ -370,3 +370,24 @@ EOF
 	[ "$(ls "$MNT/tags/blue+red/app/ns")" = a ]
 	unmount_store_at "$URL" "$MNT"
 }
+
+@test "a Redis Cluster node is refused with a clear message, and nothing written" {
+	stop_redis
+	start_redis --cluster-enabled yes --cluster-config-file nodes.conf
+	redis-cli -p "$REDIS_PORT" cluster addslotsrange 0 16383 >/dev/null
+	URL=redis://127.0.0.1:$REDIS_PORT/store
+	for _ in $(seq 100); do
+		redis-cli -p "$REDIS_PORT" cluster info | grep -q 'cluster_state:ok' && break
+		sleep 0.05
+	done
+	run "$NADBFS" "$URL" "$MNT"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"Redis Cluster"* ]]
+	! mountpoint -q "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 2 ] # as for any store nadb cannot open
+	[[ "$output" == *"Redis Cluster"* ]]
+	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = 0 ]
+}
