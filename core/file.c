@@ -39,6 +39,7 @@ struct ofile {
 	uint64_t ino;       /* constant */
 	unsigned refs;      /* under files_lock */
 	unsigned writers;   /* handles opened for writing: under files_lock */
+	struct nadb_file *handles; /* open on it: under files_lock */
 
 	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end
 	 * and failed.
@@ -64,6 +65,7 @@ struct nadb_file {
 	struct nadb_store *st;
 	struct ofile *of;
 	bool writes; /* counted in of->writers */
+	struct nadb_file *next; /* of->handles: under files_lock */
 };
 
 static size_t bucket_of(const struct nadb_store *st, uint64_t ino)
@@ -858,6 +860,10 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	f->st = st;
 	f->of = of;
 	f->writes = writes;
+	pthread_mutex_lock(&st->files_lock);
+	f->next = of->handles;
+	of->handles = f;
+	pthread_mutex_unlock(&st->files_lock);
 	*out = f;
 	return 0;
 }
@@ -960,8 +966,35 @@ int nadb_file_fsync(struct nadb_file *f)
 int nadb_file_close(struct nadb_file *f)
 {
 	int rc = nadb_file_commit(f);
+	pthread_mutex_lock(&f->st->files_lock);
+	struct nadb_file **p = &f->of->handles;
+	while (*p != f)
+		p = &(*p)->next;
+	*p = f->next;
+	pthread_mutex_unlock(&f->st->files_lock);
 	put_ofile(f->st, f->of, f->writes);
 	free(f);
+	return rc;
+}
+
+int file_close_left_open(struct nadb_store *st)
+{
+	int rc = 0;
+	for (size_t b = 0; b < st->nfiles_buckets; b++) {
+		for (;;) {
+			pthread_mutex_lock(&st->files_lock);
+			struct ofile *of = st->files[b];
+			while (of && !of->handles)
+				of = of->next;
+			struct nadb_file *f = of ? of->handles : NULL;
+			pthread_mutex_unlock(&st->files_lock);
+			if (!f)
+				break;
+			int e = nadb_file_close(f);
+			if (e && !rc)
+				rc = e;
+		}
+	}
 	return rc;
 }
 

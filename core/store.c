@@ -724,6 +724,9 @@ int nadb_store_close(struct nadb_store *st)
 	nadb_store_stop_reaper(st);
 	nadb_store_stop_flusher(st);
 	int rc = file_commit_all(st);
+	int rc4 = file_close_left_open(st);
+	if (!rc)
+		rc = rc4;
 	/* Nothing is open or referenced any more: unlinked inodes can go. */
 	pthread_mutex_lock(&st->meta_lock);
 	int rc3 = remove_orphans(st);

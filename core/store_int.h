@@ -374,6 +374,10 @@ struct ofile *file_hold(struct nadb_store *st, uint64_t ino, int *rc);
 void file_let_go(struct nadb_store *st, struct ofile *of, bool changed);
 /* Commit every open file (store close). */
 int file_commit_all(struct nadb_store *st);
+/* Close the handles still open when the store closes (the kernel sent no
+ * RELEASE for them: a lazy unmount, a daemon told to stop): committed,
+ * then freed.  Outside every lock. */
+int file_close_left_open(struct nadb_store *st);
 /* Release references held by files that were open at a crash. */
 int file_recover_pending(struct nadb_store *st);
 

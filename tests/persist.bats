@@ -147,3 +147,21 @@ setup() {
 	remount_store
 	cmp "$T/ref" "$NS/k"
 }
+
+@test "a daemon stopped (SIGTERM) while a file is still open keeps what was written to it" {
+	mkdir -p "$MNT/app/ns"
+	exec 5>"$MNT/app/ns/open" # (bats owns fd 3)
+	printf 'written before the stop' >&5
+	p=$(daemon_pid)
+	kill -TERM "$p"
+	wait_pids_gone 10 "$p"
+	exec 5>&-
+	fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+	for _ in $(seq 100); do mountpoint -q "$MNT" || break; sleep 0.05; done
+	mount_store
+	[ "$(cat "$MNT/app/ns/open")" = "written before the stop" ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
