@@ -15,7 +15,7 @@ static const char *const table_names[KV_NTABLES] = {
 	[KV_TAGS_OF] = "tags_of",   [KV_OLD_TAG_KEYS] = "tag_keys",
 	[KV_OLD_TAG_TREE] = "tag_tree", [KV_COUNTERS] = "counters",
 	[KV_TAG_IDS] = "tag_ids",   [KV_TAG_COUNTS] = "tag_counts",
-	[KV_TAG_EDGES] = "tag_edges",
+	[KV_TAG_EDGES] = "tag_edges", [KV_CHUNK_DROPS] = "chunk_drops",
 };
 
 const char *kv_table_name(enum kv_table t)
@@ -27,6 +27,8 @@ const char *kv_table_name(enum kv_table t)
 unsigned kv_table_since(enum kv_table t)
 {
 	assert(t >= 0 && t < KV_NTABLES);
+	if (t == KV_CHUNK_DROPS)
+		return 5;
 	return t == KV_TAG_IDS || t == KV_TAG_COUNTS || t == KV_TAG_EDGES ? 4 : 1;
 }
 
@@ -58,7 +60,7 @@ bool kv_table_keyed_by_ino(enum kv_table t)
 	assert(t >= 0 && t < KV_NTABLES);
 	return t == KV_INODES || t == KV_DIRENTS || t == KV_XATTRS || t == KV_PENDING ||
 	       t == KV_ORPHANS || t == KV_LINKS || t == KV_TAGS_OF || t == KV_COUNTERS ||
-	       t == KV_TAG_COUNTS || t == KV_TAG_EDGES;
+	       t == KV_TAG_COUNTS || t == KV_TAG_EDGES || t == KV_CHUNK_DROPS;
 }
 
 int kv_table_ino_at(enum kv_table t)

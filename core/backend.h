@@ -13,9 +13,11 @@
 #ifndef NADB_BACKEND_H
 #define NADB_BACKEND_H
 
+#include <endian.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum kv_table {
 	KV_META,     /* "format": store-wide settings; LMDB's "next_ino" (claim_inos) */
@@ -35,6 +37,8 @@ enum kv_table {
 	KV_TAG_IDS,    /* tag -> id(u32): every tag ever used, numbered */
 	KV_TAG_COUNTS, /* partition's first ino(be64) tag -> u64: its keys carrying it */
 	KV_TAG_EDGES,  /* parent(be64) tag id(be32) name -> struct tag_edge: /tags/TAG */
+	KV_CHUNK_DROPS, /* partition's first ino(be64) hash(16) n(be64) -> "": a
+			 * reference its inodes dropped, not yet taken off the chunk */
 	KV_NTABLES
 };
 
@@ -69,6 +73,14 @@ int kv_table_ino_at(enum kv_table t);
 static inline uint32_t kv_partition(uint64_t ino)
 {
 	return (uint32_t)(ino >> KV_PART_SHIFT);
+}
+
+/* The inode number a key of a table keyed by inode number starts with. */
+static inline uint64_t kv_key_ino(const void *key)
+{
+	uint64_t be;
+	memcpy(&be, key, sizeof(be));
+	return be64toh(be);
 }
 
 struct kv_val {

@@ -3,7 +3,11 @@
  *
  * A batch is one step under meta_lock: its reads (a condition's hash,
  * incr's old value) and its writes happen with no other step between
- * them, and the backend keeps a step whole across a crash.  A value is
+ * them, and the backend keeps a step whole across a crash.  The chunks of
+ * its new values are stored (and referenced) in a step before it, in
+ * partition 0 (chunk.h), and given back if the batch fails; so an incr's
+ * new value is worked out before that step too, and again inside the
+ * batch, where it must come out the same.  A value is
  * cut into chunks as a write of the same bytes through a file would cut
  * it (chunk-sized slices, all-zero ones as holes), so the two give equal
  * hashes.
@@ -20,6 +24,7 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,6 +42,9 @@ struct prepared {
 	size_t n;
 	uint64_t len;
 	char number[32]; /* INCR's value: the slices point here */
+	uint8_t *hashes; /* the chunks stored for the slices (zeros: holes) */
+	bool stored;     /* ... and referenced, by store_values (for the
+			    batch under way) */
 };
 
 static void release_prepared(struct prepared *p)
@@ -44,8 +52,11 @@ static void release_prepared(struct prepared *p)
 	for (size_t i = 0; i < p->n; i++)
 		chunk_prep_release(&p->slices[i]);
 	free(p->slices);
+	free(p->hashes);
 	p->slices = NULL;
+	p->hashes = NULL;
 	p->n = 0;
+	p->stored = false;
 }
 
 static int prepare_value(struct nadb_store *st, const void *value, size_t len,
@@ -55,7 +66,8 @@ static int prepare_value(struct nadb_store *st, const void *value, size_t len,
 	p->len = len;
 	p->n = (len + cs - 1) / cs;
 	p->slices = calloc(p->n + 1, sizeof(*p->slices));
-	if (!p->slices)
+	p->hashes = calloc(p->n + 1, CHUNK_HASH_LEN);
+	if (!p->slices || !p->hashes)
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n; i++) {
 		const uint8_t *slice = (const uint8_t *)value + i * cs;
@@ -131,44 +143,91 @@ static int parse_integer(const char *s, size_t len, int64_t *out)
 	return 0;
 }
 
-/* INCR's new value: key IN (NULL: none) plus BY, into *P and *NUMBER. */
+/* INCR's new value: the integer in the LEN bytes at VALUE plus BY, into
+ * *P and *NUMBER. */
+static int incr_of(struct nadb_store *st, const void *value, size_t len, int64_t by,
+		   int64_t *number, struct prepared *p)
+{
+	int64_t cur = 0;
+	int rc = len > INCR_VALUE_MAX ? -EINVAL : parse_integer(value, len, &cur);
+	if (rc)
+		return rc;
+	if (__builtin_add_overflow(cur, by, number))
+		return -ERANGE;
+	int n = snprintf(p->number, sizeof(p->number), "%" PRId64 "\n", *number);
+	return prepare_value(st, p->number, (size_t)n, p);
+}
+
+/* INCR's new value: key IN (NULL: none) plus BY, as incr_of. */
 static int incr_value(struct nadb_store *st, uint64_t ino, const struct inode *in,
 		      int64_t by, int64_t *number, struct prepared *p)
 {
-	int64_t cur = 0;
-	if (in && in->r.size > INCR_VALUE_MAX)
+	char buf[INCR_VALUE_MAX];
+	size_t len = in ? in->r.size : 0;
+	if (len > INCR_VALUE_MAX)
 		return -EINVAL;
-	if (in && in->r.size) {
-		char buf[INCR_VALUE_MAX];
-		int rc = read_value(st, ino, in, (uint8_t *)buf);
-		if (!rc)
-			rc = parse_integer(buf, in->r.size, &cur);
-		if (rc)
-			return rc;
-	}
-	if (__builtin_add_overflow(cur, by, number))
-		return -ERANGE;
-	int len = snprintf(p->number, sizeof(p->number), "%" PRId64 "\n", *number);
-	return prepare_value(st, p->number, (size_t)len, p);
+	int rc = len ? read_value(st, ino, in, (uint8_t *)buf) : 0;
+	return rc ? rc : incr_of(st, buf, len, by, number, p);
 }
 
-/* Give key INO (record R, old chunk list OLD) the value P, inside a
- * step: references on the new chunks first, then the old ones dropped,
- * so a chunk both hold never reaches zero. */
+/* A batch under way (steps_taking_refs). */
+struct run {
+	struct nadb_store *st;
+	struct nadb_op *ops;
+	size_t n;
+	const struct nadb_caller *who;
+	struct prepared *values;
+	const struct held *held;
+	size_t *failed;
+};
+
+/* Store and reference the chunks of the batch's values, in partition 0. */
+static int store_values(void *ctx)
+{
+	struct run *r = ctx;
+	int rc = 0;
+	for (size_t v = 0; !rc && v < r->n; v++) {
+		struct prepared *p = &r->values[v];
+		for (size_t i = 0; !rc && i < p->n; i++)
+			if (p->slices[i].raw)
+				rc = chunk_put(&r->st->chunks, &p->slices[i],
+					       p->hashes + i * CHUNK_HASH_LEN);
+		p->stored = p->slices != NULL;
+	}
+	if (rc) /* undone with the step */
+		for (size_t v = 0; v < r->n; v++)
+			r->values[v].stored = false;
+	return rc;
+}
+
+/* The batch failed: give back the references store_values took. */
+static int give_back_values(void *ctx)
+{
+	struct run *r = ctx;
+	int rc = 0;
+	for (size_t v = 0; !rc && v < r->n; v++) {
+		struct prepared *p = &r->values[v];
+		for (size_t i = 0; !rc && p->stored && i < p->n; i++)
+			if (p->slices[i].raw)
+				rc = chunk_ref(&r->st->chunks, p->hashes + i * CHUNK_HASH_LEN, -1);
+	}
+	return rc;
+}
+
+/* Give key INO (record R, old chunk list OLD) the value P, whose chunks
+ * store_values stored and referenced, inside a step: the old references
+ * dropped (after the new ones were taken: a chunk both hold never reaches
+ * zero). */
 static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 		     const uint8_t *old, size_t old_len, const struct prepared *p,
 		     char hash[NADB_HASH_TEXT])
 {
-	uint8_t *list = calloc(p->n + 1, CHUNK_HASH_LEN);
-	if (!list)
-		return -ENOMEM;
+	assert(p->stored || p->n == 0);
+	const uint8_t *list = p->hashes;
 	int rc = 0;
-	for (size_t i = 0; !rc && i < p->n; i++)
-		if (p->slices[i].raw)
-			rc = chunk_put(&st->chunks, &p->slices[i], list + i * CHUNK_HASH_LEN);
 	for (size_t i = 0; !rc && i < old_len / CHUNK_HASH_LEN; i++)
 		if (!chunk_is_hole(old + i * CHUNK_HASH_LEN))
-			rc = chunk_ref(&st->chunks, old + i * CHUNK_HASH_LEN, -1);
+			rc = chunk_unref(&st->chunks, ino, old + i * CHUNK_HASH_LEN);
 	if (!rc)
 		rc = index_size_changed(st, ino, (int64_t)p->len - (int64_t)r->size);
 	if (!rc) {
@@ -179,7 +238,6 @@ static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 	}
 	if (!rc)
 		rc = keymeta_hash(r->size, list, p->n, hash);
-	free(list);
 	return rc;
 }
 
@@ -270,7 +328,10 @@ static int apply_one(struct nadb_store *st, struct nadb_op *op, const struct nad
 	struct prepared own = {0};
 	if (!rc && op->kind == NADB_OP_INCR) {
 		rc = incr_value(st, ino, ino ? &in : NULL, op->by, &op->number, &own);
-		p = &own;
+		/* P: what foresee_incrs worked out, stored; the same unless
+		 * the key changed in between (another daemon) */
+		if (!rc && (!p->stored || strcmp(own.number, p->number)))
+			rc = -EAGAIN;
 	}
 	if (!rc && !ino) {
 		rc = create_key(st, parent, name, who, &ino, &in.r);
@@ -332,8 +393,78 @@ static int hold_open_keys(struct nadb_store *st, struct nadb_op *ops, size_t n,
 	return 0;
 }
 
+/* Work out each incr's new value into VALUES as the batch will, before
+ * store_values stores it: from the value an earlier operation of the
+ * batch gives the key, or else the stored one.  One that cannot be worked
+ * out is left empty: the batch meets the same error and reports it.
+ * Whether a key is outside partition 0 (its rows apart from the chunks').
+ * Under meta_lock. */
+static bool foresee_incrs(struct nadb_store *st, const struct nadb_op *ops, size_t n,
+			  const struct nadb_caller *who, struct prepared *values)
+{
+	struct named {
+		uint64_t parent;
+		char name[NADB_NAME_MAX + 1];
+		const void *value; /* what the batch gives it so far (NULL: stored) */
+		size_t len;
+	} *key = calloc(n + 1, sizeof(*key));
+	bool apart = false;
+	if (!key)
+		return true; /* the incrs stay empty: the batch fails -EAGAIN */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ino = 0;
+		int rc = tree_resolve_key(st, ops[i].path, who, &key[i].parent, key[i].name, &ino);
+		apart |= rc || kv_partition(key[i].parent) != 0;
+		const struct named *before = NULL;
+		for (size_t j = i; !rc && j-- > 0;)
+			if (key[j].parent == key[i].parent && !strcmp(key[j].name, key[i].name)) {
+				before = &key[j];
+				break;
+			}
+		if (ops[i].kind == NADB_OP_SET) {
+			key[i].value = ops[i].value;
+			key[i].len = ops[i].len;
+			continue;
+		}
+		release_prepared(&values[i]);
+		int64_t number;
+		if (!rc && before && before->value) {
+			rc = incr_of(st, before->value, before->len, ops[i].by, &number, &values[i]);
+		} else if (!rc) {
+			struct inode in = {0};
+			if (ino && !(rc = inode_get(st, ino, &in)))
+				rc = !S_ISREG(in.r.mode) ? -EINVAL
+				     : access_check(&in.r, who, ACCESS_R | ACCESS_W);
+			if (!rc)
+				rc = incr_value(st, ino, ino ? &in : NULL, ops[i].by, &number, &values[i]);
+			inode_release(&in);
+		}
+		if (rc) {
+			release_prepared(&values[i]);
+			continue;
+		}
+		key[i].value = values[i].number;
+		key[i].len = strlen(values[i].number);
+	}
+	free(key);
+	return apart;
+}
+
+/* Every operation, in order, in the batch's step. */
+static int apply_all(void *ctx)
+{
+	struct run *r = ctx;
+	int rc = 0;
+	for (size_t i = 0; !rc && i < r->n; i++) {
+		rc = apply_one(r->st, &r->ops[i], r->who, &r->values[i], r->held);
+		if (rc)
+			*r->failed = i;
+	}
+	return rc;
+}
+
 static int run_batch(struct nadb_store *st, struct nadb_op *ops, size_t n,
-		     const struct nadb_caller *who, const struct prepared *values,
+		     const struct nadb_caller *who, struct prepared *values,
 		     struct held *held, size_t *failed)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -345,15 +476,11 @@ static int run_batch(struct nadb_store *st, struct nadb_op *ops, size_t n,
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&st->meta_lock);
-	rc = step_begin(st);
-	if (!rc) {
-		for (size_t i = 0; !rc && i < n; i++) {
-			rc = apply_one(st, &ops[i], who, &values[i], held);
-			if (rc)
-				*failed = i;
-		}
-		rc = step_end(st, rc);
-	}
+	bool apart = foresee_incrs(st, ops, n, who, values);
+	struct run r = {st, ops, n, who, values, held, failed};
+	rc = steps_taking_refs(st, apart, store_values, apply_all, give_back_values, &r);
+	for (size_t i = 0; i < n; i++)
+		values[i].stored = false; /* used, or given back */
 	store_note_step(st);
 	pthread_mutex_unlock(&st->meta_lock);
 	let_go(st, held, rc == 0);

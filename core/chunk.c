@@ -10,11 +10,23 @@
  *
  * Each frame starts with a header repeating the name and lengths, so that
  * a read can tell a corrupted or misplaced frame from a good one.
+ *
+ * Records live in partition 0, but most references are held by keys of a
+ * namespace, in a partition of its own (backend.h).  A step about such a
+ * key must not write partition 0 (on a cluster, another node), so it does
+ * not drop references there: it adds a row (partition, hash, number) to
+ * its partition's drops (no read needed: the number is the daemon's own),
+ * and settling later deletes the row and takes the reference off the
+ * chunk, in steps of their own.  Until then the
+ * chunk's count is too high, never too low: a chunk is freed only once
+ * every drop is settled.  Taking references stays in partition 0 (a new
+ * chunk's record is written there anyway), in steps before the key's.
  */
 #include "chunk.h"
 #include "grow.h"
 #include "log.h"
 
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <math.h>
@@ -279,6 +291,171 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	return rc ? rc : count_live(c, rec.seg, -(int64_t)rec.len);
 }
 
+#define DROP_KEY_LEN (8 + CHUNK_HASH_LEN + 8) /* partition, hash, number */
+
+static void drop_key(uint8_t key[DROP_KEY_LEN], const struct chunk_drop *d)
+{
+	uint64_t first = htobe64(d->part), seq = htobe64(d->seq);
+	memcpy(key, &first, 8);
+	memcpy(key + 8, d->hash, CHUNK_HASH_LEN);
+	memcpy(key + 8 + CHUNK_HASH_LEN, &seq, 8);
+}
+
+int chunk_unref(struct chunker *c, uint64_t owner, const uint8_t hash[CHUNK_HASH_LEN])
+{
+	uint32_t part = kv_partition(owner);
+	if (part == 0)
+		return chunk_ref(c, hash, -1);
+	if (ARRAY_GROW(c->noted, c->nnoted, c->noted_cap))
+		return -ENOMEM;
+	struct chunk_drop *d = &c->noted[c->nnoted];
+	d->part = (uint64_t)part << KV_PART_SHIFT;
+	memcpy(d->hash, hash, CHUNK_HASH_LEN);
+	d->seq = ++c->drop_seq; /* a row of its own: nothing to read first */
+	d->count = 1;
+	uint8_t key[DROP_KEY_LEN];
+	drop_key(key, d);
+	int rc = c->kv->ops->put(c->kv, KV_CHUNK_DROPS, key, sizeof(key), "", 0);
+	if (rc)
+		return rc;
+	c->nnoted++;
+	c->noted_sorted = 0;
+	return 0;
+}
+
+void chunk_step_begin(struct chunker *c)
+{
+	c->noted_step = c->nnoted;
+}
+
+void chunk_step_end(struct chunker *c, bool committed)
+{
+	assert(c->noted_step <= c->nnoted);
+	if (!committed)
+		c->nnoted = c->noted_step;
+	c->noted_step = c->nnoted;
+}
+
+bool chunk_unsettled(const struct chunker *c)
+{
+	return c->nnoted > 0;
+}
+
+static int collect_drop(void *ctx, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct chunker *c = ctx;
+	if (klen != DROP_KEY_LEN)
+		return -EIO;
+	if (ARRAY_GROW(c->noted, c->nnoted, c->noted_cap))
+		return -ENOMEM;
+	struct chunk_drop *d = &c->noted[c->nnoted++];
+	d->part = kv_key_ino(key);
+	memcpy(d->hash, (const uint8_t *)key + 8, CHUNK_HASH_LEN);
+	d->seq = kv_key_ino((const uint8_t *)key + 8 + CHUNK_HASH_LEN);
+	if (d->seq > c->drop_seq) /* numbers go on from the rows left */
+		c->drop_seq = d->seq;
+	return 0;
+}
+
+static int cmp_part_drop(const void *a, const void *b)
+{
+	const struct chunk_drop *x = a, *y = b;
+	if (x->part != y->part)
+		return x->part < y->part ? -1 : 1;
+	int h = memcmp(x->hash, y->hash, CHUNK_HASH_LEN);
+	return h ? h : x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int chunk_due_drops(struct chunker *c, bool all, struct chunk_drop **out, size_t *n)
+{
+	assert(c->noted_step == c->nnoted); /* no step under way */
+	int rc = 0;
+	if (all) {
+		c->nnoted = 0;
+		rc = c->kv->ops->scan(c->kv, KV_CHUNK_DROPS, NULL, 0, collect_drop, c);
+	}
+	if (c->nnoted)
+		qsort(c->noted, c->nnoted, sizeof(*c->noted), cmp_part_drop);
+	*out = rc ? NULL : c->noted;
+	*n = rc ? 0 : c->nnoted;
+	if (rc)
+		free(c->noted);
+	c->noted = NULL;
+	c->nnoted = c->noted_cap = c->noted_step = c->noted_sorted = 0;
+	return rc;
+}
+
+int chunk_take_drops(struct chunker *c, struct chunk_drop *d, size_t n)
+{
+	int rc = 0;
+	for (size_t i = 0; !rc && i < n; i++) {
+		assert(i == 0 || d[i].part == d[0].part);
+		uint8_t key[DROP_KEY_LEN];
+		drop_key(key, &d[i]);
+		rc = c->kv->ops->del(c->kv, KV_CHUNK_DROPS, key, sizeof(key));
+		d[i].count = rc == 0; /* gone already: nothing to take off */
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	return rc;
+}
+
+int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n)
+{
+	int rc = 0;
+	for (size_t i = 0; !rc && i < n; i++) {
+		struct chunk_rec rec;
+		if (!d[i].count)
+			continue;
+		assert(d[i].count == 1); /* a row a drop */
+		/* A damaged count or record is fsck's to mend: the drops of
+		 * the other chunks go on. */
+		rc = get_rec(c, d[i].hash, &rec);
+		if (rc == -ENOENT) {
+			nadb_log("chunk: %u dropped references to a chunk not stored: nothing to "
+				 "take them off", d[i].count);
+			rc = 0;
+		} else if (!rc && rec.refs < d[i].count) {
+			nadb_log("chunk: %u references dropped from a chunk counting %u: left "
+				 "as it is (nadb fsck --repair recounts)", d[i].count, rec.refs);
+		} else if (!rc) {
+			rc = chunk_ref(c, d[i].hash, -(int)d[i].count);
+		}
+	}
+	return rc;
+}
+
+struct drops_ctx {
+	chunk_drop_fn fn;
+	void *ctx;
+};
+
+static int drop_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct drops_ctx *d = ctx;
+	if (klen != DROP_KEY_LEN)
+		return -EIO;
+	return d->fn(d->ctx, kv_key_ino(key), (const uint8_t *)key + 8, 1);
+}
+
+int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx)
+{
+	struct drops_ctx d = {fn, ctx};
+	return c->kv->ops->scan(c->kv, KV_CHUNK_DROPS, NULL, 0, drop_row, &d);
+}
+
+void chunk_release(struct chunker *c)
+{
+	free(c->noted);
+	c->noted = NULL;
+	c->nnoted = c->noted_cap = c->noted_step = 0;
+}
+
 int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		      const struct blob_loc *loc)
 {
@@ -324,13 +501,43 @@ int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc;
 }
 
+static int cmp_drop(const void *a, const void *b)
+{
+	return memcmp(((const struct chunk_drop *)a)->hash, ((const struct chunk_drop *)b)->hash,
+		      CHUNK_HASH_LEN);
+}
+
+/* How many of the drops noted by the step under way are of HASH. */
+static uint32_t noted_in_step(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN])
+{
+	struct chunk_drop *step = c->noted + c->noted_step;
+	size_t n = c->nnoted - c->noted_step;
+	if (c->noted_sorted != c->nnoted) { /* settling does not mind the order */
+		qsort(step, n, sizeof(*step), cmp_drop);
+		c->noted_sorted = c->nnoted;
+	}
+	struct chunk_drop key;
+	memcpy(key.hash, hash, CHUNK_HASH_LEN);
+	struct chunk_drop *hit = bsearch(&key, step, n, sizeof(*step), cmp_drop);
+	if (!hit)
+		return 0;
+	struct chunk_drop *lo = hit, *hi = hit;
+	while (lo > step && !cmp_drop(lo - 1, &key))
+		lo--;
+	while (hi + 1 < step + n && !cmp_drop(hi + 1, &key))
+		hi++;
+	return (uint32_t)(hi - lo + 1);
+}
+
 int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	       uint32_t *refs)
 {
 	struct chunk_rec rec;
 	int rc = get_rec(c, hash, &rec);
-	if (!rc)
-		*refs = rec.refs;
+	if (!rc) {
+		uint32_t dropped = c->nnoted > c->noted_step ? noted_in_step(c, hash) : 0;
+		*refs = rec.refs > dropped ? rec.refs - dropped : 0;
+	}
 	return rc;
 }
 

@@ -1,6 +1,13 @@
 /* chunk.h -- content-addressed chunks: named by their XXH3-128 hash,
  * stored once (refcounted) however many values hold them, zlib-compressed
- * where that pays.  See chunk.c. */
+ * where that pays.  See chunk.c.
+ *
+ * Chunk records (and so reference counts) are store-wide: partition 0
+ * (backend.h).  A reference is taken in partition 0 (chunk_put,
+ * chunk_ref +1); one dropped by an inode of another partition is noted in
+ * that partition (chunk_unref) and taken off the chunk later (settling),
+ * so that a step about one namespace need not write partition 0 to drop
+ * a reference. */
 #ifndef NADB_CHUNK_H
 #define NADB_CHUNK_H
 
@@ -32,6 +39,18 @@ struct chunker {
 	/* Asked before a new frame of LEN bytes is appended: 0 or -ENOSPC. */
 	int (*room)(void *ctx, uint64_t len);
 	void *account_ctx;
+	/* Drops noted since the last chunk_due_drops; entries from
+	 * noted_step on belong to the step under way.  Under the store's meta
+	 * lock. */
+	struct chunk_drop {
+		uint64_t part; /* the partition's first inode number */
+		uint8_t hash[CHUNK_HASH_LEN];
+		uint64_t seq;   /* the row's number */
+		uint32_t count; /* 1, or 0 once chunk_take_drops found no row */
+	} *noted;
+	size_t nnoted, noted_cap, noted_step;
+	uint64_t drop_seq; /* the last row number handed out */
+	size_t noted_sorted; /* the step's entries are sorted up to here */
 };
 
 /* Where a chunk's bytes are and how to turn them back into the value. */
@@ -68,9 +87,39 @@ void chunk_prep_release(struct chunk_prep *p);
  * equal; otherwise the next hash seed is tried.  HASH gets the final name. */
 int chunk_put(struct chunker *c, const struct chunk_prep *p,
 	      uint8_t hash[CHUNK_HASH_LEN]);
-/* Add DELTA (+1 or -1) references; at zero the chunk's record goes and its
- * bytes become garbage in their segment. */
+/* Add DELTA references (in a step of partition 0); at zero the chunk's
+ * record goes and its bytes become garbage in their segment. */
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
+/* Drop one reference held by inode OWNER, inside OWNER's step: at once
+ * (chunk_ref -1) if OWNER is in partition 0, else noted in OWNER's
+ * partition's KV_CHUNK_DROPS for settling (below).  A chunk is never freed
+ * before every drop noted for it is settled, so a reference taken
+ * meanwhile (always in partition 0) keeps it. */
+int chunk_unref(struct chunker *c, uint64_t owner, const uint8_t hash[CHUNK_HASH_LEN]);
+/* A step begins / ends (COMMITTED or undone): the notes of an undone step
+ * are forgotten with it. */
+void chunk_step_begin(struct chunker *c);
+void chunk_step_end(struct chunker *c, bool committed);
+/* Are drops noted that chunk_due_drops has not handed out yet? */
+bool chunk_unsettled(const struct chunker *c);
+/* Settling, in three parts (store.c runs them): the drops due -- those
+ * noted since the last call, or with ALL every row of KV_CHUNK_DROPS (left
+ * by a crash) -- into *OUT (N, sorted by partition; the caller frees it),
+ * outside any step; then for each partition's run, a step of that
+ * partition taking their rows (counts into the entries, the rows deleted);
+ * then a step of partition 0 taking the counts off the chunks, freeing
+ * those at zero.  A crash between the last two loses drops (the chunks
+ * stay counted: space, not data, which fsck --repair gives back), never
+ * takes one off twice. */
+int chunk_due_drops(struct chunker *c, bool all, struct chunk_drop **out, size_t *n);
+int chunk_take_drops(struct chunker *c, struct chunk_drop *d, size_t n);
+int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n);
+/* fsck: the references dropped but not settled, for every chunk: FN is
+ * called once a row. */
+typedef int (*chunk_drop_fn)(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
+			     uint32_t count);
+int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx);
+void chunk_release(struct chunker *c);
 /* fsck: set the reference count to REFS at once (a damaged count may be
  * billions away from the right one); at zero the chunk goes. */
 int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);
@@ -80,7 +129,8 @@ int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
  * it is not stored or lives elsewhere (0)?  Before punching LOC. */
 int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		      const struct blob_loc *loc);
-/* The reference count, for fsck. */
+/* The references held now: the chunk's count less the drops the step
+ * under way noted (statistics, fsck). */
 int chunk_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	       uint32_t *refs);
 

@@ -15,6 +15,7 @@
 #include "index.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -126,11 +127,14 @@ int expiry_remove(struct nadb_store *st, uint64_t ino, nadb_reaped_fn fn, void *
 	return rc;
 }
 
+struct due {
+	int64_t when;
+	uint64_t ino;
+};
 struct due_list {
 	int64_t now;
 	unsigned max, n;
-	int64_t when[REAP_BATCH];
-	uint64_t ino[REAP_BATCH];
+	struct due key[REAP_BATCH];
 };
 
 static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
@@ -146,9 +150,51 @@ static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
 	memcpy(&ino, (const uint8_t *)key + 8, 8);
 	if ((int64_t)be64toh(t) > d->now)
 		return 1;
-	d->when[d->n] = (int64_t)be64toh(t);
-	d->ino[d->n++] = be64toh(ino);
+	d->key[d->n].when = (int64_t)be64toh(t);
+	d->key[d->n++].ino = be64toh(ino);
 	return 0;
+}
+
+/* By partition, then as they fell due. */
+static int cmp_due(const void *a, const void *b)
+{
+	const struct due *x = a, *y = b;
+	uint32_t px = kv_partition(x->ino), py = kv_partition(y->ino);
+	if (px != py)
+		return px < py ? -1 : 1;
+	return x->when < y->when ? -1 : x->when > y->when;
+}
+
+/* Reap the N keys at D (or drop their stale rows), all of one partition,
+ * in one step; how many went into *REAPED. */
+static int reap_run(struct nadb_store *st, const struct due *d, unsigned n,
+		    nadb_reaped_fn fn, void *ctx, unsigned *reaped)
+{
+	unsigned done = 0;
+	int rc = step_begin(st);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; !rc && i < n; i++) {
+		assert(kv_partition(d[i].ino) == kv_partition(d[0].ino));
+		struct inode in;
+		rc = inode_get(st, d[i].ino, &in);
+		bool current = !rc && in.r.expires == d[i].when;
+		if (!rc)
+			inode_release(&in);
+		if (rc == -ENOENT || (!rc && !current)) {
+			rc = unindex(st, d[i].ino, d[i].when); /* a stale row */
+		} else if (!rc) {
+			uint64_t dir; /* counted where the key was, as its name was */
+			rc = expiry_remove(st, d[i].ino, fn, ctx, &dir);
+			if (!rc)
+				rc = counters_add_in(st, dir, C_REAPED, 1);
+			done++;
+		}
+	}
+	rc = step_end(st, rc);
+	if (!rc)
+		*reaped += done;
+	return rc;
 }
 
 int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn fn,
@@ -167,26 +213,12 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 		rc = st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, collect_due, d);
 		st->expiry_first = 0; /* what is left is looked up again */
 	}
-	if (!rc && d->n && !(rc = step_begin(st))) {
-		for (unsigned i = 0; !rc && i < d->n; i++) {
-			struct inode in;
-			rc = inode_get(st, d->ino[i], &in);
-			bool current = !rc && in.r.expires == d->when[i];
-			if (!rc)
-				inode_release(&in);
-			if (rc == -ENOENT || (!rc && !current)) {
-				rc = unindex(st, d->ino[i], d->when[i]); /* a stale row */
-			} else if (!rc) {
-				uint64_t dir; /* counted where the key was, as its name was */
-				rc = expiry_remove(st, d->ino[i], fn, ctx, &dir);
-				if (!rc)
-					rc = counters_add_in(st, dir, C_REAPED, 1);
-				(*reaped)++;
-			}
-		}
-		rc = step_end(st, rc);
-		if (rc)
-			*reaped = 0;
+	/* A step per partition: a key's rows are all its namespace's. */
+	qsort(d->key, d->n, sizeof(d->key[0]), cmp_due);
+	for (unsigned i = 0, j; !rc && i < d->n; i = j) {
+		for (j = i + 1; j < d->n && kv_partition(d->key[j].ino) == kv_partition(d->key[i].ino); j++)
+			;
+		rc = reap_run(st, d->key + i, j - i, fn, ctx, reaped);
 	}
 	store_note_step(st);
 	pthread_mutex_unlock(&st->meta_lock);

@@ -335,23 +335,45 @@ static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint3
 	return 0;
 }
 
+/* A chunk stored for a file, and the pending row that holds its
+ * reference (steps_taking_refs). */
+struct pending_put {
+	struct nadb_store *st;
+	const struct chunk_prep *p;
+	uint8_t *hash;
+	uint8_t key[2 * INO_KEY_LEN];
+};
+
+static int take_pending(void *ctx)
+{
+	struct pending_put *pp = ctx;
+	return chunk_put(&pp->st->chunks, pp->p, pp->hash);
+}
+
+static int note_pending(void *ctx)
+{
+	struct pending_put *pp = ctx;
+	return pp->st->kv->ops->put(pp->st->kv, KV_PENDING, pp->key, sizeof(pp->key), pp->hash,
+				    CHUNK_HASH_LEN);
+}
+
+static int give_back_pending(void *ctx)
+{
+	struct pending_put *pp = ctx;
+	return chunk_ref(&pp->st->chunks, pp->hash, -1);
+}
+
 /* Store P as a chunk the file holds a pending reference to. */
 static int put_pending(struct nadb_store *st, struct ofile *of,
 		       const struct chunk_prep *p, uint8_t hash[CHUNK_HASH_LEN])
 {
-	uint8_t key[2 * INO_KEY_LEN];
-	ino_key(key, of->ino);
+	struct pending_put pp = {.st = st, .p = p, .hash = hash};
+	ino_key(pp.key, of->ino);
 	uint64_t seq = htobe64(of->pending_seq);
-	memcpy(key + INO_KEY_LEN, &seq, sizeof(seq));
+	memcpy(pp.key + INO_KEY_LEN, &seq, sizeof(seq));
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = step_begin(st);
-	if (!rc) {
-		rc = chunk_put(&st->chunks, p, hash);
-		if (!rc)
-			rc = st->kv->ops->put(st->kv, KV_PENDING, key, sizeof(key), hash,
-					      CHUNK_HASH_LEN);
-		rc = step_end(st, rc);
-	}
+	int rc = steps_taking_refs(st, kv_partition(of->ino) != 0, take_pending, note_pending,
+				   give_back_pending, &pp);
 	store_note_step(st);
 	pthread_mutex_unlock(&st->meta_lock);
 	return rc;
@@ -502,7 +524,7 @@ static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
 	int rc = st->kv->ops->scan_prefix(st->kv, KV_PENDING, l.prefix, l.prefix_len,
 				   collect_pending, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
-		rc = chunk_ref(&st->chunks, l.hashes[i], -1);
+		rc = chunk_unref(&st->chunks, kv_key_ino(l.keys[i]), l.hashes[i]);
 		if (!rc)
 			rc = st->kv->ops->del(st->kv, KV_PENDING, l.keys[i], 2 * INO_KEY_LEN);
 	}
@@ -519,50 +541,87 @@ int file_recover_pending(struct nadb_store *st)
 	return rc;
 }
 
-/* The new chunk list, in one step: take references on the new chunks
- * first, then drop the old list's, so shared chunks never hit zero. */
-static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
-			   struct chunk_prep *prep, uint8_t *list)
+/* A commit's new chunk list (steps_taking_refs). */
+struct swap {
+	struct nadb_store *st;
+	struct ofile *of;
+	struct chunk_prep *prep;
+	uint8_t *list;
+	bool *kept; /* slot I names the chunk the old list has there */
+};
+
+/* Does slot I of the new list LIST take a reference of its own (one the
+ * old list, whose places KEPT marks, does not already hold)? */
+static bool takes_ref(const struct ofile *of, size_t i, const bool *kept)
 {
+	enum slot_state st = of->slots[i].state;
+	return st == SLOT_DIRTY || st == SLOT_SPILLED || (st == SLOT_CLEAN && !kept[i]);
+}
+
+/* The first part of a commit, in partition 0 (chunk.h): the new chunk
+ * list and its references -- new chunks stored, chunks named anew
+ * counted -- while the old list's stay, so shared chunks never hit zero. */
+static int take_new_refs(void *ctx)
+{
+	struct swap *w = ctx;
+	struct nadb_store *st = w->st;
+	struct ofile *of = w->of;
+	struct chunk_prep *prep = w->prep;
+	uint8_t *list = w->list;
+	bool *kept = w->kept;
 	struct inode in;
 	int rc = inode_get(st, of->ino, &in);
 	if (rc)
 		return rc;
 	size_t old_n = in.payload_len / CHUNK_HASH_LEN;
-	bool *kept = calloc(old_n + 1, sizeof(bool));
-	if (!kept) {
-		inode_release(&in);
-		return -ENOMEM;
-	}
 	for (size_t i = 0; !rc && i < of->nslots; i++) {
 		struct slot *s = &of->slots[i];
 		uint8_t *h = list + i * CHUNK_HASH_LEN;
-		switch (s->state) {
-		case SLOT_HOLE:
+		if (s->state == SLOT_HOLE)
 			memset(h, 0, CHUNK_HASH_LEN);
-			break;
-		case SLOT_DIRTY:
+		else if (s->state == SLOT_DIRTY)
 			rc = chunk_put(&st->chunks, &prep[i], h);
-			break;
-		case SLOT_CLEAN:
+		else
 			memcpy(h, s->hash, CHUNK_HASH_LEN);
-			if (i < old_n && !memcmp(in.payload + i * CHUNK_HASH_LEN, h,
-						 CHUNK_HASH_LEN)) {
-				kept[i] = true;
-				break;
-			}
-			/* named anew */
-			__attribute__((fallthrough));
-		case SLOT_SPILLED:
-			memcpy(h, s->hash, CHUNK_HASH_LEN);
+		kept[i] = s->state == SLOT_CLEAN && i < old_n &&
+			  !memcmp(in.payload + i * CHUNK_HASH_LEN, h, CHUNK_HASH_LEN);
+		if (!rc && s->state != SLOT_DIRTY && takes_ref(of, i, kept))
 			rc = chunk_ref(&st->chunks, h, +1);
-			break;
-		}
 	}
+	inode_release(&in);
+	return rc;
+}
+
+/* The commit failed: give back what take_new_refs took. */
+static int give_back_new_refs(void *ctx)
+{
+	struct swap *w = ctx;
+	int rc = 0;
+	for (size_t i = 0; !rc && i < w->of->nslots; i++)
+		if (takes_ref(w->of, i, w->kept) && !chunk_is_hole(w->list + i * CHUNK_HASH_LEN))
+			rc = chunk_ref(&w->st->chunks, w->list + i * CHUNK_HASH_LEN, -1);
+	return rc;
+}
+
+/* The second part, in the key's partition: the new list in place of the
+ * old, whose references not kept are dropped, and the file's pending
+ * references with them. */
+static int swap_chunk_list(void *ctx)
+{
+	struct swap *w = ctx;
+	struct nadb_store *st = w->st;
+	struct ofile *of = w->of;
+	const uint8_t *list = w->list;
+	const bool *kept = w->kept;
+	struct inode in;
+	int rc = inode_get(st, of->ino, &in);
+	if (rc)
+		return rc;
+	size_t old_n = in.payload_len / CHUNK_HASH_LEN;
 	for (size_t i = 0; !rc && i < old_n; i++) {
 		const uint8_t *h = in.payload + i * CHUNK_HASH_LEN;
-		if (!kept[i] && !chunk_is_hole(h))
-			rc = chunk_ref(&st->chunks, h, -1);
+		if (!(i < of->nslots && kept[i]) && !chunk_is_hole(h))
+			rc = chunk_unref(&st->chunks, of->ino, h);
 	}
 	if (!rc)
 		rc = release_pending(st, of->ino, false);
@@ -577,7 +636,6 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 		if (!rc)
 			rc = inode_put(st, of->ino, &in.r, list, of->nslots * CHUNK_HASH_LEN);
 	}
-	free(kept);
 	inode_release(&in);
 	return rc;
 }
@@ -585,12 +643,15 @@ static int swap_chunk_list(struct nadb_store *st, struct ofile *of,
 static int swap_step(struct nadb_store *st, struct ofile *of,
 		     struct chunk_prep *prep, uint8_t *list)
 {
+	struct swap w = {st, of, prep, list, calloc(of->nslots + 1, sizeof(bool))};
+	if (!w.kept)
+		return -ENOMEM;
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = step_begin(st);
-	if (!rc)
-		rc = step_end(st, swap_chunk_list(st, of, prep, list));
+	int rc = steps_taking_refs(st, kv_partition(of->ino) != 0, take_new_refs, swap_chunk_list,
+				   give_back_new_refs, &w);
 	store_note_step(st);
 	pthread_mutex_unlock(&st->meta_lock);
+	free(w.kept);
 	return rc;
 }
 

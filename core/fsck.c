@@ -174,6 +174,19 @@ static int scan_pending(void *ctx, const void *key, size_t klen, const void *val
 	return 0;
 }
 
+/* A dropped reference not settled yet is one the chunk still counts. */
+static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
+		      uint32_t count)
+{
+	(void)part;
+	struct fsck *f = ctx;
+	struct entry *c = map_get(&f->chunks, hash, true);
+	if (!c)
+		return -ENOMEM;
+	c->count += count;
+	return 0;
+}
+
 static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 		       size_t vlen)
 {
@@ -954,6 +967,8 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		rc = st->kv->ops->scan(st->kv, KV_INODES, NULL, 0, scan_inode, &f);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_PENDING, NULL, 0, scan_pending, &f);
+	if (!rc)
+		rc = chunk_drops(&st->chunks, count_drop, &f);
 	if (!rc)
 		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, NULL, 0, scan_dirent, &f);
 	uint64_t links = 0;

@@ -305,7 +305,7 @@ int inode_delete(struct nadb_store *st, uint64_t ino)
 		for (size_t off = 0; !rc && off + CHUNK_HASH_LEN <= in.payload_len;
 		     off += CHUNK_HASH_LEN)
 			if (!chunk_is_hole(in.payload + off))
-				rc = chunk_ref(&st->chunks, in.payload + off, -1);
+				rc = chunk_unref(&st->chunks, ino, in.payload + off);
 	}
 	inode_release(&in);
 	if (!rc)

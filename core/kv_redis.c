@@ -411,6 +411,12 @@ struct kv_redis {
 	 * one of them needs no round trip: a new key's lookups of its tags,
 	 * names and pending chunks are answered here. */
 	uint64_t fresh_first, fresh_end;
+	/* The partitions the open step writes: the first one's number, and
+	 * whether it wrote another (a step a cluster could not send to one
+	 * node).  With NADB_CHECK_STEPS set, each such step is logged: what
+	 * the tests use to show which operations stay in one partition. */
+	uint32_t step_part;
+	bool step_wrote, step_spans, check_steps;
 };
 
 static void release_held(struct kv_redis *k)
@@ -456,6 +462,7 @@ static int kvr_step_begin(struct kv *kv)
 	struct kv_redis *k = (struct kv_redis *)kv;
 	assert(!k->in_step && k->step.rows == 0); /* steps do not nest */
 	k->in_step = true;
+	k->step_wrote = k->step_spans = false;
 	return 0;
 }
 
@@ -470,6 +477,9 @@ static int kvr_step_end(struct kv *kv, int commit)
 		overlay_clear(&k->step);
 		return 0;
 	}
+	if (k->step_spans && k->check_steps)
+		nadb_log("redis %s: a step wrote rows of more than one partition (partition %u "
+			 "and another)", redis_conn_name(k->conn), k->step_part);
 	int rc = fold_into(&k->pending, &k->step);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
@@ -650,8 +660,14 @@ static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, si
 			 val ? "write" : "delete");
 		return rc;
 	}
+	uint32_t p = row_part(t, key, klen);
 	if (!k->in_step)
 		k->unsynced++;
+	else if (!k->step_wrote)
+		k->step_part = p;
+	else if (p != k->step_part)
+		k->step_spans = true;
+	k->step_wrote = true;
 	return 0;
 }
 
@@ -1787,6 +1803,7 @@ int kv_redis_open(const char *url, struct kv **out)
 	if (!k)
 		return -ENOMEM;
 	k->kv.ops = &redis_kv_ops;
+	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	int rc = overlay_init(&k->step, (uintptr_t)k);
 	if (!rc)
 		rc = overlay_init(&k->pending, (uintptr_t)k * 31);

@@ -119,6 +119,9 @@ static const char *bad_shape(int t, const MDB_val *k, const MDB_val *v)
 	case KV_TAG_EDGES:
 		return kl > INO_KEY_LEN + 4 && kl <= NAME_KEY_MAX + 4 && vl == 16
 		       ? NULL : "a tag tree row of the wrong size";
+	case KV_CHUNK_DROPS:
+		return kl == INO_KEY_LEN + CHUNK_HASH_LEN + 8 && vl == 0
+		       ? NULL : "a dropped-reference row of the wrong size";
 	default:
 		return kl ? NULL : "an empty key";
 	}

@@ -95,8 +95,47 @@ int step_begin(struct nadb_store *st)
 		return -EIO;
 	}
 	int rc = st->kv->ops->step_begin(st->kv);
-	if (!rc)
+	if (!rc) {
 		st->freed_step = st->nfreed;
+		chunk_step_begin(&st->chunks);
+	}
+	return rc;
+}
+
+/* Take the references dropped by the steps before (or, with ALL, every
+ * drop stored) off their chunks (chunk.h): for each partition, a step of
+ * its own taking its rows, then one of partition 0 taking the counts off.
+ * Run right after the steps that dropped, in the same group, so that on
+ * one server all of it is one transaction.  A failure leaves rows for the
+ * next open (or, after the first step, the chunks counted: space, not
+ * data), and the steps that dropped stand. */
+static int settle_drops(struct nadb_store *st, bool all)
+{
+	struct chunk_drop *d;
+	size_t n;
+	st->settling = true;
+	int rc = chunk_due_drops(&st->chunks, all, &d, &n);
+	bool taken = false; /* rows deleted whose counts are not yet applied */
+	for (size_t i = 0, j; !rc && i < n; i = j) {
+		for (j = i + 1; j < n && d[j].part == d[i].part; j++)
+			;
+		rc = step_begin(st);
+		if (!rc)
+			rc = step_end(st, chunk_take_drops(&st->chunks, d + i, j - i));
+		taken = !rc;
+		if (!rc)
+			rc = step_begin(st);
+		if (!rc)
+			rc = step_end(st, chunk_apply_drops(&st->chunks, d + i, j - i));
+	}
+	if (rc && taken)
+		nadb_log("%s: chunks whose references were dropped stay counted (%s): "
+			 "nadb fsck --repair gives their space back", st->dir, strerror(-rc));
+	else if (rc)
+		nadb_log("%s: dropped chunk references not settled (%s): the next open "
+			 "settles them", st->dir, strerror(-rc));
+	free(d);
+	st->settling = false;
 	return rc;
 }
 
@@ -107,7 +146,40 @@ int step_end(struct nadb_store *st, int rc)
 	if (rc || e) /* undone: its chunks were not freed after all */
 		st->nfreed = st->freed_step;
 	st->freed_step = st->nfreed;
+	chunk_step_end(&st->chunks, !rc && !e);
+	if (!rc && !e && !st->settling && chunk_unsettled(&st->chunks))
+		settle_drops(st, false);
 	return rc ? rc : e;
+}
+
+int steps_taking_refs(struct nadb_store *st, bool apart, int (*take)(void *ctx),
+		      int (*use)(void *ctx), int (*give_back)(void *ctx), void *ctx)
+{
+	bool taken = false; /* references committed in a step of their own */
+	int rc = step_begin(st);
+	if (rc)
+		return rc;
+	rc = take(ctx);
+	if (!rc && apart) {
+		rc = step_end(st, 0);
+		taken = !rc;
+		if (!rc)
+			rc = step_begin(st);
+		if (rc)
+			goto failed;
+	}
+	rc = step_end(st, rc ? rc : use(ctx));
+failed:
+	if (rc && taken) {
+		int e = step_begin(st);
+		if (!e)
+			e = step_end(st, give_back(ctx));
+		if (e)
+			nadb_log("%s: chunk references taken for a change that failed stay "
+				 "counted (%s): nadb fsck --repair gives their space back", st->dir,
+				 strerror(-e));
+	}
+	return rc;
 }
 
 /* The chunker's freed hook: queue the frame.  Under meta_lock, in a step. */
@@ -313,6 +385,7 @@ static int remove_orphans(struct nadb_store *st)
 
 static void free_store(struct nadb_store *st)
 {
+	chunk_release(&st->chunks);
 	if (st->kv)
 		st->kv->ops->close(st->kv);
 	if (st->blobs)
@@ -555,6 +628,8 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 	}
 	if (!rc)
 		rc = file_recover_pending(st);
+	if (!rc) /* rows a crash left; a failure is logged, and fsck counts them */
+		(void)settle_drops(st, true);
 	if (!rc)
 		rc = remove_orphans(st);
 	if (!rc)

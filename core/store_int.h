@@ -134,6 +134,7 @@ struct nadb_store {
 	} *freed;
 	size_t nfreed, freed_cap, freed_step;
 	bool keep_freed; /* fsck --repair: punch nothing (fsck.c) */
+	bool settling;   /* in the step settling dropped references (store.c) */
 
 	/* STORE/reserve: blocks kept so that a metadata commit (deletes
 	 * included) finds room on a full disk.  reserve_fd is constant;
@@ -177,8 +178,10 @@ int64_t now_ns(void);
  * version 1 store moves it to 2; 3: a namespace's contents counted in its
  * own counters only (stats.c), so opening an older store takes them out
  * of its databases' and root's; 4: the tag index kept per partition
- * (tags.c), so opening an older store rebuilds it. */
-#define STORE_FORMAT_VERSION 4
+ * (tags.c), so opening an older store rebuilds it; 5: references dropped
+ * in a namespace's partition noted there first (chunk.c, KV_CHUNK_DROPS),
+ * a table older versions would ignore (leaking the chunks). */
+#define STORE_FORMAT_VERSION 5
 
 /* An inode record's encoding (inode.c): attributes then payload.
  * inode_encode writes the attributes compactly (INODE_REC_MAX bytes at
@@ -384,6 +387,13 @@ int file_recover_pending(struct nadb_store *st);
 /* Run a step: begin it, and end it committing iff RC is 0. */
 int step_begin(struct nadb_store *st);
 int step_end(struct nadb_store *st, int rc);
+/* TAKE then USE (each given CTX): chunk references taken in partition 0,
+ * then the step of a key's partition that names them (chunk.h).  One step
+ * when APART is false (a key of partition 0: every key of a directory
+ * store); else two, the first committed before the second begins, and if
+ * the second fails, GIVE_BACK in a step of its own.  0 or the error. */
+int steps_taking_refs(struct nadb_store *st, bool apart, int (*take)(void *ctx),
+		      int (*use)(void *ctx), int (*give_back)(void *ctx), void *ctx);
 /* May LEN more bytes be appended to the packs?  0, or -ENOSPC while the
  * reserve has been given to a metadata commit and free space is under it. */
 int store_room_for(struct nadb_store *st, uint64_t len);

@@ -391,3 +391,46 @@ EOF
 	[[ "$output" == *"Redis Cluster"* ]]
 	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = 0 ]
 }
+
+@test "a key's operations write rows of its own namespace's partition only (NADB_CHECK_STEPS); making a namespace writes two" {
+	export NADB_CHECK_STEPS=1
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/users" "$MNT/web/pages"
+	# the check sees what spans partitions: a namespace's entry is in its
+	# database's partition, its own rows in its own
+	n0=$(grep -c "more than one partition" "$LOG")
+	[ "$n0" -ge 2 ]
+	f=$MNT/app/users
+	head -c 300000 /dev/urandom >"$T/big"
+	echo -n dark >"$f/theme"
+	echo -n light >"$f/theme"
+	echo more >>"$f/theme"
+	truncate -s 2 "$f/theme"
+	cp "$T/big" "$f/big"
+	cp "$T/big" "$f/copy"
+	cp "$T/big" "$MNT/web/pages/shared" # the same chunks, another namespace
+	mv "$f/copy" "$f/moved"
+	ln "$f/moved" "$f/hard"
+	setfattr -n user.tags -v red,blue "$f/theme"
+	setfattr -n user.tags -v red "$MNT/web/pages/shared"
+	setfattr -n user.note -v hi "$f/big"
+	echo -n soon >"$MNT/web/pages/t"
+	setfattr -n user.ttl -v 1 "$f/big" "$MNT/web/pages/t" # reaped together
+	chmod 600 "$f/theme"
+	touch -d @1000000000 "$f/theme"
+	"$NADB" incr "$MNT" /app/users/n 5 >/dev/null
+	echo -n a >"$T/va"
+	echo -n b >"$T/vb"
+	"$NADB" mset "$MNT" /app/users/a="$T/va" /app/users/b="$T/vb" >/dev/null
+	rm "$f/moved" "$f/hard" "$MNT/web/pages/shared"
+	[ "$(ls "$MNT/tags/red")" = app ]
+	for i in $(seq 50); do [ -e "$f/big" ] || [ -e "$MNT/web/pages/t" ] || break; sleep 0.1; done
+	[ ! -e "$f/big" ] && [ ! -e "$MNT/web/pages/t" ] # reaped
+	echo flush >"$MNT/.ctl"
+	[ "$(grep -c "more than one partition" "$LOG")" = "$n0" ]
+	mkdir "$MNT/app/more"
+	[ "$(grep -c "more than one partition" "$LOG")" -gt "$n0" ]
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	[ "$status" -eq 0 ]
+}

@@ -59,6 +59,28 @@ for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "re
 	[ "$(json "$MNT/b/.stats" 'd["logical_bytes"]')" = 1305 ]
 }
 
+@test "a value held in three namespaces is stored once, and its chunks go with the last key" {
+	head -c 1M /dev/urandom >"$T/src" # 8 chunks of 128 KiB
+	mkdir -p "$MNT/app/a" "$MNT/app/b" "$MNT/web/c"
+	for d in app/a app/b web/c; do cp "$T/src" "$MNT/$d/v"; done
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 8 ]
+	rm "$MNT/app/a/v" "$MNT/web/c/v"
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 8 ]
+	cmp "$T/src" "$MNT/app/b/v"
+	# an overwrite lets go of the old value's chunks
+	head -c 1M /dev/urandom >"$T/new"
+	cp "$T/new" "$MNT/app/b/v"
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 8 ]
+	remount_store
+	cmp "$T/new" "$MNT/app/b/v"
+	rm "$MNT/app/b/v"
+	[ "$(json "$MNT/.stats" 'd["chunks"]')" = 0 ]
+	[ "$(json "$MNT/.stats" 'd["chunk_bytes"]')" = 0 ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+}
+
 @test ".stats files are read-only, listed only at the root, readable by name everywhere, not keys" {
 	mkdir -p "$MNT/db/ns"
 	run bash -c "echo x >'$MNT/.stats'"

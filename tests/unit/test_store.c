@@ -20,36 +20,6 @@ static uint64_t mkdir_at(struct nadb_store *st, uint64_t parent, const char *nam
 	return rc ? 0 : a.ino;
 }
 
-static uint64_t put_value(struct nadb_store *st, uint64_t parent, const char *name,
-			  const void *val, size_t len)
-{
-	struct nadb_attr a;
-	int rc = nadb_mknod(st, parent, name, S_IFREG | 0644, 0, &root, &a);
-	if (rc == -EEXIST)
-		rc = nadb_lookup(st, parent, name, &a);
-	CHECK(rc == 0);
-	struct nadb_file *f;
-	CHECK(nadb_file_open(st, a.ino, NADB_OPEN_TRUNC, &f) == 0);
-	CHECK(nadb_file_write(f, val, len, 0) == (ssize_t)len);
-	CHECK(nadb_file_close(f) == 0);
-	return a.ino;
-}
-
-static void check_value(struct nadb_store *st, const char *path, const void *val,
-			size_t len)
-{
-	struct nadb_attr a;
-	CHECK(nadb_resolve(st, path, &a) == 0);
-	CHECK(a.size == len);
-	char *buf = malloc(len + 16);
-	struct nadb_file *f;
-	CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
-	CHECK(nadb_file_read(f, buf, len + 16, 0) == (ssize_t)len);
-	CHECK(memcmp(buf, val, len) == 0);
-	CHECK(nadb_file_close(f) == 0);
-	free(buf);
-}
-
 static int count_cb(void *ctx, const char *name, const struct nadb_attr *a)
 {
 	(void)name;
@@ -80,7 +50,7 @@ int main(void)
 	CHECK(nadb_mknod(st, NADB_ROOT_INO, "tags", S_IFDIR | 0755, 0, &root, &a) == -EPERM);
 	CHECK(nadb_mknod(st, ns, "bad\x01", S_IFREG | 0644, 0, &root, &a) == -EINVAL);
 	put_value(st, ns, "theme:123", "dark", 4);
-	check_value(st, "/app/users/theme:123", "dark", 4);
+	check_path_value(st, "/app/users/theme:123", "dark", 4);
 
 	/* A big value over several chunks, then the same bytes under 50 keys. */
 	size_t big = 1 << 20;
@@ -92,7 +62,7 @@ int main(void)
 		snprintf(name, sizeof(name), "copy%02d", i);
 		put_value(st, ns, name, v, big);
 	}
-	check_value(st, "/app/users/copy07", v, big);
+	check_path_value(st, "/app/users/copy07", v, big);
 	CHECK(nadb_rmdir(st, db, "users") == -ENOTEMPTY);
 	int n = 0;
 	CHECK(nadb_readdir(st, ns, NULL, true, count_cb, &n) == 0);
@@ -103,7 +73,7 @@ int main(void)
 
 	/* Rename over an existing key replaces it. */
 	CHECK(nadb_rename(st, ns, "copy00", ns, "theme:123", 0) == 0);
-	check_value(st, "/app/users/theme:123", v, big);
+	check_path_value(st, "/app/users/theme:123", v, big);
 	CHECK(nadb_rename(st, ns, "copy01", ns, "copy02", NADB_RENAME_NOREPLACE) == -EEXIST);
 	CHECK(nadb_unlink(st, ns, "copy01") == 0);
 	CHECK(nadb_lookup(st, ns, "copy01", &a) == -ENOENT);
@@ -117,7 +87,7 @@ int main(void)
 
 	/* Everything is there after reopening. */
 	CHECK(nadb_store_open(store, &o, &st) == 0);
-	check_value(st, "/app/users/copy49", v, big);
+	check_path_value(st, "/app/users/copy49", v, big);
 	CHECK(nadb_resolve(st, "/app/users/copy03", &a) == 0);
 	CHECK(a.size == 3u << 20);
 	struct nadb_file *f;

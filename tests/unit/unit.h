@@ -34,6 +34,39 @@ static inline uint64_t make(struct nadb_store *st, uint64_t parent, const char *
 	return rc ? 0 : a.ino;
 }
 
+/* Key NAME in PARENT (made if missing) holds the LEN bytes at VAL,
+ * written through a file handle; its inode number. */
+static inline uint64_t put_value(struct nadb_store *st, uint64_t parent, const char *name,
+				 const void *val, size_t len)
+{
+	struct nadb_attr a;
+	int rc = nadb_mknod(st, parent, name, S_IFREG | 0644, 0, &root, &a);
+	if (rc == -EEXIST)
+		rc = nadb_lookup(st, parent, name, &a);
+	CHECK(rc == 0);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, a.ino, NADB_OPEN_TRUNC, &f) == 0);
+	CHECK(nadb_file_write(f, val, len, 0) == (ssize_t)len);
+	CHECK(nadb_file_close(f) == 0);
+	return a.ino;
+}
+
+/* The key at PATH holds the LEN bytes at VAL. */
+static inline void check_path_value(struct nadb_store *st, const char *path, const void *val,
+			       size_t len)
+{
+	struct nadb_attr a;
+	CHECK(nadb_resolve(st, path, &a) == 0);
+	CHECK(a.size == len);
+	char *buf = malloc(len + 16);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, a.ino, 0, &f) == 0);
+	CHECK(nadb_file_read(f, buf, len + 16, 0) == (ssize_t)len);
+	CHECK(memcmp(buf, val, len) == 0);
+	CHECK(nadb_file_close(f) == 0);
+	free(buf);
+}
+
 /* fsck finds nothing wrong. */
 static inline void check_clean(struct nadb_store *st)
 {

@@ -1,0 +1,214 @@
+/* test_drops.c -- references dropped in a namespace's partition (chunk.h)
+ * on a store whose namespaces have partitions of their own (Redis): one
+ * value shared by two namespaces, dropped by one and then the other;
+ * an overwrite; a drop left unsettled, as a crash between the two steps
+ * would leave it on a backend that commits partitions apart, counted by
+ * fsck and settled by the next open; batches, whose values are stored
+ * before them; and the same work on a directory store, whose one
+ * partition drops at once.  Runs against a private
+ * redis-server it starts and stops.
+ */
+#include "unit.h"
+#include "fsck.h"
+#include "redis_server.h"
+#include "store.h"
+#include "store_int.h" /* to look at the chunk table and leave a drop unsettled */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define VALUE_LEN (200u << 10) /* bytes: several 64 KiB chunks */
+
+static int count_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs,
+		       const struct chunk_loc *loc)
+{
+	(void)hash;
+	(void)loc;
+	uint64_t *n = ctx;
+	n[0]++;
+	n[1] += refs;
+	return 0;
+}
+
+/* Chunks stored, and the references they count. */
+static uint64_t chunks(struct nadb_store *st, uint64_t *refs)
+{
+	uint64_t n[2] = {0, 0};
+	CHECK(chunk_scan(&st->chunks, NULL, count_chunk, n) == 0);
+	if (refs)
+		*refs = n[1];
+	return n[0];
+}
+
+static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
+		      uint32_t count)
+{
+	(void)hash;
+	CHECK(kv_partition(part) != 0 && part % (1ull << KV_PART_SHIFT) == 0);
+	*(uint64_t *)ctx += count;
+	return 0;
+}
+
+/* References dropped and not settled. */
+static uint64_t drops(struct nadb_store *st)
+{
+	uint64_t n = 0;
+	CHECK(chunk_drops(&st->chunks, count_drop, &n) == 0);
+	return n;
+}
+
+/* Batches store their values in a step before theirs: an incr that
+ * follows another operation on its key still comes out right, and a
+ * batch that fails gives back what it stored. */
+static void check_batches(struct nadb_store *st)
+{
+	struct nadb_op ops[3] = {
+		{.kind = NADB_OP_SET, .path = "/app/a/n", .value = "5", .len = 1},
+		{.kind = NADB_OP_INCR, .path = "/app/a/n", .by = 2},
+		{.kind = NADB_OP_INCR, .path = "app/a/n", .by = 3},
+	};
+	size_t failed;
+	CHECK(nadb_apply(st, ops, 3, &root, &failed) == 0);
+	CHECK(ops[1].number == 7 && ops[2].number == 10);
+	check_path_value(st, "/app/a/n", "10\n", 3);
+	struct nadb_op twice[2] = {
+		{.kind = NADB_OP_INCR, .path = "/app/b/m", .by = 1},
+		{.kind = NADB_OP_INCR, .path = "/app/b/m", .by = 1},
+	};
+	CHECK(nadb_apply(st, twice, 2, &root, &failed) == 0 && twice[1].number == 2);
+	uint64_t refs, before_refs, before = chunks(st, &before_refs);
+	struct nadb_op cond[2] = {
+		{.kind = NADB_OP_SET, .path = "/app/a/x", .value = "new value", .len = 9},
+		{.kind = NADB_OP_SET, .path = "/app/a/n", .value = "1", .len = 1,
+		 .cond = NADB_IF_ABSENT},
+	};
+	CHECK(nadb_apply(st, cond, 2, &root, &failed) == -ECANCELED && failed == 1);
+	CHECK(chunks(st, &refs) == before && refs == before_refs);
+	CHECK(drops(st) == 0);
+	check_clean(st);
+}
+
+static void check_store(const char *store, bool partitioned)
+{
+	struct nadb_options o;
+	nadb_options_default(&o);
+	o.chunk_kb = 64;
+	struct nadb_store *st;
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	if (failures)
+		return;
+	uint64_t db = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
+	uint64_t a = make(st, db, "a", S_IFDIR | 0755), b = make(st, db, "b", S_IFDIR | 0755);
+	CHECK(partitioned == (kv_partition(a) != 0 && kv_partition(b) != kv_partition(a)));
+	unsigned char *v = malloc(VALUE_LEN), *w = malloc(VALUE_LEN);
+	for (size_t i = 0; i < VALUE_LEN; i++) {
+		v[i] = (unsigned char)(rand() >> 7);
+		w[i] = (unsigned char)(rand() >> 7);
+	}
+	uint64_t refs, n;
+
+	/* One value under two namespaces: stored once, counted twice. */
+	put_value(st, a, "k", v, VALUE_LEN);
+	put_value(st, b, "k", v, VALUE_LEN);
+	n = chunks(st, &refs);
+	CHECK(n == 4 && refs == 8);
+	/* Each namespace lets go of it in its own partition; the drops are
+	 * settled at once, and the chunks go with the last one. */
+	CHECK(nadb_unlink(st, a, "k") == 0);
+	CHECK(drops(st) == 0);
+	CHECK(chunks(st, &refs) == 4 && refs == 4);
+	check_path_value(st, "/app/b/k", v, VALUE_LEN);
+	check_clean(st);
+
+	/* An overwrite drops the old value's chunks. */
+	put_value(st, b, "k", w, VALUE_LEN);
+	CHECK(drops(st) == 0);
+	CHECK(chunks(st, &refs) == 4 && refs == 4);
+	check_path_value(st, "/app/b/k", w, VALUE_LEN);
+	check_clean(st);
+
+	/* A drop left unsettled (a crash between the two steps where they
+	 * are committed apart): the chunks stay, fsck counts the drops as
+	 * the references the chunks still hold, and the next open settles
+	 * them. */
+	st->settling = true; /* keeps step_end from settling */
+	CHECK(nadb_unlink(st, b, "k") == 0);
+	st->settling = false;
+	CHECK(drops(st) == (partitioned ? 4 : 0));
+	CHECK(chunks(st, &refs) == (partitioned ? 4 : 0));
+	check_clean(st);
+	CHECK(nadb_store_close(st) == 0);
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	if (failures)
+		return;
+	CHECK(drops(st) == 0);
+	CHECK(chunks(st, &refs) == 0 && refs == 0);
+	check_clean(st);
+
+	/* A drop row naming a chunk that is not stored (damage) neither keeps
+	 * the store from opening nor the other drops from being settled. */
+	put_value(st, b, "k", v, VALUE_LEN);
+	if (partitioned) {
+		uint8_t key[8 + CHUNK_HASH_LEN + 8] = {0};
+		ino_key(key, (uint64_t)kv_partition(a) << KV_PART_SHIFT);
+		memset(key + 8, 0xab, CHUNK_HASH_LEN);
+		ino_key(key + 8 + CHUNK_HASH_LEN, 1u << 30); /* the next numbers go on from it */
+		CHECK(step_begin(st) == 0);
+		CHECK(st->kv->ops->put(st->kv, KV_CHUNK_DROPS, key, sizeof(key), "", 0) == 0);
+		CHECK(step_end(st, 0) == 0);
+		st->settling = true;
+		CHECK(nadb_unlink(st, b, "k") == 0);
+		st->settling = false;
+		CHECK(drops(st) == 5);
+	} else {
+		CHECK(nadb_unlink(st, b, "k") == 0);
+	}
+	CHECK(nadb_store_close(st) == 0);
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	if (failures)
+		return;
+	CHECK(drops(st) == 0);
+	CHECK(chunks(st, &refs) == 0 && refs == 0);
+	check_clean(st);
+
+	/* The same value written twice into one namespace and once more
+	 * elsewhere, then everything removed. */
+	put_value(st, a, "x", v, VALUE_LEN);
+	put_value(st, a, "y", v, VALUE_LEN);
+	put_value(st, b, "z", v, VALUE_LEN);
+	CHECK(chunks(st, &refs) == 4 && refs == 12);
+	CHECK(nadb_unlink(st, a, "x") == 0 && nadb_unlink(st, b, "z") == 0);
+	CHECK(chunks(st, &refs) == 4 && refs == 4);
+	CHECK(nadb_unlink(st, a, "y") == 0);
+	CHECK(chunks(st, NULL) == 0 && drops(st) == 0);
+	check_clean(st);
+	check_batches(st);
+	CHECK(nadb_store_close(st) == 0);
+	free(v);
+	free(w);
+}
+
+int main(void)
+{
+	char dir[32], store[300];
+	make_store_dir(dir, store);
+	check_store(store, false);
+	printf("%s a directory store\n", failures ? "FAILED" : "ok");
+	int before = failures;
+	struct redis_server s;
+	char sdir[280], url[200];
+	snprintf(sdir, sizeof(sdir), "%s/redis", dir);
+	if (redis_server_start(&s, sdir, NULL) == 0) {
+		redis_server_url(&s, "drops", url, sizeof(url));
+		check_store(url, true);
+		redis_server_stop(&s);
+	} else {
+		failures++;
+	}
+	printf("%s a Redis store\n", failures == before ? "ok" : "FAILED");
+	remove_dir(dir);
+	return failures ? 1 : 0;
+}
