@@ -91,6 +91,21 @@ static void check_batches(struct nadb_store *st)
 	check_clean(st);
 }
 
+/* Close and open again: every drop settled, no chunk left, fsck clean. */
+static bool reopen_settled(const char *store, const struct nadb_options *o,
+			   struct nadb_store **st)
+{
+	uint64_t refs;
+	CHECK(nadb_store_close(*st) == 0);
+	CHECK(nadb_store_open(store, o, st) == 0);
+	if (failures)
+		return false;
+	CHECK(drops(*st) == 0);
+	CHECK(chunks(*st, &refs) == 0 && refs == 0);
+	check_clean(*st);
+	return true;
+}
+
 static void check_store(const char *store, bool partitioned)
 {
 	struct nadb_options o;
@@ -140,13 +155,8 @@ static void check_store(const char *store, bool partitioned)
 	CHECK(drops(st) == (partitioned ? 4 : 0));
 	CHECK(chunks(st, &refs) == (partitioned ? 4 : 0));
 	check_clean(st);
-	CHECK(nadb_store_close(st) == 0);
-	CHECK(nadb_store_open(store, &o, &st) == 0);
-	if (failures)
+	if (!reopen_settled(store, &o, &st))
 		return;
-	CHECK(drops(st) == 0);
-	CHECK(chunks(st, &refs) == 0 && refs == 0);
-	check_clean(st);
 
 	/* A drop row naming a chunk that is not stored (damage) neither keeps
 	 * the store from opening nor the other drops from being settled. */
@@ -166,13 +176,8 @@ static void check_store(const char *store, bool partitioned)
 	} else {
 		CHECK(nadb_unlink(st, b, "k") == 0);
 	}
-	CHECK(nadb_store_close(st) == 0);
-	CHECK(nadb_store_open(store, &o, &st) == 0);
-	if (failures)
+	if (!reopen_settled(store, &o, &st))
 		return;
-	CHECK(drops(st) == 0);
-	CHECK(chunks(st, &refs) == 0 && refs == 0);
-	check_clean(st);
 
 	/* The same value written twice into one namespace and once more
 	 * elsewhere, then everything removed. */
