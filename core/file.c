@@ -20,6 +20,7 @@
 #include "store_int.h"
 
 #include <endian.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,20 +518,49 @@ static int collect_pending(void *ctx, const void *key, size_t klen,
 
 /* Drop the pending references of INO (or of every inode, when ALL).
  * Inside a step, under meta_lock. */
-static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
+static int cmp_hash(const void *a, const void *b)
+{
+	return memcmp(a, b, CHUNK_HASH_LEN);
+}
+
+/* Drop the pending references of INO (or of every inode, when ALL), but
+ * for those of the N hashes at KEEP (sorted; a hash as many times as it
+ * is kept), which pass to the value that names them: their rows go, the
+ * references stay.  Inside a step, under meta_lock. */
+static int release_pending_but(struct nadb_store *st, uint64_t ino, bool all,
+			       const uint8_t (*keep)[CHUNK_HASH_LEN], size_t n)
 {
 	struct pending_list l = {.prefix_len = all ? 0 : INO_KEY_LEN};
 	ino_key(l.prefix, ino);
-	int rc = st->kv->ops->scan_prefix(st->kv, KV_PENDING, l.prefix, l.prefix_len,
-				   collect_pending, &l);
+	bool *kept = calloc(n + 1, sizeof(bool));
+	int rc = kept ? st->kv->ops->scan_prefix(st->kv, KV_PENDING, l.prefix, l.prefix_len,
+						 collect_pending, &l) : -ENOMEM;
 	for (size_t i = 0; !rc && i < l.n; i++) {
-		rc = chunk_unref(&st->chunks, kv_key_ino(l.keys[i]), l.hashes[i]);
+		const uint8_t(*hit)[CHUNK_HASH_LEN] = n ? bsearch(l.hashes[i], keep, n, CHUNK_HASH_LEN,
+								   cmp_hash) : NULL;
+		while (hit && hit > keep && !cmp_hash(hit - 1, l.hashes[i]))
+			hit--; /* the first of its run, then the first not passed on */
+		while (hit && hit < keep + n && !cmp_hash(hit, l.hashes[i]) && kept[hit - keep])
+			hit++;
+		bool pass = hit && hit < keep + n && !cmp_hash(hit, l.hashes[i]);
+		if (pass)
+			kept[hit - keep] = true;
+		else
+			rc = chunk_unref(&st->chunks, kv_key_ino(l.keys[i]), l.hashes[i]);
 		if (!rc)
 			rc = st->kv->ops->del(st->kv, KV_PENDING, l.keys[i], 2 * INO_KEY_LEN);
 	}
+	for (size_t i = 0; !rc && i < n; i++)
+		assert(kept[i]); /* a spilled slot's reference is a pending row's */
+	free(kept);
 	free(l.keys);
 	free(l.hashes);
 	return rc;
+}
+
+static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
+{
+	return release_pending_but(st, ino, all, NULL, 0);
 }
 
 int file_recover_pending(struct nadb_store *st)
@@ -550,12 +580,13 @@ struct swap {
 	bool *kept; /* slot I names the chunk the old list has there */
 };
 
-/* Does slot I of the new list LIST take a reference of its own (one the
- * old list, whose places KEPT marks, does not already hold)? */
+/* Does slot I of the new list LIST take a reference of its own?  Not
+ * one the old list, whose places KEPT marks, holds there already, nor a
+ * spilled one, whose pending row's reference passes to the list. */
 static bool takes_ref(const struct ofile *of, size_t i, const bool *kept)
 {
 	enum slot_state st = of->slots[i].state;
-	return st == SLOT_DIRTY || st == SLOT_SPILLED || (st == SLOT_CLEAN && !kept[i]);
+	return st == SLOT_DIRTY || (st == SLOT_CLEAN && !kept[i]);
 }
 
 /* The first part of a commit, in partition 0 (chunk.h): the new chunk
@@ -623,8 +654,20 @@ static int swap_chunk_list(void *ctx)
 		if (!(i < of->nslots && kept[i]) && !chunk_is_hole(h))
 			rc = chunk_unref(&st->chunks, of->ino, h);
 	}
+	/* the spilled slots' hashes, sorted: their references pass on */
+	uint8_t(*spilled)[CHUNK_HASH_LEN] = calloc(of->nslots + 1, CHUNK_HASH_LEN);
+	size_t nspilled = 0;
+	for (size_t i = 0; spilled && i < of->nslots; i++)
+		if (of->slots[i].state == SLOT_SPILLED)
+			memcpy(spilled[nspilled++], of->slots[i].hash, CHUNK_HASH_LEN);
+	if (!spilled)
+		rc = rc ? rc : -ENOMEM;
+	else if (nspilled)
+		qsort(spilled, nspilled, CHUNK_HASH_LEN, cmp_hash);
 	if (!rc)
-		rc = release_pending(st, of->ino, false);
+		rc = release_pending_but(st, of->ino, false, (const uint8_t(*)[CHUNK_HASH_LEN])spilled,
+					 nspilled);
+	free(spilled);
 	if (!rc) {
 		pthread_mutex_lock(&of->attr_lock);
 		in.r.mtime = of->a_mtime;

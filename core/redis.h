@@ -18,9 +18,10 @@
  * namespace has a partition of its own (backend.h, kv_partition): the rows
  * about its inodes (backend.h, kv_table_ino_at) -- its keys' inodes,
  * entries, names, xattrs, tags and the tag index's rows, expiries, pending
- * chunks, open orphans, its own counters -- are under its tag, so that a
- * cluster spreads a store namespace by namespace.  The root, the databases
- * and the store-wide tables (chunks, segments, tag ids) are partition 0.
+ * chunks, chunk references dropped and not yet settled (chunk.h), open
+ * orphans, its own counters -- are under its tag, so that a cluster
+ * spreads a store namespace by namespace.  The root, the databases and
+ * the store-wide tables (chunks, segments, tag ids) are partition 0.
  * On one server a group of steps is one MULTI/EXEC over all the partitions
  * it touches; on a cluster a group must be split per partition.
  *
