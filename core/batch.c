@@ -403,7 +403,7 @@ static bool foresee_incrs(struct nadb_store *st, const struct nadb_op *ops, size
 			  const struct nadb_caller *who, struct prepared *values)
 {
 	struct named {
-		uint64_t parent;
+		uint64_t parent, ino; /* ino 0: made by the batch */
 		char name[NADB_NAME_MAX + 1];
 		const void *value; /* what the batch gives it so far (NULL: stored) */
 		size_t len;
@@ -415,9 +415,11 @@ static bool foresee_incrs(struct nadb_store *st, const struct nadb_op *ops, size
 		uint64_t ino = 0;
 		int rc = tree_resolve_key(st, ops[i].path, who, &key[i].parent, key[i].name, &ino);
 		apart |= rc || kv_partition(key[i].parent) != 0;
-		const struct named *before = NULL;
+		key[i].ino = ino;
+		const struct named *before = NULL; /* the same key (or a link to it) */
 		for (size_t j = i; !rc && j-- > 0;)
-			if (key[j].parent == key[i].parent && !strcmp(key[j].name, key[i].name)) {
+			if (ino ? key[j].ino == ino : key[j].parent == key[i].parent &&
+			    !strcmp(key[j].name, key[i].name)) {
 				before = &key[j];
 				break;
 			}

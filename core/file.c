@@ -551,7 +551,11 @@ static int release_pending_but(struct nadb_store *st, uint64_t ino, bool all,
 			rc = st->kv->ops->del(st->kv, KV_PENDING, l.keys[i], 2 * INO_KEY_LEN);
 	}
 	for (size_t i = 0; !rc && i < n; i++)
-		assert(kept[i]); /* a spilled slot's reference is a pending row's */
+		if (!kept[i]) { /* a spilled slot's reference is a pending row's */
+			nadb_log("inode %llu: a chunk written early has lost its pending "
+				 "reference: the value is not stored", (unsigned long long)ino);
+			rc = -EIO;
+		}
 	free(kept);
 	free(l.keys);
 	free(l.hashes);
@@ -753,23 +757,32 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 /* The last handle went with a value that could not be stored (a full
  * disk): the chunks written early for it are not wanted any more, and
  * holding them until the next open of the store would keep the disk full. */
+/* Under meta_lock. */
 static void discard_pending(struct nadb_store *st, uint64_t ino)
 {
-	pthread_mutex_lock(&st->meta_lock);
 	int rc = step_begin(st);
 	if (!rc)
 		rc = step_end(st, release_pending(st, ino, false));
-	pthread_mutex_unlock(&st->meta_lock);
 	if (rc)
 		nadb_log("inode %llu: cannot drop the chunks of a value not stored: %s",
 			 (unsigned long long)ino, strerror(-rc));
 }
 
 /* Drop a handle's reference; the last one out frees the ofile and, if the
- * inode lost its last link while open, the inode. */
+ * inode lost its last link while open, the inode.  The last one out of a
+ * dirty ofile drops its pending rows holding meta_lock from before the
+ * ofile leaves the table: an ofile opened on the inode after that spills
+ * only under meta_lock, so the rows dropped are never its. */
 static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 {
+	bool meta_locked = false;
 	pthread_mutex_lock(&st->files_lock);
+	if (of->refs == 1 && of->dirty) { /* meta_lock comes before files_lock */
+		pthread_mutex_unlock(&st->files_lock);
+		pthread_mutex_lock(&st->meta_lock);
+		meta_locked = true;
+		pthread_mutex_lock(&st->files_lock);
+	}
 	of->writers -= writer;
 	bool last = --of->refs == 0;
 	if (last) {
@@ -779,11 +792,17 @@ static void put_ofile(struct nadb_store *st, struct ofile *of, bool writer)
 		*p = of->next;
 	}
 	pthread_mutex_unlock(&st->files_lock);
+	uint64_t ino = of->ino;
+	if (last && of->dirty && !meta_locked) { /* made dirty after we looked */
+		pthread_mutex_lock(&st->meta_lock);
+		meta_locked = true;
+	}
+	if (last && of->dirty)
+		discard_pending(st, ino);
+	if (meta_locked)
+		pthread_mutex_unlock(&st->meta_lock);
 	if (!last)
 		return;
-	uint64_t ino = of->ino;
-	if (of->dirty)
-		discard_pending(st, ino);
 	free_ofile(st, of);
 	file_delete_if_unused(st, ino);
 }

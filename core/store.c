@@ -156,6 +156,7 @@ int steps_taking_refs(struct nadb_store *st, bool apart, int (*take)(void *ctx),
 		      int (*use)(void *ctx), int (*give_back)(void *ctx), void *ctx)
 {
 	bool taken = false; /* references committed in a step of their own */
+	uint64_t steps = 0; /* ... and the group's steps with it */
 	int rc = step_begin(st);
 	if (rc)
 		return rc;
@@ -163,6 +164,7 @@ int steps_taking_refs(struct nadb_store *st, bool apart, int (*take)(void *ctx),
 	if (!rc && apart) {
 		rc = step_end(st, 0);
 		taken = !rc;
+		steps = st->kv->ops->unsynced(st->kv);
 		if (!rc)
 			rc = step_begin(st);
 		if (rc)
@@ -170,6 +172,10 @@ int steps_taking_refs(struct nadb_store *st, bool apart, int (*take)(void *ctx),
 	}
 	rc = step_end(st, rc ? rc : use(ctx));
 failed:
+	/* A backend that dropped the unsynced group (out of memory) dropped
+	 * the references with it: nothing to give back. */
+	if (taken && st->kv->ops->unsynced(st->kv) < steps)
+		taken = false;
 	if (rc && taken) {
 		int e = step_begin(st);
 		if (!e)

@@ -79,6 +79,16 @@ static void check_batches(struct nadb_store *st)
 		{.kind = NADB_OP_INCR, .path = "/app/b/m", .by = 1},
 	};
 	CHECK(nadb_apply(st, twice, 2, &root, &failed) == 0 && twice[1].number == 2);
+	/* ... also when it names the key by another of its names */
+	struct nadb_attr at, dir;
+	CHECK(nadb_resolve(st, "/app/a/n", &at) == 0 && nadb_resolve(st, "/app/a", &dir) == 0);
+	CHECK(nadb_link(st, at.ino, dir.ino, "l", &at) == 0);
+	struct nadb_op linked[2] = {
+		{.kind = NADB_OP_SET, .path = "/app/a/n", .value = "5", .len = 1},
+		{.kind = NADB_OP_INCR, .path = "/app/a/l", .by = 1},
+	};
+	CHECK(nadb_apply(st, linked, 2, &root, &failed) == 0 && linked[1].number == 6);
+	check_path_value(st, "/app/a/n", "6\n", 2);
 	uint64_t refs, before_refs, before = chunks(st, &before_refs);
 	struct nadb_op cond[2] = {
 		{.kind = NADB_OP_SET, .path = "/app/a/x", .value = "new value", .len = 9},
