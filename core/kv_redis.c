@@ -79,6 +79,7 @@
 			      * scan of one inode's names stops in it) */
 #define SCAN_BUCKETS_MAX 16  /* buckets: batches double up to this */
 #define BUCKET_MAX 8         /* bytes: longest bucket name */
+#define EMPTY_MAX 16         /* (table, inode) pairs remembered as having no rows */
 #define KEY_SIZE (REDIS_NAME_MAX + 48 + BUCKET_MAX) /* bytes: longest key name + NUL */
 /* The highest partition a row's key can name (claims stop at KV_PART_MAX;
  * a backend keeps whatever rows it is given). */
@@ -411,6 +412,16 @@ struct kv_redis {
 	 * one of them needs no round trip: a new key's lookups of its tags,
 	 * names and pending chunks are answered here. */
 	uint64_t fresh_first, fresh_end;
+	/* Inodes a scan found no rows of in a table, in Redis, since the last
+	 * sync (which may write some) or reconnect: a key's tags, xattrs and
+	 * names are scanned for several times in one unlink, and most have
+	 * none.  A ring of the last EMPTY_MAX. */
+	struct empty_prefix {
+		enum kv_table t;
+		uint64_t ino;
+	} empty[EMPTY_MAX];
+	unsigned nempty, empty_next;
+	uint64_t empty_reconnects; /* the connection's reconnects they hold for */
 	/* The partitions the open step writes: the first one's number, and
 	 * whether it wrote another (a step a cluster could not send to one
 	 * node).  With NADB_CHECK_STEPS set, each such step is logged: what
@@ -1112,6 +1123,39 @@ static void note_synced_fresh(struct kv_redis *k)
 	k->fresh_first = named_to;
 }
 
+/* Is inode INO known to have no rows of T in Redis (empty above)? */
+static bool known_empty(struct kv_redis *k, enum kv_table t, const void *prefix, size_t plen)
+{
+	if (plen != 8 || !kv_table_keyed_by_ino(t))
+		return false;
+	if (k->empty_reconnects != redis_conn_reconnects(k->conn)) {
+		k->empty_reconnects = redis_conn_reconnects(k->conn);
+		k->nempty = 0;
+	}
+	uint64_t ino = kv_key_ino(prefix);
+	for (unsigned i = 0; i < k->nempty; i++)
+		if (k->empty[i].t == t && k->empty[i].ino == ino)
+			return true;
+	return false;
+}
+
+static void note_empty(struct kv_redis *k, enum kv_table t, const void *prefix)
+{
+	k->empty[k->empty_next] = (struct empty_prefix){t, kv_key_ino(prefix)};
+	k->empty_next = (k->empty_next + 1) % EMPTY_MAX;
+	if (k->nempty < EMPTY_MAX)
+		k->nempty++;
+}
+
+/* Does the walk RR, just fetched, show that Redis has no row starting
+ * with the PLEN bytes at PREFIX? */
+static bool shows_none(const struct redis_rows *rr, const void *prefix, size_t plen)
+{
+	if (rr->i < rr->n) /* the first row from the prefix on */
+		return rr->rows[rr->i].klen < plen || memcmp(rr->rows[rr->i].key, prefix, plen);
+	return rr->last && rr->part == rr->last_part;
+}
+
 /* The rows of T from START on (only those starting with its first PLEN
  * bytes, if PLEN; without asking Redis, if LOCAL_ONLY). */
 static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, size_t slen,
@@ -1155,6 +1199,9 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	}
 	for (size_t i = 0; !rc && !local_only && i < nrr; i++)
 		rc = fetch_rows(k, t, &rr[i], true);
+	if (!rc && !local_only && plen == 8 && slen == 8 && kv_table_keyed_by_ino(t) &&
+	    shows_none(&one, start, plen))
+		note_empty(k, t, start);
 	while (!rc) {
 		size_t from = 0; /* the walk m.redis comes from */
 		m.redis = NULL;
@@ -1232,7 +1279,8 @@ static int kvr_scan_prefix(struct kv *kv, enum kv_table t, const void *prefix, s
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	k->scanning++;
-	int rc = scan_rows(k, t, prefix, plen, plen, fresh_prefix(k, t, prefix, plen), fn, ctx);
+	int rc = scan_rows(k, t, prefix, plen, plen,
+			   fresh_prefix(k, t, prefix, plen) || known_empty(k, t, prefix, plen), fn, ctx);
 	assert(k->scanning > 0);
 	k->scanning--;
 	return rc;
@@ -1674,6 +1722,7 @@ static int kvr_sync(struct kv *kv)
 		add_arg(&b, wait_ms, strlen(wait_ms));
 		end_cmd(&b);
 	}
+	k->nempty = 0; /* the group may write rows where there were none */
 	redisReply **replies = calloc(b.ncmds, sizeof(*replies));
 	rc = replies ? redis_pipeline(k->conn, b.cmds, b.ncmds, replies) : -ENOMEM;
 	if (!rc) {
