@@ -49,8 +49,8 @@ struct chunker {
 		uint32_t count; /* 1, or 0 once chunk_take_drops found no row */
 	} *noted;
 	size_t nnoted, noted_cap, noted_step;
-	uint64_t drop_seq; /* the last row number handed out */
 	size_t noted_sorted; /* the step's entries are sorted up to here */
+	uint64_t drop_seq;   /* the last row number handed out */
 };
 
 /* Where a chunk's bytes are and how to turn them back into the value. */
@@ -119,6 +119,7 @@ int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n);
 typedef int (*chunk_drop_fn)(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
 			     uint32_t count);
 int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx);
+/* Free what the chunker holds (the store closes). */
 void chunk_release(struct chunker *c);
 /* fsck: set the reference count to REFS at once (a damaged count may be
  * billions away from the right one); at zero the chunk goes. */

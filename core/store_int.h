@@ -134,7 +134,8 @@ struct nadb_store {
 	} *freed;
 	size_t nfreed, freed_cap, freed_step;
 	bool keep_freed; /* fsck --repair: punch nothing (fsck.c) */
-	bool settling;   /* in the step settling dropped references (store.c) */
+	bool settling;   /* settling dropped references (store.c): the ends
+			    of its own steps do not settle again */
 
 	/* STORE/reserve: blocks kept so that a metadata commit (deletes
 	 * included) finds room on a full disk.  reserve_fd is constant;
