@@ -75,7 +75,8 @@ static inline uint32_t kv_partition(uint64_t ino)
 	return (uint32_t)(ino >> KV_PART_SHIFT);
 }
 
-/* The inode number a key of a table keyed by inode number starts with. */
+/* The inode number a key of a table keyed by inode number starts with
+ * (or any big-endian 64-bit number in a key: keys are not aligned). */
 static inline uint64_t kv_key_ino(const void *key)
 {
 	uint64_t be;

@@ -312,7 +312,7 @@ int chunk_unref(struct chunker *c, uint64_t owner, const uint8_t hash[CHUNK_HASH
 	d->part = (uint64_t)part << KV_PART_SHIFT;
 	memcpy(d->hash, hash, CHUNK_HASH_LEN);
 	d->seq = ++c->drop_seq; /* a row of its own: nothing to read first */
-	d->count = 1;
+	d->taken = false;
 	uint8_t key[DROP_KEY_LEN];
 	drop_key(key, d);
 	int rc = c->kv->ops->put(c->kv, KV_CHUNK_DROPS, key, sizeof(key), "", 0);
@@ -396,7 +396,7 @@ int chunk_take_drops(struct chunker *c, struct chunk_drop *d, size_t n)
 		uint8_t key[DROP_KEY_LEN];
 		drop_key(key, &d[i]);
 		rc = c->kv->ops->del(c->kv, KV_CHUNK_DROPS, key, sizeof(key));
-		d[i].count = rc == 0; /* gone already: nothing to take off */
+		d[i].taken = rc == 0; /* gone already: nothing to take off */
 		if (rc == -ENOENT)
 			rc = 0;
 	}
@@ -408,21 +408,20 @@ int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n)
 	int rc = 0;
 	for (size_t i = 0; !rc && i < n; i++) {
 		struct chunk_rec rec;
-		if (!d[i].count)
+		if (!d[i].taken)
 			continue;
-		assert(d[i].count == 1); /* a row a drop */
 		/* A damaged count or record is fsck's to mend: the drops of
 		 * the other chunks go on. */
 		rc = get_rec(c, d[i].hash, &rec);
 		if (rc == -ENOENT) {
-			nadb_log("chunk: %u dropped references to a chunk not stored: nothing to "
-				 "take them off", d[i].count);
+			nadb_log("chunk: a dropped reference to a chunk not stored: nothing to "
+				 "take it off");
 			rc = 0;
-		} else if (!rc && rec.refs < d[i].count) {
-			nadb_log("chunk: %u references dropped from a chunk counting %u: left "
-				 "as it is (nadb fsck --repair recounts)", d[i].count, rec.refs);
+		} else if (!rc && rec.refs == 0) {
+			nadb_log("chunk: a reference dropped from a chunk counting none: left "
+				 "as it is (nadb fsck --repair recounts)");
 		} else if (!rc) {
-			rc = chunk_ref(c, d[i].hash, -(int)d[i].count);
+			rc = chunk_ref(c, d[i].hash, -1);
 		}
 	}
 	return rc;
@@ -440,7 +439,7 @@ static int drop_row(void *ctx, const void *key, size_t klen, const void *val, si
 	struct drops_ctx *d = ctx;
 	if (klen != DROP_KEY_LEN)
 		return -EIO;
-	return d->fn(d->ctx, kv_key_ino(key), (const uint8_t *)key + 8, 1);
+	return d->fn(d->ctx, kv_key_ino(key), (const uint8_t *)key + 8);
 }
 
 int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx)

@@ -45,8 +45,8 @@ struct chunker {
 	struct chunk_drop {
 		uint64_t part; /* the partition's first inode number */
 		uint8_t hash[CHUNK_HASH_LEN];
-		uint64_t seq;   /* the row's number */
-		uint32_t count; /* 1, or 0 once chunk_take_drops found no row */
+		uint64_t seq; /* the row's number */
+		bool taken;   /* chunk_take_drops deleted the row */
 	} *noted;
 	size_t nnoted, noted_cap, noted_step;
 	size_t noted_sorted; /* the step's entries are sorted up to here */
@@ -106,18 +106,17 @@ bool chunk_unsettled(const struct chunker *c);
  * noted since the last call, or with ALL every row of KV_CHUNK_DROPS (left
  * by a crash) -- into *OUT (N, sorted by partition; the caller frees it),
  * outside any step; then for each partition's run, a step of that
- * partition taking their rows (counts into the entries, the rows deleted);
- * then a step of partition 0 taking the counts off the chunks, freeing
- * those at zero.  A crash between the last two loses drops (the chunks
+ * partition deleting their rows (taken, unless one is gone already);
+ * then a step of partition 0 taking the references of those taken off
+ * the chunks, freeing those at zero.  A crash between the last two loses drops (the chunks
  * stay counted: space, not data, which fsck --repair gives back), never
  * takes one off twice. */
 int chunk_due_drops(struct chunker *c, bool all, struct chunk_drop **out, size_t *n);
 int chunk_take_drops(struct chunker *c, struct chunk_drop *d, size_t n);
 int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n);
-/* fsck: the references dropped but not settled, for every chunk: FN is
- * called once a row. */
-typedef int (*chunk_drop_fn)(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
-			     uint32_t count);
+/* fsck: the references dropped but not settled: FN is called once a row
+ * (a row is one reference). */
+typedef int (*chunk_drop_fn)(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN]);
 int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx);
 /* Free what the chunker holds (the store closes). */
 void chunk_release(struct chunker *c);

@@ -134,7 +134,7 @@ struct due {
 struct due_list {
 	int64_t now;
 	unsigned max, n;
-	struct due key[REAP_BATCH];
+	struct due due[REAP_BATCH];
 };
 
 static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
@@ -150,8 +150,8 @@ static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
 	memcpy(&ino, (const uint8_t *)key + 8, 8);
 	if ((int64_t)be64toh(t) > d->now)
 		return 1;
-	d->key[d->n].when = (int64_t)be64toh(t);
-	d->key[d->n++].ino = be64toh(ino);
+	d->due[d->n].when = (int64_t)be64toh(t);
+	d->due[d->n++].ino = be64toh(ino);
 	return 0;
 }
 
@@ -214,11 +214,11 @@ int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn f
 		st->expiry_first = 0; /* what is left is looked up again */
 	}
 	/* A step per partition: a key's rows are all its namespace's. */
-	qsort(d->key, d->n, sizeof(d->key[0]), cmp_due);
+	qsort(d->due, d->n, sizeof(d->due[0]), cmp_due);
 	for (unsigned i = 0, j; !rc && i < d->n; i = j) {
-		for (j = i + 1; j < d->n && kv_partition(d->key[j].ino) == kv_partition(d->key[i].ino); j++)
+		for (j = i + 1; j < d->n && kv_partition(d->due[j].ino) == kv_partition(d->due[i].ino); j++)
 			;
-		rc = reap_run(st, d->key + i, j - i, fn, ctx, reaped);
+		rc = reap_run(st, d->due + i, j - i, fn, ctx, reaped);
 	}
 	store_note_step(st);
 	pthread_mutex_unlock(&st->meta_lock);

@@ -20,7 +20,6 @@
 #include "store_int.h"
 
 #include <endian.h>
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -516,8 +515,6 @@ static int collect_pending(void *ctx, const void *key, size_t klen,
 	return 0;
 }
 
-/* Drop the pending references of INO (or of every inode, when ALL).
- * Inside a step, under meta_lock. */
 static int cmp_hash(const void *a, const void *b)
 {
 	return memcmp(a, b, CHUNK_HASH_LEN);
@@ -620,7 +617,7 @@ static int take_new_refs(void *ctx)
 			memcpy(h, s->hash, CHUNK_HASH_LEN);
 		kept[i] = s->state == SLOT_CLEAN && i < old_n &&
 			  !memcmp(in.payload + i * CHUNK_HASH_LEN, h, CHUNK_HASH_LEN);
-		if (!rc && s->state != SLOT_DIRTY && takes_ref(of, i, kept))
+		if (!rc && s->state == SLOT_CLEAN && !kept[i]) /* named anew */
 			rc = chunk_ref(&st->chunks, h, +1);
 	}
 	inode_release(&in);
@@ -756,8 +753,8 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 
 /* The last handle went with a value that could not be stored (a full
  * disk): the chunks written early for it are not wanted any more, and
- * holding them until the next open of the store would keep the disk full. */
-/* Under meta_lock. */
+ * holding them until the next open of the store would keep the disk full.
+ * Under meta_lock. */
 static void discard_pending(struct nadb_store *st, uint64_t ino)
 {
 	int rc = step_begin(st);

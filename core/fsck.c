@@ -112,13 +112,6 @@ __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
 		f->report(f->ctx, line);
 }
 
-static uint64_t be64_at(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return be64toh(v);
-}
-
 static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 		      size_t vlen)
 {
@@ -130,7 +123,7 @@ static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 		problem(f, "inode table: malformed row");
 		return 0;
 	}
-	uint64_t ino = be64_at(key);
+	uint64_t ino = kv_key_ino(key);
 	uint8_t k[16];
 	ino_map_key(k, ino);
 	struct entry *e = map_get(&f->inodes, k, true);
@@ -175,16 +168,10 @@ static int scan_pending(void *ctx, const void *key, size_t klen, const void *val
 }
 
 /* A dropped reference not settled yet is one the chunk still counts. */
-static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
-		      uint32_t count)
+static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN])
 {
 	(void)part;
-	struct fsck *f = ctx;
-	struct entry *c = map_get(&f->chunks, hash, true);
-	if (!c)
-		return -ENOMEM;
-	c->count += count;
-	return 0;
+	return scan_pending(ctx, NULL, 0, hash, CHUNK_HASH_LEN); /* counted the same */
 }
 
 static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
@@ -198,7 +185,7 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 		return 0;
 	}
 	memcpy(&d, val, sizeof(d));
-	uint64_t parent = be64_at(key);
+	uint64_t parent = kv_key_ino(key);
 	int nlen = (int)(klen - INO_KEY_LEN);
 	const char *name = (const char *)key + INO_KEY_LEN;
 	uint8_t k[16];
@@ -416,7 +403,7 @@ static int find_referrer(void *ctx, const void *key, size_t klen, const void *va
 			continue;
 		if (r->n++ < 8) {
 			/* The path is found after the scan: inode_path scans too. */
-			uint64_t ino = be64_at(key);
+			uint64_t ino = kv_key_ino(key);
 			int w = snprintf(r->out + r->len, r->size - r->len, "%s%llu",
 					 r->len ? "," : "", (unsigned long long)ino);
 			if (w > 0 && (size_t)w < r->size - r->len)
@@ -502,7 +489,7 @@ static int find_holder(void *ctx, const void *key, size_t klen, const void *val,
 			continue;
 		if (ARRAY_GROW(h->ino, h->n, h->cap))
 			return -ENOMEM;
-		h->ino[h->n++] = be64_at(key);
+		h->ino[h->n++] = kv_key_ino(key);
 		break;
 	}
 	return 0;
@@ -728,7 +715,7 @@ static int map_link(void *ctx, const void *key, size_t klen, const void *val, si
 	struct entry *e = map_get(&x->by_name, h, true);
 	if (!e)
 		return -ENOMEM;
-	e->parent = be64_at(key);
+	e->parent = kv_key_ino(key);
 	return 0;
 }
 
@@ -741,7 +728,7 @@ static int fix_entry(void *ctx, const void *key, size_t klen, const void *val, s
 	if (klen <= INO_KEY_LEN || vlen != sizeof(d))
 		return 0;
 	memcpy(&d, val, sizeof(d));
-	uint64_t parent = be64_at(key);
+	uint64_t parent = kv_key_ino(key);
 	const char *name = (const char *)key + INO_KEY_LEN;
 	size_t nlen = klen - INO_KEY_LEN;
 	uint32_t mode, pmode;
@@ -775,7 +762,7 @@ static int fix_link(void *ctx, const void *key, size_t klen, const void *val, si
 	struct fixes *x = ctx;
 	if (klen <= 2 * INO_KEY_LEN)
 		return 0;
-	uint64_t ino = be64_at(key), parent = be64_at((const uint8_t *)key + INO_KEY_LEN);
+	uint64_t ino = kv_key_ino(key), parent = kv_key_ino((const uint8_t *)key + INO_KEY_LEN);
 	const char *name = (const char *)key + 2 * INO_KEY_LEN;
 	size_t nlen = klen - 2 * INO_KEY_LEN;
 	struct kv_val dv;
@@ -895,7 +882,7 @@ static int find_bad_size(void *ctx, const void *key, size_t klen, const void *va
 		return 0;
 	if (ARRAY_GROW(z->ino, z->n, z->cap))
 		return -ENOMEM;
-	z->ino[z->n++] = be64_at(key);
+	z->ino[z->n++] = kv_key_ino(key);
 	return 0;
 }
 

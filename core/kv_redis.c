@@ -488,7 +488,7 @@ static int kvr_step_end(struct kv *kv, int commit)
 		overlay_clear(&k->step);
 		return 0;
 	}
-	if (k->step_spans && k->check_steps)
+	if (k->step_spans)
 		nadb_log("redis %s: a step wrote rows of more than one partition (partition %u "
 			 "and another)", redis_conn_name(k->conn), k->step_part);
 	int rc = fold_into(&k->pending, &k->step);
@@ -671,14 +671,14 @@ static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, si
 			 val ? "write" : "delete");
 		return rc;
 	}
-	uint32_t p = row_part(t, key, klen);
-	if (!k->in_step)
+	if (!k->in_step) {
 		k->unsynced++;
-	else if (!k->step_wrote)
-		k->step_part = p;
-	else if (p != k->step_part)
-		k->step_spans = true;
-	k->step_wrote = true;
+	} else if (k->check_steps) {
+		uint32_t p = row_part(t, key, klen);
+		k->step_spans |= k->step_wrote && p != k->step_part;
+		k->step_part = k->step_wrote ? k->step_part : p;
+		k->step_wrote = true;
+	}
 	return 0;
 }
 
@@ -1089,9 +1089,7 @@ static bool fresh_prefix(const struct kv_redis *k, enum kv_table t, const void *
 {
 	if (!kv_table_keyed_by_ino(t) || plen < 8)
 		return false;
-	uint64_t ino;
-	memcpy(&ino, prefix, 8);
-	ino = be64toh(ino);
+	uint64_t ino = kv_key_ino(prefix);
 	return ino >= k->fresh_first && ino < k->fresh_end;
 }
 

@@ -681,13 +681,6 @@ struct salvage {
 	bool have_root;
 };
 
-/* The big-endian number at P (keys are not aligned). */
-static uint64_t be64_at(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, sizeof(v));
-	return be64toh(v);
-}
 
 /* A key naming an inode never handed out is a damaged key.  Keeping it
  * would also move the salvage's "read up to here" mark past every real
@@ -696,7 +689,7 @@ static bool implausible(const struct salvage *s, int t, const uint8_t *k, size_t
 {
 	if (!s->next_ino || !kv_table_keyed_by_ino((enum kv_table)t) || klen < 8)
 		return false;
-	return be64_at(k) >= s->next_ino;
+	return kv_key_ino(k) >= s->next_ino;
 }
 
 __attribute__((format(printf, 2, 3))) static int note(struct salvage *s, const char *fmt, ...)
@@ -724,9 +717,9 @@ static void key_text(int t, const uint8_t *k, size_t len, char *out, size_t size
 {
 	uint64_t a = 0, b = 0;
 	if (len >= 8)
-		a = be64_at(k);
+		a = kv_key_ino(k);
 	if (len >= 16)
-		b = be64_at(k + 8);
+		b = kv_key_ino(k + 8);
 	if (t == KV_INODES && len == 8)
 		snprintf(out, size, "inode %llu", (unsigned long long)a);
 	else if (t == KV_DIRENTS && len > 8)
@@ -754,7 +747,7 @@ static int keep_record(struct salvage *s, int t, const uint8_t *k, size_t klen,
 	s->d->saved++;
 	s->table_saved++;
 	if (t == KV_INODES && klen == 8) {
-		uint64_t ino = be64_at(k);
+		uint64_t ino = kv_key_ino(k);
 		if (ino > s->max_ino)
 			s->max_ino = ino;
 		s->have_root |= ino == NADB_ROOT_INO;

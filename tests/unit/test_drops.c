@@ -43,12 +43,11 @@ static uint64_t chunks(struct nadb_store *st, uint64_t *refs)
 	return n[0];
 }
 
-static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN],
-		      uint32_t count)
+static int count_drop(void *ctx, uint64_t part, const uint8_t hash[CHUNK_HASH_LEN])
 {
 	(void)hash;
 	CHECK(kv_partition(part) != 0 && part % (1ull << KV_PART_SHIFT) == 0);
-	*(uint64_t *)ctx += count;
+	(*(uint64_t *)ctx)++;
 	return 0;
 }
 
