@@ -136,6 +136,14 @@ struct kv_ops {
 };
 struct kv {
 	const struct kv_ops *ops;
+	/* sync commits each partition's rows in a transaction of its own,
+	 * partition 0's first (Redis Cluster: one slot a transaction): a
+	 * crash can leave some partitions' rows of a group and not others'.
+	 * The engine then never lets a step that writes partition P be
+	 * followed, in one group, by one of partition 0 that relies on it
+	 * (store.c settles dropped references only after a sync).  false: a
+	 * group is one transaction, whatever partitions it writes. */
+	bool apart;
 };
 
 /* scan_prefix for a backend with nothing better: scan, stopped where the

@@ -95,7 +95,7 @@ static int run_text(struct blobs_redis *b, const char *why, int argc, const char
 	assert(argc <= 8);
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
-	return redis_run(b->conn, why, argc, argv, lens, out);
+	return redis_run_in(b->conn, 0, why, argc, argv, lens, out);
 }
 
 /* List segment SEG in the segs set.  Under b->lock. */
@@ -142,7 +142,7 @@ static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
 	const char *argv[] = {"APPEND", key, frame};
 	size_t lens[] = {6, strlen(key), len};
 	redisReply *r;
-	int rc = redis_run(b->conn, "appending a frame", 3, argv, lens, &r);
+	int rc = redis_run_in(b->conn, 0, "appending a frame", 3, argv, lens, &r);
 	if (rc)
 		return rc;
 	long long end = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
@@ -302,7 +302,7 @@ static int redis_remove(struct blobs *bl, uint32_t seg)
 	for (int i = 0; i < 9; i++)
 		lens[i] = strlen(argv[i]);
 	redisReply *r;
-	int rc = redis_run(b->conn, "removing a segment", 9, argv, lens, &r);
+	int rc = redis_run_in(b->conn, 0, "removing a segment", 9, argv, lens, &r);
 	if (!rc) {
 		freeReplyObject(r);
 		struct seg *s = &b->segs[seg];
@@ -337,7 +337,7 @@ static int delete_gone(struct blobs_redis *b, const uint32_t *list, uint32_t n)
 		cmds[2 * i + 1] = (struct redis_cmd){3, a + 2, l + 2};
 	}
 	if (!rc)
-		rc = redis_pipeline(b->conn, cmds, 2 * n, replies);
+		rc = redis_pipeline_in(b->conn, 0, cmds, 2 * n, replies);
 	for (uint32_t i = 0; !rc && i < 2 * n; i++)
 		freeReplyObject(replies[i]);
 	free(cmds);
@@ -453,7 +453,7 @@ static int measure_segments(struct blobs_redis *b, const redisReply *segs)
 		argv[2 * n] = "HGETALL", lens[2 * n] = 7;
 		argv[2 * n + 1] = b->punched_key, lens[2 * n + 1] = strlen(b->punched_key);
 		cmds[n] = (struct redis_cmd){2, argv + 2 * n, lens + 2 * n};
-		rc = redis_pipeline(b->conn, cmds, n + 1, replies);
+		rc = redis_pipeline_in(b->conn, 0, cmds, n + 1, replies);
 	}
 	for (size_t i = 0; !rc && i < n; i++) {
 		uint32_t seg = (uint32_t)strtoul(segs->element[i]->str, NULL, 10);

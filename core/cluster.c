@@ -57,7 +57,7 @@ struct node {
 };
 
 struct redis_cluster {
-	struct redis_conn *seed; /* the URL's node: credentials for the others */
+	const struct redis_conn *seed; /* the caller's: credentials for the nodes */
 	struct node *node;
 	size_t nnodes, cap;
 	uint16_t owner[REDIS_SLOTS]; /* node number + 1; 0: no node serves it */
@@ -151,32 +151,35 @@ static int load_map(struct redis_cluster *cl)
 	return rc;
 }
 
-int redis_cluster_open(const char *url, struct redis_cluster **out)
+int redis_cluster_open(const struct redis_conn *seed, struct redis_cluster **out)
 {
-	struct redis_cluster *cl = calloc(1, sizeof(*cl));
-	if (!cl)
-		return -ENOMEM;
-	int rc = redis_conn_open(url, &cl->seed);
+	static const char *argv[] = {"INFO", "cluster"};
+	static const size_t lens[] = {4, 7};
 	redisReply *r = NULL;
-	if (!rc) {
-		static const char *argv[] = {"INFO", "cluster"};
-		static const size_t lens[] = {4, 7};
-		rc = redis_run(cl->seed, "asking whether it is a cluster", 2, argv, lens, &r);
-	}
+	int rc = redis_run((struct redis_conn *)seed, "asking whether it is a cluster", 2, argv,
+			   lens, &r);
 	if (!rc && (r->type != REDIS_REPLY_STRING || !strstr(r->str, "cluster_enabled:1")))
 		rc = -ENOTSUP;
 	if (r)
 		freeReplyObject(r);
+	struct redis_cluster *cl = rc ? NULL : calloc(1, sizeof(*cl));
+	if (!rc && !cl)
+		rc = -ENOMEM;
 	if (!rc) {
-		struct redis_url u;
-		rc = redis_url_parse(url, &u);
-		int n = rc ? rc : node_number(cl, u.host, strlen(u.host), u.port);
-		rc = n < 0 ? n : 0;
-		if (!rc)
-			cl->node[n].conn = cl->seed;
+		cl->seed = seed;
+		const struct redis_url *u = redis_conn_url(seed);
+		int n = node_number(cl, u->host, strlen(u->host), u->port);
+		rc = n < 0 ? n : load_map(cl);
 	}
-	if (!rc)
-		rc = load_map(cl);
+	bool serves = false;
+	for (size_t s = 0; !rc && s < REDIS_SLOTS && !serves; s++)
+		serves = cl->owner[s] != 0;
+	if (!rc && !serves) {
+		const struct redis_url *u = redis_conn_url(seed);
+		nadb_log("redis %s:%d: the Redis Cluster serves no slot yet (make one with "
+			 "redis-cli --cluster create, or CLUSTER ADDSLOTS)", u->host, u->port);
+		rc = -EIO;
+	}
 	if (rc) {
 		redis_cluster_close(cl);
 		return rc;
@@ -189,15 +192,38 @@ void redis_cluster_close(struct redis_cluster *cl)
 {
 	if (!cl)
 		return;
-	bool seed_closed = false;
-	for (size_t i = 0; i < cl->nnodes; i++) {
-		seed_closed = seed_closed || cl->node[i].conn == cl->seed;
+	for (size_t i = 0; i < cl->nnodes; i++)
 		redis_conn_close(cl->node[i].conn);
-	}
-	if (!seed_closed)
-		redis_conn_close(cl->seed);
 	free(cl->node);
 	free(cl);
+}
+
+struct redis_conn *redis_cluster_conn_of(struct redis_cluster *cl, uint16_t slot)
+{
+	unsigned n = cl->owner[slot & (REDIS_SLOTS - 1)];
+	return n ? node_conn(cl, n - 1) : NULL;
+}
+
+int redis_cluster_each_primary(struct redis_cluster *cl,
+			       int (*fn)(struct redis_conn *node, void *ctx), void *ctx)
+{
+	for (size_t i = 0; i < cl->nnodes; i++) {
+		bool serves = false;
+		for (size_t s = 0; s < REDIS_SLOTS && !serves; s++)
+			serves = cl->owner[s] == i + 1;
+		if (!serves)
+			continue;
+		struct redis_conn *c = node_conn(cl, i);
+		if (!c) {
+			nadb_log("redis cluster: node %s:%d cannot be reached", cl->node[i].host,
+				 cl->node[i].port);
+			return -EIO;
+		}
+		int rc = fn(c, ctx);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 uint64_t redis_cluster_map_loads(const struct redis_cluster *cl)

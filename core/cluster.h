@@ -36,10 +36,12 @@ uint16_t redis_slot(const void *key, size_t len);
 
 struct redis_cluster;
 
-/* The cluster that the server of URL is a node of: its slot map loaded.
- * -ENOTSUP (not logged) if that server is not in cluster mode; else the
- * errors of redis_conn_open, or -EIO (logged) if no node gives a map. */
-int redis_cluster_open(const char *url, struct redis_cluster **out);
+/* The cluster that SEED's server is a node of: its slot map loaded.  The
+ * router opens connections of its own to the nodes, with SEED's
+ * credentials and store name (SEED stays the caller's).  -ENOTSUP (not
+ * logged) if that server is not in cluster mode; else the errors of
+ * redis_run, or -EIO (logged) if no node gives a map. */
+int redis_cluster_open(const struct redis_conn *seed, struct redis_cluster **out);
 void redis_cluster_close(struct redis_cluster *cl);
 
 /* Send the N commands, all on keys of SLOT, to the node serving it, and
@@ -48,6 +50,17 @@ void redis_cluster_close(struct redis_cluster *cl);
  * CLUSTER_RETRY_MS.  A server's other error replies are replies. */
 int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 			   const struct redis_cmd *cmds, size_t n, redisReply **replies);
+
+/* The connection to the node serving SLOT as the map says (opened if
+ * need be; NULL if it cannot be): for what a node answers of itself
+ * (INFO replication).  Valid until the router is closed. */
+struct redis_conn *redis_cluster_conn_of(struct redis_cluster *cl, uint16_t slot);
+
+/* Call FN with a connection to each node serving slots, in turn, until
+ * one returns nonzero (returned); -EIO (logged) for a node that cannot be
+ * reached.  For commands a cluster runs per node (SCAN). */
+int redis_cluster_each_primary(struct redis_cluster *cl,
+			       int (*fn)(struct redis_conn *node, void *ctx), void *ctx);
 
 /* Times the slot map was loaded (the first time included). */
 uint64_t redis_cluster_map_loads(const struct redis_cluster *cl);

@@ -35,7 +35,9 @@
  * pending group as ONE MULTI/EXEC, so Redis (and its AOF, which records
  * the EXEC as one unit) holds every step whole or not at all, whatever
  * crashes; only a reply to EXEC clears the overlay.  close() drops what
- * was not synced, like LMDB.
+ * was not synced, like LMDB.  On a Redis Cluster a transaction stays in
+ * one slot: sync sends one MULTI/EXEC a partition, partition 0's first
+ * (kv.apart, send_group), and the engine orders its steps for that.
  *
  * Below them, a cache of rows as they are in Redis (values, and tombstones
  * for rows known to be absent): what gets read from Redis and what a sync
@@ -564,7 +566,8 @@ static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t
 		size_t pre;
 		const char *argv[] = {"HGET", name, key};
 		size_t lens[] = {4, bucket_key(k, t, key, klen, name, &pre), klen};
-		int rc = redis_run(k->conn, "reading a row", 3, argv, lens, out);
+		int rc = redis_run_in(k->conn, row_part(t, key, klen), "reading a row", 3, argv,
+				      lens, out);
 		if (!rc && (*out)->type == REDIS_REPLY_STRING)
 			*val = (*out)->str, *vlen = (*out)->len;
 		return rc;
@@ -584,8 +587,9 @@ static int read_row(struct kv_redis *k, enum kv_table t, const void *key, size_t
 	hi[n - 1] = 1;
 	char zset[KEY_SIZE];
 	const char *argv[] = {"ZRANGE", zset, lo, hi, "BYLEX", "LIMIT", "0", "1"};
-	size_t lens[] = {6, zset_name(k, t, row_part(t, key, klen), zset), n, n, 5, 5, 1, 1};
-	int rc = redis_run(k->conn, "reading a row", 8, argv, lens, out);
+	uint32_t p = row_part(t, key, klen);
+	size_t lens[] = {6, zset_name(k, t, p, zset), n, n, 5, 5, 1, 1};
+	int rc = redis_run_in(k->conn, p, "reading a row", 8, argv, lens, out);
 	free(lo);
 	free(hi);
 	if (rc)
@@ -754,7 +758,7 @@ static int load_parts(struct kv_redis *k)
 	size_t lens[] = {6, redis_key(k->conn, 0, "partitions", key, KEY_SIZE), 1, 2};
 	redisReply *r = NULL;
 	if (!rc)
-		rc = redis_run(k->conn, "reading the partitions", 4, argv, lens, &r);
+		rc = redis_run_in(k->conn, 0, "reading the partitions", 4, argv, lens, &r);
 	for (size_t i = 0; !rc && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		const redisReply *m = r->element[i];
 		char *end;
@@ -798,28 +802,36 @@ static bool part_of_name(const struct kv_redis *k, const char *key, size_t len,
  * scan walks those only: rows of a partition missing there would be
  * invisible to fsck's and compaction's walks).  SCAN over the server's
  * keys, then a ZADD of those missing with REPAIR. */
-static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
-		     void *ctx, uint64_t *problems)
+/* What kvr_check's walk of each server's keys carries. */
+struct key_walk {
+	struct kv_redis *k;
+	bool repair;
+	void (*problem)(void *ctx, const char *line);
+	void *ctx;
+	uint64_t *problems;
+	struct part_num *missing;
+	size_t nmissing, cap;
+};
+
+/* SCAN one server's keys of the store for partitions not listed. */
+static int walk_server_keys(struct redis_conn *server, void *ctx)
 {
-	struct kv_redis *k = (struct kv_redis *)kv;
-	*problems = 0;
+	struct key_walk *w = ctx;
+	struct kv_redis *k = w->k;
 	char pattern[KEY_SIZE], cursor[32] = "0";
 	snprintf(pattern, sizeof(pattern), "{nadb:%s:p*}:t:*", redis_conn_name(k->conn));
-	struct part_num *missing = NULL;
-	size_t nmissing = 0, cap = 0;
-	int rc = load_parts(k);
+	int rc = 0;
 	do {
 		const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
 		size_t lens[] = {4, strlen(cursor), 5, strlen(pattern), 5, 4};
 		redisReply *r = NULL;
-		if (!rc)
-			rc = redis_run(k->conn, "scanning the store's keys", 6, argv, lens, &r);
+		rc = redis_run(server, "scanning the store's keys", 6, argv, lens, &r);
 		if (rc)
 			break;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 		    r->element[0]->type != REDIS_REPLY_STRING ||
 		    r->element[0]->len >= sizeof(cursor) || r->element[1]->type != REDIS_REPLY_ARRAY) {
-			rc = redis_reply_error(k->conn, "scanning the store's keys", r);
+			rc = redis_reply_error(server, "scanning the store's keys", r);
 			freeReplyObject(r);
 			break;
 		}
@@ -833,17 +845,31 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 				continue;
 			char line[200];
 			snprintf(line, sizeof(line), "partition %u holds rows but is not in the "
-				 "partitions set: scans miss them%s", p, repair ? " (added)" : "");
-			(*problems)++;
-			if (problem)
-				problem(ctx, line);
-			if ((rc = ARRAY_GROW(missing, nmissing, cap)))
+				 "partitions set: scans miss them%s", p, w->repair ? " (added)" : "");
+			(*w->problems)++;
+			if (w->problem)
+				w->problem(w->ctx, line);
+			if ((rc = ARRAY_GROW(w->missing, w->nmissing, w->cap)))
 				break;
-			snprintf(missing[nmissing++].text, sizeof(missing->text), "%u", p);
+			snprintf(w->missing[w->nmissing++].text, sizeof(w->missing->text), "%u", p);
 			rc = add_part(k, p); /* told once */
 		}
 		freeReplyObject(r);
 	} while (!rc && strcmp(cursor, "0"));
+	return rc;
+}
+
+static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
+		     void *ctx, uint64_t *problems)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	*problems = 0;
+	struct key_walk w = {k, repair, problem, ctx, problems, NULL, 0, 0};
+	int rc = load_parts(k);
+	if (!rc)
+		rc = redis_each_server(k->conn, walk_server_keys, &w);
+	struct part_num *missing = w.missing;
+	size_t nmissing = w.nmissing;
 	if (!rc && repair && nmissing) {
 		char key[KEY_SIZE];
 		const char **argv = malloc((2 + 2 * nmissing) * sizeof(*argv));
@@ -859,8 +885,8 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 				lens[2 + 2 * i] = lens[3 + 2 * i] = strlen(missing[i].text);
 			}
 			redisReply *r;
-			rc = redis_run(k->conn, "adding to the partitions set", (int)(2 + 2 * nmissing),
-				       argv, lens, &r);
+			rc = redis_run_in(k->conn, 0, "adding to the partitions set",
+					  (int)(2 + 2 * nmissing), argv, lens, &r);
 			if (!rc)
 				freeReplyObject(r);
 		}
@@ -1033,8 +1059,10 @@ static int fetch_rows(struct kv_redis *k, enum kv_table t, struct redis_rows *rr
 	const char *buckets[] = {"EVAL", scan_buckets_script, "1", zset, from, limit, hashes};
 	size_t buckets_lens[] = {4, sizeof(scan_buckets_script) - 1, 1, zlen, from_len, llen, hlen};
 	redisReply *rep;
-	int rc = bucketed(t) ? redis_run(k->conn, "scanning a table", 7, buckets, buckets_lens, &rep)
-			     : redis_run(k->conn, "scanning a table", 8, members, members_lens, &rep);
+	int rc = bucketed(t) ? redis_run_in(k->conn, p, "scanning a table", 7, buckets,
+					    buckets_lens, &rep)
+			     : redis_run_in(k->conn, p, "scanning a table", 8, members,
+					    members_lens, &rep);
 	free(from);
 	if (rc)
 		return rc;
@@ -1286,12 +1314,16 @@ static int kvr_scan_prefix(struct kv *kv, enum kv_table t, const void *prefix, s
 
 /* ---- sync ----------------------------------------------------------------- */
 
-/* The commands of one sync, built in arrays sized before: argv slices. */
+/* The commands of one sync, built in arrays sized before: argv slices,
+ * and the partition whose keys each command writes (PART[i], from CUR
+ * when it was started). */
 struct batch {
 	struct redis_cmd *cmds;
+	uint32_t *part;
 	const char **argv;
 	size_t *lens;
 	size_t ncmds, nargs;
+	uint32_t cur;
 };
 
 static void add_arg(struct batch *b, const void *arg, size_t len)
@@ -1302,6 +1334,7 @@ static void add_arg(struct batch *b, const void *arg, size_t len)
 
 static void start_cmd(struct batch *b)
 {
+	b->part[b->ncmds] = b->cur;
 	b->cmds[b->ncmds++] = (struct redis_cmd){0, &b->argv[b->nargs], &b->lens[b->nargs]};
 }
 
@@ -1408,7 +1441,7 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 			if (in_cmd)
 				end_cmd(b);
 			in_cmd = 0;
-			part = p;
+			part = b->cur = p;
 			z = (*names)++;
 			zlen = zset_name(k, t, p, z->name);
 		}
@@ -1501,6 +1534,7 @@ static void drop_empty_buckets(struct batch *b, const struct bucket_name *names,
 		dels = names[i].dels;
 	if (!dels)
 		return;
+	b->cur = names[0].part;
 	start_cmd(b);
 	add_arg(b, "EVAL", 4);
 	add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
@@ -1531,6 +1565,7 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 			run = n;
 		}
 		n++;
+		b->cur = bn->part;
 		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
 		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
 		bool puts = false;
@@ -1564,15 +1599,18 @@ static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_
 		       KV_NTABLES + extra;
 	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
+	b->part = malloc(ncmds * sizeof(*b->part));
 	b->argv = malloc(nargs * sizeof(*b->argv));
 	b->lens = malloc(nargs * sizeof(*b->lens));
 	b->ncmds = b->nargs = 0;
-	return b->cmds && b->argv && b->lens ? 0 : -ENOMEM;
+	b->cur = 0;
+	return b->cmds && b->part && b->argv && b->lens ? 0 : -ENOMEM;
 }
 
 static void free_batch(struct batch *b)
 {
 	free(b->cmds);
+	free(b->part);
 	free(b->argv);
 	free(b->lens);
 }
@@ -1640,6 +1678,91 @@ static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
 	return 0;
 }
 
+static int cmp_part(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The partitions B's commands write, in order, into *OUT (malloc'd). */
+static int parts_of_batch(const struct batch *b, uint32_t **out, size_t *n)
+{
+	uint32_t *v = malloc((b->ncmds + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	memcpy(v, b->part, b->ncmds * sizeof(*v));
+	qsort(v, b->ncmds, sizeof(*v), cmp_part);
+	size_t m = 0;
+	for (size_t i = 0; i < b->ncmds; i++)
+		if (m == 0 || v[m - 1] != v[i])
+			v[m++] = v[i];
+	*out = v;
+	*n = m;
+	return 0;
+}
+
+/* Send B's commands of partition P (every command, with ALL) as one
+ * MULTI/EXEC to the server of P, then WAIT for its replicas. */
+static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
+			    struct redis_cmd *tx, redisReply **replies)
+{
+	static const char *multi[] = {"MULTI"}, *exec_[] = {"EXEC"};
+	static const size_t multi_len[] = {5}, exec_len[] = {4};
+	int replicas = 0;
+	int rc = redis_replicas_in(k->conn, p, &replicas);
+	if (rc) /* unreachable (logged): the group stays for the next sync */
+		return rc == -ENOMEM ? rc : -EIO;
+	size_t m = 0;
+	tx[m++] = (struct redis_cmd){1, multi, multi_len};
+	for (size_t i = 0; i < b->ncmds; i++)
+		if (all || b->part[i] == p)
+			tx[m++] = b->cmds[i];
+	size_t exec = m;
+	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
+	char nrep[16], wait_ms[16];
+	const char *wait[] = {"WAIT", nrep, wait_ms};
+	size_t wait_len[] = {4, 0, 0};
+	if (replicas > 0) {
+		wait_len[1] = (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas);
+		wait_len[2] = (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS);
+		tx[m++] = (struct redis_cmd){3, wait, wait_len};
+	}
+	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
+	if (rc)
+		return rc;
+	rc = check_exec(k, replies, exec);
+	if (!rc && replicas > 0)
+		check_wait(k, replies[exec + 1], replicas);
+	for (size_t i = 0; i < m; i++)
+		freeReplyObject(replies[i]);
+	return rc;
+}
+
+/* Send the group B: on one server one MULTI/EXEC, every step whole or
+ * none; on a cluster, where a transaction stays in one slot, one for each
+ * partition, partition 0's first (backend.h, kv.apart: a step taking
+ * chunk references there comes before the key's step that names them).
+ * A failure leaves the whole group pending: it is sent again whole (its
+ * writes set rows to values, so sending one twice does no harm). */
+static int send_group(struct kv_redis *k, const struct batch *b)
+{
+	struct redis_cmd *tx = malloc((b->ncmds + 3) * sizeof(*tx));
+	redisReply **replies = calloc(b->ncmds + 3, sizeof(*replies));
+	uint32_t *parts = NULL;
+	size_t nparts = 0;
+	int rc = tx && replies ? 0 : -ENOMEM;
+	if (!rc && !k->kv.apart)
+		rc = send_transaction(k, b, 0, true, tx, replies);
+	else if (!rc)
+		rc = parts_of_batch(b, &parts, &nparts);
+	for (size_t i = 0; !rc && i < nparts; i++)
+		rc = send_transaction(k, b, parts[i], false, tx, replies);
+	free(parts);
+	free(tx);
+	free(replies);
+	return rc;
+}
+
 static int kvr_sync(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
@@ -1649,11 +1772,7 @@ static int kvr_sync(struct kv *kv)
 		k->unsynced = 0;
 		return 0;
 	}
-	int replicas = 0;
-	int rc = redis_replicas(k->conn, &replicas);
-	if (rc) /* unreachable (logged): the group stays for the next sync */
-		return rc == -EIO || rc == -ENOMEM ? rc : -EIO;
-	struct batch b;
+	struct batch b = {0};
 	size_t buckets = 0, runs = 0, bytes = 1;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		if (bucketed(t)) {
@@ -1668,7 +1787,7 @@ static int kvr_sync(struct kv *kv)
 	uint8_t *members = malloc(bytes), *at = members;
 	struct part_num *nums = NULL;
 	size_t fresh_parts = 0;
-	rc = names && zsets && members ? 0 : -ENOMEM;
+	int rc = names && zsets && members ? 0 : -ENOMEM;
 	if (!rc && k->parts_unknown) /* new_parts must know which are listed */
 		rc = load_parts(k);
 	if (!rc)
@@ -1683,12 +1802,10 @@ static int kvr_sync(struct kv *kv)
 		free_batch(&b);
 		return rc;
 	}
-	start_cmd(&b);
-	add_arg(&b, "MULTI", 5);
-	end_cmd(&b);
 	/* first the partitions that get their first rows: a scan finds them */
 	char parts_key[KEY_SIZE];
 	if (fresh_parts) {
+		b.cur = 0;
 		start_cmd(&b);
 		add_arg(&b, "ZADD", 4);
 		add_arg(&b, parts_key, redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
@@ -1706,31 +1823,8 @@ static int kvr_sync(struct kv *kv)
 			add_sorted_rows(k, &b, t, &at, &zat);
 	}
 	assert(named == buckets && at <= members + bytes && zat <= zsets + 2 * runs);
-	start_cmd(&b);
-	add_arg(&b, "EXEC", 4);
-	end_cmd(&b);
-	size_t exec = b.ncmds - 1;
-	char wait_ms[16], nrep[16];
-	if (replicas > 0) {
-		snprintf(nrep, sizeof(nrep), "%d", replicas);
-		snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS);
-		start_cmd(&b);
-		add_arg(&b, "WAIT", 4);
-		add_arg(&b, nrep, strlen(nrep));
-		add_arg(&b, wait_ms, strlen(wait_ms));
-		end_cmd(&b);
-	}
 	k->nempty = 0; /* the group may write rows where there were none */
-	redisReply **replies = calloc(b.ncmds, sizeof(*replies));
-	rc = replies ? redis_pipeline(k->conn, b.cmds, b.ncmds, replies) : -ENOMEM;
-	if (!rc) {
-		rc = check_exec(k, replies, exec);
-		if (!rc && replicas > 0)
-			check_wait(k, replies[exec + 1], replicas);
-		for (size_t i = 0; i < b.ncmds; i++)
-			freeReplyObject(replies[i]);
-	}
-	free(replies);
+	rc = send_group(k, &b);
 	free_batch(&b);
 	free(names);
 	free(zsets);
@@ -1770,7 +1864,7 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 	size_t lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
 			 (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
 	redisReply *r;
-	int rc = redis_run(k->conn, "claiming inode numbers", 3, argv, lens, &r);
+	int rc = redis_run_in(k->conn, p, "claiming inode numbers", 3, argv, lens, &r);
 	if (rc)
 		return rc == -ENOSPC || rc == -ENOMEM ? rc : -EIO;
 	if (r->type != REDIS_REPLY_INTEGER || r->integer < (long long)n) {
@@ -1858,8 +1952,10 @@ int kv_redis_open(const char *url, struct kv **out)
 		rc = overlay_init(&k->cache, (uintptr_t)k * 61);
 	if (!rc)
 		rc = redis_conn_open(url, &k->conn);
-	if (!rc)
+	if (!rc) {
+		k->kv.apart = redis_conn_is_cluster(k->conn);
 		rc = redis_claim_format(k->conn);
+	}
 	if (!rc)
 		rc = load_parts(k);
 	if (!rc)

@@ -11,6 +11,7 @@
  * pipeline again; if the server stays away, one log line and -EIO.
  */
 #include "redis.h"
+#include "cluster.h"
 #include "log.h"
 
 #include <assert.h>
@@ -39,6 +40,8 @@ struct redis_conn {
 	uint64_t reconnects;      /* times the connection was made again */
 	uint64_t replicas_seen_ms; /* when (monotonic ms); 0: never */
 	long long lock_gen;       /* the store lock's generation when we took it; 0: none */
+	unsigned reconnect_ms;    /* how long a lost server is tried for */
+	struct redis_cluster *cluster; /* the routes, when the server is a cluster node */
 };
 
 
@@ -373,7 +376,7 @@ static int reconnect(struct redis_conn *c)
 		redisFree(c->ctx);
 		c->ctx = NULL;
 	}
-	uint64_t deadline = redis_now_ms() + RECONNECT_MS;
+	uint64_t deadline = redis_now_ms() + c->reconnect_ms;
 	unsigned pause = RECONNECT_PAUSE_MS;
 	int rc;
 	for (;;) {
@@ -383,9 +386,9 @@ static int reconnect(struct redis_conn *c)
 		redis_pause_ms(pause);
 		pause = pause * 2 > RECONNECT_PAUSE_MAX ? RECONNECT_PAUSE_MAX : pause * 2;
 	}
-	if (rc)
+	if (rc && c->reconnect_ms) /* else the router says */
 		nadb_log("redis %s:%d: the server went away and is still unreachable "
-			 "after %d ms: %s", c->url.host, c->url.port, RECONNECT_MS,
+			 "after %u ms: %s", c->url.host, c->url.port, c->reconnect_ms,
 			 strerror(-rc));
 	c->replicas_seen_ms = 0;
 	c->reconnects++;
@@ -402,6 +405,7 @@ int redis_conn_open(const char *url, struct redis_conn **out)
 	struct redis_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	c->reconnect_ms = RECONNECT_MS;
 	int rc = redis_url_parse(url, &c->url);
 	if (!rc) {
 		rc = connect_once(c);
@@ -409,8 +413,13 @@ int redis_conn_open(const char *url, struct redis_conn **out)
 			nadb_log("redis %s:%d: cannot connect: %s", c->url.host,
 				 c->url.port, strerror(-rc));
 	}
+	if (!rc) {
+		rc = redis_cluster_open(c, &c->cluster);
+		if (rc == -ENOTSUP)
+			rc = 0;
+	}
 	if (rc) {
-		free(c);
+		redis_conn_close(c);
 		return rc;
 	}
 	*out = c;
@@ -428,9 +437,8 @@ int redis_conn_open_at(const struct redis_conn *like, const char *host, int port
 	c->url = like->url;
 	snprintf(c->url.host, sizeof(c->url.host), "%s", host);
 	c->url.port = port;
+	c->reconnect_ms = 0; /* one try: the router looks elsewhere, and says */
 	int rc = connect_once(c);
-	if (rc && !is_final(rc))
-		nadb_log("redis %s:%d: cannot connect: %s", host, port, strerror(-rc));
 	if (rc) {
 		free(c);
 		return rc;
@@ -443,9 +451,20 @@ void redis_conn_close(struct redis_conn *c)
 {
 	if (!c)
 		return;
+	redis_cluster_close(c->cluster);
 	if (c->ctx)
 		redisFree(c->ctx);
 	free(c);
+}
+
+bool redis_conn_is_cluster(const struct redis_conn *c)
+{
+	return c->cluster != NULL;
+}
+
+const struct redis_url *redis_conn_url(const struct redis_conn *c)
+{
+	return &c->url;
 }
 
 const char *redis_conn_name(const struct redis_conn *c)
@@ -516,7 +535,7 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 {
 	struct sigpipe_guard g;
 	sigpipe_block(&g);
-	uint64_t deadline = redis_now_ms() + RECONNECT_MS;
+	uint64_t deadline = redis_now_ms() + c->reconnect_ms;
 	int rc;
 	for (;;) {
 		rc = pipeline_once(c, cmds, n, replies);
@@ -526,8 +545,10 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 			free_replies(replies, n);
 			rc = -EIO;
 			if (redis_now_ms() > deadline) {
-				nadb_log("redis %s:%d: the server is still not ready after %d ms",
-					 c->url.host, c->url.port, RECONNECT_MS);
+				if (c->reconnect_ms) /* else the router says */
+					nadb_log("redis %s:%d: the server is still not ready "
+						 "after %u ms", c->url.host, c->url.port,
+						 c->reconnect_ms);
 				break;
 			}
 			redis_pause_ms(RECONNECT_PAUSE_MS);
@@ -554,13 +575,37 @@ int redis_reply_error(const struct redis_conn *c, const char *why, const redisRe
 	return rc;
 }
 
-int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
-	      const size_t *argvlen, redisReply **out)
+/* The slot of partition P's keys. */
+static uint16_t slot_of(const struct redis_conn *c, unsigned p)
+{
+	char key[REDIS_NAME_MAX + 32];
+	return redis_slot(key, redis_key(c, p, "", key, sizeof(key)));
+}
+
+int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *cmds, size_t n,
+		      redisReply **replies)
+{
+	if (!c->cluster)
+		return redis_pipeline(c, cmds, n, replies);
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	int rc = redis_cluster_pipeline(c->cluster, slot_of(c, p), cmds, n, replies);
+	sigpipe_restore(&g);
+	return rc;
+}
+
+#define OWN_SERVER (-1) /* run_one: C's own server, whatever the keys */
+
+/* One command to partition P's server (or OWN_SERVER); an error reply
+ * becomes its errno. */
+static int run_one(struct redis_conn *c, int p, const char *why, int argc, const char **argv,
+		   const size_t *argvlen, redisReply **out)
 {
 	struct redis_cmd cmd = {argc, argv, argvlen};
 	*out = NULL;
 	redisReply *r;
-	int rc = redis_pipeline(c, &cmd, 1, &r);
+	int rc = p == OWN_SERVER ? redis_pipeline(c, &cmd, 1, &r)
+				 : redis_pipeline_in(c, (unsigned)p, &cmd, 1, &r);
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_ERROR) {
@@ -572,15 +617,34 @@ int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv
 	return 0;
 }
 
-/* Run a command of plain-text arguments (no NUL bytes). */
-static int run_text(struct redis_conn *c, const char *why, int argc, const char **argv,
+int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
+	      const size_t *argvlen, redisReply **out)
+{
+	return run_one(c, OWN_SERVER, why, argc, argv, argvlen, out);
+}
+
+int redis_run_in(struct redis_conn *c, unsigned p, const char *why, int argc,
+		 const char **argv, const size_t *argvlen, redisReply **out)
+{
+	return run_one(c, (int)p, why, argc, argv, argvlen, out);
+}
+
+int redis_each_server(struct redis_conn *c, int (*fn)(struct redis_conn *server, void *ctx),
+		      void *ctx)
+{
+	return c->cluster ? redis_cluster_each_primary(c->cluster, fn, ctx) : fn(c, ctx);
+}
+
+/* Run a command of plain-text arguments (no NUL bytes) on partition P's
+ * server (or OWN_SERVER). */
+static int run_text(struct redis_conn *c, int p, const char *why, int argc, const char **argv,
 		    redisReply **out)
 {
 	size_t lens[16];
 	assert(argc <= 16);
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
-	return redis_run(c, why, argc, argv, lens, out);
+	return run_one(c, p, why, argc, argv, lens, out);
 }
 
 int redis_replicas(struct redis_conn *c, int *out)
@@ -591,7 +655,7 @@ int redis_replicas(struct redis_conn *c, int *out)
 	}
 	redisReply *r;
 	const char *argv[] = {"INFO", "replication"};
-	int rc = run_text(c, "INFO replication", 2, argv, &r);
+	int rc = run_text(c, OWN_SERVER, "INFO replication", 2, argv, &r);
 	if (rc)
 		return rc;
 	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
@@ -600,6 +664,19 @@ int redis_replicas(struct redis_conn *c, int *out)
 	freeReplyObject(r);
 	*out = c->replicas;
 	return 0;
+}
+
+int redis_replicas_in(struct redis_conn *c, unsigned p, int *out)
+{
+	if (!c->cluster)
+		return redis_replicas(c, out);
+	struct redis_conn *node = redis_cluster_conn_of(c->cluster, slot_of(c, p));
+	if (!node) {
+		nadb_log("redis %s: no node of the cluster serves partition %u now",
+			 c->url.name, p);
+		return -EIO;
+	}
+	return redis_replicas(node, out);
 }
 
 /* ---- the format marker ------------------------------------------------------ */
@@ -630,7 +707,7 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 		argv[n] = names[n - 1];
 	}
 	redisReply *r;
-	int rc = redis_run(c, "EXISTS", n, argv, lens, &r);
+	int rc = redis_run_in(c, 0, "EXISTS", n, argv, lens, &r);
 	if (rc)
 		return rc;
 	*count = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -638,36 +715,13 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 	return 0;
 }
 
-/* A Redis Cluster node: -ENOTSUP (logged).  A store's steps span its
- * partitions' slots, which only one server can take in one MULTI; routing
- * them over a cluster (cluster.c) is not wired in yet. */
-static int refuse_cluster(struct redis_conn *c)
-{
-	const char *info[] = {"INFO", "cluster"};
-	redisReply *r;
-	int rc = run_text(c, "INFO cluster", 2, info, &r);
-	if (rc)
-		return rc;
-	if (r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1")) {
-		nadb_log("redis %s:%d: the server is a Redis Cluster node; a store on a "
-			 "cluster is not supported yet: use a standalone server (with "
-			 "replicas for failover)", c->url.host, c->url.port);
-		rc = -ENOTSUP;
-	}
-	freeReplyObject(r);
-	return rc;
-}
-
 int redis_check_format(struct redis_conn *c)
 {
-	int cluster = refuse_cluster(c);
-	if (cluster)
-		return cluster;
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
 	redisReply *r;
 	const char *get[] = {"GET", key};
-	int rc = run_text(c, "GET format", 2, get, &r);
+	int rc = run_text(c, 0, "GET format", 2, get, &r);
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_STRING) {
@@ -711,7 +765,7 @@ int redis_claim_format(struct redis_conn *c)
 	redis_key(c, 0, "format", key, sizeof(key));
 	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, rc == -ESTALE ? "XX" : "NX"};
 	redisReply *r;
-	rc = run_text(c, "SET format", 4, set, &r);
+	rc = run_text(c, 0, "SET format", 4, set, &r);
 	if (!rc)
 		freeReplyObject(r);
 	return rc;
@@ -750,7 +804,7 @@ int redis_store_lock_holder(struct redis_conn *c, char *buf, size_t size)
 	redis_key(c, 0, "lock", key, sizeof(key));
 	const char *get[] = {"GET", key};
 	redisReply *r;
-	int rc = run_text(c, "reading the store lock", 2, get, &r);
+	int rc = run_text(c, 0, "reading the store lock", 2, get, &r);
 	if (rc)
 		return rc;
 	rc = r->type == REDIS_REPLY_STRING ? 0 : -ENOENT;
@@ -768,7 +822,7 @@ int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char 
 	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
 	const char *argv[] = {"EVAL", retext_script, "1", key, owner, text, ttl};
 	redisReply *r;
-	int rc = run_text(c, "rewriting the store lock", 7, argv, &r);
+	int rc = run_text(c, 0, "rewriting the store lock", 7, argv, &r);
 	if (rc)
 		return rc;
 	bool held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
@@ -792,7 +846,7 @@ static int run_lock_gen_script(struct redis_conn *c, const char *why, const char
 	snprintf(gen, sizeof(gen), "%lld", c->lock_gen);
 	const char *argv[] = {"EVAL", script, "2", key, gen_key, owner, ttl, gen};
 	redisReply *r;
-	int rc = run_text(c, why, with_gen ? 8 : 7, argv, &r);
+	int rc = run_text(c, 0, why, with_gen ? 8 : 7, argv, &r);
 	if (rc)
 		return rc;
 	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -832,7 +886,7 @@ static int run_lock_script(struct redis_conn *c, const char *why, const char *sc
 	redis_key(c, 0, "lock", key, sizeof(key));
 	const char *argv[] = {"EVAL", script, "1", key, owner, ttl};
 	redisReply *r;
-	int rc = run_text(c, why, ttl ? 6 : 5, argv, &r);
+	int rc = run_text(c, 0, why, ttl ? 6 : 5, argv, &r);
 	if (rc)
 		return rc;
 	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -868,15 +922,17 @@ int redis_store_lock_release(struct redis_conn *c, const char *owner)
 
 /* ---- durability ------------------------------------------------------------- */
 
-void redis_note_durability(struct redis_conn *c)
+/* redis_note_durability for one server (of a cluster, each primary). */
+static int note_server_durability(struct redis_conn *c, void *ctx)
 {
+	(void)ctx;
 	const char *a1[] = {"CONFIG", "GET", "appendonly"};
 	const char *a2[] = {"CONFIG", "GET", "appendfsync"};
 	size_t l1[] = {6, 3, 10}, l2[] = {6, 3, 11};
 	struct redis_cmd cmds[] = {{3, a1, l1}, {3, a2, l2}};
 	redisReply *r[2];
 	if (redis_pipeline(c, cmds, 2, r))
-		return; /* the open that follows will say why */
+		return 0; /* the open that follows will say why */
 	const char *aof = r[0]->type == REDIS_REPLY_ARRAY && r[0]->elements == 2
 				  ? r[0]->element[1]->str : NULL;
 	const char *fsync = r[1]->type == REDIS_REPLY_ARRAY && r[1]->elements == 2
@@ -895,4 +951,10 @@ void redis_note_durability(struct redis_conn *c)
 					    : "about the last second");
 	freeReplyObject(r[0]);
 	freeReplyObject(r[1]);
+	return 0;
+}
+
+void redis_note_durability(struct redis_conn *c)
+{
+	redis_each_server(c, note_server_durability, NULL);
 }

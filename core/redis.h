@@ -98,13 +98,22 @@ struct redis_conn;
 
 /* Connect to the server of URL: connect timeout, AUTH, a version check
  * (>= 7.0).  Fails fast (no retry): -ECONNREFUSED, -ETIMEDOUT, -EIO,
- * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL. */
+ * -EACCES (wrong password), -EPROTONOSUPPORT (old server), -EINVAL.
+ * If the server is a Redis Cluster node, the connection routes: the
+ * *_in calls below send a partition's commands to the node serving its
+ * slot (cluster.h), following the cluster as it changes. */
 int redis_conn_open(const char *url, struct redis_conn **out);
 /* Connect to HOST:PORT as LIKE is connected (its user, password and
- * store NAME): another node of LIKE's cluster.  Errors as redis_conn_open. */
+ * store NAME): a node of LIKE's cluster, for the router.  It does not
+ * route, and a lost connection is tried again once, not for
+ * RECONNECT_MS: the router looks for the slot's new owner instead.
+ * Errors as redis_conn_open. */
 int redis_conn_open_at(const struct redis_conn *like, const char *host, int port,
 		       struct redis_conn **out);
 void redis_conn_close(struct redis_conn *c);
+/* Does C route over a Redis Cluster? */
+bool redis_conn_is_cluster(const struct redis_conn *c);
+const struct redis_url *redis_conn_url(const struct redis_conn *c);
 /* How often C was connected again after losing the server: what a caller
  * remembered of the server's contents may be stale since. */
 uint64_t redis_conn_reconnects(const struct redis_conn *c);
@@ -142,6 +151,21 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
 	      const size_t *argvlen, redisReply **out);
 
+/* redis_pipeline and redis_run for commands on keys of partition P only
+ * (redis_key): on a cluster, sent to the node serving P's slot (cluster.h:
+ * a redirected pipeline is sent again whole, so the same rule holds);
+ * else to C's server.  redis_pipeline and redis_run themselves go to the
+ * server C was opened on, whatever the keys: for commands on no key. */
+int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *cmds, size_t n,
+		      redisReply **replies);
+int redis_run_in(struct redis_conn *c, unsigned p, const char *why, int argc,
+		 const char **argv, const size_t *argvlen, redisReply **out);
+/* Call FN with a connection to each server holding keys: C itself, or
+ * each primary of its cluster in turn.  Stops at FN's first nonzero
+ * return.  For commands a cluster runs per node (SCAN). */
+int redis_each_server(struct redis_conn *c, int (*fn)(struct redis_conn *server, void *ctx),
+		      void *ctx);
+
 /* The errno for a server's error reply (OOM: -ENOSPC, NOAUTH: -EACCES,
  * READONLY: -EROFS, ...), logged once with WHY. */
 int redis_reply_error(const struct redis_conn *c, const char *why,
@@ -151,6 +175,9 @@ int redis_reply_error(const struct redis_conn *c, const char *why,
  * asked again when older than REPLICA_RECHECK_MS); sync WAITs for them.
  * 0, or the error of redis_run. */
 int redis_replicas(struct redis_conn *c, int *out);
+/* The same for the server of partition P's slot (C's own if C does not
+ * route); -EIO (logged) if no node serves it now. */
+int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */

@@ -104,15 +104,23 @@ int step_begin(struct nadb_store *st)
 
 /* Take the references dropped by the steps before (or, with ALL, every
  * drop stored) off their chunks (chunk.h): for each partition, a step of
- * its own taking its rows, then one of partition 0 taking the counts off.
- * Run right after the steps that dropped, in the same group, so that on
- * one server all of it is one transaction.  A failure leaves rows for the
- * next open (or, after the first step, the chunks counted: space, not
- * data), and the steps that dropped stand. */
+ * its own taking its rows, then steps of partition 0 taking the counts
+ * off.  The rows go first, so that a crash between leaves chunks counted
+ * too high (space, which fsck --repair gives back), never too low.
+ *
+ * A group that is one transaction (kv.apart false) carries the lot with
+ * the steps that dropped: run right after them.  Where each partition
+ * commits on its own, partition 0's first, the order must come from
+ * syncs: run only after the steps that dropped are synced (their rows
+ * durable before any count comes off), and sync after the rows' steps
+ * and after the counts'.  A failure leaves rows for the next open (or,
+ * once rows are taken, the chunks counted), and the steps that dropped
+ * stand. */
 static int settle_drops(struct nadb_store *st, bool all)
 {
 	struct chunk_drop *d;
 	size_t n;
+	bool apart = st->kv->apart;
 	st->settling = true;
 	int rc = chunk_due_drops(&st->chunks, all, &d, &n);
 	bool taken = false; /* rows deleted whose counts are not yet applied */
@@ -122,12 +130,19 @@ static int settle_drops(struct nadb_store *st, bool all)
 		rc = step_begin(st);
 		if (!rc)
 			rc = step_end(st, chunk_take_drops(&st->chunks, d + i, j - i));
-		taken = !rc;
-		if (!rc)
-			rc = step_begin(st);
+		taken = taken || !rc;
+	}
+	if (!rc && n && apart)
+		rc = st->kv->ops->sync(st->kv);
+	for (size_t i = 0, j; !rc && i < n; i = j) {
+		for (j = i + 1; j < n && d[j].part == d[i].part; j++)
+			;
+		rc = step_begin(st);
 		if (!rc)
 			rc = step_end(st, chunk_apply_drops(&st->chunks, d + i, j - i));
 	}
+	if (!rc && n && apart)
+		rc = st->kv->ops->sync(st->kv);
 	if (rc && taken)
 		nadb_log("%s: chunks whose references were dropped stay counted (%s): "
 			 "nadb fsck --repair gives their space back", st->dir, strerror(-rc));
@@ -147,7 +162,15 @@ int step_end(struct nadb_store *st, int rc)
 		st->nfreed = st->freed_step;
 	st->freed_step = st->nfreed;
 	chunk_step_end(&st->chunks, !rc && !e);
-	if (!rc && !e && !st->settling && chunk_unsettled(&st->chunks))
+	if (e && st->kv->apart && st->kv->ops->unsynced(st->kv) == 0) {
+		/* The backend dropped the unsynced group (out of memory): the
+		 * drops its steps noted went with it, and must never settle. */
+		struct chunk_drop *d;
+		size_t n;
+		if (!chunk_due_drops(&st->chunks, false, &d, &n))
+			free(d);
+	}
+	if (!rc && !e && !st->settling && !st->kv->apart && chunk_unsettled(&st->chunks))
 		settle_drops(st, false);
 	return rc ? rc : e;
 }
@@ -715,7 +738,12 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 			if (free_bytes(st) < RESERVE_BYTES)
 				reserve_give(st);
 			rc = st->kv->ops->sync(st->kv);
-			take_freed(st, rc, &batch, &n);
+			/* frames freed by a settle are punched only once its
+			 * counts are durable */
+			int settled = !rc && st->kv->apart && !st->settling &&
+				      chunk_unsettled(&st->chunks)
+					      ? settle_drops(st, false) : 0;
+			take_freed(st, rc ? rc : settled, &batch, &n);
 		}
 	}
 	pthread_mutex_unlock(&st->meta_lock);

@@ -166,4 +166,49 @@ static inline void redis_server_url(const struct redis_server *s, const char *na
 		snprintf(url, size, "redis://127.0.0.1:%d/%s", s->port, name);
 }
 
+/* Start N cluster nodes, their files in DIR/nodeI, and join them into one
+ * cluster of N primaries (no replicas), every slot served: 0, or -1 (the
+ * nodes started are stopped by redis_cluster_stop all the same). */
+static inline int redis_cluster_start(struct redis_server *nodes, int n, const char *dir)
+{
+	char cmd[1024] = "redis-cli --cluster create";
+	memset(nodes, 0, (size_t)n * sizeof(*nodes));
+	mkdir(dir, 0700);
+	for (int i = 0; i < n; i++) {
+		char sub[400];
+		snprintf(sub, sizeof(sub), "%s/node%d", dir, i);
+		if (redis_server_start_as(&nodes[i], sub, NULL, true))
+			return -1;
+		size_t at = strlen(cmd);
+		snprintf(cmd + at, sizeof(cmd) - at, " 127.0.0.1:%d", nodes[i].port);
+	}
+	strcat(cmd, " --cluster-yes >/dev/null 2>&1");
+	if (system(cmd))
+		return -1;
+	for (int tries = 0; tries < 200; tries++) { /* every node sees every slot served */
+		int ok = 0;
+		for (int i = 0; i < n; i++) {
+			struct timeval tv = {1, 0};
+			redisContext *c = redisConnectWithTimeout("127.0.0.1", nodes[i].port, tv);
+			redisReply *r = c && !c->err ? redisCommand(c, "CLUSTER INFO") : NULL;
+			ok += r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+			if (r)
+				freeReplyObject(r);
+			if (c)
+				redisFree(c);
+		}
+		if (ok == n)
+			return 0;
+		usleep(50000);
+	}
+	fprintf(stderr, "the cluster in %s never became ready\n", dir);
+	return -1;
+}
+
+static inline void redis_cluster_stop(struct redis_server *nodes, int n)
+{
+	for (int i = 0; i < n; i++)
+		redis_server_stop(&nodes[i]);
+}
+
 #endif

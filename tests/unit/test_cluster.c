@@ -69,38 +69,18 @@ static void check_slots(void)
 	}
 }
 
+/* The cluster, and our own connections to its nodes. */
 static int start_cluster(const char *dir)
 {
-	char cmd[600] = "redis-cli --cluster create";
+	if (redis_cluster_start(node, NODES, dir))
+		return -1;
 	for (int i = 0; i < NODES; i++) {
-		char sub[400];
-		snprintf(sub, sizeof(sub), "%s/node%d", dir, i);
-		if (redis_server_start_as(&node[i], sub, NULL, true))
-			return -1;
 		struct timeval tv = {2, 0};
 		direct[i] = redisConnectWithTimeout("127.0.0.1", node[i].port, tv);
 		if (!direct[i] || direct[i]->err)
 			return -1;
-		size_t at = strlen(cmd);
-		snprintf(cmd + at, sizeof(cmd) - at, " 127.0.0.1:%d", node[i].port);
 	}
-	strcat(cmd, " --cluster-yes >/dev/null 2>&1");
-	if (system(cmd))
-		return -1;
-	/* every node sees every slot served */
-	for (int tries = 0; tries < 200; tries++) {
-		int ok = 0;
-		for (int i = 0; i < NODES; i++) {
-			redisReply *r = on(i, "CLUSTER INFO");
-			ok += r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
-			if (r)
-				freeReplyObject(r);
-		}
-		if (ok == NODES)
-			return 0;
-		usleep(50000);
-	}
-	return -1;
+	return 0;
 }
 
 static int node_of_slot(long long slot)
@@ -277,12 +257,16 @@ int main(void)
 	int up = start_cluster(dir);
 	CHECK(up == 0);
 	struct redis_cluster *cl = NULL;
+	struct redis_conn *seed = NULL;
 	char url[300];
 	if (!up) {
 		check_slots();
 		/* a plain server is told apart */
 		snprintf(url, sizeof(url), "redis://127.0.0.1:%d/store", node[1].port);
-		CHECK(redis_cluster_open(url, &cl) == 0);
+		CHECK(redis_conn_open(url, &seed) == 0);
+		CHECK(seed && redis_conn_is_cluster(seed));
+		if (seed)
+			CHECK(redis_cluster_open(seed, &cl) == 0);
 	}
 	if (cl) {
 		check_routing(cl);
@@ -290,18 +274,24 @@ int main(void)
 		check_ask(cl);
 		redis_cluster_close(cl);
 	}
+	redis_conn_close(seed);
 	for (int i = 0; i < NODES; i++) {
 		if (direct[i])
 			redisFree(direct[i]);
-		redis_server_stop(&node[i]);
 	}
+	redis_cluster_stop(node, NODES);
 	/* a server not in cluster mode is no cluster */
 	struct redis_server plain;
 	char pdir[300];
 	snprintf(pdir, sizeof(pdir), "%s/plain", dir);
 	if (redis_server_start(&plain, pdir, NULL) == 0) {
 		redis_server_url(&plain, "store", url, sizeof(url));
-		CHECK(redis_cluster_open(url, &cl) == -ENOTSUP);
+		CHECK(redis_conn_open(url, &seed) == 0);
+		if (seed) {
+			CHECK(!redis_conn_is_cluster(seed));
+			CHECK(redis_cluster_open(seed, &cl) == -ENOTSUP);
+			redis_conn_close(seed);
+		}
 		redis_server_stop(&plain);
 	}
 	remove_dir(dir);
