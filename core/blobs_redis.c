@@ -14,7 +14,9 @@
  * AOF) Redis 7.0 offers no way to wait for the fsync (WAITAOF is 7.2), so
  * sync promises only what the server's own policy does: kv_redis_open
  * logs that once.  Replicas: kv sync's WAIT covers these appends too,
- * since they were acknowledged (so replicated in order) before its EXEC.
+ * since they were acknowledged (so replicated in order) before its EXEC
+ * on the same primary; on a cluster, sync first checks that the primary
+ * serving them now still holds them all (redis_blobs_sync).
  *
  * Punch: a Redis string cannot give back part of itself, so punch only
  * records the frame's bytes as dead ("{...}:punched", per segment); the
@@ -58,6 +60,10 @@ struct blobs_redis {
 	struct redis_conn *conn;
 	uint32_t cur;      /* the segment appended to */
 	uint64_t cur_size; /* its size: where the next frame goes */
+	/* Segments appended to since the last sync: [unsynced_from, cur]
+	 * (none: unsynced_from > cur).  On a cluster, sync checks that the
+	 * primary serving them holds all of it (redis_blobs_sync). */
+	uint32_t unsynced_from;
 	uint64_t total;    /* bytes held: sizes less punched, of listed segments */
 	struct seg *segs;  /* segs[N], N < nsegs */
 	uint32_t nsegs;
@@ -149,6 +155,15 @@ static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
 	freeReplyObject(r);
 	if (end < (long long)len)
 		return redis_reply_error(b->conn, "appending a frame: no length", NULL);
+	if ((uint64_t)end < b->cur_size + len) {
+		nadb_log("redis %s: segment %u is %lld bytes, shorter than the %llu appended "
+			 "to it: frames were lost (a failover before they were replicated?)",
+			 redis_conn_name(b->conn), b->cur, end,
+			 (unsigned long long)(b->cur_size + len));
+		return -EIO;
+	}
+	if (b->unsynced_from > b->cur)
+		b->unsynced_from = b->cur;
 	/* The reply says where the frame is: a retried APPEND (the first
 	 * reply lost with the connection) leaves a dead copy before it. */
 	uint64_t grown = (uint64_t)end - b->cur_size;
@@ -218,12 +233,41 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 	return 0;
 }
 
-/* Nothing to do: an APPEND's reply came after the server took it (and,
- * with appendfsync always, fsynced it); see the top of the file. */
+/* An APPEND's reply came after the server took it (and, with appendfsync
+ * always, fsynced it), and kv sync's WAIT on the same primary covers its
+ * replicas (the top of the file).  On a cluster the primary may have
+ * failed over since, to a replica that never got the last appends: the
+ * segments appended to since the last sync must be whole there before
+ * metadata naming their frames is committed, or the sync fails. */
 static int redis_blobs_sync(struct blobs *bl)
 {
-	(void)bl;
-	return 0;
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	int rc = 0;
+	pthread_mutex_lock(&b->lock);
+	for (uint32_t s = b->unsynced_from;
+	     !rc && redis_conn_is_cluster(b->conn) && s <= b->cur; s++) {
+		char key[KEY_SIZE];
+		seg_key(b, s, false, key);
+		const char *argv[] = {"STRLEN", key};
+		redisReply *r;
+		rc = run_text(b, "checking a segment", 2, argv, &r);
+		if (rc)
+			break;
+		uint64_t want = s == b->cur ? b->cur_size : s < b->nsegs ? b->segs[s].size : 0;
+		long long have = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+		freeReplyObject(r);
+		if (have < 0 || (uint64_t)have < want) {
+			nadb_log("redis %s: segment %u holds %lld of the %llu bytes appended to "
+				 "it: a failover lost frames not yet replicated; the writes since "
+				 "the last sync cannot be committed (remount)",
+				 redis_conn_name(b->conn), s, have, (unsigned long long)want);
+			rc = -EIO;
+		}
+	}
+	if (!rc)
+		b->unsynced_from = UINT32_MAX;
+	pthread_mutex_unlock(&b->lock);
+	return rc;
 }
 
 static uint64_t redis_size(struct blobs *bl)
@@ -513,6 +557,7 @@ int blobs_redis_open(const char *url, struct blobs **out)
 	if (!b)
 		return -ENOMEM;
 	b->blobs.ops = &redis_blob_ops;
+	b->unsynced_from = UINT32_MAX; /* nothing appended yet */
 	pthread_mutex_init(&b->lock, NULL);
 	int rc = redis_conn_open(url, &b->conn);
 	if (!rc) {

@@ -61,7 +61,9 @@ struct redis_cluster {
 	struct node *node;
 	size_t nnodes, cap;
 	uint16_t owner[REDIS_SLOTS]; /* node number + 1; 0: no node serves it */
+	uint8_t replicas[REDIS_SLOTS]; /* replicas of the owner not marked failed */
 	uint64_t map_loads;
+	uint64_t owner_changes; /* slots whose owner changed at a map load */
 };
 
 /* The number of node HOST:PORT, added if new; -ENOMEM. */
@@ -93,11 +95,12 @@ static struct redis_conn *node_conn(struct redis_cluster *cl, size_t i)
 /* The map from one CLUSTER SLOTS reply: [[start, end, [host, port, id],
  * replicas...], ...].  An empty host means the node we asked. */
 static int take_map(struct redis_cluster *cl, const redisReply *r, size_t asked,
-		    uint16_t owner[REDIS_SLOTS])
+		    uint16_t owner[REDIS_SLOTS], uint8_t replicas[REDIS_SLOTS])
 {
 	if (r->type != REDIS_REPLY_ARRAY)
 		return -EPROTO;
 	memset(owner, 0, REDIS_SLOTS * sizeof(*owner));
+	memset(replicas, 0, REDIS_SLOTS);
 	for (size_t i = 0; i < r->elements; i++) {
 		const redisReply *e = r->element[i];
 		if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
@@ -116,8 +119,12 @@ static int take_map(struct redis_cluster *cl, const redisReply *r, size_t asked,
 				  : (int)asked;
 		if (n < 0)
 			return n;
-		for (long long s = from; s <= to; s++)
+		/* CLUSTER SLOTS leaves out replicas marked failed */
+		size_t nrep = e->elements - 3 > UINT8_MAX ? UINT8_MAX : e->elements - 3;
+		for (long long s = from; s <= to; s++) {
 			owner[s] = (uint16_t)(n + 1);
+			replicas[s] = (uint8_t)nrep;
+		}
 	}
 	return 0;
 }
@@ -129,25 +136,33 @@ static int load_map(struct redis_cluster *cl)
 	static const size_t lens[] = {7, 5};
 	const struct redis_cmd cmd = {2, argv, lens};
 	uint16_t *owner = malloc(REDIS_SLOTS * sizeof(*owner));
-	if (!owner)
+	uint8_t *replicas = malloc(REDIS_SLOTS);
+	if (!owner || !replicas) {
+		free(owner);
+		free(replicas);
 		return -ENOMEM;
+	}
 	int rc = -EIO;
 	for (size_t i = 0; rc && rc != -ENOMEM && i < cl->nnodes; i++) {
 		struct redis_conn *c = node_conn(cl, i);
 		redisReply *r = NULL;
 		if (!c || redis_pipeline(c, &cmd, 1, &r))
 			continue;
-		rc = take_map(cl, r, i, owner);
+		rc = take_map(cl, r, i, owner, replicas);
 		freeReplyObject(r);
 	}
 	if (!rc) {
+		for (size_t s = 0; s < REDIS_SLOTS; s++)
+			cl->owner_changes += cl->map_loads && cl->owner[s] != owner[s];
 		memcpy(cl->owner, owner, sizeof(cl->owner));
+		memcpy(cl->replicas, replicas, sizeof(cl->replicas));
 		cl->map_loads++;
 	} else if (rc != -ENOMEM) {
 		nadb_log("redis cluster: no node gives the slot map");
 		rc = -EIO;
 	}
 	free(owner);
+	free(replicas);
 	return rc;
 }
 
@@ -229,6 +244,19 @@ int redis_cluster_each_primary(struct redis_cluster *cl,
 uint64_t redis_cluster_map_loads(const struct redis_cluster *cl)
 {
 	return cl->map_loads;
+}
+
+int redis_cluster_replicas(const struct redis_cluster *cl, uint16_t slot)
+{
+	return cl->replicas[slot & (REDIS_SLOTS - 1)];
+}
+
+uint64_t redis_cluster_changes(const struct redis_cluster *cl)
+{
+	uint64_t n = cl->owner_changes;
+	for (size_t i = 0; i < cl->nnodes; i++)
+		n += cl->node[i].conn ? redis_conn_reconnects(cl->node[i].conn) + 1 : 0;
+	return n;
 }
 
 int redis_cluster_node_of(const struct redis_cluster *cl, uint16_t slot, char *buf,
@@ -330,6 +358,24 @@ static int send_to(struct redis_cluster *cl, int to, bool asking, const struct r
 	return rc;
 }
 
+/* Did every command on a key get ASK?  Only then may the pipeline go to
+ * the target whole: there a key not yet migrated reads as missing (the
+ * target takes a command after ASKING as for a new key), so a pipeline
+ * whose keys are partly moved waits until they all are. */
+static bool all_asked(struct redis_cluster *cl, const struct redis_cmd *cmds,
+		      redisReply **replies, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int to;
+		if (is_word(&cmds[i], "MULTI") || is_word(&cmds[i], "EXEC") ||
+		    is_word(&cmds[i], "DISCARD") || is_word(&cmds[i], "WAIT"))
+			continue;
+		if (redirect_of(cl, replies[i], &to) != ASK)
+			return false;
+	}
+	return true;
+}
+
 static void free_replies(redisReply **replies, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -348,9 +394,13 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 		bool asking = ask_to >= 0;
 		int to = asking ? ask_to : (int)cl->owner[slot] - 1, target = -1;
 		int rc = to >= 0 ? send_to(cl, to, asking, cmds, n, replies) : -EIO;
+		if (rc == -ENOMEM)
+			return rc;
 		enum redirect why = rc ? RETRY : GO_ON;
 		for (size_t i = 0; !rc && i < n && why == GO_ON; i++)
 			why = redirect_of(cl, replies[i], &target);
+		if (why == ASK && !all_asked(cl, cmds, replies, n))
+			why = RETRY; /* mid-migration: until its keys are all there */
 		if (why == GO_ON)
 			return rc;
 		if (!rc)
@@ -366,7 +416,9 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 		if (why != ASK && (rc = load_map(cl)) == -ENOMEM)
 			return rc;
 		/* MOVED names the slot's owner now, whatever a node's map said */
-		if (why == MOVED)
+		if (why == MOVED && cl->owner[slot] != target + 1) {
 			cl->owner[slot] = (uint16_t)(target + 1);
+			cl->owner_changes++;
+		}
 	}
 }

@@ -62,6 +62,15 @@ struct redis_conn *redis_cluster_conn_of(struct redis_cluster *cl, uint16_t slot
 int redis_cluster_each_primary(struct redis_cluster *cl,
 			       int (*fn)(struct redis_conn *node, void *ctx), void *ctx);
 
+/* The replicas serving SLOT's primary has, as the map last said
+ * (CLUSTER SLOTS leaves out those marked failed): what a sync WAITs for. */
+int redis_cluster_replicas(const struct redis_cluster *cl, uint16_t slot);
+
+/* A number that grows whenever what a node holds may differ from what the
+ * router's user saw of it: a slot's owner changed (a failover, a moved
+ * slot), or a node was connected to again. */
+uint64_t redis_cluster_changes(const struct redis_cluster *cl);
+
 /* Times the slot map was loaded (the first time included). */
 uint64_t redis_cluster_map_loads(const struct redis_cluster *cl);
 /* The node serving SLOT as the map last said: "HOST:PORT" into BUF, or

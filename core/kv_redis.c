@@ -1855,26 +1855,37 @@ static uint64_t kvr_unsynced(struct kv *kv)
 
 /* INCRBY of counter WHAT of partition P by N, at once and outside the
  * group: what Redis acknowledged is never handed out again, whoever asks
- * next.  The counter's new value into *OUT. */
+ * next.  Then a WAIT for P's replicas, so that a failover does not take
+ * the claim back while the numbers are in use (fewer replicas in time is
+ * logged, as for a sync).  The counter's new value into *OUT. */
 static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n,
 		    uint64_t *out)
 {
-	char key[KEY_SIZE], by[24];
-	const char *argv[] = {"INCRBY", key, by};
-	size_t lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
-			 (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
-	redisReply *r;
-	int rc = redis_run_in(k->conn, p, "claiming inode numbers", 3, argv, lens, &r);
+	int replicas = 0;
+	int rc = redis_replicas_in(k->conn, p, &replicas);
 	if (rc)
-		return rc == -ENOSPC || rc == -ENOMEM ? rc : -EIO;
-	if (r->type != REDIS_REPLY_INTEGER || r->integer < (long long)n) {
-		rc = redis_reply_error(k->conn, "claiming inode numbers", r);
-		freeReplyObject(r);
-		return rc;
-	}
-	*out = (uint64_t)r->integer;
-	freeReplyObject(r);
-	return 0;
+		return rc == -ENOMEM ? rc : -EIO;
+	char key[KEY_SIZE], by[24], nrep[16], wait_ms[16];
+	const char *incr[] = {"INCRBY", key, by}, *wait[] = {"WAIT", nrep, wait_ms};
+	size_t incr_lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
+			      (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
+	size_t wait_lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
+			      (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS)};
+	struct redis_cmd cmds[] = {{3, incr, incr_lens}, {3, wait, wait_lens}};
+	redisReply *r[2] = {NULL, NULL};
+	size_t ncmds = replicas > 0 ? 2 : 1;
+	rc = redis_pipeline_in(k->conn, p, cmds, ncmds, r);
+	if (rc)
+		return -EIO;
+	if (r[0]->type != REDIS_REPLY_INTEGER || r[0]->integer < (long long)n)
+		rc = redis_reply_error(k->conn, "claiming inode numbers", r[0]);
+	else
+		*out = (uint64_t)r[0]->integer;
+	if (!rc && ncmds == 2)
+		check_wait(k, r[1], replicas);
+	for (size_t i = 0; i < ncmds; i++)
+		freeReplyObject(r[i]);
+	return rc;
 }
 
 /* Partition P's numbers are P's own counter "inos" added to its first

@@ -397,7 +397,7 @@ static int reconnect(struct redis_conn *c)
 
 uint64_t redis_conn_reconnects(const struct redis_conn *c)
 {
-	return c->reconnects;
+	return c->reconnects + (c->cluster ? redis_cluster_changes(c->cluster) : 0);
 }
 
 int redis_conn_open(const char *url, struct redis_conn **out)
@@ -670,13 +670,10 @@ int redis_replicas_in(struct redis_conn *c, unsigned p, int *out)
 {
 	if (!c->cluster)
 		return redis_replicas(c, out);
-	struct redis_conn *node = redis_cluster_conn_of(c->cluster, slot_of(c, p));
-	if (!node) {
-		nadb_log("redis %s: no node of the cluster serves partition %u now",
-			 c->url.name, p);
-		return -EIO;
-	}
-	return redis_replicas(node, out);
+	/* from the map, which a failover reloads: no round trip to a node
+	 * that may be dead, and the count of the primary the router uses */
+	*out = redis_cluster_replicas(c->cluster, slot_of(c, p));
+	return 0;
 }
 
 /* ---- the format marker ------------------------------------------------------ */

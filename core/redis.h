@@ -114,7 +114,8 @@ void redis_conn_close(struct redis_conn *c);
 /* Does C route over a Redis Cluster? */
 bool redis_conn_is_cluster(const struct redis_conn *c);
 const struct redis_url *redis_conn_url(const struct redis_conn *c);
-/* How often C was connected again after losing the server: what a caller
+/* How often C was connected again after losing the server (on a cluster,
+ * also: a node connected again, a slot's owner changed): what a caller
  * remembered of the server's contents may be stale since. */
 uint64_t redis_conn_reconnects(const struct redis_conn *c);
 const char *redis_conn_name(const struct redis_conn *c);
@@ -175,8 +176,8 @@ int redis_reply_error(const struct redis_conn *c, const char *why,
  * asked again when older than REPLICA_RECHECK_MS); sync WAITs for them.
  * 0, or the error of redis_run. */
 int redis_replicas(struct redis_conn *c, int *out);
-/* The same for the server of partition P's slot (C's own if C does not
- * route); -EIO (logged) if no node serves it now. */
+/* The same for the server of partition P's slot: C's own if C does not
+ * route; on a cluster, what the slot map says (no round trip). */
 int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
 
 /* Log once if the server's persistence makes sync less than "on disk"

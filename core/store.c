@@ -738,12 +738,13 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 			if (free_bytes(st) < RESERVE_BYTES)
 				reserve_give(st);
 			rc = st->kv->ops->sync(st->kv);
-			/* frames freed by a settle are punched only once its
-			 * counts are durable */
-			int settled = !rc && st->kv->apart && !st->settling &&
-				      chunk_unsettled(&st->chunks)
-					      ? settle_drops(st, false) : 0;
-			take_freed(st, rc ? rc : settled, &batch, &n);
+			/* Frames a settle frees are punched only if its counts
+			 * are durable; else compaction reclaims them. */
+			size_t freed_synced = st->nfreed;
+			if (!rc && st->kv->apart && !st->settling &&
+			    chunk_unsettled(&st->chunks) && settle_drops(st, false))
+				st->nfreed = st->freed_step = freed_synced;
+			take_freed(st, rc, &batch, &n);
 		}
 	}
 	pthread_mutex_unlock(&st->meta_lock);

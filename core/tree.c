@@ -432,6 +432,9 @@ int nadb_link(struct nadb_store *st, uint64_t ino, uint64_t newparent,
 	rc = nadb_check_name(newname, dir.r.level);
 	if (!rc && dir.r.level < NADB_LEVEL_NAMESPACE)
 		rc = -EPERM;
+	/* a second name in another namespace: two partitions (one_partition) */
+	if (!rc && st->kv->apart && kv_partition(newparent) != kv_partition(ino))
+		rc = -EXDEV;
 	if (!rc) {
 		rc = find_entry(st, newparent, newname, &e);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
@@ -643,6 +646,19 @@ static int place(struct nadb_store *st, struct rename_side *to,
 	return inode_put(st, ino, &node->r, node->payload, node->payload_len);
 }
 
+/* Do both parents and the inodes renamed or replaced live in one
+ * partition?  Where partitions commit apart (kv.apart: a Redis Cluster)
+ * a step must stay in one, so a rename that would write two -- a key
+ * moved to another namespace, a namespace renamed or moved (its entry is
+ * in its database's partition, its rows in its own) -- is refused as one
+ * across file systems (EXDEV): mv then copies and removes. */
+static bool one_partition(const struct rename_side *a, const struct rename_side *b)
+{
+	uint32_t p = kv_partition(a->parent);
+	return kv_partition(b->parent) == p && kv_partition(a->e.ino) == p &&
+	       (!b->exists || kv_partition(b->e.ino) == p);
+}
+
 static int rename_locked(struct nadb_store *st, struct rename_side *a,
 			 struct rename_side *b, unsigned flags)
 {
@@ -685,6 +701,8 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 			nadb_log("rename '%s': keys live in a namespace (/DB/NS/KEY)", a->name);
 		return rc;
 	}
+	if (st->kv->apart && !one_partition(a, b))
+		return -EXDEV;
 	int64_t now = now_ns();
 	int a_links = 0, b_links = 0; /* changes to the parents' link counts */
 	if ((rc = step_begin(st)))

@@ -198,6 +198,37 @@ part_of() {
 	[ "$chunks" -lt 300000 ]
 }
 
+@test "on a cluster what would write two slots is EXDEV: mv copies a key or a namespace over, ln across namespaces fails; within a namespace all works" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/a" "$MNT/app/b"
+	echo one >"$MNT/app/a/k"
+	setfattr -n user.tags -v red "$MNT/app/a/k"
+	expect_errno EXDEV rename "$MNT/app/a/k" "$MNT/app/b/k"
+	expect_errno EXDEV link "$MNT/app/a/k" "$MNT/app/b/k"
+	expect_errno EXDEV rename "$MNT/app/a" "$MNT/app/c"
+	# within a namespace: rename, link, replace
+	mv "$MNT/app/a/k" "$MNT/app/a/k2"
+	ln "$MNT/app/a/k2" "$MNT/app/a/k3"
+	echo two >"$MNT/app/a/other"
+	mv "$MNT/app/a/other" "$MNT/app/a/k3"
+	[ "$(cat "$MNT/app/a/k2")" = one ]
+	[ "$(cat "$MNT/app/a/k3")" = two ]
+	# mv copies across: a key, then a whole namespace
+	mv "$MNT/app/a/k2" "$MNT/app/b/k"
+	[ "$(cat "$MNT/app/b/k")" = one ]
+	[ ! -e "$MNT/app/a/k2" ]
+	mv "$MNT/app/a" "$MNT/app/c"
+	[ "$(cat "$MNT/app/c/k3")" = two ]
+	[ ! -e "$MNT/app/a" ]
+	# a database renamed lives in partition 0 with the root: allowed
+	mv "$MNT/app" "$MNT/web"
+	[ "$(cat "$MNT/web/b/k")" = one ]
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 @test "a slot moved to another primary under a mount: the daemon follows it (MOVED), nothing lost" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/users"
