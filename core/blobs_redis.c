@@ -3,8 +3,10 @@
  * Why big strings and not a key per frame: a 4 KiB frame APPENDed into a
  * large string costs about 4,153 bytes of server memory, as its own key
  * about 5.2 KiB (measured, shared/notes/redis-facts.md).  So, like pack.c,
- * frames are appended back to back to segments, "{...}:seg:N", of up to
- * SEG_MAX bytes, and read back with GETRANGE.  The segment numbers are a
+ * frames are appended back to back to segments of up to SEG_MAX bytes,
+ * and read back with GETRANGE.  Segment N is "{nadb:NAME:sN}:seg", under
+ * a hash tag of its own so that a Redis Cluster spreads the value bytes
+ * over its primaries too (a store of layout 3 keeps "{...p0}:seg:N").  The segment numbers are a
  * sorted set ("{...}:segs"); the highest is appended to.
  *
  * Durability: an APPEND is sent and its reply read before append returns,
@@ -68,11 +70,22 @@ struct blobs_redis {
 	struct seg *segs;  /* segs[N], N < nsegs */
 	uint32_t nsegs;
 	char segs_key[KEY_SIZE], punched_key[KEY_SIZE], gone_key[KEY_SIZE];
+	/* Segments under hash tags of their own (layout 4, redis.h), so that a
+	 * cluster spreads them over its primaries; else in partition 0. */
+	bool tagged;
 };
 
+/* Segment SEG's key (GONE: its name once removed).  Both names of a
+ * segment are in one slot. */
 static void seg_key(const struct blobs_redis *b, uint32_t seg, bool gone, char *buf)
 {
 	char what[32];
+	if (b->tagged) {
+		int n = snprintf(buf, KEY_SIZE, "{nadb:%s:s%u}:%s", redis_conn_name(b->conn), seg,
+				 gone ? "gone" : "seg");
+		assert(n > 0 && n < KEY_SIZE);
+		return;
+	}
 	snprintf(what, sizeof(what), "%s:%u", gone ? "gone" : "seg", seg);
 	redis_key(b->conn, 0, what, buf, KEY_SIZE);
 }
@@ -94,14 +107,29 @@ static int grow_segs(struct blobs_redis *b, uint32_t seg)
 	return 0;
 }
 
-static int run_text(struct blobs_redis *b, const char *why, int argc, const char **argv,
-		    redisReply **out)
+/* One command of plain-text arguments: on partition 0's keys, or (ON_SEG)
+ * on the segment key ARGV[1] (and others of its slot). */
+static int run_cmd(struct blobs_redis *b, bool on_seg, const char *why, int argc,
+		   const char **argv, redisReply **out)
 {
 	size_t lens[8];
 	assert(argc <= 8);
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
-	return redis_run_in(b->conn, 0, why, argc, argv, lens, out);
+	return on_seg ? redis_run_key(b->conn, argv[1], why, argc, argv, lens, out)
+		      : redis_run_in(b->conn, 0, why, argc, argv, lens, out);
+}
+
+static int run_text(struct blobs_redis *b, const char *why, int argc, const char **argv,
+		    redisReply **out)
+{
+	return run_cmd(b, false, why, argc, argv, out);
+}
+
+static int run_on_segment(struct blobs_redis *b, const char *why, int argc, const char **argv,
+			  redisReply **out)
+{
+	return run_cmd(b, true, why, argc, argv, out);
 }
 
 /* List segment SEG in the segs set.  Under b->lock. */
@@ -148,7 +176,7 @@ static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
 	const char *argv[] = {"APPEND", key, frame};
 	size_t lens[] = {6, strlen(key), len};
 	redisReply *r;
-	int rc = redis_run_in(b->conn, 0, "appending a frame", 3, argv, lens, &r);
+	int rc = redis_run_key(b->conn, key, "appending a frame", 3, argv, lens, &r);
 	if (rc)
 		return rc;
 	long long end = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
@@ -216,7 +244,7 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 	pthread_mutex_lock(&b->lock);
 	/* A removed segment is read under its gone name until forgotten. */
 	seg_key(b, loc->seg, loc->seg < b->nsegs && b->segs[loc->seg].gone, key);
-	int rc = run_text(b, "reading a frame", 4, argv, &r);
+	int rc = run_on_segment(b, "reading a frame", 4, argv, &r);
 	pthread_mutex_unlock(&b->lock);
 	if (rc)
 		return rc;
@@ -250,7 +278,7 @@ static int redis_blobs_sync(struct blobs *bl)
 		seg_key(b, s, false, key);
 		const char *argv[] = {"STRLEN", key};
 		redisReply *r;
-		rc = run_text(b, "checking a segment", 2, argv, &r);
+		rc = run_on_segment(b, "checking a segment", 2, argv, &r);
 		if (rc)
 			break;
 		uint64_t want = s == b->cur ? b->cur_size : s < b->nsegs ? b->segs[s].size : 0;
@@ -319,14 +347,18 @@ static int redis_roll(struct blobs *bl)
 	return rc;
 }
 
-/* Atomically, and harmless to run twice: keep the segment as gone:N,
- * unlist it, forget its punched count. */
-static const char remove_script[] =
+/* Harmless to run twice: list the segment as gone, unlist it, forget its
+ * punched count (partition 0's keys); then keep its bytes under its gone
+ * name (the segment's slot), for late readers.  The listing goes first:
+ * a crash between leaves the segment listed as gone, and delete_gone
+ * deletes it under either name. */
+static const char unlist_script[] =
+	"redis.call('SADD', KEYS[1], ARGV[1]) "
+	"redis.call('ZREM', KEYS[2], ARGV[1]) "
+	"redis.call('HDEL', KEYS[3], ARGV[1]) return 1";
+static const char keep_gone_script[] =
 	"if redis.call('EXISTS', KEYS[1]) == 1 then "
-	"redis.call('RENAME', KEYS[1], KEYS[2]) end "
-	"redis.call('SADD', KEYS[3], ARGV[1]) "
-	"redis.call('ZREM', KEYS[4], ARGV[1]) "
-	"redis.call('HDEL', KEYS[5], ARGV[1]) return 1";
+	"redis.call('RENAME', KEYS[1], KEYS[2]) end return 1";
 
 static int redis_remove(struct blobs *bl, uint32_t seg)
 {
@@ -340,13 +372,20 @@ static int redis_remove(struct blobs *bl, uint32_t seg)
 	}
 	seg_key(b, seg, false, key);
 	seg_key(b, seg, true, gone);
-	const char *argv[] = {"EVAL", remove_script, "5", key, gone, b->gone_key,
-			      b->segs_key, b->punched_key, num};
-	size_t lens[9];
-	for (int i = 0; i < 9; i++)
-		lens[i] = strlen(argv[i]);
+	const char *unlist[] = {"EVAL", unlist_script, "3", b->gone_key, b->segs_key,
+				b->punched_key, num};
+	const char *keep[] = {"EVAL", keep_gone_script, "2", key, gone};
+	size_t lens[7];
+	for (int i = 0; i < 7; i++)
+		lens[i] = strlen(unlist[i]);
 	redisReply *r;
-	int rc = redis_run_in(b->conn, 0, "removing a segment", 9, argv, lens, &r);
+	int rc = redis_run_in(b->conn, 0, "removing a segment", 7, unlist, lens, &r);
+	if (!rc) {
+		freeReplyObject(r);
+		for (int i = 0; i < 5; i++)
+			lens[i] = strlen(keep[i]);
+		rc = redis_run_key(b->conn, key, "removing a segment", 5, keep, lens, &r);
+	}
 	if (!rc) {
 		freeReplyObject(r);
 		struct seg *s = &b->segs[seg];
@@ -357,39 +396,47 @@ static int redis_remove(struct blobs *bl, uint32_t seg)
 	return rc;
 }
 
-/* Delete gone:N of every N in LIST (N of them), and their listing. */
+/* Delete segment N of every N in LIST (N of them), under both its names,
+ * then its listing as gone: one round trip a segment (each in its own
+ * slot), one for the listing. */
 static int delete_gone(struct blobs_redis *b, const uint32_t *list, uint32_t n)
 {
-	if (n == 0)
-		return 0;
-	struct redis_cmd *cmds = calloc(2 * n, sizeof(*cmds));
-	char (*keys)[KEY_SIZE] = malloc(n * sizeof(*keys));
-	char (*nums)[16] = malloc(n * sizeof(*nums));
-	const char **argv = malloc(5 * n * sizeof(*argv));
-	size_t *lens = malloc(5 * n * sizeof(*lens));
-	redisReply **replies = calloc(2 * n, sizeof(*replies));
-	int rc = cmds && keys && nums && argv && lens && replies ? 0 : -ENOMEM;
+	int rc = 0;
 	for (uint32_t i = 0; !rc && i < n; i++) {
-		seg_key(b, list[i], true, keys[i]);
-		snprintf(nums[i], 16, "%u", list[i]);
-		const char **a = argv + 5 * i;
-		size_t *l = lens + 5 * i;
-		a[0] = "DEL", l[0] = 3, a[1] = keys[i], l[1] = strlen(keys[i]);
-		a[2] = "SREM", l[2] = 4, a[3] = b->gone_key, l[3] = strlen(b->gone_key);
-		a[4] = nums[i], l[4] = strlen(nums[i]);
-		cmds[2 * i] = (struct redis_cmd){2, a, l};
-		cmds[2 * i + 1] = (struct redis_cmd){3, a + 2, l + 2};
+		char key[KEY_SIZE], gone[KEY_SIZE];
+		seg_key(b, list[i], false, key);
+		seg_key(b, list[i], true, gone);
+		/* a segment still named seg:N here was listed as gone and not
+		 * renamed (a crash), or is still listed: only the former */
+		bool listed = list[i] < b->nsegs && b->segs[list[i]].listed;
+		const char *argv[] = {"DEL", gone, key};
+		redisReply *r;
+		rc = run_on_segment(b, "deleting a removed segment", listed ? 2 : 3, argv, &r);
+		if (!rc)
+			freeReplyObject(r);
 	}
-	if (!rc)
-		rc = redis_pipeline_in(b->conn, 0, cmds, 2 * n, replies);
-	for (uint32_t i = 0; !rc && i < 2 * n; i++)
-		freeReplyObject(replies[i]);
-	free(cmds);
-	free(keys);
-	free(nums);
+	if (rc || n == 0)
+		return rc;
+	const char **argv = malloc((n + 2) * sizeof(*argv));
+	size_t *lens = malloc((n + 2) * sizeof(*lens));
+	char (*nums)[16] = malloc(n * sizeof(*nums));
+	rc = argv && lens && nums ? 0 : -ENOMEM;
+	if (!rc) {
+		argv[0] = "SREM", lens[0] = 4;
+		argv[1] = b->gone_key, lens[1] = strlen(b->gone_key);
+		for (uint32_t i = 0; i < n; i++) {
+			lens[i + 2] = (size_t)snprintf(nums[i], 16, "%u", list[i]);
+			argv[i + 2] = nums[i];
+		}
+		redisReply *r;
+		rc = redis_run_in(b->conn, 0, "unlisting removed segments", (int)n + 2, argv,
+				  lens, &r);
+		if (!rc)
+			freeReplyObject(r);
+	}
 	free(argv);
 	free(lens);
-	free(replies);
+	free(nums);
 	return rc;
 }
 
@@ -476,46 +523,40 @@ static int forget_old_gone(struct blobs_redis *b)
 	return rc;
 }
 
-/* Sizes (STRLEN) of the listed segments and their punched bytes. */
+/* Sizes (STRLEN) of the listed segments, one round trip each (each in its
+ * own slot; a store has few: SEG_MAX bytes each), and their punched bytes. */
 static int measure_segments(struct blobs_redis *b, const redisReply *segs)
 {
-	size_t n = segs->elements;
-	struct redis_cmd *cmds = calloc(n + 1, sizeof(*cmds));
-	char (*keys)[KEY_SIZE] = malloc((n + 1) * sizeof(*keys));
-	const char **argv = malloc((2 * n + 2) * sizeof(*argv));
-	size_t *lens = malloc((2 * n + 2) * sizeof(*lens));
-	redisReply **replies = calloc(n + 1, sizeof(*replies));
-	int rc = cmds && keys && argv && lens && replies ? 0 : -ENOMEM;
-	for (size_t i = 0; !rc && i < n; i++) {
+	int rc = 0;
+	for (size_t i = 0; !rc && i < segs->elements; i++) {
 		uint32_t seg = (uint32_t)strtoul(segs->element[i]->str, NULL, 10);
-		seg_key(b, seg, false, keys[i]);
-		argv[2 * i] = "STRLEN", lens[2 * i] = 6;
-		argv[2 * i + 1] = keys[i], lens[2 * i + 1] = strlen(keys[i]);
-		cmds[i] = (struct redis_cmd){2, argv + 2 * i, lens + 2 * i};
-	}
-	if (!rc) {
-		argv[2 * n] = "HGETALL", lens[2 * n] = 7;
-		argv[2 * n + 1] = b->punched_key, lens[2 * n + 1] = strlen(b->punched_key);
-		cmds[n] = (struct redis_cmd){2, argv + 2 * n, lens + 2 * n};
-		rc = redis_pipeline_in(b->conn, 0, cmds, n + 1, replies);
-	}
-	for (size_t i = 0; !rc && i < n; i++) {
-		uint32_t seg = (uint32_t)strtoul(segs->element[i]->str, NULL, 10);
-		rc = grow_segs(b, seg);
+		char key[KEY_SIZE];
+		seg_key(b, seg, false, key);
+		const char *argv[] = {"STRLEN", key};
+		redisReply *r;
+		rc = run_on_segment(b, "measuring a segment", 2, argv, &r);
 		if (rc)
 			break;
-		b->segs[seg].listed = true;
-		b->segs[seg].size = replies[i]->type == REDIS_REPLY_INTEGER
-					    ? (uint64_t)replies[i]->integer : 0;
-		if (seg >= b->cur)
-			b->cur = seg;
+		rc = grow_segs(b, seg);
+		if (!rc) {
+			b->segs[seg].listed = true;
+			b->segs[seg].size = r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+			if (seg >= b->cur)
+				b->cur = seg;
+		}
+		freeReplyObject(r);
 	}
-	const redisReply *p = rc ? NULL : replies[n];
+	const char *argv[] = {"HGETALL", b->punched_key};
+	redisReply *p = NULL;
+	if (!rc)
+		rc = run_text(b, "reading punched bytes", 2, argv, &p);
 	for (size_t i = 0; p && p->type == REDIS_REPLY_ARRAY && i + 1 < p->elements; i += 2) {
 		uint32_t seg = (uint32_t)strtoul(p->element[i]->str, NULL, 10);
 		if (seg < b->nsegs && b->segs[seg].listed)
 			b->segs[seg].punched = strtoull(p->element[i + 1]->str, NULL, 10);
 	}
+	if (p)
+		freeReplyObject(p);
 	for (uint32_t s = 0; !rc && s < b->nsegs; s++)
 		if (b->segs[s].listed)
 			b->total += held_of(&b->segs[s], b->segs[s].size);
@@ -523,13 +564,6 @@ static int measure_segments(struct blobs_redis *b, const redisReply *segs)
 		b->cur_size = b->segs[b->cur].size;
 		b->segs[b->cur].size = 0; /* the current one's size is cur_size */
 	}
-	for (size_t i = 0; replies && !rc && i <= n; i++)
-		freeReplyObject(replies[i]);
-	free(cmds);
-	free(keys);
-	free(argv);
-	free(lens);
-	free(replies);
 	return rc;
 }
 
@@ -566,6 +600,8 @@ int blobs_redis_open(const char *url, struct blobs **out)
 		redis_key(b->conn, 0, "gone", b->gone_key, KEY_SIZE);
 		rc = redis_claim_format(b->conn);
 	}
+	if (!rc)
+		rc = redis_segments_tagged(b->conn, &b->tagged);
 	if (!rc)
 		rc = forget_old_gone(b);
 	if (!rc)

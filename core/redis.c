@@ -582,30 +582,46 @@ static uint16_t slot_of(const struct redis_conn *c, unsigned p)
 	return redis_slot(key, redis_key(c, p, "", key, sizeof(key)));
 }
 
-int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *cmds, size_t n,
-		      redisReply **replies)
+#define OWN_SERVER (-1) /* a route: C's own server, whatever the keys */
+
+/* The route of partition P's keys: its slot on a cluster. */
+static int route_of_part(const struct redis_conn *c, unsigned p)
 {
-	if (!c->cluster)
+	return c->cluster ? slot_of(c, p) : OWN_SERVER;
+}
+
+static int route_of_key(const struct redis_conn *c, const char *key)
+{
+	return c->cluster ? redis_slot(key, strlen(key)) : OWN_SERVER;
+}
+
+/* Send to the route's server: SLOT's node, or C's own (OWN_SERVER). */
+static int pipeline_to(struct redis_conn *c, int slot, const struct redis_cmd *cmds, size_t n,
+		       redisReply **replies)
+{
+	if (slot == OWN_SERVER)
 		return redis_pipeline(c, cmds, n, replies);
 	struct sigpipe_guard g;
 	sigpipe_block(&g);
-	int rc = redis_cluster_pipeline(c->cluster, slot_of(c, p), cmds, n, replies);
+	int rc = redis_cluster_pipeline(c->cluster, (uint16_t)slot, cmds, n, replies);
 	sigpipe_restore(&g);
 	return rc;
 }
 
-#define OWN_SERVER (-1) /* run_one: C's own server, whatever the keys */
+int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *cmds, size_t n,
+		      redisReply **replies)
+{
+	return pipeline_to(c, route_of_part(c, p), cmds, n, replies);
+}
 
-/* One command to partition P's server (or OWN_SERVER); an error reply
- * becomes its errno. */
-static int run_one(struct redis_conn *c, int p, const char *why, int argc, const char **argv,
+/* One command to the route's server; an error reply becomes its errno. */
+static int run_one(struct redis_conn *c, int slot, const char *why, int argc, const char **argv,
 		   const size_t *argvlen, redisReply **out)
 {
 	struct redis_cmd cmd = {argc, argv, argvlen};
 	*out = NULL;
 	redisReply *r;
-	int rc = p == OWN_SERVER ? redis_pipeline(c, &cmd, 1, &r)
-				 : redis_pipeline_in(c, (unsigned)p, &cmd, 1, &r);
+	int rc = pipeline_to(c, slot, &cmd, 1, &r);
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_ERROR) {
@@ -626,7 +642,13 @@ int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv
 int redis_run_in(struct redis_conn *c, unsigned p, const char *why, int argc,
 		 const char **argv, const size_t *argvlen, redisReply **out)
 {
-	return run_one(c, (int)p, why, argc, argv, argvlen, out);
+	return run_one(c, route_of_part(c, p), why, argc, argv, argvlen, out);
+}
+
+int redis_run_key(struct redis_conn *c, const char *key, const char *why, int argc,
+		  const char **argv, const size_t *argvlen, redisReply **out)
+{
+	return run_one(c, route_of_key(c, key), why, argc, argv, argvlen, out);
 }
 
 int redis_each_server(struct redis_conn *c, int (*fn)(struct redis_conn *server, void *ctx),
@@ -636,7 +658,7 @@ int redis_each_server(struct redis_conn *c, int (*fn)(struct redis_conn *server,
 }
 
 /* Run a command of plain-text arguments (no NUL bytes) on partition P's
- * server (or OWN_SERVER). */
+ * server (or, with OWN_SERVER, C's own). */
 static int run_text(struct redis_conn *c, int p, const char *why, int argc, const char **argv,
 		    redisReply **out)
 {
@@ -644,7 +666,8 @@ static int run_text(struct redis_conn *c, int p, const char *why, int argc, cons
 	assert(argc <= 16);
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
-	return run_one(c, p, why, argc, argv, lens, out);
+	return run_one(c, p == OWN_SERVER ? OWN_SERVER : route_of_part(c, (unsigned)p), why,
+		       argc, argv, lens, out);
 }
 
 int redis_replicas(struct redis_conn *c, int *out)
@@ -712,24 +735,32 @@ static int count_store_keys(struct redis_conn *c, long long *count)
 	return 0;
 }
 
+/* The format key's reply (nil: no store). */
+static int get_format(struct redis_conn *c, redisReply **r)
+{
+	char key[REDIS_NAME_MAX + 48];
+	redis_key(c, 0, "format", key, sizeof(key));
+	const char *get[] = {"GET", key};
+	return run_text(c, 0, "GET format", 2, get, r);
+}
+
 int redis_check_format(struct redis_conn *c)
 {
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
 	redisReply *r;
-	const char *get[] = {"GET", key};
-	int rc = run_text(c, 0, "GET format", 2, get, &r);
+	int rc = get_format(c, &r);
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_STRING) {
 		if (!strcmp(r->str, REDIS_FORMAT_TEXT_2))
 			rc = -ESTALE; /* readable as it is; redis_claim_format marks it */
-		else if (strcmp(r->str, REDIS_FORMAT_TEXT)) {
+		else if (strcmp(r->str, REDIS_FORMAT_TEXT) && strcmp(r->str, REDIS_FORMAT_TEXT_3)) {
 			nadb_log("redis %s:%d/%s: the store's layout is \"%s\"; this nadb "
-				 "knows \"%s\" only (move a store between layouts with the "
-				 "nadb that made it: nadb dump, then nadb load into a new NAME)",
-				 c->url.host, c->url.port, c->url.name, r->str,
-				 REDIS_FORMAT_TEXT);
+				 "knows \"%s\", \"%s\" and \"%s\" only (move a store between "
+				 "layouts with the nadb that made it: nadb dump, then nadb "
+				 "load into a new NAME)", c->url.host, c->url.port, c->url.name,
+				 r->str, REDIS_FORMAT_TEXT_2, REDIS_FORMAT_TEXT_3, REDIS_FORMAT_TEXT);
 			rc = -EPROTO;
 		}
 		freeReplyObject(r);
@@ -757,15 +788,28 @@ int redis_claim_format(struct redis_conn *c)
 		return rc;
 	/* NX: two daemons opening a new store at once both find it marked.
 	 * Layout 2 is layout 3 with one partition: its marker is rewritten
-	 * (so that a nadb of layout 2 refuses the partitions made from now). */
+	 * (so that a nadb of layout 2 refuses the partitions made from now);
+	 * its segments stay where they are, as a layout 3 store's do. */
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
-	const char *set[] = {"SET", key, REDIS_FORMAT_TEXT, rc == -ESTALE ? "XX" : "NX"};
+	const char *set[] = {"SET", key, rc == -ESTALE ? REDIS_FORMAT_TEXT_3 : REDIS_FORMAT_TEXT,
+			     rc == -ESTALE ? "XX" : "NX"};
 	redisReply *r;
 	rc = run_text(c, 0, "SET format", 4, set, &r);
 	if (!rc)
 		freeReplyObject(r);
 	return rc;
+}
+
+int redis_segments_tagged(struct redis_conn *c, bool *out)
+{
+	redisReply *r;
+	int rc = get_format(c, &r);
+	if (rc)
+		return rc;
+	*out = r->type != REDIS_REPLY_STRING || !strcmp(r->str, REDIS_FORMAT_TEXT);
+	freeReplyObject(r);
+	return 0;
 }
 
 /* ---- the store lock --------------------------------------------------------- */

@@ -52,7 +52,12 @@
  *                                               = number); the highest is
  *                                               appended to
  *   seg:N                           string      blob segment N: frames
- *                                               appended back to back
+ *                                               appended back to back (layout
+ *                                               3; from 4 segment N is
+ *                                               "{nadb:NAME:sN}:seg", under a
+ *                                               tag of its own, so that a
+ *                                               cluster spreads value bytes
+ *                                               too, and gone:N is ":gone")
  *   punched                         hash        N -> bytes of segment N's
  *                                               frames punched (dead)
  *   gone                            set         N of removed segments kept
@@ -75,9 +80,12 @@
 #define REDIS_NAME_MAX 64
 /* The format key's text: the layout above, and its version (2: inodes,
  * links and chunks bucketed, a sorted table's rows one member each; 3: a
- * partition per namespace).  A store of layout 2 is one of layout 3 whose
- * rows are all in partition 0: opening it rewrites the marker. */
-#define REDIS_FORMAT_TEXT "nadb-redis 3"
+ * partition per namespace; 4: chunk segments under hash tags of their
+ * own, see seg:N).  A store of layout 2 is one of layout 3 whose rows are
+ * all in partition 0: opening it rewrites the marker to 3.  A store of
+ * layout 3 stays 3 (its segments stay in partition 0); new stores are 4. */
+#define REDIS_FORMAT_TEXT "nadb-redis 4"
+#define REDIS_FORMAT_TEXT_3 "nadb-redis 3"
 #define REDIS_FORMAT_TEXT_2 "nadb-redis 2"
 
 struct redis_url {
@@ -161,6 +169,9 @@ int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *
 		      redisReply **replies);
 int redis_run_in(struct redis_conn *c, unsigned p, const char *why, int argc,
 		 const char **argv, const size_t *argvlen, redisReply **out);
+/* The same for one command on keys of the slot of KEY (a segment's). */
+int redis_run_key(struct redis_conn *c, const char *key, const char *why, int argc,
+		  const char **argv, const size_t *argvlen, redisReply **out);
 /* Call FN with a connection to each server holding keys: C itself, or
  * each primary of its cluster in turn.  Stops at FN's first nonzero
  * return.  For commands a cluster runs per node (SCAN). */
@@ -184,6 +195,10 @@ int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
  * (no AOF, or appendfsync other than always). */
 void redis_note_durability(struct redis_conn *c);
 
+
+/* Are the segments of C's store under tags of their own (layout 4, or
+ * no store yet) rather than in partition 0 (layouts 2 and 3)? */
+int redis_segments_tagged(struct redis_conn *c, bool *out);
 
 /* Check that C's NAME is a nadb store, creating the format marker if the
  * NAME has no keys yet.  -EEXIST (logged) if NAME holds store keys without

@@ -187,6 +187,15 @@ part_of() {
 	od -c "$T/stats" | grep -F '\0' && false
 	[ "$(grep '"namespaces"' "$T/stats" | tr -dc 0-9)" = 6 ]
 	unmount_store_at "redis://127.0.0.1:$(primary_port 2)/s$BATS_TEST_NUMBER" "$MNT"
+	# compaction copies the live frames to a new segment (its own slot)
+	# and removes the old one
+	[ "$(redis-cli -c -p "$(primary_port 0)" exists "{nadb:s$BATS_TEST_NUMBER:s1}:seg")" = 1 ]
+	run "$NADB" compact "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(redis-cli -c -p "$(primary_port 0)" exists "{nadb:s$BATS_TEST_NUMBER:s1}:seg")" = 0 ]
+	[ "$("$NADB" get "$URL" /app/a/k1)" = changed ]
+	[ "$("$NADB" get "$URL" /app/f/k4)" = "f value 4" ]
 	run "$NADB" fsck "$URL"
 	echo "$output"
 	[ "$status" -eq 0 ]

@@ -181,8 +181,9 @@ EOF
 	[ "$p" -ge 1 ]
 	[ "$q" -ge 1 ]
 	[ "$p" -ne "$q" ]
-	# every key the store made carries one of its hash tags
-	[ -z "$(cli --scan | grep -v '^{nadb:store:p[0-9]*}:')" ]
+	# every key the store made carries one of its hash tags (pP, or sN for
+	# a segment of chunk bytes)
+	[ -z "$(cli --scan | grep -v '^{nadb:store:[ps][0-9]*}:')" ]
 	[ "$(cli zrange '{nadb:store:p0}:partitions' 0 -1 | sort -n | tr '\n' ' ')" = "$(printf '%s\n' "$p" "$q" | sort -n | tr '\n' ' ')" ]
 	# a namespace's rows (its keys' entries, inodes, names, xattrs, tags)
 	# are under its own tag; root and database rows under p0
@@ -215,7 +216,10 @@ EOF
 	buckets=$(cli --scan --pattern "{nadb:store:p0}:t:chunks:b:*" | wc -l)
 	[ "$buckets" -ge 1 ]
 	[ "$(cli zcard "{nadb:store:p0}:t:chunks:z")" -eq "$buckets" ]
-	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 3" ]
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 4" ]
+	# chunk bytes: segments under tags of their own (a cluster spreads them)
+	[ "$(cli exists '{nadb:store:s1}:seg')" = 1 ]
+	[ -z "$(cli --scan --pattern '{nadb:store:p0}:seg:*')" ]
 	# a key's counters are its namespace's row (in its partition): the
 	# database's and the store's rows, in p0, do not move when keys come
 	# and go (values here are copies, so that no chunk is made or freed:
@@ -266,12 +270,19 @@ EOF
 	[ "$status" -eq 0 ]
 	[ "$("$NADB" get "$URL" /app/other/x)" = x ]
 	# a store marked with layout 2 (layout 3 in one partition) is taken on
-	# and marked 3, so that a nadb of layout 2 refuses it from now on
-	cli set '{nadb:store:p0}:format' 'nadb-redis 2' >/dev/null
-	mount_store_at "$URL" "$MNT"
-	[ "$(cat "$MNT/app/ns/c")" = "value c" ]
-	unmount_store_at "$URL" "$MNT"
-	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 3" ]
+	# and marked 3, so that a nadb of layout 2 refuses it from now on; a
+	# store of layout 3 keeps its segments in partition 0
+	cli set '{nadb:two:p0}:format' 'nadb-redis 2' >/dev/null
+	mount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	echo -n "value two" >"$MNT/app/ns/k"
+	unmount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
+	[ "$(cli get '{nadb:two:p0}:format')" = "nadb-redis 3" ]
+	[ "$(cli exists '{nadb:two:p0}:seg:1')" = 1 ]
+	[ -z "$(cli --scan --pattern '{nadb:two:s*')" ]
+	mount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
+	[ "$(cat "$MNT/app/ns/k")" = "value two" ]
+	unmount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
 	# a store of layout 1: refused, nothing written, told what to do
 	cli set '{nadb:old:p0}:format' 'nadb-redis 1' >/dev/null
 	before=$(cli dbsize)
