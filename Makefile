@@ -124,6 +124,7 @@ stop:
 
 bench: all
 	tools/bench.sh
+	tools/bench-cluster.sh --build $(BUILD) --out $(BUILD)/bench/cluster.md
 
 bench-quick: all
 	tools/bench.sh --quick
