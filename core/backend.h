@@ -208,5 +208,9 @@ int blobs_pack_open(const char *dir, struct blobs **out);
 bool store_is_redis_url(const char *store);
 int kv_redis_open(const char *url, struct kv **out);
 int blobs_redis_open(const char *url, struct blobs **out);
+/* From now on a sync (and a claim of inode numbers) of KV, a Redis kv,
+ * fails with -EIO unless at least N replicas of each primary it writes to
+ * confirm it (WAIT): fsync then means "on N replicas", or fails. */
+void kv_redis_set_min_replicas(struct kv *kv, unsigned n);
 
 #endif

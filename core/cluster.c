@@ -251,6 +251,11 @@ int redis_cluster_replicas(const struct redis_cluster *cl, uint16_t slot)
 	return cl->replicas[slot & (REDIS_SLOTS - 1)];
 }
 
+int redis_cluster_reload(struct redis_cluster *cl)
+{
+	return load_map(cl);
+}
+
 uint64_t redis_cluster_changes(const struct redis_cluster *cl)
 {
 	uint64_t n = cl->owner_changes;

@@ -65,6 +65,8 @@ int redis_cluster_each_primary(struct redis_cluster *cl,
 /* The replicas serving SLOT's primary has, as the map last said
  * (CLUSTER SLOTS leaves out those marked failed): what a sync WAITs for. */
 int redis_cluster_replicas(const struct redis_cluster *cl, uint16_t slot);
+/* Load the slot map again now (a replica may have joined): 0, or -EIO. */
+int redis_cluster_reload(struct redis_cluster *cl);
 
 /* A number that grows whenever what a node holds may differ from what the
  * router's user saw of it: a slot's owner changed (a failover, a moved

@@ -430,6 +430,7 @@ struct kv_redis {
 	 * the tests use to show which operations stay in one partition. */
 	uint32_t step_part;
 	bool step_wrote, step_spans, check_steps;
+	unsigned min_replicas; /* kv_redis_set_min_replicas */
 };
 
 static void release_held(struct kv_redis *k)
@@ -1634,14 +1635,37 @@ static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
 	return redis_reply_error(k->conn, "the group was not applied", r);
 }
 
-/* Fewer replicas than are connected confirmed the group: said, not failed
- * (the primary's AOF has it already). */
-static void check_wait(struct kv_redis *k, const redisReply *r, int replicas)
+/* Fewer replicas than are connected confirmed the writes: said, and
+ * failed only when fewer than min_replicas did (the primary's AOF has
+ * them already). */
+static int check_wait(struct kv_redis *k, const redisReply *r, int replicas)
 {
 	long long got = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 	if (got < replicas)
-		nadb_log("redis %s: only %lld of %d replicas confirmed a sync within %d ms",
-			 redis_conn_name(k->conn), got, replicas, WAIT_MS);
+		nadb_log("redis %s: only %lld of %d replicas confirmed a sync within %d ms%s",
+			 redis_conn_name(k->conn), got, replicas, WAIT_MS,
+			 got < k->min_replicas ? " (fewer than min_replicas: it fails)" : "");
+	return got < k->min_replicas ? -EIO : 0;
+}
+
+/* Partition P's primary has *REPLICAS: too few for min_replicas, even
+ * when asked anew (one may have joined since)?  Then the sync fails
+ * before it writes anything. */
+static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
+{
+	if (*replicas >= (int)k->min_replicas)
+		return 0;
+	if (!redis_replicas_fresh(k->conn, p, replicas) && *replicas >= (int)k->min_replicas)
+		return 0;
+	nadb_log("redis %s: the primary of partition %u has %d replicas connected, fewer "
+		 "than min_replicas=%u: sync refused (EIO)", redis_conn_name(k->conn), p,
+		 *replicas, k->min_replicas);
+	return -EIO;
+}
+
+void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
+{
+	((struct kv_redis *)kv)->min_replicas = n;
 }
 
 /* The partitions the pending group puts rows in that Redis does not list
@@ -1712,6 +1736,8 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	int rc = redis_replicas_in(k->conn, p, &replicas);
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -ENOMEM ? rc : -EIO;
+	if ((rc = enough_replicas(k, p, &replicas)))
+		return rc;
 	size_t m = 0;
 	tx[m++] = (struct redis_cmd){1, multi, multi_len};
 	for (size_t i = 0; i < b->ncmds; i++)
@@ -1732,7 +1758,7 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 		return rc;
 	rc = check_exec(k, replies, exec);
 	if (!rc && replicas > 0)
-		check_wait(k, replies[exec + 1], replicas);
+		rc = check_wait(k, replies[exec + 1], replicas);
 	for (size_t i = 0; i < m; i++)
 		freeReplyObject(replies[i]);
 	return rc;
@@ -1865,6 +1891,8 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 	int rc = redis_replicas_in(k->conn, p, &replicas);
 	if (rc)
 		return rc == -ENOMEM ? rc : -EIO;
+	if ((rc = enough_replicas(k, p, &replicas)))
+		return rc;
 	char key[KEY_SIZE], by[24], nrep[16], wait_ms[16];
 	const char *incr[] = {"INCRBY", key, by}, *wait[] = {"WAIT", nrep, wait_ms};
 	size_t incr_lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
@@ -1882,7 +1910,7 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 	else
 		*out = (uint64_t)r[0]->integer;
 	if (!rc && ncmds == 2)
-		check_wait(k, r[1], replicas);
+		rc = check_wait(k, r[1], replicas);
 	for (size_t i = 0; i < ncmds; i++)
 		freeReplyObject(r[i]);
 	return rc;

@@ -689,6 +689,16 @@ int redis_replicas(struct redis_conn *c, int *out)
 	return 0;
 }
 
+int redis_replicas_fresh(struct redis_conn *c, unsigned p, int *out)
+{
+	int rc = 0;
+	if (c->cluster)
+		rc = redis_cluster_reload(c->cluster);
+	else
+		c->replicas_seen_ms = 0;
+	return rc ? rc : redis_replicas_in(c, p, out);
+}
+
 int redis_replicas_in(struct redis_conn *c, unsigned p, int *out)
 {
 	if (!c->cluster)

@@ -190,6 +190,8 @@ int redis_replicas(struct redis_conn *c, int *out);
 /* The same for the server of partition P's slot: C's own if C does not
  * route; on a cluster, what the slot map says (no round trip). */
 int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
+/* The same, asked anew now (INFO, or the slot map loaded again). */
+int redis_replicas_fresh(struct redis_conn *c, unsigned p, int *out);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */

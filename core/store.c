@@ -594,7 +594,7 @@ static int open_directory(struct nadb_store *st, const char *dir,
 
 /* A store on the Redis server of URL: locked, its tables and segments
  * opened (a new NAME is marked as a store). */
-static int open_redis(struct nadb_store *st, const char *url)
+static int open_redis(struct nadb_store *st, const char *url, const struct nadb_options *o)
 {
 	char name[4096];
 	int rc = nadb_store_name(url, name, sizeof(name));
@@ -605,6 +605,8 @@ static int open_redis(struct nadb_store *st, const char *url)
 	rc = lock_store(st, url);
 	if (!rc)
 		rc = kv_redis_open(url, &st->kv);
+	if (!rc)
+		kv_redis_set_min_replicas(st->kv, o->min_replicas);
 	if (!rc)
 		rc = blobs_redis_open(url, &st->blobs);
 	return rc;
@@ -644,7 +646,7 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 		return -ENOMEM;
 	}
 	/* Where it lives is decided by its name alone. */
-	rc = store_is_redis_url(store) ? open_redis(st, store) : open_directory(st, store, o);
+	rc = store_is_redis_url(store) ? open_redis(st, store, o) : open_directory(st, store, o);
 	if (!rc) {
 		st->chunks = (struct chunker){
 			.kv = st->kv, .blobs = st->blobs,

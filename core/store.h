@@ -58,6 +58,9 @@ struct nadb_options {
 	unsigned reap_interval_ms;   /* reaper period (default 1000) */
 	unsigned compact_garbage;    /* the flusher compacts segments with at least
 	                                this % garbage (default 50; 0: never) */
+	unsigned min_replicas;       /* Redis: a sync fails (-EIO) unless this many
+	                                replicas of each primary it wrote to confirm
+	                                it (WAIT); default 0: as many as are there */
 	bool check_meta;             /* walk the metadata file in a child process
 	                                before trusting it: -EUCLEAN if damaged */
 	bool salvage_meta;           /* damaged: save what can be read into a new

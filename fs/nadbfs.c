@@ -1180,6 +1180,7 @@ enum {
 	KEY_ATTR_TIMEOUT,
 	KEY_REAP_INTERVAL_MS,
 	KEY_COMPACT_GARBAGE,
+	KEY_MIN_REPLICAS,
 	KEY_STATS,
 	KEY_FORCE_CREATE,
 	KEY_LOG,
@@ -1195,6 +1196,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_TIMEOUT),
 	FUSE_OPT_KEY("reap_interval_ms=", KEY_REAP_INTERVAL_MS),
 	FUSE_OPT_KEY("compact_garbage=", KEY_COMPACT_GARBAGE),
+	FUSE_OPT_KEY("min_replicas=", KEY_MIN_REPLICAS),
 	FUSE_OPT_KEY("stats=", KEY_STATS),
 	FUSE_OPT_KEY("force_create", KEY_FORCE_CREATE),
 	FUSE_OPT_KEY("log=", KEY_LOG),
@@ -1263,6 +1265,9 @@ static void print_help(const char *prog)
 	       "                           over expired keys, 10..3600000 (default: %u)\n"
 	       "    -o compact_garbage=N   compact pack segments once N%% of them is\n"
 	       "                           garbage; 0: only on demand (default: %u)\n"
+	       "    -o min_replicas=N      Redis: fsync (and a new key's inode number)\n"
+	       "                           fails unless N replicas confirm it (WAIT);\n"
+	       "                           0..16 (default: 0, as many as are there)\n"
 	       "    -o stats=on|off        time every request for /.stats (default: on)\n"
 	       "    -o force_create        make a new store in STORE even though it\n"
 	       "                           holds other files (refused otherwise)\n"
@@ -1387,6 +1392,10 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 	case KEY_COMPACT_GARBAGE:
 		rc = parse_unsigned(opt, 0, 100, &v);
 		fs->engine.compact_garbage = (unsigned)v;
+		break;
+	case KEY_MIN_REPLICAS:
+		rc = parse_unsigned(opt, 0, 16, &v);
+		fs->engine.min_replicas = (unsigned)v;
 		break;
 	case KEY_LOG:
 		free(fs->log_path);

@@ -382,6 +382,45 @@ EOF
 	unmount_store_at "$URL" "$MNT"
 }
 
+@test "-o min_replicas=1: fsync fails with EIO while the server has no replica, and works once one is connected" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	echo -n one >"$MNT/app/ns/k"
+	unmount_store_at "$URL" "$MNT"
+	mount_store_at "$URL" "$MNT" min_replicas=1
+	fsync_write() {
+		"$PY" - "$1" "$2" <<'EOF'
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, sys.argv[2].encode())
+try:
+    os.fsync(fd)
+    print("ok")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+os.close(fd)
+EOF
+	}
+	[ "$(fsync_write "$MNT/app/ns/k" two)" = EIO ]
+	grep -q "fewer than min_replicas=1" "$LOG"
+	# a replica joins: the next fsync finds it
+	local rport=$((REDIS_PORT + 1))
+	mkdir -p "$T/replica"
+	redis-server --port "$rport" --bind 127.0.0.1 --dir "$T/replica" --save "" \
+		--replicaof 127.0.0.1 "$REDIS_PORT" --logfile "$T/replica/log" >/dev/null &
+	BG_PIDS+=($!)
+	for _ in $(seq 200); do
+		redis-cli -p "$rport" info replication 2>/dev/null | grep -q master_link_status:up && break
+		sleep 0.05
+	done
+	[ "$(fsync_write "$MNT/app/ns/k" three)" = ok ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$("$NADB" get "$URL" /app/ns/k)" = three ]
+	# the replica holds it too
+	[ "$(redis-cli -p "$rport" dbsize)" = "$(redis-cli -p "$REDIS_PORT" dbsize)" ]
+	redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+}
+
 @test "a one-node Redis Cluster holds a store; a cluster that serves no slot is refused with a clear message, nothing written" {
 	stop_redis
 	start_redis --cluster-enabled yes --cluster-config-file nodes.conf
