@@ -124,7 +124,9 @@ stop:
 
 bench: all
 	tools/bench.sh
-	tools/bench-cluster.sh --build $(BUILD) --out $(BUILD)/bench/cluster.md
+	@if command -v redis-server >/dev/null; then \
+		tools/bench-cluster.sh --build $(BUILD) --out $(BUILD)/bench/cluster.md; \
+	else echo "bench: no redis-server: skipping tools/bench-cluster.sh"; fi
 
 bench-quick: all
 	tools/bench.sh --quick

@@ -171,6 +171,9 @@ struct blob_ops {
 	/* Make every appended byte durable (before the metadata that names
 	 * it is synced). */
 	int (*sync)(struct blobs *b);
+	/* Optional (NULL: nothing to do): the metadata naming the frames
+	 * appended before the last successful sync is now durable too. */
+	void (*committed)(struct blobs *b);
 	/* Bytes the whole area holds on disk (punched frames not counted),
 	 * for statistics. */
 	uint64_t (*size)(struct blobs *b);
@@ -212,5 +215,8 @@ int blobs_redis_open(const char *url, struct blobs **out);
  * fails with -EIO unless at least N replicas of each primary it writes to
  * confirm it (WAIT): fsync then means "on N replicas", or fails. */
 void kv_redis_set_min_replicas(struct kv *kv, unsigned n);
+/* The same for the chunk bytes of a store on a cluster, whose segments
+ * live on other primaries than the metadata naming them. */
+void blobs_redis_set_min_replicas(struct blobs *b, unsigned n);
 
 #endif

@@ -26,7 +26,7 @@
  * memory comes back when compaction copies the live frames out and
  * removes it.
  *
- * Remove renames the segment to "{...}:gone:N" (listed in "{...}:gone")
+ * Remove renames the segment to its gone name (listed in "{...p0}:gone")
  * so that a reader that located a frame just before compaction moved it
  * still reads it; forget_removed deletes them, and so does the next open
  * (no reader can be left from before it).
@@ -45,12 +45,13 @@
 #define SEG_MAX (64u << 20) /* bytes: a segment's size before the next starts
                                (Redis strings stop at 512 MiB) */
 #define KEY_SIZE (REDIS_NAME_MAX + 48) /* bytes: longest key name + NUL */
+#define SYNC_WAIT_MS 5000 /* ms: how long a sync waits for a segment's replicas */
 
 struct seg {
 	uint64_t size;    /* bytes appended (cur's: see cur_size) */
 	uint64_t punched; /* bytes of frames punched: dead */
 	bool listed;      /* in the segs set and not removed */
-	bool gone;        /* removed, kept as gone:N until forget_removed */
+	bool gone;        /* removed, kept under its gone name until forget_removed */
 };
 
 struct blobs_redis {
@@ -62,10 +63,16 @@ struct blobs_redis {
 	struct redis_conn *conn;
 	uint32_t cur;      /* the segment appended to */
 	uint64_t cur_size; /* its size: where the next frame goes */
-	/* Segments appended to since the last sync: [unsynced_from, cur]
-	 * (none: unsynced_from > cur).  On a cluster, sync checks that the
-	 * primary serving them holds all of it (redis_blobs_sync). */
-	uint32_t unsynced_from;
+	/* On a cluster (redis_blobs_sync): the segments appended to since
+	 * metadata was last committed, [unsynced_from, cur] (none:
+	 * unsynced_from > cur); what the last sync found whole and
+	 * replicated, up to segment checked_cur's checked_size bytes; and
+	 * lost: a segment held less than was appended to it (a failover),
+	 * so no sync or append succeeds until the store is opened again. */
+	uint32_t unsynced_from, checked_cur;
+	uint64_t checked_size;
+	bool lost;
+	unsigned min_replicas; /* blobs_redis_set_min_replicas */
 	uint64_t total;    /* bytes held: sizes less punched, of listed segments */
 	struct seg *segs;  /* segs[N], N < nsegs */
 	uint32_t nsegs;
@@ -166,6 +173,8 @@ static int roll_locked(struct blobs_redis *b)
 static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
 			 struct blob_loc *out)
 {
+	if (b->lost)
+		return -EIO;
 	if (b->cur_size && b->cur_size + len > SEG_MAX) {
 		int rc = roll_locked(b);
 		if (rc)
@@ -184,6 +193,7 @@ static int append_locked(struct blobs_redis *b, const void *frame, size_t len,
 	if (end < (long long)len)
 		return redis_reply_error(b->conn, "appending a frame: no length", NULL);
 	if ((uint64_t)end < b->cur_size + len) {
+		b->lost = true;
 		nadb_log("redis %s: segment %u is %lld bytes, shorter than the %llu appended "
 			 "to it: frames were lost (a failover before they were replicated?)",
 			 redis_conn_name(b->conn), b->cur, end,
@@ -261,41 +271,88 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 	return 0;
 }
 
+/* One segment appended to since the last commit, on a cluster: STRLEN
+ * and a WAIT for the replicas of its primary, in one round trip.  Its
+ * primary may have failed over since the appends, to a replica that
+ * never got the last ones: then it is shorter than WANT (lost). */
+static int check_segment(struct blobs_redis *b, uint32_t seg, uint64_t want)
+{
+	char key[KEY_SIZE], nrep[16], wait_ms[16];
+	seg_key(b, seg, false, key);
+	int replicas = 0;
+	int rc = redis_replicas_key(b->conn, key, &replicas);
+	if (rc)
+		return rc;
+	const char *strlen_argv[] = {"STRLEN", key}, *wait_argv[] = {"WAIT", nrep, wait_ms};
+	size_t strlen_lens[] = {6, strlen(key)};
+	size_t wait_lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
+			      (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", SYNC_WAIT_MS)};
+	struct redis_cmd cmds[] = {{2, strlen_argv, strlen_lens}, {3, wait_argv, wait_lens}};
+	redisReply *r[2] = {NULL, NULL};
+	size_t n = replicas > 0 ? 2 : 1;
+	rc = redis_pipeline_key(b->conn, key, cmds, n, r);
+	if (rc)
+		return rc;
+	long long have = r[0]->type == REDIS_REPLY_INTEGER ? r[0]->integer : -1;
+	long long got = n == 2 && r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : 0;
+	for (size_t i = 0; i < n; i++)
+		freeReplyObject(r[i]);
+	if (have < 0 || (uint64_t)have < want) {
+		b->lost = true;
+		nadb_log("redis %s: segment %u holds %lld of the %llu bytes appended to it: a "
+			 "failover lost frames not yet replicated; the writes since the last "
+			 "sync cannot be committed (remount)", redis_conn_name(b->conn), seg, have,
+			 (unsigned long long)want);
+		return -EIO;
+	}
+	if (got < replicas)
+		nadb_log("redis %s: only %lld of %d replicas confirmed segment %u within %d ms%s",
+			 redis_conn_name(b->conn), got, replicas, seg, SYNC_WAIT_MS,
+			 got < b->min_replicas ? " (fewer than min_replicas: sync fails)" : "");
+	return got < b->min_replicas ? -EIO : 0;
+}
+
 /* An APPEND's reply came after the server took it (and, with appendfsync
- * always, fsynced it), and kv sync's WAIT on the same primary covers its
- * replicas (the top of the file).  On a cluster the primary may have
- * failed over since, to a replica that never got the last appends: the
- * segments appended to since the last sync must be whole there before
- * metadata naming their frames is committed, or the sync fails. */
+ * always, fsynced it), and on one server kv sync's WAIT covers its
+ * replicas (the top of the file).  On a cluster a segment lives on its
+ * own primary: each segment appended to since the last commit is
+ * checked whole there, and its replicas waited for, before metadata
+ * naming its frames is committed. */
 static int redis_blobs_sync(struct blobs *bl)
 {
 	struct blobs_redis *b = (struct blobs_redis *)bl;
-	int rc = 0;
 	pthread_mutex_lock(&b->lock);
-	for (uint32_t s = b->unsynced_from;
-	     !rc && redis_conn_is_cluster(b->conn) && s <= b->cur; s++) {
-		char key[KEY_SIZE];
-		seg_key(b, s, false, key);
-		const char *argv[] = {"STRLEN", key};
-		redisReply *r;
-		rc = run_on_segment(b, "checking a segment", 2, argv, &r);
-		if (rc)
-			break;
-		uint64_t want = s == b->cur ? b->cur_size : s < b->nsegs ? b->segs[s].size : 0;
-		long long have = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-		freeReplyObject(r);
-		if (have < 0 || (uint64_t)have < want) {
-			nadb_log("redis %s: segment %u holds %lld of the %llu bytes appended to "
-				 "it: a failover lost frames not yet replicated; the writes since "
-				 "the last sync cannot be committed (remount)",
-				 redis_conn_name(b->conn), s, have, (unsigned long long)want);
-			rc = -EIO;
-		}
+	int rc = b->lost ? -EIO : 0;
+	uint32_t cur = b->cur;
+	uint64_t cur_size = b->cur_size;
+	for (uint32_t s = b->unsynced_from; !rc && redis_conn_is_cluster(b->conn) && s <= cur;
+	     s++)
+		rc = check_segment(b, s, s == cur ? cur_size
+					 : s < b->nsegs ? b->segs[s].size : 0);
+	if (!rc) {
+		b->checked_cur = cur;
+		b->checked_size = cur_size;
 	}
-	if (!rc)
-		b->unsynced_from = UINT32_MAX;
 	pthread_mutex_unlock(&b->lock);
 	return rc;
+}
+
+/* The metadata of the last synced appends is committed: what that sync
+ * checked needs no checking again; appends since (to the segment it
+ * checked last, or later ones) do. */
+static void redis_blobs_committed(struct blobs *bl)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	if (b->unsynced_from <= b->cur)
+		b->unsynced_from = b->cur == b->checked_cur && b->cur_size == b->checked_size
+					   ? UINT32_MAX : b->checked_cur;
+	pthread_mutex_unlock(&b->lock);
+}
+
+void blobs_redis_set_min_replicas(struct blobs *bl, unsigned n)
+{
+	((struct blobs_redis *)bl)->min_replicas = n;
 }
 
 static uint64_t redis_size(struct blobs *bl)
@@ -431,6 +488,13 @@ static int delete_gone(struct blobs_redis *b, const uint32_t *list, uint32_t n)
 		redisReply *r;
 		rc = redis_run_in(b->conn, 0, "unlisting removed segments", (int)n + 2, argv,
 				  lens, &r);
+		if (!rc) { /* and any punched count a late punch left */
+			freeReplyObject(r);
+			argv[0] = "HDEL", lens[0] = 4;
+			argv[1] = b->punched_key, lens[1] = strlen(b->punched_key);
+			rc = redis_run_in(b->conn, 0, "unlisting removed segments", (int)n + 2,
+					  argv, lens, &r);
+		}
 		if (!rc)
 			freeReplyObject(r);
 	}
@@ -494,6 +558,7 @@ static const struct blob_ops redis_blob_ops = {
 	.append = redis_append,
 	.read = redis_read,
 	.sync = redis_blobs_sync,
+	.committed = redis_blobs_committed,
 	.size = redis_size,
 	.segments = redis_segments,
 	.roll = redis_roll,

@@ -431,6 +431,11 @@ struct kv_redis {
 	uint32_t step_part;
 	bool step_wrote, step_spans, check_steps;
 	unsigned min_replicas; /* kv_redis_set_min_replicas */
+	/* Partitions whose last transaction fewer than min_replicas replicas
+	 * confirmed: committed on their primary, and every sync fails until
+	 * a WAIT there hears from enough of them (confirm_waits). */
+	uint32_t *unconfirmed;
+	size_t nunconfirmed, unconfirmed_cap;
 };
 
 static void release_held(struct kv_redis *k)
@@ -1635,6 +1640,24 @@ static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
 	return redis_reply_error(k->conn, "the group was not applied", r);
 }
 
+/* Note partition P as confirmed by enough replicas, or not. */
+static int note_confirmed(struct kv_redis *k, uint32_t p, bool confirmed)
+{
+	for (size_t i = 0; i < k->nunconfirmed; i++) {
+		if (k->unconfirmed[i] != p)
+			continue;
+		if (confirmed)
+			k->unconfirmed[i] = k->unconfirmed[--k->nunconfirmed];
+		return 0;
+	}
+	if (confirmed)
+		return 0;
+	if (ARRAY_GROW(k->unconfirmed, k->nunconfirmed, k->unconfirmed_cap))
+		return -ENOMEM;
+	k->unconfirmed[k->nunconfirmed++] = p;
+	return 0;
+}
+
 /* Fewer replicas than are connected confirmed the writes: said, and
  * failed only when fewer than min_replicas did (the primary's AOF has
  * them already). */
@@ -1648,18 +1671,23 @@ static int check_wait(struct kv_redis *k, const redisReply *r, int replicas)
 	return got < k->min_replicas ? -EIO : 0;
 }
 
+/* Say that partition P's primary has too few replicas for min_replicas. */
+static void say_too_few(struct kv_redis *k, uint32_t p, int replicas)
+{
+	nadb_log("redis %s: the primary of partition %u has %d replicas connected, fewer "
+		 "than min_replicas=%u: syncs fail (EIO) until enough confirm",
+		 redis_conn_name(k->conn), p, replicas, k->min_replicas);
+}
+
 /* Partition P's primary has *REPLICAS: too few for min_replicas, even
- * when asked anew (one may have joined since)?  Then the sync fails
- * before it writes anything. */
+ * when asked anew (one may have joined since)?  Then -EIO, said. */
 static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
 {
 	if (*replicas >= (int)k->min_replicas)
 		return 0;
 	if (!redis_replicas_fresh(k->conn, p, replicas) && *replicas >= (int)k->min_replicas)
 		return 0;
-	nadb_log("redis %s: the primary of partition %u has %d replicas connected, fewer "
-		 "than min_replicas=%u: sync refused (EIO)", redis_conn_name(k->conn), p,
-		 *replicas, k->min_replicas);
+	say_too_few(k, p, *replicas);
 	return -EIO;
 }
 
@@ -1734,10 +1762,10 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	static const size_t multi_len[] = {5}, exec_len[] = {4};
 	int replicas = 0;
 	int rc = redis_replicas_in(k->conn, p, &replicas);
+	if (!rc && replicas < (int)k->min_replicas) /* one may have joined */
+		rc = redis_replicas_fresh(k->conn, p, &replicas);
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -ENOMEM ? rc : -EIO;
-	if ((rc = enough_replicas(k, p, &replicas)))
-		return rc;
 	size_t m = 0;
 	tx[m++] = (struct redis_cmd){1, multi, multi_len};
 	for (size_t i = 0; i < b->ncmds; i++)
@@ -1757,10 +1785,47 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	if (rc)
 		return rc;
 	rc = check_exec(k, replies, exec);
-	if (!rc && replicas > 0)
-		rc = check_wait(k, replies[exec + 1], replicas);
+	/* Committed on the primary: what its replicas confirmed decides only
+	 * what the sync answers (min_replicas), not whether it happened. */
+	if (!rc && replicas < (int)k->min_replicas)
+		say_too_few(k, p, replicas);
+	if (!rc)
+		rc = note_confirmed(k, p, replicas > 0 ? !check_wait(k, replies[exec + 1], replicas)
+						       : k->min_replicas == 0);
 	for (size_t i = 0; i < m; i++)
 		freeReplyObject(replies[i]);
+	return rc;
+}
+
+/* WAIT again where the last transaction was not confirmed by
+ * min_replicas replicas: 0 once every such partition's are, else -EIO
+ * (logged). */
+static int confirm_waits(struct kv_redis *k)
+{
+	int rc = 0;
+	for (size_t i = k->nunconfirmed; i-- > 0;) {
+		uint32_t p = k->unconfirmed[i];
+		int replicas = 0;
+		int e = redis_replicas_fresh(k->conn, p, &replicas);
+		if (!e && replicas < (int)k->min_replicas)
+			e = enough_replicas(k, p, &replicas);
+		char nrep[16], wait_ms[16];
+		const char *wait[] = {"WAIT", nrep, wait_ms};
+		size_t lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
+				 (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS)};
+		struct redis_cmd cmd = {3, wait, lens};
+		redisReply *r = NULL;
+		if (!e)
+			e = redis_pipeline_in(k->conn, p, &cmd, 1, &r);
+		if (!e) {
+			e = check_wait(k, r, replicas);
+			freeReplyObject(r);
+		}
+		if (!e)
+			k->unconfirmed[i] = k->unconfirmed[--k->nunconfirmed];
+		else
+			rc = -EIO;
+	}
 	return rc;
 }
 
@@ -1794,9 +1859,11 @@ static int kvr_sync(struct kv *kv)
 	struct kv_redis *k = (struct kv_redis *)kv;
 	assert(!k->in_step); /* backend.h: sync is outside any step */
 	release_held(k);
+	/* the partitions a sync before left unconfirmed come first */
+	int unconfirmed = k->nunconfirmed ? confirm_waits(k) : 0;
 	if (k->pending.rows == 0) {
 		k->unsynced = 0;
-		return 0;
+		return unconfirmed;
 	}
 	struct batch b = {0};
 	size_t buckets = 0, runs = 0, bytes = 1;
@@ -1871,12 +1938,15 @@ static int kvr_sync(struct kv *kv)
 		overlay_clear(&k->cache);
 	overlay_clear(&k->pending);
 	k->unsynced = 0;
-	return 0;
+	return k->nunconfirmed ? -EIO : 0;
 }
 
+/* Partitions still to be confirmed by replicas count too: a sync has
+ * something to do for them. */
 static uint64_t kvr_unsynced(struct kv *kv)
 {
-	return ((struct kv_redis *)kv)->unsynced;
+	struct kv_redis *k = (struct kv_redis *)kv;
+	return k->unsynced + k->nunconfirmed;
 }
 
 /* INCRBY of counter WHAT of partition P by N, at once and outside the
@@ -1959,6 +2029,7 @@ static void kvr_close(struct kv *kv)
 	overlay_free(&k->cache);
 	redis_conn_close(k->conn);
 	free(k->parts);
+	free(k->unconfirmed);
 	free(k);
 }
 

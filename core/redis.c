@@ -651,6 +651,12 @@ int redis_run_key(struct redis_conn *c, const char *key, const char *why, int ar
 	return run_one(c, route_of_key(c, key), why, argc, argv, argvlen, out);
 }
 
+int redis_pipeline_key(struct redis_conn *c, const char *key, const struct redis_cmd *cmds,
+		       size_t n, redisReply **replies)
+{
+	return pipeline_to(c, route_of_key(c, key), cmds, n, replies);
+}
+
 int redis_each_server(struct redis_conn *c, int (*fn)(struct redis_conn *server, void *ctx),
 		      void *ctx)
 {
@@ -697,6 +703,14 @@ int redis_replicas_fresh(struct redis_conn *c, unsigned p, int *out)
 	else
 		c->replicas_seen_ms = 0;
 	return rc ? rc : redis_replicas_in(c, p, out);
+}
+
+int redis_replicas_key(struct redis_conn *c, const char *key, int *out)
+{
+	if (!c->cluster)
+		return redis_replicas(c, out);
+	*out = redis_cluster_replicas(c->cluster, redis_slot(key, strlen(key)));
+	return 0;
 }
 
 int redis_replicas_in(struct redis_conn *c, unsigned p, int *out)

@@ -169,9 +169,11 @@ int redis_pipeline_in(struct redis_conn *c, unsigned p, const struct redis_cmd *
 		      redisReply **replies);
 int redis_run_in(struct redis_conn *c, unsigned p, const char *why, int argc,
 		 const char **argv, const size_t *argvlen, redisReply **out);
-/* The same for one command on keys of the slot of KEY (a segment's). */
+/* The same for commands on keys of the slot of KEY (a segment's). */
 int redis_run_key(struct redis_conn *c, const char *key, const char *why, int argc,
 		  const char **argv, const size_t *argvlen, redisReply **out);
+int redis_pipeline_key(struct redis_conn *c, const char *key, const struct redis_cmd *cmds,
+		       size_t n, redisReply **replies);
 /* Call FN with a connection to each server holding keys: C itself, or
  * each primary of its cluster in turn.  Stops at FN's first nonzero
  * return.  For commands a cluster runs per node (SCAN). */
@@ -192,6 +194,8 @@ int redis_replicas(struct redis_conn *c, int *out);
 int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
 /* The same, asked anew now (INFO, or the slot map loaded again). */
 int redis_replicas_fresh(struct redis_conn *c, unsigned p, int *out);
+/* The same for the server of KEY's slot, from the map (C a cluster's). */
+int redis_replicas_key(struct redis_conn *c, const char *key, int *out);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */

@@ -162,9 +162,10 @@ int step_end(struct nadb_store *st, int rc)
 		st->nfreed = st->freed_step;
 	st->freed_step = st->nfreed;
 	chunk_step_end(&st->chunks, !rc && !e);
-	if (e && st->kv->apart && st->kv->ops->unsynced(st->kv) == 0) {
-		/* The backend dropped the unsynced group (out of memory): the
-		 * drops its steps noted went with it, and must never settle. */
+	if (e && st->kv->apart) {
+		/* A step's end fails only when the backend dropped the unsynced
+		 * group (out of memory, kv_redis.c): the drops its steps noted
+		 * went with it, and must never settle. */
 		struct chunk_drop *d;
 		size_t n;
 		if (!chunk_due_drops(&st->chunks, false, &d, &n))
@@ -609,6 +610,8 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 		kv_redis_set_min_replicas(st->kv, o->min_replicas);
 	if (!rc)
 		rc = blobs_redis_open(url, &st->blobs);
+	if (!rc)
+		blobs_redis_set_min_replicas(st->blobs, o->min_replicas);
 	return rc;
 }
 
@@ -740,6 +743,8 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 			if (free_bytes(st) < RESERVE_BYTES)
 				reserve_give(st);
 			rc = st->kv->ops->sync(st->kv);
+			if (!rc && st->blobs->ops->committed)
+				st->blobs->ops->committed(st->blobs);
 			/* Frames a settle frees are punched only if its counts
 			 * are durable; else compaction reclaims them. */
 			size_t freed_synced = st->nfreed;

@@ -39,9 +39,11 @@ cleanup() {
 	done
 	sleep 0.5
 	for p in "${PORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1; done
-	rm -rf "$TMP"
+	for p in "$TMP"/*/pid; do [ -f "$p" ] && kill -KILL "$(cat "$p")" 2>/dev/null; done
+	rm -rf --one-file-system "$TMP"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # A server on a free port (and its bus port 10000 above, for a cluster
 # node): its port on stdout.
@@ -49,12 +51,14 @@ start_server() {
 	local dir=$1 extra=$2 port i
 	for ((i = 0; i < 20; i++)); do
 		port=$((20000 + RANDOM % 15000))
+		# the port and its cluster bus port must be free
 		redis-cli -p "$port" ping >/dev/null 2>&1 && continue
+		(exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && continue
 		mkdir -p "$dir"
 		# shellcheck disable=SC2086
 		redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" \
 			--appendonly yes --appendfsync always --daemonize yes \
-			--logfile "$dir/log" $extra >/dev/null || continue
+			--pidfile "$dir/pid" --logfile "$dir/log" $extra >/dev/null || continue
 		for _ in $(seq 100); do
 			[ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && { echo "$port"; return 0; }
 			sleep 0.05
@@ -119,7 +123,9 @@ EOF
 
 for ((rep = 1; rep <= REPS; rep++)); do
 	for target in single cluster; do
-		echo "$target $(run_one "$target" "$rep")" >>"$TMP/results" || exit 1
+		figures=$(run_one "$target" "$rep") ||
+			{ echo "bench-cluster.sh: $target failed:" >&2; tail -5 "$TMP/$target.log" >&2; exit 1; }
+		echo "$target $figures" >>"$TMP/results"
 	done
 done
 

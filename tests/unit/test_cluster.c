@@ -278,6 +278,9 @@ static void check_lost_appends(const char *url)
 	}
 	CHECK(b->ops->sync(b) == -EIO);
 	CHECK(b->ops->append(b, frame, sizeof(frame), NULL, 0, &loc) == -EIO);
+	/* and it stays so: an append padding the segment back to its length
+	 * would otherwise pass for the lost frame */
+	CHECK(b->ops->sync(b) == -EIO);
 	b->ops->close(b);
 }
 
