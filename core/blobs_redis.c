@@ -277,17 +277,17 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
  * never got the last ones: then it is shorter than WANT (lost). */
 static int check_segment(struct blobs_redis *b, uint32_t seg, uint64_t want)
 {
-	char key[KEY_SIZE], nrep[16], wait_ms[16];
+	char key[KEY_SIZE];
 	seg_key(b, seg, false, key);
 	int replicas = 0;
 	int rc = redis_replicas_key(b->conn, key, &replicas);
 	if (rc)
 		return rc;
-	const char *strlen_argv[] = {"STRLEN", key}, *wait_argv[] = {"WAIT", nrep, wait_ms};
+	const char *strlen_argv[] = {"STRLEN", key};
 	size_t strlen_lens[] = {6, strlen(key)};
-	size_t wait_lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
-			      (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", SYNC_WAIT_MS)};
-	struct redis_cmd cmds[] = {{2, strlen_argv, strlen_lens}, {3, wait_argv, wait_lens}};
+	struct redis_wait w;
+	struct redis_cmd cmds[] = {{2, strlen_argv, strlen_lens},
+				   redis_wait_cmd(&w, replicas, SYNC_WAIT_MS)};
 	redisReply *r[2] = {NULL, NULL};
 	size_t n = replicas > 0 ? 2 : 1;
 	rc = redis_pipeline_key(b->conn, key, cmds, n, r);

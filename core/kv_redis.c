@@ -1773,14 +1773,9 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 			tx[m++] = b->cmds[i];
 	size_t exec = m;
 	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
-	char nrep[16], wait_ms[16];
-	const char *wait[] = {"WAIT", nrep, wait_ms};
-	size_t wait_len[] = {4, 0, 0};
-	if (replicas > 0) {
-		wait_len[1] = (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas);
-		wait_len[2] = (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS);
-		tx[m++] = (struct redis_cmd){3, wait, wait_len};
-	}
+	struct redis_wait w;
+	if (replicas > 0)
+		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
 	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
 	if (rc)
 		return rc;
@@ -1809,11 +1804,8 @@ static int confirm_waits(struct kv_redis *k)
 		int e = redis_replicas_fresh(k->conn, p, &replicas);
 		if (!e && replicas < (int)k->min_replicas)
 			e = enough_replicas(k, p, &replicas);
-		char nrep[16], wait_ms[16];
-		const char *wait[] = {"WAIT", nrep, wait_ms};
-		size_t lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
-				 (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS)};
-		struct redis_cmd cmd = {3, wait, lens};
+		struct redis_wait w;
+		struct redis_cmd cmd = redis_wait_cmd(&w, replicas, WAIT_MS);
 		redisReply *r = NULL;
 		if (!e)
 			e = redis_pipeline_in(k->conn, p, &cmd, 1, &r);
@@ -1963,13 +1955,12 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 		return rc == -ENOMEM ? rc : -EIO;
 	if ((rc = enough_replicas(k, p, &replicas)))
 		return rc;
-	char key[KEY_SIZE], by[24], nrep[16], wait_ms[16];
-	const char *incr[] = {"INCRBY", key, by}, *wait[] = {"WAIT", nrep, wait_ms};
+	char key[KEY_SIZE], by[24];
+	const char *incr[] = {"INCRBY", key, by};
 	size_t incr_lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
 			      (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
-	size_t wait_lens[] = {4, (size_t)snprintf(nrep, sizeof(nrep), "%d", replicas),
-			      (size_t)snprintf(wait_ms, sizeof(wait_ms), "%d", WAIT_MS)};
-	struct redis_cmd cmds[] = {{3, incr, incr_lens}, {3, wait, wait_lens}};
+	struct redis_wait w;
+	struct redis_cmd cmds[] = {{3, incr, incr_lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
 	redisReply *r[2] = {NULL, NULL};
 	size_t ncmds = replicas > 0 ? 2 : 1;
 	rc = redis_pipeline_in(k->conn, p, cmds, ncmds, r);

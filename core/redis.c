@@ -561,6 +561,14 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 	return rc;
 }
 
+struct redis_cmd redis_wait_cmd(struct redis_wait *w, int replicas, unsigned ms)
+{
+	w->argv[0] = "WAIT", w->lens[0] = 4;
+	w->argv[1] = w->nrep, w->lens[1] = (size_t)snprintf(w->nrep, sizeof(w->nrep), "%d", replicas);
+	w->argv[2] = w->ms, w->lens[2] = (size_t)snprintf(w->ms, sizeof(w->ms), "%u", ms);
+	return (struct redis_cmd){3, w->argv, w->lens};
+}
+
 int redis_reply_error(const struct redis_conn *c, const char *why, const redisReply *r)
 {
 	int rc = -EIO;

@@ -155,6 +155,15 @@ struct redis_cmd {
 int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 		   redisReply **replies);
 
+/* A WAIT for REPLICAS replicas, MS ms at most, as one command of a
+ * pipeline; its arguments live in W. */
+struct redis_wait {
+	char nrep[16], ms[16];
+	const char *argv[3];
+	size_t lens[3];
+};
+struct redis_cmd redis_wait_cmd(struct redis_wait *w, int replicas, unsigned ms);
+
 /* One command; *OUT as above.  An error reply becomes a negative errno
  * (logged with WHY), and *OUT is then NULL. */
 int redis_run(struct redis_conn *c, const char *why, int argc, const char **argv,
