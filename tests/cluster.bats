@@ -22,7 +22,7 @@ setup_file() {
 	local i try started=0 nodes=()
 	# a free base port: the nodes use it and the next five, their cluster
 	# buses 10000 above
-	for ((try = 0; try < 5 && !started; try++)); do
+	for ((try = 0; try < 10 && !started; try++)); do
 		export CLUSTER_BASE=$((20000 + RANDOM % 15000))
 		started=1 nodes=()
 		for ((i = 0; i < NODES && started; i++)); do
@@ -47,9 +47,12 @@ teardown_file() {
 # Stop every node (kill -9 after a try at a clean shutdown), files kept.
 stop_nodes() {
 	local i
+	# each step may find the node gone already: none of them may fail
 	for ((i = 0; i < NODES; i++)); do
-		redis-cli -p $((CLUSTER_BASE + i)) shutdown nosave >/dev/null 2>&1
-		[ -f "$C/n$i/pid" ] && kill -KILL "$(cat "$C/n$i/pid")" 2>/dev/null
+		redis-cli -p $((CLUSTER_BASE + i)) shutdown nosave >/dev/null 2>&1 || true
+		if [ -f "$C/n$i/pid" ]; then
+			kill -KILL "$(cat "$C/n$i/pid" 2>/dev/null)" 2>/dev/null || true
+		fi
 		rm -f "$C/n$i/pid" "$C/n$i/nodes.conf"
 	done
 	return 0
@@ -67,13 +70,15 @@ setup() {
 # Start node I (port CLUSTER_BASE + I, files in $C/nI: its AOF, nodes.conf).
 start_node() {
 	mkdir -p "$C/n$1"
-	redis-cli -p $((CLUSTER_BASE + $1)) ping >/dev/null 2>&1 && return 1 # not ours
+	# the port and its cluster bus port (10000 above) must be free
+	redis-cli -p $((CLUSTER_BASE + $1)) ping >/dev/null 2>&1 && return 1
+	(exec 3<>"/dev/tcp/127.0.0.1/$((CLUSTER_BASE + $1 + 10000))") 2>/dev/null && return 1
 	redis-server --port $((CLUSTER_BASE + $1)) --bind 127.0.0.1 --dir "$C/n$1" \
 		--cluster-enabled yes --cluster-node-timeout 2000 --save "" \
 		--appendonly yes --appendfsync always --daemonize yes \
 		--pidfile "$C/n$1/pid" --logfile "$C/n$1/log" >/dev/null || return 1
 	local i
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 200; i++)); do
 		[ "$(redis-cli -p $((CLUSTER_BASE + $1)) ping 2>/dev/null)" = PONG ] && return 0
 		sleep 0.05
 	done
