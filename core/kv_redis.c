@@ -1802,8 +1802,10 @@ static int confirm_waits(struct kv_redis *k)
 		uint32_t p = k->unconfirmed[i];
 		int replicas = 0;
 		int e = redis_replicas_fresh(k->conn, p, &replicas);
-		if (!e && replicas < (int)k->min_replicas)
-			e = enough_replicas(k, p, &replicas);
+		if (!e && replicas < (int)k->min_replicas) {
+			say_too_few(k, p, replicas);
+			e = -EIO;
+		}
 		struct redis_wait w;
 		struct redis_cmd cmd = redis_wait_cmd(&w, replicas, WAIT_MS);
 		redisReply *r = NULL;

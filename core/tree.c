@@ -433,8 +433,11 @@ int nadb_link(struct nadb_store *st, uint64_t ino, uint64_t newparent,
 	if (!rc && dir.r.level < NADB_LEVEL_NAMESPACE)
 		rc = -EPERM;
 	/* a second name in another namespace: two partitions (one_partition) */
-	if (!rc && st->kv->apart && kv_partition(newparent) != kv_partition(ino))
+	if (!rc && st->kv->apart && kv_partition(newparent) != kv_partition(ino)) {
+		nadb_log("link '%s': a second name in another namespace would write two "
+			 "partitions, which a Redis Cluster keeps apart: EXDEV", newname);
 		rc = -EXDEV;
+	}
 	if (!rc) {
 		rc = find_entry(st, newparent, newname, &e);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
@@ -701,8 +704,11 @@ static int rename_locked(struct nadb_store *st, struct rename_side *a,
 			nadb_log("rename '%s': keys live in a namespace (/DB/NS/KEY)", a->name);
 		return rc;
 	}
-	if (st->kv->apart && !one_partition(a, b))
+	if (st->kv->apart && !one_partition(a, b)) {
+		nadb_log("rename '%s': it would write two partitions, which a Redis Cluster "
+			 "keeps apart: EXDEV (mv copies)", a->name);
 		return -EXDEV;
+	}
 	int64_t now = now_ns();
 	int a_links = 0, b_links = 0; /* changes to the parents' link counts */
 	if ((rc = step_begin(st)))

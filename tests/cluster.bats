@@ -220,6 +220,7 @@ part_of() {
 	expect_errno EXDEV rename "$MNT/app/a/k" "$MNT/app/b/k"
 	expect_errno EXDEV link "$MNT/app/a/k" "$MNT/app/b/k"
 	expect_errno EXDEV rename "$MNT/app/a" "$MNT/app/c"
+	grep -q "would write two partitions.*EXDEV" "$LOG"
 	# within a namespace: rename, link, replace
 	mv "$MNT/app/a/k" "$MNT/app/a/k2"
 	ln "$MNT/app/a/k2" "$MNT/app/a/k3"

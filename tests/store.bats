@@ -119,6 +119,13 @@ help_of() {
 	run "$NADBFS" -o buffer_mb=lots "$STORE" "$MNT"
 	[ "$status" -ne 0 ]
 	! mountpoint -q "$MNT"
+	for v in 17 -1 two; do
+		run "$NADBFS" -o "min_replicas=$v" "$STORE" "$MNT"
+		echo "$output"
+		[ "$status" -ne 0 ]
+		[[ "$output" == *min_replicas* ]]
+		! mountpoint -q "$MNT"
+	done
 }
 
 @test "nadbfs without a mountpoint fails with a usage message" {
