@@ -94,6 +94,9 @@ struct kv_val {
 typedef int (*kv_scan_fn)(void *ctx, const void *key, size_t klen,
 			  const void *val, size_t vlen);
 
+/* Called for each row key a change notice names (follow). */
+typedef int (*kv_row_fn)(void *ctx, enum kv_table t, const void *key, size_t klen);
+
 struct kv;
 struct kv_ops {
 	int (*step_begin)(struct kv *kv);
@@ -132,6 +135,23 @@ struct kv_ops {
 	 * *PROBLEMS; with REPAIR, mended (and the mends made durable). */
 	int (*check)(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
 		     void *ctx, uint64_t *problems);
+	/* Optional, both (NULL: one process at a time opens the store).  A
+	 * store one process writes while others follow it (follow.c):
+	 *
+	 * publish, for the writer: the followers alive now into *N; while
+	 * there are any, each sync also tells them the keys of the rows it
+	 * writes in the tables of MASK (bit 1 << table), in the transaction
+	 * that writes them.  Called now and then (the flusher).
+	 *
+	 * follow, for a follower (a backend opened as one, which keeps
+	 * nothing it read, since another process writes): wait MS ms at most
+	 * for the next notice of the writer's and call FN with each row key
+	 * it names; -ESTALE if notices may have been lost meanwhile (anything
+	 * may have changed).  It also keeps this follower counted.  One
+	 * thread calls it, outside the serialisation of every other call: it
+	 * has connections of its own. */
+	int (*publish)(struct kv *kv, uint32_t mask, uint64_t *n);
+	int (*follow)(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx);
 	void (*close)(struct kv *kv);
 };
 struct kv {
@@ -211,6 +231,11 @@ int blobs_pack_open(const char *dir, struct blobs **out);
 bool store_is_redis_url(const char *store);
 int kv_redis_open(const char *url, struct kv **out);
 int blobs_redis_open(const char *url, struct blobs **out);
+/* The same for a follower of the store's writer: NAME must hold a store
+ * of this layout already (-ENOENT, -EPROTO), and nothing is written but
+ * the follower's own heartbeat (kv_ops.follow). */
+int kv_redis_open_follower(const char *url, struct kv **out);
+int blobs_redis_open_follower(const char *url, struct blobs **out);
 /* From now on a sync (and a claim of inode numbers) of KV, a Redis kv,
  * fails with -EIO unless at least N replicas of each primary it writes to
  * confirm it (WAIT): fsync then means "on N replicas", or fails. */

@@ -80,6 +80,10 @@ struct blobs_redis {
 	/* Segments under hash tags of their own (layout 4, redis.h), so that a
 	 * cluster spreads them over its primaries; else in partition 0. */
 	bool tagged;
+	/* Another process writes the store (backend.h): its compaction may
+	 * remove a segment we locate a frame in, so a read that finds a
+	 * segment short looks under its other name too; nothing is written. */
+	bool follower;
 };
 
 /* Segment SEG's key (GONE: its name once removed).  Both names of a
@@ -253,8 +257,14 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 	redisReply *r;
 	pthread_mutex_lock(&b->lock);
 	/* A removed segment is read under its gone name until forgotten. */
-	seg_key(b, loc->seg, loc->seg < b->nsegs && b->segs[loc->seg].gone, key);
+	bool gone = loc->seg < b->nsegs && b->segs[loc->seg].gone;
+	seg_key(b, loc->seg, gone, key);
 	int rc = run_on_segment(b, "reading a frame", 4, argv, &r);
+	if (!rc && b->follower && (r->type != REDIS_REPLY_STRING || r->len != len)) {
+		freeReplyObject(r);
+		seg_key(b, loc->seg, !gone, key);
+		rc = run_on_segment(b, "reading a frame", 4, argv, &r);
+	}
 	pthread_mutex_unlock(&b->lock);
 	if (rc)
 		return rc;
@@ -650,24 +660,25 @@ static int load_segments(struct blobs_redis *b)
 	return rc;
 }
 
-int blobs_redis_open(const char *url, struct blobs **out)
+static int open_blobs(const char *url, bool follower, struct blobs **out)
 {
 	struct blobs_redis *b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	b->blobs.ops = &redis_blob_ops;
 	b->unsynced_from = UINT32_MAX; /* nothing appended yet */
+	b->follower = follower;
 	pthread_mutex_init(&b->lock, NULL);
 	int rc = redis_conn_open(url, &b->conn);
 	if (!rc) {
 		redis_key(b->conn, 0, "segs", b->segs_key, KEY_SIZE);
 		redis_key(b->conn, 0, "punched", b->punched_key, KEY_SIZE);
 		redis_key(b->conn, 0, "gone", b->gone_key, KEY_SIZE);
-		rc = redis_claim_format(b->conn);
+		rc = follower ? redis_check_format(b->conn) : redis_claim_format(b->conn);
 	}
 	if (!rc)
 		rc = redis_segments_tagged(b->conn, &b->tagged);
-	if (!rc)
+	if (!rc && !follower) /* the writer's own, which a follower may read */
 		rc = forget_old_gone(b);
 	if (!rc)
 		rc = load_segments(b);
@@ -680,4 +691,14 @@ int blobs_redis_open(const char *url, struct blobs **out)
 	}
 	*out = &b->blobs;
 	return 0;
+}
+
+int blobs_redis_open(const char *url, struct blobs **out)
+{
+	return open_blobs(url, false, out);
+}
+
+int blobs_redis_open_follower(const char *url, struct blobs **out)
+{
+	return open_blobs(url, true, out);
 }

@@ -486,17 +486,23 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 	return rc;
 }
 
-int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
-		 struct chunk_loc *out)
+int chunk_find(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], struct chunk_loc *out)
 {
 	struct chunk_rec rec;
 	int rc = get_rec(c, hash, &rec);
+	if (!rc)
+		loc_of_rec(&rec, out);
+	return rc;
+}
+
+int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		 struct chunk_loc *out)
+{
+	int rc = chunk_find(c, hash, out);
 	if (rc == -ENOENT) {
 		nadb_log("chunk: a value names a chunk that is not stored");
 		return -EIO;
 	}
-	if (!rc)
-		loc_of_rec(&rec, out);
 	return rc;
 }
 

@@ -125,6 +125,9 @@ void chunk_release(struct chunker *c);
 int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out);
+/* The same, -ENOENT without a word if the chunk is not stored: a
+ * follower's (follow.c) value may have been replaced, its chunks freed. */
+int chunk_find(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], struct chunk_loc *out);
 /* Does the chunk HASH have its bytes in frame LOC (1), or not, because
  * it is not stored or lives elsewhere (0)?  Before punching LOC. */
 int chunk_names_frame(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],

@@ -41,12 +41,16 @@ struct ofile {
 	unsigned writers;   /* handles opened for writing: under files_lock */
 	struct nadb_file *handles; /* open on it: under files_lock */
 
-	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end
-	 * and failed.
+	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end,
+	 * failed and version.
 	 * Taken before meta_lock. */
 	pthread_rwlock_t lock;
 	bool loaded, dirty;
 	uint64_t size;
+	/* Counts the loads that found another value than the last (a
+	 * follower's writer replaced it): a handle that read one version
+	 * never reads from the next (nadb_file_read). */
+	uint64_t version;
 	struct slot *slots;
 	size_t nslots, cap;
 	uint64_t pending_seq;
@@ -65,6 +69,10 @@ struct nadb_file {
 	struct nadb_store *st;
 	struct ofile *of;
 	bool writes; /* counted in of->writers */
+	/* 0: nothing read yet; else 1 + the ofile version this handle read
+	 * (a follower's: nadb_file_read).  Set under of->lock (read), so by
+	 * concurrent reads of the handle: atomic. */
+	atomic_uint_fast64_t read_version;
 	struct nadb_file *next; /* of->handles: under files_lock */
 };
 
@@ -187,6 +195,10 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 		inode_release(&in);
 		return -EIO;
 	}
+	bool same = of->loaded && n == of->nslots && in.r.size == of->size;
+	for (size_t i = 0; same && i < n; i++)
+		same = !memcmp(of->slots[i].hash, in.payload + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN);
+	of->version += !same;
 	rc = resize_slots(st, of, n);
 	for (size_t i = 0; !rc && i < n; i++) {
 		struct slot *s = &of->slots[i];
@@ -206,13 +218,16 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	return rc;
 }
 
+/* Where chunk HASH is.  A follower's -ESTALE: it is not stored (any
+ * more: the writer replaced the value since we loaded it). */
 static int locate(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
 		  struct chunk_loc *loc)
 {
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = chunk_locate(&st->chunks, hash, loc);
+	int rc = st->following ? chunk_find(&st->chunks, hash, loc)
+			       : chunk_locate(&st->chunks, hash, loc);
 	pthread_mutex_unlock(&st->meta_lock);
-	return rc;
+	return st->following && rc == -ENOENT ? -ESTALE : rc;
 }
 
 /* A chunk of INO read back damaged: one line that names the key.  The
@@ -964,7 +979,9 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 		return -ENOMEM;
 	}
 	pthread_rwlock_wrlock(&of->lock);
-	int rc = of->loaded ? 0 : load_ofile(st, of);
+	/* A follower's value may have changed since another handle loaded it:
+	 * each open reads it afresh (close-to-open). */
+	int rc = of->loaded && !st->following ? 0 : load_ofile(st, of);
 	if (!rc && (flags & NADB_OPEN_TRUNC) && of->size)
 		rc = truncate_locked(st, of, 0);
 	else if (!rc && (flags & NADB_OPEN_TRUNC)) {
@@ -980,6 +997,7 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	f->st = st;
 	f->of = of;
 	f->writes = writes;
+	atomic_init(&f->read_version, 0);
 	pthread_mutex_lock(&st->files_lock);
 	f->next = of->handles;
 	of->handles = f;
@@ -993,25 +1011,47 @@ uint64_t nadb_file_ino(const struct nadb_file *f)
 	return f->of->ino;
 }
 
+/* Times a follower's read loads a value again when the writer replaced it
+ * under the read (each time, the writer replaced it once more). */
+#define FOLLOWER_RELOADS 3
+
 ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 {
 	struct nadb_store *st = f->st;
 	struct ofile *of = f->of;
 	if (off < 0)
 		return -EINVAL;
-	pthread_rwlock_rdlock(&of->lock);
-	uint64_t end = (uint64_t)off + size;
-	if (end > of->size)
-		end = of->size;
-	struct span sp = {0};
-	int rc = 0;
-	while (!rc && next_span(st, (uint64_t)off, end, &sp))
-		rc = read_slot(st, of->ino, &of->slots[sp.slot], sp.inner, sp.len,
-			       (uint8_t *)buf + sp.done);
-	pthread_rwlock_unlock(&of->lock);
-	if (rc)
-		return rc;
-	return (ssize_t)(sp.done + sp.len);
+	struct span sp;
+	int rc;
+	for (unsigned tries = 0;; tries++) {
+		pthread_rwlock_rdlock(&of->lock);
+		uint64_t end = (uint64_t)off + size;
+		if (end > of->size)
+			end = of->size;
+		sp = (struct span){0};
+		uint64_t read = atomic_load(&f->read_version);
+		/* a follower's handle that read one version never reads the
+		 * next: a value is read whole or not at all (ESTALE) */
+		rc = read && read != of->version + 1 ? -ESTALE : 0;
+		while (!rc && next_span(st, (uint64_t)off, end, &sp))
+			rc = read_slot(st, of->ino, &of->slots[sp.slot], sp.inner, sp.len,
+				       (uint8_t *)buf + sp.done);
+		if (!rc && st->following)
+			atomic_store(&f->read_version, of->version + 1);
+		pthread_rwlock_unlock(&of->lock);
+		if (rc != -ESTALE || read || tries == FOLLOWER_RELOADS)
+			break;
+		/* A follower's value replaced before this handle read any of it:
+		 * read the new one. */
+		pthread_rwlock_wrlock(&of->lock);
+		rc = load_ofile(st, of);
+		pthread_rwlock_unlock(&of->lock);
+		if (rc)
+			break;
+	}
+	if (rc == -ENOENT && st->following)
+		rc = -ESTALE; /* the writer deleted the key: as NFS says it */
+	return rc ? rc : (ssize_t)(sp.done + sp.len);
 }
 
 #define FILE_SIZE_MAX (1ULL << 42) /* 4 TiB: chunk lists stay a few MiB */

@@ -67,6 +67,10 @@
 
 #include <assert.h>
 #include <endian.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +87,13 @@
 #define BUCKET_MAX 8         /* bytes: longest bucket name */
 #define EMPTY_MAX 16         /* (table, inode) pairs remembered as having no rows */
 #define KEY_SIZE (REDIS_NAME_MAX + 48 + BUCKET_MAX) /* bytes: longest key name + NUL */
+#define NOTICE_MAX (256u << 10) /* bytes: a bigger change notice says "anything" */
+/* A change notice (redis.h) starts with one of these: rows' keys follow,
+ * or anything may have changed. */
+#define NOTICE_HEAD "nadb-rows 1\n"
+#define NOTICE_ANY "nadb-any 1\n"
+#define FOLLOWER_BEAT_MS 1000   /* ms: how often a follower says it is alive... */
+#define FOLLOWER_TTL_MS 5000    /* ms: ...and how long that counts (clock skew included) */
 /* The highest partition a row's key can name (claims stop at KV_PART_MAX;
  * a backend keeps whatever rows it is given). */
 #define PART_LAST ((uint32_t)(UINT64_MAX >> KV_PART_SHIFT))
@@ -436,6 +447,22 @@ struct kv_redis {
 	 * a WAIT there hears from enough of them (confirm_waits). */
 	uint32_t *unconfirmed;
 	size_t nunconfirmed, unconfirmed_cap;
+
+	/* Several processes on the store (backend.h: publish, follow). */
+	/* A follower: another process writes the store, so nothing read is
+	 * kept (no cache, no known-empty inodes) and the partitions are read
+	 * again after each notice (parts_stale, set by the follow thread). */
+	bool follower;
+	atomic_bool parts_stale;
+	/* A writer with followers: the tables whose rows' keys each sync
+	 * publishes (bit 1 << table); 0: none, nobody listens. */
+	uint32_t publish_mask;
+	/* The follow thread's own: its subscriber, its connection for the
+	 * heartbeat, when it beat last (monotonic ms), and its name in the
+	 * store's "followers" set. */
+	struct redis_conn *sub, *beat;
+	uint64_t beat_ms;
+	char member[128];
 };
 
 static void release_held(struct kv_redis *k)
@@ -516,6 +543,8 @@ static int kvr_step_end(struct kv *kv, int commit)
  * could not take: it must never say what Redis does not). */
 static struct overlay *cache_of(struct kv_redis *k)
 {
+	if (k->follower) /* another process writes: Redis says, every time */
+		return NULL;
 	if (k->cache_reconnects != redis_conn_reconnects(k->conn)) {
 		k->cache_reconnects = redis_conn_reconnects(k->conn);
 		k->cache_stale = true;
@@ -1158,7 +1187,7 @@ static void note_synced_fresh(struct kv_redis *k)
 /* Is inode INO known to have no rows of T in Redis (empty above)? */
 static bool known_empty(struct kv_redis *k, enum kv_table t, const void *prefix, size_t plen)
 {
-	if (plen != 8 || !kv_table_keyed_by_ino(t))
+	if (plen != 8 || !kv_table_keyed_by_ino(t) || k->follower)
 		return false;
 	if (k->empty_reconnects != redis_conn_reconnects(k->conn)) {
 		k->empty_reconnects = redis_conn_reconnects(k->conn);
@@ -1207,6 +1236,8 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	struct redis_rows one = {.start = start, .slen = slen, .last = true}, *rr = &one;
 	size_t nrr = 1;
 	int rc = 0;
+	if (k->follower && atomic_exchange(&k->parts_stale, false))
+		k->parts_unknown = true; /* the writer may have added one */
 	if (partitioned(t) && k->parts_unknown && (rc = load_parts(k)))
 		return rc;
 	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
@@ -1753,8 +1784,51 @@ static int parts_of_batch(const struct batch *b, uint32_t **out, size_t *n)
 	return 0;
 }
 
+/* The change notice of the pending group's rows of partition P (every
+ * partition's, with ALL) into *OUT (malloc'd) and *LEN: NOTICE_HEAD, then
+ * for each row of a table in publish_mask its table (1 byte), its key's
+ * length (2, big-endian) and its key; or NOTICE_ANY past NOTICE_MAX. */
+static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, size_t *len)
+{
+	size_t n = 0, cap = 0;
+	char *buf = NULL;
+	bool any = false;
+	if (grow_array(&buf, &cap, sizeof(NOTICE_HEAD) - 1, 1))
+		return -ENOMEM;
+	memcpy(buf, NOTICE_HEAD, sizeof(NOTICE_HEAD) - 1);
+	n = sizeof(NOTICE_HEAD) - 1;
+	for (int t = 0; t < KV_NTABLES && !any; t++) {
+		if (!(k->publish_mask & (1u << t)))
+			continue;
+		for (struct row *r = k->pending.head[t]->next[0]; r && !any; r = r->next[0]) {
+			if (!all && row_part(t, r->key, r->klen) != p)
+				continue;
+			any = n + 3 + r->klen > NOTICE_MAX || r->klen > UINT16_MAX;
+			if (any)
+				break;
+			if (grow_array(&buf, &cap, n + 3 + r->klen, 1)) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf[n] = (char)t;
+			buf[n + 1] = (char)(r->klen >> 8);
+			buf[n + 2] = (char)r->klen;
+			memcpy(buf + n + 3, r->key, r->klen);
+			n += 3 + r->klen;
+		}
+	}
+	if (any) {
+		memcpy(buf, NOTICE_ANY, sizeof(NOTICE_ANY) - 1);
+		n = sizeof(NOTICE_ANY) - 1;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
 /* Send B's commands of partition P (every command, with ALL) as one
- * MULTI/EXEC to the server of P, then WAIT for its replicas. */
+ * MULTI/EXEC to the server of P, then WAIT for its replicas.  With
+ * followers listening, the transaction publishes its rows' keys too. */
 static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
 			    struct redis_cmd *tx, redisReply **replies)
 {
@@ -1771,12 +1845,20 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	for (size_t i = 0; i < b->ncmds; i++)
 		if (all || b->part[i] == p)
 			tx[m++] = b->cmds[i];
+	char *notice = NULL;
+	size_t notice_len = 0;
+	struct redis_publish pub;
+	if (k->publish_mask && (rc = build_notice(k, p, all, &notice, &notice_len)))
+		return rc;
+	if (notice)
+		tx[m++] = redis_publish_cmd(k->conn, &pub, notice, notice_len);
 	size_t exec = m;
 	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
 	struct redis_wait w;
 	if (replicas > 0)
 		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
 	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
+	free(notice);
 	if (rc)
 		return rc;
 	rc = check_exec(k, replies, exec);
@@ -1831,8 +1913,9 @@ static int confirm_waits(struct kv_redis *k)
  * writes set rows to values, so sending one twice does no harm). */
 static int send_group(struct kv_redis *k, const struct batch *b)
 {
-	struct redis_cmd *tx = malloc((b->ncmds + 3) * sizeof(*tx));
-	redisReply **replies = calloc(b->ncmds + 3, sizeof(*replies));
+	/* MULTI, the commands, a PUBLISH, EXEC, WAIT */
+	struct redis_cmd *tx = malloc((b->ncmds + 4) * sizeof(*tx));
+	redisReply **replies = calloc(b->ncmds + 4, sizeof(*replies));
 	uint32_t *parts = NULL;
 	size_t nparts = 0;
 	int rc = tx && replies ? 0 : -ENOMEM;
@@ -2012,10 +2095,124 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
 	return 0;
 }
 
+/* ---- several processes ------------------------------------------------------ */
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The store's set of followers, scored by when each stops counting
+ * (wall-clock ms), into BUF. */
+static size_t followers_key(const struct kv_redis *k, char *buf)
+{
+	return redis_key(k->conn, 0, "followers", buf, KEY_SIZE);
+}
+
+static int kvr_publish(struct kv *kv, uint32_t mask, uint64_t *n)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	char key[KEY_SIZE], now[24], from[26];
+	size_t klen = followers_key(k, key);
+	size_t nlen = (size_t)snprintf(now, sizeof(now), "%llu", (unsigned long long)wall_ms());
+	size_t flen = (size_t)snprintf(from, sizeof(from), "(%s", now);
+	const char *drop[] = {"ZREMRANGEBYSCORE", key, "-inf", now};
+	const char *count[] = {"ZCOUNT", key, from, "+inf"};
+	size_t drop_lens[] = {16, klen, 4, nlen}, count_lens[] = {6, klen, flen, 4};
+	struct redis_cmd cmds[] = {{4, drop, drop_lens}, {4, count, count_lens}};
+	redisReply *r[2] = {NULL, NULL};
+	int rc = redis_pipeline_in(k->conn, 0, cmds, 2, r);
+	if (rc)
+		return rc;
+	if (r[1]->type != REDIS_REPLY_INTEGER)
+		rc = redis_reply_error(k->conn, "counting the followers", r[1]);
+	else
+		*n = (uint64_t)r[1]->integer;
+	freeReplyObject(r[0]);
+	freeReplyObject(r[1]);
+	if (!rc)
+		k->publish_mask = *n ? mask : 0;
+	return rc;
+}
+
+/* Count this follower in for FOLLOWER_TTL_MS more, every FOLLOWER_BEAT_MS. */
+static void beat(struct kv_redis *k)
+{
+	uint64_t now = redis_now_ms();
+	if (k->beat_ms && now - k->beat_ms < FOLLOWER_BEAT_MS)
+		return;
+	k->beat_ms = now;
+	if (!k->beat && redis_conn_open_like(k->conn, &k->beat))
+		return;
+	char key[KEY_SIZE], until[24];
+	const char *argv[] = {"ZADD", key, until, k->member};
+	size_t lens[] = {4, followers_key(k, key),
+			 (size_t)snprintf(until, sizeof(until), "%llu",
+					  (unsigned long long)(wall_ms() + FOLLOWER_TTL_MS)),
+			 strlen(k->member)};
+	redisReply *r = NULL;
+	if (!redis_run_in(k->beat, 0, "counting this follower in", 4, argv, lens, &r))
+		freeReplyObject(r);
+}
+
+/* Call FN with each row key of the notice MSG (LEN bytes). */
+static int walk_notice(const char *msg, size_t len, kv_row_fn fn, void *ctx)
+{
+	size_t head = sizeof(NOTICE_HEAD) - 1;
+	if (len < head || memcmp(msg, NOTICE_HEAD, head))
+		return -ESTALE; /* NOTICE_ANY, or a notice we cannot read */
+	for (size_t at = head; at < len;) {
+		if (len - at < 3)
+			return -ESTALE;
+		uint8_t t = (uint8_t)msg[at];
+		size_t klen = (size_t)(uint8_t)msg[at + 1] << 8 | (uint8_t)msg[at + 2];
+		if (t >= KV_NTABLES || len - at - 3 < klen)
+			return -ESTALE;
+		int rc = fn(ctx, (enum kv_table)t, msg + at + 3, klen);
+		if (rc)
+			return rc;
+		at += 3 + klen;
+	}
+	return 0;
+}
+
+static int kvr_follow(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(k->follower);
+	beat(k);
+	int rc = k->sub ? 0 : redis_subscriber_open(k->conn, &k->sub);
+	char *msg = NULL;
+	size_t len = 0;
+	if (!rc)
+		rc = redis_subscriber_next(k->sub, ms < FOLLOWER_BEAT_MS ? ms : FOLLOWER_BEAT_MS,
+					   &msg, &len);
+	if (rc == 0)
+		return 0;
+	atomic_store(&k->parts_stale, true);
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -ESTALE;
+	rc = walk_notice(msg, len, fn, ctx);
+	free(msg);
+	return rc;
+}
+
 static void kvr_close(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
+	if (k->follower) { /* counted out at once, not in FOLLOWER_TTL_MS */
+		char key[KEY_SIZE];
+		const char *argv[] = {"ZREM", key, k->member};
+		size_t lens[] = {4, followers_key(k, key), strlen(k->member)};
+		redisReply *r = NULL;
+		if (!redis_run_in(k->conn, 0, "counting this follower out", 3, argv, lens, &r))
+			freeReplyObject(r);
+	}
+	redis_conn_close(k->sub);
+	redis_conn_close(k->beat);
 	free(k->held);
 	overlay_free(&k->step);
 	overlay_free(&k->pending);
@@ -2038,10 +2235,12 @@ static const struct kv_ops redis_kv_ops = {
 	.unsynced = kvr_unsynced,
 	.claim_inos = kvr_claim_inos,
 	.check = kvr_check,
+	.publish = kvr_publish,
+	.follow = kvr_follow,
 	.close = kvr_close,
 };
 
-int kv_redis_open(const char *url, struct kv **out)
+static int open_kv(const char *url, bool follower, struct kv **out)
 {
 	struct kv_redis *k = calloc(1, sizeof(*k));
 	if (!k)
@@ -2057,7 +2256,22 @@ int kv_redis_open(const char *url, struct kv **out)
 		rc = redis_conn_open(url, &k->conn);
 	if (!rc) {
 		k->kv.apart = redis_conn_is_cluster(k->conn);
-		rc = redis_claim_format(k->conn);
+		rc = follower ? redis_check_format(k->conn) : redis_claim_format(k->conn);
+	}
+	if (follower && (rc == -ENOENT || rc == -ESTALE)) {
+		nadb_log("redis %s: %s: a follower opens a store its writer made and "
+			 "upgraded", redis_conn_name(k->conn),
+			 rc == -ENOENT ? "no store here" : "the store's layout is old");
+		rc = rc == -ENOENT ? rc : -EPROTO;
+	}
+	if (!rc && follower) {
+		char host[64];
+		if (gethostname(host, sizeof(host)))
+			snprintf(host, sizeof(host), "?");
+		host[sizeof(host) - 1] = '\0';
+		k->follower = true;
+		snprintf(k->member, sizeof(k->member), "%s %ld %llu", host, (long)getpid(),
+			 (unsigned long long)wall_ms());
 	}
 	if (!rc)
 		rc = load_parts(k);
@@ -2074,4 +2288,14 @@ int kv_redis_open(const char *url, struct kv **out)
 	}
 	*out = &k->kv;
 	return 0;
+}
+
+int kv_redis_open(const char *url, struct kv **out)
+{
+	return open_kv(url, false, out);
+}
+
+int kv_redis_open_follower(const char *url, struct kv **out)
+{
+	return open_kv(url, true, out);
 }

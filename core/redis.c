@@ -16,6 +16,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -400,13 +401,10 @@ uint64_t redis_conn_reconnects(const struct redis_conn *c)
 	return c->reconnects + (c->cluster ? redis_cluster_changes(c->cluster) : 0);
 }
 
-int redis_conn_open(const char *url, struct redis_conn **out)
+/* Open C (its url set, or RC an error already): connect, route. */
+static int open_conn(struct redis_conn *c, int rc, struct redis_conn **out)
 {
-	struct redis_conn *c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
 	c->reconnect_ms = RECONNECT_MS;
-	int rc = redis_url_parse(url, &c->url);
 	if (!rc) {
 		rc = connect_once(c);
 		if (rc && !is_final(rc))
@@ -424,6 +422,23 @@ int redis_conn_open(const char *url, struct redis_conn **out)
 	}
 	*out = c;
 	return 0;
+}
+
+int redis_conn_open(const char *url, struct redis_conn **out)
+{
+	struct redis_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	return open_conn(c, redis_url_parse(url, &c->url), out);
+}
+
+int redis_conn_open_like(const struct redis_conn *like, struct redis_conn **out)
+{
+	struct redis_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->url = like->url;
+	return open_conn(c, 0, out);
 }
 
 int redis_conn_open_at(const struct redis_conn *like, const char *host, int port,
@@ -1030,4 +1045,115 @@ static int note_server_durability(struct redis_conn *c, void *ctx)
 void redis_note_durability(struct redis_conn *c)
 {
 	redis_each_server(c, note_server_durability, NULL);
+}
+
+/* ---- change notices -------------------------------------------------------- */
+
+/* The channel of C's store's change notices, into BUF. */
+static size_t changes_channel(const struct redis_conn *c, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "nadb:%s:changes", c->url.name);
+	assert(n > 0 && (size_t)n < size);
+	return (size_t)n;
+}
+
+struct redis_cmd redis_publish_cmd(const struct redis_conn *c, struct redis_publish *p,
+				   const void *payload, size_t len)
+{
+	p->argv[0] = "PUBLISH";
+	p->lens[0] = 7;
+	p->argv[1] = p->channel;
+	p->lens[1] = changes_channel(c, p->channel, sizeof(p->channel));
+	p->argv[2] = payload;
+	p->lens[2] = len;
+	return (struct redis_cmd){3, p->argv, p->lens};
+}
+
+int redis_subscriber_open(const struct redis_conn *like, struct redis_conn **out)
+{
+	struct redis_conn *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->url = like->url;
+	*out = s;
+	return 0;
+}
+
+/* Connect S and subscribe it: one try. */
+static int subscribe(struct redis_conn *s)
+{
+	int rc = connect_once(s);
+	if (rc)
+		return rc;
+	char channel[REDIS_NAME_MAX + 32];
+	const char *argv[] = {"SUBSCRIBE", channel};
+	size_t lens[] = {9, changes_channel(s, channel, sizeof(channel))};
+	redisReply *r = NULL;
+	rc = pipeline_once(s, &(struct redis_cmd){2, argv, lens}, 1, &r);
+	if (!rc && (r->type != REDIS_REPLY_ARRAY || r->elements != 3))
+		rc = -EPROTO;
+	freeReplyObject(r);
+	if (rc) {
+		redisFree(s->ctx);
+		s->ctx = NULL;
+	}
+	return rc;
+}
+
+/* A message reply's payload, or NULL if R is no message. */
+static const redisReply *message_payload(const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") ||
+	    r->element[2]->type != REDIS_REPLY_STRING)
+		return NULL;
+	return r->element[2];
+}
+
+int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	if (!s->ctx) {
+		int rc = subscribe(s);
+		if (rc) {
+			redis_pause_ms(ms < RECONNECT_PAUSE_MAX ? ms : RECONNECT_PAUSE_MAX);
+			return rc == -ENOMEM ? rc : -EIO;
+		}
+		s->reconnects++;
+		return -EIO; /* (re)subscribed: what was said meanwhile is lost */
+	}
+	uint64_t deadline = redis_now_ms() + ms;
+	for (;;) {
+		void *r = NULL;
+		if (redisGetReplyFromReader(s->ctx, &r) != REDIS_OK)
+			break;
+		if (r) {
+			const redisReply *p = message_payload(r);
+			int rc = 0;
+			if (p && (*out = malloc(p->len + 1))) {
+				memcpy(*out, p->str, p->len);
+				*len = p->len;
+				rc = 1;
+			} else if (p) {
+				rc = -ENOMEM;
+			}
+			freeReplyObject(r);
+			if (rc)
+				return rc;
+			continue; /* not a message (a subscribe's confirmation) */
+		}
+		uint64_t now = redis_now_ms();
+		if (now >= deadline)
+			return 0;
+		struct pollfd pfd = {.fd = s->ctx->fd, .events = POLLIN};
+		int n = poll(&pfd, 1, (int)(deadline - now));
+		if (n < 0 && errno != EINTR)
+			break;
+		if (n > 0 && redisBufferRead(s->ctx) != REDIS_OK)
+			break;
+	}
+	redisFree(s->ctx);
+	s->ctx = NULL;
+	return -EIO;
 }

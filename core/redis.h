@@ -111,6 +111,8 @@ struct redis_conn;
  * *_in calls below send a partition's commands to the node serving its
  * slot (cluster.h), following the cluster as it changes. */
 int redis_conn_open(const char *url, struct redis_conn **out);
+/* Another connection like LIKE (to its server, routing if it does). */
+int redis_conn_open_like(const struct redis_conn *like, struct redis_conn **out);
 /* Connect to HOST:PORT as LIKE is connected (its user, password and
  * store NAME): a node of LIKE's cluster, for the router.  It does not
  * route, and a lost connection is tried again once, not for
@@ -205,6 +207,32 @@ int redis_replicas_in(struct redis_conn *c, unsigned p, int *out);
 int redis_replicas_fresh(struct redis_conn *c, unsigned p, int *out);
 /* The same for the server of KEY's slot, from the map (C a cluster's). */
 int redis_replicas_key(struct redis_conn *c, const char *key, int *out);
+
+/* Change notices: a store's writer publishes, with each transaction of a
+ * sync, the keys of the rows it wrote (kv_redis.c says how), on the
+ * channel "nadb:NAME:changes"; a cluster hands a PUBLISH to every node, so
+ * a follower may listen on any.  A notice is a hint, never the data: a
+ * follower that misses some (a lost connection) assumes anything may have
+ * changed.
+ *
+ * redis_publish_cmd: the PUBLISH of PAYLOAD (LEN bytes), as one command
+ * of a pipeline or transaction; its arguments live in P (and PAYLOAD). */
+struct redis_publish {
+	char channel[REDIS_NAME_MAX + 32];
+	const char *argv[3];
+	size_t lens[3];
+};
+struct redis_cmd redis_publish_cmd(const struct redis_conn *c, struct redis_publish *p,
+				   const void *payload, size_t len);
+/* A subscriber to LIKE's store's notices: a connection of its own, to
+ * the server LIKE was opened on, made at its first redis_subscriber_next
+ * (close it with redis_conn_close). */
+int redis_subscriber_open(const struct redis_conn *like, struct redis_conn **out);
+/* The next notice's payload into *OUT (malloc'd, the caller frees) and
+ * *LEN, waiting MS ms at most: 1, or 0 if none came in time.  -EIO when
+ * notices may have been missed: the connection was (re)made or lost (the
+ * next call connects again, after a pause if it cannot). */
+int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t *len);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */

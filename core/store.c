@@ -52,6 +52,11 @@
 /* A group is also committed once this many steps piled up, bounding the
  * memory LMDB holds for it and the work a crash can undo. */
 #define MAX_UNSYNCED_STEPS 100000
+/* A writer with followers syncs this often (ms), so that they hear of a
+ * change that soon; it asks whether it has followers every
+ * FOLLOWERS_CHECK_MS (ms). */
+#define FOLLOWED_FLUSH_MS 1
+#define FOLLOWERS_CHECK_MS 1000
 /* Bytes kept in STORE/reserve for metadata commits on a full disk: a group
  * of thousands of deletes dirties a few hundred 4 KiB LMDB pages. */
 #define RESERVE_BYTES (4ull << 20)
@@ -89,6 +94,8 @@ void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *c
 
 int step_begin(struct nadb_store *st)
 {
+	if (st->following)
+		return -EROFS; /* a follower: the writer changes the store */
 	if (atomic_load(&st->lock_lost)) {
 		nadb_log("%s: the store's lock was lost (another daemon may hold it): "
 			 "refusing to change anything", st->dir);
@@ -327,6 +334,10 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 {
 	struct kv_val v;
 	int rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
+	if (rc == -ENOENT && st->following) {
+		nadb_log("%s: no store to follow yet: its writer makes it", st->dir);
+		return -EROFS;
+	}
 	if (rc == -ENOENT) {
 		rc = create_root(st, o);
 		if (rc)
@@ -348,6 +359,11 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 		return -EPROTO;
 	}
 	st->chunk_size = f.chunk_size;
+	if (f.version < STORE_FORMAT_VERSION && st->following) {
+		nadb_log("%s: the store is of format %u: its writer upgrades it, not a "
+			 "follower", st->dir, f.version);
+		return -EROFS;
+	}
 	if (f.version < STORE_FORMAT_VERSION) {
 		/* Records written from now on are read by this version only: a
 		 * nadb of the store's old version must refuse it from now on. */
@@ -603,6 +619,12 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 		return rc;
 	if (!(st->dir = strdup(name)))
 		return -ENOMEM;
+	if (st->following) { /* no lock: the writer holds it */
+		rc = kv_redis_open_follower(url, &st->kv);
+		if (!rc)
+			rc = blobs_redis_open_follower(url, &st->blobs);
+		return rc;
+	}
 	rc = lock_store(st, url);
 	if (!rc)
 		rc = kv_redis_open(url, &st->kv);
@@ -615,8 +637,8 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 	return rc;
 }
 
-int nadb_store_open(const char *store, const struct nadb_options *o,
-		    struct nadb_store **out)
+static int open_store(const char *store, const struct nadb_options *o, bool following,
+		      struct nadb_store **out)
 {
 	struct nadb_options defaults;
 	if (!o) {
@@ -631,6 +653,8 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 		return -ENOMEM;
 	st->lock_fd = -1;
 	st->reserve_fd = -1;
+	st->following = following;
+	atomic_init(&st->followed, false);
 	st->opt = *o;
 	st->indexes = store_indexes;
 	st->nindexes = sizeof(store_indexes) / sizeof(store_indexes[0]);
@@ -649,7 +673,11 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 		return -ENOMEM;
 	}
 	/* Where it lives is decided by its name alone. */
-	rc = store_is_redis_url(store) ? open_redis(st, store, o) : open_directory(st, store, o);
+	if (following && !store_is_redis_url(store))
+		rc = -EOPNOTSUPP; /* a directory has one process: its lock says */
+	else
+		rc = store_is_redis_url(store) ? open_redis(st, store, o)
+					       : open_directory(st, store, o);
 	if (!rc) {
 		st->chunks = (struct chunker){
 			.kv = st->kv, .blobs = st->blobs,
@@ -659,6 +687,10 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 			.room = room_hook, .account_ctx = st,
 		};
 		rc = load_format(st, o);
+	}
+	if (!rc && following) { /* the rest is the writer's */
+		*out = st;
+		return 0;
 	}
 	if (!rc)
 		rc = file_recover_pending(st);
@@ -674,6 +706,18 @@ int nadb_store_open(const char *store, const struct nadb_options *o,
 	}
 	*out = st;
 	return 0;
+}
+
+int nadb_store_open(const char *store, const struct nadb_options *o,
+		    struct nadb_store **out)
+{
+	return open_store(store, o, false, out);
+}
+
+int nadb_store_open_follower(const char *store, const struct nadb_options *o,
+			     struct nadb_store **out)
+{
+	return open_store(store, o, true, out);
 }
 
 /* The group just committed (RC 0) or failed to (its frees never
@@ -784,26 +828,75 @@ int store_make_room(struct nadb_store *st)
 
 void store_note_step(struct nadb_store *st)
 {
+	/* With followers, at once: they hear of the step when it is synced
+	 * (steps made meanwhile go with the next sync). */
 	if (st->kv->ops->unsynced(st->kv) >= MAX_UNSYNCED_STEPS)
 		pthread_cond_signal(&st->flush_cond);
 }
 
+/* Has the store followers (follow.c)?  Asked of the backend every
+ * FOLLOWERS_CHECK_MS, which also has it tell them what each sync wrote. */
+static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked)
+{
+	if (!st->kv->ops->publish || now - *checked < FOLLOWERS_CHECK_MS * 1000000LL)
+		return;
+	*checked = now;
+	uint64_t n = 0;
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = st->kv->ops->publish(st->kv, store_followed_tables, &n);
+	pthread_mutex_unlock(&st->meta_lock);
+	bool was = atomic_load(&st->followed);
+	if (!rc && was != (n > 0)) {
+		atomic_store(&st->followed, n > 0);
+		nadb_log("%s: %llu followers: syncing every %s", st->dir, (unsigned long long)n,
+			 n ? "few ms" : "flush_interval");
+	}
+}
+
+/* The time NS ns from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
+static struct timespec realtime_in(int64_t ns)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ns / 1000000000LL;
+	t.tv_nsec += ns % 1000000000LL;
+	t.tv_sec += t.tv_nsec / 1000000000L;
+	t.tv_nsec %= 1000000000L;
+	return t;
+}
+
+/* Sync every flush_interval (with followers, every FOLLOWED_FLUSH_MS),
+ * and when woken early (a big group); ask for followers every
+ * FOLLOWERS_CHECK_MS; compact every flush_interval. */
 static void *flusher_main(void *arg)
 {
 	struct nadb_store *st = arg;
+	const int64_t interval = (int64_t)st->opt.flush_interval * 1000000000LL;
+	int64_t checked = 0, compacted = now_ns(), synced = compacted;
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += st->opt.flush_interval;
-		pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until);
+		int64_t every = atomic_load(&st->followed) ? FOLLOWED_FLUSH_MS * 1000000LL : interval;
+		int64_t wait = synced + every - now_ns();
+		if (st->kv->ops->publish && checked + FOLLOWERS_CHECK_MS * 1000000LL - now_ns() < wait)
+			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - now_ns();
+		struct timespec until = realtime_in(wait > 0 ? wait : 0);
+		bool woken = wait > 0 &&
+			     pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until) == 0;
 		pthread_mutex_unlock(&st->flush_lock);
-		int rc = nadb_store_sync(st);
-		if (rc)
-			nadb_log("flusher: sync failed: %s", strerror(-rc));
+		int64_t now = now_ns();
+		check_followers(st, now, &checked);
+		every = atomic_load(&st->followed) ? FOLLOWED_FLUSH_MS * 1000000LL : interval;
+		int rc = 0;
+		if (woken || now - synced >= every) {
+			synced = now;
+			if ((rc = nadb_store_sync(st)))
+				nadb_log("flusher: sync failed: %s", strerror(-rc));
+		}
 		struct nadb_compact_result res;
-		if (!rc && st->opt.compact_garbage)
+		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
+			compacted = now;
 			nadb_compact(st, false, st->opt.compact_garbage / 100.0, &res);
+		}
 		pthread_mutex_lock(&st->flush_lock);
 	}
 	pthread_mutex_unlock(&st->flush_lock);
@@ -837,6 +930,11 @@ void nadb_store_stop_flusher(struct nadb_store *st)
 
 int nadb_store_close(struct nadb_store *st)
 {
+	if (st->following) { /* nothing of ours to commit */
+		nadb_store_stop_following(st);
+		free_store(st);
+		return 0;
+	}
 	nadb_store_note_closing(st);
 	nadb_store_stop_reaper(st);
 	nadb_store_stop_flusher(st);

@@ -114,6 +114,25 @@ int nadb_store_open(const char *dir, const struct nadb_options *o,
 int nadb_store_name(const char *arg, char *buf, size_t size);
 /* Is ARG a store on a server (a redis:// URL) rather than a directory? */
 bool nadb_store_is_url(const char *arg);
+/* Several daemons on one store on Redis (follow.c): one holds its lock and
+ * writes; the others open it as followers, read-only.  A follower reads
+ * what the writer last synced (nothing it read is kept), never writes
+ * (every change is -EROFS), and is told, while following, what its
+ * kernel must forget: INODE's attributes and pages (also for every inode
+ * the kernel holds, when notices were lost) and ENTRY, the name NAME in
+ * directory PARENT.  The hooks run on the engine's thread, under no lock
+ * of the caller's: they only queue.  A writer with followers syncs within
+ * milliseconds of each change (store.c, FOLLOWED_FLUSH_MS). */
+struct nadb_follow_hooks {
+	void (*inode)(void *ctx, uint64_t ino);
+	void (*entry)(void *ctx, uint64_t parent, const char *name);
+	void *ctx;
+};
+int nadb_store_open_follower(const char *store, const struct nadb_options *o,
+			     struct nadb_store **out);
+bool nadb_store_is_follower(const struct nadb_store *st);
+int nadb_store_start_following(struct nadb_store *st, const struct nadb_follow_hooks *h);
+void nadb_store_stop_following(struct nadb_store *st);
 /* Commit every open file, make everything durable and release the lock. */
 int nadb_store_close(struct nadb_store *st);
 /* Say in STORE/lock that this process serves MOUNTPOINT (absolute), or

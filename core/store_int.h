@@ -53,6 +53,7 @@ struct dirent_val {
 struct ofile;
 
 struct redis_lock;
+struct follower;
 
 struct nadb_store {
 	char *dir;   /* the store's name: a directory's realpath, or a Redis URL
@@ -144,6 +145,15 @@ struct nadb_store {
 	atomic_bool reserve_held;
 	atomic_bool floor_said; /* "keeping the reserve free" was logged */
 
+	/* Several daemons on one store (follow.c).  following: this one
+	 * follows another's writes, read-only (constant); follower: its
+	 * thread, set and cleared by the main thread.  followed: the writer
+	 * has followers (the flusher asks the backend now and then), so it
+	 * syncs every FOLLOWED_FLUSH_MS. */
+	bool following;
+	struct follower *follower;
+	atomic_bool followed;
+
 	/* Told how far fsck and compaction are; set before either runs. */
 	nadb_progress_fn progress;
 	void *progress_ctx;
@@ -155,6 +165,9 @@ static inline void store_progress(struct nadb_store *st, const char *phase,
 	if (st->progress)
 		st->progress(st->progress_ctx, phase, done, total);
 }
+
+/* The tables whose rows' keys the writer tells its followers (follow.c). */
+extern const uint32_t store_followed_tables;
 
 /* Lock the store ARG (a directory's STORE/lock, or a Redis store's lock
  * key) for ST (lock.c): -EBUSY if a process at work holds it; one that

@@ -59,6 +59,10 @@
 #include <unistd.h>
 
 #define DEFAULT_ATTR_TIMEOUT 3600.0
+/* s: how long a follower's kernel may cache a name or attributes (unless
+ * attr_timeout says otherwise): what it serves is never staler than this,
+ * even when a change notice is lost. */
+#define FOLLOWER_LEASE 1.0
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
 
@@ -98,6 +102,7 @@ struct nadbfs {
 	struct nadb_store *store;
 	struct nadb_options engine; /* what nadb_store_open gets */
 	double timeout;             /* attr_timeout: kernel cache of names and attributes */
+	bool timeout_given;         /* -o attr_timeout was given */
 	char *store_arg;            /* STORE as given, for messages */
 	char *store_path;           /* STORE made absolute (a URL: as given) */
 	char *log_path;             /* -o log=FILE, or NULL: STORE/nadbfs.log
@@ -275,12 +280,15 @@ static int open_flags_of(int flags)
 	       ((flags & O_ACCMODE) != O_RDONLY ? NADB_OPEN_WRITE : 0);
 }
 
-static void hand_file_to_kernel(struct fuse_file_info *fi, struct nadb_file *f)
+static void hand_file_to_kernel(fuse_req_t req, struct fuse_file_info *fi,
+				struct nadb_file *f)
 {
 	fi->fh = (uintptr_t)f;
 	/* Every write passes through the kernel, so its page cache is never
-	 * stale: warm reads may come from it across opens. */
-	fi->keep_cache = 1;
+	 * stale: warm reads may come from it across opens.  Not so for a
+	 * follower, whose writer is elsewhere: each open reads afresh
+	 * (close-to-open), and a change notice drops the pages meanwhile. */
+	fi->keep_cache = !nadb_store_is_follower(fs_of(req)->store);
 	fi->direct_io = (fi->flags & O_DIRECT) != 0;
 	/* A reader has nothing to commit at close(2): spare it the FLUSH
 	 * round trip (the value becomes visible when a writer closes). */
@@ -785,7 +793,7 @@ static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		reply_err(req, -stale_if_gone(rc));
 		return;
 	}
-	hand_file_to_kernel(fi, f);
+	hand_file_to_kernel(req, fi, f);
 	/* -ENOENT: the opener was interrupted and no release will come. */
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		nadb_file_close(f);
@@ -815,7 +823,7 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		reply_err(req, -rc);
 		return;
 	}
-	hand_file_to_kernel(fi, f);
+	hand_file_to_kernel(req, fi, f);
 	entry_of(fs, &a, &e);
 	kernel_holds(req, &a);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
@@ -1248,7 +1256,9 @@ static void print_help(const char *prog)
 	print_usage(stdout, prog);
 	printf("\nServe the nadb store STORE on MOUNTPOINT as files /DB/NAMESPACE/KEY.\n"
 	       "STORE is a directory (created with mode 0700 if missing, or empty) or\n"
-	       "a Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].\n\n"
+	       "a Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].\n"
+	       "A Redis store another daemon serves is mounted read-only, following\n"
+	       "that daemon's changes (its kernel caches for %g s, or attr_timeout).\n\n"
 	       "nadb options:\n"
 	       "    -o compress=auto|off   compress chunks with zlib where it saves\n"
 	       "                           at least 1/8 (default: %s)\n"
@@ -1279,7 +1289,7 @@ static void print_help(const char *prog)
 
 	       "    -o check=on|off        walk the metadata file in a child before serving\n"
 	       "                           it; damaged: refuse to mount (default: on)\n\n",
-	       d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
+	       FOLLOWER_LEASE, d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
 	printf("FUSE options:\n");
@@ -1385,6 +1395,7 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 		break;
 	case KEY_ATTR_TIMEOUT:
 		rc = parse_seconds(opt, &fs->timeout);
+		fs->timeout_given = true;
 		break;
 	case KEY_REAP_INTERVAL_MS:
 		rc = parse_unsigned(opt, 10, 3600000, &v);
@@ -1552,6 +1563,17 @@ static void queue_changed_key(void *ctx, uint64_t parent, const char *name, uint
 			      bool created)
 {
 	queue_notice(ctx, created ? NOTICE_ENTRY : NOTICE_INODE, parent, name, ino);
+}
+
+/* A follower's engine: the writer changed INO, or NAME in PARENT. */
+static void queue_changed_inode(void *ctx, uint64_t ino)
+{
+	queue_notice(ctx, NOTICE_INODE, 0, "", ino);
+}
+
+static void queue_changed_entry(void *ctx, uint64_t parent, const char *name)
+{
+	queue_notice(ctx, NOTICE_ENTRY, parent, name, 0);
 }
 
 /* Wait until every notice queued so far was told, at most
@@ -1775,6 +1797,16 @@ static int open_store(struct nadbfs *fs)
 {
 	char line[1024];
 	int rc = nadb_store_open(fs->store_path, &fs->engine, &fs->store);
+	if (rc == -EBUSY && nadb_store_is_url(fs->store_path)) {
+		/* Another daemon writes it: follow that one, read-only. */
+		rc = nadb_store_open_follower(fs->store_path, &fs->engine, &fs->store);
+		if (rc == 0) {
+			nadb_log("%s: another daemon writes this store: mounted read-only, "
+				 "following its changes", fs->store_arg);
+			if (!fs->timeout_given)
+				fs->timeout = FOLLOWER_LEASE;
+		}
+	}
 	if (rc == 0) {
 		rc = special_new(fs->store, fs->measure, queue_reaped_name, &fs->notifier,
 				 &fs->sp);
@@ -1856,12 +1888,17 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
  * the notifier the reaper feeds. */
 static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 {
-	int rc = nadb_store_start_flusher(fs->store);
+	bool follower = nadb_store_is_follower(fs->store);
+	int rc = follower ? 0 : nadb_store_start_flusher(fs->store);
 	special_set_notify(fs->sp, queue_changed_key, notifier_wait, &fs->notifier);
 	if (rc == 0)
 		rc = start_notifier(&fs->notifier, se);
+	struct nadb_follow_hooks hooks = {queue_changed_inode, queue_changed_entry,
+					  &fs->notifier};
 	if (rc == 0)
-		rc = nadb_store_start_reaper(fs->store, queue_reaped_name, &fs->notifier);
+		rc = follower ? nadb_store_start_following(fs->store, &hooks)
+			      : nadb_store_start_reaper(fs->store, queue_reaped_name,
+							&fs->notifier);
 	if (rc < 0)
 		fprintf(stderr, "nadbfs: cannot start a thread: %s\n", strerror(-rc));
 	return rc;
@@ -1869,7 +1906,8 @@ static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 
 static void stop_threads(struct nadbfs *fs, const char *mountpoint)
 {
-	nadb_store_stop_reaper(fs->store); /* no more names after this */
+	nadb_store_stop_following(fs->store); /* no more notices after this... */
+	nadb_store_stop_reaper(fs->store);     /* ...nor names */
 	stop_notifier(&fs->notifier, mountpoint);
 	nadb_store_stop_flusher(fs->store);
 }
@@ -1884,12 +1922,17 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		return 1;
 	if (!opts->foreground && (report_fd = fork_daemon()) < 0)
 		return 1;
-	struct fuse_session *se = fuse_session_new(args, &nadbfs_ops,
-						   sizeof(nadbfs_ops), fs);
-	if (!se)
-		return 1; /* libfuse said why (an unknown option, mostly) */
 	if (open_store(fs) < 0)
-		goto out_session;
+		return 1;
+	/* A follower's kernel refuses every change itself (EROFS). */
+	struct fuse_session *se = NULL;
+	if (!nadb_store_is_follower(fs->store) || fuse_opt_add_arg(args, "-oro") == 0)
+		se = fuse_session_new(args, &nadbfs_ops, sizeof(nadbfs_ops), fs);
+	if (!se) { /* libfuse said why (an unknown option, mostly) */
+		nadb_store_close(fs->store);
+		fs->store = NULL;
+		return 1;
+	}
 	if (!opts->foreground && ((log_fd = open_log(fs)) < 0 || catch_sighup()))
 		goto out_store;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -1930,7 +1973,6 @@ out_store:
 		nadb_store_close(fs->store);
 	if (log_fd >= 0)
 		close(log_fd);
-out_session:
 	fuse_session_destroy(se);
 	return status;
 }

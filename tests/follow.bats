@@ -1,0 +1,219 @@
+#!/usr/bin/env bats
+# Several daemons on one store on Redis: the first to mount it writes, the
+# others follow it read-only, and what the writer commits reaches the
+# followers' kernels by change notices (core/follow.c).  A follower here
+# is mounted on $T/f with its own log; tests that must show a notice at
+# work mount it with attr_timeout=60, so that nothing but a notice could
+# make its kernel let go of what it cached within the few seconds allowed.
+
+load helpers
+
+setup() {
+	nadb_setup || return 1
+	if [ "${NADB_TEST_BACKEND:-dir}" != redis ]; then
+		skip "followers are for stores on Redis (run with NADB_TEST_BACKEND=redis)"
+	fi
+	F=$T/f
+	FLOG=$T/follower.log
+	mkdir "$F"
+}
+
+teardown() { nadb_teardown; }
+
+# mount_follower [OPTS]: a second daemon on STORE, on $F.
+mount_follower() {
+	WRITER=$(daemon_pid) || return 1
+	"$NADBFS" -o "log=$FLOG${1:+,$1}" "$STORE" "$F" || return 1
+	local i
+	for ((i = 0; i < 100; i++)); do
+		mountpoint -q "$F" && break
+		sleep 0.05
+	done
+	mountpoint -q "$F" || return 1
+	FPID=$(daemon_pids "$STORE" | grep -vx "$WRITER")
+	[ -n "$FPID" ]
+	# the writer counts its followers every second: until it has, it
+	# commits only every flush_interval
+	within 5 grep -q "1 followers" "$LOG"
+}
+
+unmount_follower() {
+	fusermount3 -u "$F" && wait_pids_gone 10 "$FPID"
+}
+
+# within SECS CMD...: CMD succeeds within SECS seconds (tried every 20 ms).
+within() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 50; i++)); do
+		"$@" 2>/dev/null && return 0
+		sleep 0.02
+	done
+	echo "within $secs s: never true: $*" >&2
+	return 1
+}
+
+value_is() { [ "$(cat "$1")" = "$2" ]; }
+gone() { [ ! -e "$1" ]; }
+
+@test "a second daemon on a Redis store mounts it read-only and follows the first" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v1 >"$MNT/app/ns/k"
+	mount_follower
+	grep -q "another daemon writes this store: mounted read-only" "$FLOG"
+	findmnt -rn -o OPTIONS "$F" | grep -qE '(^|,)ro(,|$)'
+	[ "$(cat "$F/app/ns/k")" = v1 ]
+	# every change is refused, by the kernel, and the store is untouched
+	expect_errno EROFS open_write "$F/app/ns/k"
+	expect_errno EROFS create "$F/app/ns/new"
+	expect_errno EROFS unlink "$F/app/ns/k"
+	expect_errno EROFS mkdir "$F/app/other"
+	expect_errno EROFS rename "$F/app/ns/k" "$F/app/ns/k2"
+	expect_errno EROFS truncate "$F/app/ns/k" 0
+	expect_errno EROFS chmod "$F/app/ns/k" 600
+	expect_errno EROFS setxattr "$F/app/ns/k" user.tags red
+	expect_errno EROFS setxattr "$F/app/ns/k" user.ttl 5
+	expect_errno EROFS open_write "$F/.ctl"
+	[ "$(cat "$MNT/app/ns/k")" = v1 ]
+	[ ! -e "$MNT/app/ns/new" ]
+	# the writer goes on writing
+	echo -n v2 >"$MNT/app/ns/k"
+	[ "$(cat "$MNT/app/ns/k")" = v2 ]
+	unmount_follower
+	unmount_store
+	"$NADB" fsck "$STORE"
+}
+
+@test "what the writer commits reaches the follower's kernel by notice: new keys, values, renames, unlinks" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v1 >"$MNT/app/ns/k"
+	mount_follower attr_timeout=60
+	# a miss the follower's kernel caches, then the key made
+	[ ! -e "$F/app/ns/new" ]
+	echo -n fresh >"$MNT/app/ns/new"
+	within 5 value_is "$F/app/ns/new" fresh
+	# a value and size the kernel holds, then overwritten (longer)
+	[ "$(cat "$F/app/ns/k")" = v1 ]
+	[ "$(stat -c %s "$F/app/ns/k")" = 2 ]
+	echo -n "a longer value" >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" "a longer value"
+	[ "$(stat -c %s "$F/app/ns/k")" = 14 ]
+	# renamed: the old name goes, the new one comes
+	mv "$MNT/app/ns/k" "$MNT/app/ns/moved"
+	within 5 gone "$F/app/ns/k"
+	within 5 value_is "$F/app/ns/moved" "a longer value"
+	# unlinked
+	rm "$MNT/app/ns/new"
+	within 5 gone "$F/app/ns/new"
+	[ "$(ls "$F/app/ns")" = moved ]
+	# a namespace made and one removed
+	mkdir "$MNT/app/ns2"
+	echo -n x >"$MNT/app/ns2/a"
+	within 5 value_is "$F/app/ns2/a" x
+	rm "$MNT/app/ns2/a"
+	rmdir "$MNT/app/ns2"
+	within 5 gone "$F/app/ns2"
+	grep -q "1 followers: syncing every few ms" "$LOG"
+}
+
+@test "attributes, tags, expiry and .stats changed by the writer reach the follower" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v >"$MNT/app/ns/k"
+	echo -n w >"$MNT/app/ns/short"
+	mount_follower attr_timeout=60
+	[ "$(stat -c %a "$F/app/ns/k")" = 644 ]
+	chmod 600 "$MNT/app/ns/k"
+	within 5 test "$(stat -c %a "$F/app/ns/k")" = 600
+	setfattr -n user.tags -v red,blue "$MNT/app/ns/k"
+	within 5 test "$(getfattr --only-values -n user.tags "$F/app/ns/k")" = blue,red
+	within 5 test "$(ls "$F/tags/red/app/ns")" = k
+	ls "$F/tags" | grep -qx blue
+	# an expiry set on the writer: gone on the follower once it is due,
+	# though the follower never reaps
+	setfattr -n user.ttl -v 1 "$MNT/app/ns/short"
+	within 5 test -n "$(getfattr --only-values -n user.expires "$F/app/ns/short")"
+	within 5 gone "$F/app/ns/short"
+	[ "$(ls "$F/app/ns")" = k ]
+	within 5 grep -q '"keys": 1,' "$F/.stats"
+}
+
+@test "a follower that lost its notices forgets what it cached, and hears the next ones" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v1 >"$MNT/app/ns/k"
+	mount_follower attr_timeout=60
+	[ "$(cat "$F/app/ns/k")" = v1 ]
+	# the follower's subscription is cut; it subscribes again, forgetting
+	# everything its kernel holds
+	[ "$(redis-cli -p "$REDIS_PORT" client kill type pubsub)" -ge 1 ]
+	echo -n v2 >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" v2
+	within 5 test "$(redis-cli -p "$REDIS_PORT" pubsub numsub "nadb:store:changes" | tail -1)" = 1
+	echo -n v3 >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" v3
+}
+
+@test "a follower outlives its writer: kill -9, then a new writer's changes reach it" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	"$PY" -c 'import os,sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"kept"); os.fsync(fd); os.close(fd)' "$MNT/app/ns/k"
+	mount_follower attr_timeout=60
+	kill -9 "$WRITER"
+	fusermount3 -uz "$MNT"
+	wait_pids_gone 10 "$WRITER"
+	[ "$(cat "$F/app/ns/k")" = kept ]
+	# a new writer (the dead one's lock is taken over), followed again
+	mount_store
+	within 5 grep -q "1 followers" "$LOG"
+	echo -n again >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" again
+	unmount_follower
+	unmount_store
+	"$NADB" fsck "$STORE"
+}
+
+@test "a follower reads a value whole, or gets ESTALE, while the writer replaces it" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	mount_follower
+	"$PY" - "$MNT/app/ns" "$F/app/ns" <<'EOF'
+import errno, os, sys, threading
+w, f = sys.argv[1], sys.argv[2]
+# values of 3 chunks, each all one byte: a read mixing two versions shows
+vals = [bytes([65 + i]) * (300 * 1024) for i in range(4)]
+for i in range(8):
+    with open(os.path.join(w, "k%d" % i), "wb") as o:
+        o.write(vals[0])
+stop = False
+def write():
+    n = 0
+    while not stop:
+        n += 1
+        with open(os.path.join(w, "k%d" % (n % 8)), "wb") as o:
+            o.write(vals[n % 4])
+t = threading.Thread(target=write)
+t.start()
+reads = 0
+try:
+    while reads < 300:
+        for i in range(8):
+            try:
+                data = open(os.path.join(f, "k%d" % i), "rb").read()
+            except FileNotFoundError:
+                continue
+            except OSError as e: # replaced while being read: read it again
+                assert e.errno == errno.ESTALE, e
+                continue
+            assert data in vals, "a torn read of k%d: %r" % (i, sorted(set(data)))
+            reads += 1
+finally:
+    stop = True
+    t.join()
+EOF
+	! grep -q "not stored" "$FLOG"
+}
