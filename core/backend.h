@@ -140,14 +140,19 @@ struct kv_ops {
 	 *
 	 * publish, for the writer: the followers alive now into *N; while
 	 * there are any, each sync also tells them the keys of the rows it
-	 * writes in the tables of MASK (bit 1 << table), in the transaction
-	 * that writes them.  Called now and then (the flusher).
+	 * writes in the tables of MASK (bit 1 << table), right after the
+	 * transaction that writes them; new followers are first told that
+	 * anything may have changed.  Called now and then (the flusher),
+	 * outside the serialisation of every other call: it has a connection
+	 * of its own.
 	 *
 	 * follow, for a follower (a backend opened as one, which keeps
 	 * nothing it read, since another process writes): wait MS ms at most
 	 * for the next notice of the writer's and call FN with each row key
 	 * it names; -ESTALE if notices may have been lost meanwhile (anything
-	 * may have changed).  It also keeps this follower counted.  One
+	 * may have changed: subscribed anew, counted out for a while),
+	 * -ENOTCONN while it cannot listen.  It also keeps this follower
+	 * counted (a heartbeat on the server's clock).  One
 	 * thread calls it, outside the serialisation of every other call: it
 	 * has connections of its own. */
 	int (*publish)(struct kv *kv, uint32_t mask, uint64_t *n);

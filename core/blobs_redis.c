@@ -264,6 +264,10 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 		freeReplyObject(r);
 		seg_key(b, loc->seg, !gone, key);
 		rc = run_on_segment(b, "reading a frame", 4, argv, &r);
+		if (!rc && (r->type != REDIS_REPLY_STRING || r->len != len)) {
+			freeReplyObject(r); /* gone for good: the chunk moved since */
+			rc = -ESTALE;
+		}
 	}
 	pthread_mutex_unlock(&b->lock);
 	if (rc)

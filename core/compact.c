@@ -182,6 +182,8 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 		 struct nadb_compact_result *res)
 {
 	memset(res, 0, sizeof(*res));
+	if (st->following)
+		return -EROFS; /* the writer compacts */
 	pthread_mutex_lock(&st->compact_lock);
 	/* Readers had a whole compaction period to finish with segments
 	 * removed last time. */

@@ -200,6 +200,8 @@ static int reap_run(struct nadb_store *st, const struct due *d, unsigned n,
 int nadb_reap(struct nadb_store *st, int64_t now, unsigned max, nadb_reaped_fn fn,
 	      void *ctx, unsigned *reaped)
 {
+	if (st->following)
+		return -EROFS; /* the writer reaps */
 	struct due_list *d = malloc(sizeof(*d));
 	if (!d)
 		return -ENOMEM;

@@ -83,16 +83,18 @@ static void forget_everything(struct nadb_store *st)
 static void *follow_main(void *arg)
 {
 	struct nadb_store *st = arg;
-	unsigned failures = 0;
+	bool failing = false;
 	while (!atomic_load(&st->follower->stop)) {
 		int rc = st->kv->ops->follow(st->kv, FOLLOW_WAIT_MS, forget_row, st);
 		if (rc == -ESTALE)
 			forget_everything(st);
-		else if (rc && failures++ == 0) /* said once until it works again */
-			nadb_log("%s: following the writer's changes failed: %s", st->dir,
+		if (rc && rc != -ESTALE && !failing) /* said once until it works again */
+			nadb_log("%s: not hearing the writer's changes (the kernel's caches "
+				 "lapse within %s meanwhile): %s", st->dir, "the lease",
 				 strerror(-rc));
-		if (!rc)
-			failures = 0;
+		else if ((!rc || rc == -ESTALE) && failing)
+			nadb_log("%s: hearing the writer's changes again", st->dir);
+		failing = rc && rc != -ESTALE;
 	}
 	return NULL;
 }

@@ -455,13 +455,17 @@ struct kv_redis {
 	bool follower;
 	atomic_bool parts_stale;
 	/* A writer with followers: the tables whose rows' keys each sync
-	 * publishes (bit 1 << table); 0: none, nobody listens. */
-	uint32_t publish_mask;
+	 * publishes (bit 1 << table); 0: none, nobody listens.  Set by
+	 * publish, outside the serialisation; publish_refused: the server
+	 * refused a PUBLISH (an ACL), so nothing is published any more. */
+	_Atomic uint32_t publish_mask;
+	atomic_bool publish_refused;
+	struct redis_conn *counter; /* publish's own connection */
 	/* The follow thread's own: its subscriber, its connection for the
-	 * heartbeat, when it beat last (monotonic ms), and its name in the
-	 * store's "followers" set. */
+	 * heartbeat, when it beat last and last did so successfully
+	 * (monotonic ms), and its name in the store's "followers" set. */
 	struct redis_conn *sub, *beat;
-	uint64_t beat_ms;
+	uint64_t beat_ms, beat_ok_ms;
 	char member[128];
 };
 
@@ -1798,7 +1802,7 @@ static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, si
 	memcpy(buf, NOTICE_HEAD, sizeof(NOTICE_HEAD) - 1);
 	n = sizeof(NOTICE_HEAD) - 1;
 	for (int t = 0; t < KV_NTABLES && !any; t++) {
-		if (!(k->publish_mask & (1u << t)))
+		if (!(atomic_load(&k->publish_mask) & (1u << t)))
 			continue;
 		for (struct row *r = k->pending.head[t]->next[0]; r && !any; r = r->next[0]) {
 			if (!all && row_part(t, r->key, r->klen) != p)
@@ -1845,15 +1849,19 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	for (size_t i = 0; i < b->ncmds; i++)
 		if (all || b->part[i] == p)
 			tx[m++] = b->cmds[i];
+	size_t exec = m;
+	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
+	/* the notice after the EXEC, in the same round trip: a refused
+	 * PUBLISH must not abort the transaction */
 	char *notice = NULL;
 	size_t notice_len = 0;
 	struct redis_publish pub;
-	if (k->publish_mask && (rc = build_notice(k, p, all, &notice, &notice_len)))
+	if (atomic_load(&k->publish_mask) && (rc = build_notice(k, p, all, &notice, &notice_len)))
 		return rc;
+	size_t published = m;
 	if (notice)
 		tx[m++] = redis_publish_cmd(k->conn, &pub, notice, notice_len);
-	size_t exec = m;
-	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
+	size_t waited = m;
 	struct redis_wait w;
 	if (replicas > 0)
 		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
@@ -1861,13 +1869,19 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	free(notice);
 	if (rc)
 		return rc;
+	if (notice && replies[published]->type == REDIS_REPLY_ERROR) {
+		redis_reply_error(k->conn, "telling followers of a sync (they now see "
+			"changes only as their kernel caches lapse)", replies[published]);
+		atomic_store(&k->publish_refused, true);
+		atomic_store(&k->publish_mask, 0);
+	}
 	rc = check_exec(k, replies, exec);
 	/* Committed on the primary: what its replicas confirmed decides only
 	 * what the sync answers (min_replicas), not whether it happened. */
 	if (!rc && replicas < (int)k->min_replicas)
 		say_too_few(k, p, replicas);
 	if (!rc)
-		rc = note_confirmed(k, p, replicas > 0 ? !check_wait(k, replies[exec + 1], replicas)
+		rc = note_confirmed(k, p, replicas > 0 ? !check_wait(k, replies[waited], replicas)
 						       : k->min_replicas == 0);
 	for (size_t i = 0; i < m; i++)
 		freeReplyObject(replies[i]);
@@ -2097,64 +2111,79 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
 
 /* ---- several processes ------------------------------------------------------ */
 
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* The store's set of followers, scored by when each stops counting
- * (wall-clock ms), into BUF. */
+/* The store's set of followers, scored by when each stops counting (the
+ * server's clock, ms), into BUF. */
 static size_t followers_key(const struct kv_redis *k, char *buf)
 {
 	return redis_key(k->conn, 0, "followers", buf, KEY_SIZE);
 }
 
+/* The server's clock, in ms, as the scripts below read it: every host's
+ * daemon compares heartbeats against one clock. */
+#define SERVER_MS "local t = redis.call('TIME') " \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+/* KEYS[1] the followers: drop those whose heartbeat ran out; how many
+ * are left. */
+static const char count_script[] = SERVER_MS
+	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+	"return redis.call('ZCARD', KEYS[1])";
+/* KEYS[1] the followers: ARGV[1] counts for ARGV[2] ms more. */
+static const char beat_script[] = SERVER_MS
+	"return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])";
+
+/* The writer (the flusher's thread, outside the serialisation of the
+ * other calls: a connection of its own, and an atomic mask). */
 static int kvr_publish(struct kv *kv, uint32_t mask, uint64_t *n)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	char key[KEY_SIZE], now[24], from[26];
-	size_t klen = followers_key(k, key);
-	size_t nlen = (size_t)snprintf(now, sizeof(now), "%llu", (unsigned long long)wall_ms());
-	size_t flen = (size_t)snprintf(from, sizeof(from), "(%s", now);
-	const char *drop[] = {"ZREMRANGEBYSCORE", key, "-inf", now};
-	const char *count[] = {"ZCOUNT", key, from, "+inf"};
-	size_t drop_lens[] = {16, klen, 4, nlen}, count_lens[] = {6, klen, flen, 4};
-	struct redis_cmd cmds[] = {{4, drop, drop_lens}, {4, count, count_lens}};
-	redisReply *r[2] = {NULL, NULL};
-	int rc = redis_pipeline_in(k->conn, 0, cmds, 2, r);
+	int rc = k->counter ? 0 : redis_conn_open_like(k->conn, &k->counter);
 	if (rc)
 		return rc;
-	if (r[1]->type != REDIS_REPLY_INTEGER)
-		rc = redis_reply_error(k->conn, "counting the followers", r[1]);
-	else
-		*n = (uint64_t)r[1]->integer;
-	freeReplyObject(r[0]);
-	freeReplyObject(r[1]);
-	if (!rc)
-		k->publish_mask = *n ? mask : 0;
-	return rc;
+	char key[KEY_SIZE];
+	const char *argv[] = {"EVAL", count_script, "1", key};
+	size_t lens[] = {4, sizeof(count_script) - 1, 1, followers_key(k, key)};
+	redisReply *r = NULL;
+	if ((rc = redis_run_in(k->counter, 0, "counting the followers", 4, argv, lens, &r)))
+		return rc;
+	*n = r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? (uint64_t)r->integer : 0;
+	freeReplyObject(r);
+	uint32_t now = *n && !atomic_load(&k->publish_refused) ? mask : 0;
+	if (now && !atomic_load(&k->publish_mask)) {
+		/* new followers may have read what no notice will name: the
+		 * syncs since they came and before this one */
+		struct redis_publish pub;
+		struct redis_cmd any = redis_publish_cmd(k->counter, &pub, NOTICE_ANY,
+							 sizeof(NOTICE_ANY) - 1);
+		if (!redis_run(k->counter, "telling new followers", any.argc, any.argv,
+			       any.argvlen, &r))
+			freeReplyObject(r);
+	}
+	atomic_store(&k->publish_mask, now);
+	return 0;
 }
 
-/* Count this follower in for FOLLOWER_TTL_MS more, every FOLLOWER_BEAT_MS. */
-static void beat(struct kv_redis *k)
+/* Count this follower in for FOLLOWER_TTL_MS more, every FOLLOWER_BEAT_MS.
+ * False if it may have been counted out meanwhile (the writer then
+ * published nothing for it): the caller assumes anything changed. */
+static bool beat(struct kv_redis *k)
 {
 	uint64_t now = redis_now_ms();
 	if (k->beat_ms && now - k->beat_ms < FOLLOWER_BEAT_MS)
-		return;
+		return true;
 	k->beat_ms = now;
 	if (!k->beat && redis_conn_open_like(k->conn, &k->beat))
-		return;
-	char key[KEY_SIZE], until[24];
-	const char *argv[] = {"ZADD", key, until, k->member};
-	size_t lens[] = {4, followers_key(k, key),
-			 (size_t)snprintf(until, sizeof(until), "%llu",
-					  (unsigned long long)(wall_ms() + FOLLOWER_TTL_MS)),
-			 strlen(k->member)};
+		return true; /* said; tried again at the next beat */
+	char key[KEY_SIZE], ttl[16];
+	const char *argv[] = {"EVAL", beat_script, "1", key, k->member, ttl};
+	size_t lens[] = {4, sizeof(beat_script) - 1, 1, followers_key(k, key), strlen(k->member),
+			 (size_t)snprintf(ttl, sizeof(ttl), "%u", FOLLOWER_TTL_MS)};
 	redisReply *r = NULL;
-	if (!redis_run_in(k->beat, 0, "counting this follower in", 4, argv, lens, &r))
-		freeReplyObject(r);
+	if (redis_run_in(k->beat, 0, "counting this follower in", 6, argv, lens, &r))
+		return true;
+	freeReplyObject(r);
+	bool counted = k->beat_ok_ms && redis_now_ms() - k->beat_ok_ms < FOLLOWER_TTL_MS;
+	k->beat_ok_ms = redis_now_ms();
+	return counted;
 }
 
 /* Call FN with each row key of the notice MSG (LEN bytes). */
@@ -2182,21 +2211,21 @@ static int kvr_follow(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	assert(k->follower);
-	beat(k);
+	bool counted = beat(k);
 	int rc = k->sub ? 0 : redis_subscriber_open(k->conn, &k->sub);
 	char *msg = NULL;
 	size_t len = 0;
 	if (!rc)
 		rc = redis_subscriber_next(k->sub, ms < FOLLOWER_BEAT_MS ? ms : FOLLOWER_BEAT_MS,
 					   &msg, &len);
-	if (rc == 0)
+	if (rc == 0 && counted)
 		return 0;
-	atomic_store(&k->parts_stale, true);
-	if (rc < 0)
-		return rc == -ENOMEM ? rc : -ESTALE;
+	atomic_store(&k->parts_stale, true); /* a notice, or notices lost */
+	if (rc <= 0) /* (counted out: what a notice might have said is lost) */
+		return rc == 0 ? -ESTALE : rc;
 	rc = walk_notice(msg, len, fn, ctx);
 	free(msg);
-	return rc;
+	return !rc && !counted ? -ESTALE : rc;
 }
 
 static void kvr_close(struct kv *kv)
@@ -2213,6 +2242,7 @@ static void kvr_close(struct kv *kv)
 	}
 	redis_conn_close(k->sub);
 	redis_conn_close(k->beat);
+	redis_conn_close(k->counter);
 	free(k->held);
 	overlay_free(&k->step);
 	overlay_free(&k->pending);
@@ -2246,6 +2276,9 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	if (!k)
 		return -ENOMEM;
 	k->kv.ops = &redis_kv_ops;
+	atomic_init(&k->parts_stale, false);
+	atomic_init(&k->publish_mask, 0);
+	atomic_init(&k->publish_refused, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	int rc = overlay_init(&k->step, (uintptr_t)k);
 	if (!rc)
@@ -2271,7 +2304,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 		host[sizeof(host) - 1] = '\0';
 		k->follower = true;
 		snprintf(k->member, sizeof(k->member), "%s %ld %llu", host, (long)getpid(),
-			 (unsigned long long)wall_ms());
+			 (unsigned long long)time(NULL));
 	}
 	if (!rc)
 		rc = load_parts(k);

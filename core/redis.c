@@ -1085,6 +1085,8 @@ static int subscribe(struct redis_conn *s)
 	int rc = connect_once(s);
 	if (rc)
 		return rc;
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
 	char channel[REDIS_NAME_MAX + 32];
 	const char *argv[] = {"SUBSCRIBE", channel};
 	size_t lens[] = {9, changes_channel(s, channel, sizeof(channel))};
@@ -1097,6 +1099,7 @@ static int subscribe(struct redis_conn *s)
 		redisFree(s->ctx);
 		s->ctx = NULL;
 	}
+	sigpipe_restore(&g);
 	return rc;
 }
 
@@ -1115,13 +1118,12 @@ int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t 
 	*out = NULL;
 	*len = 0;
 	if (!s->ctx) {
-		int rc = subscribe(s);
-		if (rc) {
+		if (subscribe(s)) {
 			redis_pause_ms(ms < RECONNECT_PAUSE_MAX ? ms : RECONNECT_PAUSE_MAX);
-			return rc == -ENOMEM ? rc : -EIO;
+			return -ENOTCONN;
 		}
 		s->reconnects++;
-		return -EIO; /* (re)subscribed: what was said meanwhile is lost */
+		return -ESTALE; /* (re)subscribed: what was said before is lost */
 	}
 	uint64_t deadline = redis_now_ms() + ms;
 	for (;;) {
@@ -1136,7 +1138,7 @@ int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t 
 				*len = p->len;
 				rc = 1;
 			} else if (p) {
-				rc = -ENOMEM;
+				rc = -ESTALE; /* no memory for it: a notice lost */
 			}
 			freeReplyObject(r);
 			if (rc)
@@ -1155,5 +1157,5 @@ int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t 
 	}
 	redisFree(s->ctx);
 	s->ctx = NULL;
-	return -EIO;
+	return -ENOTCONN;
 }

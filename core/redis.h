@@ -64,6 +64,10 @@
  *                                               (as gone:N) for late readers
  *   gone:N                          string      removed segment N, deleted
  *                                               by forget_removed or at open
+ *   followers                       sorted set  daemons following the writer
+ *                                               (kv_redis.c), score = when
+ *                                               their heartbeat runs out
+ *                                               (wall-clock ms)
  *
  * TABLE is the LMDB table name (meta, inodes, dirents, ...).
  */
@@ -229,9 +233,11 @@ struct redis_cmd redis_publish_cmd(const struct redis_conn *c, struct redis_publ
  * (close it with redis_conn_close). */
 int redis_subscriber_open(const struct redis_conn *like, struct redis_conn **out);
 /* The next notice's payload into *OUT (malloc'd, the caller frees) and
- * *LEN, waiting MS ms at most: 1, or 0 if none came in time.  -EIO when
- * notices may have been missed: the connection was (re)made or lost (the
- * next call connects again, after a pause if it cannot). */
+ * *LEN, waiting MS ms at most: 1, or 0 if none came in time.  -ENOTCONN:
+ * not subscribed (the connection was lost, or cannot be made: the next
+ * call tries again; a failed try pauses up to MS ms).  -ESTALE:
+ * subscribed (again), or a notice was dropped: notices said meanwhile
+ * are lost. */
 int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t *len);
 
 /* Log once if the server's persistence makes sync less than "on disk"

@@ -828,8 +828,6 @@ int store_make_room(struct nadb_store *st)
 
 void store_note_step(struct nadb_store *st)
 {
-	/* With followers, at once: they hear of the step when it is synced
-	 * (steps made meanwhile go with the next sync). */
 	if (st->kv->ops->unsynced(st->kv) >= MAX_UNSYNCED_STEPS)
 		pthread_cond_signal(&st->flush_cond);
 }
@@ -842,15 +840,24 @@ static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked
 		return;
 	*checked = now;
 	uint64_t n = 0;
-	pthread_mutex_lock(&st->meta_lock);
 	int rc = st->kv->ops->publish(st->kv, store_followed_tables, &n);
-	pthread_mutex_unlock(&st->meta_lock);
 	bool was = atomic_load(&st->followed);
 	if (!rc && was != (n > 0)) {
 		atomic_store(&st->followed, n > 0);
-		nadb_log("%s: %llu followers: syncing every %s", st->dir, (unsigned long long)n,
-			 n ? "few ms" : "flush_interval");
+		if (n)
+			nadb_log("%s: %llu followers: syncing every %d ms", st->dir,
+				 (unsigned long long)n, FOLLOWED_FLUSH_MS);
+		else
+			nadb_log("%s: no followers: syncing every %u s", st->dir,
+				 st->opt.flush_interval);
 	}
+}
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* The time NS ns from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
@@ -865,32 +872,41 @@ static struct timespec realtime_in(int64_t ns)
 	return t;
 }
 
-/* Sync every flush_interval (with followers, every FOLLOWED_FLUSH_MS),
- * and when woken early (a big group); ask for followers every
- * FOLLOWERS_CHECK_MS; compact every flush_interval. */
+/* Sync every flush_interval (with followers, every FOLLOWED_FLUSH_MS,
+ * unless the last sync failed), and when woken early (a big group); ask
+ * for followers every FOLLOWERS_CHECK_MS; compact every flush_interval.
+ * A failing sync is said once a flush_interval at most. */
 static void *flusher_main(void *arg)
 {
 	struct nadb_store *st = arg;
 	const int64_t interval = (int64_t)st->opt.flush_interval * 1000000000LL;
-	int64_t checked = 0, compacted = now_ns(), synced = compacted;
+	int64_t checked = 0, compacted = monotonic_ns(), synced = compacted, said = 0;
+	int failed = 0;
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
-		int64_t every = atomic_load(&st->followed) ? FOLLOWED_FLUSH_MS * 1000000LL : interval;
-		int64_t wait = synced + every - now_ns();
-		if (st->kv->ops->publish && checked + FOLLOWERS_CHECK_MS * 1000000LL - now_ns() < wait)
-			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - now_ns();
+		int64_t every = atomic_load(&st->followed) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
+								       : interval;
+		int64_t wait = synced + every - monotonic_ns();
+		if (st->kv->ops->publish &&
+		    checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns() < wait)
+			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns();
 		struct timespec until = realtime_in(wait > 0 ? wait : 0);
 		bool woken = wait > 0 &&
 			     pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until) == 0;
 		pthread_mutex_unlock(&st->flush_lock);
-		int64_t now = now_ns();
+		int64_t now = monotonic_ns();
 		check_followers(st, now, &checked);
-		every = atomic_load(&st->followed) ? FOLLOWED_FLUSH_MS * 1000000LL : interval;
+		every = atomic_load(&st->followed) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
+							       : interval;
 		int rc = 0;
 		if (woken || now - synced >= every) {
 			synced = now;
-			if ((rc = nadb_store_sync(st)))
+			rc = nadb_store_sync(st);
+			if (rc && (rc != failed || now - said >= interval)) {
 				nadb_log("flusher: sync failed: %s", strerror(-rc));
+				said = now;
+			}
+			failed = rc;
 		}
 		struct nadb_compact_result res;
 		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
@@ -932,8 +948,9 @@ int nadb_store_close(struct nadb_store *st)
 {
 	if (st->following) { /* nothing of ours to commit */
 		nadb_store_stop_following(st);
+		int rc = file_close_left_open(st);
 		free_store(st);
-		return 0;
+		return rc;
 	}
 	nadb_store_note_closing(st);
 	nadb_store_stop_reaper(st);

@@ -369,3 +369,45 @@ EOF
 	echo "$output"
 	[ "$status" -eq 0 ]
 }
+
+@test "on a cluster a follower mounted through another node hears the writer's changes in every namespace" {
+	mount_store_at "$URL" "$MNT"
+	local ns wpid fpid
+	wpid=$(daemon_pid "$URL")
+	for ns in a b c d; do
+		mkdir -p "$MNT/app/$ns"
+		echo -n "$ns 1" >"$MNT/app/$ns/k"
+	done
+	# the follower's notices come from another node than the one the
+	# writer was given: a PUBLISH reaches every node of a cluster
+	mkdir "$T/f"
+	"$NADBFS" -o "log=$T/follower.log,attr_timeout=60" \
+		"redis://127.0.0.1:$(primary_port 2)/s$BATS_TEST_NUMBER" "$T/f"
+	fpid=$(daemon_pids "s$BATS_TEST_NUMBER" | grep -vx "$wpid")
+	grep -q "mounted read-only" "$T/follower.log"
+	for ((i = 0; i < 100; i++)); do grep -q "1 followers" "$LOG" && break; sleep 0.05; done
+	grep -q "1 followers" "$LOG"
+	for ns in a b c d; do
+		[ ! -e "$T/f/app/$ns/new" ]
+		[ "$(cat "$T/f/app/$ns/k")" = "$ns 1" ]
+		echo -n "$ns 2" >"$MNT/app/$ns/k"
+		echo -n fresh >"$MNT/app/$ns/new"
+	done
+	rm "$MNT/app/d/k"
+	for ns in a b c; do
+		for ((i = 0; i < 250; i++)); do
+			[ "$(cat "$T/f/app/$ns/k")" = "$ns 2" ] && [ -e "$T/f/app/$ns/new" ] && break
+			sleep 0.02
+		done
+		[ "$(cat "$T/f/app/$ns/k")" = "$ns 2" ]
+		[ "$(cat "$T/f/app/$ns/new")" = fresh ]
+	done
+	for ((i = 0; i < 250; i++)); do [ ! -e "$T/f/app/d/k" ] && break; sleep 0.02; done
+	[ ! -e "$T/f/app/d/k" ]
+	fusermount3 -u "$T/f"
+	wait_pids_gone 10 "$fpid"
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}

@@ -115,7 +115,7 @@ gone() { [ ! -e "$1" ]; }
 	rm "$MNT/app/ns2/a"
 	rmdir "$MNT/app/ns2"
 	within 5 gone "$F/app/ns2"
-	grep -q "1 followers: syncing every few ms" "$LOG"
+	grep -q "1 followers: syncing every 1 ms" "$LOG"
 }
 
 @test "attributes, tags, expiry and .stats changed by the writer reach the follower" {

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # bench-cluster.sh -- nadbfs on one Redis server and on a Redis Cluster of
-# 3 primaries, side by side: creates, stats and reads of small keys spread
-# over several namespaces, one daemon each (the store lock still allows
-# one; issue "One store, many hosts" adds more).  Each repetition runs the
-# targets interleaved on fresh stores; the table gives medians.
+# 3 primaries, side by side:
+#  - creates, stats and reads of small keys spread over several
+#    namespaces, one daemon;
+#  - the same store mounted by 1, 2 and 4 daemons (one writer, the others
+#    following it, core/follow.c): the writer creates the keys, then
+#    every mount stats and reads all of them at once, one client each;
+#    aggregate stats and reads per second;
+#  - how soon a follower sees the writer's overwrite (p50, p99 of
+#    PROPAGATIONS), and the writer's creates with and without followers.
+# Each repetition runs the targets interleaved on fresh stores; the
+# tables give medians.
 #
 #   tools/bench-cluster.sh [--keys N] [--reps N] [--build DIR] [--out FILE]
 #
@@ -13,6 +20,7 @@ set -u
 KEYS=2000      # keys a repetition creates, stats and reads
 REPS=3         # repetitions; medians are reported
 NAMESPACES=4   # the keys are spread over this many namespaces
+PROPAGATIONS=300 # overwrites timed from the writer's close to a follower's read
 BUILD=$(cd "$(dirname "$0")/.." && pwd)/build
 OUT=""
 while [ $# -gt 0 ]; do
@@ -21,7 +29,7 @@ while [ $# -gt 0 ]; do
 	--reps) REPS=$2; shift ;;
 	--build) BUILD=$2; shift ;;
 	--out) OUT=$2; shift ;;
-	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench-cluster.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -129,6 +137,124 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	done
 done
 
+# Mount STORE on D daemons, on $TMP/mnt-TARGET-I: the writer (I = 0) first,
+# then D - 1 followers; wait until the writer counts them.
+mount_daemons() {
+	local target=$1 store=$2 d=$3 i
+	for ((i = 0; i < d; i++)); do
+		mkdir -p "$TMP/mnt-$target-$i"
+		"$BUILD/nadbfs" -o "log=$TMP/$target-$i.log" "$store" "$TMP/mnt-$target-$i" || return 1
+	done
+	[ "$d" = 1 ] && return 0
+	for _ in $(seq 100); do
+		grep -q "followers: syncing" "$TMP/$target-0.log" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+unmount_daemons() {
+	local m
+	for m in "$TMP/mnt-$1"-*; do
+		mountpoint -q "$m" && fusermount3 -u "$m"
+	done
+	sleep 0.3
+}
+
+# D daemons on a fresh store of TARGET: the writer creates KEYS keys
+# (followed by D - 1), then every mount stats and reads them all, at
+# once.  "creates/s aggregate-stats/s aggregate-reads/s".
+run_scale() {
+	local target=$1 rep=$2 d=$3 i creates
+	mount_daemons "$target" "${URL[$target]}/d$d-r$rep" "$d" || return 1
+	creates=$(python3 - "$TMP/mnt-$target-0" "$KEYS" "$NAMESPACES" <<'EOF'
+import os, sys, time
+mnt, n, nns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dirs = [os.path.join(mnt, "bench", "ns%d" % i) for i in range(nns)]
+for d in dirs:
+    os.makedirs(d)
+value = b"v" * 100
+t = time.monotonic()
+for i in range(n):
+    fd = os.open(os.path.join(dirs[i % nns], "k%d" % i), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, value)
+    if i == n - 1:
+        os.fsync(fd) # every key synced: what the followers read
+    os.close(fd)
+print("%.0f" % (n / (time.monotonic() - t)))
+EOF
+) || { unmount_daemons "$target"; return 1; }
+	for ((i = 0; i < d; i++)); do
+		python3 - "$TMP/mnt-$target-$i" "$KEYS" "$NAMESPACES" >"$TMP/scale-$i" <<'EOF' &
+import os, sys, time
+mnt, n, nns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+paths = [os.path.join(mnt, "bench", "ns%d" % (i % nns), "k%d" % i) for i in range(n)]
+t = time.monotonic()
+for p in paths:
+    os.stat(p)
+stats = n / (time.monotonic() - t)
+t = time.monotonic()
+for p in paths:
+    with open(p, "rb") as f:
+        assert len(f.read()) == 100
+reads = n / (time.monotonic() - t)
+print("%.0f %.0f" % (stats, reads))
+EOF
+	done
+	wait
+	echo "$creates $(awk '{s += $1; r += $2} END {printf "%.0f %.0f", s, r}' "$TMP"/scale-*)"
+	rm -f "$TMP"/scale-*
+	unmount_daemons "$target"
+}
+
+# A writer and a follower: ms from the writer's close to the follower
+# reading the new value, PROPAGATIONS times: "p50 p99".
+run_propagation() {
+	local target=$1 rep=$2
+	mount_daemons "$target" "${URL[$target]}/p-r$rep" 2 || return 1
+	python3 - "$TMP/mnt-$target-0" "$TMP/mnt-$target-1" "$PROPAGATIONS" <<'EOF'
+import os, sys, time
+w, f, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.makedirs(os.path.join(w, "bench", "ns"))
+delays = []
+for i in range(n):
+    value = b"v%d" % i
+    key = os.path.join("bench", "ns", "k%d" % (i % 20))
+    with open(os.path.join(w, key), "wb") as o:
+        o.write(value)
+    t = time.monotonic()
+    while True:
+        try:
+            with open(os.path.join(f, key), "rb") as r:
+                if r.read() == value:
+                    break
+        except FileNotFoundError:
+            pass
+        if time.monotonic() - t > 10:
+            sys.exit("the follower never saw %s" % key)
+    delays.append((time.monotonic() - t) * 1000)
+delays.sort()
+print("%.2f %.2f" % (delays[len(delays) // 2], delays[int(len(delays) * 0.99)]))
+EOF
+	local rc=$?
+	unmount_daemons "$target"
+	return $rc
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+	for target in single cluster; do
+		for d in 1 2 4; do
+			figures=$(run_scale "$target" "$rep" "$d") ||
+				{ echo "bench-cluster.sh: $target, $d daemons failed:" >&2
+				  tail -n 5 "$TMP/$target"-*.log >&2; exit 1; }
+			echo "$target-$d $figures" >>"$TMP/scale"
+		done
+		figures=$(run_propagation "$target" "$rep") ||
+			{ echo "bench-cluster.sh: $target propagation failed" >&2; exit 1; }
+		echo "$target $figures" >>"$TMP/propagation"
+	done
+done
+
 table=$(python3 - "$TMP/results" "$KEYS" "$NAMESPACES" "$REPS" <<'EOF'
 import statistics, sys
 rows = {}
@@ -143,6 +269,35 @@ for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 
     if name in rows:
         med = [statistics.median(c) for c in zip(*rows[name])]
         print("| %s | %s |" % (label, " | ".join("{:,.0f}".format(m) for m in med)))
+EOF
+)
+table+=$'\n\n'$(python3 - "$TMP/scale" "$TMP/propagation" "$KEYS" "$REPS" "$PROPAGATIONS" <<'EOF'
+import statistics, sys
+rows, prop = {}, {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    rows.setdefault(f[0], []).append(list(map(float, f[1:])))
+for line in open(sys.argv[2]):
+    f = line.split()
+    prop.setdefault(f[0], []).append(list(map(float, f[1:])))
+print("| one store, N daemons (1 writer + N-1 followers), %s keys, medians of %s "
+      "| writer creates/s | stats/s, all daemons | reads/s, all daemons |" % (sys.argv[3], sys.argv[4]))
+print("|---|---:|---:|---:|")
+for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 3 primaries")):
+    for d in (1, 2, 4):
+        key = "%s-%d" % (name, d)
+        if key in rows:
+            med = [statistics.median(c) for c in zip(*rows[key])]
+            print("| %s, %d daemon%s | %s |" % (label, d, "s" if d > 1 else "",
+                                               " | ".join("{:,.0f}".format(m) for m in med)))
+print()
+print("| writer's close to a follower's read of the new value, %s overwrites, medians of %s "
+      "| p50 ms | p99 ms |" % (sys.argv[5], sys.argv[4]))
+print("|---|---:|---:|")
+for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 3 primaries")):
+    if name in prop:
+        med = [statistics.median(c) for c in zip(*prop[name])]
+        print("| %s | %.2f | %.2f |" % (label, med[0], med[1]))
 EOF
 )
 echo "$table"
