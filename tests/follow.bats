@@ -20,17 +20,18 @@ setup() {
 
 teardown() { nadb_teardown; }
 
-# mount_follower [OPTS]: a second daemon on STORE, on $F.
+# mount_follower [OPTS [URL]]: a second daemon on STORE (or on URL, the
+# same store through another way), on $F.
 mount_follower() {
+	local url=${2:-$STORE} i
 	WRITER=$(daemon_pid) || return 1
-	"$NADBFS" -o "log=$FLOG${1:+,$1}" "$STORE" "$F" || return 1
-	local i
+	"$NADBFS" -o "log=$FLOG${1:+,$1}" "$url" "$F" || return 1
 	for ((i = 0; i < 100; i++)); do
 		mountpoint -q "$F" && break
 		sleep 0.05
 	done
 	mountpoint -q "$F" || return 1
-	FPID=$(daemon_pids "$STORE" | grep -vx "$WRITER")
+	FPID=$(daemon_pids "$url" | grep -vx "$WRITER")
 	[ -n "$FPID" ]
 	# the writer counts its followers every second: until it has, it
 	# commits only every flush_interval
@@ -54,7 +55,29 @@ within() {
 }
 
 value_is() { [ "$(cat "$1")" = "$2" ]; }
+
+# A proxy to our redis-server on PROXY_PORT whose link the test cuts
+# (kill -USR1 $PROXY_PID) and mends (-USR2): tests/cutproxy.py.
+start_cutproxy() {
+	local i
+	for ((i = 0; i < 20; i++)); do
+		PROXY_PORT=$((20000 + RANDOM % 40000))
+		"$PY" "$BATS_TEST_DIRNAME/cutproxy.py" "$PROXY_PORT" "$REDIS_PORT" "$T/proxy.pid" \
+			2>"$T/proxy.err" &
+		BG_PIDS+=($!)
+		within 5 test -s "$T/proxy.pid" && break
+	done
+	PROXY_PID=$(cat "$T/proxy.pid")
+	[ -n "$PROXY_PID" ]
+}
 gone() { [ ! -e "$1" ]; }
+# output_is TEXT CMD...: CMD prints TEXT.
+output_is() { [ "$("${@:2}")" = "$1" ]; }
+has_expiry() { [ -n "$(getfattr --only-values -n user.expires "$1")" ]; }
+subscribers_are() {
+	[ "$(redis-cli -p "$REDIS_PORT" pubsub numsub "nadb:store:changes" | tail -1)" = "$1" ]
+}
+counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 
 @test "a second daemon on a Redis store mounts it read-only and follows the first" {
 	mount_store
@@ -126,15 +149,15 @@ gone() { [ ! -e "$1" ]; }
 	mount_follower attr_timeout=60
 	[ "$(stat -c %a "$F/app/ns/k")" = 644 ]
 	chmod 600 "$MNT/app/ns/k"
-	within 5 test "$(stat -c %a "$F/app/ns/k")" = 600
+	within 5 output_is 600 stat -c %a "$F/app/ns/k"
 	setfattr -n user.tags -v red,blue "$MNT/app/ns/k"
-	within 5 test "$(getfattr --only-values -n user.tags "$F/app/ns/k")" = blue,red
-	within 5 test "$(ls "$F/tags/red/app/ns")" = k
+	within 5 output_is blue,red getfattr --only-values -n user.tags "$F/app/ns/k"
+	within 5 output_is k ls "$F/tags/red/app/ns"
 	ls "$F/tags" | grep -qx blue
 	# an expiry set on the writer: gone on the follower once it is due,
 	# though the follower never reaps
 	setfattr -n user.ttl -v 1 "$MNT/app/ns/short"
-	within 5 test -n "$(getfattr --only-values -n user.expires "$F/app/ns/short")"
+	within 5 has_expiry "$F/app/ns/short"
 	within 5 gone "$F/app/ns/short"
 	[ "$(ls "$F/app/ns")" = k ]
 	within 5 grep -q '"keys": 1,' "$F/.stats"
@@ -151,7 +174,7 @@ gone() { [ ! -e "$1" ]; }
 	[ "$(redis-cli -p "$REDIS_PORT" client kill type pubsub)" -ge 1 ]
 	echo -n v2 >"$MNT/app/ns/k"
 	within 5 value_is "$F/app/ns/k" v2
-	within 5 test "$(redis-cli -p "$REDIS_PORT" pubsub numsub "nadb:store:changes" | tail -1)" = 1
+	within 5 subscribers_are 1
 	echo -n v3 >"$MNT/app/ns/k"
 	within 5 value_is "$F/app/ns/k" v3
 }
@@ -216,4 +239,32 @@ finally:
     t.join()
 EOF
 	! grep -q "not stored" "$FLOG"
+}
+
+@test "a follower cut off from Redis for 10 s serves nothing staler than its lease, and catches up by itself" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v1 >"$MNT/app/ns/k"
+	start_cutproxy
+	mount_follower "" "redis://127.0.0.1:$PROXY_PORT/store"
+	within 5 value_is "$F/app/ns/k" v1
+	# the follower's link goes down; the writer goes on
+	kill -USR1 "$PROXY_PID"
+	echo -n v2 >"$MNT/app/ns/k"
+	sleep 1.5 # the follower's lease runs out
+	# a read now waits for the link (or fails): it never says v1
+	(cat "$F/app/ns/k" >"$T/during" 2>&1; echo $? >"$T/during.rc") &
+	BG_PIDS+=($!)
+	sleep 8.5
+	[ ! -e "$T/during.rc" ] || ! grep -qx v1 "$T/during"
+	kill -USR2 "$PROXY_PID"
+	within 20 test -s "$T/during.rc"
+	! grep -q v1 "$T/during"
+	# caught up by itself: the value, and notices again
+	within 5 value_is "$F/app/ns/k" v2
+	# the writer counted it out during the cut, and in again
+	grep -q "no followers" "$LOG"
+	within 10 counted_in_again
+	echo -n v3 >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" v3
 }
