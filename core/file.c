@@ -30,7 +30,9 @@ enum slot_state { SLOT_HOLE, SLOT_CLEAN, SLOT_DIRTY, SLOT_SPILLED };
 struct slot {
 	uint8_t state;
 	uint8_t hash[CHUNK_HASH_LEN]; /* CLEAN, SPILLED */
-	uint8_t *buf;                 /* DIRTY: bytes [0,len), zeros after */
+	uint8_t *buf;                 /* DIRTY: bytes [0,len), zeros after; a
+				       * follower's CLEAN: the chunk's bytes
+				       * once read (its writer may free it) */
 	uint32_t len, cap;
 };
 
@@ -123,7 +125,7 @@ static void give_chunk_buf(struct nadb_store *st, void *b)
 	free(b);
 }
 
-static void free_slot(struct nadb_store *st, struct slot *s)
+static void free_slot_buf(struct nadb_store *st, struct slot *s)
 {
 	if (s->buf) {
 		atomic_fetch_sub(&st->buffered, s->cap);
@@ -132,6 +134,13 @@ static void free_slot(struct nadb_store *st, struct slot *s)
 		else
 			free(s->buf);
 	}
+	s->buf = NULL;
+	s->len = s->cap = 0;
+}
+
+static void free_slot(struct nadb_store *st, struct slot *s)
+{
+	free_slot_buf(st, s);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -202,6 +211,9 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	rc = resize_slots(st, of, n);
 	for (size_t i = 0; !rc && i < n; i++) {
 		struct slot *s = &of->slots[i];
+		if (s->state != SLOT_CLEAN ||
+		    memcmp(s->hash, in.payload + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN))
+			free_slot_buf(st, s); /* a follower's copy of another chunk */
 		memcpy(s->hash, in.payload + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN);
 		s->state = chunk_is_hole(s->hash) ? SLOT_HOLE : SLOT_CLEAN;
 	}
@@ -254,8 +266,29 @@ static int read_chunk(struct nadb_store *st, uint64_t ino, const struct chunk_lo
 	return rc && why ? chunk_damaged(st, ino, loc, why) : rc;
 }
 
+static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need);
+
+/* A follower's CLEAN slot S of INO: its chunk's bytes into S->buf, so
+ * that its handles read on from them however soon the writer frees the
+ * chunk.  Under of->lock (write: followers' reads take it so). */
+static int keep_chunk(struct nadb_store *st, uint64_t ino, struct slot *s)
+{
+	struct chunk_loc loc;
+	int rc = locate(st, s->hash, &loc);
+	if (!rc)
+		rc = grow_buf(st, s, loc.raw_len ? loc.raw_len : 1);
+	if (!rc)
+		rc = read_chunk(st, ino, &loc, s->hash, 0, loc.raw_len, s->buf);
+	if (rc) {
+		free_slot_buf(st, s);
+		return rc;
+	}
+	s->len = loc.raw_len;
+	return 0;
+}
+
 /* Copy LEN bytes of slot S of INO from OFF into DST. */
-static int read_slot(struct nadb_store *st, uint64_t ino, const struct slot *s,
+static int read_slot(struct nadb_store *st, uint64_t ino, struct slot *s,
 		     uint32_t off, uint32_t len, uint8_t *dst)
 {
 	if (s->state == SLOT_HOLE) {
@@ -263,15 +296,17 @@ static int read_slot(struct nadb_store *st, uint64_t ino, const struct slot *s,
 		return 0;
 	}
 	uint32_t have = 0;
-	if (s->state == SLOT_DIRTY) {
+	int rc = s->state == SLOT_CLEAN && st->following && !s->buf ? keep_chunk(st, ino, s) : 0;
+	if (rc)
+		return rc;
+	if (s->state == SLOT_DIRTY || (st->following && s->buf)) {
 		have = s->len > off ? s->len - off : 0;
 		if (have > len)
 			have = len;
 		memcpy(dst, s->buf + off, have);
 	} else {
 		struct chunk_loc loc;
-		int rc = locate(st, s->hash, &loc);
-		if (rc)
+		if ((rc = locate(st, s->hash, &loc)))
 			return rc;
 		have = loc.raw_len > off ? loc.raw_len - off : 0;
 		if (have > len)
@@ -1024,7 +1059,11 @@ ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 	struct span sp;
 	int rc;
 	for (unsigned tries = 0;; tries++) {
-		pthread_rwlock_rdlock(&of->lock);
+		/* a follower's read may keep a chunk's bytes in its slot */
+		if (st->following)
+			pthread_rwlock_wrlock(&of->lock);
+		else
+			pthread_rwlock_rdlock(&of->lock);
 		uint64_t end = (uint64_t)off + size;
 		if (end > of->size)
 			end = of->size;

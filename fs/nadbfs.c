@@ -63,6 +63,10 @@
  * attr_timeout says otherwise): what it serves is never staler than this,
  * even when a change notice is lost. */
 #define FOLLOWER_LEASE 1.0
+/* ns: a follower's replies for this long after a change notice let the
+ * kernel cache nothing: one may carry what the follower read just before
+ * the change, and would outlive the notice that was to drop it. */
+#define FOLLOWER_RACE_NS 50000000LL
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
 
@@ -103,6 +107,8 @@ struct nadbfs {
 	struct nadb_options engine; /* what nadb_store_open gets */
 	double timeout;             /* attr_timeout: kernel cache of names and attributes */
 	bool timeout_given;         /* -o attr_timeout was given */
+	atomic_int_fast64_t noticed_ns; /* a follower: when a change notice came
+	                                   last (CLOCK_MONOTONIC) */
 	char *store_arg;            /* STORE as given, for messages */
 	char *store_path;           /* STORE made absolute (a URL: as given) */
 	char *log_path;             /* -o log=FILE, or NULL: STORE/nadbfs.log
@@ -153,15 +159,28 @@ static void stat_of(const struct nadb_attr *a, struct stat *st)
  * but never past the key's expiry, so that an expired key is gone at once
  * (the next lookup or getattr finds it gone) and not only once the reaper
  * has told the kernel. */
+/* attr_timeout, or 0 on a follower that just heard of a change. */
+static double lease_of(const struct nadbfs *fs)
+{
+	int64_t noticed = atomic_load(&fs->noticed_ns);
+	if (!noticed)
+		return fs->timeout;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - noticed < FOLLOWER_RACE_NS
+		       ? 0 : fs->timeout;
+}
+
 static double timeout_for(const struct nadbfs *fs, const struct nadb_attr *a)
 {
+	double lease = lease_of(fs);
 	if (a->expires_ns <= 0)
-		return fs->timeout;
+		return lease;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	double left = (double)(a->expires_ns - (int64_t)now.tv_sec * 1000000000 -
 			       now.tv_nsec) / 1e9;
-	return left <= 0 ? 0 : left < fs->timeout ? left : fs->timeout;
+	return left <= 0 ? 0 : left < lease ? left : lease;
 }
 
 static void entry_of(const struct nadbfs *fs, const struct nadb_attr *a,
@@ -225,7 +244,7 @@ static void reply_no_such_entry(fuse_req_t req)
 {
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	e.entry_timeout = fs_of(req)->timeout;
+	e.entry_timeout = lease_of(fs_of(req));
 	fuse_reply_entry(req, &e);
 }
 
@@ -1566,14 +1585,25 @@ static void queue_changed_key(void *ctx, uint64_t parent, const char *name, uint
 }
 
 /* A follower's engine: the writer changed INO, or NAME in PARENT. */
+static void note_notice(struct nadbfs *fs)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	atomic_store(&fs->noticed_ns, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+}
+
 static void queue_changed_inode(void *ctx, uint64_t ino)
 {
-	queue_notice(ctx, NOTICE_INODE, 0, "", ino);
+	struct nadbfs *fs = ctx;
+	note_notice(fs);
+	queue_notice(&fs->notifier, NOTICE_INODE, 0, "", ino);
 }
 
 static void queue_changed_entry(void *ctx, uint64_t parent, const char *name)
 {
-	queue_notice(ctx, NOTICE_ENTRY, parent, name, 0);
+	struct nadbfs *fs = ctx;
+	note_notice(fs);
+	queue_notice(&fs->notifier, NOTICE_ENTRY, parent, name, 0);
 }
 
 /* Wait until every notice queued so far was told, at most
@@ -1893,8 +1923,7 @@ static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 	special_set_notify(fs->sp, queue_changed_key, notifier_wait, &fs->notifier);
 	if (rc == 0)
 		rc = start_notifier(&fs->notifier, se);
-	struct nadb_follow_hooks hooks = {queue_changed_inode, queue_changed_entry,
-					  &fs->notifier};
+	struct nadb_follow_hooks hooks = {queue_changed_inode, queue_changed_entry, fs};
 	if (rc == 0)
 		rc = follower ? nadb_store_start_following(fs->store, &hooks)
 			      : nadb_store_start_reaper(fs->store, queue_reaped_name,

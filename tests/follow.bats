@@ -268,3 +268,30 @@ EOF
 	echo -n v3 >"$MNT/app/ns/k"
 	within 5 value_is "$F/app/ns/k" v3
 }
+
+@test "nadb ls, get, getx, stats, keys, count and dump read a store a daemon serves; put, rm and fsck are refused as in use" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	echo -n v1 >"$MNT/app/ns/k"
+	setfattr -n user.tags -v red "$MNT/app/ns/k"
+	"$PY" -c 'import os,sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$MNT/app/ns/k"
+	[ "$("$NADB" get "$STORE" /app/ns/k)" = v1 ]
+	[ "$("$NADB" ls "$STORE" /app/ns)" = k ]
+	[ "$("$NADB" getx "$STORE" /app/ns/k user.tags)" = red ]
+	[ "$("$NADB" keys "$STORE" '/app/**')" = /app/ns/k ]
+	[ "$("$NADB" count "$STORE" '/app/**')" = 1 ]
+	"$NADB" stats --json "$STORE" | grep -q '"keys":1,'
+	run "$NADB" get "$STORE" /app/ns/k
+	[[ $output != *"in use"* ]]
+	"$NADB" dump "$STORE" >"$T/dump.tar"
+	tar -tf "$T/dump.tar" | grep -qx ./app/ns/k
+	for cmd in "put $STORE /app/ns/x" "rm $STORE /app/ns/k" "fsck $STORE"; do
+		run $NADB $cmd </dev/null
+		[ "$status" -eq 2 ]
+		[[ $output == *"in use"* ]]
+	done
+	# nothing was written: the writer's store is as it was
+	[ "$(cat "$MNT/app/ns/k")" = v1 ]
+	[ ! -e "$MNT/app/ns/x" ]
+	[ "$(redis-cli -p "$REDIS_PORT" zcard "{nadb:store:p0}:followers")" = 0 ]
+}

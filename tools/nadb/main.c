@@ -103,9 +103,9 @@ static const struct command commands[] = {
 	{"ls", "ls STORE [PATH]", "list a directory (default /), one name a line",
 	 "Names in the directory PATH, one per line, in byte order; directories\n"
 	 "end in '/'.  A key's PATH prints its own name.\n",
-	 0, 1, 2, run_ls},
+	 READS_ONLY, 1, 2, run_ls},
 	{"get", "get STORE PATH", "write a key's value to stdout",
-	 "Write the value of the key PATH to stdout, byte for byte.\n", 0, 2, 2, run_get},
+	 "Write the value of the key PATH to stdout, byte for byte.\n", READS_ONLY, 2, 2, run_get},
 	{"put", "put STORE PATH < FILE", "store stdin as a key's value",
 	 "Store stdin as the value of the key PATH, replacing it if it exists and\n"
 	 "making missing databases, namespaces and directories (like mkdir -p).\n"
@@ -122,7 +122,7 @@ static const struct command commands[] = {
 	{"getx", "getx STORE PATH NAME", "print an extended attribute's value",
 	 "Write the value of the user.* extended attribute NAME of PATH to\n"
 	 "stdout, as is (no newline added).  Exit 1 if PATH has no NAME.\n",
-	 0, 3, 3, run_getx},
+	 READS_ONLY, 3, 3, run_getx},
 	{"incr", "incr STORE|MOUNTPOINT PATH [BY]", "add to a key's integer value, atomically",
 	 "Add BY (default 1, may be negative) to the decimal integer value of\n"
 	 "the key PATH and print the new value, as Redis INCRBY does.  A missing\n"
@@ -159,7 +159,7 @@ static const struct command commands[] = {
 	 "per database and namespace.  On a MOUNTPOINT it reads the daemon's\n"
 	 ".stats (with uptime and per-operation latencies); --json prints that\n"
 	 "document as is, or the same fields offline (plus \"scopes\").\n",
-	 OPT_JSON, 1, 1, run_stats},
+	 OPT_JSON | READS_ONLY, 1, 1, run_stats},
 	{"compact", "compact [--json] STORE|MOUNTPOINT", "reclaim the space of deleted values",
 	 "Copy the live chunks out of every pack segment holding garbage and\n"
 	 "delete the segment, then print what was reclaimed.  On a MOUNTPOINT\n"
@@ -189,10 +189,10 @@ static const struct command commands[] = {
 	 "Directories that cannot hold a match are not walked.  Quote PATTERN.\n"
 	 "A PATTERN that is empty, does not start with '/', leaves a '[' or '{'\n"
 	 "open or ends in a lone '\\' exits 2 with the reason.\n",
-	 OPT_JSON | OPT_TTL, 2, 2, run_keys},
+	 OPT_JSON | OPT_TTL | READS_ONLY, 2, 2, run_keys},
 	{"count", "count STORE|MOUNTPOINT PATTERN", "how many keys match a glob",
 	 "Print the number of keys matching PATTERN (see nadb help keys).\n",
-	 OPT_JSON, 2, 2, run_count},
+	 OPT_JSON | READS_ONLY, 2, 2, run_count},
 	{"dump", "dump STORE [PATH] > ARCHIVE", "write a store or subtree as a pax tar archive",
 	 "Write the subtree PATH (default: all) to stdout as a POSIX pax tar\n"
 	 "archive: values, directories, symlinks, hard links, FIFOs, modes,\n"
@@ -201,7 +201,7 @@ static const struct command commands[] = {
 	 "a key's is its name.  tar -tvf lists it; tar --xattrs -xf can restore\n"
 	 "it into a mount.  Sockets have no tar form: each is skipped with a\n"
 	 "warning and the exit status is 1.\n",
-	 0, 1, 2, run_dump},
+	 READS_ONLY, 1, 2, run_dump},
 	{"load", "load [--json] STORE [PATH] < ARCHIVE", "load a tar archive into a store",
 	 "Load a tar archive (nadb dump's, or tar's) from stdin below PATH\n"
 	 "(default /), making missing directories.  Existing keys are replaced\n"

@@ -25,6 +25,9 @@
 #define OPT_JSON (1u << 0)
 #define OPT_REPAIR (1u << 1)
 #define OPT_TTL (1u << 2)
+/* Not an option: the command only reads, so a store on Redis that a
+ * daemon serves is opened as its follower (store.h) instead of refused. */
+#define READS_ONLY (1u << 3)
 #define MAX_ARGS 4096 /* mset and mget take many */
 
 struct command;

@@ -147,6 +147,10 @@ int open_target_with(const struct cmd_args *a, const char *arg, bool mount_ok,
 		return refused;
 	int rc = nadb_store_open(arg, o, &t->st);
 	char line[1024];
+	if (rc == -EBUSY && nadb_store_is_url(arg) && (a->cmd->options & READS_ONLY)) {
+		nadb_log_reason(rc, line, sizeof(line)); /* "in use": not our failure */
+		rc = nadb_store_open_follower(arg, o, &t->st); /* as of its writer's last sync */
+	}
 	const char *why = rc ? nadb_log_reason(rc, line, sizeof(line)) : NULL;
 	if (!rc)
 		nadb_log_flush(); /* warnings of the opening, said before the output */
