@@ -268,10 +268,12 @@ static int read_chunk(struct nadb_store *st, uint64_t ino, const struct chunk_lo
 
 static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need);
 
-/* A follower's CLEAN slot S of INO: its chunk's bytes into S->buf, so
- * that its handles read on from them however soon the writer frees the
- * chunk.  Under of->lock (write: followers' reads take it so). */
-static int keep_chunk(struct nadb_store *st, uint64_t ino, struct slot *s)
+/* The bytes of CLEAN slot S of INO into S->buf (a buffer for them is
+ * grown), S->len their count: to change them (make_dirty), or, on a
+ * follower, so that its handles read on from them however soon the
+ * writer frees the chunk.  Under of->lock (write: a follower's reads
+ * take it so). */
+static int fill_slot_buf(struct nadb_store *st, uint64_t ino, struct slot *s)
 {
 	struct chunk_loc loc;
 	int rc = locate(st, s->hash, &loc);
@@ -296,7 +298,7 @@ static int read_slot(struct nadb_store *st, uint64_t ino, struct slot *s,
 		return 0;
 	}
 	uint32_t have = 0;
-	int rc = s->state == SLOT_CLEAN && st->following && !s->buf ? keep_chunk(st, ino, s) : 0;
+	int rc = s->state == SLOT_CLEAN && st->following && !s->buf ? fill_slot_buf(st, ino, s) : 0;
 	if (rc)
 		return rc;
 	if (s->state == SLOT_DIRTY || (st->following && s->buf)) {
@@ -356,17 +358,10 @@ static int make_dirty(struct nadb_store *st, uint64_t ino, struct slot *s)
 		s->len = 0;
 		return 0;
 	}
-	struct chunk_loc loc;
-	int rc = locate(st, s->hash, &loc);
+	int rc = fill_slot_buf(st, ino, s);
 	if (!rc)
-		rc = grow_buf(st, s, loc.raw_len ? loc.raw_len : 1);
-	if (!rc)
-		rc = read_chunk(st, ino, &loc, s->hash, 0, loc.raw_len, s->buf);
-	if (rc)
-		return rc;
-	s->state = SLOT_DIRTY;
-	s->len = loc.raw_len;
-	return 0;
+		s->state = SLOT_DIRTY;
+	return rc;
 }
 
 static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint32_t off,
