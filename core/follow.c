@@ -104,6 +104,11 @@ bool nadb_store_is_follower(const struct nadb_store *st)
 	return st->following;
 }
 
+uint64_t nadb_store_followers(struct nadb_store *st)
+{
+	return atomic_load(&st->followers);
+}
+
 int nadb_store_start_following(struct nadb_store *st, const struct nadb_follow_hooks *h)
 {
 	if (!st->following || st->follower)

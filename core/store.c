@@ -654,7 +654,7 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 	st->lock_fd = -1;
 	st->reserve_fd = -1;
 	st->following = following;
-	atomic_init(&st->followed, false);
+	atomic_init(&st->followers, 0);
 	st->opt = *o;
 	st->indexes = store_indexes;
 	st->nindexes = sizeof(store_indexes) / sizeof(store_indexes[0]);
@@ -840,10 +840,10 @@ static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked
 		return;
 	*checked = now;
 	uint64_t n = 0;
-	int rc = st->kv->ops->publish(st->kv, store_followed_tables, &n);
-	bool was = atomic_load(&st->followed);
-	if (!rc && was != (n > 0)) {
-		atomic_store(&st->followed, n > 0);
+	if (st->kv->ops->publish(st->kv, store_followed_tables, &n))
+		return; /* said; counted again in a second */
+	uint64_t was = atomic_exchange(&st->followers, n);
+	if ((was > 0) != (n > 0)) {
 		if (n)
 			nadb_log("%s: %llu followers: syncing every %d ms", st->dir,
 				 (unsigned long long)n, FOLLOWED_FLUSH_MS);
@@ -884,7 +884,7 @@ static void *flusher_main(void *arg)
 	int failed = 0;
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
-		int64_t every = atomic_load(&st->followed) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
+		int64_t every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
 								       : interval;
 		int64_t wait = synced + every - monotonic_ns();
 		if (st->kv->ops->publish &&
@@ -896,7 +896,7 @@ static void *flusher_main(void *arg)
 		pthread_mutex_unlock(&st->flush_lock);
 		int64_t now = monotonic_ns();
 		check_followers(st, now, &checked);
-		every = atomic_load(&st->followed) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
+		every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
 							       : interval;
 		int rc = 0;
 		if (woken || now - synced >= every) {

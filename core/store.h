@@ -131,6 +131,8 @@ struct nadb_follow_hooks {
 int nadb_store_open_follower(const char *store, const struct nadb_options *o,
 			     struct nadb_store **out);
 bool nadb_store_is_follower(const struct nadb_store *st);
+/* A writer's followers, as last counted (every second or so). */
+uint64_t nadb_store_followers(struct nadb_store *st);
 int nadb_store_start_following(struct nadb_store *st, const struct nadb_follow_hooks *h);
 void nadb_store_stop_following(struct nadb_store *st);
 /* Commit every open file, make everything durable and release the lock. */

@@ -147,12 +147,13 @@ struct nadb_store {
 
 	/* Several daemons on one store (follow.c).  following: this one
 	 * follows another's writes, read-only (constant); follower: its
-	 * thread, set and cleared by the main thread.  followed: the writer
-	 * has followers (the flusher asks the backend now and then), so it
-	 * syncs every FOLLOWED_FLUSH_MS. */
+	 * thread, set and cleared by the main thread.  followers: the
+	 * writer's, as the flusher last counted them (it asks the backend
+	 * now and then); while there are any it syncs every
+	 * FOLLOWED_FLUSH_MS. */
 	bool following;
 	struct follower *follower;
-	atomic_bool followed;
+	atomic_uint_fast64_t followers;
 
 	/* Told how far fsck and compaction are; set before either runs. */
 	nadb_progress_fn progress;

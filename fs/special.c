@@ -513,6 +513,9 @@ static int render_store_json(struct special *sp, struct text *t)
 		return rc;
 	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADB_VERSION,
 	    uptime_s(sp));
+	bool follows = nadb_store_is_follower(sp->st);
+	put(t, "  \"role\": \"%s\",\n  \"followers\": %llu,\n", follows ? "follower" : "writer",
+	    (unsigned long long)(follows ? 0 : nadb_store_followers(sp->st)));
 	put_figures(t, &s);
 	pthread_mutex_lock(&sp->compact_lock);
 	struct nadb_compact_result c = sp->compacted;

@@ -85,6 +85,9 @@ counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 	echo -n v1 >"$MNT/app/ns/k"
 	mount_follower
 	grep -q "another daemon writes this store: mounted read-only" "$FLOG"
+	grep -q '"role": "follower",' "$F/.stats"
+	grep -q '"role": "writer",' "$MNT/.stats"
+	grep -q '"followers": 1,' "$MNT/.stats"
 	findmnt -rn -o OPTIONS "$F" | grep -qE '(^|,)ro(,|$)'
 	[ "$(cat "$F/app/ns/k")" = v1 ]
 	# every change is refused, by the kernel, and the store is untouched
