@@ -2216,8 +2216,8 @@ static int kvr_follow(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx)
 	char *msg = NULL;
 	size_t len = 0;
 	if (!rc)
-		rc = redis_subscriber_next(k->sub, ms < FOLLOWER_BEAT_MS ? ms : FOLLOWER_BEAT_MS,
-					   &msg, &len);
+		rc = redis_subscriber_next(k->sub, k->beat, /* the follow thread's own */
+					   ms < FOLLOWER_BEAT_MS ? ms : FOLLOWER_BEAT_MS, &msg, &len);
 	if (rc == 0 && counted)
 		return 0;
 	atomic_store(&k->parts_stale, true); /* a notice, or notices lost */

@@ -43,6 +43,7 @@ struct redis_conn {
 	long long lock_gen;       /* the store lock's generation when we took it; 0: none */
 	unsigned reconnect_ms;    /* how long a lost server is tried for */
 	struct redis_cluster *cluster; /* the routes, when the server is a cluster node */
+	unsigned node_tries; /* a subscriber: other nodes tried (subscribe_elsewhere) */
 };
 
 
@@ -1113,12 +1114,31 @@ static const redisReply *message_payload(const redisReply *r)
 	return r->element[2];
 }
 
-int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t *len)
+/* S could not subscribe on its node: the next try goes to another node
+ * of ROUTE's cluster (one serving a slot further on each time), so that a
+ * node that died does not leave S deaf. */
+static void subscribe_elsewhere(struct redis_conn *s, const struct redis_conn *route)
+{
+	char node[300];
+	uint16_t slot = (uint16_t)((++s->node_tries * 5462u) % REDIS_SLOTS);
+	if (!route || !route->cluster ||
+	    redis_cluster_node_of(route->cluster, slot, node, sizeof(node)))
+		return;
+	char *colon = strrchr(node, ':');
+	if (!colon || (size_t)(colon - node) >= sizeof(s->url.host))
+		return;
+	snprintf(s->url.host, sizeof(s->url.host), "%.*s", (int)(colon - node), node);
+	s->url.port = atoi(colon + 1);
+}
+
+int redis_subscriber_next(struct redis_conn *s, const struct redis_conn *route, unsigned ms,
+			  char **out, size_t *len)
 {
 	*out = NULL;
 	*len = 0;
 	if (!s->ctx) {
 		if (subscribe(s)) {
+			subscribe_elsewhere(s, route);
 			redis_pause_ms(ms < RECONNECT_PAUSE_MAX ? ms : RECONNECT_PAUSE_MAX);
 			return -ENOTCONN;
 		}

@@ -235,10 +235,12 @@ int redis_subscriber_open(const struct redis_conn *like, struct redis_conn **out
 /* The next notice's payload into *OUT (malloc'd, the caller frees) and
  * *LEN, waiting MS ms at most: 1, or 0 if none came in time.  -ENOTCONN:
  * not subscribed (the connection was lost, or cannot be made: the next
- * call tries again; a failed try pauses up to MS ms).  -ESTALE:
- * subscribed (again), or a notice was dropped: notices said meanwhile
- * are lost. */
-int redis_subscriber_next(struct redis_conn *s, unsigned ms, char **out, size_t *len);
+ * call tries again, on another node of ROUTE's cluster if ROUTE routes,
+ * a connection its caller alone uses; a failed try pauses up to MS ms).
+ * -ESTALE: subscribed (again), or a notice was dropped: notices said
+ * meanwhile are lost. */
+int redis_subscriber_next(struct redis_conn *s, const struct redis_conn *route, unsigned ms,
+			  char **out, size_t *len);
 
 /* Log once if the server's persistence makes sync less than "on disk"
  * (no AOF, or appendfsync other than always). */

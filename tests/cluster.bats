@@ -370,7 +370,7 @@ EOF
 	[ "$status" -eq 0 ]
 }
 
-@test "on a cluster a follower mounted through another node hears the writer's changes in every namespace" {
+@test "on a cluster a follower mounted through another node hears the writer's changes in every namespace, and goes on when that node dies" {
 	mount_store_at "$URL" "$MNT"
 	local ns wpid fpid
 	wpid=$(daemon_pid "$URL")
@@ -381,8 +381,10 @@ EOF
 	# the follower's notices come from another node than the one the
 	# writer was given: a PUBLISH reaches every node of a cluster
 	mkdir "$T/f"
+	local seed
+	seed=$(primary_port 2)
 	"$NADBFS" -o "log=$T/follower.log,attr_timeout=60" \
-		"redis://127.0.0.1:$(primary_port 2)/s$BATS_TEST_NUMBER" "$T/f"
+		"redis://127.0.0.1:$seed/s$BATS_TEST_NUMBER" "$T/f"
 	fpid=$(daemon_pids "s$BATS_TEST_NUMBER" | grep -vx "$wpid")
 	grep -q "mounted read-only" "$T/follower.log"
 	for ((i = 0; i < 100; i++)); do grep -q "1 followers" "$LOG" && break; sleep 0.05; done
@@ -404,6 +406,20 @@ EOF
 	done
 	for ((i = 0; i < 250; i++)); do [ ! -e "$T/f/app/d/k" ] && break; sleep 0.02; done
 	[ ! -e "$T/f/app/d/k" ]
+	# the node the follower listens on dies: it listens on another
+	vpid=$(redis-cli -p "$seed" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p' | tr -d '\r')
+	kill -9 "$vpid"
+	cluster_ready 30
+	for ns in a b c; do echo -n "$ns 3" >"$MNT/app/$ns/k"; done
+	for ns in a b c; do
+		for ((i = 0; i < 750; i++)); do
+			[ "$(cat "$T/f/app/$ns/k")" = "$ns 3" ] && break
+			sleep 0.02
+		done
+		[ "$(cat "$T/f/app/$ns/k")" = "$ns 3" ]
+	done
+	start_node $((seed - CLUSTER_BASE))
+	cluster_ready 30
 	fusermount3 -u "$T/f"
 	wait_pids_gone 10 "$fpid"
 	unmount_store_at "$URL" "$MNT"
