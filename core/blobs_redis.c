@@ -657,7 +657,7 @@ static int load_segments(struct blobs_redis *b)
 	if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
 		freeReplyObject(r);
 		b->cur = 1;
-		return list_segment(b, 1);
+		return b->follower ? 0 : list_segment(b, 1); /* the writer lists it */
 	}
 	rc = measure_segments(b, r);
 	freeReplyObject(r);

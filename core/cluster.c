@@ -373,7 +373,8 @@ static bool all_asked(struct redis_cluster *cl, const struct redis_cmd *cmds,
 	for (size_t i = 0; i < n; i++) {
 		int to;
 		if (is_word(&cmds[i], "MULTI") || is_word(&cmds[i], "EXEC") ||
-		    is_word(&cmds[i], "DISCARD") || is_word(&cmds[i], "WAIT"))
+		    is_word(&cmds[i], "DISCARD") || is_word(&cmds[i], "WAIT") ||
+		    is_word(&cmds[i], "PUBLISH")) /* no key: any node takes it */
 			continue;
 		if (redirect_of(cl, replies[i], &to) != ASK)
 			return false;

@@ -207,8 +207,12 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	bool same = of->loaded && n == of->nslots && in.r.size == of->size;
 	for (size_t i = 0; same && i < n; i++)
 		same = !memcmp(of->slots[i].hash, in.payload + i * CHUNK_HASH_LEN, CHUNK_HASH_LEN);
-	of->version += !same;
 	rc = resize_slots(st, of, n);
+	if (rc) {
+		inode_release(&in);
+		return rc;
+	}
+	of->version += !same;
 	for (size_t i = 0; !rc && i < n; i++) {
 		struct slot *s = &of->slots[i];
 		if (s->state != SLOT_CLEAN ||
@@ -298,7 +302,11 @@ static int read_slot(struct nadb_store *st, uint64_t ino, struct slot *s,
 		return 0;
 	}
 	uint32_t have = 0;
-	int rc = s->state == SLOT_CLEAN && st->following && !s->buf ? fill_slot_buf(st, ino, s) : 0;
+	/* (kept while the write buffers' bound allows: past it, a re-read of
+	 * a freed chunk is ESTALE) */
+	int rc = s->state == SLOT_CLEAN && st->following && !s->buf &&
+			 atomic_load(&st->buffered) < (uint64_t)st->opt.buffer_mb << 20
+		 ? fill_slot_buf(st, ino, s) : 0;
 	if (rc)
 		return rc;
 	if (s->state == SLOT_DIRTY || (st->following && s->buf)) {
@@ -1073,7 +1081,7 @@ ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 		if (!rc && st->following)
 			atomic_store(&f->read_version, of->version + 1);
 		pthread_rwlock_unlock(&of->lock);
-		if (rc != -ESTALE || read || tries == FOLLOWER_RELOADS)
+		if (!st->following || rc != -ESTALE || read || tries == FOLLOWER_RELOADS)
 			break;
 		/* A follower's value replaced before this handle read any of it:
 		 * read the new one. */

@@ -86,6 +86,11 @@ static void *follow_main(void *arg)
 	bool failing = false;
 	while (!atomic_load(&st->follower->stop)) {
 		int rc = st->kv->ops->follow(st->kv, FOLLOW_WAIT_MS, forget_row, st);
+		/* the replies our reads were answered with, held until a sync
+		 * (which a follower never makes) lets go of them */
+		pthread_mutex_lock(&st->meta_lock);
+		(void)st->kv->ops->sync(st->kv);
+		pthread_mutex_unlock(&st->meta_lock);
 		if (rc == -ESTALE)
 			forget_everything(st);
 		if (rc && rc != -ESTALE && !failing) /* said once until it works again */

@@ -460,6 +460,11 @@ struct kv_redis {
 	 * refused a PUBLISH (an ACL), so nothing is published any more. */
 	_Atomic uint32_t publish_mask;
 	atomic_bool publish_refused;
+	/* publish turned the mask on: the next sync first tells followers
+	 * that anything may have changed (a sync under way when the mask
+	 * changed may have named nothing); under the serialisation, so after
+	 * every such sync. */
+	atomic_bool announce;
 	struct redis_conn *counter; /* publish's own connection */
 	/* The follow thread's own: its subscriber, its connection for the
 	 * heartbeat, when it beat last and last did so successfully
@@ -1856,11 +1861,13 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	char *notice = NULL;
 	size_t notice_len = 0;
 	struct redis_publish pub;
-	if (atomic_load(&k->publish_mask) && (rc = build_notice(k, p, all, &notice, &notice_len)))
-		return rc;
+	if (atomic_load(&k->publish_mask) && build_notice(k, p, all, &notice, &notice_len)) {
+		notice = NULL; /* no memory for the rows: say "anything" */
+		notice_len = sizeof(NOTICE_ANY) - 1;
+	}
 	size_t published = m;
-	if (notice)
-		tx[m++] = redis_publish_cmd(k->conn, &pub, notice, notice_len);
+	if (notice_len > sizeof(NOTICE_HEAD) - 1 || (!notice && notice_len))
+		tx[m++] = redis_publish_cmd(k->conn, &pub, notice ? notice : NOTICE_ANY, notice_len);
 	size_t waited = m;
 	struct redis_wait w;
 	if (replicas > 0)
@@ -1869,7 +1876,7 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	free(notice);
 	if (rc)
 		return rc;
-	if (notice && replies[published]->type == REDIS_REPLY_ERROR) {
+	if (published < waited && replies[published]->type == REDIS_REPLY_ERROR) {
 		redis_reply_error(k->conn, "telling followers of a sync (they now see "
 			"changes only as their kernel caches lapse)", replies[published]);
 		atomic_store(&k->publish_refused, true);
@@ -1945,11 +1952,24 @@ static int send_group(struct kv_redis *k, const struct batch *b)
 	return rc;
 }
 
+/* Tell followers that anything may have changed (announce). */
+static void announce_any(struct kv_redis *k)
+{
+	if (!atomic_exchange(&k->announce, false))
+		return;
+	struct redis_publish pub;
+	struct redis_cmd any = redis_publish_cmd(k->conn, &pub, NOTICE_ANY, sizeof(NOTICE_ANY) - 1);
+	redisReply *r = NULL;
+	if (!redis_run(k->conn, "telling new followers", any.argc, any.argv, any.argvlen, &r))
+		freeReplyObject(r);
+}
+
 static int kvr_sync(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	assert(!k->in_step); /* backend.h: sync is outside any step */
 	release_held(k);
+	announce_any(k);
 	/* the partitions a sync before left unconfirmed come first */
 	int unconfirmed = k->nunconfirmed ? confirm_waits(k) : 0;
 	if (k->pending.rows == 0) {
@@ -2032,12 +2052,12 @@ static int kvr_sync(struct kv *kv)
 	return k->nunconfirmed ? -EIO : 0;
 }
 
-/* Partitions still to be confirmed by replicas count too: a sync has
- * something to do for them. */
+/* Partitions still to be confirmed by replicas count too, and an
+ * announcement due: a sync has something to do for them. */
 static uint64_t kvr_unsynced(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	return k->unsynced + k->nunconfirmed;
+	return k->unsynced + k->nunconfirmed + atomic_load(&k->announce);
 }
 
 /* INCRBY of counter WHAT of partition P by N, at once and outside the
@@ -2148,19 +2168,14 @@ static int kvr_publish(struct kv *kv, uint32_t mask, uint64_t *n)
 	*n = r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? (uint64_t)r->integer : 0;
 	freeReplyObject(r);
 	uint32_t now = *n && !atomic_load(&k->publish_refused) ? mask : 0;
-	if (now && !atomic_load(&k->publish_mask)) {
-		/* new followers may have read what no notice will name: the
-		 * syncs since they came and before this one */
-		struct redis_publish pub;
-		struct redis_cmd any = redis_publish_cmd(k->counter, &pub, NOTICE_ANY,
-							 sizeof(NOTICE_ANY) - 1);
-		if (!redis_run(k->counter, "telling new followers", any.argc, any.argv,
-			       any.argvlen, &r))
-			freeReplyObject(r);
-	}
+	/* new followers may have read what no notice will name: the syncs
+	 * since they came, before this one */
+	if (now && !atomic_exchange(&k->publish_mask, now))
+		atomic_store(&k->announce, true);
 	atomic_store(&k->publish_mask, now);
 	return 0;
 }
+
 
 /* Count this follower in for FOLLOWER_TTL_MS more, every FOLLOWER_BEAT_MS.
  * False if it may have been counted out meanwhile (the writer then
@@ -2171,6 +2186,9 @@ static bool beat(struct kv_redis *k)
 	if (k->beat_ms && now - k->beat_ms < FOLLOWER_BEAT_MS)
 		return true;
 	k->beat_ms = now;
+	/* what no notice names (a namespace made by the nadb tool) shows
+	 * within a beat */
+	atomic_store(&k->parts_stale, true);
 	if (!k->beat && redis_conn_open_like(k->conn, &k->beat))
 		return true; /* said; tried again at the next beat */
 	char key[KEY_SIZE], ttl[16];
@@ -2181,8 +2199,10 @@ static bool beat(struct kv_redis *k)
 	if (redis_run_in(k->beat, 0, "counting this follower in", 6, argv, lens, &r))
 		return true;
 	freeReplyObject(r);
+	/* the server ran the last beat after we sent it, and this one before
+	 * its reply came: counted all along if these were closer than TTL */
 	bool counted = k->beat_ok_ms && redis_now_ms() - k->beat_ok_ms < FOLLOWER_TTL_MS;
-	k->beat_ok_ms = redis_now_ms();
+	k->beat_ok_ms = now;
 	return counted;
 }
 
@@ -2232,7 +2252,7 @@ static void kvr_close(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
-	if (k->follower) { /* counted out at once, not in FOLLOWER_TTL_MS */
+	if (k->follower && k->beat_ok_ms) { /* counted out at once, not in FOLLOWER_TTL_MS */
 		char key[KEY_SIZE];
 		const char *argv[] = {"ZREM", key, k->member};
 		size_t lens[] = {4, followers_key(k, key), strlen(k->member)};
@@ -2279,6 +2299,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	atomic_init(&k->parts_stale, false);
 	atomic_init(&k->publish_mask, 0);
 	atomic_init(&k->publish_refused, false);
+	atomic_init(&k->announce, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	int rc = overlay_init(&k->step, (uintptr_t)k);
 	if (!rc)

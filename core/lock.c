@@ -334,6 +334,21 @@ void nadb_store_note_closing(struct nadb_store *st)
 	note_holder(st, "closing");
 }
 
+int lock_held_by_daemon(const char *url)
+{
+	struct redis_conn *c = NULL;
+	char text[LOCK_TEXT_MAX];
+	int rc = redis_conn_open(url, &c);
+	if (!rc)
+		rc = redis_store_lock_holder(c, text, sizeof(text));
+	redis_conn_close(c);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	struct holder h;
+	parse_holder(text, &h);
+	return h.mount[0] && !h.closing;
+}
+
 int nadb_store_wait_unlocked(const char *store, unsigned timeout_s)
 {
 	if (store_is_redis_url(store)) {

@@ -620,7 +620,12 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 	if (!(st->dir = strdup(name)))
 		return -ENOMEM;
 	if (st->following) { /* no lock: the writer holds it */
-		rc = kv_redis_open_follower(url, &st->kv);
+		rc = lock_held_by_daemon(url);
+		if (rc == 0) { /* a tool: it publishes nothing, and is soon done */
+			nadb_log("%s: store is in use by a tool, not a daemon to follow", st->dir);
+			return -EBUSY;
+		}
+		rc = rc < 0 ? rc : kv_redis_open_follower(url, &st->kv);
 		if (!rc)
 			rc = blobs_redis_open_follower(url, &st->blobs);
 		return rc;

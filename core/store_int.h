@@ -176,6 +176,9 @@ extern const uint32_t store_followed_tables;
  * (nadb_store_name).  unlock_store lets go (HELD: it was taken). */
 int lock_store(struct nadb_store *st, const char *arg);
 void unlock_store(struct nadb_store *st, bool held);
+/* Does a daemon serving a mount hold the lock of the Redis store URL
+ * (not a tool, nor one closing)?  1, 0, or a negative errno. */
+int lock_held_by_daemon(const char *url);
 
 /* Key encodings: a big-endian inode number first, so that one inode's
  * entries sort together and a directory lists in name order. */

@@ -1951,17 +1951,31 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		return 1;
 	if (!opts->foreground && (report_fd = fork_daemon()) < 0)
 		return 1;
-	if (open_store(fs) < 0)
-		return 1;
-	/* A follower's kernel refuses every change itself (EROFS). */
-	struct fuse_session *se = NULL;
-	if (!nadb_store_is_follower(fs->store) || fuse_opt_add_arg(args, "-oro") == 0)
-		se = fuse_session_new(args, &nadbfs_ops, sizeof(nadbfs_ops), fs);
-	if (!se) { /* libfuse said why (an unknown option, mostly) */
-		nadb_store_close(fs->store);
-		fs->store = NULL;
-		return 1;
+	/* The options first (libfuse says what is wrong with them), then the
+	 * store; a follower's session is made again, read-only, so that its
+	 * kernel refuses every change itself (EROFS). */
+	struct fuse_args again = FUSE_ARGS_INIT(0, NULL); /* parsing eats ARGS */
+	for (int i = 0; i < args->argc; i++)
+		if (fuse_opt_add_arg(&again, args->argv[i]) != 0)
+			return 1;
+	struct fuse_session *se = fuse_session_new(args, &nadbfs_ops, sizeof(nadbfs_ops), fs);
+	if (se && open_store(fs) < 0) {
+		fuse_session_destroy(se);
+		se = NULL;
 	}
+	if (se && nadb_store_is_follower(fs->store)) {
+		fuse_session_destroy(se);
+		se = fuse_opt_add_arg(&again, "-oro") == 0
+			     ? fuse_session_new(&again, &nadbfs_ops, sizeof(nadbfs_ops), fs)
+			     : NULL;
+		if (!se) {
+			nadb_store_close(fs->store);
+			fs->store = NULL;
+		}
+	}
+	fuse_opt_free_args(&again);
+	if (!se)
+		return 1;
 	if (!opts->foreground && ((log_fd = open_log(fs)) < 0 || catch_sighup()))
 		goto out_store;
 	if (fuse_set_signal_handlers(se) != 0)

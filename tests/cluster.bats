@@ -410,13 +410,14 @@ EOF
 	vpid=$(redis-cli -p "$seed" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p' | tr -d '\r')
 	kill -9 "$vpid"
 	cluster_ready 30
-	for ns in a b c; do echo -n "$ns 3" >"$MNT/app/$ns/k"; done
+	# (values of new lengths: the size the kernel caches would cut them)
+	for ns in a b c; do echo -n "$ns, the third" >"$MNT/app/$ns/k"; done
 	for ns in a b c; do
 		for ((i = 0; i < 750; i++)); do
-			[ "$(cat "$T/f/app/$ns/k")" = "$ns 3" ] && break
+			[ "$(cat "$T/f/app/$ns/k")" = "$ns, the third" ] && break
 			sleep 0.02
 		done
-		[ "$(cat "$T/f/app/$ns/k")" = "$ns 3" ]
+		[ "$(cat "$T/f/app/$ns/k")" = "$ns, the third" ]
 	done
 	start_node $((seed - CLUSTER_BASE))
 	cluster_ready 30

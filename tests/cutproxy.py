@@ -7,7 +7,8 @@ Forwards every connection to 127.0.0.1:LISTEN_PORT on to
 127.0.0.1:TARGET_PORT.  SIGUSR1 cuts the link as a cable pulled out
 would: nothing passes either way any more and new connections wait in
 the backlog, but no connection is closed.  SIGUSR2 mends it: what was
-held goes through.  Writes its pid to PIDFILE once it listens.
+held goes through.  Writes its pid to PIDFILE once it listens, and
+PIDFILE.cut exists while the link is cut.
 """
 import os
 import selectors
@@ -52,6 +53,10 @@ while True:
             else:
                 sel.register(s, selectors.EVENT_READ)
         registered = not cut
+        if cut:
+            open(pidfile + ".cut", "w").close()
+        else:
+            os.unlink(pidfile + ".cut")
     try:
         events = sel.select(timeout=0.05) if registered else []
     except InterruptedError:
