@@ -900,9 +900,6 @@ static void *flusher_main(void *arg)
 			     pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until) == 0;
 		pthread_mutex_unlock(&st->flush_lock);
 		int64_t now = monotonic_ns();
-		check_followers(st, now, &checked);
-		every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
-							       : interval;
 		int rc = 0;
 		if (woken || now - synced >= every) {
 			synced = now;
@@ -913,6 +910,8 @@ static void *flusher_main(void *arg)
 			}
 			failed = rc;
 		}
+		/* after the sync: a server slow to answer delays no sync */
+		check_followers(st, monotonic_ns(), &checked);
 		struct nadb_compact_result res;
 		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
 			compacted = now;
