@@ -135,7 +135,11 @@ setup() {
 
 @test "each nadb command refuses a mounted store with a clear message" {
 	mount_store
-	for cmd in "ls $STORE /app/users" "get $STORE /app/users/theme:123" "rm $STORE /app/users/theme:123" "fsck $STORE"; do
+	local cmds=("rm $STORE /app/users/theme:123" "fsck $STORE")
+	# on Redis, ls and get read it as a follower (follow.bats)
+	[ "${NADB_TEST_BACKEND:-dir}" = redis ] ||
+		cmds+=("ls $STORE /app/users" "get $STORE /app/users/theme:123")
+	for cmd in "${cmds[@]}"; do
 		# shellcheck disable=SC2086
 		run "$NADB" $cmd
 		echo "nadb $cmd -> $status: $output"
