@@ -3,8 +3,8 @@
  * a server that is not there (a quick, bounded failure), a server that
  * restarts or stays away for a while under an open store (nothing synced
  * is lost, nothing unsynced is half applied), a NAME that is not a nadb
- * store, the store lock, and scans that cross Redis batches with the
- * overlays' puts and deletes in between.  Each part runs against a
+ * store, the store lock, scans that cross Redis batches with the
+ * overlays' puts and deletes in between, and a follower's notices.  Each part runs against a
  * private redis-server this test starts and stops.
  */
 #include "backend.h"
@@ -428,6 +428,66 @@ static void check_empty_prefixes(struct redis_server *s)
 	kv->ops->close(kv);
 }
 
+struct heard {
+	int rows, inodes, dirents;
+};
+
+static int hear_row(void *ctx, enum kv_table t, const void *key, size_t klen)
+{
+	struct heard *h = ctx;
+	h->rows++;
+	h->inodes += t == KV_INODES && klen == 8;
+	h->dirents += t == KV_DIRENTS && klen == 12 && !memcmp((const char *)key + 8, "name", 4);
+	return 0;
+}
+
+/* A follower (backend.h: publish, follow): counted by the writer once it
+ * beats, told "anything" when it is first counted, then the keys of the
+ * rows each sync writes in the tables asked for, and no more counted
+ * once closed.  A follower of no store is refused. */
+static void check_followers(struct redis_server *s)
+{
+	char url[200];
+	redis_server_url(s, "followed", url, sizeof(url));
+	struct kv *w, *f;
+	CHECK(kv_redis_open_follower(url, &f) == -ENOENT);
+	CHECK(kv_redis_open(url, &w) == 0);
+	if (failures)
+		return;
+	CHECK(kv_redis_open_follower(url, &f) == 0);
+	if (failures) {
+		w->ops->close(w);
+		return;
+	}
+	struct heard h = {0};
+	uint64_t n = 9;
+	CHECK(w->ops->publish(w, 1u << KV_INODES | 1u << KV_DIRENTS, &n) == 0 && n == 0);
+	/* the first wait subscribes (and beats): notices before it are lost */
+	CHECK(f->ops->follow(f, 100, hear_row, &h) == -ESTALE);
+	CHECK(w->ops->publish(w, 1u << KV_INODES | 1u << KV_DIRENTS, &n) == 0 && n == 1);
+	uint8_t ino[8] = {0, 0, 0, 0, 0, 0, 0, 7}, dirent[12] = {0, 0, 0, 0, 0, 0, 0, 1};
+	memcpy(dirent + 8, "name", 4);
+	CHECK(w->ops->step_begin(w) == 0);
+	CHECK(w->ops->put(w, KV_INODES, ino, 8, "i", 1) == 0);
+	CHECK(w->ops->put(w, KV_DIRENTS, dirent, 12, "d", 1) == 0);
+	CHECK(w->ops->put(w, KV_XATTRS, ino, 8, "x", 1) == 0); /* not asked for */
+	CHECK(w->ops->step_end(w, 1) == 0);
+	CHECK(w->ops->sync(w) == 0);
+	int stale = 0;
+	for (int i = 0; i < 50 && !h.dirents; i++) {
+		int rc = f->ops->follow(f, 100, hear_row, &h);
+		CHECK(rc == 0 || rc == -ESTALE);
+		stale += rc == -ESTALE;
+	}
+	CHECK(stale >= 1); /* "anything may have changed": the new follower */
+	CHECK(h.inodes == 1 && h.dirents == 1 && h.rows == 2);
+	struct kv_val v;
+	CHECK(f->ops->get(f, KV_DIRENTS, dirent, 12, &v) == 0 && v.len == 1);
+	f->ops->close(f);
+	CHECK(w->ops->publish(w, 1u << KV_INODES, &n) == 0 && n == 0);
+	w->ops->close(w);
+}
+
 int main(void)
 {
 	char dir[32], place[300];
@@ -453,11 +513,12 @@ int main(void)
 		check_big_scans(&s);
 		check_partitions_set(&s);
 		check_empty_prefixes(&s);
+		check_followers(&s);
 		redis_server_stop(&s);
 	} else {
 		failures++;
 	}
-	printf("%s foreign names, lock, big scans, partitions, empty prefixes\n",
+	printf("%s foreign names, lock, big scans, partitions, empty prefixes, followers\n",
 	       failures == before ? "ok" : "FAILED");
 	remove_dir(dir);
 	return failures ? 1 : 0;
