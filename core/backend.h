@@ -245,6 +245,12 @@ int blobs_redis_open_follower(const char *url, struct blobs **out);
  * fails with -EIO unless at least N replicas of each primary it writes to
  * confirm it (WAIT): fsync then means "on N replicas", or fails. */
 void kv_redis_set_min_replicas(struct kv *kv, unsigned n);
+/* The writer KV holds the store lock's generation GEN (redis.h): every
+ * sync's writes are fenced by it, and the fence of each partition is
+ * raised to it now, so that a late sync of an earlier writer writes
+ * nothing (kv_redis.c, "Fencing").  0, or -ENOLCK when a later writer's
+ * generation is there already; a sync refused by a fence fails -ENOLCK. */
+int kv_redis_set_fence(struct kv *kv, long long gen);
 /* The same for the chunk bytes of a store on a cluster, whose segments
  * live on other primaries than the metadata naming them. */
 void blobs_redis_set_min_replicas(struct blobs *b, unsigned n);

@@ -442,6 +442,10 @@ struct kv_redis {
 	uint32_t step_part;
 	bool step_wrote, step_spans, check_steps;
 	unsigned min_replicas; /* kv_redis_set_min_replicas */
+	/* The store lock's generation this writer holds (kv_redis_set_fence;
+	 * "0": none), as text: every write of a sync is fenced by it. */
+	char fence_gen[24];
+	size_t fence_gen_len;
 	/* Partitions whose last transaction fewer than min_replicas replicas
 	 * confirmed: committed on their primary, and every sync fails until
 	 * a WAIT there hears from enough of them (confirm_waits). */
@@ -1372,6 +1376,15 @@ struct batch {
 	uint32_t cur;
 };
 
+/* A bucket's hash and its partition's sorted set of bucket names, named
+ * while a sync is built (the args point into them). */
+struct bucket_name {
+	char name[KEY_SIZE], zset[KEY_SIZE], fence[KEY_SIZE];
+	size_t len, pre, zlen, flen; /* pre: the length of the hashes' prefix */
+	uint32_t part;
+	bool dels; /* rows of it are deleted */
+};
+
 static void add_arg(struct batch *b, const void *arg, size_t len)
 {
 	b->argv[b->nargs] = arg;
@@ -1390,27 +1403,73 @@ static void end_cmd(struct batch *b)
 	c->argc = (int)(&b->argv[b->nargs] - c->argv);
 }
 
+/* Fencing.  The store lock is a lease (lock.c): a writer whose lease ran
+ * out stops sending, but a sync it sent just before may be held up in the
+ * network and land after another daemon took the store over.  So each
+ * partition has a fence key holding the highest lock generation that
+ * wrote it, and every write of a sync is a script that checks it first:
+ * KEYS[1] the fence, ARGV[1] the writer's generation.  A lower generation
+ * than the fence's is refused (FENCE_ERROR: the transaction writes
+ * nothing there), a higher one raises it.  A new writer raises the fence
+ * of every partition at open (kv_redis_set_fence), so a late sync of the
+ * one before it writes nothing anywhere. */
+#define FENCE_ERROR "NADBFENCED"
+#define FENCE_CHECK                                                                     \
+	"local f, g = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]) "  \
+	"if f > g then return redis.error_reply('" FENCE_ERROR " the store lock is "    \
+	"held by a later writer') end "                                                 \
+	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
+/* A plain write, fenced: KEYS[2] the key, ARGV[2] the verb (HSET, HDEL,
+ * ZADD), the rest its arguments.  Puts are refused (the whole
+ * transaction, before it runs) when Redis is out of memory; deletes are
+ * not, so that deleting frees a full store. */
+#define FENCED_BODY FENCE_CHECK "return redis.call(ARGV[2], KEYS[2], unpack(ARGV, 3))"
+static const char fenced_put_script[] = "#!lua\n" FENCED_BODY;
+static const char fenced_del_script[] = "#!lua flags=allow-oom\n" FENCED_BODY;
+/* The fence of partition P into BUF (KEY_SIZE); its length. */
+static size_t fence_name(const struct kv_redis *k, uint32_t p, char *buf)
+{
+	return redis_key(k->conn, p, "fence", buf, KEY_SIZE);
+}
+
+/* Start a fenced write VERB of KEY (in partition b->cur, whose fence is
+ * FENCE): its arguments follow. */
+static void start_fenced(struct kv_redis *k, struct batch *b, const char *verb, bool del,
+			 const char *fence, size_t flen, const char *key, size_t keylen)
+{
+	start_cmd(b);
+	add_arg(b, "EVAL", 4);
+	if (del)
+		add_arg(b, fenced_del_script, sizeof(fenced_del_script) - 1);
+	else
+		add_arg(b, fenced_put_script, sizeof(fenced_put_script) - 1);
+	add_arg(b, "2", 1);
+	add_arg(b, fence, flen);
+	add_arg(b, key, keylen);
+	add_arg(b, k->fence_gen, k->fence_gen_len);
+	add_arg(b, verb, strlen(verb));
+}
+
 /* The pending rows that are puts, or deletes (tombstones). */
 static bool is_kind(const struct row *r, bool dels)
 {
 	return (r->val == NULL) == dels;
 }
 
-/* Commands "VERB KEY row-key [value] ..." for the rows from FIRST up to
- * END (NULL: the table's end) that are deletes (DELS) or puts, SYNC_ROWS
- * rows at most a command; VALUE: each key followed by its value (HSET). */
-static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
-		     struct row *first, const struct row *end, bool dels, bool value)
+/* Fenced commands "VERB KEY row-key [value] ..." for the rows from FIRST
+ * up to END (NULL: the table's end) that are deletes (DELS) or puts,
+ * SYNC_ROWS rows at most a command; VALUE: each key followed by its value
+ * (HSET). */
+static void add_rows(struct kv_redis *k, struct batch *b, const char *verb,
+		     const struct bucket_name *bn, struct row *first, const struct row *end,
+		     bool dels, bool value)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
 		if (!is_kind(r, dels))
 			continue;
-		if (in_cmd == 0) {
-			start_cmd(b);
-			add_arg(b, verb, strlen(verb));
-			add_arg(b, key, keylen);
-		}
+		if (in_cmd == 0)
+			start_fenced(k, b, verb, dels, bn->fence, bn->flen, bn->name, bn->len);
 		add_arg(b, r->key, r->klen);
 		if (value)
 			add_arg(b, r->val, r->vlen);
@@ -1423,20 +1482,20 @@ static void add_rows(struct batch *b, const char *verb, const char *key, size_t 
 		end_cmd(b);
 }
 
-/* A sorted table's writes: ARGV pairs of a key's prefix enc(key) 0 and
- * its new member ("" to delete it).  The member the key had is found in
- * [prefix, enc(key) 1) and replaced.  Two scripts for one body: puts are
- * refused (the whole transaction, before it runs) when Redis is out of
- * memory; deletes are not, so that deleting frees a full store. */
+/* A sorted table's writes: KEYS[2] the set, ARGV pairs (after the
+ * fence's) of a key's prefix enc(key) 0 and its new member ("" to delete
+ * it).  The member the key had is found in [prefix, enc(key) 1) and
+ * replaced.  Two scripts for one body, puts and deletes, as above. */
 #define SET_ROWS_BODY                                                                   \
-	"for i = 1, #ARGV, 2 do "                                                       \
+	FENCE_CHECK                                                                     \
+	"for i = 2, #ARGV, 2 do "                                                       \
 	"local lo, new = ARGV[i], ARGV[i + 1] "                                         \
 	"local hi = string.sub(lo, 1, -2) .. '\\1' "                                    \
-	"local old = redis.call('ZRANGE', KEYS[1], '[' .. lo, '(' .. hi, 'BYLEX', "     \
+	"local old = redis.call('ZRANGE', KEYS[2], '[' .. lo, '(' .. hi, 'BYLEX', "     \
 	"'LIMIT', 0, 1)[1] "                                                            \
 	"if old ~= new then "                                                           \
-	"if old then redis.call('ZREM', KEYS[1], old) end "                             \
-	"if new ~= '' then redis.call('ZADD', KEYS[1], 0, new) end "                    \
+	"if old then redis.call('ZREM', KEYS[2], old) end "                             \
+	"if new ~= '' then redis.call('ZADD', KEYS[2], 0, new) end "                    \
 	"end end return 0"
 static const char put_rows_script[] = "#!lua\n" SET_ROWS_BODY;
 static const char del_rows_script[] = "#!lua flags=allow-oom\n" SET_ROWS_BODY;
@@ -1452,7 +1511,8 @@ static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 
 /* A sorted set's name, made while a sync is built (args point into it). */
 struct zset_name {
-	char name[KEY_SIZE];
+	char name[KEY_SIZE], fence[KEY_SIZE];
+	size_t flen;
 };
 
 /* How many runs of one partition T's pending rows make, in key order (in
@@ -1490,13 +1550,16 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 			part = b->cur = p;
 			z = (*names)++;
 			zlen = zset_name(k, t, p, z->name);
+			z->flen = fence_name(k, p, z->fence);
 		}
 		if (in_cmd == 0) {
 			start_cmd(b);
 			add_arg(b, "EVAL", 4);
 			add_arg(b, script, script_len);
-			add_arg(b, "1", 1);
+			add_arg(b, "2", 1);
+			add_arg(b, z->fence, z->flen);
 			add_arg(b, z->name, zlen);
+			add_arg(b, k->fence_gen, k->fence_gen_len);
 		}
 		uint8_t *m = *buf;
 		size_t prefix = encode_key(r->key, r->klen, m);
@@ -1527,21 +1590,14 @@ static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 }
 
 /* Deleted rows can leave a bucket empty (Redis then drops its hash): its
- * name leaves the sorted set.  KEYS[1] the set, ARGV[1] the hashes' prefix,
- * the rest the buckets deletes touched. */
+ * name leaves the sorted set.  Fenced; KEYS[2] the set, ARGV[2] the
+ * hashes' prefix, the rest the buckets deletes touched. */
 static const char drop_empty_script[] =
-	"for i = 2, #ARGV do "
-	"if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then "
-	"redis.call('ZREM', KEYS[1], ARGV[i]) end end return 0";
+	"#!lua flags=allow-oom\n" FENCE_CHECK
+	"for i = 3, #ARGV do "
+	"if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then "
+	"redis.call('ZREM', KEYS[2], ARGV[i]) end end return 0";
 
-/* A bucket's hash and its partition's sorted set of bucket names, named
- * while a sync is built (the args point into them). */
-struct bucket_name {
-	char name[KEY_SIZE], zset[KEY_SIZE];
-	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
-	uint32_t part;
-	bool dels; /* rows of it are deleted */
-};
 
 /* The pending rows from R up to the next bucket's; *NAME made KEY's. */
 static struct row *bucket_end(struct kv_redis *k, enum kv_table t, struct row *r,
@@ -1573,7 +1629,8 @@ static size_t pending_buckets(struct kv_redis *k, enum kv_table t)
 
 /* The script dropping the empty buckets among NAMES[0..N) (one
  * partition's), if deletes touched any. */
-static void drop_empty_buckets(struct batch *b, const struct bucket_name *names, size_t n)
+static void drop_empty_buckets(struct kv_redis *k, struct batch *b,
+			       const struct bucket_name *names, size_t n)
 {
 	bool dels = false;
 	for (size_t i = 0; i < n && !dels; i++)
@@ -1584,8 +1641,10 @@ static void drop_empty_buckets(struct batch *b, const struct bucket_name *names,
 	start_cmd(b);
 	add_arg(b, "EVAL", 4);
 	add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
-	add_arg(b, "1", 1);
+	add_arg(b, "2", 1);
+	add_arg(b, names[0].fence, names[0].flen);
 	add_arg(b, names[0].zset, names[0].zlen);
+	add_arg(b, k->fence_gen, k->fence_gen_len);
 	add_arg(b, names[0].name, names[0].pre);
 	for (size_t i = 0; i < n; i++)
 		if (names[i].dels)
@@ -1606,21 +1665,20 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		struct bucket_name *bn = &names[n];
 		struct row *end = bucket_end(k, t, r, bn);
 		bn->zlen = zset_name(k, t, bn->part, bn->zset);
+		bn->flen = fence_name(k, bn->part, bn->fence);
 		if (n > run && bn->part != names[run].part) {
-			drop_empty_buckets(b, names + run, n - run);
+			drop_empty_buckets(k, b, names + run, n - run);
 			run = n;
 		}
 		n++;
 		b->cur = bn->part;
-		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
-		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
+		add_rows(k, b, "HSET", bn, r, end, false, true);
+		add_rows(k, b, "HDEL", bn, r, end, true, false);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;
 		if (puts) {
-			start_cmd(b);
-			add_arg(b, "ZADD", 4);
-			add_arg(b, bn->zset, bn->zlen);
+			start_fenced(k, b, "ZADD", false, bn->fence, bn->flen, bn->zset, bn->zlen);
 			add_arg(b, "0", 1);
 			add_arg(b, bn->name + bn->pre, bn->len - bn->pre);
 			end_cmd(b);
@@ -1628,7 +1686,7 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		r = end;
 	}
 	if (n > run)
-		drop_empty_buckets(b, names + run, n - run);
+		drop_empty_buckets(k, b, names + run, n - run);
 	return n;
 }
 
@@ -1640,10 +1698,11 @@ static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_
 	size_t rows = k->pending.rows;
 	/* per table: 4 commands, more every SYNC_ROWS rows and per partition
 	 * run (two scripts); per bucket: 3 (HSET, HDEL, ZADD) and its name
-	 * twice, and at most one script dropping empty ones */
+	 * twice, and at most one script dropping empty ones; each command
+	 * fenced (8 arguments at most before its own) */
 	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 4 * buckets +
 		       KV_NTABLES + extra;
-	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
+	size_t nargs = 4 * rows + 2 * buckets + 8 * ncmds + extra * 8 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->part = malloc(ncmds * sizeof(*b->part));
 	b->argv = malloc(nargs * sizeof(*b->argv));
@@ -1667,10 +1726,19 @@ static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
 {
 	const redisReply *r = replies[exec];
 	if (r->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i < r->elements; i++)
-			if (r->element[i]->type == REDIS_REPLY_ERROR)
-				return redis_reply_error(k->conn, "a write of the group failed "
-							 "(the rest was applied)", r->element[i]);
+		for (size_t i = 0; i < r->elements; i++) {
+			const redisReply *e = r->element[i];
+			if (e->type != REDIS_REPLY_ERROR)
+				continue;
+			if (!strncmp(e->str, FENCE_ERROR " ", sizeof(FENCE_ERROR))) {
+				nadb_log("redis %s: a sync was refused: another daemon took "
+					 "the store over (lock generation %s is not the last): "
+					 "stop writing", redis_conn_name(k->conn), k->fence_gen);
+				return -ENOLCK;
+			}
+			return redis_reply_error(k->conn, "a write of the group failed "
+						 "(the rest was applied)", e);
+		}
 		return 0;
 	}
 	/* EXECABORT: a queued command was refused (OOM, ...): say which. */
@@ -1729,6 +1797,48 @@ static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
 		return 0;
 	say_too_few(k, p, *replicas);
 	return -EIO;
+}
+
+/* Raise partition P's fence to our generation: 0, or -ENOLCK if a later
+ * writer's is there already.  (A script's error reply would be logged as
+ * a failure: this one answers 0 for "fenced out", 1 for "ours".) */
+static const char raise_fence_script[] =
+	"#!lua flags=allow-oom\n"
+	"local f, g = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]) "
+	"if f > g then return 0 end "
+	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end return 1";
+
+static int raise_fence(struct kv_redis *k, uint32_t p)
+{
+	char fence[KEY_SIZE];
+	const char *argv[] = {"EVAL", raise_fence_script, "1", fence, k->fence_gen};
+	size_t lens[] = {4, sizeof(raise_fence_script) - 1, 1, fence_name(k, p, fence),
+			 k->fence_gen_len};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, p, "raising a partition's fence", 5, argv, lens, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		rc = redis_reply_error(k->conn, "raising a partition's fence", r);
+	} else if (r->integer == 0) {
+		nadb_log("redis %s: partition %u was written by a later holder of the store "
+			 "lock than ours (%s): stop writing", redis_conn_name(k->conn), p,
+			 k->fence_gen);
+		rc = -ENOLCK;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+int kv_redis_set_fence(struct kv *kv, long long gen)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(!k->follower && gen > 0);
+	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "%lld", gen);
+	int rc = k->parts_unknown ? load_parts(k) : 0;
+	for (size_t i = 0; !rc && i < k->nparts; i++)
+		rc = raise_fence(k, k->parts[i]);
+	return rc;
 }
 
 void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
@@ -2007,12 +2117,11 @@ static int kvr_sync(struct kv *kv)
 		return rc;
 	}
 	/* first the partitions that get their first rows: a scan finds them */
-	char parts_key[KEY_SIZE];
+	char parts_key[KEY_SIZE], parts_fence[KEY_SIZE];
 	if (fresh_parts) {
 		b.cur = 0;
-		start_cmd(&b);
-		add_arg(&b, "ZADD", 4);
-		add_arg(&b, parts_key, redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
+		start_fenced(k, &b, "ZADD", false, parts_fence, fence_name(k, 0, parts_fence),
+			     parts_key, redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
 		for (size_t i = 0; i < fresh_parts; i++) {
 			add_arg(&b, nums[i].text, strlen(nums[i].text));
 			add_arg(&b, nums[i].text, strlen(nums[i].text));
@@ -2035,7 +2144,8 @@ static int kvr_sync(struct kv *kv)
 	free(members);
 	if (rc) {
 		free(nums);
-		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ? rc : -EIO;
+		return rc == -ENOMEM || rc == -ENOSPC || rc == -EROFS || rc == -EACCES ||
+				       rc == -ENOLCK ? rc : -EIO;
 	}
 	/* What was written is now what Redis holds: the cache learns it
 	 * (release_held emptied a stale one above). */
@@ -2301,6 +2411,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	atomic_init(&k->publish_refused, false);
 	atomic_init(&k->announce, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
+	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "0");
 	int rc = overlay_init(&k->step, (uintptr_t)k);
 	if (!rc)
 		rc = overlay_init(&k->pending, (uintptr_t)k * 31);

@@ -33,7 +33,12 @@
 
 #define LOCK_WAIT_S 60        /* longest wait for a holder that is going away */
 #define LOCK_POLL_MS 10       /* how often the lock is tried meanwhile */
-#define REDIS_LOCK_TTL_MS 30000 /* a Redis lock outlives a dead daemon this long */
+#define REDIS_LOCK_TTL_MS 10000 /* ms: a Redis lock outlives a dead daemon this long */
+#define LOCK_REFRESH_MS 1000    /* ms: how often the keeper renews it */
+/* ms: the holder stops changing the store this long before its lock could
+ * expire (its lease ends): room for a sync already sent to land first. */
+#define LEASE_MARGIN_MS 2000
+#define LEASE_WAIT_MS 3000 /* ms: a change waits this long for a lapsed lease */
 #define LOCK_TEXT_MAX 4400
 
 /* The Redis lock: its connection and the thread keeping it alive. */
@@ -46,6 +51,13 @@ struct redis_lock {
 	char text[LOCK_TEXT_MAX];
 	bool stop, keeper_running;
 	pthread_t keeper;
+	/* The lease: until when (redis_now_ms) we may change the store, i.e.
+	 * when the last take or renewal Redis confirmed was sent, plus
+	 * REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS.  Nobody else can take the lock
+	 * before it expires on the server, later than that.  lapsed: the
+	 * lease ran out and that was said; a renewal clears it. */
+	_Atomic uint64_t lease_end;
+	atomic_bool lapsed;
 };
 
 struct holder {
@@ -129,10 +141,44 @@ static int file_write(struct nadb_store *st, const char *text)
 	return 0;
 }
 
+/* The lock Redis confirmed, sent at SENT_MS: the lease runs on. */
+static void extend_lease(struct nadb_store *st, uint64_t sent_ms)
+{
+	struct redis_lock *r = st->rlock;
+	atomic_store(&r->lease_end, sent_ms + REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS);
+	if (atomic_exchange(&r->lapsed, false))
+		nadb_log("%s: Redis confirmed the store lock again: changes are accepted "
+			 "again", st->dir);
+}
+
 static int redis_try(struct nadb_store *st)
 {
+	uint64_t sent = redis_now_ms();
 	int rc = redis_store_lock_try(st->rlock->conn, st->rlock->text, REDIS_LOCK_TTL_MS);
+	if (rc == 0)
+		extend_lease(st, sent);
 	return rc == -EBUSY ? -EWOULDBLOCK : rc;
+}
+
+int lock_lease_check(struct nadb_store *st)
+{
+	struct redis_lock *r = st->rlock;
+	if (!r || redis_now_ms() < atomic_load(&r->lease_end))
+		return 0;
+	/* Redis back after a restart: the keeper renews within a pause of
+	 * its reconnect loop; a change waits for that rather than fail. */
+	pthread_cond_signal(&r->wake); /* renew now, not at the next tick */
+	for (uint64_t t0 = redis_now_ms(); redis_now_ms() - t0 < LEASE_WAIT_MS;) {
+		redis_pause_ms(LOCK_POLL_MS);
+		if (redis_now_ms() < atomic_load(&r->lease_end))
+			return 0;
+	}
+	if (!atomic_exchange(&r->lapsed, true))
+		nadb_log("%s: the store's lease lapsed: Redis has not confirmed our lock "
+			 "for %u ms (another daemon could take the store over): refusing "
+			 "to change anything until it does", st->dir,
+			 REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS);
+	return -EIO;
 }
 
 static void redis_holder(struct nadb_store *st, char *text, size_t size)
@@ -234,8 +280,10 @@ static void note_holder(struct nadb_store *st, const char *state)
 
 /* ---- the Redis lock's keeper ---------------------------------------------- */
 
-/* Refresh the lock every third of its life; if it was lost, say so (the
- * store then refuses every step: another daemon may hold it now). */
+/* Renew the lock every LOCK_REFRESH_MS, which runs the lease on; if it
+ * was lost, say so (the store then refuses every step: another daemon may
+ * hold it now).  A renewal that fails (Redis unreachable) is tried again
+ * at the next tick, while the lease runs out. */
 static void *keep_redis_lock(void *arg)
 {
 	struct nadb_store *st = arg;
@@ -244,11 +292,18 @@ static void *keep_redis_lock(void *arg)
 	while (!r->stop) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += REDIS_LOCK_TTL_MS / 3000;
+		until.tv_nsec += LOCK_REFRESH_MS % 1000 * 1000000L;
+		until.tv_sec += LOCK_REFRESH_MS / 1000 + until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
 		pthread_cond_timedwait(&r->wake, &r->lock, &until);
-		if (!r->stop && !atomic_load(&st->lock_lost) &&
-		    redis_store_lock_refresh(r->conn, r->text, REDIS_LOCK_TTL_MS) == -ENOLCK)
+		if (r->stop || atomic_load(&st->lock_lost))
+			continue;
+		uint64_t sent = redis_now_ms();
+		int rc = redis_store_lock_refresh(r->conn, r->text, REDIS_LOCK_TTL_MS);
+		if (rc == -ENOLCK)
 			atomic_store(&st->lock_lost, true);
+		else if (rc == 0)
+			extend_lease(st, sent);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -296,6 +351,11 @@ int lock_store(struct nadb_store *st, const char *arg)
 	if (rc)
 		unlock_store(st, false);
 	return rc;
+}
+
+long long lock_generation(const struct nadb_store *st)
+{
+	return st->rlock ? redis_store_lock_gen(st->rlock->conn) : 0;
 }
 
 void unlock_store(struct nadb_store *st, bool held)

@@ -1002,6 +1002,11 @@ int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t t
 	return 0;
 }
 
+long long redis_store_lock_gen(const struct redis_conn *c)
+{
+	return c->lock_gen;
+}
+
 int redis_store_lock_release(struct redis_conn *c, const char *owner)
 {
 	long long gone = 0;

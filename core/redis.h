@@ -31,6 +31,8 @@
  *   lock                            string      owner text of the daemon
  *                                               serving the store (PX expiry)
  *   lockgen                         string      times the lock was taken
+ *   fence                           string      the last lock generation that
+ *                                               wrote the partition (kv_redis.c)
  *   t:TABLE:z                       sorted set  a sorted table's rows, score
  *                                               0, one member a row: the key
  *                                               encoded without 0 bytes, 0,
@@ -291,5 +293,8 @@ int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char 
 			    uint32_t ttl_ms);
 int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
 int redis_store_lock_release(struct redis_conn *c, const char *owner);
+/* The lock generation C took the store lock at (0: it did not): what
+ * fences the writer's syncs (kv_redis_set_fence). */
+long long redis_store_lock_gen(const struct redis_conn *c);
 
 #endif

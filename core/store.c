@@ -101,7 +101,9 @@ int step_begin(struct nadb_store *st)
 			 "refusing to change anything", st->dir);
 		return -EIO;
 	}
-	int rc = st->kv->ops->step_begin(st->kv);
+	int rc = lock_lease_check(st);
+	if (!rc)
+		rc = st->kv->ops->step_begin(st->kv);
 	if (!rc) {
 		st->freed_step = st->nfreed;
 		chunk_step_begin(&st->chunks);
@@ -163,6 +165,10 @@ static int settle_drops(struct nadb_store *st, bool all)
 
 int step_end(struct nadb_store *st, int rc)
 {
+	/* A step that waited for Redis past the lease's end is undone rather
+	 * than acknowledged: another daemon may hold the store by now. */
+	if (!rc && (atomic_load(&st->lock_lost) || lock_lease_check(st)))
+		rc = -EIO;
 	int e = st->kv->ops->step_end(st->kv, rc == 0);
 	assert(st->freed_step <= st->nfreed);
 	if (rc || e) /* undone: its chunks were not freed after all */
@@ -634,6 +640,8 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 	if (!rc)
 		rc = kv_redis_open(url, &st->kv);
 	if (!rc)
+		rc = kv_redis_set_fence(st->kv, lock_generation(st));
+	if (!rc)
 		kv_redis_set_min_replicas(st->kv, o->min_replicas);
 	if (!rc)
 		rc = blobs_redis_open(url, &st->blobs);
@@ -778,8 +786,13 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 {
 	*punched = 0;
+	/* Nothing goes out once the lease lapsed: the store may be another
+	 * daemon's by the time it lands.  (Steps are refused meanwhile.) */
+	int rc = lock_lease_check(st);
+	if (rc)
+		return rc;
 	/* Most pack bytes reach the disk here, without stalling anybody... */
-	int rc = st->blobs->ops->sync(st->blobs);
+	rc = st->blobs->ops->sync(st->blobs);
 	if (rc)
 		return rc;
 	struct freed_frame *batch = NULL;
@@ -792,6 +805,10 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 			if (free_bytes(st) < RESERVE_BYTES)
 				reserve_give(st);
 			rc = st->kv->ops->sync(st->kv);
+			if (rc == -ENOLCK) { /* fenced: the store is another's */
+				atomic_store(&st->lock_lost, true);
+				rc = -EIO;
+			}
 			if (!rc && st->blobs->ops->committed)
 				st->blobs->ops->committed(st->blobs);
 			/* Frames a settle frees are punched only if its counts

@@ -176,6 +176,13 @@ extern const uint32_t store_followed_tables;
  * (nadb_store_name).  unlock_store lets go (HELD: it was taken). */
 int lock_store(struct nadb_store *st, const char *arg);
 void unlock_store(struct nadb_store *st, bool held);
+/* May ST change the store?  A Redis store's lock is a lease: once Redis
+ * has not confirmed it for a while, another daemon could take it over, so
+ * its holder stops acknowledging changes and sends no more syncs.  0, or
+ * -EIO (logged once a lapse) until a renewal gets through. */
+int lock_lease_check(struct nadb_store *st);
+/* The generation of the Redis store lock ST holds (0: none). */
+long long lock_generation(const struct nadb_store *st);
 /* Does a daemon serving a mount hold the lock of the Redis store URL
  * (not a tool, nor one closing)?  1, 0, or a negative errno. */
 int lock_held_by_daemon(const char *url);

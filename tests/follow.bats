@@ -51,34 +51,9 @@ unmount_follower() {
 	fusermount3 -u "$F" && wait_pids_gone 10 "$FPID"
 }
 
-# within SECS CMD...: CMD succeeds within SECS seconds (tried every 20 ms).
-within() {
-	local secs=$1 i
-	shift
-	for ((i = 0; i < secs * 50; i++)); do
-		"$@" 2>/dev/null && return 0
-		sleep 0.02
-	done
-	echo "within $secs s: never true: $*" >&2
-	return 1
-}
 
 value_is() { [ "$(cat "$1")" = "$2" ]; }
 
-# A proxy to our redis-server on PROXY_PORT whose link the test cuts
-# (kill -USR1 $PROXY_PID) and mends (-USR2): tests/cutproxy.py.
-start_cutproxy() {
-	local i
-	for ((i = 0; i < 20; i++)); do
-		PROXY_PORT=$((20000 + RANDOM % 40000))
-		"$PY" "$BATS_TEST_DIRNAME/cutproxy.py" "$PROXY_PORT" "$REDIS_PORT" "$T/proxy.pid" \
-			2>"$T/proxy.err" &
-		BG_PIDS+=($!)
-		within 5 test -s "$T/proxy.pid" && break
-	done
-	PROXY_PID=$(cat "$T/proxy.pid")
-	[ -n "$PROXY_PID" ]
-}
 gone() { [ ! -e "$1" ]; }
 # output_is TEXT CMD...: CMD prints TEXT.
 output_is() { [ "$("${@:2}")" = "$1" ]; }
