@@ -1415,7 +1415,8 @@ static void end_cmd(struct batch *b)
  * one before it writes nothing anywhere. */
 #define FENCE_ERROR "NADBFENCED"
 #define FENCE_CHECK                                                                     \
-	"local f, g = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]) "  \
+	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "                   \
+	"local g = tonumber(ARGV[1]) "                                                  \
 	"if f > g then return redis.error_reply('" FENCE_ERROR " the store lock is "    \
 	"held by a later writer') end "                                                 \
 	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
@@ -1426,10 +1427,16 @@ static void end_cmd(struct batch *b)
 #define FENCED_BODY FENCE_CHECK "return redis.call(ARGV[2], KEYS[2], unpack(ARGV, 3))"
 static const char fenced_put_script[] = "#!lua\n" FENCED_BODY;
 static const char fenced_del_script[] = "#!lua flags=allow-oom\n" FENCED_BODY;
-/* The fence of partition P into BUF (KEY_SIZE); its length. */
+/* The fence guarding the writes to partition P, into BUF (KEY_SIZE); its
+ * length.  On a cluster P's own (a script stays in one slot; partition
+ * 0's transaction goes first, and when it is refused no other is sent).
+ * On one server partition 0's for all: the group is one transaction, and
+ * every command checking the same fence makes it all or nothing, even in
+ * a partition the group is the first to write (whose own fence a new
+ * writer could not know to raise). */
 static size_t fence_name(const struct kv_redis *k, uint32_t p, char *buf)
 {
-	return redis_key(k->conn, p, "fence", buf, KEY_SIZE);
+	return redis_key(k->conn, k->kv.apart ? p : 0, REDIS_FENCE, buf, KEY_SIZE);
 }
 
 /* Start a fenced write VERB of KEY (in partition b->cur, whose fence is
@@ -1804,7 +1811,8 @@ static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
  * a failure: this one answers 0 for "fenced out", 1 for "ours".) */
 static const char raise_fence_script[] =
 	"#!lua flags=allow-oom\n"
-	"local f, g = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]) "
+	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "
+	"local g = tonumber(ARGV[1]) "
 	"if f > g then return 0 end "
 	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end return 1";
 
@@ -1835,9 +1843,14 @@ int kv_redis_set_fence(struct kv *kv, long long gen)
 	struct kv_redis *k = (struct kv_redis *)kv;
 	assert(!k->follower && gen > 0);
 	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "%lld", gen);
-	int rc = k->parts_unknown ? load_parts(k) : 0;
-	for (size_t i = 0; !rc && i < k->nparts; i++)
-		rc = raise_fence(k, k->parts[i]);
+	/* Partition 0's first: it fences the partitions set, so that the
+	 * list read after it is the last an earlier writer made. */
+	int rc = raise_fence(k, 0);
+	if (!rc && k->kv.apart)
+		rc = load_parts(k);
+	for (size_t i = 0; !rc && k->kv.apart && i < k->nparts; i++)
+		if (k->parts[i] != 0)
+			rc = raise_fence(k, k->parts[i]);
 	return rc;
 }
 

@@ -141,11 +141,16 @@ static int file_write(struct nadb_store *st, const char *text)
 	return 0;
 }
 
-/* The lock Redis confirmed, sent at SENT_MS: the lease runs on. */
+/* The lock Redis confirmed, sent at SENT_MS: the lease runs on (unless
+ * the confirmation took so long that it is over anyway). */
 static void extend_lease(struct nadb_store *st, uint64_t sent_ms)
 {
 	struct redis_lock *r = st->rlock;
-	atomic_store(&r->lease_end, sent_ms + REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS);
+	uint64_t end = sent_ms + REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS;
+	if (end <= redis_now_ms())
+		return;
+	if (end > atomic_load(&r->lease_end)) /* only the keeper writes it after open */
+		atomic_store(&r->lease_end, end);
 	if (atomic_exchange(&r->lapsed, false))
 		nadb_log("%s: Redis confirmed the store lock again: changes are accepted "
 			 "again", st->dir);
@@ -168,7 +173,8 @@ int lock_lease_check(struct nadb_store *st)
 	/* Redis back after a restart: the keeper renews within a pause of
 	 * its reconnect loop; a change waits for that rather than fail. */
 	pthread_cond_signal(&r->wake); /* renew now, not at the next tick */
-	for (uint64_t t0 = redis_now_ms(); redis_now_ms() - t0 < LEASE_WAIT_MS;) {
+	for (uint64_t t0 = redis_now_ms();
+	     redis_now_ms() - t0 < LEASE_WAIT_MS && !atomic_load(&st->lock_lost);) {
 		redis_pause_ms(LOCK_POLL_MS);
 		if (redis_now_ms() < atomic_load(&r->lease_end))
 			return 0;
@@ -291,7 +297,7 @@ static void *keep_redis_lock(void *arg)
 	pthread_mutex_lock(&r->lock);
 	while (!r->stop) {
 		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
+		clock_gettime(CLOCK_MONOTONIC, &until); /* r->wake's clock */
 		until.tv_nsec += LOCK_REFRESH_MS % 1000 * 1000000L;
 		until.tv_sec += LOCK_REFRESH_MS / 1000 + until.tv_nsec / 1000000000L;
 		until.tv_nsec %= 1000000000L;
@@ -315,7 +321,11 @@ static int open_redis_lock(struct nadb_store *st, const char *url)
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->wake, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* renewals ignore clock steps */
+	pthread_cond_init(&r->wake, &attr);
+	pthread_condattr_destroy(&attr);
 	holder_text("", r->text, sizeof(r->text));
 	st->rlock = r;
 	return redis_conn_open(url, &r->conn);

@@ -864,13 +864,18 @@ int redis_segments_tagged(struct redis_conn *c, bool *out)
 
 /* Taking the lock counts a generation (KEYS[2]): every taker, tools too,
  * takes it this way, so a generation that did not move means nobody held
- * the lock in between.  1.. the new generation; -1 already ours (a retried
- * take); 0 held by another. */
+ * the lock in between.  It stays above partition 0's fence (KEYS[3],
+ * kv_redis.c: the last generation that wrote), even if the count was
+ * lost.  1.. the new generation; -GEN already ours (a retried take); 0
+ * held by another. */
 static const char take_script[] =
 	"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-	"return redis.call('INCR', KEYS[2]) end "
+	"local g = redis.call('INCR', KEYS[2]) "
+	"local f = tonumber(redis.call('GET', KEYS[3]) or '0') or 0 "
+	"if g <= f then g = f + 1 redis.call('SET', KEYS[2], g) end return g end "
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
-	"redis.call('PEXPIRE', KEYS[1], ARGV[2]) return -1 end return 0";
+	"redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+	"return -(tonumber(redis.call('GET', KEYS[2]) or '0') or 0) end return 0";
 /* 1: refreshed; 2: it had expired (the server was away longer than its
  * life) and nobody took it since (the generation ARGV[3] is still ours):
  * taken again; 0: lost. */
@@ -922,20 +927,22 @@ int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char 
 	return held ? 0 : -ENOLCK;
 }
 
-/* Run SCRIPT on the lock and its generation: EVAL script 2 lock lockgen
- * OWNER TTL_MS [GEN]; its integer reply into *RESULT. */
+/* Run SCRIPT on the lock and its generation: EVAL script 3 lock lockgen
+ * fence OWNER TTL_MS [GEN]; its integer reply into *RESULT. */
 static int run_lock_gen_script(struct redis_conn *c, const char *why, const char *script,
 			       const char *owner, uint32_t ttl_ms, bool with_gen,
 			       long long *result)
 {
-	char key[REDIS_NAME_MAX + 48], gen_key[REDIS_NAME_MAX + 48], ttl[16], gen[24];
+	char key[REDIS_NAME_MAX + 48], gen_key[REDIS_NAME_MAX + 48],
+		fence_key[REDIS_NAME_MAX + 48], ttl[16], gen[24];
 	redis_key(c, 0, "lock", key, sizeof(key));
 	redis_key(c, 0, "lockgen", gen_key, sizeof(gen_key));
+	redis_key(c, 0, REDIS_FENCE, fence_key, sizeof(fence_key));
 	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
 	snprintf(gen, sizeof(gen), "%lld", c->lock_gen);
-	const char *argv[] = {"EVAL", script, "2", key, gen_key, owner, ttl, gen};
+	const char *argv[] = {"EVAL", script, "3", key, gen_key, fence_key, owner, ttl, gen};
 	redisReply *r;
-	int rc = run_text(c, 0, why, with_gen ? 8 : 7, argv, &r);
+	int rc = run_text(c, 0, why, with_gen ? 9 : 8, argv, &r);
 	if (rc)
 		return rc;
 	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -950,9 +957,9 @@ int redis_store_lock_try(struct redis_conn *c, const char *owner, uint32_t ttl_m
 				     false, &got);
 	if (rc)
 		return rc;
-	if (got > 0)
-		c->lock_gen = got;
-	return got ? 0 : -EBUSY; /* -1: ours already, a retried take */
+	if (got)
+		c->lock_gen = got > 0 ? got : -got; /* < 0: ours already, a retried take */
+	return got ? 0 : -EBUSY;
 }
 
 int redis_store_lock(struct redis_conn *c, const char *owner, uint32_t ttl_ms)

@@ -293,6 +293,9 @@ int redis_store_lock_retext(struct redis_conn *c, const char *owner, const char 
 			    uint32_t ttl_ms);
 int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms);
 int redis_store_lock_release(struct redis_conn *c, const char *owner);
+/* The key (per partition) holding the last lock generation that wrote
+ * there (kv_redis.c, "Fencing"). */
+#define REDIS_FENCE "fence"
 /* The lock generation C took the store lock at (0: it did not): what
  * fences the writer's syncs (kv_redis_set_fence). */
 long long redis_store_lock_gen(const struct redis_conn *c);

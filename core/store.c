@@ -92,6 +92,22 @@ void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *c
 	st->progress_ctx = ctx;
 }
 
+/* Sync the metadata group: only while the lease holds (nothing goes out
+ * once it lapsed: the store may be another daemon's by the time it
+ * lands), and a sync the fences refused (another daemon took the store
+ * over) loses the lock for good: -EIO either way. */
+static int sync_group(struct nadb_store *st)
+{
+	if (atomic_load(&st->lock_lost) || lock_lease_check(st))
+		return -EIO;
+	int rc = st->kv->ops->sync(st->kv);
+	if (rc == -ENOLCK) {
+		atomic_store(&st->lock_lost, true);
+		rc = -EIO;
+	}
+	return rc;
+}
+
 int step_begin(struct nadb_store *st)
 {
 	if (st->following)
@@ -142,7 +158,7 @@ static int settle_drops(struct nadb_store *st, bool all)
 		taken = taken || !rc;
 	}
 	if (!rc && n && apart)
-		rc = st->kv->ops->sync(st->kv);
+		rc = sync_group(st);
 	for (size_t i = 0, j; !rc && i < n; i = j) {
 		for (j = i + 1; j < n && d[j].part == d[i].part; j++)
 			;
@@ -151,7 +167,7 @@ static int settle_drops(struct nadb_store *st, bool all)
 			rc = step_end(st, chunk_apply_drops(&st->chunks, d + i, j - i));
 	}
 	if (!rc && n && apart)
-		rc = st->kv->ops->sync(st->kv);
+		rc = sync_group(st);
 	if (rc && taken)
 		nadb_log("%s: chunks whose references were dropped stay counted (%s): "
 			 "nadb fsck --repair gives their space back", st->dir, strerror(-rc));
@@ -804,11 +820,7 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 		if (!rc) {
 			if (free_bytes(st) < RESERVE_BYTES)
 				reserve_give(st);
-			rc = st->kv->ops->sync(st->kv);
-			if (rc == -ENOLCK) { /* fenced: the store is another's */
-				atomic_store(&st->lock_lost, true);
-				rc = -EIO;
-			}
+			rc = sync_group(st);
 			if (!rc && st->blobs->ops->committed)
 				st->blobs->ops->committed(st->blobs);
 			/* Frames a settle frees are punched only if its counts

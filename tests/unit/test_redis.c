@@ -222,7 +222,10 @@ static void check_lock(struct redis_server *s)
 	if (failures)
 		return;
 	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0);
+	long long gen = redis_store_lock_gen(a);
+	CHECK(gen > 0);
 	CHECK(redis_store_lock(a, "host-a 1", 10000) == 0); /* a retried take */
+	CHECK(redis_store_lock_gen(a) == gen);                /* knows its generation */
 	CHECK(redis_store_lock(b, "host-b 2", 10000) == -EBUSY);
 	CHECK(redis_store_lock_refresh(a, "host-a 1", 10000) == 0);
 	CHECK(redis_store_lock_refresh(b, "host-b 2", 10000) == -ENOLCK);
@@ -441,10 +444,6 @@ static int hear_row(void *ctx, enum kv_table t, const void *key, size_t klen)
 	return 0;
 }
 
-/* A follower (backend.h: publish, follow): counted by the writer once it
- * beats, told "anything" when it is first counted, then the keys of the
- * rows each sync writes in the tables asked for, and no more counted
- * once closed.  A follower of no store is refused. */
 /* A step putting (V) or deleting (V NULL) the inodes row of INO. */
 static int put_ino(struct kv *kv, uint64_t ino, const char *v)
 {
@@ -480,7 +479,8 @@ static void check_fences(struct redis_server *s)
 {
 	char url[200];
 	redis_server_url(s, "fenced", url, sizeof(url));
-	uint64_t ino = (3ull << KV_PART_SHIFT) | 5, ino2 = (3ull << KV_PART_SHIFT) | 6;
+	uint64_t ino = (3ull << KV_PART_SHIFT) | 5, ino2 = (3ull << KV_PART_SHIFT) | 6,
+		 ino4 = (4ull << KV_PART_SHIFT) | 1;
 	struct kv *a, *b;
 	CHECK(kv_redis_open(url, &a) == 0);
 	if (failures)
@@ -497,9 +497,12 @@ static void check_fences(struct redis_server *s)
 	CHECK(kv_redis_set_fence(b, 2) == 0); /* partitions 0 and 3 */
 	CHECK(put_in_step(a, "k", "a2") == 0);
 	CHECK(put_ino(a, ino, "a2") == 0 && put_ino(a, ino2, NULL) == 0);
+	/* a partition the late group is the first to write: b could not
+	 * know to raise its fence, and it is refused all the same */
+	CHECK(put_ino(a, ino4, "a2") == 0);
 	CHECK(a->ops->sync(a) == -ENOLCK);
 	CHECK(holds(b, KV_META, "k", "a1") && holds_ino(b, ino, "a1") &&
-	      holds_ino(b, ino2, "a1"));
+	      holds_ino(b, ino2, "a1") && holds_ino(b, ino4, NULL));
 	CHECK(put_ino(b, ino, "b2") == 0 && b->ops->sync(b) == 0 && holds_ino(b, ino, "b2"));
 	CHECK(kv_redis_set_fence(a, 1) == -ENOLCK);
 	b->ops->close(b);
@@ -512,6 +515,10 @@ static void check_fences(struct redis_server *s)
 	}
 }
 
+/* A follower (backend.h: publish, follow): counted by the writer once it
+ * beats, told "anything" when it is first counted, then the keys of the
+ * rows each sync writes in the tables asked for, and no more counted
+ * once closed.  A follower of no store is refused. */
 static void check_followers(struct redis_server *s)
 {
 	char url[200];
