@@ -1379,8 +1379,8 @@ struct batch {
 /* A bucket's hash and its partition's sorted set of bucket names, named
  * while a sync is built (the args point into them). */
 struct bucket_name {
-	char name[KEY_SIZE], zset[KEY_SIZE], fence[KEY_SIZE];
-	size_t len, pre, zlen, flen; /* pre: the length of the hashes' prefix */
+	char name[KEY_SIZE], zset[KEY_SIZE];
+	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
 	uint32_t part;
 	bool dels; /* rows of it are deleted */
 };
@@ -1405,14 +1405,14 @@ static void end_cmd(struct batch *b)
 
 /* Fencing.  The store lock is a lease (lock.c): a writer whose lease ran
  * out stops sending, but a sync it sent just before may be held up in the
- * network and land after another daemon took the store over.  So each
- * partition has a fence key holding the highest lock generation that
- * wrote it, and every write of a sync is a script that checks it first:
+ * network and land after another daemon took the store over.  So a fence
+ * key holds the highest lock generation that wrote, and a sync's writes
+ * to a partition are one script (apply_script) that checks it first:
  * KEYS[1] the fence, ARGV[1] the writer's generation.  A lower generation
- * than the fence's is refused (FENCE_ERROR: the transaction writes
- * nothing there), a higher one raises it.  A new writer raises the fence
- * of every partition at open (kv_redis_set_fence), so a late sync of the
- * one before it writes nothing anywhere. */
+ * than the fence's is refused (FENCE_ERROR: nothing is written), a higher
+ * one raises it.  A new writer raises the fences at open
+ * (kv_redis_set_fence), so a late sync of the one before it writes
+ * nothing. */
 #define FENCE_ERROR "NADBFENCED"
 #define FENCE_CHECK                                                                     \
 	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "                   \
@@ -1420,41 +1420,60 @@ static void end_cmd(struct batch *b)
 	"if f > g then return redis.error_reply('" FENCE_ERROR " the store lock is "    \
 	"held by a later writer') end "                                                 \
 	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
-/* A plain write, fenced: KEYS[2] the key, ARGV[2] the verb (HSET, HDEL,
- * ZADD), the rest its arguments.  Puts are refused (the whole
- * transaction, before it runs) when Redis is out of memory; deletes are
- * not, so that deleting frees a full store. */
-#define FENCED_BODY FENCE_CHECK "return redis.call(ARGV[2], KEYS[2], unpack(ARGV, 3))"
-static const char fenced_put_script[] = "#!lua\n" FENCED_BODY;
-static const char fenced_del_script[] = "#!lua flags=allow-oom\n" FENCED_BODY;
+/* The writes themselves follow the fence's arguments, each as its
+ * argument count, then VERB KEY ARGS...: a Redis verb (HSET, HDEL, ZADD),
+ * or one of ours:
+ *  - "+ROWS"/"-ROWS" SET ARGS: a sorted table's puts or deletes, pairs of
+ *    a key's prefix enc(key) 0 and its new member ("" to delete it); the
+ *    member the key had is found in [prefix, enc(key) 1) and replaced;
+ *  - "DROP" SET PREFIX BUCKETS: deleted rows can leave a bucket empty
+ *    (Redis then drops its hash): its name leaves the sorted set.
+ * One script a transaction, not one a write: a script call costs ~10 us
+ * of Redis's time, a write inside it ~1.  Two scripts for one body: with
+ * puts the transaction is refused whole, before it runs, when Redis is out
+ * of memory; with deletes only it is not, so that deleting frees a full
+ * store.  (Every key is in the fence's slot: one partition's.) */
+#define APPLY_BODY                                                                      \
+	FENCE_CHECK                                                                     \
+	"local i = 2 "                                                                  \
+	"while i <= #ARGV do "                                                          \
+	"local n, verb, key = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2] "             \
+	"if verb == '+ROWS' or verb == '-ROWS' then "                                   \
+	"for j = i + 3, i + n, 2 do "                                                   \
+	"local lo, new = ARGV[j], ARGV[j + 1] "                                         \
+	"local hi = string.sub(lo, 1, -2) .. '\\1' "                                    \
+	"local old = redis.call('ZRANGE', key, '[' .. lo, '(' .. hi, 'BYLEX', "         \
+	"'LIMIT', 0, 1)[1] "                                                            \
+	"if old ~= new then "                                                           \
+	"if old then redis.call('ZREM', key, old) end "                                 \
+	"if new ~= '' then redis.call('ZADD', key, 0, new) end "                        \
+	"end end "                                                                      \
+	"elseif verb == 'DROP' then "                                                   \
+	"for j = i + 4, i + n do "                                                      \
+	"if redis.call('EXISTS', ARGV[i + 3] .. ARGV[j]) == 0 then "                    \
+	"redis.call('ZREM', key, ARGV[j]) end end "                                     \
+	"else redis.call(verb, key, unpack(ARGV, i + 3, i + n)) end "                   \
+	"i = i + n + 1 end return 0"
+static const char apply_puts_script[] = "#!lua\n" APPLY_BODY;
+static const char apply_dels_script[] = "#!lua flags=allow-oom\n" APPLY_BODY;
+
 /* The fence guarding the writes to partition P, into BUF (KEY_SIZE); its
  * length.  On a cluster P's own (a script stays in one slot; partition
  * 0's transaction goes first, and when it is refused no other is sent).
- * On one server partition 0's for all: the group is one transaction, and
- * every command checking the same fence makes it all or nothing, even in
- * a partition the group is the first to write (whose own fence a new
- * writer could not know to raise). */
+ * On one server partition 0's: the group is one transaction, refused
+ * whole, even in a partition the group is the first to write (whose own
+ * fence a new writer could not know to raise). */
 static size_t fence_name(const struct kv_redis *k, uint32_t p, char *buf)
 {
 	return redis_key(k->conn, k->kv.apart ? p : 0, REDIS_FENCE, buf, KEY_SIZE);
 }
 
-/* Start a fenced write VERB of KEY (in partition b->cur, whose fence is
- * FENCE): its arguments follow. */
-static void start_fenced(struct kv_redis *k, struct batch *b, const char *verb, bool del,
-			 const char *fence, size_t flen, const char *key, size_t keylen)
+/* Start a write VERB of KEY (apply_script's): its arguments follow. */
+static void start_write(struct batch *b, const char *verb, const char *key, size_t keylen)
 {
 	start_cmd(b);
-	add_arg(b, "EVAL", 4);
-	if (del)
-		add_arg(b, fenced_del_script, sizeof(fenced_del_script) - 1);
-	else
-		add_arg(b, fenced_put_script, sizeof(fenced_put_script) - 1);
-	add_arg(b, "2", 1);
-	add_arg(b, fence, flen);
-	add_arg(b, key, keylen);
-	add_arg(b, k->fence_gen, k->fence_gen_len);
 	add_arg(b, verb, strlen(verb));
+	add_arg(b, key, keylen);
 }
 
 /* The pending rows that are puts, or deletes (tombstones). */
@@ -1463,20 +1482,18 @@ static bool is_kind(const struct row *r, bool dels)
 	return (r->val == NULL) == dels;
 }
 
-/* Fenced commands "VERB KEY row-key [value] ..." for the rows from FIRST
- * up to END (NULL: the table's end) that are deletes (DELS) or puts,
- * SYNC_ROWS rows at most a command; VALUE: each key followed by its value
- * (HSET). */
-static void add_rows(struct kv_redis *k, struct batch *b, const char *verb,
-		     const struct bucket_name *bn, struct row *first, const struct row *end,
-		     bool dels, bool value)
+/* Writes "VERB KEY row-key [value] ..." for the rows from FIRST up to END
+ * (NULL: the table's end) that are deletes (DELS) or puts, SYNC_ROWS rows
+ * at most a write; VALUE: each key followed by its value (HSET). */
+static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
+		     struct row *first, const struct row *end, bool dels, bool value)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
 		if (!is_kind(r, dels))
 			continue;
 		if (in_cmd == 0)
-			start_fenced(k, b, verb, dels, bn->fence, bn->flen, bn->name, bn->len);
+			start_write(b, verb, key, keylen);
 		add_arg(b, r->key, r->klen);
 		if (value)
 			add_arg(b, r->val, r->vlen);
@@ -1489,24 +1506,6 @@ static void add_rows(struct kv_redis *k, struct batch *b, const char *verb,
 		end_cmd(b);
 }
 
-/* A sorted table's writes: KEYS[2] the set, ARGV pairs (after the
- * fence's) of a key's prefix enc(key) 0 and its new member ("" to delete
- * it).  The member the key had is found in [prefix, enc(key) 1) and
- * replaced.  Two scripts for one body, puts and deletes, as above. */
-#define SET_ROWS_BODY                                                                   \
-	FENCE_CHECK                                                                     \
-	"for i = 2, #ARGV, 2 do "                                                       \
-	"local lo, new = ARGV[i], ARGV[i + 1] "                                         \
-	"local hi = string.sub(lo, 1, -2) .. '\\1' "                                    \
-	"local old = redis.call('ZRANGE', KEYS[2], '[' .. lo, '(' .. hi, 'BYLEX', "     \
-	"'LIMIT', 0, 1)[1] "                                                            \
-	"if old ~= new then "                                                           \
-	"if old then redis.call('ZREM', KEYS[2], old) end "                             \
-	"if new ~= '' then redis.call('ZADD', KEYS[2], 0, new) end "                    \
-	"end end return 0"
-static const char put_rows_script[] = "#!lua\n" SET_ROWS_BODY;
-static const char del_rows_script[] = "#!lua flags=allow-oom\n" SET_ROWS_BODY;
-
 /* Room for a sorted table's pending rows as script arguments. */
 static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 {
@@ -1518,8 +1517,7 @@ static size_t sorted_bytes(struct kv_redis *k, enum kv_table t)
 
 /* A sorted set's name, made while a sync is built (args point into it). */
 struct zset_name {
-	char name[KEY_SIZE], fence[KEY_SIZE];
-	size_t flen;
+	char name[KEY_SIZE];
 };
 
 /* How many runs of one partition T's pending rows make, in key order (in
@@ -1536,12 +1534,11 @@ static size_t pending_runs(struct kv_redis *k, enum kv_table t)
 	return n;
 }
 
-/* A sorted table's pending deletes (DELS) or puts as script calls
- * (SCRIPT), one partition's sorted set each, their members built in *BUF
- * and their sets' names in *NAMES (both used up). */
+/* A sorted table's pending deletes (DELS: "-ROWS") or puts ("+ROWS"), one
+ * write a partition's sorted set (apply_script), their members built in
+ * *BUF and their sets' names in *NAMES (both used up). */
 static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t, bool dels,
-			    const char *script, size_t script_len, uint8_t **buf,
-			    struct zset_name **names)
+			    uint8_t **buf, struct zset_name **names)
 {
 	size_t in_cmd = 0, zlen = 0;
 	struct zset_name *z = NULL; /* the set of partition PART, the rows' last */
@@ -1557,17 +1554,9 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 			part = b->cur = p;
 			z = (*names)++;
 			zlen = zset_name(k, t, p, z->name);
-			z->flen = fence_name(k, p, z->fence);
 		}
-		if (in_cmd == 0) {
-			start_cmd(b);
-			add_arg(b, "EVAL", 4);
-			add_arg(b, script, script_len);
-			add_arg(b, "2", 1);
-			add_arg(b, z->fence, z->flen);
-			add_arg(b, z->name, zlen);
-			add_arg(b, k->fence_gen, k->fence_gen_len);
-		}
+		if (in_cmd == 0)
+			start_write(b, dels ? "-ROWS" : "+ROWS", z->name, zlen);
 		uint8_t *m = *buf;
 		size_t prefix = encode_key(r->key, r->klen, m);
 		if (r->val && r->vlen)
@@ -1590,21 +1579,9 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t,
 			    uint8_t **buf, struct zset_name **names)
 {
-	add_member_rows(k, b, t, false, put_rows_script, sizeof(put_rows_script) - 1, buf,
-			names);
-	add_member_rows(k, b, t, true, del_rows_script, sizeof(del_rows_script) - 1, buf,
-			names);
+	add_member_rows(k, b, t, false, buf, names);
+	add_member_rows(k, b, t, true, buf, names);
 }
-
-/* Deleted rows can leave a bucket empty (Redis then drops its hash): its
- * name leaves the sorted set.  Fenced; KEYS[2] the set, ARGV[2] the
- * hashes' prefix, the rest the buckets deletes touched. */
-static const char drop_empty_script[] =
-	"#!lua flags=allow-oom\n" FENCE_CHECK
-	"for i = 3, #ARGV do "
-	"if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then "
-	"redis.call('ZREM', KEYS[2], ARGV[i]) end end return 0";
-
 
 /* The pending rows from R up to the next bucket's; *NAME made KEY's. */
 static struct row *bucket_end(struct kv_redis *k, enum kv_table t, struct row *r,
@@ -1634,10 +1611,9 @@ static size_t pending_buckets(struct kv_redis *k, enum kv_table t)
 	return n;
 }
 
-/* The script dropping the empty buckets among NAMES[0..N) (one
- * partition's), if deletes touched any. */
-static void drop_empty_buckets(struct kv_redis *k, struct batch *b,
-			       const struct bucket_name *names, size_t n)
+/* The write dropping the empty buckets among NAMES[0..N) (one
+ * partition's), if deletes touched any: "DROP" (apply_script). */
+static void drop_empty_buckets(struct batch *b, const struct bucket_name *names, size_t n)
 {
 	bool dels = false;
 	for (size_t i = 0; i < n && !dels; i++)
@@ -1645,13 +1621,7 @@ static void drop_empty_buckets(struct kv_redis *k, struct batch *b,
 	if (!dels)
 		return;
 	b->cur = names[0].part;
-	start_cmd(b);
-	add_arg(b, "EVAL", 4);
-	add_arg(b, drop_empty_script, sizeof(drop_empty_script) - 1);
-	add_arg(b, "2", 1);
-	add_arg(b, names[0].fence, names[0].flen);
-	add_arg(b, names[0].zset, names[0].zlen);
-	add_arg(b, k->fence_gen, k->fence_gen_len);
+	start_write(b, "DROP", names[0].zset, names[0].zlen);
 	add_arg(b, names[0].name, names[0].pre);
 	for (size_t i = 0; i < n; i++)
 		if (names[i].dels)
@@ -1672,20 +1642,19 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		struct bucket_name *bn = &names[n];
 		struct row *end = bucket_end(k, t, r, bn);
 		bn->zlen = zset_name(k, t, bn->part, bn->zset);
-		bn->flen = fence_name(k, bn->part, bn->fence);
 		if (n > run && bn->part != names[run].part) {
-			drop_empty_buckets(k, b, names + run, n - run);
+			drop_empty_buckets(b, names + run, n - run);
 			run = n;
 		}
 		n++;
 		b->cur = bn->part;
-		add_rows(k, b, "HSET", bn, r, end, false, true);
-		add_rows(k, b, "HDEL", bn, r, end, true, false);
+		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
+		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;
 		if (puts) {
-			start_fenced(k, b, "ZADD", false, bn->fence, bn->flen, bn->zset, bn->zlen);
+			start_write(b, "ZADD", bn->zset, bn->zlen);
 			add_arg(b, "0", 1);
 			add_arg(b, bn->name + bn->pre, bn->len - bn->pre);
 			end_cmd(b);
@@ -1693,7 +1662,7 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		r = end;
 	}
 	if (n > run)
-		drop_empty_buckets(k, b, names + run, n - run);
+		drop_empty_buckets(b, names + run, n - run);
 	return n;
 }
 
@@ -1958,9 +1927,65 @@ static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, si
 	return 0;
 }
 
-/* Send B's commands of partition P (every command, with ALL) as one
- * MULTI/EXEC to the server of P, then WAIT for its replicas.  With
- * followers listening, the transaction publishes its rows' keys too. */
+/* One write of apply_script's: does it add (so that Redis refuses it when
+ * out of memory)? */
+static bool adds(const struct redis_cmd *c)
+{
+	return !strcmp(c->argv[0], "HSET") || !strcmp(c->argv[0], "ZADD") ||
+	       !strcmp(c->argv[0], "+ROWS");
+}
+
+/* The fenced script applying B's writes of partition P (every one, with
+ * ALL), into *CMD: its arguments in *ARGV and *LENS, the writes' counts
+ * in *COUNTS (all three for the caller to free), the fence's name in
+ * FENCE (KEY_SIZE). */
+static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
+		       char *fence, struct redis_cmd *cmd, const char ***argv, size_t **lens,
+		       char (**counts)[12])
+{
+	size_t nargs = 5, ncmds = 0;
+	bool puts = false;
+	for (size_t i = 0; i < b->ncmds; i++) {
+		if (all || b->part[i] == p) {
+			nargs += 1 + (size_t)b->cmds[i].argc;
+			ncmds++;
+			puts = puts || adds(&b->cmds[i]);
+		}
+	}
+	*argv = malloc(nargs * sizeof(**argv));
+	*lens = malloc(nargs * sizeof(**lens));
+	*counts = malloc((ncmds + 1) * sizeof(**counts));
+	if (!*argv || !*lens || !*counts)
+		return -ENOMEM;
+	const char **a = *argv;
+	size_t *l = *lens, n = 0, c = 0;
+	a[n] = "EVAL", l[n++] = 4;
+	if (puts)
+		a[n] = apply_puts_script, l[n++] = sizeof(apply_puts_script) - 1;
+	else
+		a[n] = apply_dels_script, l[n++] = sizeof(apply_dels_script) - 1;
+	a[n] = "1", l[n++] = 1;
+	a[n] = fence, l[n++] = fence_name(k, p, fence);
+	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
+	for (size_t i = 0; i < b->ncmds; i++) {
+		const struct redis_cmd *w = &b->cmds[i];
+		if (!all && b->part[i] != p)
+			continue;
+		assert(w->argc >= 2); /* VERB KEY [ARGS] */
+		a[n] = (*counts)[c];
+		l[n++] = (size_t)snprintf((*counts)[c++], sizeof(**counts), "%d", w->argc);
+		for (int j = 0; j < w->argc; j++)
+			a[n] = w->argv[j], l[n++] = w->argvlen[j];
+	}
+	assert(n == nargs && c == ncmds);
+	*cmd = (struct redis_cmd){(int)n, a, l};
+	return 0;
+}
+
+/* Send B's writes of partition P (every one, with ALL) as one fenced
+ * script in a MULTI/EXEC to the server of P, then WAIT for its replicas.
+ * With followers listening, the transaction publishes its rows' keys
+ * too. */
 static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
 			    struct redis_cmd *tx, redisReply **replies)
 {
@@ -1972,11 +1997,19 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 		rc = redis_replicas_fresh(k->conn, p, &replicas);
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -ENOMEM ? rc : -EIO;
+	char fence[KEY_SIZE];
+	const char **argv = NULL;
+	size_t *lens = NULL;
+	char(*counts)[12] = NULL;
 	size_t m = 0;
 	tx[m++] = (struct redis_cmd){1, multi, multi_len};
-	for (size_t i = 0; i < b->ncmds; i++)
-		if (all || b->part[i] == p)
-			tx[m++] = b->cmds[i];
+	rc = build_apply(k, b, p, all, fence, &tx[m++], &argv, &lens, &counts);
+	if (rc) {
+		free(argv);
+		free(lens);
+		free(counts);
+		return rc;
+	}
 	size_t exec = m;
 	tx[m++] = (struct redis_cmd){1, exec_, exec_len};
 	/* the notice after the EXEC, in the same round trip: a refused
@@ -1997,6 +2030,9 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
 	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
 	free(notice);
+	free(argv);
+	free(lens);
+	free(counts);
 	if (rc)
 		return rc;
 	if (published < waited && replies[published]->type == REDIS_REPLY_ERROR) {
@@ -2057,9 +2093,9 @@ static int confirm_waits(struct kv_redis *k)
  * writes set rows to values, so sending one twice does no harm). */
 static int send_group(struct kv_redis *k, const struct batch *b)
 {
-	/* MULTI, the commands, a PUBLISH, EXEC, WAIT */
-	struct redis_cmd *tx = malloc((b->ncmds + 4) * sizeof(*tx));
-	redisReply **replies = calloc(b->ncmds + 4, sizeof(*replies));
+	/* MULTI, the script, EXEC, a PUBLISH, WAIT */
+	struct redis_cmd *tx = malloc(5 * sizeof(*tx));
+	redisReply **replies = calloc(5, sizeof(*replies));
 	uint32_t *parts = NULL;
 	size_t nparts = 0;
 	int rc = tx && replies ? 0 : -ENOMEM;
@@ -2130,11 +2166,11 @@ static int kvr_sync(struct kv *kv)
 		return rc;
 	}
 	/* first the partitions that get their first rows: a scan finds them */
-	char parts_key[KEY_SIZE], parts_fence[KEY_SIZE];
+	char parts_key[KEY_SIZE];
 	if (fresh_parts) {
 		b.cur = 0;
-		start_fenced(k, &b, "ZADD", false, parts_fence, fence_name(k, 0, parts_fence),
-			     parts_key, redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
+		start_write(&b, "ZADD", parts_key,
+			    redis_key(k->conn, 0, "partitions", parts_key, KEY_SIZE));
 		for (size_t i = 0; i < fresh_parts; i++) {
 			add_arg(&b, nums[i].text, strlen(nums[i].text));
 			add_arg(&b, nums[i].text, strlen(nums[i].text));
