@@ -132,6 +132,10 @@ def main():
             ratios = [f"{x / statistics.median(native.rates[w]):.3f}" if native else "-"
                       for x, w in ((st, "stat"), (rd, "read"))]
             print(f"{t.name:<16}{s:>8.0f}{st:>20.0f}{ratios[0]:>8}{rd:>20.0f}{ratios[1]:>8}")
+        print("\nevery round (per second)")
+        for t in targets:
+            print(f"  {t.name:<14} " + "; ".join(
+                f"{w} " + " ".join(f"{x:.0f}" for x in t.rates[w]) for w in t.rates))
         print("\nFUSE requests per key (last round; release is sent after close returns)")
         for t in targets:
             for what in ("set", "stat", "read"):
