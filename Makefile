@@ -4,6 +4,8 @@
 #   make test        build and run every test (C unit tests, then bats)
 #   make sanitize    the same tests with ASan + UBSan builds
 #   make bench       nadbfs side by side with passthrough_ll and the bare disk
+#   make bench-statafter   stat and read right after write, and set (< 1 min;
+#                    BENCH_AGAINST=DIR puts another build's nadbfs beside it)
 #   make install     nadbfs, nadb, their man pages and examples under PREFIX
 #                    (default /usr/local), staged in DESTDIR if set
 #   make uninstall   remove what make install put there
@@ -55,7 +57,7 @@ DEB_PKGS = build-essential pkg-config fuse3 libfuse3-dev liblmdb-dev \
 STORE   ?= data
 MNT     ?= mnt
 
-.PHONY: all test unit bats sanitize run deps stop bench bench-quick clean \
+.PHONY: all test unit bats sanitize run deps stop bench bench-quick bench-statafter clean \
         install uninstall
 
 all: $(BUILD)/nadbfs $(BUILD)/nadb $(UNIT_BIN) $(BENCH_BIN)
@@ -124,12 +126,17 @@ stop:
 
 bench: all
 	tools/bench.sh
+	tools/bench-statafter.py --build this=$(BUILD) | tee $(BUILD)/bench/statafter.txt
 	@if command -v redis-server >/dev/null; then \
 		tools/bench-cluster.sh --build $(BUILD) --out $(BUILD)/bench/cluster.md; \
 	else echo "bench: no redis-server: skipping tools/bench-cluster.sh"; fi
 
 bench-quick: all
 	tools/bench.sh --quick
+
+bench-statafter: all
+	tools/bench-statafter.py --build this=$(BUILD) \
+		$(if $(BENCH_AGAINST),--build other=$(BENCH_AGAINST))
 
 # What make install puts where; make uninstall removes exactly these.
 MAN1      = fs/nadbfs.1 tools/nadb.1

@@ -600,13 +600,25 @@ static void want_if_capable(struct fuse_conn_info *conn, unsigned cap)
 
 static void nadbfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct nadbfs *fs = userdata;
 	/* Off: NFS export (lookups of "." and ".." by handle), write-back
-	 * caching (we want every write, in order), ACLs (mode bits only) and
-	 * KILLPRIV (the kernel clears set-id bits on write, chown and
-	 * truncate; we cannot tell whether a caller may keep them). */
+	 * caching (we want every write, in order; and it would not spare the
+	 * GETATTR of a stat after close, as fuse_flush() then marks
+	 * STATX_BLOCKS stale), ACLs (mode bits only) and KILLPRIV (the kernel
+	 * clears set-id bits on write, chown and truncate; we cannot tell
+	 * whether a caller may keep them). */
 	conn->want &= ~(unsigned)(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_POSIX_ACL | FUSE_CAP_HANDLE_KILLPRIV);
+	/* A writer's values change only through this kernel's page cache, or
+	 * with a notice that drops the pages before the change is told
+	 * (/.ctl, a commit that failed, an O_DIRECT write): so the pages of a
+	 * value just written stay cached.  With AUTO_INVAL_DATA (libfuse's
+	 * default) the kernel drops them at the first GETATTR after a write,
+	 * since the mtime it holds differs from ours, and the first read of
+	 * a value just written costs a READ.  A follower's writer is
+	 * elsewhere: it keeps it. */
+	if (!nadb_store_is_follower(fs->store))
+		conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	want_if_capable(conn, FUSE_CAP_ASYNC_READ);
 	want_if_capable(conn, FUSE_CAP_ATOMIC_O_TRUNC); /* O_TRUNC reaches open */
 	/* A symlink's target never changes (only the link is replaced). */
@@ -874,6 +886,33 @@ static void nadbfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
+			      uint64_t ino);
+static void notifier_wait(void *ctx);
+
+/* A commit failed (ENOSPC, say): the key keeps its stored value, but the
+ * kernel holds the pages and size of the writes that went in; with
+ * keep_cache a later reader would see them.  Have them dropped (from the
+ * notifier's thread: the kernel may hold page locks for this request).
+ * True when a notice was queued. */
+static bool commit_failed(fuse_req_t req, fuse_ino_t ino, int rc)
+{
+	if (rc >= 0 || rc == -EBADF)
+		return false;
+	queue_reaped_name(&fs_of(req)->notifier, 0, "", ino);
+	return true;
+}
+
+/* Have the kernel drop INO's cached pages and attributes before REQ is
+ * answered (at most NOTIFY_WAIT_MS): for requests whose caller holds no
+ * page lock (a write on an O_DIRECT handle; a flush). */
+static void drop_cached_pages(fuse_req_t req, fuse_ino_t ino)
+{
+	struct nadbfs *fs = fs_of(req);
+	queue_reaped_name(&fs->notifier, 0, "", ino);
+	notifier_wait(&fs->notifier);
+}
+
 static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			 size_t size, off_t off, struct fuse_file_info *fi)
 {
@@ -881,12 +920,17 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (special_write(sp, req, ino, buf, size, fi))
 		return;
 	struct nadb_file *f = file_of(fi);
-	(void)ino;
 	if (!f) {
 		reply_err(req, EBADF);
 		return;
 	}
 	ssize_t n = nadb_file_write(f, buf, size, off);
+	/* An O_DIRECT write bypasses the page cache, and the kernel drops the
+	 * range's pages only before sending it: a buffered read meanwhile
+	 * can have cached what it replaces.  Drop them again before the
+	 * write returns (see nadbfs_init: the kernel does not check mtimes). */
+	if (n > 0 && (fi->flags & O_DIRECT) && !fi->writepage)
+		drop_cached_pages(req, ino);
 	if (n < 0)
 		reply_err(req, (int)-n);
 	else
@@ -901,19 +945,6 @@ static void with_file(fuse_req_t req, struct fuse_file_info *fi,
 	reply_status(req, f ? call(f) : -EBADF);
 }
 
-static void queue_reaped_name(void *ctx, uint64_t parent, const char *name,
-			      uint64_t ino);
-
-/* A commit failed (ENOSPC, say): the key keeps its stored value, but the
- * kernel holds the pages and size of the writes that went in; with
- * keep_cache a later reader would see them.  Have them dropped (from the
- * notifier's thread: the kernel may hold page locks for this request). */
-static void commit_failed(fuse_req_t req, fuse_ino_t ino, int rc)
-{
-	if (rc < 0 && rc != -EBADF)
-		queue_reaped_name(&fs_of(req)->notifier, 0, "", ino);
-}
-
 /* Every close(2) of a descriptor: the content becomes the key's value. */
 static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -924,7 +955,10 @@ static void nadbfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	}
 	struct nadb_file *f = file_of(fi);
 	int rc = f ? nadb_file_commit(f) : -EBADF;
-	commit_failed(req, ino, rc);
+	/* close(2) returns once the pages are gone: a reader that opens the
+	 * key afterwards reads its stored value (see nadbfs_init). */
+	if (commit_failed(req, ino, rc))
+		notifier_wait(&fs_of(req)->notifier);
 	reply_status(req, rc);
 }
 

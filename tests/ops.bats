@@ -650,6 +650,47 @@ EOF
 	cmp "$T/ref" <(dd if="$NS/k" bs=4096 iflag=direct status=none)
 }
 
+# READ requests the daemon has answered, its own .stats reads included.
+reads_answered() {
+	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["ops"]["read"]["count"])' \
+		"$MNT/.stats"
+}
+
+# The kernel keeps the pages a write filled whole (not a partial last page).
+@test "a value just written is read back from the kernel's cache, not the daemon" {
+	head -c 12288 /dev/urandom >"$T/ref"
+	cp "$T/ref" "$NS/k"
+	a=$(reads_answered)
+	b=$(reads_answered) # the cost of reading .stats itself
+	cmp "$T/ref" "$NS/k"
+	[ "$(stat -c %s "$NS/k")" = 12288 ]
+	c=$(reads_answered)
+	[ $((c - b)) -eq $((b - a)) ]
+}
+
+@test "a cached key reads back its new bytes after O_TRUNC, truncate or an O_DIRECT write" {
+	head -c 8192 /dev/zero | tr '\0' A >"$NS/k"
+	cat "$NS/k" >/dev/null # cached
+	"$PY" - "$NS/k" <<'EOF2'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.pwrite(fd, b"x" * 100, 0)
+os.pwrite(fd, b"y" * 100, 200)
+os.close(fd)
+EOF2
+	cmp "$NS/k" <(head -c 100 /dev/zero | tr '\0' x; head -c 100 /dev/zero
+		head -c 100 /dev/zero | tr '\0' y)
+	truncate -s 150 "$NS/k"
+	printf z | dd of="$NS/k" bs=1 seek=300 conv=notrunc status=none
+	cmp "$NS/k" <(head -c 100 /dev/zero | tr '\0' x; head -c 200 /dev/zero
+		printf z)
+	head -c 8192 /dev/urandom >"$T/ref"
+	head -c 8192 /dev/zero >"$NS/d"
+	cat "$NS/d" >/dev/null # cached
+	dd if="$T/ref" of="$NS/d" bs=4096 oflag=direct conv=notrunc status=none
+	cmp "$T/ref" "$NS/d"
+}
+
 @test "fallocate -l 1M makes a 1 MiB key of zeros" {
 	fallocate -l 1M "$NS/k"
 	[ "$(stat -c %s "$NS/k")" = 1048576 ]
