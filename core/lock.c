@@ -200,8 +200,8 @@ static int redis_write(struct nadb_store *st, const char *text)
 	int rc = redis_store_lock_retext(r->conn, r->text, text, REDIS_LOCK_TTL_MS);
 	if (rc == 0)
 		snprintf(r->text, sizeof(r->text), "%s", text);
-	else
-		atomic_store(&st->lock_lost, true);
+	else if (rc == -ENOLCK)
+		store_lose_lock(st, "it says another daemon holds it");
 	return rc;
 }
 
@@ -307,7 +307,7 @@ static void *keep_redis_lock(void *arg)
 		uint64_t sent = redis_now_ms();
 		int rc = redis_store_lock_refresh(r->conn, r->text, REDIS_LOCK_TTL_MS);
 		if (rc == -ENOLCK)
-			atomic_store(&st->lock_lost, true);
+			store_lose_lock(st, "it expired and another daemon took it");
 		else if (rc == 0)
 			extend_lease(st, sent);
 	}
@@ -361,6 +361,27 @@ int lock_store(struct nadb_store *st, const char *arg)
 	if (rc)
 		unlock_store(st, false);
 	return rc;
+}
+
+void store_lose_lock(struct nadb_store *st, const char *why)
+{
+	if (atomic_exchange(&st->lock_lost, true))
+		return;
+	nadb_log("%s: the store is another daemon's now (%s): changing nothing more, "
+		 "and serving nothing (it may be stale)", st->dir, why);
+	if (st->on_lost)
+		st->on_lost(st->on_lost_ctx);
+}
+
+void nadb_store_on_lost(struct nadb_store *st, void (*fn)(void *ctx), void *ctx)
+{
+	st->on_lost = fn;
+	st->on_lost_ctx = ctx;
+}
+
+bool nadb_store_lost(const struct nadb_store *st)
+{
+	return atomic_load(&st->lock_lost);
 }
 
 long long lock_generation(const struct nadb_store *st)

@@ -102,7 +102,7 @@ static int sync_group(struct nadb_store *st)
 		return -EIO;
 	int rc = st->kv->ops->sync(st->kv);
 	if (rc == -ENOLCK) {
-		atomic_store(&st->lock_lost, true);
+		store_lose_lock(st, "a sync was fenced off");
 		rc = -EIO;
 	}
 	return rc;

@@ -60,7 +60,10 @@ struct nadb_store {
 	                without its password (nadb_store_name) */
 	int lock_fd; /* a directory's STORE/lock, flock'ed; else -1 */
 	struct redis_lock *rlock; /* a Redis store's lock and its keeper */
-	atomic_bool lock_lost;    /* the Redis lock expired under us: no more steps */
+	atomic_bool lock_lost;    /* the Redis lock is another's: no more steps
+				     (set by store_lose_lock only) */
+	void (*on_lost)(void *ctx); /* nadb_store_on_lost; set before serving */
+	void *on_lost_ctx;
 	struct nadb_options opt;
 	size_t chunk_size;
 	struct kv *kv;
@@ -181,6 +184,9 @@ void unlock_store(struct nadb_store *st, bool held);
  * its holder stops acknowledging changes and sends no more syncs.  0, or
  * -EIO (logged once a lapse) until a renewal gets through. */
 int lock_lease_check(struct nadb_store *st);
+/* ST's Redis lock is another's now (WHY, logged the first time, with a
+ * call of st->on_lost): no more steps or syncs. */
+void store_lose_lock(struct nadb_store *st, const char *why);
 /* The generation of the Redis store lock ST holds (0: none). */
 long long lock_generation(const struct nadb_store *st);
 /* Does a daemon serving a mount hold the lock of the Redis store URL

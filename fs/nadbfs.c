@@ -67,6 +67,8 @@
  * kernel cache nothing: one may carry what the follower read just before
  * the change, and would outlive the notice that was to drop it. */
 #define FOLLOWER_RACE_NS 50000000LL
+/* Exit status of a writer whose store became another daemon's (nadbfs.1). */
+#define EXIT_LOST 3
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
 
@@ -1975,6 +1977,16 @@ static void stop_threads(struct nadbfs *fs, const char *mountpoint)
 	nadb_store_stop_flusher(fs->store);
 }
 
+/* The store is another daemon's now (core/lock.c): what this mount would
+ * serve may be stale and nothing can be changed, so it goes away as on
+ * SIGTERM (fuse_set_signal_handlers) -- the kernel's caches with it -- and
+ * the exit status says why.  Mounted again, it follows the new writer. */
+static void store_lost(void *ctx)
+{
+	(void)ctx;
+	kill(getpid(), SIGTERM);
+}
+
 /* Open, mount, serve until unmounted or signalled, close.  Returns the
  * exit status. */
 static int run(struct nadbfs *fs, struct fuse_args *args,
@@ -2017,6 +2029,7 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	if (fuse_session_mount(se, opts->mountpoint) != 0)
 		goto out_signals;
 	nadb_store_note_mount(fs->store, opts->mountpoint);
+	nadb_store_on_lost(fs->store, store_lost, NULL);
 	int rc = start_threads(fs, se);
 	if (rc < 0)
 		goto out_threads;
@@ -2034,13 +2047,18 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
 		nadb_log("session loop failed: %s", strerror(-rc));
+	if (nadb_store_lost(fs->store)) {
+		nadb_log("%s: unmounting %s: the store is another daemon's now", fs->store_arg,
+			 opts->mountpoint);
+		status = EXIT_LOST;
+	}
 out_threads:
 	stop_threads(fs, opts->mountpoint);
 	rc = nadb_store_close(fs->store); /* commits open files, syncs */
 	fs->store = NULL;
 	if (rc < 0) {
 		nadb_log("%s: closing the store failed: %s", fs->store_arg, strerror(-rc));
-		status = 1;
+		status = status == EXIT_LOST ? status : 1;
 	}
 	fuse_session_unmount(se);
 out_signals:
