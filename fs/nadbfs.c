@@ -1659,7 +1659,11 @@ static void notifier_wait(void *ctx)
 	while (n->running && !atomic_load(&n->stop) && n->told < want &&
 	       pthread_cond_timedwait(&n->done, &n->lock, &until) == 0)
 		;
+	bool late = n->running && !atomic_load(&n->stop) && n->told < want;
 	pthread_mutex_unlock(&n->lock);
+	if (late) /* the kernel was busy (page or directory locks): rare */
+		nadb_log("the kernel took over %d ms to drop what it cached: answering "
+			 "before it has", NOTIFY_WAIT_MS);
 }
 
 static void free_reaped_names(struct reaped_name *r)

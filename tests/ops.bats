@@ -658,14 +658,16 @@ reads_answered() {
 
 # The kernel keeps the pages a write filled whole (not a partial last page).
 @test "a value just written is read back from the kernel's cache, not the daemon" {
-	head -c 12288 /dev/urandom >"$T/ref"
+	# 1 MiB: read from the daemon it would take 8 READs or more
+	head -c 1048576 /dev/urandom >"$T/ref"
 	cp "$T/ref" "$NS/k"
 	a=$(reads_answered)
-	b=$(reads_answered) # the cost of reading .stats itself
+	b=$(reads_answered) # the cost of reading .stats itself (2 or 3 READs)
 	cmp "$T/ref" "$NS/k"
-	[ "$(stat -c %s "$NS/k")" = 12288 ]
+	[ "$(stat -c %s "$NS/k")" = 1048576 ]
 	c=$(reads_answered)
-	[ $((c - b)) -eq $((b - a)) ]
+	echo "reads: .stats $((b - a)), .stats and the value $((c - b))"
+	[ $(((c - b) - (b - a))) -le 1 ]
 }
 
 @test "a cached key reads back its new bytes after O_TRUNC, truncate or an O_DIRECT write" {
