@@ -2,7 +2,8 @@
 # bench-cluster.sh -- nadbfs on one Redis server and on a Redis Cluster of
 # 3 primaries, side by side:
 #  - creates, stats and reads of small keys spread over several
-#    namespaces, one daemon;
+#    namespaces, one daemon, and sets each fsync'd (one sync, one fenced
+#    transaction, each: kv_redis.c);
 #  - the same store mounted by 1, 2 and 4 daemons (one writer, the others
 #    following it, core/follow.c): the writer creates the keys, then
 #    every mount stats and reads all of them at once, one client each;
@@ -18,6 +19,7 @@
 # always, files in a temp folder) and stopped at the end, whatever happens.
 set -u
 KEYS=2000      # keys a repetition creates, stats and reads
+FSYNCS=300     # keys a repetition then sets, each fsync'd before the next
 REPS=3         # repetitions; medians are reported
 NAMESPACES=4   # the keys are spread over this many namespaces
 PROPAGATIONS=300 # overwrites timed from the writer's close to a follower's read
@@ -93,14 +95,16 @@ done
 
 declare -A URL=([single]="redis://127.0.0.1:$single" [cluster]="redis://127.0.0.1:${PORTS[1]}")
 
-# One repetition of TARGET on a fresh store: "creates stats reads" per second.
+# One repetition of TARGET on a fresh store: "creates stats reads fsyncs"
+# per second (fsyncs: FSYNCS new keys, each fsync'd before the next: one
+# sync, one transaction, each).
 run_one() {
 	local target=$1 rep=$2 mnt=$TMP/mnt-$1
 	mkdir -p "$mnt"
 	"$BUILD/nadbfs" -o "log=$TMP/$target.log" "${URL[$target]}/r$rep" "$mnt" || return 1
-	python3 - "$mnt" "$KEYS" "$NAMESPACES" <<'EOF'
+	python3 - "$mnt" "$KEYS" "$NAMESPACES" "$FSYNCS" <<'EOF'
 import os, sys, time
-mnt, n, nns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mnt, n, nns, nf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 dirs = [os.path.join(mnt, "bench", "ns%d" % i) for i in range(nns)]
 for d in dirs:
     os.makedirs(d)
@@ -121,7 +125,14 @@ for p in paths:
     with open(p, "rb") as f:
         f.read()
 reads = n / (time.monotonic() - t)
-print("%.0f %.0f %.0f" % (creates, stats, reads))
+t = time.monotonic()
+for i in range(nf):
+    fd = os.open(os.path.join(dirs[i % nns], "f%d" % i), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, value)
+    os.fsync(fd)
+    os.close(fd)
+fsyncs = nf / (time.monotonic() - t)
+print("%.0f %.0f %.0f %.0f" % (creates, stats, reads, fsyncs))
 EOF
 	local rc=$?
 	fusermount3 -u "$mnt"
@@ -260,11 +271,11 @@ import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    if len(f) == 4:
+    if len(f) == 5:
         rows.setdefault(f[0], []).append(list(map(float, f[1:])))
-print("| nadbfs, 1 daemon, %s keys of 100 B in %s namespaces, medians of %s | creates/s | stats/s | reads/s |"
+print("| nadbfs, 1 daemon, %s keys of 100 B in %s namespaces, medians of %s | creates/s | stats/s | reads/s | fsync'd sets/s |"
       % (sys.argv[2], sys.argv[3], sys.argv[4]))
-print("|---|---:|---:|---:|")
+print("|---|---:|---:|---:|---:|")
 for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 3 primaries")):
     if name in rows:
         med = [statistics.median(c) for c in zip(*rows[name])]
