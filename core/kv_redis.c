@@ -1376,15 +1376,6 @@ struct batch {
 	uint32_t cur;
 };
 
-/* A bucket's hash and its partition's sorted set of bucket names, named
- * while a sync is built (the args point into them). */
-struct bucket_name {
-	char name[KEY_SIZE], zset[KEY_SIZE];
-	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
-	uint32_t part;
-	bool dels; /* rows of it are deleted */
-};
-
 static void add_arg(struct batch *b, const void *arg, size_t len)
 {
 	b->argv[b->nargs] = arg;
@@ -1414,12 +1405,15 @@ static void end_cmd(struct batch *b)
  * (kv_redis_set_fence), so a late sync of the one before it writes
  * nothing. */
 #define FENCE_ERROR "NADBFENCED"
-#define FENCE_CHECK                                                                     \
+/* f the fence (a damaged one reads as 0), g our generation; raise: to g. */
+#define FENCE_READ                                                                      \
 	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "                   \
-	"local g = tonumber(ARGV[1]) "                                                  \
+	"local g = tonumber(ARGV[1]) "
+#define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
+#define FENCE_CHECK                                                                     \
+	FENCE_READ                                                                      \
 	"if f > g then return redis.error_reply('" FENCE_ERROR " the store lock is "    \
-	"held by a later writer') end "                                                 \
-	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
+	"held by a later writer') end " FENCE_RAISE
 /* The writes themselves follow the fence's arguments, each as its
  * argument count, then VERB KEY ARGS...: a Redis verb (HSET, HDEL, ZADD),
  * or one of ours:
@@ -1583,6 +1577,15 @@ static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 	add_member_rows(k, b, t, true, buf, names);
 }
 
+/* A bucket's hash and its partition's sorted set of bucket names, named
+ * while a sync is built (the args point into them). */
+struct bucket_name {
+	char name[KEY_SIZE], zset[KEY_SIZE];
+	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
+	uint32_t part;
+	bool dels; /* rows of it are deleted */
+};
+
 /* The pending rows from R up to the next bucket's; *NAME made KEY's. */
 static struct row *bucket_end(struct kv_redis *k, enum kv_table t, struct row *r,
 			      struct bucket_name *name)
@@ -1674,11 +1677,10 @@ static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_
 	size_t rows = k->pending.rows;
 	/* per table: 4 commands, more every SYNC_ROWS rows and per partition
 	 * run (two scripts); per bucket: 3 (HSET, HDEL, ZADD) and its name
-	 * twice, and at most one script dropping empty ones; each command
-	 * fenced (8 arguments at most before its own) */
+	 * twice, and at most one script dropping empty ones */
 	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 4 * buckets +
 		       KV_NTABLES + extra;
-	size_t nargs = 4 * rows + 2 * buckets + 8 * ncmds + extra * 8 + extra_args;
+	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->part = malloc(ncmds * sizeof(*b->part));
 	b->argv = malloc(nargs * sizeof(*b->argv));
@@ -1779,11 +1781,7 @@ static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
  * writer's is there already.  (A script's error reply would be logged as
  * a failure: this one answers 0 for "fenced out", 1 for "ours".) */
 static const char raise_fence_script[] =
-	"#!lua flags=allow-oom\n"
-	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "
-	"local g = tonumber(ARGV[1]) "
-	"if f > g then return 0 end "
-	"if f < g then redis.call('SET', KEYS[1], ARGV[1]) end return 1";
+	"#!lua flags=allow-oom\n" FENCE_READ "if f > g then return 0 end " FENCE_RAISE "return 1";
 
 static int raise_fence(struct kv_redis *k, uint32_t p)
 {
@@ -1935,13 +1933,25 @@ static bool adds(const struct redis_cmd *c)
 	       !strcmp(c->argv[0], "+ROWS");
 }
 
+/* The fenced script of one transaction, and what its arguments point to. */
+struct apply {
+	const char **argv;
+	size_t *lens;
+	char (*counts)[12]; /* each write's argument count, as text */
+	char fence[KEY_SIZE];
+};
+
+static void free_apply(struct apply *ap)
+{
+	free(ap->argv);
+	free(ap->lens);
+	free(ap->counts);
+}
+
 /* The fenced script applying B's writes of partition P (every one, with
- * ALL), into *CMD: its arguments in *ARGV and *LENS, the writes' counts
- * in *COUNTS (all three for the caller to free), the fence's name in
- * FENCE (KEY_SIZE). */
+ * ALL), into *CMD, built in AP (free_apply it, whatever this returns). */
 static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
-		       char *fence, struct redis_cmd *cmd, const char ***argv, size_t **lens,
-		       char (**counts)[12])
+		       struct apply *ap, struct redis_cmd *cmd)
 {
 	size_t nargs = 5, ncmds = 0;
 	bool puts = false;
@@ -1952,28 +1962,28 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 			puts = puts || adds(&b->cmds[i]);
 		}
 	}
-	*argv = malloc(nargs * sizeof(**argv));
-	*lens = malloc(nargs * sizeof(**lens));
-	*counts = malloc((ncmds + 1) * sizeof(**counts));
-	if (!*argv || !*lens || !*counts)
+	ap->argv = malloc(nargs * sizeof(*ap->argv));
+	ap->lens = malloc(nargs * sizeof(*ap->lens));
+	ap->counts = malloc((ncmds + 1) * sizeof(*ap->counts));
+	if (!ap->argv || !ap->lens || !ap->counts)
 		return -ENOMEM;
-	const char **a = *argv;
-	size_t *l = *lens, n = 0, c = 0;
+	const char **a = ap->argv;
+	size_t *l = ap->lens, n = 0, c = 0;
 	a[n] = "EVAL", l[n++] = 4;
 	if (puts)
 		a[n] = apply_puts_script, l[n++] = sizeof(apply_puts_script) - 1;
 	else
 		a[n] = apply_dels_script, l[n++] = sizeof(apply_dels_script) - 1;
 	a[n] = "1", l[n++] = 1;
-	a[n] = fence, l[n++] = fence_name(k, p, fence);
+	a[n] = ap->fence, l[n++] = fence_name(k, p, ap->fence);
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
 	for (size_t i = 0; i < b->ncmds; i++) {
 		const struct redis_cmd *w = &b->cmds[i];
 		if (!all && b->part[i] != p)
 			continue;
 		assert(w->argc >= 2); /* VERB KEY [ARGS] */
-		a[n] = (*counts)[c];
-		l[n++] = (size_t)snprintf((*counts)[c++], sizeof(**counts), "%d", w->argc);
+		a[n] = ap->counts[c];
+		l[n++] = (size_t)snprintf(ap->counts[c++], sizeof(*ap->counts), "%d", w->argc);
 		for (int j = 0; j < w->argc; j++)
 			a[n] = w->argv[j], l[n++] = w->argvlen[j];
 	}
@@ -1997,17 +2007,12 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 		rc = redis_replicas_fresh(k->conn, p, &replicas);
 	if (rc) /* unreachable (logged): the group stays for the next sync */
 		return rc == -ENOMEM ? rc : -EIO;
-	char fence[KEY_SIZE];
-	const char **argv = NULL;
-	size_t *lens = NULL;
-	char(*counts)[12] = NULL;
+	struct apply ap = {0};
 	size_t m = 0;
 	tx[m++] = (struct redis_cmd){1, multi, multi_len};
-	rc = build_apply(k, b, p, all, fence, &tx[m++], &argv, &lens, &counts);
+	rc = build_apply(k, b, p, all, &ap, &tx[m++]);
 	if (rc) {
-		free(argv);
-		free(lens);
-		free(counts);
+		free_apply(&ap);
 		return rc;
 	}
 	size_t exec = m;
@@ -2030,9 +2035,7 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
 	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
 	free(notice);
-	free(argv);
-	free(lens);
-	free(counts);
+	free_apply(&ap);
 	if (rc)
 		return rc;
 	if (published < waited && replies[published]->type == REDIS_REPLY_ERROR) {

@@ -296,11 +296,8 @@ static void *keep_redis_lock(void *arg)
 	struct redis_lock *r = st->rlock;
 	pthread_mutex_lock(&r->lock);
 	while (!r->stop) {
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until); /* r->wake's clock */
-		until.tv_nsec += LOCK_REFRESH_MS % 1000 * 1000000L;
-		until.tv_sec += LOCK_REFRESH_MS / 1000 + until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		/* r->wake's clock */
+		struct timespec until = clock_in(CLOCK_MONOTONIC, LOCK_REFRESH_MS * 1000000LL);
 		pthread_cond_timedwait(&r->wake, &r->lock, &until);
 		if (r->stop || atomic_load(&st->lock_lost))
 			continue;

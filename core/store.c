@@ -92,13 +92,22 @@ void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *c
 	st->progress_ctx = ctx;
 }
 
-/* Sync the metadata group: only while the lease holds (nothing goes out
- * once it lapsed: the store may be another daemon's by the time it
- * lands), and a sync the fences refused (another daemon took the store
- * over) loses the lock for good: -EIO either way. */
+/* May this process change the store now: its lock is not another's and
+ * its lease holds (lock.c)?  0 or -EIO. */
+static int may_change(struct nadb_store *st)
+{
+	if (atomic_load(&st->lock_lost))
+		return -EIO; /* said once, by store_lose_lock */
+	return lock_lease_check(st);
+}
+
+/* Sync the metadata group: only while we may change the store (nothing
+ * goes out once the lease lapsed: the store may be another daemon's by
+ * the time it lands), and a sync the fences refused (another daemon took
+ * the store over) loses the lock for good: -EIO either way. */
 static int sync_group(struct nadb_store *st)
 {
-	if (atomic_load(&st->lock_lost) || lock_lease_check(st))
+	if (may_change(st))
 		return -EIO;
 	int rc = st->kv->ops->sync(st->kv);
 	if (rc == -ENOLCK) {
@@ -112,12 +121,7 @@ int step_begin(struct nadb_store *st)
 {
 	if (st->following)
 		return -EROFS; /* a follower: the writer changes the store */
-	if (atomic_load(&st->lock_lost)) {
-		nadb_log("%s: the store's lock was lost (another daemon may hold it): "
-			 "refusing to change anything", st->dir);
-		return -EIO;
-	}
-	int rc = lock_lease_check(st);
+	int rc = may_change(st);
 	if (!rc)
 		rc = st->kv->ops->step_begin(st->kv);
 	if (!rc) {
@@ -183,7 +187,7 @@ int step_end(struct nadb_store *st, int rc)
 {
 	/* A step that waited for Redis past the lease's end is undone rather
 	 * than acknowledged: another daemon may hold the store by now. */
-	if (!rc && (atomic_load(&st->lock_lost) || lock_lease_check(st)))
+	if (!rc && may_change(st))
 		rc = -EIO;
 	int e = st->kv->ops->step_end(st->kv, rc == 0);
 	assert(st->freed_step <= st->nfreed);
@@ -804,7 +808,7 @@ static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
 	*punched = 0;
 	/* Nothing goes out once the lease lapsed: the store may be another
 	 * daemon's by the time it lands.  (Steps are refused meanwhile.) */
-	int rc = lock_lease_check(st);
+	int rc = may_change(st);
 	if (rc)
 		return rc;
 	/* Most pack bytes reach the disk here, without stalling anybody... */
@@ -894,17 +898,6 @@ static int64_t monotonic_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* The time NS ns from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
-static struct timespec realtime_in(int64_t ns)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_REALTIME, &t);
-	t.tv_sec += ns / 1000000000LL;
-	t.tv_nsec += ns % 1000000000LL;
-	t.tv_sec += t.tv_nsec / 1000000000L;
-	t.tv_nsec %= 1000000000L;
-	return t;
-}
 
 /* Sync every flush_interval (with followers, every FOLLOWED_FLUSH_MS,
  * unless the last sync failed), and when woken early (a big group); ask
@@ -924,7 +917,7 @@ static void *flusher_main(void *arg)
 		if (st->kv->ops->publish &&
 		    checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns() < wait)
 			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns();
-		struct timespec until = realtime_in(wait > 0 ? wait : 0);
+		struct timespec until = clock_in(CLOCK_REALTIME, wait > 0 ? wait : 0);
 		bool woken = wait > 0 &&
 			     pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until) == 0;
 		pthread_mutex_unlock(&st->flush_lock);

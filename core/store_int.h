@@ -184,6 +184,18 @@ void unlock_store(struct nadb_store *st, bool held);
  * its holder stops acknowledging changes and sends no more syncs.  0, or
  * -EIO (logged once a lapse) until a renewal gets through. */
 int lock_lease_check(struct nadb_store *st);
+/* The time NS ns from now on CLOCK (a pthread_cond_timedwait deadline). */
+static inline struct timespec clock_in(clockid_t clock, int64_t ns)
+{
+	struct timespec t;
+	clock_gettime(clock, &t);
+	t.tv_sec += ns / 1000000000LL;
+	t.tv_nsec += ns % 1000000000LL;
+	t.tv_sec += t.tv_nsec / 1000000000L;
+	t.tv_nsec %= 1000000000L;
+	return t;
+}
+
 /* ST's Redis lock is another's now (WHY, logged the first time, with a
  * call of st->on_lost): no more steps or syncs. */
 void store_lose_lock(struct nadb_store *st, const char *why);

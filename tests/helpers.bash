@@ -57,14 +57,8 @@ start_redis() {
 }
 
 # Is our redis-server answering (<= 5 s)?
-redis_up() {
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
+redis_pongs() { [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_up() { within 5 redis_pongs; }
 
 stop_redis() {
 	[ -n "${REDIS_PORT:-}" ] || return 0
