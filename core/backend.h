@@ -118,6 +118,13 @@ struct kv_ops {
 			   size_t plen, kv_scan_fn fn, void *ctx);
 	/* Make every completed step durable.  Outside any step. */
 	int (*sync)(struct kv *kv);
+	/* Optional (NULL: sync only): sync in two halves, so that the second
+	 * can run outside the caller's lock.  sync_start commits every
+	 * completed step, after which new steps may begin; sync_finish, which
+	 * may run at the same time as any other call, makes durable what
+	 * every sync_start before it committed. */
+	int (*sync_start)(struct kv *kv);
+	int (*sync_finish)(struct kv *kv);
 	/* Steps completed since the last sync (0: sync has nothing to do). */
 	uint64_t (*unsynced)(struct kv *kv);
 	/* Claim N inode numbers in a row in the partition of inode NEAR (see

@@ -5,8 +5,12 @@
  * flush per create, so instead one long-lived write transaction (the
  * *group*) collects operations, each run in a nested transaction (a *step*)
  * so that a failed operation is undone alone.  sync() commits the group:
- * LMDB writes the data pages, syncs, then flips the meta page and syncs,
- * so a crash at any moment leaves the last committed group, whole.
+ * LMDB writes the data pages, syncs, then flips the meta page, so a crash
+ * at any moment leaves the last committed group, whole.  The meta page's
+ * own sync (MDB_NOMETASYNC) is sync_finish's, which the store runs outside
+ * its lock so that the next group's steps need not wait for it: until
+ * then a crash undoes the last commit, whole (LMDB reuses no page the
+ * commit before it still names).
  *
  * The caller serialises every call (the store's meta_lock); the store lock
  * file already keeps other processes out, so LMDB's own lock file is off
@@ -16,6 +20,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,9 @@ struct kv_lmdb {
 	MDB_txn *group; /* open group transaction, or NULL */
 	MDB_txn *step;  /* open step inside the group, or NULL */
 	uint64_t unsynced;
+	/* Groups committed, and of them made durable (sync_finish's, which
+	 * any thread may run at any time: hence atomic). */
+	atomic_uint_fast64_t committed, flushed;
 	/* The first inode number not claimed (0: not read yet).  KV_META
 	 * "next_ino" holds it as of the last committed step: a claim marks it
 	 * unsaved, and the next step to commit (or the group) writes it, so an
@@ -196,7 +204,7 @@ static int lmdb_scan(struct kv *kv, enum kv_table t, const void *start,
 	return 0;
 }
 
-static int lmdb_sync(struct kv *kv)
+static int lmdb_sync_start(struct kv *kv)
 {
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
 	if (!l->group)
@@ -212,7 +220,29 @@ static int lmdb_sync(struct kv *kv)
 		return fail("commit", rc);
 	}
 	l->unsynced = 0;
+	atomic_fetch_add(&l->committed, 1);
 	return 0;
+}
+
+static int lmdb_sync_finish(struct kv *kv)
+{
+	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	uint64_t upto = atomic_load(&l->committed);
+	if (atomic_load(&l->flushed) >= upto)
+		return 0;
+	int rc = mdb_env_sync(l->env, 1);
+	if (rc)
+		return fail("sync", rc);
+	uint64_t was = atomic_load(&l->flushed);
+	while (was < upto && !atomic_compare_exchange_weak(&l->flushed, &was, upto))
+		;
+	return 0;
+}
+
+static int lmdb_sync(struct kv *kv)
+{
+	int rc = lmdb_sync_start(kv);
+	return rc ? rc : lmdb_sync_finish(kv);
 }
 
 static int lmdb_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *first)
@@ -255,6 +285,7 @@ static void lmdb_close(struct kv *kv)
 		mdb_txn_abort(l->step);
 	if (l->group)
 		mdb_txn_abort(l->group);
+	(void)lmdb_sync_finish(kv); /* said if it fails */
 	mdb_env_close(l->env);
 	free(l);
 }
@@ -268,6 +299,8 @@ static const struct kv_ops lmdb_ops = {
 	.scan = lmdb_scan,
 	.scan_prefix = kv_scan_prefix_by_scan,
 	.sync = lmdb_sync,
+	.sync_start = lmdb_sync_start,
+	.sync_finish = lmdb_sync_finish,
 	.unsynced = lmdb_unsynced,
 	.claim_inos = lmdb_claim_inos,
 	.close = lmdb_close,
@@ -307,7 +340,7 @@ int kv_lmdb_open(const char *dir, struct kv **out)
 	if (!rc)
 		rc = mdb_env_set_mapsize(l->env, KV_LMDB_MAP_SIZE);
 	if (!rc)
-		rc = mdb_env_open(l->env, dir, MDB_NOLOCK | MDB_NORDAHEAD, 0600);
+		rc = mdb_env_open(l->env, dir, MDB_NOLOCK | MDB_NORDAHEAD | MDB_NOMETASYNC, 0600);
 	if (rc) {
 		int e = fail(dir, rc);
 		mdb_env_close(l->env);

@@ -104,17 +104,27 @@ static int may_change(struct nadb_store *st)
 /* Sync the metadata group: only while we may change the store (nothing
  * goes out once the lease lapsed: the store may be another daemon's by
  * the time it lands), and a sync the fences refused (another daemon took
- * the store over) loses the lock for good: -EIO either way. */
-static int sync_group(struct nadb_store *st)
+ * the store over) loses the lock for good: -EIO either way.  Given
+ * FINISH, a backend that syncs in halves only starts: *FINISH says the
+ * caller must run sync_finish before anything counts as durable. */
+static int sync_group_started(struct nadb_store *st, bool *finish)
 {
 	if (may_change(st))
 		return -EIO;
-	int rc = st->kv->ops->sync(st->kv);
+	bool split = finish && st->kv->ops->sync_start;
+	int rc = split ? st->kv->ops->sync_start(st->kv) : st->kv->ops->sync(st->kv);
+	if (finish)
+		*finish = split && !rc;
 	if (rc == -ENOLCK) {
 		store_lose_lock(st, "a sync was fenced off");
 		rc = -EIO;
 	}
 	return rc;
+}
+
+static int sync_group(struct nadb_store *st)
+{
+	return sync_group_started(st, NULL);
 }
 
 int step_begin(struct nadb_store *st)
@@ -477,6 +487,7 @@ static void free_store(struct nadb_store *st)
 	free(st->krefs);
 	pthread_cond_destroy(&st->flush_cond);
 	pthread_cond_destroy(&st->reap_cond);
+	pthread_cond_destroy(&st->synced_cond);
 	free(st->files);
 	free(st->dir);
 	free(st);
@@ -699,6 +710,7 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 	pthread_mutex_init(&st->krefs_lock, NULL);
 	pthread_cond_init(&st->flush_cond, NULL);
 	pthread_cond_init(&st->reap_cond, NULL);
+	pthread_cond_init(&st->synced_cond, NULL);
 	st->nfiles_buckets = 1024;
 	st->files = calloc(st->nfiles_buckets, sizeof(*st->files));
 	if (!st->files) {
@@ -802,55 +814,151 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 	return bytes;
 }
 
-/* Commit the group, then punch what it freed.  PUNCHED: bytes given back. */
-static int sync_and_punch(struct nadb_store *st, uint64_t *punched)
+/* A sync's metadata commit: commit the group, hand out the frames it
+ * freed (*BATCH, *N).  Pack bytes first, mostly outside meta_lock so that
+ * others go on stepping meanwhile.  *FINISH: the commit is durable only
+ * once the backend's sync_finish returns (see sync_group_started).
+ * Called with meta_lock, which it lets go and takes again. */
+static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_t *n,
+			bool *finish)
 {
-	*punched = 0;
+	*batch = NULL;
+	*n = 0;
+	*finish = false;
+	pthread_mutex_unlock(&st->meta_lock);
 	/* Nothing goes out once the lease lapsed: the store may be another
 	 * daemon's by the time it lands.  (Steps are refused meanwhile.) */
 	int rc = may_change(st);
-	if (rc)
-		return rc;
 	/* Most pack bytes reach the disk here, without stalling anybody... */
+	if (!rc)
+		rc = st->blobs->ops->sync(st->blobs);
+	pthread_mutex_lock(&st->meta_lock);
+	st->syncs_cut = st->syncs_begun; /* held until committed: no step joins */
+	if (rc || !st->kv->ops->unsynced(st->kv))
+		return rc;
+	/* ...and the few appended since, before the metadata naming them. */
 	rc = st->blobs->ops->sync(st->blobs);
 	if (rc)
 		return rc;
-	struct freed_frame *batch = NULL;
-	size_t n = 0;
-	pthread_mutex_lock(&st->meta_lock);
-	if (st->kv->ops->unsynced(st->kv)) {
-		/* ...and the few appended since, before the metadata naming them. */
-		rc = st->blobs->ops->sync(st->blobs);
-		if (!rc) {
-			if (free_bytes(st) < RESERVE_BYTES)
-				reserve_give(st);
-			rc = sync_group(st);
-			if (!rc && st->blobs->ops->committed)
-				st->blobs->ops->committed(st->blobs);
-			/* Frames a settle frees are punched only if its counts
-			 * are durable; else compaction reclaims them. */
-			size_t freed_synced = st->nfreed;
-			if (!rc && st->kv->apart && !st->settling &&
-			    chunk_unsettled(&st->chunks) && settle_drops(st, false))
-				st->nfreed = st->freed_step = freed_synced;
-			take_freed(st, rc, &batch, &n);
+	if (free_bytes(st) < RESERVE_BYTES)
+		reserve_give(st);
+	rc = sync_group_started(st, finish);
+	if (!rc && st->blobs->ops->committed)
+		st->blobs->ops->committed(st->blobs);
+	/* Frames a settle frees are punched only if its counts are durable;
+	 * else compaction reclaims them. */
+	size_t freed_synced = st->nfreed;
+	if (!rc && st->kv->apart && !st->settling && chunk_unsettled(&st->chunks) &&
+	    settle_drops(st, false))
+		st->nfreed = st->freed_step = freed_synced;
+	take_freed(st, rc, batch, n);
+	return rc;
+}
+
+/* Sync ME is durable (RC: or failed): so is every sync before it that
+ * is.  Under meta_lock. */
+static void note_durable(struct nadb_store *st, uint64_t me, int rc)
+{
+	st->sync_rc[me % SYNC_RESULTS] = rc;
+	st->sync_done[me % SYNC_RESULTS] = true;
+	if (rc && me > st->sync_failed_last)
+		st->sync_failed_last = me;
+	while (st->syncs_durable < st->syncs_cut &&
+	       st->sync_done[(st->syncs_durable + 1) % SYNC_RESULTS]) {
+		st->syncs_durable++;
+		st->sync_done[st->syncs_durable % SYNC_RESULTS] = false;
+	}
+	pthread_cond_broadcast(&st->synced_cond);
+}
+
+/* Run sync number st->syncs_begun, just begun by this thread: commit,
+ * make it durable (the slow half outside meta_lock, while others step
+ * and the next sync writes its pack bytes), tell its waiters, punch.
+ * Under meta_lock (let go meanwhile). */
+static void run_sync(struct nadb_store *st)
+{
+	uint64_t me = st->syncs_begun;
+	assert(st->syncs_cut == me - 1);
+	struct freed_frame *batch;
+	size_t n;
+	bool finish;
+	int rc = commit_group(st, &batch, &n, &finish);
+	assert(st->syncs_cut == me);
+	st->punching += n > 0;
+	if (finish) {
+		pthread_mutex_unlock(&st->meta_lock);
+		rc = st->kv->ops->sync_finish(st->kv);
+		pthread_mutex_lock(&st->meta_lock);
+		if (rc) { /* the frees may not be durable: compaction reclaims */
+			free(batch);
+			batch = NULL;
 		}
 	}
+	note_durable(st, me, rc);
 	pthread_mutex_unlock(&st->meta_lock);
-	*punched = punch_frames(st, batch, n);
+	if (batch)
+		atomic_fetch_add(&st->punched, punch_frames(st, batch, n));
 	free(batch);
-	if (!atomic_load(&st->reserve_held) && free_bytes(st) >= 2 * RESERVE_BYTES) {
-		pthread_mutex_lock(&st->meta_lock);
+	bool take = !atomic_load(&st->reserve_held) && free_bytes(st) >= 2 * RESERVE_BYTES;
+	pthread_mutex_lock(&st->meta_lock);
+	if (take)
 		reserve_take(st);
-		pthread_mutex_unlock(&st->meta_lock);
+	if (n) {
+		st->punching--;
+		pthread_cond_broadcast(&st->synced_cond);
 	}
+}
+
+/* The result of sync N, durable by now.  Under meta_lock. */
+static int sync_result(const struct nadb_store *st, uint64_t n)
+{
+	assert(st->syncs_durable >= n);
+	if (st->syncs_durable - n < SYNC_RESULTS)
+		return st->sync_rc[n % SYNC_RESULTS];
+	return st->sync_failed_last >= n ? -EIO : 0; /* (never: see SYNC_RESULTS) */
+}
+
+/* Make every change made before the call durable, and with PUNCHED the
+ * frames freed punched too (*PUNCHED: whether a sync gave bytes back
+ * meanwhile).  The sync that counts is the one begun and not yet cut, if
+ * any, else a new one: begun at once by the caller, while the last one
+ * may still be making its commit durable (group commit, see
+ * syncs_begun). */
+static int sync_and_punch(struct nadb_store *st, bool *punched)
+{
+	uint64_t was = atomic_load(&st->punched);
+	atomic_fetch_add(&st->syncs_asked, 1);
+	pthread_mutex_lock(&st->meta_lock);
+	uint64_t mine = st->syncs_begun + (st->syncs_cut == st->syncs_begun);
+	for (;;) {
+		if (st->syncs_durable >= mine && (!punched || !st->punching))
+			break;
+		if (st->syncs_begun < mine) {
+			assert(st->syncs_cut == st->syncs_begun);
+			st->syncs_begun++;
+			run_sync(st);
+		} else {
+			pthread_cond_wait(&st->synced_cond, &st->meta_lock);
+		}
+	}
+	int rc = sync_result(st, mine);
+	pthread_mutex_unlock(&st->meta_lock);
+	if (punched)
+		*punched = atomic_load(&st->punched) > was;
 	return rc;
 }
 
 int nadb_store_sync(struct nadb_store *st)
 {
-	uint64_t punched;
-	return sync_and_punch(st, &punched);
+	return sync_and_punch(st, NULL);
+}
+
+void nadb_store_sync_counts(struct nadb_store *st, uint64_t *asked, uint64_t *run)
+{
+	*asked = atomic_load(&st->syncs_asked);
+	pthread_mutex_lock(&st->meta_lock);
+	*run = st->syncs_begun;
+	pthread_mutex_unlock(&st->meta_lock);
 }
 
 int store_make_room(struct nadb_store *st)
@@ -858,10 +966,10 @@ int store_make_room(struct nadb_store *st)
 	pthread_mutex_lock(&st->meta_lock);
 	bool queued = st->nfreed > 0;
 	pthread_mutex_unlock(&st->meta_lock);
-	uint64_t punched = 0;
+	bool punched = false;
 	if (queued && sync_and_punch(st, &punched))
 		return 0;
-	return punched > 0;
+	return punched;
 }
 
 void store_note_step(struct nadb_store *st)

@@ -155,8 +155,12 @@ void nadb_store_note_closing(struct nadb_store *st);
  * seconds (-ETIMEDOUT). */
 int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s);
 /* Make every completed step durable (packs fdatasync'ed, then the index
- * committed and synced).  Cheap when nothing changed. */
+ * committed and synced).  Cheap when nothing changed.  Callers at the
+ * same time share one commit (group commit). */
 int nadb_store_sync(struct nadb_store *st);
+/* Syncs asked for (fsync, the flusher, ...) since the store opened, and
+ * syncs run: fewer when askers shared them. */
+void nadb_store_sync_counts(struct nadb_store *st, uint64_t *asked, uint64_t *run);
 /* Long operations (fsck, compaction) tell FN how far they are: in PHASE,
  * DONE of TOTAL units (TOTAL 0: not known).  Called often, with the
  * engine's locks held: FN only notes or draws, at its own pace.  Set by a

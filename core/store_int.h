@@ -55,6 +55,10 @@ struct ofile;
 struct redis_lock;
 struct follower;
 
+/* Results of the last syncs kept for their waiters (a waiter is woken at
+ * every sync's end, so it is never this many behind). */
+#define SYNC_RESULTS 64
+
 struct nadb_store {
 	char *dir;   /* the store's name: a directory's realpath, or a Redis URL
 	                without its password (nadb_store_name) */
@@ -138,6 +142,23 @@ struct nadb_store {
 	} *freed;
 	size_t nfreed, freed_cap, freed_step;
 	bool keep_freed; /* fsck --repair: punch nothing (fsck.c) */
+
+	/* Group commit (sync_and_punch).  Syncs are numbered from 1 as they
+	 * begin.  Sync n is "cut" once it took the group of steps to commit:
+	 * steps after are the next one's, and until then whoever asks for a
+	 * sync joins it, so N concurrent fsyncs cost one commit, not N.  It
+	 * is "durable" (syncs_durable: it and all before it) once its commit
+	 * is, its result in sync_rc[n % SYNC_RESULTS].  At most one sync is
+	 * begun and not cut; the next begins as soon as it is cut.
+	 * punching: syncs durable but still punching what they freed.
+	 * Under meta_lock; synced_cond is broadcast when these change. */
+	uint64_t syncs_begun, syncs_cut, syncs_durable, sync_failed_last;
+	int sync_rc[SYNC_RESULTS];
+	bool sync_done[SYNC_RESULTS]; /* sync n is durable, n > syncs_durable */
+	unsigned punching;
+	atomic_uint_fast64_t syncs_asked; /* calls of sync_and_punch */
+	pthread_cond_t synced_cond;
+	atomic_uint_fast64_t punched; /* bytes punched by every sync */
 	bool settling;   /* settling dropped references (store.c): the ends
 			    of its own steps do not settle again */
 

@@ -517,6 +517,11 @@ static int render_store_json(struct special *sp, struct text *t)
 	put(t, "  \"role\": \"%s\",\n  \"followers\": %llu,\n", follows ? "follower" : "writer",
 	    (unsigned long long)(follows ? 0 : nadb_store_followers(sp->st)));
 	put_figures(t, &s);
+	uint64_t asked = 0, run = 0;
+	if (!follows)
+		nadb_store_sync_counts(sp->st, &asked, &run);
+	put(t, "  \"syncs\": {\"asked\": %llu, \"run\": %llu},\n", (unsigned long long)asked,
+	    (unsigned long long)run);
 	pthread_mutex_lock(&sp->compact_lock);
 	struct nadb_compact_result c = sp->compacted;
 	pthread_mutex_unlock(&sp->compact_lock);

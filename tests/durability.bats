@@ -95,3 +95,40 @@ EOF
 	echo "$output"
 	[ "$status" -eq 0 ]
 }
+
+@test "8 writers fsyncing at once share commits, and every fsync'd key survives kill -9" {
+	"$PY" - "$NS" "$MNT/.stats" >"$T/out" <<'EOF2'
+import json, os, sys, threading
+ns, stats = sys.argv[1], sys.argv[2]
+def syncs():
+    with open(stats) as f:
+        return json.load(f)["syncs"]
+before = syncs()
+def writer(w):
+    for i in range(40):
+        fd = os.open(f"{ns}/w{w}_{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, f"{w}:{i}:".encode() * 300)
+        os.fsync(fd)
+        os.close(fd)
+threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+after = syncs()
+asked, run = after["asked"] - before["asked"], after["run"] - before["run"]
+print(asked, run)
+EOF2
+	read -r asked run <"$T/out"
+	echo "# 320 fsyncs: $asked syncs asked, $run run"
+	[ "$asked" -ge 320 ]
+	[ "$run" -ge 1 ]
+	[ "$run" -lt "$asked" ]
+	crash_daemon
+	mount_store
+	"$PY" - "$NS" <<'EOF2'
+import sys
+for w in range(8):
+    for i in range(40):
+        with open(f"{sys.argv[1]}/w{w}_{i}", "rb") as f:
+            assert f.read() == f"{w}:{i}:".encode() * 300, (w, i)
+EOF2
+}

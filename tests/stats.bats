@@ -21,7 +21,7 @@ need = ["keys", "databases", "namespaces", "tags", "logical_bytes", "stored_byte
         "chunks", "chunk_bytes", "payload_bytes", "frame_overhead_bytes",
         "frame_overhead_per_chunk", "dedup_ratio", "compression_ratio", "garbage_bytes",
         "buffer_bytes", "buffer_limit", "buffer_utilization_pct", "expiring", "reaped",
-        "uptime_s", "version", "ops", "role", "followers"]
+        "uptime_s", "version", "ops", "role", "followers", "syncs"]
 missing = [k for k in need if k not in d]
 assert not missing, missing
 assert d["role"] == "writer" and d["followers"] == 0, d

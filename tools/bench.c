@@ -10,8 +10,9 @@
  *     result,PHASE,OPS,BYTES,SECONDS
  *
  * Any failed system call or wrong byte aborts the phase with one message on
- * stderr and exit status 1 (2 for bad usage).  Nothing here calls fsync: we
- * measure what cp or an editor would see.
+ * stderr and exit status 1 (2 for bad usage).  Nothing here calls fsync
+ * (we measure what cp or an editor would see) but create --fsync, the
+ * fs_mark-style durable create.
  *
  * Layout: key I is DIR/kIIIIIIII, or with --dirs N > 1 DIR/dDDDDD/kIIIIIIII
  * where the keys are cut into N contiguous blocks.  Values are pseudo-random
@@ -56,6 +57,7 @@ struct options {
 	unsigned long dirs;        /* leaf directories the keys are spread over */
 	unsigned generation;       /* content version written / expected */
 	bool warmup;               /* run one untimed pass first */
+	bool fsync;                /* create: fsync each file before its close */
 	unsigned passes;           /* readdir/find: timed listings */
 	unsigned long long size;   /* seqwrite: bytes of the large file */
 	unsigned long ops;         /* randread/randwrite: operations */
@@ -252,7 +254,8 @@ static int write_new_file(const struct options *o, const char *path,
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return complain(o, "create", path);
-	if (write_all(o, fd, buf, len, path) != 0) {
+	if (write_all(o, fd, buf, len, path) != 0 ||
+	    (o->fsync && fsync(fd) != 0 && complain(o, "fsync", path))) {
 		close(fd);
 		return -1;
 	}
@@ -925,6 +928,7 @@ static void usage(FILE *to)
 	      "  --dirs N          spread keys over N subdirectories (default 1)\n"
 	      "  --generation N    content version to write or expect (default 0)\n"
 	      "  --warmup          run the pass once untimed first\n"
+	      "  --fsync           create: fsync each file before closing it\n"
 	      "  --passes N        readdir, find: timed listings (default 1)\n"
 	      "  --size N[KMG]     large file size for seqwrite (default 256M)\n"
 	      "  --ops N           random I/O operations (default 10000)\n"
@@ -964,6 +968,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"dirs", required_argument, NULL, 'D'},
 		{"generation", required_argument, NULL, 'g'},
 		{"warmup", no_argument, NULL, 'w'},
+		{"fsync", no_argument, NULL, 'f'},
 		{"passes", required_argument, NULL, 'P'},
 		{"size", required_argument, NULL, 's'},
 		{"ops", required_argument, NULL, 'o'},
@@ -993,6 +998,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'D': o->dirs = (unsigned long)n; break;
 		case 'g': o->generation = (unsigned)n; break;
 		case 'w': o->warmup = true; break;
+		case 'f': o->fsync = true; break;
 		case 'P': o->passes = (unsigned)n; break;
 		case 's': o->size = n; break;
 		case 'o': o->ops = (unsigned long)n; break;

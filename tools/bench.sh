@@ -526,6 +526,16 @@ run_repetition() {
 	for t in "${order[@]}"; do
 		measure create-N ops/s "$t" --phase create --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --threads "$THREADS"
 	done
+	# fs_mark-style durable creates (fsync each file before closing it), one
+	# thread then N, of contents no other phase writes, removed right after
+	for t in "${order[@]}"; do
+		measure fsync-1 ops/s "$t" --phase create --dir "${WORK_OF[$t]}/f1" "${keys[@]}" --fsync --generation 5 &&
+			untimed fsync-1 "$t" --phase unlink --dir "${WORK_OF[$t]}/f1" "${keys[@]}"
+	done
+	for t in "${order[@]}"; do
+		measure fsync-N ops/s "$t" --phase create --dir "${WORK_OF[$t]}/fN" "${keys[@]}" --fsync --generation 6 --threads "$THREADS" &&
+			untimed fsync-N "$t" --phase unlink --dir "${WORK_OF[$t]}/fN" "${keys[@]}"
+	done
 	# warm stat and read (items 2, 3; one untimed pass first), listing (4)
 	for t in "${order[@]}"; do measure stat ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
 	for t in "${order[@]}"; do measure read-warm ops/s "$t" --phase read --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --warmup; done
@@ -767,6 +777,8 @@ catalogue() {
 	cat <<EOF
 create-1|create $v files, 1 thread|ops/s|passthrough 1
 create-N|create $v files, $THREADS threads|ops/s|passthrough 1
+fsync-1|create $v files, fsync each (fs_mark), 1 thread|ops/s|passthrough 1
+fsync-N|create $v files, fsync each (fs_mark), $THREADS threads|ops/s|passthrough 1
 stat|stat, warm|ops/s|native 0.5
 read-warm|read $v, warm|ops/s|native 0.5
 read-cold|read $v after a remount (native: still warm)|ops/s|-
