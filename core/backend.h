@@ -121,8 +121,9 @@ struct kv_ops {
 	/* Optional (NULL: sync only): sync in two halves, so that the second
 	 * can run outside the caller's lock.  sync_start commits every
 	 * completed step, after which new steps may begin; sync_finish, which
-	 * may run at the same time as any other call, makes durable what
-	 * every sync_start before it committed. */
+	 * may run at the same time as any other call but close, makes durable
+	 * what every sync_start before it committed, or fails (and so does
+	 * every later call that could build on a commit it may have lost). */
 	int (*sync_start)(struct kv *kv);
 	int (*sync_finish)(struct kv *kv);
 	/* Steps completed since the last sync (0: sync has nothing to do). */

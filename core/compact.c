@@ -193,13 +193,15 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 	if (!rc && force)
 		rc = st->blobs->ops->roll(st->blobs);
 	struct plan p = {.st = st, .force = force, .garbage = garbage};
+	atomic_uint_fast64_t seen = nadb_store_sync_failures(st);
 	if (!rc)
 		rc = st->blobs->ops->segments(st->blobs, consider_segment, &p);
 	if (!rc && p.n)
 		rc = move_live_chunks(st, &p, res);
-	/* The new places must be durable before the old bytes go. */
+	/* The new places must be durable before the old bytes go (and a
+	 * sync that failed meanwhile may have carried some of them). */
 	if (!rc && p.n)
-		rc = nadb_store_sync(st);
+		rc = nadb_store_sync_seen(st, &seen);
 	for (size_t i = 0; !rc && i < p.n; i++) {
 		pthread_mutex_lock(&st->meta_lock);
 		uint64_t live = chunk_segment_live(&st->chunks, p.v[i].seg);

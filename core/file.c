@@ -75,6 +75,9 @@ struct nadb_file {
 	 * (a follower's: nadb_file_read).  Set under of->lock (read), so by
 	 * concurrent reads of the handle: atomic. */
 	atomic_uint_fast64_t read_version;
+	/* The store's sync failures this handle's fsync has heard of (counted
+	 * from its open: nadb_store_sync_seen). */
+	atomic_uint_fast64_t seen_failures;
 	struct nadb_file *next; /* of->handles: under files_lock */
 };
 
@@ -996,6 +999,7 @@ bool file_kernel_holds(struct nadb_store *st, uint64_t ino)
 int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 		   struct nadb_file **out)
 {
+	uint64_t failures = nadb_store_sync_failures(st);
 	struct nadb_file *f = malloc(sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -1036,6 +1040,7 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	f->of = of;
 	f->writes = writes;
 	atomic_init(&f->read_version, 0);
+	atomic_init(&f->seen_failures, failures);
 	pthread_mutex_lock(&st->files_lock);
 	f->next = of->handles;
 	of->handles = f;
@@ -1162,7 +1167,7 @@ int nadb_file_commit(struct nadb_file *f)
 int nadb_file_fsync(struct nadb_file *f)
 {
 	int rc = nadb_file_commit(f);
-	return rc ? rc : nadb_store_sync(f->st);
+	return rc ? rc : nadb_store_sync_seen(f->st, &f->seen_failures);
 }
 
 int nadb_file_close(struct nadb_file *f)

@@ -12,7 +12,8 @@
  * then a crash undoes the last commit, whole (LMDB reuses no page the
  * commit before it still names).
  *
- * The caller serialises every call (the store's meta_lock); the store lock
+ * The caller serialises every call but sync_finish (the store's
+ * meta_lock); the store lock
  * file already keeps other processes out, so LMDB's own lock file is off
  * (MDB_NOLOCK) and the transactions may move between threads.
  */
@@ -22,6 +23,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,6 +40,14 @@ struct kv_lmdb {
 	/* Groups committed, and of them made durable (sync_finish's, which
 	 * any thread may run at any time: hence atomic). */
 	atomic_uint_fast64_t committed, flushed;
+	/* finish_lock: scope is one flush at a time, so that a failure is
+	 * told to every commit it may have lost (Linux tells only one caller
+	 * of fdatasync of a file that a write was lost).  A leaf lock. */
+	pthread_mutex_t finish_lock;
+	/* A flush failed: a commit's meta page may be lost while LMDB builds
+	 * on it, so every later step and sync fails until the store is opened
+	 * again (as LMDB itself does when its own meta write fails). */
+	atomic_bool broken;
 	/* The first inode number not claimed (0: not read yet).  KV_META
 	 * "next_ino" holds it as of the last committed step: a claim marks it
 	 * unsaved, and the next step to commit (or the group) writes it, so an
@@ -84,6 +94,8 @@ static MDB_txn *current(struct kv_lmdb *l)
 static int lmdb_step_begin(struct kv *kv)
 {
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	if (atomic_load(&l->broken))
+		return -EIO;
 	int rc = begin_group(l);
 	if (rc)
 		return rc;
@@ -207,6 +219,8 @@ static int lmdb_scan(struct kv *kv, enum kv_table t, const void *start,
 static int lmdb_sync_start(struct kv *kv)
 {
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
+	if (atomic_load(&l->broken))
+		return -EIO;
 	if (!l->group)
 		return 0;
 	int rc = save_next_ino(l, l->group);
@@ -227,16 +241,24 @@ static int lmdb_sync_start(struct kv *kv)
 static int lmdb_sync_finish(struct kv *kv)
 {
 	struct kv_lmdb *l = (struct kv_lmdb *)kv;
-	uint64_t upto = atomic_load(&l->committed);
-	if (atomic_load(&l->flushed) >= upto)
+	if (atomic_load(&l->flushed) >= atomic_load(&l->committed) && !atomic_load(&l->broken))
 		return 0;
-	int rc = mdb_env_sync(l->env, 1);
-	if (rc)
-		return fail("sync", rc);
-	uint64_t was = atomic_load(&l->flushed);
-	while (was < upto && !atomic_compare_exchange_weak(&l->flushed, &was, upto))
-		;
-	return 0;
+	pthread_mutex_lock(&l->finish_lock);
+	int rc = 0;
+	uint64_t upto = atomic_load(&l->committed);
+	if (atomic_load(&l->broken)) {
+		rc = -EIO;
+	} else if (atomic_load(&l->flushed) < upto) {
+		int e = mdb_env_sync(l->env, 1);
+		if (e) {
+			atomic_store(&l->broken, true);
+			rc = fail("sync (no more changes until the store is opened again)", e);
+		} else {
+			atomic_store(&l->flushed, upto);
+		}
+	}
+	pthread_mutex_unlock(&l->finish_lock);
+	return rc;
 }
 
 static int lmdb_sync(struct kv *kv)
@@ -287,6 +309,7 @@ static void lmdb_close(struct kv *kv)
 		mdb_txn_abort(l->group);
 	(void)lmdb_sync_finish(kv); /* said if it fails */
 	mdb_env_close(l->env);
+	pthread_mutex_destroy(&l->finish_lock);
 	free(l);
 }
 
@@ -334,6 +357,7 @@ int kv_lmdb_open(const char *dir, struct kv **out)
 	if (!l)
 		return -ENOMEM;
 	l->kv.ops = &lmdb_ops;
+	pthread_mutex_init(&l->finish_lock, NULL);
 	int rc = mdb_env_create(&l->env);
 	if (!rc)
 		rc = mdb_env_set_maxdbs(l->env, KV_NTABLES + 8);
@@ -344,12 +368,14 @@ int kv_lmdb_open(const char *dir, struct kv **out)
 	if (rc) {
 		int e = fail(dir, rc);
 		mdb_env_close(l->env);
+		pthread_mutex_destroy(&l->finish_lock);
 		free(l);
 		return e;
 	}
 	rc = open_tables(l);
 	if (rc) {
 		mdb_env_close(l->env);
+		pthread_mutex_destroy(&l->finish_lock);
 		free(l);
 		return rc;
 	}

@@ -834,8 +834,11 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 		rc = st->blobs->ops->sync(st->blobs);
 	pthread_mutex_lock(&st->meta_lock);
 	st->syncs_cut = st->syncs_begun; /* held until committed: no step joins */
-	if (rc || !st->kv->ops->unsynced(st->kv))
+	if (rc || !st->kv->ops->unsynced(st->kv)) {
+		/* nothing to commit: durable once the last commit is */
+		*finish = !rc && st->kv->ops->sync_finish;
 		return rc;
+	}
 	/* ...and the few appended since, before the metadata naming them. */
 	rc = st->blobs->ops->sync(st->blobs);
 	if (rc)
@@ -855,18 +858,30 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	return rc;
 }
 
-/* Sync ME is durable (RC: or failed): so is every sync before it that
- * is.  Under meta_lock. */
-static void note_durable(struct nadb_store *st, uint64_t me, int rc)
+/* Sync ME is durable (RC: or failed), and maybe PUNCHED too: advance
+ * syncs_durable and syncs_punched over every sync done in order.  Under
+ * meta_lock. */
+static void note_sync(struct nadb_store *st, uint64_t me, int rc, bool punched)
 {
-	st->sync_rc[me % SYNC_RESULTS] = rc;
-	st->sync_done[me % SYNC_RESULTS] = true;
-	if (rc && me > st->sync_failed_last)
-		st->sync_failed_last = me;
+	struct sync_slot *slot = &st->ring[me % SYNC_RESULTS];
+	if (!slot->durable && me > st->syncs_durable) {
+		slot->rc = rc;
+		slot->durable = true;
+		if (rc) {
+			st->last_failure_rc = rc;
+			atomic_fetch_add(&st->sync_failures, 1);
+		}
+	}
+	slot->punched = punched;
 	while (st->syncs_durable < st->syncs_cut &&
-	       st->sync_done[(st->syncs_durable + 1) % SYNC_RESULTS]) {
+	       st->ring[(st->syncs_durable + 1) % SYNC_RESULTS].durable) {
 		st->syncs_durable++;
-		st->sync_done[st->syncs_durable % SYNC_RESULTS] = false;
+		st->ring[st->syncs_durable % SYNC_RESULTS].durable = false;
+	}
+	while (st->syncs_punched < st->syncs_durable &&
+	       st->ring[(st->syncs_punched + 1) % SYNC_RESULTS].punched) {
+		st->syncs_punched++;
+		st->ring[st->syncs_punched % SYNC_RESULTS].punched = false;
 	}
 	pthread_cond_broadcast(&st->synced_cond);
 }
@@ -884,7 +899,6 @@ static void run_sync(struct nadb_store *st)
 	bool finish;
 	int rc = commit_group(st, &batch, &n, &finish);
 	assert(st->syncs_cut == me);
-	st->punching += n > 0;
 	if (finish) {
 		pthread_mutex_unlock(&st->meta_lock);
 		rc = st->kv->ops->sync_finish(st->kv);
@@ -894,7 +908,7 @@ static void run_sync(struct nadb_store *st)
 			batch = NULL;
 		}
 	}
-	note_durable(st, me, rc);
+	note_sync(st, me, rc, !batch);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (batch)
 		atomic_fetch_add(&st->punched, punch_frames(st, batch, n));
@@ -903,19 +917,19 @@ static void run_sync(struct nadb_store *st)
 	pthread_mutex_lock(&st->meta_lock);
 	if (take)
 		reserve_take(st);
-	if (n) {
-		st->punching--;
-		pthread_cond_broadcast(&st->synced_cond);
-	}
+	if (batch)
+		note_sync(st, me, rc, true);
 }
 
-/* The result of sync N, durable by now.  Under meta_lock. */
-static int sync_result(const struct nadb_store *st, uint64_t n)
+/* The result of sync N, durable by now: its own, or (its slot reused by
+ * a later sync while the asker slept) a failure if any came since.
+ * Under meta_lock. */
+static int sync_result(const struct nadb_store *st, uint64_t n, uint64_t failures)
 {
 	assert(st->syncs_durable >= n);
-	if (st->syncs_durable - n < SYNC_RESULTS)
-		return st->sync_rc[n % SYNC_RESULTS];
-	return st->sync_failed_last >= n ? -EIO : 0; /* (never: see SYNC_RESULTS) */
+	if (st->syncs_begun - n < SYNC_RESULTS)
+		return st->ring[n % SYNC_RESULTS].rc;
+	return st->sync_failures != failures ? st->last_failure_rc : 0;
 }
 
 /* Make every change made before the call durable, and with PUNCHED the
@@ -923,17 +937,18 @@ static int sync_result(const struct nadb_store *st, uint64_t n)
  * meanwhile).  The sync that counts is the one begun and not yet cut, if
  * any, else a new one: begun at once by the caller, while the last one
  * may still be making its commit durable (group commit, see
- * syncs_begun). */
-static int sync_and_punch(struct nadb_store *st, bool *punched)
+ * syncs_begun).  *FAILURES: the failure count when the call began. */
+static int sync_and_punch(struct nadb_store *st, bool *punched, uint64_t *failures)
 {
 	uint64_t was = atomic_load(&st->punched);
 	atomic_fetch_add(&st->syncs_asked, 1);
 	pthread_mutex_lock(&st->meta_lock);
+	*failures = st->sync_failures;
 	uint64_t mine = st->syncs_begun + (st->syncs_cut == st->syncs_begun);
 	for (;;) {
-		if (st->syncs_durable >= mine && (!punched || !st->punching))
+		if (st->syncs_durable >= mine && (!punched || st->syncs_punched >= mine))
 			break;
-		if (st->syncs_begun < mine) {
+		if (st->syncs_begun < mine && st->syncs_begun - st->syncs_punched < SYNC_RESULTS - 1) {
 			assert(st->syncs_cut == st->syncs_begun);
 			st->syncs_begun++;
 			run_sync(st);
@@ -941,7 +956,7 @@ static int sync_and_punch(struct nadb_store *st, bool *punched)
 			pthread_cond_wait(&st->synced_cond, &st->meta_lock);
 		}
 	}
-	int rc = sync_result(st, mine);
+	int rc = sync_result(st, mine, *failures);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (punched)
 		*punched = atomic_load(&st->punched) > was;
@@ -950,7 +965,27 @@ static int sync_and_punch(struct nadb_store *st, bool *punched)
 
 int nadb_store_sync(struct nadb_store *st)
 {
-	return sync_and_punch(st, NULL);
+	uint64_t failures;
+	return sync_and_punch(st, NULL, &failures);
+}
+
+uint64_t nadb_store_sync_failures(struct nadb_store *st)
+{
+	return atomic_load(&st->sync_failures);
+}
+
+int nadb_store_sync_seen(struct nadb_store *st, atomic_uint_fast64_t *seen)
+{
+	uint64_t failures;
+	int rc = sync_and_punch(st, NULL, &failures);
+	pthread_mutex_lock(&st->meta_lock);
+	uint64_t now = st->sync_failures;
+	int last = st->last_failure_rc;
+	pthread_mutex_unlock(&st->meta_lock);
+	/* a failure since *SEEN may have taken changes of the caller's */
+	if (atomic_exchange(seen, now) != now && !rc)
+		rc = last;
+	return rc;
 }
 
 void nadb_store_sync_counts(struct nadb_store *st, uint64_t *asked, uint64_t *run)
@@ -967,7 +1002,8 @@ int store_make_room(struct nadb_store *st)
 	bool queued = st->nfreed > 0;
 	pthread_mutex_unlock(&st->meta_lock);
 	bool punched = false;
-	if (queued && sync_and_punch(st, &punched))
+	uint64_t failures;
+	if (queued && sync_and_punch(st, &punched, &failures))
 		return 0;
 	return punched;
 }

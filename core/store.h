@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -158,6 +159,14 @@ int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s);
  * committed and synced).  Cheap when nothing changed.  Callers at the
  * same time share one commit (group commit). */
 int nadb_store_sync(struct nadb_store *st);
+/* A sync whose commit failed loses the steps it carried, which may
+ * include changes made before any later sync was asked for.  As Linux
+ * does for writeback errors, a caller that keeps *SEEN (set from
+ * nadb_store_sync_failures when it started changing things) hears of
+ * such a failure once: nadb_store_sync_seen returns its error if any
+ * sync failed since *SEEN, and brings *SEEN up to date. */
+uint64_t nadb_store_sync_failures(struct nadb_store *st);
+int nadb_store_sync_seen(struct nadb_store *st, atomic_uint_fast64_t *seen);
 /* Syncs asked for (fsync, the flusher, ...) since the store opened, and
  * syncs run: fewer when askers shared them. */
 void nadb_store_sync_counts(struct nadb_store *st, uint64_t *asked, uint64_t *run);

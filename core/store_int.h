@@ -55,8 +55,9 @@ struct ofile;
 struct redis_lock;
 struct follower;
 
-/* Results of the last syncs kept for their waiters (a waiter is woken at
- * every sync's end, so it is never this many behind). */
+/* Syncs whose results are kept for their waiters: no sync begins while
+ * this many are not yet punched, and a waiter this far behind (asleep
+ * while the rest ran) takes the failure count's word instead. */
 #define SYNC_RESULTS 64
 
 struct nadb_store {
@@ -146,16 +147,21 @@ struct nadb_store {
 	/* Group commit (sync_and_punch).  Syncs are numbered from 1 as they
 	 * begin.  Sync n is "cut" once it took the group of steps to commit:
 	 * steps after are the next one's, and until then whoever asks for a
-	 * sync joins it, so N concurrent fsyncs cost one commit, not N.  It
-	 * is "durable" (syncs_durable: it and all before it) once its commit
-	 * is, its result in sync_rc[n % SYNC_RESULTS].  At most one sync is
-	 * begun and not cut; the next begins as soon as it is cut.
-	 * punching: syncs durable but still punching what they freed.
+	 * sync joins it, so N concurrent fsyncs cost one commit, not N.  At
+	 * most one sync is begun and not cut; the next begins as soon as it
+	 * is cut.  Sync n is "durable" once its commit is (its result in
+	 * ring[n % SYNC_RESULTS].rc) and "punched" once what it freed is
+	 * punched too; syncs_durable and syncs_punched: it and every sync
+	 * before it.  sync_failures counts the syncs that failed (their
+	 * steps are lost), last_failure_rc says how: see nadb_store_sync_seen.
 	 * Under meta_lock; synced_cond is broadcast when these change. */
-	uint64_t syncs_begun, syncs_cut, syncs_durable, sync_failed_last;
-	int sync_rc[SYNC_RESULTS];
-	bool sync_done[SYNC_RESULTS]; /* sync n is durable, n > syncs_durable */
-	unsigned punching;
+	uint64_t syncs_begun, syncs_cut, syncs_durable, syncs_punched;
+	atomic_uint_fast64_t sync_failures; /* (read anywhere) */
+	int last_failure_rc;
+	struct sync_slot {
+		int rc;
+		bool durable, punched; /* for syncs after syncs_durable/_punched */
+	} ring[SYNC_RESULTS];
 	atomic_uint_fast64_t syncs_asked; /* calls of sync_and_punch */
 	pthread_cond_t synced_cond;
 	atomic_uint_fast64_t punched; /* bytes punched by every sync */
