@@ -1164,6 +1164,11 @@ int nadb_file_commit(struct nadb_file *f)
 	return rc;
 }
 
+void nadb_file_heard_failures(struct nadb_file *f, uint64_t n)
+{
+	atomic_store(&f->seen_failures, n);
+}
+
 int nadb_file_fsync(struct nadb_file *f)
 {
 	int rc = nadb_file_commit(f);

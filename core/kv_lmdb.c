@@ -22,6 +22,10 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,9 +45,12 @@ struct kv_lmdb {
 	 * any thread may run at any time: hence atomic). */
 	atomic_uint_fast64_t committed, flushed;
 	/* finish_lock: scope is one flush at a time, so that a failure is
-	 * told to every commit it may have lost (Linux tells only one caller
-	 * of fdatasync of a file that a write was lost).  A leaf lock. */
+	 * told to every commit it may have lost.  A leaf lock. */
 	pthread_mutex_t finish_lock;
+	/* data.mdb opened again for sync_finish's fdatasync: Linux tells each
+	 * open file of a write lost since it last asked, once, so LMDB's own
+	 * fdatasync (a commit's, on its fd) cannot take a failure from us. */
+	int sync_fd;
 	/* A flush failed: a commit's meta page may be lost while LMDB builds
 	 * on it, so every later step and sync fails until the store is opened
 	 * again (as LMDB itself does when its own meta write fails). */
@@ -249,10 +256,9 @@ static int lmdb_sync_finish(struct kv *kv)
 	if (atomic_load(&l->broken)) {
 		rc = -EIO;
 	} else if (atomic_load(&l->flushed) < upto) {
-		int e = mdb_env_sync(l->env, 1);
-		if (e) {
+		if (fdatasync(l->sync_fd)) {
 			atomic_store(&l->broken, true);
-			rc = fail("sync (no more changes until the store is opened again)", e);
+			rc = fail("sync (no more changes until the store is opened again)", errno);
 		} else {
 			atomic_store(&l->flushed, upto);
 		}
@@ -309,6 +315,7 @@ static void lmdb_close(struct kv *kv)
 		mdb_txn_abort(l->group);
 	(void)lmdb_sync_finish(kv); /* said if it fails */
 	mdb_env_close(l->env);
+	close(l->sync_fd);
 	pthread_mutex_destroy(&l->finish_lock);
 	free(l);
 }
@@ -372,8 +379,18 @@ int kv_lmdb_open(const char *dir, struct kv **out)
 		free(l);
 		return e;
 	}
-	rc = open_tables(l);
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	l->sync_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (l->sync_fd < 0) {
+		rc = -errno;
+		nadb_log("%s: %s", path, strerror(errno));
+	}
+	if (!rc)
+		rc = open_tables(l);
 	if (rc) {
+		if (l->sync_fd >= 0)
+			close(l->sync_fd);
 		mdb_env_close(l->env);
 		pthread_mutex_destroy(&l->finish_lock);
 		free(l);

@@ -908,16 +908,17 @@ static void run_sync(struct nadb_store *st)
 			batch = NULL;
 		}
 	}
-	note_sync(st, me, rc, !batch);
+	bool punch = batch != NULL;
+	note_sync(st, me, rc, !punch);
 	pthread_mutex_unlock(&st->meta_lock);
-	if (batch)
+	if (punch)
 		atomic_fetch_add(&st->punched, punch_frames(st, batch, n));
 	free(batch);
 	bool take = !atomic_load(&st->reserve_held) && free_bytes(st) >= 2 * RESERVE_BYTES;
 	pthread_mutex_lock(&st->meta_lock);
 	if (take)
 		reserve_take(st);
-	if (batch)
+	if (punch)
 		note_sync(st, me, rc, true);
 }
 
@@ -963,10 +964,17 @@ static int sync_and_punch(struct nadb_store *st, bool *punched, uint64_t *failur
 	return rc;
 }
 
-int nadb_store_sync(struct nadb_store *st)
+/* A sync for the flusher: one that fails says so, and leaves the failure
+ * for the callers below to hear of. */
+static int sync_quietly(struct nadb_store *st)
 {
 	uint64_t failures;
 	return sync_and_punch(st, NULL, &failures);
+}
+
+int nadb_store_sync(struct nadb_store *st)
+{
+	return nadb_store_sync_seen(st, &st->failures_told);
 }
 
 uint64_t nadb_store_sync_failures(struct nadb_store *st)
@@ -983,7 +991,10 @@ int nadb_store_sync_seen(struct nadb_store *st, atomic_uint_fast64_t *seen)
 	int last = st->last_failure_rc;
 	pthread_mutex_unlock(&st->meta_lock);
 	/* a failure since *SEEN may have taken changes of the caller's */
-	if (atomic_exchange(seen, now) != now && !rc)
+	uint64_t was = atomic_load(seen);
+	while (was < now && !atomic_compare_exchange_weak(seen, &was, now))
+		;
+	if (was < now && !rc)
 		rc = last;
 	return rc;
 }
@@ -1069,7 +1080,7 @@ static void *flusher_main(void *arg)
 		int rc = 0;
 		if (woken || now - synced >= every) {
 			synced = now;
-			rc = nadb_store_sync(st);
+			rc = sync_quietly(st);
 			if (rc && (rc != failed || now - said >= interval)) {
 				nadb_log("flusher: sync failed: %s", strerror(-rc));
 				said = now;

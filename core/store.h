@@ -157,7 +157,9 @@ void nadb_store_note_closing(struct nadb_store *st);
 int nadb_store_wait_unlocked(const char *dir, unsigned timeout_s);
 /* Make every completed step durable (packs fdatasync'ed, then the index
  * committed and synced).  Cheap when nothing changed.  Callers at the
- * same time share one commit (group commit). */
+ * same time share one commit (group commit).  A sync that failed since
+ * the last call (the flusher's too) is told to the next caller, whose
+ * changes it may have carried (see nadb_store_sync_seen). */
 int nadb_store_sync(struct nadb_store *st);
 /* A sync whose commit failed loses the steps it carried, which may
  * include changes made before any later sync was asked for.  As Linux
@@ -300,6 +302,9 @@ int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len);
 int nadb_file_commit(struct nadb_file *f);
 /* Commit, then make the store durable before returning (fsync). */
 int nadb_file_fsync(struct nadb_file *f);
+/* F's fsync is to hear of sync failures since the count N (from
+ * nadb_store_sync_failures), taken before the step that made F's key. */
+void nadb_file_heard_failures(struct nadb_file *f, uint64_t n);
 /* Commit if needed and drop the handle (release). */
 int nadb_file_close(struct nadb_file *f);
 uint64_t nadb_file_ino(const struct nadb_file *f);

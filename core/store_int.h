@@ -157,6 +157,7 @@ struct nadb_store {
 	 * Under meta_lock; synced_cond is broadcast when these change. */
 	uint64_t syncs_begun, syncs_cut, syncs_durable, syncs_punched;
 	atomic_uint_fast64_t sync_failures; /* (read anywhere) */
+	atomic_uint_fast64_t failures_told; /* to nadb_store_sync's callers */
 	int last_failure_rc;
 	struct sync_slot {
 		int rc;

@@ -843,6 +843,8 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct nadb_attr a;
 	struct nadb_file *f;
 	struct fuse_entry_param e;
+	/* the handle's fsync hears of a failed sync that carried the create */
+	uint64_t failures = nadb_store_sync_failures(fs->store);
 	int rc = nadb_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0,
 			    caller_of(req, &c, groups_decide(S_IFREG | mode)), &a);
 	if (rc == 0) {
@@ -851,6 +853,8 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		/* The kernel holds the parent locked: the name is still ours. */
 		if (rc < 0)
 			nadb_unlink(fs->store, parent, name);
+		else
+			nadb_file_heard_failures(f, failures);
 	}
 	if (rc < 0) {
 		reply_err(req, -rc);
