@@ -53,7 +53,7 @@ struct writer {
 static void *write_and_fsync(void *arg)
 {
 	struct writer *w = arg;
-	char name[32], val[64];
+	char name[64], val[96];
 	for (int i = 0; i < KEYS_EACH; i++) {
 		snprintf(name, sizeof(name), "w%d_%d", w->id, i);
 		int len = snprintf(val, sizeof(val), "value of %s", name);
@@ -143,7 +143,7 @@ int main(void)
 	 * "before" holding one of its two values. */
 	CHECK(nadb_store_open(store, &o, &st) == 0);
 	check_clean(st);
-	char name[32], val[64];
+	char name[64], val[96];
 	for (int w = 0; w < WRITERS; w++)
 		for (int i = 0; i < KEYS_EACH; i++) {
 			snprintf(name, sizeof(name), "/app/ns/w%d_%d", w, i);
