@@ -13,24 +13,24 @@
  * commit before it still names).
  *
  * The caller serialises every call but sync_finish (the store's
- * meta_lock); the store lock
- * file already keeps other processes out, so LMDB's own lock file is off
- * (MDB_NOLOCK) and the transactions may move between threads.
+ * meta_lock); the store lock file already keeps other processes out, so
+ * LMDB's own lock file is off (MDB_NOLOCK) and the transactions may move
+ * between threads.
  */
 #include "backend.h"
 #include "log.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>
-#include <unistd.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 
 

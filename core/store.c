@@ -938,13 +938,13 @@ static int sync_result(const struct nadb_store *st, uint64_t n, uint64_t failure
  * meanwhile).  The sync that counts is the one begun and not yet cut, if
  * any, else a new one: begun at once by the caller, while the last one
  * may still be making its commit durable (group commit, see
- * syncs_begun).  *FAILURES: the failure count when the call began. */
-static int sync_and_punch(struct nadb_store *st, bool *punched, uint64_t *failures)
+ * syncs_begun). */
+static int sync_and_punch(struct nadb_store *st, bool *punched)
 {
 	uint64_t was = atomic_load(&st->punched);
 	atomic_fetch_add(&st->syncs_asked, 1);
 	pthread_mutex_lock(&st->meta_lock);
-	*failures = st->sync_failures;
+	uint64_t failures = st->sync_failures;
 	uint64_t mine = st->syncs_begun + (st->syncs_cut == st->syncs_begun);
 	for (;;) {
 		if (st->syncs_durable >= mine && (!punched || st->syncs_punched >= mine))
@@ -957,7 +957,7 @@ static int sync_and_punch(struct nadb_store *st, bool *punched, uint64_t *failur
 			pthread_cond_wait(&st->synced_cond, &st->meta_lock);
 		}
 	}
-	int rc = sync_result(st, mine, *failures);
+	int rc = sync_result(st, mine, failures);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (punched)
 		*punched = atomic_load(&st->punched) > was;
@@ -968,8 +968,7 @@ static int sync_and_punch(struct nadb_store *st, bool *punched, uint64_t *failur
  * for the callers below to hear of. */
 static int sync_quietly(struct nadb_store *st)
 {
-	uint64_t failures;
-	return sync_and_punch(st, NULL, &failures);
+	return sync_and_punch(st, NULL);
 }
 
 int nadb_store_sync(struct nadb_store *st)
@@ -984,8 +983,7 @@ uint64_t nadb_store_sync_failures(struct nadb_store *st)
 
 int nadb_store_sync_seen(struct nadb_store *st, atomic_uint_fast64_t *seen)
 {
-	uint64_t failures;
-	int rc = sync_and_punch(st, NULL, &failures);
+	int rc = sync_and_punch(st, NULL);
 	pthread_mutex_lock(&st->meta_lock);
 	uint64_t now = st->sync_failures;
 	int last = st->last_failure_rc;
@@ -1013,8 +1011,7 @@ int store_make_room(struct nadb_store *st)
 	bool queued = st->nfreed > 0;
 	pthread_mutex_unlock(&st->meta_lock);
 	bool punched = false;
-	uint64_t failures;
-	if (queued && sync_and_punch(st, &punched, &failures))
+	if (queued && sync_and_punch(st, &punched))
 		return 0;
 	return punched;
 }
