@@ -22,9 +22,9 @@
 enum kv_table {
 	KV_META,     /* "format": store-wide settings; LMDB's "next_ino" (claim_inos) */
 	KV_INODES,   /* ino(be64) -> struct inode_rec + chunk hashes / link target */
-	KV_DIRENTS,  /* parent(be64) name -> struct dirent_val */
+	KV_DIRENTS,  /* parent(be64) name -> ino, type (dirent_encode) */
 	KV_XATTRS,   /* ino(be64) name -> value */
-	KV_CHUNKS,   /* hash(16) -> struct chunk_rec (location, refcount) */
+	KV_CHUNKS,   /* hash(16) -> location, refcount (chunk.c) */
 	KV_PENDING,  /* ino(be64) seq(be64) -> hash: refs held by unclosed files */
 	KV_ORPHANS,  /* ino(be64) -> "": unlinked inodes still open */
 	KV_SEGMENTS, /* seg(be32) -> live bytes in that pack segment */

@@ -25,6 +25,7 @@
 #include "chunk.h"
 #include "grow.h"
 #include "log.h"
+#include "varint.h"
 
 #include <assert.h>
 #include <endian.h>
@@ -52,7 +53,9 @@ struct frame_head {
 };
 _Static_assert(sizeof(struct frame_head) == CHUNK_FRAME_HEAD, "the statistics count it");
 
-/* The chunk table's value. */
+/* The chunk table's value, as the code holds it.  Stores before format 6
+ * kept it raw, as it lies in memory (CHUNK_REC_OLD_LEN bytes); it is
+ * written compact now (rec_encode), and read either way. */
 struct chunk_rec {
 	uint32_t refs;
 	uint32_t seg;
@@ -63,8 +66,63 @@ struct chunk_rec {
 	uint8_t variant;
 	uint8_t reserved[2];
 };
-_Static_assert(sizeof(struct chunk_rec) == CHUNK_REC_LEN, "chunk.h says the record's size");
-_Static_assert(offsetof(struct chunk_rec, raw_len) == CHUNK_REC_RAW_LEN_AT, "and where raw_len is");
+_Static_assert(sizeof(struct chunk_rec) == CHUNK_REC_OLD_LEN, "the raw records' size");
+
+/* The compact encoding: refs, seg, off, raw_len and zigzag(len - raw_len)
+ * (a raw frame's length is raw_len plus its header) as varints, then
+ * flags and variant a byte each: ~11 bytes for a 4 KiB chunk, where the
+ * raw struct took 32.  Frame offsets stay below 2^56 (a segment is at most
+ * a few hundred MiB), so a compact record is at most 30 bytes and never
+ * CHUNK_REC_OLD_LEN long: the length tells the encodings apart. */
+#define REC_OFF_LIMIT (1ULL << 56)
+#define REC_MAX (4 * 5 + 8 + 2)
+
+static size_t rec_encode(const struct chunk_rec *r, uint8_t out[REC_MAX])
+{
+	assert(r->off < REC_OFF_LIMIT);
+	size_t n = varint_put(out, r->refs);
+	n += varint_put(out + n, r->seg);
+	n += varint_put(out + n, r->off);
+	n += varint_put(out + n, r->raw_len);
+	n += varint_put(out + n, zigzag((int64_t)r->len - (int64_t)r->raw_len));
+	out[n++] = r->flags;
+	out[n++] = r->variant;
+	assert(n <= REC_MAX && n != CHUNK_REC_OLD_LEN);
+	return n;
+}
+
+/* A record of either encoding; -EIO if it is neither. */
+static int rec_decode(const void *val, size_t len, struct chunk_rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (len == CHUNK_REC_OLD_LEN) {
+		memcpy(r, val, sizeof(*r));
+		return 0;
+	}
+	const uint8_t *p = val, *end = p + len;
+	uint64_t refs, seg, off, raw, delta;
+	if (!varint_get(&p, end, &refs) || !varint_get(&p, end, &seg) ||
+	    !varint_get(&p, end, &off) || !varint_get(&p, end, &raw) ||
+	    !varint_get(&p, end, &delta) || end - p != 2)
+		return -EIO;
+	int64_t frame = (int64_t)raw + unzigzag(delta);
+	if (refs > UINT32_MAX || seg > UINT32_MAX || off >= REC_OFF_LIMIT ||
+	    raw > UINT32_MAX || frame < 0 || frame > UINT32_MAX)
+		return -EIO;
+	r->refs = (uint32_t)refs, r->seg = (uint32_t)seg, r->off = off;
+	r->raw_len = (uint32_t)raw, r->len = (uint32_t)frame;
+	r->flags = p[0], r->variant = p[1];
+	return 0;
+}
+
+int chunk_row_raw_len(const void *val, size_t len, uint32_t *raw_len)
+{
+	struct chunk_rec r;
+	int rc = rec_decode(val, len, &r);
+	if (!rc)
+		*raw_len = r.raw_len;
+	return rc;
+}
 
 static const uint8_t zero_hash[CHUNK_HASH_LEN];
 
@@ -143,20 +201,19 @@ static int get_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	int rc = c->kv->ops->get(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, &v);
 	if (rc)
 		return rc;
-	if (v.len != sizeof(*rec)) {
-		nadb_log("chunk table: record of %zu bytes, expected %zu", v.len,
-			 sizeof(*rec));
+	if (rec_decode(v.data, v.len, rec)) {
+		nadb_log("chunk table: a record of %zu bytes that cannot be read", v.len);
 		return -EIO;
 	}
-	memcpy(rec, v.data, sizeof(*rec));
 	return 0;
 }
 
 static int put_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		   const struct chunk_rec *rec)
 {
-	return c->kv->ops->put(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, rec,
-			       sizeof(*rec));
+	uint8_t buf[REC_MAX];
+	return c->kv->ops->put(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, buf,
+			       rec_encode(rec, buf));
 }
 
 /* Live bytes per segment: what compaction weighs against segment size. */
@@ -587,9 +644,8 @@ static int scan_row(void *ctx, const void *key, size_t klen, const void *val,
 {
 	struct scan_ctx *s = ctx;
 	struct chunk_rec rec;
-	if (klen != CHUNK_HASH_LEN || vlen != sizeof(rec))
+	if (klen != CHUNK_HASH_LEN || rec_decode(val, vlen, &rec))
 		return -EIO;
-	memcpy(&rec, val, sizeof(rec));
 	struct chunk_loc loc;
 	loc_of_rec(&rec, &loc);
 	return s->fn(s->ctx, key, rec.refs, &loc);

@@ -17,13 +17,12 @@
 #include <stdint.h>
 
 #define CHUNK_HASH_LEN 16
-/* Bytes of a chunk table value (struct chunk_rec, chunk.c); raw_len at
- * CHUNK_REC_RAW_LEN_AT (metawalk.c checks and reads records directly). */
-#define CHUNK_REC_LEN 32
+/* Bytes of a chunk table value as stores before format 6 wrote it (struct
+ * chunk_rec raw, chunk.c); they are compact, and shorter, now. */
+#define CHUNK_REC_OLD_LEN 32
 /* Bytes of a chunk's frame before its payload: magic, flags, lengths and
  * the hash again, so that a pack can be read without the metadata. */
 #define CHUNK_FRAME_HEAD 32
-#define CHUNK_REC_RAW_LEN_AT 20
 
 struct chunker {
 	struct kv *kv;
@@ -70,6 +69,11 @@ struct chunk_prep {
 	uint8_t *z; /* compressed bytes, or NULL when stored raw */
 	uint32_t z_len;
 };
+
+/* The raw length of the chunk a chunk table value VAL (LEN bytes, either
+ * encoding) describes: 0, or -EIO if it cannot be read.  For metawalk.c,
+ * which checks and reads the records of a damaged store directly. */
+int chunk_row_raw_len(const void *val, size_t len, uint32_t *raw_len);
 
 /* An all-zero hash names no chunk: it marks a hole (a run of zeros). */
 bool chunk_is_hole(const uint8_t hash[CHUNK_HASH_LEN]);

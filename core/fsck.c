@@ -180,11 +180,10 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 	struct fsck *f = ctx;
 	f->res->dirents++;
 	struct dirent_val d;
-	if (klen <= INO_KEY_LEN || vlen != sizeof(d)) {
+	if (klen <= INO_KEY_LEN || dirent_decode(val, vlen, &d)) {
 		problem(f, "directory table: malformed row");
 		return 0;
 	}
-	memcpy(&d, val, sizeof(d));
 	uint64_t parent = kv_key_ino(key);
 	int nlen = (int)(klen - INO_KEY_LEN);
 	const char *name = (const char *)key + INO_KEY_LEN;
@@ -258,8 +257,7 @@ static int lost_dir(struct fsck *f, uint64_t parent, const char *name, uint8_t l
 	struct dirent_val d;
 	struct nadb_store *st = f->st;
 	if (!st->kv->ops->get(st->kv, KV_DIRENTS, k, name_key(k, parent, name), &v) &&
-	    v.len == sizeof(d)) {
-		memcpy(&d, v.data, sizeof(d));
+	    !dirent_decode(v.data, v.len, &d)) {
 		*out = d.ino;
 		return S_ISDIR(d.mode) ? 0 : -ENOTDIR;
 	}
@@ -725,9 +723,8 @@ static int fix_entry(void *ctx, const void *key, size_t klen, const void *val, s
 {
 	struct fixes *x = ctx;
 	struct dirent_val d;
-	if (klen <= INO_KEY_LEN || vlen != sizeof(d))
+	if (klen <= INO_KEY_LEN || dirent_decode(val, vlen, &d))
 		return 0;
-	memcpy(&d, val, sizeof(d));
 	uint64_t parent = kv_key_ino(key);
 	const char *name = (const char *)key + INO_KEY_LEN;
 	size_t nlen = klen - INO_KEY_LEN;
@@ -769,10 +766,8 @@ static int fix_link(void *ctx, const void *key, size_t klen, const void *val, si
 	struct dirent_val d;
 	int rc = x->f->st->kv->ops->get(x->f->st->kv, KV_DIRENTS, (const uint8_t *)key + INO_KEY_LEN,
 					klen - INO_KEY_LEN, &dv);
-	if (!rc && dv.len == sizeof(d)) {
-		memcpy(&d, dv.data, sizeof(d));
+	if (!rc && !dirent_decode(dv.data, dv.len, &d))
 		return d.ino == ino ? 0 : add_fix(x, DROP_LINK, ino, parent, 0, name, nlen);
-	}
 	uint32_t mode, pmode;
 	if (inode_mode(x->f, ino, &mode) && inode_mode(x->f, parent, &pmode) && S_ISDIR(pmode))
 		return add_fix(x, ADD_ENTRY, ino, parent, mode, name, nlen);
@@ -787,6 +782,8 @@ static int apply_fix(struct fsck *f, const struct fix *fx)
 	memcpy(lkey + INO_KEY_LEN, dkey, dlen);
 	size_t llen = INO_KEY_LEN + dlen;
 	struct dirent_val d = {.ino = fx->ino, .mode = fx->mode & S_IFMT};
+	uint8_t dval[DIRENT_VAL_MAX];
+	size_t dval_len = dirent_encode(&d, dval);
 	struct kv *kv = f->st->kv;
 	char dir[1024];
 	inode_path(f->st, fx->parent, dir, sizeof(dir));
@@ -798,7 +795,7 @@ static int apply_fix(struct fsck *f, const struct fix *fx)
 	case FIX_ENTRY_INO:
 		problem(f, "entry %s%s%s named a missing inode; the links table says %llu: fixed",
 			dir, sep, fx->name, (unsigned long long)fx->ino);
-		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, &d, sizeof(d));
+		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, dval, dval_len);
 		break;
 	case DROP_ENTRY:
 		problem(f, "entry %s%s%s (inode %llu): its inode or its directory is gone; "
@@ -817,7 +814,7 @@ static int apply_fix(struct fsck *f, const struct fix *fx)
 	case ADD_ENTRY:
 		problem(f, "entry %s%s%s (inode %llu) was lost; the links table names it: restored",
 			dir, sep, fx->name, (unsigned long long)fx->ino);
-		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, &d, sizeof(d));
+		rc = kv->ops->put(kv, KV_DIRENTS, dkey, dlen, dval, dval_len);
 		break;
 	case DROP_LINK:
 		problem(f, "the links table names %s%s%s for inode %llu, which has no such entry: "

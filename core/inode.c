@@ -7,6 +7,7 @@
 #include "grow.h"
 #include "log.h"
 #include "store_int.h"
+#include "varint.h"
 
 #include <assert.h>
 #include <endian.h>
@@ -58,16 +59,6 @@ enum field {
 	F_MTIME, F_ATIME, F_EXPIRES, F_TTL, F_STORED, F_FLAGS, F_LEVEL, F_COUNT
 };
 
-static uint64_t zigzag(int64_t v)
-{
-	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
-static int64_t unzigzag(uint64_t v)
-{
-	return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
-}
-
 /* The fields of R as the unsigned numbers stored. */
 static void fields_of(const struct inode_rec *r, uint64_t f[F_COUNT])
 {
@@ -111,11 +102,7 @@ size_t inode_encode(const struct inode_rec *r, uint8_t out[INODE_REC_MAX])
 		if (!f[i])
 			continue;
 		map |= 1u << i;
-		for (uint64_t v = f[i]; ; v >>= 7) {
-			out[n++] = (uint8_t)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
-			if (v <= 0x7f)
-				break;
-		}
+		n += varint_put(out + n, f[i]);
 	}
 	out[0] = INODE_COMPACT_TAG;
 	out[1] = 0;
@@ -123,22 +110,6 @@ size_t inode_encode(const struct inode_rec *r, uint8_t out[INODE_REC_MAX])
 	out[3] = (uint8_t)(map >> 8);
 	assert(n <= INODE_REC_MAX);
 	return n;
-}
-
-/* One varint at *P (before END), moving *P past it; false if cut short or
- * longer than 64 bits. */
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	*v = 0;
-	for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
-		uint8_t b = *(*p)++;
-		if (shift == 63 && b > 1)
-			return false;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			return true;
-	}
-	return false;
 }
 
 int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_t **payload,
@@ -159,7 +130,7 @@ int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_
 	uint64_t f[F_COUNT] = {0};
 	p += 4;
 	for (int i = 0; i < F_COUNT; i++)
-		if ((map >> i & 1) && !read_varint(&p, end, &f[i]))
+		if ((map >> i & 1) && !varint_get(&p, end, &f[i]))
 			return -EIO;
 	if (rec_of(f, r))
 		return -EIO;

@@ -92,11 +92,16 @@ static const char *bad_shape(int t, const MDB_val *k, const MDB_val *v)
 		return NULL;
 	}
 	case KV_DIRENTS:
-		return kl > INO_KEY_LEN && kl <= NAME_KEY_MAX && vl == sizeof(struct dirent_val)
-		       ? NULL : "a directory entry of the wrong size";
-	case KV_CHUNKS:
-		return kl == CHUNK_HASH_LEN && vl == CHUNK_REC_LEN ? NULL
-		       : "a chunk record of the wrong size";
+	{
+		struct dirent_val d;
+		return kl > INO_KEY_LEN && kl <= NAME_KEY_MAX && !dirent_decode(v->mv_data, vl, &d)
+		       ? NULL : "a directory entry that cannot be read";
+	}
+	case KV_CHUNKS: {
+		uint32_t raw;
+		return kl == CHUNK_HASH_LEN && !chunk_row_raw_len(v->mv_data, vl, &raw) ? NULL
+		       : "a chunk record that cannot be read";
+	}
 	case KV_PENDING:
 		return kl == 2 * INO_KEY_LEN && vl == CHUNK_HASH_LEN ? NULL
 		       : "a pending reference of the wrong size";
@@ -751,10 +756,9 @@ static int keep_record(struct salvage *s, int t, const uint8_t *k, size_t klen,
 		if (ino > s->max_ino)
 			s->max_ino = ino;
 		s->have_root |= ino == NADB_ROOT_INO;
-	} else if (t == KV_CHUNKS && vlen == CHUNK_REC_LEN) {
-		uint32_t raw;
-		memcpy(&raw, v + CHUNK_REC_RAW_LEN_AT, 4);
-		if (raw > s->max_raw)
+	} else if (t == KV_CHUNKS) {
+		uint32_t raw = 0;
+		if (!chunk_row_raw_len(v, vlen, &raw) && raw > s->max_raw)
 			s->max_raw = raw;
 	} else if (t == KV_META) {
 		s->have_format |= klen == 6 && !memcmp(k, "format", 6);

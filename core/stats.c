@@ -248,9 +248,8 @@ static int sum_dirent(void *ctx, const void *key, size_t klen, const void *val,
 	struct dirent_val e;
 	if (klen <= INO_KEY_LEN || memcmp(key, w->prefix, INO_KEY_LEN))
 		return 1;
-	if (vlen != sizeof(e))
+	if (dirent_decode(val, vlen, &e))
 		return -EIO;
-	memcpy(&e, val, sizeof(e));
 	if (S_ISDIR(e.mode)) {
 		w->s->t[C_DIRS]++;
 		return sum_subtree(w->s, e.ino);
@@ -358,9 +357,8 @@ static int subdir_of(const struct namespaces_walk *w, const void *key, size_t kl
 	struct dirent_val d;
 	if (klen <= INO_KEY_LEN || memcmp(key, w->prefix, INO_KEY_LEN))
 		return 1;
-	if (vlen != sizeof(d))
+	if (dirent_decode(val, vlen, &d))
 		return -EIO;
-	memcpy(&d, val, sizeof(d));
 	*dir = S_ISDIR(d.mode) ? d.ino : 0;
 	return 0;
 }
@@ -616,9 +614,8 @@ static int walk_entry(void *ctx, const void *key, size_t klen, const void *val,
 	ino_key(prefix, w->dir);
 	if (klen <= INO_KEY_LEN || memcmp(key, prefix, INO_KEY_LEN))
 		return 1;
-	if (vlen != sizeof(d))
+	if (dirent_decode(val, vlen, &d))
 		return -EIO;
-	memcpy(&d, val, sizeof(d));
 	if (!S_ISDIR(d.mode)) {
 		struct inode in;
 		int rc = inode_get(w->st, d.ino, &in);

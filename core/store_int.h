@@ -44,7 +44,7 @@ struct inode {
 	size_t payload_len;
 };
 
-/* The directory-entry table's value. */
+/* A directory entry's value, as the code holds it. */
 struct dirent_val {
 	uint64_t ino;
 	uint32_t mode; /* type bits, for readdir without a second lookup */
@@ -251,13 +251,25 @@ int64_t now_ns(void);
  * of its databases' and root's; 4: the tag index kept per partition
  * (tags.c), so opening an older store rebuilds it; 5: references dropped
  * in a namespace's partition noted there first (chunk.c, KV_CHUNK_DROPS),
- * a table older versions would ignore (leaking the chunks). */
-#define STORE_FORMAT_VERSION 5
+ * a table older versions would ignore (leaking the chunks); 6: directory
+ * entries and chunk records compact (dirent_encode, chunk.c), read either
+ * way, so opening an older store rewrites nothing. */
+#define STORE_FORMAT_VERSION 6
 
 /* An inode record's encoding (inode.c): attributes then payload.
  * inode_encode writes the attributes compactly (INODE_REC_MAX bytes at
  * most) and returns their length; inode_decode reads either encoding,
  * pointing *PAYLOAD into VAL, or returns -EIO for a damaged record. */
+/* A directory entry's encoding (tree.c): the inode number as a varint,
+ * then the type bits (mode >> 12) a byte: DIRENT_VAL_MAX bytes at most, 7
+ * for a key.  Stores before format 6 hold struct dirent_val raw
+ * (DIRENT_OLD_LEN bytes), which dirent_decode reads too; it returns 0,
+ * or -EIO for a value that is neither. */
+#define DIRENT_VAL_MAX (10 + 1)
+#define DIRENT_OLD_LEN 16
+size_t dirent_encode(const struct dirent_val *d, uint8_t out[DIRENT_VAL_MAX]);
+int dirent_decode(const void *val, size_t len, struct dirent_val *d);
+
 #define INODE_REC_MAX (4 + 16 * 10)
 size_t inode_encode(const struct inode_rec *r, uint8_t out[INODE_REC_MAX]);
 int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_t **payload,

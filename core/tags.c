@@ -986,7 +986,7 @@ static int node_matches(struct query_walk *w, uint64_t ino, bool edge, struct na
 }
 
 /* A row of the walked directory: an edge (VAL a struct tag_edge) or a
- * directory entry (VAL a struct dirent_val). */
+ * directory entry (VAL encoded as dirent_encode writes it). */
 static int walk_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct query_walk *w = ctx;
@@ -1004,9 +1004,8 @@ static int walk_row(void *ctx, const void *key, size_t klen, const void *val, si
 		ino = e.ino;
 	} else {
 		struct dirent_val d;
-		if (vlen != sizeof(d) || klen > NAME_KEY_MAX)
+		if (dirent_decode(val, vlen, &d) || klen > NAME_KEY_MAX)
 			return -EIO;
-		memcpy(&d, val, sizeof(d));
 		if (!S_ISDIR(d.mode))
 			return 0;
 		ino = d.ino;
@@ -1089,10 +1088,9 @@ int nadb_tag_lookup(struct nadb_store *st, const struct nadb_tag_query *q,
 	} else if (!rc) {
 		struct dirent_val d;
 		rc = st->kv->ops->get(st->kv, KV_DIRENTS, key, name_key(key, dir, name), &v);
-		if (!rc && v.len != sizeof(d))
+		if (!rc && dirent_decode(v.data, v.len, &d))
 			rc = -EIO;
 		if (!rc) {
-			memcpy(&d, v.data, sizeof(d));
 			ino = d.ino;
 			rc = S_ISDIR(d.mode) ? 0 : -ENOENT;
 		}

@@ -8,6 +8,7 @@
  */
 #include "log.h"
 #include "store_int.h"
+#include "varint.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -52,6 +53,30 @@ static int get_dir(struct nadb_store *st, uint64_t ino, struct inode *dir)
 	return rc;
 }
 
+_Static_assert(sizeof(struct dirent_val) == DIRENT_OLD_LEN, "the raw entries' size");
+_Static_assert(DIRENT_VAL_MAX < DIRENT_OLD_LEN, "a compact entry is never taken for a raw one");
+
+size_t dirent_encode(const struct dirent_val *d, uint8_t out[DIRENT_VAL_MAX])
+{
+	size_t n = varint_put(out, d->ino);
+	out[n++] = (uint8_t)((d->mode & S_IFMT) >> 12);
+	return n;
+}
+
+int dirent_decode(const void *val, size_t len, struct dirent_val *d)
+{
+	memset(d, 0, sizeof(*d));
+	if (len == DIRENT_OLD_LEN) {
+		memcpy(d, val, sizeof(*d));
+		return 0;
+	}
+	const uint8_t *p = val, *end = p + len;
+	if (!varint_get(&p, end, &d->ino) || end - p != 1 || *p > (S_IFMT >> 12))
+		return -EIO;
+	d->mode = (uint32_t)*p << 12;
+	return 0;
+}
+
 static int find_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		      struct dirent_val *out)
 {
@@ -60,12 +85,11 @@ static int find_entry(struct nadb_store *st, uint64_t parent, const char *name,
 	int rc = st->kv->ops->get(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &v);
 	if (rc)
 		return rc;
-	if (v.len != sizeof(*out)) {
+	if (dirent_decode(v.data, v.len, out)) {
 		nadb_log("directory %llu: entry '%s' is damaged", (unsigned long long)parent,
 			 name);
 		return -EIO;
 	}
-	memcpy(out, v.data, sizeof(*out));
 	return 0;
 }
 
@@ -108,10 +132,10 @@ static int put_entry(struct nadb_store *st, uint64_t parent, const char *name,
 		rc = 0;
 	if (rc)
 		return rc;
-	uint8_t key[NAME_KEY_MAX];
+	uint8_t key[NAME_KEY_MAX], val[DIRENT_VAL_MAX];
 	struct dirent_val v = {.ino = ino, .mode = mode & S_IFMT};
-	rc = st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &v,
-			      sizeof(v));
+	rc = st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name), val,
+			      dirent_encode(&v, val));
 	return rc ? rc : set_link(st, ino, mode, parent, name, true);
 }
 
@@ -800,9 +824,8 @@ static int readdir_cb(void *ctx, const void *key, size_t klen, const void *val,
 	if (r->skip_start && klen == r->start_len && !memcmp(key, r->start, klen))
 		return 0;
 	struct dirent_val e;
-	if (vlen != sizeof(e))
+	if (dirent_decode(val, vlen, &e))
 		return -EIO;
-	memcpy(&e, val, sizeof(e));
 	char name[NADB_NAME_MAX + 1];
 	memcpy(name, (const uint8_t *)key + INO_KEY_LEN, klen - INO_KEY_LEN);
 	name[klen - INO_KEY_LEN] = 0;

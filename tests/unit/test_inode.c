@@ -2,10 +2,11 @@
  * every field exactly, a new 4 KiB key's record fits a Redis listpack
  * entry, records of stores made before (raw structs) still read, damaged
  * ones are refused, and a store of format 1 opens and is moved to this
- * version's. */
+ * version's.  Directory entries and chunk records likewise (format 6). */
 #include "stats.h"
 #include "store_int.h"
 #include "tags.h"
+#include "varint.h"
 #include "unit.h"
 
 #include <endian.h>
@@ -59,6 +60,40 @@ static void check_round_trips(void)
 		if (failures)
 			break;
 	}
+}
+
+/* Directory entries: compact, exact, never taken for raw ones; a cut or
+ * padded one is refused.  Chunk records that are neither form too. */
+static void check_entries(void)
+{
+	uint64_t x = 2463534242ull;
+	for (int i = 0; i < 100000; i++) {
+		struct dirent_val d = {.ino = some(&x), .mode = (uint32_t)(rnd(&x) % 16) << 12};
+		uint8_t buf[DIRENT_VAL_MAX + 1];
+		size_t n = dirent_encode(&d, buf);
+		CHECK(n <= DIRENT_VAL_MAX && n != DIRENT_OLD_LEN);
+		struct dirent_val back;
+		CHECK(dirent_decode(buf, n, &back) == 0);
+		CHECK(back.ino == d.ino && back.mode == d.mode);
+		CHECK(dirent_decode(buf, rnd(&x) % n, &back) == -EIO);
+		buf[n] = 0;
+		CHECK(dirent_decode(buf, n + 1, &back) == -EIO);
+		if (failures)
+			break;
+	}
+	struct dirent_val key = {.ino = (3ull << KV_PART_SHIFT) + 123456, .mode = S_IFREG};
+	uint8_t buf[DIRENT_VAL_MAX];
+	CHECK(dirent_encode(&key, buf) <= 7);
+	uint8_t bad_type[] = {5, 0x10}; /* type bits above S_IFMT's */
+	struct dirent_val back;
+	CHECK(dirent_decode(bad_type, sizeof(bad_type), &back) == -EIO);
+	uint32_t raw;
+	uint8_t short_rec[] = {1, 2, 3};
+	CHECK(chunk_row_raw_len(short_rec, sizeof(short_rec), &raw) == -EIO);
+	CHECK(chunk_row_raw_len("", 0, &raw) == -EIO);
+	uint8_t rec[] = {1, 0, 0x80, 0x20, 0x80, 0x20, 0x40, 0, 0}; /* a 4 KiB raw chunk */
+	CHECK(chunk_row_raw_len(rec, sizeof(rec), &raw) == 0 && raw == 4096);
+	CHECK(chunk_row_raw_len(rec, sizeof(rec) - 1, &raw) == -EIO);
 }
 
 static void check_sizes_and_shapes(void)
@@ -121,6 +156,49 @@ static void drop_newer_tables(const char *store, unsigned format)
 	mdb_env_close(env);
 }
 
+/* Write the entry NAME in PARENT for INO as struct dirent_val raw, as
+ * stores before format 6 held entries. */
+static void put_raw_entry(struct nadb_store *st, uint64_t parent, const char *name,
+			  uint64_t ino, uint32_t mode)
+{
+	struct dirent_val d;
+	memset(&d, 0, sizeof(d));
+	d.ino = ino, d.mode = mode;
+	uint8_t key[NAME_KEY_MAX];
+	CHECK(st->kv->ops->put(st->kv, KV_DIRENTS, key, name_key(key, parent, name), &d,
+			       sizeof(d)) == 0);
+	CHECK(sizeof(d) == DIRENT_OLD_LEN);
+}
+
+/* Rewrite the chunk record of HASH as the raw struct stores before format
+ * 6 held (chunk.c): refs, seg (u32), off (u64), frame length, raw length
+ * (u32), flags, variant and two bytes of 0, little-endian. */
+static void put_raw_chunk_rec(struct nadb_store *st, const uint8_t *hash)
+{
+	struct kv_val v;
+	CHECK(st->kv->ops->get(st->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, &v) == 0);
+	if (failures)
+		return;
+	const uint8_t *p = v.data, *end = p + v.len;
+	uint64_t refs, seg, off, raw_len, delta;
+	CHECK(varint_get(&p, end, &refs) && varint_get(&p, end, &seg) &&
+	      varint_get(&p, end, &off) && varint_get(&p, end, &raw_len) &&
+	      varint_get(&p, end, &delta) && end - p == 2);
+	CHECK(v.len < CHUNK_REC_OLD_LEN);
+	if (failures)
+		return;
+	uint32_t r32 = (uint32_t)refs, s32 = (uint32_t)seg, raw32 = (uint32_t)raw_len;
+	uint32_t len32 = (uint32_t)((int64_t)raw_len + unzigzag(delta));
+	uint8_t old[CHUNK_REC_OLD_LEN] = {0};
+	memcpy(old, &r32, 4);
+	memcpy(old + 4, &s32, 4);
+	memcpy(old + 8, &off, 8);
+	memcpy(old + 16, &len32, 4);
+	memcpy(old + 20, &raw32, 4);
+	old[24] = p[0], old[25] = p[1];
+	CHECK(st->kv->ops->put(st->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, old, sizeof(old)) == 0);
+}
+
 /* A store of format 1 (raw records, counters as before format 3) opens,
  * reads, writes, and is marked as this version's, its counters right and
  * its tag index rebuilt (check_clean). */
@@ -137,9 +215,14 @@ static void check_old_store(void)
 	uint64_t db = make(st, NADB_ROOT_INO, "app", S_IFDIR | 0755);
 	uint64_t ns = make(st, db, "ns", S_IFDIR | 0755);
 	uint64_t k = make(st, ns, "k", S_IFREG | 0640);
+	static const char value[] = "a value stored before format 6";
+	CHECK(put_value(st, ns, "k", value, sizeof(value)) == k);
 	/* write its record and the format back as format 1 had them */
 	struct inode in;
 	CHECK(inode_get(st, k, &in) == 0);
+	CHECK(in.payload_len == CHUNK_HASH_LEN);
+	if (failures)
+		return;
 	uint8_t key[INO_KEY_LEN];
 	uint32_t f1[2] = {1, o.chunk_kb * 1024};
 	/* an expiry a year on, indexed and counted as then: in the root */
@@ -151,13 +234,20 @@ static void check_old_store(void)
 	CHECK(step_begin(st) == 0);
 	CHECK(st->kv->ops->put(st->kv, KV_EXPIRY, ekey, 16, "", 0) == 0);
 	CHECK(counters_add(st, NADB_ROOT_INO, C_EXPIRING, 1) == 0);
-	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), &in.r,
-			       sizeof(in.r)) == 0);
+	uint8_t raw[sizeof(in.r) + CHUNK_HASH_LEN];
+	memcpy(raw, &in.r, sizeof(in.r));
+	memcpy(raw + sizeof(in.r), in.payload, CHUNK_HASH_LEN);
+	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), raw, sizeof(raw)) == 0);
+	/* its directory entry and chunk record too, raw as before format 6 */
+	put_raw_entry(st, ns, "k", k, S_IFREG);
+	put_raw_chunk_rec(st, in.payload);
 	CHECK(st->kv->ops->put(st->kv, KV_META, "format", 6, f1, sizeof(f1)) == 0);
 	/* and its counters: formats before 3 counted a namespace's key in its
 	 * database and the root too (stats.c) */
 	CHECK(counters_add(st, db, C_KEYS, 1) == 0);
 	CHECK(counters_add(st, NADB_ROOT_INO, C_KEYS, 1) == 0);
+	CHECK(counters_add(st, db, C_BYTES, sizeof(value)) == 0);
+	CHECK(counters_add(st, NADB_ROOT_INO, C_BYTES, sizeof(value)) == 0);
 	/* a tag, indexed as before format 4: store-wide rows, counted in the
 	 * root */
 	uint8_t tkey[INO_KEY_LEN + 5], edge[4 + INO_KEY_LEN + 1];
@@ -195,6 +285,9 @@ static void check_old_store(void)
 	CHECK(sroot.expiring == 1);
 	struct nadb_stats sns;
 	CHECK(nadb_stats(st, ns, &sns) == 0 && sns.keys == 1);
+	/* the raw entry and chunk record read: the value is there, its chunk
+	 * counted once (check_clean) */
+	check_path_value(st, "/app/ns/k", value, sizeof(value));
 	/* the tag index is rebuilt, per partition, and the old rows gone */
 	CHECK(sroot.tags == 1);
 	struct nadb_tag_query q;
@@ -206,6 +299,11 @@ static void check_old_store(void)
 	CHECK(st->kv->ops->get(st->kv, KV_OLD_TAG_KEYS, "photo", 5, &v) == -ENOENT);
 	CHECK(st->kv->ops->get(st->kv, KV_OLD_TAG_TREE, edge, sizeof(edge), &v) == -ENOENT);
 	check_clean(st);
+	/* a new value takes the old record's reference off, in its new form */
+	static const char newer[] = "its value since";
+	CHECK(put_value(st, ns, "k", newer, sizeof(newer)) == k);
+	check_path_value(st, "/app/ns/k", newer, sizeof(newer));
+	check_clean(st);
 	nadb_store_close(st);
 	remove_dir(dir);
 }
@@ -214,6 +312,7 @@ int main(void)
 {
 	check_round_trips();
 	check_sizes_and_shapes();
+	check_entries();
 	check_old_store();
 	printf("%s inode records\n", failures ? "FAILED" : "ok");
 	return failures ? 1 : 0;

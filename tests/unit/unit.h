@@ -67,11 +67,17 @@ static inline void check_path_value(struct nadb_store *st, const char *path, con
 	free(buf);
 }
 
-/* fsck finds nothing wrong. */
+static inline void print_problem(void *ctx, const char *what)
+{
+	(void)ctx;
+	fprintf(stderr, "fsck: %s\n", what);
+}
+
+/* fsck finds nothing wrong (what it finds is printed). */
 static inline void check_clean(struct nadb_store *st)
 {
 	struct nadb_fsck_result res;
-	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
+	CHECK(nadb_fsck(st, false, print_problem, NULL, &res) == 0);
 	CHECK(res.problems == 0);
 }
 
