@@ -37,7 +37,15 @@
 #include <xxhash.h>
 #include <zlib.h>
 
-#define FRAME_MAGIC 0x4e444243u /* "NDBC" */
+/* A frame's header: magic, flags, variant, raw and stored lengths
+ * (CHUNK_FRAME_HEAD bytes), then the stored bytes.  Stores before format 6
+ * wrote FRAME_MAGIC_OLD frames, whose header repeats the chunk's hash after
+ * that (CHUNK_FRAME_HEAD_OLD bytes in all); both are read.  The hash need
+ * not be in the pack: the bytes give it back (hash_bytes), and every whole
+ * read checks them against it anyway. */
+#define FRAME_MAGIC 0x4e444244u     /* "DBDN" in the file */
+#define FRAME_MAGIC_OLD 0x4e444243u /* "CBDN" */
+#define CHUNK_FRAME_HEAD_OLD (CHUNK_FRAME_HEAD + CHUNK_HASH_LEN)
 #define CHUNK_ZLIB 1
 #define MAX_VARIANT 16
 #define CHUNK_RAW_MAX (16u << 20) /* the largest chunk size a store can have */
@@ -49,9 +57,15 @@ struct frame_head {
 	uint16_t reserved;
 	uint32_t raw_len;
 	uint32_t stored_len;
-	uint8_t hash[CHUNK_HASH_LEN];
 };
 _Static_assert(sizeof(struct frame_head) == CHUNK_FRAME_HEAD, "the statistics count it");
+
+/* The bytes of H's frame's header: 0 if H is no header. */
+static size_t head_len(const struct frame_head *h)
+{
+	uint32_t m = le32toh(h->magic);
+	return m == FRAME_MAGIC ? CHUNK_FRAME_HEAD : m == FRAME_MAGIC_OLD ? CHUNK_FRAME_HEAD_OLD : 0;
+}
 
 /* The chunk table's value, as the code holds it.  Stores before format 6
  * kept it raw, as it lies in memory (CHUNK_REC_OLD_LEN bytes); it is
@@ -273,7 +287,6 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 		.raw_len = htole32(p->raw_len),
 		.stored_len = htole32(p->z ? p->z_len : p->raw_len),
 	};
-	memcpy(h.hash, hash, CHUNK_HASH_LEN);
 	struct blob_loc loc;
 	int rc = c->room ? c->room(c->account_ctx, sizeof(h) + (p->z ? p->z_len : p->raw_len)) : 0;
 	if (rc)
@@ -664,13 +677,18 @@ static int corrupt(const char **why, const char *what)
 	return -EIO;
 }
 
-static int check_head(const struct chunk_loc *loc, const struct frame_head *h,
-		      const uint8_t hash[CHUNK_HASH_LEN], const char **why)
+/* The header at FRAME (LOC's bytes, read whole) against the index; its
+ * length in *HLEN. */
+static int check_head(const struct chunk_loc *loc, const uint8_t *frame,
+		      const uint8_t hash[CHUNK_HASH_LEN], size_t *hlen, const char **why)
 {
-	if (le32toh(h->magic) != FRAME_MAGIC)
+	struct frame_head h;
+	memcpy(&h, frame, sizeof(h));
+	*hlen = head_len(&h);
+	if (!*hlen || loc->blob.len < *hlen)
 		return corrupt(why, "bad frame header");
-	if (memcmp(h->hash, hash, CHUNK_HASH_LEN) || le32toh(h->raw_len) != loc->raw_len ||
-	    le32toh(h->stored_len) + sizeof(*h) != loc->blob.len)
+	if ((*hlen == CHUNK_FRAME_HEAD_OLD && memcmp(frame + sizeof(h), hash, CHUNK_HASH_LEN)) ||
+	    le32toh(h.raw_len) != loc->raw_len || le32toh(h.stored_len) + *hlen != loc->blob.len)
 		return corrupt(why, "frame header does not match the index");
 	return 0;
 }
@@ -695,20 +713,24 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
 		return corrupt(why, "read beyond the chunk");
 	if (loc->raw_len > CHUNK_RAW_MAX ||
-	    loc->blob.len > sizeof(struct frame_head) + compressBound(loc->raw_len))
+	    loc->blob.len > CHUNK_FRAME_HEAD_OLD + compressBound(loc->raw_len))
 		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
+	/* A raw frame's header is what its length has beyond the bytes. */
 	if (!(loc->flags & CHUNK_ZLIB) && !whole)
-		return c->blobs->ops->read(c->blobs, &loc->blob,
-					   sizeof(struct frame_head) + off, dst, len);
+		return loc->blob.len < loc->raw_len
+		       ? corrupt(why, "the index gives it an impossible size")
+		       : c->blobs->ops->read(c->blobs, &loc->blob,
+					     loc->blob.len - loc->raw_len + off, dst, len);
 	uint8_t *frame = malloc(loc->blob.len);
 	if (!frame)
 		return -ENOMEM;
+	size_t hlen = 0;
 	int rc = c->blobs->ops->read(c->blobs, &loc->blob, 0, frame, loc->blob.len);
 	if (!rc)
-		rc = check_head(loc, (struct frame_head *)frame, hash, why);
-	const uint8_t *stored = frame + sizeof(struct frame_head);
-	size_t stored_len = loc->blob.len - sizeof(struct frame_head);
+		rc = check_head(loc, frame, hash, &hlen, why);
+	const uint8_t *stored = frame + hlen;
+	size_t stored_len = loc->blob.len - hlen;
 	uint8_t *raw = NULL;
 	if (!rc && (loc->flags & CHUNK_ZLIB)) {
 		raw = whole ? dst : malloc(loc->raw_len ? loc->raw_len : 1);
@@ -762,8 +784,9 @@ static int add_seg(void *ctx, uint32_t seg, uint64_t size, uint64_t held, bool c
 static bool plausible_head(const struct frame_head *h, uint64_t off, uint64_t size)
 {
 	uint32_t stored = le32toh(h->stored_len), raw = le32toh(h->raw_len);
-	return le32toh(h->magic) == FRAME_MAGIC && raw <= CHUNK_RAW_MAX &&
-	       stored <= sizeof(*h) + compressBound(raw) && off + sizeof(*h) + stored <= size;
+	size_t hlen = head_len(h);
+	return hlen && raw <= CHUNK_RAW_MAX && stored <= compressBound(raw) &&
+	       off + hlen + stored <= size;
 }
 
 /* The offset of the next byte >= OFF where the frame magic stands in
@@ -774,9 +797,10 @@ static int next_magic(struct chunker *c, uint32_t seg, uint64_t off, uint64_t si
 		      uint64_t *at)
 {
 	uint8_t *buf = malloc(RESYNC_WINDOW);
-	uint8_t magic[4];
-	uint32_t m = htole32(FRAME_MAGIC);
+	uint8_t magic[4], old[4];
+	uint32_t m = htole32(FRAME_MAGIC), mo = htole32(FRAME_MAGIC_OLD);
 	memcpy(magic, &m, 4);
+	memcpy(old, &mo, 4);
 	if (!buf)
 		return -ENOMEM;
 	*at = size;
@@ -786,11 +810,45 @@ static int next_magic(struct chunker *c, uint32_t seg, uint64_t off, uint64_t si
 		struct blob_loc win = {.seg = seg, .off = off, .len = (uint32_t)n};
 		rc = c->blobs->ops->read(c->blobs, &win, 0, buf, n);
 		uint8_t *hit = rc ? NULL : memmem(buf, n, magic, 4);
+		uint8_t *hit_old = rc ? NULL : memmem(buf, hit ? (size_t)(hit - buf) + 3 : n, old, 4);
+		if (hit_old)
+			hit = hit_old;
 		if (hit)
 			*at = off + (uint64_t)(hit - buf);
 		off += n - 3; /* a magic may straddle two windows */
 	}
 	free(buf);
+	return rc;
+}
+
+/* The hash of the chunk in the frame at LOC, whose header is HLEN bytes:
+ * an old header holds it, a new one's bytes give it back.  0, 1 if the
+ * frame's bytes cannot be read as its header says, or a negative errno. */
+static int frame_hash(struct chunker *c, const struct chunk_loc *loc, size_t hlen,
+		      uint8_t hash[CHUNK_HASH_LEN])
+{
+	if (hlen == CHUNK_FRAME_HEAD_OLD) {
+		struct blob_loc at = {.seg = loc->blob.seg, .off = loc->blob.off + CHUNK_FRAME_HEAD,
+				      .len = CHUNK_HASH_LEN};
+		return c->blobs->ops->read(c->blobs, &at, 0, hash, CHUNK_HASH_LEN);
+	}
+	size_t stored_len = loc->blob.len - hlen;
+	uint8_t *stored = malloc(stored_len ? stored_len : 1);
+	uint8_t *raw = (loc->flags & CHUNK_ZLIB) ? malloc(loc->raw_len ? loc->raw_len : 1) : stored;
+	int rc = stored && raw ? 0 : -ENOMEM;
+	if (!rc)
+		rc = c->blobs->ops->read(c->blobs, &loc->blob, hlen, stored, stored_len);
+	uLongf rlen = loc->raw_len;
+	if (!rc && (loc->flags & CHUNK_ZLIB) &&
+	    (uncompress(raw, &rlen, stored, stored_len) != Z_OK || rlen != loc->raw_len))
+		rc = 1;
+	if (!rc && !(loc->flags & CHUNK_ZLIB) && stored_len != loc->raw_len)
+		rc = 1;
+	if (!rc)
+		hash_bytes(raw, loc->raw_len, loc->variant, hash);
+	if (raw != stored)
+		free(raw);
+	free(stored);
 	return rc;
 }
 
@@ -812,15 +870,25 @@ static int segment_frames(struct chunker *c, uint32_t seg, uint64_t size, chunk_
 				return rc;
 			continue;
 		}
+		size_t hlen = head_len(&h);
 		uint32_t stored = le32toh(h.stored_len), raw = le32toh(h.raw_len);
 		struct chunk_loc loc = {
-			.blob = {.seg = seg, .off = off, .len = (uint32_t)(sizeof(h) + stored)},
+			.blob = {.seg = seg, .off = off, .len = (uint32_t)(hlen + stored)},
 			.raw_len = raw, .flags = h.flags, .variant = h.variant,
 		};
-		rc = fn(ctx, h.hash, &loc);
+		uint8_t hash[CHUNK_HASH_LEN];
+		rc = frame_hash(c, &loc, hlen, hash);
+		if (rc == 1) { /* damaged: go on from the next header */
+			rc = next_magic(c, seg, off + 1, size, &off);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (!rc)
+			rc = fn(ctx, hash, &loc);
 		if (rc)
 			return rc < 0 ? rc : 0;
-		off += sizeof(h) + stored;
+		off += hlen + stored;
 	}
 	return 0;
 }

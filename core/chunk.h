@@ -20,9 +20,10 @@
 /* Bytes of a chunk table value as stores before format 6 wrote it (struct
  * chunk_rec raw, chunk.c); they are compact, and shorter, now. */
 #define CHUNK_REC_OLD_LEN 32
-/* Bytes of a chunk's frame before its payload: magic, flags, lengths and
- * the hash again, so that a pack can be read without the metadata. */
-#define CHUNK_FRAME_HEAD 32
+/* Bytes of a chunk's frame before its payload: magic, flags and lengths,
+ * so that a pack can be read without the metadata (chunk.c; frames of
+ * stores before format 6 have the hash after them, 16 bytes more). */
+#define CHUNK_FRAME_HEAD 16
 
 struct chunker {
 	struct kv *kv;

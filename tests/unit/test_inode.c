@@ -199,6 +199,43 @@ static void put_raw_chunk_rec(struct nadb_store *st, const uint8_t *hash)
 	CHECK(st->kv->ops->put(st->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, old, sizeof(old)) == 0);
 }
 
+/* Store the chunk HASH (LEN bytes at VAL) again in a frame as stores
+ * before format 6 wrote them: the header then the hash; its record points
+ * there from now on.  Inside a step. */
+static void put_old_frame(struct nadb_store *st, const uint8_t *hash, const void *val,
+			  size_t len)
+{
+	uint8_t head[CHUNK_FRAME_HEAD + CHUNK_HASH_LEN] = {0};
+	uint32_t magic = htole32(0x4e444243u), len32 = htole32((uint32_t)len);
+	memcpy(head, &magic, 4);
+	memcpy(head + 8, &len32, 4);
+	memcpy(head + 12, &len32, 4);
+	memcpy(head + 16, hash, CHUNK_HASH_LEN);
+	struct chunk_loc loc = {.raw_len = (uint32_t)len};
+	CHECK(st->chunks.blobs->ops->append(st->chunks.blobs, head, sizeof(head), val, len,
+					    &loc.blob) == 0);
+	CHECK(chunk_adopt(&st->chunks, hash, &loc, 1) == 0);
+	/* adopting keeps the counters (fsck's repair sets them after): the
+	 * store's frames hold the old header's hash more */
+	CHECK(counters_add(st, NADB_ROOT_INO, C_CHUNK_BYTES, CHUNK_HASH_LEN) == 0);
+}
+
+struct frames_of {
+	const uint8_t *hash;
+	unsigned n, old;
+};
+
+static int count_frames_of(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
+			   const struct chunk_loc *loc)
+{
+	struct frames_of *f = ctx;
+	if (!memcmp(hash, f->hash, CHUNK_HASH_LEN)) {
+		f->n++;
+		f->old += loc->blob.len - loc->raw_len == CHUNK_FRAME_HEAD + CHUNK_HASH_LEN;
+	}
+	return 0;
+}
+
 /* A store of format 1 (raw records, counters as before format 3) opens,
  * reads, writes, and is marked as this version's, its counters right and
  * its tag index rebuilt (check_clean). */
@@ -240,6 +277,7 @@ static void check_old_store(void)
 	CHECK(st->kv->ops->put(st->kv, KV_INODES, key, ino_key(key, k), raw, sizeof(raw)) == 0);
 	/* its directory entry and chunk record too, raw as before format 6 */
 	put_raw_entry(st, ns, "k", k, S_IFREG);
+	put_old_frame(st, in.payload, value, sizeof(value));
 	put_raw_chunk_rec(st, in.payload);
 	CHECK(st->kv->ops->put(st->kv, KV_META, "format", 6, f1, sizeof(f1)) == 0);
 	/* and its counters: formats before 3 counted a namespace's key in its
@@ -288,6 +326,23 @@ static void check_old_store(void)
 	/* the raw entry and chunk record read: the value is there, its chunk
 	 * counted once (check_clean) */
 	check_path_value(st, "/app/ns/k", value, sizeof(value));
+	/* part of it, from inside the old frame */
+	struct nadb_file *fh;
+	char part[8] = {0};
+	CHECK(nadb_file_open(st, k, 0, &fh) == 0);
+	CHECK(nadb_file_read(fh, part, 5, 2) == 5 && !memcmp(part, value + 2, 5));
+	CHECK(nadb_file_close(fh) == 0);
+	/* the packs' walk (fsck's) finds the chunk in both frames, the old
+	 * header's hash and the new frame's bytes' */
+	uint8_t hash[CHUNK_HASH_LEN];
+	struct inode now_in;
+	CHECK(inode_get(st, k, &now_in) == 0 && now_in.payload_len == CHUNK_HASH_LEN);
+	if (!failures)
+		memcpy(hash, now_in.payload, CHUNK_HASH_LEN);
+	inode_release(&now_in);
+	struct frames_of fo = {.hash = hash};
+	CHECK(chunk_frames(&st->chunks, count_frames_of, &fo) == 0);
+	CHECK(fo.n == 2 && fo.old == 1);
 	/* the tag index is rebuilt, per partition, and the old rows gone */
 	CHECK(sroot.tags == 1);
 	struct nadb_tag_query q;
