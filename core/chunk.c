@@ -8,8 +8,9 @@
  * the next seed gives the newcomer a name of its own, and sharing another
  * key's chunk on a forged collision cannot happen.
  *
- * Each frame starts with a header repeating the name and lengths, so that
- * a read can tell a corrupted or misplaced frame from a good one.
+ * Each frame starts with a header of magic and lengths, and a whole read
+ * hashes the bytes it gets, so that it tells a corrupted or misplaced
+ * frame from a good one.
  *
  * Records live in partition 0, but most references are held by keys of a
  * namespace, in a partition of its own (backend.h).  A step about such a
@@ -43,7 +44,7 @@
  * that (CHUNK_FRAME_HEAD_OLD bytes in all); both are read.  The hash need
  * not be in the pack: the bytes give it back (hash_bytes), and every whole
  * read checks them against it anyway. */
-#define FRAME_MAGIC 0x4e444244u     /* "DBDN" in the file */
+#define FRAME_MAGIC 0x6e626466u     /* "fdbn" in the file: no byte as in the old */
 #define FRAME_MAGIC_OLD 0x4e444243u /* "CBDN" */
 #define CHUNK_FRAME_HEAD_OLD (CHUNK_FRAME_HEAD + CHUNK_HASH_LEN)
 #define CHUNK_ZLIB 1
@@ -111,7 +112,7 @@ static int rec_decode(const void *val, size_t len, struct chunk_rec *r)
 	memset(r, 0, sizeof(*r));
 	if (len == CHUNK_REC_OLD_LEN) {
 		memcpy(r, val, sizeof(*r));
-		return 0;
+		return r->off < REC_OFF_LIMIT ? 0 : -EIO; /* rec_encode's bound */
 	}
 	const uint8_t *p = val, *end = p + len;
 	uint64_t refs, seg, off, raw, delta;
@@ -119,9 +120,11 @@ static int rec_decode(const void *val, size_t len, struct chunk_rec *r)
 	    !varint_get(&p, end, &off) || !varint_get(&p, end, &raw) ||
 	    !varint_get(&p, end, &delta) || end - p != 2)
 		return -EIO;
-	int64_t frame = (int64_t)raw + unzigzag(delta);
 	if (refs > UINT32_MAX || seg > UINT32_MAX || off >= REC_OFF_LIMIT ||
-	    raw > UINT32_MAX || frame < 0 || frame > UINT32_MAX)
+	    raw > UINT32_MAX || delta >> 34) /* so the sum below cannot overflow */
+		return -EIO;
+	int64_t frame = (int64_t)raw + unzigzag(delta);
+	if (frame < 0 || frame > UINT32_MAX)
 		return -EIO;
 	r->refs = (uint32_t)refs, r->seg = (uint32_t)seg, r->off = off;
 	r->raw_len = (uint32_t)raw, r->len = (uint32_t)frame;
@@ -716,12 +719,14 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	    loc->blob.len > CHUNK_FRAME_HEAD_OLD + compressBound(loc->raw_len))
 		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
-	/* A raw frame's header is what its length has beyond the bytes. */
-	if (!(loc->flags & CHUNK_ZLIB) && !whole)
-		return loc->blob.len < loc->raw_len
-		       ? corrupt(why, "the index gives it an impossible size")
-		       : c->blobs->ops->read(c->blobs, &loc->blob,
-					     loc->blob.len - loc->raw_len + off, dst, len);
+	/* A raw frame's header is what its length has beyond the bytes: one
+	 * of the two there are, or the record is damaged. */
+	if (!(loc->flags & CHUNK_ZLIB) && !whole) {
+		uint32_t hlen = loc->blob.len - loc->raw_len; /* wraps if damaged: refused */
+		if (hlen != CHUNK_FRAME_HEAD && hlen != CHUNK_FRAME_HEAD_OLD)
+			return corrupt(why, "the index gives it an impossible size");
+		return c->blobs->ops->read(c->blobs, &loc->blob, hlen + off, dst, len);
+	}
 	uint8_t *frame = malloc(loc->blob.len);
 	if (!frame)
 		return -ENOMEM;

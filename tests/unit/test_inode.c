@@ -94,6 +94,13 @@ static void check_entries(void)
 	uint8_t rec[] = {1, 0, 0x80, 0x20, 0x80, 0x20, 0x40, 0, 0}; /* a 4 KiB raw chunk */
 	CHECK(chunk_row_raw_len(rec, sizeof(rec), &raw) == 0 && raw == 4096);
 	CHECK(chunk_row_raw_len(rec, sizeof(rec) - 1, &raw) == -EIO);
+	/* damaged: a raw length and difference whose sum would overflow, an
+	 * old record's offset no compact one could hold */
+	uint8_t wide[] = {0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 2, 0, 0};
+	CHECK(chunk_row_raw_len(wide, sizeof(wide), &raw) == -EIO);
+	uint8_t old[CHUNK_REC_OLD_LEN] = {1};
+	old[15] = 0x10; /* off = 2^60 */
+	CHECK(chunk_row_raw_len(old, sizeof(old), &raw) == -EIO);
 }
 
 static void check_sizes_and_shapes(void)
@@ -220,6 +227,36 @@ static void put_old_frame(struct nadb_store *st, const uint8_t *hash, const void
 	CHECK(counters_add(st, NADB_ROOT_INO, C_CHUNK_BYTES, CHUNK_HASH_LEN) == 0);
 }
 
+/* A chunk record of key K whose frame length is 4 bytes off: a read of
+ * part of the value fails rather than give bytes 4 off; then put back. */
+static void check_damaged_length(struct nadb_store *st, uint64_t k)
+{
+	struct inode in;
+	struct kv_val v;
+	CHECK(inode_get(st, k, &in) == 0 && in.payload_len == CHUNK_HASH_LEN);
+	if (failures)
+		return;
+	CHECK(st->kv->ops->get(st->kv, KV_CHUNKS, in.payload, CHUNK_HASH_LEN, &v) == 0 &&
+	      v.len == CHUNK_REC_OLD_LEN);
+	uint8_t rec[CHUNK_REC_OLD_LEN], bad[CHUNK_REC_OLD_LEN];
+	if (!failures)
+		memcpy(rec, v.data, sizeof(rec));
+	memcpy(bad, rec, sizeof(bad));
+	bad[16] -= 4; /* the frame's length, little-endian */
+	CHECK(step_begin(st) == 0);
+	CHECK(step_end(st, st->kv->ops->put(st->kv, KV_CHUNKS, in.payload, CHUNK_HASH_LEN, bad,
+					      sizeof(bad))) == 0);
+	struct nadb_file *fh;
+	char part[8];
+	CHECK(nadb_file_open(st, k, 0, &fh) == 0);
+	CHECK(nadb_file_read(fh, part, 5, 2) == -EIO);
+	CHECK(nadb_file_close(fh) == 0);
+	CHECK(step_begin(st) == 0);
+	CHECK(step_end(st, st->kv->ops->put(st->kv, KV_CHUNKS, in.payload, CHUNK_HASH_LEN, rec,
+					      sizeof(rec))) == 0);
+	inode_release(&in);
+}
+
 struct frames_of {
 	const uint8_t *hash;
 	unsigned n, old;
@@ -332,6 +369,7 @@ static void check_old_store(void)
 	CHECK(nadb_file_open(st, k, 0, &fh) == 0);
 	CHECK(nadb_file_read(fh, part, 5, 2) == 5 && !memcmp(part, value + 2, 5));
 	CHECK(nadb_file_close(fh) == 0);
+	check_damaged_length(st, k);
 	/* the packs' walk (fsck's) finds the chunk in both frames, the old
 	 * header's hash and the new frame's bytes' */
 	uint8_t hash[CHUNK_HASH_LEN];
