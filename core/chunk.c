@@ -48,6 +48,11 @@
 #define FRAME_MAGIC_OLD 0x4e444243u /* "CBDN" */
 #define CHUNK_FRAME_HEAD_OLD (CHUNK_FRAME_HEAD + CHUNK_HASH_LEN)
 #define CHUNK_ZLIB 1
+/* Set in a chunk record's flags (never a frame's): its frame has the
+ * CHUNK_FRAME_HEAD-byte header, not the old one.  The record's frame
+ * length says so too; a part of a raw chunk is read only where the two
+ * agree, so that one damaged field cannot move a read into the header. */
+#define CHUNK_SHORT_HEAD 0x80
 #define MAX_VARIANT 16
 #define CHUNK_RAW_MAX (16u << 20) /* the largest chunk size a store can have */
 
@@ -60,6 +65,12 @@ struct frame_head {
 	uint32_t stored_len;
 };
 _Static_assert(sizeof(struct frame_head) == CHUNK_FRAME_HEAD, "the statistics count it");
+
+/* The bytes of the header of LOC's frame, as its record says. */
+static size_t loc_head_len(const struct chunk_loc *loc)
+{
+	return loc->flags & CHUNK_SHORT_HEAD ? CHUNK_FRAME_HEAD : CHUNK_FRAME_HEAD_OLD;
+}
 
 /* The bytes of H's frame's header: 0 if H is no header. */
 static size_t head_len(const struct frame_head *h)
@@ -301,7 +312,7 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 		return rc;
 	struct chunk_rec rec = {
 		.refs = 1, .seg = loc.seg, .off = loc.off, .len = loc.len,
-		.raw_len = p->raw_len, .flags = h.flags, .variant = variant,
+		.raw_len = p->raw_len, .flags = h.flags | CHUNK_SHORT_HEAD, .variant = variant,
 	};
 	rc = put_rec(c, hash, &rec);
 	if (!rc && c->account)
@@ -690,8 +701,11 @@ static int check_head(const struct chunk_loc *loc, const uint8_t *frame,
 	*hlen = head_len(&h);
 	if (!*hlen || loc->blob.len < *hlen)
 		return corrupt(why, "bad frame header");
-	if ((*hlen == CHUNK_FRAME_HEAD_OLD && memcmp(frame + sizeof(h), hash, CHUNK_HASH_LEN)) ||
-	    le32toh(h.raw_len) != loc->raw_len || le32toh(h.stored_len) + *hlen != loc->blob.len)
+	if (*hlen != loc_head_len(loc) ||
+	    (*hlen == CHUNK_FRAME_HEAD_OLD && memcmp(frame + sizeof(h), hash, CHUNK_HASH_LEN)) ||
+	    h.flags != (loc->flags & ~CHUNK_SHORT_HEAD) || h.variant != loc->variant ||
+	    le32toh(h.raw_len) != loc->raw_len || le32toh(h.stored_len) + *hlen != loc->blob.len ||
+	    (!(h.flags & CHUNK_ZLIB) && le32toh(h.stored_len) != loc->raw_len))
 		return corrupt(why, "frame header does not match the index");
 	return 0;
 }
@@ -719,11 +733,11 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	    loc->blob.len > CHUNK_FRAME_HEAD_OLD + compressBound(loc->raw_len))
 		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
-	/* A raw frame's header is what its length has beyond the bytes: one
-	 * of the two there are, or the record is damaged. */
+	/* A raw frame's header is what its length has beyond the bytes, and
+	 * the kind of header the record names, or the record is damaged. */
 	if (!(loc->flags & CHUNK_ZLIB) && !whole) {
-		uint32_t hlen = loc->blob.len - loc->raw_len; /* wraps if damaged: refused */
-		if (hlen != CHUNK_FRAME_HEAD && hlen != CHUNK_FRAME_HEAD_OLD)
+		size_t hlen = loc_head_len(loc);
+		if (loc->blob.len != hlen + loc->raw_len)
 			return corrupt(why, "the index gives it an impossible size");
 		return c->blobs->ops->read(c->blobs, &loc->blob, hlen + off, dst, len);
 	}
@@ -791,7 +805,8 @@ static bool plausible_head(const struct frame_head *h, uint64_t off, uint64_t si
 	uint32_t stored = le32toh(h->stored_len), raw = le32toh(h->raw_len);
 	size_t hlen = head_len(h);
 	return hlen && raw <= CHUNK_RAW_MAX && stored <= compressBound(raw) &&
-	       off + hlen + stored <= size;
+	       !(h->flags & ~CHUNK_ZLIB) && h->variant < MAX_VARIANT &&
+	       ((h->flags & CHUNK_ZLIB) || stored == raw) && off + hlen + stored <= size;
 }
 
 /* The offset of the next byte >= OFF where the frame magic stands in
@@ -879,7 +894,8 @@ static int segment_frames(struct chunker *c, uint32_t seg, uint64_t size, chunk_
 		uint32_t stored = le32toh(h.stored_len), raw = le32toh(h.raw_len);
 		struct chunk_loc loc = {
 			.blob = {.seg = seg, .off = off, .len = (uint32_t)(hlen + stored)},
-			.raw_len = raw, .flags = h.flags, .variant = h.variant,
+			.raw_len = raw, .variant = h.variant,
+			.flags = h.flags | (hlen == CHUNK_FRAME_HEAD ? CHUNK_SHORT_HEAD : 0),
 		};
 		uint8_t hash[CHUNK_HASH_LEN];
 		rc = frame_hash(c, &loc, hlen, hash);

@@ -57,7 +57,7 @@ struct chunker {
 struct chunk_loc {
 	struct blob_loc blob; /* the whole frame: header + stored bytes */
 	uint32_t raw_len;
-	uint8_t flags;   /* CHUNK_ZLIB */
+	uint8_t flags;   /* CHUNK_ZLIB, CHUNK_SHORT_HEAD (chunk.c) */
 	uint8_t variant; /* hash seed: 0 unless two contents collided */
 };
 

@@ -49,9 +49,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-/* A group is also committed once this many steps piled up, bounding the
- * memory LMDB holds for it and the work a crash can undo. */
-#define MAX_UNSYNCED_STEPS 100000
 /* A writer with followers syncs this often (ms), so that they hear of a
  * change that soon; it asks whether it has followers every
  * FOLLOWERS_CHECK_MS (ms). */

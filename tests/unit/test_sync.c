@@ -1,12 +1,14 @@
-/* test_sync.c -- group commit: concurrent syncs share commits, and a
- * metadata flush that fails is never reported as durable, to the sync that
- * ran it or to any later one.
+/* test_sync.c -- group commit: concurrent syncs share commits, a group
+ * that grew big is committed before flush_interval, and a metadata flush
+ * that fails is never reported as durable, to the sync that ran it or to
+ * any later one.
  *
  * The failure comes from fdatasync itself: this program defines it, so
  * that LMDB's calls (from its shared library) land here.  Armed with N,
  * it lets N more calls on the metadata file (data.mdb) through and fails
  * the next one with EIO.  A sync makes two: LMDB's commit syncs the data
  * pages, then the sync's second half the meta page. */
+#include "store_int.h"
 #include "unit.h"
 
 #include <dlfcn.h>
@@ -87,6 +89,35 @@ static void check_group_commit(struct nadb_store *st, uint64_t ns)
 	CHECK(run - run0 < asked - asked0);
 }
 
+/* With flush_interval far off, a group is committed anyway once
+ * MAX_UNSYNCED_STEPS steps piled up (the flusher is woken). */
+static void check_big_group(struct nadb_store *st, uint64_t ns)
+{
+	uint64_t asked0, run0, asked, run;
+	CHECK(nadb_store_start_flusher(st) == 0);
+	nadb_store_sync_counts(st, &asked0, &run0);
+	uint64_t dir = make(st, ns, "big", S_IFDIR | 0755);
+	char name[32];
+	for (int i = 0; i < MAX_UNSYNCED_STEPS / 2 && !failures; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		make(st, dir, name, S_IFREG | 0644);
+	}
+	nadb_store_sync_counts(st, &asked, &run);
+	CHECK(run == run0); /* not yet */
+	for (int i = MAX_UNSYNCED_STEPS / 2; i <= MAX_UNSYNCED_STEPS && !failures; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		make(st, dir, name, S_IFREG | 0644);
+	}
+	for (int ms = 0; ms < 10000 && run == run0; ms += 10) {
+		usleep(10000);
+		nadb_store_sync_counts(st, &asked, &run);
+	}
+	printf("# %d steps: %llu syncs run\n", MAX_UNSYNCED_STEPS + 2,
+	       (unsigned long long)(run - run0));
+	CHECK(run > run0);
+	nadb_store_stop_flusher(st);
+}
+
 int main(void)
 {
 	char dir[32], store[300];
@@ -100,6 +131,7 @@ int main(void)
 	CHECK(nadb_store_sync(st) == 0);
 
 	check_group_commit(st, ns);
+	check_big_group(st, ns);
 
 	/* A handle open before a failure, with a value committed that the
 	 * failing sync carries. */
