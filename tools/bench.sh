@@ -526,6 +526,8 @@ run_repetition() {
 	for t in "${order[@]}"; do
 		measure create-N ops/s "$t" --phase create --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --threads "$THREADS"
 	done
+	# each key's first stat after it was written (issue 15's first row)
+	for t in "${order[@]}"; do measure stat-first ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
 	# fs_mark-style durable creates (fsync each file before closing it), one
 	# thread then N, of contents no other phase writes, removed right after
 	for t in "${order[@]}"; do
@@ -592,8 +594,18 @@ run_repetition() {
 # key:__rand_int__, deleted after.
 
 redis_reference() {
-	local out set get
 	[ -n "$REDIS_PORT" ] || { note_error redis-set redis "no redis-server"; return 1; }
+	redis_benchmark redis-set redis-get || return 1
+	# issue 15's reference: the AOF fsync'd every second, Redis's default
+	# for appendonly and as durable as nadbfs's flush_interval
+	redis_cli config set appendfsync everysec >/dev/null &&
+		redis_benchmark redis-set-everysec redis-get-everysec
+	redis_cli config set appendfsync always >/dev/null ||
+		{ note_error redis-set redis "CONFIG SET appendfsync always failed"; return 1; }
+}
+
+redis_benchmark() { # set-workload get-workload
+	local out set get
 	out=$(timeout -k 10 "$PHASE_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" \
 		-c 1 -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -t set,get -q 2>&1 | tr '\r' '\n')
 	# "SET: 1234.57 requests per second, p50=0.767 msec"
@@ -601,11 +613,11 @@ redis_reference() {
 	get=$(awk '$1 == "GET:" && $3 == "requests" { v = $2 } END { print v }' <<<"$out")
 	redis_cli del key:__rand_int__ >/dev/null 2>&1
 	if [ -z "$set" ] || [ -z "$get" ]; then
-		note_error redis-set redis "redis-benchmark: $(grep -v '^ *$' <<<"$out" | tail -n 3 | cut -c1-200 | tr '\n' ' ')"
+		note_error "$1" redis "redis-benchmark: $(grep -v '^ *$' <<<"$out" | tail -n 3 | cut -c1-200 | tr '\n' ' ')"
 		return 1
 	fi
-	record redis-set redis "$set" ops/s "$REDIS_REQUESTS"
-	record redis-get redis "$get" ops/s "$REDIS_REQUESTS"
+	record "$1" redis "$set" ops/s "$REDIS_REQUESTS"
+	record "$2" redis "$get" ops/s "$REDIS_REQUESTS"
 }
 
 # ---- Redis memory per key --------------------------------------------------------
@@ -779,6 +791,7 @@ create-1|create $v files, 1 thread|ops/s|passthrough 1
 create-N|create $v files, $THREADS threads|ops/s|passthrough 1
 fsync-1|create $v files, fsync each (fs_mark), 1 thread|ops/s|passthrough 1
 fsync-N|create $v files, fsync each (fs_mark), $THREADS threads|ops/s|passthrough 1
+stat-first|stat right after the create (each key's first stat)|ops/s|native 0.5
 stat|stat, warm|ops/s|native 0.5
 read-warm|read $v, warm|ops/s|native 0.5
 read-cold|read $v after a remount (native: still warm)|ops/s|-
@@ -792,7 +805,7 @@ unlink|unlink|ops/s|passthrough 1
 seq-write|sequential write of $large (1 MiB writes, close)|MB/s|passthrough 0.8
 seq-read|sequential read of $large|MB/s|passthrough 0.8
 rand-read|random 4 KiB reads in the $large file|ops/s|-
-rand-write|random 4 KiB writes in it (+ close)|ops/s|-
+rand-write|random 4 KiB writes in it (+ close)|ops/s|passthrough 1
 dedup-copy|$COPIES copies of one 1 MiB file, as cp makes them|MB/s|-
 dedup-growth|store growth for those copies (lower is better)|MiB|at-most 1.1
 EOF
@@ -960,6 +973,29 @@ summarize_redis_reference() { # csv md
 	}' "$RAW"
 }
 
+# Issue 15's table, each row a ratio of medians from this run: what a user
+# of a key-value store lives with, against what they would use instead.
+summarize_per_key() { # csv md
+	awk -F, -v csv="$1" -v md="$2" -v errors="$ERRORS" -v size="$(human_size "$VALUE_SIZE")" \
+		-v threads="$THREADS" "$AWK_TABLES"'
+	function row(name, what, nw, rw, rt, ref, goal,   d, r, q, met) {
+		d = median(nw SUBSEP "nadbfs"); r = median(rw SUBSEP rt); q = ratio(d, r)
+		met = (q == "") ? "n/a" : (q + 0 >= goal ? "yes" : "no")
+		printf "| %s | %s | %s | %s | %s | >= %s | %s |\n", what, (d == "" ? "n/a" : number(d)), ref,
+			(r == "" ? "n/a" : number(r)), (q == "" ? "n/a" : sprintf("%.2f", q)), goal,
+			(met == "no" ? "**no**" : met) >> md
+		print "per-key/" name ",ratio,,," q ",,,>= " goal "," met ",," >> csv
+	}
+	FNR > 1 { k = $1 SUBSEP $2; n[k]++; v[k, n[k]] = $4 }
+	END {
+		row("stat-first", "stat of a key right after it was written", "stat-first", "stat-first", "native", "bare disk", 0.5)
+		row("get", "get (open, read " size ", close), warm", "read-warm", "redis-get-everysec", "redis", "Redis GET", 1.0)
+		row("set", "set (create, write " size ", close)", "create-1", "redis-set-everysec", "redis", "Redis SET, AOF fsync every second", 0.5)
+		row("rand-write", "random 4 KiB writes (+ close)", "rand-write", "rand-write", "passthrough", "passthrough_ll", 1.0)
+		row("threads", "creates with " threads " threads", "create-N", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
+	}' "$RAW"
+}
+
 machine_line() {
 	local cpu mem fs
 	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -1011,6 +1047,20 @@ write_results() {
 			echo
 			echo "| workload | unit | stats on | stats off | on/off | on/off per repetition |"
 			echo "|---|---|---:|---:|---:|---|"
+			cat "$rows"
+			echo
+		} >>"$md"
+	fi
+	if has_target nadbfs; then
+		: >"$rows"
+		summarize_per_key "$csv" "$rows"
+		{
+			echo "## Per key, beside what a user would use instead"
+			echo
+			echo "Issue 15's figures, each a ratio of two medians of this run: nadbfs on a directory against the bare disk, passthrough_ll, Redis itself (\`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set,get -q\` on nadbfs-redis's private server with \`CONFIG SET appendfsync everysec\`, which is as durable as nadbfs's \`flush_interval\`; n/a without nadbfs-redis among the targets) or itself.  Store bytes a key and memory at 1M keys are in the nadbfs-alone table."
+			echo
+			echo "| what | nadbfs | against | its figure | ratio | goal | met |"
+			echo "|---|---:|---|---:|---:|---|---|"
 			cat "$rows"
 			echo
 		} >>"$md"
