@@ -26,6 +26,8 @@
 
 #define FOLLOW_WAIT_MS 200 /* ms: longest wait for a notice before the thread
 			    * looks whether it is told to stop */
+#define FORMAT_CHECK_MS 1000 /* ms: how often a follower reads the store's
+			      * format record again */
 
 /* The tables whose rows a follower's kernel or engine must hear about:
  * an inode's record, directory entries, and the expiry index (for the
@@ -80,11 +82,30 @@ static void forget_everything(struct nadb_store *st)
 	h->inode(h->ctx, NADB_ROOT_INO);
 }
 
+/* A writer of a newer nadb may have taken the store over and upgraded it:
+ * its rows would then be misread here, so the follower stops serving (the
+ * daemon exits, as when a writer loses its lock) rather than serve them.
+ * Checked every FORMAT_CHECK_MS; a record that cannot be read now is
+ * checked again next time. */
+static void check_format(struct nadb_store *st, int64_t *checked_ms)
+{
+	int64_t now = now_ns() / 1000000;
+	if (now - *checked_ms < FORMAT_CHECK_MS)
+		return;
+	*checked_ms = now;
+	char why[WHY_SIZE];
+	int rc = store_format_check(st, why);
+	if (rc == -EPROTO || rc == -ENOENT)
+		store_give_up(st, why);
+}
+
 static void *follow_main(void *arg)
 {
 	struct nadb_store *st = arg;
 	bool failing = false;
-	while (!atomic_load(&st->follower->stop)) {
+	int64_t format_checked_ms = now_ns() / 1000000;
+	while (!atomic_load(&st->follower->stop) && !nadb_store_lost(st)) {
+		check_format(st, &format_checked_ms);
 		int rc = st->kv->ops->follow(st->kv, FOLLOW_WAIT_MS, forget_row, st);
 		/* the replies our reads were answered with, held until a sync
 		 * (which a follower never makes) lets go of them */

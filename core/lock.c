@@ -362,10 +362,17 @@ int lock_store(struct nadb_store *st, const char *arg)
 
 void store_lose_lock(struct nadb_store *st, const char *why)
 {
+	char whole[WHY_SIZE + 64];
+	snprintf(whole, sizeof(whole), "the store is another daemon's now (%s)", why);
+	store_give_up(st, whole);
+}
+
+void store_give_up(struct nadb_store *st, const char *why)
+{
 	if (atomic_exchange(&st->lock_lost, true))
 		return;
-	nadb_log("%s: the store is another daemon's now (%s): changing nothing more, "
-		 "and serving nothing (it may be stale)", st->dir, why);
+	nadb_log("%s: %s: changing nothing more, and serving nothing (it may be stale)",
+		 st->dir, why);
 	if (st->on_lost)
 		st->on_lost(st->on_lost_ctx);
 }

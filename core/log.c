@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +49,7 @@ static struct log_site sites[LOG_SITES];
 static enum nadb_log_sink sink = NADB_LOG_STDERR;
 static const char *ident = "nadb";
 static char held[HOLD_MAX][LOG_TEXT];
+static bool held_advice[HOLD_MAX]; /* nadb_log_advice's: never a reason */
 static int nheld;
 /* The log file, for nadb_log_reopen; set before any signal handler that
  * reads it exists. */
@@ -73,14 +75,16 @@ static void write_stderr(const char *who, const char *text)
 	(void)w;
 }
 
-/* TEXT to the sink. */
-static void emit(const char *text)
+/* TEXT to the sink; ADVICE: a warning, never a failure's reason. */
+static void emit(const char *text, bool advice)
 {
 	pthread_mutex_lock(&log_lock);
 	enum nadb_log_sink to = sink;
 	const char *who = ident;
-	if (to == NADB_LOG_HOLD && nheld < HOLD_MAX)
+	if (to == NADB_LOG_HOLD && nheld < HOLD_MAX) {
+		held_advice[nheld] = advice;
 		snprintf(held[nheld++], LOG_TEXT, "%s", text);
+	}
 	pthread_mutex_unlock(&log_lock);
 	if (to == NADB_LOG_STDERR)
 		write_stderr(who, text);
@@ -112,7 +116,7 @@ void nadb_log_to(enum nadb_log_sink to, const char *name)
 		n = take_held(lines);
 	pthread_mutex_unlock(&log_lock);
 	for (int i = 0; i < n; i++)
-		emit(lines[i]);
+		emit(lines[i], false);
 }
 
 static void report_suppressed(const struct log_site *s)
@@ -120,7 +124,7 @@ static void report_suppressed(const struct log_site *s)
 	char text[LOG_TEXT];
 	snprintf(text, sizeof(text), "%lu more lines like this were not written (at "
 		 "most %d a minute from one place): %s", s->suppressed, LOG_BURST, s->last);
-	emit(text);
+	emit(text, true);
 }
 
 /* Count line TEXT from site FMT; may it be written?  A report of the
@@ -153,7 +157,7 @@ static int admit(const char *fmt, const char *text, struct log_site *report)
 	return ok;
 }
 
-void nadb_logv(const char *fmt, va_list ap)
+static void log_kind(const char *fmt, va_list ap, bool advice)
 {
 	char text[LOG_TEXT];
 	struct log_site report;
@@ -166,14 +170,27 @@ void nadb_logv(const char *fmt, va_list ap)
 	if (report.suppressed)
 		report_suppressed(&report);
 	if (ok)
-		emit(text);
+		emit(text, advice);
+}
+
+void nadb_logv(const char *fmt, va_list ap)
+{
+	log_kind(fmt, ap, false);
 }
 
 void nadb_log(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	nadb_logv(fmt, ap);
+	log_kind(fmt, ap, false);
+	va_end(ap);
+}
+
+void nadb_log_advice(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_kind(fmt, ap, true);
 	va_end(ap);
 }
 
@@ -203,12 +220,19 @@ void nadb_log_flush(void)
 const char *nadb_log_reason(int rc, char *buf, size_t size)
 {
 	const char *why = NULL;
+	int kept = 0;
 	pthread_mutex_lock(&log_lock);
-	if (nheld && size) {
-		snprintf(buf, size, "%s", held[0]);
-		why = buf;
+	for (int i = 0; i < nheld; i++) {
+		if (held_advice[i]) { /* still said, at the flush */
+			if (kept != i)
+				memcpy(held[kept], held[i], LOG_TEXT);
+			held_advice[kept++] = true;
+		} else if (!why && size) {
+			snprintf(buf, size, "%s", held[i]);
+			why = buf;
+		}
 	}
-	nheld = 0;
+	nheld = kept;
 	pthread_mutex_unlock(&log_lock);
 	return why ? why : strerror(-rc);
 }

@@ -29,6 +29,9 @@ void nadb_log_to(enum nadb_log_sink sink, const char *ident);
  * minute; the rest are counted, and the count is written later. */
 __attribute__((format(printf, 1, 2))) void nadb_log(const char *fmt, ...);
 __attribute__((format(printf, 1, 0))) void nadb_logv(const char *fmt, va_list ap);
+/* A warning: written like any line, but never taken as a failure's
+ * reason (nadb_log_reason), which a line logged after it is. */
+__attribute__((format(printf, 1, 2))) void nadb_log_advice(const char *fmt, ...);
 
 /* Write the counts of lines not written yet, and with NADB_LOG_HOLD the
  * lines no failure claimed, as "IDENT: LINE" on stderr (at exit). */
@@ -37,6 +40,7 @@ void nadb_log_flush(void);
 /* Why an engine call failed with RC (a negative errno), for a message of
  * one line: the first line held since the last call (the cause; lines
  * after it are its consequences and are dropped), else strerror(-RC).
+ * Advice (nadb_log_advice) is passed over, and stays held.
  * Returns BUF or a static string. */
 const char *nadb_log_reason(int rc, char *buf, size_t size);
 

@@ -700,6 +700,20 @@ static int run_text(struct redis_conn *c, int p, const char *why, int argc, cons
 		       argc, argv, lens, out);
 }
 
+/* run_text for a command answered by an integer: into *RESULT (0 if the
+ * reply is of another type). */
+static int run_for_integer(struct redis_conn *c, int p, const char *why, int argc,
+			   const char **argv, long long *result)
+{
+	redisReply *r;
+	int rc = run_text(c, p, why, argc, argv, &r);
+	if (rc)
+		return rc;
+	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
 int redis_replicas(struct redis_conn *c, int *out)
 {
 	if (c->replicas_seen_ms && redis_now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
@@ -941,13 +955,7 @@ static int run_lock_gen_script(struct redis_conn *c, const char *why, const char
 	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
 	snprintf(gen, sizeof(gen), "%lld", c->lock_gen);
 	const char *argv[] = {"EVAL", script, "3", key, gen_key, fence_key, owner, ttl, gen};
-	redisReply *r;
-	int rc = run_text(c, 0, why, with_gen ? 9 : 8, argv, &r);
-	if (rc)
-		return rc;
-	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-	freeReplyObject(r);
-	return 0;
+	return run_for_integer(c, 0, why, with_gen ? 9 : 8, argv, result);
 }
 
 int redis_store_lock_try(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
@@ -981,13 +989,7 @@ static int run_lock_script(struct redis_conn *c, const char *why, const char *sc
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "lock", key, sizeof(key));
 	const char *argv[] = {"EVAL", script, "1", key, owner, ttl};
-	redisReply *r;
-	int rc = run_text(c, 0, why, ttl ? 6 : 5, argv, &r);
-	if (rc)
-		return rc;
-	*result = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-	freeReplyObject(r);
-	return 0;
+	return run_for_integer(c, 0, why, ttl ? 6 : 5, argv, result);
 }
 
 int redis_store_lock_refresh(struct redis_conn *c, const char *owner, uint32_t ttl_ms)
@@ -1039,12 +1041,12 @@ static int note_server_durability(struct redis_conn *c, void *ctx)
 	const char *fsync = r[1]->type == REDIS_REPLY_ARRAY && r[1]->elements == 2
 				    ? r[1]->element[1]->str : NULL;
 	if (!aof || !fsync)
-		nadb_log("redis %s:%d/%s: cannot read the server's persistence settings "
+		nadb_log_advice("redis %s:%d/%s: cannot read the server's persistence settings "
 			 "(CONFIG GET refused): sync promises what the server was set up "
 			 "to keep; nadb wants appendonly yes, appendfsync always",
 			 c->url.host, c->url.port, c->url.name);
 	else if (strcmp(aof, "yes") || strcmp(fsync, "always"))
-		nadb_log("redis %s:%d/%s: appendonly %s, appendfsync %s: a server crash "
+		nadb_log_advice("redis %s:%d/%s: appendonly %s, appendfsync %s: a server crash "
 			 "can lose synced data (%s); for sync to mean on disk set "
 			 "appendonly yes, appendfsync always", c->url.host, c->url.port,
 			 c->url.name, aof, fsync,

@@ -417,6 +417,30 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 	return 0;
 }
 
+int store_format_check(struct nadb_store *st, char *why)
+{
+	struct kv_val v;
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
+	struct format_rec f = {0};
+	if (!rc && v.len == sizeof(f))
+		memcpy(&f, v.data, sizeof(f));
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc == -ENOENT) {
+		snprintf(why, WHY_SIZE, "it has no format record any more (the store was deleted)");
+		return -ENOENT;
+	}
+	if (rc)
+		return rc;
+	if (f.version != STORE_FORMAT_VERSION || f.chunk_size != st->chunk_size) {
+		snprintf(why, WHY_SIZE, "its format record now says format %u (chunk size %u); "
+			 "this nadbfs reads format %u: mount it with a nadbfs of that format",
+			 f.version, f.chunk_size, STORE_FORMAT_VERSION);
+		return -EPROTO;
+	}
+	return 0;
+}
+
 /* Inodes unlinked while open when the last process stopped. */
 static int collect_orphan(void *ctx, const void *key, size_t klen,
 			  const void *val, size_t vlen)

@@ -227,6 +227,16 @@ static inline struct timespec clock_in(clockid_t clock, int64_t ns)
 /* ST's Redis lock is another's now (WHY, logged the first time, with a
  * call of st->on_lost): no more steps or syncs. */
 void store_lose_lock(struct nadb_store *st, const char *why);
+/* The same, for a store this process must stop serving for another reason
+ * (WHY is the whole of it): store_give_up(st, "its writer upgraded it"). */
+void store_give_up(struct nadb_store *st, const char *why);
+/* Is the store still of the format this process opened it in (store.c)?
+ * 0; -EPROTO if its format record now says another (a newer writer
+ * upgraded it), -ENOENT if it has none (the store was deleted); another
+ * negative errno if it could not be read.  WHY (WHY_SIZE bytes) says
+ * which, for store_give_up.  Takes meta_lock. */
+#define WHY_SIZE 200
+int store_format_check(struct nadb_store *st, char *why);
 /* The generation of the Redis store lock ST holds (0: none). */
 long long lock_generation(const struct nadb_store *st);
 /* Does a daemon serving a mount hold the lock of the Redis store URL

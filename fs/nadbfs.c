@@ -119,6 +119,7 @@ struct nadbfs {
 	struct notifier notifier;
 	bool measure;               /* stats=on: time every request */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
+	pthread_t main_thread;      /* runs the session loop (store_lost) */
 };
 
 static struct nadbfs *fs_of(fuse_req_t req)
@@ -1872,9 +1873,14 @@ static int open_store(struct nadbfs *fs)
 	char line[1024];
 	int rc = nadb_store_open(fs->store_path, &fs->engine, &fs->store);
 	if (rc == -EBUSY && nadb_store_is_url(fs->store_path)) {
-		/* Another daemon writes it: follow that one, read-only. */
+		/* Another daemon writes it: follow that one, read-only.  Who
+		 * holds it is no longer a failure's reason (the follower's
+		 * is), but the log still says who. */
+		char holder[sizeof(line)];
+		nadb_log_reason(rc, holder, sizeof(holder));
 		rc = nadb_store_open_follower(fs->store_path, &fs->engine, &fs->store);
 		if (rc == 0) {
+			nadb_log("%s", holder);
 			nadb_log("%s: another daemon writes this store: mounted read-only, "
 				 "following its changes", fs->store_arg);
 			if (!fs->timeout_given)
@@ -1988,11 +1994,14 @@ static void stop_threads(struct nadbfs *fs, const char *mountpoint)
 /* The store is another daemon's now (core/lock.c): what this mount would
  * serve may be stale and nothing can be changed, so it goes away as on
  * SIGTERM (fuse_set_signal_handlers) -- the kernel's caches with it -- and
- * the exit status says why.  Mounted again, it follows the new writer. */
+ * the exit status says why.  Mounted again, it follows the new writer.
+ * The signal goes to the thread in fuse_session_loop_mt's wait: sent to
+ * the process, it may be taken by the very thread that lost the store,
+ * which sets the session's exit flag that nothing then looks at. */
 static void store_lost(void *ctx)
 {
-	(void)ctx;
-	kill(getpid(), SIGTERM);
+	struct nadbfs *fs = ctx;
+	pthread_kill(fs->main_thread, SIGTERM);
 }
 
 /* Open, mount, serve until unmounted or signalled, close.  Returns the
@@ -2037,7 +2046,8 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	if (fuse_session_mount(se, opts->mountpoint) != 0)
 		goto out_signals;
 	nadb_store_note_mount(fs->store, opts->mountpoint);
-	nadb_store_on_lost(fs->store, store_lost, NULL);
+	fs->main_thread = pthread_self();
+	nadb_store_on_lost(fs->store, store_lost, fs);
 	int rc = start_threads(fs, se);
 	if (rc < 0)
 		goto out_threads;
