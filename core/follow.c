@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FOLLOW_WAIT_MS 200 /* ms: longest wait for a notice before the thread
 			    * looks whether it is told to stop */
@@ -82,30 +83,45 @@ static void forget_everything(struct nadb_store *st)
 	h->inode(h->ctx, NADB_ROOT_INO);
 }
 
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
 /* A writer of a newer nadb may have taken the store over and upgraded it:
  * its rows would then be misread here, so the follower stops serving (the
  * daemon exits, as when a writer loses its lock) rather than serve them.
- * Checked every FORMAT_CHECK_MS; a record that cannot be read now is
- * checked again next time. */
-static void check_format(struct nadb_store *st, int64_t *checked_ms)
+ * Checked every FORMAT_CHECK_MS.  A record that cannot be read now is
+ * checked again next time, and a missing one must be missing twice in a
+ * row (a server restarting from its AOF may answer before it loaded). */
+struct format_watch {
+	int64_t checked_ms;
+	bool missing; /* at the last check */
+};
+
+static void check_format(struct nadb_store *st, struct format_watch *w)
 {
-	int64_t now = now_ns() / 1000000;
-	if (now - *checked_ms < FORMAT_CHECK_MS)
+	int64_t now = monotonic_ms();
+	if (now - w->checked_ms < FORMAT_CHECK_MS)
 		return;
-	*checked_ms = now;
+	w->checked_ms = now;
 	char why[WHY_SIZE];
 	int rc = store_format_check(st, why);
-	if (rc == -EPROTO || rc == -ENOENT)
+	if (rc == -EPROTO || (rc == -ENOENT && w->missing))
 		store_give_up(st, why);
+	w->missing = rc == -ENOENT;
 }
 
 static void *follow_main(void *arg)
 {
 	struct nadb_store *st = arg;
 	bool failing = false;
-	int64_t format_checked_ms = now_ns() / 1000000;
+	struct format_watch format = {.checked_ms = monotonic_ms()};
 	while (!atomic_load(&st->follower->stop) && !nadb_store_lost(st)) {
-		check_format(st, &format_checked_ms);
+		if (!failing) /* else Redis is out of reach: no more waits on it */
+			check_format(st, &format);
 		int rc = st->kv->ops->follow(st->kv, FOLLOW_WAIT_MS, forget_row, st);
 		/* the replies our reads were answered with, held until a sync
 		 * (which a follower never makes) lets go of them */

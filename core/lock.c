@@ -373,14 +373,16 @@ void store_give_up(struct nadb_store *st, const char *why)
 		return;
 	nadb_log("%s: %s: changing nothing more, and serving nothing (it may be stale)",
 		 st->dir, why);
-	if (st->on_lost)
-		st->on_lost(st->on_lost_ctx);
+	void (*fn)(void *) = atomic_load_explicit(&st->on_lost, memory_order_acquire);
+	if (fn)
+		fn(st->on_lost_ctx);
 }
 
-void nadb_store_on_lost(struct nadb_store *st, void (*fn)(void *ctx), void *ctx)
+void nadb_store_on_lost(struct nadb_store *st, nadb_lost_fn fn, void *ctx)
 {
-	st->on_lost = fn;
+	/* the lock's keeper may be running: CTX is there before FN is */
 	st->on_lost_ctx = ctx;
+	atomic_store_explicit(&st->on_lost, fn, memory_order_release);
 }
 
 bool nadb_store_lost(const struct nadb_store *st)

@@ -75,13 +75,25 @@ static void write_stderr(const char *who, const char *text)
 	(void)w;
 }
 
-/* TEXT to the sink; ADVICE: a warning, never a failure's reason. */
+/* Is TEXT held as advice already?  Under log_lock. */
+static bool advice_held(const char *text)
+{
+	for (int i = 0; i < nheld; i++)
+		if (held_advice[i] && strncmp(held[i], text, LOG_TEXT - 1) == 0)
+			return true;
+	return false;
+}
+
+/* TEXT to the sink; ADVICE: a warning, never a failure's reason.  Advice
+ * stays held across failures, so it is held once, and never in the last
+ * slot, which a failure's reason may need. */
 static void emit(const char *text, bool advice)
 {
 	pthread_mutex_lock(&log_lock);
 	enum nadb_log_sink to = sink;
 	const char *who = ident;
-	if (to == NADB_LOG_HOLD && nheld < HOLD_MAX) {
+	if (to == NADB_LOG_HOLD && nheld < HOLD_MAX - (advice ? 1 : 0) &&
+	    !(advice && advice_held(text))) {
 		held_advice[nheld] = advice;
 		snprintf(held[nheld++], LOG_TEXT, "%s", text);
 	}

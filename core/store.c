@@ -94,7 +94,7 @@ void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *c
 static int may_change(struct nadb_store *st)
 {
 	if (atomic_load(&st->lock_lost))
-		return -EIO; /* said once, by store_lose_lock */
+		return -EIO; /* said once, by store_give_up */
 	return lock_lease_check(st);
 }
 
@@ -423,7 +423,8 @@ int store_format_check(struct nadb_store *st, char *why)
 	pthread_mutex_lock(&st->meta_lock);
 	int rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
 	struct format_rec f = {0};
-	if (!rc && v.len == sizeof(f))
+	size_t len = rc ? 0 : v.len;
+	if (len == sizeof(f))
 		memcpy(&f, v.data, sizeof(f));
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc == -ENOENT) {
@@ -432,13 +433,19 @@ int store_format_check(struct nadb_store *st, char *why)
 	}
 	if (rc)
 		return rc;
-	if (f.version != STORE_FORMAT_VERSION || f.chunk_size != st->chunk_size) {
-		snprintf(why, WHY_SIZE, "its format record now says format %u (chunk size %u); "
-			 "this nadbfs reads format %u: mount it with a nadbfs of that format",
-			 f.version, f.chunk_size, STORE_FORMAT_VERSION);
-		return -EPROTO;
-	}
-	return 0;
+	if (len != sizeof(f))
+		snprintf(why, WHY_SIZE, "its format record is damaged now (%zu bytes)", len);
+	else if (f.version != STORE_FORMAT_VERSION)
+		snprintf(why, WHY_SIZE, "its format record now says format %u; this nadbfs "
+			 "reads format %u: mount it with a nadbfs of that format", f.version,
+			 STORE_FORMAT_VERSION);
+	else if (f.chunk_size != st->chunk_size)
+		snprintf(why, WHY_SIZE, "its format record now says chunks of %u bytes, not "
+			 "%zu: it is not the store this follower opened", f.chunk_size,
+			 st->chunk_size);
+	else
+		return 0;
+	return -EPROTO;
 }
 
 /* Inodes unlinked while open when the last process stopped. */

@@ -137,12 +137,14 @@ uint64_t nadb_store_followers(struct nadb_store *st);
 int nadb_store_start_following(struct nadb_store *st, const struct nadb_follow_hooks *h);
 void nadb_store_stop_following(struct nadb_store *st);
 /* A writer on Redis can lose the store to another daemon (its lease ran
- * out and the lock was taken, or a sync was fenced off: lock.c): from then
- * on it changes nothing and what it holds may be stale.  FN(CTX) is called
+ * out and the lock was taken, or a sync was fenced off: lock.c), and a
+ * follower can find it upgraded to a format it does not read (follow.c):
+ * from then on it changes nothing and what it holds may be stale.  FN(CTX) is called
  * once when that happens, from whichever thread found out (it must not
  * block: nadbfs has itself unmounted).  nadb_store_lost says whether it
  * has happened. */
-void nadb_store_on_lost(struct nadb_store *st, void (*fn)(void *ctx), void *ctx);
+typedef void (*nadb_lost_fn)(void *ctx);
+void nadb_store_on_lost(struct nadb_store *st, nadb_lost_fn fn, void *ctx);
 bool nadb_store_lost(const struct nadb_store *st);
 /* Commit every open file, make everything durable and release the lock. */
 int nadb_store_close(struct nadb_store *st);

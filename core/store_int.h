@@ -65,9 +65,10 @@ struct nadb_store {
 	                without its password (nadb_store_name) */
 	int lock_fd; /* a directory's STORE/lock, flock'ed; else -1 */
 	struct redis_lock *rlock; /* a Redis store's lock and its keeper */
-	atomic_bool lock_lost;    /* the Redis lock is another's: no more steps
-				     (set by store_lose_lock only) */
-	void (*on_lost)(void *ctx); /* nadb_store_on_lost; set before serving */
+	atomic_bool lock_lost;    /* the Redis lock is another's, or this follower
+				     may not read the store: no more steps (set
+				     by store_give_up only) */
+	_Atomic(nadb_lost_fn) on_lost; /* nadb_store_on_lost; its ctx first */
 	void *on_lost_ctx;
 	struct nadb_options opt;
 	size_t chunk_size;

@@ -67,7 +67,9 @@
  * kernel cache nothing: one may carry what the follower read just before
  * the change, and would outlive the notice that was to drop it. */
 #define FOLLOWER_RACE_NS 50000000LL
-/* Exit status of a writer whose store became another daemon's (nadbfs.1). */
+/* Exit status of a daemon that stopped serving its store: a writer whose
+ * store became another daemon's, a follower of a store of another format
+ * (nadbfs.1). */
 #define EXIT_LOST 3
 #define DEFAULT_MAX_IDLE_THREADS 10
 #define MAX_GROUPS 64
@@ -1877,10 +1879,9 @@ static int open_store(struct nadbfs *fs)
 		 * holds it is no longer a failure's reason (the follower's
 		 * is), but the log still says who. */
 		char holder[sizeof(line)];
-		nadb_log_reason(rc, holder, sizeof(holder));
+		nadb_log_advice("%s", nadb_log_reason(rc, holder, sizeof(holder)));
 		rc = nadb_store_open_follower(fs->store_path, &fs->engine, &fs->store);
 		if (rc == 0) {
-			nadb_log("%s", holder);
 			nadb_log("%s: another daemon writes this store: mounted read-only, "
 				 "following its changes", fs->store_arg);
 			if (!fs->timeout_given)
@@ -1997,7 +1998,9 @@ static void stop_threads(struct nadbfs *fs, const char *mountpoint)
  * the exit status says why.  Mounted again, it follows the new writer.
  * The signal goes to the thread in fuse_session_loop_mt's wait: sent to
  * the process, it may be taken by the very thread that lost the store,
- * which sets the session's exit flag that nothing then looks at. */
+ * which sets the session's exit flag that nothing then looks at.  (One
+ * landing between the loop's look at that flag and its wait is still
+ * missed, as any SIGTERM is: libfuse's loop has that window.) */
 static void store_lost(void *ctx)
 {
 	struct nadbfs *fs = ctx;
@@ -2066,8 +2069,8 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	if (rc < 0)
 		nadb_log("session loop failed: %s", strerror(-rc));
 	if (nadb_store_lost(fs->store)) {
-		nadb_log("%s: unmounting %s: the store is another daemon's now", fs->store_arg,
-			 opts->mountpoint);
+		nadb_log("%s: unmounting %s: this daemon may not serve the store any more "
+			 "(said above)", fs->store_arg, opts->mountpoint);
 		status = EXIT_LOST;
 	}
 out_threads:

@@ -220,7 +220,7 @@ format_version() {
 	# could misread, so it must not read them at all
 	[ "$(format_is_now 99)" = 1 ]
 	wait_pids_gone 10 "$FPID"
-	grep -q "its format record now says format 99 (chunk size 131072); this nadbfs reads format [0-9]*: mount it with a nadbfs of that format: changing nothing more, and serving nothing" "$FLOG"
+	grep -q "its format record now says format 99; this nadbfs reads format $(format_version): mount it with a nadbfs of that format: changing nothing more, and serving nothing" "$FLOG"
 	! mountpoint -q "$F"
 	# the writer, which checked the format when it opened the store, goes on
 	[ "$(cat "$MNT/app/ns/k")" = v1 ]
@@ -238,7 +238,7 @@ format_version() {
 	[ "$status" -ne 0 ]
 	! mountpoint -q "$F"
 	[[ "${lines[0]}" == *"cannot open the store: "*"unsupported store format 99"* ]]
-	[[ "${lines[1]}" == *"appendonly no"* ]]
+	[[ "${lines[*]:1}" == *"appendonly no"* ]]
 	redis-cli -p "$REDIS_PORT" config set appendonly yes >/dev/null
 	[ "$(format_is_now "$(format_version)")" = 1 ]
 }
