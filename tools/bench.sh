@@ -526,6 +526,13 @@ run_repetition() {
 	for t in "${order[@]}"; do
 		measure create-N ops/s "$t" --phase create --dir "${WORK_OF[$t]}/keys" "${keys[@]}" --threads "$THREADS"
 	done
+	# N threads again, each in a directory of its own: creates in one
+	# directory queue on its lock in the kernel (the VFS holds the parent's
+	# i_rwsem across LOOKUP and CREATE), on every target
+	for t in "${order[@]}"; do
+		measure create-Nd ops/s "$t" --phase create --dir "${WORK_OF[$t]}/cNd" "${keys[@]}" --threads "$THREADS" --dirs "$THREADS" &&
+			untimed create-Nd "$t" --phase unlink --dir "${WORK_OF[$t]}/cNd" "${keys[@]}" --threads "$THREADS" --dirs "$THREADS"
+	done
 	# each key's first stat after it was written (issue 15's first row)
 	for t in "${order[@]}"; do measure stat-first ops/s "$t" --phase stat --dir "${WORK_OF[$t]}/keys" "${keys[@]}"; done
 	# fs_mark-style durable creates (fsync each file before closing it), one
@@ -797,6 +804,7 @@ catalogue() {
 	cat <<EOF
 create-1|create $v files, 1 thread|ops/s|passthrough 1
 create-N|create $v files, $THREADS threads|ops/s|passthrough 1
+create-Nd|create $v files, $THREADS threads, each in a directory of its own|ops/s|passthrough 1
 fsync-1|create $v files, fsync each (fs_mark), 1 thread|ops/s|passthrough 1
 fsync-N|create $v files, fsync each (fs_mark), $THREADS threads|ops/s|passthrough 1
 stat-first|stat right after the create (each key's first stat)|ops/s|native 0.5
@@ -1000,7 +1008,8 @@ summarize_per_key() { # csv md
 		row("get", "get (open, read " size ", close), warm", "read-warm", "redis-get", "redis", "Redis GET", 1.0)
 		row("set", "set (create, write " size ", close)", "create-1", "redis-set-everysec", "redis", "Redis SET, AOF fsync every second", 0.5)
 		row("rand-write", "random 4 KiB writes (+ close)", "rand-write", "rand-write", "passthrough", "passthrough_ll", 1.0)
-		row("threads", "creates with " threads " threads", "create-N", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
+		row("threads", "creates with " threads " threads, in one directory", "create-N", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
+		row("threads-dirs", "creates with " threads " threads, a directory each", "create-Nd", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
 	}' "$RAW"
 }
 
@@ -1065,7 +1074,7 @@ write_results() {
 		{
 			echo "## Per key, beside what a user would use instead"
 			echo
-			echo "Issue 15's figures, each a ratio of two medians of this run: nadbfs on a directory against the bare disk, passthrough_ll, Redis itself (\`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set,get -q\` on nadbfs-redis's private server with \`CONFIG SET appendfsync everysec\`, which is as durable as nadbfs's \`flush_interval\`, and \`-t set -r $REDIS_REQUESTS\`, keys drawn at random from as many, mostly new ones as nadbfs's creates are (its GET is the main Redis run's, one key); n/a without nadbfs-redis among the targets) or itself.  Store bytes a key and memory at 1M keys are in the nadbfs-alone table."
+			echo "Issue 15's figures, each a ratio of two medians of this run, nadbfs on a directory against: the bare disk; passthrough_ll; Redis itself on nadbfs-redis's private server (n/a without nadbfs-redis among the targets): for get, the GET of the Redis table below (one key), for set, \`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set -r $REDIS_REQUESTS -q\` with \`CONFIG SET appendfsync everysec\` (as durable as nadbfs's \`flush_interval\`; its keys drawn at random from as many, so mostly new ones, as nadbfs's creates are); or nadbfs itself.  Store bytes a key and memory at 1M keys are in the nadbfs-alone table."
 			echo
 			echo "| what | nadbfs | against | its figure | ratio | goal | met |"
 			echo "|---|---:|---|---:|---:|---|---|"
