@@ -993,7 +993,15 @@ summarize_redis_reference() { # csv md
 # of a key-value store lives with, against what they would use instead.
 summarize_per_key() { # csv md
 	awk -F, -v csv="$1" -v md="$2" -v errors="$ERRORS" -v size="$(human_size "$VALUE_SIZE")" \
-		-v threads="$THREADS" "$AWK_TABLES"'
+		-v threads="$THREADS" -v big="$BIG_KEYS" "$AWK_TABLES"'
+	function limit(name, what, nw, unit, goal,   d, met) {
+		d = median(nw SUBSEP "nadbfs")
+		if (d == "") return
+		met = (d + 0 <= goal) ? "yes" : "no"
+		printf "| %s | %s %s | - | | | <= %s %s | %s |\n", what, number(d), unit, goal, unit,
+			(met == "no" ? "**no**" : met) >> md
+		print "per-key/" name "," unit ",,," d ",,,<= " goal " " unit "," met ",," >> csv
+	}
 	function row(name, what, nw, rw, rt, ref, goal,   d, r, q, met) {
 		d = median(nw SUBSEP "nadbfs"); r = median(rw SUBSEP rt); q = ratio(d, r)
 		met = (q == "") ? "n/a" : (q + 0 >= goal ? "yes" : "no")
@@ -1010,6 +1018,8 @@ summarize_per_key() { # csv md
 		row("rand-write", "random 4 KiB writes (+ close)", "rand-write", "rand-write", "passthrough", "passthrough_ll", 1.0)
 		row("threads", "creates with " threads " threads, in one directory", "create-N", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
 		row("threads-dirs", "creates with " threads " threads, a directory each", "create-Nd", "create-1", "nadbfs", "nadbfs, 1 thread", 1.5)
+		limit("bytes", "store bytes a key beyond a " size " value, " big " keys created through the mount", "big-meta-per-key", "bytes", 200)
+		limit("rss", "daemon RssAnon after creating " big " keys (the goal is for 1,000,000)", "big-rss-created", "MiB", 100)
 	}' "$RAW"
 }
 
@@ -1074,7 +1084,7 @@ write_results() {
 		{
 			echo "## Per key, beside what a user would use instead"
 			echo
-			echo "Issue 15's figures, each a ratio of two medians of this run, nadbfs on a directory against: the bare disk; passthrough_ll; Redis itself on nadbfs-redis's private server (n/a without nadbfs-redis among the targets): for get, the GET of the Redis table below (one key), for set, \`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set -r $REDIS_REQUESTS -q\` with \`CONFIG SET appendfsync everysec\` (as durable as nadbfs's \`flush_interval\`; its keys drawn at random from as many, so mostly new ones, as nadbfs's creates are); or nadbfs itself.  Store bytes a key and memory at 1M keys are in the nadbfs-alone table."
+			echo "Issue 15's figures, each a ratio of two medians of this run, nadbfs on a directory against: the bare disk; passthrough_ll; Redis itself on nadbfs-redis's private server (n/a without nadbfs-redis among the targets): for get, the GET of the Redis table below (one key), for set, \`redis-benchmark -c 1 -n $REDIS_REQUESTS -d $VALUE_SIZE -t set -r $REDIS_REQUESTS -q\` with \`CONFIG SET appendfsync everysec\` (as durable as nadbfs's \`flush_interval\`; its keys drawn at random from as many, so mostly new ones, as nadbfs's creates are); or nadbfs itself.  Store bytes a key and the daemon's memory come from the nadbfs-alone section (\`--big-keys\`; not there with 0)."
 			echo
 			echo "| what | nadbfs | against | its figure | ratio | goal | met |"
 			echo "|---|---:|---|---:|---:|---|---|"
