@@ -1992,8 +1992,10 @@ static void stop_threads(struct nadbfs *fs, const char *mountpoint)
 	nadb_store_stop_flusher(fs->store);
 }
 
-/* The store is another daemon's now (core/lock.c): what this mount would
- * serve may be stale and nothing can be changed, so it goes away as on
+/* This daemon may not serve the store any more (core/lock.c: it is
+ * another daemon's now, or, for a follower, of a format this nadbfs does
+ * not read): what this mount would serve may be stale and nothing can be
+ * changed, so it goes away as on
  * SIGTERM (fuse_set_signal_handlers) -- the kernel's caches with it -- and
  * the exit status says why.  Mounted again, it follows the new writer.
  * The signal goes to the thread in fuse_session_loop_mt's wait: sent to
