@@ -9,6 +9,7 @@
  * serialises calls, as for a redis_conn.
  */
 #include "cluster.h"
+#include "clock.h"
 #include "grow.h"
 #include "log.h"
 
@@ -394,7 +395,7 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 			   const struct redis_cmd *cmds, size_t n, redisReply **replies)
 {
 	slot &= REDIS_SLOTS - 1;
-	uint64_t deadline = redis_now_ms() + CLUSTER_RETRY_MS;
+	uint64_t deadline = monotonic_ms() + CLUSTER_RETRY_MS;
 	int ask_to = -1; /* the node an ASK sent us to, for the next try only */
 	for (;;) {
 		bool asking = ask_to >= 0;
@@ -411,7 +412,7 @@ int redis_cluster_pipeline(struct redis_cluster *cl, uint16_t slot,
 			return rc;
 		if (!rc)
 			free_replies(replies, n);
-		if (redis_now_ms() > deadline) {
+		if (monotonic_ms() > deadline) {
 			nadb_log("redis cluster: slot %u: no node took the commands within %d ms",
 				 slot, CLUSTER_RETRY_MS);
 			return -EIO;

@@ -17,6 +17,7 @@
  * flusher syncs every FOLLOWED_FLUSH_MS, so that what the writer's
  * clients did reaches the followers that soon.
  */
+#include "clock.h"
 #include "log.h"
 #include "store_int.h"
 
@@ -83,13 +84,6 @@ static void forget_everything(struct nadb_store *st)
 	h->inode(h->ctx, NADB_ROOT_INO);
 }
 
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 /* A writer of a newer nadb may have taken the store over and upgraded it:
  * its rows would then be misread here, so the follower stops serving (the
  * daemon exits, as when a writer loses its lock) rather than serve them.
@@ -97,13 +91,13 @@ static int64_t monotonic_ms(void)
  * checked again next time, and a missing one must be missing twice in a
  * row (a server restarting from its AOF may answer before it loaded). */
 struct format_watch {
-	int64_t checked_ms;
+	uint64_t checked_ms;
 	bool missing; /* at the last check */
 };
 
 static void check_format(struct nadb_store *st, struct format_watch *w)
 {
-	int64_t now = monotonic_ms();
+	uint64_t now = monotonic_ms();
 	if (now - w->checked_ms < FORMAT_CHECK_MS)
 		return;
 	w->checked_ms = now;

@@ -61,6 +61,7 @@
  * The caller serialises every call (the store's meta_lock): no lock here.
  */
 #include "backend.h"
+#include "clock.h"
 #include "grow.h"
 #include "log.h"
 #include "redis.h"
@@ -2344,7 +2345,7 @@ static int kvr_publish(struct kv *kv, uint32_t mask, uint64_t *n)
  * published nothing for it): the caller assumes anything changed. */
 static bool beat(struct kv_redis *k)
 {
-	uint64_t now = redis_now_ms();
+	uint64_t now = monotonic_ms();
 	if (k->beat_ms && now - k->beat_ms < FOLLOWER_BEAT_MS)
 		return true;
 	k->beat_ms = now;
@@ -2363,7 +2364,7 @@ static bool beat(struct kv_redis *k)
 	freeReplyObject(r);
 	/* the server ran the last beat after we sent it, and this one before
 	 * its reply came: counted all along if these were closer than TTL */
-	bool counted = k->beat_ok_ms && redis_now_ms() - k->beat_ok_ms < FOLLOWER_TTL_MS;
+	bool counted = k->beat_ok_ms && monotonic_ms() - k->beat_ok_ms < FOLLOWER_TTL_MS;
 	k->beat_ok_ms = now;
 	return counted;
 }

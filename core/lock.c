@@ -16,6 +16,7 @@
  * works.  A holder at work (a tool, a daemon whose mount is up, a daemon
  * on another host) gets -EBUSY at once.
  */
+#include "clock.h"
 #include "log.h"
 #include "redis.h"
 #include "store_int.h"
@@ -51,7 +52,7 @@ struct redis_lock {
 	char text[LOCK_TEXT_MAX];
 	bool stop, keeper_running;
 	pthread_t keeper;
-	/* The lease: until when (redis_now_ms) we may change the store, i.e.
+	/* The lease: until when (monotonic_ms) we may change the store, i.e.
 	 * when the last take or renewal Redis confirmed was sent, plus
 	 * REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS.  Nobody else can take the lock
 	 * before it expires on the server, later than that.  lapsed: the
@@ -147,7 +148,7 @@ static void extend_lease(struct nadb_store *st, uint64_t sent_ms)
 {
 	struct redis_lock *r = st->rlock;
 	uint64_t end = sent_ms + REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS;
-	if (end <= redis_now_ms())
+	if (end <= monotonic_ms())
 		return;
 	if (end > atomic_load(&r->lease_end)) /* only the keeper writes it after open */
 		atomic_store(&r->lease_end, end);
@@ -158,7 +159,7 @@ static void extend_lease(struct nadb_store *st, uint64_t sent_ms)
 
 static int redis_try(struct nadb_store *st)
 {
-	uint64_t sent = redis_now_ms();
+	uint64_t sent = monotonic_ms();
 	int rc = redis_store_lock_try(st->rlock->conn, st->rlock->text, REDIS_LOCK_TTL_MS);
 	if (rc == 0)
 		extend_lease(st, sent);
@@ -168,15 +169,15 @@ static int redis_try(struct nadb_store *st)
 int lock_lease_check(struct nadb_store *st)
 {
 	struct redis_lock *r = st->rlock;
-	if (!r || redis_now_ms() < atomic_load(&r->lease_end))
+	if (!r || monotonic_ms() < atomic_load(&r->lease_end))
 		return 0;
 	/* Redis back after a restart: the keeper renews within a pause of
 	 * its reconnect loop; a change waits for that rather than fail. */
 	pthread_cond_signal(&r->wake); /* renew now, not at the next tick */
-	for (uint64_t t0 = redis_now_ms();
-	     redis_now_ms() - t0 < LEASE_WAIT_MS && !atomic_load(&st->lock_lost);) {
+	for (uint64_t t0 = monotonic_ms();
+	     monotonic_ms() - t0 < LEASE_WAIT_MS && !atomic_load(&st->lock_lost);) {
 		redis_pause_ms(LOCK_POLL_MS);
-		if (redis_now_ms() < atomic_load(&r->lease_end))
+		if (monotonic_ms() < atomic_load(&r->lease_end))
 			return 0;
 	}
 	if (!atomic_exchange(&r->lapsed, true))
@@ -228,16 +229,14 @@ static int lock_or_wait(struct nadb_store *st)
 	char text[LOCK_TEXT_MAX];
 	struct holder h;
 	bool said = false;
-	struct timespec start, now;
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	uint64_t start = monotonic_ms();
 	while (rc == -EWOULDBLOCK) {
 		if (redis)
 			redis_holder(st, text, sizeof(text));
 		else
 			file_holder(st, text, sizeof(text));
 		parse_holder(text, &h);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		bool waited_enough = now.tv_sec - start.tv_sec >= LOCK_WAIT_S;
+		bool waited_enough = monotonic_ms() - start >= LOCK_WAIT_S * 1000u;
 		if (redis && !waited_enough && (!text[0] || drop_if_stale(st, text, &h))) {
 			/* let go of just now, or its holder is gone: again at once */
 			rc = redis_try(st);
@@ -301,7 +300,7 @@ static void *keep_redis_lock(void *arg)
 		pthread_cond_timedwait(&r->wake, &r->lock, &until);
 		if (r->stop || atomic_load(&st->lock_lost))
 			continue;
-		uint64_t sent = redis_now_ms();
+		uint64_t sent = monotonic_ms();
 		int rc = redis_store_lock_refresh(r->conn, r->text, REDIS_LOCK_TTL_MS);
 		if (rc == -ENOLCK)
 			store_lose_lock(st, "it expired and another daemon took it");
@@ -452,11 +451,9 @@ int nadb_store_wait_unlocked(const char *store, unsigned timeout_s)
 		struct redis_conn *c = NULL;
 		int rc = redis_conn_open(store, &c);
 		char text[LOCK_TEXT_MAX];
-		struct timespec start, now;
-		clock_gettime(CLOCK_MONOTONIC, &start);
+		uint64_t start = monotonic_ms();
 		while (!rc && redis_store_lock_holder(c, text, sizeof(text)) == 0) {
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			if (now.tv_sec - start.tv_sec >= (time_t)timeout_s) {
+			if (monotonic_ms() - start >= (uint64_t)timeout_s * 1000u) {
 				rc = -ETIMEDOUT;
 				break;
 			}
@@ -471,12 +468,10 @@ int nadb_store_wait_unlocked(const char *store, unsigned timeout_s)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno; /* no lock file: nobody holds it */
-	struct timespec start, now;
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	uint64_t start = monotonic_ms();
 	int rc;
 	while ((rc = flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0) == -EWOULDBLOCK) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - start.tv_sec >= (time_t)timeout_s) {
+		if (monotonic_ms() - start >= (uint64_t)timeout_s * 1000u) {
 			rc = -ETIMEDOUT;
 			break;
 		}

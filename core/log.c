@@ -13,6 +13,7 @@
  * since the log is reached from places (packs, the chunker) that have no
  * store.
  */
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -144,17 +145,16 @@ static void report_suppressed(const struct log_site *s)
  * none). */
 static int admit(const char *fmt, const char *text, struct log_site *report)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	time_t now = (time_t)(monotonic_ms() / 1000);
 	size_t h = ((uintptr_t)fmt >> 3) % LOG_SITES;
 	int ok;
 	report->suppressed = 0;
 	pthread_mutex_lock(&log_lock);
 	struct log_site *s = &sites[h];
-	if (s->fmt != fmt || ts.tv_sec - s->window >= LOG_WINDOW_S) {
+	if (s->fmt != fmt || now - s->window >= LOG_WINDOW_S) {
 		/* A new window, or another site taking the slot over. */
 		*report = *s;
-		*s = (struct log_site){.fmt = fmt, .window = ts.tv_sec};
+		*s = (struct log_site){.fmt = fmt, .window = now};
 	}
 	ok = s->written < LOG_BURST;
 	if (ok) {

@@ -11,6 +11,7 @@
  * pipeline again; if the server stays away, one log line and -EIO.
  */
 #include "redis.h"
+#include "clock.h"
 #include "cluster.h"
 #include "log.h"
 
@@ -46,13 +47,6 @@ struct redis_conn {
 	unsigned node_tries; /* a subscriber: other nodes tried (subscribe_elsewhere) */
 };
 
-
-uint64_t redis_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void redis_pause_ms(unsigned ms)
 {
@@ -378,12 +372,12 @@ static int reconnect(struct redis_conn *c)
 		redisFree(c->ctx);
 		c->ctx = NULL;
 	}
-	uint64_t deadline = redis_now_ms() + c->reconnect_ms;
+	uint64_t deadline = monotonic_ms() + c->reconnect_ms;
 	unsigned pause = RECONNECT_PAUSE_MS;
 	int rc;
 	for (;;) {
 		rc = connect_once(c);
-		if (!rc || is_final(rc) || redis_now_ms() + pause > deadline)
+		if (!rc || is_final(rc) || monotonic_ms() + pause > deadline)
 			break;
 		redis_pause_ms(pause);
 		pause = pause * 2 > RECONNECT_PAUSE_MAX ? RECONNECT_PAUSE_MAX : pause * 2;
@@ -551,7 +545,7 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 {
 	struct sigpipe_guard g;
 	sigpipe_block(&g);
-	uint64_t deadline = redis_now_ms() + c->reconnect_ms;
+	uint64_t deadline = monotonic_ms() + c->reconnect_ms;
 	int rc;
 	for (;;) {
 		rc = pipeline_once(c, cmds, n, replies);
@@ -560,7 +554,7 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 		if (!rc) { /* loading its data after a restart: wait */
 			free_replies(replies, n);
 			rc = -EIO;
-			if (redis_now_ms() > deadline) {
+			if (monotonic_ms() > deadline) {
 				if (c->reconnect_ms) /* else the router says */
 					nadb_log("redis %s:%d: the server is still not ready "
 						 "after %u ms", c->url.host, c->url.port,
@@ -570,7 +564,7 @@ int redis_pipeline(struct redis_conn *c, const struct redis_cmd *cmds, size_t n,
 			redis_pause_ms(RECONNECT_PAUSE_MS);
 			continue;
 		}
-		if (redis_now_ms() > deadline || reconnect(c))
+		if (monotonic_ms() > deadline || reconnect(c))
 			break;
 	}
 	sigpipe_restore(&g);
@@ -716,7 +710,7 @@ static int run_for_integer(struct redis_conn *c, int p, const char *why, int arg
 
 int redis_replicas(struct redis_conn *c, int *out)
 {
-	if (c->replicas_seen_ms && redis_now_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
+	if (c->replicas_seen_ms && monotonic_ms() - c->replicas_seen_ms < REPLICA_RECHECK_MS) {
 		*out = c->replicas;
 		return 0;
 	}
@@ -727,7 +721,7 @@ int redis_replicas(struct redis_conn *c, int *out)
 		return rc;
 	const char *v = r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
 	c->replicas = v ? atoi(v + 17) : 0;
-	c->replicas_seen_ms = redis_now_ms();
+	c->replicas_seen_ms = monotonic_ms();
 	freeReplyObject(r);
 	*out = c->replicas;
 	return 0;
@@ -1159,7 +1153,7 @@ int redis_subscriber_next(struct redis_conn *s, const struct redis_conn *route, 
 		s->reconnects++;
 		return -ESTALE; /* (re)subscribed: what was said before is lost */
 	}
-	uint64_t deadline = redis_now_ms() + ms;
+	uint64_t deadline = monotonic_ms() + ms;
 	for (;;) {
 		void *r = NULL;
 		if (redisGetReplyFromReader(s->ctx, &r) != REDIS_OK)
@@ -1179,7 +1173,7 @@ int redis_subscriber_next(struct redis_conn *s, const struct redis_conn *route, 
 				return rc;
 			continue; /* not a message (a subscribe's confirmation) */
 		}
-		uint64_t now = redis_now_ms();
+		uint64_t now = monotonic_ms();
 		if (now >= deadline)
 			return 0;
 		struct pollfd pfd = {.fd = s->ctx->fd, .events = POLLIN};

@@ -141,9 +141,8 @@ const char *redis_conn_name(const struct redis_conn *c);
 size_t redis_key(const struct redis_conn *c, unsigned p, const char *what,
 		 char *buf, size_t size);
 
-/* The monotonic clock in ms, and a pause of MS ms (signals resume it):
- * for the retry loops of the Redis modules. */
-uint64_t redis_now_ms(void);
+/* A pause of MS ms (signals resume it): for the retry loops of the Redis
+ * modules, which time themselves with monotonic_ms (clock.h). */
 void redis_pause_ms(unsigned ms);
 
 /* One command of a pipeline: binary-safe arguments. */

@@ -29,6 +29,7 @@
  *    group at once and retries, so a write right after the deletes
  *    succeeds without waiting for the flusher.
  */
+#include "clock.h"
 #include "grow.h"
 #include "log.h"
 #include "redis.h"
@@ -362,11 +363,27 @@ static int create_root(struct nadb_store *st, const struct nadb_options *o)
 	return step_end(st, rc);
 }
 
-/* Read the format record (making a new store's first). */
-static int load_format(struct nadb_store *st, const struct nadb_options *o)
+/* The format record into *F: 0, -ENOENT (none), -EBADMSG (not one: *LEN
+ * bytes long) or the backend's error. */
+static int read_format(struct nadb_store *st, struct format_rec *f, size_t *len)
 {
 	struct kv_val v;
 	int rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
+	if (rc)
+		return rc;
+	*len = v.len;
+	if (v.len != sizeof(*f))
+		return -EBADMSG;
+	memcpy(f, v.data, sizeof(*f));
+	return 0;
+}
+
+/* Read the format record (making a new store's first). */
+static int load_format(struct nadb_store *st, const struct nadb_options *o)
+{
+	struct format_rec f;
+	size_t len = 0;
+	int rc = read_format(st, &f, &len);
 	if (rc == -ENOENT && st->following) {
 		nadb_log("%s: no store to follow yet: its writer makes it", st->dir);
 		return -EROFS;
@@ -375,16 +392,14 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 		rc = create_root(st, o);
 		if (rc)
 			return rc;
-		rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
+		rc = read_format(st, &f, &len);
 	}
-	if (rc)
-		return rc;
-	struct format_rec f;
-	if (v.len != sizeof(f)) {
+	if (rc == -EBADMSG) {
 		nadb_log("%s: format record is damaged", st->dir);
 		return -EIO;
 	}
-	memcpy(&f, v.data, sizeof(f));
+	if (rc)
+		return rc;
 	if (f.version < 1 || f.version > STORE_FORMAT_VERSION || f.chunk_size < 4096 ||
 	    f.chunk_size > (16u << 20)) {
 		nadb_log("%s: unsupported store format %u (chunk size %u)", st->dir,
@@ -419,21 +434,18 @@ static int load_format(struct nadb_store *st, const struct nadb_options *o)
 
 int store_format_check(struct nadb_store *st, char *why)
 {
-	struct kv_val v;
+	struct format_rec f;
+	size_t len = 0;
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = st->kv->ops->get(st->kv, KV_META, "format", 6, &v);
-	struct format_rec f = {0};
-	size_t len = rc ? 0 : v.len;
-	if (len == sizeof(f))
-		memcpy(&f, v.data, sizeof(f));
+	int rc = read_format(st, &f, &len);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc == -ENOENT) {
 		snprintf(why, WHY_SIZE, "it has no format record any more (the store was deleted)");
 		return -ENOENT;
 	}
-	if (rc)
+	if (rc && rc != -EBADMSG)
 		return rc;
-	if (len != sizeof(f))
+	if (rc)
 		snprintf(why, WHY_SIZE, "its format record is damaged now (%zu bytes)", len);
 	else if (f.version != STORE_FORMAT_VERSION)
 		snprintf(why, WHY_SIZE, "its format record now says format %u; this nadbfs "
@@ -1071,12 +1083,6 @@ static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked
 	}
 }
 
-static int64_t monotonic_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 
 /* Sync every flush_interval (with followers, every FOLLOWED_FLUSH_MS,
@@ -1087,21 +1093,21 @@ static void *flusher_main(void *arg)
 {
 	struct nadb_store *st = arg;
 	const int64_t interval = (int64_t)st->opt.flush_interval * 1000000000LL;
-	int64_t checked = 0, compacted = monotonic_ns(), synced = compacted, said = 0;
+	int64_t checked = 0, compacted = (int64_t)monotonic_ns(), synced = compacted, said = 0;
 	int failed = 0;
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
 		int64_t every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
 								       : interval;
-		int64_t wait = synced + every - monotonic_ns();
+		int64_t wait = synced + every - (int64_t)monotonic_ns();
 		if (st->kv->ops->publish &&
-		    checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns() < wait)
-			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - monotonic_ns();
+		    checked + FOLLOWERS_CHECK_MS * 1000000LL - (int64_t)monotonic_ns() < wait)
+			wait = checked + FOLLOWERS_CHECK_MS * 1000000LL - (int64_t)monotonic_ns();
 		struct timespec until = clock_in(CLOCK_REALTIME, wait > 0 ? wait : 0);
 		bool woken = wait > 0 &&
 			     pthread_cond_timedwait(&st->flush_cond, &st->flush_lock, &until) == 0;
 		pthread_mutex_unlock(&st->flush_lock);
-		int64_t now = monotonic_ns();
+		int64_t now = (int64_t)monotonic_ns();
 		int rc = 0;
 		if (woken || now - synced >= every) {
 			synced = now;
@@ -1113,7 +1119,7 @@ static void *flusher_main(void *arg)
 			failed = rc;
 		}
 		/* after the sync: a server slow to answer delays no sync */
-		check_followers(st, monotonic_ns(), &checked);
+		check_followers(st, (int64_t)monotonic_ns(), &checked);
 		struct nadb_compact_result res;
 		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
 			compacted = now;

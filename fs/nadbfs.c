@@ -31,6 +31,7 @@
  */
 #define FUSE_USE_VERSION 312
 
+#include "clock.h"
 #include "log.h"
 #include "special.h"
 #include "store.h"
@@ -170,9 +171,7 @@ static double lease_of(const struct nadbfs *fs)
 	int64_t noticed = atomic_load(&fs->noticed_ns);
 	if (!noticed)
 		return fs->timeout;
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - noticed < FOLLOWER_RACE_NS
+	return (int64_t)monotonic_ns() - noticed < FOLLOWER_RACE_NS
 		       ? 0 : fs->timeout;
 }
 
@@ -1630,9 +1629,7 @@ static void queue_changed_key(void *ctx, uint64_t parent, const char *name, uint
 /* A follower's engine: the writer changed INO, or NAME in PARENT. */
 static void note_notice(struct nadbfs *fs)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	atomic_store(&fs->noticed_ns, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+	atomic_store(&fs->noticed_ns, (int64_t)monotonic_ns());
 }
 
 static void queue_changed_inode(void *ctx, uint64_t ino)

@@ -16,6 +16,7 @@
  * time and a tag query's answer changes with any setfattr.
  */
 #include "special.h"
+#include "clock.h"
 #include "ctl.h"
 #include "grow.h"
 #include "stats.h"
@@ -72,7 +73,7 @@ struct special {
 	bool measure;
 	nadb_reaped_fn reaped;
 	void *reaped_ctx;
-	struct timespec started;
+	uint64_t started_ns;
 	struct op_counter ops[OP_COUNT];
 	/* How /.ctl tells the kernel of the keys it changed (ctl.h); set once
 	 * the session exists, before any request. */
@@ -293,7 +294,7 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	sp->measure = measure;
 	sp->reaped = reaped;
 	sp->reaped_ctx = reaped_ctx;
-	clock_gettime(CLOCK_MONOTONIC, &sp->started);
+	sp->started_ns = monotonic_ns();
 	for (int op = 0; op < OP_COUNT; op++)
 		atomic_init(&sp->ops[op].min_ns, UINT64_MAX);
 	pthread_mutex_init(&sp->queries_lock, NULL);
@@ -325,13 +326,6 @@ void special_free(struct special *sp)
 	pthread_mutex_destroy(&sp->queries_lock);
 	pthread_mutex_destroy(&sp->compact_lock);
 	free(sp);
-}
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
 /* The operation this thread is answering (OP_COUNT: none), so that an
@@ -445,8 +439,7 @@ __attribute__((format(printf, 2, 3))) static void put(struct text *t, const char
 
 static double uptime_s(const struct special *sp)
 {
-	return (double)(monotonic_ns() - ((uint64_t)sp->started.tv_sec * 1000000000ULL +
-					  (uint64_t)sp->started.tv_nsec)) / 1e9;
+	return (double)(monotonic_ns() - sp->started_ns) / 1e9;
 }
 
 static void snapshot(const struct op_counter *c, struct op_snapshot *o)
