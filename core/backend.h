@@ -162,9 +162,14 @@ struct kv_ops {
 	 * -ENOTCONN while it cannot listen.  It also keeps this follower
 	 * counted (a heartbeat on the server's clock).  One
 	 * thread calls it, outside the serialisation of every other call: it
-	 * has connections of its own. */
+	 * has connections of its own.
+	 *
+	 * unfollow: that thread is done (joined): count this follower out
+	 * at once, not when its heartbeat runs out (a follower that took the
+	 * store over must not count itself among its own followers). */
 	int (*publish)(struct kv *kv, uint32_t mask, uint64_t *n);
 	int (*follow)(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx);
+	void (*unfollow)(struct kv *kv);
 	void (*close)(struct kv *kv);
 };
 struct kv {

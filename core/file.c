@@ -19,6 +19,7 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -939,20 +940,41 @@ static int grow_krefs(struct nadb_store *st)
 	return 0;
 }
 
+/* N more references to INO.  Under krefs_lock. */
+static int kref_add(struct nadb_store *st, uint64_t ino, uint64_t n)
+{
+	if ((st->nkrefs + 1) * 2 > st->krefs_cap && grow_krefs(st))
+		return -ENOMEM;
+	size_t i = kref_slot(st, ino);
+	if (!st->krefs[i].ino) {
+		st->krefs[i].ino = ino;
+		st->nkrefs++;
+	}
+	st->krefs[i].n += n;
+	return 0;
+}
+
 void nadb_remember(struct nadb_store *st, uint64_t ino)
 {
 	if (ino == NADB_ROOT_INO)
 		return;
 	pthread_mutex_lock(&st->krefs_lock);
-	if ((st->nkrefs + 1) * 2 <= st->krefs_cap || !grow_krefs(st)) {
-		size_t i = kref_slot(st, ino);
-		if (!st->krefs[i].ino) {
-			st->krefs[i].ino = ino;
-			st->nkrefs++;
-		}
-		st->krefs[i].n++;
-	}
+	(void)kref_add(st, ino, 1); /* out of memory: the count stays low, as before */
 	pthread_mutex_unlock(&st->krefs_lock);
+}
+
+int nadb_adopt_kernel_refs(struct nadb_store *to, struct nadb_store *from)
+{
+	assert(to != from); /* the two locks are taken in this order only here */
+	int rc = 0;
+	pthread_mutex_lock(&from->krefs_lock);
+	pthread_mutex_lock(&to->krefs_lock);
+	for (size_t i = 0; !rc && i < from->krefs_cap; i++)
+		if (from->krefs[i].ino)
+			rc = kref_add(to, from->krefs[i].ino, from->krefs[i].n);
+	pthread_mutex_unlock(&to->krefs_lock);
+	pthread_mutex_unlock(&from->krefs_lock);
+	return rc;
 }
 
 /* Remove slot I, moving later entries of its run back (linear probing). */

@@ -170,6 +170,8 @@ void nadb_store_stop_following(struct nadb_store *st)
 		return;
 	atomic_store(&f->stop, true);
 	pthread_join(f->thread, NULL);
+	if (st->kv->ops->unfollow)
+		st->kv->ops->unfollow(st->kv);
 	st->follower = NULL;
 	free(f);
 }

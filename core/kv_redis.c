@@ -2411,18 +2411,32 @@ static int kvr_follow(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx)
 	return !rc && !counted ? -ESTALE : rc;
 }
 
+/* Counted out at once, not in FOLLOWER_TTL_MS: on the follow thread's
+ * connection, once that thread is joined (or on the main one, at close). */
+static void count_out(struct kv_redis *k, struct redis_conn *c)
+{
+	if (!k->follower || !k->beat_ok_ms || !c)
+		return;
+	char key[KEY_SIZE];
+	const char *argv[] = {"ZREM", key, k->member};
+	size_t lens[] = {4, followers_key(k, key), strlen(k->member)};
+	redisReply *r = NULL;
+	if (!redis_run_in(c, 0, "counting this follower out", 3, argv, lens, &r))
+		freeReplyObject(r);
+	k->beat_ok_ms = 0;
+}
+
+static void kvr_unfollow(struct kv *kv)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	count_out(k, k->beat);
+}
+
 static void kvr_close(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
-	if (k->follower && k->beat_ok_ms) { /* counted out at once, not in FOLLOWER_TTL_MS */
-		char key[KEY_SIZE];
-		const char *argv[] = {"ZREM", key, k->member};
-		size_t lens[] = {4, followers_key(k, key), strlen(k->member)};
-		redisReply *r = NULL;
-		if (!redis_run_in(k->conn, 0, "counting this follower out", 3, argv, lens, &r))
-			freeReplyObject(r);
-	}
+	count_out(k, k->conn);
 	redis_conn_close(k->sub);
 	redis_conn_close(k->beat);
 	redis_conn_close(k->counter);
@@ -2450,6 +2464,7 @@ static const struct kv_ops redis_kv_ops = {
 	.check = kvr_check,
 	.publish = kvr_publish,
 	.follow = kvr_follow,
+	.unfollow = kvr_unfollow,
 	.close = kvr_close,
 };
 

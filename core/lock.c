@@ -430,14 +430,29 @@ void nadb_store_note_closing(struct nadb_store *st)
 	note_holder(st, "closing");
 }
 
-int lock_held_by_daemon(const char *url)
+/* The text of the Redis store URL's lock into TEXT (LOCK_TEXT_MAX bytes),
+ * on a connection of its own: 0, -ENOENT when nobody holds it, or -errno. */
+static int read_lock_text(const char *url, char *text)
 {
 	struct redis_conn *c = NULL;
-	char text[LOCK_TEXT_MAX];
 	int rc = redis_conn_open(url, &c);
 	if (!rc)
-		rc = redis_store_lock_holder(c, text, sizeof(text));
+		rc = redis_store_lock_holder(c, text, LOCK_TEXT_MAX);
 	redis_conn_close(c);
+	return rc;
+}
+
+int nadb_store_writer_gone(const char *url)
+{
+	char text[LOCK_TEXT_MAX];
+	int rc = read_lock_text(url, text);
+	return rc == -ENOENT ? 1 : rc;
+}
+
+int lock_held_by_daemon(const char *url)
+{
+	char text[LOCK_TEXT_MAX];
+	int rc = read_lock_text(url, text);
 	if (rc)
 		return rc == -ENOENT ? 0 : rc;
 	struct holder h;

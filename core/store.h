@@ -136,6 +136,12 @@ bool nadb_store_is_follower(const struct nadb_store *st);
 uint64_t nadb_store_followers(struct nadb_store *st);
 int nadb_store_start_following(struct nadb_store *st, const struct nadb_follow_hooks *h);
 void nadb_store_stop_following(struct nadb_store *st);
+/* A follower's writer is gone when nobody holds the lock of STORE (a URL,
+ * as opened): its lease ran out (it died, or lost Redis), or it let go
+ * (unmounted).  1 if so, 0 if a daemon holds it, or -errno.  nadbfs then
+ * opens the store as its writer (nadb_store_open) and adopts the
+ * follower's kernel references (nadb_adopt_kernel_refs). */
+int nadb_store_writer_gone(const char *store);
 /* A writer on Redis can lose the store to another daemon (its lease ran
  * out and the lock was taken, or a sync was fenced off: lock.c), and a
  * follower can find it upgraded to a format it does not read (follow.c):
@@ -410,6 +416,10 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
  * these references are gone. */
 void nadb_remember(struct nadb_store *st, uint64_t ino);
 void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n);
+/* A follower that takes its store over (nadbfs) opens it anew as its
+ * writer: TO, the new handle, learns which inodes the kernel holds from
+ * FROM, the follower's.  0 or -ENOMEM. */
+int nadb_adopt_kernel_refs(struct nadb_store *to, struct nadb_store *from);
 
 /* ---- whole store -------------------------------------------------------- */
 

@@ -5,7 +5,9 @@
  * the translation can stay this thin:
  *   - permission checks (mount option default_permissions);
  *   - caching names and attributes for attr_timeout seconds, and caching
- *     misses too, which is safe because we are the store's only writer;
+ *     misses too, which is safe because we are the store's only writer
+ *     (a follower's kernel caches them for its lease, and hears of the
+ *     writer's changes: core/follow.c);
  *   - flock and POSIX locks (we implement neither, so they are local).
  * The engine never reuses inode numbers.  Every non-directory inode handed
  * to the kernel is reported to it (nadb_remember) and every forget too, so
@@ -28,6 +30,10 @@
  * Serving, every line -- the engine's, ours, libfuse's -- goes through
  * nadb_log, in one format, to the log file (SIGHUP reopens it) or, with
  * -o log=syslog, to syslog.
+ *
+ * A follower whose writer is gone takes the store over (take_over): it
+ * opens the store as its writer, serves that from then on, and remounts
+ * itself writable.
  */
 #define FUSE_USE_VERSION 312
 
@@ -73,6 +79,10 @@
  * (nadbfs.1). */
 #define EXIT_LOST 3
 #define DEFAULT_MAX_IDLE_THREADS 10
+/* ms: how often a follower asks whether its writer is gone (the writer's
+ * lease, 10 s, bounds how long a dead one holds the store anyway) */
+#define TAKEOVER_CHECK_MS 1000
+#define TAKEOVER_NAP_MS 50 /* ms: naps between, to see a stop sooner */
 #define MAX_GROUPS 64
 
 /* What the kernel must forget, on its way to it:
@@ -106,11 +116,15 @@ struct notifier {
 
 /* Everything the daemon knows.  Filled in by main() before the session
  * loop starts and only read afterwards, so it needs no lock (the notifier
- * has its own). */
+ * has its own), but for what a follower's takeover changes once: the
+ * store and timeout, atomic, and followed (the takeover thread's until
+ * it is joined). */
 struct nadbfs {
-	struct nadb_store *store;
+	struct nadb_store *_Atomic store;
+	struct nadb_store *followed; /* after a takeover: the follower's handle,
+					which files opened before read through */
 	struct nadb_options engine; /* what nadb_store_open gets */
-	double timeout;             /* attr_timeout: kernel cache of names and attributes */
+	_Atomic double timeout;     /* attr_timeout: kernel cache of names and attributes */
 	bool timeout_given;         /* -o attr_timeout was given */
 	atomic_int_fast64_t noticed_ns; /* a follower: when a change notice came
 	                                   last (CLOCK_MONOTONIC) */
@@ -123,6 +137,11 @@ struct nadbfs {
 	bool measure;               /* stats=on: time every request */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
 	pthread_t main_thread;      /* runs the session loop (store_lost) */
+	const char *mountpoint;
+	/* A follower's thread that takes the store over (take_over). */
+	pthread_t takeover;
+	bool takeover_running; /* main thread only */
+	atomic_bool takeover_stop;
 };
 
 static struct nadbfs *fs_of(fuse_req_t req)
@@ -1319,7 +1338,8 @@ static void print_help(const char *prog)
 	       "STORE is a directory (created with mode 0700 if missing, or empty) or\n"
 	       "a Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME].\n"
 	       "A Redis store another daemon serves is mounted read-only, following\n"
-	       "that daemon's changes (its kernel caches for %g s, or attr_timeout).\n\n"
+	       "that daemon's changes (its kernel caches for %g s, or attr_timeout),\n"
+	       "and taken over (as root) once that daemon is gone.\n\n"
 	       "nadb options:\n"
 	       "    -o compress=auto|off   compress chunks with zlib where it saves\n"
 	       "                           at least 1/8 (default: %s)\n"
@@ -1454,10 +1474,13 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 			rc = bad_value(opt, "a power of two in 4..16384");
 		fs->engine.chunk_kb = (unsigned)v;
 		break;
-	case KEY_ATTR_TIMEOUT:
-		rc = parse_seconds(opt, &fs->timeout);
+	case KEY_ATTR_TIMEOUT: {
+		double t = 0;
+		rc = parse_seconds(opt, &t);
+		fs->timeout = t;
 		fs->timeout_given = true;
 		break;
+	}
 	case KEY_REAP_INTERVAL_MS:
 		rc = parse_unsigned(opt, 10, 3600000, &v);
 		fs->engine.reap_interval_ms = (unsigned)v;
@@ -1870,14 +1893,15 @@ static void start_logging(const struct nadbfs *fs)
 static int open_store(struct nadbfs *fs)
 {
 	char line[1024];
-	int rc = nadb_store_open(fs->store_path, &fs->engine, &fs->store);
+	struct nadb_store *st = NULL;
+	int rc = nadb_store_open(fs->store_path, &fs->engine, &st);
 	if (rc == -EBUSY && nadb_store_is_url(fs->store_path)) {
 		/* Another daemon writes it: follow that one, read-only.  Who
 		 * holds it is no longer a failure's reason (the follower's
 		 * is), but the log still says who. */
 		char holder[sizeof(line)];
 		nadb_log_advice("%s", nadb_log_reason(rc, holder, sizeof(holder)));
-		rc = nadb_store_open_follower(fs->store_path, &fs->engine, &fs->store);
+		rc = nadb_store_open_follower(fs->store_path, &fs->engine, &st);
 		if (rc == 0) {
 			nadb_log("%s: another daemon writes this store: mounted read-only, "
 				 "following its changes", fs->store_arg);
@@ -1886,12 +1910,11 @@ static int open_store(struct nadbfs *fs)
 		}
 	}
 	if (rc == 0) {
-		rc = special_new(fs->store, fs->measure, queue_reaped_name, &fs->notifier,
-				 &fs->sp);
-		if (rc < 0) {
-			nadb_store_close(fs->store);
-			fs->store = NULL;
-		}
+		rc = special_new(st, fs->measure, queue_reaped_name, &fs->notifier, &fs->sp);
+		if (rc < 0)
+			nadb_store_close(st);
+		else
+			fs->store = st;
 	}
 	if (rc == -EBUSY)
 		fprintf(stderr, "nadbfs: %s: store is in use by another process\n",
@@ -1962,6 +1985,12 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 	return rc;
 }
 
+/* What a follower's engine tells this daemon's kernel. */
+static struct nadb_follow_hooks follow_hooks(struct nadbfs *fs)
+{
+	return (struct nadb_follow_hooks){queue_changed_inode, queue_changed_entry, fs};
+}
+
 /* The threads that need the mount: the engine's flusher and reaper, and
  * the notifier the reaper feeds. */
 static int start_threads(struct nadbfs *fs, struct fuse_session *se)
@@ -1971,7 +2000,7 @@ static int start_threads(struct nadbfs *fs, struct fuse_session *se)
 	special_set_notify(fs->sp, queue_changed_key, notifier_wait, &fs->notifier);
 	if (rc == 0)
 		rc = start_notifier(&fs->notifier, se);
-	struct nadb_follow_hooks hooks = {queue_changed_inode, queue_changed_entry, fs};
+	struct nadb_follow_hooks hooks = follow_hooks(fs);
 	if (rc == 0)
 		rc = follower ? nadb_store_start_following(fs->store, &hooks)
 			      : nadb_store_start_reaper(fs->store, queue_reaped_name,
@@ -2004,6 +2033,120 @@ static void store_lost(void *ctx)
 {
 	struct nadbfs *fs = ctx;
 	pthread_kill(fs->main_thread, SIGTERM);
+}
+
+/* ---- a follower takes over ---------------------------------------------- */
+
+/* A follower's mount is read-only, so that its kernel refuses changes:
+ * make it writable, keeping its other flags.  Only root may remount (a
+ * user's mount, made by fusermount3, cannot be). */
+static int remount_writable(const char *mnt)
+{
+	static const struct {
+		unsigned long st, ms;
+	} kept[] = {{ST_NOSUID, MS_NOSUID},       {ST_NODEV, MS_NODEV},
+		    {ST_NOEXEC, MS_NOEXEC},       {ST_SYNCHRONOUS, MS_SYNCHRONOUS},
+		    {ST_NOATIME, MS_NOATIME},     {ST_NODIRATIME, MS_NODIRATIME},
+		    {ST_RELATIME, MS_RELATIME}};
+	struct statvfs sv;
+	if (statvfs(mnt, &sv))
+		return -errno;
+	unsigned long flags = MS_REMOUNT;
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+		if (sv.f_flag & kept[i].st)
+			flags |= kept[i].ms;
+	return mount(NULL, mnt, NULL, flags, NULL) ? -errno : 0;
+}
+
+/* The writer is gone: open the store as its writer and serve that from
+ * now on.  Requests under way finish on the follower's handle, and files
+ * opened before go on reading through it (it stays open, following no
+ * more, until the end).  The kernel's references carry over, so a key it
+ * holds stays readable when unlinked, as on any writer. */
+static int take_over(struct nadbfs *fs)
+{
+	struct nadb_store *st = NULL, *old = fs->store;
+	int rc = nadb_store_open(fs->store_path, &fs->engine, &st);
+	if (rc == -EBUSY) {
+		nadb_log("%s: another follower took the store over first: following it",
+			 fs->store_arg);
+		return rc;
+	}
+	if (!rc)
+		rc = nadb_adopt_kernel_refs(st, old);
+	/* Nobody else writes now: no more notices to hear, and this daemon
+	 * counted out as a follower before its flusher counts followers. */
+	bool stopped = !rc;
+	if (stopped)
+		nadb_store_stop_following(old);
+	if (!rc && !(rc = nadb_store_start_flusher(st)))
+		rc = nadb_store_start_reaper(st, queue_reaped_name, &fs->notifier);
+	if (rc) {
+		char why[512];
+		nadb_log("%s: the writer is gone, but this follower cannot take the store "
+			 "over: %s", fs->store_arg, nadb_log_reason(rc, why, sizeof(why)));
+		if (st) {
+			nadb_store_stop_reaper(st);
+			nadb_store_stop_flusher(st);
+			nadb_store_close(st);
+		}
+		struct nadb_follow_hooks hooks = follow_hooks(fs);
+		if (stopped && nadb_store_start_following(old, &hooks))
+			nadb_log("%s: cannot follow the store again either", fs->store_arg);
+		return rc;
+	}
+	nadb_store_note_mount(st, fs->mountpoint);
+	nadb_store_on_lost(st, store_lost, fs);
+	if (!fs->timeout_given)
+		fs->timeout = DEFAULT_ATTR_TIMEOUT;
+	special_set_store(fs->sp, st);
+	fs->followed = old;
+	fs->store = st;
+	rc = remount_writable(fs->mountpoint);
+	if (rc)
+		nadb_log("%s: the writer is gone: this daemon writes the store now, but "
+			 "%s stays read-only (remounting it: %s); mount it again to write",
+			 fs->store_arg, fs->mountpoint, strerror(-rc));
+	else
+		nadb_log("%s: the writer is gone: this daemon writes the store now",
+			 fs->store_arg);
+	return 0;
+}
+
+/* A follower's thread: every TAKEOVER_CHECK_MS, is the writer gone? */
+static void *takeover_main(void *arg)
+{
+	struct nadbfs *fs = arg;
+	while (!atomic_load(&fs->takeover_stop) && !nadb_store_lost(fs->store)) {
+		for (unsigned ms = 0; ms < TAKEOVER_CHECK_MS &&
+				      !atomic_load(&fs->takeover_stop); ms += TAKEOVER_NAP_MS)
+			nanosleep(&(struct timespec){0, TAKEOVER_NAP_MS * 1000000L}, NULL);
+		if (!atomic_load(&fs->takeover_stop) &&
+		    nadb_store_writer_gone(fs->store_path) == 1 && take_over(fs) == 0)
+			break;
+	}
+	return NULL;
+}
+
+/* Only root can make the mount writable (remount_writable): a follower
+ * mounted by another user stays one. */
+static int start_takeover(struct nadbfs *fs)
+{
+	if (!nadb_store_is_follower(fs->store) || geteuid() != 0)
+		return 0;
+	atomic_store(&fs->takeover_stop, false);
+	int rc = -pthread_create(&fs->takeover, NULL, takeover_main, fs);
+	fs->takeover_running = rc == 0;
+	return rc;
+}
+
+static void stop_takeover(struct nadbfs *fs)
+{
+	if (!fs->takeover_running)
+		return;
+	atomic_store(&fs->takeover_stop, true);
+	pthread_join(fs->takeover, NULL);
+	fs->takeover_running = false;
 }
 
 /* Open, mount, serve until unmounted or signalled, close.  Returns the
@@ -2049,8 +2192,11 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		goto out_signals;
 	nadb_store_note_mount(fs->store, opts->mountpoint);
 	fs->main_thread = pthread_self();
+	fs->mountpoint = opts->mountpoint;
 	nadb_store_on_lost(fs->store, store_lost, fs);
 	int rc = start_threads(fs, se);
+	if (rc == 0 && (rc = start_takeover(fs)) < 0)
+		fprintf(stderr, "nadbfs: cannot start a thread: %s\n", strerror(-rc));
 	if (rc < 0)
 		goto out_threads;
 	if (chdir("/") != 0) /* keep no directory busy; harmless if it fails */
@@ -2073,6 +2219,7 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		status = EXIT_LOST;
 	}
 out_threads:
+	stop_takeover(fs);
 	stop_threads(fs, opts->mountpoint);
 	rc = nadb_store_close(fs->store); /* commits open files, syncs */
 	fs->store = NULL;
@@ -2080,6 +2227,9 @@ out_threads:
 		nadb_log("%s: closing the store failed: %s", fs->store_arg, strerror(-rc));
 		status = status == EXIT_LOST ? status : 1;
 	}
+	if (fs->followed)
+		nadb_store_close(fs->followed);
+	fs->followed = NULL;
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

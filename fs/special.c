@@ -69,7 +69,7 @@ struct op_snapshot {
 };
 
 struct special {
-	struct nadb_store *st;
+	struct nadb_store *_Atomic st; /* set again by a takeover */
 	bool measure;
 	nadb_reaped_fn reaped;
 	void *reaped_ctx;
@@ -301,6 +301,11 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	pthread_mutex_init(&sp->compact_lock, NULL);
 	*out = sp;
 	return 0;
+}
+
+void special_set_store(struct special *sp, struct nadb_store *st)
+{
+	sp->st = st;
 }
 
 void special_set_notify(struct special *sp,

@@ -38,6 +38,9 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 void special_free(struct special *sp);
 /* How /.ctl tells the kernel of a key it changed, and waits until told
  * (ctl.h's ctl_env). */
+/* A follower took its store over (nadbfs.c): serve ST, its writer's handle,
+ * from now on. */
+void special_set_store(struct special *sp, struct nadb_store *st);
 void special_set_notify(struct special *sp,
 			void (*changed)(void *ctx, uint64_t parent, const char *name,
 					uint64_t ino, bool created),

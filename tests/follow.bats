@@ -52,6 +52,12 @@ unmount_follower() {
 }
 
 
+# write_fsynced TEXT FILE: FILE holds TEXT, fsync'd before close.
+write_fsynced() {
+	"$PY" -c 'import os,sys
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, sys.argv[1].encode()); os.fsync(fd); os.close(fd)' "$1" "$2"
+}
 value_is() { [ "$(cat "$1")" = "$2" ]; }
 
 gone() { [ ! -e "$1" ]; }
@@ -173,9 +179,7 @@ counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 @test "a follower outlives its writer: kill -9, then a new writer's changes reach it" {
 	mount_store
 	mkdir -p "$MNT/app/ns"
-	"$PY" -c 'import os,sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
-os.write(fd, b"kept"); os.fsync(fd); os.close(fd)' "$MNT/app/ns/k"
+	write_fsynced kept "$MNT/app/ns/k"
 	mount_follower attr_timeout=60
 	kill -9 "$WRITER"
 	fusermount3 -uz "$MNT"
@@ -188,6 +192,86 @@ os.write(fd, b"kept"); os.fsync(fd); os.close(fd)' "$MNT/app/ns/k"
 	within 5 value_is "$F/app/ns/k" "again, longer"
 	unmount_follower
 	unmount_store
+	"$NADB" fsck "$STORE"
+}
+
+# role_of DIR: what .stats says the daemon on DIR is (writer or follower).
+role_of() { sed -n 's/.*"role": "\([a-z]*\)".*/\1/p' "$1/.stats"; }
+role_is() { [ "$(role_of "$1")" = "$2" ]; }
+followers_are() { grep -q "\"followers\": $2," "$1/.stats"; }
+writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
+
+@test "a follower takes the store over when its writer dies; the other follower follows it" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	write_fsynced kept "$MNT/app/ns/k"
+	mount_follower
+	G=$T/g
+	mkdir "$G"
+	"$NADBFS" -o "log=$T/g.log" "$STORE" "$G"
+	within 5 mountpoint -q "$G"
+	echo -n "closed, not fsync'd" >"$MNT/app/ns/j"
+	within 5 value_is "$F/app/ns/j" "closed, not fsync'd"
+	exec 7<"$F/app/ns/k" # opened through the follower before it takes over
+	kill -9 "$WRITER"
+	fusermount3 -uz "$MNT"
+	wait_pids_gone 10 "$WRITER"
+	# the dead writer's lease runs out (10 s), and a follower's next look
+	# (every second) finds the store free: one of the two writes it now
+	within 20 grep -qs "the writer is gone: this daemon writes the store now" "$FLOG" "$T/g.log"
+	if role_is "$F" writer; then W=$F R=$G; else W=$G R=$F; fi
+	role_is "$W" writer
+	role_is "$R" follower
+	writable "$W"
+	! writable "$R"
+	# what the dead writer synced is all there, and the new writer writes
+	value_is "$W/app/ns/k" kept
+	value_is "$W/app/ns/j" "closed, not fsync'd"
+	[ "$(cat <&7)" = kept ]
+	exec 7<&-
+	echo -n "from the new writer" >"$W/app/ns/n"
+	value_is "$W/app/ns/n" "from the new writer"
+	rm "$W/app/ns/j"
+	mkdir "$W/app/more"
+	# ... and the follower left hears of it as it heard of the old one
+	within 5 value_is "$R/app/ns/n" "from the new writer"
+	within 5 gone "$R/app/ns/j"
+	[ -d "$R/app/more" ]
+	# counting the other one only: its own heartbeat as a follower was
+	# counted out before it first counted
+	within 5 grep -q '"followers": [1-9]' "$W/.stats"
+	followers_are "$W" 1
+	# only one took over: the other still refuses changes
+	run sh -c "echo x >'$R/app/ns/x'"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Read-only file system"* ]]
+	fusermount3 -u "$G"
+	unmount_follower
+	"$NADB" fsck "$STORE"
+}
+
+@test "a follower takes the store over at once when its writer unmounts" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	mount_follower
+	echo -n v1 >"$MNT/app/ns/k"
+	within 5 value_is "$F/app/ns/k" v1
+	fusermount3 -u "$MNT"
+	wait_pids_gone 10 "$WRITER"
+	within 5 role_is "$F" writer
+	within 5 writable "$F"
+	echo -n v2 >"$F/app/ns/k"
+	value_is "$F/app/ns/k" v2
+	# mounted again, the old writer's mountpoint follows the new one
+	"$NADBFS" -o "log=$LOG" "$STORE" "$MNT"
+	within 5 mountpoint -q "$MNT"
+	role_is "$MNT" follower
+	# (what the new writer closed, once its flusher counted a follower and synced)
+	within 5 value_is "$MNT/app/ns/k" v2
+	echo -n v3 >"$F/app/ns/k"
+	within 5 value_is "$MNT/app/ns/k" v3
+	fusermount3 -u "$MNT"
+	unmount_follower
 	"$NADB" fsck "$STORE"
 }
 
