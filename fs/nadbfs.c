@@ -139,6 +139,7 @@ struct nadbfs {
 	pthread_t main_thread;      /* runs the session loop (store_lost) */
 	const char *mountpoint;
 	/* A follower's thread that takes the store over (take_over). */
+	bool takeover_wanted; /* -o takeover=on */
 	pthread_t takeover;
 	bool takeover_running; /* main thread only */
 	atomic_bool takeover_stop;
@@ -1273,6 +1274,7 @@ enum {
 	KEY_FORCE_CREATE,
 	KEY_LOG,
 	KEY_CHECK,
+	KEY_TAKEOVER,
 };
 
 static const struct fuse_opt nadbfs_opts[] = {
@@ -1289,6 +1291,7 @@ static const struct fuse_opt nadbfs_opts[] = {
 	FUSE_OPT_KEY("force_create", KEY_FORCE_CREATE),
 	FUSE_OPT_KEY("log=", KEY_LOG),
 	FUSE_OPT_KEY("check=", KEY_CHECK),
+	FUSE_OPT_KEY("takeover=", KEY_TAKEOVER),
 	/* fstab bookkeeping mount(8) may hand to mount.fuse3: not for us. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
@@ -1369,7 +1372,9 @@ static void print_help(const char *prog)
 	       "                           syslog: syslog or the journal, -f too\n"
 
 	       "    -o check=on|off        walk the metadata file in a child before serving\n"
-	       "                           it; damaged: refuse to mount (default: on)\n\n",
+	       "                           it; damaged: refuse to mount (default: on)\n"
+	       "    -o takeover=on|off     Redis: a follower (run by root) takes the store\n"
+	       "                           over once its writer is gone (default: on)\n\n",
 	       FOLLOWER_LEASE, d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
@@ -1396,6 +1401,18 @@ static int bad_value(const char *opt, const char *expected)
 {
 	fprintf(stderr, "nadbfs: bad option '%s': expected %s\n", opt, expected);
 	return -1;
+}
+
+/* OPT's value, on or off, into *OUT. */
+static int parse_on_off(const char *opt, bool *out)
+{
+	if (strcmp(value_of(opt), "on") == 0)
+		*out = true;
+	else if (strcmp(value_of(opt), "off") == 0)
+		*out = false;
+	else
+		return bad_value(opt, "on or off");
+	return 0;
 }
 
 static int parse_unsigned(const char *opt, unsigned long min, unsigned long max,
@@ -1505,20 +1522,13 @@ static int parse_nadb_option(struct nadbfs *fs, const char *opt, int key)
 		fs->engine.create_among_files = true;
 		break;
 	case KEY_STATS:
-		if (strcmp(value_of(opt), "on") == 0)
-			fs->measure = true;
-		else if (strcmp(value_of(opt), "off") == 0)
-			fs->measure = false;
-		else
-			rc = bad_value(opt, "on or off");
+		rc = parse_on_off(opt, &fs->measure);
 		break;
 	case KEY_CHECK:
-		if (strcmp(value_of(opt), "on") == 0)
-			fs->engine.check_meta = true;
-		else if (strcmp(value_of(opt), "off") == 0)
-			fs->engine.check_meta = false;
-		else
-			rc = bad_value(opt, "on or off");
+		rc = parse_on_off(opt, &fs->engine.check_meta);
+		break;
+	case KEY_TAKEOVER:
+		rc = parse_on_off(opt, &fs->takeover_wanted);
 		break;
 	}
 	return rc;
@@ -2132,7 +2142,7 @@ static void *takeover_main(void *arg)
  * mounted by another user stays one. */
 static int start_takeover(struct nadbfs *fs)
 {
-	if (!nadb_store_is_follower(fs->store) || geteuid() != 0)
+	if (!fs->takeover_wanted || !nadb_store_is_follower(fs->store) || geteuid() != 0)
 		return 0;
 	atomic_store(&fs->takeover_stop, false);
 	int rc = -pthread_create(&fs->takeover, NULL, takeover_main, fs);
@@ -2304,7 +2314,8 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts opts;
-	struct nadbfs fs = {.timeout = DEFAULT_ATTR_TIMEOUT, .measure = true};
+	struct nadbfs fs = {.timeout = DEFAULT_ATTR_TIMEOUT, .measure = true,
+			    .takeover_wanted = true};
 	const char *prog = argc > 0 ? argv[0] : "nadbfs";
 
 	memset(&opts, 0, sizeof(opts));

@@ -250,7 +250,7 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	"$NADB" fsck "$STORE"
 }
 
-@test "a follower takes the store over at once when its writer unmounts" {
+@test "a follower takes the store over at once when its writer unmounts, unless mounted with takeover=off" {
 	mount_store
 	mkdir -p "$MNT/app/ns"
 	mount_follower
@@ -263,15 +263,20 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	echo -n v2 >"$F/app/ns/k"
 	value_is "$F/app/ns/k" v2
 	# mounted again, the old writer's mountpoint follows the new one
-	"$NADBFS" -o "log=$LOG" "$STORE" "$MNT"
+	"$NADBFS" -o "log=$LOG,takeover=off" "$STORE" "$MNT"
 	within 5 mountpoint -q "$MNT"
 	role_is "$MNT" follower
 	# (what the new writer closed, once its flusher counted a follower and synced)
 	within 5 value_is "$MNT/app/ns/k" v2
 	echo -n v3 >"$F/app/ns/k"
 	within 5 value_is "$MNT/app/ns/k" v3
-	fusermount3 -u "$MNT"
+	# with -o takeover=off, a follower never writes
 	unmount_follower
+	sleep 3
+	role_is "$MNT" follower
+	! writable "$MNT"
+	value_is "$MNT/app/ns/k" v3
+	fusermount3 -u "$MNT"
 	"$NADB" fsck "$STORE"
 }
 
