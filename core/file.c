@@ -954,11 +954,25 @@ static int kref_add(struct nadb_store *st, uint64_t ino, uint64_t n)
 	return 0;
 }
 
+/* The store that keeps ST's kernel references: ST, or the writer's handle
+ * its references went to (krefs_to).  Returned with its krefs_lock held. */
+static struct nadb_store *lock_krefs(struct nadb_store *st)
+{
+	pthread_mutex_lock(&st->krefs_lock);
+	while (st->krefs_to) {
+		struct nadb_store *to = st->krefs_to;
+		pthread_mutex_unlock(&st->krefs_lock);
+		st = to;
+		pthread_mutex_lock(&st->krefs_lock);
+	}
+	return st;
+}
+
 void nadb_remember(struct nadb_store *st, uint64_t ino)
 {
 	if (ino == NADB_ROOT_INO)
 		return;
-	pthread_mutex_lock(&st->krefs_lock);
+	st = lock_krefs(st);
 	(void)kref_add(st, ino, 1); /* out of memory: the count stays low, as before */
 	pthread_mutex_unlock(&st->krefs_lock);
 }
@@ -968,11 +982,14 @@ int nadb_adopt_kernel_refs(struct nadb_store *to, struct nadb_store *from)
 	assert(to != from); /* the two locks are taken in this order only here */
 	int rc = 0;
 	pthread_mutex_lock(&from->krefs_lock);
+	assert(!from->krefs_to && !to->krefs_to);
 	pthread_mutex_lock(&to->krefs_lock);
 	for (size_t i = 0; !rc && i < from->krefs_cap; i++)
 		if (from->krefs[i].ino)
 			rc = kref_add(to, from->krefs[i].ino, from->krefs[i].n);
 	pthread_mutex_unlock(&to->krefs_lock);
+	if (!rc) /* from now on, what the kernel says to FROM goes to TO */
+		from->krefs_to = to;
 	pthread_mutex_unlock(&from->krefs_lock);
 	return rc;
 }
@@ -993,7 +1010,7 @@ static void kref_remove(struct nadb_store *st, size_t i)
 void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n)
 {
 	bool gone = false;
-	pthread_mutex_lock(&st->krefs_lock);
+	st = lock_krefs(st);
 	if (st->krefs_cap) {
 		size_t i = kref_slot(st, ino);
 		if (st->krefs[i].ino == ino) {

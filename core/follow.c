@@ -117,11 +117,7 @@ static void *follow_main(void *arg)
 		if (!failing) /* else Redis is out of reach: no more waits on it */
 			check_format(st, &format);
 		int rc = st->kv->ops->follow(st->kv, FOLLOW_WAIT_MS, forget_row, st);
-		/* the replies our reads were answered with, held until a sync
-		 * (which a follower never makes) lets go of them */
-		pthread_mutex_lock(&st->meta_lock);
-		(void)st->kv->ops->sync(st->kv);
-		pthread_mutex_unlock(&st->meta_lock);
+		nadb_store_drop_reads(st);
 		if (rc == -ESTALE)
 			forget_everything(st);
 		if (rc && rc != -ESTALE && !failing) /* said once until it works again */
@@ -133,6 +129,15 @@ static void *follow_main(void *arg)
 		failing = rc && rc != -ESTALE;
 	}
 	return NULL;
+}
+
+void nadb_store_drop_reads(struct nadb_store *st)
+{
+	/* the replies our reads were answered with, held until a sync
+	 * (which a follower never makes otherwise) lets go of them */
+	pthread_mutex_lock(&st->meta_lock);
+	(void)st->kv->ops->sync(st->kv);
+	pthread_mutex_unlock(&st->meta_lock);
 }
 
 bool nadb_store_is_follower(const struct nadb_store *st)

@@ -142,6 +142,10 @@ void nadb_store_stop_following(struct nadb_store *st);
  * opens the store as its writer (nadb_store_open) and adopts the
  * follower's kernel references (nadb_adopt_kernel_refs). */
 int nadb_store_writer_gone(const char *store);
+/* A follower's reads hold what they were answered with until this lets go
+ * of it: its follow thread calls it, and whoever keeps a follower's handle
+ * open without one (a daemon that took the store over), now and then. */
+void nadb_store_drop_reads(struct nadb_store *st);
 /* A writer on Redis can lose the store to another daemon (its lease ran
  * out and the lock was taken, or a sync was fenced off: lock.c), and a
  * follower can find it upgraded to a format it does not read (follow.c):
@@ -418,7 +422,8 @@ void nadb_remember(struct nadb_store *st, uint64_t ino);
 void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n);
 /* A follower that takes its store over (nadbfs) opens it anew as its
  * writer: TO, the new handle, learns which inodes the kernel holds from
- * FROM, the follower's.  0 or -ENOMEM. */
+ * FROM, the follower's, and gets what the kernel says to FROM from then on
+ * (requests under way may still name it).  0 or -ENOMEM. */
 int nadb_adopt_kernel_refs(struct nadb_store *to, struct nadb_store *from);
 
 /* ---- whole store -------------------------------------------------------- */

@@ -107,6 +107,10 @@ struct nadb_store {
 		uint64_t ino, n;
 	} *krefs; /* open addressing, ino 0: free */
 	size_t nkrefs, krefs_cap;
+	/* A follower whose daemon took the store over: its writer's handle,
+	 * which has its references and gets every later one (set once, by
+	 * nadb_adopt_kernel_refs; requests under way may still name us). */
+	struct nadb_store *krefs_to;
 
 	/* compact_lock: one compaction at a time (flusher, .ctl or tool). */
 	pthread_mutex_t compact_lock;

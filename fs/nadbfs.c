@@ -83,6 +83,7 @@
  * lease, 10 s, bounds how long a dead one holds the store anyway) */
 #define TAKEOVER_CHECK_MS 1000
 #define TAKEOVER_NAP_MS 50 /* ms: naps between, to see a stop sooner */
+#define TAKEOVER_BACKOFF_MS 16000 /* ms: longest wait between looks that failed */
 #define MAX_GROUPS 64
 
 /* What the kernel must forget, on its way to it:
@@ -2047,24 +2048,39 @@ static void store_lost(void *ctx)
 
 /* ---- a follower takes over ---------------------------------------------- */
 
-/* A follower's mount is read-only, so that its kernel refuses changes:
- * make it writable, keeping its other flags.  Only root may remount (a
+/* Remount MNT read-write (or, with RDONLY, as it is: whether we may),
+ * keeping its other flags.  They are read from the mount table, not with
+ * statvfs(), which would be a request to this very daemon; and only if the
+ * topmost mount on MNT is still a nadbfs one (ours: a follower's session
+ * never leaves its mountpoint but by ending).  Only root may remount (a
  * user's mount, made by fusermount3, cannot be). */
-static int remount_writable(const char *mnt)
+static int remount(const char *mnt, bool rdonly)
 {
 	static const struct {
-		unsigned long st, ms;
-	} kept[] = {{ST_NOSUID, MS_NOSUID},       {ST_NODEV, MS_NODEV},
-		    {ST_NOEXEC, MS_NOEXEC},       {ST_SYNCHRONOUS, MS_SYNCHRONOUS},
-		    {ST_NOATIME, MS_NOATIME},     {ST_NODIRATIME, MS_NODIRATIME},
-		    {ST_RELATIME, MS_RELATIME}};
-	struct statvfs sv;
-	if (statvfs(mnt, &sv))
+		const char *opt;
+		unsigned long ms;
+	} kept[] = {{"nosuid", MS_NOSUID},        {"nodev", MS_NODEV},
+		    {"noexec", MS_NOEXEC},        {"sync", MS_SYNCHRONOUS},
+		    {"noatime", MS_NOATIME},      {"nodiratime", MS_NODIRATIME},
+		    {"relatime", MS_RELATIME}};
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
 		return -errno;
-	unsigned long flags = MS_REMOUNT;
-	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
-		if (sv.f_flag & kept[i].st)
-			flags |= kept[i].ms;
+	unsigned long flags = 0;
+	bool ours = false;
+	struct mntent *m;
+	while ((m = getmntent(f))) /* the last entry on MNT is the topmost */
+		if (!strcmp(m->mnt_dir, mnt)) {
+			ours = !strcmp(m->mnt_type, "fuse.nadbfs");
+			flags = 0;
+			for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+				if (hasmntopt(m, kept[i].opt))
+					flags |= kept[i].ms;
+		}
+	endmntent(f);
+	if (!ours)
+		return -ENOENT;
+	flags |= MS_REMOUNT | (rdonly ? MS_RDONLY : 0);
 	return mount(NULL, mnt, NULL, flags, NULL) ? -errno : 0;
 }
 
@@ -2082,8 +2098,10 @@ static int take_over(struct nadbfs *fs)
 			 fs->store_arg);
 		return rc;
 	}
-	if (!rc)
+	if (!rc) {
+		nadb_store_on_lost(st, store_lost, fs); /* its lease runs already */
 		rc = nadb_adopt_kernel_refs(st, old);
+	}
 	/* Nobody else writes now: no more notices to hear, and this daemon
 	 * counted out as a follower before its flusher counts followers. */
 	bool stopped = !rc;
@@ -2095,6 +2113,7 @@ static int take_over(struct nadbfs *fs)
 		char why[512];
 		nadb_log("%s: the writer is gone, but this follower cannot take the store "
 			 "over: %s", fs->store_arg, nadb_log_reason(rc, why, sizeof(why)));
+		/* (a failed adopt forwards nothing: ST goes with nothing of OLD's) */
 		if (st) {
 			nadb_store_stop_reaper(st);
 			nadb_store_stop_flusher(st);
@@ -2106,40 +2125,60 @@ static int take_over(struct nadbfs *fs)
 		return rc;
 	}
 	nadb_store_note_mount(st, fs->mountpoint);
-	nadb_store_on_lost(st, store_lost, fs);
 	if (!fs->timeout_given)
 		fs->timeout = DEFAULT_ATTR_TIMEOUT;
 	special_set_store(fs->sp, st);
 	fs->followed = old;
 	fs->store = st;
-	rc = remount_writable(fs->mountpoint);
+	/* (stopping: the session may be over, its mount gone) */
+	rc = atomic_load(&fs->takeover_stop) ? -ESHUTDOWN : remount(fs->mountpoint, false);
 	if (rc)
 		nadb_log("%s: the writer is gone: this daemon writes the store now, but "
-			 "%s stays read-only (remounting it: %s); mount it again to write",
-			 fs->store_arg, fs->mountpoint, strerror(-rc));
+			 "%s stays read-only (remounting it: %s)", fs->store_arg,
+			 fs->mountpoint, strerror(-rc));
 	else
 		nadb_log("%s: the writer is gone: this daemon writes the store now",
 			 fs->store_arg);
 	return 0;
 }
 
-/* A follower's thread: every TAKEOVER_CHECK_MS, is the writer gone? */
+/* Sleep MS ms, or less when told to stop; false if told to. */
+static bool takeover_nap(struct nadbfs *fs, unsigned ms)
+{
+	for (unsigned t = 0; t < ms && !atomic_load(&fs->takeover_stop); t += TAKEOVER_NAP_MS)
+		nanosleep(&(struct timespec){0, TAKEOVER_NAP_MS * 1000000L}, NULL);
+	return !atomic_load(&fs->takeover_stop);
+}
+
+/* A follower's thread: every TAKEOVER_CHECK_MS (longer while Redis or the
+ * takeover fails), is the writer gone?  Then take over, and from then on
+ * let go of what reads through the follower's handle hold. */
 static void *takeover_main(void *arg)
 {
 	struct nadbfs *fs = arg;
-	while (!atomic_load(&fs->takeover_stop) && !nadb_store_lost(fs->store)) {
-		for (unsigned ms = 0; ms < TAKEOVER_CHECK_MS &&
-				      !atomic_load(&fs->takeover_stop); ms += TAKEOVER_NAP_MS)
-			nanosleep(&(struct timespec){0, TAKEOVER_NAP_MS * 1000000L}, NULL);
-		if (!atomic_load(&fs->takeover_stop) &&
-		    nadb_store_writer_gone(fs->store_path) == 1 && take_over(fs) == 0)
-			break;
+	int rc = remount(fs->mountpoint, true);
+	if (rc) { /* no use taking the store if the mount stays read-only */
+		nadb_log_advice("%s: this follower cannot take the store over when its "
+				"writer is gone: it may not remount %s (%s)", fs->store_arg,
+				fs->mountpoint, strerror(-rc));
+		return NULL;
 	}
+	unsigned every = TAKEOVER_CHECK_MS;
+	while (!fs->followed && !nadb_store_lost(fs->store) && takeover_nap(fs, every)) {
+		rc = nadb_store_writer_gone(fs->store_path);
+		if (rc == 1)
+			rc = take_over(fs);
+		bool failed = rc < 0 && rc != -EBUSY;
+		every = !failed ? TAKEOVER_CHECK_MS
+			: every < TAKEOVER_BACKOFF_MS / 2 ? 2 * every : TAKEOVER_BACKOFF_MS;
+	}
+	while (fs->followed && takeover_nap(fs, TAKEOVER_CHECK_MS))
+		nadb_store_drop_reads(fs->followed);
 	return NULL;
 }
 
-/* Only root can make the mount writable (remount_writable): a follower
- * mounted by another user stays one. */
+/* Only root can make the mount writable (remount): a follower mounted by
+ * another user stays one. */
 static int start_takeover(struct nadbfs *fs)
 {
 	if (!fs->takeover_wanted || !nadb_store_is_follower(fs->store) || geteuid() != 0)
@@ -2217,6 +2256,7 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 	}
 	start_logging(fs);
 	rc = serve(se, opts);
+	stop_takeover(fs); /* fs->store is the one to close from here on */
 	/* Whoever wants the store next waits for our last commit. */
 	nadb_store_note_closing(fs->store);
 	/* 0: unmounted; > 0: the signal that stopped us; < 0: an error. */

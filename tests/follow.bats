@@ -180,7 +180,8 @@ counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 	mount_store
 	mkdir -p "$MNT/app/ns"
 	write_fsynced kept "$MNT/app/ns/k"
-	mount_follower attr_timeout=60
+	# (takeover=off: the new writer below, not the follower, takes the lock)
+	mount_follower attr_timeout=60,takeover=off
 	kill -9 "$WRITER"
 	fusermount3 -uz "$MNT"
 	wait_pids_gone 10 "$WRITER"
@@ -206,24 +207,28 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	mkdir -p "$MNT/app/ns"
 	write_fsynced kept "$MNT/app/ns/k"
 	mount_follower
+	# a second follower, which never takes over: the first one does
 	G=$T/g
 	mkdir "$G"
-	"$NADBFS" -o "log=$T/g.log" "$STORE" "$G"
+	"$NADBFS" -o "log=$T/g.log,takeover=off" "$STORE" "$G"
 	within 5 mountpoint -q "$G"
+	GPID=$(daemon_pids "$STORE" | grep -vx "$WRITER" | grep -vx "$FPID")
+	[ -n "$GPID" ]
 	echo -n "closed, not fsync'd" >"$MNT/app/ns/j"
 	within 5 value_is "$F/app/ns/j" "closed, not fsync'd"
 	exec 7<"$F/app/ns/k" # opened through the follower before it takes over
 	kill -9 "$WRITER"
 	fusermount3 -uz "$MNT"
 	wait_pids_gone 10 "$WRITER"
-	# the dead writer's lease runs out (10 s), and a follower's next look
-	# (every second) finds the store free: one of the two writes it now
-	within 20 grep -qs "the writer is gone: this daemon writes the store now" "$FLOG" "$T/g.log"
-	if role_is "$F" writer; then W=$F R=$G; else W=$G R=$F; fi
+	# the dead writer's lease runs out (10 s), and the follower's next look
+	# (every second) finds the store free: it writes the store now
+	within 20 grep -q "the writer is gone: this daemon writes the store now" "$FLOG"
+	W=$F R=$G
 	role_is "$W" writer
 	role_is "$R" follower
 	writable "$W"
-	! writable "$R"
+	run writable "$R"
+	[ "$status" -ne 0 ]
 	# what the dead writer synced is all there, and the new writer writes
 	value_is "$W/app/ns/k" kept
 	value_is "$W/app/ns/j" "closed, not fsync'd"
@@ -246,6 +251,7 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"Read-only file system"* ]]
 	fusermount3 -u "$G"
+	wait_pids_gone 10 "$GPID"
 	unmount_follower
 	"$NADB" fsck "$STORE"
 }
@@ -265,6 +271,8 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	# mounted again, the old writer's mountpoint follows the new one
 	"$NADBFS" -o "log=$LOG,takeover=off" "$STORE" "$MNT"
 	within 5 mountpoint -q "$MNT"
+	MPID=$(daemon_pids "$STORE" | grep -vx "$FPID")
+	[ -n "$MPID" ]
 	role_is "$MNT" follower
 	# (what the new writer closed, once its flusher counted a follower and synced)
 	within 5 value_is "$MNT/app/ns/k" v2
@@ -274,9 +282,11 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	unmount_follower
 	sleep 3
 	role_is "$MNT" follower
-	! writable "$MNT"
+	run writable "$MNT"
+	[ "$status" -ne 0 ]
 	value_is "$MNT/app/ns/k" v3
 	fusermount3 -u "$MNT"
+	wait_pids_gone 10 "$MPID"
 	"$NADB" fsck "$STORE"
 }
 
