@@ -213,7 +213,7 @@ EOF
 @test "a value changed by /.ctl is what the next open sees, cached pages and misses too" {
 	echo -n 1 >"$K/c"
 	cat "$K/c" >/dev/null           # pages in the kernel's cache
-	! cat "$K/fresh" 2>/dev/null    # a miss in the kernel's cache
+	not cat "$K/fresh" 2>/dev/null    # a miss in the kernel's cache
 	"$NADB" incr "$MNT" /app/users/c 1
 	echo -n new >"$T/v"
 	"$NADB" mset "$MNT" /app/users/fresh="$T/v"

@@ -176,7 +176,7 @@ part_of() {
 		grep -qF "{nadb:s$BATS_TEST_NUMBER:p$part}:t:dirents:z" "$T/keys.$port"
 		for p in $(primary_ports); do
 			[ "$p" = "$port" ] && continue
-			! grep -qF "{nadb:s$BATS_TEST_NUMBER:p$part}" "$T/keys.$p"
+			not grep -qF "{nadb:s$BATS_TEST_NUMBER:p$part}" "$T/keys.$p"
 		done
 		holders[$port]=1
 	done

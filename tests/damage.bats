@@ -167,7 +167,7 @@ flip_seeds() { [ -z "${NADB_SANITIZED:-}" ] && echo 24 || echo 6; }
 			refused=$((refused + 1))
 			[ "$status" -eq 1 ]
 			[[ "$output" == *"damaged"* ]]
-			! mountpoint -q "$MNT"
+			not mountpoint -q "$MNT"
 		fi
 		run timeout 120 "$NADB" fsck --repair "$s"
 		no_signal "seed $seed: nadb fsck --repair" "$status"
@@ -218,7 +218,7 @@ assert d["problems"] >= 1 and "is damaged" in d["lines"][0] and d["repaired"] ==
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"metadata file is damaged; not mounting"* ]]
 	[[ "$output" == *"nadb fsck --repair"* ]]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	[ -z "$(daemon_pids "$STORE")" ]
 }
 

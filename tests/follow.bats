@@ -320,7 +320,7 @@ format_version() {
 	[ "$(format_is_now 99)" = 1 ]
 	wait_pids_gone 10 "$FPID"
 	grep -q "its format record now says format 99; this nadbfs reads format $(format_version): mount it with a nadbfs of that format: changing nothing more, and serving nothing" "$FLOG"
-	! mountpoint -q "$F"
+	not mountpoint -q "$F"
 	# the writer, which checked the format when it opened the store, goes on
 	[ "$(cat "$MNT/app/ns/k")" = v1 ]
 	# put back, a follower mounts again; of another format, it is refused
@@ -335,7 +335,7 @@ format_version() {
 	run "$NADBFS" -o "log=$FLOG" "$STORE" "$F"
 	echo "$output"
 	[ "$status" -ne 0 ]
-	! mountpoint -q "$F"
+	not mountpoint -q "$F"
 	[[ "${lines[0]}" == *"cannot open the store: "*"unsupported store format 99"* ]]
 	[[ "${lines[*]:1}" == *"appendonly no"* ]]
 	redis-cli -p "$REDIS_PORT" config set appendonly yes >/dev/null
@@ -382,7 +382,7 @@ finally:
     stop = True
     t.join()
 EOF
-	! grep -q "not stored" "$FLOG"
+	not grep -q "not stored" "$FLOG"
 }
 
 @test "a follower cut off from Redis for 10 s serves nothing staler than its lease, and catches up by itself" {
@@ -404,7 +404,7 @@ EOF
 	[ ! -e "$T/during.rc" ] || ! grep -qx v1 "$T/during"
 	kill -USR2 "$PROXY_PID"
 	within 20 test -s "$T/during.rc"
-	! grep -q v1 "$T/during"
+	not grep -q v1 "$T/during"
 	# caught up by itself: the value, and notices again
 	within 5 value_is "$F/app/ns/k" "value two"
 	# the writer counted it out during the cut, and in again

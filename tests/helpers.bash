@@ -68,6 +68,15 @@ stop_redis() {
 	fi
 }
 
+# not CMD...: CMD fails.  A line "! CMD" checks nothing in a test: errexit
+# ignores a negated command (it only counts as a test's or function's
+# last line).
+not() {
+	if "$@"; then
+		return 1
+	fi
+}
+
 # within SECS CMD...: CMD succeeds within SECS seconds (tried every 20 ms).
 within() {
 	local secs=$1 i

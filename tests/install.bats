@@ -129,7 +129,7 @@ store_opts() {
 		[ "$(cat "$MNT/app/ns/k")" = v ]
 		umount "$MNT"
 		for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		! kill -0 "$pid" 2>/dev/null
+		if kill -0 "$pid" 2>/dev/null; then exit 1; fi
 		echo served'
 	echo "$output"
 	[ "$status" -eq 0 ]

@@ -70,7 +70,7 @@ lock_expired() { [ "$(redis-cli -p "$REDIS_PORT" exists "{nadb:store:p0}:lock")"
 	# none once it was over: 8 s after the last renewal, so at most 9 s
 	# into the cut, until the link came back at 12 s
 	awk '$2 == "ok" && $1 < 6' "$T/during" | grep -q .
-	! awk '$2 == "ok" && $1 > 9.5 && $1 < 12' "$T/during" | grep -q .
+	[ -z "$(awk '$2 == "ok" && $1 > 9.5 && $1 < 12' "$T/during")" ]
 	# the writes that were refused got EIO, and said why in the log
 	grep -q errno5 "$T/during"
 	grep -q "the store's lease lapsed" "$LOG"
@@ -127,7 +127,7 @@ lock_expired() { [ "$(redis-cli -p "$REDIS_PORT" exists "{nadb:store:p0}:lock")"
 	rc=0
 	wait "$first" || rc=$?
 	[ "$rc" = 3 ]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	grep -q "the store is another daemon's now" "$T/first.log"
 	# what Redis holds is the second writer's, as a fresh read shows
 	[ "$("$NADB" get "$STORE" /app/ns/k)" = three ]

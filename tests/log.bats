@@ -11,7 +11,7 @@ LINE_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z nadbfs\[[0-9]+\
 
 # refuse_ttl FILE VALUE: a setxattr the daemon refuses with a log line.
 refuse_ttl() {
-	! setfattr -n user.ttl -v "$2" "$1" 2>/dev/null
+	not setfattr -n user.ttl -v "$2" "$1" 2>/dev/null
 }
 
 @test "the daemon's lines have one format: time, nadbfs[pid], text" {
@@ -19,13 +19,13 @@ refuse_ttl() {
 	mkdir -p "$MNT/app/ns"
 	echo -n v >"$MNT/app/ns/k"
 	refuse_ttl "$MNT/app/ns/k" abc
-	! setfattr -n user.nadb.hash -v 00 "$MNT/app/ns/k" 2>/dev/null
+	not setfattr -n user.nadb.hash -v 00 "$MNT/app/ns/k" 2>/dev/null
 	pid=$(daemon_pid)
 	unmount_store
 	cat "$LOG"
 	grep -qE "${LINE_RE}user.ttl: 'abc' is not a whole number" "$LOG"
 	grep -qE "^[^ ]+ nadbfs\[$pid\]: user.nadb.hash is read-only" "$LOG"
-	! grep -vE "$LINE_RE" "$LOG"
+	not grep -vE "$LINE_RE" "$LOG"
 }
 
 @test "SIGHUP reopens the log file, so that a renamed log is left alone" {
@@ -42,7 +42,7 @@ refuse_ttl() {
 	mountpoint -q "$MNT"
 	[ "$(cat "$MNT/app/ns/k")" = v ]
 	grep -q before-rotation "$LOG.1"
-	! grep -q after-rotation "$LOG.1"
+	not grep -q after-rotation "$LOG.1"
 	grep -q after-rotation "$LOG"
 	[ "$(stat -c %a "$LOG")" = 600 ]
 }
@@ -62,7 +62,7 @@ refuse_ttl() {
 	wait_for_file "$LOG"
 	refuse_ttl "$MNT/app/ns/k" after-rotation
 	grep -q after-rotation "$LOG"
-	! grep -q after-rotation "$LOG.1"
+	not grep -q after-rotation "$LOG.1"
 }
 
 # in_syslog_namespace SCRIPT: run bash SCRIPT in a private mount namespace
@@ -102,7 +102,7 @@ with open(sys.argv[1], \"ab\", buffering=0) as out:
 		mkdir -p "$MNT/app/ns"
 		echo -n v >"$MNT/app/ns/k"
 		for i in $(seq 30); do
-			! setfattr -n user.ttl -v "bad-$i" "$MNT/app/ns/k" 2>/dev/null
+			if setfattr -n user.ttl -v "bad-$i" "$MNT/app/ns/k" 2>/dev/null; then exit 1; fi
 		done
 		# (other daemons may run: the last one tried must not end the
 		# script under -e)
@@ -175,5 +175,5 @@ one_plain_line() {
 	[ "$status" -eq 1 ]
 	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
 	[[ "$stderr" == "nadbfs: redis://127.0.0.1:1/x: cannot open the store: redis 127.0.0.1:1: cannot connect"* ]]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 }

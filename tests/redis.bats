@@ -92,7 +92,7 @@ EOF
 	kill -CONT "$(cat "$T/redis/pid")"
 	wait "$writer"
 	echo "errors: $(wc -l <"$T/errors")"
-	! grep -v "Input/output error" "$T/errors"
+	not grep -v "Input/output error" "$T/errors"
 	[ "$(wc -w <"$T/acked")" -gt 2000 ]
 	# shellcheck disable=SC2046
 	check_keys "$MNT/app/ns" $(cat "$T/acked")
@@ -132,7 +132,7 @@ EOF
 		echo "$url: $output"
 		[ "$status" -eq 1 ]
 		[[ "$output" == *"redis"* ]]
-		! mountpoint -q "$MNT"
+		not mountpoint -q "$MNT"
 	done
 	# nothing listens on this port
 	run "$NADBFS" redis://127.0.0.1:1/x "$MNT"
@@ -147,10 +147,10 @@ EOF
 	mount_store_at "redis://:sesame@127.0.0.1:$REDIS_PORT/x" "$MNT"
 	# the password is neither in the mount table nor in the daemon's
 	# command line
-	! grep -q sesame /proc/mounts
+	not grep -q sesame /proc/mounts
 	pid=$(pgrep -f -- "nadbfs .*:x*@127.0.0.1:$REDIS_PORT/x $MNT")
 	[ -n "$pid" ]
-	! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q sesame
+	not grep -q sesame <(tr '\0' ' ' <"/proc/$pid/cmdline")
 	unmount_store_at "redis://:sesame@127.0.0.1:$REDIS_PORT/x" "$MNT"
 	redis-cli -p "$REDIS_PORT" -a sesame --no-auth-warning config set requirepass "" >/dev/null
 	# keys under our names that are not a store
@@ -292,7 +292,7 @@ EOF
 	[[ "$output" == *"nadb-redis 1"* ]]
 	[[ "$output" == *"nadb dump"* ]]
 	[ "$(cli dbsize)" = "$before" ]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 }
 
 @test "inode numbers come in blocks from Redis (INCRBY), a partition's own, and are never given twice, across remounts" {
@@ -440,7 +440,7 @@ except OSError as e:
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"serves no slot"* ]]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = 0 ]
 	redis-cli -p "$REDIS_PORT" cluster addslotsrange 0 16383 >/dev/null
 	for _ in $(seq 100); do

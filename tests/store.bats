@@ -53,7 +53,7 @@ load helpers
 	run "$NADBFS" "$STORE" "$T/mnt2"
 	[ "$status" -ne 0 ]
 	echo "$output" | grep -qiE 'in use|locked|busy'
-	! mountpoint -q "$T/mnt2"
+	not mountpoint -q "$T/mnt2"
 	# the first mount is unharmed
 	[ "$(cat "$MNT/app/ns/k")" = v ]
 	[ "$(daemon_pids "$STORE" | wc -l)" = 1 ]
@@ -120,22 +120,22 @@ help_of() {
 @test "nadbfs refuses an unknown option without mounting" {
 	run "$NADBFS" -o no_such_option=1 "$STORE" "$MNT"
 	[ "$status" -ne 0 ]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 }
 
 @test "nadbfs refuses an invalid option value without mounting" {
 	run "$NADBFS" -o compress=sometimes "$STORE" "$MNT"
 	[ "$status" -ne 0 ]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	run "$NADBFS" -o buffer_mb=lots "$STORE" "$MNT"
 	[ "$status" -ne 0 ]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	for v in 17 -1 two; do
 		run "$NADBFS" -o "min_replicas=$v" "$STORE" "$MNT"
 		echo "$output"
 		[ "$status" -ne 0 ]
 		[[ "$output" == *min_replicas* ]]
-		! mountpoint -q "$MNT"
+		not mountpoint -q "$MNT"
 	done
 }
 
@@ -152,7 +152,7 @@ help_of() {
 	cp "$T/ref" "$MNT/app/ns/k"
 	pid=$(daemon_pid)
 	unmount_store
-	! pid_alive "$pid"
+	not pid_alive "$pid"
 	# the offline tool sees the data without the daemon
 	"$NADB" get "$STORE" /app/ns/k >"$T/back"
 	cmp "$T/ref" "$T/back"
@@ -200,8 +200,8 @@ PYEOF
 	run "$NADB" umount "$MNT"
 	[ "$status" -eq 0 ]
 	[ "$output" = "" ]
-	! pid_alive "$pid"
-	! mountpoint -q "$MNT"
+	not pid_alive "$pid"
+	not mountpoint -q "$MNT"
 	store_unlocked
 	"$NADB" get "$STORE" /app/ns/k299 | wc -c | grep -qx 20000
 	# not a mountpoint, or an nadbfs that is busy
@@ -235,7 +235,7 @@ PYEOF
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"not a nadb store, and it holds other files"*"force_create"* ]]
-	! mountpoint -q "$MNT"
+	not mountpoint -q "$MNT"
 	[ "$(ls -A "$T/docs")" = letter.txt ]
 	# the tool refuses too
 	run "$NADB" put "$T/docs" /app/ns/k <<<"v"

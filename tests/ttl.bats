@@ -363,7 +363,7 @@ PYEOF
 	done
 	echo "events: $(tr '\n' ' ' <"$T/events")"
 	[ "$(sort -u "$T/events" | grep -c -E '^(reaped|zero)$')" -eq 2 ]
-	! grep -qx k "$T/events"
+	not grep -qx k "$T/events"
 }
 
 @test "nadb keys --ttl shows each key's seconds left, -1 for none; --json --ttl as objects" {
