@@ -2430,6 +2430,11 @@ static void kvr_unfollow(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	count_out(k, k->beat);
+	/* nobody reads the notices any more: unsubscribed, they cannot pile
+	 * up in the server's output buffer (follow subscribes again) */
+	redis_conn_close(k->sub);
+	k->sub = NULL;
+	k->beat_ms = 0;
 }
 
 static void kvr_close(struct kv *kv)

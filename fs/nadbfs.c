@@ -1549,6 +1549,9 @@ static int take_nadb_argument(void *data, const char *arg, int key,
 		fs->store_arg = strdup(arg);
 		return fs->store_arg ? 0 : -1;
 	case FUSE_OPT_KEY_OPT:
+		/* A mount asked for read-only stays so: no takeover. */
+		if (strcmp(arg, "ro") == 0)
+			fs->takeover_wanted = false;
 		/* x-systemd.* and friends: for other programs. */
 		return strncmp(arg, "x-", 2) == 0 ? 0 : 1;
 	default:
@@ -2061,8 +2064,9 @@ static int remount(const char *mnt, bool rdonly)
 		unsigned long ms;
 	} kept[] = {{"nosuid", MS_NOSUID},        {"nodev", MS_NODEV},
 		    {"noexec", MS_NOEXEC},        {"sync", MS_SYNCHRONOUS},
-		    {"noatime", MS_NOATIME},      {"nodiratime", MS_NODIRATIME},
-		    {"relatime", MS_RELATIME}};
+		    {"dirsync", MS_DIRSYNC},      {"noatime", MS_NOATIME},
+		    {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME},
+		    {"lazytime", MS_LAZYTIME},    {"nosymfollow", MS_NOSYMFOLLOW}};
 	FILE *f = setmntent("/proc/self/mounts", "r");
 	if (!f)
 		return -errno;
@@ -2085,10 +2089,13 @@ static int remount(const char *mnt, bool rdonly)
 }
 
 /* The writer is gone: open the store as its writer and serve that from
- * now on.  Requests under way finish on the follower's handle, and files
- * opened before go on reading through it (it stays open, following no
- * more, until the end).  The kernel's references carry over, so a key it
- * holds stays readable when unlinked, as on any writer. */
+ * now on.  Each step that can fail comes before the swap, and a failure
+ * puts everything back: the follower follows again.  Requests under way
+ * finish on the follower's handle, and files opened before go on reading
+ * through it (it stays open, following no more, until the end); what the
+ * kernel says of its inodes through it is forwarded to the new handle
+ * (nadb_adopt_kernel_refs, the last step), so a key it holds stays
+ * readable when unlinked, as on any writer. */
 static int take_over(struct nadbfs *fs)
 {
 	struct nadb_store *st = NULL, *old = fs->store;
@@ -2098,48 +2105,43 @@ static int take_over(struct nadbfs *fs)
 			 fs->store_arg);
 		return rc;
 	}
-	if (!rc) {
-		nadb_store_on_lost(st, store_lost, fs); /* its lease runs already */
-		rc = nadb_adopt_kernel_refs(st, old);
-	}
+	if (rc)
+		goto failed;
+	nadb_store_on_lost(st, store_lost, fs); /* its lease runs already */
+	nadb_store_note_mount(st, fs->mountpoint); /* who holds it, for others */
 	/* Nobody else writes now: no more notices to hear, and this daemon
 	 * counted out as a follower before its flusher counts followers. */
-	bool stopped = !rc;
-	if (stopped)
-		nadb_store_stop_following(old);
-	if (!rc && !(rc = nadb_store_start_flusher(st)))
-		rc = nadb_store_start_reaper(st, queue_reaped_name, &fs->notifier);
+	nadb_store_stop_following(old);
+	if (!(rc = nadb_store_start_flusher(st)) &&
+	    !(rc = nadb_store_start_reaper(st, queue_reaped_name, &fs->notifier)))
+		/* (stopping: the session may be over, its mount gone) */
+		rc = atomic_load(&fs->takeover_stop) ? -ESHUTDOWN
+						     : remount(fs->mountpoint, false);
+	if (!rc && (rc = nadb_adopt_kernel_refs(st, old)))
+		(void)remount(fs->mountpoint, true);
 	if (rc) {
-		char why[512];
-		nadb_log("%s: the writer is gone, but this follower cannot take the store "
-			 "over: %s", fs->store_arg, nadb_log_reason(rc, why, sizeof(why)));
-		/* (a failed adopt forwards nothing: ST goes with nothing of OLD's) */
-		if (st) {
-			nadb_store_stop_reaper(st);
-			nadb_store_stop_flusher(st);
-			nadb_store_close(st);
-		}
+		nadb_store_stop_reaper(st);
+		nadb_store_stop_flusher(st);
+		nadb_store_close(st); /* lets go of the lock */
 		struct nadb_follow_hooks hooks = follow_hooks(fs);
-		if (stopped && nadb_store_start_following(old, &hooks))
+		if (nadb_store_start_following(old, &hooks))
 			nadb_log("%s: cannot follow the store again either", fs->store_arg);
-		return rc;
+		goto failed;
 	}
-	nadb_store_note_mount(st, fs->mountpoint);
 	if (!fs->timeout_given)
 		fs->timeout = DEFAULT_ATTR_TIMEOUT;
 	special_set_store(fs->sp, st);
 	fs->followed = old;
 	fs->store = st;
-	/* (stopping: the session may be over, its mount gone) */
-	rc = atomic_load(&fs->takeover_stop) ? -ESHUTDOWN : remount(fs->mountpoint, false);
-	if (rc)
-		nadb_log("%s: the writer is gone: this daemon writes the store now, but "
-			 "%s stays read-only (remounting it: %s)", fs->store_arg,
-			 fs->mountpoint, strerror(-rc));
-	else
-		nadb_log("%s: the writer is gone: this daemon writes the store now",
-			 fs->store_arg);
+	nadb_log("%s: the writer is gone: this daemon writes the store now", fs->store_arg);
 	return 0;
+failed:
+	if (rc == -ESHUTDOWN)
+		return rc;
+	char why[512];
+	nadb_log("%s: the writer is gone, but this follower cannot take the store over: %s",
+		 fs->store_arg, nadb_log_reason(rc, why, sizeof(why)));
+	return rc;
 }
 
 /* Sleep MS ms, or less when told to stop; false if told to. */

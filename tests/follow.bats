@@ -203,6 +203,7 @@ followers_are() { grep -q "\"followers\": $2," "$1/.stats"; }
 writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 
 @test "a follower takes the store over when its writer dies; the other follower follows it" {
+	[ "$(id -u)" = 0 ] || skip "only root can remount a follower writable"
 	mount_store
 	mkdir -p "$MNT/app/ns"
 	write_fsynced kept "$MNT/app/ns/k"
@@ -232,6 +233,8 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	# what the dead writer synced is all there, and the new writer writes
 	value_is "$W/app/ns/k" kept
 	value_is "$W/app/ns/j" "closed, not fsync'd"
+	# ... even once its key is deleted through the new writer
+	rm "$W/app/ns/k"
 	[ "$(cat <&7)" = kept ]
 	exec 7<&-
 	echo -n "from the new writer" >"$W/app/ns/n"
@@ -241,7 +244,7 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	# ... and the follower left hears of it as it heard of the old one
 	within 5 value_is "$R/app/ns/n" "from the new writer"
 	within 5 gone "$R/app/ns/j"
-	[ -d "$R/app/more" ]
+	within 5 test -d "$R/app/more"
 	# counting the other one only: its own heartbeat as a follower was
 	# counted out before it first counted
 	within 5 grep -q '"followers": [1-9]' "$W/.stats"
@@ -257,6 +260,7 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 }
 
 @test "a follower takes the store over at once when its writer unmounts, unless mounted with takeover=off" {
+	[ "$(id -u)" = 0 ] || skip "only root can remount a follower writable"
 	mount_store
 	mkdir -p "$MNT/app/ns"
 	mount_follower
@@ -401,7 +405,7 @@ EOF
 	(cat "$F/app/ns/k" >"$T/during" 2>&1; echo $? >"$T/during.rc") &
 	BG_PIDS+=($!)
 	sleep 8.5
-	[ ! -e "$T/during.rc" ] || ! grep -qx v1 "$T/during"
+	[ ! -e "$T/during.rc" ] || not grep -qx v1 "$T/during"
 	kill -USR2 "$PROXY_PID"
 	within 20 test -s "$T/during.rc"
 	not grep -q v1 "$T/during"

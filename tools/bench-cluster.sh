@@ -9,7 +9,10 @@
 #    every mount stats and reads all of them at once, one client each;
 #    aggregate stats and reads per second;
 #  - how soon a follower sees the writer's overwrite (p50, p99 of
-#    PROPAGATIONS), and the writer's creates with and without followers.
+#    PROPAGATIONS), and the writer's creates with and without followers;
+#  - how soon a follower writes once its writer is gone (fs/nadbfs.c,
+#    take_over): seconds from the writer's kill -9, and from its unmount,
+#    to the follower's first write that succeeds.
 # Each repetition runs the targets interleaved on fresh stores; the
 # tables give medians.
 #
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
 	--reps) REPS=$2; shift ;;
 	--build) BUILD=$2; shift ;;
 	--out) OUT=$2; shift ;;
-	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench-cluster.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -252,6 +255,64 @@ EOF
 	return $rc
 }
 
+# A writer and a follower; the writer goes (HOW: kill, kill -9 and a lazy
+# unmount; unmount, fusermount3 -u): seconds from then to the follower's
+# first write that succeeds (EROFS until it took the store over).
+run_takeover() {
+	local target=$1 rep=$2 how=$3 pid
+	mount_daemons "$target" "${URL[$target]}/t-$how-r$rep" 2 || return 1
+	mkdir -p "$TMP/mnt-$target-0/bench/ns"
+	pid=$(pgrep -f -- "nadbfs -o log=$TMP/$target-0.log ") || { unmount_daemons "$target"; return 1; }
+	python3 - "$TMP/mnt-$target-0" "$TMP/mnt-$target-1" "$how" "$pid" <<'EOF'
+import errno, os, signal, subprocess, sys, time
+w, f, how, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# the directory durable (a kill -9 loses what was not synced), and the
+# follower seeing it, before the writer goes
+fd = os.open(os.path.join(w, "bench", "ns"), os.O_RDONLY | os.O_DIRECTORY)
+os.fsync(fd)
+os.close(fd)
+t = time.monotonic()
+while not os.path.isdir(os.path.join(f, "bench", "ns")):
+    if time.monotonic() - t > 10:
+        sys.exit("the follower never saw the directory")
+    time.sleep(0.01)
+t = time.monotonic()
+if how == "kill":
+    os.kill(pid, signal.SIGKILL)
+    subprocess.run(["fusermount3", "-uz", w], check=True)
+else:
+    subprocess.run(["fusermount3", "-u", w], check=True)
+key = os.path.join(f, "bench", "ns", "after")
+while True:
+    try:
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"written")
+        os.close(fd)
+        break
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+    if time.monotonic() - t > 60:
+        sys.exit("the follower never took over")
+    time.sleep(0.02)
+print("%.2f" % (time.monotonic() - t))
+EOF
+	local rc=$?
+	unmount_daemons "$target"
+	return $rc
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+	for target in single cluster; do
+		for how in kill unmount; do
+			figures=$(run_takeover "$target" "$rep" "$how") ||
+				{ echo "bench-cluster.sh: $target takeover after $how failed" >&2
+				  tail -n 5 "$TMP/$target"-*.log >&2; exit 1; }
+			echo "$target $how $figures" >>"$TMP/takeover"
+		done
+	done
+done
+
 for ((rep = 1; rep <= REPS; rep++)); do
 	for target in single cluster; do
 		for d in 1 2 4; do
@@ -309,6 +370,21 @@ for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 
     if name in prop:
         med = [statistics.median(c) for c in zip(*prop[name])]
         print("| %s | %.2f | %.2f |" % (label, med[0], med[1]))
+EOF
+)
+table+=$'\n\n'$(python3 - "$TMP/takeover" "$REPS" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    rows.setdefault((f[0], f[1]), []).append(float(f[2]))
+print("| the writer goes: s until its follower's first write succeeds, medians of %s "
+      "| after kill -9 | after unmount |" % sys.argv[2])
+print("|---|---:|---:|")
+for name, label in (("single", "one Redis server"), ("cluster", "Redis Cluster, 3 primaries")):
+    if (name, "kill") in rows:
+        print("| %s | %.2f | %.2f |" % (label, statistics.median(rows[(name, "kill")]),
+                                      statistics.median(rows[(name, "unmount")])))
 EOF
 )
 echo "$table"
