@@ -92,7 +92,8 @@ help_of() {
 	run "$NADBFS" --help
 	[ "$status" -eq 0 ]
 	echo "$output"
-	for od in compress=auto compress_level=1 buffer_mb=64 flush_interval=5 chunk_kb=128; do
+	for od in compress=auto compress_level=1 buffer_mb=64 flush_interval=5 chunk_kb=128 \
+		stats=on check=on takeover=on; do
 		o=${od%%=*} d=${od#*=}
 		text=$(help_of "$o" "$output")
 		echo "--- $o: $text"
@@ -135,6 +136,13 @@ help_of() {
 		echo "$output"
 		[ "$status" -ne 0 ]
 		[[ "$output" == *min_replicas* ]]
+		not mountpoint -q "$MNT"
+	done
+	for o in stats check takeover; do
+		run "$NADBFS" -o "$o=maybe" "$STORE" "$MNT"
+		echo "$output"
+		[ "$status" -ne 0 ]
+		[[ "$output" == *"bad option '$o=maybe': expected on or off"* ]]
 		not mountpoint -q "$MNT"
 	done
 }
