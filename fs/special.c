@@ -509,8 +509,8 @@ static int render_store_json(struct special *sp, struct text *t)
 	int rc = nadb_stats(sp->st, NADB_ROOT_INO, &s);
 	if (rc)
 		return rc;
-	put(t, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %.3f,\n", NADB_VERSION,
-	    uptime_s(sp));
+	put(t, "{\n  \"version\": \"%s\",\n  \"pid\": %d,\n  \"uptime_s\": %.3f,\n",
+	    NADB_VERSION, (int)getpid(), uptime_s(sp));
 	bool follows = nadb_store_is_follower(sp->st);
 	put(t, "  \"role\": \"%s\",\n  \"followers\": %llu,\n", follows ? "follower" : "writer",
 	    (unsigned long long)(follows ? 0 : nadb_store_followers(sp->st)));

@@ -99,7 +99,14 @@ counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 	# the writer goes on writing
 	echo -n v2 >"$MNT/app/ns/k"
 	[ "$(cat "$MNT/app/ns/k")" = v2 ]
-	unmount_follower
+	# nadb umount waits for the follower's daemon, not for the writer
+	run "$NADB" umount "$F"
+	[ "$status" -eq 0 ]
+	[ "$output" = "" ]
+	not pid_alive "$FPID"
+	not mountpoint -q "$F"
+	pid_alive "$WRITER"
+	role_is "$MNT" writer
 	unmount_store
 	"$NADB" fsck "$STORE"
 }

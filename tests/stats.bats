@@ -21,15 +21,16 @@ need = ["keys", "databases", "namespaces", "tags", "logical_bytes", "stored_byte
         "chunks", "chunk_bytes", "payload_bytes", "frame_overhead_bytes",
         "frame_overhead_per_chunk", "dedup_ratio", "compression_ratio", "garbage_bytes",
         "buffer_bytes", "buffer_limit", "buffer_utilization_pct", "expiring", "reaped",
-        "uptime_s", "version", "ops", "role", "followers", "syncs"]
+        "uptime_s", "version", "pid", "ops", "role", "followers", "syncs"]
 missing = [k for k in need if k not in d]
 assert not missing, missing
+assert d["pid"] == int(sys.argv[2]), d["pid"]
 assert d["role"] == "writer" and d["followers"] == 0, d
 for op in ["lookup", "getattr", "open", "read", "write", "create", "unlink", "rename",
            "readdir", "setxattr", "getxattr", "fsync"]:
     o = d["ops"][op]
     assert set(o) >= {"count", "mean_us", "min_us", "p50_us", "p99_us", "max_us", "errors"}, o
-' "$MNT/.stats"
+' "$MNT/.stats" "$(daemon_pid)"
 	[ "$status" -eq 0 ]
 }
 

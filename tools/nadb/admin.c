@@ -384,21 +384,31 @@ static int compact_store(struct target *t, struct compaction *c)
 	return 0;
 }
 
-static uint64_t pair_number(const struct pairs *p, const char *key)
+uint64_t pair_number(const struct pairs *p, const char *key)
 {
 	const char *v = pairs_get(p, key);
 	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+int read_mount_stats_pairs(const char *mnt, struct pairs *out)
+{
+	char *path = in_mount(mnt, ".stats");
+	struct buf doc = {0};
+	int rc = path ? read_small_file(path, &doc) : -ENOMEM;
+	if (!rc)
+		rc = parse_json(doc.s, doc.len, out);
+	buf_free(&doc);
+	free(path);
+	return rc;
 }
 
 /* pack_bytes from the daemon's .stats (0 when it says nothing), and with
  * R what its last compaction did. */
 static uint64_t mount_pack_bytes(const struct target *t, struct nadb_compact_result *r)
 {
-	char *path = in_mount(t->mnt, ".stats");
-	struct buf doc = {0};
 	struct pairs p = {0};
 	uint64_t n = 0;
-	if (path && !read_small_file(path, &doc) && !parse_json(doc.s, doc.len, &p)) {
+	if (!read_mount_stats_pairs(t->mnt, &p)) {
 		n = pair_number(&p, "pack_bytes");
 		if (r)
 			*r = (struct nadb_compact_result){
@@ -408,8 +418,6 @@ static uint64_t mount_pack_bytes(const struct target *t, struct nadb_compact_res
 				pair_number(&p, "last_compaction.bytes_moved")};
 	}
 	pairs_free(&p);
-	buf_free(&doc);
-	free(path);
 	return n;
 }
 

@@ -150,6 +150,10 @@ int run_setx(const struct cmd_args *a);
 int run_getx(const struct cmd_args *a);
 
 /* ---- admin.c: stats, compact, fsck */
+/* The .stats of the nadbfs mounted on MNT, as pairs: 0 or -errno. */
+int read_mount_stats_pairs(const char *mnt, struct pairs *out);
+/* The number at KEY, 0 if there is none. */
+uint64_t pair_number(const struct pairs *p, const char *key);
 
 /* ---- atomic.c: incr, cas, mset, mget */
 int run_incr(const struct cmd_args *a);
