@@ -41,7 +41,9 @@
 #include "log.h"
 #include "special.h"
 #include "store.h"
+#include "wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -121,6 +123,7 @@ struct notifier {
  * store and timeout, atomic, and followed (the takeover thread's until
  * it is joined). */
 struct nadbfs {
+	struct wire wire; /* first: wire.c's callbacks get the session's userdata */
 	struct nadb_store *_Atomic store;
 	struct nadb_store *followed; /* after a takeover: the follower's handle,
 					which files opened before read through */
@@ -145,6 +148,8 @@ struct nadbfs {
 	bool takeover_running; /* main thread only */
 	atomic_bool takeover_stop;
 };
+
+static_assert(offsetof(struct nadbfs, wire) == 0, "wire.c reaches the wire as userdata");
 
 static struct nadbfs *fs_of(fuse_req_t req)
 {
@@ -629,9 +634,9 @@ static void nadbfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Off: NFS export (lookups of "." and ".." by handle), write-back
 	 * caching (we want every write, in order; and it would not spare the
 	 * GETATTR of a stat after close, as fuse_flush() then marks
-	 * STATX_BLOCKS stale), ACLs (mode bits only) and KILLPRIV (the kernel
-	 * clears set-id bits on write, chown and truncate; we cannot tell
-	 * whether a caller may keep them). */
+	 * STATX_BLOCKS stale), ACLs (mode bits only) and KILLPRIV (v1: we
+	 * could not tell whether a caller may keep its set-id bits; v2, which
+	 * says so, is agreed beneath libfuse: wire.c). */
 	conn->want &= ~(unsigned)(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_POSIX_ACL | FUSE_CAP_HANDLE_KILLPRIV);
 	/* A writer's values change only through this kernel's page cache, or
@@ -714,6 +719,37 @@ static unsigned nadb_fields_of(int valid)
 	return to_set;
 }
 
+/* MODE without the set-id bits a write, truncate or chown clears: set-user-ID,
+ * and set-group-ID where group execute is set (else it marks mandatory
+ * locking, and stays), as the VFS does. */
+static uint32_t setid_cleared(uint32_t mode)
+{
+	if (S_ISDIR(mode))
+		return mode;
+	mode &= ~(uint32_t)S_ISUID;
+	if (mode & S_IXGRP)
+		mode &= ~(uint32_t)S_ISGID;
+	return mode;
+}
+
+/* Clear INO's set-id bits, as the kernel asked (wire.c), for a request
+ * whose reply carries no attributes: the kernel's cached mode is dropped
+ * before the reply, so no exec meets the old bits.  (Attributes only: that
+ * takes no lock a writer holds.) */
+static int kill_setid(fuse_req_t req, fuse_ino_t ino)
+{
+	struct nadbfs *fs = fs_of(req);
+	struct nadb_attr a;
+	int rc = nadb_getattr(fs->store, ino, &a);
+	if (rc || setid_cleared(a.mode) == a.mode)
+		return rc;
+	struct nadb_attr in = {.ino = ino, .mode = setid_cleared(a.mode)};
+	rc = nadb_setattr(fs->store, ino, &in, NADB_SET_MODE, &a);
+	if (rc == 0)
+		fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
+	return rc;
+}
+
 static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			   int valid, struct fuse_file_info *fi)
 {
@@ -729,7 +765,17 @@ static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	/* Even with a handle, a size change goes by inode: the engine's open
 	 * files share one buffer per inode. */
 	(void)fi;
-	int rc = nadb_setattr(fs_of(req)->store, ino, &in, nadb_fields_of(valid), &out);
+	unsigned fields = nadb_fields_of(valid);
+	int rc = 0;
+	/* a chown, or a truncate by a caller without CAP_FSETID (wire.c) */
+	if (wire_asks_kill_setid() && !(fields & NADB_SET_MODE)) {
+		rc = nadb_getattr(fs_of(req)->store, ino, &out);
+		in.mode = setid_cleared(out.mode);
+		if (!rc && in.mode != out.mode)
+			fields |= NADB_SET_MODE;
+	}
+	if (!rc)
+		rc = nadb_setattr(fs_of(req)->store, ino, &in, fields, &out);
 	reply_attr_or_error(req, stale_if_gone(rc), &out);
 }
 
@@ -845,6 +891,9 @@ static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	struct nadb_file *f;
 	int rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
+	/* O_TRUNC by a caller without CAP_FSETID */
+	if (rc == 0 && wire_asks_kill_setid() && (rc = kill_setid(req, ino)) < 0)
+		nadb_file_close(f);
 	if (rc < 0) {
 		reply_err(req, -stale_if_gone(rc));
 		return;
@@ -954,6 +1003,10 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	ssize_t n = nadb_file_write(f, buf, size, off);
+	if (n > 0 && wire_asks_kill_setid()) { /* a caller without CAP_FSETID */
+		int rc = kill_setid(req, ino);
+		n = rc ? rc : n;
+	}
 	/* An O_DIRECT write bypasses the page cache, and the kernel drops the
 	 * range's pages only before sending it: a buffered read meanwhile
 	 * can have cached what it replaces.  Drop them again before the
@@ -2241,11 +2294,17 @@ static int run(struct nadbfs *fs, struct fuse_args *args,
 		goto out_store;
 	if (fuse_session_mount(se, opts->mountpoint) != 0)
 		goto out_signals;
+	int rc = wire_attach(se, &fs->wire);
+	if (rc < 0) {
+		fprintf(stderr, "nadbfs: cannot read the FUSE device: %s\n", strerror(-rc));
+		fuse_session_unmount(se);
+		goto out_signals;
+	}
 	nadb_store_note_mount(fs->store, opts->mountpoint);
 	fs->main_thread = pthread_self();
 	fs->mountpoint = opts->mountpoint;
 	nadb_store_on_lost(fs->store, store_lost, fs);
-	int rc = start_threads(fs, se);
+	rc = start_threads(fs, se);
 	if (rc == 0 && (rc = start_takeover(fs)) < 0)
 		fprintf(stderr, "nadbfs: cannot start a thread: %s\n", strerror(-rc));
 	if (rc < 0)

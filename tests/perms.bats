@@ -234,3 +234,45 @@ expiry_refused() {
 	rm "$MNT/app/closed/k"
 	as_user 1000 1000 setfattr -n user.ttl -v 3600 "$MNT/app/open/k"
 }
+
+# set-id FILE MODE: FILE (a new key of uid 1000) has MODE.
+set_id() {
+	echo -n v >"$NS/$1"
+	chown 1000:1000 "$NS/$1"
+	chmod "$2" "$NS/$1"
+	stat "$NS/$1" >/dev/null
+}
+
+@test "a write, truncate or O_TRUNC open by a user clears the set-id bits; root's keep them" {
+	set_id w 6755
+	set_id nx 2644
+	set_id t 4755
+	set_id o 6750
+	set_id r 6755
+	as_user 1000 1000 sh -c "echo -n more >> '$NS/w'; echo -n more >> '$NS/nx'"
+	as_user 1000 1000 truncate -s 0 "$NS/t"
+	as_user 1000 1000 sh -c ": > '$NS/o'"
+	echo -n more >>"$NS/r"
+	# what the user sees at once, and after a remount
+	[ "$(as_user 1000 1000 stat -c %a "$NS/w")" = 755 ]
+	for pass in 1 2; do
+		[ "$(stat -c %a "$NS/w")" = 755 ]
+		[ "$(stat -c %a "$NS/nx")" = 2644 ] # no group execute: not set-group-ID
+		[ "$(stat -c %a "$NS/t")" = 755 ]
+		[ "$(stat -c %a "$NS/o")" = 750 ]
+		[ "$(stat -c %a "$NS/r")" = 6755 ] # CAP_FSETID
+		[ "$(cat "$NS/w")" = vmore ]
+		unmount_store
+		mount_store allow_other
+	done
+}
+
+@test "chown clears the set-id bits, even root's" {
+	set_id k 6755
+	chown 1001:1001 "$NS/k"
+	[ "$(stat -c %a "$NS/k")" = 755 ]
+	mkdir "$NS/d"
+	chmod 2775 "$NS/d"
+	chown 1001 "$NS/d"
+	[ "$(stat -c %a "$NS/d")" = 2775 ] # a directory keeps them
+}
