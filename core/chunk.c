@@ -722,6 +722,11 @@ int chunk_read(struct chunker *c, const struct chunk_loc *loc,
 	return rc;
 }
 
+bool chunk_loc_is_raw(const struct chunk_loc *loc)
+{
+	return !(loc->flags & CHUNK_ZLIB);
+}
+
 int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 		   void *dst, const char **why)

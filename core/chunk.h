@@ -165,6 +165,10 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 /* Live bytes recorded for segment SEG. */
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 
+/* Are the chunk's bytes stored as they are (not compressed), so that a
+ * part of them costs a read of that part only? */
+bool chunk_loc_is_raw(const struct chunk_loc *loc);
+
 /* Outside any lock: LEN bytes of the chunk's value from OFF into DST.
  * A whole-chunk read is checked against the hash (-EIO and a log line on
  * a mismatch). */

@@ -2,9 +2,13 @@
  *
  * Every open inode has one `struct ofile`, shared by all its handles, that
  * holds the value as a list of chunk-sized slots: a hole (zeros), a clean
- * slot naming a stored chunk, a dirty slot holding bytes in memory, or a
+ * slot naming a stored chunk, a dirty slot holding bytes in memory, a
+ * patched slot (a stored chunk and the pages written into it since), or a
  * spilled slot naming a chunk written early because the write buffers grew
- * past buffer_mb.  Reads see the slots, so every handle sees every write at
+ * past buffer_mb.  A small write into a stored chunk patches it rather
+ * than read it whole: random writes into a big value then cost their own
+ * pages until the commit, which reads each patched chunk once and stores
+ * it whole, as content addressing wants.  Reads see the slots, so every handle sees every write at
  * once, as the kernel's page cache does.  Commit (close, fsync) stores the
  * dirty slots and swaps the inode's chunk list in one step: the key's
  * value changes atomically, and a crash shows either the old value or the
@@ -26,15 +30,23 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum slot_state { SLOT_HOLE, SLOT_CLEAN, SLOT_DIRTY, SLOT_SPILLED };
+enum slot_state { SLOT_HOLE, SLOT_CLEAN, SLOT_DIRTY, SLOT_SPILLED, SLOT_PATCH };
+
+#define PATCH_PAGE 4096u   /* bytes: the unit a patched slot keeps apart */
+#define PATCH_MIN_PAGES 4u /* a chunk of fewer pages is never patched */
 
 struct slot {
 	uint8_t state;
-	uint8_t hash[CHUNK_HASH_LEN]; /* CLEAN, SPILLED */
+	uint8_t hash[CHUNK_HASH_LEN]; /* CLEAN, SPILLED; PATCH: its base */
 	uint8_t *buf;                 /* DIRTY: bytes [0,len), zeros after; a
 				       * follower's CLEAN: the chunk's bytes
 				       * once read (its writer may free it) */
-	uint32_t len, cap;
+	uint32_t len, cap;            /* PATCH: len as for DIRTY */
+	/* PATCH: page I is pages[I] (PATCH_PAGE bytes, its part below len
+	 * meant) or, if NULL, the base's bytes there (zeros past base_len);
+	 * npatched pages are set, never more than half the chunk's. */
+	uint8_t **pages;
+	uint32_t base_len, npatched;
 };
 
 struct ofile {
@@ -129,8 +141,27 @@ static void give_chunk_buf(struct nadb_store *st, void *b)
 	free(b);
 }
 
+static uint32_t pages_of(const struct nadb_store *st)
+{
+	return (uint32_t)(st->chunk_size / PATCH_PAGE);
+}
+
+static void free_patch_pages(struct nadb_store *st, struct slot *s)
+{
+	if (!s->pages)
+		return;
+	for (uint32_t i = 0; i < pages_of(st); i++)
+		free(s->pages[i]);
+	atomic_fetch_sub(&st->buffered, (uint64_t)s->npatched * PATCH_PAGE +
+						 pages_of(st) * sizeof(*s->pages));
+	free(s->pages);
+	s->pages = NULL;
+	s->npatched = 0;
+}
+
 static void free_slot_buf(struct nadb_store *st, struct slot *s)
 {
+	free_patch_pages(st, s);
 	if (s->buf) {
 		atomic_fetch_sub(&st->buffered, s->cap);
 		if (s->cap == st->chunk_size)
@@ -297,6 +328,52 @@ static int fill_slot_buf(struct nadb_store *st, uint64_t ino, struct slot *s)
 	return 0;
 }
 
+/* LEN bytes of patched slot S's base from OFF into DST: zeros past the
+ * base's end. */
+static int read_base(struct nadb_store *st, uint64_t ino, const struct slot *s,
+		     uint32_t off, uint32_t len, uint8_t *dst)
+{
+	uint32_t have = s->base_len > off ? s->base_len - off : 0;
+	if (have > len)
+		have = len;
+	memset(dst + have, 0, len - have);
+	if (!have)
+		return 0;
+	struct chunk_loc loc;
+	int rc = locate(st, s->hash, &loc);
+	if (!rc && loc.raw_len != s->base_len)
+		rc = -EIO; /* the index changed its mind: not ours to guess */
+	return rc ? rc : read_chunk(st, ino, &loc, s->hash, off, have, dst);
+}
+
+/* Copy LEN bytes of patched slot S from OFF into DST: its pages, the
+ * base's bytes between them (a run of unpatched pages in one read). */
+static int read_patched(struct nadb_store *st, uint64_t ino, const struct slot *s,
+			uint32_t off, uint32_t len, uint8_t *dst)
+{
+	uint32_t end = off + len, base_from = off;
+	int rc = 0;
+	for (uint32_t pos = off; !rc && pos < end;) {
+		uint32_t page = pos / PATCH_PAGE, page_end = (page + 1) * PATCH_PAGE;
+		uint32_t n = (page_end < end ? page_end : end) - pos;
+		if (s->pages[page]) {
+			if (base_from < pos)
+				rc = read_base(st, ino, s, base_from, pos - base_from,
+					       dst + (base_from - off));
+			memcpy(dst + (pos - off), s->pages[page] + pos % PATCH_PAGE, n);
+			base_from = pos + n;
+		}
+		pos += n;
+	}
+	if (!rc && base_from < end)
+		rc = read_base(st, ino, s, base_from, end - base_from, dst + (base_from - off));
+	if (!rc && end > s->len) { /* past len: zeros, as a dirty slot reads */
+		uint32_t from = s->len > off ? s->len : off;
+		memset(dst + (from - off), 0, end - from);
+	}
+	return rc;
+}
+
 /* Copy LEN bytes of slot S of INO from OFF into DST. */
 static int read_slot(struct nadb_store *st, uint64_t ino, struct slot *s,
 		     uint32_t off, uint32_t len, uint8_t *dst)
@@ -305,6 +382,8 @@ static int read_slot(struct nadb_store *st, uint64_t ino, struct slot *s,
 		memset(dst, 0, len);
 		return 0;
 	}
+	if (s->state == SLOT_PATCH)
+		return read_patched(st, ino, s, off, len, dst);
 	uint32_t have = 0;
 	/* (kept while the write buffers' bound allows: past it, a re-read of
 	 * a freed chunk is ESTALE) */
@@ -360,11 +439,46 @@ static int grow_buf(struct nadb_store *st, struct slot *s, uint32_t need)
 	return 0;
 }
 
+/* Patched slot S as a dirty one: its base read whole, its pages laid over
+ * it.  Under of->lock (write). */
+static int unpatch(struct nadb_store *st, uint64_t ino, struct slot *s)
+{
+	assert(s->state == SLOT_PATCH && !s->buf);
+	uint8_t **pages = s->pages;
+	uint32_t len = s->len, npatched = s->npatched;
+	s->pages = NULL; /* fill_slot_buf's failure frees the buffer only */
+	int rc = fill_slot_buf(st, ino, s);
+	if (!rc && s->len != s->base_len)
+		rc = -EIO; /* the index changed its mind */
+	if (!rc)
+		rc = grow_buf(st, s, len);
+	if (rc) {
+		free_slot_buf(st, s);
+		s->pages = pages;
+		s->npatched = npatched;
+		s->len = len;
+		return rc;
+	}
+	memset(s->buf + s->base_len, 0, len > s->base_len ? len - s->base_len : 0);
+	for (uint32_t i = 0; i < pages_of(st); i++) {
+		uint32_t at = i * PATCH_PAGE;
+		if (pages[i] && at < len)
+			memcpy(s->buf + at, pages[i], len - at < PATCH_PAGE ? len - at : PATCH_PAGE);
+	}
+	s->pages = pages;
+	free_patch_pages(st, s);
+	s->len = len;
+	s->state = SLOT_DIRTY;
+	return 0;
+}
+
 /* Bring slot S into memory so it can be changed.  Under of->lock (write). */
 static int make_dirty(struct nadb_store *st, uint64_t ino, struct slot *s)
 {
 	if (s->state == SLOT_DIRTY)
 		return 0;
+	if (s->state == SLOT_PATCH)
+		return unpatch(st, ino, s);
 	if (s->state == SLOT_HOLE) {
 		s->state = SLOT_DIRTY;
 		s->len = 0;
@@ -376,10 +490,79 @@ static int make_dirty(struct nadb_store *st, uint64_t ino, struct slot *s)
 	return rc;
 }
 
+/* Clean slot S patched from now on, if its chunk is stored as it is (a
+ * page of a compressed one would cost the whole): 0, 1 if not, or -errno.
+ * Under of->lock (write). */
+static int start_patch(struct nadb_store *st, struct slot *s)
+{
+	struct chunk_loc loc;
+	int rc = locate(st, s->hash, &loc);
+	if (rc || !chunk_loc_is_raw(&loc))
+		return rc ? rc : 1;
+	s->pages = calloc(pages_of(st), sizeof(*s->pages));
+	if (!s->pages)
+		return -ENOMEM;
+	atomic_fetch_add(&st->buffered, pages_of(st) * sizeof(*s->pages));
+	s->base_len = s->len = loc.raw_len;
+	s->npatched = 0;
+	s->state = SLOT_PATCH;
+	return 0;
+}
+
+/* LEN bytes from SRC at OFF into patched slot S: 0, or 1 when that would
+ * patch more than half its pages (a whole buffer is then the cheaper
+ * way), or -errno. */
+static int write_patch(struct nadb_store *st, uint64_t ino, struct slot *s, uint32_t off,
+		       const uint8_t *src, uint32_t len)
+{
+	uint32_t end = off + len, first = off / PATCH_PAGE, last = (end - 1) / PATCH_PAGE;
+	uint32_t fresh = 0;
+	for (uint32_t i = first; i <= last; i++)
+		fresh += !s->pages[i];
+	if (s->npatched + fresh > pages_of(st) / 2)
+		return 1;
+	for (uint32_t i = first; i <= last; i++) {
+		uint32_t at = i * PATCH_PAGE;
+		if (s->pages[i])
+			continue;
+		uint8_t *page = malloc(PATCH_PAGE);
+		if (!page)
+			return -ENOMEM;
+		/* a page only partly written starts as the base's bytes */
+		int rc = off <= at && end >= at + PATCH_PAGE
+				 ? 0 : read_base(st, ino, s, at, PATCH_PAGE, page);
+		if (rc) {
+			free(page);
+			return rc;
+		}
+		s->pages[i] = page;
+		s->npatched++;
+		atomic_fetch_add(&st->buffered, PATCH_PAGE);
+	}
+	for (uint32_t pos = off; pos < end;) {
+		uint32_t n = PATCH_PAGE - pos % PATCH_PAGE;
+		if (n > end - pos)
+			n = end - pos;
+		memcpy(s->pages[pos / PATCH_PAGE] + pos % PATCH_PAGE, src + (pos - off), n);
+		pos += n;
+	}
+	if (end > s->len)
+		s->len = end;
+	assert(s->npatched <= pages_of(st) / 2 && s->len >= s->base_len);
+	return 0;
+}
+
 static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint32_t off,
 		      const uint8_t *src, uint32_t len)
 {
-	int rc = make_dirty(st, ino, s);
+	int rc = 0;
+	if (s->state == SLOT_CLEAN && !st->following && pages_of(st) >= PATCH_MIN_PAGES &&
+	    len < st->chunk_size / 2 && (rc = start_patch(st, s)) < 0)
+		return rc;
+	if (s->state == SLOT_PATCH && (rc = write_patch(st, ino, s, off, src, len)) <= 0)
+		return rc;
+	/* not patched, or patched too much: the whole chunk in a buffer */
+	rc = make_dirty(st, ino, s);
 	if (!rc)
 		rc = grow_buf(st, s, off + len);
 	if (rc)
@@ -502,21 +685,32 @@ static int spill_if_filled(struct nadb_store *st, struct ofile *of, const struct
 	return spill_slot(st, of, sp->slot);
 }
 
+/* Patched slot I stored now, as a spilled one.  Under of->lock (write). */
+static int spill_patched(struct nadb_store *st, struct ofile *of, size_t i)
+{
+	int rc = unpatch(st, of->ino, &of->slots[i]);
+	return rc ? rc : spill_slot(st, of, i);
+}
+
 /* Past buffer_mb, write this file's dirty slots out early (all but KEEP,
- * the one being written), until a quarter of the budget is free. */
+ * the one being written), until a quarter of the budget is free: whole
+ * buffers first, then patched slots (each frees only its pages). */
 static int relieve_pressure(struct nadb_store *st, struct ofile *of, size_t keep)
 {
 	uint64_t limit = (uint64_t)st->opt.buffer_mb << 20;
 	if (atomic_load(&st->buffered) <= limit)
 		return 0;
-	for (size_t i = 0; i < of->nslots; i++) {
-		if (i == keep || of->slots[i].state != SLOT_DIRTY)
-			continue;
-		int rc = spill_slot(st, of, i);
-		if (rc)
-			return rc;
-		if (atomic_load(&st->buffered) <= limit - limit / 4)
-			break;
+	for (int pass = 0; pass < 2; pass++) {
+		enum slot_state kind = pass ? SLOT_PATCH : SLOT_DIRTY;
+		for (size_t i = 0; i < of->nslots; i++) {
+			if (i == keep || of->slots[i].state != kind)
+				continue;
+			int rc = pass ? spill_patched(st, of, i) : spill_slot(st, of, i);
+			if (rc)
+				return rc;
+			if (atomic_load(&st->buffered) <= limit - limit / 4)
+				return 0;
+		}
 	}
 	return 0;
 }
@@ -534,7 +728,7 @@ static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t siz
 	uint32_t inner = (uint32_t)(size % st->chunk_size);
 	if (size < of->size && n && inner) {
 		struct slot *s = &of->slots[n - 1];
-		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED)
+		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED || s->state == SLOT_PATCH)
 			rc = make_dirty(st, of->ino, s);
 		if (rc)
 			return rc;
@@ -769,6 +963,11 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
 	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
 	int rc = prep && list ? 0 : -ENOMEM;
+	/* One at a time, so that a value patched all over never needs its
+	 * whole size in buffers. */
+	for (size_t i = 0; !rc && i < of->nslots; i++)
+		if (of->slots[i].state == SLOT_PATCH)
+			rc = spill_patched(st, of, i);
 	/* Hashing and compressing need no lock: do them first. */
 	for (size_t i = 0; !rc && i < of->nslots; i++) {
 		struct slot *s = &of->slots[i];

@@ -91,3 +91,48 @@ EOF
 	remount_store buffer_mb=32
 	(cd "$MNT/app/ns" && md5sum --quiet -c "$T/sums")
 }
+
+buffer_bytes() {
+	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["buffer_bytes"])' "$MNT/.stats"
+}
+
+@test "random writes into a stored key keep only the pages they wrote in the write buffer" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	head -c $((64 << 20)) /dev/urandom >"$MNT/app/ns/k"
+	run "$PY" - "$MNT" <<'EOF2'
+import json, os, random, sys
+mnt = sys.argv[1]
+def buffered():
+    return json.load(open(mnt + "/.stats"))["buffer_bytes"]
+r = random.Random(7)
+fd = os.open(mnt + "/app/ns/k", os.O_WRONLY)
+for i in range(1000):
+    os.pwrite(fd, os.urandom(4096), r.randrange(16384) * 4096)
+print(buffered())  # before the close commits them
+os.close(fd)
+print(buffered())
+EOF2
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# 1000 pages and their maps, where whole 128 KiB chunks would be ~60 MiB
+	[ "${lines[0]}" -gt $((1000 * 4096)) ]
+	[ "${lines[0]}" -lt $((8 << 20)) ]
+	[ "${lines[1]}" -eq 0 ]
+}
+
+@test "random writes, reads and truncates in one open read back as a reference file does, spilled or not" {
+	for opts in buffer_mb=64 buffer_mb=1; do
+		mount_store "$opts"
+		mkdir -p "$MNT/app/ns"
+		# half incompressible, half compressible: patched and unpatched bases
+		{ head -c 3000000 /dev/urandom; head -c 3000000 /dev/zero | tr '\0' a; } >"$T/ref"
+		cp "$T/ref" "$MNT/app/ns/k"
+		"$PY" "$BATS_TEST_DIRNAME/randwrite.py" "$MNT/app/ns/k" "$T/ref" 6000000 3000 "${#opts}"
+		cmp "$MNT/app/ns/k" "$T/ref"
+		remount_store "$opts"
+		cmp "$MNT/app/ns/k" "$T/ref"
+		unmount_store
+		"$NADB" fsck "$STORE"
+	done
+}
