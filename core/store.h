@@ -231,6 +231,16 @@ int nadb_getattr(struct nadb_store *st, uint64_t ino, struct nadb_attr *out);
  * SIZE truncates or extends with zeros, also while the file is open. */
 int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in,
 		 unsigned to_set, struct nadb_attr *out);
+/* Clear INO's set-id bits as Linux does for a write, truncate or chown by
+ * WHO, a caller the kernel found without CAP_FSETID (or, for a chown, any
+ * caller but root): set-user-ID always, set-group-ID where group execute
+ * is set or WHO is not in the key's group.  From the mode as it stands,
+ * in one step (a concurrent chmod is not undone), and none when nothing
+ * changes.  1: cleared, 0: nothing to clear (a directory, no bits, an
+ * expired key that is still open), -EAGAIN: WHO's supplementary groups
+ * decide and GROUPS_KNOWN is false (ask again with them), or -errno. */
+int nadb_kill_setid(struct nadb_store *st, uint64_t ino, const struct nadb_caller *who,
+		    bool groups_known);
 
 /* Make a node: regular file, directory, FIFO or socket (by MODE's type).
  * Regular files are refused at levels ROOT and DB (-EPERM), directories get

@@ -917,6 +917,57 @@ int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in
 	return rc;
 }
 
+/* MODE once WHO's write, truncate or chown has cleared its set-id bits;
+ * -EAGAIN if WHO's supplementary groups decide and are not known. */
+static int64_t setid_killed(uint32_t mode, uint32_t gid, const struct nadb_caller *who,
+			    bool groups_known)
+{
+	if (S_ISDIR(mode) || !(mode & (S_ISUID | S_ISGID)))
+		return mode;
+	mode &= ~(uint32_t)S_ISUID;
+	if (!(mode & S_ISGID))
+		return mode;
+	/* without group execute, a member (or root) keeps it (Linux >= 6.2) */
+	bool drop = (mode & S_IXGRP) != 0;
+	if (!drop && who->uid != 0 && !caller_in_group(who, gid)) {
+		if (!groups_known)
+			return -EAGAIN;
+		drop = true;
+	}
+	return drop ? mode & ~(uint32_t)S_ISGID : mode;
+}
+
+int nadb_kill_setid(struct nadb_store *st, uint64_t ino, const struct nadb_caller *who,
+		    bool groups_known)
+{
+	lock_meta(st);
+	struct inode node;
+	int rc = inode_get(st, ino, &node);
+	if (rc) {
+		unlock_meta(st);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	struct inode_rec *r = &node.r;
+	int64_t mode = setid_killed(r->mode, r->gid, who, groups_known);
+	if (mode < 0 || (uint32_t)mode == r->mode) {
+		inode_release(&node);
+		unlock_meta(st);
+		return mode < 0 ? (int)mode : 0;
+	}
+	r->mode = (uint32_t)mode;
+	r->ctime = now_ns();
+	if (!(rc = step_begin(st))) {
+		rc = inode_put(st, ino, r, node.payload, node.payload_len);
+		rc = step_end(st, rc);
+	}
+	int64_t ctime = r->ctime, mtime = r->mtime;
+	inode_release(&node);
+	unlock_meta(st);
+	if (!rc)
+		file_note_times(st, ino, mtime, ctime);
+	return rc ? rc : 1;
+}
+
 int tree_resolve_key(struct nadb_store *st, const char *path,
 		     const struct nadb_caller *who, uint64_t *parent,
 		     char name[NADB_NAME_MAX + 1], uint64_t *ino)

@@ -719,35 +719,26 @@ static unsigned nadb_fields_of(int valid)
 	return to_set;
 }
 
-/* MODE without the set-id bits a write, truncate or chown clears: set-user-ID,
- * and set-group-ID where group execute is set (else it marks mandatory
- * locking, and stays), as the VFS does. */
-static uint32_t setid_cleared(uint32_t mode)
-{
-	if (S_ISDIR(mode))
-		return mode;
-	mode &= ~(uint32_t)S_ISUID;
-	if (mode & S_IXGRP)
-		mode &= ~(uint32_t)S_ISGID;
-	return mode;
-}
-
-/* Clear INO's set-id bits, as the kernel asked (wire.c), for a request
- * whose reply carries no attributes: the kernel's cached mode is dropped
- * before the reply, so no exec meets the old bits.  (Attributes only: that
- * takes no lock a writer holds.) */
-static int kill_setid(fuse_req_t req, fuse_ino_t ino)
+/* Clear INO's set-id bits for REQ's caller (nadb_kill_setid says which),
+ * before the change that clears them, as the VFS does.  The kernel left
+ * that to us (wire.c).  NOTIFY: the reply carries no attributes, so the
+ * kernel's cached mode is dropped here, before it: no exec meets the old
+ * bits.  (Attributes only: that takes no lock a writer holds.) */
+static int kill_setid(fuse_req_t req, fuse_ino_t ino, bool notify)
 {
 	struct nadbfs *fs = fs_of(req);
-	struct nadb_attr a;
-	int rc = nadb_getattr(fs->store, ino, &a);
-	if (rc || setid_cleared(a.mode) == a.mode)
-		return rc;
-	struct nadb_attr in = {.ino = ino, .mode = setid_cleared(a.mode)};
-	rc = nadb_setattr(fs->store, ino, &in, NADB_SET_MODE, &a);
-	if (rc == 0)
-		fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
-	return rc;
+	struct caller c;
+	int rc = nadb_kill_setid(fs->store, ino, caller_of(req, &c, false), false);
+	if (rc == -EAGAIN) /* the caller's supplementary groups decide */
+		rc = nadb_kill_setid(fs->store, ino, caller_of(req, &c, true), true);
+	if (rc > 0 && notify) {
+		int err = fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
+		if (err && err != -ENOENT)
+			nadb_log("inode %llu: cannot drop the kernel's cached mode after "
+				 "clearing its set-id bits: %s", (unsigned long long)ino,
+				 strerror(-err));
+	}
+	return rc < 0 ? rc : 0;
 }
 
 static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
@@ -767,13 +758,11 @@ static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	(void)fi;
 	unsigned fields = nadb_fields_of(valid);
 	int rc = 0;
-	/* a chown, or a truncate by a caller without CAP_FSETID (wire.c) */
-	if (wire_asks_kill_setid() && !(fields & NADB_SET_MODE)) {
-		rc = nadb_getattr(fs_of(req)->store, ino, &out);
-		in.mode = setid_cleared(out.mode);
-		if (!rc && in.mode != out.mode)
-			fields |= NADB_SET_MODE;
-	}
+	/* A chown, or a truncate by a caller without CAP_FSETID: the kernel's
+	 * FATTR_KILL_SUIDGID, which libfuse passes on as KILL_SUID (wire.c).
+	 * The reply carries the new mode. */
+	if ((valid & FUSE_SET_ATTR_KILL_SUID) && !(fields & NADB_SET_MODE))
+		rc = kill_setid(req, ino, false);
 	if (!rc)
 		rc = nadb_setattr(fs_of(req)->store, ino, &in, fields, &out);
 	reply_attr_or_error(req, stale_if_gone(rc), &out);
@@ -890,10 +879,11 @@ static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 			 special_is_ctl(ino) ? caller_of(req, &c, true) : NULL))
 		return;
 	struct nadb_file *f;
-	int rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
-	/* O_TRUNC by a caller without CAP_FSETID */
-	if (rc == 0 && wire_asks_kill_setid() && (rc = kill_setid(req, ino)) < 0)
-		nadb_file_close(f);
+	int rc = 0;
+	if (wire_asks_kill_setid()) /* O_TRUNC by a caller without CAP_FSETID */
+		rc = kill_setid(req, ino, true);
+	if (rc == 0)
+		rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
 	if (rc < 0) {
 		reply_err(req, -stale_if_gone(rc));
 		return;
@@ -1002,11 +992,10 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		reply_err(req, EBADF);
 		return;
 	}
-	ssize_t n = nadb_file_write(f, buf, size, off);
-	if (n > 0 && wire_asks_kill_setid()) { /* a caller without CAP_FSETID */
-		int rc = kill_setid(req, ino);
-		n = rc ? rc : n;
-	}
+	/* a caller without CAP_FSETID: for O_DIRECT whether or not the kernel
+	 * agreed to leave it to us (its direct path never clears them) */
+	int rc = wire_asks_kill_setid() ? kill_setid(req, ino, true) : 0;
+	ssize_t n = rc ? rc : nadb_file_write(f, buf, size, off);
 	/* An O_DIRECT write bypasses the page cache, and the kernel drops the
 	 * range's pages only before sending it: a buffered read meanwhile
 	 * can have cached what it replaces.  Drop them again before the
@@ -1076,11 +1065,16 @@ static void nadbfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	if (special_refuse(sp, req, ino, "fallocate"))
 		return;
 	struct nadb_file *f = file_of(fi);
-	(void)ino;
-	if (mode != 0) /* punching holes, zeroing ranges, keep-size... */
+	if (mode != 0) { /* punching holes, zeroing ranges, keep-size... */
 		reply_status(req, -EOPNOTSUPP);
-	else
-		reply_status(req, f ? nadb_file_allocate(f, off, len) : -EBADF);
+		return;
+	}
+	/* The kernel left the set-id bits to us (wire.c) but says nothing
+	 * here: a caller other than root stands for one without CAP_FSETID. */
+	int rc = f ? 0 : -EBADF;
+	if (!rc && fuse_req_ctx(req)->uid != 0 && wire_leaves_setid_to_us(&fs_of(req)->wire))
+		rc = kill_setid(req, ino, true);
+	reply_status(req, rc ? rc : nadb_file_allocate(f, off, len));
 }
 
 static void nadbfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -8,14 +8,20 @@
  * leaves the set-id bits to the daemon and says when to clear them:
  * FUSE_WRITE_KILL_SUIDGID on a write, FUSE_OPEN_KILL_SUIDGID on an open
  * with O_TRUNC (both only when the caller lacks CAP_FSETID), and
- * FATTR_KILL_SUIDGID on a truncate (likewise) or a chown.  libfuse drops
- * those flags as it parses the requests.
+ * FATTR_KILL_SUIDGID on a truncate (likewise) or a chown.  libfuse keeps
+ * the last, as FUSE_SET_ATTR_KILL_SUID, and drops the first two as it
+ * parses the requests.  (A direct-I/O write carries the write flag
+ * whether or not the kernel agreed: its path never clears them itself.)
+ * A fallocate says nothing at all: nadbfs.c decides it.
  *
  * So nadbfs gives libfuse its own I/O (fuse_session_custom_io): every
  * request is looked at as it is read, and the reply to INIT gets the flag
  * when the kernel offered it.  The kill flag reaches the handler through
  * a thread-local: libfuse handles each request on the thread that read
- * it, and offers no other way from the raw request to its handler.
+ * it (fuse_loop_mt.c's workers, fuse_session_loop), and offers no other
+ * way from the raw request to its handler.  A libfuse that did otherwise
+ * (an io_uring loop, splice reads) would let set-id bits survive writes
+ * silently: hence the version check below.
  * security.capability itself needs no clearing: this store refuses the
  * security.* xattrs.
  */
@@ -29,6 +35,10 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#if FUSE_MAJOR_VERSION != 3 || FUSE_MINOR_VERSION > 14
+#error "wire.c: check that this libfuse still handles each request on the thread that read it"
+#endif
 
 /* Set by wire_read for the request just read, by the thread that handles
  * it next. */
@@ -51,7 +61,6 @@ static void look_at_request(struct wire *w, const void *buf, size_t len)
 	const struct fuse_in_header *h = buf;
 	const struct fuse_init_in *init;
 	const struct fuse_write_in *write;
-	const struct fuse_setattr_in *setattr;
 	const struct fuse_open_in *open;
 	switch (h->opcode) {
 	case FUSE_INIT:
@@ -64,10 +73,6 @@ static void look_at_request(struct wire *w, const void *buf, size_t len)
 	case FUSE_WRITE:
 		if ((write = arg_of(buf, len, sizeof(*write))))
 			kill_setid_asked = write->write_flags & FUSE_WRITE_KILL_SUIDGID;
-		break;
-	case FUSE_SETATTR:
-		if ((setattr = arg_of(buf, len, sizeof(*setattr))))
-			kill_setid_asked = setattr->valid & FATTR_KILL_SUIDGID;
 		break;
 	case FUSE_OPEN:
 		if ((open = arg_of(buf, len, sizeof(*open))))
@@ -112,6 +117,11 @@ static ssize_t wire_writev(int fd, struct iovec *iov, int count, void *userdata)
 	if (atomic_load_explicit(&w->init_seen, memory_order_relaxed))
 		answer_init(w, iov, count);
 	return writev(fd, iov, count);
+}
+
+bool wire_leaves_setid_to_us(struct wire *w)
+{
+	return atomic_load(&w->kills_setid);
 }
 
 int wire_attach(struct fuse_session *se, struct wire *w)

@@ -21,9 +21,13 @@ struct wire {
  * before the INIT is read).  SE's userdata must point at W: 0 or -errno. */
 int wire_attach(struct fuse_session *se, struct wire *w);
 
-/* Did the request this thread is handling ask the daemon to clear the
- * file's set-user-ID and set-group-ID bits (a write, truncate or open
- * with O_TRUNC by a caller without CAP_FSETID, or a chown)? */
+/* Did the request this thread is handling (a write, or an open with
+ * O_TRUNC, by a caller without CAP_FSETID) ask the daemon to clear the
+ * file's set-id bits?  (A setattr's flag reaches its handler: libfuse
+ * keeps FUSE_SET_ATTR_KILL_SUID.) */
 bool wire_asks_kill_setid(void);
+
+/* Did the kernel agree to leave the set-id bits to the daemon? */
+bool wire_leaves_setid_to_us(struct wire *w);
 
 #endif

@@ -235,33 +235,51 @@ expiry_refused() {
 	as_user 1000 1000 setfattr -n user.ttl -v 3600 "$MNT/app/open/k"
 }
 
-# set-id FILE MODE: FILE (a new key of uid 1000) has MODE.
+# set_id FILE MODE [GID]: FILE, a new key of uid 1000 (group GID, else
+# 1000), has MODE.
 set_id() {
 	echo -n v >"$NS/$1"
-	chown 1000:1000 "$NS/$1"
+	chown "1000:${3:-1000}" "$NS/$1"
 	chmod "$2" "$NS/$1"
 	stat "$NS/$1" >/dev/null
 }
 
-@test "a write, truncate or O_TRUNC open by a user clears the set-id bits; root's keep them" {
+@test "a write, truncate, O_TRUNC open or fallocate by a user clears the set-id bits; root's keep them" {
 	set_id w 6755
-	set_id nx 2644
+	set_id nx 2644      # set-group-ID without group execute, the writer a member
+	set_id nx2 2644 2000 # ... the writer not a member
 	set_id t 4755
 	set_id o 6750
+	set_id d 4755
+	set_id fa 4755
 	set_id r 6755
 	as_user 1000 1000 sh -c "echo -n more >> '$NS/w'; echo -n more >> '$NS/nx'"
+	as_user 1000 1000 sh -c "echo -n more >> '$NS/nx2'"
 	as_user 1000 1000 truncate -s 0 "$NS/t"
 	as_user 1000 1000 sh -c ": > '$NS/o'"
-	echo -n more >>"$NS/r"
+	as_user 1000 1000 "$PY" -c 'import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+buf.write(b"d" * 4096)
+os.write(fd, buf)' "$NS/d"
+	as_user 1000 1000 fallocate -l 1M "$NS/fa"
+	# root (CAP_FSETID), appending without O_CREAT (fs.protected_regular)
+	"$PY" -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"more")' "$NS/r"
 	# what the user sees at once, and after a remount
 	[ "$(as_user 1000 1000 stat -c %a "$NS/w")" = 755 ]
 	for pass in 1 2; do
 		[ "$(stat -c %a "$NS/w")" = 755 ]
-		[ "$(stat -c %a "$NS/nx")" = 2644 ] # no group execute: not set-group-ID
+		[ "$(stat -c %a "$NS/nx")" = 2644 ]
+		[ "$(stat -c %a "$NS/nx2")" = 644 ]
 		[ "$(stat -c %a "$NS/t")" = 755 ]
 		[ "$(stat -c %a "$NS/o")" = 750 ]
-		[ "$(stat -c %a "$NS/r")" = 6755 ] # CAP_FSETID
+		[ "$(stat -c %a "$NS/d")" = 755 ]
+		[ "$(stat -c %a "$NS/fa")" = 755 ]
+		[ "$(stat -c %a "$NS/r")" = 6755 ]
 		[ "$(cat "$NS/w")" = vmore ]
+		[ "$(stat -c %s "$NS/fa")" = 1048576 ]
 		unmount_store
 		mount_store allow_other
 	done
