@@ -21,7 +21,7 @@
  * it (fuse_loop_mt.c's workers, fuse_session_loop), and offers no other
  * way from the raw request to its handler.  A libfuse that did otherwise
  * (an io_uring loop, splice reads) would let set-id bits survive writes
- * silently: hence the version check below.
+ * silently: hence WIRE_CHECKED below.
  * security.capability itself needs no clearing: this store refuses the
  * security.* xattrs.
  */
@@ -36,9 +36,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#if FUSE_MAJOR_VERSION != 3 || FUSE_MINOR_VERSION > 14
-#error "wire.c: check that this libfuse still handles each request on the thread that read it"
-#endif
+/* The libfuse versions checked to handle each request on the thread that
+ * read it.  With another, nadbfs stays off the wire: the kernel then asks
+ * for security.capability before each write and clears the bits itself. */
+#define WIRE_CHECKED (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION <= 14)
 
 /* Set by wire_read for the request just read, by the thread that handles
  * it next. */
@@ -128,5 +129,5 @@ int wire_attach(struct fuse_session *se, struct wire *w)
 {
 	(void)w; /* the callbacks reach it as SE's userdata */
 	static const struct fuse_custom_io io = {.read = wire_read, .writev = wire_writev};
-	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	return WIRE_CHECKED ? fuse_session_custom_io(se, &io, fuse_session_fd(se)) : 0;
 }
