@@ -328,10 +328,16 @@ static int fill_slot_buf(struct nadb_store *st, uint64_t ino, struct slot *s)
 	return 0;
 }
 
+/* Where patched slot S's base is, looked up once per request. */
+struct base_at {
+	struct chunk_loc loc;
+	bool found;
+};
+
 /* LEN bytes of patched slot S's base from OFF into DST: zeros past the
  * base's end. */
 static int read_base(struct nadb_store *st, uint64_t ino, const struct slot *s,
-		     uint32_t off, uint32_t len, uint8_t *dst)
+		     struct base_at *at, uint32_t off, uint32_t len, uint8_t *dst)
 {
 	uint32_t have = s->base_len > off ? s->base_len - off : 0;
 	if (have > len)
@@ -339,11 +345,15 @@ static int read_base(struct nadb_store *st, uint64_t ino, const struct slot *s,
 	memset(dst + have, 0, len - have);
 	if (!have)
 		return 0;
-	struct chunk_loc loc;
-	int rc = locate(st, s->hash, &loc);
-	if (!rc && loc.raw_len != s->base_len)
-		rc = -EIO; /* the index changed its mind: not ours to guess */
-	return rc ? rc : read_chunk(st, ino, &loc, s->hash, off, have, dst);
+	if (!at->found) {
+		int rc = locate(st, s->hash, &at->loc);
+		if (!rc && at->loc.raw_len != s->base_len)
+			rc = -EIO; /* the index changed its mind: not ours to guess */
+		if (rc)
+			return rc;
+		at->found = true;
+	}
+	return read_chunk(st, ino, &at->loc, s->hash, off, have, dst);
 }
 
 /* Copy LEN bytes of patched slot S from OFF into DST: its pages, the
@@ -352,13 +362,14 @@ static int read_patched(struct nadb_store *st, uint64_t ino, const struct slot *
 			uint32_t off, uint32_t len, uint8_t *dst)
 {
 	uint32_t end = off + len, base_from = off;
+	struct base_at at = {0};
 	int rc = 0;
 	for (uint32_t pos = off; !rc && pos < end;) {
 		uint32_t page = pos / PATCH_PAGE, page_end = (page + 1) * PATCH_PAGE;
 		uint32_t n = (page_end < end ? page_end : end) - pos;
 		if (s->pages[page]) {
 			if (base_from < pos)
-				rc = read_base(st, ino, s, base_from, pos - base_from,
+				rc = read_base(st, ino, s, &at, base_from, pos - base_from,
 					       dst + (base_from - off));
 			memcpy(dst + (pos - off), s->pages[page] + pos % PATCH_PAGE, n);
 			base_from = pos + n;
@@ -366,7 +377,8 @@ static int read_patched(struct nadb_store *st, uint64_t ino, const struct slot *
 		pos += n;
 	}
 	if (!rc && base_from < end)
-		rc = read_base(st, ino, s, base_from, end - base_from, dst + (base_from - off));
+		rc = read_base(st, ino, s, &at, base_from, end - base_from,
+			       dst + (base_from - off));
 	if (!rc && end > s->len) { /* past len: zeros, as a dirty slot reads */
 		uint32_t from = s->len > off ? s->len : off;
 		memset(dst + (from - off), 0, end - from);
@@ -491,13 +503,15 @@ static int make_dirty(struct nadb_store *st, uint64_t ino, struct slot *s)
 }
 
 /* Clean slot S patched from now on, if its chunk is stored as it is (a
- * page of a compressed one would cost the whole): 0, 1 if not, or -errno.
+ * page of a compressed one would cost the whole) and is big enough: 0, 1
+ * if not, or -errno.
  * Under of->lock (write). */
 static int start_patch(struct nadb_store *st, struct slot *s)
 {
 	struct chunk_loc loc;
 	int rc = locate(st, s->hash, &loc);
-	if (rc || !chunk_loc_is_raw(&loc))
+	/* a small chunk costs less whole than patched and stored apart */
+	if (rc || !chunk_loc_is_raw(&loc) || loc.raw_len < PATCH_MIN_PAGES * PATCH_PAGE)
 		return rc ? rc : 1;
 	s->pages = calloc(pages_of(st), sizeof(*s->pages));
 	if (!s->pages)
@@ -521,30 +535,28 @@ static int write_patch(struct nadb_store *st, uint64_t ino, struct slot *s, uint
 		fresh += !s->pages[i];
 	if (s->npatched + fresh > pages_of(st) / 2)
 		return 1;
+	/* page by page: a failure leaves no page unwritten */
+	struct base_at base = {0};
 	for (uint32_t i = first; i <= last; i++) {
 		uint32_t at = i * PATCH_PAGE;
-		if (s->pages[i])
-			continue;
-		uint8_t *page = malloc(PATCH_PAGE);
-		if (!page)
-			return -ENOMEM;
-		/* a page only partly written starts as the base's bytes */
-		int rc = off <= at && end >= at + PATCH_PAGE
-				 ? 0 : read_base(st, ino, s, at, PATCH_PAGE, page);
-		if (rc) {
-			free(page);
-			return rc;
+		uint32_t from = off > at ? off : at;
+		uint32_t to = end < at + PATCH_PAGE ? end : at + PATCH_PAGE;
+		if (!s->pages[i]) {
+			uint8_t *page = malloc(PATCH_PAGE);
+			if (!page)
+				return -ENOMEM;
+			/* a page only partly written starts as the base's bytes */
+			int rc = from == at && to == at + PATCH_PAGE
+					 ? 0 : read_base(st, ino, s, &base, at, PATCH_PAGE, page);
+			if (rc) {
+				free(page);
+				return rc;
+			}
+			s->pages[i] = page;
+			s->npatched++;
+			atomic_fetch_add(&st->buffered, PATCH_PAGE);
 		}
-		s->pages[i] = page;
-		s->npatched++;
-		atomic_fetch_add(&st->buffered, PATCH_PAGE);
-	}
-	for (uint32_t pos = off; pos < end;) {
-		uint32_t n = PATCH_PAGE - pos % PATCH_PAGE;
-		if (n > end - pos)
-			n = end - pos;
-		memcpy(s->pages[pos / PATCH_PAGE] + pos % PATCH_PAGE, src + (pos - off), n);
-		pos += n;
+		memcpy(s->pages[i] + (from - at), src + (from - off), to - from);
 	}
 	if (end > s->len)
 		s->len = end;
@@ -556,11 +568,16 @@ static int write_slot(struct nadb_store *st, uint64_t ino, struct slot *s, uint3
 		      const uint8_t *src, uint32_t len)
 {
 	int rc = 0;
-	if (s->state == SLOT_CLEAN && !st->following && pages_of(st) >= PATCH_MIN_PAGES &&
+	if (s->state == SLOT_CLEAN && !st->following && st->chunk_size % PATCH_PAGE == 0 &&
 	    len < st->chunk_size / 2 && (rc = start_patch(st, s)) < 0)
 		return rc;
 	if (s->state == SLOT_PATCH && (rc = write_patch(st, ino, s, off, src, len)) <= 0)
 		return rc;
+	/* a write of the whole chunk needs none of its bytes before */
+	if (off == 0 && len == st->chunk_size && s->state != SLOT_DIRTY) {
+		free_slot_buf(st, s); /* a spilled chunk's pending row goes at the commit */
+		s->state = SLOT_DIRTY;
+	}
 	/* not patched, or patched too much: the whole chunk in a buffer */
 	rc = make_dirty(st, ino, s);
 	if (!rc)
@@ -963,11 +980,15 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
 	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
 	int rc = prep && list ? 0 : -ENOMEM;
-	/* One at a time, so that a value patched all over never needs its
+	/* Patched slots whole again, stored with the rest; past buffer_mb
+	 * one at a time, so that a value patched all over never needs its
 	 * whole size in buffers. */
+	uint64_t limit = (uint64_t)st->opt.buffer_mb << 20;
 	for (size_t i = 0; !rc && i < of->nslots; i++)
 		if (of->slots[i].state == SLOT_PATCH)
-			rc = spill_patched(st, of, i);
+			rc = atomic_load(&st->buffered) + st->chunk_size <= limit
+				     ? unpatch(st, of->ino, &of->slots[i])
+				     : spill_patched(st, of, i);
 	/* Hashing and compressing need no lock: do them first. */
 	for (size_t i = 0; !rc && i < of->nslots; i++) {
 		struct slot *s = &of->slots[i];
@@ -978,11 +999,13 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 		else
 			rc = chunk_prepare(&st->chunks, s->buf, s->len, &prep[i]);
 	}
-	if (!rc)
+	if (!rc) {
 		rc = swap_step(st, of, prep, list);
-	/* A full disk with frees queued: commit them, punch, try again. */
-	if (rc == -ENOSPC && store_make_room(st))
-		rc = swap_step(st, of, prep, list);
+		/* A full disk with frees queued: commit them, punch, try again
+		 * (only the swap: the slots are all prepared for it). */
+		if (rc == -ENOSPC && store_make_room(st))
+			rc = swap_step(st, of, prep, list);
+	}
 	for (size_t i = 0; prep && i < of->nslots; i++)
 		chunk_prep_release(&prep[i]);
 	if (!rc) {
