@@ -736,19 +736,25 @@ static int relieve_pressure(struct nadb_store *st, struct ofile *of, size_t keep
 static int truncate_locked(struct nadb_store *st, struct ofile *of, uint64_t size)
 {
 	size_t n = slots_for(st, size);
-	int rc = resize_slots(st, of, n);
+	uint32_t inner = (uint32_t)(size % st->chunk_size);
+	/* The new last slot, cut inside, is made dirty while the slots still
+	 * match the size: a failure here changes nothing. */
+	int rc = 0;
+	bool cut = size < of->size && n && inner;
+	if (cut && n <= of->nslots) {
+		struct slot *s = &of->slots[n - 1];
+		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED || s->state == SLOT_PATCH)
+			rc = make_dirty(st, of->ino, s);
+	}
+	if (!rc)
+		rc = resize_slots(st, of, n);
 	if (rc)
 		return rc;
 	of->write_end = size; /* a stream after O_TRUNC starts at 0 */
 	if (size == 0)
 		of->failed = 0; /* a value written anew from nothing */
-	uint32_t inner = (uint32_t)(size % st->chunk_size);
-	if (size < of->size && n && inner) {
+	if (cut) {
 		struct slot *s = &of->slots[n - 1];
-		if (s->state == SLOT_CLEAN || s->state == SLOT_SPILLED || s->state == SLOT_PATCH)
-			rc = make_dirty(st, of->ino, s);
-		if (rc)
-			return rc;
 		if (s->state == SLOT_DIRTY && s->len > inner)
 			s->len = inner;
 	}
@@ -1392,14 +1398,15 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 			rc = spill_if_filled(st, of, &sp);
 	}
 	of->write_end = end;
-	if (rc)
-		of->failed = rc;
 	if (sp.len) {
 		of->dirty = true;
 		publish_size(of, true);
 	}
 	if (!rc)
 		rc = relieve_pressure(st, of, sp.slot);
+	/* the write reports a failure: its value is not stored (README) */
+	if (rc)
+		of->failed = rc;
 	pthread_rwlock_unlock(&of->lock);
 	return rc ? rc : (ssize_t)size;
 }
@@ -1515,7 +1522,8 @@ void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
 	struct ofile *of = find_ofile(st, ino);
 	if (of) {
 		pthread_mutex_lock(&of->attr_lock);
-		of->a_mtime = mtime;
+		if (mtime != FILE_TIME_KEPT)
+			of->a_mtime = mtime;
 		of->a_ctime = ctime;
 		pthread_mutex_unlock(&of->attr_lock);
 	}

@@ -139,6 +139,21 @@ int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_
 	return 0;
 }
 
+int inode_get_rec(struct nadb_store *st, uint64_t ino, struct inode_rec *r)
+{
+	uint8_t key[INO_KEY_LEN];
+	struct kv_val v;
+	int rc = st->kv->ops->get(st->kv, KV_INODES, key, ino_key(key, ino), &v);
+	const uint8_t *payload;
+	size_t len;
+	if (!rc && inode_decode(v.data, v.len, r, &payload, &len)) {
+		nadb_log("inode %llu: record of %zu bytes is damaged",
+			 (unsigned long long)ino, v.len);
+		rc = -EIO;
+	}
+	return rc;
+}
+
 int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out)
 {
 	uint8_t key[INO_KEY_LEN];

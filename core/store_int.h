@@ -304,6 +304,8 @@ int inode_decode(const void *val, size_t vlen, struct inode_rec *r, const uint8_
 
 /* Inode records; callers hold meta_lock and run inside a step for writes. */
 int inode_get(struct nadb_store *st, uint64_t ino, struct inode *out);
+/* The record alone, its chunk list not copied. */
+int inode_get_rec(struct nadb_store *st, uint64_t ino, struct inode_rec *r);
 int inode_put(struct nadb_store *st, uint64_t ino, const struct inode_rec *r,
 	      const void *payload, size_t len);
 void inode_release(struct inode *in);
@@ -468,7 +470,10 @@ int keymeta_hash(uint64_t size, const uint8_t *list, size_t n, char out[NADB_HAS
  * handle was opened for writing) are called with meta_lock held. */
 bool file_is_open(struct nadb_store *st, uint64_t ino);
 bool file_is_being_written(struct nadb_store *st, uint64_t ino);
-/* setattr changed INO's times: an open file must not undo that on commit. */
+/* setattr changed INO's times: an open file must not undo that on commit.
+ * MTIME FILE_TIME_KEPT: only the ctime changed (the file's pending writes
+ * keep their mtime). */
+#define FILE_TIME_KEPT INT64_MIN
 void file_note_times(struct nadb_store *st, uint64_t ino, int64_t mtime,
 		     int64_t ctime);
 /* Does the kernel still hold a reference to INO (nadb_remember)? */

@@ -941,30 +941,31 @@ int nadb_kill_setid(struct nadb_store *st, uint64_t ino, const struct nadb_calle
 		    bool groups_known)
 {
 	lock_meta(st);
+	/* every write by a user asks: the record alone says there is nothing */
+	struct inode_rec rec;
+	int rc = inode_get_rec(st, ino, &rec);
+	int64_t mode = rc ? rc : setid_killed(rec.mode, rec.gid, who, groups_known);
+	if (mode < 0 || (uint32_t)mode == rec.mode) {
+		unlock_meta(st);
+		return mode == -ENOENT ? 0 : mode < 0 ? (int)mode : 0;
+	}
 	struct inode node;
-	int rc = inode_get(st, ino, &node);
-	if (rc) {
-		unlock_meta(st);
-		return rc == -ENOENT ? 0 : rc;
+	rc = inode_get(st, ino, &node);
+	if (!rc) {
+		node.r.mode = (uint32_t)mode;
+		node.r.ctime = now_ns();
+		if (!(rc = step_begin(st))) {
+			rc = inode_put(st, ino, &node.r, node.payload, node.payload_len);
+			rc = step_end(st, rc);
+		}
 	}
-	struct inode_rec *r = &node.r;
-	int64_t mode = setid_killed(r->mode, r->gid, who, groups_known);
-	if (mode < 0 || (uint32_t)mode == r->mode) {
-		inode_release(&node);
-		unlock_meta(st);
-		return mode < 0 ? (int)mode : 0;
-	}
-	r->mode = (uint32_t)mode;
-	r->ctime = now_ns();
-	if (!(rc = step_begin(st))) {
-		rc = inode_put(st, ino, r, node.payload, node.payload_len);
-		rc = step_end(st, rc);
-	}
-	int64_t ctime = r->ctime, mtime = r->mtime;
+	int64_t ctime = node.r.ctime;
 	inode_release(&node);
 	unlock_meta(st);
+	/* the change's ctime, not its mtime: an open file's pending writes
+	 * keep theirs */
 	if (!rc)
-		file_note_times(st, ino, mtime, ctime);
+		file_note_times(st, ino, FILE_TIME_KEPT, ctime);
 	return rc ? rc : 1;
 }
 

@@ -719,11 +719,21 @@ static unsigned nadb_fields_of(int valid)
 	return to_set;
 }
 
+/* Have the kernel drop INO's cached attributes (its mode) now.  Attributes
+ * only: that takes no lock a writer holds. */
+static void drop_cached_mode(struct nadbfs *fs, fuse_ino_t ino)
+{
+	int err = fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
+	if (err && err != -ENOENT)
+		nadb_log("inode %llu: cannot drop the kernel's cached mode after clearing "
+			 "its set-id bits: %s", (unsigned long long)ino, strerror(-err));
+}
+
 /* Clear INO's set-id bits for REQ's caller (nadb_kill_setid says which),
  * before the change that clears them, as the VFS does.  The kernel left
  * that to us (wire.c).  NOTIFY: the reply carries no attributes, so the
  * kernel's cached mode is dropped here, before it: no exec meets the old
- * bits.  (Attributes only: that takes no lock a writer holds.) */
+ * bits.  1: cleared, 0: nothing to clear, or -errno. */
 static int kill_setid(fuse_req_t req, fuse_ino_t ino, bool notify)
 {
 	struct nadbfs *fs = fs_of(req);
@@ -731,14 +741,9 @@ static int kill_setid(fuse_req_t req, fuse_ino_t ino, bool notify)
 	int rc = nadb_kill_setid(fs->store, ino, caller_of(req, &c, false), false);
 	if (rc == -EAGAIN) /* the caller's supplementary groups decide */
 		rc = nadb_kill_setid(fs->store, ino, caller_of(req, &c, true), true);
-	if (rc > 0 && notify) {
-		int err = fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
-		if (err && err != -ENOENT)
-			nadb_log("inode %llu: cannot drop the kernel's cached mode after "
-				 "clearing its set-id bits: %s", (unsigned long long)ino,
-				 strerror(-err));
-	}
-	return rc < 0 ? rc : 0;
+	if (rc > 0 && notify)
+		drop_cached_mode(fs, ino);
+	return rc;
 }
 
 static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
@@ -761,10 +766,14 @@ static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	/* A chown, or a truncate by a caller without CAP_FSETID: the kernel's
 	 * FATTR_KILL_SUIDGID, which libfuse passes on as KILL_SUID (wire.c).
 	 * The reply carries the new mode. */
-	if ((valid & FUSE_SET_ATTR_KILL_SUID) && !(fields & NADB_SET_MODE))
-		rc = kill_setid(req, ino, false);
-	if (!rc)
+	int killed = (valid & FUSE_SET_ATTR_KILL_SUID) && !(fields & NADB_SET_MODE)
+			     ? kill_setid(req, ino, false) : 0;
+	if (killed >= 0)
 		rc = nadb_setattr(fs_of(req)->store, ino, &in, fields, &out);
+	else
+		rc = killed;
+	if (rc && killed > 0) /* cleared, but the error reply says nothing */
+		drop_cached_mode(fs_of(req), ino);
 	reply_attr_or_error(req, stale_if_gone(rc), &out);
 }
 
@@ -882,7 +891,7 @@ static void nadbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	int rc = 0;
 	if (wire_asks_kill_setid()) /* O_TRUNC by a caller without CAP_FSETID */
 		rc = kill_setid(req, ino, true);
-	if (rc == 0)
+	if (rc >= 0)
 		rc = nadb_file_open(fs_of(req)->store, ino, open_flags_of(fi->flags), &f);
 	if (rc < 0) {
 		reply_err(req, -stale_if_gone(rc));
@@ -995,7 +1004,7 @@ static void nadbfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	/* a caller without CAP_FSETID: for O_DIRECT whether or not the kernel
 	 * agreed to leave it to us (its direct path never clears them) */
 	int rc = wire_asks_kill_setid() ? kill_setid(req, ino, true) : 0;
-	ssize_t n = rc ? rc : nadb_file_write(f, buf, size, off);
+	ssize_t n = rc < 0 ? rc : nadb_file_write(f, buf, size, off);
 	/* An O_DIRECT write bypasses the page cache, and the kernel drops the
 	 * range's pages only before sending it: a buffered read meanwhile
 	 * can have cached what it replaces.  Drop them again before the
@@ -1074,7 +1083,7 @@ static void nadbfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	int rc = f ? 0 : -EBADF;
 	if (!rc && fuse_req_ctx(req)->uid != 0 && wire_leaves_setid_to_us(&fs_of(req)->wire))
 		rc = kill_setid(req, ino, true);
-	reply_status(req, rc ? rc : nadb_file_allocate(f, off, len));
+	reply_status(req, rc < 0 ? rc : nadb_file_allocate(f, off, len));
 }
 
 static void nadbfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -37,9 +37,12 @@
 #include <unistd.h>
 
 /* The libfuse versions checked to handle each request on the thread that
- * read it.  With another, nadbfs stays off the wire: the kernel then asks
- * for security.capability before each write and clears the bits itself. */
-#define WIRE_CHECKED (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION <= 14)
+ * read it (custom I/O came with 3.13).  With another, nadbfs stays off the
+ * wire: the kernel then asks for security.capability before each write
+ * and clears the bits itself, but for an O_DIRECT write's, which only the
+ * flag this file reads would clear. */
+#define WIRE_CHECKED (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION >= 13 && \
+		      FUSE_MINOR_VERSION <= 14)
 
 /* Set by wire_read for the request just read, by the thread that handles
  * it next. */
@@ -82,6 +85,7 @@ static void look_at_request(struct wire *w, const void *buf, size_t len)
 	}
 }
 
+__attribute__((unused)) /* without WIRE_CHECKED */
 static ssize_t wire_read(int fd, void *buf, size_t len, void *userdata)
 {
 	ssize_t n = read(fd, buf, len);
@@ -112,6 +116,7 @@ static void answer_init(struct wire *w, struct iovec *iov, int count)
 	atomic_store(&w->kills_setid, true);
 }
 
+__attribute__((unused)) /* without WIRE_CHECKED */
 static ssize_t wire_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct wire *w = userdata;
@@ -128,6 +133,11 @@ bool wire_leaves_setid_to_us(struct wire *w)
 int wire_attach(struct fuse_session *se, struct wire *w)
 {
 	(void)w; /* the callbacks reach it as SE's userdata */
+#if WIRE_CHECKED
 	static const struct fuse_custom_io io = {.read = wire_read, .writev = wire_writev};
-	return WIRE_CHECKED ? fuse_session_custom_io(se, &io, fuse_session_fd(se)) : 0;
+	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+#else
+	(void)se;
+	return 0;
+#endif
 }

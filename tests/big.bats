@@ -130,6 +130,7 @@ EOF2
 		cp "$T/ref" "$MNT/app/ns/k"
 		"$PY" "$BATS_TEST_DIRNAME/randwrite.py" "$MNT/app/ns/k" "$T/ref" 6000000 3000 "${#opts}"
 		cmp "$MNT/app/ns/k" "$T/ref"
+		[ "$(buffer_bytes)" -eq 0 ] # every buffer and page given back
 		# whole chunks written in place, and a part of one
 		head -c 2500000 /dev/urandom >"$T/new"
 		dd if="$T/new" of="$T/ref" bs=1M seek=1 conv=notrunc status=none

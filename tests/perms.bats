@@ -248,6 +248,7 @@ set_id() {
 	set_id w 6755
 	set_id nx 2644      # set-group-ID without group execute, the writer a member
 	set_id nx2 2644 2000 # ... the writer not a member
+	set_id nx3 2644 2000 # ... a member by a supplementary group
 	set_id t 4755
 	set_id o 6750
 	set_id d 4755
@@ -255,6 +256,7 @@ set_id() {
 	set_id r 6755
 	as_user 1000 1000 sh -c "echo -n more >> '$NS/w'; echo -n more >> '$NS/nx'"
 	as_user 1000 1000 sh -c "echo -n more >> '$NS/nx2'"
+	setpriv --reuid=1000 --regid=1000 --groups=2000 sh -c "echo -n more >> '$NS/nx3'"
 	as_user 1000 1000 truncate -s 0 "$NS/t"
 	as_user 1000 1000 sh -c ": > '$NS/o'"
 	as_user 1000 1000 "$PY" -c 'import mmap, os, sys
@@ -273,6 +275,8 @@ os.write(fd, b"more")' "$NS/r"
 		[ "$(stat -c %a "$NS/w")" = 755 ]
 		[ "$(stat -c %a "$NS/nx")" = 2644 ]
 		[ "$(stat -c %a "$NS/nx2")" = 644 ]
+		[ "$(stat -c %a "$NS/nx3")" = 2644 ]
+		[ "$(cat "$NS/nx3")" = vmore ]
 		[ "$(stat -c %a "$NS/t")" = 755 ]
 		[ "$(stat -c %a "$NS/o")" = 750 ]
 		[ "$(stat -c %a "$NS/d")" = 755 ]
@@ -289,6 +293,9 @@ os.write(fd, b"more")' "$NS/r"
 	set_id k 6755
 	chown 1001:1001 "$NS/k"
 	[ "$(stat -c %a "$NS/k")" = 755 ]
+	set_id nx 2644
+	chown 1001:1001 "$NS/nx" # set-group-ID without group execute: root keeps it
+	[ "$(stat -c %a "$NS/nx")" = 2644 ]
 	mkdir "$NS/d"
 	chmod 2775 "$NS/d"
 	chown 1001 "$NS/d"

@@ -9,7 +9,9 @@ r = random.Random(seed)
 fa = os.open(path, os.O_RDWR); fb = os.open(ref, os.O_RDWR)
 for i in range(ops):
     kind = r.random()
-    if kind < 0.6:   # aligned page
+    if kind < 0.05:  # a whole 128 KiB chunk, in place
+        off = r.randrange(size // 131072) * 131072; n = 131072
+    elif kind < 0.6: # aligned page
         off = r.randrange(size // 4096) * 4096; n = 4096
     elif kind < 0.9: # unaligned small
         off = r.randrange(size); n = r.randrange(1, 9000)
