@@ -1,5 +1,6 @@
 /* test_store.c -- the engine without FUSE: tree operations, values,
- * dedup, persistence across close/open, and refcounts after overwrite. */
+ * dedup, persistence across close/open, refcounts after overwrite, and
+ * set-id bits cleared. */
 #include "unit.h"
 #include "fsck.h"
 #include "store.h"
@@ -106,6 +107,32 @@ int main(void)
 	CHECK(nadb_link(st, a.ino, ns2, "copy04-link", &a) == 0);
 	CHECK(a.nlink == 2);
 	CHECK(nadb_rename(st, ns2, "copy05", ns2, "copy04", NADB_RENAME_EXCHANGE) == 0);
+	/* Set-id bits cleared as the VFS would for a user's write or chown. */
+	struct nadb_caller user = {.uid = 1000, .gid = 1000};
+	const uint32_t supp[] = {2000};
+	struct nadb_caller member = {.uid = 1000, .gid = 1000, .groups = supp, .ngroups = 1};
+	put_value(st, ns2, "suid", "x", 1);
+	CHECK(nadb_resolve(st, "/app/users/suid", &a) == 0);
+	uint64_t sid = a.ino;
+	struct nadb_attr in = {.ino = sid, .mode = 06755, .gid = 2000};
+	CHECK(nadb_setattr(st, sid, &in, NADB_SET_MODE | NADB_SET_GID, &a) == 0);
+	CHECK(nadb_kill_setid(st, sid, &user, false) == 1);
+	CHECK(nadb_getattr(st, sid, &a) == 0 && (a.mode & 07777) == 0755);
+	CHECK(nadb_kill_setid(st, sid, &user, false) == 0); /* nothing left */
+	in.mode = 02644;                                     /* no group execute */
+	CHECK(nadb_setattr(st, sid, &in, NADB_SET_MODE, &a) == 0);
+	CHECK(nadb_kill_setid(st, sid, &user, false) == -EAGAIN); /* its groups decide */
+	CHECK(nadb_kill_setid(st, sid, &member, true) == 0);
+	CHECK(nadb_kill_setid(st, sid, &root, false) == 0);
+	CHECK(nadb_getattr(st, sid, &a) == 0 && (a.mode & 07777) == 02644);
+	CHECK(nadb_kill_setid(st, sid, &user, true) == 1);
+	CHECK(nadb_getattr(st, sid, &a) == 0 && (a.mode & 07777) == 0644);
+	in = (struct nadb_attr){.ino = ns2, .mode = 02775};
+	CHECK(nadb_setattr(st, ns2, &in, NADB_SET_MODE, &a) == 0);
+	CHECK(nadb_kill_setid(st, ns2, &user, true) == 0); /* a directory keeps it */
+	CHECK(nadb_getattr(st, ns2, &a) == 0 && (a.mode & 07777) == 02775);
+	CHECK(nadb_kill_setid(st, sid + 1000000, &user, true) == 0); /* no such key */
+
 	struct nadb_fsck_result res;
 	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0);
 	CHECK(res.problems == 0);
