@@ -986,13 +986,16 @@ static int commit_locked(struct nadb_store *st, struct ofile *of)
 	struct chunk_prep *prep = calloc(of->nslots + 1, sizeof(*prep));
 	uint8_t *list = malloc(of->nslots * CHUNK_HASH_LEN + 1);
 	int rc = prep && list ? 0 : -ENOMEM;
-	/* Patched slots whole again, stored with the rest; past buffer_mb
-	 * one at a time, so that a value patched all over never needs its
-	 * whole size in buffers. */
+	/* Patched slots whole again, stored with the rest: as many as the
+	 * pool has buffers and buffer_mb allows.  The others one at a time,
+	 * spilled through a pooled buffer: a value patched all over never
+	 * needs its whole size in buffers, and fresh ones would cost a page
+	 * fault every 4 KiB (3x the close of 256 patched chunks). */
 	uint64_t limit = (uint64_t)st->opt.buffer_mb << 20;
-	for (size_t i = 0; !rc && i < of->nslots; i++)
+	for (size_t i = 0, whole = 0; !rc && i < of->nslots; i++)
 		if (of->slots[i].state == SLOT_PATCH)
-			rc = atomic_load(&st->buffered) + st->chunk_size <= limit
+			rc = atomic_load(&st->buffered) + st->chunk_size <= limit &&
+					     whole++ < sizeof(st->pool) / sizeof(st->pool[0])
 				     ? unpatch(st, of->ino, &of->slots[i])
 				     : spill_patched(st, of, i);
 	/* Hashing and compressing need no lock: do them first. */
