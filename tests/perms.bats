@@ -272,16 +272,12 @@ os.write(fd, b"more")' "$NS/r"
 	# what the user sees at once, and after a remount
 	[ "$(as_user 1000 1000 stat -c %a "$NS/w")" = 755 ]
 	for pass in 1 2; do
-		[ "$(stat -c %a "$NS/w")" = 755 ]
-		[ "$(stat -c %a "$NS/nx")" = 2644 ]
-		[ "$(stat -c %a "$NS/nx2")" = 644 ]
-		[ "$(stat -c %a "$NS/nx3")" = 2644 ]
+		# KEY:MODE; nx: no group execute, a member; r: root (CAP_FSETID)
+		for km in w:755 nx:2644 nx2:644 nx3:2644 t:755 o:750 d:755 fa:755 r:6755; do
+			mode=$(stat -c %a "$NS/${km%%:*}")
+			[ "$mode" = "${km#*:}" ] || { echo "${km%%:*}: mode $mode"; false; }
+		done
 		[ "$(cat "$NS/nx3")" = vmore ]
-		[ "$(stat -c %a "$NS/t")" = 755 ]
-		[ "$(stat -c %a "$NS/o")" = 750 ]
-		[ "$(stat -c %a "$NS/d")" = 755 ]
-		[ "$(stat -c %a "$NS/fa")" = 755 ]
-		[ "$(stat -c %a "$NS/r")" = 6755 ]
 		[ "$(cat "$NS/w")" = vmore ]
 		[ "$(stat -c %s "$NS/fa")" = 1048576 ]
 		unmount_store
