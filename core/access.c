@@ -12,6 +12,7 @@
 #include "log.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <sys/stat.h>
 
@@ -25,30 +26,38 @@ bool caller_in_group(const struct nadb_caller *who, uint32_t gid)
 	return false;
 }
 
-/* The rwx bits of R that apply to WHO (owner, group or other). */
-static uint32_t bits_for(const struct inode_rec *r, const struct nadb_caller *who)
+/* The rwx bits of MODE that apply to WHO (owner, group or other). */
+static uint32_t bits_for(uint32_t mode, uint32_t uid, uint32_t gid,
+			 const struct nadb_caller *who)
 {
-	if (who->uid == r->uid)
-		return (r->mode >> 6) & 7;
-	if (caller_in_group(who, r->gid))
-		return (r->mode >> 3) & 7;
-	return r->mode & 7;
+	if (who->uid == uid)
+		return (mode >> 6) & 7;
+	if (caller_in_group(who, gid))
+		return (mode >> 3) & 7;
+	return mode & 7;
+}
+
+int nadb_may_access(uint32_t mode, uint32_t uid, uint32_t gid,
+		    const struct nadb_caller *who, unsigned want)
+{
+	assert((want & ~(ACCESS_R | ACCESS_W | ACCESS_X)) == 0);
+	if (!who)
+		return 0;
+	if (who->uid == 0) /* CAP_DAC_OVERRIDE, but search needs some x bit */
+		return (want & ACCESS_X) && !S_ISDIR(mode) && !(mode & 0111) ? -EACCES : 0;
+	return (bits_for(mode, uid, gid, who) & want) == want ? 0 : -EACCES;
 }
 
 int access_check(const struct inode_rec *r, const struct nadb_caller *who, unsigned want)
 {
-	if (!who)
-		return 0;
-	if (who->uid == 0) /* CAP_DAC_OVERRIDE, but search needs some x bit */
-		return (want & ACCESS_X) && !S_ISDIR(r->mode) && !(r->mode & 0111) ? -EACCES : 0;
-	return (bits_for(r, who) & want) == want ? 0 : -EACCES;
+	return nadb_may_access(r->mode, r->uid, r->gid, who, want);
 }
 
 /* May WHO remove the entry of KEY (owned by KEY_UID) from directory DIR? */
 static int may_unlink_from(const struct inode_rec *dir, uint32_t key_uid,
 			   const struct nadb_caller *who)
 {
-	if ((bits_for(dir, who) & 3) != 3) /* write and search */
+	if ((bits_for(dir->mode, dir->uid, dir->gid, who) & 3) != 3) /* write and search */
 		return -EACCES;
 	if ((dir->mode & S_ISVTX) && who->uid != key_uid && who->uid != dir->uid)
 		return -EPERM;

@@ -184,6 +184,7 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 	memset(res, 0, sizeof(*res));
 	if (st->following)
 		return -EROFS; /* the writer compacts */
+	file_delete_forgotten(st); /* what deleted keys held is garbage now */
 	pthread_mutex_lock(&st->compact_lock);
 	/* Readers had a whole compaction period to finish with segments
 	 * removed last time. */

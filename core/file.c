@@ -34,6 +34,9 @@ enum slot_state { SLOT_HOLE, SLOT_CLEAN, SLOT_DIRTY, SLOT_SPILLED, SLOT_PATCH };
 
 #define PATCH_PAGE 4096u   /* bytes: the unit a patched slot keeps apart */
 #define PATCH_MIN_PAGES 4u /* a chunk of fewer pages is never patched */
+/* Forgotten inodes deleted per meta_lock hold, and queued before the
+ * FORGET that fills the queue deletes them. */
+#define FORGOTTEN_BATCH 64
 
 struct slot {
 	uint8_t state;
@@ -1125,9 +1128,10 @@ void file_let_go(struct nadb_store *st, struct ofile *of, bool changed)
 	put_ofile(st, of, false);
 }
 
-void file_delete_if_unused(struct nadb_store *st, uint64_t ino)
+/* Delete INO if it has no name, no handle and no kernel reference left:
+ * its own step.  Under meta_lock. */
+static void delete_if_unused_locked(struct nadb_store *st, uint64_t ino)
 {
-	pthread_mutex_lock(&st->meta_lock);
 	struct inode in;
 	if (!inode_get(st, ino, &in)) {
 		if (in.r.nlink == 0 && !S_ISDIR(in.r.mode) && !file_is_open(st, ino) &&
@@ -1140,7 +1144,31 @@ void file_delete_if_unused(struct nadb_store *st, uint64_t ino)
 		}
 		inode_release(&in);
 	}
+}
+
+void file_delete_if_unused(struct nadb_store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->meta_lock);
+	delete_if_unused_locked(st, ino);
 	pthread_mutex_unlock(&st->meta_lock);
+}
+
+void file_delete_forgotten(struct nadb_store *st)
+{
+	for (;;) {
+		uint64_t batch[FORGOTTEN_BATCH];
+		pthread_mutex_lock(&st->krefs_lock);
+		size_t n = st->nforgotten < FORGOTTEN_BATCH ? st->nforgotten : FORGOTTEN_BATCH;
+		st->nforgotten -= n;
+		memcpy(batch, st->forgotten + st->nforgotten, n * sizeof(*batch));
+		pthread_mutex_unlock(&st->krefs_lock);
+		if (!n)
+			return;
+		pthread_mutex_lock(&st->meta_lock); /* a batch a hold: others get in between */
+		for (size_t i = 0; i < n; i++)
+			delete_if_unused_locked(st, batch[i]);
+		pthread_mutex_unlock(&st->meta_lock);
+	}
 }
 
 /* ---- the kernel's references (store.h) ---------------------------------- */
@@ -1253,9 +1281,20 @@ void nadb_forget(struct nadb_store *st, uint64_t ino, uint64_t n)
 			}
 		}
 	}
+	/* A FORGET is answered by nobody, but deleting the inode at once
+	 * would take meta_lock from the requests that are (an unlink's FORGET
+	 * comes while the next unlink runs): queue it, and delete a batch
+	 * once it is full, or at the next sync. */
+	bool queued = gone && !ARRAY_GROW(st->forgotten, st->nforgotten, st->forgotten_cap);
+	if (queued)
+		st->forgotten[st->nforgotten++] = ino;
+	bool full = st->nforgotten >= FORGOTTEN_BATCH;
+	struct nadb_store *holder = st;
 	pthread_mutex_unlock(&st->krefs_lock);
-	if (gone)
-		file_delete_if_unused(st, ino);
+	if (gone && !queued) /* out of memory: at once, as before */
+		file_delete_if_unused(holder, ino);
+	if (full)
+		file_delete_forgotten(holder);
 }
 
 bool file_kernel_holds(struct nadb_store *st, uint64_t ino)

@@ -463,6 +463,7 @@ int stats_upgrade(struct nadb_store *st, uint32_t was)
 int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	file_delete_forgotten(st); /* the chunks of keys deleted are counted out */
 	struct counter_row row = {{0}};
 	pthread_mutex_lock(&st->meta_lock);
 	struct inode in;

@@ -525,6 +525,7 @@ static void free_store(struct nadb_store *st)
 	pthread_mutex_destroy(&st->compact_lock);
 	pthread_mutex_destroy(&st->krefs_lock);
 	free(st->krefs);
+	free(st->forgotten);
 	pthread_cond_destroy(&st->flush_cond);
 	pthread_cond_destroy(&st->reap_cond);
 	pthread_cond_destroy(&st->synced_cond);
@@ -981,6 +982,7 @@ static int sync_result(const struct nadb_store *st, uint64_t n, uint64_t failure
  * syncs_begun). */
 static int sync_and_punch(struct nadb_store *st, bool *punched)
 {
+	file_delete_forgotten(st); /* their deletions go with this sync */
 	uint64_t was = atomic_load(&st->punched);
 	atomic_fetch_add(&st->syncs_asked, 1);
 	pthread_mutex_lock(&st->meta_lock);

@@ -207,6 +207,16 @@ struct nadb_caller {
 	int ngroups;
 };
 
+/* May WHO read, write or search/execute (NADB_MAY_*, ORed; the values of
+ * R_OK, W_OK and X_OK) an inode of MODE, UID and GID?  POSIX's rules as
+ * Linux's generic_permission applies them, root holding CAP_DAC_OVERRIDE:
+ * 0 or -EACCES.  WHO NULL: the engine itself, allowed. */
+#define NADB_MAY_READ 4u
+#define NADB_MAY_WRITE 2u
+#define NADB_MAY_EXEC 1u
+int nadb_may_access(uint32_t mode, uint32_t uid, uint32_t gid,
+		    const struct nadb_caller *who, unsigned want);
+
 /* Check NAME as a component under a directory of LEVEL, as the engine will:
  * -EINVAL (empty, control characters, "." or ".."), -ENAMETOOLONG (>255),
  * -EPERM (reserved: at the root "tags" and names starting with '.', and

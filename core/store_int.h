@@ -100,13 +100,19 @@ struct nadb_store {
 
 	atomic_uint_fast64_t buffered; /* bytes held in write buffers */
 
-	/* krefs_lock: scope is the table of the kernel's references below.
-	 * A leaf lock (taken under meta_lock by unlink). */
+	/* krefs_lock: scope is the table of the kernel's references below
+	 * and the queue of forgotten inodes.  A leaf lock (taken under
+	 * meta_lock by unlink). */
 	pthread_mutex_t krefs_lock;
 	struct kref {
 		uint64_t ino, n;
 	} *krefs; /* open addressing, ino 0: free */
 	size_t nkrefs, krefs_cap;
+	/* Inodes the kernel forgot, to delete if no name or handle is left
+	 * (file_delete_forgotten): deleted a batch at a time, not one step
+	 * per FORGET. */
+	uint64_t *forgotten;
+	size_t nforgotten, forgotten_cap;
 	/* A follower whose daemon took the store over: its writer's handle,
 	 * which has its references and gets every later one (set once, by
 	 * nadb_adopt_kernel_refs; requests under way may still name us). */
@@ -342,9 +348,9 @@ bool caller_in_group(const struct nadb_caller *who, uint32_t gid);
 /* May WHO (NULL: a trusted tool) read (4), write (2) or search (1) --
  * the bits of WANT -- the inode R, as the kernel's default_permissions
  * would decide?  0 or -EACCES. */
-#define ACCESS_R 4u
-#define ACCESS_W 2u
-#define ACCESS_X 1u
+#define ACCESS_R NADB_MAY_READ
+#define ACCESS_W NADB_MAY_WRITE
+#define ACCESS_X NADB_MAY_EXEC
 int access_check(const struct inode_rec *r, const struct nadb_caller *who, unsigned want);
 /* Could WHO unlink every name of key INO, as POSIX would let it (write
  * and search permission on each directory, and the sticky-bit rule)?
@@ -481,6 +487,11 @@ bool file_kernel_holds(struct nadb_store *st, uint64_t ino);
 /* Delete INO if it has no name, no open handle and no kernel reference.
  * Takes meta_lock. */
 void file_delete_if_unused(struct nadb_store *st, uint64_t ino);
+/* Delete the inodes the kernel forgot that nothing holds any more.  Called
+ * before a sync and before what reports on chunks (.stats, compaction),
+ * so that a FORGET's deletion is seen as if it had been made at once.
+ * Takes meta_lock: never call it with meta_lock held. */
+void file_delete_forgotten(struct nadb_store *st);
 /* Overlay the live size and times of an open file onto A. */
 void file_overlay_attr(struct nadb_store *st, struct nadb_attr *a);
 /* A batch (batch.c) replacing INO's value behind its handles: take hold

@@ -3,7 +3,9 @@
  * Each low-level FUSE request becomes one call into the engine (store.h),
  * and that is all this file does.  The kernel does the rest, which is why
  * the translation can stay this thin:
- *   - permission checks (mount option default_permissions);
+ *   - permission checks (mount option default_permissions), except on a
+ *     mount only root can enter, where they are root's anyway and cost a
+ *     round trip per create and delete (kernel_checks_modes);
  *   - caching names and attributes for attr_timeout seconds, and caching
  *     misses too, which is safe because we are the store's only writer
  *     (a follower's kernel caches them for its lease, and hears of the
@@ -139,6 +141,8 @@ struct nadbfs {
 	bool log_syslog;            /* -o log=syslog */
 	struct notifier notifier;
 	bool measure;               /* stats=on: time every request */
+	bool allow_other;           /* -o allow_other: other users come in */
+	bool checks_asked;          /* -o default_permissions */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
 	pthread_t main_thread;      /* runs the session loop (store_lost) */
 	const char *mountpoint;
@@ -1153,6 +1157,33 @@ static void nadbfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	reply_status(req, nadb_store_sync(fs_of(req)->store));
 }
 
+/* access(2), faccessat(2) and chdir.  The kernel asks only a mount it
+ * does not check itself (kernel_checks_modes); the answer follows the same
+ * rules as its check would. */
+static_assert(NADB_MAY_READ == R_OK && NADB_MAY_WRITE == W_OK && NADB_MAY_EXEC == X_OK,
+	      "access(2)'s mask is the engine's");
+static void nadbfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	TIME_OP(req, OP_ACCESS);
+	uint32_t mode, uid, gid;
+	int rc;
+	if (special_is_ino(ino)) {
+		struct stat st;
+		rc = special_attr(sp, ino, &st);
+		mode = st.st_mode, uid = st.st_uid, gid = st.st_gid;
+	} else {
+		struct nadb_attr a;
+		rc = stale_if_gone(nadb_getattr(fs_of(req)->store, ino, &a));
+		mode = a.mode, uid = a.uid, gid = a.gid;
+	}
+	unsigned want = (unsigned)mask & (R_OK | W_OK | X_OK);
+	if (!rc && want) {
+		struct caller c;
+		rc = nadb_may_access(mode, uid, gid, caller_of(req, &c, true), want);
+	}
+	reply_status(req, rc);
+}
+
 static void nadbfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	TIME_OP(req, OP_STATFS);
@@ -1313,6 +1344,7 @@ static const struct fuse_lowlevel_ops nadbfs_ops = {
 	.removexattr = nadbfs_removexattr,
 	.create = nadbfs_create,
 	.fallocate = nadbfs_fallocate,
+	.access = nadbfs_access,
 };
 
 /* ---- command line ------------------------------------------------------- */
@@ -1608,6 +1640,10 @@ static int take_nadb_argument(void *data, const char *arg, int key,
 		/* A mount asked for read-only stays so: no takeover. */
 		if (strcmp(arg, "ro") == 0)
 			fs->takeover_wanted = false;
+		if (strcmp(arg, "allow_other") == 0)
+			fs->allow_other = true;
+		if (strcmp(arg, "default_permissions") == 0)
+			fs->checks_asked = true;
 		/* x-systemd.* and friends: for other programs. */
 		return strncmp(arg, "x-", 2) == 0 ? 0 : 1;
 	default:
@@ -1651,12 +1687,33 @@ static char *absolute_store_path(const char *arg)
 	return path;
 }
 
+/* Does the kernel check mode bits (default_permissions)?  It must where
+ * users other than root can come in: with allow_other, or when a user
+ * mounted (fusermount3), since a user's own bits bind them too.  A mount
+ * by root without allow_other lets in only processes of uid and gid 0
+ * (the kernel's fuse_allow_current_process), for which generic_permission
+ * allows every read and write (CAP_DAC_OVERRIDE): there the check costs a
+ * GETATTR of the directory before each create, unlink or rename (the
+ * kernel marks its mode stale after each one) and decides nothing, so it
+ * is left out.  What stays: the kernel still refuses exec without an x
+ * bit, and access(2) and chdir ask us (nadbfs_access).  -o
+ * default_permissions keeps it (for root processes that dropped
+ * CAP_DAC_OVERRIDE). */
+static bool kernel_checks_modes(const struct nadbfs *fs)
+{
+	return fs->checks_asked || fs->allow_other || geteuid() != 0;
+}
+
 /* Options every mount gets; a ',' or '\' in STORE is escaped for
  * fuse_opt's option lists. */
-static int add_fixed_mount_options(struct fuse_args *args, const char *store)
+static int add_fixed_mount_options(struct fuse_args *args, const char *store,
+				   bool checks)
 {
 	/* nodev: device nodes are stored as metadata, never opened as devices. */
-	static const char head[] = "-odefault_permissions,nodev,subtype=nadbfs,fsname=nadb:";
+	static const char head[] = "-onodev,subtype=nadbfs,fsname=nadb:";
+	static const char checked[] = "-odefault_permissions";
+	if (checks && fuse_opt_add_arg(args, checked) != 0)
+		return -1;
 	char *opt = malloc(sizeof(head) + 2 * strlen(store));
 	if (!opt)
 		return -1;
@@ -2409,7 +2466,8 @@ static int parse_command_line(struct fuse_args *args, struct nadbfs *fs,
 				"redis://[[USER]:PASSWORD@]HOST[:PORT][/NAME]\n", fs->store_arg);
 		return 1;
 	}
-	if (add_fixed_mount_options(args, url ? name : fs->store_path) != 0)
+	if (add_fixed_mount_options(args, url ? name : fs->store_path,
+				    kernel_checks_modes(fs)) != 0)
 		return 1;
 	return GO_ON;
 }

@@ -52,7 +52,7 @@ static const char *const op_names[OP_COUNT] = {
 	"lookup", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink",
 	"rmdir", "symlink", "rename", "link", "open", "read", "write", "flush",
 	"release", "fsync", "opendir", "readdir", "releasedir", "statfs",
-	"setxattr", "getxattr", "listxattr", "removexattr", "create", "fallocate",
+	"setxattr", "getxattr", "listxattr", "removexattr", "create", "fallocate", "access",
 };
 
 #define ERRNO_SLOTS 256 /* errno values counted; Linux's end at 133 */

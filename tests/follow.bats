@@ -79,8 +79,9 @@ counted_in_again() { [ "$(grep -c "1 followers" "$LOG")" -ge 2 ]; }
 	grep -q '"role": "writer",' "$MNT/.stats"
 	grep -q '"followers": 1,' "$MNT/.stats"
 	findmnt -rn -o OPTIONS "$F" | grep -qE '(^|,)ro(,|$)'
-	# and every option a writer's mount has: the kernel checks permissions
-	findmnt -rn -o OPTIONS "$F" | grep -q default_permissions
+	# and every option a writer's mount has
+	[ "$(findmnt -rn -o OPTIONS "$F" | sed 's/^ro,//')" = \
+		"$(findmnt -rn -o OPTIONS "$MNT" | sed 's/^rw,//')" ]
 	[ "$(findmnt -rn -o SOURCE,FSTYPE "$F")" = "$(findmnt -rn -o SOURCE,FSTYPE "$MNT")" ]
 	[ "$(cat "$F/app/ns/k")" = v1 ]
 	# every change is refused, by the kernel, and the store is untouched

@@ -323,6 +323,12 @@ try:
     elif op == "removexattr": os.removexattr(a[0], a[1])
     elif op == "chmod": os.chmod(a[0], int(a[1], 8))
     elif op == "truncate": os.truncate(a[0], int(a[1]))
+    elif op == "access": # access PATH MODES: MODES of r, w, x, or f
+        bits = {"r": os.R_OK, "w": os.W_OK, "x": os.X_OK, "f": os.F_OK}
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.access(os.fsencode(a[0]), sum(bits[c] for c in a[1])) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
     else:
         print("bad op " + op); sys.exit(2)
     print("OK")

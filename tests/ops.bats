@@ -748,3 +748,70 @@ EOF2
 	# the first write after the stat asks once; .stats reads ask none
 	[ $((x1 - x0)) -le 1 ]
 }
+
+# A mount by root without allow_other lets in only root's processes, whom
+# the modes do not stop from reading or writing: the kernel is not asked to
+# check them (kernel_checks_modes in fs/nadbfs.c), so it no longer asks
+# for the directory's attributes before each create and unlink (it marks
+# them stale after each one).
+@test "creates and unlinks by root ask nothing of their directory" {
+	findmnt -rn -o OPTIONS "$MNT" | not grep -q default_permissions
+	"$PY" -c 'import os, sys
+for i in range(20): open(f"{sys.argv[1]}/w{i}", "w").write("v")' "$NS"
+	g0=$(answered getattr)
+	g1=$(answered getattr) # what reading .stats costs itself
+	"$PY" - "$NS" <<'EOF2'
+import os, sys
+for i in range(100):
+    with open(f"{sys.argv[1]}/n{i}", "w") as f:
+        f.write("v")
+for i in range(100):
+    os.unlink(f"{sys.argv[1]}/n{i}")
+EOF2
+	g2=$(answered getattr)
+	echo "getattr: reading .stats $((g1 - g0)), 100 creates and 100 unlinks $((g2 - g1))"
+	[ $(((g2 - g1) - (g1 - g0))) -le 5 ]
+	[ -z "$(ls "$NS" | grep '^n')" ]
+}
+
+@test "with -o default_permissions the kernel checks modes, and asks for them" {
+	unmount_store
+	mount_store default_permissions
+	mkdir -p "$NS"
+	findmnt -rn -o OPTIONS "$MNT" | grep -qE '(^|,)default_permissions(,|$)'
+	g0=$(answered getattr)
+	g1=$(answered getattr)
+	"$PY" -c 'import os, sys
+for i in range(50): open(f"{sys.argv[1]}/n{i}", "w").write("v")
+for i in range(50): os.unlink(f"{sys.argv[1]}/n{i}")' "$NS"
+	g2=$(answered getattr)
+	echo "getattr: reading .stats $((g1 - g0)), 50 creates and 50 unlinks $((g2 - g1))"
+	[ $(((g2 - g1) - (g1 - g0))) -ge 50 ]
+}
+
+# Without default_permissions the kernel asks the daemon for access(2) and
+# chdir, and still checks exec itself: root gets what it gets anywhere.
+@test "root's access(2), cd and exec follow the modes as on any file system" {
+	printf '#!/bin/sh\necho ran\n' >"$NS/s"
+	chmod 644 "$NS/s"
+	expect_errno EACCES access "$NS/s" x
+	run "$NS/s"
+	[ "$status" -eq 126 ]
+	[[ "$output" == *"Permission denied"* ]]
+	chmod 744 "$NS/s"
+	expect_errno OK access "$NS/s" x
+	[ "$("$NS/s")" = ran ]
+	chmod 000 "$NS/s"
+	expect_errno OK access "$NS/s" rw
+	expect_errno EACCES access "$NS/s" x
+	expect_errno ENOENT access "$NS/none" f
+	chmod 000 "$NS"
+	expect_errno OK access "$NS" rwx
+	(cd "$NS" && [ -e s ])
+	chmod 755 "$NS"
+	expect_errno OK access "$MNT/.stats" r
+	expect_errno OK access "$MNT/tags" x
+	# a user's process is kept out of root's mount altogether
+	run as_user 1000 1000 ls "$MNT"
+	[ "$status" -ne 0 ]
+}

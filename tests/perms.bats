@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
-# Ownership, permissions and times (mounted with allow_other; the daemon
-# always enables default_permissions).  Users are plain uids: 1000 and 1001.
+# Ownership, permissions and times (mounted with allow_other, so the daemon
+# has the kernel check modes: default_permissions).  Users are plain uids:
+# 1000 and 1001.
 
 load helpers
 
@@ -65,6 +66,11 @@ setup() {
 	as_user 1000 1000 mkdir "$NS/shared/sub/subsub"
 	[ "$(stat -c %g "$NS/shared/sub/subsub")" = 2000 ]
 	[ -g "$NS/shared/sub/subsub" ]
+}
+
+@test "with allow_other the kernel checks every access against the modes" {
+	findmnt -rn -o OPTIONS "$MNT" | grep -qE '(^|,)default_permissions(,|$)'
+	findmnt -rn -o OPTIONS "$MNT" | grep -qE '(^|,)allow_other(,|$)'
 }
 
 @test "chmod by a non-owner fails with EPERM" {

@@ -436,3 +436,23 @@ check_copy() {
 	[ -f "$T/db/ns/b" ]
 	[ ! -e "$T/db/.stats" ]
 }
+
+# The kernel's FORGET of a deleted key is queued and its deletion done in
+# batches (fs/nadbfs.c, file_delete_forgotten): .stats counts them out
+# first, so a key removed is counted out at once.
+@test "keys removed are counted out at once, their chunks with them" {
+	mkdir -p "$MNT/db/ns"
+	"$PY" - "$MNT/db/ns" <<'EOF2'
+import os, sys
+for i in range(10):
+    with open(f"{sys.argv[1]}/k{i}", "wb") as f:
+        f.write(os.urandom(3000))
+for i in range(10):
+    os.unlink(f"{sys.argv[1]}/k{i}")
+EOF2
+	[ "$(json "$MNT/.stats" 'd["keys"], d["chunks"], d["logical_bytes"]')" = "(0, 0, 0)" ]
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
