@@ -1159,11 +1159,13 @@ void file_delete_forgotten(struct nadb_store *st)
 		uint64_t batch[FORGOTTEN_BATCH];
 		pthread_mutex_lock(&st->krefs_lock);
 		size_t n = st->nforgotten < FORGOTTEN_BATCH ? st->nforgotten : FORGOTTEN_BATCH;
+		if (!n) {
+			pthread_mutex_unlock(&st->krefs_lock);
+			return;
+		}
 		st->nforgotten -= n;
 		memcpy(batch, st->forgotten + st->nforgotten, n * sizeof(*batch));
 		pthread_mutex_unlock(&st->krefs_lock);
-		if (!n)
-			return;
 		pthread_mutex_lock(&st->meta_lock); /* a batch a hold: others get in between */
 		for (size_t i = 0; i < n; i++)
 			delete_if_unused_locked(st, batch[i]);
