@@ -1049,6 +1049,7 @@ void nadb_store_sync_counts(struct nadb_store *st, uint64_t *asked, uint64_t *ru
 
 int store_make_room(struct nadb_store *st)
 {
+	file_delete_forgotten(st); /* keys just deleted free their chunks now */
 	pthread_mutex_lock(&st->meta_lock);
 	bool queued = st->nfreed > 0;
 	pthread_mutex_unlock(&st->meta_lock);

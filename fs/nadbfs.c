@@ -141,7 +141,7 @@ struct nadbfs {
 	bool log_syslog;            /* -o log=syslog */
 	struct notifier notifier;
 	bool measure;               /* stats=on: time every request */
-	bool allow_other;           /* -o allow_other: other users come in */
+	bool allow_other;           /* -o allow_other or allow_root: other users come in */
 	bool checks_asked;          /* -o default_permissions */
 	struct special *sp;         /* /.stats, /.ctl, /tags ... */
 	pthread_t main_thread;      /* runs the session loop (store_lost) */
@@ -1640,7 +1640,8 @@ static int take_nadb_argument(void *data, const char *arg, int key,
 		/* A mount asked for read-only stays so: no takeover. */
 		if (strcmp(arg, "ro") == 0)
 			fs->takeover_wanted = false;
-		if (strcmp(arg, "allow_other") == 0)
+		/* libfuse makes allow_root the kernel's allow_other */
+		if (strcmp(arg, "allow_other") == 0 || strcmp(arg, "allow_root") == 0)
 			fs->allow_other = true;
 		if (strcmp(arg, "default_permissions") == 0)
 			fs->checks_asked = true;
@@ -1688,17 +1689,19 @@ static char *absolute_store_path(const char *arg)
 }
 
 /* Does the kernel check mode bits (default_permissions)?  It must where
- * users other than root can come in: with allow_other, or when a user
- * mounted (fusermount3), since a user's own bits bind them too.  A mount
- * by root without allow_other lets in only processes of uid and gid 0
- * (the kernel's fuse_allow_current_process), for which generic_permission
+ * users other than root can come in: with allow_other (or allow_root,
+ * which libfuse mounts as allow_other), or when a user mounted
+ * (fusermount3), since a user's own bits bind them too.  A mount by root
+ * without them lets in only processes whose uids and gids are all 0 (the
+ * kernel's fuse_allow_current_process), for which generic_permission
  * allows every read and write (CAP_DAC_OVERRIDE): there the check costs a
  * GETATTR of the directory before each create, unlink or rename (the
  * kernel marks its mode stale after each one) and decides nothing, so it
  * is left out.  What stays: the kernel still refuses exec without an x
- * bit, and access(2) and chdir ask us (nadbfs_access).  -o
- * default_permissions keeps it (for root processes that dropped
- * CAP_DAC_OVERRIDE). */
+ * bit, and access(2) and chdir ask us (nadbfs_access).  What goes: the
+ * checks for a process of uid 0 that dropped capabilities or acts as
+ * another user through setfsuid (no NFS server can export this mount:
+ * no FUSE_CAP_EXPORT_SUPPORT); -o default_permissions keeps them. */
 static bool kernel_checks_modes(const struct nadbfs *fs)
 {
 	return fs->checks_asked || fs->allow_other || geteuid() != 0;

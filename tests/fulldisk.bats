@@ -146,3 +146,31 @@ EOF2
 	unmount_store
 	"$NADB" fsck "$STORE"
 }
+
+# A deleted key's inode goes when the kernel forgets it, and that deletion
+# is queued (file_delete_forgotten): a write that meets ENOSPC must empty
+# the queue before it looks for room, not wait for the flusher (an hour
+# away here).
+@test "full tmpfs: a few keys deleted make room for the next write at once" {
+	head -c 80M /dev/urandom >"$T/src"
+	mount_store flush_interval=3600
+	mkdir -p "$MNT/app/ns"
+	good=0
+	for i in $(seq 1 80); do
+		dd if="$T/src" of="$MNT/app/ns/k$i" bs=1M skip=$((i - 1)) count=1 status=none 2>/dev/null || break
+		good=$i
+	done
+	[ "$good" -ge 40 ]
+	rm -f "$MNT/app/ns/k$((good + 1))"
+	echo flush >"$MNT/.ctl" # nothing left queued from the failed write
+	for i in $(seq 1 10); do rm "$MNT/app/ns/k$i"; done
+	run dd if="$T/src" of="$MNT/app/ns/new" bs=1M skip=70 count=2 status=none
+	echo "$output"
+	[ "$status" -eq 0 ]
+	cmp "$MNT/app/ns/new" <(dd if="$T/src" bs=1M skip=70 count=2 status=none)
+	cmp "$MNT/app/ns/k$good" <(dd if="$T/src" bs=1M skip=$((good - 1)) count=1 status=none)
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
