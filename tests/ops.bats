@@ -774,6 +774,12 @@ EOF2
 	[ -z "$(ls "$NS" | grep '^n')" ]
 }
 
+@test "allow_root lets other users in, so the kernel checks modes there" {
+	unmount_store
+	mount_store allow_root
+	findmnt -rn -o OPTIONS "$MNT" | grep -qE '(^|,)default_permissions(,|$)'
+}
+
 @test "with -o default_permissions the kernel checks modes, and asks for them" {
 	unmount_store
 	mount_store default_permissions
