@@ -179,6 +179,10 @@ static int reap_run(struct nadb_store *st, const struct due *d, unsigned n,
 		struct inode in;
 		rc = inode_get(st, d[i].ino, &in);
 		bool current = !rc && in.r.expires == d[i].when;
+		/* A key unlinked while open or held by the kernel waits for its
+		 * last close or FORGET: deleted by its user, not reaped, so not
+		 * counted (its row goes, below). */
+		bool named = !rc && in.r.nlink > 0;
 		if (!rc)
 			inode_release(&in);
 		if (rc == -ENOENT || (!rc && !current)) {
@@ -186,9 +190,10 @@ static int reap_run(struct nadb_store *st, const struct due *d, unsigned n,
 		} else if (!rc) {
 			uint64_t dir; /* counted where the key was, as its name was */
 			rc = expiry_remove(st, d[i].ino, fn, ctx, &dir);
-			if (!rc)
+			if (!rc && named) {
 				rc = counters_add_in(st, dir, C_REAPED, 1);
-			done++;
+				done++;
+			}
 		}
 	}
 	rc = step_end(st, rc);
