@@ -1165,14 +1165,14 @@ static_assert(NADB_MAY_READ == R_OK && NADB_MAY_WRITE == W_OK && NADB_MAY_EXEC =
 static void nadbfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	TIME_OP(req, OP_ACCESS);
-	uint32_t mode, uid, gid;
+	uint32_t mode = 0, uid = 0, gid = 0;
 	int rc;
 	if (special_is_ino(ino)) {
-		struct stat st;
+		struct stat st = {0};
 		rc = special_attr(sp, ino, &st);
 		mode = st.st_mode, uid = st.st_uid, gid = st.st_gid;
 	} else {
-		struct nadb_attr a;
+		struct nadb_attr a = {0};
 		rc = stale_if_gone(nadb_getattr(fs_of(req)->store, ino, &a));
 		mode = a.mode, uid = a.uid, gid = a.gid;
 	}
@@ -1463,7 +1463,9 @@ static void print_help(const char *prog)
 	       "    -o check=on|off        walk the metadata file in a child before serving\n"
 	       "                           it; damaged: refuse to mount (default: on)\n"
 	       "    -o takeover=on|off     Redis: a follower (run by root) takes the store\n"
-	       "                           over once its writer is gone (default: on)\n\n",
+	       "                           over once its writer is gone (default: on)\n"
+	       "    -o default_permissions the kernel checks modes even on a mount by root\n"
+	       "                           without allow_other (set on every other mount)\n\n",
 	       FOLLOWER_LEASE, d.compress == NADB_COMPRESS_OFF ? "off" : "auto", d.compress_level,
 	       d.buffer_mb, d.flush_interval, d.chunk_kb, DEFAULT_ATTR_TIMEOUT,
 	       d.reap_interval_ms, d.compact_garbage);
