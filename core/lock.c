@@ -34,6 +34,9 @@
 
 #define LOCK_WAIT_S 60        /* longest wait for a holder that is going away */
 #define LOCK_POLL_MS 10       /* how often the lock is tried meanwhile */
+/* ms: how long a flock holder may take to write who it is (between its
+ * flock and its first write, its file is empty or a previous holder's). */
+#define UNSAID_HOLDER_WAIT_MS 1000
 #define REDIS_LOCK_TTL_MS 10000 /* ms: a Redis lock outlives a dead daemon this long */
 #define LOCK_REFRESH_MS 1000    /* ms: how often the keeper renews it */
 /* ms: the holder stops changing the store this long before its lock could
@@ -131,10 +134,14 @@ static void file_holder(struct nadb_store *st, char *text, size_t size)
 	text[n > 0 ? n : 0] = '\0';
 }
 
+/* The new text over the old, then cut to its length: a reader never finds
+ * the file empty (one that did took the holder for a process at work; the
+ * "closing" written after fusermount3 -u is read by exactly the tool that
+ * waits for it). */
 static int file_write(struct nadb_store *st, const char *text)
 {
 	size_t n = strlen(text);
-	if (ftruncate(st->lock_fd, 0) || pwrite(st->lock_fd, text, n, 0) != (ssize_t)n) {
+	if (pwrite(st->lock_fd, text, n, 0) != (ssize_t)n || ftruncate(st->lock_fd, (off_t)n)) {
 		nadb_log("%s/lock: cannot record who holds the store: %s", st->dir,
 			 strerror(errno));
 		return -errno;
@@ -236,10 +243,17 @@ static int lock_or_wait(struct nadb_store *st)
 		else
 			file_holder(st, text, sizeof(text));
 		parse_holder(text, &h);
-		bool waited_enough = monotonic_ms() - start >= LOCK_WAIT_S * 1000u;
+		uint64_t waited_ms = monotonic_ms() - start;
+		bool waited_enough = waited_ms >= LOCK_WAIT_S * 1000u;
 		if (redis && !waited_enough && (!text[0] || drop_if_stale(st, text, &h))) {
 			/* let go of just now, or its holder is gone: again at once */
 			rc = redis_try(st);
+			continue;
+		}
+		if (!redis && !text[0] && waited_ms < UNSAID_HOLDER_WAIT_MS) {
+			/* flocked, its text not written yet: look again shortly */
+			nanosleep(&(struct timespec){0, LOCK_POLL_MS * 1000000L}, NULL);
+			rc = file_try(st);
 			continue;
 		}
 		if (!going_away(st->dir, &h) || waited_enough) {

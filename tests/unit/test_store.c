@@ -1,6 +1,6 @@
 /* test_store.c -- the engine without FUSE: tree operations, values,
  * dedup, persistence across close/open, refcounts after overwrite, and
- * set-id bits cleared. */
+ * set-id bits cleared, and an opener that waits for a holder going away. */
 #include "unit.h"
 #include "fsck.h"
 #include "store.h"
@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -27,6 +29,46 @@ static int count_cb(void *ctx, const char *name, const struct nadb_attr *a)
 	(void)a;
 	(*(int *)ctx)++;
 	return 0;
+}
+
+
+/* A child holds STORE and says, over and over for HOLD_MS, that it serves
+ * a mount that is gone and that it is closing (both: "going away"), then
+ * lets go.  An opener meanwhile must wait for it, never take a holder
+ * caught rewriting its text for one at work (-EBUSY). */
+#define HOLD_MS 400
+static void opener_waits_while_holder_rewrites(const char *store, const struct nadb_options *o)
+{
+	int ready[2];
+	CHECK(pipe(ready) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct nadb_store *held;
+		if (nadb_store_open(store, o, &held))
+			_exit(1);
+		nadb_store_note_mount(held, "/nonexistent/nadb-test-mount");
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		struct timespec t0, t;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			nadb_store_note_mount(held, "/nonexistent/nadb-test-mount");
+			nadb_store_note_closing(held);
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < HOLD_MS);
+		_exit(nadb_store_close(held) ? 1 : 0);
+	}
+	CHECK(pid > 0);
+	char c;
+	CHECK(read(ready[0], &c, 1) == 1);
+	struct nadb_store *st = NULL;
+	CHECK(nadb_store_open(store, o, &st) == 0);
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	if (st)
+		CHECK(nadb_store_close(st) == 0);
+	close(ready[0]);
+	close(ready[1]);
 }
 
 int main(void)
@@ -138,6 +180,8 @@ int main(void)
 	CHECK(res.problems == 0);
 	CHECK(res.chunks > 0);
 	CHECK(nadb_store_close(st) == 0);
+
+	opener_waits_while_holder_rewrites(store, &o);
 
 	remove_dir(dir);
 	free(v);
