@@ -395,18 +395,32 @@ static void pack_forget_removed(struct blobs *b)
 	free(fds);
 }
 
-/* The fd of a segment that can be punched, as a descriptor of our own (a
- * removed segment's fd may be closed meanwhile, and its number reused by
- * another file); -1: nothing to punch there. */
-static int punch_fd(struct packs *p, uint32_t seg)
+/* The fd of the segment holding LOC, to punch it, as a descriptor of our
+ * own (a removed segment's fd may be closed meanwhile, and its number
+ * reused by another file); -1: nothing to punch there; -EIO: LOC is not
+ * inside its segment (bytes the metadata names were lost: a disk that
+ * did not keep what it synced), said here.  Punching there would count
+ * bytes the segment never had. */
+static int punch_fd(struct packs *p, const struct blob_loc *loc)
 {
+	uint32_t seg = loc->seg;
 	pthread_mutex_lock(&p->lock);
 	int fd = -1;
 	if (!p->no_punch && seg < p->nfds && !p->removed[seg] &&
 	    (seg == p->cur || p->sizes[seg])) {
-		int own = seg_fd(p, seg, false);
-		if (own >= 0)
-			fd = fcntl(own, F_DUPFD_CLOEXEC, 0);
+		uint64_t size = seg == p->cur ? p->cur_size : p->sizes[seg];
+		if (loc->off + loc->len > size) {
+			nadb_log("pack %08u.pack: a freed frame at %llu (%llu bytes) ends past "
+				 "the segment's %llu bytes: the segment lost bytes its metadata "
+				 "names; not punched (nadb fsck says which keys)", seg,
+				 (unsigned long long)loc->off, (unsigned long long)loc->len,
+				 (unsigned long long)size);
+			fd = -EIO;
+		} else {
+			int own = seg_fd(p, seg, false);
+			if (own >= 0)
+				fd = fcntl(own, F_DUPFD_CLOEXEC, 0);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return fd;
@@ -415,9 +429,9 @@ static int punch_fd(struct packs *p, uint32_t seg)
 static int pack_punch(struct blobs *b, const struct blob_loc *loc)
 {
 	struct packs *p = (struct packs *)b;
-	int fd = punch_fd(p, loc->seg);
+	int fd = punch_fd(p, loc);
 	if (fd < 0)
-		return 0; /* removed meanwhile (or no punching): nothing held */
+		return fd == -1 ? 0 : fd; /* -1: removed meanwhile, or no punching */
 	int rc = 0;
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)loc->off,
 		      (off_t)loc->len))
@@ -425,11 +439,14 @@ static int pack_punch(struct blobs *b, const struct blob_loc *loc)
 	close(fd);
 	pthread_mutex_lock(&p->lock);
 	if (!rc) {
-		p->punched[loc->seg] += loc->len;
+		/* Capped: open counted every hole as punched, and a segment that
+		 * lost bytes it never synced has holes no punch made. */
+		uint64_t size = loc->seg == p->cur ? p->cur_size : p->sizes[loc->seg];
+		uint64_t was = p->punched[loc->seg];
+		p->punched[loc->seg] = was + loc->len < size ? was + loc->len : size;
 		p->full = false;
-		assert(p->punched[loc->seg] <= (loc->seg == p->cur ? p->cur_size
-								   : p->sizes[loc->seg]));
-		p->total -= loc->len;
+		assert(p->total >= p->punched[loc->seg] - was);
+		p->total -= p->punched[loc->seg] - was;
 	} else if (rc == -EOPNOTSUPP && !p->no_punch) {
 		/* Said once: from now on only compaction reclaims. */
 		p->no_punch = true;

@@ -34,7 +34,11 @@ for root, dirs, files in os.walk(ns):
         p = os.path.join(root, name)
         rel = os.path.relpath(p, ns)
         nfiles += 1
-        data = open(p, "rb").read()
+        try:
+            data = open(p, "rb").read()
+        except OSError as e:
+            problems.append(f"{rel}: unreadable: {e.strerror}")
+            continue
         m = re.fullmatch(r"\.tmp-(.+)\.\d+", name)
         expect_key = os.path.join(os.path.dirname(rel), m.group(1)) if m else rel
         if not data:
