@@ -7,17 +7,6 @@ load helpers
 WRITERS=4
 ROUNDS=4
 
-# Wait (<= 15 s) for the writers to notice the dead daemon and stop.
-wait_writers() {
-	local p
-	# shellcheck disable=SC2068
-	if ! wait_pids_gone 15 $@; then
-		echo "writers $* still running 15 s after the kill" >&2
-		for p in "$@"; do kill -KILL "$p" 2>/dev/null; done
-		return 1
-	fi
-}
-
 @test "fsync'd keys survive kill -9 at random moments and no key is ever torn" {
 	# odd rounds flush every second, so that the flusher's commits of closed
 	# (not fsync'd) values also get interrupted

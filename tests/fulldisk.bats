@@ -17,13 +17,7 @@ setup() {
 }
 
 teardown() {
-	local pids
-	pids=$(daemon_pids "$STORE")
-	if mountpoint -q "$MNT"; then
-		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
-	fi
-	# shellcheck disable=SC2086
-	[ -z "$pids" ] || wait_pids_gone 30 $pids || kill -KILL $pids 2>/dev/null
+	stop_store_daemons
 	if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -s "$STORE/nadbfs.log" ]; then
 		echo "--- $STORE/nadbfs.log (last 40 lines) ---"
 		tail -n 40 "$STORE/nadbfs.log"

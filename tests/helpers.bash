@@ -230,6 +230,29 @@ crash_daemon() {
 	fi
 }
 
+# Unmount MNT if mounted and wait (<= 30 s, then kill -9) for STORE's
+# daemons: for a teardown that must let go of the disk under STORE first.
+stop_store_daemons() {
+	local pids
+	pids=$(daemon_pids "$STORE")
+	if mountpoint -q "$MNT"; then
+		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
+	fi
+	# shellcheck disable=SC2086
+	[ -z "$pids" ] || wait_pids_gone 30 $pids || kill -KILL $pids 2>/dev/null
+}
+
+# wait_writers PID...: background writers stop (<= 15 s) once the daemon
+# under them is gone; killed and a failure if not.
+wait_writers() {
+	local p
+	if ! wait_pids_gone 15 "$@"; then
+		echo "writers $* still running 15 s after their daemon went" >&2
+		for p in "$@"; do kill -KILL "$p" 2>/dev/null; done
+		return 1
+	fi
+}
+
 nadb_teardown() {
 	local m p pids
 	for p in "${BG_PIDS[@]}"; do

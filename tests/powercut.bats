@@ -61,13 +61,7 @@ attach_disk() {
 }
 
 detach_disk() {
-	local pids
-	pids=$(daemon_pids "$STORE")
-	if mountpoint -q "$MNT"; then
-		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
-	fi
-	# shellcheck disable=SC2086
-	[ -z "$pids" ] || wait_pids_gone 30 $pids || kill -KILL $pids 2>/dev/null
+	stop_store_daemons
 	if mountpoint -q "$DISK"; then umount "$DISK" || umount -l "$DISK"; fi
 	[ -z "$LOOP" ] || losetup -d "$LOOP"
 	LOOP=
@@ -111,16 +105,6 @@ power_cut() {
 # (not fsync'd) values get cut too.
 mount_for_round() {
 	if (($1 % 2)); then mount_store flush_interval=1; else mount_store; fi
-}
-
-wait_writers() {
-	local p
-	# shellcheck disable=SC2068
-	if ! wait_pids_gone 15 $@; then
-		echo "writers $* still running 15 s after the cut" >&2
-		for p in "$@"; do kill -KILL "$p" 2>/dev/null; done
-		return 1
-	fi
 }
 
 @test "fsync'd keys survive a power cut at random moments and no key is ever torn" {
