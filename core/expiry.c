@@ -24,7 +24,11 @@
 #include <sys/stat.h>
 
 #define NS 1000000000LL
-#define MAX_EXPIRES_S 253402300799LL /* 9999-12-31T23:59:59Z */
+/* The latest expiry kept: 2255-03-14T16:00:00Z.  Times are int64
+ * nanoseconds, which end in 2262; the years between leave a default TTL
+ * room to be added to later clocks (expiry_after saturates anyway). */
+#define MAX_EXPIRES_S 9000000000LL
+#define MAX_EXPIRES_TEXT "2255-03-14T16:00:00Z"
 #define REAP_BATCH 1000
 
 static size_t expiry_key(uint8_t key[16], int64_t when, uint64_t ino)
@@ -78,6 +82,12 @@ bool expiry_any_due(struct nadb_store *st, int64_t now)
 	if (!st->kv->ops->scan(st->kv, KV_EXPIRY, NULL, 0, first_due, &when))
 		st->expiry_first = when ? when : INT64_MAX;
 	return when && when <= now;
+}
+
+int64_t expiry_after(int64_t now, int64_t ttl)
+{
+	assert(ttl >= 0 && now >= 0);
+	return ttl > MAX_EXPIRES_S * NS - now ? MAX_EXPIRES_S * NS : now + ttl;
 }
 
 int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
@@ -297,19 +307,22 @@ void nadb_store_stop_reaper(struct nadb_store *st)
  * exact user.expires: copies (rsync sorts names) set it after expires. */
 #define TTL_COPY_SLACK_S 2
 
-/* A whole decimal number, nothing before or after it. */
+/* A whole decimal number, nothing before or after it (with NANOS, a
+ * fraction of up to 9 digits may follow): -EINVAL, or -ERANGE past
+ * MAX_EXPIRES_S. */
 static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nanos)
 {
 	size_t i = 0;
 	int64_t s = 0, frac = 0;
+	bool too_big = false;
 	if (size == 0)
 		return -EINVAL;
 	for (; i < size && v[i] >= '0' && v[i] <= '9'; i++) {
-		if (s > MAX_EXPIRES_S)
-			return -EINVAL;
-		s = s * 10 + (v[i] - '0');
+		too_big |= s > MAX_EXPIRES_S;
+		if (!too_big)
+			s = s * 10 + (v[i] - '0');
 	}
-	if (i == 0 || s > MAX_EXPIRES_S)
+	if (i == 0)
 		return -EINVAL;
 	if (i < size) {
 		if (!nanos || v[i] != '.' || i + 1 == size || size - i - 1 > 9)
@@ -323,6 +336,8 @@ static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nan
 		for (; digits < 9; digits++)
 			frac *= 10;
 	}
+	if (too_big || s > MAX_EXPIRES_S || (s == MAX_EXPIRES_S && frac))
+		return -ERANGE;
 	*secs = s;
 	if (nanos)
 		*nanos = frac;
@@ -365,6 +380,11 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 	bool is_ttl = !strcmp(name, "user.ttl");
 	int64_t secs, nanos = 0;
 	int rc = parse_seconds(value, size, &secs, is_ttl ? NULL : &nanos);
+	if (rc == -ERANGE) {
+		nadb_log("%s: '%.*s' is past " MAX_EXPIRES_TEXT ", the latest expiry kept", name,
+			 (int)(size < 64 ? size : 64), value);
+		return -EINVAL;
+	}
 	if (rc) {
 		nadb_log("%s: '%.*s' is not a %s", name, (int)(size < 64 ? size : 64), value,
 			 is_ttl ? "whole number of seconds" : "Unix time (S or S.NNNNNNNNN)");
@@ -372,7 +392,8 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 	}
 	int64_t now = now_ns();
 	if (is_ttl && secs > MAX_EXPIRES_S - now / NS) {
-		nadb_log("user.ttl: %lld seconds is past the year 9999", (long long)secs);
+		nadb_log("user.ttl: %lld seconds from now is past " MAX_EXPIRES_TEXT
+			 ", the latest expiry kept", (long long)secs);
 		return -EINVAL;
 	}
 	struct inode in;
@@ -392,7 +413,7 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 			 * order, and reads the ttl a little before it sets it) */
 	else if (is_ttl)
 		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
-			       : set_expiry(st, ino, &in, now + secs * NS, true);
+			       : set_expiry(st, ino, &in, expiry_after(now, secs * NS), true);
 	else
 		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
 					     : set_expiry(st, ino, &in, secs * NS + nanos, false);

@@ -373,6 +373,8 @@ static inline bool inode_expired(const struct inode_rec *r, int64_t now)
 bool expiry_any_due(struct nadb_store *st, int64_t now);
 /* Move INO's row in the expiry index from OLD to NEW (0: none). */
 int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_);
+/* NOW + TTL (ns), or the latest expiry kept if that is later. */
+int64_t expiry_after(int64_t now, int64_t ttl);
 /* The default TTL for a key made in directory DIR (0: none). */
 int64_t expiry_default_for(struct nadb_store *st, uint64_t dir);
 /* Delete expired key INO now (all its names); *DIR (if not NULL): the

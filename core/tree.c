@@ -331,7 +331,7 @@ int tree_make_node(struct nadb_store *st, uint64_t parent, const char *name,
 		r.level = child_level(dir.r.level);
 	} else {
 		int64_t ttl = expiry_default_for(st, parent);
-		r.expires = ttl ? now + ttl : 0;
+		r.expires = ttl ? expiry_after(now, ttl) : 0;
 	}
 	size_t tlen = target ? strlen(target) : 0;
 	r.size = tlen;

@@ -62,7 +62,7 @@ in_seconds() {
 		[ "$status" -ne 0 ]
 		[[ "$output" == *"Invalid argument"* ]]
 	done
-	for bad in 253402300800 1.1234567890 1. x -5; do
+	for bad in 9000000001 253402300800 1.1234567890 1. x -5; do
 		run setfattr -n user.expires -v "$bad" "$MNT/app/cache/k"
 		[ "$status" -ne 0 ]
 		[[ "$output" == *"Invalid argument"* ]]
@@ -70,6 +70,36 @@ in_seconds() {
 	run getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/k"
 	[ "$output" = 100 ] || [ "$output" = 99 ]
 	grep -q "is not a whole number of seconds" "$LOG"
+}
+
+@test "far-future expiries: up to 2255-03-14 kept, later ones EINVAL, never an overflow that deletes" {
+	# 8e9 s from now and 9.3e9 as a time overflowed int64 ns: the key was
+	# deleted at once instead of refused
+	for bad in 8000000000 9000000000; do
+		run setfattr -n user.ttl -v "$bad" "$MNT/app/cache/k"
+		[[ "$output" == *"Invalid argument"* ]]
+	done
+	for bad in 9300000000 9000000000.000000001; do
+		run setfattr -n user.expires -v "$bad" "$MNT/app/cache/k"
+		[[ "$output" == *"Invalid argument"* ]]
+	done
+	[ "$(cat "$MNT/app/cache/k")" = v ]
+	grep -q "past 2255-03-14T16:00:00Z" "$LOG"
+	setfattr -n user.expires -v 9000000000 "$MNT/app/cache/k"
+	[ "$(getfattr --absolute-names --only-values -n user.expires "$MNT/app/cache/k")" = 9000000000 ]
+	setfattr -n user.ttl -v 7000000000 "$MNT/app/cache/k"
+	ttl=$(getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/k")
+	[ "$ttl" -gt 6999999990 ] && [ "$ttl" -le 7000000000 ]
+	# a namespace default that far out: new keys get the latest expiry kept
+	mkdir "$MNT/app/far"
+	setfattr -n user.ttl -v 7000000000 "$MNT/app/far"
+	echo -n w >"$MNT/app/far/k"
+	sleep 1.1
+	echo -n w >"$MNT/app/far/k2"
+	[ "$(cat "$MNT/app/far/k" "$MNT/app/far/k2")" = ww ]
+	echo reap >"$MNT/.ctl"
+	[ "$(ls "$MNT/app/far")" = "$(printf 'k\nk2')" ]
+	[ "$(cat "$MNT/app/cache/k")" = v ]
 }
 
 @test "an expired key is gone at once for open, stat and readdir" {
