@@ -217,10 +217,11 @@ static int give_back_values(void *ctx)
 /* Give key INO (record R, old chunk list OLD) the value P, whose chunks
  * store_values stored and referenced, inside a step: the old references
  * dropped (after the new ones were taken: a chunk both hold never reaches
- * zero). */
+ * zero).  A user's new value clears the key's set-id bits, as a write(2)
+ * by a process without CAP_FSETID does (root's keeps them). */
 static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 		     const uint8_t *old, size_t old_len, const struct prepared *p,
-		     char hash[NADB_HASH_TEXT])
+		     const struct nadb_caller *who, char hash[NADB_HASH_TEXT])
 {
 	assert(p->stored || p->n == 0);
 	const uint8_t *list = p->hashes;
@@ -231,6 +232,9 @@ static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 	if (!rc)
 		rc = index_size_changed(st, ino, (int64_t)p->len - (int64_t)r->size);
 	if (!rc) {
+		int64_t mode = who->uid ? setid_killed(r->mode, r->gid, who, true) : r->mode;
+		assert(mode >= 0); /* groups known: never -EAGAIN */
+		r->mode = (uint32_t)mode;
 		r->size = p->len;
 		r->mtime = r->ctime = now_ns();
 		r->stored = keymeta_stored(st, list, p->n);
@@ -338,7 +342,7 @@ static int apply_one(struct nadb_store *st, struct nadb_op *op, const struct nad
 		op->created = rc == 0;
 	}
 	if (!rc)
-		rc = set_value(st, ino, &in.r, in.payload, in.payload_len, p, op->hash);
+		rc = set_value(st, ino, &in.r, in.payload, in.payload_len, p, who, op->hash);
 	op->ino = ino;
 	release_prepared(&own);
 	inode_release(&in);

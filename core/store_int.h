@@ -373,6 +373,10 @@ static inline bool inode_expired(const struct inode_rec *r, int64_t now)
 bool expiry_any_due(struct nadb_store *st, int64_t now);
 /* Move INO's row in the expiry index from OLD to NEW (0: none). */
 int expiry_index(struct nadb_store *st, uint64_t ino, int64_t old, int64_t new_);
+/* MODE once WHO's write, truncate or chown has cleared its set-id bits;
+ * -EAGAIN if WHO's supplementary groups decide and are not known. */
+int64_t setid_killed(uint32_t mode, uint32_t gid, const struct nadb_caller *who,
+		     bool groups_known);
 /* NOW + TTL (ns), or the latest expiry kept if that is later. */
 int64_t expiry_after(int64_t now, int64_t ttl);
 /* The default TTL for a key made in directory DIR (0: none). */

@@ -917,9 +917,7 @@ int nadb_setattr(struct nadb_store *st, uint64_t ino, const struct nadb_attr *in
 	return rc;
 }
 
-/* MODE once WHO's write, truncate or chown has cleared its set-id bits;
- * -EAGAIN if WHO's supplementary groups decide and are not known. */
-static int64_t setid_killed(uint32_t mode, uint32_t gid, const struct nadb_caller *who,
+int64_t setid_killed(uint32_t mode, uint32_t gid, const struct nadb_caller *who,
 			    bool groups_known)
 {
 	if (S_ISDIR(mode) || !(mode & (S_ISUID | S_ISGID)))

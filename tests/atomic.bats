@@ -343,6 +343,24 @@ EOF2
 	[ "$(cat "$K/wonly")" = 7 ]
 }
 
+@test "a value set through /.ctl by a user clears set-id bits, as a write does; root's keeps them" {
+	remount_store allow_other
+	echo -n 7 >"$T/v"
+	for k in suid sgid; do echo -n x >"$K/$k"; done
+	chmod 4777 "$K/suid"
+	chmod 2777 "$K/sgid"
+	run as_user 1000 1000 "$NADB" mset "$MNT" /app/users/suid="$T/v" /app/users/sgid="$T/v"
+	[ "$status" -eq 0 ]
+	[ "$(stat -c %a "$K/suid") $(stat -c %a "$K/sgid")" = "777 777" ]
+	chmod 4777 "$K/suid"
+	run as_user 1000 1000 "$NADB" incr "$MNT" /app/users/suid 1
+	[ "$status" -eq 0 ]
+	[ "$(stat -c %a "$K/suid")" = 777 ]
+	chmod 4777 "$K/suid"
+	"$NADB" mset "$MNT" /app/users/suid="$T/v"
+	[ "$(stat -c %a "$K/suid")" = 4777 ]
+}
+
 @test "a key with unsaved writes through an open file is EBUSY for a batch, and untouched" {
 	echo -n 5 >"$K/n"
 	# a writer that has written and not closed (no close, so no commit)
