@@ -232,7 +232,7 @@ static int set_value(struct nadb_store *st, uint64_t ino, struct inode_rec *r,
 	if (!rc)
 		rc = index_size_changed(st, ino, (int64_t)p->len - (int64_t)r->size);
 	if (!rc) {
-		int64_t mode = who->uid ? setid_killed(r->mode, r->gid, who, true) : r->mode;
+		int64_t mode = who && who->uid ? setid_killed(r->mode, r->gid, who, true) : r->mode;
 		assert(mode >= 0); /* groups known: never -EAGAIN */
 		r->mode = (uint32_t)mode;
 		r->size = p->len;

@@ -187,30 +187,39 @@ ssize_t keymeta_list(struct nadb_store *st, uint64_t ino, char *buf, size_t size
 	return (ssize_t)used;
 }
 
-/* "S" or "S.NNNNNNNNN" as ns; -EINVAL otherwise. */
+/* A decimal count, digits only (no sign, no space), into *N: -EINVAL
+ * otherwise or past UINT64_MAX. */
+static int parse_count(const char *v, size_t size, uint64_t *n)
+{
+	uint64_t x = 0;
+	if (size == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < size; i++) {
+		unsigned d = (unsigned)(v[i] - '0');
+		if (d > 9 || x > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		x = x * 10 + d;
+	}
+	*n = x;
+	return 0;
+}
+
+/* "S" or "S.NNNNNNNNN" (digits only) as ns; -EINVAL otherwise, or past
+ * what int64 nanoseconds hold (2262). */
 static int parse_time(const char *v, size_t size, int64_t *ns)
 {
-	char text[40];
-	if (size == 0 || size >= sizeof(text))
+	size_t whole = 0;
+	while (whole < size && v[whole] != '.')
+		whole++;
+	uint64_t s, frac = 0;
+	if (parse_count(v, whole, &s) || s > (uint64_t)INT64_MAX / 1000000000 - 1)
 		return -EINVAL;
-	memcpy(text, v, size);
-	text[size] = 0;
-	long long s;
-	unsigned long frac = 0;
-	int used = 0;
-	char digits[16] = "";
-	if (sscanf(text, "%lld%n", &s, &used) != 1 || s < 0)
-		return -EINVAL;
-	if (text[used] == '.') {
-		size_t k = strspn(text + used + 1, "0123456789");
-		if (k == 0 || k > 9 || text[used + 1 + k])
+	if (whole < size) {
+		size_t k = size - whole - 1;
+		if (k == 0 || k > 9 || parse_count(v + whole + 1, k, &frac))
 			return -EINVAL;
-		memcpy(digits, text + used + 1, k);
 		for (; k < 9; k++)
-			digits[k] = '0';
-		frac = strtoul(digits, NULL, 10);
-	} else if (text[used]) {
-		return -EINVAL;
+			frac *= 10;
 	}
 	*ns = (int64_t)s * 1000000000 + (int64_t)frac;
 	return 0;
@@ -226,8 +235,8 @@ static bool well_formed(int m, const char *value, size_t size)
 				return false;
 		return size == 32;
 	}
-	int64_t v;
-	return !parse_time(value, size, &v) && v % 1000000000 == 0;
+	uint64_t v;
+	return !parse_count(value, size, &v);
 }
 
 /* Does VALUE describe the key's data as it is (what a copy read back)? */
@@ -237,11 +246,10 @@ static bool describes(struct nadb_store *st, const struct inode *in, int m,
 	if (m == M_STORED) {
 		/* stored depends on what else each store shares: any copy
 		 * reports at most the value's unshared size. */
-		int64_t v;
+		uint64_t v;
 		uint64_t unshared = bytes_of(st, in->payload,
 					     in->payload_len / CHUNK_HASH_LEN, false);
-		return !parse_time(value, size, &v) && v % 1000000000 == 0 &&
-		       (uint64_t)(v / 1000000000) <= unshared;
+		return !parse_count(value, size, &v) && v <= unshared;
 	}
 	char now[64];
 	return !render(st, in, m, now, sizeof(now)) && strlen(now) == size &&
@@ -255,7 +263,7 @@ static int refuse(const char *name, const char *why)
 }
 
 int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
-		const char *value, size_t size)
+		const char *value, size_t size, const struct nadb_caller *who)
 {
 	int m = which(name);
 	struct inode in;
@@ -266,13 +274,20 @@ int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
 		return rc;
 	if (m >= M_CREATED) { /* the key's times: a copy keeps them */
 		int64_t ns;
-		rc = parse_time(value, size, &ns);
-		if (rc)
-			nadb_log("%s: not a time (seconds[.nanoseconds])", name);
+		/* as utimensat(2) with times given: the owner's, or root's */
+		if (who && who->uid != 0 && who->uid != in.r.uid) {
+			nadb_log("%s: only the key's owner (uid %u) may set its times, not uid %u",
+				 name, in.r.uid, who->uid);
+			rc = -EPERM;
+		} else if ((rc = parse_time(value, size, &ns))) {
+			nadb_log("%s: not a time (seconds[.nanoseconds], digits only, before "
+				 "2262)", name);
+		}
 		if (!rc) {
 			int64_t *field = m == M_CREATED ? &in.r.btime
 					 : m == M_UPDATED ? &in.r.mtime : &in.r.atime;
 			*field = ns;
+			in.r.ctime = now_ns();
 			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
 		}
 	} else if (!describes(st, &in, m, value, size)) {

@@ -471,7 +471,7 @@ int keymeta_remove(struct nadb_store *st, uint64_t ino, const char *name);
 ssize_t keymeta_get(struct nadb_store *st, uint64_t ino, const char *name, char *buf,
 		    size_t size);
 int keymeta_set(struct nadb_store *st, uint64_t ino, const char *name,
-		const char *value, size_t size);
+		const char *value, size_t size, const struct nadb_caller *who);
 /* Bytes the chunk list LIST (N hashes) holds on disk, shares counted by
  * share.  Under meta_lock. */
 uint64_t keymeta_stored(struct nadb_store *st, const uint8_t *list, size_t n);

@@ -78,7 +78,7 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 			rc = step_end(st, is_tag_xattr(name)
 						  ? tags_xattr_set(st, ino, name, value, size)
 					  : is_computed(name)
-						  ? keymeta_set(st, ino, name, value, size)
+						  ? keymeta_set(st, ino, name, value, size, who)
 						  : expiry_xattr_set(st, ino, name, value, size, who));
 		store_note_step(st);
 		pthread_mutex_unlock(&st->meta_lock);

@@ -723,14 +723,14 @@ static unsigned nadb_fields_of(int valid)
 	return to_set;
 }
 
-/* Have the kernel drop INO's cached attributes (its mode) now.  Attributes
- * only: that takes no lock a writer holds. */
-static void drop_cached_mode(struct nadbfs *fs, fuse_ino_t ino)
+/* Have the kernel drop INO's cached attributes now, after WHAT changed
+ * them.  Attributes only: that takes no lock a writer holds. */
+static void drop_cached_attrs(struct nadbfs *fs, fuse_ino_t ino, const char *what)
 {
 	int err = fuse_lowlevel_notify_inval_inode(fs->notifier.se, ino, -1, 0);
 	if (err && err != -ENOENT)
-		nadb_log("inode %llu: cannot drop the kernel's cached mode after clearing "
-			 "its set-id bits: %s", (unsigned long long)ino, strerror(-err));
+		nadb_log("inode %llu: cannot drop the kernel's cached attributes after %s: %s",
+			 (unsigned long long)ino, what, strerror(-err));
 }
 
 /* Clear INO's set-id bits for REQ's caller (nadb_kill_setid says which),
@@ -746,7 +746,7 @@ static int kill_setid(fuse_req_t req, fuse_ino_t ino, bool notify)
 	if (rc == -EAGAIN) /* the caller's supplementary groups decide */
 		rc = nadb_kill_setid(fs->store, ino, caller_of(req, &c, true), true);
 	if (rc > 0 && notify)
-		drop_cached_mode(fs, ino);
+		drop_cached_attrs(fs, ino, "clearing its set-id bits");
 	return rc;
 }
 
@@ -777,7 +777,7 @@ static void nadbfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	else
 		rc = killed;
 	if (rc && killed > 0) /* cleared, but the error reply says nothing */
-		drop_cached_mode(fs_of(req), ino);
+		drop_cached_attrs(fs_of(req), ino, "clearing its set-id bits");
 	reply_attr_or_error(req, stale_if_gone(rc), &out);
 }
 
@@ -1243,6 +1243,9 @@ static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	 * NOTIFY_WAIT_MS). */
 	if (notices_queued(&fs->notifier) != queued)
 		notifier_wait(&fs->notifier);
+	/* user.nadb.created, updated, accessed: the times stat shows */
+	if (rc == 0 && !strncmp(name, "user.nadb.", 10))
+		drop_cached_attrs(fs, ino, name);
 	reply_status(req, rc);
 }
 

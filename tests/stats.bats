@@ -322,12 +322,39 @@ assert sum(1 for o in d["ops"].values() if o["count"]) >= 12
 	# the times are the key's own and can be restored
 	setfattr -n user.nadb.created -v 1600000000.25 "$f"
 	[ "$(getfattr --absolute-names --only-values -n user.nadb.created "$f")" = 1600000000.250000000 ]
-	run setfattr -n user.nadb.created -v yesterday "$f"
-	[ "$status" -ne 0 ]
+	for bad in yesterday " 5" +5 -5 1.1234567890 99999999999 9223372036; do
+		run setfattr -n user.nadb.created -v "$bad" "$f"
+		[[ "$output" == *"Invalid argument"* ]]
+	done
+	[ "$(getfattr --absolute-names --only-values -n user.nadb.created "$f")" = 1600000000.250000000 ]
 	# a removal (rsync -X of a source without them) succeeds; they stay
 	setfattr -x user.nadb.size "$f"
 	[ "$(getfattr --absolute-names --only-values -n user.nadb.size "$f")" = 5 ]
 	[ "$(cat "$f")" = hello ]
+}
+
+@test "user.nadb.created, updated and accessed are set by the key's owner or root only, as utimensat" {
+	remount_store allow_other
+	mkdir -p "$MNT/db/ns"
+	chmod 777 "$MNT/db/ns"
+	f=$MNT/db/ns/k
+	echo -n hello >"$f"
+	chmod 666 "$f"
+	before=$(stat -c %Z "$f")
+	for m in created updated accessed; do
+		run as_user 1000 1000 setfattr -n "user.nadb.$m" -v 1000000000 "$f"
+		[[ "$output" == *"Operation not permitted"* ]]
+	done
+	[ "$(stat -c %Y "$f")" != 1000000000 ]
+	grep -q "only the key's owner (uid 0) may set its times, not uid 1000" "$LOG"
+	# the owner may, and ctime says something changed
+	as_user 1000 1000 sh -c "echo -n mine >'$MNT/db/ns/own'"
+	as_user 1000 1000 setfattr -n user.nadb.updated -v 1000000000 "$MNT/db/ns/own"
+	[ "$(stat -c %Y "$MNT/db/ns/own")" = 1000000000 ]
+	sleep 1.1
+	setfattr -n user.nadb.updated -v 1000000000 "$f"
+	[ "$(stat -c %Y "$f")" = 1000000000 ]
+	[ "$(stat -c %Z "$f")" -gt "$before" ]
 }
 
 copy_tree_setup() {
