@@ -29,13 +29,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LOCK_WAIT_S 60        /* longest wait for a holder that is going away */
 #define LOCK_POLL_MS 10       /* how often the lock is tried meanwhile */
-/* ms: how long a flock holder may take to write who it is (between its
- * flock and its first write, its file is empty or a previous holder's). */
+/* ms: how long a flock holder's text may take to read the same twice
+ * (between its flock and its first write it is empty, and a read during a
+ * rewrite may be torn). */
 #define UNSAID_HOLDER_WAIT_MS 1000
 #define REDIS_LOCK_TTL_MS 10000 /* ms: a Redis lock outlives a dead daemon this long */
 #define LOCK_REFRESH_MS 1000    /* ms: how often the keeper renews it */
@@ -68,6 +70,7 @@ struct holder {
 	char pid[32];
 	char mount[4096]; /* "": not a daemon */
 	char host[256];   /* "": not said (an older nadb) */
+	char pidns[40];   /* its pid namespace; "": not said (an older nadb) */
 	bool closing;
 };
 
@@ -86,7 +89,33 @@ static void parse_holder(const char *text, struct holder *h)
 			snprintf(h->mount, sizeof(h->mount), "%.*s", len - 6, line + 6);
 		else if (!strncmp(line, "host ", 5))
 			snprintf(h->host, sizeof(h->host), "%.*s", len - 5, line + 5);
+		else if (!strncmp(line, "pidns ", 6))
+			snprintf(h->pidns, sizeof(h->pidns), "%.*s", len - 6, line + 6);
 	}
+}
+
+/* Our pid namespace, as /proc/self/ns/pid names it ("" if unknown). */
+static void our_pidns(char *buf, size_t size)
+{
+	ssize_t n = readlink("/proc/self/ns/pid", buf, size - 1);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+/* st->lock_self: "pidns NS\ntoken HEX\n". */
+static void make_lock_self(struct nadb_store *st)
+{
+	char ns[40];
+	unsigned char raw[16] = {0};
+	our_pidns(ns, sizeof(ns));
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		/* no entropy source: time and pid still tell processes apart */
+		uint64_t t = monotonic_ns() ^ ((uint64_t)getpid() << 32);
+		memcpy(raw, &t, sizeof(t));
+	}
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+	snprintf(st->lock_self, sizeof(st->lock_self), "pidns %s\ntoken %s\n", ns, hex);
 }
 
 static void our_host(char *host, size_t size)
@@ -215,14 +244,17 @@ static int redis_write(struct nadb_store *st, const char *text)
 
 /* A Redis lock whose holder is a process of this host that is gone (killed
  * -9: nobody released it) is stale: let go of it, if it still says TEXT,
- * rather than wait for it to expire.  (A flock goes with its process.) */
+ * rather than wait for it to expire.  (A flock goes with its process.)
+ * Only a holder in our pid namespace can be told gone by its pid: a
+ * container sharing our hostname has pids of its own. */
 static bool drop_if_stale(struct nadb_store *st, const char *text, const struct holder *h)
 {
-	char host[256];
+	char host[256], pidns[40];
 	our_host(host, sizeof(host));
+	our_pidns(pidns, sizeof(pidns));
 	pid_t pid = (pid_t)atoi(h->pid);
-	if (!st->rlock || !h->host[0] || strcmp(h->host, host) || pid <= 0 ||
-	    kill(pid, 0) == 0 || errno != ESRCH)
+	if (!st->rlock || !h->host[0] || strcmp(h->host, host) || !pidns[0] ||
+	    strcmp(h->pidns, pidns) || pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
 		return false;
 	nadb_log("%s: the lock of pid %s, which is gone, is taken over", st->dir, h->pid);
 	return redis_store_lock_release(st->rlock->conn, text) == 0;
@@ -233,7 +265,7 @@ static int lock_or_wait(struct nadb_store *st)
 {
 	bool redis = st->rlock != NULL;
 	int rc = redis ? redis_try(st) : file_try(st);
-	char text[LOCK_TEXT_MAX];
+	char text[LOCK_TEXT_MAX], last[LOCK_TEXT_MAX] = "";
 	struct holder h;
 	bool said = false;
 	uint64_t start = monotonic_ms();
@@ -250,13 +282,19 @@ static int lock_or_wait(struct nadb_store *st)
 			rc = redis_try(st);
 			continue;
 		}
-		if (!redis && !text[0] && waited_ms < UNSAID_HOLDER_WAIT_MS) {
-			/* flocked, its text not written yet: look again shortly */
+		/* A file's text may be read while its holder rewrites it (a
+		 * read is not atomic against a write), or before it wrote one
+		 * (flocked, still empty): a holder at work is believed only
+		 * when two reads a poll apart agree. */
+		bool away = going_away(st->dir, &h);
+		bool settled = redis || (text[0] && !strcmp(text, last));
+		if (!settled && !away && waited_ms < UNSAID_HOLDER_WAIT_MS) {
+			snprintf(last, sizeof(last), "%s", text);
 			nanosleep(&(struct timespec){0, LOCK_POLL_MS * 1000000L}, NULL);
 			rc = file_try(st);
 			continue;
 		}
-		if (!going_away(st->dir, &h) || waited_enough) {
+		if (!away || waited_enough) {
 			nadb_log("%s: store is in use by another process (pid %s%s%s%s%s)",
 				 st->dir, h.pid, h.host[0] ? " on " : "", h.host,
 				 h.mount[0] ? ", serving " : "", h.mount);
@@ -275,19 +313,20 @@ static int lock_or_wait(struct nadb_store *st)
 }
 
 /* Our text, saying STATE. */
-static void holder_text(const char *state, char *text, size_t size)
+static void holder_text(const struct nadb_store *st, const char *state, char *text,
+			size_t size)
 {
 	char host[256];
 	our_host(host, sizeof(host));
-	snprintf(text, size, "%d\n%s%shost %s\n", (int)getpid(), state, state[0] ? "\n" : "",
-		 host);
+	snprintf(text, size, "%d\n%s%shost %s\n%s", (int)getpid(), state, state[0] ? "\n" : "",
+		 host, st->lock_self);
 }
 
 /* Say who holds the lock now: STATE ("" for a tool). */
 static void note_holder(struct nadb_store *st, const char *state)
 {
 	char text[LOCK_TEXT_MAX];
-	holder_text(state, text, sizeof(text));
+	holder_text(st, state, text, sizeof(text));
 	if (st->rlock) {
 		pthread_mutex_lock(&st->rlock->lock);
 		redis_write(st, text);
@@ -336,7 +375,7 @@ static int open_redis_lock(struct nadb_store *st, const char *url)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* renewals ignore clock steps */
 	pthread_cond_init(&r->wake, &attr);
 	pthread_condattr_destroy(&attr);
-	holder_text("", r->text, sizeof(r->text));
+	holder_text(st, "", r->text, sizeof(r->text));
 	st->rlock = r;
 	return redis_conn_open(url, &r->conn);
 }
@@ -346,6 +385,7 @@ static int open_redis_lock(struct nadb_store *st, const char *url)
 int lock_store(struct nadb_store *st, const char *arg)
 {
 	int rc;
+	make_lock_self(st);
 	if (store_is_redis_url(arg)) {
 		rc = open_redis_lock(st, arg);
 		/* taking the lock writes (lockgen): not on keys that are not a store */
@@ -362,6 +402,7 @@ int lock_store(struct nadb_store *st, const char *arg)
 	}
 	if (!rc)
 		rc = lock_or_wait(st);
+	bool held = rc == 0;
 	if (!rc && st->rlock) {
 		rc = -pthread_create(&st->rlock->keeper, NULL, keep_redis_lock, st);
 		st->rlock->keeper_running = rc == 0;
@@ -369,8 +410,17 @@ int lock_store(struct nadb_store *st, const char *arg)
 		note_holder(st, "");
 	}
 	if (rc)
-		unlock_store(st, false);
+		unlock_store(st, held); /* a lock taken is given back, not left to expire */
 	return rc;
+}
+
+/* Call on_lost once the store is lost and it is set, whichever of the two
+ * comes last (the keeper may lose the lock before the daemon set it). */
+static void tell_lost(struct nadb_store *st)
+{
+	void (*fn)(void *) = atomic_load_explicit(&st->on_lost, memory_order_acquire);
+	if (fn && atomic_load(&st->lock_lost) && !atomic_exchange(&st->on_lost_told, true))
+		fn(st->on_lost_ctx);
 }
 
 void store_lose_lock(struct nadb_store *st, const char *why)
@@ -386,9 +436,7 @@ void store_give_up(struct nadb_store *st, const char *why)
 		return;
 	nadb_log("%s: %s: changing nothing more, and serving nothing (it may be stale)",
 		 st->dir, why);
-	void (*fn)(void *) = atomic_load_explicit(&st->on_lost, memory_order_acquire);
-	if (fn)
-		fn(st->on_lost_ctx);
+	tell_lost(st);
 }
 
 void nadb_store_on_lost(struct nadb_store *st, nadb_lost_fn fn, void *ctx)
@@ -396,6 +444,7 @@ void nadb_store_on_lost(struct nadb_store *st, nadb_lost_fn fn, void *ctx)
 	/* the lock's keeper may be running: CTX is there before FN is */
 	st->on_lost_ctx = ctx;
 	atomic_store_explicit(&st->on_lost, fn, memory_order_release);
+	tell_lost(st);
 }
 
 bool nadb_store_lost(const struct nadb_store *st)

@@ -896,8 +896,11 @@ static const char release_script[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
 	"return redis.call('DEL', KEYS[1]) end return 0";
 
+/* Our text (ARGV[1]) becomes ARGV[2]; already ARGV[2] is ours too (a
+ * resend after a reconnect, the first one having run). */
 static const char retext_script[] =
-	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
+	"local v = redis.call('GET', KEYS[1]) "
+	"if v == ARGV[1] or v == ARGV[2] then "
 	"return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 end return 0";
 
 int redis_store_lock_holder(struct redis_conn *c, char *buf, size_t size)

@@ -761,10 +761,12 @@ int stats_check(struct nadb_store *st, bool repair,
 	for (size_t i = 0; !rc && i < e->n; i++) {
 		if (e->row[i].v[0] == INT64_MIN)
 			continue;
+		/* no row and nothing to count: the same as a row of zeros
+		 * (the root of a store that never held a key has none) */
 		bool zero = true;
 		for (int c = 0; c < C_COUNT; c++)
 			zero = zero && e->row[i].v[c] == 0;
-		if (zero && e->scope[i] != NADB_ROOT_INO)
+		if (zero)
 			continue;
 		s.problems++;
 		if (problem)

@@ -70,6 +70,11 @@ struct nadb_store {
 				     by store_give_up only) */
 	_Atomic(nadb_lost_fn) on_lost; /* nadb_store_on_lost; its ctx first */
 	void *on_lost_ctx;
+	atomic_bool on_lost_told;      /* on_lost was called (once only) */
+	/* Who we are in the lock's text, beside pid and host (lock.c): our
+	 * pid namespace and a random token, so that no two processes' texts
+	 * are the same, whatever their pids and hostnames. */
+	char lock_self[96];
 	struct nadb_options opt;
 	size_t chunk_size;
 	struct kv *kv;

@@ -501,3 +501,30 @@ except OSError as e:
 	run "$NADB" fsck "$URL"
 	[ "$status" -eq 0 ]
 }
+
+@test "the store lock names pid, host, pid namespace and a token; a dead holder is taken over only when it was in our pid namespace" {
+	lock="{nadb:store:p0}:lock"
+	mount_store_at "$URL" "$MNT"
+	text=$(redis-cli -p "$REDIS_PORT" get "$lock")
+	echo "$text"
+	[ "$(echo "$text" | head -1)" = "$(daemon_pid "$URL")" ]
+	echo "$text" | grep -qxF "mount $MNT"
+	echo "$text" | grep -qxF "host $(hostname)"
+	echo "$text" | grep -qxF "pidns $(readlink /proc/self/ns/pid)"
+	echo "$text" | grep -qE '^token [0-9a-f]{32}$'
+	unmount_store_at "$URL" "$MNT"
+	# a pid that is gone, on our host, but in another pid namespace (a
+	# container sharing our hostname): its pids are not ours to look up
+	redis-cli -p "$REDIS_PORT" set "$lock" "$(printf '4000000\nhost %s\npidns pid:[1]\ntoken 00\n' "$(hostname)")" px 30000 >/dev/null
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"in use"* ]]
+	[ "$(redis-cli -p "$REDIS_PORT" exists "$lock")" = 1 ]
+	# the same in our pid namespace: gone, so its lock is taken over
+	redis-cli -p "$REDIS_PORT" set "$lock" "$(printf '4000000\nhost %s\npidns %s\ntoken 00\n' "$(hostname)" "$(readlink /proc/self/ns/pid)")" px 30000 >/dev/null
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"the lock of pid 4000000, which is gone, is taken over"* ]]
+}

@@ -285,3 +285,12 @@ PYEOF
 	fusermount3 -u "$MNT"
 	mount_store
 }
+
+@test "a store mounted once and never written passes nadb fsck" {
+	mount_store
+	unmount_store
+	run "$NADB" fsck "$STORE"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *": 0 problems"* ]]
+}
