@@ -186,11 +186,16 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 		return -EROFS; /* the writer compacts */
 	file_delete_forgotten(st); /* what deleted keys held is garbage now */
 	pthread_mutex_lock(&st->compact_lock);
+	/* Nothing of the blob area is deleted once the lease lapsed: the
+	 * store may be another daemon's, its segments too. */
+	int rc = store_may_change(st);
 	/* Readers had a whole compaction period to finish with segments
 	 * removed last time. */
-	st->blobs->ops->forget_removed(st->blobs);
+	if (!rc)
+		st->blobs->ops->forget_removed(st->blobs);
 	/* Punch what deletes freed first: it needs no free space, a copy does. */
-	int rc = force ? nadb_store_sync(st) : 0;
+	if (!rc && force)
+		rc = nadb_store_sync(st);
 	if (!rc && force)
 		rc = st->blobs->ops->roll(st->blobs);
 	struct plan p = {.st = st, .force = force, .garbage = garbage};
@@ -209,7 +214,8 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 		pthread_mutex_unlock(&st->meta_lock);
 		if (live)
 			continue; /* a chunk moved in meanwhile?  Next time. */
-		rc = st->blobs->ops->remove(st->blobs, p.v[i].seg);
+		if (!(rc = store_may_change(st)))
+			rc = st->blobs->ops->remove(st->blobs, p.v[i].seg);
 		if (!rc) {
 			res->segments_removed++;
 			res->bytes_reclaimed += p.v[i].held;

@@ -90,9 +90,7 @@ void nadb_store_set_progress(struct nadb_store *st, nadb_progress_fn fn, void *c
 	st->progress_ctx = ctx;
 }
 
-/* May this process change the store now: its lock is not another's and
- * its lease holds (lock.c)?  0 or -EIO. */
-static int may_change(struct nadb_store *st)
+int store_may_change(struct nadb_store *st)
 {
 	if (atomic_load(&st->lock_lost))
 		return -EIO; /* said once, by store_give_up */
@@ -107,7 +105,7 @@ static int may_change(struct nadb_store *st)
  * caller must run sync_finish before anything counts as durable. */
 static int sync_group_started(struct nadb_store *st, bool *finish)
 {
-	if (may_change(st))
+	if (store_may_change(st))
 		return -EIO;
 	bool split = finish && st->kv->ops->sync_start;
 	int rc = split ? st->kv->ops->sync_start(st->kv) : st->kv->ops->sync(st->kv);
@@ -129,7 +127,7 @@ int step_begin(struct nadb_store *st)
 {
 	if (st->following)
 		return -EROFS; /* a follower: the writer changes the store */
-	int rc = may_change(st);
+	int rc = store_may_change(st);
 	if (!rc)
 		rc = st->kv->ops->step_begin(st->kv);
 	if (!rc) {
@@ -195,7 +193,7 @@ int step_end(struct nadb_store *st, int rc)
 {
 	/* A step that waited for Redis past the lease's end is undone rather
 	 * than acknowledged: another daemon may hold the store by now. */
-	if (!rc && may_change(st))
+	if (!rc && store_may_change(st))
 		rc = -EIO;
 	int e = st->kv->ops->step_end(st->kv, rc == 0);
 	assert(st->freed_step <= st->nfreed);
@@ -869,7 +867,7 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	pthread_mutex_unlock(&st->meta_lock);
 	/* Nothing goes out once the lease lapsed: the store may be another
 	 * daemon's by the time it lands.  (Steps are refused meanwhile.) */
-	int rc = may_change(st);
+	int rc = store_may_change(st);
 	/* Most pack bytes reach the disk here, without stalling anybody... */
 	if (!rc)
 		rc = st->blobs->ops->sync(st->blobs);

@@ -228,6 +228,10 @@ void unlock_store(struct nadb_store *st, bool held);
  * its holder stops acknowledging changes and sends no more syncs.  0, or
  * -EIO (logged once a lapse) until a renewal gets through. */
 int lock_lease_check(struct nadb_store *st);
+/* May this process change the store now: its lock is not another's and
+ * its lease holds?  0 or -EIO.  Every change checks it, steps and syncs
+ * and what compaction does to the blob area alike. */
+int store_may_change(struct nadb_store *st);
 /* The time NS ns from now on CLOCK (a pthread_cond_timedwait deadline). */
 static inline struct timespec clock_in(clockid_t clock, int64_t ns)
 {

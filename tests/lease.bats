@@ -62,7 +62,12 @@ lock_expired() { [ "$(redis-cli -p "$REDIS_PORT" exists "{nadb:store:p0}:lock")"
 	change_loop "$MNT/app/ns/k" 12 "$T/during" &
 	loop=$!
 	BG_PIDS+=($loop)
-	sleep 12
+	sleep 10
+	# the lease is over: compaction deletes nothing of the blob area either
+	run sh -c "echo compact >'$MNT/.ctl'"
+	echo "compaction during the cut: $output"
+	[ "$status" -ne 0 ]
+	wait "$loop"
 	kill -USR2 "$PROXY_PID"
 	wait "$loop"
 	cat "$T/during"
