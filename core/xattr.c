@@ -58,6 +58,24 @@ static int touch_ctime(struct nadb_store *st, uint64_t ino)
 	return rc;
 }
 
+/* XATTR_CREATE and XATTR_REPLACE against an attribute the store makes up
+ * (tags, expiry, user.nadb.*): whether it exists is what reading it says.
+ * Under meta_lock. */
+static int check_create_replace(struct nadb_store *st, uint64_t ino, const char *name,
+				int flags)
+{
+	if (!(flags & (NADB_XATTR_CREATE | NADB_XATTR_REPLACE)))
+		return 0;
+	ssize_t n = is_expiry_xattr(name) ? expiry_xattr_get(st, ino, name, NULL, 0)
+		    : is_tag_xattr(name)  ? tags_xattr_get(st, ino, name, NULL, 0)
+					  : keymeta_get(st, ino, name, NULL, 0);
+	if (n >= 0)
+		return flags & NADB_XATTR_CREATE ? -EEXIST : 0;
+	if (n == -ENODATA)
+		return flags & NADB_XATTR_REPLACE ? -ENODATA : 0;
+	return (int)n;
+}
+
 int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 		  const void *value, size_t size, int flags, const struct nadb_caller *who)
 {
@@ -71,15 +89,21 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
+	bool made_up = is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name);
+	if (!rc && made_up)
+		rc = check_create_replace(st, ino, name, flags);
 	if (!rc && is_tag_xattr(name))
 		rc = tags_register(st, ino, name, value, size);
-	if (!rc && (is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name))) {
-		if (!(rc = step_begin(st)))
-			rc = step_end(st, is_tag_xattr(name)
-						  ? tags_xattr_set(st, ino, name, value, size)
-					  : is_computed(name)
-						  ? keymeta_set(st, ino, name, value, size, who)
-						  : expiry_xattr_set(st, ino, name, value, size, who));
+	if (!rc && made_up) {
+		if (!(rc = step_begin(st))) {
+			rc = is_tag_xattr(name) ? tags_xattr_set(st, ino, name, value, size)
+			     : is_computed(name) ? keymeta_set(st, ino, name, value, size, who)
+						 : expiry_xattr_set(st, ino, name, value, size, who);
+			/* a key's tags changed: its ctime says so, as for any xattr */
+			if (!rc && is_tag_xattr(name))
+				rc = touch_ctime(st, ino);
+			rc = step_end(st, rc);
+		}
 		store_note_step(st);
 		pthread_mutex_unlock(&st->meta_lock);
 		return rc;

@@ -50,6 +50,27 @@ setup() {
 	[[ "$output" == *"No such attribute"* ]]
 }
 
+@test "XATTR_CREATE and XATTR_REPLACE hold for tags and expiries; a tag change moves ctime" {
+	f=$MNT/app/users/note
+	[ "$(py_errno setxattr_replace "$f" user.tag.red "")" = ENODATA ]
+	[ "$(py_errno setxattr_replace "$f" user.tags red)" = ENODATA ]
+	[ "$(py_errno setxattr_replace "$f" user.ttl 60)" = ENODATA ]
+	run getfattr --absolute-names -d "$f"
+	[[ "$output" != *user.tag* && "$output" != *user.expires* ]]
+	[ "$(py_errno setxattr_create "$f" user.tag.red "")" = OK ]
+	[ "$(py_errno setxattr_create "$f" user.tag.red "")" = EEXIST ]
+	[ "$(py_errno setxattr_create "$f" user.tags blue)" = EEXIST ]
+	[ "$(py_errno setxattr_replace "$f" user.tags blue)" = OK ]
+	[ "$(getfattr --absolute-names --only-values -n user.tags "$f")" = blue ]
+	[ "$(py_errno setxattr_create "$f" user.ttl 60)" = OK ]
+	[ "$(py_errno setxattr_create "$f" user.ttl 70)" = EEXIST ]
+	[ "$(py_errno setxattr_create "$f" user.nadb.size 5)" = EEXIST ]
+	before=$(stat -c %Z "$f")
+	sleep 1.1
+	setfattr -n user.tag.green "$f"
+	[ "$(stat -c %Z "$f")" -gt "$before" ]
+}
+
 @test "a bad tag name is refused with EINVAL and changes nothing, a list included" {
 	f=$MNT/app/users/note
 	setfattr -n user.tags -v keep "$f"
