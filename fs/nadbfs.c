@@ -133,7 +133,7 @@ struct nadbfs {
 	_Atomic double timeout;     /* attr_timeout: kernel cache of names and attributes */
 	bool timeout_given;         /* -o attr_timeout was given */
 	atomic_int_fast64_t noticed_ns; /* a follower: when a change notice came
-	                                   last (CLOCK_MONOTONIC) */
+	                                   last (monotonic_ns) */
 	char *store_arg;            /* STORE as given, for messages */
 	char *store_path;           /* STORE made absolute (a URL: as given) */
 	char *log_path;             /* -o log=FILE, or NULL: STORE/nadbfs.log

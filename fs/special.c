@@ -70,6 +70,7 @@ struct op_snapshot {
 
 struct special {
 	struct nadb_store *_Atomic st; /* set again by a takeover */
+	uid_t owner; /* the mount's owner: the daemon's effective uid */
 	bool measure;
 	nadb_reaped_fn reaped;
 	void *reaped_ctx;
@@ -291,6 +292,7 @@ int special_new(struct nadb_store *st, bool measure, nadb_reaped_fn reaped,
 	if (!sp)
 		return -ENOMEM;
 	sp->st = st;
+	sp->owner = geteuid();
 	sp->measure = measure;
 	sp->reaped = reaped;
 	sp->reaped_ctx = reaped_ctx;
@@ -883,11 +885,9 @@ bool special_open(struct special *sp, fuse_req_t req, fuse_ino_t ino,
 		return false;
 	int acc = fi->flags & O_ACCMODE;
 	if (ino == INO_CTL) {
-		/* the mount's owner or root may flush, compact and reap */
-		struct nadb_attr root;
-		bool admin = who && (who->uid == 0 ||
-				     (!nadb_getattr(sp->st, NADB_ROOT_INO, &root) &&
-				      who->uid == root.uid));
+		/* the mount's owner (who runs this daemon) or root may flush,
+		 * compact and reap; not whoever owns the tree's root now */
+		bool admin = who && (who->uid == 0 || who->uid == sp->owner);
 		struct ctl *c = acc == O_RDONLY || !who ? NULL
 				: ctl_new(acc == O_RDWR, who, admin, &sp->ctl_in_flight);
 		if (!c) {

@@ -260,6 +260,12 @@ EOF
 	[ ! -e "$K/new" ]
 	run as_user 1000 1000 sh -c "echo compact > '$MNT/.ctl'"
 	[ "$status" -ne 0 ]
+	# the mount's owner is who mounted it, not who owns its root now
+	chown 1000 "$MNT"
+	run as_user 1000 1000 sh -c "echo compact > '$MNT/.ctl'"
+	echo "$output"
+	[ "$status" -ne 0 ]
+	chown 0 "$MNT"
 	# what the user may do, it can
 	echo -n 5 >"$K/theirs"
 	chown 1000:1000 "$K/theirs"
