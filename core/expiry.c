@@ -90,8 +90,14 @@ int64_t expiry_after(int64_t now, int64_t ttl)
 	return ttl > MAX_EXPIRES_S * NS - now ? MAX_EXPIRES_S * NS : now + ttl;
 }
 
+/* The nearest default at or above DIR, up to its namespace, through
+ * directories of DIR's owner only: a default deletes keys later, so it
+ * must not reach into a directory of another user, whose keys whoever set
+ * it could not rm (a user with write permission on a namespace could
+ * otherwise expire the keys of another's directory in it). */
 int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
 {
+	uint32_t owner = 0;
 	for (int depth = 0; depth < 4096; depth++) {
 		struct inode in;
 		if (inode_get(st, dir, &in))
@@ -99,7 +105,12 @@ int64_t expiry_default_for(struct nadb_store *st, uint64_t dir)
 		int64_t ttl = in.r.ttl_default;
 		uint8_t level = in.r.level;
 		uint64_t parent = in.r.parent;
+		uint32_t uid = in.r.uid;
 		inode_release(&in);
+		if (depth == 0)
+			owner = uid;
+		else if (uid != owner)
+			return 0;
 		if (ttl || level <= NADB_LEVEL_NAMESPACE || parent == dir)
 			return ttl;
 		dir = parent;

@@ -144,6 +144,24 @@ in_seconds() {
 	[[ "$output" == *"Operation not permitted"* ]]
 }
 
+@test "a default TTL reaches inner directories of its owner, not another user's" {
+	remount_store allow_other
+	chmod 777 "$MNT/app/cache"
+	mkdir "$MNT/app/cache/rootsub"
+	as_user 1000 1000 mkdir "$MNT/app/cache/theirs"
+	setfattr -n user.ttl -v 300 "$MNT/app/cache"
+	echo x >"$MNT/app/cache/rootsub/k"
+	as_user 1000 1000 sh -c "echo x >'$MNT/app/cache/theirs/k'; echo x >'$MNT/app/cache/k2'"
+	[ "$(getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/rootsub/k")" = 300 ]
+	[ "$(getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/k2")" = 300 ]
+	run getfattr --absolute-names -n user.ttl "$MNT/app/cache/theirs/k"
+	[[ "$output" == *"No such attribute"* ]]
+	# its owner's own default reaches it
+	as_user 1000 1000 setfattr -n user.ttl -v 60 "$MNT/app/cache/theirs"
+	as_user 1000 1000 sh -c "echo x >'$MNT/app/cache/theirs/k3'"
+	[ "$(getfattr --absolute-names --only-values -n user.ttl "$MNT/app/cache/theirs/k3")" = 60 ]
+}
+
 @test "set -C takes a lock that expires even if its owner dies" {
 	setfattr -n user.ttl -v 1 "$MNT/app/locks"
 	( set -C; echo $$ >"$MNT/app/locks/job" )
