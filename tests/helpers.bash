@@ -62,7 +62,7 @@ redis_up() { within 5 redis_pongs; }
 
 stop_redis() {
 	[ -n "${REDIS_PORT:-}" ] || return 0
-	redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1
+	redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true # gone already
 	if [ -f "$T/redis/pid" ]; then
 		wait_pids_gone 5 "$(cat "$T/redis/pid")" || kill -KILL "$(cat "$T/redis/pid")" 2>/dev/null
 	fi

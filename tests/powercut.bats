@@ -14,8 +14,10 @@
 # rounds writeback runs every 0.1 s up to the cut, so what was written but
 # not synced reaches the disk in whatever order the kernel chose.
 #
-# The same writers and checker as crash.bats (kill -9); the store's own
-# files only (a store on Redis is as durable as redis-server's AOF).
+# The same writers and checker as crash.bats (kill -9).  On Redis the disk
+# holds redis-server's files (AOF, fsync'd on every write), and the cut
+# stops and kills the server with the daemon: what fsync returned for must
+# be in what the server reads back from its AOF.
 
 load helpers
 
@@ -25,15 +27,18 @@ DISK_MB=512
 
 setup() {
 	nadb_setup
-	dir_store_only
 	command -v mkfs.ext4 >/dev/null && losetup -f >/dev/null 2>&1 ||
 		skip "needs mkfs.ext4 and a free loop device (losetup -f)"
 	DISK=$T/disk
 	IMG=$T/disk.img
 	LOOP=
 	mkdir "$DISK"
-	STORE=$DISK/store
-	LOG=$STORE/nadbfs.log
+	if [ -n "$REDIS_PORT" ]; then
+		stop_redis # started on $T: ours goes on the disk
+	else
+		STORE=$DISK/store
+		LOG=$STORE/nadbfs.log
+	fi
 	SYSCTLS="vm.dirty_writeback_centisecs vm.dirty_expire_centisecs"
 	SAVED_SYSCTLS=$(sysctl -n $SYSCTLS | paste -sd' ')
 }
@@ -54,14 +59,21 @@ teardown() {
 }
 
 # Attach IMG and mount it on DISK (journal commits only when asked: a
-# commit every 5 s would write between the cut and the copy).
+# commit every 5 s would write between the cut and the copy); on Redis,
+# start the server on it, on the port the store's URL names.
 attach_disk() {
 	LOOP=$(losetup -f --show --direct-io=on "$IMG") || return 1
-	mount -o commit=600 "$LOOP" "$DISK"
+	mount -o commit=600 "$LOOP" "$DISK" || return 1
+	[ -n "$REDIS_PORT" ] || return 0
+	mkdir -p "$DISK/redis"
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DISK/redis" \
+		--save "" --appendonly yes --appendfsync always --daemonize yes \
+		--pidfile "$T/redis/pid" --logfile "$T/redis/log" >/dev/null && redis_up
 }
 
 detach_disk() {
 	stop_store_daemons
+	stop_redis
 	if mountpoint -q "$DISK"; then umount "$DISK" || umount -l "$DISK"; fi
 	[ -z "$LOOP" ] || losetup -d "$LOOP"
 	LOOP=
@@ -87,16 +99,20 @@ disk_idle() { [ "$(awk '{print $1 + $2}' "/sys/block/${LOOP#/dev/}/inflight")" =
 
 # The power cut: IMG becomes what the disk held at this moment.
 power_cut() {
-	local pid
-	pid=$(daemon_pid) || return 1
+	local pids p
+	pids=$(daemon_pid) || return 1
+	[ -z "$REDIS_PORT" ] || pids="$pids $(cat "$T/redis/pid")"
 	writeback off
-	kill -STOP "$pid"
-	within 10 all_stopped "$pid" || { echo "power_cut: daemon not stopped" >&2; return 1; }
+	for p in $pids; do kill -STOP "$p"; done
+	for p in $pids; do
+		within 10 all_stopped "$p" || { echo "power_cut: $p not stopped" >&2; return 1; }
+	done
 	within 10 disk_idle || { echo "power_cut: disk still busy" >&2; return 1; }
 	cp --sparse=always "$IMG" "$IMG.cut"
-	kill -9 "$pid"
+	for p in $pids; do kill -9 "$p"; done
 	fusermount3 -uz "$MNT" 2>/dev/null || true
-	wait_pids_gone 10 "$pid" || { echo "power_cut: pid $pid survived" >&2; return 1; }
+	# shellcheck disable=SC2086
+	wait_pids_gone 10 $pids || { echo "power_cut: $pids survived" >&2; return 1; }
 	detach_disk
 	mv "$IMG.cut" "$IMG"
 }
