@@ -1455,6 +1455,15 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 	return rc ? rc : (ssize_t)size;
 }
 
+void nadb_file_abandon(struct nadb_file *f, int why)
+{
+	assert(why < 0);
+	pthread_rwlock_wrlock(&f->of->lock);
+	f->of->failed = why;
+	f->of->dirty = true; /* the commit says so, even of nothing written */
+	pthread_rwlock_unlock(&f->of->lock);
+}
+
 int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len)
 {
 	if (off < 0 || len <= 0)
@@ -1487,9 +1496,14 @@ int nadb_file_fsync(struct nadb_file *f)
 	return rc ? rc : nadb_store_sync_seen(f->st, &f->seen_failures);
 }
 
+/* A reader's close commits nothing: what a writer still holding the key
+ * has written so far is not a value (after a crash the key must hold the
+ * old value or the writer's whole new one, never a prefix).  fsync, from
+ * any handle, does commit it, as fsync(2) flushes the file's data whoever
+ * asks. */
 int nadb_file_close(struct nadb_file *f)
 {
-	int rc = nadb_file_commit(f);
+	int rc = f->writes ? nadb_file_commit(f) : 0;
 	pthread_mutex_lock(&f->st->files_lock);
 	struct nadb_file **p = &f->of->handles;
 	while (*p != f)

@@ -41,6 +41,32 @@ EOF
 	cmp "$T/ref" "$NS/k"
 }
 
+@test "a reader's close while a writer is half way commits nothing: kill -9 then leaves the old value" {
+	head -c 300000 /dev/urandom >"$T/old"
+	cp "$T/old" "$NS/k"
+	sync_path() { "$PY" -c 'import os,sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1"; }
+	sync_path "$NS/k"
+	"$PY" - "$NS/k" "$T/half" 3>&- <<'EOF' &
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, os.urandom(100000))  # a third of a new value, then nothing
+open(sys.argv[2], "w").close()
+time.sleep(30)  # still writing when the daemon is killed
+EOF
+	BG_PIDS+=($!)
+	wait_for_file "$T/half"
+	# a reader opens and closes the key; then another key's fsync makes
+	# everything committed so far durable
+	cat "$NS/k" >/dev/null
+	echo -n other >"$NS/other"
+	sync_path "$NS/other"
+	crash_daemon
+	kill "${BG_PIDS[-1]}" 2>/dev/null || true
+	mount_store
+	cmp "$T/old" "$NS/k"
+	[ "$(cat "$NS/other")" = other ]
+}
+
 @test "an fsync'd key in new directories survives kill -9 with its directories" {
 	mkdir -p "$NS/a/b/c"
 	echo -n deep >"$NS/a/b/c/k"
