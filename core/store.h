@@ -337,6 +337,9 @@ int nadb_file_fsync(struct nadb_file *f);
 /* F's fsync is to hear of sync failures since the count N (from
  * nadb_store_sync_failures), taken before the step that made F's key. */
 void nadb_file_heard_failures(struct nadb_file *f, uint64_t n);
+/* What was written through F is not to be stored: its key keeps the value
+ * it has, as after a failed write; the next commit returns WHY (<0). */
+void nadb_file_abandon(struct nadb_file *f, int why);
 /* Commit if needed and drop the handle (release). */
 int nadb_file_close(struct nadb_file *f);
 uint64_t nadb_file_ino(const struct nadb_file *f);

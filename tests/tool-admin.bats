@@ -563,6 +563,18 @@ make_rich_store() {
 	[ "$("$NADB" get "$T/new" /db/ns/deep/er/key)" = ./deep/er/key ]
 }
 
+@test "load keeps user.* attributes and skips the others (SELinux labels) without failing, said once" {
+	make_archive "$T/a.tar" './a|security.selinux=system_u:object_r:x|user.color=blue' \
+		'./b|security.selinux=system_u:object_r:y|trusted.x=1'
+	run "$NADB" load "$STORE" /app/users <"$T/a.tar"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | grep -c 'only user.\* attributes are kept')" = 1 ]
+	[[ "$output" == *"loaded 2 keys"*", 0 failed"* ]]
+	[ "$("$NADB" getx "$STORE" /app/users/a user.color)" = blue ]
+	[ "$("$NADB" get "$STORE" /app/users/b)" = ./b ]
+}
+
 @test "load refuses members with '..' components and loads the rest" {
 	make_archive "$T/a.tar" ../evil ./ok 'a/../../evil2' ./sub/..
 	run "$NADB" load "$STORE" /app/ns <"$T/a.tar"
@@ -649,6 +661,43 @@ EOF
 	[ "$status" -eq 1 ]
 	echo "$output" | grep -qi damaged
 	[ "$("$NADB" get "$T/c" /app/media/2024/cat.jpg | wc -c)" = 400000 ]
+	# cut at a member's end, end-of-archive blocks and all: still exit 1
+	"$NADB" dump "$STORE" /app >"$T/a.tar"
+	"$PY" - "$T/a.tar" "$T/noend.tar" <<'EOF'
+import sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    last = t.getmembers()[-1]
+    end = last.offset_data + (last.size + 511) // 512 * 512
+data = open(sys.argv[1], "rb").read()
+assert not any(data[end:])
+open(sys.argv[2], "wb").write(data[:end])
+EOF
+	run "$NADB" load "$T/d" /app <"$T/noend.tar"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"without its end-of-archive blocks"* ]]
+	[ "$("$NADB" get "$T/d" /app/media/2024/cat.jpg | wc -c)" = 400000 ]
+}
+
+@test "a load cut short, or refused, leaves the key it was replacing as it was" {
+	head -c 300000 /dev/urandom >"$T/old"
+	head -c 300000 /dev/urandom >"$T/new"
+	"$NADB" put "$STORE" /app/users/big <"$T/old"
+	"$NADB" put "$T/src" /app/users/big <"$T/new"
+	"$NADB" dump "$T/src" /app >"$T/a.tar"
+	# cut in the middle of the new value
+	head -c 150000 "$T/a.tar" >"$T/cut.tar"
+	run "$NADB" load "$STORE" /app <"$T/cut.tar"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	"$NADB" get "$STORE" /app/users/big | cmp - "$T/old"
+	[ "$("$NADB" ls "$STORE" /app/users)" = big ]
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+	# whole, it replaces it
+	"$NADB" load "$STORE" /app <"$T/a.tar"
+	"$NADB" get "$STORE" /app/users/big | cmp - "$T/new"
+	[ "$("$NADB" ls "$STORE" /app/users)" = big ]
 }
 
 @test "load reads GNU tar's archives: long names, symlinks, hard links, modes, times" {

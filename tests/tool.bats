@@ -60,6 +60,17 @@ setup() {
 	cmp "$T/big" "$MNT/app/users/big"
 }
 
+@test "nadb put whose input fails part way stores nothing: the key keeps its value, and the error is the input's" {
+	echo -n kept | "$NADB" put "$STORE" /app/users/k
+	run "$NADB" put "$STORE" /app/users/k </tmp
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Is a directory"* ]]
+	[ "$("$NADB" get "$STORE" /app/users/k)" = kept ]
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+}
+
 @test "nadb put makes missing databases, namespaces and directories" {
 	# README: "value from stdin; makes missing directories"
 	echo -n deep | "$NADB" put "$STORE" /newdb/newns/a/b/k

@@ -69,6 +69,7 @@ struct loader {
 	size_t ndirs, capdirs;
 	struct timespec now;
 	uint64_t keys, dirs_made, links, bytes, expired, failed;
+	uint64_t said_not_kept; /* attributes skipped as not user.* */
 	uint64_t size; /* of the archive when stdin is a file, for progress; else 0 */
 	struct progress progress;
 };
@@ -337,10 +338,14 @@ static int set_xattrs(struct loader *l, uint64_t ino, const struct member *m, co
 			if (xattr_phase(m, x->name) != phase)
 				continue;
 			int rc = nadb_setxattr(l->st, ino, x->name, x->value, x->len, 0, NULL);
-			if (rc) {
-				complain("%s: %s: %s", path, x->name,
-					 rc == -EOPNOTSUPP ? "only user.* attributes are kept"
-							   : failure_reason(rc));
+			if (rc == -EOPNOTSUPP) {
+				/* security.selinux and the like, on every member of
+				 * some archives: not a failure, and said once */
+				if (!l->said_not_kept++)
+					complain("%s: %s: only user.* attributes are kept; the "
+						 "others are skipped (said once)", path, x->name);
+			} else if (rc) {
+				complain("%s: %s: %s", path, x->name, failure_reason(rc));
 				failed = rc;
 			}
 		}
@@ -403,6 +408,9 @@ static int copy_value_in(struct loader *l, struct member *m, struct nadb_file *f
 	return 0;
 }
 
+/* The value goes in under a name of its own first and is renamed over
+ * the key only once whole: an archive cut short, or a full disk, leaves
+ * the key as it was, not gone. */
 static int load_value(struct loader *l, struct member *m, const char *path)
 {
 	struct nadb_caller who;
@@ -410,11 +418,11 @@ static int load_value(struct loader *l, struct member *m, const char *path)
 	struct nadb_file *f;
 	uint64_t parent;
 	const char *leaf;
+	char staged[64];
+	snprintf(staged, sizeof(staged), ".nadb-load.%ld.%" PRIu64, (long)getpid(), l->keys);
 	int rc = make_parents(l->st, path, &parent, &leaf);
 	if (!rc)
-		rc = clear_leaf(l->st, parent, leaf);
-	if (!rc)
-		rc = nadb_mknod(l->st, parent, leaf, S_IFREG | (m->mode & 07777), 0,
+		rc = nadb_mknod(l->st, parent, staged, S_IFREG | (m->mode & 07777), 0,
 				caller(&who), &a);
 	if (rc)
 		return rc;
@@ -424,8 +432,14 @@ static int load_value(struct loader *l, struct member *m, const char *path)
 		int rc2 = nadb_file_close(f);
 		rc = rc ? rc : rc2;
 	}
+	if (!rc && (rc = nadb_rename(l->st, parent, staged, parent, leaf, 0)) == -EISDIR) {
+		/* a directory in the way goes, as tar does: only now */
+		rc = clear_leaf(l->st, parent, leaf);
+		if (!rc)
+			rc = nadb_rename(l->st, parent, staged, parent, leaf, 0);
+	}
 	if (rc) { /* no half-loaded key */
-		nadb_unlink(l->st, parent, leaf);
+		nadb_unlink(l->st, parent, staged);
 		return rc;
 	}
 	l->bytes += m->size;
@@ -608,7 +622,8 @@ static int load_described(struct loader *l, const struct ustar *h, struct member
 
 /* Read members until the end-of-archive blocks.  Returns 0, 1 for empty
  * input, or a negative errno when the archive itself is unreadable:
- * -ENOEXEC not an archive, -EILSEQ damaged, -EPIPE truncated. */
+ * -ENOEXEC not an archive, -EILSEQ damaged, -EPIPE truncated, -ENODATA
+ * no end-of-archive blocks (cut at a member's end). */
 static int load_archive(struct loader *l)
 {
 	struct ustar h;
@@ -616,8 +631,10 @@ static int load_archive(struct loader *l)
 	int rc = 0;
 	for (bool first = true; !rc; first = false) {
 		rc = read_archive(l, &h, sizeof(h), true);
+		/* no end blocks: cut at a member's end (a dump that failed
+		 * there, say), so what it held is not all there */
 		if (rc > 0 && !first)
-			return 0; /* no end blocks: the end of input stands for them */
+			rc = -ENODATA;
 		if (rc || is_zero_block(&h))
 			break;
 		if (!header_is_valid(&h))
@@ -661,6 +678,9 @@ static int load_into(struct loader *l, bool json)
 		complain("the archive is damaged: a bad header before byte %" PRIu64, l->offset);
 	else if (rc == -EPIPE)
 		complain("the archive is truncated");
+	else if (rc == -ENODATA)
+		complain("the archive ends without its end-of-archive blocks: truncated at a "
+			 "member's end? (what it held was loaded)");
 	else if (rc)
 		complain("reading the archive: %s", strerror(-rc));
 	print_load_summary(l, json); /* before the deferred list is emptied */

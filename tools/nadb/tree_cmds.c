@@ -165,8 +165,10 @@ static int put_value(struct nadb_store *st, const char *path)
 	}
 	free(data);
 	if (!rc && ferror(stdin))
-		rc = -EIO;
-	if (!rc)
+		rc = errno ? -errno : -EIO;
+	if (rc) /* input that failed part way is not a value: the key keeps its own */
+		nadb_file_abandon(f, rc);
+	else
 		rc = nadb_file_fsync(f);
 	int rc2 = nadb_file_close(f);
 	return rc ? rc : rc2;
