@@ -1412,7 +1412,20 @@ ssize_t nadb_file_read(struct nadb_file *f, void *buf, size_t size, off_t off)
 	return rc ? rc : (ssize_t)(sp.done + sp.len);
 }
 
-#define FILE_SIZE_MAX (1ULL << 42) /* 4 TiB: chunk lists stay a few MiB */
+#define FILE_SIZE_MAX (1ULL << 42) /* 4 TiB, whatever the chunk size */
+#define FILE_CHUNKS_MAX (1ULL << 21) /* chunks a value: its slots ~120 MiB,
+					* its chunk list 32 MiB at most */
+
+/* The largest value: FILE_CHUNKS_MAX chunks (256 GiB of 128 KiB chunks),
+ * at most FILE_SIZE_MAX.  A size costs the daemon memory for its slots
+ * and the metadata a chunk list a commit rewrites, sparse or not: any
+ * user who may write a key could otherwise truncate it to 4 TiB and make
+ * the daemon allocate gigabytes. */
+static uint64_t file_size_max(const struct nadb_store *st)
+{
+	uint64_t by_chunks = (uint64_t)st->chunk_size * FILE_CHUNKS_MAX;
+	return by_chunks < FILE_SIZE_MAX ? by_chunks : FILE_SIZE_MAX;
+}
 
 ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 			off_t off)
@@ -1422,7 +1435,7 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 	if (off < 0)
 		return -EINVAL;
 	uint64_t end = (uint64_t)off + size;
-	if (end > FILE_SIZE_MAX)
+	if (end > file_size_max(st))
 		return -EFBIG;
 	if (size == 0)
 		return 0;
@@ -1469,7 +1482,7 @@ int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len)
 	if (off < 0 || len <= 0)
 		return -EINVAL;
 	uint64_t end = (uint64_t)off + (uint64_t)len;
-	if (end > FILE_SIZE_MAX)
+	if (end > file_size_max(f->st))
 		return -EFBIG;
 	pthread_rwlock_wrlock(&f->of->lock);
 	int rc = end > f->of->size ? truncate_locked(f->st, f->of, end) : 0;
@@ -1538,7 +1551,7 @@ int file_close_left_open(struct nadb_store *st)
 
 int file_set_size(struct nadb_store *st, uint64_t ino, uint64_t size)
 {
-	if (size > FILE_SIZE_MAX)
+	if (size > file_size_max(st))
 		return -EFBIG;
 	struct nadb_file *f;
 	int rc = nadb_file_open(st, ino, 0, &f);

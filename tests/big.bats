@@ -64,6 +64,25 @@ big_size() {
 	[ "$(tail -c 3 "$MNT/app/ns/sparse")" = END ]
 }
 
+@test "a value of more than 2^21 chunks is EFBIG: 256 GiB of 128 KiB chunks, 8 GiB of 4 KiB ones" {
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	run truncate -s 257G "$MNT/app/ns/k"
+	[[ "$output" == *"File too large"* ]]
+	run truncate -s 4T "$MNT/app/ns/k"
+	[[ "$output" == *"File too large"* ]]
+	[ "$(stat -c %s "$MNT/app/ns/k")" = 0 ]
+	unmount_store
+	S2=$(other_store small)
+	mount_store_at "$S2" "$MNT" chunk_kb=4
+	mkdir -p "$MNT/app/ns"
+	run truncate -s 9G "$MNT/app/ns/k"
+	[[ "$output" == *"File too large"* ]]
+	truncate -s 1G "$MNT/app/ns/k"
+	[ "$(stat -c %s "$MNT/app/ns/k")" = $((1 * GiB)) ]
+	unmount_store_at "$S2" "$MNT"
+}
+
 @test "64 keys written at once through open handles keep the daemon under buffer_mb + 100 MiB" {
 	mount_store buffer_mb=32
 	mkdir -p "$MNT/app/ns"
