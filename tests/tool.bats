@@ -71,6 +71,16 @@ setup() {
 	[ "$status" -eq 0 ]
 }
 
+@test "output that cannot be written (a full disk) is a failure, said, not exit 0" {
+	echo -n v | "$NADB" put "$STORE" /app/users/k
+	for cmd in "getx $STORE /app/users/k user.nadb.size" "ls $STORE /app/users" "get $STORE /app/users/k"; do
+		run sh -c "'$NADB' $cmd >/dev/full"
+		echo "$cmd: $output"
+		[ "$status" -eq 1 ]
+		[[ "$output" == *"No space left on device"* ]]
+	done
+}
+
 @test "nadb put makes missing databases, namespaces and directories" {
 	# README: "value from stdin; makes missing directories"
 	echo -n deep | "$NADB" put "$STORE" /newdb/newns/a/b/k

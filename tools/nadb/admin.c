@@ -361,7 +361,7 @@ static void show_progress(void *ctx, const char *phase, uint64_t done, uint64_t 
 
 static int compact_store(struct target *t, struct compaction *c)
 {
-	struct nadb_stats before, after;
+	struct nadb_stats before = {0}, after;
 	struct progress p;
 	progress_start(&p);
 	int rc = nadb_stats(t->st, NADB_ROOT_INO, &before);

@@ -37,6 +37,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 
 void complain(const char *fmt, ...)
@@ -288,6 +289,12 @@ int main(int argc, char **argv)
 	 * the command's own line, with the engine's line as its reason. */
 	nadb_log_to(NADB_LOG_HOLD, "nadb");
 	int status = run_command(argc, argv);
+	/* What a command printed is its result: output that did not all get
+	 * out (a full disk, a closed pipe) is a failure, said, not exit 0. */
+	if ((fflush(stdout) || ferror(stdout)) && !status) {
+		complain("writing the output: %s", strerror(errno ? errno : EIO));
+		status = EXIT_PROBLEMS;
+	}
 	nadb_log_flush();
 	return status;
 }
