@@ -1514,9 +1514,40 @@ int nadb_file_fsync(struct nadb_file *f)
  * old value or the writer's whole new one, never a prefix).  fsync, from
  * any handle, does commit it, as fsync(2) flushes the file's data whoever
  * asks. */
+/* F, a writer, is closing: if it is the last writer and the value could
+ * not be stored (a write failed), the handles left (readers) go back to
+ * the stored value, and the failure is over.  Else they would read bytes
+ * that are not the key's, the chunks written early for them would keep
+ * the disk full, and every later writer's commit would fail with it. */
+static void revert_failed_value(struct nadb_file *f)
+{
+	struct nadb_store *st = f->st;
+	struct ofile *of = f->of;
+	pthread_rwlock_wrlock(&of->lock);
+	pthread_mutex_lock(&st->files_lock);
+	bool others_stay = of->writers == 1 && of->refs > 1; /* else the last close drops it */
+	pthread_mutex_unlock(&st->files_lock);
+	if (others_stay && of->failed && of->dirty) {
+		pthread_mutex_lock(&st->meta_lock);
+		discard_pending(st, of->ino);
+		pthread_mutex_unlock(&st->meta_lock);
+		of->loaded = false;
+		int rc = load_ofile(st, of);
+		if (rc) /* its readers' reads fail until it can be */
+			nadb_log("inode %llu: cannot reload the stored value after a failed one: %s",
+				 (unsigned long long)of->ino, strerror(-rc));
+		of->failed = 0;
+		of->dirty = false;
+		of->write_end = 0;
+	}
+	pthread_rwlock_unlock(&of->lock);
+}
+
 int nadb_file_close(struct nadb_file *f)
 {
 	int rc = f->writes ? nadb_file_commit(f) : 0;
+	if (f->writes)
+		revert_failed_value(f);
 	pthread_mutex_lock(&f->st->files_lock);
 	struct nadb_file **p = &f->of->handles;
 	while (*p != f)

@@ -141,6 +141,49 @@ EOF2
 	"$NADB" fsck "$STORE"
 }
 
+@test "full tmpfs: a reader holding the key while a writer fails keeps reading the stored value, and the next writer goes in" {
+	mount_store buffer_mb=1
+	mkdir -p "$MNT/app/ns"
+	head -c 24M /dev/urandom >"$T/ref"
+	cp "$T/ref" "$MNT/app/ns/big"
+	"$PY" -c 'import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+open(sys.argv[2], "w").close()
+time.sleep(120)' "$MNT/app/ns/big" "$T/held" 3>&- &
+	BG_PIDS+=($!)
+	wait_for_file "$T/held"
+	for i in $(seq 1 80); do
+		head -c 1M /dev/urandom >"$MNT/app/ns/fill$i" 2>/dev/null || break
+	done
+	run "$PY" - "$MNT/app/ns/big" <<'EOF2'
+import errno, os, random, sys
+r = random.Random(4)
+fd = os.open(sys.argv[1], os.O_WRONLY)
+try:
+    for i in range(3000):
+        os.pwrite(fd, os.urandom(4096), r.randrange(6144) * 4096)
+except OSError as e:
+    print("write:", errno.errorcode[e.errno])
+try:
+    os.close(fd)
+except OSError as e:
+    print("close:", errno.errorcode[e.errno])
+EOF2
+	echo "$output"
+	[[ "$output" == *ENOSPC* ]]
+	# the reader's handle stays: what it and others read is the stored value
+	within 5 cmp -s "$MNT/app/ns/big" "$T/ref"
+	# room again: a writer's value goes in while the reader still holds it
+	rm -f "$MNT/app/ns"/fill*
+	"$PY" "$BATS_TEST_DIRNAME/randwrite.py" "$MNT/app/ns/big" "$T/ref" $((24 << 20)) 500 5
+	cmp "$MNT/app/ns/big" "$T/ref"
+	kill "${BG_PIDS[-1]}"
+	remount_store buffer_mb=1
+	cmp "$MNT/app/ns/big" "$T/ref"
+	unmount_store
+	"$NADB" fsck "$STORE"
+}
+
 # A deleted key's inode goes when the kernel forgets it, and that deletion
 # is queued (file_delete_forgotten): a write that meets ENOSPC must empty
 # the queue before it looks for room, not wait for the flusher (an hour
