@@ -26,6 +26,34 @@ teardown() {
 	nadb_teardown
 }
 
+# Fill the disk with 1 MiB keys fillN until one does not fit.
+fill_disk() {
+	local i
+	for i in $(seq 1 80); do
+		head -c 1M /dev/urandom >"$MNT/app/ns/fill$i" 2>/dev/null || break
+	done
+}
+
+# failing_random_writes KEY SEED: 3000 random 4 KiB page writes into the
+# 24 MiB KEY (patched slots), then close; prints the first errno of each.
+failing_random_writes() {
+	"$PY" - "$1" "$2" <<'EOF2'
+import errno, os, random, sys
+r = random.Random(int(sys.argv[2]))
+fd = os.open(sys.argv[1], os.O_WRONLY)
+try:
+    for i in range(3000):
+        os.pwrite(fd, os.urandom(4096), r.randrange(6144) * 4096)
+except OSError as e:
+    print("write:", errno.errorcode[e.errno])
+try:
+    os.close(fd)
+    print("close: ok")
+except OSError as e:
+    print("close:", errno.errorcode[e.errno])
+EOF2
+}
+
 disk_free_mib() { df -B1M --output=avail "$DISK" | tail -1 | tr -d ' '; }
 
 @test "full tmpfs: ENOSPC keeps values whole; deleting all keys but one lets writes resume without a remount" {
@@ -106,26 +134,9 @@ disk_free_mib() { df -B1M --output=avail "$DISK" | tail -1 | tr -d ' '; }
 	mkdir -p "$MNT/app/ns"
 	head -c 24M /dev/urandom >"$T/ref"
 	cp "$T/ref" "$MNT/app/ns/big"
-	# fill the disk with other keys
-	for i in $(seq 1 80); do
-		head -c 1M /dev/urandom >"$MNT/app/ns/fill$i" 2>/dev/null || break
-	done
+	fill_disk
 	# random page writes (patched slots, spilled past buffer_mb=1)
-	run "$PY" - "$MNT/app/ns/big" <<'EOF2'
-import errno, os, random, sys
-r = random.Random(3)
-fd = os.open(sys.argv[1], os.O_WRONLY)
-try:
-    for i in range(3000):
-        os.pwrite(fd, os.urandom(4096), r.randrange(6144) * 4096)
-except OSError as e:
-    print("write:", errno.errorcode[e.errno])
-try:
-    os.close(fd)
-    print("close: ok")
-except OSError as e:
-    print("close:", errno.errorcode[e.errno])
-EOF2
+	run failing_random_writes "$MNT/app/ns/big" 3
 	echo "$output"
 	[[ "$output" == *ENOSPC* ]]
 	# once the handle is released and the kernel has dropped its pages of
@@ -152,23 +163,8 @@ open(sys.argv[2], "w").close()
 time.sleep(120)' "$MNT/app/ns/big" "$T/held" 3>&- &
 	BG_PIDS+=($!)
 	wait_for_file "$T/held"
-	for i in $(seq 1 80); do
-		head -c 1M /dev/urandom >"$MNT/app/ns/fill$i" 2>/dev/null || break
-	done
-	run "$PY" - "$MNT/app/ns/big" <<'EOF2'
-import errno, os, random, sys
-r = random.Random(4)
-fd = os.open(sys.argv[1], os.O_WRONLY)
-try:
-    for i in range(3000):
-        os.pwrite(fd, os.urandom(4096), r.randrange(6144) * 4096)
-except OSError as e:
-    print("write:", errno.errorcode[e.errno])
-try:
-    os.close(fd)
-except OSError as e:
-    print("close:", errno.errorcode[e.errno])
-EOF2
+	fill_disk
+	run failing_random_writes "$MNT/app/ns/big" 4
 	echo "$output"
 	[[ "$output" == *ENOSPC* ]]
 	# the reader's handle stays: what it and others read is the stored value
