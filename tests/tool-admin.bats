@@ -575,6 +575,24 @@ make_rich_store() {
 	[ "$("$NADB" get "$STORE" /app/users/b)" = ./b ]
 }
 
+@test "xattr names with '=' and '%' go through dump, load and GNU tar as tar encodes them" {
+	put /app/users/k v
+	"$NADB" setx "$STORE" /app/users/k 'user.a=b' one
+	"$NADB" setx "$STORE" /app/users/k 'user.p%3D' two
+	"$NADB" setx "$STORE" /app/users/k user.tags 'env=prod'
+	"$NADB" dump "$STORE" /app >"$T/a.tar"
+	"$NADB" load "$T/b" /app <"$T/a.tar"
+	[ "$("$NADB" getx "$T/b" /app/users/k 'user.a=b')" = one ]
+	[ "$("$NADB" getx "$T/b" /app/users/k 'user.p%3D')" = two ]
+	[ "$("$NADB" getx "$T/b" /app/users/k user.tags)" = 'env=prod' ]
+	# GNU tar reads the same names back
+	mkdir "$T/x"
+	tar --xattrs --xattrs-include='user.*' -xf "$T/a.tar" -C "$T/x"
+	[ "$(getfattr --absolute-names --only-values -n 'user.a=b' "$T/x/users/k")" = one ]
+	[ "$(getfattr --absolute-names --only-values -n 'user.p%3D' "$T/x/users/k")" = two ]
+	[ "$(getfattr --absolute-names --only-values -n 'user.tag.env=prod' "$T/x/users/k")" = "" ]
+}
+
 @test "load refuses members with '..' components and loads the rest" {
 	make_archive "$T/a.tar" ../evil ./ok 'a/../../evil2' ./sub/..
 	run "$NADB" load "$STORE" /app/ns <"$T/a.tar"

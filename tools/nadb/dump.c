@@ -123,6 +123,17 @@ static int write_header(struct dumper *d, const char *name, char type, const cha
 	return write_block_data(d, &h, sizeof(h));
 }
 
+/* The pax keyword of xattr NAME, as GNU tar writes it: '=' (which would
+ * end the keyword) as %3D, and so '%' as %25. */
+static int xattr_keyword(const char *name, struct buf *key)
+{
+	int rc = buf_printf(key, "SCHILY.xattr.");
+	for (const char *c = name; !rc && *c; c++)
+		rc = *c == '=' ? buf_printf(key, "%%3D")
+		     : *c == '%' ? buf_printf(key, "%%25") : buf_add(key, c, 1);
+	return rc;
+}
+
 /* SCHILY.xattr.NAME records for every xattr of INO (user.tags and
  * user.tag.*, user.ttl and user.expires included: load picks). */
 static int pax_add_xattrs(struct dumper *d, uint64_t ino, struct buf *pax)
@@ -141,7 +152,7 @@ static int pax_add_xattrs(struct dumper *d, uint64_t ino, struct buf *pax)
 		rc = read_xattr(d->st, ino, names + at, &value, &len);
 		if (rc == -ENODATA) /* e.g. a ttl that ran out since the listing */
 			rc = 0;
-		else if (!rc && !(rc = buf_printf(&key, "SCHILY.xattr.%s", names + at)))
+		else if (!rc && !(rc = xattr_keyword(names + at, &key)))
 			rc = pax_add(pax, key.s, value, len);
 		buf_free(&key);
 		free(value);

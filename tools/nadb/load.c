@@ -113,6 +113,22 @@ static bool number_value(const char *s, size_t n, uint64_t *v)
 	return !errno && !*end && isdigit((unsigned char)text[0]);
 }
 
+/* An xattr's name as GNU tar writes it in a keyword, '=' as %3D and '%'
+ * as %25 (a keyword ends at its '='), decoded in place. */
+static void decode_xattr_keyword(char *name)
+{
+	char *out = name;
+	for (const char *in = name; *in; out++) {
+		if (in[0] == '%' && in[1] == '3' && in[2] == 'D')
+			*out = '=', in += 3;
+		else if (in[0] == '%' && in[1] == '2' && in[2] == '5')
+			*out = '%', in += 3;
+		else
+			*out = *in++;
+	}
+	*out = '\0';
+}
+
 static int member_add_xattr(struct member *m, const char *name, size_t nlen, const char *value,
 			    size_t vlen)
 {
@@ -120,6 +136,8 @@ static int member_add_xattr(struct member *m, const char *name, size_t nlen, con
 		return -ENOMEM;
 	struct xattr *v = m->xattrs;
 	v[m->nx] = (struct xattr){strndup(name, nlen), malloc(vlen + 1), vlen};
+	if (v[m->nx].name)
+		decode_xattr_keyword(v[m->nx].name);
 	if (!v[m->nx].name || !v[m->nx].value) {
 		free(v[m->nx].name);
 		free(v[m->nx].value);
