@@ -87,6 +87,7 @@ struct nadb_file {
 	struct nadb_store *st;
 	struct ofile *of;
 	bool writes; /* counted in of->writers */
+	atomic_bool wrote; /* a write or fallocate came through it */
 	/* 0: nothing read yet; else 1 + the ofile version this handle read
 	 * (a follower's: nadb_file_read).  Set under of->lock (read), so by
 	 * concurrent reads of the handle: atomic. */
@@ -1350,6 +1351,7 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	f->st = st;
 	f->of = of;
 	f->writes = writes;
+	atomic_init(&f->wrote, false);
 	atomic_init(&f->read_version, 0);
 	atomic_init(&f->seen_failures, failures);
 	pthread_mutex_lock(&st->files_lock);
@@ -1432,6 +1434,7 @@ ssize_t nadb_file_write(struct nadb_file *f, const void *buf, size_t size,
 {
 	struct nadb_store *st = f->st;
 	struct ofile *of = f->of;
+	atomic_store(&f->wrote, true);
 	if (off < 0)
 		return -EINVAL;
 	uint64_t end = (uint64_t)off + size;
@@ -1479,6 +1482,7 @@ void nadb_file_abandon(struct nadb_file *f, int why)
 
 int nadb_file_allocate(struct nadb_file *f, off_t off, off_t len)
 {
+	atomic_store(&f->wrote, true);
 	if (off < 0 || len <= 0)
 		return -EINVAL;
 	uint64_t end = (uint64_t)off + (uint64_t)len;
@@ -1509,11 +1513,6 @@ int nadb_file_fsync(struct nadb_file *f)
 	return rc ? rc : nadb_store_sync_seen(f->st, &f->seen_failures);
 }
 
-/* A reader's close commits nothing: what a writer still holding the key
- * has written so far is not a value (after a crash the key must hold the
- * old value or the writer's whole new one, never a prefix).  fsync, from
- * any handle, does commit it, as fsync(2) flushes the file's data whoever
- * asks. */
 /* F, a writer, is closing: if it is the last writer and the value could
  * not be stored (a write failed), the handles left (readers) go back to
  * the stored value, and the failure is over.  Else they would read bytes
@@ -1543,9 +1542,15 @@ static void revert_failed_value(struct nadb_file *f)
 	pthread_rwlock_unlock(&of->lock);
 }
 
+/* A reader's close commits nothing: what a writer still holding the key
+ * has written so far is not a value (after a crash the key must hold the
+ * old value or the writer's whole new one, never a prefix).  fsync, from
+ * any handle, does commit it, as fsync(2) flushes the file's data whoever
+ * asks.  (A handle opened without NADB_OPEN_WRITE that wrote is a writer:
+ * the engine's own callers may do that; the kernel never does.) */
 int nadb_file_close(struct nadb_file *f)
 {
-	int rc = f->writes ? nadb_file_commit(f) : 0;
+	int rc = f->writes || atomic_load(&f->wrote) ? nadb_file_commit(f) : 0;
 	if (f->writes)
 		revert_failed_value(f);
 	pthread_mutex_lock(&f->st->files_lock);
