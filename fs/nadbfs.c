@@ -1210,8 +1210,6 @@ static void nadbfs_statfs(fuse_req_t req, fuse_ino_t ino)
 /* The engine keeps user.* only (store.h).  Answering every other name here
  * keeps the kernel's frequent probes (security.capability before writes,
  * system.posix_acl_* on access) away from the index. */
-static void notifier_wait(void *ctx);
-static uint64_t notices_queued(struct notifier *n);
 
 static bool engine_keeps_xattr(const char *name)
 {
@@ -1235,14 +1233,13 @@ static void nadbfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		nadb_flags |= NADB_XATTR_REPLACE;
 	struct caller c;
 	struct nadbfs *fs = fs_of(req);
-	uint64_t queued = notices_queued(&fs->notifier);
+	/* An expiry now or past deletes the key, and its notice (a
+	 * notify_delete) is not waited for here, unlike a /.ctl request's:
+	 * it needs the key's inode lock, which the kernel holds until this
+	 * reply (waiting stalled every such setxattr NOTIFY_WAIT_MS, with
+	 * the directory locked).  It lands right after the reply. */
 	int rc = stale_if_gone(nadb_setxattr(fs->store, ino, name, value, size, nadb_flags,
 					     caller_of(req, &c, true)));
-	/* An expiry now or past deleted the key: the kernel forgets its name
-	 * before the caller goes on, as after a /.ctl request (at most
-	 * NOTIFY_WAIT_MS). */
-	if (notices_queued(&fs->notifier) != queued)
-		notifier_wait(&fs->notifier);
 	/* user.nadb.created, updated, accessed: the times stat shows */
 	if (rc == 0 && !strncmp(name, "user.nadb.", 10))
 		drop_cached_attrs(fs, ino, name);
@@ -1759,15 +1756,6 @@ static uint64_t queue_notice(struct notifier *n, enum notice kind, uint64_t pare
 	pthread_cond_signal(&n->wake);
 	pthread_mutex_unlock(&n->lock);
 	return seq;
-}
-
-/* How many notices were queued so far. */
-static uint64_t notices_queued(struct notifier *n)
-{
-	pthread_mutex_lock(&n->lock);
-	uint64_t queued = n->queued;
-	pthread_mutex_unlock(&n->lock);
-	return queued;
 }
 
 /* The engine's nadb_reaped_fn: only queue (the engine's locks are held). */

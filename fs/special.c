@@ -1155,6 +1155,7 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 		uint64_t eino = at == 0 ? ino : at == 1 ? parent_of(sp, ino) : d->e[at - 2].ino;
 		uint32_t mode = at < 2 ? S_IFDIR : d->e[at - 2].mode;
 		size_t n;
+		bool held = false; /* an entry the kernel will hold a key by */
 		if (plus) {
 			struct fuse_entry_param e;
 			memset(&e, 0, sizeof(e));
@@ -1178,8 +1179,7 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 					e.attr.st_mode = mode & S_IFMT;
 				} else {
 					stat_of_attr(&a, &e.attr);
-					if (!S_ISDIR(a.mode))
-						nadb_remember(sp->st, eino);
+					held = !S_ISDIR(a.mode);
 				}
 			}
 			e.attr.st_ino = eino;
@@ -1189,7 +1189,9 @@ bool special_readdir(struct special *sp, fuse_req_t req, fuse_ino_t ino, size_t 
 			n = fuse_add_direntry(req, buf + used, size - used, name, &st, at + 1);
 		}
 		if (n > size - used)
-			break;
+			break; /* not sent: the kernel holds nothing by it */
+		if (held)
+			nadb_remember(sp->st, eino);
 		used += n;
 	}
 	fuse_reply_buf(req, buf, used);
