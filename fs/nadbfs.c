@@ -938,8 +938,11 @@ static void nadbfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	hand_file_to_kernel(req, fi, f);
 	entry_of(fs, &a, &e);
 	kernel_holds(req, &a);
-	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) { /* interrupted */
 		nadb_file_close(f);
+		if (!S_ISDIR(a.mode))
+			nadb_forget(fs->store, a.ino, 1); /* the kernel holds nothing */
+	}
 }
 
 static void nadbfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1841,16 +1844,21 @@ static void *tell_kernel_reaped_names(void *arg)
 		uint64_t count = 0;
 		for (struct reaped_name *r = batch; r && !atomic_load(&n->stop);
 		     r = r->next, count++) {
-			/* -ENOENT: not cached, nothing to forget. */
+			/* -ENOENT: the name is not cached, nothing to forget; but
+			 * the kernel then leaves the parent's attributes (its
+			 * mtime) cached too, so those are dropped on their own. */
+			int rc = 0;
 			if (r->kind == NOTICE_DELETE) /* the dentry if it still names INO,
 							 and the parent's attributes */
-				fuse_lowlevel_notify_delete(n->se, r->parent, r->ino, r->name,
-							    strlen(r->name));
+				rc = fuse_lowlevel_notify_delete(n->se, r->parent, r->ino,
+								 r->name, strlen(r->name));
 			else if (r->kind == NOTICE_ENTRY)
-				fuse_lowlevel_notify_inval_entry(n->se, r->parent, r->name,
-								 strlen(r->name));
+				rc = fuse_lowlevel_notify_inval_entry(n->se, r->parent, r->name,
+								      strlen(r->name));
 			else
 				fuse_lowlevel_notify_inval_inode(n->se, r->ino, 0, 0);
+			if (rc == -ENOENT)
+				fuse_lowlevel_notify_inval_inode(n->se, r->parent, -1, 0);
 		}
 		free_reaped_names(batch);
 		pthread_mutex_lock(&n->lock);

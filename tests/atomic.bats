@@ -222,6 +222,23 @@ EOF
 	[ "$(stat -c %s "$K/c")" -eq 2 ]
 }
 
+@test "a key made by /.ctl or reaped moves its directory's mtime in stat at once, its name never looked up" {
+	before=$(stat -c %Y "$K")
+	sleep 1.1
+	echo -n v >"$T/v"
+	"$NADB" mset "$MNT" /app/users/made="$T/v"
+	made=$(stat -c %Y "$K")
+	[ "$made" -gt "$before" ]
+	# a key the reaper deletes, never looked up since it was made
+	"$NADB" mset "$MNT" /app/users/short="$T/v"
+	setfattr -n user.expires -v "$(date +%s.%N -d '+1.2 seconds')" "$K/short"
+	stat -c %Y "$K" >/dev/null
+	sleep 2.5
+	echo reap >"$MNT/.ctl"
+	[ ! -e "$K/short" ]
+	[ "$(stat -c %Y "$K")" -gt "$made" ]
+}
+
 @test "the /.ctl protocol works from Python alone, and a malformed request gets EINVAL and why" {
 	run ctl 'incr /app/users/py 5\n'
 	[ "$output" = "$(printf 'ok\nok 5')" ]
