@@ -59,7 +59,7 @@ struct ofile {
 	unsigned writers;   /* handles opened for writing: under files_lock */
 	struct nadb_file *handles; /* open on it: under files_lock */
 
-	/* lock: scope is the slots, size, dirty, loaded, pending_seq, write_end,
+	/* lock: scope is the slots, size, dirty, loaded, write_end,
 	 * failed and version.
 	 * Taken before meta_lock. */
 	pthread_rwlock_t lock;
@@ -71,7 +71,6 @@ struct ofile {
 	uint64_t version;
 	struct slot *slots;
 	size_t nslots, cap;
-	uint64_t pending_seq;
 	uint64_t write_end; /* where the last write ended: a stream goes on there */
 	int failed; /* a write failed (-errno): the value cannot be stored */
 
@@ -630,7 +629,10 @@ static int put_pending(struct nadb_store *st, struct ofile *of,
 {
 	struct pending_put pp = {.st = st, .p = p, .hash = hash};
 	ino_key(pp.key, of->ino);
-	uint64_t seq = htobe64(of->pending_seq);
+	/* numbered store-wide: a row an earlier open of the key left (its
+	 * discard failed) is never overwritten, and leaked (rows of an
+	 * earlier run are settled at open, file_recover_pending) */
+	uint64_t seq = htobe64(atomic_fetch_add(&st->pending_seq, 1));
 	memcpy(pp.key + INO_KEY_LEN, &seq, sizeof(seq));
 	pthread_mutex_lock(&st->meta_lock);
 	int rc = steps_taking_refs(st, kv_partition(of->ino) != 0, take_pending, note_pending,
@@ -660,7 +662,6 @@ static int spill_slot(struct nadb_store *st, struct ofile *of, size_t i)
 	chunk_prep_release(&p);
 	if (rc)
 		return rc;
-	of->pending_seq++;
 	free_slot(st, s);
 	s->state = SLOT_SPILLED;
 	memcpy(s->hash, hash, CHUNK_HASH_LEN);

@@ -71,6 +71,7 @@ struct nadb_store {
 	_Atomic(nadb_lost_fn) on_lost; /* nadb_store_on_lost; its ctx first */
 	void *on_lost_ctx;
 	atomic_bool on_lost_told;      /* on_lost was called (once only) */
+	atomic_uint_fast64_t pending_seq; /* the next pending chunk row's number */
 	/* Who we are in the lock's text, beside pid and host (lock.c): our
 	 * pid namespace and a random token, so that no two processes' texts
 	 * are the same, whatever their pids and hostnames. */
