@@ -147,7 +147,12 @@ EOF2
 	echo "# 320 fsyncs: $asked syncs asked, $run run"
 	[ "$asked" -ge 320 ]
 	[ "$run" -ge 1 ]
-	[ "$run" -lt "$asked" ]
+	[ "$run" -le "$asked" ]
+	# On Redis a commit holds the metadata lock over its round trip, so
+	# the next fsync's commit comes after it and few share one (300 to
+	# 318 run of 320 here, once all 320): sharing is checked on a
+	# directory store, whose disk flushes run outside that lock.
+	[ -n "$REDIS_PORT" ] || [ "$run" -lt "$asked" ]
 	crash_daemon
 	mount_store
 	"$PY" - "$NS" <<'EOF2'
