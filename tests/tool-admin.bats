@@ -593,6 +593,24 @@ make_rich_store() {
 	[ "$(getfattr --absolute-names --only-values -n 'user.tag.env=prod' "$T/x/users/k")" = "" ]
 }
 
+@test "load of a directory member, then a key of the same name: the key, exit 0" {
+	"$PY" - "$T/a.tar" <<'EOF'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    d = tarfile.TarInfo("./a")
+    d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 1000000000
+    t.addfile(d)
+    k = tarfile.TarInfo("./a")
+    data = b"now a key"
+    k.size, k.mode, k.mtime = len(data), 0o644, 1000000000
+    t.addfile(k, io.BytesIO(data))
+EOF
+	run "$NADB" load "$STORE" /app/users <"$T/a.tar"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$("$NADB" get "$STORE" /app/users/a)" = "now a key" ]
+}
+
 @test "load refuses members with '..' components and loads the rest" {
 	make_archive "$T/a.tar" ../evil ./ok 'a/../../evil2' ./sub/..
 	run "$NADB" load "$STORE" /app/ns <"$T/a.tar"

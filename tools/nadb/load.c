@@ -552,7 +552,10 @@ static int finish_directories(struct loader *l)
 	int failed = 0;
 	for (size_t i = l->ndirs; i-- > 0;) {
 		struct deferred_dir *d = &l->dirs[i];
-		int rc = finish_node(l, d->ino, &d->meta, d->path);
+		/* a later member put a key where it was: its metadata went with it */
+		struct nadb_attr now;
+		bool still = !nadb_resolve(l->st, d->path, &now) && now.ino == d->ino;
+		int rc = still ? finish_node(l, d->ino, &d->meta, d->path) : 0;
 		if (rc) {
 			complain("%s: %s", d->path, failure_reason(rc));
 			failed = rc;
