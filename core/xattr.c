@@ -58,6 +58,22 @@ static int touch_ctime(struct nadb_store *st, uint64_t ino)
 	return rc;
 }
 
+/* Tags, expiry and user.nadb.*: attributes the store makes up from what
+ * it keeps, rather than keeps as given. */
+static bool is_made_up(const char *name)
+{
+	return is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name);
+}
+
+/* A made-up attribute's value (the xattr size protocol).  Under meta_lock. */
+static ssize_t made_up_get(struct nadb_store *st, uint64_t ino, const char *name, void *buf,
+			   size_t size)
+{
+	return is_expiry_xattr(name) ? expiry_xattr_get(st, ino, name, buf, size)
+	       : is_tag_xattr(name)  ? tags_xattr_get(st, ino, name, buf, size)
+				     : keymeta_get(st, ino, name, buf, size);
+}
+
 /* XATTR_CREATE and XATTR_REPLACE against an attribute the store makes up
  * (tags, expiry, user.nadb.*): whether it exists is what reading it says.
  * Under meta_lock. */
@@ -66,9 +82,7 @@ static int check_create_replace(struct nadb_store *st, uint64_t ino, const char 
 {
 	if (!(flags & (NADB_XATTR_CREATE | NADB_XATTR_REPLACE)))
 		return 0;
-	ssize_t n = is_expiry_xattr(name) ? expiry_xattr_get(st, ino, name, NULL, 0)
-		    : is_tag_xattr(name)  ? tags_xattr_get(st, ino, name, NULL, 0)
-					  : keymeta_get(st, ino, name, NULL, 0);
+	ssize_t n = made_up_get(st, ino, name, NULL, 0);
 	if (n >= 0)
 		return flags & NADB_XATTR_CREATE ? -EEXIST : 0;
 	if (n == -ENODATA)
@@ -89,7 +103,7 @@ int nadb_setxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	pthread_mutex_lock(&st->meta_lock);
 	struct kv_val v;
 	rc = check_inode(st, ino);
-	bool made_up = is_expiry_xattr(name) || is_tag_xattr(name) || is_computed(name);
+	bool made_up = is_made_up(name);
 	if (!rc && made_up)
 		rc = check_create_replace(st, ino, name, flags);
 	if (!rc && is_tag_xattr(name))
@@ -138,12 +152,8 @@ ssize_t nadb_getxattr(struct nadb_store *st, uint64_t ino, const char *name,
 	struct kv_val v;
 	pthread_mutex_lock(&st->meta_lock);
 	ssize_t ret = check_inode(st, ino);
-	if (!ret && is_expiry_xattr(name))
-		ret = expiry_xattr_get(st, ino, name, buf, size);
-	else if (!ret && is_tag_xattr(name))
-		ret = tags_xattr_get(st, ino, name, buf, size);
-	else if (!ret && is_computed(name))
-		ret = keymeta_get(st, ino, name, buf, size);
+	if (!ret && is_made_up(name))
+		ret = made_up_get(st, ino, name, buf, size);
 	else if (!ret) {
 		ret = st->kv->ops->get(st->kv, KV_XATTRS, key, klen, &v);
 		if (ret == -ENOENT)
