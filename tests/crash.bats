@@ -27,13 +27,7 @@ ROUNDS=4
 		cat "$T"/writer.*.log 2>/dev/null
 		echo "# round $round: $(cat "$T"/done.* 2>/dev/null | wc -l) fsync'd writes so far"
 		mount_store
-		run "$PY" "$BATS_TEST_DIRNAME/crash/check.py" "$MNT/app/crash" "$T"/done.*
-		echo "$output"
-		[ "$status" -eq 0 ]
-		unmount_store
-		run "$NADB" fsck "$STORE"
-		echo "fsck after round $round: $output"
-		[ "$status" -eq 0 ]
+		check_crash_round "$round"
 		if [ $round != $ROUNDS ]; then
 			if ((round % 2)); then mount_store; else mount_store flush_interval=1; fi
 		fi

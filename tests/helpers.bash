@@ -230,6 +230,19 @@ crash_daemon() {
 	fi
 }
 
+# check_crash_round ROUND: on the store mounted again after a crash, every
+# key the crash/writer.py writers fsync'd (done lists $T/done.*) is there
+# and none is torn (crash/check.py); then unmounted, nadb fsck is clean.
+check_crash_round() {
+	run "$PY" "$BATS_TEST_DIRNAME/crash/check.py" "$MNT/app/crash" "$T"/done.*
+	echo "$output"
+	[ "$status" -eq 0 ] || return 1
+	unmount_store || return 1
+	run "$NADB" fsck "$STORE"
+	echo "fsck after round $1: $output"
+	[ "$status" -eq 0 ]
+}
+
 # Unmount MNT if mounted and wait (<= 30 s, then kill -9) for STORE's
 # daemons: for a teardown that must let go of the disk under STORE first.
 stop_store_daemons() {

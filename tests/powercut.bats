@@ -148,13 +148,7 @@ mount_for_round() {
 		writeback off
 		attach_disk
 		mount_store
-		run "$PY" "$BATS_TEST_DIRNAME/crash/check.py" "$MNT/app/crash" "$T"/done.*
-		echo "$output"
-		[ "$status" -eq 0 ]
-		unmount_store
-		run "$NADB" fsck "$STORE"
-		echo "fsck after round $round: $output"
-		[ "$status" -eq 0 ]
+		check_crash_round "$round"
 		[ $round = $ROUNDS ] || mount_for_round $((round + 1))
 	done
 	[ "$(cat "$T"/done.* | wc -l)" -ge 30 ]
