@@ -355,13 +355,28 @@ static int parse_seconds(const char *v, size_t size, int64_t *secs, int64_t *nan
 	return 0;
 }
 
+/* Delete key INO now, as the reaper would have at WHEN (past): its inode
+ * keeps that expiry while the kernel still holds it, so an open through a
+ * name the kernel has not dropped yet (the notice lands after the caller's
+ * reply) finds it expired, as a reaped key's, instead of the value. */
+static int expire_now(struct nadb_store *st, uint64_t ino, struct inode *in, int64_t when)
+{
+	assert(when > 0 && when <= now_ns());
+	int rc = expiry_index(st, ino, in->r.expires, when);
+	if (!rc) {
+		in->r.expires = when;
+		rc = inode_put(st, ino, &in->r, in->payload, in->payload_len);
+	}
+	return rc ? rc : expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL);
+}
+
 /* Give key INO expiry time WHEN (0: none), or delete it if that is past.
  * AS_TTL: the caller gave it as user.ttl. */
 static int set_expiry(struct nadb_store *st, uint64_t ino, struct inode *in,
 		      int64_t when, bool as_ttl)
 {
 	if (when && when <= now_ns())
-		return expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL);
+		return expire_now(st, ino, in, when);
 	int rc = expiry_index(st, ino, in->r.expires, when);
 	if (!rc) {
 		in->r.expires = when;
@@ -423,10 +438,10 @@ int expiry_xattr_set(struct nadb_store *st, uint64_t ino, const char *name,
 			 * time (a copy sets user.expires and user.ttl, in either
 			 * order, and reads the ttl a little before it sets it) */
 	else if (is_ttl)
-		rc = secs == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
+		rc = secs == 0 ? expire_now(st, ino, &in, now)
 			       : set_expiry(st, ino, &in, expiry_after(now, secs * NS), true);
 	else
-		rc = secs == 0 && nanos == 0 ? expiry_remove(st, ino, st->reaped_fn, st->reaped_ctx, NULL)
+		rc = secs == 0 && nanos == 0 ? expire_now(st, ino, &in, now)
 					     : set_expiry(st, ino, &in, secs * NS + nanos, false);
 	inode_release(&in);
 	return rc;

@@ -49,6 +49,31 @@ in_seconds() {
 	not grep -q "took over" "$LOG"
 }
 
+@test "a key given a TTL of 0 or a past expiry cannot be opened by the name the kernel still caches" {
+	# the kernel drops the name on a notice that lands after setxattr's
+	# reply; an open in between reaches the removed key and must fail
+	"$PY" - "$MNT/app/cache" <<'PYEOF'
+import os, sys
+d = sys.argv[1]
+for i in range(300):
+    k = os.path.join(d, "race%d" % i)
+    with open(k, "w") as f:
+        f.write("v")
+    os.stat(k)
+    if i % 2:
+        os.setxattr(k, "user.ttl", b"0")
+    else:
+        os.setxattr(k, "user.expires", b"1.5")
+    try:
+        open(k).close()
+    except FileNotFoundError:
+        continue
+    sys.exit("round %d: opened a key its TTL removed" % i)
+PYEOF
+	run ls "$MNT/app/cache"
+	[ "$output" = k ]
+}
+
 @test "user.expires reads back exactly, seconds or seconds.nanoseconds" {
 	setfattr -n user.expires -v 4102444800 "$MNT/app/cache/k"
 	run getfattr --absolute-names --only-values -n user.expires "$MNT/app/cache/k"
