@@ -13,6 +13,15 @@
  * what lets a full disk recover by deleting keys.  A segment's *held*
  * bytes are its size less what was punched; that is what the statistics
  * and compaction weigh.
+ *
+ * An fdatasync after a write that grows a file also commits the file
+ * system's journal (the new size and blocks): on ext4 here, 240 us for a
+ * 4 KiB append against 85 us for the same write over blocks already
+ * written.  So where syncs are small (fsync after each small value), the
+ * segment appended to gets a *runway* with the sync before: zeros past
+ * its end, which the next frames overwrite.  They lie past every frame
+ * anything names: a clean close or a roll trims them, and after a crash
+ * they are garbage in the segment.
  */
 #include "backend.h"
 #include "log.h"
@@ -31,6 +40,12 @@
 #include <unistd.h>
 
 #define SEG_MAX (256u << 20)
+#define RUNWAY_BYTES (256u << 10) /* bytes of zeros laid at a time */
+#define RUNWAY_LOW (64u << 10) /* bytes: lay more when less than this is left */
+#define RUNWAY_SYNC_MAX (64u << 10) /* bytes: a sync of fewer appended bytes
+				     * than this lays a runway (small syncs:
+				     * large ones gain nothing, writing twice) */
+#define ZEROS_LEN (64u << 10) /* bytes of the zero buffer a runway is written from */
 
 struct packs {
 	struct blobs blobs;
@@ -44,6 +59,8 @@ struct packs {
 	pthread_mutex_t lock;
 	uint32_t cur;      /* segment appended to */
 	uint64_t cur_size; /* its size, where the next frame goes */
+	uint64_t runway_end; /* cur's zeros laid ahead up to here (<= cur_size: none) */
+	uint64_t since_sync; /* bytes appended since the last sync began */
 	uint64_t total;    /* bytes held by all segments (sizes less punched) */
 	int *fds;          /* fds[seg], -1 when not open yet */
 	bool *dirty;       /* dirty[seg]: appended to since the last sync */
@@ -125,12 +142,46 @@ static int seg_fd(struct packs *p, uint32_t seg, bool create)
 	return fd;
 }
 
+/* Cut the current segment's runway off: what a segment holds ends with
+ * its last frame.  Under p->lock. */
+static void trim_runway_locked(struct packs *p)
+{
+	if (p->runway_end > p->cur_size && p->cur < p->nfds && p->fds[p->cur] >= 0 &&
+	    ftruncate(p->fds[p->cur], (off_t)p->cur_size))
+		nadb_log("pack %08u.pack: cannot trim its %llu bytes of zeros past the last "
+			 "frame: %s", p->cur, (unsigned long long)(p->runway_end - p->cur_size),
+			 strerror(errno));
+	p->runway_end = 0;
+}
+
+/* Lay a runway past the current segment's end, to be synced with the
+ * frames before it; none when the segment has no room for it, or the
+ * disk (appends then grow the file, as without: a partial one is cut
+ * off, or left as zeros past the end, which appends overwrite).  Under
+ * p->lock: no append may land where the zeros are being written. */
+static void lay_runway_locked(struct packs *p, int fd)
+{
+	static const char zeros[ZEROS_LEN];
+	uint64_t from = p->runway_end > p->cur_size ? p->runway_end : p->cur_size;
+	if (from + RUNWAY_BYTES > SEG_MAX)
+		return;
+	struct iovec iov[RUNWAY_BYTES / ZEROS_LEN];
+	for (size_t i = 0; i < RUNWAY_BYTES / ZEROS_LEN; i++)
+		iov[i] = (struct iovec){(void *)zeros, ZEROS_LEN};
+	ssize_t n = pwritev(fd, iov, RUNWAY_BYTES / ZEROS_LEN, (off_t)from);
+	if (n == (ssize_t)RUNWAY_BYTES)
+		p->runway_end = from + RUNWAY_BYTES;
+	else if (n > 0 && ftruncate(fd, (off_t)from))
+		p->runway_end = from + (uint64_t)n; /* for close to trim */
+}
+
 /* Later appends go to a new segment.  Under p->lock. */
 static int roll_locked(struct packs *p)
 {
 	int rc = grow_table(p, p->cur + 1);
 	if (rc)
 		return rc;
+	trim_runway_locked(p);
 	p->sizes[p->cur] = p->cur_size;
 	p->cur++;
 	p->cur_size = 0;
@@ -164,8 +215,11 @@ static int pack_append(struct blobs *b, const void *head, size_t hlen,
 		/* Drop a partial frame so the segment stays a clean sequence. */
 		if (ftruncate(fd, (off_t)loc.off))
 			nadb_log("pack %08u.pack: cannot trim: %s", loc.seg, strerror(errno));
+		else
+			p->runway_end = 0;
 	} else {
 		p->cur_size += len;
+		p->since_sync += len;
 		p->total += len;
 		p->dirty[loc.seg] = true;
 		*out = loc;
@@ -209,10 +263,16 @@ static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 }
 
 /* The dirty segments, as fds of their own (a segment may be removed and
- * its fd closed meanwhile), with their marks cleared.  Under p->lock. */
+ * its fd closed meanwhile), with their marks cleared; the current one
+ * with a runway laid first, if this sync is a small one.  Under p->lock. */
 static int take_dirty(struct packs *p, int **fds, uint32_t **segs, uint32_t *n)
 {
 	*n = 0;
+	if (p->since_sync && p->since_sync < RUNWAY_SYNC_MAX && p->cur < p->nfds &&
+	    p->dirty[p->cur] && p->fds[p->cur] >= 0 &&
+	    (p->runway_end < p->cur_size || p->runway_end - p->cur_size < RUNWAY_LOW))
+		lay_runway_locked(p, p->fds[p->cur]);
+	p->since_sync = 0;
 	*fds = malloc((p->nfds + 1) * sizeof(**fds));
 	*segs = malloc((p->nfds + 1) * sizeof(**segs));
 	if (!*fds || !*segs)
@@ -283,6 +343,7 @@ static uint64_t pack_size(struct blobs *b)
 static void pack_close(struct blobs *b)
 {
 	struct packs *p = (struct packs *)b;
+	trim_runway_locked(p); /* alone by now: nothing else calls */
 	for (uint32_t s = 0; s < p->nfds; s++)
 		if (p->fds[s] >= 0)
 			close(p->fds[s]);

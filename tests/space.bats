@@ -117,3 +117,29 @@ for i in range(1, 1001):
 	remount_store
 	cmp "$T/src" "$MNT/app/ns/again"
 }
+
+@test "fsync'd small writes leave no zeros past the last frame once unmounted" {
+	dir_store_only
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	# small synced appends get zeros laid ahead of the pack's end (README,
+	# On disk); a clean unmount trims them
+	"$PY" - "$MNT/app/ns" <<'PYEOF'
+import os, sys
+for i in range(100):
+    fd = os.open(os.path.join(sys.argv[1], "k%d" % i), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, os.urandom(4096))
+    os.fsync(fd)
+    os.close(fd)
+PYEOF
+	unmount_store
+	run "$NADB" stats --json "$STORE"
+	[ "$status" -eq 0 ]
+	size=$(stat -c %s "$STORE/packs/00000001.pack")
+	"$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); n = int(sys.argv[2])
+assert d["pack_bytes"] == n and d["garbage_bytes"] == 0 and d["keys"] == 100, (d, n)' "$output" "$size"
+	run "$NADB" fsck "$STORE"
+	[ "$status" -eq 0 ]
+	mount_store
+	[ "$(wc -c <"$MNT/app/ns/k99")" -eq 4096 ]
+}
