@@ -68,6 +68,8 @@ struct packs {
 	bool dir_dirty;    /* a segment file was created since the last sync */
 	uint64_t *sizes;   /* sizes[seg] of segments other than cur; 0: none */
 	bool *removed;     /* removed[seg]: unlinked, fd kept for late readers */
+	uint32_t *reading; /* reading[seg]: reads in progress on fds[seg], which
+	                      must not be closed (its number reused) under them */
 	uint64_t *punched; /* punched[seg]: bytes of frames punched out (or, for
 	                      segments found at open, not allocated) */
 	bool no_punch;     /* the file system cannot punch holes: compaction only */
@@ -108,7 +110,12 @@ static int grow_table(struct packs *p, uint32_t seg)
 	if (!punched)
 		return -ENOMEM;
 	p->punched = punched;
+	uint32_t *reading = realloc(p->reading, n * sizeof(*reading));
+	if (!reading)
+		return -ENOMEM;
+	p->reading = reading;
 	for (uint32_t i = p->nfds; i < n; i++) {
+		reading[i] = 0;
 		punched[i] = 0;
 		fds[i] = -1;
 		dirty[i] = false;
@@ -239,27 +246,32 @@ static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 	/* No segment past the one appended to exists: a location naming one
 	 * comes from a damaged record. */
 	int fd = loc->seg > cur ? -EIO : seg_fd(p, loc->seg, false);
+	if (fd >= 0)
+		p->reading[loc->seg]++;
 	pthread_mutex_unlock(&p->lock);
 	if (loc->seg > cur)
 		nadb_log("pack: a location names segment %u, past the last one (%u)",
 			 loc->seg, cur);
 	if (fd < 0)
 		return fd;
-	size_t done = 0;
-	while (done < len) {
+	int rc = 0;
+	for (size_t done = 0; !rc && done < len;) {
 		ssize_t n = pread(fd, (char *)buf + done, len - done,
 				  (off_t)(loc->off + off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
+			rc = n < 0 ? -errno : -EIO;
 			nadb_log("pack %08u.pack: short read at %llu: %s", loc->seg,
-				 (unsigned long long)(loc->off + off + done), strerror(e));
-			return -e;
+				 (unsigned long long)(loc->off + off + done), strerror(-rc));
 		}
-		done += (size_t)n;
+		done += n > 0 ? (size_t)n : 0;
 	}
-	return 0;
+	pthread_mutex_lock(&p->lock);
+	assert(p->reading[loc->seg] > 0);
+	p->reading[loc->seg]--;
+	pthread_mutex_unlock(&p->lock);
+	return rc;
 }
 
 /* The dirty segments, as fds of their own (a segment may be removed and
@@ -352,6 +364,7 @@ static void pack_close(struct blobs *b)
 	free(p->sizes);
 	free(p->removed);
 	free(p->punched);
+	free(p->reading);
 	close(p->dirfd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->sync_lock);
@@ -443,7 +456,7 @@ static void pack_forget_removed(struct blobs *b)
 	int *fds = malloc((p->nfds + 1) * sizeof(*fds));
 	uint32_t n = 0;
 	for (uint32_t s = 0; fds && s < p->nfds; s++) {
-		if (p->removed[s] && p->fds[s] >= 0) {
+		if (p->removed[s] && p->fds[s] >= 0 && !p->reading[s]) {
 			fds[n++] = p->fds[s];
 			p->fds[s] = -1;
 		}
