@@ -272,6 +272,23 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	return rc;
 }
 
+/* Is key INO's value still its key's?  An open while another handle has
+ * the value loaded reads no record, but through a name the kernel still
+ * caches it may reach a key that expired meanwhile (its deletion's notice
+ * not yet landed): that one is gone, as it is for an open that loads. */
+static int key_not_expired(struct nadb_store *st, uint64_t ino)
+{
+	struct inode in;
+	pthread_mutex_lock(&st->meta_lock);
+	int rc = inode_get(st, ino, &in);
+	pthread_mutex_unlock(&st->meta_lock);
+	if (rc)
+		return rc;
+	rc = inode_expired(&in.r, now_ns()) ? -ENOENT : 0;
+	inode_release(&in);
+	return rc;
+}
+
 /* Where chunk HASH is.  A follower's -ESTALE: it is not stored (any
  * more: the writer replaced the value since we loaded it). */
 static int locate(struct nadb_store *st, const uint8_t hash[CHUNK_HASH_LEN],
@@ -1336,7 +1353,7 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	pthread_rwlock_wrlock(&of->lock);
 	/* A follower's value may have changed since another handle loaded it:
 	 * each open reads it afresh (close-to-open). */
-	int rc = of->loaded && !st->following ? 0 : load_ofile(st, of);
+	int rc = of->loaded && !st->following ? key_not_expired(st, ino) : load_ofile(st, of);
 	if (!rc && (flags & NADB_OPEN_TRUNC) && of->size)
 		rc = truncate_locked(st, of, 0);
 	else if (!rc && (flags & NADB_OPEN_TRUNC)) {

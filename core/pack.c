@@ -70,6 +70,8 @@ struct packs {
 	bool *removed;     /* removed[seg]: unlinked, fd kept for late readers */
 	uint32_t *reading; /* reading[seg]: reads in progress on fds[seg], which
 	                      must not be closed (its number reused) under them */
+	bool *close_late;  /* close_late[seg]: forget_removed found it read: the
+	                      last of those reads closes it */
 	uint64_t *punched; /* punched[seg]: bytes of frames punched out (or, for
 	                      segments found at open, not allocated) */
 	bool no_punch;     /* the file system cannot punch holes: compaction only */
@@ -114,8 +116,13 @@ static int grow_table(struct packs *p, uint32_t seg)
 	if (!reading)
 		return -ENOMEM;
 	p->reading = reading;
+	bool *close_late = realloc(p->close_late, n * sizeof(*close_late));
+	if (!close_late)
+		return -ENOMEM;
+	p->close_late = close_late;
 	for (uint32_t i = p->nfds; i < n; i++) {
 		reading[i] = 0;
+		close_late[i] = false;
 		punched[i] = 0;
 		fds[i] = -1;
 		dirty[i] = false;
@@ -269,8 +276,15 @@ static int pack_read(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 	}
 	pthread_mutex_lock(&p->lock);
 	assert(p->reading[loc->seg] > 0);
-	p->reading[loc->seg]--;
+	int late = -1; /* a removed segment's fd whose close waited for us */
+	if (!--p->reading[loc->seg] && p->close_late[loc->seg]) {
+		late = p->fds[loc->seg];
+		p->fds[loc->seg] = -1;
+		p->close_late[loc->seg] = false;
+	}
 	pthread_mutex_unlock(&p->lock);
+	if (late >= 0)
+		close(late); /* frees the segment's extents: not under the lock */
 	return rc;
 }
 
@@ -365,6 +379,7 @@ static void pack_close(struct blobs *b)
 	free(p->removed);
 	free(p->punched);
 	free(p->reading);
+	free(p->close_late);
 	close(p->dirfd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->sync_lock);
@@ -459,6 +474,8 @@ static void pack_forget_removed(struct blobs *b)
 		if (p->removed[s] && p->fds[s] >= 0 && !p->reading[s]) {
 			fds[n++] = p->fds[s];
 			p->fds[s] = -1;
+		} else if (p->removed[s] && p->fds[s] >= 0) {
+			p->close_late[s] = true;
 		}
 	}
 	pthread_mutex_unlock(&p->lock);

@@ -246,7 +246,10 @@ int nadb_getattr(struct nadb_store *st, uint64_t ino, struct nadb_attr *out)
 	struct inode in;
 	int rc = inode_get(st, ino, &in);
 	if (!rc) {
-		if (inode_expired(&in.r, now_ns()))
+		/* A named key past its time is gone, reaped or not; one that
+		 * has no name left is only reached through a handle opened
+		 * before, which reads on (and fstat with it). */
+		if (in.r.nlink && inode_expired(&in.r, now_ns()))
 			rc = -ENOENT;
 		attr_of_inode(st, ino, &in.r, out);
 		inode_release(&in);
