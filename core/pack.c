@@ -75,6 +75,11 @@ struct packs {
 	uint64_t *punched; /* punched[seg]: bytes of frames punched out (or, for
 	                      segments found at open, not allocated) */
 	bool no_punch;     /* the file system cannot punch holes: compaction only */
+	/* broken: an fdatasync failed.  Linux tells each open file of a lost
+	 * write once and counts the pages clean, so a second fdatasync would
+	 * return 0 with the bytes gone: every later sync and append fails
+	 * until the store is opened again (as kv_lmdb.c does for data.mdb). */
+	bool broken;
 	bool full;         /* an append met ENOSPC (logged) since the last punch */
 };
 
@@ -208,6 +213,10 @@ static int pack_append(struct blobs *b, const void *head, size_t hlen,
 	struct packs *p = (struct packs *)b;
 	size_t len = hlen + dlen;
 	pthread_mutex_lock(&p->lock);
+	if (p->broken) {
+		pthread_mutex_unlock(&p->lock);
+		return -EIO; /* said when it broke */
+	}
 	if (p->cur_size && p->cur_size + len > SEG_MAX)
 		roll_locked(p);
 	int fd = seg_fd(p, p->cur, true);
@@ -328,21 +337,24 @@ static int pack_sync(struct blobs *b)
 	uint32_t *segs = NULL, n = 0, done = 0;
 	pthread_mutex_lock(&p->sync_lock);
 	pthread_mutex_lock(&p->lock);
-	int rc = take_dirty(p, &fds, &segs, &n);
+	int rc = p->broken ? -EIO : take_dirty(p, &fds, &segs, &n);
 	bool dir = p->dir_dirty;
 	p->dir_dirty = false;
 	pthread_mutex_unlock(&p->lock);
 	for (; !rc && done < n; done++) {
 		if (fdatasync(fds[done])) {
 			rc = -errno;
-			nadb_log("pack %08u.pack: fdatasync: %s", segs[done], strerror(errno));
+			nadb_log("pack %08u.pack: fdatasync: %s (no more writes until the store "
+				 "is opened again)", segs[done], strerror(errno));
 		}
 	}
 	if (!rc && dir && fsync(p->dirfd)) {
 		rc = -errno;
-		nadb_log("packs: fsync of the directory: %s", strerror(errno));
+		nadb_log("packs: fsync of the directory: %s (no more writes until the store "
+			 "is opened again)", strerror(errno));
 	}
 	pthread_mutex_lock(&p->lock);
+	p->broken |= rc && rc != -ENOMEM && rc != -EMFILE && rc != -ENFILE;
 	if (rc) { /* what was not made durable is still to do */
 		for (uint32_t i = done ? done - 1 : 0; i < n; i++)
 			p->dirty[segs[i]] = !p->removed[segs[i]];

@@ -7,7 +7,8 @@
  * that LMDB's calls (from its shared library) land here.  Armed with N,
  * it lets N more calls on the metadata file (data.mdb) through and fails
  * the next one with EIO.  A sync makes two: LMDB's commit syncs the data
- * pages, then the sync's second half the meta page. */
+ * pages, then the sync's second half the meta page.  Armed the same way,
+ * it fails a pack segment's. */
 #include "store_int.h"
 #include "unit.h"
 
@@ -17,16 +18,24 @@
 #include <unistd.h>
 
 static atomic_int pass_before_failing = -1; /* -1: fail none */
+static atomic_int pack_pass_before_failing = -1;
 
-static bool is_metadata_file(int fd)
+/* Does FD's path end in SUFFIX? */
+static bool fd_path_ends(int fd, const char *suffix)
 {
 	char link[64], path[512];
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(link, path, sizeof(path) - 1);
+	size_t sl = strlen(suffix);
 	if (n < 0)
 		return false;
 	path[n] = '\0';
-	return n >= 9 && !strcmp(path + n - 9, "/data.mdb");
+	return (size_t)n >= sl && !strcmp(path + n - sl, suffix);
+}
+
+static bool is_metadata_file(int fd)
+{
+	return fd_path_ends(fd, "/data.mdb");
 }
 
 int fdatasync(int fd)
@@ -36,6 +45,11 @@ int fdatasync(int fd)
 		real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
 	if (atomic_load(&pass_before_failing) >= 0 && is_metadata_file(fd) &&
 	    atomic_fetch_sub(&pass_before_failing, 1) == 0) {
+		errno = EIO;
+		return -1;
+	}
+	if (atomic_load(&pack_pass_before_failing) >= 0 && fd_path_ends(fd, ".pack") &&
+	    atomic_fetch_sub(&pack_pass_before_failing, 1) == 0) {
 		errno = EIO;
 		return -1;
 	}
@@ -185,6 +199,29 @@ int main(void)
 	check_path_value(st, "/app/ns/later", "x", 1);
 	CHECK(nadb_resolve(st, "/app/ns/before", &a) == 0);
 	CHECK(nadb_resolve(st, "/app/ns/after", &a) == -ENOENT);
+
+	/* A pack segment's flush fails: that sync says so, and so does every
+	 * later one (a second fdatasync would return 0, the bytes gone), so
+	 * no metadata naming them is ever committed; writes are refused
+	 * until the store is opened again. */
+	put_value(st, ns, "lost", "never", 5);
+	atomic_store(&pack_pass_before_failing, 0);
+	CHECK(nadb_store_sync(st) == -EIO);
+	CHECK(atomic_load(&pack_pass_before_failing) < 0);
+	CHECK(nadb_store_sync(st) == -EIO);
+	CHECK(nadb_mknod(st, ns, "then", S_IFREG | 0644, 0, &root, &a) == 0);
+	struct nadb_file *f;
+	CHECK(nadb_file_open(st, a.ino, NADB_OPEN_WRITE, &f) == 0);
+	CHECK(nadb_file_write(f, "data", 4, 0) == 4);
+	CHECK(nadb_file_fsync(f) == -EIO);
+	(void)nadb_file_close(f);
+	(void)nadb_store_close(st);
+	CHECK(nadb_store_open(store, &o, &st) == 0);
+	check_clean(st);
+	CHECK(nadb_resolve(st, "/app/ns/lost", &a) == -ENOENT);
+	check_path_value(st, "/app/ns/later", "x", 1);
+	put_value(st, ns, "again", "y", 1);
+	CHECK(nadb_store_sync(st) == 0);
 	CHECK(nadb_store_close(st) == 0);
 	remove_dir(dir);
 	return failures ? 1 : 0;
