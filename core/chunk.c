@@ -339,6 +339,8 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 		if (rc < 0)
 			return rc;
 		if (rc) {
+			if (rec.refs == CHUNK_REFS_MAX)
+				return 0; /* saturated: kept for good */
 			rec.refs++;
 			return put_rec(c, hash, &rec);
 		}
@@ -358,11 +360,14 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 			nadb_log("chunk: reference to a missing chunk");
 		return rc == -ENOENT ? -EIO : rc;
 	}
+	if (rec.refs == CHUNK_REFS_MAX)
+		return 0; /* saturated: nobody knows how many are left */
 	if (delta < 0 && rec.refs < (uint32_t)-delta) {
 		nadb_log("chunk: refcount below zero");
 		return -EIO;
 	}
-	rec.refs = (uint32_t)((int64_t)rec.refs + delta);
+	int64_t refs = (int64_t)rec.refs + delta;
+	rec.refs = refs > (int64_t)CHUNK_REFS_MAX ? CHUNK_REFS_MAX : (uint32_t)refs;
 	if (rec.refs)
 		return put_rec(c, hash, &rec);
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);

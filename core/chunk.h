@@ -125,6 +125,11 @@ typedef int (*chunk_drop_fn)(void *ctx, uint64_t part, const uint8_t hash[CHUNK_
 int chunk_drops(struct chunker *c, chunk_drop_fn fn, void *ctx);
 /* Free what the chunker holds (the store closes). */
 void chunk_release(struct chunker *c);
+/* A reference count that reaches this stays there: the chunk is kept for
+ * good (a leak, which fsck --repair recounts), never wrapped to a count
+ * below the values naming it. */
+#define CHUNK_REFS_MAX UINT32_MAX
+
 /* fsck: set the reference count to REFS at once (a damaged count may be
  * billions away from the right one); at zero the chunk goes. */
 int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);

@@ -30,6 +30,14 @@ struct entry {
 	uint64_t parent;
 };
 
+/* One more reference or link, saturating as chunk counts do
+ * (CHUNK_REFS_MAX): a saturated count agrees with a saturated record. */
+static void count_one(struct entry *e)
+{
+	if (e->count < CHUNK_REFS_MAX)
+		e->count++;
+}
+
 struct map {
 	struct entry *e;
 	size_t cap, n;
@@ -147,7 +155,7 @@ static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 		struct entry *c = map_get(&f->chunks, list + i * CHUNK_HASH_LEN, true);
 		if (!c)
 			return -ENOMEM;
-		c->count++;
+		count_one(c);
 	}
 	return 0;
 }
@@ -163,7 +171,7 @@ static int scan_pending(void *ctx, const void *key, size_t klen, const void *val
 	struct entry *c = map_get(&f->chunks, val, true);
 	if (!c)
 		return -ENOMEM;
-	c->count++;
+	count_one(c);
 	return 0;
 }
 
@@ -200,7 +208,7 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 			(unsigned long long)parent, (unsigned long long)d.ino);
 		return 0;
 	}
-	c->count++;
+	count_one(c);
 	uint8_t lkey[LINK_KEY_MAX];
 	struct kv_val lv;
 	ino_key(lkey, d.ino);
