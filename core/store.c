@@ -776,9 +776,15 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 		*out = st;
 		return 0;
 	}
+	/* Drop rows a crash left go first: their numbers are where the
+	 * numbering of the drops recover_pending notes goes on (a number
+	 * taken twice would write one row over the other, a reference never
+	 * taken off).  A failure is logged, and fsck counts them. */
+	if (!rc)
+		(void)settle_drops(st, true);
 	if (!rc)
 		rc = file_recover_pending(st);
-	if (!rc) /* rows a crash left; a failure is logged, and fsck counts them */
+	if (!rc)
 		(void)settle_drops(st, true);
 	if (!rc)
 		rc = remove_orphans(st);
