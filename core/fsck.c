@@ -104,7 +104,7 @@ struct fsck {
 	void *ctx;
 	struct nadb_fsck_result *res;
 	uint64_t *seg_live; /* live bytes per segment, as the chunks say */
-	size_t nsegs;
+	size_t nsegs;       /* its capacity: segments past it hold none */
 };
 
 __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
@@ -929,6 +929,107 @@ static int repair_sizes(struct fsck *f)
 	return rc;
 }
 
+/* ---- segments' live bytes ------------------------------------------------
+ * Compaction removes a segment once its live count (KV_SEGMENTS, kept by
+ * chunk.c) is zero: a count that drifted from what the chunk records say
+ * keeps a segment for good (or, too low, is taken for empty too soon --
+ * compaction moves every record it finds first, so that costs space, not
+ * data).  The records decide. */
+
+#define SEG_CHECK_MAX (1u << 22) /* segments: a record naming one past this is damaged */
+
+static int add_live(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs,
+		    const struct chunk_loc *loc)
+{
+	(void)hash;
+	(void)refs;
+	struct fsck *f = ctx;
+	uint32_t seg = loc->blob.seg;
+	if (seg >= SEG_CHECK_MAX)
+		return 0; /* check_chunks said so: its bytes cannot be read */
+	size_t was = f->nsegs;
+	if (grow_array(&f->seg_live, &f->nsegs, (size_t)seg + 1, sizeof(*f->seg_live)))
+		return -ENOMEM;
+	memset(f->seg_live + was, 0, (f->nsegs - was) * sizeof(*f->seg_live));
+	f->seg_live[seg] += loc->blob.len;
+	return 0;
+}
+
+struct seg_row {
+	uint32_t seg;
+	uint64_t live;
+};
+struct seg_rows {
+	struct seg_row *rows;
+	size_t n, cap;
+};
+
+static int collect_seg_row(void *ctx, const void *key, size_t klen, const void *val,
+			   size_t vlen)
+{
+	struct seg_rows *l = ctx;
+	uint32_t be;
+	if (klen != sizeof(be))
+		return 0; /* not a row of ours: the walk of the metadata says */
+	if (ARRAY_GROW(l->rows, l->n, l->cap))
+		return -ENOMEM;
+	memcpy(&be, key, sizeof(be));
+	struct seg_row *r = &l->rows[l->n++];
+	r->seg = be32toh(be);
+	r->live = UINT64_MAX; /* a damaged value: counts as wrong */
+	if (vlen == sizeof(r->live))
+		memcpy(&r->live, val, sizeof(r->live));
+	return 0;
+}
+
+/* Set segment SEG's live count to LIVE (0: no row). */
+static int set_seg_live(struct fsck *f, uint32_t seg, uint64_t live)
+{
+	uint32_t key = htobe32(seg);
+	struct kv *kv = f->st->kv;
+	int rc = step_begin(f->st);
+	if (rc)
+		return rc;
+	if (live)
+		rc = kv->ops->put(kv, KV_SEGMENTS, &key, sizeof(key), &live, sizeof(live));
+	else if ((rc = kv->ops->del(kv, KV_SEGMENTS, &key, sizeof(key))) == -ENOENT)
+		rc = 0;
+	return step_end(f->st, rc);
+}
+
+static int check_segments(struct fsck *f, bool repair)
+{
+	struct seg_rows l = {0};
+	int rc = chunk_scan(&f->st->chunks, NULL, add_live, f);
+	if (!rc)
+		rc = f->st->kv->ops->scan(f->st->kv, KV_SEGMENTS, NULL, 0, collect_seg_row, &l);
+	for (size_t i = 0; !rc && i <= l.n; i++) {
+		/* each row, then (i == l.n) the segments with bytes and no row */
+		for (uint32_t seg = 0; i == l.n && !rc && seg < f->nsegs; seg++) {
+			if (!f->seg_live[seg])
+				continue;
+			problem(f, "segment %08u.pack holds %llu live bytes of chunks, but "
+				"counts none", seg, (unsigned long long)f->seg_live[seg]);
+			if (repair && !(rc = set_seg_live(f, seg, f->seg_live[seg])))
+				f->res->repaired++;
+		}
+		if (i == l.n)
+			break;
+		struct seg_row *r = &l.rows[i];
+		uint64_t want = r->seg < f->nsegs ? f->seg_live[r->seg] : 0;
+		if (r->seg < f->nsegs)
+			f->seg_live[r->seg] = 0; /* its row is seen */
+		if (r->live == want)
+			continue;
+		problem(f, "segment %08u.pack counts %llu live bytes, but its chunks hold %llu",
+			r->seg, (unsigned long long)r->live, (unsigned long long)want);
+		if (repair && !(rc = set_seg_live(f, r->seg, want)))
+			f->res->repaired++;
+	}
+	free(l.rows);
+	return rc;
+}
+
 int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	      void *ctx, struct nadb_fsck_result *res)
 {
@@ -973,6 +1074,8 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		rc = check_links(&f, repair);
 	if (!rc)
 		rc = check_chunks(&f, repair);
+	if (!rc)
+		rc = check_segments(&f, repair);
 	uint64_t tag_problems = 0;
 	if (!rc)
 		rc = tags_check(st, repair, report, ctx, &tag_problems);
@@ -988,6 +1091,7 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	pthread_mutex_unlock(&st->meta_lock);
 	free(f.inodes.e);
 	free(f.chunks.e);
+	free(f.seg_live);
 	if (!rc && repair)
 		rc = nadb_store_sync(st);
 	return rc;
