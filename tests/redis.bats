@@ -410,19 +410,22 @@ try:
     os.fsync(fd); print("ok")
 except OSError as e:
     print(e.errno)' "$MNT/app/ns/k")" = 5 ]
-	# a replica joins: the next fsync finds it
-	local rport
-	for rport in $((REDIS_PORT + 1)) $((REDIS_PORT + 2)) $((REDIS_PORT + 3)); do
-		redis-cli -p "$rport" ping >/dev/null 2>&1 || break
-	done
+	# a replica joins: the next fsync finds it.  Its port is drawn until
+	# one is free (a port next to ours may be a connection's own end, in
+	# the ephemeral range), and the primary must count it online.
+	local rport i
 	mkdir -p "$T/replica"
-	redis-server --port "$rport" --bind 127.0.0.1 --dir "$T/replica" --save "" \
-		--replicaof 127.0.0.1 "$REDIS_PORT" --logfile "$T/replica/log" >/dev/null &
-	BG_PIDS+=($!)
-	for _ in $(seq 200); do
-		redis-cli -p "$rport" info replication 2>/dev/null | grep -q master_link_status:up && break
-		sleep 0.05
+	for ((i = 0; i < 20; i++)); do
+		rport=$((20000 + RANDOM % 40000))
+		redis-server --port "$rport" --bind 127.0.0.1 --dir "$T/replica" --save "" \
+			--replicaof 127.0.0.1 "$REDIS_PORT" --logfile "$T/replica/log" >/dev/null &
+		BG_PIDS+=($!)
+		within 5 redis-cli -p "$rport" ping >/dev/null && break
 	done
+	replica_online() {
+		redis-cli -p "$REDIS_PORT" info replication | grep -q '^slave0:.*state=online'
+	}
+	within 30 replica_online || { cat "$T/replica/log"; false; }
 	[ "$(fsync_write "$MNT/app/ns/k" three)" = ok ]
 	unmount_store_at "$URL" "$MNT"
 	[ "$("$NADB" get "$URL" /app/ns/k)" = three ]
