@@ -223,18 +223,29 @@ static size_t slots_for(const struct nadb_store *st, uint64_t size)
 }
 
 /* Read the inode's chunk list into slots.  Under of->lock (write). */
-static int load_ofile(struct nadb_store *st, struct ofile *of)
+/* Key INO's record, if it is a key whose time has not come (an open
+ * through a name the kernel still caches may reach one that expired, its
+ * deletion's notice not yet landed: that one is gone). */
+static int get_key(struct nadb_store *st, uint64_t ino, struct inode *in)
 {
-	struct inode in;
 	pthread_mutex_lock(&st->meta_lock);
-	int rc = inode_get(st, of->ino, &in);
+	int rc = inode_get(st, ino, in);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (rc)
 		return rc;
-	if (!S_ISREG(in.r.mode) || inode_expired(&in.r, now_ns())) {
-		inode_release(&in);
-		return S_ISDIR(in.r.mode) ? -EISDIR : S_ISREG(in.r.mode) ? -ENOENT : -EINVAL;
+	if (!S_ISREG(in->r.mode) || inode_expired(&in->r, now_ns())) {
+		rc = S_ISDIR(in->r.mode) ? -EISDIR : S_ISREG(in->r.mode) ? -ENOENT : -EINVAL;
+		inode_release(in);
 	}
+	return rc;
+}
+
+static int load_ofile(struct nadb_store *st, struct ofile *of)
+{
+	struct inode in;
+	int rc = get_key(st, of->ino, &in);
+	if (rc)
+		return rc;
 	size_t n = slots_for(st, in.r.size);
 	if (in.payload_len != n * CHUNK_HASH_LEN) {
 		nadb_log("inode %llu: chunk list does not match its size",
@@ -272,20 +283,14 @@ static int load_ofile(struct nadb_store *st, struct ofile *of)
 	return rc;
 }
 
-/* Is key INO's value still its key's?  An open while another handle has
- * the value loaded reads no record, but through a name the kernel still
- * caches it may reach a key that expired meanwhile (its deletion's notice
- * not yet landed): that one is gone, as it is for an open that loads. */
-static int key_not_expired(struct nadb_store *st, uint64_t ino)
+/* An open while another handle has the value loaded reads no chunk
+ * list, but checks the key is still there as an open that loads does. */
+static int key_still_there(struct nadb_store *st, uint64_t ino)
 {
 	struct inode in;
-	pthread_mutex_lock(&st->meta_lock);
-	int rc = inode_get(st, ino, &in);
-	pthread_mutex_unlock(&st->meta_lock);
-	if (rc)
-		return rc;
-	rc = inode_expired(&in.r, now_ns()) ? -ENOENT : 0;
-	inode_release(&in);
+	int rc = get_key(st, ino, &in);
+	if (!rc)
+		inode_release(&in);
 	return rc;
 }
 
@@ -1353,7 +1358,7 @@ int nadb_file_open(struct nadb_store *st, uint64_t ino, int flags,
 	pthread_rwlock_wrlock(&of->lock);
 	/* A follower's value may have changed since another handle loaded it:
 	 * each open reads it afresh (close-to-open). */
-	int rc = of->loaded && !st->following ? key_not_expired(st, ino) : load_ofile(st, of);
+	int rc = of->loaded && !st->following ? key_still_there(st, ino) : load_ofile(st, of);
 	if (!rc && (flags & NADB_OPEN_TRUNC) && of->size)
 		rc = truncate_locked(st, of, 0);
 	else if (!rc && (flags & NADB_OPEN_TRUNC)) {

@@ -88,52 +88,39 @@ static void seg_name(uint32_t seg, char name[32])
 	snprintf(name, 32, "%08u.pack", seg);
 }
 
+/* *ARRAYP (an array of WAS elements of ELEM bytes) reallocated to N,
+ * the new ones zeroed. */
+static int grow_zeroed(void *arrayp, size_t elem, uint32_t was, uint32_t n)
+{
+	void *old;
+	memcpy(&old, arrayp, sizeof(old));
+	char *a = realloc(old, (size_t)n * elem);
+	if (!a)
+		return -ENOMEM;
+	memset(a + (size_t)was * elem, 0, (size_t)(n - was) * elem);
+	memcpy(arrayp, &a, sizeof(a));
+	return 0;
+}
+
 static int grow_table(struct packs *p, uint32_t seg)
 {
 	if (seg < p->nfds)
 		return 0;
 	if (seg >= 1u << 30) /* 256 PiB of segments: a damaged number; n would overflow */
 		return -EIO;
-	uint32_t n = p->nfds ? p->nfds : 16;
+	uint32_t was = p->nfds, n = was ? was : 16;
 	while (n <= seg)
 		n *= 2;
-	int *fds = realloc(p->fds, n * sizeof(*fds));
-	if (!fds)
+	if (grow_zeroed(&p->fds, sizeof(*p->fds), was, n) ||
+	    grow_zeroed(&p->dirty, sizeof(*p->dirty), was, n) ||
+	    grow_zeroed(&p->sizes, sizeof(*p->sizes), was, n) ||
+	    grow_zeroed(&p->removed, sizeof(*p->removed), was, n) ||
+	    grow_zeroed(&p->punched, sizeof(*p->punched), was, n) ||
+	    grow_zeroed(&p->reading, sizeof(*p->reading), was, n) ||
+	    grow_zeroed(&p->close_late, sizeof(*p->close_late), was, n))
 		return -ENOMEM;
-	p->fds = fds;
-	bool *dirty = realloc(p->dirty, n * sizeof(*dirty));
-	if (!dirty)
-		return -ENOMEM;
-	p->dirty = dirty;
-	uint64_t *sizes = realloc(p->sizes, n * sizeof(*sizes));
-	if (!sizes)
-		return -ENOMEM;
-	p->sizes = sizes;
-	bool *removed = realloc(p->removed, n * sizeof(*removed));
-	if (!removed)
-		return -ENOMEM;
-	p->removed = removed;
-	uint64_t *punched = realloc(p->punched, n * sizeof(*punched));
-	if (!punched)
-		return -ENOMEM;
-	p->punched = punched;
-	uint32_t *reading = realloc(p->reading, n * sizeof(*reading));
-	if (!reading)
-		return -ENOMEM;
-	p->reading = reading;
-	bool *close_late = realloc(p->close_late, n * sizeof(*close_late));
-	if (!close_late)
-		return -ENOMEM;
-	p->close_late = close_late;
-	for (uint32_t i = p->nfds; i < n; i++) {
-		reading[i] = 0;
-		close_late[i] = false;
-		punched[i] = 0;
-		fds[i] = -1;
-		dirty[i] = false;
-		sizes[i] = 0;
-		removed[i] = false;
-	}
+	for (uint32_t i = was; i < n; i++)
+		p->fds[i] = -1;
 	p->nfds = n;
 	return 0;
 }
