@@ -168,6 +168,24 @@ struct kv_ops {
 	 * at once, not when its heartbeat runs out (a follower that took the
 	 * store over must not count itself among its own followers). */
 	int (*publish)(struct kv *kv, uint32_t mask, uint64_t *n);
+	/* Optional, both (NULL: one process at a time opens the store, so
+	 * every row a session left is a dead one's when it opens).
+	 * Sessions: each process that writes a store (kv.session) tags the
+	 * rows only it may settle while it lives -- pending chunks, chunk
+	 * drops, open orphans (store.c, "Sessions") -- and keeps its session
+	 * alive; the rows of a session that is not are settled by whoever
+	 * writes the store.
+	 *
+	 * sessions: the sessions alive now (this one among them), sorted,
+	 * into *LIVE (malloc'd) and *N.  Asked after the rows it judges were
+	 * read: a session counts itself in before it writes any.
+	 *
+	 * beat: keep this session alive for a while more (the flusher, every
+	 * second, beside publish: its thread and connection); *DIED: a
+	 * session alive at the last beat is no more (its rows are to be
+	 * settled).  Outside the serialisation of every other call. */
+	int (*sessions)(struct kv *kv, uint32_t **live, size_t *n);
+	int (*beat)(struct kv *kv, bool *died);
 	int (*follow)(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx);
 	void (*unfollow)(struct kv *kv);
 	void (*close)(struct kv *kv);
@@ -182,6 +200,11 @@ struct kv {
 	 * (store.c settles dropped references only after a sync).  false: a
 	 * group is one transaction, whatever partitions it writes. */
 	bool apart;
+	/* This process's session (sessions, above): the tag of the rows it
+	 * writes that only it settles while it lives; 0 where the backend
+	 * has no sessions (and for a follower, which writes none).  Never 0
+	 * for a live session: rows a store kept from before sessions read 0. */
+	uint32_t session;
 };
 
 /* scan_prefix for a backend with nothing better: scan, stopped where the

@@ -400,7 +400,9 @@ int chunk_unref(struct chunker *c, uint64_t owner, const uint8_t hash[CHUNK_HASH
 	struct chunk_drop *d = &c->noted[c->nnoted];
 	d->part = (uint64_t)part << KV_PART_SHIFT;
 	memcpy(d->hash, hash, CHUNK_HASH_LEN);
-	d->seq = ++c->drop_seq; /* a row of its own: nothing to read first */
+	/* a row of its own (nothing to read first): our session's, numbered
+	 * by us (the low half wraps after 2^32 drops, long settled by then) */
+	d->seq = (uint64_t)c->kv->session << 32 | (uint32_t)++c->drop_seq;
 	d->taken = false;
 	uint8_t key[DROP_KEY_LEN];
 	drop_key(key, d);
@@ -430,22 +432,29 @@ bool chunk_unsettled(const struct chunker *c)
 	return c->nnoted > 0;
 }
 
+/* What a scan of the drop rows left by sessions gone collects. */
+struct left_drops {
+	bool (*keep)(void *ctx, uint32_t session);
+	void *ctx;
+	struct chunk_drop *d;
+	size_t n, cap;
+};
+
 static int collect_drop(void *ctx, const void *key, size_t klen, const void *val,
 			size_t vlen)
 {
 	(void)val;
 	(void)vlen;
-	struct chunker *c = ctx;
+	struct left_drops *l = ctx;
 	if (klen != DROP_KEY_LEN)
 		return -EIO;
-	if (ARRAY_GROW(c->noted, c->nnoted, c->noted_cap))
+	if (ARRAY_GROW(l->d, l->n, l->cap))
 		return -ENOMEM;
-	struct chunk_drop *d = &c->noted[c->nnoted++];
+	struct chunk_drop *d = &l->d[l->n++];
 	d->part = kv_key_ino(key);
 	memcpy(d->hash, (const uint8_t *)key + 8, CHUNK_HASH_LEN);
 	d->seq = kv_key_ino((const uint8_t *)key + 8 + CHUNK_HASH_LEN);
-	if (d->seq > c->drop_seq) /* numbers go on from the rows left */
-		c->drop_seq = d->seq;
+	d->taken = false;
 	return 0;
 }
 
@@ -458,22 +467,36 @@ static int cmp_part_drop(const void *a, const void *b)
 	return h ? h : x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-int chunk_due_drops(struct chunker *c, bool all, struct chunk_drop **out, size_t *n)
+int chunk_due_drops(struct chunker *c, struct chunk_drop **out, size_t *n)
 {
 	assert(c->noted_step == c->nnoted); /* no step under way */
-	int rc = 0;
-	if (all) {
-		c->nnoted = 0;
-		rc = c->kv->ops->scan(c->kv, KV_CHUNK_DROPS, NULL, 0, collect_drop, c);
-	}
 	if (c->nnoted)
 		qsort(c->noted, c->nnoted, sizeof(*c->noted), cmp_part_drop);
-	*out = rc ? NULL : c->noted;
-	*n = rc ? 0 : c->nnoted;
-	if (rc)
-		free(c->noted);
+	*out = c->noted;
+	*n = c->nnoted;
 	c->noted = NULL;
 	c->nnoted = c->noted_cap = c->noted_step = c->noted_sorted = 0;
+	return 0;
+}
+
+int chunk_left_drops(struct chunker *c, bool (*keep)(void *ctx, uint32_t session), void *ctx,
+		     struct chunk_drop **out, size_t *n)
+{
+	struct left_drops l = {.keep = keep, .ctx = ctx};
+	int rc = c->kv->ops->scan(c->kv, KV_CHUNK_DROPS, NULL, 0, collect_drop, &l);
+	size_t kept = 0;
+	for (size_t i = 0; !rc && i < l.n; i++) /* judged after the scan (backend.h) */
+		if (keep(ctx, (uint32_t)(l.d[i].seq >> 32)))
+			l.d[kept++] = l.d[i];
+	if (rc) {
+		free(l.d);
+		l.d = NULL;
+		kept = 0;
+	}
+	if (kept)
+		qsort(l.d, kept, sizeof(*l.d), cmp_part_drop);
+	*out = l.d;
+	*n = kept;
 	return rc;
 }
 

@@ -45,12 +45,13 @@ struct chunker {
 	struct chunk_drop {
 		uint64_t part; /* the partition's first inode number */
 		uint8_t hash[CHUNK_HASH_LEN];
-		uint64_t seq; /* the row's number */
+		uint64_t seq; /* the row's number: its session's (kv.session) in
+			       * the high half, the session's count in the low */
 		bool taken;   /* chunk_take_drops deleted the row */
 	} *noted;
 	size_t nnoted, noted_cap, noted_step;
 	size_t noted_sorted; /* the step's entries are sorted up to here */
-	uint64_t drop_seq;   /* the last row number handed out */
+	uint64_t drop_seq;   /* the last row number handed out (its low half) */
 };
 
 /* Where a chunk's bytes are and how to turn them back into the value. */
@@ -108,15 +109,19 @@ void chunk_step_end(struct chunker *c, bool committed);
 /* Are drops noted that chunk_due_drops has not handed out yet? */
 bool chunk_unsettled(const struct chunker *c);
 /* Settling, in three parts (store.c runs them): the drops due -- those
- * noted since the last call, or with ALL every row of KV_CHUNK_DROPS (left
- * by a crash) -- into *OUT (N, sorted by partition; the caller frees it),
- * outside any step; then for each partition's run, a step of that
+ * noted since the last call (chunk_due_drops), or the rows of
+ * KV_CHUNK_DROPS a session left for others to settle, those of the
+ * sessions KEEP says (chunk_left_drops: a crashed one's; asked after the
+ * scan; the drops noted stay noted) -- into *OUT (N, sorted by partition;
+ * the caller frees it), outside any step; then for each partition's run, a step of that
  * partition deleting their rows (taken, unless one is gone already);
  * then a step of partition 0 taking the references of those taken off
  * the chunks, freeing those at zero.  A crash between the last two loses drops (the chunks
  * stay counted: space, not data, which fsck --repair gives back), never
  * takes one off twice. */
-int chunk_due_drops(struct chunker *c, bool all, struct chunk_drop **out, size_t *n);
+int chunk_due_drops(struct chunker *c, struct chunk_drop **out, size_t *n);
+int chunk_left_drops(struct chunker *c, bool (*keep)(void *ctx, uint32_t session), void *ctx,
+		     struct chunk_drop **out, size_t *n);
 int chunk_take_drops(struct chunker *c, struct chunk_drop *d, size_t n);
 int chunk_apply_drops(struct chunker *c, const struct chunk_drop *d, size_t n);
 /* fsck: the references dropped but not settled: FN is called once a row

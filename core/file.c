@@ -15,9 +15,10 @@
  * new one, never a mix.
  *
  * A spilled chunk is referenced before any inode names it, so the
- * reference is recorded in the pending table in the same step; commit
- * releases the file's pending references, and so does the next open of
- * the store after a crash.  No chunk leaks.
+ * reference is recorded in the pending table in the same step, under
+ * our session; commit releases the file's pending references, and after
+ * a crash the next writer does, once our session is gone (store.c,
+ * "sessions").  No chunk leaks.
  */
 #include "grow.h"
 #include "log.h"
@@ -651,10 +652,13 @@ static int put_pending(struct nadb_store *st, struct ofile *of,
 {
 	struct pending_put pp = {.st = st, .p = p, .hash = hash};
 	ino_key(pp.key, of->ino);
-	/* numbered store-wide: a row an earlier open of the key left (its
-	 * discard failed) is never overwritten, and leaked (rows of an
-	 * earlier run are settled at open, file_recover_pending) */
-	uint64_t seq = htobe64(atomic_fetch_add(&st->pending_seq, 1));
+	/* numbered by our session (in the high half, so that only we
+	 * release it while we live, store.c "sessions"): a row an earlier
+	 * open of the key left (its discard failed) is never overwritten, and
+	 * released with the key's next; a dead session's are settled by the
+	 * writer that finds them, file_recover_pending */
+	uint64_t seq = htobe64((uint64_t)st->kv->session << 32 |
+			       (uint32_t)atomic_fetch_add(&st->pending_seq, 1));
 	memcpy(pp.key + INO_KEY_LEN, &seq, sizeof(seq));
 	pthread_mutex_lock(&st->meta_lock);
 	int rc = steps_taking_refs(st, kv_partition(of->ino) != 0, take_pending, note_pending,
@@ -821,19 +825,29 @@ static int cmp_hash(const void *a, const void *b)
 	return memcmp(a, b, CHUNK_HASH_LEN);
 }
 
-/* Drop the pending references of INO (or of every inode, when ALL), but
- * for those of the N hashes at KEEP (sorted; a hash as many times as it
- * is kept), which pass to the value that names them: their rows go, the
- * references stay.  Inside a step, under meta_lock. */
-static int release_pending_but(struct nadb_store *st, uint64_t ino, bool all,
+/* The session a pending row's key names (file.c put_pending). */
+static uint32_t pending_session(const uint8_t key[2 * INO_KEY_LEN])
+{
+	return (uint32_t)(kv_key_ino(key + INO_KEY_LEN) >> 32);
+}
+
+/* Drop our session's pending references of INO (or, when SC is given,
+ * those of every inode in the sessions it takes in), but for those of the
+ * N hashes at KEEP (sorted; a hash as many times as it is kept), which
+ * pass to the value that names them: their rows go, the references stay.
+ * Inside a step, under meta_lock. */
+static int release_pending_but(struct nadb_store *st, uint64_t ino, struct settle_scope *sc,
 			       const uint8_t (*keep)[CHUNK_HASH_LEN], size_t n)
 {
-	struct pending_list l = {.prefix_len = all ? 0 : INO_KEY_LEN};
+	struct pending_list l = {.prefix_len = sc ? 0 : INO_KEY_LEN};
 	ino_key(l.prefix, ino);
 	bool *kept = calloc(n + 1, sizeof(bool));
 	int rc = kept ? st->kv->ops->scan_prefix(st->kv, KV_PENDING, l.prefix, l.prefix_len,
 						 collect_pending, &l) : -ENOMEM;
 	for (size_t i = 0; !rc && i < l.n; i++) {
+		uint32_t session = pending_session(l.keys[i]);
+		if (sc ? !settle_scope_has(sc, session) : session != st->kv->session)
+			continue; /* a live session's: its files' */
 		const uint8_t(*hit)[CHUNK_HASH_LEN] = n ? bsearch(l.hashes[i], keep, n, CHUNK_HASH_LEN,
 								   cmp_hash) : NULL;
 		while (hit && hit > keep && !cmp_hash(hit - 1, l.hashes[i]))
@@ -860,16 +874,17 @@ static int release_pending_but(struct nadb_store *st, uint64_t ino, bool all,
 	return rc;
 }
 
-static int release_pending(struct nadb_store *st, uint64_t ino, bool all)
+static int release_pending(struct nadb_store *st, uint64_t ino)
 {
-	return release_pending_but(st, ino, all, NULL, 0);
+	return release_pending_but(st, ino, NULL, NULL, 0);
 }
 
-int file_recover_pending(struct nadb_store *st)
+int file_recover_pending(struct nadb_store *st, struct settle_scope *sc)
 {
 	int rc = step_begin(st);
 	if (!rc)
-		rc = step_end(st, release_pending(st, 0, true));
+		rc = step_end(st, release_pending_but(st, 0, sc, NULL, 0));
+	settle_scope_free(sc);
 	return rc;
 }
 
@@ -967,7 +982,7 @@ static int swap_chunk_list(void *ctx)
 	else if (nspilled)
 		qsort(spilled, nspilled, CHUNK_HASH_LEN, cmp_hash);
 	if (!rc)
-		rc = release_pending_but(st, of->ino, false, (const uint8_t(*)[CHUNK_HASH_LEN])spilled,
+		rc = release_pending_but(st, of->ino, NULL, (const uint8_t(*)[CHUNK_HASH_LEN])spilled,
 					 nspilled);
 	free(spilled);
 	if (!rc) {
@@ -1074,7 +1089,7 @@ static void discard_pending(struct nadb_store *st, uint64_t ino)
 {
 	int rc = step_begin(st);
 	if (!rc)
-		rc = step_end(st, release_pending(st, ino, false));
+		rc = step_end(st, release_pending(st, ino));
 	if (rc)
 		nadb_log("inode %llu: cannot drop the chunks of a value not stored: %s",
 			 (unsigned long long)ino, strerror(-rc));

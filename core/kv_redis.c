@@ -477,6 +477,12 @@ struct kv_redis {
 	struct redis_conn *sub, *beat;
 	uint64_t beat_ms, beat_ok_ms;
 	char member[128];
+	/* A writer's session (kv.session; "sessions"): the live sessions its
+	 * last beat saw (sorted; beat's thread only) and whether it beat
+	 * successfully yet. */
+	uint32_t *beat_live;
+	size_t nbeat_live;
+	bool session_beaten;
 };
 
 static void release_held(struct kv_redis *k)
@@ -2314,6 +2320,175 @@ static const char count_script[] = SERVER_MS
 static const char beat_script[] = SERVER_MS
 	"return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])";
 
+/* ---- sessions (backend.h) ----
+ *
+ * "sessions" (p0) is a sorted set: a member per live session (its number,
+ * in decimal), scored by when its heartbeat runs out (server clock, ms);
+ * "sessionseq" (p0) numbers them (INCR: never twice, never 0).  A session
+ * counts itself in (a beat) before it writes a row, and out at close. */
+#define SESSION_TTL_MS 10000 /* ms: a dead writer's session outlives it this long,
+			      * as its lock does (lock.c, REDIS_LOCK_TTL_MS) */
+
+static size_t sessions_key(const struct kv_redis *k, char *buf)
+{
+	return redis_key(k->conn, 0, "sessions", buf, KEY_SIZE);
+}
+
+/* KEYS[1] the sessions: ARGV[1] counts for ARGV[2] ms more; drop those
+ * whose heartbeat ran out; {1 if ARGV[1] was counted in still (else 0),
+ * the live sessions}. */
+static const char session_beat_script[] = SERVER_MS
+	"local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) "
+	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+	"return {1 - added, redis.call('ZRANGE', KEYS[1], 0, -1)}";
+/* KEYS[1] the sessions: drop those whose heartbeat ran out; the rest. */
+static const char sessions_script[] = SERVER_MS
+	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+	"return redis.call('ZRANGE', KEYS[1], 0, -1)";
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The session numbers of R (an array of decimal members), sorted, into
+ * *OUT (malloc'd) and *N; members that are not numbers are skipped. */
+static int session_list(const redisReply *r, uint32_t **out, size_t *n)
+{
+	if (r->type != REDIS_REPLY_ARRAY)
+		return -EPROTO;
+	uint32_t *ids = malloc((r->elements + 1) * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	size_t m = 0;
+	for (size_t i = 0; i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+		char *end;
+		unsigned long long id;
+		if (e->type != REDIS_REPLY_STRING || !e->len || e->len > 10)
+			continue;
+		id = strtoull(e->str, &end, 10);
+		if (end == e->str + e->len && id && id <= UINT32_MAX)
+			ids[m++] = (uint32_t)id;
+	}
+	qsort(ids, m, sizeof(*ids), cmp_u32);
+	*out = ids;
+	*n = m;
+	return 0;
+}
+
+/* Count session K->kv.session in for SESSION_TTL_MS more, on C: *LIVE
+ * and *N, the sessions alive now (NULL: not wanted); *WAS_IN: it counted
+ * still (else it ran out, or this is its first beat). */
+static int session_beat_on(struct kv_redis *k, struct redis_conn *c, uint32_t **live, size_t *n,
+			   bool *was_in)
+{
+	char key[KEY_SIZE], id[16], ttl[16];
+	const char *argv[] = {"EVAL", session_beat_script, "1", key, id, ttl};
+	size_t lens[] = {4, sizeof(session_beat_script) - 1, 1, sessions_key(k, key),
+			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session),
+			 (size_t)snprintf(ttl, sizeof(ttl), "%u", SESSION_TTL_MS)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(c, 0, "counting this session in", 6, argv, lens, &r);
+	if (rc)
+		return rc;
+	rc = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	     r->element[0]->type == REDIS_REPLY_INTEGER ? 0 : -EPROTO;
+	if (!rc) {
+		*was_in = r->element[0]->integer == 1;
+		if (live)
+			rc = session_list(r->element[1], live, n);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+static int kvr_sessions(struct kv *kv, uint32_t **live, size_t *n)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	char key[KEY_SIZE];
+	const char *argv[] = {"EVAL", sessions_script, "1", key};
+	size_t lens[] = {4, sizeof(sessions_script) - 1, 1, sessions_key(k, key)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, "reading the live sessions", 4, argv, lens, &r);
+	if (rc)
+		return rc;
+	rc = session_list(r, live, n);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Is ID in the sorted LIVE (N)? */
+static bool has_session(const uint32_t *live, size_t n, uint32_t id)
+{
+	return n && bsearch(&id, live, n, sizeof(*live), cmp_u32);
+}
+
+static int kvr_beat(struct kv *kv, bool *died)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	int rc = k->counter ? 0 : redis_conn_open_like(k->conn, &k->counter);
+	uint32_t *live = NULL;
+	size_t n = 0;
+	bool was_in = false;
+	if (!rc)
+		rc = session_beat_on(k, k->counter, &live, &n, &was_in);
+	if (rc)
+		return rc;
+	if (!was_in) /* the others may have settled our rows: say so */
+		nadb_log("redis %s: session %u had lapsed (no heartbeat for %u ms): "
+			 "counted in again", redis_conn_name(k->conn), k->kv.session,
+			 SESSION_TTL_MS);
+	*died = false;
+	for (size_t i = 0; i < k->nbeat_live && !*died; i++)
+		*died = !has_session(live, n, k->beat_live[i]);
+	free(k->beat_live);
+	k->beat_live = live;
+	k->nbeat_live = n;
+	return 0;
+}
+
+/* A new writer's session: numbered, and counted in before it writes. */
+static int session_start(struct kv_redis *k)
+{
+	char key[KEY_SIZE];
+	const char *argv[] = {"INCR", key};
+	size_t lens[] = {4, redis_key(k->conn, 0, "sessionseq", key, sizeof(key))};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, "numbering this session", 2, argv, lens, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0 || r->integer > UINT32_MAX) {
+		nadb_log("redis %s: the store's sessions are numbered up (%s): no more writers",
+			 redis_conn_name(k->conn), "sessionseq");
+		rc = -EOVERFLOW;
+	} else {
+		k->kv.session = (uint32_t)r->integer;
+	}
+	freeReplyObject(r);
+	bool was_in;
+	if (!rc) /* the first beat's live sessions: one that dies later is told */
+		rc = session_beat_on(k, k->conn, &k->beat_live, &k->nbeat_live, &was_in);
+	if (rc)
+		k->kv.session = 0;
+	return rc;
+}
+
+/* Counted out at close: the rows it leaves are anybody's to settle. */
+static void session_end(struct kv_redis *k)
+{
+	if (!k->kv.session)
+		return;
+	char key[KEY_SIZE], id[16];
+	const char *argv[] = {"ZREM", key, id};
+	size_t lens[] = {4, sessions_key(k, key),
+			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session)};
+	redisReply *r = NULL;
+	if (!redis_run_in(k->conn, 0, "counting this session out", 3, argv, lens, &r))
+		freeReplyObject(r);
+}
+
 /* The writer (the flusher's thread, outside the serialisation of the
  * other calls: a connection of its own, and an atomic mask). */
 static int kvr_publish(struct kv *kv, uint32_t mask, uint64_t *n)
@@ -2442,6 +2617,8 @@ static void kvr_close(struct kv *kv)
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
 	count_out(k, k->conn);
+	session_end(k);
+	free(k->beat_live);
 	redis_conn_close(k->sub);
 	redis_conn_close(k->beat);
 	redis_conn_close(k->counter);
@@ -2470,6 +2647,8 @@ static const struct kv_ops redis_kv_ops = {
 	.publish = kvr_publish,
 	.follow = kvr_follow,
 	.unfollow = kvr_unfollow,
+	.sessions = kvr_sessions,
+	.beat = kvr_beat,
 	.close = kvr_close,
 };
 
@@ -2513,6 +2692,8 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	}
 	if (!rc)
 		rc = load_parts(k);
+	if (!rc && !follower)
+		rc = session_start(k);
 	if (!rc)
 		redis_note_durability(k->conn);
 	if (rc) {
@@ -2521,6 +2702,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 		overlay_free(&k->cache);
 		redis_conn_close(k->conn);
 		free(k->parts);
+		free(k->beat_live);
 		free(k);
 		return rc;
 	}

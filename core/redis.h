@@ -66,6 +66,11 @@
  *                                               (as gone:N) for late readers
  *   gone:N                          string      removed segment N, deleted
  *                                               by forget_removed or at open
+ *   sessions                        sorted set  writers' sessions alive
+ *                                               (kv_redis.c), score = when
+ *                                               their heartbeat runs out
+ *                                               (server clock, ms)
+ *   sessionseq                      string      sessions numbered so far (p0)
  *   followers                       sorted set  daemons following the writer
  *                                               (kv_redis.c), score = when
  *                                               their heartbeat runs out

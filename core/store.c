@@ -137,11 +137,12 @@ int step_begin(struct nadb_store *st)
 	return rc;
 }
 
-/* Take the references dropped by the steps before (or, with ALL, every
- * drop stored) off their chunks (chunk.h): for each partition, a step of
- * its own taking its rows, then steps of partition 0 taking the counts
- * off.  The rows go first, so that a crash between leaves chunks counted
- * too high (space, which fsck --repair gives back), never too low.
+/* Take the references dropped by the steps before (settle_drops), or
+ * left by sessions gone (settle_left_drops), off their chunks (chunk.h):
+ * for each partition, a step of its own taking its rows, then steps of
+ * partition 0 taking the counts off.  The rows go first, so that a crash
+ * between leaves chunks counted too high (space, which fsck --repair
+ * gives back), never too low.
  *
  * A group that is one transaction (kv.apart false) carries the lot with
  * the steps that dropped: run right after them.  Where each partition
@@ -150,15 +151,13 @@ int step_begin(struct nadb_store *st)
  * durable before any count comes off), and sync after the rows' steps
  * and after the counts'.  A failure leaves rows for the next open (or,
  * once rows are taken, the chunks counted), and the steps that dropped
- * stand. */
-static int settle_drops(struct nadb_store *st, bool all)
+ * stand.  Takes D (N of them, sorted by partition). */
+static int settle_drop_list(struct nadb_store *st, struct chunk_drop *d, size_t n)
 {
-	struct chunk_drop *d;
-	size_t n;
 	bool apart = st->kv->apart;
-	st->settling = true;
-	int rc = chunk_due_drops(&st->chunks, all, &d, &n);
+	int rc = 0;
 	bool taken = false; /* rows deleted whose counts are not yet applied */
+	assert(st->settling);
 	for (size_t i = 0, j; !rc && i < n; i = j) {
 		for (j = i + 1; j < n && d[j].part == d[i].part; j++)
 			;
@@ -185,7 +184,79 @@ static int settle_drops(struct nadb_store *st, bool all)
 		nadb_log("%s: dropped chunk references not settled (%s): the next open "
 			 "settles them", st->dir, strerror(-rc));
 	free(d);
+	return rc;
+}
+
+static int settle_drops(struct nadb_store *st)
+{
+	struct chunk_drop *d;
+	size_t n;
+	st->settling = true;
+	int rc = chunk_due_drops(&st->chunks, &d, &n);
+	if (!rc)
+		rc = settle_drop_list(st, d, n);
 	st->settling = false;
+	return rc;
+}
+
+/* ---- sessions ---------------------------------------------------------------
+ *
+ * A writer tags the rows only it may settle while it lives -- the pending
+ * chunks of the files it has open (file.c), the references it dropped and
+ * has not settled (chunk.c), the keys unlinked while it held them open
+ * (tree.c) -- with its session (backend.h, kv.session).  Rows of a session
+ * that is no more are settled by the writer that finds them: at open, and
+ * when a beat says a session died (the flusher).  Rows from before
+ * sessions, and a backend's without sessions (one process at a time),
+ * read session 0: never a live one. */
+
+bool settle_scope_has(struct settle_scope *sc, uint32_t session)
+{
+	struct nadb_store *st = sc->st;
+	if (!session)
+		return true;
+	if (session == st->kv->session)
+		return sc->own_too;
+	if (!sc->asked) { /* after the rows were read (backend.h) */
+		sc->asked = true;
+		sc->rc = st->kv->ops->sessions ? st->kv->ops->sessions(st->kv, &sc->live, &sc->nlive)
+					       : 0;
+		if (sc->rc)
+			nadb_log("%s: the live sessions cannot be read (%s): the rows of "
+				 "sessions gone stay for the next try", st->dir, strerror(-sc->rc));
+	}
+	if (sc->rc)
+		return false;
+	for (size_t i = 0; i < sc->nlive; i++)
+		if (sc->live[i] == session)
+			return false;
+	return true;
+}
+
+void settle_scope_free(struct settle_scope *sc)
+{
+	free(sc->live);
+	sc->live = NULL;
+	sc->nlive = 0;
+	sc->asked = false;
+}
+
+static bool scope_keeps(void *ctx, uint32_t session)
+{
+	return settle_scope_has(ctx, session);
+}
+
+/* The drop rows of the sessions SC takes in. */
+static int settle_left_drops(struct nadb_store *st, struct settle_scope *sc)
+{
+	struct chunk_drop *d;
+	size_t n;
+	st->settling = true;
+	int rc = chunk_left_drops(&st->chunks, scope_keeps, sc, &d, &n);
+	if (!rc)
+		rc = settle_drop_list(st, d, n);
+	st->settling = false;
+	settle_scope_free(sc);
 	return rc;
 }
 
@@ -207,11 +278,11 @@ int step_end(struct nadb_store *st, int rc)
 		 * went with it, and must never settle. */
 		struct chunk_drop *d;
 		size_t n;
-		if (!chunk_due_drops(&st->chunks, false, &d, &n))
+		if (!chunk_due_drops(&st->chunks, &d, &n))
 			free(d);
 	}
 	if (!rc && !e && !st->settling && !st->kv->apart && chunk_unsettled(&st->chunks))
-		settle_drops(st, false);
+		settle_drops(st);
 	return rc ? rc : e;
 }
 
@@ -458,49 +529,71 @@ int store_format_check(struct nadb_store *st, char *why)
 	return -EPROTO;
 }
 
-/* Inodes unlinked while open when the last process stopped. */
+/* Inodes unlinked while open (KV_ORPHANS), and the session whose they
+ * are (the row's value; none before sessions). */
+struct orphan_list {
+	struct orphan {
+		uint64_t ino;
+		uint32_t session;
+	} *o;
+	size_t n, cap;
+};
+
 static int collect_orphan(void *ctx, const void *key, size_t klen,
 			  const void *val, size_t vlen)
 {
-	(void)val;
-	(void)vlen;
-	uint64_t **list = ctx;
+	struct orphan_list *l = ctx;
 	if (klen != INO_KEY_LEN)
 		return 0;
-	uint64_t ino = 0;
-	for (int i = 0; i < 8; i++)
-		ino = ino << 8 | ((const uint8_t *)key)[i];
-	size_t n = (size_t)(*list)[0];
-	uint64_t *grown = realloc(*list, (n + 2) * sizeof(uint64_t));
-	if (!grown)
+	if (ARRAY_GROW(l->o, l->n, l->cap))
 		return -ENOMEM;
-	grown[n + 1] = ino;
-	grown[0] = n + 1;
-	*list = grown;
+	uint32_t be = 0;
+	if (vlen == sizeof(be))
+		memcpy(&be, val, sizeof(be));
+	l->o[l->n++] = (struct orphan){kv_key_ino(key), be32toh(be)};
 	return 0;
 }
 
-static int remove_orphans(struct nadb_store *st)
+/* Delete the orphans of the sessions SC takes in: nothing holds them open
+ * any more. */
+static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 {
-	uint64_t *list = calloc(1, sizeof(uint64_t));
-	if (!list)
-		return -ENOMEM;
-	int rc = st->kv->ops->scan(st->kv, KV_ORPHANS, NULL, 0, collect_orphan, &list);
-	for (uint64_t i = 1; !rc && i <= list[0]; i++) {
+	struct orphan_list l = {0};
+	int rc = st->kv->ops->scan(st->kv, KV_ORPHANS, NULL, 0, collect_orphan, &l);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		if (!settle_scope_has(sc, l.o[i].session))
+			continue;
 		uint8_t key[INO_KEY_LEN];
-		ino_key(key, list[i]);
+		ino_key(key, l.o[i].ino);
 		rc = step_begin(st);
 		if (rc)
 			break;
-		rc = inode_delete(st, list[i]);
+		rc = inode_delete(st, l.o[i].ino);
 		if (rc == -ENOENT)
 			rc = 0;
 		if (!rc)
 			rc = st->kv->ops->del(st->kv, KV_ORPHANS, key, sizeof(key));
 		rc = step_end(st, rc);
 	}
-	free(list);
+	free(l.o);
+	settle_scope_free(sc);
 	return rc;
+}
+
+/* Settle what sessions gone left (see "sessions"): the references they
+ * dropped, their files' pending chunks (and the drops releasing those
+ * notes), the keys they held open after an unlink.  Under meta_lock (or
+ * at open).  A failure to settle drops is logged and leaves them for the
+ * next pass (fsck counts them); the first other failure is returned,
+ * each part tried whatever the one before did. */
+static int settle_sessions(struct nadb_store *st)
+{
+	struct settle_scope sc = {.st = st};
+	(void)settle_left_drops(st, &sc);
+	int rc = file_recover_pending(st, &sc);
+	(void)settle_drops(st); /* settle_drop_list syncs their steps first */
+	int rc2 = remove_orphans(st, &sc);
+	return rc ? rc : rc2;
 }
 
 static void free_store(struct nadb_store *st)
@@ -776,18 +869,9 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 		*out = st;
 		return 0;
 	}
-	/* Drop rows a crash left go first: their numbers are where the
-	 * numbering of the drops recover_pending notes goes on (a number
-	 * taken twice would write one row over the other, a reference never
-	 * taken off).  A failure is logged, and fsck counts them. */
+	/* What sessions gone left (a crash), before anything of ours. */
 	if (!rc)
-		(void)settle_drops(st, true);
-	if (!rc)
-		rc = file_recover_pending(st);
-	if (!rc)
-		(void)settle_drops(st, true);
-	if (!rc)
-		rc = remove_orphans(st);
+		rc = settle_sessions(st);
 	if (!rc)
 		rc = nadb_store_sync(st);
 	if (rc) {
@@ -897,7 +981,7 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	 * else compaction reclaims them. */
 	size_t freed_synced = st->nfreed;
 	if (!rc && st->kv->apart && !st->settling && chunk_unsettled(&st->chunks) &&
-	    settle_drops(st, false))
+	    settle_drops(st))
 		st->nfreed = st->freed_step = freed_synced;
 	take_freed(st, rc, batch, n);
 	return rc;
@@ -1069,13 +1153,28 @@ void store_note_step(struct nadb_store *st)
 		pthread_cond_signal(&st->flush_cond);
 }
 
+/* Keep our session alive (backend.h, beat); when another died (or the
+ * last pass failed: *OWED), settle what it left. */
+static void beat_session(struct nadb_store *st, bool *owed)
+{
+	bool died = false;
+	if (!st->kv->ops->beat || (st->kv->ops->beat(st->kv, &died) && !*owed) ||
+	    (!died && !*owed))
+		return;
+	pthread_mutex_lock(&st->meta_lock);
+	*owed = settle_sessions(st) != 0;
+	pthread_mutex_unlock(&st->meta_lock);
+}
+
 /* Has the store followers (follow.c)?  Asked of the backend every
- * FOLLOWERS_CHECK_MS, which also has it tell them what each sync wrote. */
-static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked)
+ * FOLLOWERS_CHECK_MS, which also has it tell them what each sync wrote;
+ * our session beats as often. */
+static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked, bool *owed)
 {
 	if (!st->kv->ops->publish || now - *checked < FOLLOWERS_CHECK_MS * 1000000LL)
 		return;
 	*checked = now;
+	beat_session(st, owed);
 	uint64_t n = 0;
 	if (st->kv->ops->publish(st->kv, store_followed_tables, &n))
 		return; /* said; counted again in a second */
@@ -1102,6 +1201,7 @@ static void *flusher_main(void *arg)
 	const int64_t interval = (int64_t)st->opt.flush_interval * 1000000000LL;
 	int64_t checked = 0, compacted = (int64_t)monotonic_ns(), synced = compacted, said = 0;
 	int failed = 0;
+	bool owed = false; /* a pass over sessions gone failed: try again */
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
 		int64_t every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
@@ -1126,7 +1226,7 @@ static void *flusher_main(void *arg)
 			failed = rc;
 		}
 		/* after the sync: a server slow to answer delays no sync */
-		check_followers(st, (int64_t)monotonic_ns(), &checked);
+		check_followers(st, (int64_t)monotonic_ns(), &checked, &owed);
 		struct nadb_compact_result res;
 		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
 			compacted = now;
@@ -1179,8 +1279,9 @@ int nadb_store_close(struct nadb_store *st)
 	if (!rc)
 		rc = rc4;
 	/* Nothing is open or referenced any more: unlinked inodes can go. */
+	struct settle_scope sc = {.st = st, .own_too = true};
 	pthread_mutex_lock(&st->meta_lock);
-	int rc3 = remove_orphans(st);
+	int rc3 = remove_orphans(st, &sc);
 	pthread_mutex_unlock(&st->meta_lock);
 	if (!rc)
 		rc = rc3;

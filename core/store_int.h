@@ -523,8 +523,22 @@ int file_commit_all(struct nadb_store *st);
  * RELEASE for them: a lazy unmount, a daemon told to stop): committed,
  * then freed.  Outside every lock. */
 int file_close_left_open(struct nadb_store *st);
-/* Release references held by files that were open at a crash. */
-int file_recover_pending(struct nadb_store *st);
+/* Which sessions' rows a pass settles (store.c, "sessions"): those gone,
+ * and with OWN_TOO ours.  The live ones are asked at the first question
+ * (after the caller read its rows); free after each table's pass. */
+struct settle_scope {
+	struct nadb_store *st;
+	bool own_too;
+	bool asked;
+	int rc;        /* asking failed: settle nothing but session 0's */
+	uint32_t *live; /* sorted */
+	size_t nlive;
+};
+bool settle_scope_has(struct settle_scope *sc, uint32_t session);
+void settle_scope_free(struct settle_scope *sc);
+/* Release the references held by files that were open in the sessions
+ * SC takes in (a crash). */
+int file_recover_pending(struct nadb_store *st, struct settle_scope *sc);
 
 /* Run a step: begin it, and end it committing iff RC is 0. */
 int step_begin(struct nadb_store *st);

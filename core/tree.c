@@ -507,9 +507,11 @@ static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
 			in.r.nlink = 0;
 			in.r.ctime = now;
 			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
+			/* ours to delete once we let go (store.c, "sessions") */
+			uint32_t session = htobe32(st->kv->session);
 			if (!rc)
-				rc = st->kv->ops->put(st->kv, KV_ORPHANS, key,
-						      ino_key(key, ino), "", 0);
+				rc = st->kv->ops->put(st->kv, KV_ORPHANS, key, ino_key(key, ino),
+						      &session, st->kv->session ? sizeof(session) : 0);
 		} else {
 			rc = inode_delete(st, ino);
 		}

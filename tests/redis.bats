@@ -239,9 +239,9 @@ EOF
 	[ "$(cli zrange '{nadb:store:p0}:t:counters:z' 0 -1 | od -c)" = "$before" ]
 	[ "$(cli zrange "{nadb:store:p$p}:t:counters:z" 0 -1 | od -c)" != "$nsrow" ]
 	# tagging keys with a tag that has its id, and untagging them, writes
-	# nothing in p0 (the lock and its fence aside)
+	# nothing in p0 (the lock, its fence and the mount's session aside)
 	p0_rows() {
-		cli --scan --pattern '{nadb:store:p0}:*' | grep -v -e ':lock' -e ':fence' | sort |
+		cli --scan --pattern '{nadb:store:p0}:*' | grep -v -e ':lock' -e ':fence' -e ':session' | sort |
 			while read -r k; do echo "$k"; cli dump "$k" | od -c; done | md5sum
 	}
 	before=$(p0_rows)

@@ -725,6 +725,51 @@ static void check_kv(const struct backend *b, const char *place)
 	kv->ops->close(kv);
 }
 
+/* Is ID among the live sessions KV lists? */
+static bool session_live(struct kv *kv, uint32_t id)
+{
+	uint32_t *live = NULL;
+	size_t n = 0;
+	bool found = false;
+	CHECK(kv->ops->sessions(kv, &live, &n) == 0);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(i == 0 || live[i - 1] < live[i]); /* sorted */
+		found = found || live[i] == id;
+	}
+	free(live);
+	return found;
+}
+
+/* Sessions (backend.h): a backend has them (sessions and beat) or not
+ * (session 0).  Each writer's is its own and never 0, alive from its open
+ * to its close; a beat keeps it so and tells of one that ended. */
+static void check_sessions(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->sessions) {
+		CHECK(!one->ops->beat && one->session == 0);
+		one->ops->close(one);
+		return;
+	}
+	CHECK(one->ops->beat != NULL);
+	CHECK(b->open_kv(place, &two) == 0);
+	CHECK(one->session && two->session && one->session != two->session);
+	CHECK(session_live(one, one->session) && session_live(one, two->session));
+	bool died = true;
+	CHECK(one->ops->beat(one, &died) == 0 && !died);
+	uint32_t gone = two->session;
+	two->ops->close(two);
+	CHECK(!session_live(one, gone) && session_live(one, one->session));
+	CHECK(one->ops->beat(one, &died) == 0 && died);
+	CHECK(one->ops->beat(one, &died) == 0 && !died); /* told once */
+	uint32_t closed = one->session;
+	one->ops->close(one);
+	CHECK(b->open_kv(place, &two) == 0);
+	CHECK(two->session > closed && !session_live(two, closed));
+	two->ops->close(two);
+}
+
 /* ---- blobs ------------------------------------------------------------------ */
 
 struct seg_log {
@@ -828,6 +873,7 @@ int main(void)
 			check_claims(b, place);
 			check_partitions(b, place);
 			check_kv(b, place);
+			check_sessions(b, place);
 			check_blobs(b, place);
 		}
 		if (b->stop)

@@ -176,7 +176,7 @@ static void check_store(const char *store, bool partitioned)
 	if (st->kv->apart) { /* as a crash would, forget them: the open settles */
 		struct chunk_drop *d;
 		size_t nd;
-		CHECK(chunk_due_drops(&st->chunks, false, &d, &nd) == 0 && nd == 4);
+		CHECK(chunk_due_drops(&st->chunks, &d, &nd) == 0 && nd == 4);
 		free(d);
 	}
 	st->settling = false;
@@ -191,7 +191,7 @@ static void check_store(const char *store, bool partitioned)
 		uint8_t key[8 + CHUNK_HASH_LEN + 8] = {0};
 		ino_key(key, (uint64_t)kv_partition(a) << KV_PART_SHIFT);
 		memset(key + 8, 0xab, CHUNK_HASH_LEN);
-		ino_key(key + 8 + CHUNK_HASH_LEN, 1u << 30); /* the next numbers go on from it */
+		ino_key(key + 8 + CHUNK_HASH_LEN, 1u << 30); /* session 0: settled at open */
 		CHECK(step_begin(st) == 0);
 		CHECK(st->kv->ops->put(st->kv, KV_CHUNK_DROPS, key, sizeof(key), "", 0) == 0);
 		CHECK(step_end(st, 0) == 0);
