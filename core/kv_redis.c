@@ -1404,13 +1404,18 @@ static void end_cmd(struct batch *b)
 /* Fencing.  The store lock is a lease (lock.c): a writer whose lease ran
  * out stops sending, but a sync it sent just before may be held up in the
  * network and land after another daemon took the store over.  So a fence
- * key holds the highest lock generation that wrote, and a sync's writes
- * to a partition are one script (apply_script) that checks it first:
- * KEYS[1] the fence, ARGV[1] the writer's generation.  A lower generation
- * than the fence's is refused (FENCE_ERROR: nothing is written), a higher
- * one raises it.  A new writer raises the fences at open
- * (kv_redis_set_fence), so a late sync of the one before it writes
- * nothing. */
+ * key per partition holds the highest lock generation that wrote there,
+ * and a sync's writes are one script (apply_script) that checks first
+ * the fences of KEYS -- on a cluster the one partition's the transaction
+ * writes; on one server partition 0's and those of every partition the
+ * group writes -- against ARGV[1], the writer's generation.  One lower
+ * than ours is raised to it; a generation lower than any fence's is
+ * refused (FENCE_ERROR: nothing is written, no fence raised).  A new
+ * writer raises the fences at open (kv_redis_set_fence: partition 0's,
+ * and on a cluster every partition's), so a late sync of the one before
+ * it writes nothing.  (Each partition's own fence is what lets a later
+ * holder of one partition's lease, docs/many-writers.md, fence off the
+ * syncs of the one before, on one server as on a cluster.) */
 #define FENCE_ERROR "NADBFENCED"
 /* f the fence (a damaged one reads as 0), g our generation; raise: to g. */
 #define FENCE_READ                                                                      \
@@ -1418,9 +1423,14 @@ static void end_cmd(struct batch *b)
 	"local g = tonumber(ARGV[1]) "
 #define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
 #define FENCE_CHECK                                                                     \
-	FENCE_READ                                                                      \
-	"if f > g then return redis.error_reply('" FENCE_ERROR " the store lock is "    \
-	"held by a later writer') end " FENCE_RAISE
+	"local g = tonumber(ARGV[1]) "                                                  \
+	"local fs = {} "                                                                \
+	"for k = 1, #KEYS do "                                                          \
+	"fs[k] = tonumber(redis.call('GET', KEYS[k]) or '0') or 0 "                     \
+	"if fs[k] > g then return redis.error_reply('" FENCE_ERROR " the store is "     \
+	"written by a later holder of its lock') end end "                              \
+	"for k = 1, #KEYS do "                                                          \
+	"if fs[k] < g then redis.call('SET', KEYS[k], ARGV[1]) end end "
 /* The writes themselves follow the fence's arguments, each as its
  * argument count, then VERB KEY ARGS...: a Redis verb (HSET, HDEL, ZADD),
  * or one of ours:
@@ -1458,15 +1468,16 @@ static void end_cmd(struct batch *b)
 static const char apply_puts_script[] = "#!lua\n" APPLY_BODY;
 static const char apply_dels_script[] = "#!lua flags=allow-oom\n" APPLY_BODY;
 
-/* The fence guarding the writes to partition P, into BUF (KEY_SIZE); its
- * length.  On a cluster P's own (a script stays in one slot; partition
- * 0's transaction goes first, and when it is refused no other is sent).
- * On one server partition 0's: the group is one transaction, refused
- * whole, even in a partition the group is the first to write (whose own
- * fence a new writer could not know to raise). */
+/* Partition P's fence, into BUF (KEY_SIZE); its length.  On a cluster
+ * each transaction checks its partition's (a script stays in one slot;
+ * partition 0's transaction goes first, and when it is refused no other
+ * is sent).  On one server the group is one transaction, checking
+ * partition 0's -- so that it is refused whole, even in a partition the
+ * group is the first to write (whose own fence a new writer could not
+ * know to raise) -- and each written partition's. */
 static size_t fence_name(const struct kv_redis *k, uint32_t p, char *buf)
 {
-	return redis_key(k->conn, k->kv.apart ? p : 0, REDIS_FENCE, buf, KEY_SIZE);
+	return redis_key(k->conn, p, REDIS_FENCE, buf, KEY_SIZE);
 }
 
 /* Start a write VERB of KEY (apply_script's): its arguments follow. */
@@ -1945,7 +1956,8 @@ struct apply {
 	const char **argv;
 	size_t *lens;
 	char (*counts)[12]; /* each write's argument count, as text */
-	char fence[KEY_SIZE];
+	char (*fences)[KEY_SIZE]; /* the fences checked */
+	char nfences[12];         /* how many, as text */
 };
 
 static void free_apply(struct apply *ap)
@@ -1953,6 +1965,7 @@ static void free_apply(struct apply *ap)
 	free(ap->argv);
 	free(ap->lens);
 	free(ap->counts);
+	free(ap->fences);
 }
 
 /* The fenced script applying B's writes of partition P (every one, with
@@ -1960,7 +1973,19 @@ static void free_apply(struct apply *ap)
 static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bool all,
 		       struct apply *ap, struct redis_cmd *cmd)
 {
-	size_t nargs = 5, ncmds = 0;
+	/* the fences: P's; with ALL partition 0's and every one written */
+	uint32_t *parts = NULL;
+	size_t nparts = 1;
+	int rc = all ? parts_of_batch(b, &parts, &nparts) : 0;
+	if (rc)
+		return rc;
+	bool with_p0 = all && (!nparts || parts[0] != 0);
+	size_t nf = nparts + with_p0;
+	ap->fences = malloc(nf * sizeof(*ap->fences));
+	for (size_t i = 0; ap->fences && i < nf; i++)
+		fence_name(k, !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0], ap->fences[i]);
+	free(parts);
+	size_t nargs = 4 + nf, ncmds = 0;
 	bool puts = false;
 	for (size_t i = 0; i < b->ncmds; i++) {
 		if (all || b->part[i] == p) {
@@ -1972,7 +1997,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	ap->argv = malloc(nargs * sizeof(*ap->argv));
 	ap->lens = malloc(nargs * sizeof(*ap->lens));
 	ap->counts = malloc((ncmds + 1) * sizeof(*ap->counts));
-	if (!ap->argv || !ap->lens || !ap->counts)
+	if (!ap->argv || !ap->lens || !ap->counts || !ap->fences)
 		return -ENOMEM;
 	const char **a = ap->argv;
 	size_t *l = ap->lens, n = 0, c = 0;
@@ -1981,8 +2006,9 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 		a[n] = apply_puts_script, l[n++] = sizeof(apply_puts_script) - 1;
 	else
 		a[n] = apply_dels_script, l[n++] = sizeof(apply_dels_script) - 1;
-	a[n] = "1", l[n++] = 1;
-	a[n] = ap->fence, l[n++] = fence_name(k, p, ap->fence);
+	a[n] = ap->nfences, l[n++] = (size_t)snprintf(ap->nfences, sizeof(ap->nfences), "%zu", nf);
+	for (size_t i = 0; i < nf; i++)
+		a[n] = ap->fences[i], l[n++] = strlen(ap->fences[i]);
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
 	for (size_t i = 0; i < b->ncmds; i++) {
 		const struct redis_cmd *w = &b->cmds[i];

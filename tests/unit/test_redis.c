@@ -513,6 +513,36 @@ static void check_fences(struct redis_server *s)
 		CHECK(kv_redis_set_fence(a, 1) == -ENOLCK);
 		a->ops->close(a);
 	}
+	/* Each partition's own fence counts, on one server too: one raised
+	 * past a writer's generation (a later holder of that partition alone)
+	 * refuses a group writing that partition, whole, and no other. */
+	CHECK(kv_redis_open(url, &a) == 0);
+	if (failures)
+		return;
+	CHECK(kv_redis_set_fence(a, 3) == 0);
+	CHECK(put_ino(a, ino, "a3") == 0 && a->ops->sync(a) == 0);
+	redisContext *c = redisConnect("127.0.0.1", s->port);
+	CHECK(c && !c->err);
+	if (c && !c->err) {
+		redisReply *r = redisCommand(c, "SET {nadb:fenced:p4}:fence 9");
+		CHECK(r && r->type == REDIS_REPLY_STATUS);
+		freeReplyObject(r);
+	}
+	CHECK(put_in_step(a, "k", "a4") == 0);
+	CHECK(put_ino(a, ino, "a4") == 0 && put_ino(a, ino4, "a4") == 0);
+	CHECK(a->ops->sync(a) == -ENOLCK);
+	a->ops->close(a);
+	CHECK(kv_redis_open(url, &a) == 0);
+	if (!failures) {
+		CHECK(holds(a, KV_META, "k", "a1")); /* refused whole */
+		CHECK(holds_ino(a, ino, "a3") && holds_ino(a, ino4, NULL));
+		CHECK(kv_redis_set_fence(a, 5) == 0);
+		CHECK(put_ino(a, ino, "a5") == 0 && a->ops->sync(a) == 0 && holds_ino(a, ino, "a5"));
+		CHECK(put_ino(a, ino4, "a5") == 0 && a->ops->sync(a) == -ENOLCK);
+		a->ops->close(a);
+	}
+	if (c)
+		redisFree(c);
 }
 
 /* A follower (backend.h: publish, follow, unfollow): counted by the writer
