@@ -180,10 +180,12 @@ struct kv_ops {
 	 * into *LIVE (malloc'd) and *N.  Asked after the rows it judges were
 	 * read: a session counts itself in before it writes any.
 	 *
-	 * beat: keep this session alive for a while more (the flusher, every
-	 * second, beside publish: its thread and connection); *DIED: a
-	 * session alive at the last beat is no more (its rows are to be
-	 * settled).  Outside the serialisation of every other call. */
+	 * beat: keep this session alive for a while more (the store lock's
+	 * keeper, with each renewal: a session outlives neither its lease nor
+	 * its process by long); *DIED: a session alive at the last beat is
+	 * no more (its rows are to be settled).  One thread calls it, outside
+	 * the serialisation of every other call: it has a connection of its
+	 * own. */
 	int (*sessions)(struct kv *kv, uint32_t **live, size_t *n);
 	int (*beat)(struct kv *kv, bool *died);
 	int (*follow)(struct kv *kv, unsigned ms, kv_row_fn fn, void *ctx);

@@ -485,9 +485,15 @@ int chunk_left_drops(struct chunker *c, bool (*keep)(void *ctx, uint32_t session
 	struct left_drops l = {.keep = keep, .ctx = ctx};
 	int rc = c->kv->ops->scan(c->kv, KV_CHUNK_DROPS, NULL, 0, collect_drop, &l);
 	size_t kept = 0;
-	for (size_t i = 0; !rc && i < l.n; i++) /* judged after the scan (backend.h) */
-		if (keep(ctx, (uint32_t)(l.d[i].seq >> 32)))
+	for (size_t i = 0; !rc && i < l.n; i++) { /* judged after the scan (backend.h) */
+		uint32_t session = (uint32_t)(l.d[i].seq >> 32);
+		/* ours (a backend without sessions: every row is session 0's,
+		 * kept by a pass that failed): numbers go on from them */
+		if (session == c->kv->session && (uint32_t)l.d[i].seq > (uint32_t)c->drop_seq)
+			c->drop_seq = (uint32_t)l.d[i].seq;
+		if (keep(ctx, session))
 			l.d[kept++] = l.d[i];
+	}
 	if (rc) {
 		free(l.d);
 		l.d = NULL;

@@ -477,12 +477,11 @@ struct kv_redis {
 	struct redis_conn *sub, *beat;
 	uint64_t beat_ms, beat_ok_ms;
 	char member[128];
-	/* A writer's session (kv.session; "sessions"): the live sessions its
-	 * last beat saw (sorted; beat's thread only) and whether it beat
-	 * successfully yet. */
+	/* A writer's session (kv.session; "sessions"): beat's connection and
+	 * the live sessions its last beat saw (sorted), beat's thread's. */
+	struct redis_conn *beat_conn;
 	uint32_t *beat_live;
 	size_t nbeat_live;
-	bool session_beaten;
 };
 
 static void release_held(struct kv_redis *k)
@@ -2352,12 +2351,15 @@ static const char beat_script[] = SERVER_MS
  * in decimal), scored by when its heartbeat runs out (server clock, ms);
  * "sessionseq" (p0) numbers them (INCR: never twice, never 0).  A session
  * counts itself in (a beat) before it writes a row, and out at close. */
-#define SESSION_TTL_MS 10000 /* ms: a dead writer's session outlives it this long,
-			      * as its lock does (lock.c, REDIS_LOCK_TTL_MS) */
+/* ms: a session outlives its last beat this long.  The lock's keeper
+ * beats right after each renewal of the lock, which lasts 10 s: a dead
+ * writer's session runs out first, and a writer that takes the store after
+ * it finds it gone (lock.c: its lease, the same 8 s, ends with it). */
+#define SESSION_TTL_MS 8000
 
 static size_t sessions_key(const struct kv_redis *k, char *buf)
 {
-	return redis_key(k->conn, 0, "sessions", buf, KEY_SIZE);
+	return redis_key(k->conn, 0, REDIS_SESSIONS, buf, KEY_SIZE);
 }
 
 /* KEYS[1] the sessions: ARGV[1] counts for ARGV[2] ms more; drop those
@@ -2454,12 +2456,12 @@ static bool has_session(const uint32_t *live, size_t n, uint32_t id)
 static int kvr_beat(struct kv *kv, bool *died)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	int rc = k->counter ? 0 : redis_conn_open_like(k->conn, &k->counter);
+	int rc = k->beat_conn ? 0 : redis_conn_open_like(k->conn, &k->beat_conn);
 	uint32_t *live = NULL;
 	size_t n = 0;
 	bool was_in = false;
 	if (!rc)
-		rc = session_beat_on(k, k->counter, &live, &n, &was_in);
+		rc = session_beat_on(k, k->beat_conn, &live, &n, &was_in);
 	if (rc)
 		return rc;
 	if (!was_in) /* the others may have settled our rows: say so */
@@ -2501,18 +2503,24 @@ static int session_start(struct kv_redis *k)
 	return rc;
 }
 
+int redis_session_end(struct redis_conn *c, uint32_t id)
+{
+	char key[KEY_SIZE], num[16];
+	const char *argv[] = {"ZREM", key, num};
+	size_t lens[] = {4, redis_key(c, 0, REDIS_SESSIONS, key, sizeof(key)),
+			 (size_t)snprintf(num, sizeof(num), "%u", id)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(c, 0, "counting a session out", 3, argv, lens, &r);
+	if (!rc)
+		freeReplyObject(r);
+	return rc;
+}
+
 /* Counted out at close: the rows it leaves are anybody's to settle. */
 static void session_end(struct kv_redis *k)
 {
-	if (!k->kv.session)
-		return;
-	char key[KEY_SIZE], id[16];
-	const char *argv[] = {"ZREM", key, id};
-	size_t lens[] = {4, sessions_key(k, key),
-			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session)};
-	redisReply *r = NULL;
-	if (!redis_run_in(k->conn, 0, "counting this session out", 3, argv, lens, &r))
-		freeReplyObject(r);
+	if (k->kv.session)
+		(void)redis_session_end(k->conn, k->kv.session);
 }
 
 /* The writer (the flusher's thread, outside the serialisation of the
@@ -2648,6 +2656,7 @@ static void kvr_close(struct kv *kv)
 	redis_conn_close(k->sub);
 	redis_conn_close(k->beat);
 	redis_conn_close(k->counter);
+	redis_conn_close(k->beat_conn);
 	free(k->held);
 	overlay_free(&k->step);
 	overlay_free(&k->pending);

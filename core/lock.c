@@ -57,6 +57,9 @@ struct redis_lock {
 	char text[LOCK_TEXT_MAX];
 	bool stop, keeper_running;
 	pthread_t keeper;
+	/* The writer's metadata backend, whose session (backend.h, beat) the
+	 * keeper keeps alive with the lock; NULL: none yet, or closing. */
+	struct kv *beat_kv;
 	/* The lease: until when (monotonic_ms) we may change the store, i.e.
 	 * when the last take or renewal Redis confirmed was sent, plus
 	 * REDIS_LOCK_TTL_MS - LEASE_MARGIN_MS.  Nobody else can take the lock
@@ -67,6 +70,7 @@ struct redis_lock {
 };
 
 struct holder {
+	uint32_t session; /* its session (backend.h); 0: not said */
 	char pid[32];
 	char mount[4096]; /* "": not a daemon */
 	char host[256];   /* "": not said (an older nadb) */
@@ -91,6 +95,8 @@ static void parse_holder(const char *text, struct holder *h)
 			snprintf(h->host, sizeof(h->host), "%.*s", len - 5, line + 5);
 		else if (!strncmp(line, "pidns ", 6))
 			snprintf(h->pidns, sizeof(h->pidns), "%.*s", len - 6, line + 6);
+		else if (!strncmp(line, "session ", 8))
+			h->session = (uint32_t)strtoul(line + 8, NULL, 10);
 	}
 }
 
@@ -257,7 +263,12 @@ static bool drop_if_stale(struct nadb_store *st, const char *text, const struct 
 	    strcmp(h->pidns, pidns) || pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
 		return false;
 	nadb_log("%s: the lock of pid %s, which is gone, is taken over", st->dir, h->pid);
-	return redis_store_lock_release(st->rlock->conn, text) == 0;
+	if (redis_store_lock_release(st->rlock->conn, text))
+		return false;
+	/* its session goes with it: what it left is settled at our open */
+	if (h->session)
+		(void)redis_session_end(st->rlock->conn, h->session);
+	return true;
 }
 
 /* Take the lock, waiting while its holder is going away. */
@@ -316,10 +327,12 @@ static int lock_or_wait(struct nadb_store *st)
 static void holder_text(const struct nadb_store *st, const char *state, char *text,
 			size_t size)
 {
-	char host[256];
+	char host[256], session[32] = "";
 	our_host(host, sizeof(host));
-	snprintf(text, size, "%d\n%s%shost %s\n%s", (int)getpid(), state, state[0] ? "\n" : "",
-		 host, st->lock_self);
+	if (st->kv && st->kv->session)
+		snprintf(session, sizeof(session), "session %u\n", st->kv->session);
+	snprintf(text, size, "%d\n%s%shost %s\n%s%s", (int)getpid(), state, state[0] ? "\n" : "",
+		 host, st->lock_self, session);
 }
 
 /* Say who holds the lock now: STATE ("" for a tool). */
@@ -359,6 +372,10 @@ static void *keep_redis_lock(void *arg)
 			store_lose_lock(st, "it expired and another daemon took it");
 		else if (rc == 0)
 			extend_lease(st, sent);
+		/* the session lives as the lease does: beaten only while held */
+		bool died = false;
+		if (rc == 0 && r->beat_kv && !r->beat_kv->ops->beat(r->beat_kv, &died) && died)
+			store_sessions_died(st);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -455,6 +472,18 @@ bool nadb_store_lost(const struct nadb_store *st)
 long long lock_generation(const struct nadb_store *st)
 {
 	return st->rlock ? redis_store_lock_gen(st->rlock->conn) : 0;
+}
+
+void lock_beat_session(struct nadb_store *st, struct kv *kv)
+{
+	struct redis_lock *r = st->rlock;
+	if (!r || (kv && !kv->ops->beat))
+		return;
+	if (kv) /* our text names our session: whoever finds us gone ends it */
+		note_holder(st, "");
+	pthread_mutex_lock(&r->lock); /* not while the keeper beats */
+	r->beat_kv = kv;
+	pthread_mutex_unlock(&r->lock);
 }
 
 void unlock_store(struct nadb_store *st, bool held)

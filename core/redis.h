@@ -300,6 +300,11 @@ int redis_store_lock_release(struct redis_conn *c, const char *owner);
 /* The key (per partition) holding the last lock generation that wrote
  * there (kv_redis.c, "Fencing"). */
 #define REDIS_FENCE "fence"
+/* The key (p0) of the writers' live sessions (kv_redis.c, "sessions"). */
+#define REDIS_SESSIONS "sessions"
+/* Count session ID of C's store out now (its process is gone): 0, or the
+ * error of redis_run. */
+int redis_session_end(struct redis_conn *c, uint32_t id);
 /* The lock generation C took the store lock at (0: it did not): what
  * fences the writer's syncs (kv_redis_set_fence). */
 long long redis_store_lock_gen(const struct redis_conn *c);

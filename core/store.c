@@ -224,6 +224,7 @@ bool settle_scope_has(struct settle_scope *sc, uint32_t session)
 		if (sc->rc)
 			nadb_log("%s: the live sessions cannot be read (%s): the rows of "
 				 "sessions gone stay for the next try", st->dir, strerror(-sc->rc));
+		sc->failed = sc->failed || sc->rc;
 	}
 	if (sc->rc)
 		return false;
@@ -554,8 +555,10 @@ static int collect_orphan(void *ctx, const void *key, size_t klen,
 	return 0;
 }
 
-/* Delete the orphans of the sessions SC takes in: nothing holds them open
- * any more. */
+/* Delete the orphans of the sessions SC takes in: their sessions held
+ * them open, and are gone.  One our kernel or a handle of ours holds (a
+ * follower that took the store over holds what its kernel did) becomes
+ * ours instead: deleted when we let go of it (file.c). */
 static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 {
 	struct orphan_list l = {0};
@@ -563,16 +566,26 @@ static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		if (!settle_scope_has(sc, l.o[i].session))
 			continue;
+		uint64_t ino = l.o[i].ino;
 		uint8_t key[INO_KEY_LEN];
-		ino_key(key, l.o[i].ino);
+		ino_key(key, ino);
+		bool held = !sc->own_too && (file_is_open(st, ino) || file_kernel_holds(st, ino));
+		if (held && (l.o[i].session == st->kv->session || !st->kv->session))
+			continue; /* ours already */
 		rc = step_begin(st);
 		if (rc)
 			break;
-		rc = inode_delete(st, l.o[i].ino);
-		if (rc == -ENOENT)
-			rc = 0;
-		if (!rc)
-			rc = st->kv->ops->del(st->kv, KV_ORPHANS, key, sizeof(key));
+		uint32_t ours = htobe32(st->kv->session);
+		if (held) {
+			rc = st->kv->ops->put(st->kv, KV_ORPHANS, key, sizeof(key), &ours,
+					      sizeof(ours));
+		} else {
+			rc = inode_delete(st, ino);
+			if (rc == -ENOENT)
+				rc = 0;
+			if (!rc)
+				rc = st->kv->ops->del(st->kv, KV_ORPHANS, key, sizeof(key));
+		}
 		rc = step_end(st, rc);
 	}
 	free(l.o);
@@ -582,23 +595,33 @@ static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 
 /* Settle what sessions gone left (see "sessions"): the references they
  * dropped, their files' pending chunks (and the drops releasing those
- * notes), the keys they held open after an unlink.  Under meta_lock (or
- * at open).  A failure to settle drops is logged and leaves them for the
- * next pass (fsck counts them); the first other failure is returned,
- * each part tried whatever the one before did. */
-static int settle_sessions(struct nadb_store *st)
+ * notes), the keys they held open after an unlink.  Under meta_lock, at
+ * open or in a sync before its commit (commit_group: the pack bytes the
+ * group names are durable, so that the syncs settling drops may commit
+ * it).  Each part is tried whatever the one before did; the first
+ * failure of the pending rows or orphans is returned, and *INCOMPLETE
+ * says whether anything is left for another pass (logged). */
+static int settle_sessions(struct nadb_store *st, bool *incomplete)
 {
 	struct settle_scope sc = {.st = st};
-	(void)settle_left_drops(st, &sc);
+	int rc0 = settle_left_drops(st, &sc);
 	int rc = file_recover_pending(st, &sc);
-	(void)settle_drops(st); /* settle_drop_list syncs their steps first */
+	int rc1 = settle_drops(st); /* settle_drop_list syncs their steps first */
 	int rc2 = remove_orphans(st, &sc);
+	*incomplete = rc0 || rc || rc1 || rc2 || sc.failed;
 	return rc ? rc : rc2;
+}
+
+void store_sessions_died(struct nadb_store *st)
+{
+	atomic_store(&st->sessions_owed, true);
+	pthread_cond_signal(&st->flush_cond);
 }
 
 static void free_store(struct nadb_store *st)
 {
 	chunk_release(&st->chunks);
+	lock_beat_session(st, NULL);
 	if (st->kv)
 		st->kv->ops->close(st->kv);
 	if (st->blobs)
@@ -869,15 +892,19 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 		*out = st;
 		return 0;
 	}
-	/* What sessions gone left (a crash), before anything of ours. */
+	/* What sessions gone left (a crash), before anything of ours; what a
+	 * failure leaves, the first sync tries again. */
+	bool incomplete = false;
 	if (!rc)
-		rc = settle_sessions(st);
+		rc = settle_sessions(st, &incomplete);
+	atomic_store(&st->sessions_owed, incomplete);
 	if (!rc)
 		rc = nadb_store_sync(st);
 	if (rc) {
 		free_store(st);
 		return rc;
 	}
+	lock_beat_session(st, st->kv);
 	*out = st;
 	return 0;
 }
@@ -963,7 +990,8 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 		rc = st->blobs->ops->sync(st->blobs);
 	pthread_mutex_lock(&st->meta_lock);
 	st->syncs_cut = st->syncs_begun; /* held until committed: no step joins */
-	if (rc || !st->kv->ops->unsynced(st->kv)) {
+	bool owed = !rc && !st->settling && atomic_load(&st->sessions_owed);
+	if (rc || (!owed && !st->kv->ops->unsynced(st->kv))) {
 		/* nothing to commit: durable once the last commit is */
 		*finish = !rc && st->kv->ops->sync_finish;
 		return rc;
@@ -972,6 +1000,15 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	rc = st->blobs->ops->sync(st->blobs);
 	if (rc)
 		return rc;
+	if (owed) { /* in this group: its frees are punched once it is durable */
+		bool incomplete;
+		settle_sessions(st, &incomplete);
+		atomic_store(&st->sessions_owed, incomplete);
+	}
+	if (!st->kv->ops->unsynced(st->kv)) {
+		*finish = st->kv->ops->sync_finish;
+		return 0;
+	}
 	if (free_bytes(st) < RESERVE_BYTES)
 		reserve_give(st);
 	rc = sync_group_started(st, finish);
@@ -1153,28 +1190,13 @@ void store_note_step(struct nadb_store *st)
 		pthread_cond_signal(&st->flush_cond);
 }
 
-/* Keep our session alive (backend.h, beat); when another died (or the
- * last pass failed: *OWED), settle what it left. */
-static void beat_session(struct nadb_store *st, bool *owed)
-{
-	bool died = false;
-	if (!st->kv->ops->beat || (st->kv->ops->beat(st->kv, &died) && !*owed) ||
-	    (!died && !*owed))
-		return;
-	pthread_mutex_lock(&st->meta_lock);
-	*owed = settle_sessions(st) != 0;
-	pthread_mutex_unlock(&st->meta_lock);
-}
-
 /* Has the store followers (follow.c)?  Asked of the backend every
- * FOLLOWERS_CHECK_MS, which also has it tell them what each sync wrote;
- * our session beats as often. */
-static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked, bool *owed)
+ * FOLLOWERS_CHECK_MS, which also has it tell them what each sync wrote. */
+static void check_followers(struct nadb_store *st, int64_t now, int64_t *checked)
 {
 	if (!st->kv->ops->publish || now - *checked < FOLLOWERS_CHECK_MS * 1000000LL)
 		return;
 	*checked = now;
-	beat_session(st, owed);
 	uint64_t n = 0;
 	if (st->kv->ops->publish(st->kv, store_followed_tables, &n))
 		return; /* said; counted again in a second */
@@ -1201,7 +1223,6 @@ static void *flusher_main(void *arg)
 	const int64_t interval = (int64_t)st->opt.flush_interval * 1000000000LL;
 	int64_t checked = 0, compacted = (int64_t)monotonic_ns(), synced = compacted, said = 0;
 	int failed = 0;
-	bool owed = false; /* a pass over sessions gone failed: try again */
 	pthread_mutex_lock(&st->flush_lock);
 	while (!st->flusher_stop) {
 		int64_t every = atomic_load(&st->followers) && !failed ? FOLLOWED_FLUSH_MS * 1000000LL
@@ -1226,7 +1247,7 @@ static void *flusher_main(void *arg)
 			failed = rc;
 		}
 		/* after the sync: a server slow to answer delays no sync */
-		check_followers(st, (int64_t)monotonic_ns(), &checked, &owed);
+		check_followers(st, (int64_t)monotonic_ns(), &checked);
 		struct nadb_compact_result res;
 		if (!rc && st->opt.compact_garbage && now - compacted >= interval) {
 			compacted = now;

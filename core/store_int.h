@@ -183,6 +183,9 @@ struct nadb_store {
 	atomic_uint_fast64_t syncs_asked; /* calls of sync_and_punch */
 	pthread_cond_t synced_cond;
 	atomic_uint_fast64_t punched; /* bytes punched by every sync */
+	/* Rows of sessions gone are to be settled at the next sync (a beat
+	 * said one died, or a pass failed).  Set by any thread. */
+	atomic_bool sessions_owed;
 	bool settling;   /* settling dropped references (store.c): the ends
 			    of its own steps do not settle again */
 
@@ -224,6 +227,13 @@ extern const uint32_t store_followed_tables;
  * (nadb_store_name).  unlock_store lets go (HELD: it was taken). */
 int lock_store(struct nadb_store *st, const char *arg);
 void unlock_store(struct nadb_store *st, bool held);
+/* From now on the lock's keeper keeps KV's session alive (backend.h,
+ * beat) with each renewal of the lock, and tells store_sessions_died of
+ * one that died; NULL: no more (before KV closes). */
+void lock_beat_session(struct nadb_store *st, struct kv *kv);
+/* A session died: what it left is settled at the next sync (store.c,
+ * "sessions"), which this asks for. */
+void store_sessions_died(struct nadb_store *st);
 /* May ST change the store?  A Redis store's lock is a lease: once Redis
  * has not confirmed it for a while, another daemon could take it over, so
  * its holder stops acknowledging changes and sends no more syncs.  0, or
@@ -531,6 +541,7 @@ struct settle_scope {
 	bool own_too;
 	bool asked;
 	int rc;        /* asking failed: settle nothing but session 0's */
+	bool failed;   /* asking failed once (kept across settle_scope_free) */
 	uint32_t *live; /* sorted */
 	size_t nlive;
 };

@@ -267,45 +267,26 @@ writable() { findmnt -rn -o OPTIONS "$1" | grep -qE '(^|,)rw(,|$)'; }
 	"$NADB" fsck "$STORE"
 }
 
-# chunks_of DIR: the chunks the store under DIR counts.
-chunks_of() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["chunks"])' "$1/.stats"; }
 chunks_are() { [ "$(chunks_of "$1")" = "$2" ]; }
 
 @test "what a writer killed with files open leaves is settled by the follower that takes over" {
 	[ "$(id -u)" = 0 ] || skip "only root can remount a follower writable"
 	mount_store
 	mkdir -p "$MNT/app/ns"
-	head -c 300000 /dev/urandom >"$MNT/app/ns/kept"
 	mount_follower
-	local before
-	before=$(chunks_of "$MNT")
-	[ "$before" -gt 0 ]
-	# a key unlinked while open: its chunks stay while the writer lives
-	head -c 300000 /dev/urandom >"$MNT/app/ns/held"
-	exec 7<"$MNT/app/ns/held"
-	rm "$MNT/app/ns/held"
-	# a value being written, its first chunks stored as they filled (each
-	# referenced by the writer's session until the file is closed: by a
-	# process that keeps it open, as any close of the fd would commit it)
-	"$PY" -c 'import os,sys,time
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
-os.write(fd, os.urandom(2000000))
-open(sys.argv[2], "w").close()
-time.sleep(60)' "$MNT/app/ns/unfinished" "$T/written" &
-	local writing=$!
-	within 10 test -e "$T/written"
-	[ "$(chunks_of "$MNT")" -gt $((before + 10)) ]
+	# rows its session holds: an unlinked key's chunks, a value's half
+	leave_behind "$MNT/app/ns"
 	sleep 0.5 # (a followed writer syncs every millisecond: all of it is in Redis)
 	kill -9 "$WRITER"
-	kill "$writing"
-	wait "$writing" || true
+	kill "$HOLDER"
+	wait "$HOLDER" || true
 	exec 7<&-
 	fusermount3 -uz "$MNT"
 	wait_pids_gone 10 "$WRITER"
 	within 20 grep -q "the writer is gone: this daemon writes the store now" "$FLOG"
 	# the dead writer's session runs out with its lock: what it left goes,
 	# at the takeover or at the new writer's next heartbeat after that
-	within 10 chunks_are "$F" "$before"
+	within 10 chunks_are "$F" "$BEFORE"
 	[ "$(wc -c <"$F/app/ns/kept")" = 300000 ]
 	[ "$(wc -c <"$F/app/ns/unfinished")" = 0 ] # never closed: its old value
 	gone "$F/app/ns/held"

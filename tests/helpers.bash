@@ -218,6 +218,39 @@ unmount_store() { unmount_store_at "$STORE" "$MNT"; }
 
 remount_store() { unmount_store && mount_store "${1:-}"; }
 
+# chunks_of DIR: the chunks the store mounted on DIR counts (.stats).
+chunks_of() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["chunks"])' "$1/.stats"; }
+
+# leave_behind DIR: what a daemon killed now must not leak, made in DIR
+# (a namespace): a key unlinked while fd 7 holds it open, and a value being
+# written (write_and_hold), its first chunks stored as they filled.
+# BEFORE: the chunks counted before either (the key DIR/kept's, made first).
+leave_behind() {
+	head -c 300000 /dev/urandom >"$1/kept"
+	BEFORE=$(chunks_of "$1/../..")
+	[ "$BEFORE" -gt 0 ] || return 1
+	head -c 300000 /dev/urandom >"$1/held"
+	exec 7<"$1/held"
+	rm "$1/held"
+	write_and_hold "$1/unfinished" 2000000
+	[ "$(chunks_of "$1/../..")" -gt $((BEFORE + 10)) ]
+}
+
+# write_and_hold FILE BYTES: a process writes BYTES random bytes to FILE
+# and holds it open, never closing it (any close of the fd would commit
+# the value), for 60 s or until killed: its pid in HOLDER, once written.
+write_and_hold() {
+	rm -f "$T/written"
+	"$PY" -c 'import os,sys,time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, os.urandom(int(sys.argv[2])))
+open(sys.argv[3], "w").close()
+time.sleep(60)' "$1" "$2" "$T/written" 7<&- 8<&- &
+	HOLDER=$!
+	BG_PIDS+=("$HOLDER")
+	within 10 test -e "$T/written"
+}
+
 # kill -9 the daemon, lazily unmount, wait until it is gone.
 crash_daemon() {
 	local p

@@ -149,6 +149,8 @@ static void check_store(const char *url)
 	uint32_t alive = live->session, dead = gone->session;
 	CHECK(alive && dead && alive != dead && alive != mine && dead != mine);
 	gone->ops->close(gone);
+	bool died;
+	CHECK(live->ops->beat(live, &died) == 0); /* (nothing else beats it) */
 	leave_rows(st, ns, ino, before.hash, alive);
 	leave_rows(st, ns, ino, before.hash, dead);
 	leave_rows(st, ns, ino, before.hash, 0); /* a store's from before sessions */
@@ -159,11 +161,12 @@ static void check_store(const char *url)
 
 	/* Opened again: the rows of the sessions gone are settled, the live
 	 * one's stay, with the references they hold. */
+	CHECK(live->ops->beat(live, &died) == 0);
 	CHECK(nadb_store_close(st) == 0);
 	CHECK(nadb_store_open(url, &o, &st) == 0);
 	if (failures > start)
 		return;
-	CHECK(nadb_store_start_flusher(st) == 0); /* which beats, as a daemon's */
+	CHECK(nadb_store_start_flusher(st) == 0); /* which settles, as a daemon's */
 	CHECK(st->kv->session != mine && st->kv->session != alive);
 	CHECK(all_rows_of(st, dead) == 0 && all_rows_of(st, 0) == 0);
 	CHECK(all_rows_of(st, alive) == 3);
@@ -177,13 +180,34 @@ static void check_store(const char *url)
 	CHECK(chunks(st).refs == before.refs + 2);
 	check_path_value(st, "/app/a/k", v, VALUE_LEN);
 
+	/* Ours meanwhile: a value being written, its chunks stored as they
+	 * filled, and a key unlinked while we hold it open. */
+	uint64_t w = make(st, ns, "w", S_IFREG | 0644), held = put_value(st, ns, "held", v, 1000);
+	struct nadb_file *fw, *fh;
+	CHECK(nadb_file_open(st, w, NADB_OPEN_WRITE, &fw) == 0);
+	CHECK(nadb_file_write(fw, v + 1, VALUE_LEN - 1, 0) == (ssize_t)VALUE_LEN - 1);
+	CHECK(nadb_file_open(st, held, 0, &fh) == 0);
+	CHECK(nadb_unlink(st, ns, "held") == 0);
+	uint32_t now = st->kv->session;
+	uint64_t ours = all_rows_of(st, now);
+	CHECK(rows_of(st, KV_PENDING, now) >= 2 && rows_of(st, KV_ORPHANS, now) == 1);
+
 	/* The live one counts itself out: the writer's next beat hears of
-	 * it and settles its rows, while the store stays open. */
+	 * it and settles its rows (none of ours), while the store stays open. */
+	CHECK(live->ops->beat(live, &died) == 0);
 	live->ops->close(live);
 	long deadline = redis_test_now_ms() + SETTLE_WAIT_MS;
 	while (all_rows_of(st, alive) && redis_test_now_ms() < deadline)
 		usleep(50 * 1000);
 	CHECK(all_rows_of(st, alive) == 0);
+	CHECK(all_rows_of(st, now) == ours);
+	char got[16];
+	CHECK(nadb_file_read(fh, got, sizeof(got), 0) == (ssize_t)sizeof(got) &&
+	      !memcmp(got, v, sizeof(got)));
+	CHECK(nadb_file_close(fh) == 0 && nadb_file_close(fw) == 0);
+	CHECK(nadb_store_sync(st) == 0); /* (a cluster settles drops after a sync) */
+	CHECK(all_rows_of(st, now) == 0);
+	CHECK(nadb_unlink(st, ns, "w") == 0);
 	struct chunk_seen after = chunks(st);
 	CHECK(after.n == before.n && after.refs == before.refs);
 	check_path_value(st, "/app/a/k", v, VALUE_LEN);
