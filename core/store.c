@@ -55,6 +55,7 @@
  * FOLLOWERS_CHECK_MS (ms). */
 #define FOLLOWED_FLUSH_MS 1
 #define FOLLOWERS_CHECK_MS 1000
+#define SETTLE_RETRY_NS 1000000000LL /* ns: a failed pass over sessions gone waits this */
 /* Bytes kept in STORE/reserve for metadata commits on a full disk: a group
  * of thousands of deletes dirties a few hundred 4 KiB LMDB pages. */
 #define RESERVE_BYTES (4ull << 20)
@@ -556,9 +557,12 @@ static int collect_orphan(void *ctx, const void *key, size_t klen,
 }
 
 /* Delete the orphans of the sessions SC takes in: their sessions held
- * them open, and are gone.  One our kernel or a handle of ours holds (a
- * follower that took the store over holds what its kernel did) becomes
- * ours instead: deleted when we let go of it (file.c). */
+ * them open, and are gone.  One our kernel or a handle of ours holds
+ * becomes ours instead: deleted when we let go of it (file.c).  (A
+ * follower that takes the store over adopts its kernel's references only
+ * after its open, whose pass deletes what the dead writer left, as
+ * before sessions: a handle opened through the follower on a key the dead
+ * writer had unlinked may then fail to read.) */
 static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 {
 	struct orphan_list l = {0};
@@ -897,7 +901,9 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 	bool incomplete = false;
 	if (!rc)
 		rc = settle_sessions(st, &incomplete);
-	atomic_store(&st->sessions_owed, incomplete);
+	/* (a backend without sessions: what is left waits for the next open,
+	 * since every row is session 0's, ours among them) */
+	atomic_store(&st->sessions_owed, incomplete && st->kv->session);
 	if (!rc)
 		rc = nadb_store_sync(st);
 	if (rc) {
@@ -990,7 +996,10 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 		rc = st->blobs->ops->sync(st->blobs);
 	pthread_mutex_lock(&st->meta_lock);
 	st->syncs_cut = st->syncs_begun; /* held until committed: no step joins */
-	bool owed = !rc && !st->settling && atomic_load(&st->sessions_owed);
+	/* A pass that failed is tried again SETTLE_RETRY_NS later, not at
+	 * every sync (a followed writer's come every millisecond). */
+	bool owed = !rc && !st->settling && atomic_load(&st->sessions_owed) &&
+		    (int64_t)monotonic_ns() >= st->settle_next_ns;
 	if (rc || (!owed && !st->kv->ops->unsynced(st->kv))) {
 		/* nothing to commit: durable once the last commit is */
 		*finish = !rc && st->kv->ops->sync_finish;
@@ -1002,10 +1011,15 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 		return rc;
 	if (owed) { /* in this group: its frees are punched once it is durable */
 		bool incomplete;
+		atomic_store(&st->sessions_owed, false); /* a death told meanwhile stays */
 		settle_sessions(st, &incomplete);
-		atomic_store(&st->sessions_owed, incomplete);
+		if (incomplete) {
+			atomic_store(&st->sessions_owed, true);
+			st->settle_next_ns = (int64_t)monotonic_ns() + SETTLE_RETRY_NS;
+		}
 	}
-	if (!st->kv->ops->unsynced(st->kv)) {
+	if (!st->kv->ops->unsynced(st->kv)) { /* the pass synced what it did */
+		take_freed(st, 0, batch, n);
 		*finish = st->kv->ops->sync_finish;
 		return 0;
 	}

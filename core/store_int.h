@@ -186,6 +186,7 @@ struct nadb_store {
 	/* Rows of sessions gone are to be settled at the next sync (a beat
 	 * said one died, or a pass failed).  Set by any thread. */
 	atomic_bool sessions_owed;
+	int64_t settle_next_ns; /* monotonic: no pass before (meta_lock) */
 	bool settling;   /* settling dropped references (store.c): the ends
 			    of its own steps do not settle again */
 
