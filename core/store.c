@@ -207,7 +207,8 @@ static int settle_drops(struct nadb_store *st)
  * has not settled (chunk.c), the keys unlinked while it held them open
  * (tree.c) -- with its session (backend.h, kv.session).  Rows of a session
  * that is no more are settled by the writer that finds them: at open, and
- * when a beat says a session died (the flusher).  Rows from before
+ * in the first sync after the lock keeper's beat says a session died
+ * (commit_group).  Rows from before
  * sessions, and a backend's without sessions (one process at a time),
  * read session 0: never a live one. */
 
