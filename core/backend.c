@@ -2,8 +2,10 @@
  * (LMDB's databases and Redis's key names are called after them, so they
  * are one fact, kept here). */
 #include "backend.h"
+#include "varint.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <string.h>
 
 static const char *const table_names[KV_NTABLES] = {
@@ -66,4 +68,29 @@ bool kv_table_keyed_by_ino(enum kv_table t)
 int kv_table_ino_at(enum kv_table t)
 {
 	return kv_table_keyed_by_ino(t) ? 0 : t == KV_EXPIRY ? 8 : -1;
+}
+
+int kv_count_added(const void *val, size_t vlen, int64_t delta, uint8_t *out, size_t *olen)
+{
+	const uint8_t *p = val, *end = p + vlen;
+	uint64_t c;
+	if (!varint_get(&p, end, &c) || c > KV_COUNT_MAX)
+		return -EIO;
+	if (c != KV_COUNT_MAX) {
+		if (delta < 0 && c < (uint64_t)-delta)
+			return -ERANGE;
+		c = delta > 0 && KV_COUNT_MAX - c < (uint64_t)delta ? KV_COUNT_MAX
+								    : (uint64_t)((int64_t)c + delta);
+	}
+	size_t n = varint_put(out, c);
+	memmove(out + n, p, (size_t)(end - p));
+	*olen = n + (size_t)(end - p);
+	return 0;
+}
+
+bool kv_count_is(const void *val, size_t vlen, int64_t count)
+{
+	const uint8_t *p = val;
+	uint64_t c;
+	return varint_get(&p, p + vlen, &c) && count >= 0 && c == (uint64_t)count;
 }

@@ -109,6 +109,18 @@ struct kv_ops {
 	int (*put)(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		   const void *val, size_t vlen);
 	int (*del)(struct kv *kv, enum kv_table t, const void *key, size_t klen);
+	/* Add DELTA to the count KEY's value starts with (a varint, below),
+	 * or, where there is no such row, put INIT (ILEN bytes, its count
+	 * DELTA) -- with INIT NULL, -ENOENT.  The add is applied where the
+	 * row is stored, to what it holds then, so that the adds of several
+	 * processes on one row all count (a get then a put by each would
+	 * lose one of two at once): a row another process created meanwhile
+	 * gets DELTA added, not INIT put.  Reads see the row as after a put
+	 * of what it now holds here.  -ERANGE (nothing changed) if the count
+	 * would go below 0; -EIO if the value starts with no count.  Only
+	 * for KV_CHUNKS. */
+	int (*add)(struct kv *kv, enum kv_table t, const void *key, size_t klen, int64_t delta,
+		   const void *init, size_t ilen);
 	int (*scan)(struct kv *kv, enum kv_table t, const void *start,
 		    size_t slen, kv_scan_fn fn, void *ctx);
 	/* The same over the rows whose key starts with the PLEN bytes at
@@ -208,6 +220,17 @@ struct kv {
 	 * for a live session: rows a store kept from before sessions read 0. */
 	uint32_t session;
 };
+
+/* A count a row's value starts with (add): a varint (varint.h) of
+ * KV_COUNT_MAX at most, which is "saturated": it stays so, whatever is
+ * added (nobody knows how many are left). */
+#define KV_COUNT_MAX UINT32_MAX
+/* VAL (VLEN bytes) with DELTA added to its count, into OUT (VLEN +
+ * VARINT_MAX bytes), *OLEN bytes: add's rule, which every backend
+ * follows (kv_redis.c's script too).  -EIO, -ERANGE as add. */
+int kv_count_added(const void *val, size_t vlen, int64_t delta, uint8_t *out, size_t *olen);
+/* Does VAL start with the count COUNT? */
+bool kv_count_is(const void *val, size_t vlen, int64_t count);
 
 /* scan_prefix for a backend with nothing better: scan, stopped where the
  * keys stop starting with PREFIX. */

@@ -22,6 +22,12 @@
  * chunk's count is too high, never too low: a chunk is freed only once
  * every drop is settled.  Taking references stays in partition 0 (a new
  * chunk's record is written there anyway), in steps before the key's.
+ *
+ * A count changes by an add (backend.h), which the backend applies to
+ * the count it holds then, never by a put of the count read here: so
+ * that the references several writers of one store take and drop all
+ * count.  (Freeing a chunk at zero still trusts the count read here:
+ * right while one session writes, docs/many-writers.md step 3.)
  */
 #include "chunk.h"
 #include "grow.h"
@@ -222,8 +228,10 @@ void chunk_prep_release(struct chunk_prep *p)
 	p->z = NULL;
 }
 
-static int get_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
-		   struct chunk_rec *rec)
+/* HASH's record into *REC; *RAW (if not NULL): it is of the old raw
+ * encoding. */
+static int get_rec_as(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		      struct chunk_rec *rec, bool *raw)
 {
 	struct kv_val v;
 	int rc = c->kv->ops->get(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, &v);
@@ -233,7 +241,15 @@ static int get_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		nadb_log("chunk table: a record of %zu bytes that cannot be read", v.len);
 		return -EIO;
 	}
+	if (raw)
+		*raw = v.len == CHUNK_REC_OLD_LEN;
 	return 0;
+}
+
+static int get_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		   struct chunk_rec *rec)
+{
+	return get_rec_as(c, hash, rec, NULL);
 }
 
 static int put_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
@@ -242,6 +258,18 @@ static int put_rec(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	uint8_t buf[REC_MAX];
 	return c->kv->ops->put(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, buf,
 			       rec_encode(rec, buf));
+}
+
+/* Take DELTA references on HASH, whose record REC (RAW: of the old raw
+ * encoding) now counts REC->refs with them: an add (backend.h), so that
+ * references other processes take or drop meanwhile count too.  A raw
+ * record (only a store on one machine has them) is written compact. */
+static int add_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
+		    const struct chunk_rec *rec, bool raw, int delta)
+{
+	if (raw)
+		return put_rec(c, hash, rec);
+	return c->kv->ops->add(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, delta, NULL, 0);
 }
 
 /* Live bytes per segment: what compaction weighs against segment size. */
@@ -314,7 +342,10 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 		.refs = 1, .seg = loc.seg, .off = loc.off, .len = loc.len,
 		.raw_len = p->raw_len, .flags = h.flags | CHUNK_SHORT_HEAD, .variant = variant,
 	};
-	rc = put_rec(c, hash, &rec);
+	/* an add that creates: if another process stored the same bytes
+	 * meanwhile, its record gains our reference and our frame is garbage */
+	uint8_t buf[REC_MAX];
+	rc = c->kv->ops->add(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, 1, buf, rec_encode(&rec, buf));
 	if (!rc && c->account)
 		rc = c->account(c->account_ctx, +1, loc.len, p->raw_len);
 	return rc ? rc : count_live(c, loc.seg, loc.len);
@@ -330,7 +361,8 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 		if (chunk_is_hole(hash))
 			continue;
 		struct chunk_rec rec;
-		int rc = get_rec(c, hash, &rec);
+		bool raw;
+		int rc = get_rec_as(c, hash, &rec, &raw);
 		if (rc == -ENOENT)
 			return store_new(c, p, hash, variant);
 		if (rc)
@@ -342,7 +374,7 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 			if (rec.refs == CHUNK_REFS_MAX)
 				return 0; /* saturated: kept for good */
 			rec.refs++;
-			return put_rec(c, hash, &rec);
+			return add_refs(c, hash, &rec, raw, 1);
 		}
 		nadb_log("chunk: hash collision between different bytes (variant %u); "
 			 "storing apart", variant);
@@ -354,7 +386,8 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 {
 	struct chunk_rec rec;
-	int rc = get_rec(c, hash, &rec);
+	bool raw;
+	int rc = get_rec_as(c, hash, &rec, &raw);
 	if (rc) {
 		if (rc == -ENOENT)
 			nadb_log("chunk: reference to a missing chunk");
@@ -369,7 +402,7 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	int64_t refs = (int64_t)rec.refs + delta;
 	rec.refs = refs > (int64_t)CHUNK_REFS_MAX ? CHUNK_REFS_MAX : (uint32_t)refs;
 	if (rec.refs)
-		return put_rec(c, hash, &rec);
+		return add_refs(c, hash, &rec, raw, delta);
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
 	if (!rc && c->account)
 		rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);

@@ -133,7 +133,7 @@ void chunk_release(struct chunker *c);
 /* A reference count that reaches this stays there: the chunk is kept for
  * good (a leak, which fsck --repair recounts), never wrapped to a count
  * below the values naming it. */
-#define CHUNK_REFS_MAX UINT32_MAX
+#define CHUNK_REFS_MAX KV_COUNT_MAX
 
 /* fsck: set the reference count to REFS at once (a damaged count may be
  * billions away from the right one); at zero the chunk goes. */

@@ -19,6 +19,9 @@
  */
 #include "backend.h"
 #include "log.h"
+#include "varint.h"
+
+#include <assert.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -194,6 +197,30 @@ static int lmdb_del(struct kv *kv, enum kv_table t, const void *key,
 	return rc ? fail("del", rc) : 0;
 }
 
+/* One process writes a store on LMDB: a read and a write in the open
+ * transaction add. */
+static int lmdb_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		    int64_t delta, const void *init, size_t ilen)
+{
+	struct kv_val v;
+	int rc = lmdb_get(kv, t, key, klen, &v);
+	if (rc == -ENOENT && init) {
+		assert(kv_count_is(init, ilen, delta));
+		return lmdb_put(kv, t, key, klen, init, ilen);
+	}
+	if (rc)
+		return rc;
+	uint8_t *val = malloc(v.len + VARINT_MAX);
+	if (!val)
+		return -ENOMEM;
+	size_t vlen;
+	rc = kv_count_added(v.data, v.len, delta, val, &vlen);
+	if (!rc)
+		rc = lmdb_put(kv, t, key, klen, val, vlen);
+	free(val);
+	return rc;
+}
+
 static int lmdb_scan(struct kv *kv, enum kv_table t, const void *start,
 		     size_t slen, kv_scan_fn fn, void *ctx)
 {
@@ -325,6 +352,7 @@ static const struct kv_ops lmdb_ops = {
 	.step_end = lmdb_step_end,
 	.get = lmdb_get,
 	.put = lmdb_put,
+	.add = lmdb_add,
 	.del = lmdb_del,
 	.scan = lmdb_scan,
 	.scan_prefix = kv_scan_prefix_by_scan,

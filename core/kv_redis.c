@@ -65,6 +65,7 @@
 #include "grow.h"
 #include "log.h"
 #include "redis.h"
+#include "varint.h"
 
 #include <assert.h>
 #include <endian.h>
@@ -222,9 +223,19 @@ static bool decode_member(const uint8_t *m, size_t mlen, uint8_t *key, size_t *k
 
 /* ---- the overlay: skip lists of rows ---------------------------------------- */
 
+/* How a row of the overlays is to be written (kv_ops.add): its value as
+ * it is, or its DELTA added to the count of the row Redis holds (nothing
+ * if Redis holds none), or the same but its value put where Redis holds
+ * none.  Rows of the cache are all ROW_SET. */
+enum row_how { ROW_SET, ROW_ADD, ROW_CREATE };
+
 struct row {
 	void *key, *val; /* val: NULL for a tombstone (a deleted row) */
 	size_t klen, vlen;
+	/* An add's: its delta, and the part of it a sync attempt whose fate is
+	 * not known yet carried (syncs run once: settle_rows) */
+	int64_t delta, sent;
+	uint8_t how; /* enum row_how */
 	int height;
 	struct row *next[]; /* height of them */
 };
@@ -336,6 +347,8 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 		o->bytes += vlen - r->vlen;
 		r->val = val;
 		r->vlen = vlen;
+		r->delta = r->sent = 0;
+		r->how = ROW_SET;
 		return 0;
 	}
 	int h = random_height(o);
@@ -347,6 +360,8 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 	r->klen = klen;
 	r->val = val;
 	r->vlen = vlen;
+	r->delta = r->sent = 0;
+	r->how = ROW_SET;
 	r->height = h;
 	for (int l = 0; l < h; l++) {
 		r->next[l] = before[l]->next[l];
@@ -374,16 +389,42 @@ static int set_row(struct overlay *o, enum kv_table t, const void *key, size_t k
 	return rc;
 }
 
-/* Move every row of FROM into INTO (FROM's win), leaving FROM empty. */
-static int fold_into(struct overlay *into, struct overlay *from)
+/* How an add of DELTA (HOW: ROW_ADD or ROW_CREATE) over OLD, the row
+ * the overlay held (NULL: none), is to be written: an add over a value
+ * set is a value set; adds over adds add up, and stay a create if either
+ * was (the older's attempt's share stays). */
+static void merge_add(struct row *r, const struct row *old, uint8_t how, int64_t delta)
+{
+	r->how = how;
+	r->delta = delta;
+	r->sent = 0;
+	if (old && old->how == ROW_SET) {
+		r->how = ROW_SET;
+		r->delta = 0;
+	} else if (old) {
+		r->delta += old->delta;
+		r->sent = old->sent;
+		r->how = old->how == ROW_CREATE ? ROW_CREATE : how;
+	}
+}
+
+/* Move every row of FROM into INTO (FROM's win, its adds added to
+ * INTO's), leaving FROM empty.  VALUES: INTO is the cache, where a row
+ * is its value. */
+static int fold_into(struct overlay *into, struct overlay *from, bool values)
 {
 	int rc = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
+			struct row old, *o = NULL;
+			if (!values && r->how != ROW_SET && (o = find_row(into, t, r->key, r->klen)))
+				old = *o, o = &old;
 			if (!rc && !set_row_owned(into, t, r->key, r->klen, r->val, r->vlen))
 				r->val = NULL; /* now INTO's */
 			else
 				rc = -ENOMEM;
+			if (!rc && !values && r->how != ROW_SET)
+				merge_add(find_row(into, t, r->key, r->klen), o, r->how, r->delta);
 		}
 	}
 	overlay_clear(from);
@@ -452,6 +493,12 @@ struct kv_redis {
 	 * a WAIT there hears from enough of them (confirm_waits). */
 	uint32_t *unconfirmed;
 	size_t nunconfirmed, unconfirmed_cap;
+	/* Syncs run once: the number of the last attempt, and one whose
+	 * transaction in partition unsettled_part (on one server, all of it)
+	 * may or may not have run (0: none). */
+	uint64_t sync_attempt, unsettled;
+	uint32_t unsettled_part;
+	unsigned fault; /* kv_redis_inject_fault's: the next transaction's, settle's */
 
 	/* Several processes on the store (backend.h: publish, follow). */
 	/* A follower: another process writes the store, so nothing read is
@@ -545,7 +592,7 @@ static int kvr_step_end(struct kv *kv, int commit)
 	if (k->step_spans)
 		nadb_log("redis %s: a step wrote rows of more than one partition (partition %u "
 			 "and another)", redis_conn_name(k->conn), k->step_part);
-	int rc = fold_into(&k->pending, &k->step);
+	int rc = fold_into(&k->pending, &k->step, false);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
 		nadb_log("redis %s: out of memory keeping a step; dropping the "
@@ -718,6 +765,20 @@ static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	return 0;
 }
 
+/* A row of T was buffered (writes_of): counted in the group for a write
+ * outside any step, else its partition noted. */
+static void note_write(struct kv_redis *k, enum kv_table t, const void *key, size_t klen)
+{
+	if (!k->in_step) {
+		k->unsynced++;
+	} else if (k->check_steps) {
+		uint32_t p = row_part(t, key, klen);
+		k->step_spans |= k->step_wrote && p != k->step_part;
+		k->step_part = k->step_wrote ? k->step_part : p;
+		k->step_wrote = true;
+	}
+}
+
 /* Buffer a put (VAL NULL: a delete) in the step, or in the group for a
  * write outside any step. */
 static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
@@ -729,14 +790,7 @@ static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, si
 			 val ? "write" : "delete");
 		return rc;
 	}
-	if (!k->in_step) {
-		k->unsynced++;
-	} else if (k->check_steps) {
-		uint32_t p = row_part(t, key, klen);
-		k->step_spans |= k->step_wrote && p != k->step_part;
-		k->step_part = k->step_wrote ? k->step_part : p;
-		k->step_wrote = true;
-	}
+	note_write(k, t, key, klen);
 	return 0;
 }
 
@@ -759,6 +813,51 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 	if (!r->val)
 		return -ENOENT;
 	return buffer_write(k, t, key, klen, NULL, 0);
+}
+
+/* An add is buffered as the value it makes, which reads see, and as what
+ * the sync is to do in Redis (struct row's how): add the delta there,
+ * where another process's adds may have landed meanwhile.  Only bucketed
+ * tables take adds (their rows are hash fields the sync's script reads). */
+static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		   int64_t delta, const void *init, size_t ilen)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(bucketed(t) && !k->follower);
+	release_held(k);
+	struct row *r;
+	int rc = find_anywhere(k, t, key, klen, &r);
+	if (rc)
+		return rc;
+	bool create = !r->val;
+	if (create && !init)
+		return -ENOENT;
+	size_t vlen = create ? ilen : r->vlen + VARINT_MAX;
+	uint8_t *val = malloc(vlen ? vlen : 1);
+	if (!val)
+		return -ENOMEM;
+	if (create)
+		memcpy(val, init, ilen);
+	else
+		rc = kv_count_added(r->val, r->vlen, delta, val, &vlen);
+	assert(!create || kv_count_is(init, ilen, delta));
+	struct overlay *w = writes_of(k);
+	struct row old, *o = find_row(w, t, key, klen);
+	if (o)
+		old = *o, o = &old;
+	if (!rc)
+		rc = set_row_owned(w, t, key, klen, val, vlen);
+	if (rc) {
+		free(val);
+		return rc;
+	}
+	struct row *added = find_row(w, t, key, klen);
+	merge_add(added, o, create ? ROW_CREATE : ROW_ADD, delta);
+	/* saturated for good: a put says so (deltas summed would not stay) */
+	if (added->how != ROW_SET && kv_count_is(val, vlen, KV_COUNT_MAX))
+		added->how = ROW_SET, added->delta = added->sent = 0;
+	note_write(k, t, key, klen);
+	return 0;
 }
 
 /* ---- partitions ------------------------------------------------------------ */
@@ -1380,6 +1479,8 @@ struct batch {
 	size_t *lens;
 	size_t ncmds, nargs;
 	uint32_t cur;
+	char (*deltas)[24]; /* adds' deltas as text, one a pending row at most */
+	size_t ndeltas;
 };
 
 static void add_arg(struct batch *b, const void *arg, size_t len)
@@ -1405,11 +1506,11 @@ static void end_cmd(struct batch *b)
  * network and land after another daemon took the store over.  So a fence
  * key per partition holds the highest lock generation that wrote there,
  * and a sync's writes are one script (apply_script) that checks first
- * the fences of KEYS -- on a cluster the one partition's the transaction
+ * the fences of KEYS[2..] -- on a cluster the one partition's the transaction
  * writes; on one server partition 0's and those of every partition the
  * group writes -- against ARGV[1], the writer's generation.  One lower
  * than ours is raised to it; a generation lower than any fence's is
- * refused (FENCE_ERROR: nothing is written, no fence raised).  A new
+ * refused (FENCE_ERROR: nothing is written, no fence raised, no mark set).  A new
  * writer raises the fences at open (kv_redis_set_fence: partition 0's,
  * and on a cluster every partition's), so a late sync of the one before
  * it writes nothing.  (Each partition's own fence is what lets a later
@@ -1424,31 +1525,102 @@ static void end_cmd(struct batch *b)
 #define FENCE_CHECK                                                                     \
 	"local g = tonumber(ARGV[1]) "                                                  \
 	"local fs = {} "                                                                \
-	"for k = 1, #KEYS do "                                                          \
+	"for k = 2, #KEYS do "                                                          \
 	"fs[k] = tonumber(redis.call('GET', KEYS[k]) or '0') or 0 "                     \
 	"if fs[k] > g then return redis.error_reply('" FENCE_ERROR " the store is "     \
 	"written by a later holder of its lock') end end "                              \
-	"for k = 1, #KEYS do "                                                          \
+	"for k = 2, #KEYS do "                                                          \
 	"if fs[k] < g then redis.call('SET', KEYS[k], ARGV[1]) end end "
-/* The writes themselves follow the fence's arguments, each as its
+/* Syncs run once.  A transaction can reach Redis twice: redis_pipeline
+ * sends a pipeline again after a reconnect, and a sync that failed leaves
+ * its rows pending for the next, although its transaction may have run
+ * (the reply was what got lost).  It can also arrive late, after a later
+ * sync's.  Setting a row to a value twice does no harm, but late it puts
+ * back an older value, and adding to a count (kv_ops.add) twice counts
+ * twice.  So each sync is an attempt, numbered by this process
+ * (sync_attempt), and its script (KEYS[1], ARGV[2]) first reads our
+ * session's mark (REDIS_SYNCED, in the transaction's partition: the
+ * last attempt of ours that ran there): at or past its own number, the
+ * transaction does nothing; else it sets the mark and writes.  After a
+ * failed sync the next one first settles each transaction whose fate is
+ * unknown (settle_attempt): a script reads the mark, says whether the
+ * attempt ran, and if not seals the mark past it, so that it can no
+ * longer run late. */
+#define MARK_TTL_MS "2592000000" /* ms: a session's mark outlives its last sync
+				  * by 30 days (a session gone that long left
+				  * no attempt unsettled) */
+#define MARK_SET "redis.call('SET', KEYS[1], ARGV[2], 'PX', '" MARK_TTL_MS "') "
+/* A transaction that ran already writes its mark again (as it is: a later
+ * attempt's may be there): a write, so that the WAIT after it waits for
+ * replicas to have what the first run wrote. */
+#define MARK_CHECK                                                                      \
+	"local a = tonumber(ARGV[2]) "                                                  \
+	"local mark = redis.call('GET', KEYS[1]) "                                      \
+	"if (tonumber(mark or '0') or 0) >= a then "                                    \
+	"redis.call('SET', KEYS[1], mark, 'PX', '" MARK_TTL_MS "') return 1 end "
+/* Every hash an add ("+COUNT") writes is one, or none yet: else nothing
+ * is written (a damaged store: fsck's). */
+#define DAMAGED_ERROR "NADBDAMAGED"
+#define ADDS_CHECK                                                                      \
+	"local i = 3 "                                                                  \
+	"while i <= #ARGV do "                                                          \
+	"if ARGV[i + 1] == '+COUNT' then "                                              \
+	"local t = redis.call('TYPE', ARGV[i + 2])['ok'] "                              \
+	"if t ~= 'hash' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
+	"a chunk record bucket is a ' .. t .. ', not a hash') end end "                 \
+	"i = i + tonumber(ARGV[i]) + 1 end "
+/* V, a row's value, with the delta ARGV[j + 1] added to the count it
+ * starts with, into c (nil: V starts with no count of 32 bits: left as it
+ * is): kv_count_added's rule (backend.c), in Lua. */
+#define COUNT_ADDED                                                                     \
+	"local c, m, at = 0, 1, 1 "                                                     \
+	"while true do "                                                                \
+	"local byte = string.byte(v, at) "                                              \
+	"if not byte or at > 5 then c = nil break end "                                 \
+	"c = c + (byte % 128) * m at = at + 1 "                                         \
+	"if byte < 128 then break end "                                                 \
+	"m = m * 128 end "                                                              \
+	"if c and c > 4294967295 then c = nil end "                                     \
+	"if c and c < 4294967295 then "                                                 \
+	"c = math.max(0, math.min(4294967295, c + tonumber(ARGV[j + 1]))) end "         \
+	"if c then "                                                                    \
+	"local out = {} "                                                               \
+	"repeat local byte = c % 128 c = (c - byte) / 128 "                             \
+	"if c > 0 then byte = byte + 128 end out[#out + 1] = string.char(byte) "        \
+	"until c == 0 "                                                                 \
+	"c = table.concat(out) .. string.sub(v, at) end "
+/* The writes themselves follow the generation and the attempt, each as its
  * argument count, then VERB KEY ARGS...: a Redis verb (HSET, HDEL, ZADD),
  * or one of ours:
  *  - "+ROWS"/"-ROWS" SET ARGS: a sorted table's puts or deletes, pairs of
  *    a key's prefix enc(key) 0 and its new member ("" to delete it); the
  *    member the key had is found in [prefix, enc(key) 1) and replaced;
+ *  - "+COUNT" HASH ARGS: adds (kv_ops.add), triples of a field, the delta
+ *    added to the count its value starts with, and the value to put if
+ *    the field is absent ("": none);
  *  - "DROP" SET PREFIX BUCKETS: deleted rows can leave a bucket empty
  *    (Redis then drops its hash): its name leaves the sorted set.
+ * A script that fails part way keeps what it wrote (Redis has no undo):
+ * harmless for puts, which the next sync sends again, but not for adds,
+ * which must all run or none (syncs run once).  So the adds go first,
+ * after a check that each of their hashes is one (ADDS_CHECK: after it
+ * nothing in them can fail), and the rest after them.
  * One script a transaction, not one a write: a script call costs ~10 us
  * of Redis's time, a write inside it ~1.  Two scripts for one body: with
  * puts the transaction is refused whole, before it runs, when Redis is out
  * of memory; with deletes only it is not, so that deleting frees a full
  * store.  (Every key is in the fence's slot: one partition's.) */
 #define APPLY_BODY                                                                      \
+	MARK_CHECK                                                                      \
 	FENCE_CHECK                                                                     \
-	"local i = 2 "                                                                  \
+	ADDS_CHECK                                                                      \
+	MARK_SET                                                                        \
+	"for pass = 1, 2 do "                                                           \
+	"local i = 3 "                                                                  \
 	"while i <= #ARGV do "                                                          \
 	"local n, verb, key = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2] "             \
-	"if verb == '+ROWS' or verb == '-ROWS' then "                                   \
+	"if (verb == '+COUNT') ~= (pass == 1) then "                                    \
+	"elseif verb == '+ROWS' or verb == '-ROWS' then "                               \
 	"for j = i + 3, i + n, 2 do "                                                   \
 	"local lo, new = ARGV[j], ARGV[j + 1] "                                         \
 	"local hi = string.sub(lo, 1, -2) .. '\\1' "                                    \
@@ -1458,12 +1630,20 @@ static void end_cmd(struct batch *b)
 	"if old then redis.call('ZREM', key, old) end "                                 \
 	"if new ~= '' then redis.call('ZADD', key, 0, new) end "                        \
 	"end end "                                                                      \
+	"elseif verb == '+COUNT' then "                                                 \
+	"for j = i + 3, i + n, 3 do "                                                   \
+	"if ARGV[j + 2] == '' or redis.call('HSETNX', key, ARGV[j], ARGV[j + 2]) == 0 then " \
+	"local v = redis.call('HGET', key, ARGV[j]) "                                   \
+	"if v then "                                                                    \
+	COUNT_ADDED                                                                     \
+	"if c then redis.call('HSET', key, ARGV[j], c) end end end "                    \
+	"end "                                                                          \
 	"elseif verb == 'DROP' then "                                                   \
 	"for j = i + 4, i + n do "                                                      \
 	"if redis.call('EXISTS', ARGV[i + 3] .. ARGV[j]) == 0 then "                    \
 	"redis.call('ZREM', key, ARGV[j]) end end "                                     \
 	"else redis.call(verb, key, unpack(ARGV, i + 3, i + n)) end "                   \
-	"i = i + n + 1 end return 0"
+	"i = i + n + 1 end end return 0"
 static const char apply_puts_script[] = "#!lua\n" APPLY_BODY;
 static const char apply_dels_script[] = "#!lua flags=allow-oom\n" APPLY_BODY;
 
@@ -1479,6 +1659,15 @@ static size_t fence_name(const struct kv_redis *k, uint32_t p, char *buf)
 	return redis_key(k->conn, p, REDIS_FENCE, buf, KEY_SIZE);
 }
 
+/* Our session's mark in partition P (the one server's transaction uses
+ * partition 0's), into BUF (KEY_SIZE); its length. */
+static size_t mark_name(const struct kv_redis *k, uint32_t p, char *buf)
+{
+	char what[40];
+	snprintf(what, sizeof(what), REDIS_SYNCED, k->kv.session);
+	return redis_key(k->conn, p, what, buf, KEY_SIZE);
+}
+
 /* Start a write VERB of KEY (apply_script's): its arguments follow. */
 static void start_write(struct batch *b, const char *verb, const char *key, size_t keylen)
 {
@@ -1487,27 +1676,38 @@ static void start_write(struct batch *b, const char *verb, const char *key, size
 	add_arg(b, key, keylen);
 }
 
-/* The pending rows that are puts, or deletes (tombstones). */
-static bool is_kind(const struct row *r, bool dels)
+/* What a pending row is to the sync: a put, a delete (a tombstone), or
+ * an add (ROW_ADD, ROW_CREATE). */
+enum row_kind { KIND_PUT, KIND_DEL, KIND_ADD };
+
+static enum row_kind kind_of(const struct row *r)
 {
-	return (r->val == NULL) == dels;
+	return r->how != ROW_SET ? KIND_ADD : r->val ? KIND_PUT : KIND_DEL;
 }
 
 /* Writes "VERB KEY row-key [value] ..." for the rows from FIRST up to END
- * (NULL: the table's end) that are deletes (DELS) or puts, SYNC_ROWS rows
- * at most a write; VALUE: each key followed by its value (HSET). */
+ * (NULL: the table's end) of KIND, SYNC_ROWS rows at most a write: a
+ * put's key followed by its value (HSET), an add's by its delta and its
+ * value if it creates, else "" ("+COUNT"). */
 static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
-		     struct row *first, const struct row *end, bool dels, bool value)
+		     struct row *first, const struct row *end, enum row_kind kind)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
-		if (!is_kind(r, dels))
+		if (kind_of(r) != kind)
 			continue;
 		if (in_cmd == 0)
 			start_write(b, verb, key, keylen);
 		add_arg(b, r->key, r->klen);
-		if (value)
+		if (kind == KIND_PUT)
 			add_arg(b, r->val, r->vlen);
+		if (kind == KIND_ADD) {
+			r->sent = r->delta; /* what this attempt carries (settle_rows) */
+			char *d = b->deltas[b->ndeltas++];
+			add_arg(b, d, (size_t)snprintf(d, sizeof(*b->deltas), "%lld",
+						       (long long)r->delta));
+			add_arg(b, r->how == ROW_CREATE ? r->val : "", r->how == ROW_CREATE ? r->vlen : 0);
+		}
 		if (++in_cmd == SYNC_ROWS) {
 			end_cmd(b);
 			in_cmd = 0;
@@ -1555,7 +1755,7 @@ static void add_member_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 	struct zset_name *z = NULL; /* the set of partition PART, the rows' last */
 	uint32_t part = 0;
 	for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
-		if (!is_kind(r, dels))
+		if (kind_of(r) != (dels ? KIND_DEL : KIND_PUT))
 			continue;
 		uint32_t p = row_part(t, r->key, r->klen);
 		if (!z || p != part) { /* one name a run: the rows are in key order */
@@ -1668,8 +1868,9 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		}
 		n++;
 		b->cur = bn->part;
-		add_rows(b, "HSET", bn->name, bn->len, r, end, false, true);
-		add_rows(b, "HDEL", bn->name, bn->len, r, end, true, false);
+		add_rows(b, "HSET", bn->name, bn->len, r, end, KIND_PUT);
+		add_rows(b, "HDEL", bn->name, bn->len, r, end, KIND_DEL);
+		add_rows(b, "+COUNT", bn->name, bn->len, r, end, KIND_ADD);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;
@@ -1693,18 +1894,19 @@ static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_
 {
 	size_t rows = k->pending.rows;
 	/* per table: 4 commands, more every SYNC_ROWS rows and per partition
-	 * run (two scripts); per bucket: 3 (HSET, HDEL, ZADD) and its name
-	 * twice, and at most one script dropping empty ones */
-	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 4 * buckets +
+	 * run (two scripts); per bucket: 4 (HSET, HDEL, +COUNT, ZADD) and its
+	 * name twice, and at most one script dropping empty ones */
+	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 5 * buckets +
 		       KV_NTABLES + extra;
 	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->part = malloc(ncmds * sizeof(*b->part));
 	b->argv = malloc(nargs * sizeof(*b->argv));
 	b->lens = malloc(nargs * sizeof(*b->lens));
-	b->ncmds = b->nargs = 0;
+	b->deltas = malloc((rows + 1) * sizeof(*b->deltas));
+	b->ncmds = b->nargs = b->ndeltas = 0;
 	b->cur = 0;
-	return b->cmds && b->part && b->argv && b->lens ? 0 : -ENOMEM;
+	return b->cmds && b->part && b->argv && b->lens && b->deltas ? 0 : -ENOMEM;
 }
 
 static void free_batch(struct batch *b)
@@ -1713,6 +1915,7 @@ static void free_batch(struct batch *b)
 	free(b->part);
 	free(b->argv);
 	free(b->lens);
+	free(b->deltas);
 }
 
 /* Did the transaction run whole?  0, or the errno of the reply that says
@@ -1731,6 +1934,9 @@ static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
 					 "stop writing", redis_conn_name(k->conn), k->fence_gen);
 				return -ENOLCK;
 			}
+			if (!strncmp(e->str, DAMAGED_ERROR " ", sizeof(DAMAGED_ERROR)))
+				return redis_reply_error(k->conn, "a sync was refused, nothing "
+							 "written (nadb fsck)", e);
 			return redis_reply_error(k->conn, "a write of the group failed "
 						 "(the rest was applied)", e);
 		}
@@ -1947,7 +2153,7 @@ static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, si
 static bool adds(const struct redis_cmd *c)
 {
 	return !strcmp(c->argv[0], "HSET") || !strcmp(c->argv[0], "ZADD") ||
-	       !strcmp(c->argv[0], "+ROWS");
+	       !strcmp(c->argv[0], "+ROWS") || !strcmp(c->argv[0], "+COUNT");
 }
 
 /* The fenced script of one transaction, and what its arguments point to. */
@@ -1956,7 +2162,9 @@ struct apply {
 	size_t *lens;
 	char (*counts)[12]; /* each write's argument count, as text */
 	char (*fences)[KEY_SIZE]; /* the fences checked */
-	char nfences[12];         /* how many, as text */
+	char nkeys[12];           /* how many, and the mark, as text */
+	char mark[KEY_SIZE];      /* our session's mark (syncs run once) */
+	char attempt[24];         /* the sync's attempt, as text */
 };
 
 static void free_apply(struct apply *ap)
@@ -1984,7 +2192,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	for (size_t i = 0; ap->fences && i < nf; i++)
 		fence_name(k, !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0], ap->fences[i]);
 	free(parts);
-	size_t nargs = 4 + nf, ncmds = 0;
+	size_t nargs = 6 + nf, ncmds = 0;
 	bool puts = false;
 	for (size_t i = 0; i < b->ncmds; i++) {
 		if (all || b->part[i] == p) {
@@ -2005,10 +2213,13 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 		a[n] = apply_puts_script, l[n++] = sizeof(apply_puts_script) - 1;
 	else
 		a[n] = apply_dels_script, l[n++] = sizeof(apply_dels_script) - 1;
-	a[n] = ap->nfences, l[n++] = (size_t)snprintf(ap->nfences, sizeof(ap->nfences), "%zu", nf);
+	a[n] = ap->nkeys, l[n++] = (size_t)snprintf(ap->nkeys, sizeof(ap->nkeys), "%zu", nf + 1);
+	a[n] = ap->mark, l[n++] = mark_name(k, p, ap->mark);
 	for (size_t i = 0; i < nf; i++)
 		a[n] = ap->fences[i], l[n++] = strlen(ap->fences[i]);
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
+	a[n] = ap->attempt, l[n++] = (size_t)snprintf(ap->attempt, sizeof(ap->attempt), "%llu",
+						      (unsigned long long)k->sync_attempt);
 	for (size_t i = 0; i < b->ncmds; i++) {
 		const struct redis_cmd *w = &b->cmds[i];
 		if (!all && b->part[i] != p)
@@ -2065,7 +2276,13 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 	struct redis_wait w;
 	if (replicas > 0)
 		tx[m++] = redis_wait_cmd(&w, replicas, WAIT_MS);
-	rc = redis_pipeline_in(k->conn, p, tx, m, replies);
+	unsigned fault = k->fault & (KV_REDIS_FAULT_NOT_SENT | KV_REDIS_FAULT_LOSE_REPLY |
+				     KV_REDIS_FAULT_SENT_TWICE);
+	k->fault &= ~fault;
+	if ((fault & KV_REDIS_FAULT_SENT_TWICE) && !redis_pipeline_in(k->conn, p, tx, m, replies))
+		for (size_t i = 0; i < m; i++)
+			freeReplyObject(replies[i]);
+	rc = fault & KV_REDIS_FAULT_NOT_SENT ? -EIO : redis_pipeline_in(k->conn, p, tx, m, replies);
 	free(notice);
 	free_apply(&ap);
 	if (rc)
@@ -2086,7 +2303,12 @@ static int send_transaction(struct kv_redis *k, const struct batch *b, uint32_t 
 						       : k->min_replicas == 0);
 	for (size_t i = 0; i < m; i++)
 		freeReplyObject(replies[i]);
-	return rc;
+	return rc || !(fault & KV_REDIS_FAULT_LOSE_REPLY) ? rc : -EIO;
+}
+
+void kv_redis_inject_fault(struct kv *kv, unsigned faults)
+{
+	((struct kv_redis *)kv)->fault = faults;
 }
 
 /* WAIT again where the last transaction was not confirmed by
@@ -2120,12 +2342,78 @@ static int confirm_waits(struct kv_redis *k)
 	return rc;
 }
 
+/* The pending adds of partition P (every partition's, with ALL), once
+ * the fate of the attempt that carried them is known (syncs run once):
+ * RAN, and what it carried is in Redis (so no longer to be added; a
+ * create ran, so what is left adds), or it never will. */
+static void settle_rows(struct kv_redis *k, uint32_t p, bool all, bool ran)
+{
+	for (int t = 0; t < KV_NTABLES; t++) {
+		if (!bucketed(t))
+			continue;
+		for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
+			if (r->how == ROW_SET || (!all && row_part(t, r->key, r->klen) != p))
+				continue;
+			if (ran) {
+				r->delta -= r->sent;
+				r->how = ROW_ADD;
+			}
+			r->sent = 0;
+		}
+	}
+}
+
+/* Did the attempt whose fate a failed sync left unknown (unsettled) run
+ * in its partition?  settle_script answers 1 (it ran: the mark is its
+ * number) or 0 (it did not, and now never will: the mark is sealed past
+ * it, at its number and a half, below the next attempt's).  Asked twice
+ * (a reconnect sends it again), it answers the same. */
+static const char settle_script[] = "#!lua flags=allow-oom\n"
+	"local a = tonumber(ARGV[1]) "
+	"local m = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "
+	"if m == a then return 1 end "
+	"if m < a then redis.call('SET', KEYS[1], ARGV[1] .. '.5', 'PX', '" MARK_TTL_MS "') end "
+	"return 0";
+
+static int settle_attempt(struct kv_redis *k)
+{
+	if (!k->unsettled)
+		return 0;
+	char mark[KEY_SIZE], attempt[24];
+	uint32_t p = k->unsettled_part;
+	const char *argv[] = {"EVAL", settle_script, "1", mark, attempt};
+	size_t lens[] = {4, sizeof(settle_script) - 1, 1, mark_name(k, p, mark),
+			 (size_t)snprintf(attempt, sizeof(attempt), "%llu",
+					  (unsigned long long)k->unsettled)};
+	redisReply *r = NULL;
+	int rc = 0;
+	if (k->fault & KV_REDIS_FAULT_SETTLE_TWICE) { /* the first reply lost */
+		k->fault &= ~(unsigned)KV_REDIS_FAULT_SETTLE_TWICE;
+		rc = redis_run_in(k->conn, p, "asking whether a failed sync ran", 5, argv, lens, &r);
+		freeReplyObject(r);
+	}
+	if (!rc)
+		rc = redis_run_in(k->conn, p, "asking whether a failed sync ran", 5, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		rc = redis_reply_error(k->conn, "asking whether a failed sync ran", r);
+	} else {
+		settle_rows(k, p, !k->kv.apart, r->integer == 1);
+		k->unsettled = 0;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
 /* Send the group B: on one server one MULTI/EXEC, every step whole or
  * none; on a cluster, where a transaction stays in one slot, one for each
  * partition, partition 0's first (backend.h, kv.apart: a step taking
  * chunk references there comes before the key's step that names them).
- * A failure leaves the whole group pending: it is sent again whole (its
- * writes set rows to values, so sending one twice does no harm). */
+ * A failure leaves the whole group pending: it is sent again whole, as a
+ * later attempt, once the fate of the failed transaction is known
+ * (settle_attempt): the transactions before it ran, those after it were
+ * not sent. */
 static int send_group(struct kv_redis *k, const struct batch *b)
 {
 	/* MULTI, the script, EXEC, a PUBLISH, WAIT */
@@ -2134,12 +2422,22 @@ static int send_group(struct kv_redis *k, const struct batch *b)
 	uint32_t *parts = NULL;
 	size_t nparts = 0;
 	int rc = tx && replies ? 0 : -ENOMEM;
-	if (!rc && !k->kv.apart)
+	if (!rc && !k->kv.apart) {
 		rc = send_transaction(k, b, 0, true, tx, replies);
-	else if (!rc)
+		if (rc)
+			k->unsettled = k->sync_attempt, k->unsettled_part = 0;
+	} else if (!rc) {
 		rc = parts_of_batch(b, &parts, &nparts);
-	for (size_t i = 0; !rc && i < nparts; i++)
+	}
+	for (size_t i = 0; !rc && i < nparts; i++) {
 		rc = send_transaction(k, b, parts[i], false, tx, replies);
+		if (!rc)
+			settle_rows(k, parts[i], false, true);
+		else
+			k->unsettled = k->sync_attempt, k->unsettled_part = parts[i];
+		for (size_t j = i + 1; rc && j < nparts; j++)
+			settle_rows(k, parts[j], false, false);
+	}
 	free(parts);
 	free(tx);
 	free(replies);
@@ -2164,6 +2462,10 @@ static int kvr_sync(struct kv *kv)
 	assert(!k->in_step); /* backend.h: sync is outside any step */
 	release_held(k);
 	announce_any(k);
+	/* what a failed sync sent is known to have run or not before more is */
+	int rc = settle_attempt(k);
+	if (rc)
+		return rc;
 	/* the partitions a sync before left unconfirmed come first */
 	int unconfirmed = k->nunconfirmed ? confirm_waits(k) : 0;
 	if (k->pending.rows == 0) {
@@ -2185,7 +2487,7 @@ static int kvr_sync(struct kv *kv)
 	uint8_t *members = malloc(bytes), *at = members;
 	struct part_num *nums = NULL;
 	size_t fresh_parts = 0;
-	int rc = names && zsets && members ? 0 : -ENOMEM;
+	rc = names && zsets && members ? 0 : -ENOMEM;
 	if (!rc && k->parts_unknown) /* new_parts must know which are listed */
 		rc = load_parts(k);
 	if (!rc)
@@ -2221,6 +2523,8 @@ static int kvr_sync(struct kv *kv)
 	}
 	assert(named == buckets && at <= members + bytes && zat <= zsets + 2 * runs);
 	k->nempty = 0; /* the group may write rows where there were none */
+	k->sync_attempt++;
+	assert(k->kv.session); /* a writer: the mark is its session's */
 	rc = send_group(k, &b);
 	free_batch(&b);
 	free(names);
@@ -2239,7 +2543,7 @@ static int kvr_sync(struct kv *kv)
 			k->parts_unknown = true; /* read again before the next use */
 	free(nums);
 	struct overlay *c = cache_of(k);
-	if (!c || fold_into(c, &k->pending) || k->cache.bytes > CACHE_MAX_BYTES)
+	if (!c || fold_into(c, &k->pending, true) || k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
 	overlay_clear(&k->pending);
 	k->unsynced = 0;
@@ -2673,6 +2977,7 @@ static const struct kv_ops redis_kv_ops = {
 	.get = kvr_get,
 	.put = kvr_put,
 	.del = kvr_del,
+	.add = kvr_add,
 	.scan = kvr_scan,
 	.scan_prefix = kvr_scan_prefix,
 	.sync = kvr_sync,

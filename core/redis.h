@@ -71,6 +71,9 @@
  *                                               their heartbeat runs out
  *                                               (server clock, ms)
  *   sessionseq                      string      sessions numbered so far (p0)
+ *   session:S:synced                string      the last sync attempt of
+ *                                               session S that ran in
+ *                                               partition P (kv_redis.c)
  *   followers                       sorted set  daemons following the writer
  *                                               (kv_redis.c), score = when
  *                                               their heartbeat runs out
@@ -302,9 +305,24 @@ int redis_store_lock_release(struct redis_conn *c, const char *owner);
 #define REDIS_FENCE "fence"
 /* The key (p0) of the writers' live sessions (kv_redis.c, "sessions"). */
 #define REDIS_SESSIONS "sessions"
+/* The key (per partition; printf of the session) of the last sync attempt
+ * of a session that ran there (kv_redis.c, "Syncs run once"). */
+#define REDIS_SYNCED "session:%u:synced"
 /* Count session ID of C's store out now (its process is gone): 0, or the
  * error of redis_run. */
 int redis_session_end(struct redis_conn *c, uint32_t id);
+/* For tests of "syncs run once" (kv_redis.c), FAULTS (these ORed): the
+ * next transaction a sync of KV sends is not sent, or its reply is lost
+ * (it ran, the sync fails), or it is sent twice (as after a reconnect);
+ * the next question whether a failed sync ran is asked twice, the first
+ * answer lost. */
+enum kv_redis_fault {
+	KV_REDIS_FAULT_NOT_SENT = 1,
+	KV_REDIS_FAULT_LOSE_REPLY = 2,
+	KV_REDIS_FAULT_SENT_TWICE = 4,
+	KV_REDIS_FAULT_SETTLE_TWICE = 8,
+};
+void kv_redis_inject_fault(struct kv *kv, unsigned faults);
 /* The lock generation C took the store lock at (0: it did not): what
  * fences the writer's syncs (kv_redis_set_fence). */
 long long redis_store_lock_gen(const struct redis_conn *c);

@@ -16,8 +16,10 @@
  */
 #include "backend.h"
 #include "kv_check.h"
+#include "redis.h"
 #include "redis_server.h"
 #include "unit.h"
+#include "varint.h"
 
 #include <endian.h>
 #include <stdint.h>
@@ -770,6 +772,183 @@ static void check_sessions(const struct backend *b, const char *place)
 	two->ops->close(two);
 }
 
+/* A counted value: COUNT (a varint), then REST; into BUF, its length. */
+static size_t counted(uint8_t buf[64], uint64_t count, const char *rest)
+{
+	size_t n = varint_put(buf, count);
+	memcpy(buf + n, rest, strlen(rest));
+	return n + strlen(rest);
+}
+
+/* Does KEY of KV_CHUNKS hold COUNT then REST (REST NULL: no row)? */
+static bool counts(struct kv *kv, const char *key, uint64_t count, const char *rest)
+{
+	struct kv_val v;
+	int rc = kv->ops->get(kv, KV_CHUNKS, key, strlen(key), &v);
+	if (!rest)
+		return rc == -ENOENT;
+	uint8_t want[64];
+	size_t n = counted(want, count, rest);
+	return rc == 0 && v.len == n && !memcmp(v.data, want, n);
+}
+
+static int add_s(struct kv *kv, const char *key, int64_t delta, const char *init)
+{
+	uint8_t buf[64];
+	return kv->ops->add(kv, KV_CHUNKS, key, strlen(key), delta, init ? buf : NULL,
+			    init ? counted(buf, (uint64_t)delta, init) : 0);
+}
+
+static int put_counted(struct kv *kv, const char *key, uint64_t count, const char *rest)
+{
+	uint8_t buf[64];
+	return kv->ops->put(kv, KV_CHUNKS, key, strlen(key), buf, counted(buf, count, rest));
+}
+
+/* Adds (backend.h): a count at the start of a row's value, changed where
+ * the row is stored.  Reads see an add at once; a step undone takes its
+ * adds back; a create puts its value only where there is no row; a
+ * saturated count stays; one below zero is refused; a value with no
+ * count is an error; what was synced survives a reopen. */
+static void check_adds(const struct backend *b, const char *place)
+{
+	struct kv *kv;
+	CHECK(b->open_kv(place, &kv) == 0);
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(add_s(kv, "c1", 1, "loc") == 0 && counts(kv, "c1", 1, "loc"));
+	CHECK(add_s(kv, "c1", 2, NULL) == 0 && counts(kv, "c1", 3, "loc"));
+	CHECK(add_s(kv, "c1", 1, "other") == 0 && counts(kv, "c1", 4, "loc"));
+	CHECK(add_s(kv, "c2", 1, NULL) == -ENOENT && counts(kv, "c2", 0, NULL));
+	CHECK(put_counted(kv, "c3", KV_COUNT_MAX, "full") == 0);
+	CHECK(add_s(kv, "c3", 1, NULL) == 0 && add_s(kv, "c3", -5, NULL) == 0);
+	CHECK(counts(kv, "c3", KV_COUNT_MAX, "full"));
+	CHECK(put_counted(kv, "c4", 127, "wide") == 0 && add_s(kv, "c4", 1, NULL) == 0);
+	CHECK(counts(kv, "c4", 128, "wide")); /* its count one byte longer */
+	CHECK(kv->ops->put(kv, KV_CHUNKS, "c5", 2, "", 0) == 0);
+	CHECK(add_s(kv, "c5", 1, NULL) == -EIO);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	/* an undone step's adds are gone; one below zero changes nothing */
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(add_s(kv, "c1", 5, NULL) == 0 && counts(kv, "c1", 9, "loc"));
+	CHECK(kv->ops->step_end(kv, 0) == 0);
+	CHECK(counts(kv, "c1", 4, "loc"));
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(add_s(kv, "c1", -5, NULL) == -ERANGE && counts(kv, "c1", 4, "loc"));
+	CHECK(add_s(kv, "c1", -4, NULL) == 0 && counts(kv, "c1", 0, "loc"));
+	CHECK(add_s(kv, "c1", 2, NULL) == 0);
+	/* a row deleted then created again in one group */
+	CHECK(kv->ops->del(kv, KV_CHUNKS, "c4", 2) == 0);
+	CHECK(add_s(kv, "c4", 1, "new") == 0 && counts(kv, "c4", 1, "new"));
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->step_begin(kv) == 0); /* over an add of the group's */
+	CHECK(add_s(kv, "c1", 1, NULL) == 0 && counts(kv, "c1", 3, "loc"));
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	CHECK(kv->ops->sync(kv) == 0);
+	kv->ops->close(kv);
+	CHECK(b->open_kv(place, &kv) == 0);
+	CHECK(counts(kv, "c1", 3, "loc") && counts(kv, "c3", KV_COUNT_MAX, "full"));
+	CHECK(counts(kv, "c4", 1, "new") && counts(kv, "c2", 0, NULL));
+	kv->ops->close(kv);
+}
+
+/* On one server: a sync whose adds meet a chunk bucket that is no hash (a
+ * damaged store) writes nothing, none of its adds, and once the bucket
+ * is mended the next sync adds each once.  ONE counts WANT on c1. */
+static void check_damaged_bucket(struct kv *one, const char *place, int64_t want)
+{
+	(void)place;
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
+	CHECK(c && !c->err);
+	if (!c || c->err)
+		return;
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(add_s(one, "c1", 1, NULL) == 0 && add_s(one, "d1", 1, "dee") == 0);
+	CHECK(one->ops->step_end(one, 1) == 0);
+	/* "d1"'s bucket: its first two bytes, the second masked with 0xf0 */
+	redisReply *r = redisCommand(c, "SET {nadb:contract:p0}:t:chunks:b:d0 oops");
+	CHECK(r && r->type == REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	CHECK(one->ops->sync(one) != 0);
+	struct kv *other;
+	CHECK(open_redis_kv(place, &other) == 0);
+	CHECK(counts(other, "c1", (uint64_t)want, "loc")); /* nothing written */
+	other->ops->close(other);
+	r = redisCommand(c, "DEL {nadb:contract:p0}:t:chunks:b:d0");
+	CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+	freeReplyObject(r);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(open_redis_kv(place, &other) == 0);
+	CHECK(counts(other, "c1", (uint64_t)want + 1, "loc") && counts(other, "d1", 1, "dee"));
+	other->ops->close(other);
+	redisFree(c);
+}
+
+/* Where two processes can write one store (a backend with sessions), the
+ * adds of both count, and two creates of one row make one row counting
+ * both.  And a sync runs once (kv_redis.c): not sent, sent twice, or its
+ * reply lost, no add counts twice or not at all. */
+static void check_shared_adds(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->sessions) {
+		one->ops->close(one);
+		return;
+	}
+	CHECK(b->open_kv(place, &two) == 0);
+	struct kv *both[] = {one, two};
+	for (int i = 0; i < 2; i++) { /* both read c1 at 3, both add */
+		CHECK(both[i]->ops->step_begin(both[i]) == 0);
+		CHECK(counts(both[i], "c1", 3, "loc"));
+		CHECK(add_s(both[i], "c1", i + 1, NULL) == 0);
+		CHECK(add_s(both[i], "s1", 1, i ? "two" : "one") == 0);
+		CHECK(both[i]->ops->step_end(both[i], 1) == 0);
+	}
+	CHECK(two->ops->sync(two) == 0 && one->ops->sync(one) == 0);
+	two->ops->close(two);
+	CHECK(b->open_kv(place, &two) == 0);
+	CHECK(counts(two, "c1", 6, "loc") && counts(two, "s1", 2, "two"));
+	/* syncs run once, whatever happens to a transaction on its way */
+	static const unsigned faults[] = {
+		KV_REDIS_FAULT_NOT_SENT,
+		KV_REDIS_FAULT_LOSE_REPLY,
+		KV_REDIS_FAULT_SENT_TWICE,
+		KV_REDIS_FAULT_NOT_SENT | KV_REDIS_FAULT_SETTLE_TWICE,
+		KV_REDIS_FAULT_LOSE_REPLY | KV_REDIS_FAULT_SETTLE_TWICE,
+	};
+	int64_t want = 6;
+	for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+		CHECK(one->ops->step_begin(one) == 0);
+		CHECK(add_s(one, "c1", 10, NULL) == 0);
+		CHECK(put_s(one, KV_META, "f", "x") == 0);
+		CHECK(one->ops->step_end(one, 1) == 0);
+		kv_redis_inject_fault(one, faults[f]);
+		int rc = one->ops->sync(one);
+		CHECK((rc != 0) == !(faults[f] & KV_REDIS_FAULT_SENT_TWICE));
+		want += 10;
+		/* more added before the next sync, by us and by another */
+		CHECK(one->ops->step_begin(one) == 0);
+		CHECK(add_s(one, "c1", 1, NULL) == 0);
+		CHECK(one->ops->step_end(one, 1) == 0);
+		CHECK(two->ops->step_begin(two) == 0);
+		CHECK(add_s(two, "c1", 100, NULL) == 0);
+		CHECK(two->ops->step_end(two, 1) == 0);
+		CHECK(two->ops->sync(two) == 0);
+		CHECK(one->ops->sync(one) == 0);
+		want += 101;
+		two->ops->close(two);
+		CHECK(b->open_kv(place, &two) == 0);
+		CHECK(counts(two, "c1", (uint64_t)want, "loc"));
+		CHECK(holds(two, KV_META, "f", "x"));
+	}
+	two->ops->close(two);
+	if (b->open_kv == open_redis_kv)
+		check_damaged_bucket(one, place, want);
+	one->ops->close(one);
+}
+
 /* ---- blobs ------------------------------------------------------------------ */
 
 struct seg_log {
@@ -874,6 +1053,8 @@ int main(void)
 			check_partitions(b, place);
 			check_kv(b, place);
 			check_sessions(b, place);
+			check_adds(b, place);
+			check_shared_adds(b, place);
 			check_blobs(b, place);
 		}
 		if (b->stop)
