@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const table_names[KV_NTABLES] = {
@@ -93,4 +94,15 @@ bool kv_count_is(const void *val, size_t vlen, int64_t count)
 	const uint8_t *p = val;
 	uint64_t c;
 	return varint_get(&p, p + vlen, &c) && count >= 0 && c == (uint64_t)count;
+}
+
+int kv_compare_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+bool kv_session_listed(const uint32_t *live, size_t n, uint32_t id)
+{
+	return n && bsearch(&id, live, n, sizeof(*live), kv_compare_u32);
 }

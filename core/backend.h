@@ -232,6 +232,11 @@ int kv_count_added(const void *val, size_t vlen, int64_t delta, uint8_t *out, si
 /* Does VAL start with the count COUNT? */
 bool kv_count_is(const void *val, size_t vlen, int64_t count);
 
+/* qsort's and bsearch's order of uint32_t (partitions, sessions). */
+int kv_compare_u32(const void *a, const void *b);
+/* Is session ID in LIVE (N of them, sorted, as sessions lists them)? */
+bool kv_session_listed(const uint32_t *live, size_t n, uint32_t id);
+
 /* scan_prefix for a backend with nothing better: scan, stopped where the
  * keys stop starting with PREFIX. */
 int kv_scan_prefix_by_scan(struct kv *kv, enum kv_table t, const void *prefix, size_t plen,

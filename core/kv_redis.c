@@ -2083,12 +2083,6 @@ static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
 	return 0;
 }
 
-static int cmp_part(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* The partitions B's commands write, in order, into *OUT (malloc'd). */
 static int parts_of_batch(const struct batch *b, uint32_t **out, size_t *n)
 {
@@ -2096,7 +2090,7 @@ static int parts_of_batch(const struct batch *b, uint32_t **out, size_t *n)
 	if (!v)
 		return -ENOMEM;
 	memcpy(v, b->part, b->ncmds * sizeof(*v));
-	qsort(v, b->ncmds, sizeof(*v), cmp_part);
+	qsort(v, b->ncmds, sizeof(*v), kv_compare_u32);
 	size_t m = 0;
 	for (size_t i = 0; i < b->ncmds; i++)
 		if (m == 0 || v[m - 1] != v[i])
@@ -2678,12 +2672,6 @@ static const char sessions_script[] = SERVER_MS
 	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
 	"return redis.call('ZRANGE', KEYS[1], 0, -1)";
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* The session numbers of R (an array of decimal members), sorted, into
  * *OUT (malloc'd) and *N; members that are not numbers are skipped. */
 static int session_list(const redisReply *r, uint32_t **out, size_t *n)
@@ -2704,7 +2692,7 @@ static int session_list(const redisReply *r, uint32_t **out, size_t *n)
 		if (end == e->str + e->len && id && id <= UINT32_MAX)
 			ids[m++] = (uint32_t)id;
 	}
-	qsort(ids, m, sizeof(*ids), cmp_u32);
+	qsort(ids, m, sizeof(*ids), kv_compare_u32);
 	*out = ids;
 	*n = m;
 	return 0;
@@ -2751,12 +2739,6 @@ static int kvr_sessions(struct kv *kv, uint32_t **live, size_t *n)
 	return rc;
 }
 
-/* Is ID in the sorted LIVE (N)? */
-static bool has_session(const uint32_t *live, size_t n, uint32_t id)
-{
-	return n && bsearch(&id, live, n, sizeof(*live), cmp_u32);
-}
-
 static int kvr_beat(struct kv *kv, bool *died)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
@@ -2774,7 +2756,7 @@ static int kvr_beat(struct kv *kv, bool *died)
 			 SESSION_TTL_MS);
 	*died = false;
 	for (size_t i = 0; i < k->nbeat_live && !*died; i++)
-		*died = !has_session(live, n, k->beat_live[i]);
+		*died = !kv_session_listed(live, n, k->beat_live[i]);
 	free(k->beat_live);
 	k->beat_live = live;
 	k->nbeat_live = n;

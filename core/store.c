@@ -228,12 +228,7 @@ bool settle_scope_has(struct settle_scope *sc, uint32_t session)
 				 "sessions gone stay for the next try", st->dir, strerror(-sc->rc));
 		sc->failed = sc->failed || sc->rc;
 	}
-	if (sc->rc)
-		return false;
-	for (size_t i = 0; i < sc->nlive; i++)
-		if (sc->live[i] == session)
-			return false;
-	return true;
+	return !sc->rc && !kv_session_listed(sc->live, sc->nlive, session);
 }
 
 void settle_scope_free(struct settle_scope *sc)
@@ -532,6 +527,16 @@ int store_format_check(struct nadb_store *st, char *why)
 	return -EPROTO;
 }
 
+/* An orphan row's value: its session, big-endian (none for session 0, as
+ * before sessions). */
+int store_put_orphan(struct nadb_store *st, uint64_t ino)
+{
+	uint8_t key[INO_KEY_LEN];
+	uint32_t session = htobe32(st->kv->session);
+	return st->kv->ops->put(st->kv, KV_ORPHANS, key, ino_key(key, ino), &session,
+				st->kv->session ? sizeof(session) : 0);
+}
+
 /* Inodes unlinked while open (KV_ORPHANS), and the session whose they
  * are (the row's value; none before sessions). */
 struct orphan_list {
@@ -557,13 +562,18 @@ static int collect_orphan(void *ctx, const void *key, size_t klen,
 	return 0;
 }
 
+/* Does ST's kernel or an open file of ST's hold inode INO? */
+static bool holds_inode(struct nadb_store *st, uint64_t ino)
+{
+	return file_is_open(st, ino) || file_kernel_holds(st, ino);
+}
+
 /* Delete the orphans of the sessions SC takes in: their sessions held
  * them open, and are gone.  One our kernel or a handle of ours holds
- * becomes ours instead: deleted when we let go of it (file.c).  (A
- * follower that takes the store over adopts its kernel's references only
- * after its open, whose pass deletes what the dead writer left, as
- * before sessions: a handle opened through the follower on a key the dead
- * writer had unlinked may then fail to read.) */
+ * becomes ours instead: deleted when we let go of it (file.c).  At a
+ * takeover, "ours" takes in the follower's (heir_of): its kernel's
+ * references become ours right after the open, and a handle it opened
+ * on a key the dead writer had unlinked reads on. */
 static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 {
 	struct orphan_list l = {0};
@@ -574,16 +584,15 @@ static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 		uint64_t ino = l.o[i].ino;
 		uint8_t key[INO_KEY_LEN];
 		ino_key(key, ino);
-		bool held = !sc->own_too && (file_is_open(st, ino) || file_kernel_holds(st, ino));
+		bool held = !sc->own_too && (holds_inode(st, ino) ||
+					     (st->heir_of && holds_inode(st->heir_of, ino)));
 		if (held && (l.o[i].session == st->kv->session || !st->kv->session))
 			continue; /* ours already */
 		rc = step_begin(st);
 		if (rc)
 			break;
-		uint32_t ours = htobe32(st->kv->session);
 		if (held) {
-			rc = st->kv->ops->put(st->kv, KV_ORPHANS, key, sizeof(key), &ours,
-					      sizeof(ours));
+			rc = store_put_orphan(st, ino);
 		} else {
 			rc = inode_delete(st, ino);
 			if (rc == -ENOENT)
@@ -842,7 +851,7 @@ static int open_redis(struct nadb_store *st, const char *url, const struct nadb_
 }
 
 static int open_store(const char *store, const struct nadb_options *o, bool following,
-		      struct nadb_store **out)
+		      struct nadb_store *heir_of, struct nadb_store **out)
 {
 	struct nadb_options defaults;
 	if (!o) {
@@ -900,8 +909,10 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 	/* What sessions gone left (a crash), before anything of ours; what a
 	 * failure leaves, the first sync tries again. */
 	bool incomplete = false;
+	st->heir_of = heir_of;
 	if (!rc)
 		rc = settle_sessions(st, &incomplete);
+	st->heir_of = NULL;
 	/* (a backend without sessions: what is left waits for the next open,
 	 * since every row is session 0's, ours among them) */
 	atomic_store(&st->sessions_owed, incomplete && st->kv->session);
@@ -919,13 +930,20 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 int nadb_store_open(const char *store, const struct nadb_options *o,
 		    struct nadb_store **out)
 {
-	return open_store(store, o, false, out);
+	return open_store(store, o, false, NULL, out);
 }
 
 int nadb_store_open_follower(const char *store, const struct nadb_options *o,
 			     struct nadb_store **out)
 {
-	return open_store(store, o, true, out);
+	return open_store(store, o, true, NULL, out);
+}
+
+int nadb_store_take_over(const char *store, const struct nadb_options *o,
+			 struct nadb_store *follower, struct nadb_store **out)
+{
+	assert(nadb_store_is_follower(follower));
+	return open_store(store, o, false, follower, out);
 }
 
 /* The group just committed (RC 0) or failed to (its frees never

@@ -139,9 +139,14 @@ void nadb_store_stop_following(struct nadb_store *st);
 /* A follower's writer is gone when nobody holds the lock of STORE (a URL,
  * as opened): its lease ran out (it died, or lost Redis), or it let go
  * (unmounted).  1 if so, 0 if a daemon holds it, or -errno.  nadbfs then
- * opens the store as its writer (nadb_store_open) and adopts the
+ * opens the store as its writer (nadb_store_take_over) and adopts the
  * follower's kernel references (nadb_adopt_kernel_refs). */
 int nadb_store_writer_gone(const char *store);
+/* nadb_store_open for FOLLOWER's takeover: what the dead writer left is
+ * settled as by any open, but a key it had unlinked that FOLLOWER's
+ * kernel or open files hold stays (ours from then on), as if ours did. */
+int nadb_store_take_over(const char *store, const struct nadb_options *o,
+			 struct nadb_store *follower, struct nadb_store **out);
 /* A follower's reads hold what they were answered with until this lets go
  * of it: its follow thread calls it, and whoever keeps a follower's handle
  * open without one (a daemon that took the store over), now and then. */

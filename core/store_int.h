@@ -189,6 +189,10 @@ struct nadb_store {
 	int64_t settle_next_ns; /* monotonic: no pass before (meta_lock) */
 	bool settling;   /* settling dropped references (store.c): the ends
 			    of its own steps do not settle again */
+	/* While the open of a follower that takes its store over settles
+	 * (nadb_store_take_over): the follower's handle, whose kernel
+	 * references and open files hold inodes as ours do. */
+	struct nadb_store *heir_of;
 
 	/* STORE/reserve: blocks kept so that a metadata commit (deletes
 	 * included) finds room on a full disk.  reserve_fd is constant;
@@ -548,6 +552,10 @@ struct settle_scope {
 };
 bool settle_scope_has(struct settle_scope *sc, uint32_t session);
 void settle_scope_free(struct settle_scope *sc);
+/* Note inode INO, unlinked, as held open by our session (an orphan row:
+ * deleted when we let go of it, or by whoever settles our rows once our
+ * session is gone).  Inside a step. */
+int store_put_orphan(struct nadb_store *st, uint64_t ino);
 /* Release the references held by files that were open in the sessions
  * SC takes in (a crash). */
 int file_recover_pending(struct nadb_store *st, struct settle_scope *sc);

@@ -503,15 +503,11 @@ static int drop_link(struct nadb_store *st, uint64_t ino, int64_t now)
 		if (rc) {
 		} else if (!S_ISDIR(in.r.mode) &&
 			   (file_is_open(st, ino) || file_kernel_holds(st, ino))) {
-			uint8_t key[INO_KEY_LEN];
 			in.r.nlink = 0;
 			in.r.ctime = now;
 			rc = inode_put(st, ino, &in.r, in.payload, in.payload_len);
-			/* ours to delete once we let go (store.c, "sessions") */
-			uint32_t session = htobe32(st->kv->session);
-			if (!rc)
-				rc = st->kv->ops->put(st->kv, KV_ORPHANS, key, ino_key(key, ino),
-						      &session, st->kv->session ? sizeof(session) : 0);
+			if (!rc) /* ours to delete once we let go */
+				rc = store_put_orphan(st, ino);
 		} else {
 			rc = inode_delete(st, ino);
 		}

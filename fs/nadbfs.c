@@ -2216,7 +2216,7 @@ static int remount(const char *mnt, bool rdonly)
 static int take_over(struct nadbfs *fs)
 {
 	struct nadb_store *st = NULL, *old = fs->store;
-	int rc = nadb_store_open(fs->store_path, &fs->engine, &st);
+	int rc = nadb_store_take_over(fs->store_path, &fs->engine, old, &st);
 	if (rc == -EBUSY) {
 		nadb_log("%s: another follower took the store over first: following it",
 			 fs->store_arg);

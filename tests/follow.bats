@@ -21,6 +21,7 @@ setup() {
 # The follower first, its link mended: else it spends its last seconds
 # reaching for Redis through a proxy that is gone.
 teardown() {
+	exec 7<&- 8<&-
 	[ -n "${PROXY_PID:-}" ] && kill -USR2 "$PROXY_PID" 2>/dev/null
 	[ -n "${F:-}" ] && mountpoint -q "$F" && fusermount3 -u "$F"
 	nadb_teardown
@@ -290,6 +291,34 @@ chunks_are() { [ "$(chunks_of "$1")" = "$2" ]; }
 	[ "$(wc -c <"$F/app/ns/kept")" = 300000 ]
 	[ "$(wc -c <"$F/app/ns/unfinished")" = 0 ] # never closed: its old value
 	gone "$F/app/ns/held"
+	unmount_follower
+	"$NADB" fsck "$STORE"
+}
+
+@test "a key the dead writer had unlinked and held open reads on through a handle the follower that takes over holds" {
+	[ "$(id -u)" = 0 ] || skip "only root can remount a follower writable"
+	mount_store
+	mkdir -p "$MNT/app/ns"
+	head -c 300000 /dev/urandom >"$T/value"
+	echo -n kept >"$MNT/app/ns/kept"
+	before=$(chunks_of "$MNT")
+	cp "$T/value" "$MNT/app/ns/held"
+	mount_follower
+	within 5 test -e "$F/app/ns/held"
+	exec 8<"$F/app/ns/held" # the follower's reader, nothing read yet
+	exec 7<"$MNT/app/ns/held" # the writer holds it: its unlink leaves an orphan
+	rm "$MNT/app/ns/held"
+	sleep 0.5 # (a followed writer syncs every millisecond)
+	kill -9 "$WRITER"
+	exec 7<&-
+	fusermount3 -uz "$MNT"
+	wait_pids_gone 10 "$WRITER"
+	within 20 grep -q "the writer is gone: this daemon writes the store now" "$FLOG"
+	gone "$F/app/ns/held"
+	cmp "$T/value" - <&8
+	exec 8<&-
+	# let go of, it goes
+	within 10 chunks_are "$F" "$before"
 	unmount_follower
 	"$NADB" fsck "$STORE"
 }
