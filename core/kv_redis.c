@@ -233,9 +233,10 @@ struct row {
 	void *key, *val; /* val: NULL for a tombstone (a deleted row) */
 	size_t klen, vlen;
 	/* An add's: its delta, and the part of it a sync attempt whose fate is
-	 * not known yet carried (syncs run once: settle_rows) */
+	 * not known yet carried (syncs run once: settle_rows), if CARRIED */
 	int64_t delta, sent;
 	uint8_t how; /* enum row_how */
+	bool carried;
 	int height;
 	struct row *next[]; /* height of them */
 };
@@ -349,6 +350,7 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 		r->vlen = vlen;
 		r->delta = r->sent = 0;
 		r->how = ROW_SET;
+		r->carried = false;
 		return 0;
 	}
 	int h = random_height(o);
@@ -362,6 +364,7 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 	r->vlen = vlen;
 	r->delta = r->sent = 0;
 	r->how = ROW_SET;
+	r->carried = false;
 	r->height = h;
 	for (int l = 0; l < h; l++) {
 		r->next[l] = before[l]->next[l];
@@ -398,12 +401,14 @@ static void merge_add(struct row *r, const struct row *old, uint8_t how, int64_t
 	r->how = how;
 	r->delta = delta;
 	r->sent = 0;
+	r->carried = false;
 	if (old && old->how == ROW_SET) {
 		r->how = ROW_SET;
 		r->delta = 0;
 	} else if (old) {
 		r->delta += old->delta;
 		r->sent = old->sent;
+		r->carried = old->carried;
 		r->how = old->how == ROW_CREATE ? ROW_CREATE : how;
 	}
 }
@@ -855,7 +860,7 @@ static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	merge_add(added, o, create ? ROW_CREATE : ROW_ADD, delta);
 	/* saturated for good: a put says so (deltas summed would not stay) */
 	if (added->how != ROW_SET && kv_count_is(val, vlen, KV_COUNT_MAX))
-		added->how = ROW_SET, added->delta = added->sent = 0;
+		added->how = ROW_SET, added->delta = added->sent = 0, added->carried = false;
 	note_write(k, t, key, klen);
 	return 0;
 }
@@ -1703,6 +1708,7 @@ static void add_rows(struct batch *b, const char *verb, const char *key, size_t 
 			add_arg(b, r->val, r->vlen);
 		if (kind == KIND_ADD) {
 			r->sent = r->delta; /* what this attempt carries (settle_rows) */
+			r->carried = true;
 			char *d = b->deltas[b->ndeltas++];
 			add_arg(b, d, (size_t)snprintf(d, sizeof(*b->deltas), "%lld",
 						       (long long)r->delta));
@@ -2346,13 +2352,15 @@ static void settle_rows(struct kv_redis *k, uint32_t p, bool all, bool ran)
 		if (!bucketed(t))
 			continue;
 		for (struct row *r = k->pending.head[t]->next[0]; r; r = r->next[0]) {
-			if (r->how == ROW_SET || (!all && row_part(t, r->key, r->klen) != p))
+			if (!r->carried || (!all && row_part(t, r->key, r->klen) != p))
 				continue;
-			if (ran) {
+			assert(r->how != ROW_SET); /* a put over an add clears it */
+			if (ran) { /* a create ran: what is left adds */
 				r->delta -= r->sent;
 				r->how = ROW_ADD;
 			}
 			r->sent = 0;
+			r->carried = false;
 		}
 	}
 }

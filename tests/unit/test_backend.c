@@ -928,9 +928,12 @@ static void check_shared_adds(const struct backend *b, const char *place)
 		int rc = one->ops->sync(one);
 		CHECK((rc != 0) == !(faults[f] & KV_REDIS_FAULT_SENT_TWICE));
 		want += 10;
-		/* more added before the next sync, by us and by another */
+		/* more added before the next sync, by us and by another, and a
+		 * row created (no attempt carried it) */
+		char fresh[8];
+		snprintf(fresh, sizeof(fresh), "n%zu", f);
 		CHECK(one->ops->step_begin(one) == 0);
-		CHECK(add_s(one, "c1", 1, NULL) == 0);
+		CHECK(add_s(one, "c1", 1, NULL) == 0 && add_s(one, fresh, 1, "new") == 0);
 		CHECK(one->ops->step_end(one, 1) == 0);
 		CHECK(two->ops->step_begin(two) == 0);
 		CHECK(add_s(two, "c1", 100, NULL) == 0);
@@ -940,7 +943,7 @@ static void check_shared_adds(const struct backend *b, const char *place)
 		want += 101;
 		two->ops->close(two);
 		CHECK(b->open_kv(place, &two) == 0);
-		CHECK(counts(two, "c1", (uint64_t)want, "loc"));
+		CHECK(counts(two, "c1", (uint64_t)want, "loc") && counts(two, fresh, 1, "new"));
 		CHECK(holds(two, KV_META, "f", "x"));
 	}
 	two->ops->close(two);
