@@ -103,7 +103,7 @@ struct kv_ops {
 	/* commit != 0: keep the step; 0: undo all of it. */
 	int (*step_end)(struct kv *kv, int commit);
 	/* Values returned by get and scan stay valid only until the next
-	 * put, del or step_end: copy what you keep. -ENOENT if absent. */
+	 * put, del, add or step_end: copy what you keep. -ENOENT if absent. */
 	int (*get)(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		   struct kv_val *out);
 	int (*put)(struct kv *kv, enum kv_table t, const void *key, size_t klen,

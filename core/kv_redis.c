@@ -446,14 +446,14 @@ struct kv_redis {
 	struct overlay cache;   /* rows as they are in Redis */
 	uint64_t cache_reconnects; /* the connection's reconnects it was made with */
 	/* The cache may be wrong (a reconnect) or could not take a row: it is
-	 * not used, and is emptied at the next put, del, step_end or sync
+	 * not used, and is emptied at the next put, del, add, step_end or sync
 	 * (rows handed out by get stay valid until then). */
 	bool cache_stale;
 	struct row spare; /* a row read while the cache is stale */
 	bool in_step;
 	uint64_t unsynced;
 	/* Replies whose bytes get and scan handed out: freed at the next put,
-	 * del, step_end or sync, as backend.h promises. */
+	 * del, add, step_end or sync, as backend.h promises. */
 	redisReply **held;
 	size_t nheld, held_cap;
 	/* Scans under way (a scan's callback may put, del or scan again, as
@@ -764,7 +764,7 @@ static int kvr_get(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		return rc;
 	if (!r->val)
 		return -ENOENT;
-	/* The row stays until the next put, del, step_end or sync. */
+	/* The row stays until the next put, del, add, step_end or sync. */
 	out->data = r->val;
 	out->len = r->vlen;
 	return 0;
