@@ -1291,6 +1291,11 @@ int nadb_adopt_kernel_refs(struct nadb_store *to, struct nadb_store *from)
 	if (!rc) /* from now on, what the kernel says to FROM goes to TO */
 		from->krefs_to = to;
 	pthread_mutex_unlock(&from->krefs_lock);
+	if (!rc) { /* what FROM's kernel holds, TO's holds now */
+		pthread_mutex_lock(&to->meta_lock);
+		to->heir_of = NULL;
+		pthread_mutex_unlock(&to->meta_lock);
+	}
 	return rc;
 }
 

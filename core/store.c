@@ -571,9 +571,9 @@ static bool holds_inode(struct nadb_store *st, uint64_t ino)
 /* Delete the orphans of the sessions SC takes in: their sessions held
  * them open, and are gone.  One our kernel or a handle of ours holds
  * becomes ours instead: deleted when we let go of it (file.c).  At a
- * takeover, "ours" takes in the follower's (heir_of): its kernel's
- * references become ours right after the open, and a handle it opened
- * on a key the dead writer had unlinked reads on. */
+ * takeover, "ours" takes in the follower's (heir_of) until its kernel's
+ * references are ours: a handle it opened on a key the dead writer had
+ * unlinked reads on. */
 static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 {
 	struct orphan_list l = {0};
@@ -584,10 +584,11 @@ static int remove_orphans(struct nadb_store *st, struct settle_scope *sc)
 		uint64_t ino = l.o[i].ino;
 		uint8_t key[INO_KEY_LEN];
 		ino_key(key, ino);
-		bool held = !sc->own_too && (holds_inode(st, ino) ||
-					     (st->heir_of && holds_inode(st->heir_of, ino)));
-		if (held && (l.o[i].session == st->kv->session || !st->kv->session))
-			continue; /* ours already */
+		bool heirs = st->heir_of && holds_inode(st->heir_of, ino);
+		bool held = heirs || (!sc->own_too && holds_inode(st, ino));
+		if (held && (sc->own_too || l.o[i].session == st->kv->session || !st->kv->session))
+			continue; /* ours already; or, closing (a takeover that failed),
+				   * left to whoever settles our session */
 		rc = step_begin(st);
 		if (rc)
 			break;
@@ -912,7 +913,6 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 	st->heir_of = heir_of;
 	if (!rc)
 		rc = settle_sessions(st, &incomplete);
-	st->heir_of = NULL;
 	/* (a backend without sessions: what is left waits for the next open,
 	 * since every row is session 0's, ours among them) */
 	atomic_store(&st->sessions_owed, incomplete && st->kv->session);

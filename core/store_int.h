@@ -189,9 +189,10 @@ struct nadb_store {
 	int64_t settle_next_ns; /* monotonic: no pass before (meta_lock) */
 	bool settling;   /* settling dropped references (store.c): the ends
 			    of its own steps do not settle again */
-	/* While the open of a follower that takes its store over settles
-	 * (nadb_store_take_over): the follower's handle, whose kernel
-	 * references and open files hold inodes as ours do. */
+	/* From the open of a follower that takes its store over
+	 * (nadb_store_take_over) until it has adopted the follower's kernel
+	 * references (or closed): the follower's handle, whose kernel
+	 * references and open files hold inodes as ours do (meta_lock). */
 	struct nadb_store *heir_of;
 
 	/* STORE/reserve: blocks kept so that a metadata commit (deletes
