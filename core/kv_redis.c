@@ -1511,7 +1511,7 @@ static void end_cmd(struct batch *b)
  * network and land after another daemon took the store over.  So a fence
  * key per partition holds the highest lock generation that wrote there,
  * and a sync's writes are one script (apply_script) that checks first
- * the fences of KEYS[2..] -- on a cluster the one partition's the transaction
+ * the fences of KEYS[2..ARGV[3] + 1] -- on a cluster the one partition's the transaction
  * writes; on one server partition 0's and those of every partition the
  * group writes -- against ARGV[1], the writer's generation.  One lower
  * than ours is raised to it; a generation lower than any fence's is
@@ -1529,12 +1529,13 @@ static void end_cmd(struct batch *b)
 #define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
 #define FENCE_CHECK                                                                     \
 	"local g = tonumber(ARGV[1]) "                                                  \
+	"local nf = tonumber(ARGV[3]) "                                                 \
 	"local fs = {} "                                                                \
-	"for k = 2, #KEYS do "                                                          \
+	"for k = 2, nf + 1 do "                                                         \
 	"fs[k] = tonumber(redis.call('GET', KEYS[k]) or '0') or 0 "                     \
 	"if fs[k] > g then return redis.error_reply('" FENCE_ERROR " the store is "     \
 	"written by a later holder of its lock') end end "                              \
-	"for k = 2, #KEYS do "                                                          \
+	"for k = 2, nf + 1 do "                                                         \
 	"if fs[k] < g then redis.call('SET', KEYS[k], ARGV[1]) end end "
 /* Syncs run once.  A transaction can reach Redis twice: redis_pipeline
  * sends a pipeline again after a reconnect, and a sync that failed leaves
@@ -1567,7 +1568,7 @@ static void end_cmd(struct batch *b)
  * is written (a damaged store: fsck's). */
 #define DAMAGED_ERROR "NADBDAMAGED"
 #define ADDS_CHECK                                                                      \
-	"local i = 3 "                                                                  \
+	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
 	"if ARGV[i + 1] == '+COUNT' then "                                              \
 	"local t = redis.call('TYPE', ARGV[i + 2])['ok'] "                              \
@@ -1594,7 +1595,12 @@ static void end_cmd(struct batch *b)
 	"if c > 0 then byte = byte + 128 end out[#out + 1] = string.char(byte) "        \
 	"until c == 0 "                                                                 \
 	"c = table.concat(out) .. string.sub(v, at) end "
-/* The writes themselves follow the generation and the attempt, each as its
+/* The hashes the adds write are KEYS too, after the fences: on a cluster
+ * whose slot is moving, a script whose keys are not all on one node is
+ * answered TRYAGAIN (the router tries again), not run where a hash is
+ * missing (an add there would do nothing).
+ * The writes themselves follow the generation, the attempt and the
+ * number of fences, each as its
  * argument count, then VERB KEY ARGS...: a Redis verb (HSET, HDEL, ZADD),
  * or one of ours:
  *  - "+ROWS"/"-ROWS" SET ARGS: a sorted table's puts or deletes, pairs of
@@ -1621,7 +1627,7 @@ static void end_cmd(struct batch *b)
 	ADDS_CHECK                                                                      \
 	MARK_SET                                                                        \
 	"for pass = 1, 2 do "                                                           \
-	"local i = 3 "                                                                  \
+	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
 	"local n, verb, key = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2] "             \
 	"if (verb == '+COUNT') ~= (pass == 1) then "                                    \
@@ -2162,7 +2168,8 @@ struct apply {
 	size_t *lens;
 	char (*counts)[12]; /* each write's argument count, as text */
 	char (*fences)[KEY_SIZE]; /* the fences checked */
-	char nkeys[12];           /* how many, and the mark, as text */
+	char nkeys[12];           /* how many keys (mark, fences, hashes), as text */
+	char nfences[12];         /* how many fences, as text */
 	char mark[KEY_SIZE];      /* our session's mark (syncs run once) */
 	char attempt[24];         /* the sync's attempt, as text */
 };
@@ -2192,15 +2199,17 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	for (size_t i = 0; ap->fences && i < nf; i++)
 		fence_name(k, !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0], ap->fences[i]);
 	free(parts);
-	size_t nargs = 6 + nf, ncmds = 0;
+	size_t nargs = 7 + nf, ncmds = 0, nhashes = 0;
 	bool puts = false;
 	for (size_t i = 0; i < b->ncmds; i++) {
 		if (all || b->part[i] == p) {
 			nargs += 1 + (size_t)b->cmds[i].argc;
 			ncmds++;
 			puts = puts || adds(&b->cmds[i]);
+			nhashes += !strcmp(b->cmds[i].argv[0], "+COUNT");
 		}
 	}
+	nargs += nhashes;
 	ap->argv = malloc(nargs * sizeof(*ap->argv));
 	ap->lens = malloc(nargs * sizeof(*ap->lens));
 	ap->counts = malloc((ncmds + 1) * sizeof(*ap->counts));
@@ -2213,13 +2222,18 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 		a[n] = apply_puts_script, l[n++] = sizeof(apply_puts_script) - 1;
 	else
 		a[n] = apply_dels_script, l[n++] = sizeof(apply_dels_script) - 1;
-	a[n] = ap->nkeys, l[n++] = (size_t)snprintf(ap->nkeys, sizeof(ap->nkeys), "%zu", nf + 1);
+	a[n] = ap->nkeys, l[n++] = (size_t)snprintf(ap->nkeys, sizeof(ap->nkeys), "%zu",
+						    1 + nf + nhashes);
 	a[n] = ap->mark, l[n++] = mark_name(k, p, ap->mark);
 	for (size_t i = 0; i < nf; i++)
 		a[n] = ap->fences[i], l[n++] = strlen(ap->fences[i]);
+	for (size_t i = 0; i < b->ncmds; i++)
+		if ((all || b->part[i] == p) && !strcmp(b->cmds[i].argv[0], "+COUNT"))
+			a[n] = b->cmds[i].argv[1], l[n++] = b->cmds[i].argvlen[1];
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
 	a[n] = ap->attempt, l[n++] = (size_t)snprintf(ap->attempt, sizeof(ap->attempt), "%llu",
 						      (unsigned long long)k->sync_attempt);
+	a[n] = ap->nfences, l[n++] = (size_t)snprintf(ap->nfences, sizeof(ap->nfences), "%zu", nf);
 	for (size_t i = 0; i < b->ncmds; i++) {
 		const struct redis_cmd *w = &b->cmds[i];
 		if (!all && b->part[i] != p)
