@@ -413,6 +413,22 @@ static void merge_add(struct row *r, const struct row *old, uint8_t how, int64_t
 	}
 }
 
+/* Set KEY of T in O to the VLEN bytes at VAL (taken over), made by an
+ * add of DELTA (HOW) over what O held; *OUT: the row. */
+static int set_row_added(struct overlay *o, enum kv_table t, const void *key, size_t klen,
+			 void *val, size_t vlen, uint8_t how, int64_t delta, struct row **out)
+{
+	struct row old, *prev = find_row(o, t, key, klen);
+	if (prev)
+		old = *prev, prev = &old; /* its value is freed below */
+	int rc = set_row_owned(o, t, key, klen, val, vlen);
+	if (rc)
+		return rc;
+	*out = find_row(o, t, key, klen);
+	merge_add(*out, prev, how, delta);
+	return 0;
+}
+
 /* Move every row of FROM into INTO (FROM's win, its adds added to
  * INTO's), leaving FROM empty.  VALUES: INTO is the cache, where a row
  * is its value. */
@@ -421,15 +437,14 @@ static int fold_into(struct overlay *into, struct overlay *from, bool values)
 	int rc = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
-			struct row old, *o = NULL;
-			if (!values && r->how != ROW_SET && (o = find_row(into, t, r->key, r->klen)))
-				old = *o, o = &old;
-			if (!rc && !set_row_owned(into, t, r->key, r->klen, r->val, r->vlen))
+			struct row *added;
+			bool add = !values && r->how != ROW_SET;
+			if (!rc && !(add ? set_row_added(into, t, r->key, r->klen, r->val, r->vlen,
+							 r->how, r->delta, &added)
+					 : set_row_owned(into, t, r->key, r->klen, r->val, r->vlen)))
 				r->val = NULL; /* now INTO's */
 			else
 				rc = -ENOMEM;
-			if (!rc && !values && r->how != ROW_SET)
-				merge_add(find_row(into, t, r->key, r->klen), o, r->how, r->delta);
 		}
 	}
 	overlay_clear(from);
@@ -846,18 +861,14 @@ static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	else
 		rc = kv_count_added(r->val, r->vlen, delta, val, &vlen);
 	assert(!create || kv_count_is(init, ilen, delta));
-	struct overlay *w = writes_of(k);
-	struct row old, *o = find_row(w, t, key, klen);
-	if (o)
-		old = *o, o = &old;
+	struct row *added;
 	if (!rc)
-		rc = set_row_owned(w, t, key, klen, val, vlen);
+		rc = set_row_added(writes_of(k), t, key, klen, val, vlen,
+				   create ? ROW_CREATE : ROW_ADD, delta, &added);
 	if (rc) {
 		free(val);
 		return rc;
 	}
-	struct row *added = find_row(w, t, key, klen);
-	merge_add(added, o, create ? ROW_CREATE : ROW_ADD, delta);
 	/* saturated for good: a put says so (deltas summed would not stay) */
 	if (added->how != ROW_SET && kv_count_is(val, vlen, KV_COUNT_MAX))
 		added->how = ROW_SET, added->delta = added->sent = 0, added->carried = false;
