@@ -27,6 +27,11 @@ const char *kv_table_name(enum kv_table t)
 	return table_names[t];
 }
 
+bool kv_table_counted(enum kv_table t)
+{
+	return t == KV_CHUNKS;
+}
+
 unsigned kv_table_since(enum kv_table t)
 {
 	assert(t >= 0 && t < KV_NTABLES);

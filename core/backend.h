@@ -44,6 +44,10 @@ enum kv_table {
 
 /* The table's name ("meta", "inodes", ...), as each backend names it. */
 const char *kv_table_name(enum kv_table t);
+/* Does T take adds (kv_ops.add: its values start with a count)? */
+bool kv_table_counted(enum kv_table t);
+/* Rows one free_zeros call deletes at most (kv_ops.free_zeros). */
+#define FREE_ZEROS_MAX 256
 /* The store format (store_int.h) that added table T: a store of an older
  * format has no such table until it is opened (and so upgraded). */
 unsigned kv_table_since(enum kv_table t);
@@ -118,9 +122,24 @@ struct kv_ops {
 	 * gets DELTA added, not INIT put.  Reads see the row as after a put
 	 * of what it now holds here.  -ERANGE (nothing changed) if the count
 	 * would go below 0; -EIO if the value starts with no count.  Only
-	 * for KV_CHUNKS. */
+	 * for the counted tables (kv_table_counted). */
 	int (*add)(struct kv *kv, enum kv_table t, const void *key, size_t klen, int64_t delta,
 		   const void *init, size_t ilen);
+	/* Optional (NULL: one process writes the store, and deletes a row
+	 * whose count it takes to 0 itself).  Where several processes write
+	 * one store, none can tell alone that a count it took to 0 stays
+	 * there: another may be adding to it in a group not yet synced.  So
+	 * a counted table's row whose count reaches 0 there (an add's or a
+	 * put's, whoever's) is noted with the store's clock, and stays until
+	 * this call finds its count still 0 after GRACE_MS more: it deletes
+	 * those rows at once, where they are stored (not in the group: no
+	 * step undoes it), and tells FN each one's key and value, after the
+	 * delete.  Rows with writes pending here are left for a later call,
+	 * as are rows past the first FREE_ZEROS_MAX: 1 then (more may be
+	 * due), else 0.  The caller keeps GRACE_MS longer than any writer's
+	 * unsynced window (its lease). */
+	int (*free_zeros)(struct kv *kv, enum kv_table t, uint64_t grace_ms, kv_scan_fn fn,
+			  void *ctx);
 	int (*scan)(struct kv *kv, enum kv_table t, const void *start,
 		    size_t slen, kv_scan_fn fn, void *ctx);
 	/* The same over the rows whose key starts with the PLEN bytes at

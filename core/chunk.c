@@ -26,8 +26,22 @@
  * A count changes by an add (backend.h), which the backend applies to
  * the count it holds then, never by a put of the count read here: so
  * that the references several writers of one store take and drop all
- * count.  (Freeing a chunk at zero still trusts the count read here:
- * right while one session writes, docs/many-writers.md step 3.)
+ * count.
+ *
+ * Freeing.  Where one process writes the store, a chunk whose count it
+ * takes to 0 is freed in the same step: record deleted, frame queued for
+ * punching (the freed hook).  Where several may (a backend with
+ * free_zeros), another may be taking a reference in a group not yet
+ * synced, so a count of 0 frees nothing at once: the chunk leaves the
+ * statistics, but its record (at 0) and its frame stay, and its segment
+ * goes on counting the frame live, so that compaction moves it like any
+ * other.  chunk_free_zeros later frees the records still at 0 after a
+ * grace (the backend checks the count again, where it is stored).  A
+ * chunk wanted again meanwhile (chunk_put finds its record at 0) is not
+ * simply counted again, since the record may be freed before that add
+ * lands: its bytes go to a frame of their own, and an add that creates
+ * puts the record back naming it if it is gone by then, or else counts
+ * a reference on it (our frame is then garbage, never counted live).
  */
 #include "chunk.h"
 #include "grow.h"
@@ -283,7 +297,10 @@ static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
 		memcpy(&live, v.data, sizeof(live));
 	else if (rc && rc != -ENOENT)
 		return rc;
-	live = (uint64_t)((int64_t)live + delta);
+	/* too low is safe (compaction moves every record it finds before a
+	 * segment goes); below zero would wrap (several writers: a frame of
+	 * chunk_put's again, named by the record after all, never counted) */
+	live = delta < 0 && live < (uint64_t)-delta ? 0 : (uint64_t)((int64_t)live + delta);
 	if (live == 0) {
 		rc = c->kv->ops->del(c->kv, KV_SEGMENTS, &key, sizeof(key));
 		return rc == -ENOENT ? 0 : rc;
@@ -319,8 +336,20 @@ static int same_bytes(struct chunker *c, const struct chunk_rec *rec,
 	return same;
 }
 
+/* Does a count of 0 wait for chunk_free_zeros (see "Freeing")? */
+static bool frees_later(const struct chunker *c)
+{
+	return c->kv->ops->free_zeros != NULL;
+}
+
+/* Store P's bytes as HASH in a frame of their own, with a record that an
+ * add creates (see "Freeing").  AT_ZERO (NULL: none): HASH's record is
+ * there at 0, and the add will count a reference on it unless it is
+ * freed first: it counts again in the statistics, and our frame is
+ * garbage, not counted live. */
 static int store_new(struct chunker *c, const struct chunk_prep *p,
-		     const uint8_t hash[CHUNK_HASH_LEN], uint8_t variant)
+		     const uint8_t hash[CHUNK_HASH_LEN], uint8_t variant,
+		     const struct chunk_rec *at_zero)
 {
 	struct frame_head h = {
 		.magic = htole32(FRAME_MAGIC),
@@ -347,8 +376,9 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 	uint8_t buf[REC_MAX];
 	rc = c->kv->ops->add(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, 1, buf, rec_encode(&rec, buf));
 	if (!rc && c->account)
-		rc = c->account(c->account_ctx, +1, loc.len, p->raw_len);
-	return rc ? rc : count_live(c, loc.seg, loc.len);
+		rc = at_zero ? c->account(c->account_ctx, +1, at_zero->len, at_zero->raw_len)
+			     : c->account(c->account_ctx, +1, loc.len, p->raw_len);
+	return rc || at_zero ? rc : count_live(c, loc.seg, loc.len);
 }
 
 int chunk_put(struct chunker *c, const struct chunk_prep *p,
@@ -364,12 +394,20 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 		bool raw;
 		int rc = get_rec_as(c, hash, &rec, &raw);
 		if (rc == -ENOENT)
-			return store_new(c, p, hash, variant);
+			return store_new(c, p, hash, variant, NULL);
 		if (rc)
 			return rc;
+		bool at_zero = rec.refs == 0 && frees_later(c);
 		rc = same_bytes(c, &rec, hash, p);
+		if (rc < 0 && at_zero) { /* being freed by another process? */
+			nadb_log("chunk: a chunk no key holds cannot be read back to share it "
+				 "(%s): storing apart", strerror(-rc));
+			continue;
+		}
 		if (rc < 0)
 			return rc;
+		if (rc && at_zero)
+			return store_new(c, p, hash, variant, &rec);
 		if (rc) {
 			if (rec.refs == CHUNK_REFS_MAX)
 				return 0; /* saturated: kept for good */
@@ -399,10 +437,21 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 		nadb_log("chunk: refcount below zero");
 		return -EIO;
 	}
+	/* a record at 0 waiting to be freed (see "Freeing") counts again */
+	bool again = rec.refs == 0 && frees_later(c);
 	int64_t refs = (int64_t)rec.refs + delta;
 	rec.refs = refs > (int64_t)CHUNK_REFS_MAX ? CHUNK_REFS_MAX : (uint32_t)refs;
+	if (again && c->account && (rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len)))
+		return rc;
 	if (rec.refs)
 		return add_refs(c, hash, &rec, raw, delta);
+	if (frees_later(c)) { /* see "Freeing" */
+		rc = add_refs(c, hash, &rec, raw, delta);
+		if (!rc && c->account)
+			rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
+		c->zeros = c->zeros || !rc;
+		return rc;
+	}
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
 	if (!rc && c->account)
 		rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
@@ -624,6 +673,12 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 		return rc;
 	if (rec.refs == refs)
 		return 0;
+	/* A record at 0 waiting to be freed (see "Freeing") left the
+	 * statistics: given references, it counts again. */
+	if (rec.refs == 0 && frees_later(c) && c->account)
+		rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len);
+	if (rc)
+		return rc;
 	/* Through chunk_ref's last step, so a chunk reaching zero goes the
 	 * same way (record, statistics, live bytes). */
 	rec.refs = 1;
@@ -634,6 +689,40 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 		rec.refs = refs;
 		rc = put_rec(c, hash, &rec);
 	}
+	return rc;
+}
+
+/* A record free_zeros deleted: its frame is dead now. */
+static int freed_at_zero(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct chunker *c = ctx;
+	struct chunk_rec rec;
+	if (klen != CHUNK_HASH_LEN || rec_decode(val, vlen, &rec)) {
+		nadb_log("chunk table: a record freed at zero cannot be read: its frame stays "
+			 "(compaction reclaims it)");
+		return 0;
+	}
+	/* The record is gone whatever happens here: a failure costs space
+	 * (fsck --repair recounts live bytes; compaction reclaims frames),
+	 * and must not undo the counting of the others. */
+	int rc = count_live(c, rec.seg, -(int64_t)rec.len);
+	if (!rc && c->freed) {
+		struct blob_loc loc = {.seg = rec.seg, .off = rec.off, .len = rec.len};
+		rc = c->freed(c->account_ctx, key, &loc);
+	}
+	if (rc)
+		nadb_log("chunk: a chunk freed at zero keeps its frame for now (%s)",
+			 strerror(-rc));
+	return 0;
+}
+
+int chunk_free_zeros(struct chunker *c, uint64_t grace_ms)
+{
+	if (!frees_later(c))
+		return 0;
+	c->zeros = false;
+	int rc = c->kv->ops->free_zeros(c->kv, KV_CHUNKS, grace_ms, freed_at_zero, c);
+	c->zeros = c->zeros || rc;
 	return rc;
 }
 
@@ -1006,9 +1095,13 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		return rc;
 	bool had = rc == 0;
 	/* A damaged record's segment may not count its bytes: leave it be. */
-	if (had && chunk_segment_live(c, rec.seg) >= rec.len)
+	bool counted = had && chunk_segment_live(c, rec.seg) >= rec.len;
+	if (counted)
 		rc = count_live(c, rec.seg, -(int64_t)rec.len);
-	else if (c->account)
+	/* new to the statistics -- as is one at 0 waiting to be freed (see
+	 * "Freeing"), which left them */
+	bool was_out = !counted || (rec.refs == 0 && refs && frees_later(c));
+	if (!rc && was_out && c->account)
 		rc = c->account(c->account_ctx, +1, loc->blob.len, loc->raw_len);
 	rec = (struct chunk_rec){
 		.refs = refs, .seg = loc->blob.seg, .off = loc->blob.off, .len = loc->blob.len,

@@ -52,6 +52,9 @@ struct chunker {
 	size_t nnoted, noted_cap, noted_step;
 	size_t noted_sorted; /* the step's entries are sorted up to here */
 	uint64_t drop_seq;   /* the last row number handed out (its low half) */
+	/* A count reached 0 since the last chunk_free_zeros (or that one
+	 * failed): chunk.c, "Freeing". */
+	bool zeros;
 };
 
 /* Where a chunk's bytes are and how to turn them back into the value. */
@@ -94,8 +97,17 @@ void chunk_prep_release(struct chunk_prep *p);
 int chunk_put(struct chunker *c, const struct chunk_prep *p,
 	      uint8_t hash[CHUNK_HASH_LEN]);
 /* Add DELTA references (in a step of partition 0); at zero the chunk's
- * record goes and its bytes become garbage in their segment. */
+ * record goes and its bytes become garbage in their segment -- or, where
+ * several processes may write the store, it waits for chunk_free_zeros
+ * (chunk.c, "Freeing"). */
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
+/* Free the chunks whose count has stood at 0 for GRACE_MS (ms, the
+ * store's clock) or more, where the backend waits for it (else nothing
+ * to do): their records go at once (no step undoes it), and inside the
+ * step under way their segments stop counting their frames live and the
+ * frames go to the freed hook.  1 if more may be due (kv_ops.free_zeros):
+ * c->zeros stays set, as it is when a count reaches 0 meanwhile. */
+int chunk_free_zeros(struct chunker *c, uint64_t grace_ms);
 /* Drop one reference held by inode OWNER, inside OWNER's step: at once
  * (chunk_ref -1) if OWNER is in partition 0, else noted in OWNER's
  * partition's KV_CHUNK_DROPS for settling (below).  A chunk is never freed

@@ -225,8 +225,9 @@ static bool decode_member(const uint8_t *m, size_t mlen, uint8_t *key, size_t *k
 
 /* How a row of the overlays is to be written (kv_ops.add): its value as
  * it is, or its DELTA added to the count of the row Redis holds (nothing
- * if Redis holds none), or the same but its value put where Redis holds
- * none.  Rows of the cache are all ROW_SET. */
+ * if Redis holds none), or the same but its INIT put where Redis holds
+ * none (which may differ from the value read here: chunk.c, "Freeing").
+ * Rows of the cache are all ROW_SET. */
 enum row_how { ROW_SET, ROW_ADD, ROW_CREATE };
 
 struct row {
@@ -235,8 +236,18 @@ struct row {
 	/* An add's: its delta, and the part of it a sync attempt whose fate is
 	 * not known yet carried (syncs run once: settle_rows), if CARRIED */
 	int64_t delta, sent;
+	/* A create's (ROW_CREATE): the value put where Redis holds no row,
+	 * counting the create's delta and the adds after it (not those
+	 * before: they were to a row that is gone if this is put), malloc'd
+	 * with VARINT_MAX bytes spare; else NULL */
+	void *init;
+	size_t ilen;
 	uint8_t how; /* enum row_how */
 	bool carried;
+	bool init_carried; /* ...and that attempt carried INIT too */
+	/* An attempt carried an INIT other than the value read here: Redis
+	 * holds one or the other after it, so the cache must not say */
+	bool ask;
 	int height;
 	struct row *next[]; /* height of them */
 };
@@ -270,12 +281,40 @@ static int overlay_init(struct overlay *o, uint64_t seed)
 	return 0;
 }
 
+static void drop_init(struct row *r)
+{
+	free(r->init);
+	r->init = NULL;
+	r->ilen = 0;
+}
+
+/* A create's init counting DELTA more (between 0 and KV_COUNT_MAX), in
+ * place. */
+static void init_count(struct row *r, int64_t delta)
+{
+	assert(r->how == ROW_CREATE && r->init);
+	const uint8_t *p = r->init, *end = p + r->ilen;
+	uint64_t was;
+	bool counted = varint_get(&p, end, &was);
+	assert(counted && was <= KV_COUNT_MAX); /* kvr_add checked it */
+	(void)counted;
+	size_t off = (size_t)(p - (const uint8_t *)r->init), rest = (size_t)(end - p);
+	int64_t c = (int64_t)was + delta;
+	uint8_t head[VARINT_MAX];
+	size_t n = varint_put(head, c <= 0 ? 0 : c >= (int64_t)KV_COUNT_MAX ? KV_COUNT_MAX
+									    : (uint64_t)c);
+	memmove((uint8_t *)r->init + n, (uint8_t *)r->init + off, rest);
+	memcpy(r->init, head, n);
+	r->ilen = n + rest;
+}
+
 static void free_rows_of(struct row *head)
 {
 	struct row *r = head->next[0];
 	while (r) {
 		struct row *next = r->next[0];
 		free(r->val);
+		free(r->init);
 		free(r);
 		r = next;
 	}
@@ -349,8 +388,9 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 		r->val = val;
 		r->vlen = vlen;
 		r->delta = r->sent = 0;
+		drop_init(r);
 		r->how = ROW_SET;
-		r->carried = false;
+		r->carried = r->init_carried = r->ask = false;
 		return 0;
 	}
 	int h = random_height(o);
@@ -363,8 +403,10 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 	r->val = val;
 	r->vlen = vlen;
 	r->delta = r->sent = 0;
+	r->init = NULL;
+	r->ilen = 0;
 	r->how = ROW_SET;
-	r->carried = false;
+	r->carried = r->init_carried = r->ask = false;
 	r->height = h;
 	for (int l = 0; l < h; l++) {
 		r->next[l] = before[l]->next[l];
@@ -373,6 +415,22 @@ static int set_row_owned(struct overlay *o, enum kv_table t, const void *key, si
 	o->rows++;
 	o->bytes += klen + vlen;
 	return 0;
+}
+
+/* Take KEY of T out of O, if O holds it. */
+static void remove_row(struct overlay *o, enum kv_table t, const void *key, size_t klen)
+{
+	struct row *before[SKIP_LEVELS];
+	struct row *r = first_at_or_after(o, t, key, klen, before);
+	if (!r || compare_keys(r->key, r->klen, key, klen))
+		return;
+	for (int l = 0; l < r->height; l++)
+		before[l]->next[l] = r->next[l];
+	o->rows--;
+	o->bytes -= r->klen + r->vlen;
+	free(r->val);
+	free(r->init);
+	free(r);
 }
 
 /* Set a copy of the value (VAL NULL: a tombstone). */
@@ -392,16 +450,19 @@ static int set_row(struct overlay *o, enum kv_table t, const void *key, size_t k
 	return rc;
 }
 
-/* How an add of DELTA (HOW: ROW_ADD or ROW_CREATE) over OLD, the row
- * the overlay held (NULL: none), is to be written: an add over a value
- * set is a value set; adds over adds add up, and stay a create if either
- * was (the older's attempt's share stays). */
-static void merge_add(struct row *r, const struct row *old, uint8_t how, int64_t delta)
+/* How an add of DELTA (HOW: ROW_ADD, or ROW_CREATE with INIT, taken
+ * over) over OLD, the row the overlay held (NULL: none; its init, if
+ * any, taken over), is to be written: an add over a value set is a value
+ * set; adds over adds add up, and stay a create if either was (the
+ * older's init and attempt's share stay). */
+static void merge_add(struct row *r, struct row *old, uint8_t how, int64_t delta, void *init,
+		      size_t ilen)
 {
 	r->how = how;
 	r->delta = delta;
 	r->sent = 0;
-	r->carried = false;
+	r->carried = r->init_carried = false;
+	r->ask = old && old->ask;
 	if (old && old->how == ROW_SET) {
 		r->how = ROW_SET;
 		r->delta = 0;
@@ -411,38 +472,61 @@ static void merge_add(struct row *r, const struct row *old, uint8_t how, int64_t
 		r->carried = old->carried;
 		r->how = old->how == ROW_CREATE ? ROW_CREATE : how;
 	}
+	if (old && old->init) { /* the older create's, with this add */
+		free(init);
+		r->init = old->init, r->ilen = old->ilen;
+		r->init_carried = old->init_carried;
+		old->init = NULL;
+		init_count(r, delta);
+	} else if (r->how == ROW_CREATE) { /* this one's (counting DELTA) */
+		r->init = init, r->ilen = ilen;
+	} else {
+		free(init);
+	}
 }
 
-/* Set KEY of T in O to the VLEN bytes at VAL (taken over), made by an
- * add of DELTA (HOW) over what O held; *OUT: the row. */
+/* Set KEY of T in O to the VLEN bytes at VAL, made by an add of DELTA
+ * (HOW, with INIT for a create) over what O held; *OUT: the row.  VAL
+ * and INIT are taken over, unless this fails. */
 static int set_row_added(struct overlay *o, enum kv_table t, const void *key, size_t klen,
-			 void *val, size_t vlen, uint8_t how, int64_t delta, struct row **out)
+			 void *val, size_t vlen, uint8_t how, int64_t delta, void *init,
+			 size_t ilen, struct row **out)
 {
 	struct row old, *prev = find_row(o, t, key, klen);
-	if (prev)
-		old = *prev, prev = &old; /* its value is freed below */
+	if (prev) { /* a row there is replaced in place (no failure) */
+		old = *prev;       /* its value is freed below... */
+		prev->init = NULL; /* ...its init, kept in OLD, is not */
+		prev = &old;
+	}
 	int rc = set_row_owned(o, t, key, klen, val, vlen);
 	if (rc)
 		return rc;
 	*out = find_row(o, t, key, klen);
-	merge_add(*out, prev, how, delta);
+	merge_add(*out, prev, how, delta, init, ilen);
 	return 0;
 }
 
 /* Move every row of FROM into INTO (FROM's win, its adds added to
  * INTO's), leaving FROM empty.  VALUES: INTO is the cache, where a row
- * is its value. */
+ * is its value -- but for a create over a row read here with an init of
+ * its own (chunk.c, "Freeing"; struct row's ask), which leaves Redis
+ * holding one or the other: the cache forgets it, and the next read
+ * asks. */
 static int fold_into(struct overlay *into, struct overlay *from, bool values)
 {
 	int rc = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
 			struct row *added;
+			if (values && r->ask) {
+				remove_row(into, t, r->key, r->klen);
+				continue;
+			}
 			bool add = !values && r->how != ROW_SET;
 			if (!rc && !(add ? set_row_added(into, t, r->key, r->klen, r->val, r->vlen,
-							 r->how, r->delta, &added)
+							 r->how, r->delta, r->init, r->ilen, &added)
 					 : set_row_owned(into, t, r->key, r->klen, r->val, r->vlen)))
-				r->val = NULL; /* now INTO's */
+				r->val = NULL, r->init = add ? NULL : r->init; /* now INTO's */
 			else
 				rc = -ENOMEM;
 		}
@@ -656,6 +740,16 @@ static size_t zset_name(const struct kv_redis *k, enum kv_table t, uint32_t p, c
 	return redis_key(k->conn, p, what, buf, KEY_SIZE);
 }
 
+/* Counted table T's sorted set of rows at count 0 in partition P, scored
+ * by when they got there (server clock, ms: free_zeros), into BUF
+ * (KEY_SIZE bytes); its length. */
+static size_t zeros_name(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
+{
+	char what[40];
+	snprintf(what, sizeof(what), "t:%s:zeros", kv_table_name(t));
+	return redis_key(k->conn, p, what, buf, KEY_SIZE);
+}
+
 /* The prefix of bucketed table T's bucket hashes in partition P. */
 static size_t hash_prefix(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
 {
@@ -860,18 +954,29 @@ static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		memcpy(val, init, ilen);
 	else
 		rc = kv_count_added(r->val, r->vlen, delta, val, &vlen);
-	assert(!create || kv_count_is(init, ilen, delta));
+	assert(!init || kv_count_is(init, ilen, delta));
+	/* INIT goes with the add even over a row read here: Redis may have
+	 * none by the time it lands (a row at 0 freed meanwhile) */
+	uint8_t *copy = init ? malloc(ilen + VARINT_MAX) : NULL;
+	if (init && !copy)
+		rc = -ENOMEM;
+	else if (init)
+		memcpy(copy, init, ilen);
 	struct row *added;
 	if (!rc)
 		rc = set_row_added(writes_of(k), t, key, klen, val, vlen,
-				   create ? ROW_CREATE : ROW_ADD, delta, &added);
+				   init ? ROW_CREATE : ROW_ADD, delta, copy, ilen, &added);
 	if (rc) {
 		free(val);
+		free(copy);
 		return rc;
 	}
 	/* saturated for good: a put says so (deltas summed would not stay) */
-	if (added->how != ROW_SET && kv_count_is(val, vlen, KV_COUNT_MAX))
-		added->how = ROW_SET, added->delta = added->sent = 0, added->carried = false;
+	if (added->how != ROW_SET && kv_count_is(val, vlen, KV_COUNT_MAX)) {
+		added->how = ROW_SET, added->delta = added->sent = 0;
+		added->carried = added->init_carried = false;
+		drop_init(added);
+	}
 	note_write(k, t, key, klen);
 	return 0;
 }
@@ -1575,38 +1680,58 @@ static void end_cmd(struct batch *b)
 	"local mark = redis.call('GET', KEYS[1]) "                                      \
 	"if (tonumber(mark or '0') or 0) >= a then "                                    \
 	"redis.call('SET', KEYS[1], mark, 'PX', '" MARK_TTL_MS "') return 1 end "
-/* Every hash an add ("+COUNT") writes is one, or none yet: else nothing
- * is written (a damaged store: fsck's). */
+/* Every hash a counted write ("+COUNT", "=COUNT") writes is one, or none
+ * yet, and its set of zeros a sorted set or none: else nothing is written
+ * (a damaged store: fsck's). */
 #define DAMAGED_ERROR "NADBDAMAGED"
 #define ADDS_CHECK                                                                      \
 	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
-	"if ARGV[i + 1] == '+COUNT' then "                                              \
+	"if ARGV[i + 1] == '+COUNT' or ARGV[i + 1] == '=COUNT' then "                   \
 	"local t = redis.call('TYPE', ARGV[i + 2])['ok'] "                              \
 	"if t ~= 'hash' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
-	"a chunk record bucket is a ' .. t .. ', not a hash') end end "                 \
+	"a chunk record bucket is a ' .. t .. ', not a hash') end "                     \
+	"t = redis.call('TYPE', ARGV[i + 3])['ok'] "                                    \
+	"if t ~= 'zset' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
+	"the chunks at zero are a ' .. t .. ', not a sorted set') end end "             \
 	"i = i + tonumber(ARGV[i]) + 1 end "
-/* V, a row's value, with the delta ARGV[j + 1] added to the count it
- * starts with, into c (nil: V starts with no count of 32 bits: left as it
- * is): kv_count_added's rule (backend.c), in Lua. */
-#define COUNT_ADDED                                                                     \
+/* The server's clock, in ms, as the scripts read it: every host's daemon
+ * compares heartbeats and ages against one clock. */
+#define SERVER_MS_FN                                                                    \
+	"local function server_ms() local t = redis.call('TIME') "                      \
+	"return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end "
+#define SERVER_MS SERVER_MS_FN "local now = server_ms() "
+/* Counts in Lua, by kv_count_added's rule (backend.c):
+ *  - count_of(v): the count value V starts with, and where the rest of V
+ *    starts; nil if V is nil or starts with no count of 32 bits;
+ *  - count_text(c): C as a varint;
+ *  - zero_noted(z, f, was, c): row F's count went from WAS (nil: no row)
+ *    to C; a count that reaches 0 is noted in the sorted set Z with the
+ *    server's clock (ms), one that leaves it is taken out (free_zeros).
+ * (After SERVER_MS_FN.) */
+#define COUNT_FUNCTIONS                                                                 \
+	"local function count_of(v) "                                                   \
+	"if not v then return nil end "                                                 \
 	"local c, m, at = 0, 1, 1 "                                                     \
 	"while true do "                                                                \
 	"local byte = string.byte(v, at) "                                              \
-	"if not byte or at > 5 then c = nil break end "                                 \
+	"if not byte or at > 5 then return nil end "                                    \
 	"c = c + (byte % 128) * m at = at + 1 "                                         \
 	"if byte < 128 then break end "                                                 \
 	"m = m * 128 end "                                                              \
-	"if c and c > 4294967295 then c = nil end "                                     \
-	"if c and c < 4294967295 then "                                                 \
-	"c = math.max(0, math.min(4294967295, c + tonumber(ARGV[j + 1]))) end "         \
-	"if c then "                                                                    \
+	"if c > 4294967295 then return nil end "                                        \
+	"return c, at end "                                                             \
+	"local function count_text(c) "                                                 \
 	"local out = {} "                                                               \
 	"repeat local byte = c % 128 c = (c - byte) / 128 "                             \
 	"if c > 0 then byte = byte + 128 end out[#out + 1] = string.char(byte) "        \
 	"until c == 0 "                                                                 \
-	"c = table.concat(out) .. string.sub(v, at) end "
-/* The hashes the adds write are KEYS too, after the fences: on a cluster
+	"return table.concat(out) end "                                                 \
+	"local function zero_noted(z, f, was, c) "                                      \
+	"if c == 0 and was ~= 0 then redis.call('ZADD', z, server_ms(), f) "            \
+	"elseif c and c > 0 and was == 0 then redis.call('ZREM', z, f) end end "
+/* The hashes and sets of zeros the counted writes write are KEYS too,
+ * after the fences: on a cluster
  * whose slot is moving, a script whose keys are not all on one node is
  * answered TRYAGAIN (the router tries again), not run where a hash is
  * missing (an add there would do nothing).
@@ -1617,9 +1742,13 @@ static void end_cmd(struct batch *b)
  *  - "+ROWS"/"-ROWS" SET ARGS: a sorted table's puts or deletes, pairs of
  *    a key's prefix enc(key) 0 and its new member ("" to delete it); the
  *    member the key had is found in [prefix, enc(key) 1) and replaced;
- *  - "+COUNT" HASH ARGS: adds (kv_ops.add), triples of a field, the delta
- *    added to the count its value starts with, and the value to put if
- *    the field is absent ("": none);
+ *  - "+COUNT" HASH ZEROS ARGS: adds (kv_ops.add), triples of a field, the
+ *    delta added to the count its value starts with (saturated stays so,
+ *    and 0 is the least), and the value to put if the field is absent
+ *    ("": none); a count reaching 0 or leaving it is noted in the sorted
+ *    set ZEROS (zero_noted);
+ *  - "=COUNT" HASH ZEROS ARGS: a counted table's puts, pairs of a field
+ *    and its value, noted in ZEROS as adds are;
  *  - "DROP" SET PREFIX BUCKETS: deleted rows can leave a bucket empty
  *    (Redis then drops its hash): its name leaves the sorted set.
  * A script that fails part way keeps what it wrote (Redis has no undo):
@@ -1637,6 +1766,8 @@ static void end_cmd(struct batch *b)
 	FENCE_CHECK                                                                     \
 	ADDS_CHECK                                                                      \
 	MARK_SET                                                                        \
+	SERVER_MS_FN                                                                    \
+	COUNT_FUNCTIONS                                                                 \
 	"for pass = 1, 2 do "                                                           \
 	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
@@ -1653,13 +1784,24 @@ static void end_cmd(struct batch *b)
 	"if new ~= '' then redis.call('ZADD', key, 0, new) end "                        \
 	"end end "                                                                      \
 	"elseif verb == '+COUNT' then "                                                 \
-	"for j = i + 3, i + n, 3 do "                                                   \
-	"if ARGV[j + 2] == '' or redis.call('HSETNX', key, ARGV[j], ARGV[j + 2]) == 0 then " \
-	"local v = redis.call('HGET', key, ARGV[j]) "                                   \
-	"if v then "                                                                    \
-	COUNT_ADDED                                                                     \
-	"if c then redis.call('HSET', key, ARGV[j], c) end end end "                    \
-	"end "                                                                          \
+	"local z = ARGV[i + 3] "                                                        \
+	"for j = i + 4, i + n, 3 do "                                                   \
+	"local f = ARGV[j] "                                                            \
+	"if ARGV[j + 2] ~= '' and redis.call('HSETNX', key, f, ARGV[j + 2]) == 1 then " \
+	"zero_noted(z, f, nil, (count_of(ARGV[j + 2]))) "                               \
+	"else "                                                                         \
+	"local v = redis.call('HGET', key, f) "                                         \
+	"local was, at = count_of(v) "                                                  \
+	"if was and was < 4294967295 then "                                             \
+	"local c = math.max(0, math.min(4294967295, was + tonumber(ARGV[j + 1]))) "     \
+	"redis.call('HSET', key, f, count_text(c) .. string.sub(v, at)) "               \
+	"zero_noted(z, f, was, c) end end end "                                         \
+	"elseif verb == '=COUNT' then "                                                 \
+	"local z = ARGV[i + 3] "                                                        \
+	"for j = i + 4, i + n, 2 do "                                                   \
+	"local was = count_of(redis.call('HGET', key, ARGV[j])) "                       \
+	"redis.call('HSET', key, ARGV[j], ARGV[j + 1]) "                                \
+	"zero_noted(z, ARGV[j], was, (count_of(ARGV[j + 1]))) end "                     \
 	"elseif verb == 'DROP' then "                                                   \
 	"for j = i + 4, i + n do "                                                      \
 	"if redis.call('EXISTS', ARGV[i + 3] .. ARGV[j]) == 0 then "                    \
@@ -1707,29 +1849,37 @@ static enum row_kind kind_of(const struct row *r)
 	return r->how != ROW_SET ? KIND_ADD : r->val ? KIND_PUT : KIND_DEL;
 }
 
-/* Writes "VERB KEY row-key [value] ..." for the rows from FIRST up to END
- * (NULL: the table's end) of KIND, SYNC_ROWS rows at most a write: a
- * put's key followed by its value (HSET), an add's by its delta and its
- * value if it creates, else "" ("+COUNT"). */
+/* Writes "VERB KEY [ZEROS] row-key [value] ..." for the rows from FIRST up
+ * to END (NULL: the table's end) of KIND, SYNC_ROWS rows at most a write:
+ * a put's key followed by its value (HSET, "=COUNT"), an add's by its
+ * delta and its value if it creates, else "" ("+COUNT").  ZEROS (NULL:
+ * none), a counted table's set of rows at zero, follows KEY. */
 static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
-		     struct row *first, const struct row *end, enum row_kind kind)
+		     const char *zeros, struct row *first, const struct row *end,
+		     enum row_kind kind)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
 		if (kind_of(r) != kind)
 			continue;
-		if (in_cmd == 0)
+		if (in_cmd == 0) {
 			start_write(b, verb, key, keylen);
+			if (zeros)
+				add_arg(b, zeros, strlen(zeros));
+		}
 		add_arg(b, r->key, r->klen);
 		if (kind == KIND_PUT)
 			add_arg(b, r->val, r->vlen);
 		if (kind == KIND_ADD) {
 			r->sent = r->delta; /* what this attempt carries (settle_rows) */
 			r->carried = true;
+			r->init_carried = r->how == ROW_CREATE;
+			r->ask = r->ask || (r->init_carried && (r->ilen != r->vlen ||
+								memcmp(r->init, r->val, r->ilen)));
 			char *d = b->deltas[b->ndeltas++];
 			add_arg(b, d, (size_t)snprintf(d, sizeof(*b->deltas), "%lld",
 						       (long long)r->delta));
-			add_arg(b, r->how == ROW_CREATE ? r->val : "", r->how == ROW_CREATE ? r->vlen : 0);
+			add_arg(b, r->how == ROW_CREATE ? r->init : "", r->ilen);
 		}
 		if (++in_cmd == SYNC_ROWS) {
 			end_cmd(b);
@@ -1821,6 +1971,7 @@ static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t
  * while a sync is built (the args point into them). */
 struct bucket_name {
 	char name[KEY_SIZE], zset[KEY_SIZE];
+	char zeros[KEY_SIZE]; /* a counted table's rows at zero (zeros_name) */
 	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
 	uint32_t part;
 	bool dels; /* rows of it are deleted */
@@ -1881,19 +2032,23 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 			      struct bucket_name *names)
 {
 	size_t n = 0, run = 0; /* run: the first bucket of the partition named last */
+	bool counted = kv_table_counted(t);
 	for (struct row *r = k->pending.head[t]->next[0]; r;) {
 		struct bucket_name *bn = &names[n];
 		struct row *end = bucket_end(k, t, r, bn);
 		bn->zlen = zset_name(k, t, bn->part, bn->zset);
+		if (counted)
+			zeros_name(k, t, bn->part, bn->zeros);
 		if (n > run && bn->part != names[run].part) {
 			drop_empty_buckets(b, names + run, n - run);
 			run = n;
 		}
 		n++;
 		b->cur = bn->part;
-		add_rows(b, "HSET", bn->name, bn->len, r, end, KIND_PUT);
-		add_rows(b, "HDEL", bn->name, bn->len, r, end, KIND_DEL);
-		add_rows(b, "+COUNT", bn->name, bn->len, r, end, KIND_ADD);
+		const char *zeros = counted ? bn->zeros : NULL;
+		add_rows(b, counted ? "=COUNT" : "HSET", bn->name, bn->len, zeros, r, end, KIND_PUT);
+		add_rows(b, "HDEL", bn->name, bn->len, NULL, r, end, KIND_DEL);
+		add_rows(b, "+COUNT", bn->name, bn->len, zeros, r, end, KIND_ADD);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;
@@ -2165,12 +2320,19 @@ static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, si
 	return 0;
 }
 
+/* One write of apply_script's: is it a counted table's ("+COUNT",
+ * "=COUNT": its hash and its set of zeros are KEYS)? */
+static bool counted_write(const struct redis_cmd *c)
+{
+	return !strcmp(c->argv[0], "+COUNT") || !strcmp(c->argv[0], "=COUNT");
+}
+
 /* One write of apply_script's: does it add (so that Redis refuses it when
  * out of memory)? */
 static bool adds(const struct redis_cmd *c)
 {
 	return !strcmp(c->argv[0], "HSET") || !strcmp(c->argv[0], "ZADD") ||
-	       !strcmp(c->argv[0], "+ROWS") || !strcmp(c->argv[0], "+COUNT");
+	       !strcmp(c->argv[0], "+ROWS") || counted_write(c);
 }
 
 /* The fenced script of one transaction, and what its arguments point to. */
@@ -2179,7 +2341,8 @@ struct apply {
 	size_t *lens;
 	char (*counts)[12]; /* each write's argument count, as text */
 	char (*fences)[KEY_SIZE]; /* the fences checked */
-	char nkeys[12];           /* how many keys (mark, fences, hashes), as text */
+	char nkeys[12];           /* how many keys (mark, fences, counted writes'
+				   * hashes and zeros), as text */
 	char nfences[12];         /* how many fences, as text */
 	char mark[KEY_SIZE];      /* our session's mark (syncs run once) */
 	char attempt[24];         /* the sync's attempt, as text */
@@ -2217,7 +2380,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 			nargs += 1 + (size_t)b->cmds[i].argc;
 			ncmds++;
 			puts = puts || adds(&b->cmds[i]);
-			nhashes += !strcmp(b->cmds[i].argv[0], "+COUNT");
+			nhashes += counted_write(&b->cmds[i]) ? 2 : 0;
 		}
 	}
 	nargs += nhashes;
@@ -2239,8 +2402,9 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	for (size_t i = 0; i < nf; i++)
 		a[n] = ap->fences[i], l[n++] = strlen(ap->fences[i]);
 	for (size_t i = 0; i < b->ncmds; i++)
-		if ((all || b->part[i] == p) && !strcmp(b->cmds[i].argv[0], "+COUNT"))
-			a[n] = b->cmds[i].argv[1], l[n++] = b->cmds[i].argvlen[1];
+		if ((all || b->part[i] == p) && counted_write(&b->cmds[i]))
+			for (int j = 1; j <= 2; j++) /* its hash and its zeros */
+				a[n] = b->cmds[i].argv[j], l[n++] = b->cmds[i].argvlen[j];
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
 	a[n] = ap->attempt, l[n++] = (size_t)snprintf(ap->attempt, sizeof(ap->attempt), "%llu",
 						      (unsigned long long)k->sync_attempt);
@@ -2380,12 +2544,14 @@ static void settle_rows(struct kv_redis *k, uint32_t p, bool all, bool ran)
 			if (!r->carried || (!all && row_part(t, r->key, r->klen) != p))
 				continue;
 			assert(r->how != ROW_SET); /* a put over an add clears it */
-			if (ran) { /* a create ran: what is left adds */
+			if (ran) /* what it carried is in */
 				r->delta -= r->sent;
+			if (ran && r->init_carried) { /* a create ran: what is left adds */
 				r->how = ROW_ADD;
+				drop_init(r);
 			}
 			r->sent = 0;
-			r->carried = false;
+			r->carried = r->init_carried = false;
 		}
 	}
 }
@@ -2654,6 +2820,167 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
 	return 0;
 }
 
+/* ---- rows at zero (kv_ops.free_zeros) -------------------------------------
+ *
+ * A sync's script notes each counted row whose count reaches 0 in its
+ * partition's set of zeros, scored with the server's clock, and takes it
+ * out when the count leaves 0 (zero_noted).  free_zeros reads the members
+ * due (scored GRACE_MS ago or more), then frees them in a script that
+ * looks again at each: still due and its count still 0, the row goes
+ * (and its bucket's name, if that was its last row); counted again, or
+ * gone, only the member.  Every clock read is the server's, so that the
+ * hosts' clocks need not agree. */
+
+/* KEYS[1] the zeros: ARGV[2] members at most, due ARGV[1] ms ago. */
+static const char zeros_due_script[] = "#!lua flags=no-writes\n" SERVER_MS
+	"return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), "
+	"'LIMIT', 0, tonumber(ARGV[2]))";
+/* KEYS[1] the zeros, KEYS[2] the table's bucket names, KEYS[3] partition
+ * 0's fence, KEYS[3 + j] the bucket of ARGV[1 + 2j] (its name ARGV[2 +
+ * 2j]); ARGV[1] the grace (ms), ARGV[2] our generation (a writer whose
+ * store was taken over frees nothing: "Fencing").  The rows freed, as
+ * field, value, field, value... */
+static const char zeros_free_script[] = "#!lua flags=allow-oom\n" SERVER_MS COUNT_FUNCTIONS
+	"if (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[2]) then "
+	"return redis.error_reply('" FENCE_ERROR " the store is written by a later holder "
+	"of its lock') end "
+	"local out = {} "
+	"for j = 1, (#ARGV - 2) / 2 do "
+	"local f, b = ARGV[1 + 2 * j], KEYS[3 + j] "
+	"local s = tonumber(redis.call('ZSCORE', KEYS[1], f)) "
+	"if s and s <= now - tonumber(ARGV[1]) then "
+	"local v = redis.call('HGET', b, f) "
+	"if v and count_of(v) == 0 then "
+	"redis.call('HDEL', b, f) "
+	"if redis.call('EXISTS', b) == 0 then redis.call('ZREM', KEYS[2], ARGV[2 + 2 * j]) end "
+	"out[#out + 1] = f out[#out + 1] = v end "
+	"redis.call('ZREM', KEYS[1], f) end end "
+	"return out";
+
+/* The members of T's zeros due after GRACE (text), into *OUT (the caller
+ * frees it): an array of them. */
+static int zeros_due(struct kv_redis *k, enum kv_table t, const char *grace, redisReply **out)
+{
+	char zeros[KEY_SIZE], max[12];
+	const char *argv[] = {"EVAL", zeros_due_script, "1", zeros, grace, max};
+	size_t lens[] = {4, sizeof(zeros_due_script) - 1, 1, zeros_name(k, t, 0, zeros),
+			 strlen(grace), (size_t)snprintf(max, sizeof(max), "%d", FREE_ZEROS_MAX)};
+	int rc = redis_run_in(k->conn, 0, "reading the rows at zero", 6, argv, lens, out);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (!is_array(*out)) {
+		rc = redis_reply_error(k->conn, "reading the rows at zero", *out);
+		freeReplyObject(*out);
+	}
+	return rc;
+}
+
+/* Where zeros_free_script's keys and arguments are built. */
+struct free_names {
+	char zeros[KEY_SIZE], zset[KEY_SIZE], fence[KEY_SIZE];
+	struct bucket_name *buckets;
+};
+
+/* zeros_free_script's arguments after its key count, for the members of
+ * DUE not written here meanwhile, built in ARGV, LENS (room for
+ * FREE_ARGS(DUE's elements) each) and N (its buckets, room for DUE's
+ * elements); how many arguments in all. */
+#define FREE_ARGS(n) (8 + 3 * (n))
+static int free_args(struct kv_redis *k, enum kv_table t, const redisReply *due,
+		     const char *grace, const char **argv, size_t *lens, struct free_names *nm)
+{
+	size_t nkeys = 0, n = 0;
+	const char **keys = argv + 3, **args;
+	size_t *klens = lens + 3, *alens;
+	size_t members = 0;
+	for (size_t i = 0; i < due->elements; i++)
+		if (due->element[i]->type == REDIS_REPLY_STRING &&
+		    !overlay_row(k, t, due->element[i]->str, due->element[i]->len))
+			members++;
+	args = keys + 3 + members;
+	alens = klens + 3 + members;
+	keys[nkeys] = nm->zeros, klens[nkeys++] = zeros_name(k, t, 0, nm->zeros);
+	keys[nkeys] = nm->zset, klens[nkeys++] = zset_name(k, t, 0, nm->zset);
+	keys[nkeys] = nm->fence, klens[nkeys++] = fence_name(k, 0, nm->fence);
+	args[n] = grace, alens[n++] = strlen(grace);
+	args[n] = k->fence_gen, alens[n++] = k->fence_gen_len;
+	for (size_t i = 0, m = 0; i < due->elements; i++) {
+		const redisReply *e = due->element[i];
+		if (e->type != REDIS_REPLY_STRING || overlay_row(k, t, e->str, e->len))
+			continue; /* a write of ours pending: freed later, if still at 0 */
+		struct bucket_name *bn = &nm->buckets[m++];
+		bn->len = bucket_key(k, t, e->str, e->len, bn->name, &bn->pre);
+		keys[nkeys] = bn->name, klens[nkeys++] = bn->len;
+		args[n] = e->str, alens[n++] = e->len;
+		args[n] = bn->name + bn->pre, alens[n++] = bn->len - bn->pre;
+	}
+	assert(nkeys == 3 + members && n == 2 + 2 * members);
+	assert(3 + nkeys + n == FREE_ARGS(members));
+	return (int)(3 + nkeys + n);
+}
+
+static int kvr_free_zeros(struct kv *kv, enum kv_table t, uint64_t grace_ms, kv_scan_fn fn,
+			  void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(kv_table_counted(t) && bucketed(t) && !partitioned(t) && !k->follower);
+	release_held(k);
+	char grace[24];
+	snprintf(grace, sizeof(grace), "%llu", (unsigned long long)grace_ms);
+	redisReply *due, *freed = NULL;
+	int rc = zeros_due(k, t, grace, &due);
+	if (rc || due->elements == 0) {
+		if (!rc)
+			freeReplyObject(due);
+		return rc;
+	}
+	size_t most = due->elements;
+	bool more = false;
+	const char **argv = malloc(FREE_ARGS(most) * sizeof(*argv));
+	size_t *lens = malloc(FREE_ARGS(most) * sizeof(*lens));
+	struct free_names *nm = malloc(sizeof(*nm));
+	struct bucket_name *names = malloc(most * sizeof(*names));
+	char nkeys[12];
+	if (!argv || !lens || !nm || !names) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	nm->buckets = names;
+	int argc = free_args(k, t, due, grace, argv, lens, nm);
+	size_t members = ((size_t)argc - FREE_ARGS(0)) / 3;
+	/* more may be due: past those read, or written here meanwhile */
+	more = most == FREE_ZEROS_MAX || members < most;
+	if (!members)
+		goto out;
+	argv[0] = "EVAL", lens[0] = 4;
+	argv[1] = zeros_free_script, lens[1] = sizeof(zeros_free_script) - 1;
+	argv[2] = nkeys, lens[2] = (size_t)snprintf(nkeys, sizeof(nkeys), "%zu", 3 + members);
+	rc = redis_run_in(k->conn, 0, "freeing rows at zero", argc, argv, lens, &freed);
+	if (rc) {
+		rc = rc == -ENOMEM ? rc : -EIO;
+		goto out;
+	}
+	if (!is_array(freed) || freed->elements % 2) {
+		rc = redis_reply_error(k->conn, "freeing rows at zero", freed);
+		goto out;
+	}
+	for (size_t i = 0; i < freed->elements; i += 2) { /* gone for every read now */
+		const redisReply *f = freed->element[i], *v = freed->element[i + 1];
+		cache_row(k, t, f->str, f->len, NULL, 0);
+		int e = fn(ctx, f->str, f->len, v->str, v->len);
+		rc = rc ? rc : e < 0 ? e : 0;
+	}
+out:
+	freeReplyObject(due);
+	if (freed)
+		freeReplyObject(freed);
+	free(argv);
+	free(lens);
+	free(nm);
+	free(names);
+	return rc ? rc : more;
+}
+
 /* ---- several processes ------------------------------------------------------ */
 
 /* The store's set of followers, scored by when each stops counting (the
@@ -2663,10 +2990,6 @@ static size_t followers_key(const struct kv_redis *k, char *buf)
 	return redis_key(k->conn, 0, "followers", buf, KEY_SIZE);
 }
 
-/* The server's clock, in ms, as the scripts below read it: every host's
- * daemon compares heartbeats against one clock. */
-#define SERVER_MS "local t = redis.call('TIME') " \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 /* KEYS[1] the followers: drop those whose heartbeat ran out; how many
  * are left. */
 static const char count_script[] = SERVER_MS
@@ -2993,6 +3316,7 @@ static const struct kv_ops redis_kv_ops = {
 	.put = kvr_put,
 	.del = kvr_del,
 	.add = kvr_add,
+	.free_zeros = kvr_free_zeros,
 	.scan = kvr_scan,
 	.scan_prefix = kvr_scan_prefix,
 	.sync = kvr_sync,

@@ -42,6 +42,10 @@
  *   t:TABLE:b:B                     hash        the rows of bucket B (the first
  *                                               bytes of their keys): row key
  *                                               -> value
+ *   t:TABLE:zeros                   sorted set  a counted table's (chunks) rows
+ *                                               whose count is 0, score = when
+ *                                               it got there (server clock,
+ *                                               ms; kv_ops.free_zeros)
  *   inos                            string      inode numbers claimed so far
  *                                               in partition P (INCRBY, in
  *                                               blocks; P's number is P << 40

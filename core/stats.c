@@ -658,8 +658,9 @@ static int sum_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t ref
 		     const struct chunk_loc *loc)
 {
 	(void)hash;
-	(void)refs;
 	struct counter_row *r = ctx;
+	if (refs == 0)
+		return 0; /* waiting to be freed (chunk.c, "Freeing"): out of the statistics */
 	r->v[C_CHUNKS]++;
 	r->v[C_CHUNK_BYTES] += loc->blob.len;
 	r->v[C_CHUNK_RAW] += loc->raw_len;

@@ -56,6 +56,13 @@
 #define FOLLOWED_FLUSH_MS 1
 #define FOLLOWERS_CHECK_MS 1000
 #define SETTLE_RETRY_NS 1000000000LL /* ns: a failed pass over sessions gone waits this */
+/* ms a chunk's count stands at 0 before it is freed, where several
+ * processes may write the store (chunk.c, "Freeing"): 0 while the store
+ * lock lets one write at a time (a takeover fences off the syncs of the
+ * writer before, so no reference of another can land late); several
+ * writers at once (docs/many-writers.md, step 4) need it past a writer's
+ * unsynced window, its lease. */
+#define ZERO_GRACE_MS 0
 /* Bytes kept in STORE/reserve for metadata commits on a full disk: a group
  * of thousands of deletes dirties a few hundred 4 KiB LMDB pages. */
 #define RESERVE_BYTES (4ull << 20)
@@ -900,6 +907,8 @@ static int open_store(const char *store, const struct nadb_options *o, bool foll
 			.level = o->compress_level,
 			.account = account_chunk, .freed = queue_freed,
 			.room = room_hook, .account_ctx = st,
+			/* a writer's first sync frees what one before left */
+			.zeros = !following && st->kv->ops->free_zeros,
 		};
 		rc = load_format(st, o);
 	}
@@ -995,6 +1004,31 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 	return bytes;
 }
 
+/* Free the chunks at zero (chunk_free_zeros) after a sync, and sync
+ * what that counted (their segments' live bytes), a batch at a time
+ * while batches free some.  The frames go with the group's.  Under
+ * meta_lock. */
+static void free_zeros(struct nadb_store *st)
+{
+	int rc, more;
+	bool progress;
+	do {
+		size_t queued = st->nfreed;
+		more = 0;
+		rc = step_begin(st);
+		if (!rc) {
+			more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
+			rc = step_end(st, more < 0 ? more : 0);
+		}
+		if (!rc && st->kv->ops->unsynced(st->kv))
+			rc = sync_group(st);
+		progress = st->nfreed > queued;
+	} while (!rc && more > 0 && progress);
+	if (rc)
+		nadb_log("%s: chunks no key holds any more not freed yet (%s): a later sync "
+			 "frees them", st->dir, strerror(-rc));
+}
+
 /* A sync's metadata commit: commit the group, hand out the frames it
  * freed (*BATCH, *N).  Pack bytes first, mostly outside meta_lock so that
  * others go on stepping meanwhile.  *FINISH: the commit is durable only
@@ -1047,12 +1081,17 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	rc = sync_group_started(st, finish);
 	if (!rc && st->blobs->ops->committed)
 		st->blobs->ops->committed(st->blobs);
+
 	/* Frames a settle frees are punched only if its counts are durable;
 	 * else compaction reclaims them. */
 	size_t freed_synced = st->nfreed;
 	if (!rc && st->kv->apart && !st->settling && chunk_unsettled(&st->chunks) &&
 	    settle_drops(st))
 		st->nfreed = st->freed_step = freed_synced;
+	if (!rc && st->chunks.zeros && !st->settling) {
+		assert(!*finish); /* a backend freeing at zero later syncs whole */
+		free_zeros(st);
+	}
 	take_freed(st, rc, batch, n);
 	return rc;
 }

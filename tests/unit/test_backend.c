@@ -952,6 +952,181 @@ static void check_shared_adds(const struct backend *b, const char *place)
 	one->ops->close(one);
 }
 
+/* The rows free_zeros freed (their keys and values, as "key=count,rest"). */
+struct freed_rows {
+	char text[8][64];
+	int n;
+};
+
+static int note_freed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct freed_rows *f = ctx;
+	const uint8_t *p = val;
+	uint64_t c = 0;
+	CHECK(f->n < 8 && klen < 16 && vlen < 32 && varint_get(&p, p + vlen, &c));
+	if (f->n >= 8 || klen >= 16 || vlen >= 32)
+		return -ERANGE;
+	snprintf(f->text[f->n++], sizeof(f->text[0]), "%.*s=%llu,%.*s", (int)klen,
+		 (const char *)key, (unsigned long long)c,
+		 (int)(vlen - (size_t)(p - (const uint8_t *)val)), (const char *)p);
+	return 0;
+}
+
+static int count_freed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	((struct freed_rows *)ctx)->n++;
+	return 0;
+}
+
+/* free_zeros with GRACE: the rows freed, "" if none, else their texts
+ * joined by spaces. */
+static const char *free_zeros(struct kv *kv, uint64_t grace)
+{
+	static char out[8 * 64];
+	struct freed_rows f = {.n = 0};
+	int rc = kv->ops->free_zeros(kv, KV_CHUNKS, grace, note_freed, &f);
+	CHECK(rc >= 0);
+	rc = rc > 0 ? 0 : rc; /* more may be due: see check_zeros */
+	out[0] = 0;
+	for (int i = 0; i < f.n; i++)
+		snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%s", i ? " " : "",
+			 f.text[i]);
+	return rc ? "failed" : out;
+}
+
+static void step_add(struct kv *kv, const char *key, int64_t delta, const char *init)
+{
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(add_s(kv, key, delta, init) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+}
+
+static void synced_add(struct kv *kv, const char *key, int64_t delta, const char *init)
+{
+	step_add(kv, key, delta, init);
+	CHECK(kv->ops->sync(kv) == 0);
+}
+
+/* counts, as a process that opens the store now reads it */
+static bool counts_afresh(const struct backend *b, const char *place, const char *key,
+			  uint64_t count, const char *rest)
+{
+	struct kv *fresh;
+	CHECK(b->open_kv(place, &fresh) == 0);
+	bool yes = counts(fresh, key, count, rest);
+	fresh->ops->close(fresh);
+	return yes;
+}
+
+/* Where several processes write one store (a backend with free_zeros), a
+ * count that reaches 0 frees nothing at once: free_zeros frees the row
+ * once it has stood at 0 for the grace, and only if it still does --
+ * whoever took it there (an add, a put), and whoever counted it again
+ * meanwhile.  A create of a row that another process frees before it
+ * lands puts its own value. */
+static void check_zeros(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->free_zeros) { /* one process: it frees at 0 itself */
+		CHECK(!one->ops->sessions);
+		one->ops->close(one);
+		return;
+	}
+	CHECK(b->open_kv(place, &two) == 0);
+	/* z1 and z2 taken to 0 by adds, z3 by a put */
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(add_s(one, "z1", 1, "one") == 0 && add_s(one, "z2", 2, "two") == 0);
+	CHECK(put_counted(one, "z3", 1, "three") == 0);
+	CHECK(one->ops->step_end(one, 1) == 0);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(strcmp(free_zeros(one, 0), "") == 0);
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(add_s(one, "z1", -1, NULL) == 0 && add_s(one, "z2", -2, NULL) == 0);
+	CHECK(put_counted(one, "z3", 0, "three") == 0);
+	CHECK(one->ops->step_end(one, 1) == 0);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(strcmp(free_zeros(one, 60000), "") == 0); /* not due yet */
+	CHECK(counts(one, "z1", 0, "one") && counts(two, "z1", 0, "one"));
+	/* another counts z2 again; a write of ours to z3 waits to be synced */
+	step_add(two, "z2", 1, NULL);
+	CHECK(two->ops->sync(two) == 0);
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(put_counted(one, "z3", 0, "three") == 0);
+	CHECK(one->ops->step_end(one, 1) == 0);
+	usleep(20 * 1000);
+	struct freed_rows f = {.n = 0}; /* z3 left for later: more may be due */
+	CHECK(one->ops->free_zeros(one, KV_CHUNKS, 10, note_freed, &f) == 1);
+	CHECK(f.n == 1 && !strcmp(f.text[0], "z1=0,one"));
+	CHECK(counts(one, "z1", 0, NULL)); /* gone for reads at once */
+	CHECK(counts_afresh(b, place, "z1", 0, NULL) && counts_afresh(b, place, "z2", 1, "two"));
+	CHECK(counts_afresh(b, place, "z3", 0, "three"));
+	/* z3's put of 0 over 0 keeps the time it got there: due at once */
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(strcmp(free_zeros(one, 10), "z3=0,three") == 0);
+	/* z2 counted again was let go of: at 0 again, it waits anew */
+	step_add(two, "z2", -1, NULL);
+	CHECK(two->ops->sync(two) == 0);
+	CHECK(strcmp(free_zeros(one, 60000), "") == 0);
+	CHECK(strcmp(free_zeros(two, 0), "z2=0,two") == 0);
+	CHECK(strcmp(free_zeros(one, 0), "") == 0); /* freed once */
+	/* z4 at 0: two counts it again with a value of its own (chunk.c,
+	 * "Freeing"), one frees z4 before two syncs: two's value is put */
+	synced_add(one, "z4", 1, "old");
+	synced_add(one, "z4", -1, NULL);
+	CHECK(counts(two, "z4", 0, "old"));
+	step_add(two, "z4", 1, "new");
+	CHECK(counts(two, "z4", 1, "old")); /* as read here, until it lands */
+	CHECK(strcmp(free_zeros(one, 0), "z4=0,old") == 0);
+	CHECK(two->ops->sync(two) == 0);
+	CHECK(counts_afresh(b, place, "z4", 1, "new") && counts(two, "z4", 1, "new"));
+	/* ...and where it lands first, the row read gains the reference */
+	synced_add(one, "z5", 1, "old");
+	synced_add(one, "z5", -1, NULL);
+	synced_add(two, "z5", 1, "new");
+	CHECK(strcmp(free_zeros(one, 0), "") == 0);
+	CHECK(counts_afresh(b, place, "z5", 1, "old") && counts(two, "z5", 1, "old"));
+	/* a create after an add in one group: put where the row is gone by
+	 * then, it counts its own delta and the adds after it */
+	synced_add(one, "z6", 2, "old");
+	step_add(one, "z6", -2, NULL);
+	step_add(one, "z6", 1, "new");
+	step_add(one, "z6", 2, NULL);
+	CHECK(counts(one, "z6", 3, "old"));
+	CHECK(two->ops->step_begin(two) == 0); /* gone meanwhile */
+	CHECK(two->ops->del(two, KV_CHUNKS, "z6", 2) == 0);
+	CHECK(two->ops->step_end(two, 1) == 0 && two->ops->sync(two) == 0);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(counts_afresh(b, place, "z6", 3, "new") && counts(one, "z6", 3, "new"));
+	/* the same where the add went out in a sync whose reply was lost
+	 * (it ran): the create, which no attempt carried yet, still goes */
+	synced_add(one, "z7", 1, "old");
+	step_add(one, "z7", -1, NULL);
+	kv_redis_inject_fault(one, KV_REDIS_FAULT_LOSE_REPLY);
+	CHECK(one->ops->sync(one) != 0);
+	step_add(one, "z7", 1, "new");
+	CHECK(strcmp(free_zeros(two, 0), "z7=0,old") == 0);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(counts_afresh(b, place, "z7", 1, "new") && counts(one, "z7", 1, "new"));
+	/* more due than one call frees: it says so */
+	CHECK(one->ops->step_begin(one) == 0);
+	for (int i = 0; i < FREE_ZEROS_MAX + 2; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "many%d", i);
+		CHECK(put_counted(one, key, 0, "m") == 0);
+	}
+	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
+	struct freed_rows none = {.n = 0};
+	CHECK(one->ops->free_zeros(one, KV_CHUNKS, 60000, note_freed, &none) == 0);
+	int more = one->ops->free_zeros(one, KV_CHUNKS, 0, count_freed, &none);
+	CHECK(more == 1 && none.n == FREE_ZEROS_MAX);
+	CHECK(one->ops->free_zeros(one, KV_CHUNKS, 0, count_freed, &none) == 0);
+	CHECK(none.n == FREE_ZEROS_MAX + 2);
+	two->ops->close(two);
+	one->ops->close(one);
+}
+
 /* ---- blobs ------------------------------------------------------------------ */
 
 struct seg_log {
@@ -1058,6 +1233,7 @@ int main(void)
 			check_sessions(b, place);
 			check_adds(b, place);
 			check_shared_adds(b, place);
+			check_zeros(b, place);
 			check_blobs(b, place);
 		}
 		if (b->stop)

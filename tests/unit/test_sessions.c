@@ -44,7 +44,8 @@ static int see_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t ref
 static struct chunk_seen chunks(struct nadb_store *st)
 {
 	struct chunk_seen s = {0};
-	if (st->kv->apart)
+	/* settled drops (a cluster's, after a sync) and chunks at zero freed */
+	if (st->kv->apart || st->kv->ops->free_zeros)
 		CHECK(nadb_store_sync(st) == 0);
 	pthread_mutex_lock(&st->meta_lock);
 	CHECK(chunk_scan(&st->chunks, NULL, see_chunk, &s) == 0);
