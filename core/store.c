@@ -1053,7 +1053,10 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	 * every sync (a followed writer's come every millisecond). */
 	bool owed = !rc && !st->settling && atomic_load(&st->sessions_owed) &&
 		    (int64_t)monotonic_ns() >= st->settle_next_ns;
-	if (rc || (!owed && !st->kv->ops->unsynced(st->kv))) {
+	/* chunks at zero to free: a writer's first sync frees what the one
+	 * before left, whether or not it has anything to commit */
+	bool zeros = !rc && !st->settling && st->chunks.zeros;
+	if (rc || (!owed && !zeros && !st->kv->ops->unsynced(st->kv))) {
 		/* nothing to commit: durable once the last commit is */
 		*finish = !rc && st->kv->ops->sync_finish;
 		return rc;
@@ -1072,6 +1075,8 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 		}
 	}
 	if (!st->kv->ops->unsynced(st->kv)) { /* the pass synced what it did */
+		if (st->chunks.zeros && !st->settling)
+			free_zeros(st);
 		take_freed(st, 0, batch, n);
 		*finish = st->kv->ops->sync_finish;
 		return 0;
@@ -1081,7 +1086,6 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	rc = sync_group_started(st, finish);
 	if (!rc && st->blobs->ops->committed)
 		st->blobs->ops->committed(st->blobs);
-
 	/* Frames a settle frees are punched only if its counts are durable;
 	 * else compaction reclaims them. */
 	size_t freed_synced = st->nfreed;

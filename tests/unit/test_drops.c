@@ -46,6 +46,14 @@ static void settle(struct nadb_store *st)
 		CHECK(nadb_store_sync(st) == 0);
 }
 
+/* Chunk records, as they are now (at zero too). */
+static uint64_t records(struct nadb_store *st)
+{
+	uint64_t n[2] = {0, 0};
+	CHECK(chunk_scan(&st->chunks, NULL, count_chunk, n) == 0);
+	return n[0];
+}
+
 /* Chunks stored, and the references they count. */
 static uint64_t chunks(struct nadb_store *st, uint64_t *refs)
 {
@@ -286,6 +294,35 @@ static void check_store(const char *store, bool partitioned)
 	check_clean(st);
 	check_batches(st);
 	check_freeing(st, a, "/app/a/g");
+	if (st->kv->ops->free_zeros && !st->kv->apart) {
+		/* A chunk a writer left at zero (it stopped before the pass
+		 * that frees it) is freed by the next writer's first sync,
+		 * which has nothing else to commit. */
+		uint64_t n0 = records(st);
+		put_value(st, a, "left", w, 3000);
+		CHECK(nadb_store_sync(st) == 0);
+		CHECK(nadb_unlink(st, a, "left") == 0);
+		st->chunks.zeros = false; /* no pass after this sync */
+		CHECK(nadb_store_sync(st) == 0);
+		CHECK(records(st) == n0 + 1);
+		CHECK(nadb_store_close(st) == 0);
+		CHECK(nadb_store_open(store, &o, &st) == 0);
+		if (failures)
+			return;
+		CHECK(records(st) == n0);
+		check_clean(st);
+		/* ...as does any sync, with nothing else to commit */
+		put_value(st, a, "left", w, 3000);
+		CHECK(nadb_store_sync(st) == 0);
+		CHECK(nadb_unlink(st, a, "left") == 0);
+		st->chunks.zeros = false;
+		CHECK(nadb_store_sync(st) == 0);
+		CHECK(records(st) == n0 + 1 && !st->kv->ops->unsynced(st->kv));
+		st->chunks.zeros = true; /* as the open of a writer sets it */
+		CHECK(nadb_store_sync(st) == 0);
+		CHECK(records(st) == n0);
+		check_clean(st);
+	}
 	CHECK(nadb_store_close(st) == 0);
 	free(v);
 	free(w);
