@@ -1094,6 +1094,7 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	if (rc && rc != -ENOENT)
 		return rc;
 	bool had = rc == 0;
+	rc = 0;
 	/* A damaged record's segment may not count its bytes: leave it be. */
 	bool counted = had && chunk_segment_live(c, rec.seg) >= rec.len;
 	if (counted)
