@@ -1695,11 +1695,14 @@ static void end_cmd(struct batch *b)
 	"if t ~= 'zset' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
 	"the chunks at zero are a ' .. t .. ', not a sorted set') end end "             \
 	"i = i + tonumber(ARGV[i]) + 1 end "
-/* The server's clock, in ms, as the scripts read it: every host's daemon
- * compares heartbeats and ages against one clock. */
+/* The server's clock, in ms, as the scripts read it (once a script: a
+ * script runs in an instant): every host's daemon compares heartbeats
+ * and ages against one clock. */
 #define SERVER_MS_FN                                                                    \
-	"local function server_ms() local t = redis.call('TIME') "                      \
-	"return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end "
+	"local server_now "                                                             \
+	"local function server_ms() if not server_now then local t = redis.call('TIME') " \
+	"server_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end "    \
+	"return server_now end "
 #define SERVER_MS SERVER_MS_FN "local now = server_ms() "
 /* Counts in Lua, by kv_count_added's rule (backend.c):
  *  - count_of(v): the count value V starts with, and where the rest of V

@@ -1004,26 +1004,24 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 	return bytes;
 }
 
-/* Free the chunks at zero (chunk_free_zeros) after a sync, and sync
- * what that counted (their segments' live bytes), a batch at a time
- * while batches free some.  The frames go with the group's.  Under
+/* Free the chunks at zero (chunk_free_zeros) after a sync, a batch at a
+ * time while batches free some, in one step, and sync what that counted
+ * (their segments' live bytes).  The frames go with the group's.  Under
  * meta_lock. */
 static void free_zeros(struct nadb_store *st)
 {
-	int rc, more;
-	bool progress;
-	do {
-		size_t queued = st->nfreed;
-		more = 0;
-		rc = step_begin(st);
-		if (!rc) {
+	int more = 0;
+	int rc = step_begin(st);
+	if (!rc) {
+		size_t queued;
+		do {
+			queued = st->nfreed;
 			more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
-			rc = step_end(st, more < 0 ? more : 0);
-		}
-		if (!rc && st->kv->ops->unsynced(st->kv))
-			rc = sync_group(st);
-		progress = st->nfreed > queued;
-	} while (!rc && more > 0 && progress);
+		} while (more > 0 && st->nfreed > queued);
+		rc = step_end(st, more < 0 ? more : 0);
+	}
+	if (!rc && st->kv->ops->unsynced(st->kv))
+		rc = sync_group(st);
 	if (rc)
 		nadb_log("%s: chunks no key holds any more not freed yet (%s): a later sync "
 			 "frees them", st->dir, strerror(-rc));
