@@ -286,6 +286,12 @@ static int add_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return c->kv->ops->add(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, delta, NULL, 0);
 }
 
+/* Does a count of 0 wait for chunk_free_zeros (see "Freeing")? */
+static bool frees_later(const struct chunker *c)
+{
+	return c->kv->ops->free_zeros != NULL;
+}
+
 /* Live bytes per segment: what compaction weighs against segment size. */
 static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
 {
@@ -300,7 +306,14 @@ static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
 	/* too low is safe (compaction moves every record it finds before a
 	 * segment goes); below zero would wrap (several writers: a frame of
 	 * chunk_put's again, named by the record after all, never counted) */
-	live = delta < 0 && live < (uint64_t)-delta ? 0 : (uint64_t)((int64_t)live + delta);
+	if (delta < 0 && live < (uint64_t)-delta) {
+		if (!frees_later(c)) /* one writer: its own counts went wrong */
+			nadb_log("chunk: segment %u counts fewer live bytes than it frees: "
+				 "counting 0 (nadb fsck --repair recounts)", seg);
+		live = 0;
+	} else {
+		live = (uint64_t)((int64_t)live + delta);
+	}
 	if (live == 0) {
 		rc = c->kv->ops->del(c->kv, KV_SEGMENTS, &key, sizeof(key));
 		return rc == -ENOENT ? 0 : rc;
@@ -334,12 +347,6 @@ static int same_bytes(struct chunker *c, const struct chunk_rec *rec,
 	int same = rc ? rc : memcmp(buf, p->raw, p->raw_len) == 0;
 	free(buf);
 	return same;
-}
-
-/* Does a count of 0 wait for chunk_free_zeros (see "Freeing")? */
-static bool frees_later(const struct chunker *c)
-{
-	return c->kv->ops->free_zeros != NULL;
 }
 
 /* Store P's bytes as HASH in a frame of their own, with a record that an

@@ -1006,22 +1006,29 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 
 /* Free the chunks at zero (chunk_free_zeros) after a sync, a batch at a
  * time while batches free some, in one step, and sync what that counted
- * (their segments' live bytes).  The frames go with the group's.  Under
- * meta_lock. */
+ * (their segments' live bytes).  The frames go with the group's, but
+ * only once that sync says the deletes are durable too (its WAIT).
+ * Under meta_lock. */
 static void free_zeros(struct nadb_store *st)
 {
-	int more = 0;
+	size_t before = st->nfreed, queued;
 	int rc = step_begin(st);
 	if (!rc) {
-		size_t queued;
+		int more;
 		do {
 			queued = st->nfreed;
 			more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
 		} while (more > 0 && st->nfreed > queued);
-		rc = step_end(st, more < 0 ? more : 0);
+		/* what it counted follows from deletes made for good: kept,
+		 * whatever a later batch did (c->zeros stays set after one
+		 * that failed, for the next sync) */
+		rc = step_end(st, 0);
+		rc = rc ? rc : more < 0 ? more : 0;
 	}
-	if (!rc && st->kv->ops->unsynced(st->kv))
-		rc = sync_group(st);
+	int synced = st->kv->ops->unsynced(st->kv) ? sync_group(st) : 0;
+	if (synced) /* not known durable: compaction reclaims them */
+		st->nfreed = st->freed_step = before;
+	rc = rc ? rc : synced;
 	if (rc)
 		nadb_log("%s: chunks no key holds any more not freed yet (%s): a later sync "
 			 "frees them", st->dir, strerror(-rc));

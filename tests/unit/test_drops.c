@@ -183,6 +183,7 @@ static void check_freeing(struct nadb_store *st, uint64_t ns, const char *path)
 		CHECK(nadb_unlink(st, ns, name) == 0);
 	}
 	CHECK(nadb_store_sync(st) == 0);
+	CHECK(records(st) == n0); /* all in one sync */
 	CHECK(chunks(st, NULL) == n0 && stats_chunks(st) == s0);
 	check_clean(st);
 }
