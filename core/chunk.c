@@ -33,15 +33,18 @@
  * punching (the freed hook).  Where several may (a backend with
  * free_zeros), another may be taking a reference in a group not yet
  * synced, so a count of 0 frees nothing at once: the chunk leaves the
- * statistics, but its record (at 0) and its frame stay, and its segment
- * goes on counting the frame live, so that compaction moves it like any
- * other.  chunk_free_zeros later frees the records still at 0 after a
- * grace (the backend checks the count again, where it is stored).  A
+ * statistics and its segment's live bytes in the step that took it
+ * there, but its record (at 0) and its frame stay.  chunk_free_zeros
+ * later frees the records still at 0 after a grace (the backend checks
+ * the count again, where it is stored), and only their frames are left
+ * to go: nothing is counted then, so a crash between changes no count.
+ * (Compaction moves a record at 0 like any other, counting nothing.)  A
  * chunk wanted again meanwhile (chunk_put finds its record at 0) is not
  * simply counted again, since the record may be freed before that add
  * lands: its bytes go to a frame of their own, and an add that creates
  * puts the record back naming it if it is gone by then, or else counts
- * a reference on it (our frame is then garbage, never counted live).
+ * a reference on it (our frame is then garbage, never counted live; the
+ * record's frame is counted live again).
  */
 #include "chunk.h"
 #include "grow.h"
@@ -385,7 +388,9 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 	if (!rc && c->account)
 		rc = at_zero ? c->account(c->account_ctx, +1, at_zero->len, at_zero->raw_len)
 			     : c->account(c->account_ctx, +1, loc.len, p->raw_len);
-	return rc || at_zero ? rc : count_live(c, loc.seg, loc.len);
+	if (rc)
+		return rc;
+	return at_zero ? count_live(c, at_zero->seg, at_zero->len) : count_live(c, loc.seg, loc.len);
 }
 
 int chunk_put(struct chunker *c, const struct chunk_prep *p,
@@ -450,12 +455,16 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	rec.refs = refs > (int64_t)CHUNK_REFS_MAX ? CHUNK_REFS_MAX : (uint32_t)refs;
 	if (again && c->account && (rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len)))
 		return rc;
+	if (again && (rc = count_live(c, rec.seg, rec.len)))
+		return rc;
 	if (rec.refs)
 		return add_refs(c, hash, &rec, raw, delta);
 	if (frees_later(c)) { /* see "Freeing" */
 		rc = add_refs(c, hash, &rec, raw, delta);
 		if (!rc && c->account)
 			rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
+		if (!rc)
+			rc = count_live(c, rec.seg, -(int64_t)rec.len);
 		c->zeros = c->zeros || !rc;
 		return rc;
 	}
@@ -681,9 +690,14 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 	if (rec.refs == refs)
 		return 0;
 	/* A record at 0 waiting to be freed (see "Freeing") left the
-	 * statistics: given references, it counts again. */
-	if (rec.refs == 0 && frees_later(c) && c->account)
-		rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len);
+	 * statistics and its segment's live bytes: given references, it
+	 * counts again. */
+	if (rec.refs == 0 && frees_later(c)) {
+		if (c->account)
+			rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len);
+		if (!rc)
+			rc = count_live(c, rec.seg, rec.len);
+	}
 	if (rc)
 		return rc;
 	/* Through chunk_ref's last step, so a chunk reaching zero goes the
@@ -709,11 +723,10 @@ static int freed_at_zero(void *ctx, const void *key, size_t klen, const void *va
 			 "(compaction reclaims it)");
 		return 0;
 	}
-	/* The record is gone whatever happens here: a failure costs space
-	 * (fsck --repair recounts live bytes; compaction reclaims frames),
-	 * and must not undo the counting of the others. */
-	int rc = count_live(c, rec.seg, -(int64_t)rec.len);
-	if (!rc && c->freed) {
+	/* counted out of its segment when it reached 0: only the frame is
+	 * left (a failure costs space: compaction reclaims frames) */
+	int rc = 0;
+	if (c->freed) {
 		struct blob_loc loc = {.seg = rec.seg, .off = rec.off, .len = rec.len};
 		rc = c->freed(c->account_ctx, key, &loc);
 	}
@@ -807,9 +820,10 @@ int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	rec.seg = to->seg;
 	rec.off = to->off;
 	rc = put_rec(c, hash, &rec);
-	if (!rc)
+	bool live = rec.refs > 0 || !frees_later(c); /* see "Freeing" */
+	if (!rc && live)
 		rc = count_live(c, old->blob.seg, -(int64_t)rec.len);
-	if (!rc)
+	if (!rc && live)
 		rc = count_live(c, to->seg, rec.len);
 	return rc ? rc : 1;
 }
@@ -1103,13 +1117,13 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	bool had = rc == 0;
 	rc = 0;
 	/* A damaged record's segment may not count its bytes: leave it be. */
-	bool counted = had && chunk_segment_live(c, rec.seg) >= rec.len;
+	bool at_zero = had && rec.refs == 0 && frees_later(c); /* not live (see "Freeing") */
+	bool counted = had && !at_zero && chunk_segment_live(c, rec.seg) >= rec.len;
 	if (counted)
 		rc = count_live(c, rec.seg, -(int64_t)rec.len);
 	/* new to the statistics -- as is one at 0 waiting to be freed (see
 	 * "Freeing"), which left them */
-	bool was_out = !counted || (rec.refs == 0 && refs && frees_later(c));
-	if (!rc && was_out && c->account)
+	if (!rc && !counted && c->account)
 		rc = c->account(c->account_ctx, +1, loc->blob.len, loc->raw_len);
 	rec = (struct chunk_rec){
 		.refs = refs, .seg = loc->blob.seg, .off = loc->blob.off, .len = loc->blob.len,

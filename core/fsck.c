@@ -942,11 +942,12 @@ static int add_live(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs
 		    const struct chunk_loc *loc)
 {
 	(void)hash;
-	(void)refs;
 	struct fsck *f = ctx;
 	uint32_t seg = loc->blob.seg;
 	if (seg >= SEG_CHECK_MAX)
 		return 0; /* check_chunks said so: its bytes cannot be read */
+	if (refs == 0 && f->st->kv->ops->free_zeros)
+		return 0; /* waiting to be freed: not live (chunk.c, "Freeing") */
 	size_t was = f->nsegs;
 	if (grow_array(&f->seg_live, &f->nsegs, (size_t)seg + 1, sizeof(*f->seg_live)))
 		return -ENOMEM;
