@@ -325,6 +325,14 @@ static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
 			       sizeof(live));
 }
 
+/* R's chunk comes into the counts (DIR +1) or leaves them (-1): the
+ * statistics, and its segment's live bytes. */
+static int recount(struct chunker *c, const struct chunk_rec *r, int dir)
+{
+	int rc = c->account ? c->account(c->account_ctx, dir, r->len, r->raw_len) : 0;
+	return rc ? rc : count_live(c, r->seg, (int64_t)dir * r->len);
+}
+
 static void loc_of_rec(const struct chunk_rec *r, struct chunk_loc *loc)
 {
 	loc->blob.seg = r->seg;
@@ -385,12 +393,7 @@ static int store_new(struct chunker *c, const struct chunk_prep *p,
 	 * meanwhile, its record gains our reference and our frame is garbage */
 	uint8_t buf[REC_MAX];
 	rc = c->kv->ops->add(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN, 1, buf, rec_encode(&rec, buf));
-	if (!rc && c->account)
-		rc = at_zero ? c->account(c->account_ctx, +1, at_zero->len, at_zero->raw_len)
-			     : c->account(c->account_ctx, +1, loc.len, p->raw_len);
-	if (rc)
-		return rc;
-	return at_zero ? count_live(c, at_zero->seg, at_zero->len) : count_live(c, loc.seg, loc.len);
+	return rc ? rc : recount(c, at_zero ? at_zero : &rec, +1);
 }
 
 int chunk_put(struct chunker *c, const struct chunk_prep *p,
@@ -453,18 +456,14 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 	bool again = rec.refs == 0 && frees_later(c);
 	int64_t refs = (int64_t)rec.refs + delta;
 	rec.refs = refs > (int64_t)CHUNK_REFS_MAX ? CHUNK_REFS_MAX : (uint32_t)refs;
-	if (again && c->account && (rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len)))
-		return rc;
-	if (again && (rc = count_live(c, rec.seg, rec.len)))
+	if (again && (rc = recount(c, &rec, +1)))
 		return rc;
 	if (rec.refs)
 		return add_refs(c, hash, &rec, raw, delta);
 	if (frees_later(c)) { /* see "Freeing" */
 		rc = add_refs(c, hash, &rec, raw, delta);
-		if (!rc && c->account)
-			rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
 		if (!rc)
-			rc = count_live(c, rec.seg, -(int64_t)rec.len);
+			rc = recount(c, &rec, -1);
 		c->zeros = c->zeros || !rc;
 		return rc;
 	}
@@ -692,13 +691,7 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 	/* A record at 0 waiting to be freed (see "Freeing") left the
 	 * statistics and its segment's live bytes: given references, it
 	 * counts again. */
-	if (rec.refs == 0 && frees_later(c)) {
-		if (c->account)
-			rc = c->account(c->account_ctx, +1, rec.len, rec.raw_len);
-		if (!rc)
-			rc = count_live(c, rec.seg, rec.len);
-	}
-	if (rc)
+	if (rec.refs == 0 && frees_later(c) && (rc = recount(c, &rec, +1)))
 		return rc;
 	/* Through chunk_ref's last step, so a chunk reaching zero goes the
 	 * same way (record, statistics, live bytes). */

@@ -103,10 +103,11 @@ int chunk_put(struct chunker *c, const struct chunk_prep *p,
 int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta);
 /* Free the chunks whose count has stood at 0 for GRACE_MS (ms, the
  * store's clock) or more, where the backend waits for it (else nothing
- * to do): their records go at once (no step undoes it), and inside the
- * step under way their segments stop counting their frames live and the
- * frames go to the freed hook.  1 if more may be due (kv_ops.free_zeros):
- * c->zeros stays set, as it is when a count reaches 0 meanwhile. */
+ * to do): their records go at once (no step undoes it), and their
+ * frames go to the freed hook; no count changes (chunk_ref took them out
+ * of the statistics and the live bytes at 0).  Outside any step.  1 if
+ * more may be due (kv_ops.free_zeros): c->zeros stays set, as it is when
+ * a count reaches 0 meanwhile. */
 int chunk_free_zeros(struct chunker *c, uint64_t grace_ms);
 /* Drop one reference held by inode OWNER, inside OWNER's step: at once
  * (chunk_ref -1) if OWNER is in partition 0, else noted in OWNER's

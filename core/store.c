@@ -327,7 +327,8 @@ failed:
 	return rc;
 }
 
-/* The chunker's freed hook: queue the frame.  Under meta_lock, in a step. */
+/* The chunker's freed hook: queue the frame.  Under meta_lock, in a step
+ * (undone with it), or in free_zeros' pass. */
 static int queue_freed(void *ctx, const uint8_t hash[CHUNK_HASH_LEN],
 		       const struct blob_loc *loc)
 {
@@ -1005,33 +1006,23 @@ static uint64_t punch_frames(struct nadb_store *st, const struct freed_frame *f,
 }
 
 /* Free the chunks at zero (chunk_free_zeros) after a sync, a batch at a
- * time while batches free some, in one step, and sync what that counted
- * (their segments' live bytes).  The frames go with the group's, but
- * only once that sync says the deletes are durable too (its WAIT).
- * Under meta_lock. */
+ * time while batches free some.  Nothing is counted (a chunk left the
+ * counts when it reached zero): only frames are queued, to go with the
+ * group's.  Not once the lease lapsed (the script's fence would refuse
+ * it anyway).  Under meta_lock. */
 static void free_zeros(struct nadb_store *st)
 {
-	size_t before = st->nfreed, queued;
-	int rc = step_begin(st);
-	if (!rc) {
-		int more;
-		do {
-			queued = st->nfreed;
-			more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
-		} while (more > 0 && st->nfreed > queued);
-		/* what it counted follows from deletes made for good: kept,
-		 * whatever a later batch did (c->zeros stays set after one
-		 * that failed, for the next sync) */
-		rc = step_end(st, 0);
-		rc = rc ? rc : more < 0 ? more : 0;
-	}
-	int synced = st->kv->ops->unsynced(st->kv) ? sync_group(st) : 0;
-	if (synced) /* not known durable: compaction reclaims them */
-		st->nfreed = st->freed_step = before;
-	rc = rc ? rc : synced;
-	if (rc)
+	if (store_may_change(st))
+		return;
+	size_t queued;
+	int more;
+	do {
+		queued = st->nfreed;
+		more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
+	} while (more > 0 && st->nfreed > queued);
+	if (more < 0) /* c->zeros stays set: the next sync tries again */
 		nadb_log("%s: chunks no key holds any more not freed yet (%s): a later sync "
-			 "frees them", st->dir, strerror(-rc));
+			 "frees them", st->dir, strerror(-more));
 }
 
 /* A sync's metadata commit: commit the group, hand out the frames it
@@ -1097,10 +1088,8 @@ static int commit_group(struct nadb_store *st, struct freed_frame **batch, size_
 	if (!rc && st->kv->apart && !st->settling && chunk_unsettled(&st->chunks) &&
 	    settle_drops(st))
 		st->nfreed = st->freed_step = freed_synced;
-	if (!rc && st->chunks.zeros && !st->settling) {
-		assert(!*finish); /* a backend freeing at zero later syncs whole */
+	if (!rc && st->chunks.zeros && !st->settling)
 		free_zeros(st);
-	}
 	take_freed(st, rc, batch, n);
 	return rc;
 }
