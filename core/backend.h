@@ -168,6 +168,20 @@ struct kv_ops {
 	 * from them.  A store's first claim is 1 (its root).  -ENOSPC when the
 	 * partition (or the partitions) are used up. */
 	int (*claim_inos)(struct kv *kv, uint64_t near, uint64_t n, uint64_t *first);
+	/* Optional (NULL: one process writes the store, and numbers in its
+	 * steps: a get, then puts).  KEY's number in T (a store-wide table
+	 * whose rows are numbers: a uint32_t each, in the host's byte order),
+	 * given now if it has none: the value of counter SEQ (a KV_META row
+	 * of the same kind, the next number to give; 1 where it has none),
+	 * which goes one up.  Both rows are written at once where they are
+	 * stored, not in the group: no step undoes a number given (it stays
+	 * given, as claimed inode numbers do), and several processes
+	 * numbering at once agree on each key's number and never give one
+	 * number twice.  -EBUSY (logged) if the group holds a write of either
+	 * row (a caller that writes them in its steps syncs before it asks);
+	 * -ENOSPC when the counter is used up. */
+	int (*number)(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		      const char *seq, uint32_t *id);
 	/* Optional (NULL: nothing of its own to check): check the backend's
 	 * own bookkeeping, which every scan relies on, before fsck scans.
 	 * Each problem is told to PROBLEM in one line and counted in

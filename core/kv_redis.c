@@ -2823,6 +2823,143 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
 	return 0;
 }
 
+/* ---- numbering (kv_ops.number) -------------------------------------------
+ *
+ * A name's number and the counter it comes from are two rows of partition
+ * 0's sorted tables; a script reads the name's row and, if it has none,
+ * takes the counter's value, puts the counter one higher and the name's
+ * row: at once, outside the group, so that two processes numbering at
+ * once agree (each a step of its own would hand one number to two names).
+ * Then a WAIT, as count_up's, so that a failover does not hand out again
+ * a number the group then relies on.  Numbers are u32 in the host's byte
+ * order, as the engine writes them (NUMBER_FORMAT). */
+
+#if __BYTE_ORDER == __LITTLE_ENDIAN
+#define NUMBER_FORMAT "<I4"
+#else
+#define NUMBER_FORMAT ">I4"
+#endif
+
+/* KEYS[1] the table's sorted set, KEYS[2] meta's; ARGV[1] enc(key) 0,
+ * ARGV[2] enc(counter) 0, ARGV[3] NUMBER_FORMAT.  {number, the counter's
+ * value after}; {-1} when the counter is used up. */
+static const char number_script[] = "#!lua\n"
+	"local function row(z, pre) "
+	"local m = redis.call('ZRANGE', z, '[' .. pre, '(' .. pre:sub(1, -2) .. '\\1', "
+	"'BYLEX', 'LIMIT', 0, 1)[1] "
+	"if not m then return nil end "
+	"if #m ~= #pre + 4 then error('ERR nadb: a number row of the wrong size') end "
+	"return m, struct.unpack(ARGV[3], m:sub(#pre + 1)) end "
+	"local m, id = row(KEYS[1], ARGV[1]) "
+	"local sm, nxt = row(KEYS[2], ARGV[2]) "
+	"nxt = nxt or 1 "
+	"if m then return {id, nxt} end "
+	"if nxt >= 4294967295 then return {-1} end "
+	"if sm then redis.call('ZREM', KEYS[2], sm) end "
+	"redis.call('ZADD', KEYS[2], 0, ARGV[2] .. struct.pack(ARGV[3], nxt + 1)) "
+	"redis.call('ZADD', KEYS[1], 0, ARGV[1] .. struct.pack(ARGV[3], nxt)) "
+	"return {nxt, nxt + 1}";
+
+/* enc(KEY) 0 (encode_key) into a new string *OUT, its length *LEN. */
+static int encoded(const void *key, size_t klen, char **out, size_t *len)
+{
+	if (!(*out = malloc(encoded_len(key, klen) + 1)))
+		return -ENOMEM;
+	*len = encode_key(key, klen, (uint8_t *)*out);
+	return 0;
+}
+
+/* Run number_script for KEY of T and counter SEQ: *ID and the counter's
+ * value after, *NEXT. */
+static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+		      const char *seq, uint32_t *id, uint32_t *next)
+{
+	int replicas = 0;
+	int rc = redis_replicas_in(k->conn, 0, &replicas);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if ((rc = enough_replicas(k, 0, &replicas)))
+		return rc;
+	char *ekey = NULL, *eseq = NULL;
+	size_t ekey_len, eseq_len;
+	char zset[KEY_SIZE], meta[KEY_SIZE];
+	if ((rc = encoded(key, klen, &ekey, &ekey_len)) ||
+	    (rc = encoded(seq, strlen(seq), &eseq, &eseq_len))) {
+		free(ekey);
+		return rc;
+	}
+	const char *eval[] = {"EVAL", number_script, "2", zset, meta, ekey, eseq, NUMBER_FORMAT};
+	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, zset_name(k, t, 0, zset),
+			      zset_name(k, KV_META, 0, meta), ekey_len, eseq_len,
+			      sizeof(NUMBER_FORMAT) - 1};
+	struct redis_wait w;
+	struct redis_cmd cmds[] = {{8, eval, eval_lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
+	redisReply *r[2] = {NULL, NULL};
+	size_t ncmds = replicas > 0 ? 2 : 1;
+	rc = redis_pipeline_in(k->conn, 0, cmds, ncmds, r);
+	free(ekey);
+	free(eseq);
+	if (rc)
+		return -EIO;
+	const redisReply *a = r[0];
+	if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
+	    a->element[0]->type == REDIS_REPLY_INTEGER && a->element[0]->integer == -1) {
+		nadb_log("redis %s: every number of '%s' is used", redis_conn_name(k->conn), seq);
+		rc = -ENOSPC;
+	} else if (a->type != REDIS_REPLY_ARRAY || a->elements != 2 ||
+		   a->element[0]->type != REDIS_REPLY_INTEGER ||
+		   a->element[1]->type != REDIS_REPLY_INTEGER || a->element[0]->integer < 1 ||
+		   a->element[0]->integer >= a->element[1]->integer ||
+		   a->element[1]->integer > UINT32_MAX) {
+		rc = redis_reply_error(k->conn, "numbering", a);
+	} else {
+		*id = (uint32_t)a->element[0]->integer;
+		*next = (uint32_t)a->element[1]->integer;
+	}
+	if (!rc && ncmds == 2)
+		rc = check_wait(k, r[1], replicas);
+	for (size_t i = 0; i < ncmds; i++)
+		freeReplyObject(r[i]);
+	return rc;
+}
+
+static int kvr_number(struct kv *kv, enum kv_table t, const void *key, size_t klen,
+		      const char *seq, uint32_t *id)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(!bucketed(t) && !bucketed(KV_META) && kv_table_ino_at(t) < 0 && !k->follower);
+	release_held(k);
+	size_t slen = strlen(seq);
+	if (overlay_row(k, t, key, klen) || overlay_row(k, KV_META, seq, slen)) {
+		nadb_log("redis %s: numbering in %s while the group holds a write of that "
+			 "row or of counter '%s': sync first", redis_conn_name(k->conn),
+			 kv_table_name(t), seq);
+		return -EBUSY;
+	}
+	struct row *r;
+	int rc = find_anywhere(k, t, key, klen, &r);
+	if (!rc && r->val && r->vlen != sizeof(*id)) {
+		nadb_log("redis %s: a number in %s is damaged (%zu bytes)",
+			 redis_conn_name(k->conn), kv_table_name(t), r->vlen);
+		rc = -EIO;
+	}
+	if (!rc && r->val) {
+		memcpy(id, r->val, sizeof(*id));
+		return 0;
+	}
+	uint32_t next;
+	if (!rc)
+		rc = run_number(k, t, key, klen, seq, id, &next);
+	assert(rc || *id < next);
+	/* The counter is not cached: another process may move it on. */
+	struct overlay *c = cache_of(k);
+	if (c)
+		remove_row(c, KV_META, seq, slen);
+	if (!rc)
+		cache_row(k, t, key, klen, id, sizeof(*id));
+	return rc;
+}
+
 /* ---- rows at zero (kv_ops.free_zeros) -------------------------------------
  *
  * A sync's script notes each counted row whose count reaches 0 in its
@@ -3325,6 +3462,7 @@ static const struct kv_ops redis_kv_ops = {
 	.sync = kvr_sync,
 	.unsynced = kvr_unsynced,
 	.claim_inos = kvr_claim_inos,
+	.number = kvr_number,
 	.check = kvr_check,
 	.publish = kvr_publish,
 	.follow = kvr_follow,

@@ -124,15 +124,20 @@ static int tag_id(struct nadb_store *st, const char *tag, uint32_t *id)
 	return rc;
 }
 
-/* Give TAG an id if it has none.  Inside a step. */
-static int number_tag(struct nadb_store *st, const char *tag)
+/* Tag ids come from counter TAG_ID_SEQ of KV_META (a uint32_t: the next
+ * id to give, 1 where there is none). */
+#define TAG_ID_SEQ "next_tag_id"
+
+/* Give TAG an id in the step if it has none: only where one process
+ * writes the store (or the rebuild, which renumbers every tag). */
+static int number_tag_in_step(struct nadb_store *st, const char *tag)
 {
 	uint32_t id, next = 1;
 	int rc = tag_id(st, tag, &id);
 	if (rc != -ENOENT)
 		return rc;
 	struct kv_val v;
-	rc = st->kv->ops->get(st->kv, KV_META, "next_tag_id", 11, &v);
+	rc = st->kv->ops->get(st->kv, KV_META, TAG_ID_SEQ, strlen(TAG_ID_SEQ), &v);
 	if (!rc && v.len == sizeof(next))
 		memcpy(&next, v.data, sizeof(next));
 	else if (rc != -ENOENT)
@@ -142,10 +147,22 @@ static int number_tag(struct nadb_store *st, const char *tag)
 		return -ENOSPC;
 	}
 	id = next++;
-	rc = st->kv->ops->put(st->kv, KV_META, "next_tag_id", 11, &next, sizeof(next));
+	rc = st->kv->ops->put(st->kv, KV_META, TAG_ID_SEQ, strlen(TAG_ID_SEQ), &next,
+			      sizeof(next));
 	if (!rc)
 		rc = st->kv->ops->put(st->kv, KV_TAG_IDS, tag, strlen(tag), &id, sizeof(id));
 	return rc;
+}
+
+/* Give TAG an id if it has none.  Inside a step; where several processes
+ * may write the store (kv_ops.number), given at once and kept even if
+ * the step is undone (an id no key uses costs a row). */
+static int number_tag(struct nadb_store *st, const char *tag)
+{
+	uint32_t id;
+	if (st->kv->ops->number)
+		return st->kv->ops->number(st->kv, KV_TAG_IDS, tag, strlen(tag), TAG_ID_SEQ, &id);
+	return number_tag_in_step(st, tag);
 }
 
 /* How many keys of INO's partition carry TAG, plus DELTA. */
@@ -1370,7 +1387,7 @@ int tags_rebuild(struct nadb_store *st)
 		rc = st->kv->ops->scan(st->kv, KV_TAGS_OF, NULL, 0, collect_tagged, &l);
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		uint32_t id;
-		rc = number_tag(st, l.t[i].tag);
+		rc = number_tag_in_step(st, l.t[i].tag);
 		if (!rc)
 			rc = tag_id(st, l.t[i].tag, &id);
 		if (!rc)
@@ -1429,7 +1446,7 @@ static int check_ids(struct tag_check *c)
 {
 	struct id_check k = {.c = c, .next = 1};
 	struct kv_val v;
-	int rc = c->st->kv->ops->get(c->st->kv, KV_META, "next_tag_id", 11, &v);
+	int rc = c->st->kv->ops->get(c->st->kv, KV_META, TAG_ID_SEQ, strlen(TAG_ID_SEQ), &v);
 	if (!rc && v.len == sizeof(k.next))
 		memcpy(&k.next, v.data, sizeof(k.next));
 	else if (rc != -ENOENT)

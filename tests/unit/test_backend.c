@@ -22,6 +22,7 @@
 #include "varint.h"
 
 #include <endian.h>
+#include <pthread.h>
 #include <stdint.h>
 
 struct backend {
@@ -1163,6 +1164,105 @@ static bool reads_back(struct blobs *b, const struct blob_loc *loc, const uint8_
 	return ok;
 }
 
+/* Numbering (backend.h's number): a key's number is given once and read
+ * back by every handle; a step undone keeps it; two processes numbering
+ * the same keys at once, in opposite orders, agree on each and never give
+ * one number to two keys. */
+#define NUMBERED 120
+struct numbering {
+	struct kv *kv;
+	bool backwards;
+	uint32_t id[NUMBERED];
+	int rc;
+};
+
+static void *number_all(void *arg)
+{
+	struct numbering *n = arg;
+	for (int i = 0; !n->rc && i < NUMBERED; i++) {
+		int j = n->backwards ? NUMBERED - 1 - i : i;
+		char key[16];
+		snprintf(key, sizeof(key), "race%d", j);
+		n->rc = n->kv->ops->number(n->kv, KV_TAG_IDS, key, strlen(key), "next_test_id",
+					   &n->id[j]);
+	}
+	return NULL;
+}
+
+static int number_s(struct kv *kv, const char *key, uint32_t *id)
+{
+	return kv->ops->number(kv, KV_TAG_IDS, key, strlen(key), "next_test_id", id);
+}
+
+static bool holds_number(struct kv *kv, enum kv_table t, const char *key, uint32_t want)
+{
+	struct kv_val v;
+	return kv->ops->get(kv, t, key, strlen(key), &v) == 0 && v.len == sizeof(want) &&
+	       !memcmp(v.data, &want, sizeof(want));
+}
+
+static bool counter_is(struct kv *kv, uint32_t want)
+{
+	return holds_number(kv, KV_META, "next_test_id", want);
+}
+
+static int put_number(struct kv *kv, enum kv_table t, const char *key, uint32_t n)
+{
+	return kv->ops->put(kv, t, key, strlen(key), &n, sizeof(n));
+}
+
+static void check_numbers(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->number) { /* one process: it numbers in its steps */
+		CHECK(!one->ops->sessions);
+		one->ops->close(one);
+		return;
+	}
+	CHECK(b->open_kv(place, &two) == 0);
+	uint32_t a1 = 0, a2 = 0, b1 = 0, b2 = 0, c = 0;
+	CHECK(number_s(one, "a", &a1) == 0 && a1 == 1);
+	CHECK(number_s(two, "a", &a2) == 0 && a2 == 1);
+	CHECK(number_s(two, "b", &b2) == 0 && b2 == 2);
+	CHECK(number_s(one, "b", &b1) == 0 && b1 == 2);
+	CHECK(counter_is(one, 3) && counter_is(two, 3));
+	/* given in a step that is undone: kept, and seen by the other */
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(number_s(one, "c", &c) == 0 && c == 3);
+	CHECK(one->ops->step_end(one, 0) == 0);
+	CHECK(holds_number(two, KV_TAG_IDS, "c", 3) && holds_number(one, KV_TAG_IDS, "c", 3));
+	/* a write of either row waiting in the group: refused */
+	CHECK(put_number(one, KV_TAG_IDS, "d", 7) == 0);
+	CHECK(number_s(one, "d", &c) == -EBUSY);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(put_number(one, KV_META, "next_test_id", 8) == 0);
+	CHECK(number_s(one, "e", &c) == -EBUSY);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(number_s(two, "d", &c) == 0 && c == 7);
+	CHECK(number_s(two, "e", &c) == 0 && c == 8);
+	/* a row that is no number */
+	CHECK(put_s(one, KV_TAG_IDS, "f", "xy") == 0 && one->ops->sync(one) == 0);
+	CHECK(number_s(two, "f", &c) == -EIO);
+	/* at once, from two processes' handles */
+	struct numbering n[2] = {{.kv = one}, {.kv = two, .backwards = true}};
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_create(&th[i], NULL, number_all, &n[i]) == 0);
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_join(th[i], NULL) == 0 && n[i].rc == 0);
+	bool seen[NUMBERED] = {false};
+	for (int i = 0; i < NUMBERED; i++) {
+		CHECK(n[0].id[i] == n[1].id[i]);
+		CHECK(n[0].id[i] >= 9 && n[0].id[i] < 9 + NUMBERED && !seen[n[0].id[i] - 9]);
+		if (n[0].id[i] >= 9 && n[0].id[i] < 9 + NUMBERED)
+			seen[n[0].id[i] - 9] = true;
+	}
+	CHECK(counter_is(two, 9 + NUMBERED));
+	two->ops->close(two);
+	one->ops->close(one);
+}
+
 static void check_blobs(const struct backend *be, const char *place)
 {
 	struct blobs *b;
@@ -1234,6 +1334,7 @@ int main(void)
 			check_adds(b, place);
 			check_shared_adds(b, place);
 			check_zeros(b, place);
+			check_numbers(b, place);
 			check_blobs(b, place);
 		}
 		if (b->stop)
