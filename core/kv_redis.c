@@ -3059,6 +3059,34 @@ static int free_args(struct kv_redis *k, enum kv_table t, const redisReply *due,
 	return (int)(3 + nkeys + n);
 }
 
+/* Run zeros_free_script (ARGC, ARGV, LENS), its reply into *FREED, then
+ * WAIT for partition 0's replicas: *KEPT when every one connected has the
+ * deletes, so that no failover brings back a row whose frame the caller
+ * then punches (a failover short of that leaves the frames: space). */
+static int free_and_wait(struct kv_redis *k, int argc, const char **argv, const size_t *lens,
+			 redisReply **freed, bool *kept)
+{
+	int replicas = 0;
+	int rc = redis_replicas_in(k->conn, 0, &replicas);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if ((rc = enough_replicas(k, 0, &replicas)))
+		return rc;
+	struct redis_wait w;
+	struct redis_cmd cmds[] = {{argc, argv, lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
+	redisReply *r[2] = {NULL, NULL};
+	size_t ncmds = replicas > 0 ? 2 : 1;
+	if ((rc = redis_pipeline_in(k->conn, 0, cmds, ncmds, r)))
+		return rc == -ENOMEM ? rc : -EIO;
+	*freed = r[0];
+	if (!is_array(r[0]) || r[0]->elements % 2)
+		rc = redis_reply_error(k->conn, "freeing rows at zero", r[0]);
+	*kept = ncmds == 1 || (r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer >= replicas);
+	if (ncmds == 2)
+		freeReplyObject(r[1]);
+	return rc;
+}
+
 static int kvr_free_zeros(struct kv *kv, enum kv_table t, uint64_t grace_ms, kv_scan_fn fn,
 			  void *ctx)
 {
@@ -3095,21 +3123,19 @@ static int kvr_free_zeros(struct kv *kv, enum kv_table t, uint64_t grace_ms, kv_
 	argv[0] = "EVAL", lens[0] = 4;
 	argv[1] = zeros_free_script, lens[1] = sizeof(zeros_free_script) - 1;
 	argv[2] = nkeys, lens[2] = (size_t)snprintf(nkeys, sizeof(nkeys), "%zu", 3 + members);
-	rc = redis_run_in(k->conn, 0, "freeing rows at zero", argc, argv, lens, &freed);
-	if (rc) {
-		rc = rc == -ENOMEM ? rc : -EIO;
+	bool kept = false;
+	if ((rc = free_and_wait(k, argc, argv, lens, &freed, &kept)))
 		goto out;
-	}
-	if (!is_array(freed) || freed->elements % 2) {
-		rc = redis_reply_error(k->conn, "freeing rows at zero", freed);
-		goto out;
-	}
 	for (size_t i = 0; i < freed->elements; i += 2) { /* gone for every read now */
 		const redisReply *f = freed->element[i], *v = freed->element[i + 1];
 		cache_row(k, t, f->str, f->len, NULL, 0);
-		int e = fn(ctx, f->str, f->len, v->str, v->len);
+		int e = kept ? fn(ctx, f->str, f->len, v->str, v->len) : 0;
 		rc = rc ? rc : e < 0 ? e : 0;
 	}
+	if (!kept && freed->elements)
+		nadb_log("redis %s: not every replica confirmed freeing %zu rows at zero: what "
+			 "they name is left as it is (a failover could bring them back)",
+			 redis_conn_name(k->conn), freed->elements / 2);
 out:
 	freeReplyObject(due);
 	if (freed)

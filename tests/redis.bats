@@ -410,29 +410,70 @@ try:
     os.fsync(fd); print("ok")
 except OSError as e:
     print(e.errno)' "$MNT/app/ns/k")" = 5 ]
-	# a replica joins: the next fsync finds it.  Its port is drawn until
-	# one is free (a port next to ours may be a connection's own end, in
-	# the ephemeral range), and the primary must count it online.
-	local rport i
-	mkdir -p "$T/replica"
-	for ((i = 0; i < 20; i++)); do
-		rport=$((20000 + RANDOM % 40000))
-		redis-server --port "$rport" --bind 127.0.0.1 --dir "$T/replica" --save "" \
-			--replicaof 127.0.0.1 "$REDIS_PORT" --logfile "$T/replica/log" >/dev/null &
-		BG_PIDS+=($!)
-		within 5 redis-cli -p "$rport" ping >/dev/null && break
-	done
-	replica_online() {
-		redis-cli -p "$REDIS_PORT" info replication | grep -q '^slave0:.*state=online'
-	}
-	within 30 replica_online || { cat "$T/replica/log"; false; }
+	# a replica joins: the next fsync finds it
+	start_replica
 	[ "$(fsync_write "$MNT/app/ns/k" three)" = ok ]
 	unmount_store_at "$URL" "$MNT"
 	[ "$("$NADB" get "$URL" /app/ns/k)" = three ]
 	# the replica holds it too
 	redis-cli -p "$REDIS_PORT" wait 1 2000 >/dev/null
-	[ "$(redis-cli -p "$rport" dbsize)" = "$(redis-cli -p "$REDIS_PORT" dbsize)" ]
-	redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+	[ "$(redis-cli -p "$RPORT" dbsize)" = "$(redis-cli -p "$REDIS_PORT" dbsize)" ]
+	redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+}
+
+# Start a replica of our server, online once this returns: its port in
+# RPORT (drawn until one is free: a port next to ours may be a
+# connection's own end, in the ephemeral range), its pid in RPID.
+start_replica() {
+	local i
+	mkdir -p "$T/replica"
+	for ((i = 0; i < 20; i++)); do
+		RPORT=$((20000 + RANDOM % 40000))
+		redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$T/replica" --save "" \
+			--replicaof 127.0.0.1 "$REDIS_PORT" --logfile "$T/replica/log" >/dev/null &
+		RPID=$!
+		BG_PIDS+=("$RPID")
+		within 5 redis-cli -p "$RPORT" ping >/dev/null && break
+	done
+	replica_online() {
+		redis-cli -p "$REDIS_PORT" info replication | grep -q '^slave0:.*state=online'
+	}
+	within 30 replica_online || { cat "$T/replica/log"; false; }
+}
+
+# Bytes of the store's frames punched (dead), over every segment.
+punched_bytes() {
+	redis-cli -p "$REDIS_PORT" hvals "{nadb:store:p0}:punched" | awk '{ n += $1 } END { print n + 0 }'
+}
+
+@test "a chunk let go of is punched once the replica confirms its record gone; while the replica lags its frame stays, said in the log; fsck clean" {
+	start_replica
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	head -c 5000 /dev/urandom >"$T/v1"
+	head -c 6000 /dev/urandom >"$T/v2"
+	head -c 7000 /dev/urandom >"$T/v3"
+	cp "$T/v1" "$MNT/app/ns/k"
+	echo flush >"$MNT/.ctl"
+	local before=$(punched_bytes)
+	cp "$T/v2" "$MNT/app/ns/k" # v1's chunk is let go of
+	echo flush >"$MNT/.ctl"
+	[ "$(punched_bytes)" -gt "$before" ]
+	# the replica stops answering: v2's record goes, its frame stays
+	before=$(punched_bytes)
+	kill -STOP "$RPID"
+	cp "$T/v3" "$MNT/app/ns/k"
+	echo flush >"$MNT/.ctl" || true # (the sync's WAIT falls short too: said, not failed)
+	kill -CONT "$RPID"
+	[ "$(punched_bytes)" = "$before" ]
+	grep -q "not every replica confirmed freeing 1 rows at zero" "$LOG"
+	[ "$(chunks_of "$MNT")" = 1 ]
+	cmp "$T/v3" "$MNT/app/ns/k"
+	unmount_store_at "$URL" "$MNT"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
 }
 
 @test "a one-node Redis Cluster holds a store; a cluster that serves no slot is refused with a clear message, nothing written" {
