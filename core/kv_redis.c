@@ -2754,6 +2754,26 @@ static uint64_t kvr_unsynced(struct kv *kv)
 	return k->unsynced + k->nunconfirmed + atomic_load(&k->announce);
 }
 
+/* Run CMD in partition P, then a WAIT for P's replicas in the same round
+ * trip: CMD's reply into R[0], WAIT's into R[1] (NULL: no replica to wait
+ * for), the replicas there are into *REPLICAS.  -EIO, said, when P's
+ * primary has fewer than min_replicas. */
+static int run_then_wait(struct kv_redis *k, uint32_t p, struct redis_cmd cmd, redisReply *r[2],
+			 int *replicas)
+{
+	*replicas = 0;
+	r[0] = r[1] = NULL;
+	int rc = redis_replicas_in(k->conn, p, replicas);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if ((rc = enough_replicas(k, p, replicas)))
+		return rc;
+	struct redis_wait w;
+	struct redis_cmd cmds[] = {cmd, redis_wait_cmd(&w, *replicas, WAIT_MS)};
+	rc = redis_pipeline_in(k->conn, p, cmds, *replicas > 0 ? 2 : 1, r);
+	return rc == -ENOMEM || !rc ? rc : -EIO;
+}
+
 /* INCRBY of counter WHAT of partition P by N, at once and outside the
  * group: what Redis acknowledged is never handed out again, whoever asks
  * next.  Then a WAIT for P's replicas, so that a failover does not take
@@ -2762,31 +2782,24 @@ static uint64_t kvr_unsynced(struct kv *kv)
 static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n,
 		    uint64_t *out)
 {
-	int replicas = 0;
-	int rc = redis_replicas_in(k->conn, p, &replicas);
-	if (rc)
-		return rc == -ENOMEM ? rc : -EIO;
-	if ((rc = enough_replicas(k, p, &replicas)))
-		return rc;
 	char key[KEY_SIZE], by[24];
 	const char *incr[] = {"INCRBY", key, by};
 	size_t incr_lens[] = {6, redis_key(k->conn, p, what, key, KEY_SIZE),
 			      (size_t)snprintf(by, sizeof(by), "%llu", (unsigned long long)n)};
-	struct redis_wait w;
-	struct redis_cmd cmds[] = {{3, incr, incr_lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
-	redisReply *r[2] = {NULL, NULL};
-	size_t ncmds = replicas > 0 ? 2 : 1;
-	rc = redis_pipeline_in(k->conn, p, cmds, ncmds, r);
+	redisReply *r[2];
+	int replicas;
+	int rc = run_then_wait(k, p, (struct redis_cmd){3, incr, incr_lens}, r, &replicas);
 	if (rc)
-		return -EIO;
+		return rc;
 	if (r[0]->type != REDIS_REPLY_INTEGER || r[0]->integer < (long long)n)
 		rc = redis_reply_error(k->conn, "claiming inode numbers", r[0]);
 	else
 		*out = (uint64_t)r[0]->integer;
-	if (!rc && ncmds == 2)
+	if (!rc && r[1])
 		rc = check_wait(k, r[1], replicas);
-	for (size_t i = 0; i < ncmds; i++)
-		freeReplyObject(r[i]);
+	freeReplyObject(r[0]);
+	if (r[1])
+		freeReplyObject(r[1]);
 	return rc;
 }
 
@@ -2874,15 +2887,10 @@ static int encoded(const void *key, size_t klen, char **out, size_t *len)
 static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
 		      const char *seq, uint32_t *id, uint32_t *next)
 {
-	int replicas = 0;
-	int rc = redis_replicas_in(k->conn, 0, &replicas);
-	if (rc)
-		return rc == -ENOMEM ? rc : -EIO;
-	if ((rc = enough_replicas(k, 0, &replicas)))
-		return rc;
 	char *ekey = NULL, *eseq = NULL;
 	size_t ekey_len, eseq_len;
 	char zset[KEY_SIZE], meta[KEY_SIZE];
+	int rc;
 	if ((rc = encoded(key, klen, &ekey, &ekey_len)) ||
 	    (rc = encoded(seq, strlen(seq), &eseq, &eseq_len))) {
 		free(ekey);
@@ -2892,15 +2900,13 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, zset_name(k, t, 0, zset),
 			      zset_name(k, KV_META, 0, meta), ekey_len, eseq_len,
 			      sizeof(NUMBER_FORMAT) - 1};
-	struct redis_wait w;
-	struct redis_cmd cmds[] = {{8, eval, eval_lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
-	redisReply *r[2] = {NULL, NULL};
-	size_t ncmds = replicas > 0 ? 2 : 1;
-	rc = redis_pipeline_in(k->conn, 0, cmds, ncmds, r);
+	redisReply *r[2];
+	int replicas;
+	rc = run_then_wait(k, 0, (struct redis_cmd){8, eval, eval_lens}, r, &replicas);
 	free(ekey);
 	free(eseq);
 	if (rc)
-		return -EIO;
+		return rc;
 	const redisReply *a = r[0];
 	if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
 	    a->element[0]->type == REDIS_REPLY_INTEGER && a->element[0]->integer == -1) {
@@ -2916,10 +2922,11 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 		*id = (uint32_t)a->element[0]->integer;
 		*next = (uint32_t)a->element[1]->integer;
 	}
-	if (!rc && ncmds == 2)
+	if (!rc && r[1])
 		rc = check_wait(k, r[1], replicas);
-	for (size_t i = 0; i < ncmds; i++)
-		freeReplyObject(r[i]);
+	freeReplyObject(r[0]);
+	if (r[1])
+		freeReplyObject(r[1]);
 	return rc;
 }
 
@@ -3066,23 +3073,16 @@ static int free_args(struct kv_redis *k, enum kv_table t, const redisReply *due,
 static int free_and_wait(struct kv_redis *k, int argc, const char **argv, const size_t *lens,
 			 redisReply **freed, bool *kept)
 {
-	int replicas = 0;
-	int rc = redis_replicas_in(k->conn, 0, &replicas);
+	redisReply *r[2];
+	int replicas;
+	int rc = run_then_wait(k, 0, (struct redis_cmd){argc, argv, lens}, r, &replicas);
 	if (rc)
-		return rc == -ENOMEM ? rc : -EIO;
-	if ((rc = enough_replicas(k, 0, &replicas)))
 		return rc;
-	struct redis_wait w;
-	struct redis_cmd cmds[] = {{argc, argv, lens}, redis_wait_cmd(&w, replicas, WAIT_MS)};
-	redisReply *r[2] = {NULL, NULL};
-	size_t ncmds = replicas > 0 ? 2 : 1;
-	if ((rc = redis_pipeline_in(k->conn, 0, cmds, ncmds, r)))
-		return rc == -ENOMEM ? rc : -EIO;
 	*freed = r[0];
 	if (!is_array(r[0]) || r[0]->elements % 2)
 		rc = redis_reply_error(k->conn, "freeing rows at zero", r[0]);
-	*kept = ncmds == 1 || (r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer >= replicas);
-	if (ncmds == 2)
+	*kept = !r[1] || (r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer >= replicas);
+	if (r[1])
 		freeReplyObject(r[1]);
 	return rc;
 }
