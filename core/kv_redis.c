@@ -1133,6 +1133,10 @@ static int walk_server_keys(struct redis_conn *server, void *ctx)
 	return rc;
 }
 
+static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
+			     void (*problem)(void *ctx, const char *line), void *ctx,
+			     uint64_t *problems);
+
 static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
 		     void *ctx, uint64_t *problems)
 {
@@ -1170,6 +1174,9 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 	free(missing);
 	if (!repair || rc)
 		k->parts_unknown = true; /* as Redis lists them, at the next use */
+	for (int t = 0; !rc && t < KV_NTABLES; t++)
+		if (kv_table_counted((enum kv_table)t))
+			rc = check_zeros_noted(k, (enum kv_table)t, repair, problem, ctx, problems);
 	return rc;
 }
 
@@ -2834,6 +2841,155 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
 	k->fresh_first = *first;
 	k->fresh_end = *first + n;
 	return 0;
+}
+
+/* ---- the zeros noted, checked (kv_ops.check) ------------------------------
+ *
+ * Each row at count 0 of a counted table must be a member of its zeros
+ * (or it is never freed: space), and each member must name a row at 0
+ * (or the count it notes is wrong; the free script would drop it).  The
+ * zeros are few (freed at each sync), so they are read whole and each
+ * row at 0 looked up among them. */
+
+struct zeros_walk {
+	const redisReply **members; /* sorted by zeros_order */
+	size_t n;
+	bool *seen;            /* members naming a row at 0 */
+	struct pair *rows;     /* rows at 0 not noted (keys copied) */
+	size_t nrows, cap;
+};
+
+static int zeros_order(const void *a, const void *b)
+{
+	const redisReply *x = *(const redisReply *const *)a, *y = *(const redisReply *const *)b;
+	int c = memcmp(x->str, y->str, x->len < y->len ? x->len : y->len);
+	return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* A row of the counted table: at 0 and not a member, kept (a copy). */
+static int note_row_at_zero(void *ctx, const void *key, size_t klen, const void *val,
+			    size_t vlen)
+{
+	struct zeros_walk *z = ctx;
+	if (!kv_count_is(val, vlen, 0))
+		return 0;
+	redisReply want = {.type = REDIS_REPLY_STRING, .str = (char *)key, .len = klen};
+	const redisReply *w = &want;
+	const redisReply **m = z->n ? bsearch(&w, z->members, z->n, sizeof(*m), zeros_order) : NULL;
+	if (m) {
+		z->seen[m - z->members] = true;
+		return 0;
+	}
+	if (ARRAY_GROW(z->rows, z->nrows, z->cap))
+		return -ENOMEM;
+	char *copy = malloc(klen ? klen : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, key, klen);
+	z->rows[z->nrows++] = (struct pair){.key = copy, .klen = klen};
+	return 0;
+}
+
+/* Members MISSING (the rows' keys) added, scored now; STALE removed. */
+static const char zeros_mend_script[] = "#!lua\n" SERVER_MS
+	"local n = tonumber(ARGV[1]) "
+	"for i = 2, n + 1 do redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) end "
+	"for i = n + 2, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end "
+	"return 0";
+
+static int mend_zeros(struct kv_redis *k, enum kv_table t, const struct zeros_walk *z)
+{
+	size_t stale = 0;
+	for (size_t i = 0; i < z->n; i++)
+		stale += !z->seen[i];
+	size_t argc = 5 + z->nrows + stale;
+	const char **argv = malloc(argc * sizeof(*argv));
+	size_t *lens = malloc(argc * sizeof(*lens));
+	char zeros[KEY_SIZE], n[24];
+	int rc = argv && lens ? 0 : -ENOMEM;
+	if (!rc) {
+		size_t a = 0;
+		argv[a] = "EVAL", lens[a++] = 4;
+		argv[a] = zeros_mend_script, lens[a++] = sizeof(zeros_mend_script) - 1;
+		argv[a] = "1", lens[a++] = 1;
+		argv[a] = zeros, lens[a++] = zeros_name(k, t, 0, zeros);
+		argv[a] = n, lens[a++] = (size_t)snprintf(n, sizeof(n), "%zu", z->nrows);
+		for (size_t i = 0; i < z->nrows; i++)
+			argv[a] = z->rows[i].key, lens[a++] = z->rows[i].klen;
+		for (size_t i = 0; i < z->n; i++)
+			if (!z->seen[i])
+				argv[a] = z->members[i]->str, lens[a++] = z->members[i]->len;
+		assert(a == argc);
+		redisReply *r;
+		rc = redis_run_in(k->conn, 0, "mending the rows at zero", (int)argc, argv, lens,
+				  &r);
+		if (!rc)
+			freeReplyObject(r);
+	}
+	free(argv);
+	free(lens);
+	return rc;
+}
+
+/* Say one problem of the zeros of T (KEY, KLEN: the row's key). */
+static void zeros_problem(enum kv_table t, const char *what, const char *key, size_t klen,
+			  bool repair, void (*problem)(void *ctx, const char *line), void *ctx)
+{
+	char hex[17] = "";
+	for (size_t i = 0; i < klen && i < 8; i++)
+		snprintf(hex + 2 * i, 3, "%02x", (uint8_t)key[i]);
+	char line[300];
+	snprintf(line, sizeof(line), "%s %s%s: %s%s", kv_table_name(t), hex,
+		 klen > 8 ? "..." : "", what, repair ? " (mended)" : "");
+	if (problem)
+		problem(ctx, line);
+}
+
+static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
+			     void (*problem)(void *ctx, const char *line), void *ctx,
+			     uint64_t *problems)
+{
+	char zeros[KEY_SIZE];
+	const char *argv[] = {"ZRANGE", zeros, "0", "-1"};
+	size_t lens[] = {6, zeros_name(k, t, 0, zeros), 1, 2};
+	redisReply *r;
+	int rc = redis_run_in(k->conn, 0, "reading the rows at zero", 4, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	struct zeros_walk z = {.n = is_array(r) ? r->elements : 0};
+	if (!is_array(r))
+		rc = redis_reply_error(k->conn, "reading the rows at zero", r);
+	z.members = malloc((z.n ? z.n : 1) * sizeof(*z.members));
+	z.seen = calloc(z.n ? z.n : 1, sizeof(*z.seen));
+	if (!rc && (!z.members || !z.seen))
+		rc = -ENOMEM;
+	for (size_t i = 0; !rc && i < z.n; i++)
+		if ((z.members[i] = r->element[i])->type != REDIS_REPLY_STRING)
+			rc = redis_reply_error(k->conn, "reading the rows at zero", r);
+	if (!rc && z.n)
+		qsort(z.members, z.n, sizeof(*z.members), zeros_order);
+	if (!rc)
+		rc = kvr_scan(&k->kv, t, NULL, 0, note_row_at_zero, &z);
+	for (size_t i = 0; !rc && i < z.nrows; i++, ++*problems)
+		zeros_problem(t, "at count 0 but not noted to be freed: it never would be",
+			      z.rows[i].key, z.rows[i].klen, repair, problem, ctx);
+	size_t stale = 0;
+	for (size_t i = 0; !rc && i < z.n; i++)
+		if (!z.seen[i]) {
+			zeros_problem(t, "noted to be freed but not at count 0",
+				      z.members[i]->str, z.members[i]->len, repair, problem, ctx);
+			stale++;
+		}
+	*problems += stale;
+	if (!rc && repair && (z.nrows || stale))
+		rc = mend_zeros(k, t, &z);
+	for (size_t i = 0; i < z.nrows; i++)
+		free((void *)z.rows[i].key);
+	free(z.rows);
+	free(z.members);
+	free(z.seen);
+	freeReplyObject(r);
+	return rc;
 }
 
 /* ---- numbering (kv_ops.number) -------------------------------------------

@@ -382,6 +382,36 @@ EOF
 	unmount_store_at "$URL" "$MNT"
 }
 
+@test "a chunk record at zero not noted to be freed (never would be): fsck names it, --repair mends it; the value reads back" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	echo -n one >"$MNT/app/ns/k"
+	unmount_store_at "$URL" "$MNT"
+	# every chunk record's count set to 0 behind the store's back (its
+	# first byte: the count, a varint), no note made
+	redis-cli -p "$REDIS_PORT" eval "
+		local n = 0
+		for _, b in ipairs(redis.call('KEYS', '{nadb:store:p0}:t:chunks:b:*')) do
+			local h = redis.call('HGETALL', b)
+			for i = 1, #h, 2 do
+				redis.call('HSET', b, h[i], string.char(0) .. h[i + 1]:sub(2)); n = n + 1
+			end
+		end
+		return n" 0 >"$T/n"
+	[ "$(cat "$T/n")" = 1 ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"at count 0 but not noted to be freed: it never would be"* ]]
+	run "$NADB" fsck --repair "$URL"
+	echo "$output"
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$("$NADB" get "$URL" /app/ns/k)" = one ]
+	[ "$(redis-cli -p "$REDIS_PORT" zcard "{nadb:store:p0}:t:chunks:zeros")" = 0 ]
+}
+
 @test "-o min_replicas=1: fsync fails with EIO while the server has no replica, and works once one is connected" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/ns"
