@@ -706,6 +706,13 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 	return rc;
 }
 
+int chunk_note_zero(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN])
+{
+	struct chunk_rec rec;
+	int rc = frees_later(c) ? get_rec(c, hash, &rec) : 0;
+	return rc || !frees_later(c) || rec.refs ? rc : put_rec(c, hash, &rec);
+}
+
 /* A record free_zeros deleted: its frame is dead now. */
 static int freed_at_zero(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {

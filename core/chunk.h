@@ -151,6 +151,10 @@ void chunk_release(struct chunker *c);
 /* fsck: set the reference count to REFS at once (a damaged count may be
  * billions away from the right one); at zero the chunk goes. */
 int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs);
+/* fsck --repair: a record at zero references written again as it is, so
+ * that a store that frees at zero later (kv_ops.free_zeros) notes it to
+ * be freed if its note was lost; nothing where it frees at once. */
+int chunk_note_zero(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN]);
 int chunk_locate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		 struct chunk_loc *out);
 /* The same, -ENOENT without a word if the chunk is not stored: a

@@ -384,6 +384,17 @@ static int set_refs(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN], uint32_t
 	return rc;
 }
 
+/* A chunk no value names, at zero references rightly: noted again to be
+ * freed, where the store frees after a grace (the backend's check may
+ * have found its note lost). */
+static int note_zero(struct fsck *f, const uint8_t hash[CHUNK_HASH_LEN])
+{
+	int rc = step_begin(f->st);
+	if (!rc)
+		rc = step_end(f->st, chunk_note_zero(&f->st->chunks, hash));
+	return rc;
+}
+
 struct referrers {
 	struct fsck *f;
 	const uint8_t *hash;
@@ -629,6 +640,8 @@ static int check_chunks(struct fsck *f, bool repair)
 				row->refs, want, want ? "" : " (orphan)");
 			if (repair && !set_refs(f, row->hash, want))
 				f->res->repaired++;
+		} else if (repair && !want && (rc = note_zero(f, row->hash))) {
+			break;
 		}
 	}
 	for (size_t i = 0; !rc && i < f->chunks.cap; i++) {

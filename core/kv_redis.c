@@ -1717,7 +1717,9 @@ static void end_cmd(struct batch *b)
  *  - count_text(c): C as a varint;
  *  - zero_noted(z, f, was, c): row F's count went from WAS (nil: no row)
  *    to C; a count that reaches 0 is noted in the sorted set Z with the
- *    server's clock (ms), one that leaves it is taken out (free_zeros).
+ *    server's clock (ms), one that leaves it is taken out (free_zeros);
+ *    one written at 0 again keeps its note and time, or is noted if its
+ *    note was lost (fsck --repair puts such records again).
  * (After SERVER_MS_FN.) */
 #define COUNT_FUNCTIONS                                                                 \
 	"local function count_of(v) "                                                   \
@@ -1739,6 +1741,7 @@ static void end_cmd(struct batch *b)
 	"return table.concat(out) end "                                                 \
 	"local function zero_noted(z, f, was, c) "                                      \
 	"if c == 0 and was ~= 0 then redis.call('ZADD', z, server_ms(), f) "            \
+	"elseif c == 0 then redis.call('ZADD', z, 'NX', server_ms(), f) "               \
 	"elseif c and c > 0 and was == 0 then redis.call('ZREM', z, f) end end "
 /* The hashes and sets of zeros the counted writes write are KEYS too,
  * after the fences: on a cluster
@@ -2158,14 +2161,20 @@ static int note_confirmed(struct kv_redis *k, uint32_t p, bool confirmed)
 /* Fewer replicas than are connected confirmed the writes: said, and
  * failed only when fewer than min_replicas did (the primary's AOF has
  * them already). */
-static int check_wait(struct kv_redis *k, const redisReply *r, int replicas)
+static int check_wait_of(struct kv_redis *k, const char *what, const redisReply *r,
+			 int replicas)
 {
 	long long got = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 	if (got < replicas)
-		nadb_log("redis %s: only %lld of %d replicas confirmed a sync within %d ms%s",
-			 redis_conn_name(k->conn), got, replicas, WAIT_MS,
+		nadb_log("redis %s: only %lld of %d replicas confirmed %s within %d ms%s",
+			 redis_conn_name(k->conn), got, replicas, what, WAIT_MS,
 			 got < k->min_replicas ? " (fewer than min_replicas: it fails)" : "");
 	return got < k->min_replicas ? -EIO : 0;
+}
+
+static int check_wait(struct kv_redis *k, const redisReply *r, int replicas)
+{
+	return check_wait_of(k, "a sync", r, replicas);
 }
 
 /* Say that partition P's primary has too few replicas for min_replicas. */
@@ -2803,7 +2812,7 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 	else
 		*out = (uint64_t)r[0]->integer;
 	if (!rc && r[1])
-		rc = check_wait(k, r[1], replicas);
+		rc = check_wait_of(k, "a claim of numbers", r[1], replicas);
 	freeReplyObject(r[0]);
 	if (r[1])
 		freeReplyObject(r[1]);
@@ -2849,7 +2858,11 @@ static int kvr_claim_inos(struct kv *kv, uint64_t near, uint64_t n, uint64_t *fi
  * (or it is never freed: space), and each member must name a row at 0
  * (or the count it notes is wrong; the free script would drop it).  The
  * zeros are few (freed at each sync), so they are read whole and each
- * row at 0 looked up among them. */
+ * row at 0 looked up among them.  Repair drops the members naming no
+ * row at 0 at once (a member gone frees nothing), but notes no row: the
+ * count of a row at 0 may be wrong, which the caller's own checks find
+ * later and mend in its group; a row it finds at 0 rightly it writes
+ * again at 0, and the sync's script notes it then (zero_noted). */
 
 struct zeros_walk {
 	const redisReply **members; /* sorted by zeros_order */
@@ -2890,39 +2903,26 @@ static int note_row_at_zero(void *ctx, const void *key, size_t klen, const void 
 	return 0;
 }
 
-/* Members MISSING (the rows' keys) added, scored now; STALE removed. */
-static const char zeros_mend_script[] = "#!lua\n" SERVER_MS
-	"local n = tonumber(ARGV[1]) "
-	"for i = 2, n + 1 do redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) end "
-	"for i = n + 2, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end "
-	"return 0";
-
-static int mend_zeros(struct kv_redis *k, enum kv_table t, const struct zeros_walk *z)
+/* Members of T's zeros naming no row at 0 (STALE of Z's) removed. */
+static int drop_stale_zeros(struct kv_redis *k, enum kv_table t, const struct zeros_walk *z,
+			    size_t stale)
 {
-	size_t stale = 0;
-	for (size_t i = 0; i < z->n; i++)
-		stale += !z->seen[i];
-	size_t argc = 5 + z->nrows + stale;
+	size_t argc = 2 + stale;
 	const char **argv = malloc(argc * sizeof(*argv));
 	size_t *lens = malloc(argc * sizeof(*lens));
-	char zeros[KEY_SIZE], n[24];
+	char zeros[KEY_SIZE];
 	int rc = argv && lens ? 0 : -ENOMEM;
 	if (!rc) {
 		size_t a = 0;
-		argv[a] = "EVAL", lens[a++] = 4;
-		argv[a] = zeros_mend_script, lens[a++] = sizeof(zeros_mend_script) - 1;
-		argv[a] = "1", lens[a++] = 1;
+		argv[a] = "ZREM", lens[a++] = 4;
 		argv[a] = zeros, lens[a++] = zeros_name(k, t, 0, zeros);
-		argv[a] = n, lens[a++] = (size_t)snprintf(n, sizeof(n), "%zu", z->nrows);
-		for (size_t i = 0; i < z->nrows; i++)
-			argv[a] = z->rows[i].key, lens[a++] = z->rows[i].klen;
 		for (size_t i = 0; i < z->n; i++)
 			if (!z->seen[i])
 				argv[a] = z->members[i]->str, lens[a++] = z->members[i]->len;
 		assert(a == argc);
 		redisReply *r;
-		rc = redis_run_in(k->conn, 0, "mending the rows at zero", (int)argc, argv, lens,
-				  &r);
+		rc = redis_run_in(k->conn, 0, "dropping notes of rows at zero", (int)argc, argv,
+				  lens, &r);
 		if (!rc)
 			freeReplyObject(r);
 	}
@@ -2933,14 +2933,14 @@ static int mend_zeros(struct kv_redis *k, enum kv_table t, const struct zeros_wa
 
 /* Say one problem of the zeros of T (KEY, KLEN: the row's key). */
 static void zeros_problem(enum kv_table t, const char *what, const char *key, size_t klen,
-			  bool repair, void (*problem)(void *ctx, const char *line), void *ctx)
+			  const char *mend, void (*problem)(void *ctx, const char *line), void *ctx)
 {
 	char hex[17] = "";
 	for (size_t i = 0; i < klen && i < 8; i++)
 		snprintf(hex + 2 * i, 3, "%02x", (uint8_t)key[i]);
 	char line[300];
 	snprintf(line, sizeof(line), "%s %s%s: %s%s", kv_table_name(t), hex,
-		 klen > 8 ? "..." : "", what, repair ? " (mended)" : "");
+		 klen > 8 ? "..." : "", what, mend);
 	if (problem)
 		problem(ctx, line);
 }
@@ -2972,17 +2972,19 @@ static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 		rc = kvr_scan(&k->kv, t, NULL, 0, note_row_at_zero, &z);
 	for (size_t i = 0; !rc && i < z.nrows; i++, ++*problems)
 		zeros_problem(t, "at count 0 but not noted to be freed: it never would be",
-			      z.rows[i].key, z.rows[i].klen, repair, problem, ctx);
+			      z.rows[i].key, z.rows[i].klen,
+			      repair ? " (noted once its count is checked)" : "", problem, ctx);
 	size_t stale = 0;
 	for (size_t i = 0; !rc && i < z.n; i++)
 		if (!z.seen[i]) {
 			zeros_problem(t, "noted to be freed but not at count 0",
-				      z.members[i]->str, z.members[i]->len, repair, problem, ctx);
+				      z.members[i]->str, z.members[i]->len,
+				      repair ? " (note dropped)" : "", problem, ctx);
 			stale++;
 		}
 	*problems += stale;
-	if (!rc && repair && (z.nrows || stale))
-		rc = mend_zeros(k, t, &z);
+	if (!rc && repair && stale)
+		rc = drop_stale_zeros(k, t, &z, stale);
 	for (size_t i = 0; i < z.nrows; i++)
 		free((void *)z.rows[i].key);
 	free(z.rows);
@@ -3009,24 +3011,28 @@ static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 #define NUMBER_FORMAT ">I4"
 #endif
 
-/* KEYS[1] the table's sorted set, KEYS[2] meta's; ARGV[1] enc(key) 0,
- * ARGV[2] enc(counter) 0, ARGV[3] NUMBER_FORMAT.  {number, the counter's
- * value after}; {-1} when the counter is used up. */
-static const char number_script[] = "#!lua\n"
+/* KEYS[1] partition 0's fence, KEYS[2] the table's sorted set, KEYS[3]
+ * meta's; ARGV[1] our generation (a writer whose store was taken over
+ * numbers nothing: "Fencing"), ARGV[2] enc(key) 0, ARGV[3] enc(counter)
+ * 0, ARGV[4] NUMBER_FORMAT.  {number, the counter's value after}; {-1}
+ * when the counter is used up. */
+static const char number_script[] = "#!lua\n" FENCE_READ
+	"if f > g then return redis.error_reply('" FENCE_ERROR " the store is written by a "
+	"later holder of its lock') end "
 	"local function row(z, pre) "
 	"local m = redis.call('ZRANGE', z, '[' .. pre, '(' .. pre:sub(1, -2) .. '\\1', "
 	"'BYLEX', 'LIMIT', 0, 1)[1] "
 	"if not m then return nil end "
 	"if #m ~= #pre + 4 then error('ERR nadb: a number row of the wrong size') end "
-	"return m, struct.unpack(ARGV[3], m:sub(#pre + 1)) end "
-	"local m, id = row(KEYS[1], ARGV[1]) "
-	"local sm, nxt = row(KEYS[2], ARGV[2]) "
+	"return m, struct.unpack(ARGV[4], m:sub(#pre + 1)) end "
+	"local m, id = row(KEYS[2], ARGV[2]) "
+	"local sm, nxt = row(KEYS[3], ARGV[3]) "
 	"nxt = nxt or 1 "
 	"if m then return {id, nxt} end "
 	"if nxt >= 4294967295 then return {-1} end "
-	"if sm then redis.call('ZREM', KEYS[2], sm) end "
-	"redis.call('ZADD', KEYS[2], 0, ARGV[2] .. struct.pack(ARGV[3], nxt + 1)) "
-	"redis.call('ZADD', KEYS[1], 0, ARGV[1] .. struct.pack(ARGV[3], nxt)) "
+	"if sm then redis.call('ZREM', KEYS[3], sm) end "
+	"redis.call('ZADD', KEYS[3], 0, ARGV[3] .. struct.pack(ARGV[4], nxt + 1)) "
+	"redis.call('ZADD', KEYS[2], 0, ARGV[2] .. struct.pack(ARGV[4], nxt)) "
 	"return {nxt, nxt + 1}";
 
 /* enc(KEY) 0 (encode_key) into a new string *OUT, its length *LEN. */
@@ -3045,20 +3051,21 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 {
 	char *ekey = NULL, *eseq = NULL;
 	size_t ekey_len, eseq_len;
-	char zset[KEY_SIZE], meta[KEY_SIZE];
+	char fence[KEY_SIZE], zset[KEY_SIZE], meta[KEY_SIZE];
 	int rc;
 	if ((rc = encoded(key, klen, &ekey, &ekey_len)) ||
 	    (rc = encoded(seq, strlen(seq), &eseq, &eseq_len))) {
 		free(ekey);
 		return rc;
 	}
-	const char *eval[] = {"EVAL", number_script, "2", zset, meta, ekey, eseq, NUMBER_FORMAT};
-	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, zset_name(k, t, 0, zset),
-			      zset_name(k, KV_META, 0, meta), ekey_len, eseq_len,
-			      sizeof(NUMBER_FORMAT) - 1};
+	const char *eval[] = {"EVAL", number_script, "3", fence, zset, meta, k->fence_gen,
+			      ekey, eseq, NUMBER_FORMAT};
+	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, fence_name(k, 0, fence),
+			      zset_name(k, t, 0, zset), zset_name(k, KV_META, 0, meta),
+			      k->fence_gen_len, ekey_len, eseq_len, sizeof(NUMBER_FORMAT) - 1};
 	redisReply *r[2];
 	int replicas;
-	rc = run_then_wait(k, 0, (struct redis_cmd){8, eval, eval_lens}, r, &replicas);
+	rc = run_then_wait(k, 0, (struct redis_cmd){10, eval, eval_lens}, r, &replicas);
 	free(ekey);
 	free(eseq);
 	if (rc)
@@ -3079,7 +3086,7 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 		*next = (uint32_t)a->element[1]->integer;
 	}
 	if (!rc && r[1])
-		rc = check_wait(k, r[1], replicas);
+		rc = check_wait_of(k, "a number given", r[1], replicas);
 	freeReplyObject(r[0]);
 	if (r[1])
 		freeReplyObject(r[1]);
@@ -3099,24 +3106,20 @@ static int kvr_number(struct kv *kv, enum kv_table t, const void *key, size_t kl
 			 kv_table_name(t), seq);
 		return -EBUSY;
 	}
-	struct row *r;
-	int rc = find_anywhere(k, t, key, klen, &r);
-	if (!rc && r->val && r->vlen != sizeof(*id)) {
-		nadb_log("redis %s: a number in %s is damaged (%zu bytes)",
-			 redis_conn_name(k->conn), kv_table_name(t), r->vlen);
-		rc = -EIO;
-	}
-	if (!rc && r->val) {
+	/* Only what the cache holds is answered without the script: a
+	 * number read from Redis may be one whose WAIT fell short, which
+	 * the script's WAIT covers before we rely on it. */
+	struct overlay *c = cache_of(k);
+	struct row *r = c ? find_row(c, t, key, klen) : NULL;
+	if (r && r->val && r->vlen == sizeof(*id)) {
 		memcpy(id, r->val, sizeof(*id));
 		return 0;
 	}
 	uint32_t next;
-	if (!rc)
-		rc = run_number(k, t, key, klen, seq, id, &next);
+	int rc = run_number(k, t, key, klen, seq, id, &next);
 	assert(rc || *id < next);
 	/* The counter is not cached: another process may move it on. */
-	struct overlay *c = cache_of(k);
-	if (c)
+	if ((c = cache_of(k)))
 		remove_row(c, KV_META, seq, slen);
 	if (!rc)
 		cache_row(k, t, key, klen, id, sizeof(*id));

@@ -382,7 +382,7 @@ EOF
 	unmount_store_at "$URL" "$MNT"
 }
 
-@test "a chunk record at zero not noted to be freed (never would be): fsck names it, --repair mends it; the value reads back" {
+@test "a chunk record at zero not noted to be freed (never would be): fsck names it; --repair sets its count from the values naming it; the value reads back" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/ns"
 	echo -n one >"$MNT/app/ns/k"
@@ -403,13 +403,19 @@ EOF
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"at count 0 but not noted to be freed: it never would be"* ]]
+	[[ "$output" == *"has refcount 0, but 1 references"* ]]
 	run "$NADB" fsck --repair "$URL"
 	echo "$output"
+	[[ "$output" == *"not noted to be freed: it never would be (noted once its count is checked)"* ]]
+	# its count was wrong: set right, it is not noted, and stays
+	[ "$(redis-cli -p "$REDIS_PORT" zcard "{nadb:store:p0}:t:chunks:zeros")" = 0 ]
 	run "$NADB" fsck "$URL"
 	echo "$output"
 	[ "$status" -eq 0 ]
+	mount_store_at "$URL" "$MNT"
+	[ "$(cat "$MNT/app/ns/k")" = one ]
+	unmount_store_at "$URL" "$MNT"
 	[ "$("$NADB" get "$URL" /app/ns/k)" = one ]
-	[ "$(redis-cli -p "$REDIS_PORT" zcard "{nadb:store:p0}:t:chunks:zeros")" = 0 ]
 }
 
 @test "-o min_replicas=1: fsync fails with EIO while the server has no replica, and works once one is connected" {

@@ -1227,11 +1227,15 @@ static void check_numbers(const struct backend *b, const char *place)
 	CHECK(number_s(two, "b", &b2) == 0 && b2 == 2);
 	CHECK(number_s(one, "b", &b1) == 0 && b1 == 2);
 	CHECK(counter_is(one, 3) && counter_is(two, 3));
+	/* numbered by one while two holds it as absent: two gets one's */
+	uint32_t x1 = 0, x2 = 0;
+	CHECK(!holds_number(two, KV_TAG_IDS, "x", 0) && number_s(one, "x", &x1) == 0 && x1 == 3);
+	CHECK(number_s(two, "x", &x2) == 0 && x2 == 3 && counter_is(two, 4));
 	/* given in a step that is undone: kept, and seen by the other */
 	CHECK(one->ops->step_begin(one) == 0);
-	CHECK(number_s(one, "c", &c) == 0 && c == 3);
+	CHECK(number_s(one, "c", &c) == 0 && c == 4);
 	CHECK(one->ops->step_end(one, 0) == 0);
-	CHECK(holds_number(two, KV_TAG_IDS, "c", 3) && holds_number(one, KV_TAG_IDS, "c", 3));
+	CHECK(holds_number(two, KV_TAG_IDS, "c", 4) && holds_number(one, KV_TAG_IDS, "c", 4));
 	/* a write of either row waiting in the group: refused */
 	CHECK(put_number(one, KV_TAG_IDS, "d", 7) == 0);
 	CHECK(number_s(one, "d", &c) == -EBUSY);
