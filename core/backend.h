@@ -185,9 +185,11 @@ struct kv_ops {
 	/* Optional (NULL: nothing of its own to check): check the backend's
 	 * own bookkeeping, which every scan relies on, before fsck scans.
 	 * Each problem is told to PROBLEM in one line and counted in
-	 * *PROBLEMS; with REPAIR, mended (and the mends made durable). */
+	 * *PROBLEMS; with REPAIR, those it mends itself (the mends made
+	 * durable) in *MENDED too: the others are the caller's checks' to
+	 * find and mend (the line says so). */
 	int (*check)(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
-		     void *ctx, uint64_t *problems);
+		     void *ctx, uint64_t *problems, uint64_t *mended);
 	/* Optional, both (NULL: one process at a time opens the store).  A
 	 * store one process writes while others follow it (follow.c):
 	 *

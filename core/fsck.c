@@ -1059,11 +1059,11 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	 * (on Redis, the partitions a scan walks). */
 	int rc = 0;
 	if (st->kv->ops->check) {
-		uint64_t n = 0;
-		rc = st->kv->ops->check(st->kv, repair, report, ctx, &n);
+		uint64_t n = 0, mended = 0;
+		rc = st->kv->ops->check(st->kv, repair, report, ctx, &n, &mended);
 		res->problems += n;
 		if (repair && !rc)
-			res->repaired += n;
+			res->repaired += mended;
 	}
 	/* Repairs that change what the checks below count come first. */
 	if (!rc && repair)

@@ -1135,13 +1135,13 @@ static int walk_server_keys(struct redis_conn *server, void *ctx)
 
 static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 			     void (*problem)(void *ctx, const char *line), void *ctx,
-			     uint64_t *problems);
+			     uint64_t *problems, uint64_t *mended);
 
 static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
-		     void *ctx, uint64_t *problems)
+		     void *ctx, uint64_t *problems, uint64_t *mended)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	*problems = 0;
+	*problems = *mended = 0;
 	struct key_walk w = {k, repair, problem, ctx, problems, NULL, 0, 0};
 	int rc = load_parts(k);
 	if (!rc)
@@ -1174,9 +1174,12 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 	free(missing);
 	if (!repair || rc)
 		k->parts_unknown = true; /* as Redis lists them, at the next use */
+	else
+		*mended += nmissing;
 	for (int t = 0; !rc && t < KV_NTABLES; t++)
 		if (kv_table_counted((enum kv_table)t))
-			rc = check_zeros_noted(k, (enum kv_table)t, repair, problem, ctx, problems);
+			rc = check_zeros_noted(k, (enum kv_table)t, repair, problem, ctx, problems,
+					       mended);
 	return rc;
 }
 
@@ -2109,6 +2112,18 @@ static void free_batch(struct batch *b)
 	free(b->deltas);
 }
 
+/* Is R our scripts' refusal of a writer whose store was taken over
+ * (FENCE_ERROR)?  Then WHAT is said to be refused, and -ENOLCK; else 0. */
+static int fenced_out(struct kv_redis *k, const redisReply *r, const char *what)
+{
+	if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, FENCE_ERROR " ", sizeof(FENCE_ERROR)))
+		return 0;
+	nadb_log("redis %s: %s was refused: another daemon took the store over (lock "
+		 "generation %s is not the last): stop writing", redis_conn_name(k->conn), what,
+		 k->fence_gen);
+	return -ENOLCK;
+}
+
 /* Did the transaction run whole?  0, or the errno of the reply that says
  * why not (logged once). */
 static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
@@ -2119,12 +2134,9 @@ static int check_exec(struct kv_redis *k, redisReply **replies, size_t exec)
 			const redisReply *e = r->element[i];
 			if (e->type != REDIS_REPLY_ERROR)
 				continue;
-			if (!strncmp(e->str, FENCE_ERROR " ", sizeof(FENCE_ERROR))) {
-				nadb_log("redis %s: a sync was refused: another daemon took "
-					 "the store over (lock generation %s is not the last): "
-					 "stop writing", redis_conn_name(k->conn), k->fence_gen);
-				return -ENOLCK;
-			}
+			int rc = fenced_out(k, e, "a sync");
+			if (rc)
+				return rc;
 			if (!strncmp(e->str, DAMAGED_ERROR " ", sizeof(DAMAGED_ERROR)))
 				return redis_reply_error(k->conn, "a sync was refused, nothing "
 							 "written (nadb fsck)", e);
@@ -2947,7 +2959,7 @@ static void zeros_problem(enum kv_table t, const char *what, const char *key, si
 
 static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 			     void (*problem)(void *ctx, const char *line), void *ctx,
-			     uint64_t *problems)
+			     uint64_t *problems, uint64_t *mended)
 {
 	char zeros[KEY_SIZE];
 	const char *argv[] = {"ZRANGE", zeros, "0", "-1"};
@@ -2983,8 +2995,8 @@ static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 			stale++;
 		}
 	*problems += stale;
-	if (!rc && repair && stale)
-		rc = drop_stale_zeros(k, t, &z, stale);
+	if (!rc && repair && stale && !(rc = drop_stale_zeros(k, t, &z, stale)))
+		*mended += stale;
 	for (size_t i = 0; i < z.nrows; i++)
 		free((void *)z.rows[i].key);
 	free(z.rows);
@@ -3071,7 +3083,9 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 	if (rc)
 		return rc;
 	const redisReply *a = r[0];
-	if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
+	if ((rc = fenced_out(k, a, "numbering"))) {
+		/* said */
+	} else if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
 	    a->element[0]->type == REDIS_REPLY_INTEGER && a->element[0]->integer == -1) {
 		nadb_log("redis %s: every number of '%s' is used", redis_conn_name(k->conn), seq);
 		rc = -ENOSPC;
@@ -3106,9 +3120,11 @@ static int kvr_number(struct kv *kv, enum kv_table t, const void *key, size_t kl
 			 kv_table_name(t), seq);
 		return -EBUSY;
 	}
-	/* Only what the cache holds is answered without the script: a
-	 * number read from Redis may be one whose WAIT fell short, which
-	 * the script's WAIT covers before we rely on it. */
+	/* What the cache holds is answered without the script: a number
+	 * this process gave (after its WAIT) or read, trusted as every row
+	 * read is (what a primary holds and has not replicated yet is read
+	 * as any other row is: the sync's WAIT is what fsync promises).
+	 * Else the script, which answers a number another gave too. */
 	struct overlay *c = cache_of(k);
 	struct row *r = c ? find_row(c, t, key, klen) : NULL;
 	if (r && r->val && r->vlen == sizeof(*id)) {
@@ -3238,7 +3254,8 @@ static int free_and_wait(struct kv_redis *k, int argc, const char **argv, const 
 	if (rc)
 		return rc;
 	*freed = r[0];
-	if (!is_array(r[0]) || r[0]->elements % 2)
+	if (!(rc = fenced_out(k, r[0], "freeing rows at zero")) &&
+	    (!is_array(r[0]) || r[0]->elements % 2))
 		rc = redis_reply_error(k->conn, "freeing rows at zero", r[0]);
 	*kept = !r[1] || (r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer >= replicas);
 	if (r[1])

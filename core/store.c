@@ -1020,7 +1020,9 @@ static void free_zeros(struct nadb_store *st)
 		queued = st->nfreed;
 		more = chunk_free_zeros(&st->chunks, ZERO_GRACE_MS);
 	} while (more > 0 && st->nfreed > queued);
-	if (more < 0) /* c->zeros stays set: the next sync tries again */
+	if (more == -ENOLCK)
+		store_lose_lock(st, "freeing chunks at zero was fenced off");
+	else if (more < 0) /* c->zeros stays set: the next sync tries again */
 		nadb_log("%s: chunks no key holds any more not freed yet (%s): a later sync "
 			 "frees them", st->dir, strerror(-more));
 }

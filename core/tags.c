@@ -160,9 +160,14 @@ static int number_tag_in_step(struct nadb_store *st, const char *tag)
 static int number_tag(struct nadb_store *st, const char *tag)
 {
 	uint32_t id;
-	if (st->kv->ops->number)
-		return st->kv->ops->number(st->kv, KV_TAG_IDS, tag, strlen(tag), TAG_ID_SEQ, &id);
-	return number_tag_in_step(st, tag);
+	if (!st->kv->ops->number)
+		return number_tag_in_step(st, tag);
+	int rc = st->kv->ops->number(st->kv, KV_TAG_IDS, tag, strlen(tag), TAG_ID_SEQ, &id);
+	if (rc == -ENOLCK) {
+		store_lose_lock(st, "numbering a tag was fenced off");
+		rc = -EIO;
+	}
+	return rc;
 }
 
 /* How many keys of INO's partition carry TAG, plus DELTA. */

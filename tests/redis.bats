@@ -418,6 +418,35 @@ EOF
 	[ "$("$NADB" get "$URL" /app/ns/k)" = one ]
 }
 
+@test "a chunk record at zero that no value names, its note lost: fsck names it, --repair notes it again, and it is freed" {
+	mount_store_at "$URL" "$MNT"
+	mkdir -p "$MNT/app/ns"
+	echo -n one >"$MNT/app/ns/k"
+	unmount_store_at "$URL" "$MNT"
+	# a record (hash 0xaa x 16) at count 0 naming a frame in segment
+	# 99999, which does not exist, in its bucket; no note
+	local p0="{nadb:store:p0}"
+	redis-cli -p "$REDIS_PORT" eval "
+		local h, b = string.rep(string.char(170), 16), string.char(170, 160)
+		redis.call('HSET', KEYS[1] .. b, h, string.char(0, 159, 141, 6, 0, 5, 0, 0, 0))
+		return redis.call('ZADD', KEYS[2], 0, b)" 2 "$p0:t:chunks:b:" "$p0:t:chunks:z" >/dev/null
+	stray() { redis-cli -p "$REDIS_PORT" --no-raw hexists "$p0:t:chunks:b:$(printf '\xaa\xa0')" "$(printf '\xaa%.0s' $(seq 16))"; }
+	[ "$(stray)" = "(integer) 1" ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"chunks aaaaaaaaaaaaaaaa...: at count 0 but not noted to be freed"* ]]
+	run "$NADB" fsck --repair "$URL"
+	echo "$output"
+	mount_store_at "$URL" "$MNT"
+	[ "$(cat "$MNT/app/ns/k")" = one ]
+	unmount_store_at "$URL" "$MNT"
+	[ "$(stray)" = "(integer) 0" ]
+	run "$NADB" fsck "$URL"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 @test "-o min_replicas=1: fsync fails with EIO while the server has no replica, and works once one is connected" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/ns"

@@ -371,9 +371,9 @@ static void check_partitions_set(struct redis_server *s)
 	if (failures)
 		return;
 	int rows = 0, told = 0;
-	uint64_t problems = 9;
+	uint64_t problems = 9, mended = 9;
 	CHECK(kv->ops->scan(kv, KV_XATTRS, NULL, 0, count_one, &rows) == 0 && rows == 0);
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0);
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0);
 	CHECK(problems == 1 && told == 1);
 	/* a group synced after a check (partition 0's row and a new
 	 * partition's): scans still walk partition 0 */
@@ -389,14 +389,15 @@ static void check_partitions_set(struct redis_server *s)
 	CHECK(kv->ops->sync(kv) == 0);
 	rows = 0;
 	CHECK(kv->ops->scan(kv, KV_XATTRS, NULL, 0, count_one, &rows) == 0 && rows == 2);
-	CHECK(kv->ops->check(kv, true, note_problem, &told, &problems) == 0 && problems == 1);
+	CHECK(kv->ops->check(kv, true, note_problem, &told, &problems, &mended) == 0 &&
+	      problems == 1 && mended == 1);
 	rows = 0;
 	CHECK(kv->ops->scan(kv, KV_XATTRS, NULL, 0, count_one, &rows) == 0 && rows == 3);
 	kv->ops->close(kv);
 	CHECK(kv_redis_open(url, &kv) == 0);
 	if (failures)
 		return;
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0 && problems == 0);
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0 && problems == 0);
 	rows = 0;
 	CHECK(kv->ops->scan(kv, KV_XATTRS, NULL, 0, count_one, &rows) == 0 && rows == 3);
 	kv->ops->close(kv);
@@ -504,6 +505,10 @@ static void check_fences(struct redis_server *s)
 	CHECK(holds(b, KV_META, "k", "a1") && holds_ino(b, ino, "a1") &&
 	      holds_ino(b, ino2, "a1") && holds_ino(b, ino4, NULL));
 	CHECK(put_ino(b, ino, "b2") == 0 && b->ops->sync(b) == 0 && holds_ino(b, ino, "b2"));
+	/* nor does it number anything (b does) */
+	uint32_t id = 0;
+	CHECK(a->ops->number(a, KV_TAG_IDS, "t", 1, "next_t", &id) == -ENOLCK);
+	CHECK(b->ops->number(b, KV_TAG_IDS, "t", 1, "next_t", &id) == 0 && id == 1);
 	CHECK(kv_redis_set_fence(a, 1) == -ENOLCK);
 	b->ops->close(b);
 	a->ops->close(a);
@@ -635,8 +640,8 @@ static void check_zeros_checked(struct redis_server *s)
 	CHECK(kv->ops->step_end(kv, 1) == 0);
 	CHECK(kv->ops->sync(kv) == 0);
 	int told = 0;
-	uint64_t problems = 9;
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0 && problems == 0);
+	uint64_t problems = 9, mended = 9;
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0 && problems == 0);
 	struct timeval tv = {2, 0};
 	redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
 	CHECK(c && !c->err);
@@ -646,7 +651,7 @@ static void check_zeros_checked(struct redis_server *s)
 	CHECK(redis_int(c, "ZREM {nadb:zeroed:p0}:t:chunks:zeros z1") == 1);
 	CHECK(redis_int(c, "ZADD {nadb:zeroed:p0}:t:chunks:zeros 1 z2 2 z9") == 2);
 	told = 0;
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0);
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0);
 	CHECK(problems == 3 && told == 3);
 	int freed = 0; /* z1 is never freed; the others' notes go */
 	CHECK(kv->ops->free_zeros(kv, KV_CHUNKS, 0, told_freed, &freed) == 0 && freed == 0);
@@ -655,13 +660,14 @@ static void check_zeros_checked(struct redis_server *s)
 	redisFree(c);
 	/* repair drops the stale note, but notes nothing: the caller checks
 	 * z1's count, and writes it again at 0, which notes it */
-	CHECK(kv->ops->check(kv, true, note_problem, &told, &problems) == 0 && problems == 2);
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0 && problems == 1);
+	CHECK(kv->ops->check(kv, true, note_problem, &told, &problems, &mended) == 0 &&
+	      problems == 2 && mended == 1);
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0 && problems == 1);
 	CHECK(kv->ops->step_begin(kv) == 0);
 	CHECK(kv->ops->put(kv, KV_CHUNKS, "z1", 2, "\0one", 4) == 0);
 	CHECK(kv->ops->step_end(kv, 1) == 0);
 	CHECK(kv->ops->sync(kv) == 0);
-	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems) == 0 && problems == 0);
+	CHECK(kv->ops->check(kv, false, note_problem, &told, &problems, &mended) == 0 && problems == 0);
 	CHECK(kv->ops->free_zeros(kv, KV_CHUNKS, 0, told_freed, &freed) == 0 && freed == 1);
 	struct kv_val v;
 	CHECK(kv->ops->get(kv, KV_CHUNKS, "z1", 2, &v) == -ENOENT);
