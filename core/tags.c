@@ -627,7 +627,9 @@ int tags_register(struct nadb_store *st, uint64_t ino, const char *name,
 		return rc;
 	struct tag_list want;
 	rc = wanted_tags(name, value, size, &want);
-	bool any_new = false;
+	/* Where numbering is the backend's, it answers known tags too: a tag
+	 * not cached costs one round trip, not a read and then a number. */
+	bool any_new = st->kv->ops->number != NULL;
 	for (size_t i = 0; !rc && i < want.n && !any_new; i++) {
 		uint32_t id;
 		rc = tag_id(st, want.tags[i], &id);
