@@ -708,9 +708,11 @@ int chunk_set_refs(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], uint32
 
 int chunk_note_zero(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN])
 {
+	if (!frees_later(c))
+		return 0;
 	struct chunk_rec rec;
-	int rc = frees_later(c) ? get_rec(c, hash, &rec) : 0;
-	return rc || !frees_later(c) || rec.refs ? rc : put_rec(c, hash, &rec);
+	int rc = get_rec(c, hash, &rec);
+	return rc || rec.refs ? rc : put_rec(c, hash, &rec);
 }
 
 /* A record free_zeros deleted: its frame is dead now. */

@@ -2802,6 +2802,19 @@ static int run_then_wait(struct kv_redis *k, uint32_t p, struct redis_cmd cmd, r
 	return rc == -ENOMEM || !rc ? rc : -EIO;
 }
 
+/* After run_then_wait: RC, or what the WAIT says of WHAT if RC is 0 (as
+ * check_wait); both replies freed. */
+static int end_wait(struct kv_redis *k, const char *what, redisReply *r[2], int replicas,
+		    int rc)
+{
+	if (!rc && r[1])
+		rc = check_wait_of(k, what, r[1], replicas);
+	freeReplyObject(r[0]);
+	if (r[1])
+		freeReplyObject(r[1]);
+	return rc;
+}
+
 /* INCRBY of counter WHAT of partition P by N, at once and outside the
  * group: what Redis acknowledged is never handed out again, whoever asks
  * next.  Then a WAIT for P's replicas, so that a failover does not take
@@ -2823,12 +2836,7 @@ static int count_up(struct kv_redis *k, uint32_t p, const char *what, uint64_t n
 		rc = redis_reply_error(k->conn, "claiming inode numbers", r[0]);
 	else
 		*out = (uint64_t)r[0]->integer;
-	if (!rc && r[1])
-		rc = check_wait_of(k, "a claim of numbers", r[1], replicas);
-	freeReplyObject(r[0]);
-	if (r[1])
-		freeReplyObject(r[1]);
-	return rc;
+	return end_wait(k, "a claim of numbers", r, replicas, rc);
 }
 
 /* Partition P's numbers are P's own counter "inos" added to its first
@@ -3083,9 +3091,9 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 	if (rc)
 		return rc;
 	const redisReply *a = r[0];
-	if ((rc = fenced_out(k, a, "numbering"))) {
-		/* said */
-	} else if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
+	if ((rc = fenced_out(k, a, "numbering")))
+		return end_wait(k, "a number given", r, replicas, rc);
+	if (a->type == REDIS_REPLY_ARRAY && a->elements == 1 &&
 	    a->element[0]->type == REDIS_REPLY_INTEGER && a->element[0]->integer == -1) {
 		nadb_log("redis %s: every number of '%s' is used", redis_conn_name(k->conn), seq);
 		rc = -ENOSPC;
@@ -3099,12 +3107,7 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 		*id = (uint32_t)a->element[0]->integer;
 		*next = (uint32_t)a->element[1]->integer;
 	}
-	if (!rc && r[1])
-		rc = check_wait_of(k, "a number given", r[1], replicas);
-	freeReplyObject(r[0]);
-	if (r[1])
-		freeReplyObject(r[1]);
-	return rc;
+	return end_wait(k, "a number given", r, replicas, rc);
 }
 
 static int kvr_number(struct kv *kv, enum kv_table t, const void *key, size_t klen,
