@@ -101,6 +101,21 @@ bool kv_count_is(const void *val, size_t vlen, int64_t count)
 	return varint_get(&p, p + vlen, &c) && count >= 0 && c == (uint64_t)count;
 }
 
+int kv_weight_of(const void *val, size_t vlen, struct kv_weight *w)
+{
+	const uint8_t *p = val, *end = p + vlen;
+	uint64_t count, group, skip, raw, diff;
+	if (!varint_get(&p, end, &count) || count > KV_COUNT_MAX || !varint_get(&p, end, &group) ||
+	    group > UINT32_MAX || !varint_get(&p, end, &skip) || !varint_get(&p, end, &raw) ||
+	    !varint_get(&p, end, &diff) || raw > UINT32_MAX || diff >> 34)
+		return -EIO;
+	int64_t size = (int64_t)raw + unzigzag(diff);
+	if (size < 0)
+		return -EIO;
+	*w = (struct kv_weight){.group = (uint32_t)group, .size = (uint64_t)size, .raw = raw};
+	return count > 0;
+}
+
 int kv_compare_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;

@@ -98,6 +98,26 @@ struct kv_val {
 typedef int (*kv_scan_fn)(void *ctx, const void *key, size_t klen,
 			  const void *val, size_t vlen);
 
+/* What a counted table's row weighs in its tally (tally): read from its
+ * value after the count, as varints: its group, one the tally skips, its
+ * raw size and zigzag(size - raw size) (chunk.c's record: segment,
+ * offset, raw and frame length).  A row counts only while its count is
+ * above 0. */
+struct kv_weight {
+	uint32_t group;
+	uint64_t size, raw;
+};
+/* VAL's weight into *W: 1; 0 if it weighs nothing (its count is 0), -EIO
+ * if VAL cannot be read so.  kv_redis.c's scripts read it the same way
+ * (weight_of). */
+int kv_weight_of(const void *val, size_t vlen, struct kv_weight *w);
+/* A counted table's tally: of the rows counted above 0, how many, the sum
+ * of their sizes and of their raw sizes; and (tally's FN) per group the
+ * sum of its rows' sizes. */
+struct kv_tally {
+	uint64_t rows, size, raw;
+};
+
 /* Called for each row key a change notice names (follow). */
 typedef int (*kv_row_fn)(void *ctx, enum kv_table t, const void *key, size_t klen);
 
@@ -190,6 +210,15 @@ struct kv_ops {
 	 * find and mend (the line says so). */
 	int (*check)(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
 		     void *ctx, uint64_t *problems, uint64_t *mended);
+	/* Optional (NULL: the engine counts its chunks itself, in its steps).
+	 * Counted table T's tally (struct kv_tally) as stored, kept by the
+	 * backend with every write of a row, wherever it comes from (several
+	 * processes writing: only where the rows are stored can it be told
+	 * whether a create made a row or added to another's), into *OUT, and
+	 * each group's size to FN (if not NULL), groups summing to 0 left
+	 * out.  What the group holds unsynced is not in it. */
+	int (*tally)(struct kv *kv, enum kv_table t, struct kv_tally *out,
+		     int (*fn)(void *ctx, uint32_t group, uint64_t size), void *ctx);
 	/* Optional, both (NULL: one process at a time opens the store).  A
 	 * store one process writes while others follow it (follow.c):
 	 *

@@ -750,6 +750,15 @@ static size_t zeros_name(const struct kv_redis *k, enum kv_table t, uint32_t p, 
 	return redis_key(k->conn, p, what, buf, KEY_SIZE);
 }
 
+/* Counted table T's tally (kv_ops.tally, tallied) in partition P, into
+ * BUF (KEY_SIZE bytes); its length. */
+static size_t tally_name(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
+{
+	char what[40];
+	snprintf(what, sizeof(what), "t:%s:tally", kv_table_name(t));
+	return redis_key(k->conn, p, what, buf, KEY_SIZE);
+}
+
 /* The prefix of bucketed table T's bucket hashes in partition P. */
 static size_t hash_prefix(const struct kv_redis *k, enum kv_table t, uint32_t p, char *buf)
 {
@@ -1136,6 +1145,9 @@ static int walk_server_keys(struct redis_conn *server, void *ctx)
 static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 			     void (*problem)(void *ctx, const char *line), void *ctx,
 			     uint64_t *problems, uint64_t *mended);
+static int check_tally(struct kv_redis *k, enum kv_table t, bool repair,
+		       void (*problem)(void *ctx, const char *line), void *ctx,
+		       uint64_t *problems, uint64_t *mended);
 
 static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, const char *line),
 		     void *ctx, uint64_t *problems, uint64_t *mended)
@@ -1180,6 +1192,9 @@ static int kvr_check(struct kv *kv, bool repair, void (*problem)(void *ctx, cons
 		if (kv_table_counted((enum kv_table)t))
 			rc = check_zeros_noted(k, (enum kv_table)t, repair, problem, ctx, problems,
 					       mended);
+	for (int t = 0; !rc && t < KV_NTABLES; t++)
+		if (kv_table_counted((enum kv_table)t))
+			rc = check_tally(k, (enum kv_table)t, repair, problem, ctx, problems, mended);
 	return rc;
 }
 
@@ -1690,20 +1705,23 @@ static void end_cmd(struct batch *b)
 	"local mark = redis.call('GET', KEYS[1]) "                                      \
 	"if (tonumber(mark or '0') or 0) >= a then "                                    \
 	"redis.call('SET', KEYS[1], mark, 'PX', '" MARK_TTL_MS "') return 1 end "
-/* Every hash a counted write ("+COUNT", "=COUNT") writes is one, or none
- * yet, and its set of zeros a sorted set or none: else nothing is written
- * (a damaged store: fsck's). */
+/* Every hash a counted write ("+COUNT", "=COUNT", "-COUNT") writes is
+ * one, or none yet, and so is its tally, and its set of zeros a sorted set
+ * or none: else nothing is written (a damaged store: fsck's). */
 #define DAMAGED_ERROR "NADBDAMAGED"
 #define ADDS_CHECK                                                                      \
 	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
-	"if ARGV[i + 1] == '+COUNT' or ARGV[i + 1] == '=COUNT' then "                   \
+	"if string.sub(ARGV[i + 1], 2) == 'COUNT' then "                                \
 	"local t = redis.call('TYPE', ARGV[i + 2])['ok'] "                              \
 	"if t ~= 'hash' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
 	"a chunk record bucket is a ' .. t .. ', not a hash') end "                     \
 	"t = redis.call('TYPE', ARGV[i + 3])['ok'] "                                    \
 	"if t ~= 'zset' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
-	"the chunks at zero are a ' .. t .. ', not a sorted set') end end "             \
+	"the chunks at zero are a ' .. t .. ', not a sorted set') end "                 \
+	"t = redis.call('TYPE', ARGV[i + 4])['ok'] "                                    \
+	"if t ~= 'hash' and t ~= 'none' then return redis.error_reply('" DAMAGED_ERROR " " \
+	"the tally of the chunks is a ' .. t .. ', not a hash') end end "                     \
 	"i = i + tonumber(ARGV[i]) + 1 end "
 /* The server's clock, in ms, as the scripts read it (once a script: a
  * script runs in an instant): every host's daemon compares heartbeats
@@ -1746,6 +1764,54 @@ static void end_cmd(struct batch *b)
 	"if c == 0 and was ~= 0 then redis.call('ZADD', z, server_ms(), f) "            \
 	"elseif c == 0 then redis.call('ZADD', z, 'NX', server_ms(), f) "               \
 	"elseif c and c > 0 and was == 0 then redis.call('ZREM', z, f) end end "
+/* Tallies in Lua (backend.h, kv_ops.tally):
+ *  - weight_of(v): V's group, size and raw size (kv_weight_of's reading);
+ *    nil if V weighs nothing (no row, a count of 0, or unreadable);
+ *  - tallied(t, old, new): a row of the table whose tally is the hash T
+ *    went from OLD to NEW (nil or false: none), which changes T by NEW's
+ *    weight less OLD's;
+ *  - tallies_written(): the changes summed, written (HINCRBY once a
+ *    field, through pcall: a damaged field stops nothing, fsck finds it;
+ *    a group summing to 0 goes).
+ * The fields: rows, size, raw and g:GROUP (after COUNT_FUNCTIONS). */
+#define TALLY_FUNCTIONS                                                                 \
+	"local function varint_at(v, at) "                                              \
+	"local c, m = 0, 1 "                                                            \
+	"for i = at, at + 9 do "                                                        \
+	"local byte = string.byte(v, i) "                                               \
+	"if not byte then return nil end "                                              \
+	"c = c + (byte % 128) * m "                                                     \
+	"if byte < 128 then return c, i + 1 end "                                       \
+	"m = m * 128 end return nil end "                                               \
+	"local function weight_of(v) "                                                  \
+	"local c, at = count_of(v) "                                                    \
+	"if not c or c == 0 then return nil end "                                       \
+	"local g, skip, raw, diff "                                                     \
+	"g, at = varint_at(v, at) if not g or g > 4294967295 then return nil end "      \
+	"skip, at = varint_at(v, at) if not skip then return nil end "                  \
+	"raw, at = varint_at(v, at) if not raw or raw > 4294967295 then return nil end " \
+	"diff = varint_at(v, at) if not diff or diff >= 17179869184 then return nil end " \
+	"local size = raw - (diff + 1) / 2 "                                            \
+	"if diff % 2 == 0 then size = raw + diff / 2 end "                              \
+	"if size < 0 then return nil end "                                              \
+	"return g, size, raw end "                                                      \
+	"local tallies = {} "                                                           \
+	"local function tally_add(t, f, d) "                                            \
+	"local x = tallies[t] if not x then x = {} tallies[t] = x end "                 \
+	"x[f] = (x[f] or 0) + d end "                                                   \
+	"local function weigh(t, v, sign) "                                             \
+	"local g, size, raw = weight_of(v) "                                            \
+	"if not g then return end "                                                     \
+	"tally_add(t, 'rows', sign) tally_add(t, 'size', sign * size) "                 \
+	"tally_add(t, 'raw', sign * raw) "                                              \
+	"tally_add(t, 'g:' .. string.format('%d', g), sign * size) end "                \
+	"local function tallied(t, old, new) "                                          \
+	"if old then weigh(t, old, -1) end if new then weigh(t, new, 1) end end "       \
+	"local function tallies_written() "                                             \
+	"for t, x in pairs(tallies) do for f, d in pairs(x) do if d ~= 0 then "         \
+	"local r = redis.pcall('HINCRBY', t, f, string.format('%.0f', d)) "             \
+	"if r == 0 and string.sub(f, 1, 2) == 'g:' then redis.call('HDEL', t, f) end "  \
+	"end end end tallies = {} end "
 /* The hashes and sets of zeros the counted writes write are KEYS too,
  * after the fences: on a cluster
  * whose slot is moving, a script whose keys are not all on one node is
@@ -1758,13 +1824,16 @@ static void end_cmd(struct batch *b)
  *  - "+ROWS"/"-ROWS" SET ARGS: a sorted table's puts or deletes, pairs of
  *    a key's prefix enc(key) 0 and its new member ("" to delete it); the
  *    member the key had is found in [prefix, enc(key) 1) and replaced;
- *  - "+COUNT" HASH ZEROS ARGS: adds (kv_ops.add), triples of a field, the
- *    delta added to the count its value starts with (saturated stays so,
- *    and 0 is the least), and the value to put if the field is absent
- *    ("": none); a count reaching 0 or leaving it is noted in the sorted
- *    set ZEROS (zero_noted);
- *  - "=COUNT" HASH ZEROS ARGS: a counted table's puts, pairs of a field
- *    and its value, noted in ZEROS as adds are;
+ *  - "+COUNT" HASH ZEROS TALLY ARGS: adds (kv_ops.add), triples of a
+ *    field, the delta added to the count its value starts with (saturated
+ *    stays so, and 0 is the least), and the value to put if the field is
+ *    absent ("": none); a count reaching 0 or leaving it is noted in the
+ *    sorted set ZEROS (zero_noted), and every change is weighed in the
+ *    hash TALLY (tallied);
+ *  - "=COUNT" HASH ZEROS TALLY ARGS: a counted table's puts, pairs of a
+ *    field and its value, noted and weighed as adds are;
+ *  - "-COUNT" HASH ZEROS TALLY ARGS: a counted table's deletes, fields
+ *    (a note in ZEROS goes with its row);
  *  - "DROP" SET PREFIX BUCKETS: deleted rows can leave a bucket empty
  *    (Redis then drops its hash): its name leaves the sorted set.
  * A script that fails part way keeps what it wrote (Redis has no undo):
@@ -1784,6 +1853,7 @@ static void end_cmd(struct batch *b)
 	MARK_SET                                                                        \
 	SERVER_MS_FN                                                                    \
 	COUNT_FUNCTIONS                                                                 \
+	TALLY_FUNCTIONS                                                                 \
 	"for pass = 1, 2 do "                                                           \
 	"local i = 4 "                                                                  \
 	"while i <= #ARGV do "                                                          \
@@ -1800,30 +1870,38 @@ static void end_cmd(struct batch *b)
 	"if new ~= '' then redis.call('ZADD', key, 0, new) end "                        \
 	"end end "                                                                      \
 	"elseif verb == '+COUNT' then "                                                 \
-	"local z = ARGV[i + 3] "                                                        \
-	"for j = i + 4, i + n, 3 do "                                                   \
+	"local z, tt = ARGV[i + 3], ARGV[i + 4] "                                       \
+	"for j = i + 5, i + n, 3 do "                                                   \
 	"local f = ARGV[j] "                                                            \
 	"if ARGV[j + 2] ~= '' and redis.call('HSETNX', key, f, ARGV[j + 2]) == 1 then " \
-	"zero_noted(z, f, nil, (count_of(ARGV[j + 2]))) "                               \
+	"zero_noted(z, f, nil, (count_of(ARGV[j + 2]))) tallied(tt, nil, ARGV[j + 2]) " \
 	"else "                                                                         \
 	"local v = redis.call('HGET', key, f) "                                         \
 	"local was, at = count_of(v) "                                                  \
 	"if was and was < 4294967295 then "                                             \
 	"local c = math.max(0, math.min(4294967295, was + tonumber(ARGV[j + 1]))) "     \
-	"redis.call('HSET', key, f, count_text(c) .. string.sub(v, at)) "               \
-	"zero_noted(z, f, was, c) end end end "                                         \
+	"local nv = count_text(c) .. string.sub(v, at) "                                \
+	"redis.call('HSET', key, f, nv) "                                               \
+	"zero_noted(z, f, was, c) tallied(tt, v, nv) end end end "                      \
 	"elseif verb == '=COUNT' then "                                                 \
-	"local z = ARGV[i + 3] "                                                        \
-	"for j = i + 4, i + n, 2 do "                                                   \
-	"local was = count_of(redis.call('HGET', key, ARGV[j])) "                       \
+	"local z, tt = ARGV[i + 3], ARGV[i + 4] "                                       \
+	"for j = i + 5, i + n, 2 do "                                                   \
+	"local v = redis.call('HGET', key, ARGV[j]) "                                   \
 	"redis.call('HSET', key, ARGV[j], ARGV[j + 1]) "                                \
-	"zero_noted(z, ARGV[j], was, (count_of(ARGV[j + 1]))) end "                     \
+	"zero_noted(z, ARGV[j], (count_of(v)), (count_of(ARGV[j + 1]))) "               \
+	"tallied(tt, v, ARGV[j + 1]) end "                                              \
+	"elseif verb == '-COUNT' then "                                                 \
+	"local z, tt = ARGV[i + 3], ARGV[i + 4] "                                       \
+	"for j = i + 5, i + n do "                                                      \
+	"local v = redis.call('HGET', key, ARGV[j]) "                                   \
+	"if v then redis.call('HDEL', key, ARGV[j]) redis.call('ZREM', z, ARGV[j]) "    \
+	"tallied(tt, v, nil) end end "                                                  \
 	"elseif verb == 'DROP' then "                                                   \
 	"for j = i + 4, i + n do "                                                      \
 	"if redis.call('EXISTS', ARGV[i + 3] .. ARGV[j]) == 0 then "                    \
 	"redis.call('ZREM', key, ARGV[j]) end end "                                     \
 	"else redis.call(verb, key, unpack(ARGV, i + 3, i + n)) end "                   \
-	"i = i + n + 1 end end return 0"
+	"i = i + n + 1 end end tallies_written() return 0"
 static const char apply_puts_script[] = "#!lua\n" APPLY_BODY;
 static const char apply_dels_script[] = "#!lua flags=allow-oom\n" APPLY_BODY;
 
@@ -1865,14 +1943,15 @@ static enum row_kind kind_of(const struct row *r)
 	return r->how != ROW_SET ? KIND_ADD : r->val ? KIND_PUT : KIND_DEL;
 }
 
-/* Writes "VERB KEY [ZEROS] row-key [value] ..." for the rows from FIRST up
- * to END (NULL: the table's end) of KIND, SYNC_ROWS rows at most a write:
- * a put's key followed by its value (HSET, "=COUNT"), an add's by its
- * delta and its value if it creates, else "" ("+COUNT").  ZEROS (NULL:
- * none), a counted table's set of rows at zero, follows KEY. */
+/* Writes "VERB KEY [ZEROS TALLY] row-key [value] ..." for the rows from
+ * FIRST up to END (NULL: the table's end) of KIND, SYNC_ROWS rows at most
+ * a write: a put's key followed by its value (HSET, "=COUNT"), an add's
+ * by its delta and its value if it creates, else "" ("+COUNT").  ZEROS
+ * and TALLY (NULL: none), a counted table's set of rows at zero and its
+ * tally, follow KEY. */
 static void add_rows(struct batch *b, const char *verb, const char *key, size_t keylen,
-		     const char *zeros, struct row *first, const struct row *end,
-		     enum row_kind kind)
+		     const char *zeros, const char *tally, struct row *first,
+		     const struct row *end, enum row_kind kind)
 {
 	size_t in_cmd = 0;
 	for (struct row *r = first; r != end; r = r->next[0]) {
@@ -1880,8 +1959,10 @@ static void add_rows(struct batch *b, const char *verb, const char *key, size_t 
 			continue;
 		if (in_cmd == 0) {
 			start_write(b, verb, key, keylen);
-			if (zeros)
+			if (zeros) {
 				add_arg(b, zeros, strlen(zeros));
+				add_arg(b, tally, strlen(tally));
+			}
 		}
 		add_arg(b, r->key, r->klen);
 		if (kind == KIND_PUT)
@@ -1988,6 +2069,7 @@ static void add_sorted_rows(struct kv_redis *k, struct batch *b, enum kv_table t
 struct bucket_name {
 	char name[KEY_SIZE], zset[KEY_SIZE];
 	char zeros[KEY_SIZE]; /* a counted table's rows at zero (zeros_name) */
+	char tally[KEY_SIZE]; /* and its tally (tally_name) */
 	size_t len, pre, zlen; /* pre: the length of the hashes' prefix */
 	uint32_t part;
 	bool dels; /* rows of it are deleted */
@@ -2053,18 +2135,22 @@ static size_t add_bucket_rows(struct kv_redis *k, struct batch *b, enum kv_table
 		struct bucket_name *bn = &names[n];
 		struct row *end = bucket_end(k, t, r, bn);
 		bn->zlen = zset_name(k, t, bn->part, bn->zset);
-		if (counted)
+		if (counted) {
 			zeros_name(k, t, bn->part, bn->zeros);
+			tally_name(k, t, bn->part, bn->tally);
+		}
 		if (n > run && bn->part != names[run].part) {
 			drop_empty_buckets(b, names + run, n - run);
 			run = n;
 		}
 		n++;
 		b->cur = bn->part;
-		const char *zeros = counted ? bn->zeros : NULL;
-		add_rows(b, counted ? "=COUNT" : "HSET", bn->name, bn->len, zeros, r, end, KIND_PUT);
-		add_rows(b, "HDEL", bn->name, bn->len, NULL, r, end, KIND_DEL);
-		add_rows(b, "+COUNT", bn->name, bn->len, zeros, r, end, KIND_ADD);
+		const char *zeros = counted ? bn->zeros : NULL, *tally = counted ? bn->tally : NULL;
+		add_rows(b, counted ? "=COUNT" : "HSET", bn->name, bn->len, zeros, tally, r, end,
+			 KIND_PUT);
+		add_rows(b, counted ? "-COUNT" : "HDEL", bn->name, bn->len, zeros, tally, r, end,
+			 KIND_DEL);
+		add_rows(b, "+COUNT", bn->name, bn->len, zeros, tally, r, end, KIND_ADD);
 		bool puts = false;
 		for (struct row *p = r; p != end && !puts; p = p->next[0])
 			puts = p->val != NULL;
@@ -2092,7 +2178,7 @@ static int size_batch(struct kv_redis *k, struct batch *b, size_t buckets, size_
 	 * name twice, and at most one script dropping empty ones */
 	size_t ncmds = 4 * (rows / SYNC_ROWS + 1) * KV_NTABLES + 2 * runs + 5 * buckets +
 		       KV_NTABLES + extra;
-	size_t nargs = 4 * rows + 2 * buckets + 4 * ncmds + extra * 4 + extra_args;
+	size_t nargs = 4 * rows + 2 * buckets + 5 * ncmds + extra * 4 + extra_args;
 	b->cmds = malloc(ncmds * sizeof(*b->cmds));
 	b->part = malloc(ncmds * sizeof(*b->part));
 	b->argv = malloc(nargs * sizeof(*b->argv));
@@ -2352,10 +2438,13 @@ static int build_notice(struct kv_redis *k, uint32_t p, bool all, char **out, si
 }
 
 /* One write of apply_script's: is it a counted table's ("+COUNT",
- * "=COUNT": its hash and its set of zeros are KEYS)? */
+ * "=COUNT", "-COUNT": its hash, its set of zeros and its tally are
+ * KEYS)? */
+#define COUNTED_KEYS 3
 static bool counted_write(const struct redis_cmd *c)
 {
-	return !strcmp(c->argv[0], "+COUNT") || !strcmp(c->argv[0], "=COUNT");
+	return !strcmp(c->argv[0], "+COUNT") || !strcmp(c->argv[0], "=COUNT") ||
+	       !strcmp(c->argv[0], "-COUNT");
 }
 
 /* One write of apply_script's: does it add (so that Redis refuses it when
@@ -2363,7 +2452,8 @@ static bool counted_write(const struct redis_cmd *c)
 static bool adds(const struct redis_cmd *c)
 {
 	return !strcmp(c->argv[0], "HSET") || !strcmp(c->argv[0], "ZADD") ||
-	       !strcmp(c->argv[0], "+ROWS") || counted_write(c);
+	       !strcmp(c->argv[0], "+ROWS") || !strcmp(c->argv[0], "+COUNT") ||
+	       !strcmp(c->argv[0], "=COUNT");
 }
 
 /* The fenced script of one transaction, and what its arguments point to. */
@@ -2373,7 +2463,7 @@ struct apply {
 	char (*counts)[12]; /* each write's argument count, as text */
 	char (*fences)[KEY_SIZE]; /* the fences checked */
 	char nkeys[12];           /* how many keys (mark, fences, counted writes'
-				   * hashes and zeros), as text */
+				   * hashes, zeros and tallies), as text */
 	char nfences[12];         /* how many fences, as text */
 	char mark[KEY_SIZE];      /* our session's mark (syncs run once) */
 	char attempt[24];         /* the sync's attempt, as text */
@@ -2411,7 +2501,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 			nargs += 1 + (size_t)b->cmds[i].argc;
 			ncmds++;
 			puts = puts || adds(&b->cmds[i]);
-			nhashes += counted_write(&b->cmds[i]) ? 2 : 0;
+			nhashes += counted_write(&b->cmds[i]) ? COUNTED_KEYS : 0;
 		}
 	}
 	nargs += nhashes;
@@ -2434,7 +2524,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 		a[n] = ap->fences[i], l[n++] = strlen(ap->fences[i]);
 	for (size_t i = 0; i < b->ncmds; i++)
 		if ((all || b->part[i] == p) && counted_write(&b->cmds[i]))
-			for (int j = 1; j <= 2; j++) /* its hash and its zeros */
+			for (int j = 1; j <= COUNTED_KEYS; j++) /* hash, zeros, tally */
 				a[n] = b->cmds[i].argv[j], l[n++] = b->cmds[i].argvlen[j];
 	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
 	a[n] = ap->attempt, l[n++] = (size_t)snprintf(ap->attempt, sizeof(ap->attempt), "%llu",
@@ -3011,6 +3101,251 @@ static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
 	free(z.members);
 	free(z.seen);
 	freeReplyObject(r);
+	return rc;
+}
+
+/* ---- tallies (kv_ops.tally) -----------------------------------------------
+ *
+ * A counted table's tally is a hash in partition 0 (tally_name) that every
+ * script writing the table's rows keeps (tallied): only there can it be
+ * told whether a create made a row or added to another process's, and
+ * which rows a free pass deleted.  Its field "whole" says that it weighs
+ * every row: a store a nadb before tallies wrote has none, and its writer
+ * weighs every row once at open (retally), before its first sync.  fsck
+ * weighs them again into a hash of its own and compares. */
+
+#define TALLY_WHOLE "whole"
+#define TALLY_BUCKETS 64 /* buckets a script weighs at most */
+
+/* KEYS[1] the table's bucket names, KEYS[2] the tally added to; ARGV[1]
+ * the first bucket ("-", or "(" and the last one weighed), ARGV[2]
+ * buckets at most, ARGV[3] the hashes' prefix: the last bucket weighed,
+ * "" after the table's last. */
+static const char tally_buckets_script[] = "#!lua\n" SERVER_MS_FN COUNT_FUNCTIONS TALLY_FUNCTIONS
+	"local b = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[2]) "
+	"for i = 1, #b do local h = redis.call('HGETALL', ARGV[3] .. b[i]) "
+	"for j = 2, #h, 2 do tallied(KEYS[2], nil, h[j]) end end "
+	"tallies_written() "
+	"if #b < tonumber(ARGV[2]) then return '' end return b[#b]";
+
+/* Run the command ARGV (ARGC, LENS) in partition 0 for WHY, its reply
+ * dropped. */
+static int run_p0(struct kv_redis *k, const char *why, int argc, const char **argv,
+		  const size_t *lens)
+{
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, why, argc, argv, lens, &r);
+	if (!rc && r->type == REDIS_REPLY_ERROR)
+		rc = redis_reply_error(k->conn, why, r);
+	if (r)
+		freeReplyObject(r);
+	return rc == -ENOMEM || !rc ? rc : -EIO;
+}
+
+/* Weigh every row of T into the hash DEST (emptied first), and say it is
+ * whole. */
+static int retally(struct kv_redis *k, enum kv_table t, const char *dest)
+{
+	char zset[KEY_SIZE], prefix[KEY_SIZE], from[KEY_SIZE + 2] = "-", max[12];
+	size_t flen = 1; /* bucket names are bytes: NUL among them */
+	const char *del[] = {"DEL", dest};
+	size_t dlens[] = {3, strlen(dest)};
+	int rc = run_p0(k, "emptying a tally", 2, del, dlens);
+	size_t zlen = zset_name(k, t, 0, zset), plen = hash_prefix(k, t, 0, prefix);
+	size_t mlen = (size_t)snprintf(max, sizeof(max), "%d", TALLY_BUCKETS);
+	while (!rc) {
+		const char *argv[] = {"EVAL", tally_buckets_script, "2", zset, dest, from, max, prefix};
+		size_t lens[] = {4, sizeof(tally_buckets_script) - 1, 1, zlen, strlen(dest),
+				 flen, mlen, plen};
+		redisReply *r = NULL;
+		rc = redis_run_in(k->conn, 0, "weighing the chunks", 8, argv, lens, &r);
+		if (rc) {
+			rc = rc == -ENOMEM ? rc : -EIO;
+			break;
+		}
+		if (r->type != REDIS_REPLY_STRING || r->len > KEY_SIZE) {
+			rc = redis_reply_error(k->conn, "weighing the chunks", r);
+		} else if (r->len == 0) {
+			freeReplyObject(r);
+			break;
+		} else {
+			from[0] = '(';
+			memcpy(from + 1, r->str, r->len);
+			flen = r->len + 1;
+		}
+		freeReplyObject(r);
+	}
+	const char *whole[] = {"HSET", dest, TALLY_WHOLE, "1"};
+	size_t wlens[] = {4, strlen(dest), strlen(TALLY_WHOLE), 1};
+	return rc ? rc : run_p0(k, "marking a tally whole", 4, whole, wlens);
+}
+
+/* The hash KEY whole (HGETALL) into *OUT; -ENODATA if it is not marked
+ * whole. */
+static int read_tally(struct kv_redis *k, const char *key, redisReply **out)
+{
+	const char *argv[] = {"HGETALL", key};
+	size_t lens[] = {7, strlen(key)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, "reading a tally", 2, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
+		rc = redis_reply_error(k->conn, "reading a tally", r);
+		freeReplyObject(r);
+		return rc;
+	}
+	bool whole = false;
+	for (size_t i = 0; i < r->elements; i += 2)
+		whole = whole || (r->element[i]->type == REDIS_REPLY_STRING &&
+				  !strcmp(r->element[i]->str, TALLY_WHOLE));
+	if (!whole) {
+		freeReplyObject(r);
+		return -ENODATA;
+	}
+	*out = r;
+	return 0;
+}
+
+/* A field's value of a tally reply; false if it is no number of ours. */
+static bool tally_number(const redisReply *v, int64_t *n)
+{
+	if (v->type != REDIS_REPLY_STRING || !v->len || v->len > 20)
+		return false;
+	char *end;
+	errno = 0;
+	long long x = strtoll(v->str, &end, 10);
+	*n = x;
+	return !errno && *end == '\0';
+}
+
+static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
+		     int (*fn)(void *ctx, uint32_t group, uint64_t size), void *ctx)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	assert(kv_table_counted(t));
+	char key[KEY_SIZE];
+	tally_name(k, t, 0, key);
+	redisReply *r;
+	int rc = read_tally(k, key, &r);
+	if (rc)
+		return rc;
+	*out = (struct kv_tally){0};
+	for (size_t i = 0; !rc && i < r->elements; i += 2) {
+		const char *f = r->element[i]->str;
+		int64_t n;
+		bool ok = tally_number(r->element[i + 1], &n) && n >= 0;
+		char *end;
+		unsigned long g;
+		if (!strcmp(f, TALLY_WHOLE))
+			continue;
+		else if (ok && !strcmp(f, "rows"))
+			out->rows = (uint64_t)n;
+		else if (ok && !strcmp(f, "size"))
+			out->size = (uint64_t)n;
+		else if (ok && !strcmp(f, "raw"))
+			out->raw = (uint64_t)n;
+		else if (ok && !strncmp(f, "g:", 2) && (g = strtoul(f + 2, &end, 10)) <= UINT32_MAX &&
+			 !*end && end != f + 2)
+			rc = fn ? fn(ctx, (uint32_t)g, (uint64_t)n) : 0;
+		else
+			rc = -EIO;
+	}
+	if (rc == -EIO)
+		nadb_log("redis %s: the %s' tally is damaged (nadb fsck --repair weighs them again)",
+			 redis_conn_name(k->conn), kv_table_name(t));
+	freeReplyObject(r);
+	return rc;
+}
+
+/* A writer's first look: are T's rows tallied whole?  If not (a store of
+ * a nadb before tallies, or one that stopped weighing them), weigh them
+ * now, before anything else writes. */
+static int tally_whole(struct kv_redis *k, enum kv_table t)
+{
+	char key[KEY_SIZE];
+	tally_name(k, t, 0, key);
+	const char *argv[] = {"HEXISTS", key, TALLY_WHOLE};
+	size_t lens[] = {7, strlen(key), strlen(TALLY_WHOLE)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, "reading a tally", 3, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	bool whole = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = redis_reply_error(k->conn, "reading a tally", r);
+	freeReplyObject(r);
+	if (rc || whole)
+		return rc;
+	nadb_log("redis %s: weighing the %s for their tally, once",
+		 redis_conn_name(k->conn), kv_table_name(t));
+	return retally(k, t, key);
+}
+
+/* fsck: T's rows weighed again, into a hash of their own, and compared
+ * with the tally field by field; with REPAIR the tally is replaced. */
+static int check_tally(struct kv_redis *k, enum kv_table t, bool repair,
+		       void (*problem)(void *ctx, const char *line), void *ctx,
+		       uint64_t *problems, uint64_t *mended)
+{
+	char key[KEY_SIZE], again[KEY_SIZE + 8];
+	tally_name(k, t, 0, key);
+	snprintf(again, sizeof(again), "%s:check", key);
+	redisReply *kept = NULL, *found = NULL;
+	int rc = retally(k, t, again);
+	if (!rc)
+		rc = read_tally(k, again, &found);
+	int krc = rc ? rc : read_tally(k, key, &kept);
+	uint64_t wrong = 0;
+	char line[300];
+	if (krc == -ENODATA) {
+		snprintf(line, sizeof(line), "the %s' tally is missing%s", kv_table_name(t),
+			 repair ? " (weighed again)" : "");
+		if (problem)
+			problem(ctx, line);
+		wrong = 1;
+	} else if ((rc = krc) == 0) {
+		/* each field of either, looked up in the other */
+		const redisReply *sides[2] = {kept, found};
+		for (int s = 0; s < 2; s++) {
+			const redisReply *a = sides[s], *b = sides[!s];
+			for (size_t i = 0; i < a->elements; i += 2) {
+				const redisReply *f = a->element[i], *v = a->element[i + 1], *w = NULL;
+				for (size_t j = 0; j < b->elements && !w; j += 2)
+					if (b->element[j]->len == f->len &&
+					    !memcmp(b->element[j]->str, f->str, f->len))
+						w = b->element[j + 1];
+				/* a field absent is 0; each compared once, from the
+				 * kept side, and from the other if the kept lacks it */
+				const char *vs = v->str, *ws = w ? w->str : "0";
+				size_t vl = v->len, wl = w ? w->len : 1;
+				if ((s == 1 && w) || (vl == wl && !memcmp(vs, ws, vl)))
+					continue;
+				snprintf(line, sizeof(line), "the %s' tally: %.*s is %.*s, but the rows "
+					 "weigh %.*s%s", kv_table_name(t), (int)f->len, f->str,
+					 (int)(s ? wl : vl), s ? ws : vs, (int)(s ? vl : wl), s ? vs : ws,
+					 repair ? " (weighed again)" : "");
+				if (problem)
+					problem(ctx, line);
+				wrong++;
+			}
+		}
+	}
+	*problems += wrong;
+	if (!rc && repair && wrong) {
+		const char *argv[] = {"RENAME", again, key};
+		size_t lens[] = {6, strlen(again), strlen(key)};
+		if (!(rc = run_p0(k, "replacing a tally", 3, argv, lens)))
+			*mended += wrong;
+	} else if (!rc) {
+		const char *argv[] = {"DEL", again};
+		size_t lens[] = {3, strlen(again)};
+		rc = run_p0(k, "dropping a tally weighed again", 2, argv, lens);
+	}
+	if (kept)
+		freeReplyObject(kept);
+	if (found)
+		freeReplyObject(found);
 	return rc;
 }
 
@@ -3669,6 +4004,7 @@ static const struct kv_ops redis_kv_ops = {
 	.claim_inos = kvr_claim_inos,
 	.number = kvr_number,
 	.check = kvr_check,
+	.tally = kvr_tally,
 	.publish = kvr_publish,
 	.follow = kvr_follow,
 	.unfollow = kvr_unfollow,
@@ -3719,6 +4055,9 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 		rc = load_parts(k);
 	if (!rc && !follower)
 		rc = session_start(k);
+	for (int t = 0; !rc && !follower && t < KV_NTABLES; t++)
+		if (kv_table_counted((enum kv_table)t))
+			rc = tally_whole(k, (enum kv_table)t);
 	if (!rc)
 		redis_note_durability(k->conn);
 	if (rc) {

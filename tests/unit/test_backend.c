@@ -1267,6 +1267,188 @@ static void check_numbers(const struct backend *b, const char *place)
 	one->ops->close(one);
 }
 
+/* A counted row's value that weighs (backend.h, kv_weight_of): COUNT,
+ * then group GROUP, an offset, RAW and zigzag(SIZE - RAW), flags and
+ * variant; its length. */
+static size_t weighty(uint8_t buf[64], uint64_t count, uint32_t group, uint64_t raw,
+		      uint64_t size)
+{
+	size_t n = varint_put(buf, count);
+	n += varint_put(buf + n, group);
+	n += varint_put(buf + n, 123456789);
+	n += varint_put(buf + n, raw);
+	n += varint_put(buf + n, zigzag((int64_t)size - (int64_t)raw));
+	buf[n++] = 0x80;
+	buf[n++] = 0;
+	return n;
+}
+
+/* A tally as read: its totals and up to 64 groups. */
+struct tally_read {
+	struct kv_tally t;
+	uint32_t group[64];
+	uint64_t size[64];
+	int n;
+};
+
+static int note_group(void *ctx, uint32_t group, uint64_t size)
+{
+	struct tally_read *r = ctx;
+	CHECK(r->n < 64 && size > 0);
+	if (r->n >= 64)
+		return -ERANGE;
+	r->group[r->n] = group, r->size[r->n++] = size;
+	return 0;
+}
+
+static uint64_t group_size(const struct tally_read *r, uint32_t group)
+{
+	for (int i = 0; i < r->n; i++)
+		if (r->group[i] == group)
+			return r->size[i];
+	return 0;
+}
+
+static struct tally_read tally_now(struct kv *kv)
+{
+	struct tally_read r = {.n = 0};
+	CHECK(kv->ops->tally(kv, KV_CHUNKS, &r.t, note_group, &r) == 0);
+	return r;
+}
+
+/* The same, weighed here: every row read with kv_weight_of. */
+static int weigh_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key, (void)klen;
+	struct tally_read *r = ctx;
+	struct kv_weight w;
+	if (kv_weight_of(val, vlen, &w) != 1)
+		return 0;
+	r->t.rows++, r->t.size += w.size, r->t.raw += w.raw;
+	for (int i = 0; i < r->n; i++)
+		if (r->group[i] == w.group) {
+			r->size[i] += w.size;
+			return 0;
+		}
+	return note_group(ctx, w.group, w.size);
+}
+
+static bool tallies_agree(const struct tally_read *a, const struct tally_read *b)
+{
+	bool same = a->t.rows == b->t.rows && a->t.size == b->t.size && a->t.raw == b->t.raw &&
+		    a->n == b->n;
+	for (int i = 0; same && i < a->n; i++)
+		same = group_size(b, a->group[i]) == a->size[i];
+	return same;
+}
+
+/* Does KV's tally differ from BASE by ROWS rows of SIZE bytes (RAW raw)
+ * each, every one of them in GROUP (and nothing else)? */
+static bool tally_moved(struct kv *kv, const struct tally_read *base, int rows, uint32_t group,
+			uint64_t size, uint64_t raw)
+{
+	struct tally_read r = tally_now(kv);
+	bool same = r.t.rows == base->t.rows + (uint64_t)rows &&
+		    r.t.size == base->t.size + (uint64_t)rows * size &&
+		    r.t.raw == base->t.raw + (uint64_t)rows * raw;
+	for (int i = 0; same && i < base->n; i++)
+		if (base->group[i] != group)
+			same = group_size(&r, base->group[i]) == base->size[i];
+	uint64_t want = group_size(base, group) + (uint64_t)rows * size;
+	return same && group_size(&r, group) == want &&
+	       r.n == base->n - (group_size(base, group) > 0) + (want > 0);
+}
+
+static int tally_add(struct kv *kv, const char *key, int64_t delta, uint32_t group)
+{
+	uint8_t buf[64];
+	CHECK(kv->ops->step_begin(kv) == 0);
+	size_t n = delta > 0 ? weighty(buf, (uint64_t)delta, group, 100, 120) : 0;
+	int rc = kv->ops->add(kv, KV_CHUNKS, key, strlen(key), delta, n ? buf : NULL, n);
+	CHECK(kv->ops->step_end(kv, 1) == 0);
+	return rc;
+}
+
+/* Tallies (backend.h): what the rows counted above 0 weigh, kept where
+ * they are stored.  Two creates of one row at once weigh once (a writer
+ * cannot tell which made the row); a count taken to 0 weighs nothing and
+ * back from 0 weighs again; a put moving a row to another group moves
+ * its size; a delete, and a free at 0, change nothing more; what a group
+ * holds unsynced is not in it.  The tally weighs every row as
+ * kv_weight_of reads it, and one lost is weighed again whole by the next
+ * writer to open. */
+static void check_tallies(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->tally) {
+		one->ops->close(one);
+		return;
+	}
+	CHECK(b->open_kv(place, &two) == 0);
+	struct tally_read base = tally_now(one);
+	/* two creates of w1 at once, in groups 900 and 901: two's lands first */
+	CHECK(tally_add(one, "w1", 1, 900) == 0 && tally_add(two, "w1", 1, 901) == 0);
+	CHECK(tally_moved(one, &base, 0, 901, 120, 100)); /* nothing synced */
+	CHECK(two->ops->sync(two) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(one, &base, 1, 901, 120, 100) && tally_moved(two, &base, 1, 901, 120, 100));
+	/* counted more, then to 0, then again */
+	CHECK(tally_add(one, "w1", 3, 0) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(two, &base, 1, 901, 120, 100));
+	CHECK(tally_add(one, "w1", -5, 0) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(one, &base, 0, 901, 120, 100));
+	CHECK(tally_add(one, "w1", 1, 0) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(one, &base, 1, 901, 120, 100));
+	/* moved to group 902 by a put, then deleted */
+	uint8_t buf[64];
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(one->ops->put(one, KV_CHUNKS, "w1", 2, buf, weighty(buf, 1, 902, 100, 130)) == 0);
+	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(two, &base, 1, 902, 130, 100));
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(one->ops->del(one, KV_CHUNKS, "w1", 2) == 0);
+	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(two, &base, 0, 902, 130, 100));
+	/* a row at 0 freed: nothing changes */
+	CHECK(tally_add(one, "w2", 1, 903) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(two, &base, 1, 903, 120, 100));
+	CHECK(tally_add(one, "w2", -1, 0) == 0 && one->ops->sync(one) == 0);
+	CHECK(tally_moved(two, &base, 0, 903, 120, 100));
+	struct freed_rows f = {.n = 0};
+	CHECK(two->ops->free_zeros(two, KV_CHUNKS, 0, count_freed, &f) >= 0 && f.n >= 1);
+	CHECK(counts(two, "w2", 0, NULL) && tally_moved(one, &base, 0, 903, 120, 100));
+	/* the tally weighs each row as kv_weight_of does; rows in more
+	 * buckets than one script weighs again (kv_redis.c, TALLY_BUCKETS),
+	 * whose names hold a NUL */
+	CHECK(tally_add(one, "w3", 2, 904) == 0);
+	CHECK(one->ops->step_begin(one) == 0);
+	for (int i = 1; i <= 200; i++) {
+		uint8_t key[2] = {(uint8_t)i, 0};
+		CHECK(one->ops->add(one, KV_CHUNKS, key, sizeof(key), 1, buf,
+				    weighty(buf, 1, 905 + (uint32_t)i % 3, 10, 20 + (uint64_t)i)) == 0);
+	}
+	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
+	struct tally_read here = {.n = 0}, kept = tally_now(two);
+	CHECK(one->ops->scan(one, KV_CHUNKS, NULL, 0, weigh_row, &here) == 0);
+	CHECK(tallies_agree(&here, &kept) && here.t.rows > 0);
+	two->ops->close(two);
+	if (b->open_kv == open_redis_kv) { /* lost: weighed again at open */
+		struct timeval tv = {2, 0};
+		redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
+		CHECK(c && !c->err);
+		redisReply *r = c ? redisCommand(c, "DEL {nadb:contract:p0}:t:chunks:tally") : NULL;
+		CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+		freeReplyObject(r);
+		redisFree(c);
+		CHECK(one->ops->tally(one, KV_CHUNKS, &here.t, NULL, NULL) == -ENODATA);
+		CHECK(b->open_kv(place, &two) == 0);
+		struct tally_read again = tally_now(two);
+		CHECK(tallies_agree(&again, &kept));
+		two->ops->close(two);
+	}
+	one->ops->close(one);
+}
+
 static void check_blobs(const struct backend *be, const char *place)
 {
 	struct blobs *b;
@@ -1339,6 +1521,7 @@ int main(void)
 			check_shared_adds(b, place);
 			check_zeros(b, place);
 			check_numbers(b, place);
+			check_tallies(b, place);
 			check_blobs(b, place);
 		}
 		if (b->stop)

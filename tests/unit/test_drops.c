@@ -131,6 +131,56 @@ static uint64_t stats_chunks(struct nadb_store *st)
 	return s.chunks;
 }
 
+/* What chunk.c's records weigh, summed here: the records counted above
+ * 0, their frames' bytes and raw bytes, and per segment its frames'
+ * bytes (its live bytes). */
+struct weighed {
+	struct kv_tally t;
+	uint64_t live[64];
+};
+
+static int weigh_chunk(void *ctx, const uint8_t hash[CHUNK_HASH_LEN], uint32_t refs,
+		       const struct chunk_loc *loc)
+{
+	(void)hash;
+	struct weighed *w = ctx;
+	CHECK(loc->blob.seg < 64);
+	if (!refs || loc->blob.seg >= 64)
+		return 0;
+	w->t.rows++, w->t.size += loc->blob.len, w->t.raw += loc->raw_len;
+	w->live[loc->blob.seg] += loc->blob.len;
+	return 0;
+}
+
+static int note_live(void *ctx, uint32_t seg, uint64_t size)
+{
+	struct weighed *w = ctx;
+	CHECK(seg < 64 && size > 0);
+	if (seg < 64)
+		w->live[seg] = size;
+	return 0;
+}
+
+/* Where the backend keeps the chunks' tally (Redis: its scripts weigh the
+ * records they write, kv_redis.c), it says what the records weigh as
+ * chunk.c reads them, and what the store's statistics and segments'
+ * live bytes say, once synced. */
+static void check_tally(struct nadb_store *st)
+{
+	if (!st->kv->ops->tally)
+		return;
+	CHECK(nadb_store_sync(st) == 0);
+	struct weighed here = {0}, kept = {0};
+	CHECK(chunk_scan(&st->chunks, NULL, weigh_chunk, &here) == 0);
+	CHECK(st->kv->ops->tally(st->kv, KV_CHUNKS, &kept.t, note_live, &kept) == 0);
+	CHECK(here.t.rows == kept.t.rows && here.t.size == kept.t.size && here.t.raw == kept.t.raw);
+	CHECK(stats_chunks(st) == kept.t.rows);
+	for (uint32_t seg = 0; seg < 64; seg++) {
+		CHECK(here.live[seg] == kept.live[seg]);
+		CHECK(chunk_segment_live(&st->chunks, seg) == kept.live[seg]);
+	}
+}
+
 /* A chunk no key holds any more (chunk.c, "Freeing"): out of the
  * statistics once its drop is settled, its record gone and its frame
  * punched by the next sync.  Wanted again before that (its record at 0,
@@ -153,6 +203,7 @@ static void check_freeing(struct nadb_store *st, uint64_t ns, const char *path)
 	CHECK(chunks(st, NULL) == n0 && stats_chunks(st) == s0);
 	CHECK(atomic_load(&st->punched) > punched);
 	check_clean(st);
+	check_tally(st);
 
 	put_value(st, ns, "f", v, sizeof(v));
 	CHECK(nadb_store_sync(st) == 0);
@@ -163,10 +214,12 @@ static void check_freeing(struct nadb_store *st, uint64_t ns, const char *path)
 	CHECK(chunks(st, NULL) == n0 + 1 && stats_chunks(st) == s0 + 1);
 	check_path_value(st, path, v, sizeof(v));
 	check_clean(st);
+	check_tally(st);
 	CHECK(nadb_unlink(st, ns, "g") == 0);
 	CHECK(nadb_store_sync(st) == 0);
 	CHECK(chunks(st, NULL) == n0 && stats_chunks(st) == s0);
 	check_clean(st);
+	check_tally(st);
 
 	/* more at once than one pass frees (FREE_ZEROS_MAX) */
 	enum { MANY = FREE_ZEROS_MAX + 44 };
@@ -234,6 +287,7 @@ static void check_store(const char *store, bool partitioned)
 	CHECK(chunks(st, &refs) == 4 && refs == 4);
 	check_path_value(st, "/app/b/k", v, VALUE_LEN);
 	check_clean(st);
+	check_tally(st);
 
 	/* An overwrite drops the old value's chunks. */
 	put_value(st, b, "k", w, VALUE_LEN);
@@ -241,6 +295,7 @@ static void check_store(const char *store, bool partitioned)
 	CHECK(chunks(st, &refs) == 4 && refs == 4);
 	check_path_value(st, "/app/b/k", w, VALUE_LEN);
 	check_clean(st);
+	check_tally(st);
 
 	/* A drop left unsettled (a crash between the two steps where they
 	 * are committed apart): the chunks stay, fsck counts the drops as
@@ -258,6 +313,7 @@ static void check_store(const char *store, bool partitioned)
 	}
 	st->settling = false;
 	check_clean(st);
+	check_tally(st);
 	if (!reopen_settled(store, &o, &st))
 		return;
 
@@ -293,6 +349,7 @@ static void check_store(const char *store, bool partitioned)
 	CHECK(nadb_unlink(st, a, "y") == 0);
 	CHECK(chunks(st, NULL) == 0 && drops(st) == 0);
 	check_clean(st);
+	check_tally(st);
 	check_batches(st);
 	check_freeing(st, a, "/app/a/g");
 	if (st->kv->ops->free_zeros && !st->kv->apart) {
@@ -312,6 +369,8 @@ static void check_store(const char *store, bool partitioned)
 			return;
 		CHECK(records(st) == n0);
 		check_clean(st);
+		check_tally(st);
+	check_tally(st);
 		/* ...as does any sync, with nothing else to commit */
 		put_value(st, a, "left", w, 3000);
 		CHECK(nadb_store_sync(st) == 0);
@@ -323,6 +382,8 @@ static void check_store(const char *store, bool partitioned)
 		CHECK(nadb_store_sync(st) == 0);
 		CHECK(records(st) == n0);
 		check_clean(st);
+		check_tally(st);
+	check_tally(st);
 	}
 	CHECK(nadb_store_close(st) == 0);
 	free(v);
