@@ -295,9 +295,28 @@ static bool frees_later(const struct chunker *c)
 	return c->kv->ops->free_zeros != NULL;
 }
 
+/* Does the backend keep what the records weigh itself (its tally:
+ * backend.h)?  Then nothing here counts them: the statistics' chunk
+ * figures and the segments' live bytes are read from it. */
+static bool tallied(const struct chunker *c)
+{
+	return c->kv->ops->tally != NULL;
+}
+
+/* The statistics' count of chunks: DIR (+1, -1) times a chunk of
+ * FRAME_BYTES stored, RAW_BYTES raw. */
+static int account(struct chunker *c, int dir, uint32_t frame_bytes, uint32_t raw_bytes)
+{
+	if (tallied(c) || !c->account)
+		return 0;
+	return c->account(c->account_ctx, dir, frame_bytes, raw_bytes);
+}
+
 /* Live bytes per segment: what compaction weighs against segment size. */
 static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
 {
+	if (tallied(c))
+		return 0;
 	uint32_t key = htobe32(seg);
 	uint64_t live = 0;
 	struct kv_val v;
@@ -329,7 +348,7 @@ static int count_live(struct chunker *c, uint32_t seg, int64_t delta)
  * statistics, and its segment's live bytes. */
 static int recount(struct chunker *c, const struct chunk_rec *r, int dir)
 {
-	int rc = c->account ? c->account(c->account_ctx, dir, r->len, r->raw_len) : 0;
+	int rc = account(c, dir, r->len, r->raw_len);
 	return rc ? rc : count_live(c, r->seg, (int64_t)dir * r->len);
 }
 
@@ -468,8 +487,8 @@ int chunk_ref(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN], int delta)
 		return rc;
 	}
 	rc = c->kv->ops->del(c->kv, KV_CHUNKS, hash, CHUNK_HASH_LEN);
-	if (!rc && c->account)
-		rc = c->account(c->account_ctx, -1, rec.len, rec.raw_len);
+	if (!rc)
+		rc = account(c, -1, rec.len, rec.raw_len);
 	if (!rc && c->freed) {
 		struct blob_loc loc = {.seg = rec.seg, .off = rec.off, .len = rec.len};
 		rc = c->freed(c->account_ctx, hash, &loc);
@@ -830,14 +849,32 @@ int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc ? rc : 1;
 }
 
+struct live_of {
+	uint32_t seg;
+	uint64_t live;
+};
+
+static int live_of_group(void *ctx, uint32_t group, uint64_t size)
+{
+	struct live_of *l = ctx;
+	if (group == l->seg)
+		l->live = size;
+	return 0;
+}
+
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg)
 {
 	uint32_t key = htobe32(seg);
-	uint64_t live = 0;
+	struct live_of l = {seg, 0};
+	struct kv_tally t;
 	struct kv_val v;
-	if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) && v.len == sizeof(live))
-		memcpy(&live, v.data, sizeof(live));
-	return live;
+	/* unknown (logged) reads as all live: compaction leaves it be */
+	if (tallied(c) && c->kv->ops->tally(c->kv, KV_CHUNKS, &t, live_of_group, &l))
+		l.live = UINT64_MAX;
+	else if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) &&
+		 v.len == sizeof(l.live))
+		memcpy(&l.live, v.data, sizeof(l.live));
+	return l.live;
 }
 
 struct scan_ctx {
@@ -1125,8 +1162,8 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		rc = count_live(c, rec.seg, -(int64_t)rec.len);
 	/* new to the statistics -- as is one at 0 waiting to be freed (see
 	 * "Freeing"), which left them */
-	if (!rc && !counted && c->account)
-		rc = c->account(c->account_ctx, +1, loc->blob.len, loc->raw_len);
+	if (!rc && !counted)
+		rc = account(c, +1, loc->blob.len, loc->raw_len);
 	rec = (struct chunk_rec){
 		.refs = refs, .seg = loc->blob.seg, .off = loc->blob.off, .len = loc->blob.len,
 		.raw_len = loc->raw_len, .flags = loc->flags, .variant = loc->variant,

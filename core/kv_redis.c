@@ -537,6 +537,18 @@ static int fold_into(struct overlay *into, struct overlay *from, bool values)
 
 /* ---- the backend ------------------------------------------------------------ */
 
+/* What writes not in Redis's tally yet change it by (kv_ops.tally: a read
+ * adds them), as this process sees the rows it writes: the totals, and
+ * each group's size. */
+struct weights {
+	int64_t rows, size, raw;
+	struct group_weight {
+		uint32_t group;
+		int64_t size;
+	} *groups;
+	size_t ngroups, cap;
+};
+
 struct kv_redis {
 	struct kv kv;
 	struct redis_conn *conn;
@@ -597,6 +609,11 @@ struct kv_redis {
 	 * a WAIT there hears from enough of them (confirm_waits). */
 	uint32_t *unconfirmed;
 	size_t nunconfirmed, unconfirmed_cap;
+	/* What the open step, the group and the attempt whose fate is not
+	 * known yet (unsettled; sent by a sync, with every p0 row) change the
+	 * counted tables' tally by (KV_CHUNKS is the only one, all in p0). */
+	struct weights step_w, pending_w, carried_w;
+	bool weights_lost; /* out of memory moving them: tally guesses no more */
 	/* Syncs run once: the number of the last attempt, and one whose
 	 * transaction in partition unsettled_part (on one server, all of it)
 	 * may or may not have run (0: none). */
@@ -673,6 +690,69 @@ static struct row *overlay_row(struct kv_redis *k, enum kv_table t, const void *
 	return r ? r : find_row(&k->pending, t, key, klen);
 }
 
+/* ---- weights not synced (kv_ops.tally) ---------------------------------- */
+
+/* Room in W for two groups more (a write moves a row between two), so
+ * that weighing it cannot fail once it is made. */
+static int weights_room(struct weights *w)
+{
+	return grow_array(&w->groups, &w->cap, w->ngroups + 2, sizeof(*w->groups));
+}
+
+static void weights_add_group(struct weights *w, uint32_t group, int64_t size)
+{
+	for (size_t i = 0; i < w->ngroups; i++)
+		if (w->groups[i].group == group) {
+			w->groups[i].size += size;
+			return;
+		}
+	assert(w->ngroups < w->cap); /* weights_room */
+	w->groups[w->ngroups++] = (struct group_weight){group, size};
+}
+
+/* What VAL (VLEN bytes; NULL: no row) weighs, into *KW: false if nothing. */
+static bool weight_of(const void *val, size_t vlen, struct kv_weight *kw)
+{
+	return val && kv_weight_of(val, vlen, kw) == 1;
+}
+
+/* KW (if WEIGHS) added into W SIGN times. */
+static void weigh(struct weights *w, const struct kv_weight *kw, bool weighs, int sign)
+{
+	if (!weighs)
+		return;
+	w->rows += sign;
+	w->size += sign * (int64_t)kw->size;
+	w->raw += sign * (int64_t)kw->raw;
+	weights_add_group(w, kw->group, sign * (int64_t)kw->size);
+}
+
+/* FROM added into INTO (room made first), then emptied. */
+static int weights_move(struct weights *into, struct weights *from)
+{
+	if (grow_array(&into->groups, &into->cap, into->ngroups + from->ngroups,
+		       sizeof(*into->groups)))
+		return -ENOMEM;
+	into->rows += from->rows, into->size += from->size, into->raw += from->raw;
+	for (size_t i = 0; i < from->ngroups; i++)
+		weights_add_group(into, from->groups[i].group, from->groups[i].size);
+	from->rows = from->size = from->raw = 0;
+	from->ngroups = 0;
+	return 0;
+}
+
+static void weights_clear(struct weights *w)
+{
+	w->rows = w->size = w->raw = 0;
+	w->ngroups = 0;
+}
+
+/* The weights a write now goes to: the step's, or the group's. */
+static struct weights *weights_of(struct kv_redis *k)
+{
+	return k->in_step ? &k->step_w : &k->pending_w;
+}
+
 static int kvr_step_begin(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
@@ -691,17 +771,22 @@ static int kvr_step_end(struct kv *kv, int commit)
 	k->in_step = false;
 	if (!commit) {
 		overlay_clear(&k->step);
+		weights_clear(&k->step_w);
 		return 0;
 	}
 	if (k->step_spans)
 		nadb_log("redis %s: a step wrote rows of more than one partition (partition %u "
 			 "and another)", redis_conn_name(k->conn), k->step_part);
 	int rc = fold_into(&k->pending, &k->step, false);
+	if (!rc)
+		rc = weights_move(&k->pending_w, &k->step_w);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
 		nadb_log("redis %s: out of memory keeping a step; dropping the "
 			 "unsynced group", redis_conn_name(k->conn));
 		overlay_clear(&k->pending);
+		weights_clear(&k->pending_w);
+		weights_clear(&k->step_w);
 		k->unsynced = 0;
 		return rc;
 	}
@@ -917,11 +1002,32 @@ static int buffer_write(struct kv_redis *k, enum kv_table t, const void *key, si
 	return 0;
 }
 
+/* A write of counted table T's row KEY making it VAL (NULL: deleted),
+ * weighed (kv_ops.tally) against what the row holds as read here. */
+static int weighed_write(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
+			 const void *val, size_t vlen)
+{
+	struct row *r;
+	struct weights *w = weights_of(k);
+	int rc = find_anywhere(k, t, key, klen, &r);
+	if (!rc && !r->val && !val)
+		return -ENOENT;
+	struct kv_weight was, now;
+	bool weighed = !rc && weight_of(r->val, r->vlen, &was); /* R goes with the write */
+	if (!rc && !(rc = weights_room(w)) && !(rc = buffer_write(k, t, key, klen, val, vlen))) {
+		weigh(w, &was, weighed, -1);
+		weigh(w, &now, weight_of(val, vlen, &now), +1);
+	}
+	return rc;
+}
+
 static int kvr_put(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		   const void *val, size_t vlen)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
+	if (kv_table_counted(t))
+		return weighed_write(k, t, key, klen, val ? val : "", vlen);
 	return buffer_write(k, t, key, klen, val ? val : "", vlen);
 }
 
@@ -929,6 +1035,8 @@ static int kvr_del(struct kv *kv, enum kv_table t, const void *key, size_t klen)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
+	if (kv_table_counted(t))
+		return weighed_write(k, t, key, klen, NULL, 0);
 	struct row *r;
 	int rc = find_anywhere(k, t, key, klen, &r);
 	if (rc)
@@ -955,6 +1063,11 @@ static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 	bool create = !r->val;
 	if (create && !init)
 		return -ENOENT;
+	struct kv_weight was, now;
+	bool weighed = weight_of(r->val, r->vlen, &was); /* R goes with the write */
+	struct weights *w = weights_of(k);
+	if ((rc = weights_room(w)))
+		return rc;
 	size_t vlen = create ? ilen : r->vlen + VARINT_MAX;
 	uint8_t *val = malloc(vlen ? vlen : 1);
 	if (!val)
@@ -986,6 +1099,8 @@ static int kvr_add(struct kv *kv, enum kv_table t, const void *key, size_t klen,
 		added->carried = added->init_carried = false;
 		drop_init(added);
 	}
+	weigh(w, &was, weighed, -1);
+	weigh(w, &now, weight_of(added->val, added->vlen, &now), +1);
 	note_write(k, t, key, klen);
 	return 0;
 }
@@ -2658,6 +2773,12 @@ static int confirm_waits(struct kv_redis *k)
  * create ran, so what is left adds), or it never will. */
 static void settle_rows(struct kv_redis *k, uint32_t p, bool all, bool ran)
 {
+	if (all || p == 0) { /* the counted rows' partition: their weights too */
+		if (ran)
+			weights_clear(&k->carried_w);
+		else if (weights_move(&k->pending_w, &k->carried_w))
+			k->weights_lost = true;
+	}
 	for (int t = 0; t < KV_NTABLES; t++) {
 		if (!bucketed(t))
 			continue;
@@ -2839,7 +2960,12 @@ static int kvr_sync(struct kv *kv)
 	k->nempty = 0; /* the group may write rows where there were none */
 	k->sync_attempt++;
 	assert(k->kv.session); /* a writer: the mark is its session's */
-	rc = send_group(k, &b);
+	/* the group's weights go with this attempt (settle_rows decides) */
+	rc = weights_move(&k->carried_w, &k->pending_w);
+	if (!rc)
+		rc = send_group(k, &b);
+	if (rc && !k->unsettled) /* nothing sent (or known to have run) */
+		k->weights_lost |= weights_move(&k->pending_w, &k->carried_w) != 0;
 	free_batch(&b);
 	free(names);
 	free(zsets);
@@ -2860,6 +2986,8 @@ static int kvr_sync(struct kv *kv)
 	if (!c || fold_into(c, &k->pending, true) || k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
 	overlay_clear(&k->pending);
+	weights_clear(&k->carried_w);
+	k->weights_lost = false; /* none left to guess: Redis's tally says all */
 	k->unsynced = 0;
 	return k->nunconfirmed ? -EIO : 0;
 }
@@ -3219,6 +3347,15 @@ static bool tally_number(const redisReply *v, int64_t *n)
 	return !errno && *end == '\0';
 }
 
+/* SIZE more for GROUP in W, room made. */
+static int tally_group(struct weights *w, uint32_t group, int64_t size)
+{
+	if (grow_array(&w->groups, &w->cap, w->ngroups + 1, sizeof(*w->groups)))
+		return -ENOMEM;
+	weights_add_group(w, group, size);
+	return 0;
+}
+
 static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 		     int (*fn)(void *ctx, uint32_t group, uint64_t size), void *ctx)
 {
@@ -3227,10 +3364,17 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 	char key[KEY_SIZE];
 	tally_name(k, t, 0, key);
 	redisReply *r;
+	if (k->weights_lost) {
+		nadb_log("redis %s: out of memory weighing the writes not synced: the %s' "
+			 "tally is known again after the next sync", redis_conn_name(k->conn),
+			 kv_table_name(t));
+		return -ENOMEM;
+	}
 	int rc = read_tally(k, key, &r);
 	if (rc)
 		return rc;
-	*out = (struct kv_tally){0};
+	/* Redis's, then what this process's writes not synced add */
+	struct weights sum = {0};
 	for (size_t i = 0; !rc && i < r->elements; i += 2) {
 		const char *f = r->element[i]->str;
 		int64_t n;
@@ -3240,14 +3384,14 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 		if (!strcmp(f, TALLY_WHOLE))
 			continue;
 		else if (ok && !strcmp(f, "rows"))
-			out->rows = (uint64_t)n;
+			sum.rows += n;
 		else if (ok && !strcmp(f, "size"))
-			out->size = (uint64_t)n;
+			sum.size += n;
 		else if (ok && !strcmp(f, "raw"))
-			out->raw = (uint64_t)n;
+			sum.raw += n;
 		else if (ok && !strncmp(f, "g:", 2) && (g = strtoul(f + 2, &end, 10)) <= UINT32_MAX &&
 			 !*end && end != f + 2)
-			rc = fn ? fn(ctx, (uint32_t)g, (uint64_t)n) : 0;
+			rc = tally_group(&sum, (uint32_t)g, n);
 		else
 			rc = -EIO;
 	}
@@ -3255,6 +3399,21 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 		nadb_log("redis %s: the %s' tally is damaged (nadb fsck --repair weighs them again)",
 			 redis_conn_name(k->conn), kv_table_name(t));
 	freeReplyObject(r);
+	const struct weights *mine[] = {&k->carried_w, &k->pending_w, &k->step_w};
+	for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
+		sum.rows += mine[i]->rows, sum.size += mine[i]->size, sum.raw += mine[i]->raw;
+		for (size_t j = 0; !rc && j < mine[i]->ngroups; j++)
+			rc = tally_group(&sum, mine[i]->groups[j].group, mine[i]->groups[j].size);
+	}
+	/* below 0 only where another process changed a row that this one
+	 * weighed as it saw it: Redis's word stands after the next sync */
+	*out = (struct kv_tally){(uint64_t)(sum.rows > 0 ? sum.rows : 0),
+				 (uint64_t)(sum.size > 0 ? sum.size : 0),
+				 (uint64_t)(sum.raw > 0 ? sum.raw : 0)};
+	for (size_t i = 0; !rc && fn && i < sum.ngroups; i++)
+		if (sum.groups[i].size > 0)
+			rc = fn(ctx, sum.groups[i].group, (uint64_t)sum.groups[i].size);
+	free(sum.groups);
 	return rc;
 }
 
@@ -3986,6 +4145,9 @@ static void kvr_close(struct kv *kv)
 	redis_conn_close(k->conn);
 	free(k->parts);
 	free(k->unconfirmed);
+	free(k->step_w.groups);
+	free(k->pending_w.groups);
+	free(k->carried_w.groups);
 	free(k);
 }
 

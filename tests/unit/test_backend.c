@@ -1371,10 +1371,11 @@ static int tally_add(struct kv *kv, const char *key, int64_t delta, uint32_t gro
 
 /* Tallies (backend.h): what the rows counted above 0 weigh, kept where
  * they are stored.  Two creates of one row at once weigh once (a writer
- * cannot tell which made the row); a count taken to 0 weighs nothing and
- * back from 0 weighs again; a put moving a row to another group moves
- * its size; a delete, and a free at 0, change nothing more; what a group
- * holds unsynced is not in it.  The tally weighs every row as
+ * cannot tell which made the row) once both are synced, each having seen
+ * its own before; a count taken to 0 weighs nothing and back from 0
+ * weighs again; a put moving a row to another group moves its size; a
+ * delete, and a free at 0, change nothing more; a step undone weighs
+ * nothing.  The tally weighs every row as
  * kv_weight_of reads it, and one lost is weighed again whole by the next
  * writer to open. */
 static void check_tallies(const struct backend *b, const char *place)
@@ -1389,7 +1390,8 @@ static void check_tallies(const struct backend *b, const char *place)
 	struct tally_read base = tally_now(one);
 	/* two creates of w1 at once, in groups 900 and 901: two's lands first */
 	CHECK(tally_add(one, "w1", 1, 900) == 0 && tally_add(two, "w1", 1, 901) == 0);
-	CHECK(tally_moved(one, &base, 0, 901, 120, 100)); /* nothing synced */
+	/* nothing synced: each sees its own create, as it weighs it */
+	CHECK(tally_moved(one, &base, 1, 900, 120, 100) && tally_moved(two, &base, 1, 901, 120, 100));
 	CHECK(two->ops->sync(two) == 0 && one->ops->sync(one) == 0);
 	CHECK(tally_moved(one, &base, 1, 901, 120, 100) && tally_moved(two, &base, 1, 901, 120, 100));
 	/* counted more, then to 0, then again */
@@ -1409,6 +1411,12 @@ static void check_tallies(const struct backend *b, const char *place)
 	CHECK(one->ops->del(one, KV_CHUNKS, "w1", 2) == 0);
 	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
 	CHECK(tally_moved(two, &base, 0, 902, 130, 100));
+	/* a step undone, and one kept, before a sync */
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(one->ops->put(one, KV_CHUNKS, "w9", 2, buf, weighty(buf, 1, 910, 10, 30)) == 0);
+	CHECK(tally_moved(one, &base, 1, 910, 30, 10));
+	CHECK(one->ops->step_end(one, 0) == 0);
+	CHECK(tally_moved(one, &base, 0, 910, 30, 10));
 	/* a row at 0 freed: nothing changes */
 	CHECK(tally_add(one, "w2", 1, 903) == 0 && one->ops->sync(one) == 0);
 	CHECK(tally_moved(two, &base, 1, 903, 120, 100));
