@@ -869,11 +869,13 @@ uint64_t chunk_segment_live(struct chunker *c, uint32_t seg)
 	struct kv_tally t;
 	struct kv_val v;
 	/* unknown (logged) reads as all live: compaction leaves it be */
-	if (tallied(c) && c->kv->ops->tally(c->kv, KV_CHUNKS, &t, live_of_group, &l))
-		l.live = UINT64_MAX;
-	else if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) &&
-		 v.len == sizeof(l.live))
+	if (tallied(c)) {
+		if (c->kv->ops->tally(c->kv, KV_CHUNKS, &t, live_of_group, &l))
+			l.live = UINT64_MAX;
+	} else if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) &&
+		   v.len == sizeof(l.live)) {
 		memcpy(&l.live, v.data, sizeof(l.live));
+	}
 	return l.live;
 }
 

@@ -66,7 +66,7 @@ static int consider_segment(void *ctx, uint32_t seg, uint64_t size, uint64_t hel
 	pthread_mutex_lock(&p->st->meta_lock);
 	uint64_t live = chunk_segment_live(&p->st->chunks, seg);
 	pthread_mutex_unlock(&p->st->meta_lock);
-	if (!worth_compacting(p, size, held, live))
+	if (live == UINT64_MAX || !worth_compacting(p, size, held, live)) /* unknown: left */
 		return 0;
 	if (ARRAY_GROW(p->v, p->n, p->cap))
 		return -ENOMEM;
@@ -153,8 +153,10 @@ static int move_live_chunks(struct nadb_store *st, const struct plan *p,
 	bool have_last = false;
 	uint64_t live = 0; /* bytes to move, for progress */
 	pthread_mutex_lock(&st->meta_lock);
-	for (size_t i = 0; i < p->n; i++)
-		live += chunk_segment_live(&st->chunks, p->v[i].seg);
+	for (size_t i = 0; i < p->n; i++) {
+		uint64_t l = chunk_segment_live(&st->chunks, p->v[i].seg);
+		live = l > UINT64_MAX - live ? UINT64_MAX : live + l;
+	}
 	pthread_mutex_unlock(&st->meta_lock);
 	do {
 		b.n = b.rows = 0;

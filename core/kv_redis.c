@@ -777,16 +777,18 @@ static int kvr_step_end(struct kv *kv, int commit)
 	if (k->step_spans)
 		nadb_log("redis %s: a step wrote rows of more than one partition (partition %u "
 			 "and another)", redis_conn_name(k->conn), k->step_part);
+	if (weights_move(&k->pending_w, &k->step_w)) { /* the rows matter more */
+		k->weights_lost = true;
+		weights_clear(&k->step_w);
+	}
 	int rc = fold_into(&k->pending, &k->step, false);
-	if (!rc)
-		rc = weights_move(&k->pending_w, &k->step_w);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
 		nadb_log("redis %s: out of memory keeping a step; dropping the "
 			 "unsynced group", redis_conn_name(k->conn));
 		overlay_clear(&k->pending);
 		weights_clear(&k->pending_w);
-		weights_clear(&k->step_w);
+		k->weights_lost = true; /* an attempt's, settled later, has no rows */
 		k->unsynced = 0;
 		return rc;
 	}
@@ -1887,7 +1889,9 @@ static void end_cmd(struct batch *b)
  *    weight less OLD's;
  *  - tallies_written(): the changes summed, written (HINCRBY once a
  *    field, through pcall: a damaged field stops nothing, fsck finds it;
- *    a group summing to 0 goes).
+ *    a group summing to 0 goes).  After each write of the script, not
+ *    once at its end: a later write that fails (a damaged store) leaves
+ *    those before it done, and weighed.
  * The fields: rows, size, raw and g:GROUP (after COUNT_FUNCTIONS). */
 #define TALLY_FUNCTIONS                                                                 \
 	"local function varint_at(v, at) "                                              \
@@ -2016,7 +2020,8 @@ static void end_cmd(struct batch *b)
 	"if redis.call('EXISTS', ARGV[i + 3] .. ARGV[j]) == 0 then "                    \
 	"redis.call('ZREM', key, ARGV[j]) end end "                                     \
 	"else redis.call(verb, key, unpack(ARGV, i + 3, i + n)) end "                   \
-	"i = i + n + 1 end end tallies_written() return 0"
+	"tallies_written() "                                                            \
+	"i = i + n + 1 end end return 0"
 static const char apply_puts_script[] = "#!lua\n" APPLY_BODY;
 static const char apply_dels_script[] = "#!lua flags=allow-oom\n" APPLY_BODY;
 
@@ -2905,6 +2910,10 @@ static int kvr_sync(struct kv *kv)
 	int unconfirmed = k->nunconfirmed ? confirm_waits(k) : 0;
 	if (k->pending.rows == 0) {
 		k->unsynced = 0;
+		assert(!k->unsettled); /* settled above */
+		weights_clear(&k->pending_w); /* (none, but for a group dropped) */
+		weights_clear(&k->carried_w);
+		k->weights_lost = false;
 		return unconfirmed;
 	}
 	struct batch b = {0};
@@ -3374,7 +3383,10 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 	if (rc)
 		return rc;
 	/* Redis's, then what this process's writes not synced add */
+	/* A damaged field reads as 0 (fsck names it): the figures are wrong
+	 * until a repair, but nothing that reads them fails. */
 	struct weights sum = {0};
+	unsigned damaged = 0;
 	for (size_t i = 0; !rc && i < r->elements; i += 2) {
 		const char *f = r->element[i]->str;
 		int64_t n;
@@ -3393,11 +3405,12 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 			 !*end && end != f + 2)
 			rc = tally_group(&sum, (uint32_t)g, n);
 		else
-			rc = -EIO;
+			damaged++;
 	}
-	if (rc == -EIO)
-		nadb_log("redis %s: the %s' tally is damaged (nadb fsck --repair weighs them again)",
-			 redis_conn_name(k->conn), kv_table_name(t));
+	if (damaged)
+		nadb_log("redis %s: the %s' tally has %u damaged fields, read as 0 (nadb fsck "
+			 "--repair weighs them again)", redis_conn_name(k->conn), kv_table_name(t),
+			 damaged);
 	freeReplyObject(r);
 	const struct weights *mine[] = {&k->carried_w, &k->pending_w, &k->step_w};
 	for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
@@ -3431,7 +3444,10 @@ static int tally_whole(struct kv_redis *k, enum kv_table t)
 	if (rc)
 		return rc == -ENOMEM ? rc : -EIO;
 	bool whole = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-	if (r->type != REDIS_REPLY_INTEGER)
+	if (r->type == REDIS_REPLY_ERROR) /* not a hash: weighed anew, replacing it */
+		nadb_log("redis %s: the %s' tally is no hash (%s)", redis_conn_name(k->conn),
+			 kv_table_name(t), r->str);
+	else if (r->type != REDIS_REPLY_INTEGER)
 		rc = redis_reply_error(k->conn, "reading a tally", r);
 	freeReplyObject(r);
 	if (rc || whole)

@@ -800,6 +800,18 @@ static int get_format(struct redis_conn *c, redisReply **r)
 	return run_text(c, 0, "GET format", 2, get, r);
 }
 
+/* The format text's kind: 0 a layout of today's, 1 an older one this
+ * nadb takes on (marked anew by a writer), -1 none it knows. */
+static int format_kind(const char *text)
+{
+	if (!strcmp(text, REDIS_FORMAT_TEXT) || !strcmp(text, REDIS_FORMAT_TEXT_UNTAGGED))
+		return 0;
+	if (!strcmp(text, REDIS_FORMAT_TEXT_4) || !strcmp(text, REDIS_FORMAT_TEXT_3) ||
+	    !strcmp(text, REDIS_FORMAT_TEXT_2))
+		return 1;
+	return -1;
+}
+
 int redis_check_format(struct redis_conn *c)
 {
 	char key[REDIS_NAME_MAX + 48];
@@ -809,14 +821,15 @@ int redis_check_format(struct redis_conn *c)
 	if (rc)
 		return rc;
 	if (r->type == REDIS_REPLY_STRING) {
-		if (!strcmp(r->str, REDIS_FORMAT_TEXT_2))
+		int kind = format_kind(r->str);
+		if (kind == 1)
 			rc = -ESTALE; /* readable as it is; redis_claim_format marks it */
-		else if (strcmp(r->str, REDIS_FORMAT_TEXT) && strcmp(r->str, REDIS_FORMAT_TEXT_3)) {
+		else if (kind < 0) {
 			nadb_log("redis %s:%d/%s: the store's layout is \"%s\"; this nadb "
-				 "knows \"%s\", \"%s\" and \"%s\" only (move a store between "
+				 "knows \"%s\" to \"%s\" only (move a store between "
 				 "layouts with the nadb that made it: nadb dump, then nadb "
 				 "load into a new NAME)", c->url.host, c->url.port, c->url.name,
-				 r->str, REDIS_FORMAT_TEXT_2, REDIS_FORMAT_TEXT_3, REDIS_FORMAT_TEXT);
+				 r->str, REDIS_FORMAT_TEXT_2, REDIS_FORMAT_TEXT);
 			rc = -EPROTO;
 		}
 		freeReplyObject(r);
@@ -843,13 +856,14 @@ int redis_claim_format(struct redis_conn *c)
 	if (rc != -ENOENT && rc != -ESTALE)
 		return rc;
 	/* NX: two daemons opening a new store at once both find it marked.
-	 * Layout 2 is layout 3 with one partition: its marker is rewritten
-	 * (so that a nadb of layout 2 refuses the partitions made from now);
-	 * its segments stay where they are, as a layout 3 store's do. */
+	 * XX: an older layout marked as today's, its segments where they are */
+	bool older = rc == -ESTALE, tagged = true;
+	if (older && (rc = redis_segments_tagged(c, &tagged)))
+		return rc;
 	char key[REDIS_NAME_MAX + 48];
 	redis_key(c, 0, "format", key, sizeof(key));
-	const char *set[] = {"SET", key, rc == -ESTALE ? REDIS_FORMAT_TEXT_3 : REDIS_FORMAT_TEXT,
-			     rc == -ESTALE ? "XX" : "NX"};
+	const char *set[] = {"SET", key, tagged ? REDIS_FORMAT_TEXT : REDIS_FORMAT_TEXT_UNTAGGED,
+			     older ? "XX" : "NX"};
 	redisReply *r;
 	rc = run_text(c, 0, "SET format", 4, set, &r);
 	if (!rc)
@@ -863,7 +877,8 @@ int redis_segments_tagged(struct redis_conn *c, bool *out)
 	int rc = get_format(c, &r);
 	if (rc)
 		return rc;
-	*out = r->type != REDIS_REPLY_STRING || !strcmp(r->str, REDIS_FORMAT_TEXT);
+	*out = r->type != REDIS_REPLY_STRING || !strcmp(r->str, REDIS_FORMAT_TEXT) ||
+	       !strcmp(r->str, REDIS_FORMAT_TEXT_4);
 	freeReplyObject(r);
 	return 0;
 }

@@ -99,10 +99,18 @@
 /* The format key's text: the layout above, and its version (2: inodes,
  * links and chunks bucketed, a sorted table's rows one member each; 3: a
  * partition per namespace; 4: chunk segments under hash tags of their
- * own, see seg:N).  A store of layout 2 is one of layout 3 whose rows are
- * all in partition 0: opening it rewrites the marker to 3.  A store of
- * layout 3 stays 3 (its segments stay in partition 0); new stores are 4. */
-#define REDIS_FORMAT_TEXT "nadb-redis 4"
+ * own, see seg:N; 5: the chunks' tally, t:chunks:tally, kept by every
+ * sync and read instead of counters of the daemon's, kv_redis.c).  A
+ * writer opening an older store marks it 5 (weighing its chunks once),
+ * so that an older nadb, which would write chunks without weighing them,
+ * refuses it from then on: a store of layout 4 as REDIS_FORMAT_TEXT, one
+ * of layout 2 (layout 3 with every row in partition 0) or 3, whose
+ * segments stay in partition 0, as REDIS_FORMAT_TEXT_UNTAGGED.  New
+ * stores are REDIS_FORMAT_TEXT.  A follower opens the two of layout 5
+ * only. */
+#define REDIS_FORMAT_TEXT "nadb-redis 5"
+#define REDIS_FORMAT_TEXT_UNTAGGED "nadb-redis 5, segments in p0"
+#define REDIS_FORMAT_TEXT_4 "nadb-redis 4"
 #define REDIS_FORMAT_TEXT_3 "nadb-redis 3"
 #define REDIS_FORMAT_TEXT_2 "nadb-redis 2"
 

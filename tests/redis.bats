@@ -162,7 +162,7 @@ EOF
 	[ "$(redis-cli -p "$REDIS_PORT" dbsize)" = "$before" ]
 }
 
-@test "the layout: a hash tag per namespace; entries one sorted-set member each; inodes, names and chunks in bucket hashes; layout 2 taken on, layout 1 refused with what to do" {
+@test "the layout: a hash tag per namespace; entries one sorted-set member each; inodes, names and chunks in bucket hashes; layouts 2 and 4 taken on (marked 5), layout 1 refused with what to do" {
 	mount_store_at "$URL" "$MNT"
 	mkdir -p "$MNT/app/ns" "$MNT/app/other"
 	for k in a b c; do echo -n "value $k" >"$MNT/app/ns/$k"; done
@@ -216,7 +216,7 @@ EOF
 	buckets=$(cli --scan --pattern "{nadb:store:p0}:t:chunks:b:*" | wc -l)
 	[ "$buckets" -ge 1 ]
 	[ "$(cli zcard "{nadb:store:p0}:t:chunks:z")" -eq "$buckets" ]
-	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 4" ]
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 5" ]
 	# chunk bytes: segments under tags of their own (a cluster spreads them)
 	[ "$(cli exists '{nadb:store:s1}:seg')" = 1 ]
 	[ -z "$(cli --scan --pattern '{nadb:store:p0}:seg:*')" ]
@@ -270,19 +270,29 @@ EOF
 	[ "$status" -eq 0 ]
 	[ "$("$NADB" get "$URL" /app/other/x)" = x ]
 	# a store marked with layout 2 (layout 3 in one partition) is taken on
-	# and marked 3, so that a nadb of layout 2 refuses it from now on; a
-	# store of layout 3 keeps its segments in partition 0
+	# and marked 5 with its segments in partition 0, so that an older nadb
+	# refuses it from now on (it would not weigh the chunks it writes)
 	cli set '{nadb:two:p0}:format' 'nadb-redis 2' >/dev/null
 	mount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
 	mkdir -p "$MNT/app/ns"
 	echo -n "value two" >"$MNT/app/ns/k"
 	unmount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
-	[ "$(cli get '{nadb:two:p0}:format')" = "nadb-redis 3" ]
+	[ "$(cli get '{nadb:two:p0}:format')" = "nadb-redis 5, segments in p0" ]
+	[ "$(cli hget '{nadb:two:p0}:t:chunks:tally' rows)" = 1 ]
 	[ "$(cli exists '{nadb:two:p0}:seg:1')" = 1 ]
 	[ -z "$(cli --scan --pattern '{nadb:two:s*')" ]
 	mount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
 	[ "$(cat "$MNT/app/ns/k")" = "value two" ]
 	unmount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
+	# a store of layout 4 (no tally): marked 5 and its chunks weighed, once
+	cli set '{nadb:store:p0}:format' 'nadb-redis 4' >/dev/null
+	cli del '{nadb:store:p0}:t:chunks:tally' >/dev/null
+	mount_store_at "$URL" "$MNT"
+	unmount_store_at "$URL" "$MNT"
+	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 5" ]
+	[ "$(cli hget '{nadb:store:p0}:t:chunks:tally' whole)" = 1 ]
+	run "$NADB" fsck "$URL"
+	[ "$status" -eq 0 ]
 	# a store of layout 1: refused, nothing written, told what to do
 	cli set '{nadb:old:p0}:format' 'nadb-redis 1' >/dev/null
 	before=$(cli dbsize)

@@ -182,7 +182,8 @@ static void check_foreign(struct redis_server *s)
 	if (r)
 		freeReplyObject(r);
 	/* a store of layout 2 (every row in partition 0) is taken on as it is,
-	 * and marked 3 (its segments stay in partition 0, as layout 3's do) */
+	 * and marked as today's with its segments in partition 0 (as layout
+	 * 3's are) */
 	redis_server_url(s, "two", url, sizeof(url));
 	rc = kv_redis_open(url, &kv);
 	CHECK(rc == 0);
@@ -205,7 +206,7 @@ static void check_foreign(struct redis_server *s)
 		kv->ops->close(kv);
 	}
 	r = c ? redisCommand(c, "GET {nadb:two:p0}:format") : NULL;
-	CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, REDIS_FORMAT_TEXT_3));
+	CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, REDIS_FORMAT_TEXT_UNTAGGED));
 	if (r)
 		freeReplyObject(r);
 	if (c)
