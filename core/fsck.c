@@ -1028,8 +1028,8 @@ static int check_tallied_segments(struct fsck *f, struct seg_rows *l)
 {
 	struct kv_tally t;
 	int rc = f->st->kv->ops->tally(f->st->kv, KV_CHUNKS, &t, collect_tallied, l);
-	if (rc == -ENODATA)
-		return 0; /* no tally: the backend's check said so */
+	if (rc == -ENODATA || rc == -EIO)
+		return 0; /* none, or damaged: the backend's check said so */
 	for (size_t i = 0; !rc && i <= l->n; i++) {
 		for (uint32_t seg = 0; i == l->n && seg < f->nsegs; seg++)
 			if (f->seg_live[seg])

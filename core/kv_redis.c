@@ -3006,7 +3006,7 @@ static int kvr_sync(struct kv *kv)
 static uint64_t kvr_unsynced(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
-	return k->unsynced + k->nunconfirmed + atomic_load(&k->announce);
+	return k->unsynced + k->nunconfirmed + atomic_load(&k->announce) + k->weights_lost;
 }
 
 /* Run CMD in partition P, then a WAIT for P's replicas in the same round
@@ -3408,10 +3408,13 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 			damaged++;
 	}
 	if (damaged)
-		nadb_log("redis %s: the %s' tally has %u damaged fields, read as 0 (nadb fsck "
-			 "--repair weighs them again)", redis_conn_name(k->conn), kv_table_name(t),
-			 damaged);
+		nadb_log("redis %s: the %s' tally has %u damaged fields (nadb fsck --repair "
+			 "weighs them again)", redis_conn_name(k->conn), kv_table_name(t), damaged);
 	freeReplyObject(r);
+	/* the totals read them as 0 (.stats stays up); a group's size would
+	 * be a guess that compaction could take for empty: unknown */
+	if (damaged && fn && !rc)
+		rc = -EIO;
 	const struct weights *mine[] = {&k->carried_w, &k->pending_w, &k->step_w};
 	for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
 		sum.rows += mine[i]->rows, sum.size += mine[i]->size, sum.raw += mine[i]->raw;
@@ -3444,9 +3447,9 @@ static int tally_whole(struct kv_redis *k, enum kv_table t)
 	if (rc)
 		return rc == -ENOMEM ? rc : -EIO;
 	bool whole = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-	if (r->type == REDIS_REPLY_ERROR) /* not a hash: weighed anew, replacing it */
-		nadb_log("redis %s: the %s' tally is no hash (%s)", redis_conn_name(k->conn),
-			 kv_table_name(t), r->str);
+	if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "WRONGTYPE", 9))
+		nadb_log("redis %s: the %s' tally is no hash: weighing them anew",
+			 redis_conn_name(k->conn), kv_table_name(t));
 	else if (r->type != REDIS_REPLY_INTEGER)
 		rc = redis_reply_error(k->conn, "reading a tally", r);
 	freeReplyObject(r);
@@ -4191,6 +4194,30 @@ static const struct kv_ops redis_kv_ops = {
 	.close = kvr_close,
 };
 
+/* A writer's claim of the store's layout (redis.h).  A store of an older
+ * layout may hold a tally that a nadb between wrote, then an older one
+ * did not keep: it is weighed anew (tally_whole), its "whole" dropped
+ * before the marker says 5, so that a crash in between loses nothing. */
+static int claim_format(struct kv_redis *k)
+{
+	int rc = redis_check_format(k->conn);
+	for (int t = 0; rc == -ESTALE && t < KV_NTABLES; t++) {
+		char key[KEY_SIZE];
+		const char *argv[] = {"HDEL", key, TALLY_WHOLE};
+		size_t lens[] = {4, 0, strlen(TALLY_WHOLE)};
+		if (!kv_table_counted((enum kv_table)t))
+			continue;
+		lens[1] = tally_name(k, (enum kv_table)t, 0, key);
+		redisReply *r = NULL;
+		int hrc = redis_run_in(k->conn, 0, "taking on an older layout", 3, argv, lens, &r);
+		if (r)
+			freeReplyObject(r);
+		if (hrc)
+			return hrc == -ENOMEM ? hrc : -EIO;
+	}
+	return rc == 0 ? 0 : redis_claim_format(k->conn);
+}
+
 static int open_kv(const char *url, bool follower, struct kv **out)
 {
 	struct kv_redis *k = calloc(1, sizeof(*k));
@@ -4212,7 +4239,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 		rc = redis_conn_open(url, &k->conn);
 	if (!rc) {
 		k->kv.apart = redis_conn_is_cluster(k->conn);
-		rc = follower ? redis_check_format(k->conn) : redis_claim_format(k->conn);
+		rc = follower ? redis_check_format(k->conn) : claim_format(k);
 	}
 	if (follower && (rc == -ENOENT || rc == -ESTALE)) {
 		nadb_log("redis %s: %s: a follower opens a store its writer made and "

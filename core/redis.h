@@ -268,8 +268,9 @@ int redis_subscriber_next(struct redis_conn *s, const struct redis_conn *route, 
 void redis_note_durability(struct redis_conn *c);
 
 
-/* Are the segments of C's store under tags of their own (layout 4, or
- * no store yet) rather than in partition 0 (layouts 2 and 3)? */
+/* Are the segments of C's store under tags of their own (layouts 4 and
+ * 5, or no store yet) rather than in partition 0 (layouts 2 and 3, and 5
+ * "segments in p0")? */
 int redis_segments_tagged(struct redis_conn *c, bool *out);
 
 /* Check that C's NAME is a nadb store, creating the format marker if the
@@ -278,8 +279,8 @@ int redis_segments_tagged(struct redis_conn *c, bool *out);
  * layout version. */
 int redis_claim_format(struct redis_conn *c);
 /* The same, writing nothing: 0 a store of this layout, -ESTALE one of
- * layout 2 (claim rewrites its marker), -ENOENT no store (nothing under
- * NAME), else the error claim would give (logged). */
+ * layout 2, 3 or 4 (claim rewrites its marker), -ENOENT no store
+ * (nothing under NAME), else the error claim would give (logged). */
 int redis_check_format(struct redis_conn *c);
 
 /* The store lock: one daemon serves a store at a time.

@@ -284,13 +284,17 @@ EOF
 	mount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
 	[ "$(cat "$MNT/app/ns/k")" = "value two" ]
 	unmount_store_at "redis://127.0.0.1:$REDIS_PORT/two" "$MNT"
-	# a store of layout 4 (no tally): marked 5 and its chunks weighed, once
+	# a store of layout 4: marked 5 and its chunks weighed, once, even if
+	# a tally is there (a nadb that kept one wrote it, then one that did
+	# not wrote more)
+	rows=$(cli hget '{nadb:store:p0}:t:chunks:tally' rows)
 	cli set '{nadb:store:p0}:format' 'nadb-redis 4' >/dev/null
-	cli del '{nadb:store:p0}:t:chunks:tally' >/dev/null
+	cli hincrby '{nadb:store:p0}:t:chunks:tally' rows 5 >/dev/null
 	mount_store_at "$URL" "$MNT"
 	unmount_store_at "$URL" "$MNT"
 	[ "$(cli get '{nadb:store:p0}:format')" = "nadb-redis 5" ]
 	[ "$(cli hget '{nadb:store:p0}:t:chunks:tally' whole)" = 1 ]
+	[ "$(cli hget '{nadb:store:p0}:t:chunks:tally' rows)" = "$rows" ]
 	run "$NADB" fsck "$URL"
 	[ "$status" -eq 0 ]
 	# a store of layout 1: refused, nothing written, told what to do
