@@ -512,13 +512,14 @@ static int set_row_added(struct overlay *o, enum kv_table t, const void *key, si
  * its own (chunk.c, "Freeing"; struct row's ask), which leaves Redis
  * holding one or the other: the cache forgets it, and the next read
  * asks. */
-static int fold_into(struct overlay *into, struct overlay *from, bool values)
+static int fold_into(struct overlay *into, struct overlay *from, bool values,
+		     uint32_t forget)
 {
 	int rc = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
 			struct row *added;
-			if (values && r->ask) {
+			if (values && (r->ask || (forget & 1u << t))) {
 				remove_row(into, t, r->key, r->klen);
 				continue;
 			}
@@ -650,6 +651,12 @@ struct kv_redis {
 	struct redis_conn *beat_conn;
 	uint32_t *beat_live;
 	size_t nbeat_live;
+	/* Other sessions are alive (set by the last beat, on its thread):
+	 * the counts of a counted table's rows may move under ours, so none
+	 * is cached (uncached_tables); others_seen is what the calls act on, so
+	 * that the cache's counted rows go when others appear. */
+	atomic_bool others_write;
+	bool others_seen;
 };
 
 static void release_held(struct kv_redis *k)
@@ -781,7 +788,7 @@ static int kvr_step_end(struct kv *kv, int commit)
 		k->weights_lost = true;
 		weights_clear(&k->step_w);
 	}
-	int rc = fold_into(&k->pending, &k->step, false);
+	int rc = fold_into(&k->pending, &k->step, false, 0);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
 		nadb_log("redis %s: out of memory keeping a step; dropping the "
@@ -806,7 +813,22 @@ static struct overlay *cache_of(struct kv_redis *k)
 		k->cache_reconnects = redis_conn_reconnects(k->conn);
 		k->cache_stale = true;
 	}
+	bool others = atomic_load(&k->others_write);
+	if (others && !k->others_seen) /* its counted rows may be others' now */
+		k->cache_stale = true;
+	k->others_seen = others;
 	return k->cache_stale ? NULL : &k->cache;
+}
+
+/* The tables whose rows the cache keeps none of now (a bit each): the
+ * counted ones while other sessions write (cache_of says). */
+static uint32_t uncached_tables(const struct kv_redis *k)
+{
+	uint32_t mask = 0;
+	for (int t = 0; k->others_seen && t < KV_NTABLES; t++)
+		if (kv_table_counted((enum kv_table)t))
+			mask |= 1u << t;
+	return mask;
 }
 
 /* Remember what Redis said of KEY (VAL NULL: absent). */
@@ -814,7 +836,7 @@ static void cache_row(struct kv_redis *k, enum kv_table t, const void *key, size
 		      const void *val, size_t vlen)
 {
 	struct overlay *c = cache_of(k);
-	if (c && set_row(c, t, key, klen, val, vlen))
+	if (c && !(uncached_tables(k) & 1u << t) && set_row(c, t, key, klen, val, vlen))
 		k->cache_stale = true;
 }
 
@@ -2992,7 +3014,8 @@ static int kvr_sync(struct kv *kv)
 			k->parts_unknown = true; /* read again before the next use */
 	free(nums);
 	struct overlay *c = cache_of(k);
-	if (!c || fold_into(c, &k->pending, true) || k->cache.bytes > CACHE_MAX_BYTES)
+	if (!c || fold_into(c, &k->pending, true, uncached_tables(k)) ||
+	    k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
 	overlay_clear(&k->pending);
 	weights_clear(&k->carried_w);
@@ -3974,6 +3997,7 @@ static int kvr_beat(struct kv *kv, bool *died)
 	free(k->beat_live);
 	k->beat_live = live;
 	k->nbeat_live = n;
+	atomic_store(&k->others_write, n > 1);
 	return 0;
 }
 
@@ -4000,6 +4024,8 @@ static int session_start(struct kv_redis *k)
 		rc = session_beat_on(k, k->conn, &k->beat_live, &k->nbeat_live, &was_in);
 	if (rc)
 		k->kv.session = 0;
+	else
+		atomic_store(&k->others_write, k->nbeat_live > 1);
 	return rc;
 }
 
@@ -4228,6 +4254,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	atomic_init(&k->publish_mask, 0);
 	atomic_init(&k->publish_refused, false);
 	atomic_init(&k->announce, false);
+	atomic_init(&k->others_write, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "0");
 	int rc = overlay_init(&k->step, (uintptr_t)k);

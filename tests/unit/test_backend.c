@@ -1164,6 +1164,32 @@ static bool reads_back(struct blobs *b, const struct blob_loc *loc, const uint8_
 	return ok;
 }
 
+/* While another session writes the store (backend with sessions), a
+ * counted row's count may move under ours: what one handle added is
+ * what the other reads next, and adds to, never a count it cached. */
+static void check_counts_shared(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	CHECK(b->open_kv(place, &one) == 0);
+	if (!one->ops->sessions) {
+		one->ops->close(one);
+		return;
+	}
+	CHECK(b->open_kv(place, &two) == 0);
+	bool died;
+	CHECK(one->ops->beat(one, &died) == 0); /* one hears of two */
+	synced_add(one, "u1", 1, "uu");
+	CHECK(counts(one, "u1", 1, "uu") && counts(two, "u1", 1, "uu"));
+	synced_add(two, "u1", 2, NULL);
+	CHECK(counts(one, "u1", 3, "uu"));
+	CHECK(one->ops->step_begin(one) == 0);
+	CHECK(add_s(one, "u1", -3, NULL) == 0);
+	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
+	CHECK(counts(two, "u1", 0, "uu"));
+	two->ops->close(two);
+	one->ops->close(one);
+}
+
 /* Numbering (backend.h's number): a key's number is given once and read
  * back by every handle; a step undone keeps it; two processes numbering
  * the same keys at once, in opposite orders, agree on each and never give
@@ -1559,6 +1585,7 @@ int main(void)
 			check_adds(b, place);
 			check_shared_adds(b, place);
 			check_zeros(b, place);
+			check_counts_shared(b, place);
 			check_numbers(b, place);
 			check_tallies(b, place);
 			check_blobs(b, place);
