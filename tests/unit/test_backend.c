@@ -886,6 +886,20 @@ static void check_damaged_bucket(struct kv *one, const char *place, int64_t want
 	redisFree(c);
 }
 
+/* Two handles writing the store at once, *ONE and *TWO: false (none
+ * open) where the backend has no sessions (one process writes it). */
+static bool open_two_writers(const struct backend *b, const char *place, struct kv **one,
+			     struct kv **two)
+{
+	CHECK(b->open_kv(place, one) == 0);
+	if (!(*one)->ops->sessions) {
+		(*one)->ops->close(*one);
+		return false;
+	}
+	CHECK(b->open_kv(place, two) == 0);
+	return true;
+}
+
 /* Where two processes can write one store (a backend with sessions), the
  * adds of both count, and two creates of one row make one row counting
  * both.  And a sync runs once (kv_redis.c): not sent, sent twice, or its
@@ -893,12 +907,8 @@ static void check_damaged_bucket(struct kv *one, const char *place, int64_t want
 static void check_shared_adds(const struct backend *b, const char *place)
 {
 	struct kv *one, *two;
-	CHECK(b->open_kv(place, &one) == 0);
-	if (!one->ops->sessions) {
-		one->ops->close(one);
+	if (!open_two_writers(b, place, &one, &two))
 		return;
-	}
-	CHECK(b->open_kv(place, &two) == 0);
 	struct kv *both[] = {one, two};
 	for (int i = 0; i < 2; i++) { /* both read c1 at 3, both add */
 		CHECK(both[i]->ops->step_begin(both[i]) == 0);
@@ -1170,12 +1180,8 @@ static bool reads_back(struct blobs *b, const struct blob_loc *loc, const uint8_
 static void check_counts_shared(const struct backend *b, const char *place)
 {
 	struct kv *one, *two;
-	CHECK(b->open_kv(place, &one) == 0);
-	if (!one->ops->sessions) {
-		one->ops->close(one);
+	if (!open_two_writers(b, place, &one, &two))
 		return;
-	}
-	CHECK(b->open_kv(place, &two) == 0);
 	bool died;
 	CHECK(one->ops->beat(one, &died) == 0); /* one hears of two */
 	synced_add(one, "u1", 1, "uu");
