@@ -657,6 +657,10 @@ struct kv_redis {
 	 * that the cache's counted rows go when others appear. */
 	atomic_bool others_write;
 	bool others_seen;
+	/* ...or were at some call since the last sync: the group's counted
+	 * rows were built on reads then, so the sync keeps none in the cache
+	 * even if the others are gone by then */
+	bool others_since_sync;
 };
 
 static void release_held(struct kv_redis *k)
@@ -817,6 +821,7 @@ static struct overlay *cache_of(struct kv_redis *k)
 	if (others && !k->others_seen) /* its counted rows may be others' now */
 		k->cache_stale = true;
 	k->others_seen = others;
+	k->others_since_sync |= others;
 	return k->cache_stale ? NULL : &k->cache;
 }
 
@@ -825,7 +830,7 @@ static struct overlay *cache_of(struct kv_redis *k)
 static uint32_t uncached_tables(const struct kv_redis *k)
 {
 	uint32_t mask = 0;
-	for (int t = 0; k->others_seen && t < KV_NTABLES; t++)
+	for (int t = 0; (k->others_seen || k->others_since_sync) && t < KV_NTABLES; t++)
 		if (kv_table_counted((enum kv_table)t))
 			mask |= 1u << t;
 	return mask;
@@ -3017,6 +3022,7 @@ static int kvr_sync(struct kv *kv)
 	if (!c || fold_into(c, &k->pending, true, uncached_tables(k)) ||
 	    k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
+	k->others_since_sync = k->others_seen;
 	overlay_clear(&k->pending);
 	weights_clear(&k->carried_w);
 	k->weights_lost = false; /* none left to guess: Redis's tally says all */

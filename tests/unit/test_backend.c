@@ -1192,7 +1192,14 @@ static void check_counts_shared(const struct backend *b, const char *place)
 	CHECK(add_s(one, "u1", -3, NULL) == 0);
 	CHECK(one->ops->step_end(one, 1) == 0 && one->ops->sync(one) == 0);
 	CHECK(counts(two, "u1", 0, "uu"));
+	/* one adds on what it read while two wrote; two adds too and goes
+	 * before one's sync: one's cache does not keep its own guess */
+	step_add(one, "u1", 1, NULL);
+	synced_add(two, "u1", 2, NULL);
 	two->ops->close(two);
+	CHECK(one->ops->beat(one, &died) == 0); /* one alone again */
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(counts(one, "u1", 3, "uu"));
 	one->ops->close(one);
 }
 
