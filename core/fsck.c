@@ -1021,45 +1021,25 @@ static int collect_tallied(void *ctx, uint32_t group, uint64_t size)
 	return 0;
 }
 
-/* Where the backend weighs the records itself (its tally, which its own
- * check compared with the records already), the segments' live bytes
- * are its groups; they must agree with the records as read here too. */
-static int check_tallied_segments(struct fsck *f, struct seg_rows *l)
-{
-	struct kv_tally t;
-	int rc = f->st->kv->ops->tally(f->st->kv, KV_CHUNKS, &t, collect_tallied, l);
-	if (rc == -ENODATA || rc == -EIO)
-		return 0; /* none, or damaged: the backend's check said so */
-	for (size_t i = 0; !rc && i <= l->n; i++) {
-		for (uint32_t seg = 0; i == l->n && seg < f->nsegs; seg++)
-			if (f->seg_live[seg])
-				problem(f, "segment %08u.pack holds %llu live bytes of chunks, but "
-					"the store's tally weighs none there (not repaired here)", seg,
-					(unsigned long long)f->seg_live[seg]);
-		if (i == l->n)
-			break;
-		uint32_t seg = l->rows[i].seg;
-		uint64_t want = seg < f->nsegs ? f->seg_live[seg] : 0;
-		if (seg < f->nsegs)
-			f->seg_live[seg] = 0;
-		if (l->rows[i].live != want && seg < SEG_CHECK_MAX) /* (past it: check_chunks') */
-			problem(f, "segment %08u.pack weighs %llu live bytes in the store's tally, "
-				"but its chunks hold %llu (not repaired here)", seg,
-				(unsigned long long)l->rows[i].live, (unsigned long long)want);
-	}
-	return rc;
-}
-
+/* Where the backend weighs the records itself (kv_ops.tally, which its
+ * own check compared with the records already), the segments' live bytes
+ * are its groups: they must agree with the records as read here too, and
+ * are not repaired here.  Else they are chunk.c's KV_SEGMENTS rows. */
 static int check_segments(struct fsck *f, bool repair)
 {
 	struct seg_rows l = {0};
+	bool tallied = f->st->kv->ops->tally != NULL;
+	const char *counts = tallied ? "weighs" : "counts";
+	const char *mend = tallied ? " (not repaired here)" : "";
 	int rc = chunk_scan(&f->st->chunks, NULL, add_live, f);
-	if (!rc && f->st->kv->ops->tally) {
-		rc = check_tallied_segments(f, &l);
+	struct kv_tally t;
+	if (!rc && tallied && ((rc = f->st->kv->ops->tally(f->st->kv, KV_CHUNKS, &t,
+							   collect_tallied, &l)) == -ENODATA ||
+			       rc == -EIO)) {
 		free(l.rows);
-		return rc;
+		return 0; /* none, or damaged: the backend's check said so */
 	}
-	if (!rc)
+	if (!rc && !tallied)
 		rc = f->st->kv->ops->scan(f->st->kv, KV_SEGMENTS, NULL, 0, collect_seg_row, &l);
 	for (size_t i = 0; !rc && i <= l.n; i++) {
 		/* each row, then (i == l.n) the segments with bytes and no row */
@@ -1067,8 +1047,8 @@ static int check_segments(struct fsck *f, bool repair)
 			if (!f->seg_live[seg])
 				continue;
 			problem(f, "segment %08u.pack holds %llu live bytes of chunks, but "
-				"counts none", seg, (unsigned long long)f->seg_live[seg]);
-			if (repair && !(rc = set_seg_live(f, seg, f->seg_live[seg])))
+				"%s none%s", seg, (unsigned long long)f->seg_live[seg], counts, mend);
+			if (repair && !tallied && !(rc = set_seg_live(f, seg, f->seg_live[seg])))
 				f->res->repaired++;
 		}
 		if (i == l.n)
@@ -1077,11 +1057,11 @@ static int check_segments(struct fsck *f, bool repair)
 		uint64_t want = r->seg < f->nsegs ? f->seg_live[r->seg] : 0;
 		if (r->seg < f->nsegs)
 			f->seg_live[r->seg] = 0; /* its row is seen */
-		if (r->live == want)
+		if (r->live == want || (tallied && r->seg >= SEG_CHECK_MAX)) /* (check_chunks') */
 			continue;
-		problem(f, "segment %08u.pack counts %llu live bytes, but its chunks hold %llu",
-			r->seg, (unsigned long long)r->live, (unsigned long long)want);
-		if (repair && !(rc = set_seg_live(f, r->seg, want)))
+		problem(f, "segment %08u.pack %s %llu live bytes, but its chunks hold %llu%s",
+			r->seg, counts, (unsigned long long)r->live, (unsigned long long)want, mend);
+		if (repair && !tallied && !(rc = set_seg_live(f, r->seg, want)))
 			f->res->repaired++;
 	}
 	free(l.rows);

@@ -460,7 +460,10 @@ int stats_upgrade(struct nadb_store *st, uint32_t was)
 	return rc;
 }
 
-int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
+/* nadb_stats, with the chunks' figures if CHUNK_FIGURES (where the backend
+ * tallies them, a round trip to it). */
+static int read_stats(struct nadb_store *st, uint64_t scope, bool chunk_figures,
+		      struct nadb_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	file_delete_forgotten(st); /* the chunks of keys deleted are counted out */
@@ -482,7 +485,7 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 	if (!rc && scope == NADB_ROOT_INO)
 		rc = tags_in_use(st, &out->tags);
 	struct kv_tally chunks;
-	bool tallied = scope == NADB_ROOT_INO && st->kv->ops->tally;
+	bool tallied = chunk_figures && scope == NADB_ROOT_INO && st->kv->ops->tally;
 	if (!rc && tallied)
 		rc = st->kv->ops->tally(st->kv, KV_CHUNKS, &chunks, NULL, NULL);
 	pthread_mutex_unlock(&st->meta_lock);
@@ -511,6 +514,16 @@ int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
 	out->buffered_bytes = atomic_load(&st->buffered);
 	out->buffer_limit = (uint64_t)st->opt.buffer_mb << 20;
 	return 0;
+}
+
+int nadb_stats(struct nadb_store *st, uint64_t scope, struct nadb_stats *out)
+{
+	return read_stats(st, scope, true, out);
+}
+
+int stats_names(struct nadb_store *st, struct nadb_stats *out)
+{
+	return read_stats(st, NADB_ROOT_INO, false, out);
 }
 
 static double ratio(uint64_t a, uint64_t b, double if_none)

@@ -1405,7 +1405,7 @@ int nadb_statfs(struct nadb_store *st, struct nadb_statfs *out)
 	/* Names in use: what the counters hold (inode numbers are sparse,
 	 * a partition per namespace). */
 	struct nadb_stats sum;
-	int rc = nadb_stats(st, NADB_ROOT_INO, &sum);
+	int rc = stats_names(st, &sum);
 	if (rc)
 		return rc;
 	uint64_t used = 1 + sum.keys + sum.databases + sum.namespaces + sum.dirs;

@@ -478,6 +478,10 @@ enum counter {
 	C_EXPIRING, C_REAPED,
 	C_COUNT
 };
+struct nadb_stats;
+/* The store's nadb_stats for its names (keys, databases, namespaces,
+ * directories) only: its chunk figures are not read (statfs). */
+int stats_names(struct nadb_store *st, struct nadb_stats *out);
 int counters_add(struct nadb_store *st, uint64_t scope, enum counter c, int64_t delta);
 /* Count DELTA in counter C where a key of directory DIR counts. */
 int counters_add_in(struct nadb_store *st, uint64_t dir, enum counter c, int64_t delta);
