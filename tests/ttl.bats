@@ -42,8 +42,7 @@ in_seconds() {
 	run ls "$MNT/app/cache"
 	[ "$output" = "" ]
 	# the kernel is told to drop the name: stat follows within moments
-	for i in $(seq 50); do [ -e "$MNT/app/cache/k" ] || break; sleep 0.02; done
-	[ ! -e "$MNT/app/cache/k" ]
+	within 1 not test -e "$MNT/app/cache/k"
 	# and the setxattr did not wait for that notice, which needs the lock
 	# the kernel holds for it (it stalled a second, the directory locked)
 	not grep -q "took over" "$LOG"
