@@ -849,34 +849,73 @@ int chunk_relocate(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	return rc ? rc : 1;
 }
 
+/* The segments asked, sorted by number (bsearch), each with where its
+ * answer goes. */
 struct live_of {
 	uint32_t seg;
-	uint64_t live;
+	uint64_t *live;
 };
+struct segs_asked {
+	struct live_of *v;
+	size_t n;
+};
+
+static int compare_live_of(const void *a, const void *b)
+{
+	return kv_compare_u32(&((const struct live_of *)a)->seg, &((const struct live_of *)b)->seg);
+}
 
 static int live_of_group(void *ctx, uint32_t group, uint64_t size)
 {
-	struct live_of *l = ctx;
-	if (group == l->seg)
-		l->live = size;
+	struct segs_asked *all = ctx;
+	struct live_of key = {group, NULL};
+	struct live_of *l = bsearch(&key, all->v, all->n, sizeof(*all->v), compare_live_of);
+	if (l)
+		*l->live = size;
 	return 0;
+}
+
+static uint64_t live_row(struct chunker *c, uint32_t seg)
+{
+	uint32_t key = htobe32(seg);
+	struct kv_val v;
+	uint64_t live = 0;
+	if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) &&
+	    v.len == sizeof(live))
+		memcpy(&live, v.data, sizeof(live));
+	return live;
+}
+
+void chunk_segments_live(struct chunker *c, const uint32_t *seg, size_t n, uint64_t *live)
+{
+	struct kv_tally t;
+	struct live_of *v = tallied(c) && n ? malloc(n * sizeof(*v)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		live[i] = tallied(c) ? 0 : live_row(c, seg[i]); /* a group not there: 0 */
+		if (v)
+			v[i] = (struct live_of){seg[i], &live[i]};
+	}
+	if (!tallied(c) || !n)
+		return;
+	struct segs_asked all = {v, n};
+	int rc = v ? 0 : -ENOMEM;
+	if (v)
+		qsort(v, n, sizeof(*v), compare_live_of);
+	else
+		nadb_log("segments' live bytes: no memory to ask for %zu of them", n);
+	if (!rc)
+		rc = c->kv->ops->tally(c->kv, KV_CHUNKS, &t, live_of_group, &all);
+	if (rc) /* unknown (logged) reads as all live: compaction leaves them be */
+		for (size_t i = 0; i < n; i++)
+			live[i] = UINT64_MAX;
+	free(v);
 }
 
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg)
 {
-	uint32_t key = htobe32(seg);
-	struct live_of l = {seg, 0};
-	struct kv_tally t;
-	struct kv_val v;
-	/* unknown (logged) reads as all live: compaction leaves it be */
-	if (tallied(c)) {
-		if (c->kv->ops->tally(c->kv, KV_CHUNKS, &t, live_of_group, &l))
-			l.live = UINT64_MAX;
-	} else if (!c->kv->ops->get(c->kv, KV_SEGMENTS, &key, sizeof(key), &v) &&
-		   v.len == sizeof(l.live)) {
-		memcpy(&l.live, v.data, sizeof(l.live));
-	}
-	return l.live;
+	uint64_t live;
+	chunk_segments_live(c, &seg, 1, &live);
+	return live;
 }
 
 struct scan_ctx {

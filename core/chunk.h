@@ -189,8 +189,11 @@ int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx);
  * Inside a step. */
 int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		const struct chunk_loc *loc, uint32_t refs);
-/* Live bytes recorded for segment SEG. */
+/* Live bytes recorded for segment SEG; UINT64_MAX: unknown (logged). */
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
+/* The same for N segments SEG[] into LIVE[], read at once (where the
+ * backend keeps a tally, one read of it for all of them). */
+void chunk_segments_live(struct chunker *c, const uint32_t *seg, size_t n, uint64_t *live);
 
 /* Are the chunk's bytes stored as they are (not compressed), so that a
  * part of them costs a read of that part only? */

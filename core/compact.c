@@ -33,6 +33,7 @@
 
 struct victim {
 	uint32_t seg;
+	uint64_t size; /* bytes appended to it */
 	uint64_t held; /* bytes on disk its removal gives back */
 };
 
@@ -57,21 +58,55 @@ static bool worth_compacting(const struct plan *p, uint64_t size, uint64_t held,
 	return dead > 0 && (double)dead >= p->garbage * (double)held;
 }
 
-static int consider_segment(void *ctx, uint32_t seg, uint64_t size, uint64_t held,
-			    bool current)
+/* Every segment but the current one is a candidate, weighed once all are
+ * listed (pick_victims): their live bytes are read at once. */
+static int add_candidate(void *ctx, uint32_t seg, uint64_t size, uint64_t held,
+			 bool current)
 {
 	struct plan *p = ctx;
 	if (current || size == 0)
 		return 0;
-	pthread_mutex_lock(&p->st->meta_lock);
-	uint64_t live = chunk_segment_live(&p->st->chunks, seg);
-	pthread_mutex_unlock(&p->st->meta_lock);
-	if (live == UINT64_MAX || !worth_compacting(p, size, held, live)) /* unknown: left */
-		return 0;
 	if (ARRAY_GROW(p->v, p->n, p->cap))
 		return -ENOMEM;
-	p->v[p->n++] = (struct victim){seg, held};
+	p->v[p->n++] = (struct victim){seg, size, held};
 	return 0;
+}
+
+/* The live bytes of the plan's N segments into LIVE (malloc'd, or NULL:
+ * -ENOMEM), read at once under the meta lock. */
+static int plan_live(const struct plan *p, uint64_t **live)
+{
+	uint32_t *seg = malloc((p->n + 1) * sizeof(*seg));
+	*live = malloc((p->n + 1) * sizeof(**live));
+	if (!seg || !*live) {
+		free(seg);
+		free(*live);
+		*live = NULL;
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < p->n; i++)
+		seg[i] = p->v[i].seg;
+	pthread_mutex_lock(&p->st->meta_lock);
+	chunk_segments_live(&p->st->chunks, seg, p->n, *live);
+	pthread_mutex_unlock(&p->st->meta_lock);
+	free(seg);
+	return 0;
+}
+
+/* Keeps the candidates worth compacting; an unknown live count leaves one. */
+static int pick_victims(struct plan *p)
+{
+	uint64_t *live;
+	int rc = plan_live(p, &live);
+	size_t kept = 0;
+	for (size_t i = 0; !rc && i < p->n; i++)
+		if (live[i] != UINT64_MAX &&
+		    worth_compacting(p, p->v[i].size, p->v[i].held, live[i]))
+			p->v[kept++] = p->v[i];
+	if (!rc)
+		p->n = kept;
+	free(live);
+	return rc;
 }
 
 static bool is_victim(const struct plan *p, uint32_t seg)
@@ -151,13 +186,12 @@ static int move_live_chunks(struct nadb_store *st, const struct plan *p,
 	b.loc = malloc(SCAN_BATCH * sizeof(*b.loc));
 	int rc = b.hash && b.loc ? 0 : -ENOMEM;
 	bool have_last = false;
-	uint64_t live = 0; /* bytes to move, for progress */
-	pthread_mutex_lock(&st->meta_lock);
-	for (size_t i = 0; i < p->n; i++) {
-		uint64_t l = chunk_segment_live(&st->chunks, p->v[i].seg);
-		live = l > UINT64_MAX - live ? UINT64_MAX : live + l;
-	}
-	pthread_mutex_unlock(&st->meta_lock);
+	uint64_t live = 0, *seg_live = NULL; /* bytes to move, for progress */
+	if (!rc)
+		rc = plan_live(p, &seg_live);
+	for (size_t i = 0; !rc && i < p->n; i++)
+		live = seg_live[i] > UINT64_MAX - live ? UINT64_MAX : live + seg_live[i];
+	free(seg_live);
 	do {
 		b.n = b.rows = 0;
 		b.more = false;
@@ -203,18 +237,20 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 	struct plan p = {.st = st, .force = force, .garbage = garbage};
 	atomic_uint_fast64_t seen = nadb_store_sync_failures(st);
 	if (!rc)
-		rc = st->blobs->ops->segments(st->blobs, consider_segment, &p);
+		rc = st->blobs->ops->segments(st->blobs, add_candidate, &p);
+	if (!rc && p.n)
+		rc = pick_victims(&p);
 	if (!rc && p.n)
 		rc = move_live_chunks(st, &p, res);
 	/* The new places must be durable before the old bytes go (and a
 	 * sync that failed meanwhile may have carried some of them). */
 	if (!rc && p.n)
 		rc = nadb_store_sync_seen(st, &seen);
+	uint64_t *live = NULL;
+	if (!rc && p.n)
+		rc = plan_live(&p, &live);
 	for (size_t i = 0; !rc && i < p.n; i++) {
-		pthread_mutex_lock(&st->meta_lock);
-		uint64_t live = chunk_segment_live(&st->chunks, p.v[i].seg);
-		pthread_mutex_unlock(&st->meta_lock);
-		if (live)
+		if (live[i])
 			continue; /* a chunk moved in meanwhile?  Next time. */
 		if (!(rc = store_may_change(st)))
 			rc = st->blobs->ops->remove(st->blobs, p.v[i].seg);
@@ -226,6 +262,7 @@ int nadb_compact(struct nadb_store *st, bool force, double garbage,
 	if (!rc && res->segments_removed)
 		rc = st->blobs->ops->sync(st->blobs); /* the directory */
 	pthread_mutex_unlock(&st->compact_lock);
+	free(live);
 	free(p.v);
 	if (rc == -ENOSPC)
 		nadb_log("compaction: no room to copy live chunks into; space freed by "

@@ -604,6 +604,11 @@ struct kv_redis {
 	/* The store lock's generation this writer holds (kv_redis_set_fence;
 	 * "0": none), as text: every write of a sync is fenced by it. */
 	char fence_gen[24];
+	/* A writer has not looked yet whether its tallies are whole
+	 * (tallies_whole): it does once the fences are raised, or at its
+	 * first sync if it sets none, so that no late sync of an earlier
+	 * writer lands in the middle of weighing them. */
+	bool tallies_unchecked;
 	size_t fence_gen_len;
 	/* Partitions whose last transaction fewer than min_replicas replicas
 	 * confirmed: committed on their primary, and every sync fails until
@@ -2470,6 +2475,8 @@ static int raise_fence(struct kv_redis *k, uint32_t p)
 	return rc;
 }
 
+static int tallies_whole(struct kv_redis *k);
+
 int kv_redis_set_fence(struct kv *kv, long long gen)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
@@ -2483,7 +2490,7 @@ int kv_redis_set_fence(struct kv *kv, long long gen)
 	for (size_t i = 0; !rc && k->kv.apart && i < k->nparts; i++)
 		if (k->parts[i] != 0)
 			rc = raise_fence(k, k->parts[i]);
-	return rc;
+	return rc ? rc : tallies_whole(k);
 }
 
 void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
@@ -2931,6 +2938,8 @@ static int kvr_sync(struct kv *kv)
 	announce_any(k);
 	/* what a failed sync sent is known to have run or not before more is */
 	int rc = settle_attempt(k);
+	if (!rc)
+		rc = tallies_whole(k);
 	if (rc)
 		return rc;
 	/* the partitions a sync before left unconfirmed come first */
@@ -3277,7 +3286,9 @@ static int check_zeros_noted(struct kv_redis *k, enum kv_table t, bool repair,
  * told whether a create made a row or added to another process's, and
  * which rows a free pass deleted.  Its field "whole" says that it weighs
  * every row: a store a nadb before tallies wrote has none, and its writer
- * weighs every row once at open (retally), before its first sync.  fsck
+ * weighs every row once (retally) when it has raised the fences, so that
+ * no late sync of an earlier writer lands meanwhile, and before its first
+ * sync (tallies_whole).  fsck
  * weighs them again into a hash of its own and compares. */
 
 #define TALLY_WHOLE "whole"
@@ -3487,6 +3498,18 @@ static int tally_whole(struct kv_redis *k, enum kv_table t)
 	nadb_log("redis %s: weighing the %s for their tally, once",
 		 redis_conn_name(k->conn), kv_table_name(t));
 	return retally(k, t, key);
+}
+
+/* tally_whole for every counted table, once (tallies_unchecked). */
+static int tallies_whole(struct kv_redis *k)
+{
+	int rc = 0;
+	for (int t = 0; !rc && k->tallies_unchecked && t < KV_NTABLES; t++)
+		if (kv_table_counted((enum kv_table)t))
+			rc = tally_whole(k, (enum kv_table)t);
+	if (!rc)
+		k->tallies_unchecked = false;
+	return rc;
 }
 
 /* fsck: T's rows weighed again, into a hash of their own, and compared
@@ -4280,6 +4303,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 			 rc == -ENOENT ? "no store here" : "the store's layout is old");
 		rc = rc == -ENOENT ? rc : -EPROTO;
 	}
+	k->tallies_unchecked = !follower;
 	if (!rc && follower) {
 		char host[64];
 		if (gethostname(host, sizeof(host)))
@@ -4293,9 +4317,6 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 		rc = load_parts(k);
 	if (!rc && !follower)
 		rc = session_start(k);
-	for (int t = 0; !rc && !follower && t < KV_NTABLES; t++)
-		if (kv_table_counted((enum kv_table)t))
-			rc = tally_whole(k, (enum kv_table)t);
 	if (!rc)
 		redis_note_durability(k->conn);
 	if (rc) {

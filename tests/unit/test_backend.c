@@ -1509,7 +1509,7 @@ static void check_tallies(const struct backend *b, const char *place)
 		redisFree(c);
 	}
 	two->ops->close(two);
-	if (b->open_kv == open_redis_kv) { /* lost: weighed again at open */
+	if (b->open_kv == open_redis_kv) { /* lost: weighed again by a writer */
 		kept = tally_now(one);
 		struct timeval tv = {2, 0};
 		redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
@@ -1520,6 +1520,10 @@ static void check_tallies(const struct backend *b, const char *place)
 		redisFree(c);
 		CHECK(one->ops->tally(one, KV_CHUNKS, &here.t, NULL, NULL) == -ENODATA);
 		CHECK(b->open_kv(place, &two) == 0);
+		/* not at open: once its fences are up (store.c), or at its
+		 * first sync where it raises none, as here */
+		CHECK(two->ops->tally(two, KV_CHUNKS, &here.t, NULL, NULL) == -ENODATA);
+		CHECK(two->ops->sync(two) == 0);
 		struct tally_read again = tally_now(two);
 		CHECK(tallies_agree(&again, &kept));
 		two->ops->close(two);
