@@ -122,6 +122,9 @@ struct kv_tally {
 typedef int (*kv_row_fn)(void *ctx, enum kv_table t, const void *key, size_t klen);
 
 struct kv;
+/* What kv_ops.lease does. */
+enum kv_lease_how { KV_LEASE_TAKE, KV_LEASE_RELEASE, KV_LEASE_ASKED };
+
 struct kv_ops {
 	int (*step_begin)(struct kv *kv);
 	/* commit != 0: keep the step; 0: undo all of it. */
@@ -219,6 +222,25 @@ struct kv_ops {
 	 * out.  What the group holds unsynced is not in it. */
 	int (*tally)(struct kv *kv, enum kv_table t, struct kv_tally *out,
 		     int (*fn)(void *ctx, uint32_t group, uint64_t size), void *ctx);
+	/* Optional (NULL: one process writes the store, under its lock).
+	 * Partition leases (docs/many-writers.md, step 4): once a process
+	 * leases a partition, every partition but 0 its syncs write must be
+	 * one it leases, and it caches rows of leased partitions only (of
+	 * partition 0, only while it leases that too): another writes the
+	 * rest.  A lease lasts as long as the session that took it (beat),
+	 * and each take gives it a new generation, which fences the
+	 * partition's syncs: a late one of the holder before writes nothing.
+	 *
+	 * KV_LEASE_TAKE: 0 when PART's lease is ours (taken now or before);
+	 * -EBUSY when a live session holds it: that one is asked to let go
+	 * (KV_LEASE_ASKED), and the caller tries again later.  A lease whose
+	 * session is gone is taken over.
+	 * KV_LEASE_RELEASE: let PART go, when nothing of it is unsynced
+	 * (-EAGAIN else, outside any step); what was cached of it is
+	 * forgotten.  0 also when it was not ours.
+	 * KV_LEASE_ASKED: 1 when another session asked for PART since we
+	 * took it (and it is ours still), else 0. */
+	int (*lease)(struct kv *kv, uint32_t part, enum kv_lease_how how);
 	/* Optional, both (NULL: one process at a time opens the store).  A
 	 * store one process writes while others follow it (follow.c):
 	 *

@@ -511,15 +511,19 @@ static int set_row_added(struct overlay *o, enum kv_table t, const void *key, si
  * is its value -- but for a create over a row read here with an init of
  * its own (chunk.c, "Freeing"; struct row's ask), which leaves Redis
  * holding one or the other: the cache forgets it, and the next read
- * asks. */
+ * asks; and so it does with the rows of tables FORGET, and those KEEPS
+ * (if not NULL) says no to. */
 static int fold_into(struct overlay *into, struct overlay *from, bool values,
-		     uint32_t forget)
+		     uint32_t forget, bool (*keeps)(const void *ctx, enum kv_table t,
+						   const void *key, size_t klen),
+		     const void *ctx)
 {
 	int rc = 0;
 	for (int t = 0; t < KV_NTABLES; t++) {
 		for (struct row *r = from->head[t]->next[0]; r; r = r->next[0]) {
 			struct row *added;
-			if (values && (r->ask || (forget & 1u << t))) {
+			if (values && (r->ask || (forget & 1u << t) ||
+				       (keeps && !keeps(ctx, t, r->key, r->klen)))) {
 				remove_row(into, t, r->key, r->klen);
 				continue;
 			}
@@ -604,6 +608,21 @@ struct kv_redis {
 	/* The store lock's generation this writer holds (kv_redis_set_fence;
 	 * "0": none), as text: every write of a sync is fenced by it. */
 	char fence_gen[24];
+	/* The partitions this session leases (kvr_lease), sorted, each with
+	 * the generation its take raised the partition's fence to, as text
+	 * (its syncs' fences are checked against it).  leasing: it took one:
+	 * from then on its syncs write only partitions it leases (and 0), and
+	 * it caches rows of those only (cacheable). */
+	struct held_lease {
+		uint32_t part;
+		char gen[24];
+	} *leases;
+	size_t nleases, leases_cap;
+	bool leasing;
+	/* Set by the beat when our session had run out: another session
+	 * may have taken any of our leases over, so all count as lost
+	 * (lost_leases_forgotten), to be taken again. */
+	atomic_bool leases_lapsed;
 	/* A writer has not looked yet whether its tallies are whole
 	 * (tallies_whole): it does once the fences are raised, or at its
 	 * first sync if it sets none, so that no late sync of an earlier
@@ -797,7 +816,7 @@ static int kvr_step_end(struct kv *kv, int commit)
 		k->weights_lost = true;
 		weights_clear(&k->step_w);
 	}
-	int rc = fold_into(&k->pending, &k->step, false, 0);
+	int rc = fold_into(&k->pending, &k->step, false, 0, NULL, NULL);
 	if (rc) {
 		/* The group now holds part of a step: it must never be synced. */
 		nadb_log("redis %s: out of memory keeping a step; dropping the "
@@ -814,10 +833,13 @@ static int kvr_step_end(struct kv *kv, int commit)
 
 /* The cache, or NULL while it is stale (since a reconnect, or a row it
  * could not take: it must never say what Redis does not). */
+static void lost_leases_forgotten(struct kv_redis *k);
+
 static struct overlay *cache_of(struct kv_redis *k)
 {
 	if (k->follower) /* another process writes: Redis says, every time */
 		return NULL;
+	lost_leases_forgotten(k);
 	if (k->cache_reconnects != redis_conn_reconnects(k->conn)) {
 		k->cache_reconnects = redis_conn_reconnects(k->conn);
 		k->cache_stale = true;
@@ -841,12 +863,15 @@ static uint32_t uncached_tables(const struct kv_redis *k)
 	return mask;
 }
 
+static bool cacheable(const struct kv_redis *k, enum kv_table t, const void *key, size_t klen);
+
 /* Remember what Redis said of KEY (VAL NULL: absent). */
 static void cache_row(struct kv_redis *k, enum kv_table t, const void *key, size_t klen,
 		      const void *val, size_t vlen)
 {
 	struct overlay *c = cache_of(k);
-	if (c && !(uncached_tables(k) & 1u << t) && set_row(c, t, key, klen, val, vlen))
+	if (c && !(uncached_tables(k) & 1u << t) && cacheable(k, t, key, klen) &&
+	    set_row(c, t, key, klen, val, vlen))
 		k->cache_stale = true;
 }
 
@@ -960,7 +985,7 @@ static int find_anywhere(struct kv_redis *k, enum kv_table t, const void *key, s
 {
 	struct row *r = overlay_row(k, t, key, klen);
 	struct overlay *c = cache_of(k);
-	if (!r && c)
+	if (!r && c && cacheable(k, t, key, klen))
 		r = find_row(c, t, key, klen);
 	if (r) {
 		*out = r;
@@ -1597,10 +1622,14 @@ static void note_synced_fresh(struct kv_redis *k)
 	k->fresh_first = named_to;
 }
 
+static bool cacheable_part(const struct kv_redis *k, uint32_t p);
+static struct held_lease *lease_of(const struct kv_redis *k, uint32_t p);
+
 /* Is inode INO known to have no rows of T in Redis (empty above)? */
 static bool known_empty(struct kv_redis *k, enum kv_table t, const void *prefix, size_t plen)
 {
-	if (plen != 8 || !kv_table_keyed_by_ino(t) || k->follower)
+	if (plen != 8 || !kv_table_keyed_by_ino(t) || k->follower ||
+	    !cacheable_part(k, kv_partition(kv_key_ino(prefix))))
 		return false;
 	if (k->empty_reconnects != redis_conn_reconnects(k->conn)) {
 		k->empty_reconnects = redis_conn_reconnects(k->conn);
@@ -1651,6 +1680,13 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	int rc = 0;
 	if (k->follower && atomic_exchange(&k->parts_stale, false))
 		k->parts_unknown = true; /* the writer may have added one */
+	/* another session may have listed one, unless the walk stays in one
+	 * we lease (whose rows only we write) */
+	if (k->leasing && partitioned(t) &&
+	    !(kv_table_keyed_by_ino(t) && plen >= 8 &&
+	      lease_of(k, part_padded(start, plen, 0)) &&
+	      part_padded(start, plen, 0) == part_padded(start, plen, 0xff)))
+		k->parts_unknown = true;
 	if (partitioned(t) && k->parts_unknown && (rc = load_parts(k)))
 		return rc;
 	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
@@ -1803,7 +1839,8 @@ static void end_cmd(struct batch *b)
  * and a sync's writes are one script (apply_script) that checks first
  * the fences of KEYS[2..ARGV[3] + 1] -- on a cluster the one partition's the transaction
  * writes; on one server partition 0's and those of every partition the
- * group writes -- against ARGV[1], the writer's generation.  One lower
+ * group writes -- against ARGV[1], the writer's generation (or, one per
+ * fence, the generations of its partition leases: kvr_lease).  One lower
  * than ours is raised to it; a generation lower than any fence's is
  * refused (FENCE_ERROR: nothing is written, no fence raised, no mark set).  A new
  * writer raises the fences at open (kv_redis_set_fence: partition 0's,
@@ -1818,15 +1855,16 @@ static void end_cmd(struct batch *b)
 	"local g = tonumber(ARGV[1]) "
 #define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
 #define FENCE_CHECK                                                                     \
-	"local g = tonumber(ARGV[1]) "                                                  \
+	"local gs = {} "                                                                \
+	"for x in string.gmatch(ARGV[1], '%d+') do gs[#gs + 1] = x end "               \
 	"local nf = tonumber(ARGV[3]) "                                                 \
 	"local fs = {} "                                                                \
 	"for k = 2, nf + 1 do "                                                         \
 	"fs[k] = tonumber(redis.call('GET', KEYS[k]) or '0') or 0 "                     \
-	"if fs[k] > g then return redis.error_reply('" FENCE_ERROR " the store is "     \
-	"written by a later holder of its lock') end end "                              \
-	"for k = 2, nf + 1 do "                                                         \
-	"if fs[k] < g then redis.call('SET', KEYS[k], ARGV[1]) end end "
+	"if fs[k] > tonumber(gs[k - 1] or gs[1]) then return redis.error_reply('"       \
+	FENCE_ERROR " the store is written by a later holder of its lock') end end "    \
+	"for k = 2, nf + 1 do local g = gs[k - 1] or gs[1] "                            \
+	"if fs[k] < tonumber(g) then redis.call('SET', KEYS[k], g) end end "
 /* Syncs run once.  A transaction can reach Redis twice: redis_pipeline
  * sends a pipeline again after a reconnect, and a sync that failed leaves
  * its rows pending for the next, although its transaction may have run
@@ -2356,9 +2394,14 @@ static int fenced_out(struct kv_redis *k, const redisReply *r, const char *what)
 {
 	if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, FENCE_ERROR " ", sizeof(FENCE_ERROR)))
 		return 0;
-	nadb_log("redis %s: %s was refused: another daemon took the store over (lock "
-		 "generation %s is not the last): stop writing", redis_conn_name(k->conn), what,
-		 k->fence_gen);
+	if (k->leasing)
+		nadb_log("redis %s: %s was refused: another session took over the lease of a "
+			 "partition it writes (our generation there is not the last)",
+			 redis_conn_name(k->conn), what);
+	else
+		nadb_log("redis %s: %s was refused: another daemon took the store over (lock "
+			 "generation %s is not the last): stop writing", redis_conn_name(k->conn),
+			 what, k->fence_gen);
 	return -ENOLCK;
 }
 
@@ -2498,6 +2541,295 @@ void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
 	((struct kv_redis *)kv)->min_replicas = n;
 }
 
+static int kvr_sessions(struct kv *kv, uint32_t **live, size_t *n);
+
+/* ---- partition leases (backend.h, lease) ----
+ *
+ * "{nadb:NAME:pP}:lease" holds "SESSION GEN": partition P is written only
+ * by session SESSION, which raised P's fence to GEN when it took the
+ * lease.  GEN comes from the lock's counter (lockgen), so that a lease
+ * taken after a lock compares with it, and each take's is new: a sync the
+ * holder before sent late, with its own, is refused by the fence.  A lease
+ * has no expiry of its own: it lasts as long as its session (sessions,
+ * below), and one whose session's heartbeat ran out is anybody's to take
+ * over.  "lease:want" names the last session that asked for P while
+ * another held it (for LEASE_WANT_MS): the holder hears of it
+ * (KV_LEASE_ASKED), syncs, and lets go. */
+#define LEASE_WANT_MS "10000" /* ms: an ask for a lease stands this long */
+
+static int compare_lease(const void *a, const void *b)
+{
+	return kv_compare_u32(&((const struct held_lease *)a)->part,
+			      &((const struct held_lease *)b)->part);
+}
+
+static struct held_lease *lease_of(const struct kv_redis *k, uint32_t p)
+{
+	struct held_lease key = {.part = p};
+	return k->nleases ? bsearch(&key, k->leases, k->nleases, sizeof(key), compare_lease)
+			  : NULL;
+}
+
+/* The generation partition P's fence is checked against: its lease's,
+ * or the store lock's. */
+static const char *fence_gen_of(const struct kv_redis *k, uint32_t p)
+{
+	const struct held_lease *l = lease_of(k, p);
+	return l ? l->gen : k->fence_gen;
+}
+
+/* May rows of partition P be cached?  Not once this session leases
+ * partitions, unless P is one of them: another session writes the rest. */
+static bool cacheable_part(const struct kv_redis *k, uint32_t p)
+{
+	return !k->leasing || lease_of(k, p);
+}
+
+static bool cacheable(const struct kv_redis *k, enum kv_table t, const void *key, size_t klen)
+{
+	return cacheable_part(k, row_part(t, key, klen));
+}
+
+static bool cacheable_row(const void *k, enum kv_table t, const void *key, size_t klen)
+{
+	return cacheable(k, t, key, klen);
+}
+
+/* Partition P's lease key, or its ask's (WANT), into BUF (KEY_SIZE). */
+static size_t lease_name(const struct kv_redis *k, uint32_t p, bool want, char *buf)
+{
+	return redis_key(k->conn, p, want ? "lease:want" : "lease", buf, KEY_SIZE);
+}
+
+/* KEYS[1] the lease, KEYS[2] the fence, KEYS[3] the ask; ARGV[1] our
+ * session, ARGV[2] a new generation, ARGV[3] a dead holder's lease text
+ * ("": none).  Ours if free, ours already or held by ARGV[3]: {1, ""};
+ * else {0, the holder's text}, our ask noted; {-1, fence} if the fence
+ * stands past the new generation (a damaged counter). */
+static const char lease_take_script[] = "#!lua\n"
+	"local cur = redis.call('GET', KEYS[1]) "
+	"if cur and string.match(cur, '^%d+') ~= ARGV[1] and cur ~= ARGV[3] then "
+	"redis.call('SET', KEYS[3], ARGV[1], 'PX', '" LEASE_WANT_MS "') "
+	"return {0, cur} end "
+	"local f = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 "
+	"if f > tonumber(ARGV[2]) then return {-1, tostring(f)} end "
+	"redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2]) "
+	"redis.call('SET', KEYS[2], ARGV[2]) "
+	"if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end "
+	"return {1, ''}";
+/* KEYS[1] the lease; ARGV[1] our session: let it go if ours (1), else 0. */
+static const char lease_release_script[] = "#!lua flags=allow-oom\n"
+	"local cur = redis.call('GET', KEYS[1]) "
+	"if not cur or string.match(cur, '^%d+') ~= ARGV[1] then return 0 end "
+	"redis.call('DEL', KEYS[1]) return 1";
+
+/* Counter NAME of partition 0 one up, for WHY: its new value into *N. */
+static int count_up_p0(struct kv_redis *k, const char *name, const char *why, long long *n)
+{
+	char key[KEY_SIZE];
+	const char *argv[] = {"INCR", key};
+	size_t lens[] = {4, redis_key(k->conn, 0, name, key, sizeof(key))};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, 0, why, 2, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type == REDIS_REPLY_INTEGER)
+		*n = r->integer;
+	else
+		rc = redis_reply_error(k->conn, why, r);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* A new generation from the lock's counter (p0), as text, into GEN. */
+static int new_generation(struct kv_redis *k, char gen[24])
+{
+	long long n = 0;
+	int rc = count_up_p0(k, "lockgen", "numbering a lease", &n);
+	if (!rc && n <= 0) {
+		nadb_log("redis %s: the lock's counter is damaged (%lld; nadb fsck)",
+			 redis_conn_name(k->conn), n);
+		rc = -EIO;
+	}
+	if (!rc)
+		snprintf(gen, 24, "%lld", n);
+	return rc;
+}
+
+/* One run of lease_take_script for partition P: 1 taken (GEN ours now),
+ * 0 held by another (its text into HOLDER, KEY_SIZE), or -errno. */
+static int run_take(struct kv_redis *k, uint32_t p, const char *gen, const char *dead,
+		    char *holder)
+{
+	char lease[KEY_SIZE], fence[KEY_SIZE], want[KEY_SIZE], id[16];
+	const char *argv[] = {"EVAL", lease_take_script, "3", lease, fence, want, id, gen, dead};
+	size_t lens[] = {4, sizeof(lease_take_script) - 1, 1, lease_name(k, p, false, lease),
+			 fence_name(k, p, fence), lease_name(k, p, true, want),
+			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session), strlen(gen),
+			 strlen(dead)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, p, "taking a partition's lease", 9, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    r->element[1]->type != REDIS_REPLY_STRING) {
+		rc = redis_reply_error(k->conn, "taking a partition's lease", r);
+	} else if (r->element[0]->integer < 0) {
+		nadb_log("redis %s: partition %u's fence (%s) stands past a new generation "
+			 "(%s): the lock's counter is damaged (nadb fsck)",
+			 redis_conn_name(k->conn), p, r->element[1]->str, gen);
+		rc = -EIO;
+	} else {
+		rc = (int)r->element[0]->integer;
+		snprintf(holder, KEY_SIZE, "%s", r->element[1]->str);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+static int add_lease(struct kv_redis *k, uint32_t p, const char *gen)
+{
+	if (ARRAY_GROW(k->leases, k->nleases, k->leases_cap))
+		return -ENOMEM;
+	struct held_lease *l = &k->leases[k->nleases++];
+	l->part = p;
+	snprintf(l->gen, sizeof(l->gen), "%s", gen);
+	qsort(k->leases, k->nleases, sizeof(*l), compare_lease);
+	return 0;
+}
+
+/* Forget what this session may no longer trust of partitions it lost:
+ * the cache (all of it: it is refilled as rows are read), the inodes
+ * known to have no rows. */
+static void forget_unleased(struct kv_redis *k)
+{
+	overlay_clear(&k->cache);
+	k->nempty = 0;
+}
+
+static int take_lease(struct kv_redis *k, uint32_t p)
+{
+	char gen[24], holder[KEY_SIZE];
+	if (lease_of(k, p))
+		return 0;
+	assert(k->kv.session && !k->follower);
+	/* from the first ask on, rows of partitions not leased may be
+	 * another's: none are cached */
+	if (!k->leasing)
+		forget_unleased(k);
+	k->leasing = true;
+	int rc = new_generation(k, gen);
+	if (!rc)
+		rc = run_take(k, p, gen, "", holder);
+	if (rc == 0) { /* held: by a live session? */
+		uint32_t *live = NULL, s = (uint32_t)strtoul(holder, NULL, 10);
+		size_t n = 0;
+		rc = kvr_sessions(&k->kv, &live, &n);
+		bool alive = !rc && kv_session_listed(live, n, s);
+		free(live);
+		if (!rc && alive)
+			return -EBUSY;
+		if (!rc) {
+			nadb_log("redis %s: partition %u's lease was session %u's, which is gone: "
+				 "taken over", redis_conn_name(k->conn), p, s);
+			rc = run_take(k, p, gen, holder, holder);
+		}
+		if (rc == 0)
+			return -EBUSY; /* taken by another meanwhile */
+	}
+	if (rc < 0)
+		return rc;
+	k->parts_unknown = true; /* another may have listed P */
+	return add_lease(k, p, gen);
+}
+
+static int release_lease(struct kv_redis *k, uint32_t p)
+{
+	struct held_lease *l = lease_of(k, p);
+	if (!l)
+		return 0;
+	if (k->in_step || k->pending.rows || k->unsettled)
+		return -EAGAIN;
+	char lease[KEY_SIZE], id[16];
+	const char *argv[] = {"EVAL", lease_release_script, "1", lease, id};
+	size_t lens[] = {4, sizeof(lease_release_script) - 1, 1, lease_name(k, p, false, lease),
+			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, p, "letting a partition's lease go", 5, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = redis_reply_error(k->conn, "letting a partition's lease go", r);
+	freeReplyObject(r);
+	if (rc)
+		return rc;
+	/* ours no more, whatever Redis said (0: another took it over) */
+	size_t i = (size_t)(l - k->leases);
+	memmove(l, l + 1, (k->nleases - i - 1) * sizeof(*l));
+	k->nleases--;
+	forget_unleased(k);
+	return 0;
+}
+
+/* Our session ran out (leases_lapsed): no lease of ours can be trusted
+ * any more, nor what was cached of them. */
+static void lost_leases_forgotten(struct kv_redis *k)
+{
+	if (!atomic_load(&k->leases_lapsed) || !atomic_exchange(&k->leases_lapsed, false))
+		return;
+	if (k->nleases)
+		nadb_log("redis %s: session %u had run out: its %zu partition leases "
+			 "count as lost", redis_conn_name(k->conn), k->kv.session, k->nleases);
+	k->nleases = 0;
+	forget_unleased(k);
+}
+
+/* Did another session ask for partition P, which we lease?  1, 0. */
+static int lease_asked(struct kv_redis *k, uint32_t p)
+{
+	if (!lease_of(k, p))
+		return 0;
+	char want[KEY_SIZE];
+	const char *argv[] = {"GET", want};
+	size_t lens[] = {3, lease_name(k, p, true, want)};
+	redisReply *r = NULL;
+	int rc = redis_run_in(k->conn, p, "reading who asks for a lease", 2, argv, lens, &r);
+	if (rc)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r->type == REDIS_REPLY_STRING)
+		rc = strtoul(r->str, NULL, 10) != k->kv.session;
+	else if (r->type != REDIS_REPLY_NIL)
+		rc = redis_reply_error(k->conn, "reading who asks for a lease", r);
+	freeReplyObject(r);
+	return rc;
+}
+
+static int kvr_lease(struct kv *kv, uint32_t part, enum kv_lease_how how)
+{
+	struct kv_redis *k = (struct kv_redis *)kv;
+	switch (how) {
+	case KV_LEASE_TAKE: return take_lease(k, part);
+	case KV_LEASE_RELEASE: return release_lease(k, part);
+	case KV_LEASE_ASKED: return lease_asked(k, part);
+	}
+	return -EINVAL;
+}
+
+/* The first partition but 0 the pending group writes that this session
+ * does not lease (0: none, or it leases none). */
+static uint32_t unleased_write(const struct kv_redis *k)
+{
+	for (int t = 0; k->leasing && t < KV_NTABLES; t++)
+		for (struct row *r = k->pending.head[t]->next[0]; partitioned(t) && r;
+		     r = r->next[0]) {
+			uint32_t p = row_part(t, r->key, r->klen);
+			if (p && !lease_of(k, p))
+				return p;
+		}
+	return 0;
+}
+
 /* The partitions the pending group puts rows in that Redis does not list
  * yet, into *OUT (malloc'd), *N of them. */
 static int new_parts(struct kv_redis *k, struct part_num **out, size_t *n)
@@ -2616,6 +2948,8 @@ struct apply {
 	size_t *lens;
 	char (*counts)[12]; /* each write's argument count, as text */
 	char (*fences)[KEY_SIZE]; /* the fences checked */
+	char *gens;               /* the generation each is checked against */
+	size_t gens_len;
 	char nkeys[12];           /* how many keys (mark, fences, counted writes'
 				   * hashes, zeros and tallies), as text */
 	char nfences[12];         /* how many fences, as text */
@@ -2629,6 +2963,7 @@ static void free_apply(struct apply *ap)
 	free(ap->lens);
 	free(ap->counts);
 	free(ap->fences);
+	free(ap->gens);
 }
 
 /* The fenced script applying B's writes of partition P (every one, with
@@ -2645,8 +2980,14 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	bool with_p0 = all && (!nparts || parts[0] != 0);
 	size_t nf = nparts + with_p0;
 	ap->fences = malloc(nf * sizeof(*ap->fences));
-	for (size_t i = 0; ap->fences && i < nf; i++)
-		fence_name(k, !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0], ap->fences[i]);
+	ap->gens = malloc(nf * sizeof(k->fence_gen));
+	ap->gens_len = 0;
+	for (size_t i = 0; ap->fences && ap->gens && i < nf; i++) {
+		uint32_t fp = !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0];
+		const char *gen = fence_gen_of(k, fp);
+		fence_name(k, fp, ap->fences[i]);
+		ap->gens_len += (size_t)sprintf(ap->gens + ap->gens_len, "%s%s", i ? " " : "", gen);
+	}
 	free(parts);
 	size_t nargs = 7 + nf, ncmds = 0, nhashes = 0;
 	bool puts = false;
@@ -2662,7 +3003,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	ap->argv = malloc(nargs * sizeof(*ap->argv));
 	ap->lens = malloc(nargs * sizeof(*ap->lens));
 	ap->counts = malloc((ncmds + 1) * sizeof(*ap->counts));
-	if (!ap->argv || !ap->lens || !ap->counts || !ap->fences)
+	if (!ap->argv || !ap->lens || !ap->counts || !ap->fences || !ap->gens)
 		return -ENOMEM;
 	const char **a = ap->argv;
 	size_t *l = ap->lens, n = 0, c = 0;
@@ -2680,7 +3021,7 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 		if ((all || b->part[i] == p) && counted_write(&b->cmds[i]))
 			for (int j = 1; j <= COUNTED_KEYS; j++) /* hash, zeros, tally */
 				a[n] = b->cmds[i].argv[j], l[n++] = b->cmds[i].argvlen[j];
-	a[n] = k->fence_gen, l[n++] = k->fence_gen_len;
+	a[n] = ap->gens, l[n++] = ap->gens_len;
 	a[n] = ap->attempt, l[n++] = (size_t)snprintf(ap->attempt, sizeof(ap->attempt), "%llu",
 						      (unsigned long long)k->sync_attempt);
 	a[n] = ap->nfences, l[n++] = (size_t)snprintf(ap->nfences, sizeof(ap->nfences), "%zu", nf);
@@ -2952,6 +3293,13 @@ static int kvr_sync(struct kv *kv)
 		k->weights_lost = false;
 		return unconfirmed;
 	}
+	lost_leases_forgotten(k);
+	uint32_t unleased = unleased_write(k);
+	if (unleased) { /* the engine's mistake: nothing is sent */
+		nadb_log("redis %s: a sync writes partition %u, whose lease this session "
+			 "does not hold: refused", redis_conn_name(k->conn), unleased);
+		return -ENOLCK;
+	}
 	struct batch b = {0};
 	size_t buckets = 0, runs = 0, bytes = 1;
 	for (int t = 0; t < KV_NTABLES; t++) {
@@ -3028,7 +3376,8 @@ static int kvr_sync(struct kv *kv)
 			k->parts_unknown = true; /* read again before the next use */
 	free(nums);
 	struct overlay *c = cache_of(k);
-	if (!c || fold_into(c, &k->pending, true, uncached_tables(k)) ||
+	if (!c || fold_into(c, &k->pending, true, uncached_tables(k),
+			    k->leasing ? cacheable_row : NULL, k) ||
 	    k->cache.bytes > CACHE_MAX_BYTES)
 		overlay_clear(&k->cache);
 	k->others_since_sync = k->others_seen;
@@ -3694,7 +4043,7 @@ static int kvr_number(struct kv *kv, enum kv_table t, const void *key, size_t kl
 	 * as any other row is: the sync's WAIT is what fsync promises).
 	 * Else the script, which answers a number another gave too. */
 	struct overlay *c = cache_of(k);
-	struct row *r = c ? find_row(c, t, key, klen) : NULL;
+	struct row *r = c && cacheable(k, t, key, klen) ? find_row(c, t, key, klen) : NULL;
 	if (r && r->val && r->vlen == sizeof(*id)) {
 		memcpy(id, r->val, sizeof(*id));
 		return 0;
@@ -4016,6 +4365,8 @@ static int kvr_beat(struct kv *kv, bool *died)
 		rc = session_beat_on(k, k->beat_conn, &live, &n, &was_in);
 	if (rc)
 		return rc;
+	if (!was_in) /* our leases may be others' */
+		atomic_store(&k->leases_lapsed, true);
 	if (!was_in) /* the others may have settled our rows: say so */
 		nadb_log("redis %s: session %u had lapsed (no heartbeat for %u ms): "
 			 "counted in again", redis_conn_name(k->conn), k->kv.session,
@@ -4033,21 +4384,17 @@ static int kvr_beat(struct kv *kv, bool *died)
 /* A new writer's session: numbered, and counted in before it writes. */
 static int session_start(struct kv_redis *k)
 {
-	char key[KEY_SIZE];
-	const char *argv[] = {"INCR", key};
-	size_t lens[] = {4, redis_key(k->conn, 0, "sessionseq", key, sizeof(key))};
-	redisReply *r = NULL;
-	int rc = redis_run_in(k->conn, 0, "numbering this session", 2, argv, lens, &r);
+	long long n = 0;
+	int rc = count_up_p0(k, "sessionseq", "numbering this session", &n);
 	if (rc)
 		return rc;
-	if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0 || r->integer > UINT32_MAX) {
+	if (n <= 0 || n > UINT32_MAX) {
 		nadb_log("redis %s: the store's sessions are numbered up (%s): no more writers",
 			 redis_conn_name(k->conn), "sessionseq");
 		rc = -EOVERFLOW;
 	} else {
-		k->kv.session = (uint32_t)r->integer;
+		k->kv.session = (uint32_t)n;
 	}
-	freeReplyObject(r);
 	bool was_in;
 	if (!rc) /* the first beat's live sessions: one that dies later is told */
 		rc = session_beat_on(k, k->conn, &k->beat_live, &k->nbeat_live, &was_in);
@@ -4205,6 +4552,10 @@ static void kvr_close(struct kv *kv)
 {
 	struct kv_redis *k = (struct kv_redis *)kv;
 	release_held(k);
+	/* let go of our leases (those with writes unsynced go with the
+	 * session: anybody's to take over) */
+	while (k->nleases && !release_lease(k, k->leases[k->nleases - 1].part))
+		;
 	count_out(k, k->conn);
 	session_end(k);
 	free(k->beat_live);
@@ -4222,6 +4573,7 @@ static void kvr_close(struct kv *kv)
 	free(k->step_w.groups);
 	free(k->pending_w.groups);
 	free(k->carried_w.groups);
+	free(k->leases);
 	free(k);
 }
 
@@ -4241,6 +4593,7 @@ static const struct kv_ops redis_kv_ops = {
 	.number = kvr_number,
 	.check = kvr_check,
 	.tally = kvr_tally,
+	.lease = kvr_lease,
 	.publish = kvr_publish,
 	.follow = kvr_follow,
 	.unfollow = kvr_unfollow,
@@ -4284,6 +4637,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	atomic_init(&k->publish_refused, false);
 	atomic_init(&k->announce, false);
 	atomic_init(&k->others_write, false);
+	atomic_init(&k->leases_lapsed, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "0");
 	int rc = overlay_init(&k->step, (uintptr_t)k);

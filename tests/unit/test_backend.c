@@ -1203,6 +1203,102 @@ static void check_counts_shared(const struct backend *b, const char *place)
 	one->ops->close(one);
 }
 
+/* Partition leases (backend.h's lease): a partition leased by one
+ * session is refused to another, which asks; the holder hears of the ask,
+ * syncs and lets go (not before: -EAGAIN); the other takes it and reads
+ * what the first wrote, and the first, leasing no more, reads what the
+ * other writes (neither caches a partition it does not lease).  A sync
+ * that writes a partition not leased is refused, and so is a late one of
+ * a holder whose session died and whose lease was taken over (fenced). */
+static int put_in(struct kv *kv, uint64_t ino, const char *val)
+{
+	uint64_t be = htobe64(ino);
+	int rc = kv->ops->step_begin(kv);
+	if (!rc)
+		rc = kv->ops->step_end(kv, kv->ops->put(kv, KV_INODES, &be, 8, val,
+							 strlen(val)) == 0);
+	return rc;
+}
+
+static bool reads_in(struct kv *kv, uint64_t ino, const char *want)
+{
+	uint64_t be = htobe64(ino);
+	struct kv_val v;
+	return kv->ops->get(kv, KV_INODES, &be, 8, &v) == 0 && v.len == strlen(want) &&
+	       !memcmp(v.data, want, v.len);
+}
+
+static void check_leases(const struct backend *b, const char *place)
+{
+	struct kv *one, *two;
+	if (!open_two_writers(b, place, &one, &two))
+		return;
+	if (!one->ops->lease) {
+		one->ops->close(one);
+		two->ops->close(two);
+		return;
+	}
+	uint64_t ino, other;
+	CHECK(one->ops->claim_inos(one, 0, 1, &ino) == 0);
+	CHECK(one->ops->claim_inos(one, 0, 1, &other) == 0);
+	uint32_t p = kv_partition(ino), q = kv_partition(other);
+	CHECK(p != 0 && q != p);
+	CHECK(one->ops->lease(one, p, KV_LEASE_TAKE) == 0);
+	CHECK(one->ops->lease(one, p, KV_LEASE_TAKE) == 0); /* ours already */
+	CHECK(one->ops->lease(one, p, KV_LEASE_ASKED) == 0);
+	CHECK(two->ops->lease(two, p, KV_LEASE_TAKE) == -EBUSY);
+	CHECK(one->ops->lease(one, p, KV_LEASE_ASKED) == 1);
+	CHECK(two->ops->lease(two, p, KV_LEASE_ASKED) == 0); /* not its */
+	CHECK(put_in(one, ino, "one 1") == 0 && one->ops->sync(one) == 0);
+	CHECK(reads_in(two, ino, "one 1"));
+	/* a partition not leased is not written */
+	CHECK(put_in(one, other, "nope") == 0);
+	CHECK(one->ops->sync(one) == -ENOLCK);
+	CHECK(one->ops->lease(one, q, KV_LEASE_TAKE) == 0 && one->ops->sync(one) == 0);
+	CHECK(reads_in(two, other, "nope"));
+	/* let go only with nothing unsynced */
+	CHECK(put_in(one, ino, "one 2") == 0);
+	CHECK(one->ops->lease(one, p, KV_LEASE_RELEASE) == -EAGAIN);
+	CHECK(one->ops->sync(one) == 0);
+	CHECK(one->ops->lease(one, p, KV_LEASE_RELEASE) == 0);
+	CHECK(one->ops->lease(one, p, KV_LEASE_ASKED) == 0);
+	CHECK(two->ops->lease(two, p, KV_LEASE_TAKE) == 0);
+	CHECK(reads_in(two, ino, "one 2"));
+	CHECK(put_in(two, ino, "two 1") == 0 && two->ops->sync(two) == 0);
+	CHECK(reads_in(one, ino, "two 1")); /* one cached none of p */
+	CHECK(put_in(two, ino, "two 2") == 0 && two->ops->sync(two) == 0);
+	CHECK(reads_in(one, ino, "two 2"));
+	CHECK(one->ops->lease(one, p, KV_LEASE_TAKE) == -EBUSY);
+	if (b->open_kv == open_redis_kv) {
+		/* two's session runs out: one takes its lease over, and two's
+		 * next sync to p is fenced off, until its beat tells it */
+		struct timeval tv = {2, 0};
+		redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
+		CHECK(c && !c->err);
+		redisReply *r = c ? redisCommand(c, "ZREM {nadb:contract:p0}:sessions %u",
+						 two->session) : NULL;
+		CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+		freeReplyObject(r);
+		redisFree(c);
+		CHECK(one->ops->lease(one, p, KV_LEASE_TAKE) == 0);
+		CHECK(put_in(two, ino, "two late") == 0);
+		CHECK(two->ops->sync(two) == -ENOLCK);
+		CHECK(reads_in(one, ino, "two 2"));
+		bool died;
+		CHECK(two->ops->beat(two, &died) == 0); /* "counted in again" */
+		CHECK(two->ops->sync(two) == -ENOLCK); /* its leases count as lost */
+		CHECK(two->ops->lease(two, p, KV_LEASE_TAKE) == -EBUSY);
+	}
+	two->ops->close(two); /* (its unsynced write goes with it) */
+	/* a holder that closes lets its leases go */
+	one->ops->close(one);
+	CHECK(b->open_kv(place, &one) == 0);
+	CHECK(one->ops->lease(one, p, KV_LEASE_TAKE) == 0);
+	CHECK(one->ops->lease(one, q, KV_LEASE_TAKE) == 0);
+	CHECK(reads_in(one, other, "nope"));
+	one->ops->close(one);
+}
+
 /* Numbering (backend.h's number): a key's number is given once and read
  * back by every handle; a step undone keeps it; two processes numbering
  * the same keys at once, in opposite orders, agree on each and never give
@@ -1603,6 +1699,7 @@ int main(void)
 			check_shared_adds(b, place);
 			check_zeros(b, place);
 			check_counts_shared(b, place);
+			check_leases(b, place);
 			check_numbers(b, place);
 			check_tallies(b, place);
 			check_blobs(b, place);
