@@ -1854,17 +1854,33 @@ static void end_cmd(struct batch *b)
 	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "                   \
 	"local g = tonumber(ARGV[1]) "
 #define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
+/* fence_ok(key, g): may a script of ours write, fenced by KEY at G?  G
+ * is a generation (KEY a fence: ours is at least its value) or, for a
+ * leasing session without the store lock writing partition 0, whose
+ * lease it does not hold, "s" and our session (KEY the live sessions:
+ * ours has not run out).  fence_raise(key, g): a fence below G is raised
+ * to it.  (After SERVER_MS_FN.) */
+#define FENCE_FUNCTIONS                                                                 \
+	"local function fence_ok(key, g) "                                              \
+	"if string.sub(g, 1, 1) == 's' then "                                           \
+	"local sc = tonumber(redis.call('ZSCORE', key, string.sub(g, 2))) "             \
+	"return sc ~= nil and sc > server_ms() end "                                    \
+	"return (tonumber(redis.call('GET', key) or '0') or 0) <= tonumber(g) end "     \
+	"local function fence_raise(key, g) "                                           \
+	"if string.sub(g, 1, 1) ~= 's' and "                                            \
+	"(tonumber(redis.call('GET', key) or '0') or 0) < tonumber(g) then "            \
+	"redis.call('SET', key, g) end end "
+#define FENCE_REFUSED                                                                   \
+	"return redis.error_reply('" FENCE_ERROR " the store is written by a later "    \
+	"holder of its lock or lease, or our session ran out') "
+/* ARGV[1] the generations, one per fence, or one for all of them. */
 #define FENCE_CHECK                                                                     \
 	"local gs = {} "                                                                \
-	"for x in string.gmatch(ARGV[1], '%d+') do gs[#gs + 1] = x end "               \
+	"for x in string.gmatch(ARGV[1], '%S+') do gs[#gs + 1] = x end "               \
 	"local nf = tonumber(ARGV[3]) "                                                 \
-	"local fs = {} "                                                                \
 	"for k = 2, nf + 1 do "                                                         \
-	"fs[k] = tonumber(redis.call('GET', KEYS[k]) or '0') or 0 "                     \
-	"if fs[k] > tonumber(gs[k - 1] or gs[1]) then return redis.error_reply('"       \
-	FENCE_ERROR " the store is written by a later holder of its lock') end end "    \
-	"for k = 2, nf + 1 do local g = gs[k - 1] or gs[1] "                            \
-	"if fs[k] < tonumber(g) then redis.call('SET', KEYS[k], g) end end "
+	"if not fence_ok(KEYS[k], gs[k - 1] or gs[1]) then " FENCE_REFUSED "end end "   \
+	"for k = 2, nf + 1 do fence_raise(KEYS[k], gs[k - 1] or gs[1]) end "
 /* Syncs run once.  A transaction can reach Redis twice: redis_pipeline
  * sends a pipeline again after a reconnect, and a sync that failed leaves
  * its rows pending for the next, although its transaction may have run
@@ -2036,11 +2052,12 @@ static void end_cmd(struct batch *b)
  * of memory; with deletes only it is not, so that deleting frees a full
  * store.  (Every key is in the fence's slot: one partition's.) */
 #define APPLY_BODY                                                                      \
+	SERVER_MS_FN                                                                    \
+	FENCE_FUNCTIONS                                                                 \
 	MARK_CHECK                                                                      \
 	FENCE_CHECK                                                                     \
 	ADDS_CHECK                                                                      \
 	MARK_SET                                                                        \
-	SERVER_MS_FN                                                                    \
 	COUNT_FUNCTIONS                                                                 \
 	TALLY_FUNCTIONS                                                                 \
 	"for pass = 1, 2 do "                                                           \
@@ -2542,6 +2559,7 @@ void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
 }
 
 static int kvr_sessions(struct kv *kv, uint32_t **live, size_t *n);
+static size_t sessions_key(const struct kv_redis *k, char *buf);
 
 /* ---- partition leases (backend.h, lease) ----
  *
@@ -2570,12 +2588,22 @@ static struct held_lease *lease_of(const struct kv_redis *k, uint32_t p)
 			  : NULL;
 }
 
-/* The generation partition P's fence is checked against: its lease's,
- * or the store lock's. */
-static const char *fence_gen_of(const struct kv_redis *k, uint32_t p)
+/* What a script of ours writing partition P is fenced by (fence_ok):
+ * the key into KEY (KEY_SIZE) and the generation into GEN (24 bytes).
+ * P's fence at P's lease's generation; else at the store lock's -- but
+ * for partition 0 of a leasing session without the lock, whose writes
+ * there need no lease (chunk counts, the tally): the live sessions, at
+ * ours, so that once it ran out (and the others may have settled what it
+ * left) nothing of it lands. */
+static size_t fenced_by(const struct kv_redis *k, uint32_t p, char *key, char gen[24])
 {
 	const struct held_lease *l = lease_of(k, p);
-	return l ? l->gen : k->fence_gen;
+	if (!l && p == 0 && k->leasing && !strcmp(k->fence_gen, "0")) {
+		snprintf(gen, 24, "s%u", k->kv.session);
+		return sessions_key(k, key);
+	}
+	snprintf(gen, 24, "%s", l ? l->gen : k->fence_gen);
+	return fence_name(k, p, key);
 }
 
 /* May rows of partition P be cached?  Not once this session leases
@@ -2984,8 +3012,8 @@ static int build_apply(struct kv_redis *k, const struct batch *b, uint32_t p, bo
 	ap->gens_len = 0;
 	for (size_t i = 0; ap->fences && ap->gens && i < nf; i++) {
 		uint32_t fp = !all ? p : with_p0 && i == 0 ? 0 : parts[i - with_p0];
-		const char *gen = fence_gen_of(k, fp);
-		fence_name(k, fp, ap->fences[i]);
+		char gen[24];
+		fenced_by(k, fp, ap->fences[i], gen);
 		ap->gens_len += (size_t)sprintf(ap->gens + ap->gens_len, "%s%s", i ? " " : "", gen);
 	}
 	free(parts);
@@ -3945,14 +3973,13 @@ static int check_tally(struct kv_redis *k, enum kv_table t, bool repair,
 #define NUMBER_FORMAT ">I4"
 #endif
 
-/* KEYS[1] partition 0's fence, KEYS[2] the table's sorted set, KEYS[3]
- * meta's; ARGV[1] our generation (a writer whose store was taken over
- * numbers nothing: "Fencing"), ARGV[2] enc(key) 0, ARGV[3] enc(counter)
+/* KEYS[1] and ARGV[1] partition 0's fence and our generation there
+ * (fenced_by: a writer whose store was taken over numbers nothing,
+ * "Fencing"), KEYS[2] the table's sorted set, KEYS[3] meta's; ARGV[2] enc(key) 0, ARGV[3] enc(counter)
  * 0, ARGV[4] NUMBER_FORMAT.  {number, the counter's value after}; {-1}
  * when the counter is used up. */
-static const char number_script[] = "#!lua\n" FENCE_READ
-	"if f > g then return redis.error_reply('" FENCE_ERROR " the store is written by a "
-	"later holder of its lock') end "
+static const char number_script[] = "#!lua\n" SERVER_MS_FN FENCE_FUNCTIONS
+	"if not fence_ok(KEYS[1], ARGV[1]) then " FENCE_REFUSED "end "
 	"local function row(z, pre) "
 	"local m = redis.call('ZRANGE', z, '[' .. pre, '(' .. pre:sub(1, -2) .. '\\1', "
 	"'BYLEX', 'LIMIT', 0, 1)[1] "
@@ -3992,11 +4019,12 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 		free(ekey);
 		return rc;
 	}
-	const char *eval[] = {"EVAL", number_script, "3", fence, zset, meta, k->fence_gen,
+	char gen[24];
+	const char *eval[] = {"EVAL", number_script, "3", fence, zset, meta, gen,
 			      ekey, eseq, NUMBER_FORMAT};
-	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, fence_name(k, 0, fence),
+	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, fenced_by(k, 0, fence, gen),
 			      zset_name(k, t, 0, zset), zset_name(k, KV_META, 0, meta),
-			      k->fence_gen_len, ekey_len, eseq_len, sizeof(NUMBER_FORMAT) - 1};
+			      strlen(gen), ekey_len, eseq_len, sizeof(NUMBER_FORMAT) - 1};
 	redisReply *r[2];
 	int replicas;
 	rc = run_then_wait(k, 0, (struct redis_cmd){10, eval, eval_lens}, r, &replicas);
@@ -4075,14 +4103,12 @@ static const char zeros_due_script[] = "#!lua flags=no-writes\n" SERVER_MS
 	"return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), "
 	"'LIMIT', 0, tonumber(ARGV[2]))";
 /* KEYS[1] the zeros, KEYS[2] the table's bucket names, KEYS[3] partition
- * 0's fence, KEYS[3 + j] the bucket of ARGV[1 + 2j] (its name ARGV[2 +
- * 2j]); ARGV[1] the grace (ms), ARGV[2] our generation (a writer whose
- * store was taken over frees nothing: "Fencing").  The rows freed, as
+ * 0's fence (fenced_by), KEYS[3 + j] the bucket of ARGV[1 + 2j] (its name
+ * ARGV[2 + 2j]); ARGV[1] the grace (ms), ARGV[2] our generation there (a
+ * writer whose store was taken over frees nothing: "Fencing").  The rows freed, as
  * field, value, field, value... */
 static const char zeros_free_script[] = "#!lua flags=allow-oom\n" SERVER_MS COUNT_FUNCTIONS
-	"if (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[2]) then "
-	"return redis.error_reply('" FENCE_ERROR " the store is written by a later holder "
-	"of its lock') end "
+	FENCE_FUNCTIONS "if not fence_ok(KEYS[3], ARGV[2]) then " FENCE_REFUSED "end "
 	"local out = {} "
 	"for j = 1, (#ARGV - 2) / 2 do "
 	"local f, b = ARGV[1 + 2 * j], KEYS[3 + j] "
@@ -4116,7 +4142,7 @@ static int zeros_due(struct kv_redis *k, enum kv_table t, const char *grace, red
 
 /* Where zeros_free_script's keys and arguments are built. */
 struct free_names {
-	char zeros[KEY_SIZE], zset[KEY_SIZE], fence[KEY_SIZE];
+	char zeros[KEY_SIZE], zset[KEY_SIZE], fence[KEY_SIZE], gen[24];
 	struct bucket_name *buckets;
 };
 
@@ -4140,9 +4166,9 @@ static int free_args(struct kv_redis *k, enum kv_table t, const redisReply *due,
 	alens = klens + 3 + members;
 	keys[nkeys] = nm->zeros, klens[nkeys++] = zeros_name(k, t, 0, nm->zeros);
 	keys[nkeys] = nm->zset, klens[nkeys++] = zset_name(k, t, 0, nm->zset);
-	keys[nkeys] = nm->fence, klens[nkeys++] = fence_name(k, 0, nm->fence);
+	keys[nkeys] = nm->fence, klens[nkeys++] = fenced_by(k, 0, nm->fence, nm->gen);
 	args[n] = grace, alens[n++] = strlen(grace);
-	args[n] = k->fence_gen, alens[n++] = k->fence_gen_len;
+	args[n] = nm->gen, alens[n++] = strlen(nm->gen);
 	for (size_t i = 0, m = 0; i < due->elements; i++) {
 		const redisReply *e = due->element[i];
 		if (e->type != REDIS_REPLY_STRING || overlay_row(k, t, e->str, e->len))

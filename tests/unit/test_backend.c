@@ -1288,6 +1288,28 @@ static void check_leases(const struct backend *b, const char *place)
 		CHECK(two->ops->beat(two, &died) == 0); /* "counted in again" */
 		CHECK(two->ops->sync(two) == -ENOLCK); /* its leases count as lost */
 		CHECK(two->ops->lease(two, p, KV_LEASE_TAKE) == -EBUSY);
+		/* partition 0 needs no lease, but a live session: one that ran
+		 * out writes nothing there, until it is counted in again */
+		struct kv *three;
+		CHECK(b->open_kv(place, &three) == 0);
+		CHECK(three->ops->lease(three, q, KV_LEASE_TAKE) == -EBUSY); /* leasing */
+		CHECK(three->ops->step_begin(three) == 0);
+		CHECK(add_s(three, "lease-p0", 1, "x") == 0);
+		CHECK(three->ops->step_end(three, 1) == 0 && three->ops->sync(three) == 0);
+		CHECK(counts(one, "lease-p0", 1, "x"));
+		c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
+		r = c ? redisCommand(c, "ZREM {nadb:contract:p0}:sessions %u", three->session)
+		      : NULL;
+		CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+		freeReplyObject(r);
+		redisFree(c);
+		CHECK(three->ops->step_begin(three) == 0);
+		CHECK(add_s(three, "lease-p0", 1, NULL) == 0);
+		CHECK(three->ops->step_end(three, 1) == 0 && three->ops->sync(three) == -ENOLCK);
+		CHECK(counts(one, "lease-p0", 1, "x"));
+		CHECK(three->ops->beat(three, &died) == 0 && three->ops->sync(three) == 0);
+		CHECK(counts(one, "lease-p0", 2, "x"));
+		three->ops->close(three);
 	}
 	two->ops->close(two); /* (its unsynced write goes with it) */
 	/* a holder that closes lets its leases go */
