@@ -3796,7 +3796,11 @@ static int kvr_tally(struct kv *kv, enum kv_table t, struct kv_tally *out,
 			 kv_table_name(t));
 		return -ENOMEM;
 	}
-	int rc = read_tally(k, key, &r);
+	/* A failed sync's weights would count twice if it ran: ask first
+	 * (a step's own open writes stay out of it: ask at the next sync). */
+	int rc = k->in_step ? 0 : settle_attempt(k);
+	if (!rc)
+		rc = read_tally(k, key, &r);
 	if (rc)
 		return rc;
 	/* Redis's, then what this process's writes not synced add */
