@@ -619,10 +619,15 @@ struct kv_redis {
 	} *leases;
 	size_t nleases, leases_cap;
 	bool leasing;
-	/* Set by the beat when our session had run out: another session
-	 * may have taken any of our leases over, so all count as lost
-	 * (lost_leases_forgotten), to be taken again. */
-	atomic_bool leases_lapsed;
+	/* beat_strict: set with leasing, for the beat (another thread): a
+	 * session that ran out is not counted in again.  leases_lapsed: the
+	 * beat found it had: the others may have taken its leases over and
+	 * settled its rows (its pending chunks, drops, orphans), so it is
+	 * over (lost_leases_forgotten): its leases count as lost, and every
+	 * sync and take is refused (-ENOLCK) until the store is opened anew
+	 * with a new session.  session_over: that was seen. */
+	atomic_bool beat_strict, leases_lapsed;
+	bool session_over;
 	/* A writer has not looked yet whether its tallies are whole
 	 * (tallies_whole): it does once the fences are raised, or at its
 	 * first sync if it sets none, so that no late sync of an earlier
@@ -1624,10 +1629,12 @@ static void note_synced_fresh(struct kv_redis *k)
 
 static bool cacheable_part(const struct kv_redis *k, uint32_t p);
 static struct held_lease *lease_of(const struct kv_redis *k, uint32_t p);
+static void lost_leases_forgotten(struct kv_redis *k);
 
 /* Is inode INO known to have no rows of T in Redis (empty above)? */
 static bool known_empty(struct kv_redis *k, enum kv_table t, const void *prefix, size_t plen)
 {
+	lost_leases_forgotten(k);
 	if (plen != 8 || !kv_table_keyed_by_ino(t) || k->follower ||
 	    !cacheable_part(k, kv_partition(kv_key_ino(prefix))))
 		return false;
@@ -1644,6 +1651,8 @@ static bool known_empty(struct kv_redis *k, enum kv_table t, const void *prefix,
 
 static void note_empty(struct kv_redis *k, enum kv_table t, const void *prefix)
 {
+	if (!cacheable_part(k, kv_partition(kv_key_ino(prefix))))
+		return; /* another session may write its rows */
 	k->empty[k->empty_next] = (struct empty_prefix){t, kv_key_ino(prefix)};
 	k->empty_next = (k->empty_next + 1) % EMPTY_MAX;
 	if (k->nempty < EMPTY_MAX)
@@ -1678,16 +1687,20 @@ static int scan_rows(struct kv_redis *k, enum kv_table t, const void *start, siz
 	struct redis_rows one = {.start = start, .slen = slen, .last = true}, *rr = &one;
 	size_t nrr = 1;
 	int rc = 0;
-	if (k->follower && atomic_exchange(&k->parts_stale, false))
+	/* A scan inside another's callback walks the list the outer one
+	 * read: reading it again would move it under the outer walk. */
+	bool outermost = k->scanning <= 1;
+	lost_leases_forgotten(k);
+	if (outermost && k->follower && atomic_exchange(&k->parts_stale, false))
 		k->parts_unknown = true; /* the writer may have added one */
 	/* another session may have listed one, unless the walk stays in one
 	 * we lease (whose rows only we write) */
-	if (k->leasing && partitioned(t) &&
+	if (outermost && k->leasing && partitioned(t) &&
 	    !(kv_table_keyed_by_ino(t) && plen >= 8 &&
 	      lease_of(k, part_padded(start, plen, 0)) &&
 	      part_padded(start, plen, 0) == part_padded(start, plen, 0xff)))
 		k->parts_unknown = true;
-	if (partitioned(t) && k->parts_unknown && (rc = load_parts(k)))
+	if (outermost && partitioned(t) && k->parts_unknown && (rc = load_parts(k)))
 		return rc;
 	if (kv_table_keyed_by_ino(t)) { /* the partitions its rows may be in */
 		uint32_t first = part_padded(start, slen, 0);
@@ -2560,6 +2573,7 @@ void kv_redis_set_min_replicas(struct kv *kv, unsigned n)
 
 static int kvr_sessions(struct kv *kv, uint32_t **live, size_t *n);
 static size_t sessions_key(const struct kv_redis *k, char *buf);
+static int session_still_on(struct kv_redis *k, const char *what);
 
 /* ---- partition leases (backend.h, lease) ----
  *
@@ -2728,26 +2742,29 @@ static int add_lease(struct kv_redis *k, uint32_t p, const char *gen)
 }
 
 /* Forget what this session may no longer trust of partitions it lost:
- * the cache (all of it: it is refilled as rows are read), the inodes
- * known to have no rows. */
+ * the cache (all of it: it is refilled as rows are read; emptied at the
+ * next write or sync, as a stale one is, since rows a get handed out
+ * stay valid until then), the inodes known to have no rows. */
 static void forget_unleased(struct kv_redis *k)
 {
-	overlay_clear(&k->cache);
+	k->cache_stale = true;
 	k->nempty = 0;
 }
 
 static int take_lease(struct kv_redis *k, uint32_t p)
 {
 	char gen[24], holder[KEY_SIZE];
-	if (lease_of(k, p))
-		return 0;
+	int rc = session_still_on(k, "taking a partition's lease");
+	if (rc || lease_of(k, p))
+		return rc;
 	assert(k->kv.session && !k->follower);
 	/* from the first ask on, rows of partitions not leased may be
 	 * another's: none are cached */
 	if (!k->leasing)
 		forget_unleased(k);
 	k->leasing = true;
-	int rc = new_generation(k, gen);
+	atomic_store(&k->beat_strict, true);
+	rc = new_generation(k, gen);
 	if (!rc)
 		rc = run_take(k, p, gen, "", holder);
 	if (rc == 0) { /* held: by a live session? */
@@ -2800,17 +2817,26 @@ static int release_lease(struct kv_redis *k, uint32_t p)
 	return 0;
 }
 
-/* Our session ran out (leases_lapsed): no lease of ours can be trusted
- * any more, nor what was cached of them. */
+/* Our session ran out while it leased (leases_lapsed): it is over. */
 static void lost_leases_forgotten(struct kv_redis *k)
 {
 	if (!atomic_load(&k->leases_lapsed) || !atomic_exchange(&k->leases_lapsed, false))
 		return;
-	if (k->nleases)
-		nadb_log("redis %s: session %u had run out: its %zu partition leases "
-			 "count as lost", redis_conn_name(k->conn), k->kv.session, k->nleases);
+	k->session_over = true;
 	k->nleases = 0;
 	forget_unleased(k);
+}
+
+/* -ENOLCK (logged) once this session is over. */
+static int session_still_on(struct kv_redis *k, const char *what)
+{
+	lost_leases_forgotten(k);
+	if (!k->session_over)
+		return 0;
+	nadb_log("redis %s: %s refused: session %u ran out while it leased partitions "
+		 "(the store must be opened anew)", redis_conn_name(k->conn), what,
+		 k->kv.session);
+	return -ENOLCK;
 }
 
 /* Did another session ask for partition P, which we lease?  1, 0. */
@@ -3321,7 +3347,8 @@ static int kvr_sync(struct kv *kv)
 		k->weights_lost = false;
 		return unconfirmed;
 	}
-	lost_leases_forgotten(k);
+	if ((rc = session_still_on(k, "a sync")))
+		return rc;
 	uint32_t unleased = unleased_write(k);
 	if (unleased) { /* the engine's mistake: nothing is sent */
 		nadb_log("redis %s: a sync writes partition %u, whose lease this session "
@@ -4024,9 +4051,10 @@ static int run_number(struct kv_redis *k, enum kv_table t, const void *key, size
 		return rc;
 	}
 	char gen[24];
+	size_t fence_len = fenced_by(k, 0, fence, gen); /* before strlen(gen) */
 	const char *eval[] = {"EVAL", number_script, "3", fence, zset, meta, gen,
 			      ekey, eseq, NUMBER_FORMAT};
-	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, fenced_by(k, 0, fence, gen),
+	size_t eval_lens[] = {4, sizeof(number_script) - 1, 1, fence_len,
 			      zset_name(k, t, 0, zset), zset_name(k, KV_META, 0, meta),
 			      strlen(gen), ekey_len, eseq_len, sizeof(NUMBER_FORMAT) - 1};
 	redisReply *r[2];
@@ -4305,13 +4333,18 @@ static size_t sessions_key(const struct kv_redis *k, char *buf)
 	return redis_key(k->conn, 0, REDIS_SESSIONS, buf, KEY_SIZE);
 }
 
-/* KEYS[1] the sessions: ARGV[1] counts for ARGV[2] ms more; drop those
- * whose heartbeat ran out; {1 if ARGV[1] was counted in still (else 0),
- * the live sessions}. */
+/* KEYS[1] the sessions: ARGV[1] counts for ARGV[2] ms more -- unless
+ * ARGV[3] is "XX" and it ran out (a session that leased partitions is
+ * over then, leases_lapsed) -- and those whose heartbeat ran out are
+ * dropped; {1 if ARGV[1] was counted in still (else 0), the live
+ * sessions}. */
 static const char session_beat_script[] = SERVER_MS
-	"local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) "
+	"local sc = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) "
+	"local was = sc ~= nil and sc > now "
+	"if was or ARGV[3] ~= 'XX' then "
+	"redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end "
 	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
-	"return {1 - added, redis.call('ZRANGE', KEYS[1], 0, -1)}";
+	"return {was and 1 or 0, redis.call('ZRANGE', KEYS[1], 0, -1)}";
 /* KEYS[1] the sessions: drop those whose heartbeat ran out; the rest. */
 static const char sessions_script[] = SERVER_MS
 	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
@@ -4350,12 +4383,13 @@ static int session_beat_on(struct kv_redis *k, struct redis_conn *c, uint32_t **
 			   bool *was_in)
 {
 	char key[KEY_SIZE], id[16], ttl[16];
-	const char *argv[] = {"EVAL", session_beat_script, "1", key, id, ttl};
+	const char *mode = atomic_load(&k->beat_strict) ? "XX" : "";
+	const char *argv[] = {"EVAL", session_beat_script, "1", key, id, ttl, mode};
 	size_t lens[] = {4, sizeof(session_beat_script) - 1, 1, sessions_key(k, key),
 			 (size_t)snprintf(id, sizeof(id), "%u", k->kv.session),
-			 (size_t)snprintf(ttl, sizeof(ttl), "%u", SESSION_TTL_MS)};
+			 (size_t)snprintf(ttl, sizeof(ttl), "%u", SESSION_TTL_MS), strlen(mode)};
 	redisReply *r = NULL;
-	int rc = redis_run_in(c, 0, "counting this session in", 6, argv, lens, &r);
+	int rc = redis_run_in(c, 0, "counting this session in", 7, argv, lens, &r);
 	if (rc)
 		return rc;
 	rc = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -4395,12 +4429,18 @@ static int kvr_beat(struct kv *kv, bool *died)
 		rc = session_beat_on(k, k->beat_conn, &live, &n, &was_in);
 	if (rc)
 		return rc;
-	if (!was_in) /* our leases may be others' */
+	if (!was_in && atomic_load(&k->beat_strict)) {
+		/* the others may have taken our leases and settled our rows:
+		 * this session writes no more (lost_leases_forgotten) */
 		atomic_store(&k->leases_lapsed, true);
-	if (!was_in) /* the others may have settled our rows: say so */
+		nadb_log("redis %s: session %u ran out (no heartbeat for %u ms) while it "
+			 "leased partitions: it writes no more", redis_conn_name(k->conn),
+			 k->kv.session, SESSION_TTL_MS);
+	} else if (!was_in) { /* the others may have settled our rows: say so */
 		nadb_log("redis %s: session %u had lapsed (no heartbeat for %u ms): "
 			 "counted in again", redis_conn_name(k->conn), k->kv.session,
 			 SESSION_TTL_MS);
+	}
 	*died = false;
 	for (size_t i = 0; i < k->nbeat_live && !*died; i++)
 		*died = !kv_session_listed(live, n, k->beat_live[i]);
@@ -4668,6 +4708,7 @@ static int open_kv(const char *url, bool follower, struct kv **out)
 	atomic_init(&k->announce, false);
 	atomic_init(&k->others_write, false);
 	atomic_init(&k->leases_lapsed, false);
+	atomic_init(&k->beat_strict, false);
 	k->check_steps = getenv("NADB_CHECK_STEPS") != NULL;
 	k->fence_gen_len = (size_t)snprintf(k->fence_gen, sizeof(k->fence_gen), "0");
 	int rc = overlay_init(&k->step, (uintptr_t)k);
