@@ -235,9 +235,10 @@ struct kv_ops {
 	 * -EBUSY when a live session holds it: that one is asked to let go
 	 * (KV_LEASE_ASKED), and the caller tries again later.  A lease whose
 	 * session is gone is taken over.
-	 * KV_LEASE_RELEASE: let PART go, when nothing of it is unsynced
-	 * (-EAGAIN else, outside any step); what was cached of it is
-	 * forgotten.  0 also when it was not ours.
+	 * KV_LEASE_RELEASE: let PART go, when nothing of it is unsynced or
+	 * unconfirmed by the replicas a sync waits for (-EAGAIN else, and
+	 * inside a step); what was cached of it is forgotten.  0 also when
+	 * it was not ours.
 	 * KV_LEASE_ASKED: 1 when another session asked for PART since we
 	 * took it (and it is ours still), else 0. */
 	int (*lease)(struct kv *kv, uint32_t part, enum kv_lease_how how);

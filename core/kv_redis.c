@@ -2794,7 +2794,9 @@ static int release_lease(struct kv_redis *k, uint32_t p)
 	struct held_lease *l = lease_of(k, p);
 	if (!l)
 		return 0;
-	if (k->in_step || k->pending.rows || k->unsettled)
+	/* nothing of ours in flight: unsynced, of unknown fate, or short of
+	 * its replicas' word (a failover could still lose it) */
+	if (k->in_step || k->pending.rows || k->unsettled || k->nunconfirmed)
 		return -EAGAIN;
 	char lease[KEY_SIZE], id[16];
 	const char *argv[] = {"EVAL", lease_release_script, "1", lease, id};
