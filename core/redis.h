@@ -30,9 +30,18 @@
  *                                               as a nadb store, layout version
  *   lock                            string      owner text of the daemon
  *                                               serving the store (PX expiry)
- *   lockgen                         string      times the lock was taken
+ *   lockgen                         string      times the lock (or a partition
+ *                                               lease) was taken
  *   fence                           string      the last lock generation that
  *                                               wrote the partition (kv_redis.c)
+ *   lease                           string      "SESSION GEN": the session that
+ *                                               alone writes partition P, and
+ *                                               the generation its take raised
+ *                                               the fence to (kv_redis.c,
+ *                                               "partition leases"; taken only
+ *                                               by tests so far)
+ *   lease:want                      string      the last session that asked for
+ *                                               P's lease (PX 10 s)
  *   t:TABLE:z                       sorted set  a sorted table's rows, score
  *                                               0, one member a row: the key
  *                                               encoded without 0 bytes, 0,
