@@ -604,6 +604,83 @@ static void check_followers(struct redis_server *s)
 	w->ops->close(w);
 }
 
+/* A follower's scan whose callback scans again after a notice said the
+ * writer listed new partitions: the inner scan walks the list the outer
+ * one read (reading it again would move it under the outer walk: freed
+ * memory, which the sanitizer run catches), and the next scan sees the
+ * new partitions. */
+#define NESTED_NEW_PARTS 40
+struct nested {
+	struct kv *w, *f;
+	int outer, inner, rc;
+	bool done;
+};
+
+static int count_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int nested_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	struct nested *n = ctx;
+	n->outer++;
+	if (n->done)
+		return 0;
+	n->done = true;
+	uint64_t first;
+	for (int i = 0; !n->rc && i < NESTED_NEW_PARTS; i++)
+		if (!(n->rc = n->w->ops->claim_inos(n->w, 0, 1, &first)))
+			n->rc = put_ino(n->w, first, "new");
+	if (!n->rc)
+		n->rc = n->w->ops->sync(n->w);
+	struct heard h = {0};
+	for (int i = 0; !n->rc && i < 50 && !h.inodes; i++) {
+		int rc = n->f->ops->follow(n->f, 100, hear_row, &h);
+		n->rc = rc == -ESTALE ? 0 : rc;
+	}
+	if (!n->rc && !h.inodes)
+		n->rc = -ETIMEDOUT;
+	if (!n->rc)
+		n->rc = n->f->ops->scan(n->f, KV_INODES, NULL, 0, count_row, &n->inner);
+	return n->rc;
+}
+
+static void check_nested_follower_scan(struct redis_server *s)
+{
+	char url[200];
+	redis_server_url(s, "nested", url, sizeof(url));
+	struct nested n = {0};
+	CHECK(kv_redis_open(url, &n.w) == 0);
+	if (failures)
+		return;
+	uint64_t first;
+	for (int i = 0; i < 3; i++) {
+		CHECK(n.w->ops->claim_inos(n.w, 0, 1, &first) == 0);
+		CHECK(put_ino(n.w, first, "old") == 0);
+	}
+	CHECK(n.w->ops->sync(n.w) == 0);
+	uint64_t followers;
+	CHECK(kv_redis_open_follower(url, &n.f) == 0);
+	if (failures) {
+		n.w->ops->close(n.w);
+		return;
+	}
+	struct heard h = {0};
+	CHECK(n.f->ops->follow(n.f, 100, hear_row, &h) == -ESTALE); /* subscribed */
+	CHECK(n.w->ops->publish(n.w, 1u << KV_INODES, &followers) == 0 && followers == 1);
+	CHECK(n.f->ops->scan(n.f, KV_INODES, NULL, 0, nested_row, &n) == 0 && n.rc == 0);
+	CHECK(n.outer == 3 && n.inner == 3);
+	int all = 0;
+	CHECK(n.f->ops->scan(n.f, KV_INODES, NULL, 0, count_row, &all) == 0);
+	CHECK(all == 3 + NESTED_NEW_PARTS);
+	n.f->ops->close(n.f);
+	n.w->ops->close(n.w);
+}
+
 /* Each chunk record at count 0 is noted to be freed, and each note names
  * one: check says so of a record whose note was lost (it would never be
  * freed) and of notes naming a counted record or none; repair drops the
@@ -702,6 +779,7 @@ int main(void)
 		check_partitions_set(&s);
 		check_empty_prefixes(&s);
 		check_followers(&s);
+		check_nested_follower_scan(&s);
 		check_fences(&s);
 		check_zeros_checked(&s);
 		redis_server_stop(&s);
