@@ -346,6 +346,13 @@ struct blob_ops {
 		      const void *data, size_t dlen, struct blob_loc *out);
 	int (*read)(struct blobs *b, const struct blob_loc *loc, uint64_t off,
 		    void *buf, size_t len);
+	/* Optional (NULL: reads cost no round trip worth saving): a hint
+	 * that the N whole frames at LOCS are read next, each once (fsck's
+	 * walk of every chunk): a backend may fetch them together, and
+	 * answer those reads from what it fetched.  It replaces the hint
+	 * before; a frame fetched and not read is dropped with it. */
+	void (*prefetch)(struct blobs *b, const struct blob_loc *locs, size_t n);
+#define BLOB_PREFETCH_MAX 64 /* frames: the most a hint names (more are left out) */
 	/* Make every appended byte durable (before the metadata that names
 	 * it is synced). */
 	int (*sync)(struct blobs *b);

@@ -80,6 +80,13 @@ struct blobs_redis {
 	/* Segments under hash tags of their own (layout 4, redis.h), so that a
 	 * cluster spreads them over its primaries; else in partition 0. */
 	bool tagged;
+	/* Frames fetched ahead (redis_prefetch), each answering one read of
+	 * exactly its bytes: a reply or NULL (taken, or not fetched). */
+	struct fetched {
+		struct blob_loc loc;
+		redisReply *r;
+	} *ahead;
+	size_t nahead;
 	/* Another process writes the store (backend.h): its compaction may
 	 * remove a segment we locate a frame in, so a read that finds a
 	 * segment short looks under its other name too; nothing is written. */
@@ -242,6 +249,98 @@ static int redis_append(struct blobs *bl, const void *head, size_t hlen,
 	return rc;
 }
 
+/* ---- fetching ahead ----------------------------------------------------------
+ * fsck reads every chunk whole, in an order of its own, each a GETRANGE:
+ * a round trip each, most of its time on a big store.  Told what comes
+ * next (backend.h, prefetch), the frames of one segment are asked for in
+ * one pipeline, and reads take their replies. */
+/* Drop what was fetched.  Under b->lock. */
+static void drop_ahead(struct blobs_redis *b)
+{
+	for (size_t i = 0; i < b->nahead; i++)
+		if (b->ahead[i].r)
+			freeReplyObject(b->ahead[i].r);
+	b->nahead = 0;
+}
+
+static int compare_loc(const void *x, const void *y)
+{
+	const struct blob_loc *a = &((const struct fetched *)x)->loc,
+			      *c = &((const struct fetched *)y)->loc;
+	return a->seg != c->seg ? (a->seg < c->seg ? -1 : 1)
+			       : a->off != c->off ? (a->off < c->off ? -1 : 1) : 0;
+}
+
+/* The frames [FROM, TO) of b->ahead, all of one segment: one pipeline.
+ * A failure leaves them unfetched (their reads ask alone).  Under
+ * b->lock. */
+static void fetch_segment(struct blobs_redis *b, size_t from, size_t to)
+{
+	size_t n = to - from;
+	char key[KEY_SIZE], (*num)[2][24] = malloc(n * sizeof(*num));
+	const char **argv = malloc(4 * n * sizeof(*argv));
+	size_t *lens = malloc(4 * n * sizeof(*lens));
+	struct redis_cmd *cmds = malloc(n * sizeof(*cmds));
+	redisReply **replies = malloc(n * sizeof(*replies));
+	if (num && argv && lens && cmds && replies) {
+		uint32_t seg = b->ahead[from].loc.seg;
+		seg_key(b, seg, seg < b->nsegs && b->segs[seg].gone, key);
+		for (size_t i = 0; i < n; i++) {
+			const struct blob_loc *l = &b->ahead[from + i].loc;
+			const char **a = argv + 4 * i;
+			size_t *al = lens + 4 * i;
+			snprintf(num[i][0], 24, "%llu", (unsigned long long)l->off);
+			snprintf(num[i][1], 24, "%llu", (unsigned long long)(l->off + l->len - 1));
+			a[0] = "GETRANGE", a[1] = key, a[2] = num[i][0], a[3] = num[i][1];
+			for (int j = 0; j < 4; j++)
+				al[j] = strlen(a[j]);
+			cmds[i] = (struct redis_cmd){4, a, al};
+		}
+		if (!redis_pipeline_key(b->conn, key, cmds, n, replies))
+			for (size_t i = 0; i < n; i++)
+				b->ahead[from + i].r = replies[i];
+	}
+	free(num);
+	free(argv);
+	free(lens);
+	free(cmds);
+	free(replies);
+}
+
+static void redis_prefetch(struct blobs *bl, const struct blob_loc *locs, size_t n)
+{
+	struct blobs_redis *b = (struct blobs_redis *)bl;
+	pthread_mutex_lock(&b->lock);
+	drop_ahead(b);
+	if (!b->ahead && !(b->ahead = malloc(BLOB_PREFETCH_MAX * sizeof(*b->ahead))))
+		n = 0; /* reads ask alone */
+	for (size_t i = 0; i < n && b->nahead < BLOB_PREFETCH_MAX; i++)
+		if (locs[i].len)
+			b->ahead[b->nahead++] = (struct fetched){locs[i], NULL};
+	qsort(b->ahead, b->nahead, sizeof(*b->ahead), compare_loc);
+	for (size_t i = 0, j; i < b->nahead; i = j) {
+		for (j = i + 1; j < b->nahead && b->ahead[j].loc.seg == b->ahead[i].loc.seg; j++)
+			;
+		fetch_segment(b, i, j);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* The reply fetched for exactly LEN bytes at OFF of segment SEG, taken
+ * (NULL: none).  Under b->lock. */
+static redisReply *take_ahead(struct blobs_redis *b, uint32_t seg, uint64_t off, size_t len)
+{
+	for (size_t i = 0; i < b->nahead; i++) {
+		struct fetched *f = &b->ahead[i];
+		if (f->r && f->loc.seg == seg && f->loc.off == off && f->loc.len == len) {
+			redisReply *r = f->r;
+			f->r = NULL;
+			return r;
+		}
+	}
+	return NULL;
+}
+
 static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off,
 		      void *buf, size_t len)
 {
@@ -250,6 +349,16 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 		return -EINVAL;
 	if (len == 0)
 		return 0;
+	pthread_mutex_lock(&b->lock);
+	redisReply *ahead = b->nahead ? take_ahead(b, loc->seg, loc->off + off, len) : NULL;
+	pthread_mutex_unlock(&b->lock);
+	if (ahead && ahead->type == REDIS_REPLY_STRING && ahead->len == len) {
+		memcpy(buf, ahead->str, len);
+		freeReplyObject(ahead);
+		return 0;
+	}
+	if (ahead) /* short, or an error: asked again alone, which says why */
+		freeReplyObject(ahead);
 	char key[KEY_SIZE], from[24], to[24];
 	snprintf(from, sizeof(from), "%llu", (unsigned long long)(loc->off + off));
 	snprintf(to, sizeof(to), "%llu", (unsigned long long)(loc->off + off + len - 1));
@@ -562,6 +671,8 @@ static int redis_punch(struct blobs *bl, const struct blob_loc *loc)
 static void redis_blobs_close(struct blobs *bl)
 {
 	struct blobs_redis *b = (struct blobs_redis *)bl;
+	drop_ahead(b);
+	free(b->ahead);
 	redis_conn_close(b->conn);
 	pthread_mutex_destroy(&b->lock);
 	free(b->segs);
@@ -571,6 +682,7 @@ static void redis_blobs_close(struct blobs *bl)
 static const struct blob_ops redis_blob_ops = {
 	.append = redis_append,
 	.read = redis_read,
+	.prefetch = redis_prefetch,
 	.sync = redis_blobs_sync,
 	.committed = redis_blobs_committed,
 	.size = redis_size,

@@ -1037,6 +1037,18 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	return rc;
 }
 
+void chunk_prefetch(struct chunker *c, const struct chunk_loc *const *locs, size_t n)
+{
+	struct blob_loc at[BLOB_PREFETCH_MAX];
+	if (!c->blobs->ops->prefetch)
+		return;
+	if (n > BLOB_PREFETCH_MAX)
+		n = BLOB_PREFETCH_MAX;
+	for (size_t i = 0; i < n; i++)
+		at[i] = locs[i]->blob;
+	c->blobs->ops->prefetch(c->blobs, at, n);
+}
+
 /* ---- fsck: finding chunks in the packs themselves ---------------------- */
 
 struct seg_list {

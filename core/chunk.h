@@ -189,6 +189,10 @@ int chunk_frames(struct chunker *c, chunk_frame_fn fn, void *ctx);
  * Inside a step. */
 int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 		const struct chunk_loc *loc, uint32_t refs);
+/* A hint: the N chunks at LOCS are read whole next, each once (fsck),
+ * so that a backend where each read is a round trip fetches them
+ * together (backend.h, prefetch). */
+void chunk_prefetch(struct chunker *c, const struct chunk_loc *const *locs, size_t n);
 /* Live bytes recorded for segment SEG; UINT64_MAX: unknown (logged). */
 uint64_t chunk_segment_live(struct chunker *c, uint32_t seg);
 /* The same for N segments SEG[] into LIVE[], read at once (where the

@@ -603,6 +603,20 @@ static int want_chunk(struct refind *r, const uint8_t hash[CHUNK_HASH_LEN], uint
 	return 0;
 }
 
+/* Chunks read ahead of the check, a batch at a time (chunk_prefetch): on
+ * Redis each read alone is a round trip. */
+#define FSCK_AHEAD BLOB_PREFETCH_MAX
+
+static void prefetch_chunks(struct fsck *f, const struct chunk_row *rows, size_t n)
+{
+	const struct chunk_loc *locs[FSCK_AHEAD];
+	size_t k = 0;
+	for (size_t i = 0; i < n && i < FSCK_AHEAD; i++)
+		if (rows[i].loc.raw_len <= f->st->chunk_size) /* else not read */
+			locs[k++] = &rows[i].loc;
+	chunk_prefetch(&f->st->chunks, locs, k);
+}
+
 static int check_chunks(struct fsck *f, bool repair)
 {
 	struct refind r = {0};
@@ -613,6 +627,8 @@ static int check_chunks(struct fsck *f, bool repair)
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < l.n; i++) {
 		struct chunk_row *row = &l.rows[i];
+		if (i % FSCK_AHEAD == 0)
+			prefetch_chunks(f, l.rows + i, l.n - i);
 		store_progress(f->st, "checking chunks", i, l.n);
 		f->res->chunks++;
 		f->res->chunk_bytes += row->loc.blob.len;

@@ -1688,6 +1688,27 @@ static void check_blobs(const struct backend *be, const char *place)
 	CHECK(b->ops->sync(b) == 0);
 	CHECK(b->ops->size(b) >= 2 * sizeof(head) + N + 1000);
 
+	/* a prefetch hint changes no read: frames fetched ahead read back
+	 * (each once from what was fetched, then as any other), one not
+	 * named reads too, and one named past the end is refused as ever */
+	if (b->ops->prefetch) {
+		struct blob_loc e; /* as long as c, other bytes */
+		CHECK(b->ops->append(b, head, sizeof(head), data + 1, 1000, &e) == 0);
+		CHECK(b->ops->sync(b) == 0);
+		struct blob_loc past = {.seg = e.seg, .off = e.off + e.len, .len = 64};
+		struct blob_loc ahead[] = {e, c, a, past};
+		uint8_t got[64];
+		b->ops->prefetch(b, ahead, 4);
+		CHECK(reads_back(b, &e, head, sizeof(head), data + 1, 1000));
+		CHECK(reads_back(b, &c, head, sizeof(head), data, 1000));
+		CHECK(reads_back(b, &c, head, sizeof(head), data, 1000));
+		CHECK(b->ops->read(b, &past, 0, got, sizeof(got)) == -EIO);
+		b->ops->prefetch(b, ahead, 3); /* the first hint's rest dropped */
+		CHECK(reads_back(b, &a, head, sizeof(head), data, N));
+		b->ops->prefetch(b, ahead, 0);
+		CHECK(reads_back(b, &a, head, sizeof(head), data, N));
+	}
+
 	/* roll: later appends go to a new segment; the old one is listed */
 	CHECK(b->ops->roll(b) == 0);
 	CHECK(b->ops->append(b, head, sizeof(head), data, 5000, &d) == 0);
