@@ -97,9 +97,61 @@ static void ino_map_key(uint8_t key[16], uint64_t ino)
 	memcpy(key, &ino, sizeof(ino));
 }
 
+/* A set of 64-bit hashes (0 stands for "empty", so a hash of 0 is kept
+ * as 1): the links table's rows, which each directory entry must find.
+ * Read once with the table's scan rather than one get an entry, which on
+ * Redis was a round trip each; a collision could hide one missing row,
+ * one in 2^64 / rows. */
+struct hash_set {
+	uint64_t *v;
+	size_t cap, n;
+};
+
+static uint64_t set_hash(const void *data, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	const uint8_t *p = data;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 0x100000001b3ULL;
+	h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL;
+	return h ? h : 1;
+}
+
+static int set_add(struct hash_set *s, uint64_t h)
+{
+	if ((s->n + 1) * 2 > s->cap) {
+		struct hash_set g = {.cap = s->cap ? 2 * s->cap : 1024};
+		if (!(g.v = calloc(g.cap, sizeof(*g.v))))
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++)
+			if (s->v[i])
+				(void)set_add(&g, s->v[i]);
+		free(s->v);
+		*s = g;
+	}
+	size_t j = h & (s->cap - 1);
+	while (s->v[j] && s->v[j] != h)
+		j = (j + 1) & (s->cap - 1);
+	s->n += !s->v[j];
+	s->v[j] = h;
+	return 0;
+}
+
+static bool set_has(const struct hash_set *s, uint64_t h)
+{
+	if (!s->cap)
+		return false;
+	for (size_t j = h & (s->cap - 1); s->v[j]; j = (j + 1) & (s->cap - 1))
+		if (s->v[j] == h)
+			return true;
+	return false;
+}
+
 struct fsck {
 	struct nadb_store *st;
 	struct map inodes, chunks;
+	struct hash_set links; /* the links table's rows (set_hash of the key) */
+	uint64_t nlinks;       /* ... and how many */
 	nadb_fsck_report_fn report;
 	void *ctx;
 	struct nadb_fsck_result *res;
@@ -210,10 +262,9 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 	}
 	count_one(c);
 	uint8_t lkey[LINK_KEY_MAX];
-	struct kv_val lv;
 	ino_key(lkey, d.ino);
 	memcpy(lkey + INO_KEY_LEN, key, klen);
-	if (f->st->kv->ops->get(f->st->kv, KV_LINKS, lkey, INO_KEY_LEN + klen, &lv))
+	if (!set_has(&f->links, set_hash(lkey, INO_KEY_LEN + klen)))
 		problem(f, "entry '%.*s' in %llu is missing from the links table", nlen, name,
 			(unsigned long long)parent);
 	if (S_ISDIR(c->mode)) {
@@ -227,15 +278,14 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 	return 0;
 }
 
-static int count_link(void *ctx, const void *key, size_t klen, const void *val,
-		      size_t vlen)
+static int note_link(void *ctx, const void *key, size_t klen, const void *val,
+		     size_t vlen)
 {
-	(void)key;
-	(void)klen;
 	(void)val;
 	(void)vlen;
-	(*(uint64_t *)ctx)++;
-	return 0;
+	struct fsck *f = ctx;
+	f->nlinks++;
+	return set_add(&f->links, set_hash(key, klen));
 }
 
 static int fix_nlink(struct fsck *f, uint64_t ino, uint32_t nlink)
@@ -1117,13 +1167,14 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	if (!rc)
 		rc = chunk_drops(&st->chunks, count_drop, &f);
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, NULL, 0, scan_dirent, &f);
-	uint64_t links = 0;
+		rc = st->kv->ops->scan(st->kv, KV_LINKS, NULL, 0, note_link, &f);
 	if (!rc)
-		rc = st->kv->ops->scan(st->kv, KV_LINKS, NULL, 0, count_link, &links);
-	if (!rc && links != res->dirents)
+		rc = st->kv->ops->scan(st->kv, KV_DIRENTS, NULL, 0, scan_dirent, &f);
+	free(f.links.v);
+	f.links = (struct hash_set){0};
+	if (!rc && f.nlinks != res->dirents)
 		problem(&f, "%llu rows in the links table for %llu directory entries",
-			(unsigned long long)links, (unsigned long long)res->dirents);
+			(unsigned long long)f.nlinks, (unsigned long long)res->dirents);
 	if (!rc)
 		rc = check_links(&f, repair);
 	if (!rc)

@@ -1,10 +1,12 @@
 /* test_store.c -- the engine without FUSE: tree operations, values,
  * dedup, persistence across close/open, refcounts after overwrite, and
  * set-id bits cleared, and an opener that waits for a holder going away. */
+#include "backend.h"
 #include "unit.h"
 #include "fsck.h"
 #include "store.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +71,52 @@ static void opener_waits_while_holder_rewrites(const char *store, const struct n
 		CHECK(nadb_store_close(st) == 0);
 	close(ready[0]);
 	close(ready[1]);
+}
+
+/* fsck finds a directory entry whose row in the links table is gone, and
+ * --repair puts it back. */
+struct lines {
+	int missing, counted;
+};
+
+static void note_line(void *ctx, const char *line)
+{
+	struct lines *l = ctx;
+	l->missing += strstr(line, "'theme:123' in") && strstr(line, "missing from the links table");
+	l->counted += strstr(line, "rows in the links table for") != NULL;
+}
+
+static void drop_a_link_row(const char *store, const struct nadb_options *o)
+{
+	struct nadb_store *st;
+	struct nadb_attr ns, key;
+	CHECK(nadb_store_open(store, o, &st) == 0);
+	CHECK(nadb_resolve(st, "/app/users", &ns) == 0);
+	CHECK(nadb_resolve(st, "/app/users/theme:123", &key) == 0);
+	CHECK(nadb_store_close(st) == 0);
+	uint8_t link[64];
+	uint64_t be = htobe64(key.ino), parent = htobe64(ns.ino);
+	memcpy(link, &be, 8);
+	memcpy(link + 8, &parent, 8);
+	memcpy(link + 16, "theme:123", 9);
+	char meta[400];
+	snprintf(meta, sizeof(meta), "%s/meta", store);
+	struct kv *kv;
+	CHECK(kv_lmdb_open(meta, &kv) == 0);
+	if (failures)
+		return;
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->del(kv, KV_LINKS, link, 25) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0 && kv->ops->sync(kv) == 0);
+	kv->ops->close(kv);
+	struct nadb_fsck_result res;
+	struct lines l = {0};
+	CHECK(nadb_store_open(store, o, &st) == 0);
+	CHECK(nadb_fsck(st, false, note_line, &l, &res) == 0);
+	CHECK(res.problems == 2 && l.missing == 1 && l.counted == 1);
+	CHECK(nadb_fsck(st, true, NULL, NULL, &res) == 0 && res.repaired >= 1);
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0 && res.problems == 0);
+	CHECK(nadb_store_close(st) == 0);
 }
 
 int main(void)
@@ -180,6 +228,8 @@ int main(void)
 	CHECK(res.problems == 0);
 	CHECK(res.chunks > 0);
 	CHECK(nadb_store_close(st) == 0);
+
+	drop_a_link_row(store, &o);
 
 	opener_waits_while_holder_rewrites(store, &o);
 
