@@ -28,6 +28,8 @@ struct entry {
 	uint32_t subdirs;
 	uint32_t mode, nlink;
 	uint64_t parent;
+	uint64_t size; /* inodes: the key's size and whether it expires */
+	bool expiring;
 };
 
 /* One more reference or link, saturating as chunk counts do
@@ -192,6 +194,8 @@ static int scan_inode(void *ctx, const void *key, size_t klen, const void *val,
 	e->mode = r.mode;
 	e->nlink = r.nlink;
 	e->parent = r.parent;
+	e->size = r.size;
+	e->expiring = r.expires != 0;
 	f->res->inodes++;
 	if (!S_ISREG(r.mode))
 		return 0;
@@ -1134,6 +1138,22 @@ static int check_segments(struct fsck *f, bool repair)
 	return rc;
 }
 
+/* What the counters' check needs of inode INO, from the inode table's
+ * scan (stats_check would read each key's record, a round trip each on
+ * Redis). */
+static int inode_facts(void *ctx, uint64_t ino, uint64_t *size, bool *expiring)
+{
+	struct fsck *f = ctx;
+	uint8_t k[16];
+	ino_map_key(k, ino);
+	const struct entry *e = map_get(&f->inodes, k, false);
+	if (!e)
+		return -ENOENT;
+	*size = e->size;
+	*expiring = e->expiring;
+	return 0;
+}
+
 int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 	      void *ctx, struct nadb_fsck_result *res)
 {
@@ -1189,7 +1209,7 @@ int nadb_fsck(struct nadb_store *st, bool repair, nadb_fsck_report_fn report,
 		res->repaired += tag_problems;
 	uint64_t counter_problems = 0;
 	if (!rc)
-		rc = stats_check(st, repair, report, ctx, &counter_problems);
+		rc = stats_check(st, repair, report, ctx, inode_facts, &f, &counter_problems);
 	res->problems += counter_problems;
 	if (repair)
 		res->repaired += counter_problems;

@@ -619,6 +619,8 @@ static void count_in(struct expected *e, const uint64_t scopes[3], enum counter 
 
 struct walk {
 	struct nadb_store *st;
+	stats_facts_fn facts; /* or NULL: read each key's record */
+	void *facts_ctx;
 	struct expected *e;
 	uint64_t scopes[3]; /* of the directory being walked */
 	uint64_t dir;
@@ -626,6 +628,20 @@ struct walk {
 };
 
 static int walk_dir(struct walk *w);
+
+static int key_facts(struct walk *w, uint64_t ino, uint64_t *size, bool *expiring)
+{
+	if (w->facts)
+		return w->facts(w->facts_ctx, ino, size, expiring);
+	struct inode in;
+	int rc = inode_get(w->st, ino, &in);
+	if (rc)
+		return rc;
+	*size = in.r.size;
+	*expiring = in.r.expires != 0;
+	inode_release(&in);
+	return 0;
+}
 
 static int walk_entry(void *ctx, const void *key, size_t klen, const void *val,
 		      size_t vlen)
@@ -639,14 +655,14 @@ static int walk_entry(void *ctx, const void *key, size_t klen, const void *val,
 	if (dirent_decode(val, vlen, &d))
 		return -EIO;
 	if (!S_ISDIR(d.mode)) {
-		struct inode in;
-		int rc = inode_get(w->st, d.ino, &in);
+		uint64_t size;
+		bool expiring;
+		int rc = key_facts(w, d.ino, &size, &expiring);
 		if (rc)
 			return rc == -ENOENT ? 0 : rc; /* fsck reports it elsewhere */
 		count_in(w->e, w->scopes, C_KEYS, 1);
-		count_in(w->e, w->scopes, C_BYTES, (int64_t)in.r.size);
-		count_in(w->e, w->scopes, C_EXPIRING, in.r.expires ? 1 : 0);
-		inode_release(&in);
+		count_in(w->e, w->scopes, C_BYTES, (int64_t)size);
+		count_in(w->e, w->scopes, C_EXPIRING, expiring ? 1 : 0);
 		return 0;
 	}
 	struct walk sub = *w;
@@ -758,14 +774,15 @@ static int compare_row(void *ctx, const void *key, size_t klen, const void *val,
 }
 
 int stats_check(struct nadb_store *st, bool repair,
-		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems)
+		void (*problem)(void *ctx, const char *line), void *ctx,
+		stats_facts_fn facts, void *facts_ctx, uint64_t *problems)
 {
 	struct expected *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	struct counter_row *root = row_for(e, NADB_ROOT_INO);
-	struct walk w = {.st = st, .e = e, .scopes = {NADB_ROOT_INO, 0, 0},
-			 .dir = NADB_ROOT_INO};
+	struct walk w = {.st = st, .facts = facts, .facts_ctx = facts_ctx, .e = e,
+			 .scopes = {NADB_ROOT_INO, 0, 0}, .dir = NADB_ROOT_INO};
 	e->chunks_tallied = st->kv->ops->tally != NULL;
 	int rc = walk_dir(&w);
 	if (!rc && !e->chunks_tallied)

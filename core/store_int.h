@@ -491,8 +491,12 @@ int counters_add_in(struct nadb_store *st, uint64_t dir, enum counter c, int64_t
  * taken out and the keys counted in their namespaces; format 3 counted the
  * tags in use in the root's row. */
 int stats_upgrade(struct nadb_store *st, uint32_t was);
+/* FACTS (if not NULL) tells a key's size and whether it expires, as fsck
+ * read them (else each key's record is read): -ENOENT if no such inode. */
+typedef int (*stats_facts_fn)(void *ctx, uint64_t ino, uint64_t *size, bool *expiring);
 int stats_check(struct nadb_store *st, bool repair,
-		void (*problem)(void *ctx, const char *line), void *ctx, uint64_t *problems);
+		void (*problem)(void *ctx, const char *line), void *ctx,
+		stats_facts_fn facts, void *facts_ctx, uint64_t *problems);
 
 /* Per-key metadata (keymeta.c): the read-only user.nadb.* xattrs. */
 bool keymeta_is_name(const char *name);
