@@ -352,7 +352,6 @@ struct blob_ops {
 	 * answer those reads from what it fetched.  It replaces the hint
 	 * before; a frame fetched and not read is dropped with it. */
 	void (*prefetch)(struct blobs *b, const struct blob_loc *locs, size_t n);
-#define BLOB_PREFETCH_MAX 64 /* frames: the most a hint names (more are left out) */
 	/* Make every appended byte durable (before the metadata that names
 	 * it is synced). */
 	int (*sync)(struct blobs *b);
@@ -386,6 +385,10 @@ struct blob_ops {
 struct blobs {
 	const struct blob_ops *ops;
 };
+/* A prefetch hint names at most this many frames, of at most this many
+ * bytes in all (more are left out). */
+#define BLOB_PREFETCH_MAX 64               /* frames */
+#define BLOB_PREFETCH_BYTES (16ull << 20) /* bytes */
 
 /* The pack backend: segment files DIR/NNNNNNNN.pack (DIR is created). */
 int blobs_pack_open(const char *dir, struct blobs **out);

@@ -349,22 +349,21 @@ static int redis_read(struct blobs *bl, const struct blob_loc *loc, uint64_t off
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	pthread_mutex_lock(&b->lock);
-	redisReply *ahead = b->nahead ? take_ahead(b, loc->seg, loc->off + off, len) : NULL;
-	pthread_mutex_unlock(&b->lock);
-	if (ahead && ahead->type == REDIS_REPLY_STRING && ahead->len == len) {
-		memcpy(buf, ahead->str, len);
-		freeReplyObject(ahead);
-		return 0;
-	}
-	if (ahead) /* short, or an error: asked again alone, which says why */
-		freeReplyObject(ahead);
 	char key[KEY_SIZE], from[24], to[24];
 	snprintf(from, sizeof(from), "%llu", (unsigned long long)(loc->off + off));
 	snprintf(to, sizeof(to), "%llu", (unsigned long long)(loc->off + off + len - 1));
 	const char *argv[] = {"GETRANGE", key, from, to};
 	redisReply *r;
 	pthread_mutex_lock(&b->lock);
+	redisReply *ahead = b->nahead ? take_ahead(b, loc->seg, loc->off + off, len) : NULL;
+	if (ahead && ahead->type == REDIS_REPLY_STRING && ahead->len == len) {
+		pthread_mutex_unlock(&b->lock);
+		memcpy(buf, ahead->str, len);
+		freeReplyObject(ahead);
+		return 0;
+	}
+	if (ahead) /* short, or an error: asked again alone, which says why */
+		freeReplyObject(ahead);
 	/* A removed segment is read under its gone name until forgotten. */
 	bool gone = loc->seg < b->nsegs && b->segs[loc->seg].gone;
 	seg_key(b, loc->seg, gone, key);

@@ -984,6 +984,13 @@ bool chunk_loc_is_raw(const struct chunk_loc *loc)
 	return !(loc->flags & CHUNK_ZLIB);
 }
 
+/* Could a frame of LOC's lengths hold its chunk? */
+static bool loc_size_plausible(const struct chunk_loc *loc)
+{
+	return loc->blob.len >= sizeof(struct frame_head) && loc->raw_len <= CHUNK_RAW_MAX &&
+	       loc->blob.len <= CHUNK_FRAME_HEAD_OLD + compressBound(loc->raw_len);
+}
+
 int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 		   const uint8_t hash[CHUNK_HASH_LEN], uint32_t off, uint32_t len,
 		   void *dst, const char **why)
@@ -991,8 +998,7 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 	*why = NULL;
 	if (off + len > loc->raw_len || loc->blob.len < sizeof(struct frame_head))
 		return corrupt(why, "read beyond the chunk");
-	if (loc->raw_len > CHUNK_RAW_MAX ||
-	    loc->blob.len > CHUNK_FRAME_HEAD_OLD + compressBound(loc->raw_len))
+	if (!loc_size_plausible(loc))
 		return corrupt(why, "the index gives it an impossible size");
 	bool whole = off == 0 && len == loc->raw_len;
 	/* A raw frame's header is what its length has beyond the bytes, and
@@ -1040,13 +1046,21 @@ int chunk_read_why(struct chunker *c, const struct chunk_loc *loc,
 void chunk_prefetch(struct chunker *c, const struct chunk_loc *const *locs, size_t n)
 {
 	struct blob_loc at[BLOB_PREFETCH_MAX];
+	size_t k = 0;
+	uint64_t bytes = 0;
 	if (!c->blobs->ops->prefetch)
 		return;
-	if (n > BLOB_PREFETCH_MAX)
-		n = BLOB_PREFETCH_MAX;
-	for (size_t i = 0; i < n; i++)
-		at[i] = locs[i]->blob;
-	c->blobs->ops->prefetch(c->blobs, at, n);
+	/* only what chunk_read_why would read, and no more than
+	 * BLOB_PREFETCH_BYTES: a damaged record may name any length */
+	for (size_t i = 0; i < n && k < BLOB_PREFETCH_MAX; i++) {
+		if (!loc_size_plausible(locs[i]))
+			continue;
+		if (bytes + locs[i]->blob.len > BLOB_PREFETCH_BYTES)
+			break;
+		bytes += locs[i]->blob.len;
+		at[k++] = locs[i]->blob;
+	}
+	c->blobs->ops->prefetch(c->blobs, at, k);
 }
 
 /* ---- fsck: finding chunks in the packs themselves ---------------------- */

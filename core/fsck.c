@@ -244,7 +244,7 @@ static int scan_dirent(void *ctx, const void *key, size_t klen, const void *val,
 	struct fsck *f = ctx;
 	f->res->dirents++;
 	struct dirent_val d;
-	if (klen <= INO_KEY_LEN || dirent_decode(val, vlen, &d)) {
+	if (klen <= INO_KEY_LEN || klen > NAME_KEY_MAX || dirent_decode(val, vlen, &d)) {
 		problem(f, "directory table: malformed row");
 		return 0;
 	}
@@ -724,6 +724,7 @@ static int check_chunks(struct fsck *f, bool repair)
 		if (repair)
 			rc = want_chunk(&r, f->chunks.e[i].key, f->chunks.e[i].count);
 	}
+	chunk_prefetch(&f->st->chunks, NULL, 0); /* what was fetched and not read */
 	if (!rc && repair)
 		rc = refind_chunks(f, &r);
 	free(r.want.e);
@@ -814,7 +815,7 @@ static int fix_entry(void *ctx, const void *key, size_t klen, const void *val, s
 {
 	struct fixes *x = ctx;
 	struct dirent_val d;
-	if (klen <= INO_KEY_LEN || dirent_decode(val, vlen, &d))
+	if (klen <= INO_KEY_LEN || klen > NAME_KEY_MAX || dirent_decode(val, vlen, &d))
 		return 0;
 	uint64_t parent = kv_key_ino(key);
 	const char *name = (const char *)key + INO_KEY_LEN;

@@ -117,6 +117,36 @@ static void drop_a_link_row(const char *store, const struct nadb_options *o)
 	CHECK(nadb_fsck(st, true, NULL, NULL, &res) == 0 && res.repaired >= 1);
 	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0 && res.problems == 0);
 	CHECK(nadb_store_close(st) == 0);
+
+	/* an entry whose key is longer than any name: malformed, said so
+	 * (it overflowed a buffer sized for the longest name) */
+	uint8_t longkey[8 + 400];
+	memcpy(longkey, &parent, 8);
+	memset(longkey + 8, 'x', 400);
+	struct kv_val v;
+	uint8_t dval[64];
+	size_t dlen = 0;
+	CHECK(kv_lmdb_open(meta, &kv) == 0);
+	if (failures)
+		return;
+	CHECK(kv->ops->get(kv, KV_DIRENTS, link + 8, 17, &v) == 0 && v.len <= sizeof(dval));
+	if (!failures)
+		memcpy(dval, v.data, dlen = v.len);
+	CHECK(kv->ops->step_begin(kv) == 0);
+	CHECK(kv->ops->put(kv, KV_DIRENTS, longkey, sizeof(longkey), dval, dlen) == 0);
+	CHECK(kv->ops->step_end(kv, 1) == 0 && kv->ops->sync(kv) == 0);
+	kv->ops->close(kv);
+	CHECK(nadb_store_open(store, o, &st) == 0);
+	CHECK(nadb_fsck(st, false, NULL, NULL, &res) == 0 && res.problems >= 1);
+	CHECK(nadb_fsck(st, true, NULL, NULL, &res) == 0);
+	CHECK(nadb_store_close(st) == 0);
+	CHECK(kv_lmdb_open(meta, &kv) == 0);
+	if (failures)
+		return;
+	CHECK(kv->ops->step_begin(kv) == 0);
+	(void)kv->ops->del(kv, KV_DIRENTS, longkey, sizeof(longkey));
+	CHECK(kv->ops->step_end(kv, 1) == 0 && kv->ops->sync(kv) == 0);
+	kv->ops->close(kv);
 }
 
 int main(void)
