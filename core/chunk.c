@@ -1224,7 +1224,9 @@ int chunk_adopt(struct chunker *c, const uint8_t hash[CHUNK_HASH_LEN],
 	rc = 0;
 	/* A damaged record's segment may not count its bytes: leave it be. */
 	bool at_zero = had && rec.refs == 0 && frees_later(c); /* not live (see "Freeing") */
-	bool counted = had && !at_zero && chunk_segment_live(c, rec.seg) >= rec.len;
+	/* (where the backend tallies, it counts itself: nothing to read) */
+	bool counted = had && !at_zero && !tallied(c) &&
+		       chunk_segment_live(c, rec.seg) >= rec.len;
 	if (counted)
 		rc = count_live(c, rec.seg, -(int64_t)rec.len);
 	/* new to the statistics -- as is one at 0 waiting to be freed (see
