@@ -1862,11 +1862,6 @@ static void end_cmd(struct batch *b)
  * holder of one partition's lease, docs/many-writers.md, fence off the
  * syncs of the one before, on one server as on a cluster.) */
 #define FENCE_ERROR "NADBFENCED"
-/* f the fence (a damaged one reads as 0), g our generation; raise: to g. */
-#define FENCE_READ                                                                      \
-	"local f = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 "                   \
-	"local g = tonumber(ARGV[1]) "
-#define FENCE_RAISE "if f < g then redis.call('SET', KEYS[1], ARGV[1]) end "
 /* fence_ok(key, g): may a script of ours write, fenced by KEY at G?  G
  * is a generation (KEY a fence: ours is at least its value) or, for a
  * leasing session without the store lock writing partition 0, whose
@@ -2524,7 +2519,9 @@ static int enough_replicas(struct kv_redis *k, uint32_t p, int *replicas)
  * writer's is there already.  (A script's error reply would be logged as
  * a failure: this one answers 0 for "fenced out", 1 for "ours".) */
 static const char raise_fence_script[] =
-	"#!lua flags=allow-oom\n" FENCE_READ "if f > g then return 0 end " FENCE_RAISE "return 1";
+	"#!lua flags=allow-oom\n" SERVER_MS_FN FENCE_FUNCTIONS
+	"if not fence_ok(KEYS[1], ARGV[1]) then return 0 end fence_raise(KEYS[1], ARGV[1]) "
+	"return 1";
 
 static int raise_fence(struct kv_redis *k, uint32_t p)
 {
@@ -2648,15 +2645,15 @@ static size_t lease_name(const struct kv_redis *k, uint32_t p, bool want, char *
  * ("": none).  Ours if free, ours already or held by ARGV[3]: {1, ""};
  * else {0, the holder's text}, our ask noted; {-1, fence} if the fence
  * stands past the new generation (a damaged counter). */
-static const char lease_take_script[] = "#!lua\n"
+static const char lease_take_script[] = "#!lua\n" SERVER_MS_FN FENCE_FUNCTIONS
 	"local cur = redis.call('GET', KEYS[1]) "
 	"if cur and string.match(cur, '^%d+') ~= ARGV[1] and cur ~= ARGV[3] then "
 	"redis.call('SET', KEYS[3], ARGV[1], 'PX', '" LEASE_WANT_MS "') "
 	"return {0, cur} end "
-	"local f = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 "
-	"if f > tonumber(ARGV[2]) then return {-1, tostring(f)} end "
+	"if not fence_ok(KEYS[2], ARGV[2]) then "
+	"return {-1, redis.call('GET', KEYS[2]) or '0'} end "
 	"redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2]) "
-	"redis.call('SET', KEYS[2], ARGV[2]) "
+	"fence_raise(KEYS[2], ARGV[2]) "
 	"if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end "
 	"return {1, ''}";
 /* KEYS[1] the lease; ARGV[1] our session: let it go if ours (1), else 0. */
