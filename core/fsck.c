@@ -109,14 +109,18 @@ struct hash_set {
 	size_t cap, n;
 };
 
+static void name_hash(uint8_t out[16], const void *parent_and_name, size_t len);
+
+/* The set's hash of a row's key: name_hash's, folded to 64 bits. */
 static uint64_t set_hash(const void *data, size_t len)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-	const uint8_t *p = data;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 0x100000001b3ULL;
-	h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL;
-	return h ? h : 1;
+	uint8_t h[16];
+	uint64_t a, b;
+	name_hash(h, data, len);
+	memcpy(&a, h, 8);
+	memcpy(&b, h + 8, 8);
+	a ^= b >> 29;
+	return a ? a : 1;
 }
 
 static int set_add(struct hash_set *s, uint64_t h)
